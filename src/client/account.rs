@@ -1,0 +1,355 @@
+//! Accounts (RFC 8555 §7.3): create, find, update, deactivate, key change,
+//! and everything signed with the account key (orders, revocation).
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+use super::{Client, NewOrder, Order};
+use crate::crypto::jws::{self, KeyId};
+use crate::crypto::{AccountKey, ExternalAccountKey, b64};
+use crate::error::{Error, Result};
+use crate::protocol::{AccountResource, OrderResource, v2};
+use crate::transport::{Endpoint, Response};
+
+/// What to register an account with.
+#[derive(Debug, Clone, Default)]
+pub struct AccountOptions {
+    /// Contact URLs, e.g. `mailto:admin@example.com`.
+    pub contact: Vec<String>,
+    /// Agree to the CA's terms of service (most CAs require it).
+    pub terms_of_service_agreed: bool,
+    /// External account binding, for CAs that require one.
+    pub external_account: Option<ExternalAccountKey>,
+}
+
+impl AccountOptions {
+    /// Options that agree to the terms, with no contact.
+    pub fn agreeing_to_terms() -> Self {
+        Self {
+            terms_of_service_agreed: true,
+            ..Self::default()
+        }
+    }
+
+    /// Adds a contact URL (`mailto:` is added to a bare e-mail address).
+    pub fn contact(mut self, contact: impl Into<String>) -> Self {
+        let contact = contact.into();
+        self.contact.push(if contact.contains(':') {
+            contact
+        } else {
+            format!("mailto:{contact}")
+        });
+        self
+    }
+
+    /// Sets the external account binding.
+    pub fn external_account(mut self, eab: ExternalAccountKey) -> Self {
+        self.external_account = Some(eab);
+        self
+    }
+}
+
+/// CRL reason codes a revocation may give (RFC 5280 §5.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RevocationReason {
+    /// unspecified (0)
+    Unspecified,
+    /// keyCompromise (1)
+    KeyCompromise,
+    /// cACompromise (2)
+    CaCompromise,
+    /// affiliationChanged (3)
+    AffiliationChanged,
+    /// superseded (4)
+    Superseded,
+    /// cessationOfOperation (5)
+    CessationOfOperation,
+    /// certificateHold (6)
+    CertificateHold,
+    /// removeFromCRL (8)
+    RemoveFromCrl,
+    /// privilegeWithdrawn (9)
+    PrivilegeWithdrawn,
+    /// aACompromise (10)
+    AaCompromise,
+}
+
+impl RevocationReason {
+    /// The numeric code.
+    pub fn code(&self) -> u8 {
+        match self {
+            Self::Unspecified => 0,
+            Self::KeyCompromise => 1,
+            Self::CaCompromise => 2,
+            Self::AffiliationChanged => 3,
+            Self::Superseded => 4,
+            Self::CessationOfOperation => 5,
+            Self::CertificateHold => 6,
+            Self::RemoveFromCrl => 8,
+            Self::PrivilegeWithdrawn => 9,
+            Self::AaCompromise => 10,
+        }
+    }
+}
+
+pub(crate) fn revocation_payload(
+    certificate_der: &[u8],
+    reason: Option<RevocationReason>,
+) -> Value {
+    serde_json::to_value(v2::Revocation {
+        certificate: b64(certificate_der),
+        reason: reason.map(|r| r.code()),
+    })
+    .expect("payload serializes")
+}
+
+/// An ACME account: its key and URL (`kid`) at one CA.
+///
+/// Cheap to clone. Orders, authorizations and challenges obtained through
+/// it keep a handle to it.
+#[derive(Clone, Debug)]
+pub struct Account {
+    inner: Arc<AccountInner>,
+}
+
+#[derive(Debug)]
+struct AccountInner {
+    client: Client,
+    key: Arc<AccountKey>,
+    url: String,
+    resource: Mutex<Option<AccountResource>>,
+}
+
+impl Account {
+    pub(crate) fn from_parts(
+        client: Client,
+        key: Arc<AccountKey>,
+        url: String,
+        resource: Option<AccountResource>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(AccountInner {
+                client,
+                key,
+                url,
+                resource: Mutex::new(resource),
+            }),
+        }
+    }
+
+    pub(crate) async fn create(
+        client: Client,
+        key: AccountKey,
+        options: &AccountOptions,
+    ) -> Result<Self> {
+        let directory = client.directory();
+        if directory.meta.external_account_required && options.external_account.is_none() {
+            return Err(Error::InvalidInput(
+                "this CA requires an external account binding (EAB key id and HMAC key)".into(),
+            ));
+        }
+        let payload = v2::NewAccount {
+            contact: &options.contact,
+            terms_of_service_agreed: options.terms_of_service_agreed,
+            only_return_existing: false,
+            external_account_binding: options
+                .external_account
+                .as_ref()
+                .map(|eab| eab.binding(&key, &directory.new_account)),
+        };
+        Self::new_account_request(client, key, &payload).await
+    }
+
+    pub(crate) async fn find(client: Client, key: AccountKey) -> Result<Self> {
+        let payload = v2::NewAccount {
+            only_return_existing: true,
+            ..Default::default()
+        };
+        Self::new_account_request(client, key, &payload).await
+    }
+
+    async fn new_account_request(
+        client: Client,
+        key: AccountKey,
+        payload: &v2::NewAccount<'_>,
+    ) -> Result<Self> {
+        let payload = serde_json::to_value(payload).expect("payload serializes");
+        let url = client.directory().new_account.clone();
+        let response = client
+            .transport()
+            .post(
+                Endpoint::NewAccount,
+                &url,
+                &key,
+                KeyId::Jwk,
+                Some(&payload),
+                None,
+            )
+            .await?;
+        let account_url = response.location()?;
+        // Some CAs answer an existing account with an empty body.
+        let resource = if response.body.is_empty() {
+            None
+        } else {
+            Some(response.json::<AccountResource>()?)
+        };
+        tracing::info!(account = %account_url, created = response.status == 201, "ACME account");
+        Ok(Self::from_parts(
+            client,
+            Arc::new(key),
+            account_url,
+            resource,
+        ))
+    }
+
+    /// The account URL (the `kid` of its requests).
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// The account key.
+    pub fn key(&self) -> &AccountKey {
+        &self.inner.key
+    }
+
+    /// The client (CA) this account lives at.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// The account object as last seen (None if never fetched).
+    pub fn resource(&self) -> Option<AccountResource> {
+        self.inner
+            .resource
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn remember(&self, resource: &AccountResource) {
+        *self
+            .inner
+            .resource
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(resource.clone());
+    }
+
+    /// A signed POST with this account's `kid`.
+    pub(crate) async fn post(
+        &self,
+        endpoint: Endpoint,
+        url: &str,
+        payload: Option<&Value>,
+    ) -> Result<Response> {
+        self.post_accept(endpoint, url, payload, None).await
+    }
+
+    pub(crate) async fn post_accept(
+        &self,
+        endpoint: Endpoint,
+        url: &str,
+        payload: Option<&Value>,
+        accept: Option<&str>,
+    ) -> Result<Response> {
+        self.inner
+            .client
+            .transport()
+            .post(
+                endpoint,
+                url,
+                &self.inner.key,
+                KeyId::Kid(&self.inner.url),
+                payload,
+                accept,
+            )
+            .await
+    }
+
+    /// Fetches the account object (POST-as-GET).
+    pub async fn refresh(&self) -> Result<AccountResource> {
+        let resource: AccountResource = self
+            .post(Endpoint::Account, &self.inner.url, None)
+            .await?
+            .json()?;
+        self.remember(&resource);
+        Ok(resource)
+    }
+
+    /// Replaces the contact list (RFC 8555 §7.3.2).
+    pub async fn update_contacts(&self, contact: &[String]) -> Result<AccountResource> {
+        let payload = serde_json::to_value(v2::AccountUpdate {
+            contact: Some(contact),
+            status: None,
+        })
+        .expect("payload serializes");
+        let resource: AccountResource = self
+            .post(Endpoint::Account, &self.inner.url, Some(&payload))
+            .await?
+            .json()?;
+        self.remember(&resource);
+        Ok(resource)
+    }
+
+    /// Deactivates the account (RFC 8555 §7.3.6). The CA refuses every later
+    /// request signed by it.
+    pub async fn deactivate(&self) -> Result<AccountResource> {
+        let payload = json!({"status": "deactivated"});
+        let resource: AccountResource = self
+            .post(Endpoint::Account, &self.inner.url, Some(&payload))
+            .await?
+            .json()?;
+        self.remember(&resource);
+        Ok(resource)
+    }
+
+    /// Rolls the account over to `new_key` (RFC 8555 §7.3.5) and returns the
+    /// account as signed by the new key. This `Account` (old key) stops working.
+    pub async fn change_key(&self, new_key: AccountKey) -> Result<Account> {
+        let url = self.inner.client.directory().key_change.clone();
+        let inner_payload = serde_json::to_value(v2::KeyChange {
+            account: &self.inner.url,
+            old_key: self.inner.key.jwk(),
+        })
+        .expect("payload serializes");
+        let inner = jws::sign(&new_key, KeyId::Jwk, None, &url, Some(&inner_payload))?;
+        self.post(Endpoint::KeyChange, &url, Some(&inner)).await?;
+        tracing::info!(account = %self.inner.url, "account key changed");
+        Ok(Self::from_parts(
+            self.inner.client.clone(),
+            Arc::new(new_key),
+            self.inner.url.clone(),
+            self.resource(),
+        ))
+    }
+
+    /// Creates an order (RFC 8555 §7.4).
+    pub async fn new_order(&self, order: &NewOrder) -> Result<Order> {
+        let payload = order.payload();
+        let url = self.inner.client.directory().new_order.clone();
+        let response = self.post(Endpoint::NewOrder, &url, Some(&payload)).await?;
+        let order_url = response.location()?;
+        let state: OrderResource = response.json()?;
+        tracing::info!(order = %order_url, status = state.status.as_str(), "order created");
+        Ok(Order::new(self.clone(), order_url, state))
+    }
+
+    /// Loads an existing order by URL (e.g. one recorded before a restart).
+    pub async fn order(&self, url: &str) -> Result<Order> {
+        let state: OrderResource = self.post(Endpoint::Order, url, None).await?.json()?;
+        Ok(Order::new(self.clone(), url.to_owned(), state))
+    }
+
+    /// Revokes a certificate issued to this account (RFC 8555 §7.6).
+    pub async fn revoke_certificate(
+        &self,
+        certificate_der: &[u8],
+        reason: Option<RevocationReason>,
+    ) -> Result<()> {
+        let payload = revocation_payload(certificate_der, reason);
+        let url = self.inner.client.directory().revoke_cert.clone();
+        self.post(Endpoint::Revoke, &url, Some(&payload)).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,255 @@
+//! Authorizations and challenges (RFC 8555 §7.5, §8).
+
+use serde_json::json;
+use tokio::time::{Instant, sleep};
+
+use super::Account;
+use crate::crypto::challenge::{self, TlsAlpn01Certificate};
+use crate::error::{Error, Result, RetryAfter};
+use crate::protocol::{
+    AuthorizationResource, AuthorizationStatus, ChallengeResource, ChallengeStatus, ChallengeType,
+    Identifier,
+};
+use crate::transport::Endpoint;
+
+/// An authorization: the CA's record of proving control of one identifier.
+#[derive(Debug, Clone)]
+pub struct Authorization {
+    account: Account,
+    url: String,
+    state: AuthorizationResource,
+    last_retry_after: Option<RetryAfter>,
+}
+
+impl Authorization {
+    pub(crate) async fn fetch(account: Account, url: &str) -> Result<Self> {
+        let response = account.post(Endpoint::Authorization, url, None).await?;
+        Ok(Self {
+            state: response.json()?,
+            last_retry_after: response.retry_after(),
+            account,
+            url: url.to_owned(),
+        })
+    }
+
+    /// The authorization URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The authorization object as last seen.
+    pub fn state(&self) -> &AuthorizationResource {
+        &self.state
+    }
+
+    /// The status as last seen.
+    pub fn status(&self) -> AuthorizationStatus {
+        self.state.status
+    }
+
+    /// The identifier as the order named it (`*.` restored for wildcards).
+    pub fn identifier(&self) -> Identifier {
+        let mut id = self.state.identifier.clone();
+        if self.state.wildcard && !id.value.starts_with("*.") {
+            id.value = format!("*.{}", id.value);
+        }
+        id
+    }
+
+    /// Every challenge offered.
+    pub fn challenges(&self) -> Vec<Challenge> {
+        self.state
+            .challenges
+            .iter()
+            .map(|c| Challenge {
+                account: self.account.clone(),
+                identifier: self.state.identifier.clone(),
+                state: c.clone(),
+            })
+            .collect()
+    }
+
+    /// The challenge of type `kind`, if offered.
+    pub fn challenge(&self, kind: &ChallengeType) -> Option<Challenge> {
+        self.challenges()
+            .into_iter()
+            .find(|c| &c.state.kind == kind)
+    }
+
+    /// Fetches the authorization again.
+    pub async fn refresh(&mut self) -> Result<&AuthorizationResource> {
+        let response = self
+            .account
+            .post(Endpoint::Authorization, &self.url, None)
+            .await?;
+        self.state = response.json()?;
+        self.last_retry_after = response.retry_after();
+        Ok(&self.state)
+    }
+
+    /// Polls until the authorization leaves `pending`; `valid` is success,
+    /// anything else [`Error::ValidationFailed`] with the challenge's problem.
+    pub async fn wait_valid(&mut self) -> Result<()> {
+        let policy = self.account.client().poll_policy().clone();
+        let started = Instant::now();
+        let mut attempt = 0;
+        while self.state.status == AuthorizationStatus::Pending {
+            if started.elapsed() >= policy.timeout {
+                return Err(Error::PollTimeout {
+                    what: "authorization",
+                    url: self.url.clone(),
+                    status: "pending".into(),
+                    waited: started.elapsed(),
+                });
+            }
+            sleep(policy.delay(attempt, self.last_retry_after)).await;
+            attempt += 1;
+            self.refresh().await?;
+        }
+        match self.state.status {
+            AuthorizationStatus::Valid => Ok(()),
+            _ => Err(self.failure()),
+        }
+    }
+
+    /// Deactivates the authorization (RFC 8555 §7.5.2).
+    pub async fn deactivate(&mut self) -> Result<()> {
+        let payload = json!({"status": "deactivated"});
+        self.state = self
+            .account
+            .post(Endpoint::Authorization, &self.url, Some(&payload))
+            .await?
+            .json()?;
+        Ok(())
+    }
+
+    /// The error describing why this authorization is not valid.
+    pub(crate) fn failure(&self) -> Error {
+        let problem = self
+            .state
+            .challenges
+            .iter()
+            .find_map(|c| c.error.clone())
+            .map(Box::new);
+        Error::ValidationFailed {
+            identifier: self.identifier(),
+            problem,
+        }
+    }
+}
+
+/// One challenge of an authorization, with what answering it takes.
+#[derive(Debug, Clone)]
+pub struct Challenge {
+    account: Account,
+    identifier: Identifier,
+    state: ChallengeResource,
+}
+
+impl Challenge {
+    /// The challenge type.
+    pub fn kind(&self) -> &ChallengeType {
+        &self.state.kind
+    }
+
+    /// The challenge URL.
+    pub fn url(&self) -> &str {
+        &self.state.url
+    }
+
+    /// The challenge object as last seen.
+    pub fn state(&self) -> &ChallengeResource {
+        &self.state
+    }
+
+    /// The status as last seen.
+    pub fn status(&self) -> ChallengeStatus {
+        self.state.status
+    }
+
+    /// The identifier being validated (without `*.`).
+    pub fn identifier(&self) -> &Identifier {
+        &self.identifier
+    }
+
+    /// The token.
+    pub fn token(&self) -> Result<&str> {
+        self.state
+            .token
+            .as_deref()
+            .filter(|t| is_safe_token(t))
+            .ok_or_else(|| Error::InvalidResponse {
+                request: Box::new(crate::error::RequestInfo {
+                    method: "POST",
+                    url: self.state.url.clone(),
+                    status: None,
+                    retry_after: None,
+                }),
+                reason: "challenge without a valid base64url token".into(),
+            })
+    }
+
+    /// The key authorization (RFC 8555 §8.1): the http-01 response body.
+    pub fn key_authorization(&self) -> Result<String> {
+        Ok(challenge::key_authorization(
+            self.token()?,
+            self.account.key(),
+        ))
+    }
+
+    /// The path the http-01 response is served at.
+    pub fn http01_path(&self) -> Result<String> {
+        Ok(format!("/.well-known/acme-challenge/{}", self.token()?))
+    }
+
+    /// The dns-01 TXT record name (`_acme-challenge.<name>.`).
+    pub fn dns01_record_name(&self) -> String {
+        challenge::dns01_record_name(&self.identifier)
+    }
+
+    /// The dns-01 TXT record value.
+    pub fn dns01_txt_value(&self) -> Result<String> {
+        Ok(challenge::dns01_txt_value(&self.key_authorization()?))
+    }
+
+    /// The tls-alpn-01 certificate to present (RFC 8737).
+    pub fn tls_alpn01_certificate(&self) -> Result<TlsAlpn01Certificate> {
+        challenge::tls_alpn01_certificate(&self.identifier, &self.key_authorization()?)
+    }
+
+    /// Tells the CA the challenge is ready to be validated (POST `{}`).
+    pub async fn respond(&mut self) -> Result<ChallengeStatus> {
+        let response = self
+            .account
+            .post(Endpoint::Challenge, &self.state.url, Some(&json!({})))
+            .await?;
+        self.state = response.json()?;
+        tracing::info!(
+            identifier = %self.identifier,
+            challenge = %self.state.kind,
+            status = ?self.state.status,
+            "challenge answered"
+        );
+        Ok(self.state.status)
+    }
+
+    /// Fetches the challenge again.
+    pub async fn refresh(&mut self) -> Result<&ChallengeResource> {
+        self.state = self
+            .account
+            .post(Endpoint::Challenge, &self.state.url, None)
+            .await?
+            .json()?;
+        Ok(&self.state)
+    }
+}
+
+/// A token must be base64url (RFC 8555 §8.3): nothing that could escape a
+/// URL path or a file name.
+fn is_safe_token(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= 256
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}

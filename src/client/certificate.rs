@@ -1,0 +1,140 @@
+//! Downloaded certificate chains.
+
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// A PEM certificate chain as the CA served it: the leaf first, then its issuers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateChain {
+    url: String,
+    pem: String,
+    der: Vec<Vec<u8>>,
+    alternates: Vec<String>,
+}
+
+impl CertificateChain {
+    /// Parses a PEM chain, checking that every block is an X.509 certificate.
+    pub(crate) fn from_pem(url: &str, text: &str, alternates: Vec<String>) -> Result<Self, String> {
+        let blocks = pem::parse_many(text).map_err(|e| format!("certificate chain PEM: {e}"))?;
+        let mut der = Vec::with_capacity(blocks.len());
+        for block in blocks {
+            if block.tag() != "CERTIFICATE" {
+                return Err(format!(
+                    "unexpected {:?} block in certificate chain",
+                    block.tag()
+                ));
+            }
+            X509Certificate::from_der(block.contents())
+                .map_err(|e| format!("invalid certificate in chain: {e}"))?;
+            der.push(block.into_contents());
+        }
+        if der.is_empty() {
+            return Err("certificate chain holds no certificate".into());
+        }
+        let pem = der
+            .iter()
+            .map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d.as_slice())))
+            .collect();
+        Ok(Self {
+            url: url.to_owned(),
+            pem,
+            der,
+            alternates,
+        })
+    }
+
+    /// The URL it was downloaded from.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The whole chain, PEM (normalized line endings).
+    pub fn pem(&self) -> &str {
+        &self.pem
+    }
+
+    /// The leaf certificate, PEM.
+    pub fn leaf_pem(&self) -> String {
+        pem::encode(&pem::Pem::new("CERTIFICATE", self.der[0].as_slice()))
+    }
+
+    /// The issuer certificates (everything after the leaf), PEM.
+    pub fn issuers_pem(&self) -> String {
+        self.der[1..]
+            .iter()
+            .map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d.as_slice())))
+            .collect()
+    }
+
+    /// Every certificate, DER, leaf first.
+    pub fn certificates_der(&self) -> &[Vec<u8>] {
+        &self.der
+    }
+
+    /// The leaf certificate, DER.
+    pub fn leaf_der(&self) -> &[u8] {
+        &self.der[0]
+    }
+
+    /// The other chains the CA offered (`Link: rel="alternate"`).
+    pub fn alternate_urls(&self) -> &[String] {
+        &self.alternates
+    }
+
+    /// The issuer common name of the topmost certificate: the root this
+    /// chain leads to (what "preferred chain" selection matches on).
+    pub fn top_issuer_common_name(&self) -> Option<String> {
+        let last = self.der.last()?;
+        let (_, cert) = X509Certificate::from_der(last).ok()?;
+        let cn = cert
+            .issuer()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_owned);
+        cn
+    }
+
+    /// The leaf's validity end.
+    pub fn not_after(&self) -> Option<time::OffsetDateTime> {
+        let (_, cert) = X509Certificate::from_der(&self.der[0]).ok()?;
+        Some(cert.validity().not_after.to_datetime())
+    }
+
+    /// The leaf's serial number, lower-case hex.
+    pub fn serial_hex(&self) -> Option<String> {
+        let (_, cert) = X509Certificate::from_der(&self.der[0]).ok()?;
+        Some(cert.tbs_certificate.raw_serial_as_string().replace(':', ""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_chains_are_rejected() {
+        assert!(CertificateChain::from_pem("u", "", vec![]).is_err());
+        assert!(CertificateChain::from_pem("u", "hello", vec![]).is_err());
+        let not_cert = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert!(CertificateChain::from_pem("u", not_cert, vec![]).is_err());
+        let key = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+        assert!(CertificateChain::from_pem("u", key, vec![]).is_err());
+    }
+
+    #[test]
+    fn parses_a_real_chain() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["a.example".into()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Test Root");
+        let cert = params.self_signed(&key).unwrap();
+        let text = format!("{}\r\n{}", cert.pem(), cert.pem());
+        let chain = CertificateChain::from_pem("u", &text, vec!["alt".into()]).unwrap();
+        assert_eq!(chain.certificates_der().len(), 2);
+        assert_eq!(chain.top_issuer_common_name().as_deref(), Some("Test Root"));
+        assert_eq!(chain.alternate_urls(), ["alt"]);
+        assert!(chain.serial_hex().is_some());
+        assert!(chain.leaf_pem().starts_with("-----BEGIN CERTIFICATE-----"));
+    }
+}

@@ -1,0 +1,606 @@
+//! Errors: one [`Error`] type for everything the crate can fail at, with the
+//! CA's RFC 7807 [`Problem`] kept whole.
+//!
+//! Every failure that came from an HTTP exchange carries a [`RequestInfo`]:
+//! the method, the URL, the HTTP status (when a response arrived) and the
+//! parsed `Retry-After` header. That is what a retry policy needs to treat a
+//! `badNonce`, a 429, a 403 CAA recheck, a 5xx and a timeout differently.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::protocol::Identifier;
+
+/// The longest `Retry-After` the crate will believe; anything longer is capped.
+///
+/// A broken or hostile server must not be able to park a client for years.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A `Retry-After` header (RFC 9110 §10.2.3), in either of its forms.
+///
+/// Both forms are resolved to an absolute time when the response arrives, so
+/// the value stays meaningful however long the caller keeps the error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryAfter {
+    at: SystemTime,
+    delay: Duration,
+}
+
+impl RetryAfter {
+    /// Parses a header value (`"120"` or `"Wed, 21 Oct 2015 07:28:00 GMT"`)
+    /// received at `now`. Delays longer than [`MAX_RETRY_AFTER`] are capped;
+    /// dates in the past mean "now". Returns `None` for anything else.
+    pub fn parse(value: &str, now: SystemTime) -> Option<Self> {
+        let value = value.trim();
+        let delay = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+            // Saturate on absurdly long digit strings instead of failing.
+            Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX))
+        } else {
+            let at = httpdate::parse_http_date(value).ok()?;
+            at.duration_since(now).unwrap_or(Duration::ZERO)
+        };
+        let delay = delay.min(MAX_RETRY_AFTER);
+        Some(Self {
+            at: now + delay,
+            delay,
+        })
+    }
+
+    /// A `Retry-After` of `delay` from `now` (capped like a parsed one).
+    pub fn after(delay: Duration, now: SystemTime) -> Self {
+        let delay = delay.min(MAX_RETRY_AFTER);
+        Self {
+            at: now + delay,
+            delay,
+        }
+    }
+
+    /// The absolute time after which the request may be retried.
+    pub fn at(&self) -> SystemTime {
+        self.at
+    }
+
+    /// The delay the server asked for, measured from when its answer arrived.
+    pub fn delay(&self) -> Duration {
+        self.delay
+    }
+
+    /// How long is left to wait from `now` (zero once the time has passed).
+    pub fn remaining(&self, now: SystemTime) -> Duration {
+        self.at.duration_since(now).unwrap_or(Duration::ZERO)
+    }
+}
+
+macro_rules! problem_types {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
+        /// The `type` of an ACME problem document.
+        ///
+        /// Every RFC 8555 §6.7 type, Boulder's extras and the RFC 8555
+        /// predecessors' `urn:acme:error:*` names (mapped to the same
+        /// variants); anything else is kept verbatim in [`ProblemType::Other`].
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum ProblemType {
+            $($(#[$doc])* $variant,)*
+            /// A type this crate does not know, kept exactly as the server sent it.
+            Other(String),
+        }
+
+        impl ProblemType {
+            /// The short name after the `urn:ietf:params:acme:error:` prefix
+            /// (`None` for [`ProblemType::Other`]).
+            pub fn short_name(&self) -> Option<&'static str> {
+                match self {
+                    $(Self::$variant => Some($name),)*
+                    Self::Other(_) => None,
+                }
+            }
+
+            fn from_short_name(name: &str) -> Option<Self> {
+                match name {
+                    $($name => Some(Self::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+problem_types! {
+    /// The request specified an account that does not exist.
+    AccountDoesNotExist => "accountDoesNotExist",
+    /// The request specified a certificate to be revoked that has already been revoked.
+    AlreadyRevoked => "alreadyRevoked",
+    /// The CSR is unacceptable (e.g. due to a short key).
+    BadCsr => "badCSR",
+    /// The client sent an unacceptable anti-replay nonce.
+    BadNonce => "badNonce",
+    /// The JWS was signed by a public key the server does not support.
+    BadPublicKey => "badPublicKey",
+    /// The revocation reason provided is not allowed by the server.
+    BadRevocationReason => "badRevocationReason",
+    /// The JWS was signed with an algorithm the server does not support.
+    BadSignatureAlgorithm => "badSignatureAlgorithm",
+    /// CAA records forbid the CA from issuing a certificate (or could not be checked).
+    Caa => "caa",
+    /// Specific error conditions are indicated in the "subproblems" array.
+    Compound => "compound",
+    /// The server could not connect to the validation target.
+    Connection => "connection",
+    /// There was a problem with a DNS query during identifier validation.
+    Dns => "dns",
+    /// The request must include a value for the "externalAccountBinding" field.
+    ExternalAccountRequired => "externalAccountRequired",
+    /// Response received didn't match the challenge's requirements.
+    IncorrectResponse => "incorrectResponse",
+    /// A contact URL for an account was invalid.
+    InvalidContact => "invalidContact",
+    /// The request message was malformed.
+    Malformed => "malformed",
+    /// The request attempted to finalize an order that is not ready to be finalized.
+    OrderNotReady => "orderNotReady",
+    /// The request exceeds a rate limit.
+    RateLimited => "rateLimited",
+    /// The server will not issue certificates for the identifier.
+    RejectedIdentifier => "rejectedIdentifier",
+    /// The server experienced an internal error.
+    ServerInternal => "serverInternal",
+    /// The server received a TLS error during validation.
+    Tls => "tls",
+    /// The client lacks sufficient authorization.
+    Unauthorized => "unauthorized",
+    /// A contact URL for an account used an unsupported protocol scheme.
+    UnsupportedContact => "unsupportedContact",
+    /// An identifier is of an unsupported type.
+    UnsupportedIdentifier => "unsupportedIdentifier",
+    /// Visit the "instance" URL and take actions specified there.
+    UserActionRequired => "userActionRequired",
+    /// The certificate named in `replaces` was already replaced (ARI; Boulder).
+    AlreadyReplaced => "alreadyReplaced",
+    /// The request conflicts with the current state (Boulder, e.g. a key already in use).
+    Conflict => "conflict",
+}
+
+const V2_PREFIX: &str = "urn:ietf:params:acme:error:";
+const V1_PREFIX: &str = "urn:acme:error:";
+
+impl ProblemType {
+    /// Parses a problem `type` URN (v2 or v1 form); unknown values are kept.
+    pub fn from_urn(urn: &str) -> Self {
+        urn.strip_prefix(V2_PREFIX)
+            .or_else(|| urn.strip_prefix(V1_PREFIX))
+            .and_then(|name| {
+                // v1 spelled a few names differently.
+                let name = match name {
+                    "tls" | "tlsError" => "tls",
+                    "connectionError" => "connection",
+                    "unknownHost" => "dns",
+                    "badCsr" => "badCSR",
+                    "invalidEmail" => "invalidContact",
+                    other => other,
+                };
+                Self::from_short_name(name)
+            })
+            .unwrap_or_else(|| Self::Other(urn.to_owned()))
+    }
+
+    /// The full RFC 8555 URN (or the verbatim value for [`ProblemType::Other`]).
+    pub fn urn(&self) -> String {
+        match self {
+            Self::Other(s) => s.clone(),
+            known => format!("{V2_PREFIX}{}", known.short_name().unwrap_or_default()),
+        }
+    }
+}
+
+impl fmt::Display for ProblemType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Other(s) => f.write_str(s),
+            known => f.write_str(known.short_name().unwrap_or_default()),
+        }
+    }
+}
+
+impl Serialize for ProblemType {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.urn())
+    }
+}
+
+impl<'de> Deserialize<'de> for ProblemType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(Self::from_urn(&s))
+    }
+}
+
+fn default_problem_type() -> ProblemType {
+    // RFC 7807 §4.2: a missing type means "about:blank".
+    ProblemType::Other("about:blank".to_owned())
+}
+
+/// An RFC 7807 problem document as an ACME server sends it (RFC 8555 §6.7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    /// The problem type.
+    #[serde(rename = "type", default = "default_problem_type")]
+    pub kind: ProblemType,
+    /// Human-readable explanation from the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The HTTP status the server put in the document (may differ from the response's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// A URL identifying this occurrence (e.g. for `userActionRequired`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// The identifier this problem is about (in subproblems and authorizations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identifier: Option<Identifier>,
+    /// Per-identifier problems of a compound error (RFC 8555 §6.7.1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subproblems: Vec<Problem>,
+    /// Any other members, kept as sent.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Problem {
+    /// A problem of `kind` with a detail, for errors raised locally.
+    pub fn new(kind: ProblemType, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            detail: Some(detail.into()),
+            status: None,
+            instance: None,
+            identifier: None,
+            subproblems: Vec::new(),
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    /// The identifiers named by this problem and its subproblems.
+    pub fn identifiers(&self) -> Vec<&Identifier> {
+        let mut out: Vec<&Identifier> = self.identifier.iter().collect();
+        for sub in &self.subproblems {
+            out.extend(sub.identifiers());
+        }
+        out
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.kind)?;
+        if let Some(id) = &self.identifier {
+            write!(f, " for {id}")?;
+        }
+        if let Some(detail) = &self.detail {
+            write!(f, ": {detail}")?;
+        }
+        for sub in &self.subproblems {
+            write!(f, "; [{sub}]")?;
+        }
+        Ok(())
+    }
+}
+
+/// What is known about the HTTP exchange an error came from.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    /// HTTP method (`POST`, `HEAD`, `GET`).
+    pub method: &'static str,
+    /// The request URL.
+    pub url: String,
+    /// The HTTP status, if a response arrived.
+    pub status: Option<u16>,
+    /// The response's `Retry-After`, parsed, if it sent one.
+    pub retry_after: Option<RetryAfter>,
+}
+
+impl fmt::Display for RequestInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.method, self.url)?;
+        if let Some(status) = self.status {
+            write!(f, " -> {status}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why an exchange failed before a complete, well-formed answer arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportFailure {
+    /// The request or the connection timed out.
+    Timeout,
+    /// The connection could not be established.
+    Connect,
+    /// The connection broke while sending or receiving (reset, closed early).
+    Reset,
+    /// Anything else the HTTP stack reported.
+    Other,
+}
+
+impl fmt::Display for TransportFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Timeout => "timed out",
+            Self::Connect => "connection failed",
+            Self::Reset => "connection broken",
+            Self::Other => "HTTP failure",
+        })
+    }
+}
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The CA answered with an RFC 7807 problem document.
+    #[error("{request}: {problem}")]
+    Problem {
+        /// The exchange.
+        request: Box<RequestInfo>,
+        /// The problem, whole.
+        problem: Box<Problem>,
+    },
+
+    /// The CA answered with an error status but no problem document
+    /// (for example a 500 with an empty body).
+    #[error("{request}: HTTP error without a problem document ({body})")]
+    Status {
+        /// The exchange.
+        request: Box<RequestInfo>,
+        /// A short, printable excerpt of the body (`"empty body"` if there was none).
+        body: String,
+    },
+
+    /// The exchange failed below HTTP: timeout, refused or reset connection.
+    #[error("{request}: {failure}: {source}")]
+    Transport {
+        /// The exchange.
+        request: Box<RequestInfo>,
+        /// What kind of failure it was.
+        failure: TransportFailure,
+        /// The underlying HTTP client error.
+        #[source]
+        source: reqwest::Error,
+    },
+
+    /// The CA answered, but the answer was unusable: invalid JSON, a missing
+    /// header, an oversized or truncated body, a URL that is not HTTPS.
+    #[error("{request}: invalid response: {reason}")]
+    InvalidResponse {
+        /// The exchange.
+        request: Box<RequestInfo>,
+        /// What was wrong with it.
+        reason: String,
+    },
+
+    /// An authorization became `invalid`: the CA could not validate an identifier.
+    #[error("validation of {identifier} failed: {}", problem.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "no problem reported".into()))]
+    ValidationFailed {
+        /// The identifier whose authorization failed.
+        identifier: Identifier,
+        /// The challenge's (or authorization's) problem, if the CA gave one.
+        problem: Option<Box<Problem>>,
+    },
+
+    /// An order became `invalid`.
+    #[error("order {url} is invalid: {}", problem.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "no problem reported".into()))]
+    OrderInvalid {
+        /// The order URL.
+        url: String,
+        /// The order's problem, if the CA gave one.
+        problem: Option<Box<Problem>>,
+    },
+
+    /// A resource did not reach the awaited state within the polling budget.
+    #[error("{what} at {url} still {status} after {waited:?}")]
+    PollTimeout {
+        /// What was being polled ("order", "authorization").
+        what: &'static str,
+        /// Its URL.
+        url: String,
+        /// Its last status.
+        status: String,
+        /// How long polling went on.
+        waited: Duration,
+    },
+
+    /// The caller passed something unusable (bad domain name, bad key, bad option).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// A cryptographic operation failed (key parsing, signing, CSR building).
+    #[error("crypto: {0}")]
+    Crypto(String),
+
+    /// The CA does not offer what was asked for (missing directory entry,
+    /// algorithm or feature it lacks).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+
+    /// Local I/O failed (e.g. the standalone http-01 responder could not bind).
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// The HTTP exchange this error came from, if any.
+    pub fn request(&self) -> Option<&RequestInfo> {
+        match self {
+            Self::Problem { request, .. }
+            | Self::Status { request, .. }
+            | Self::Transport { request, .. }
+            | Self::InvalidResponse { request, .. } => Some(request),
+            _ => None,
+        }
+    }
+
+    /// The CA's problem document, if there was one.
+    pub fn problem(&self) -> Option<&Problem> {
+        match self {
+            Self::Problem { problem, .. } => Some(problem),
+            Self::ValidationFailed { problem, .. } | Self::OrderInvalid { problem, .. } => {
+                problem.as_deref()
+            }
+            _ => None,
+        }
+    }
+
+    /// The problem type, if there was a problem document.
+    pub fn problem_type(&self) -> Option<&ProblemType> {
+        self.problem().map(|p| &p.kind)
+    }
+
+    /// The HTTP status of the failed response, if one arrived.
+    pub fn status(&self) -> Option<u16> {
+        self.request().and_then(|r| r.status)
+    }
+
+    /// The request URL, if the error came from an HTTP exchange.
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            Self::OrderInvalid { url, .. } | Self::PollTimeout { url, .. } => Some(url),
+            _ => self.request().map(|r| r.url.as_str()),
+        }
+    }
+
+    /// The `Retry-After` the server sent with the failure, if any.
+    pub fn retry_after(&self) -> Option<RetryAfter> {
+        self.request().and_then(|r| r.retry_after)
+    }
+
+    /// True for a timeout of the exchange (the request's outcome is unknown).
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            Self::Transport {
+                failure: TransportFailure::Timeout,
+                ..
+            }
+        )
+    }
+
+    /// True for a `badNonce` problem.
+    pub fn is_bad_nonce(&self) -> bool {
+        self.problem_type() == Some(&ProblemType::BadNonce)
+    }
+
+    /// True for a rate-limit answer (`rateLimited` problem or HTTP 429).
+    pub fn is_rate_limited(&self) -> bool {
+        self.problem_type() == Some(&ProblemType::RateLimited) || self.status() == Some(429)
+    }
+
+    /// The identifiers the CA's problem names (its own and its subproblems').
+    pub fn identifiers(&self) -> Vec<&Identifier> {
+        let mut ids = self.problem().map(Problem::identifiers).unwrap_or_default();
+        if let Self::ValidationFailed { identifier, .. } = self {
+            ids.insert(0, identifier);
+        }
+        ids
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds_and_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_000);
+        let ra = RetryAfter::parse("120", now).unwrap();
+        assert_eq!(ra.delay(), Duration::from_secs(120));
+        assert_eq!(ra.at(), now + Duration::from_secs(120));
+
+        // Wed, 21 Oct 2015 07:28:00 GMT = 1445412480
+        let ra = RetryAfter::parse("Wed, 21 Oct 2015 07:28:00 GMT", now).unwrap();
+        assert_eq!(ra.delay(), Duration::from_secs(480));
+        assert_eq!(
+            ra.at(),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480)
+        );
+
+        // A date in the past means "now".
+        let ra = RetryAfter::parse("Wed, 21 Oct 2015 07:00:00 GMT", now).unwrap();
+        assert_eq!(ra.delay(), Duration::ZERO);
+
+        // Garbage and negative numbers are not Retry-After values.
+        assert!(RetryAfter::parse("soon", now).is_none());
+        assert!(RetryAfter::parse("-5", now).is_none());
+        assert!(RetryAfter::parse("", now).is_none());
+
+        // Absurd values are capped.
+        let ra = RetryAfter::parse("99999999999999999999999", now).unwrap();
+        assert_eq!(ra.delay(), MAX_RETRY_AFTER);
+        assert_eq!(ra.remaining(now + MAX_RETRY_AFTER * 2), Duration::ZERO);
+    }
+
+    #[test]
+    fn problem_with_subproblems_and_unknown_type() {
+        let json = r#"{
+            "type": "urn:ietf:params:acme:error:rejectedIdentifier",
+            "detail": "Some of the identifiers requested were rejected",
+            "status": 400,
+            "subproblems": [
+                {"type": "urn:ietf:params:acme:error:malformed",
+                 "detail": "Invalid underscore in DNS name \"_example.org\"",
+                 "identifier": {"type": "dns", "value": "_example.org"}},
+                {"type": "urn:example:error:custom",
+                 "detail": "This CA will not issue for \"example.net\"",
+                 "identifier": {"type": "dns", "value": "example.net"},
+                 "x-extra": 7}
+            ]
+        }"#;
+        let p: Problem = serde_json::from_str(json).unwrap();
+        assert_eq!(p.kind, ProblemType::RejectedIdentifier);
+        assert_eq!(p.status, Some(400));
+        assert_eq!(p.subproblems.len(), 2);
+        assert_eq!(p.subproblems[0].kind, ProblemType::Malformed);
+        assert_eq!(
+            p.subproblems[1].kind,
+            ProblemType::Other("urn:example:error:custom".into())
+        );
+        assert_eq!(p.subproblems[1].extra["x-extra"], 7);
+        let ids: Vec<String> = p.identifiers().iter().map(|i| i.value.clone()).collect();
+        assert_eq!(ids, ["_example.org", "example.net"]);
+        // Round trip keeps everything, unknown type verbatim.
+        let back: Problem = serde_json::from_value(serde_json::to_value(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
+        assert!(p.to_string().contains("_example.org"));
+    }
+
+    #[test]
+    fn problem_type_names() {
+        for (urn, kind) in [
+            ("urn:ietf:params:acme:error:badNonce", ProblemType::BadNonce),
+            ("urn:acme:error:badNonce", ProblemType::BadNonce),
+            ("urn:ietf:params:acme:error:badCSR", ProblemType::BadCsr),
+            ("urn:acme:error:connectionError", ProblemType::Connection),
+            ("urn:acme:error:unknownHost", ProblemType::Dns),
+            ("urn:ietf:params:acme:error:caa", ProblemType::Caa),
+            (
+                "urn:ietf:params:acme:error:alreadyReplaced",
+                ProblemType::AlreadyReplaced,
+            ),
+        ] {
+            assert_eq!(ProblemType::from_urn(urn), kind, "{urn}");
+        }
+        assert_eq!(
+            ProblemType::RateLimited.urn(),
+            "urn:ietf:params:acme:error:rateLimited"
+        );
+        // Missing type is about:blank, not a parse failure.
+        let p: Problem = serde_json::from_str(r#"{"detail":"x"}"#).unwrap();
+        assert_eq!(p.kind, ProblemType::Other("about:blank".into()));
+    }
+}

@@ -1,0 +1,437 @@
+//! HTTP exchanges with the CA: the one place that sends requests, signs them,
+//! handles nonces, caps and parses responses, turns failures into typed
+//! [`Error`]s and logs every exchange.
+//!
+//! Each exchange is logged once at DEBUG under the `sturdy_acme::http`
+//! target, with method, URL, endpoint, status, problem type, Retry-After,
+//! where the nonce came from, the attempt number and the elapsed time.
+//! Bodies are never logged (requests carry keys in JWKs and CSRs).
+
+mod link;
+mod nonce;
+mod stats;
+
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub(crate) use link::links;
+pub use stats::{Endpoint, RequestStats};
+
+use crate::crypto::AccountKey;
+use crate::crypto::jws::{self, KeyId};
+use crate::error::{Error, Problem, RequestInfo, Result, RetryAfter, TransportFailure};
+use nonce::NoncePool;
+use stats::Counters;
+
+/// The media type of JWS request bodies.
+const JOSE_JSON: &str = "application/jose+json";
+/// The media type of a PEM certificate chain.
+pub(crate) const PEM_CHAIN: &str = "application/pem-certificate-chain";
+
+/// Settings of the transport, set through [`ClientBuilder`](crate::ClientBuilder).
+#[derive(Debug, Clone)]
+pub(crate) struct TransportConfig {
+    pub(crate) max_body: usize,
+    pub(crate) bad_nonce_retries: u32,
+    pub(crate) nonce_pool_size: usize,
+    pub(crate) allow_http: bool,
+}
+
+/// A successful (2xx) response.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub(crate) url: String,
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl Response {
+    fn info(&self, method: &'static str) -> Box<RequestInfo> {
+        Box::new(RequestInfo {
+            method,
+            url: self.url.clone(),
+            status: Some(self.status),
+            retry_after: self.retry_after(),
+        })
+    }
+
+    /// The body as JSON of type `T`.
+    pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_slice(&self.body).map_err(|e| Error::InvalidResponse {
+            request: self.info("POST"),
+            reason: format!("body is not the expected JSON: {e}"),
+        })
+    }
+
+    /// The `Location` header, required.
+    pub(crate) fn location(&self) -> Result<String> {
+        self.header("location")
+            .ok_or_else(|| Error::InvalidResponse {
+                request: self.info("POST"),
+                reason: "no Location header".into(),
+            })
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+
+    pub(crate) fn retry_after(&self) -> Option<RetryAfter> {
+        retry_after(&self.headers)
+    }
+
+    /// The body as UTF-8 text.
+    pub(crate) fn text(&self) -> Result<String> {
+        String::from_utf8(self.body.to_vec()).map_err(|_| Error::InvalidResponse {
+            request: self.info("POST"),
+            reason: "body is not UTF-8".into(),
+        })
+    }
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<RetryAfter> {
+    headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| RetryAfter::parse(v, SystemTime::now()))
+}
+
+/// The result of one exchange plus the nonce its response carried.
+struct Exchange {
+    result: Result<Response>,
+    nonce: Option<String>,
+}
+
+/// Talks HTTP to one CA.
+#[derive(Debug)]
+pub(crate) struct Transport {
+    http: reqwest::Client,
+    config: TransportConfig,
+    nonces: NoncePool,
+    new_nonce_url: OnceLock<String>,
+    counters: Counters,
+}
+
+impl Transport {
+    pub(crate) fn new(http: reqwest::Client, config: TransportConfig) -> Self {
+        Self {
+            http,
+            nonces: NoncePool::new(config.nonce_pool_size),
+            config,
+            new_nonce_url: OnceLock::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Sets where fresh nonces come from (once, after the directory is read).
+    pub(crate) fn set_new_nonce_url(&self, url: String) {
+        let _ = self.new_nonce_url.set(url);
+    }
+
+    pub(crate) fn stats(&self) -> RequestStats {
+        self.counters.snapshot()
+    }
+
+    /// A plain GET (the directory; nothing else in RFC 8555).
+    pub(crate) async fn get(&self, endpoint: Endpoint, url: &str) -> Result<Response> {
+        self.check_url(url)?;
+        let ex = self
+            .exchange(endpoint, http::Method::GET, url, None, None, "none", 0)
+            .await;
+        self.keep_nonce(ex.nonce);
+        ex.result
+    }
+
+    /// A signed POST (or POST-as-GET when `payload` is `None`), retried on
+    /// `badNonce` with the nonce the rejection carried.
+    pub(crate) async fn post(
+        &self,
+        endpoint: Endpoint,
+        url: &str,
+        key: &AccountKey,
+        key_id: KeyId<'_>,
+        payload: Option<&Value>,
+        accept: Option<&str>,
+    ) -> Result<Response> {
+        self.check_url(url)?;
+        let (mut nonce, mut source) = match self.nonces.take() {
+            Some(n) => (n, "pool"),
+            None => (self.fresh_nonce().await?, "fetched"),
+        };
+        let mut attempt = 0;
+        loop {
+            let body = jws::sign(key, key_id, Some(&nonce), url, payload)?;
+            let body = serde_json::to_vec(&body).expect("JSON values always serialize");
+            let ex = self
+                .exchange(
+                    endpoint,
+                    http::Method::POST,
+                    url,
+                    Some(body),
+                    accept,
+                    source,
+                    attempt,
+                )
+                .await;
+            match ex.result {
+                Err(e) if e.is_bad_nonce() && attempt < self.config.bad_nonce_retries => {
+                    attempt += 1;
+                    (nonce, source) = match ex.nonce {
+                        Some(n) if nonce::is_valid_nonce(&n) => (n, "badNonce"),
+                        _ => match self.nonces.take() {
+                            Some(n) => (n, "pool"),
+                            None => (self.fresh_nonce().await?, "fetched"),
+                        },
+                    };
+                }
+                result => {
+                    self.keep_nonce(ex.nonce);
+                    return result;
+                }
+            }
+        }
+    }
+
+    fn keep_nonce(&self, nonce: Option<String>) {
+        if let Some(n) = nonce {
+            self.nonces.put(n);
+        }
+    }
+
+    async fn fresh_nonce(&self) -> Result<String> {
+        let url = self
+            .new_nonce_url
+            .get()
+            .ok_or_else(|| Error::Unsupported("no newNonce URL known".into()))?;
+        let ex = self
+            .exchange(
+                Endpoint::NewNonce,
+                http::Method::HEAD,
+                url,
+                None,
+                None,
+                "none",
+                0,
+            )
+            .await;
+        let response = ex.result?;
+        match ex.nonce {
+            Some(n) if nonce::is_valid_nonce(&n) => Ok(n),
+            _ => Err(Error::InvalidResponse {
+                request: response.info("HEAD"),
+                reason: "newNonce answered without a valid Replay-Nonce".into(),
+            }),
+        }
+    }
+
+    /// Refuses URLs that are not HTTPS (plain HTTP only when the directory was).
+    fn check_url(&self, url: &str) -> Result<()> {
+        let ok = match url::Url::parse(url) {
+            Ok(u) => u.scheme() == "https" || (u.scheme() == "http" && self.config.allow_http),
+            Err(_) => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::InvalidResponse {
+                request: Box::new(RequestInfo {
+                    method: "POST",
+                    url: url.chars().take(200).collect(),
+                    status: None,
+                    retry_after: None,
+                }),
+                reason: "the CA handed out a URL that is not a valid HTTPS URL".into(),
+            })
+        }
+    }
+
+    /// One HTTP exchange: send, read the capped body, classify, log once.
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange(
+        &self,
+        endpoint: Endpoint,
+        method: http::Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+        accept: Option<&str>,
+        nonce_source: &'static str,
+        attempt: u32,
+    ) -> Exchange {
+        let started = Instant::now();
+        let method_name: &'static str = match method {
+            http::Method::GET => "GET",
+            http::Method::HEAD => "HEAD",
+            _ => "POST",
+        };
+        self.counters.count(endpoint);
+        let mut request = self.http.request(method, url);
+        if let Some(body) = body {
+            request = request
+                .header(http::header::CONTENT_TYPE, JOSE_JSON)
+                .body(body);
+        }
+        if let Some(accept) = accept {
+            request = request.header(http::header::ACCEPT, accept);
+        }
+        let ex = self.send(request, method_name, url).await;
+
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let (status, problem, retry_after, failure) = match &ex.result {
+            Ok(r) => (Some(r.status), None, r.retry_after(), None),
+            Err(e) => (
+                e.status(),
+                e.problem_type().map(|p| p.to_string()),
+                e.retry_after(),
+                Some(e.to_string()),
+            ),
+        };
+        tracing::debug!(
+            target: "sturdy_acme::http",
+            method = method_name,
+            url,
+            endpoint = endpoint.as_str(),
+            status,
+            problem,
+            retry_after_s = retry_after.map(|r| r.delay().as_secs()),
+            nonce = nonce_source,
+            attempt,
+            elapsed_ms,
+            failure,
+            "ACME exchange"
+        );
+        ex
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        method: &'static str,
+        url: &str,
+    ) -> Exchange {
+        let info = |status: Option<u16>, retry_after: Option<RetryAfter>| {
+            Box::new(RequestInfo {
+                method,
+                url: url.to_owned(),
+                status,
+                retry_after,
+            })
+        };
+        let transport_error = |status, source: reqwest::Error| {
+            let failure = if source.is_timeout() {
+                TransportFailure::Timeout
+            } else if source.is_connect() {
+                TransportFailure::Connect
+            } else if source.is_body() || source.is_request() || source.is_decode() {
+                TransportFailure::Reset
+            } else {
+                TransportFailure::Other
+            };
+            Error::Transport {
+                request: info(status, None),
+                failure,
+                source,
+            }
+        };
+
+        let mut response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return Exchange {
+                    result: Err(transport_error(None, e)),
+                    nonce: None,
+                };
+            }
+        };
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let nonce = headers
+            .get("replay-nonce")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let retry_after = retry_after(&headers);
+        let fail = |result| Exchange {
+            result,
+            nonce: nonce.clone(),
+        };
+
+        // Read the body, refusing to buffer more than the cap.
+        let max = self.config.max_body;
+        if response.content_length().is_some_and(|n| n > max as u64) {
+            return fail(Err(Error::InvalidResponse {
+                request: info(Some(status), retry_after),
+                reason: format!("body announced larger than the {max}-byte limit"),
+            }));
+        }
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > max {
+                        return fail(Err(Error::InvalidResponse {
+                            request: info(Some(status), retry_after),
+                            reason: format!("body larger than the {max}-byte limit"),
+                        }));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return fail(Err(transport_error(Some(status), e))),
+            }
+        }
+
+        if (200..300).contains(&status) {
+            return Exchange {
+                result: Ok(Response {
+                    url: url.to_owned(),
+                    status,
+                    headers,
+                    body: body.into(),
+                }),
+                nonce,
+            };
+        }
+        let request = info(Some(status), retry_after);
+        let result = match serde_json::from_slice::<Value>(&body) {
+            Ok(v) if v.get("type").is_some() || v.get("detail").is_some() => {
+                match serde_json::from_value::<Problem>(v) {
+                    Ok(problem) => Err(Error::Problem {
+                        request,
+                        problem: Box::new(problem),
+                    }),
+                    Err(e) => Err(Error::InvalidResponse {
+                        request,
+                        reason: format!("malformed problem document: {e}"),
+                    }),
+                }
+            }
+            _ => Err(Error::Status {
+                request,
+                body: excerpt(&body, &headers),
+            }),
+        };
+        Exchange { result, nonce }
+    }
+}
+
+/// A short printable description of a non-problem error body.
+fn excerpt(body: &[u8], headers: &HeaderMap) -> String {
+    if body.is_empty() {
+        let names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        return format!("empty body; headers: [{}]", names.join(", "));
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    format!("{} bytes: {clean:?}", body.len())
+}
