@@ -6,6 +6,7 @@ pub mod crypto;
 pub mod error;
 pub mod protocol;
 pub mod solver;
+pub mod store;
 pub mod transport;
 
 pub use client::{

@@ -159,7 +159,14 @@ impl Order {
             )));
         }
         let der = match csr {
-            Csr::Key(key) => key.csr_der(&self.state.identifiers)?,
+            Csr::Key(key) => {
+                if key.to_signing_key()?.jwk() == self.account.key().jwk() {
+                    return Err(Error::InvalidInput(
+                        "the certificate key must not be the account key".into(),
+                    ));
+                }
+                key.csr_der(&self.state.identifiers)?
+            }
             Csr::Der(der) => der.to_vec(),
         };
         let payload = serde_json::to_value(v2::Finalize { csr: b64(&der) }).expect("serializes");

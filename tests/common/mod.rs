@@ -1,0 +1,106 @@
+//! Shared test harness for the integration tests (`mod common;`).
+//!
+//! * [`pebble`]: starts a private Pebble ACME server plus `pebble-challtestsrv`
+//!   (as its DNS server) on free loopback ports, one pair per test.
+//! * [`verify`]: checks issued chains with rustls-webpki and pulls serials /
+//!   names out of certificates.
+//! * [`tls_alpn`]: a tls-alpn-01 (RFC 8737) responder for Pebble's VA to
+//!   connect to.
+//!
+//! Everything here uses the *ring* rustls provider explicitly; nothing relies on
+//! a process-wide default provider.
+#![allow(dead_code)]
+
+pub mod pebble;
+pub mod tls_alpn;
+pub mod verify;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::CertificateDer;
+
+/// The ring crypto provider, as an `Arc` ready for the rustls builders.
+pub fn ring_provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// True when running under CI (`CI=true`), where a missing Pebble is a failure
+/// instead of a skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Install a `tracing` subscriber writing to the test's captured output,
+/// filtered by `RUST_LOG` (default `sturdy_acme=debug`). Safe to call from
+/// every test; only the first call in a process takes effect.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("sturdy_acme=debug"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+/// All `CERTIFICATE` blocks of a PEM string, as DER. Panics on malformed PEM.
+pub fn pem_certs(pem_text: &str) -> Vec<CertificateDer<'static>> {
+    let blocks =
+        pem::parse_many(pem_text).unwrap_or_else(|e| panic!("malformed PEM ({e}):\n{pem_text}"));
+    blocks
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(|b| CertificateDer::from(b.into_contents()))
+        .collect()
+}
+
+/// A rustls `ClientConfig` (ring provider, TLS 1.2 + 1.3) trusting exactly the
+/// certificates in `root_pems` (each string may hold several PEM blocks).
+pub fn client_config_trusting(root_pems: &[&str]) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for pem_text in root_pems {
+        let certs = pem_certs(pem_text);
+        assert!(!certs.is_empty(), "no CERTIFICATE block in:\n{pem_text}");
+        for cert in certs {
+            roots
+                .add(cert)
+                .unwrap_or_else(|e| panic!("cannot use root certificate: {e}"));
+        }
+    }
+    rustls::ClientConfig::builder_with_provider(ring_provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring provider supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// A reqwest client (no proxy, TCP_NODELAY, 10 s timeout) whose TLS trusts only
+/// `root_pem`. Use it for plain HTTPS requests in tests (not for the ACME
+/// client under test, which builds its own).
+pub fn http_client_trusting(root_pem: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(client_config_trusting(&[root_pem]))
+        .no_proxy()
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("building a reqwest client with a preconfigured rustls config")
+}
+
+/// GET `url` and parse the body as JSON; panics with the status and body on
+/// failure.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status();
+    let body = resp
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: reading body: {e}"));
+    assert!(status.is_success(), "GET {url}: {status}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {body}"))
+}
