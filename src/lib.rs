@@ -1,5 +1,89 @@
-//! placeholder
+//! # sturdy-acme
+//!
+//! An ACME client (RFC 8555) that keeps getting certificates when the
+//! network, the CA or the customer's DNS misbehaves.
+//!
+//! ## The model
+//!
+//! A [`Client`] speaks to one CA. It is built from the CA's directory URL,
+//! which it fetches once ([`Client::builder`]). Every request goes through a
+//! single transport that signs it (JWS, `ring`), takes a nonce from a pool
+//! fed by every response (asking `newNonce` only when the pool is empty),
+//! re-sends on `badNonce` with the nonce the rejection carried, caps the
+//! size of what it reads, turns every failure into a typed [`Error`] and logs
+//! the exchange once (`tracing`, target `sturdy_acme::http`; never a body).
+//!
+//! An [`Account`] is an [`AccountKey`] plus the account URL the CA gave it.
+//! Through it you create an [`Order`] for a set of identifiers (DNS names,
+//! wildcards, IP addresses), answer one [`Challenge`] per [`Authorization`]
+//! (http-01, dns-01 or tls-alpn-01: the challenge hands you its key
+//! authorization, TXT value or validation certificate), wait for the order to
+//! become ready, finalize it with a CSR made from a [`CertificateKey`], and
+//! download the [`CertificateChain`] (choosing among alternate chains by
+//! issuer if you like).
+//!
+//! Errors keep what a retry policy needs: the RFC 7807 [`Problem`] whole
+//! (type, detail, subproblems with their identifiers), the HTTP status, the
+//! parsed `Retry-After` and the request URL. [`Error::is_rate_limited`],
+//! [`Error::retry_after`], [`Error::problem`] and [`Error::identifiers`]
+//! answer the usual questions.
+//!
+//! | layer | module |
+//! |---|---|
+//! | typed protocol API | [`client`] |
+//! | wire formats, no I/O | [`protocol`] |
+//! | HTTP, JWS, nonces, logging | [`transport`] |
+//! | keys, JWK, CSR, challenge values | [`crypto`] |
+//! | errors and problems | [`error`] |
+//! | challenge responders | [`solver`] |
+//! | atomic key/certificate files | [`store`] |
+//!
+//! ## Example
+//!
+//! ```no_run
+//! use sturdy_acme::solver::http01::Http01Responder;
+//! use sturdy_acme::{
+//!     AccountKey, AccountOptions, CertificateKey, CertificateKeyType, ChallengeType, Client,
+//!     Csr, KeyAlgorithm, NewOrder,
+//! };
+//!
+//! # async fn run() -> Result<(), sturdy_acme::Error> {
+//! let client = Client::new(sturdy_acme::client::LETS_ENCRYPT_STAGING).await?;
+//! let account = client
+//!     .create_account(
+//!         AccountKey::generate(KeyAlgorithm::Es256)?,
+//!         &AccountOptions::agreeing_to_terms().contact("admin@example.com"),
+//!     )
+//!     .await?;
+//!
+//! let mut order = account
+//!     .new_order(&NewOrder::for_names(&["example.com", "www.example.com"])?)
+//!     .await?;
+//! let responder = Http01Responder::bind("0.0.0.0:80".parse().unwrap()).await?;
+//! for authz in order.authorizations().await? {
+//!     let mut challenge = authz
+//!         .challenge(&ChallengeType::Http01)
+//!         .expect("the CA offers http-01");
+//!     responder
+//!         .tokens()
+//!         .insert(challenge.token()?, challenge.key_authorization()?);
+//!     challenge.respond().await?;
+//! }
+//! order.wait_ready().await?;
+//!
+//! let key = CertificateKey::generate(CertificateKeyType::P256)?;
+//! order.finalize(Csr::Key(&key)).await?;
+//! let chain = order.certificate().await?;
+//! println!("{}", chain.pem());
+//! # Ok(()) }
+//! ```
+//!
+//! ## Feature flags
+//!
+//! None yet; the default build is the whole client.
+
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod client;
 pub mod crypto;
@@ -19,3 +103,8 @@ pub use crypto::{
 pub use error::{Error, Problem, ProblemType, Result, RetryAfter};
 pub use protocol::{ChallengeType, Identifier, OrderStatus};
 pub use transport::{Endpoint, RequestStats};
+
+/// The README's code compiles.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

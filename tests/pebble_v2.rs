@@ -578,7 +578,6 @@ async fn alternate_chains_and_preferred_issuer() {
     };
     let client = client(&pebble).await;
     let account = account(&client, KeyAlgorithm::Es256).await;
-    let solvers = Solvers::new(&pebble, &ChallengeType::Http01).await;
     let key = CertificateKey::generate(CertificateKeyType::P256).unwrap();
 
     let roots = [

@@ -85,13 +85,11 @@ impl CertificateChain {
     pub fn top_issuer_common_name(&self) -> Option<String> {
         let last = self.der.last()?;
         let (_, cert) = X509Certificate::from_der(last).ok()?;
-        let cn = cert
-            .issuer()
+        cert.issuer()
             .iter_common_name()
             .next()
             .and_then(|cn| cn.as_str().ok())
-            .map(str::to_owned);
-        cn
+            .map(str::to_owned)
     }
 
     /// The leaf's validity end.

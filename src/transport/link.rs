@@ -20,8 +20,7 @@ pub(crate) fn links(headers: &HeaderMap, rel: &str) -> Vec<String> {
 fn parse(value: &str) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
     let mut rest = value;
-    loop {
-        let Some(start) = rest.find('<') else { break };
+    while let Some(start) = rest.find('<') {
         let Some(len) = rest[start..].find('>') else {
             break;
         };
