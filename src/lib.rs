@@ -92,6 +92,8 @@ pub mod protocol;
 pub mod solver;
 pub mod store;
 pub mod transport;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use client::{
     Account, AccountOptions, Authorization, CertificateChain, Challenge, Client, ClientBuilder,
