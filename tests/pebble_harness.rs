@@ -772,7 +772,7 @@ async fn real_validation_of_all_challenge_types_and_cert_status() {
 
     let serial = serial_hex(&chain);
     assert_eq!(pebble.issued_count(), 1);
-    assert_eq!(pebble.issued_serials(), [serial.clone()]);
+    assert_eq!(pebble.issued_serials(), std::slice::from_ref(&serial));
     let status = pebble.cert_status(&serial).await;
     assert_eq!(status["Status"], "Valid", "{status:#}");
     assert_eq!(status["Serial"], serial.as_str());
