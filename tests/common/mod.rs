@@ -104,3 +104,5 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value 
     assert!(status.is_success(), "GET {url}: {status}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {body}"))
 }
+
+pub mod suite;
