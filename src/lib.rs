@@ -91,9 +91,9 @@ pub mod error;
 pub mod protocol;
 pub mod solver;
 pub mod store;
-pub mod transport;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod transport;
 
 pub use client::{
     Account, AccountOptions, Authorization, CertificateChain, Challenge, Client, ClientBuilder,

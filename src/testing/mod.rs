@@ -1,7 +1,372 @@
-//! An embedded ACME test CA (feature `testing`).
-#![allow(dead_code)]
+//! An embedded ACME test CA (feature `testing`): a faithful RFC 8555 server
+//! in your process that you can make misbehave on cue.
+//!
+//! [`TestCa`] starts on `127.0.0.1:0` over HTTPS with its own root and
+//! intermediate, hands back its directory URL and root PEM, and shuts down
+//! when dropped. It verifies every JWS (signature, algorithm, single-use
+//! nonce, `url`, `jwk`/`kid` rules, POST-as-GET), rejects what Boulder and
+//! Pebble reject with the same problem types and statuses, and issues real
+//! X.509 certificates that verify against its root.
+//!
+//! It also behaves like a real CA where clients get hurt: Retry-After on
+//! polls, asynchronous finalization, reuse of a pending order for the same
+//! names, Let's Encrypt's rate limits ([`RateLimits`]), and CAA per domain
+//! ([`CaaPolicy`]: allow, forbid, or the "Rechecking CAA ... query timed
+//! out" DNS failure). A [fault script](FaultRule) makes the n-th request (or
+//! a seeded fraction of requests) to an endpoint fail: an empty 500, a 503
+//! with Retry-After, `badNonce`, 429, a dropped or slow response after the
+//! action was committed, a truncated, invalid, endless or oversized body.
+//! The [`Ledger`] records every certificate issued and every request per
+//! endpoint, so a test can assert "exactly one certificate for this set".
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use sturdy_acme::testing::TestCa;
+//! use sturdy_acme::{AccountKey, AccountOptions, CertificateKey, Csr, KeyAlgorithm, NewOrder};
+//!
+//! let ca = TestCa::start().await?; // every challenge is valid at once
+//! let client = ca.client().await?;
+//! let account = client
+//!     .create_account(AccountKey::generate(KeyAlgorithm::Es256)?, &AccountOptions::agreeing_to_terms())
+//!     .await?;
+//! let mut order = account.new_order(&NewOrder::for_names(&["demo.example"])?).await?;
+//! for authz in order.authorizations().await? {
+//!     authz.challenges()[0].clone().respond().await?;
+//! }
+//! order.wait_ready().await?;
+//! let key = CertificateKey::generate(Default::default())?;
+//! order.finalize(Csr::Key(&key)).await?;
+//! let chain = order.certificate().await?;
+//! assert_eq!(ca.ledger().issued_for(&["demo.example"]), 1);
+//! # let _ = chain; Ok(()) }
+//! ```
 
+mod ca;
+mod faults;
+mod jws;
+mod limits;
 mod pki;
 mod server;
 pub mod validation;
 mod wire;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub use ca::ValidationMode;
+pub use faults::{Fault, FaultRule, RetryAfterForm, Trigger};
+pub use limits::{Limit, RateLimits};
+pub use validation::{DnsError, DnsResolver, StaticDns};
+
+use crate::client::{Client, ClientBuilder};
+use crate::error::{Error, Result};
+use crate::protocol::Identifier;
+use crate::transport::Endpoint;
+
+/// What the CA answers for a domain's CAA check at finalize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CaaPolicy {
+    /// CAA allows issuance (or there is no record).
+    Allow,
+    /// A CAA record forbids this CA: 403 `caa`, "CAA record for X prevents issuance".
+    Forbid,
+    /// The CAA lookup times out every time: 403 `caa`, "Rechecking CAA ... query timed out".
+    Timeout,
+    /// The CAA lookup times out this many times, then succeeds.
+    TimeoutTimes(u32),
+}
+
+/// A certificate the CA issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCertificate {
+    /// Serial, lower-case hex.
+    pub serial: String,
+    /// Its identifiers, sorted.
+    pub identifiers: Vec<Identifier>,
+    /// The account URL it was issued to.
+    pub account: String,
+    /// The order URL.
+    pub order: String,
+    /// When.
+    pub issued_at: SystemTime,
+    /// The revocation reason, once revoked.
+    pub revoked: Option<u8>,
+}
+
+/// What the CA did, for assertions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ledger {
+    /// Every certificate issued, in order.
+    pub certificates: Vec<IssuedCertificate>,
+    /// Requests received per endpoint (faulted ones included).
+    pub requests: BTreeMap<Endpoint, u64>,
+}
+
+impl Ledger {
+    /// Certificates issued for exactly this set of names (any order, any case).
+    pub fn issued_for<S: AsRef<str>>(&self, names: &[S]) -> usize {
+        let mut wanted: Vec<String> = names
+            .iter()
+            .map(|n| n.as_ref().trim_end_matches('.').to_ascii_lowercase())
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        self.certificates
+            .iter()
+            .filter(|c| {
+                let mut have: Vec<String> = c.identifiers.iter().map(|i| i.value.clone()).collect();
+                have.sort();
+                have == wanted
+            })
+            .count()
+    }
+
+    /// Requests received for `endpoint`.
+    pub fn requests_to(&self, endpoint: Endpoint) -> u64 {
+        self.requests.get(&endpoint).copied().unwrap_or(0)
+    }
+}
+
+/// Configures and starts a [`TestCa`].
+#[derive(Debug, Clone)]
+pub struct TestCaBuilder {
+    config: ca::Config,
+    faults: Vec<FaultRule>,
+    bind: SocketAddr,
+    name: String,
+}
+
+impl TestCaBuilder {
+    /// How challenges are validated (default: always valid).
+    pub fn validation(mut self, mode: ValidationMode) -> Self {
+        self.config.validation = mode;
+        self
+    }
+
+    /// Real validation: http-01 on `127.0.0.1:http_port`, tls-alpn-01 on
+    /// `127.0.0.1:tls_port`, dns-01 TXT records from `dns`.
+    pub fn real_validation(self, http_port: u16, tls_port: u16, dns: Arc<dyn DnsResolver>) -> Self {
+        self.validation(ValidationMode::Real {
+            http_port,
+            tls_port,
+            dns,
+        })
+    }
+
+    /// Validation happens this long after a challenge is answered (default 0).
+    pub fn validation_delay(mut self, delay: Duration) -> Self {
+        self.config.validation_delay = delay;
+        self
+    }
+
+    /// Finalize answers `processing`; the order turns `valid` after `delay`
+    /// (default 0: finalize answers `valid`).
+    pub fn finalize_processing(mut self, delay: Duration) -> Self {
+        self.config.finalize_processing = delay;
+        self
+    }
+
+    /// Send `Retry-After: secs` on pending or processing orders and authorizations.
+    pub fn poll_retry_after(mut self, secs: u64) -> Self {
+        self.config.poll_retry_after = Some(secs);
+        self
+    }
+
+    /// The rate limits to enforce (default none).
+    pub fn rate_limits(mut self, limits: RateLimits) -> Self {
+        self.config.rate_limits = limits;
+        self
+    }
+
+    /// CAA behaviour for a domain and its subdomains.
+    pub fn caa(mut self, domain: &str, policy: CaaPolicy) -> Self {
+        self.config.caa.insert(domain.to_ascii_lowercase(), policy);
+        self
+    }
+
+    /// Fault rules (see [`FaultRule`]).
+    pub fn faults(mut self, rules: Vec<FaultRule>) -> Self {
+        self.faults = rules;
+        self
+    }
+
+    /// Adds an external account binding key (kid, base64url HMAC key).
+    pub fn eab_key(mut self, kid: &str, hmac_b64url: &str) -> Result<Self> {
+        let key = crate::crypto::b64_decode(hmac_b64url)
+            .ok_or_else(|| Error::InvalidInput("EAB key is not base64url".into()))?;
+        self.config.eab_keys.insert(kid.to_owned(), key);
+        Ok(self)
+    }
+
+    /// Require an external account binding on newAccount.
+    pub fn eab_required(mut self, required: bool) -> Self {
+        self.config.eab_required = required;
+        self
+    }
+
+    /// Offer an alternate chain (leaf + cross-signed intermediate, to an alternate root).
+    pub fn alternate_chain(mut self, enabled: bool) -> Self {
+        self.config.alternate_chain = enabled;
+        self
+    }
+
+    /// Accept EdDSA account keys (Boulder and Pebble do not; default false).
+    pub fn accept_eddsa(mut self, accept: bool) -> Self {
+        self.config.accept_eddsa = accept;
+        self
+    }
+
+    /// Hand back an existing pending/ready order for the same account and
+    /// names, as Boulder does (default true).
+    pub fn reuse_pending_orders(mut self, reuse: bool) -> Self {
+        self.config.reuse_pending_orders = reuse;
+        self
+    }
+
+    /// Reuse an account's valid authorizations in new orders (default true).
+    pub fn reuse_valid_authorizations(mut self, reuse: bool) -> Self {
+        self.config.reuse_valid_authorizations = reuse;
+        self
+    }
+
+    /// Refuse these domains (and their subdomains) with `rejectedIdentifier`.
+    pub fn blocked_domains(mut self, domains: &[&str]) -> Self {
+        self.config.blocked_domains = domains.iter().map(|d| d.to_ascii_lowercase()).collect();
+        self
+    }
+
+    /// Page size of the account's orders list (default 10).
+    pub fn orders_per_page(mut self, n: usize) -> Self {
+        self.config.orders_per_page = n;
+        self
+    }
+
+    /// Address to listen on (default `127.0.0.1:0`; must be loopback).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// Starts the CA.
+    pub async fn start(self) -> Result<TestCa> {
+        if !self.bind.ip().is_loopback() {
+            return Err(Error::InvalidInput(format!(
+                "the test CA listens on loopback only, not {}",
+                self.bind
+            )));
+        }
+        let pki =
+            pki::Pki::generate(&self.name, self.config.alternate_chain).map_err(Error::Crypto)?;
+        let tls = pki.listener_tls_config();
+        let ca = Arc::new(ca::Ca::new(
+            self.config,
+            pki,
+            faults::FaultScript::new(self.faults),
+        ));
+        let handler_ca = Arc::clone(&ca);
+        let handler: server::Handler = Arc::new(move |req| {
+            let ca = Arc::clone(&handler_ca);
+            Box::pin(async move { ca.handle(req).await })
+        });
+        let server = server::HttpsServer::start(self.bind, Some(tls), handler, 1 << 20).await?;
+        let addr = server.local_addr();
+        ca.set_base(format!("https://{addr}"));
+        tracing::info!(directory = %ca.directory_url(), "test CA listening");
+        Ok(TestCa { ca, server })
+    }
+}
+
+/// A running embedded ACME CA. Stops when dropped.
+#[derive(Debug)]
+pub struct TestCa {
+    ca: Arc<ca::Ca>,
+    server: server::HttpsServer,
+}
+
+impl TestCa {
+    /// A builder with the defaults: always-valid challenges, no limits, no faults.
+    pub fn builder() -> TestCaBuilder {
+        TestCaBuilder {
+            config: ca::Config::default(),
+            faults: Vec::new(),
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            name: "sturdy-acme Test".into(),
+        }
+    }
+
+    /// Starts a CA with the defaults.
+    pub async fn start() -> Result<Self> {
+        Self::builder().start().await
+    }
+
+    /// The directory URL.
+    pub fn directory_url(&self) -> String {
+        self.ca.directory_url()
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// The root certificate (PEM): it signs the HTTPS listener's certificate
+    /// and the issuing intermediate, so trust it for both.
+    pub fn root_pem(&self) -> String {
+        self.ca.pki.root_pem()
+    }
+
+    /// The alternate root (PEM), when an alternate chain is offered.
+    pub fn alternate_root_pem(&self) -> Option<String> {
+        self.ca.pki.alternate_root_pem()
+    }
+
+    /// A client builder for this CA (trusting only its root).
+    pub fn client_builder(&self) -> ClientBuilder {
+        Client::builder(self.directory_url())
+            .root_certificates_pem(self.root_pem())
+            .built_in_roots(false)
+    }
+
+    /// A client for this CA.
+    pub async fn client(&self) -> Result<Client> {
+        self.client_builder().build().await
+    }
+
+    /// What happened so far.
+    pub fn ledger(&self) -> Ledger {
+        self.ca.ledger()
+    }
+
+    /// Replaces the fault script (counters restart).
+    pub fn set_faults(&self, rules: Vec<FaultRule>) {
+        self.ca.faults.replace(rules);
+    }
+
+    /// Changes the CAA behaviour for a domain.
+    pub fn set_caa(&self, domain: &str, policy: CaaPolicy) {
+        self.ca
+            .config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .caa
+            .insert(domain.to_ascii_lowercase(), policy);
+    }
+
+    /// Changes the rate limits.
+    pub fn set_rate_limits(&self, limits: RateLimits) {
+        self.ca
+            .config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rate_limits = limits;
+    }
+
+    /// Stops serving (also done on drop).
+    pub fn shutdown(&self) {
+        self.server.shutdown();
+    }
+}

@@ -38,7 +38,14 @@ pub(crate) enum Reply {
     /// Announce the full Content-Length, send only the first half of the body, close.
     Truncated(WireResponse),
     /// Status and headers, then a chunked body that never ends.
-    Endless { status: StatusCode, headers: HeaderMap },
+    Endless {
+        status: StatusCode,
+        headers: HeaderMap,
+    },
     /// Status and headers with `Content-Length: len`, then `len` bytes of filler.
-    Oversized { status: StatusCode, headers: HeaderMap, len: u64 },
+    Oversized {
+        status: StatusCode,
+        headers: HeaderMap,
+        len: u64,
+    },
 }
