@@ -365,7 +365,11 @@ impl Ca {
         let route = Route::parse(&req.path);
         let endpoint = route.endpoint();
         *self.state().requests.entry(endpoint).or_default() += 1;
-        let fault = self.faults.decide(endpoint);
+        // badNonce only makes sense for a signed POST.
+        let fault = self
+            .faults
+            .decide(endpoint)
+            .filter(|f| *f != Fault::BadNonce || req.method == Method::POST);
         if let Some(fault) = &fault
             && !fault.commits()
         {
