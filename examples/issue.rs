@@ -7,6 +7,11 @@
 //!     --account-key account.pem --out certs/
 //! ```
 //!
+//! `--directory embedded` starts the crate's embedded test CA in this
+//! process (really validating http-01 against the built-in responder, or
+//! dns-01 against records the tool publishes into the CA's resolver) and
+//! also writes the CA's root as `ca-root.pem`: nothing but cargo is needed.
+//!
 //! Prints one line per step on stderr; exits non-zero with a clear message
 //! on any error. Writes `cert.pem` (leaf), `chain.pem` (issuers),
 //! `fullchain.pem` and `key.pem` (0600) into `--out`.
@@ -20,6 +25,7 @@ use std::time::Instant;
 use clap::Parser;
 use sturdy_acme::solver::http01::Http01Responder;
 use sturdy_acme::store::{FileMode, write_file_atomic};
+use sturdy_acme::testing::{StaticDns, TestCa};
 use sturdy_acme::{
     AccountKey, AccountOptions, CertificateKey, CertificateKeyType, ChallengeType, Client, Csr,
     ExternalAccountKey, KeyAlgorithm, NewOrder, OrderStatus,
@@ -28,7 +34,8 @@ use sturdy_acme::{
 #[derive(Parser, Debug)]
 #[command(about = "Issue a certificate from an ACME CA", version)]
 struct Args {
-    /// Directory URL, or `letsencrypt` / `letsencrypt-staging`.
+    /// Directory URL, or `letsencrypt`, `letsencrypt-staging`, or `embedded`
+    /// (an in-process test CA).
     #[arg(long)]
     directory: String,
     /// A name (or IP address) to put in the certificate; repeat for more.
@@ -37,9 +44,10 @@ struct Args {
     /// Challenge type: http-01 (built-in responder) or dns-01 (manual TXT records).
     #[arg(long, default_value = "http-01")]
     challenge: String,
-    /// Port of the built-in http-01 responder.
-    #[arg(long, default_value_t = 80)]
-    http_port: u16,
+    /// Port of the built-in http-01 responder (default 80; with
+    /// `--directory embedded`, any free port).
+    #[arg(long)]
+    http_port: Option<u16>,
     /// Address the http-01 responder binds.
     #[arg(long, default_value = "0.0.0.0")]
     http_bind: IpAddr,
@@ -139,18 +147,66 @@ fn load_or_create_account_key(
     }
 }
 
-async fn run(args: Args) -> Result<(), AnyError> {
+/// The in-process CA of `--directory embedded`, with what answers its checks.
+struct Embedded {
+    ca: TestCa,
+    dns: StaticDns,
+}
+
+async fn run(mut args: Args) -> Result<(), AnyError> {
     let started = Instant::now();
-    let directory = match args.directory.as_str() {
-        "letsencrypt" => sturdy_acme::client::LETS_ENCRYPT_PRODUCTION.to_owned(),
-        "letsencrypt-staging" => sturdy_acme::client::LETS_ENCRYPT_STAGING.to_owned(),
-        url => url.to_owned(),
-    };
     let challenge_type = match args.challenge.as_str() {
         "http-01" => ChallengeType::Http01,
         "dns-01" => ChallengeType::Dns01,
         other => return Err(format!("unsupported --challenge {other:?} (http-01, dns-01)").into()),
     };
+    // The embedded CA validates http-01 against our responder on a free
+    // loopback port: bind it first so the CA knows where to connect.
+    let mut early_responder = None;
+    let embedded = if args.directory == "embedded" {
+        let dns = StaticDns::new();
+        let http_port = if challenge_type == ChallengeType::Http01 {
+            let r = Http01Responder::bind(SocketAddr::from((
+                [127, 0, 0, 1],
+                args.http_port.unwrap_or(0),
+            )))
+            .await
+            .map_err(|e| format!("http-01 responder: {e}"))?;
+            let port = r.local_addr().port();
+            early_responder = Some(r);
+            port
+        } else {
+            0
+        };
+        let ca = TestCa::builder()
+            .real_validation(http_port, 0, std::sync::Arc::new(dns.clone()))
+            .start()
+            .await?;
+        std::fs::create_dir_all(&args.out)
+            .map_err(|e| format!("creating output directory {}: {e}", args.out.display()))?;
+        write_file_atomic(
+            &args.out.join("ca-root.pem"),
+            ca.root_pem().as_bytes(),
+            FileMode::Public,
+        )?;
+        step(format!(
+            "embedded test CA started at {} (root in {})",
+            ca.directory_url(),
+            args.out.join("ca-root.pem").display()
+        ));
+        Some(Embedded { ca, dns })
+    } else {
+        None
+    };
+    let directory = match (&embedded, args.directory.as_str()) {
+        (Some(e), _) => e.ca.directory_url(),
+        (None, "letsencrypt") => sturdy_acme::client::LETS_ENCRYPT_PRODUCTION.to_owned(),
+        (None, "letsencrypt-staging") => sturdy_acme::client::LETS_ENCRYPT_STAGING.to_owned(),
+        (None, url) => url.to_owned(),
+    };
+    if embedded.is_some() {
+        args.root_ca = None;
+    }
     let order_request = NewOrder::for_names(&args.domains)?;
     let account_alg: KeyAlgorithm = args.account_key_type.parse()?;
     let cert_key = match &args.cert_key {
@@ -164,7 +220,10 @@ async fn run(args: Args) -> Result<(), AnyError> {
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("creating output directory {}: {e}", args.out.display()))?;
 
-    let mut builder = Client::builder(&directory);
+    let mut builder = match &embedded {
+        Some(e) => e.ca.client_builder(),
+        None => Client::builder(&directory),
+    };
     if let Some(root) = &args.root_ca {
         let pem = std::fs::read(root).map_err(|e| format!("reading {}: {e}", root.display()))?;
         builder = builder.root_certificates_pem(pem);
@@ -190,17 +249,18 @@ async fn run(args: Args) -> Result<(), AnyError> {
         order.status().as_str()
     ));
 
-    let responder =
-        if challenge_type == ChallengeType::Http01 && order.status() == OrderStatus::Pending {
-            let addr = SocketAddr::new(args.http_bind, args.http_port);
-            let r = Http01Responder::bind(addr)
-                .await
-                .map_err(|e| format!("http-01 responder on {addr}: {e}"))?;
-            step(format!("http-01 responder listening on {}", r.local_addr()));
-            Some(r)
-        } else {
-            None
-        };
+    let responder = if early_responder.is_some() {
+        early_responder
+    } else if challenge_type == ChallengeType::Http01 && order.status() == OrderStatus::Pending {
+        let addr = SocketAddr::new(args.http_bind, args.http_port.unwrap_or(80));
+        let r = Http01Responder::bind(addr)
+            .await
+            .map_err(|e| format!("http-01 responder on {addr}: {e}"))?;
+        step(format!("http-01 responder listening on {}", r.local_addr()));
+        Some(r)
+    } else {
+        None
+    };
 
     let mut to_answer = Vec::new();
     for authz in order.authorizations().await? {
@@ -218,11 +278,16 @@ async fn run(args: Args) -> Result<(), AnyError> {
                 authz.identifier().value
             )
         })?;
-        match &responder {
-            Some(r) => r
+        match (&responder, &embedded) {
+            (Some(r), _) => r
                 .tokens()
                 .insert(challenge.token()?, challenge.key_authorization()?),
-            None => step(format!(
+            (None, Some(e)) => {
+                let name = challenge.dns01_record_name();
+                e.dns.add_txt(&name, &challenge.dns01_txt_value()?);
+                step(format!("published TXT {name} in the embedded CA's DNS"));
+            }
+            (None, None) => step(format!(
                 "create TXT record {} with value \"{}\"",
                 challenge.dns01_record_name(),
                 challenge.dns01_txt_value()?
@@ -230,7 +295,7 @@ async fn run(args: Args) -> Result<(), AnyError> {
         }
         to_answer.push(challenge);
     }
-    if challenge_type == ChallengeType::Dns01 && !to_answer.is_empty() {
+    if challenge_type == ChallengeType::Dns01 && !to_answer.is_empty() && embedded.is_none() {
         step("press Enter once the TXT records are visible in DNS");
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line)?;

@@ -37,6 +37,7 @@
 //! | errors and problems | [`error`] |
 //! | challenge responders | [`solver`] |
 //! | atomic key/certificate files | [`store`] |
+//! | embedded test CA (feature `testing`) | `testing` |
 //!
 //! ## Example
 //!
@@ -80,7 +81,8 @@
 //!
 //! ## Feature flags
 //!
-//! None yet; the default build is the whole client.
+//! - `testing`: [`testing::TestCa`], an embedded ACME test CA with fault
+//!   injection, for your own integration tests.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

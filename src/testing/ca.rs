@@ -1324,7 +1324,7 @@ impl Ca {
         state: &mut State,
         ids: &[Identifier],
         config: &Config,
-    ) -> Result<(), Problem> {
+    ) -> Result<(), Box<Problem>> {
         let mut failures = Vec::new();
         for id in ids.iter().filter(|i| i.kind == "dns") {
             let name = id.base_name();
@@ -1365,7 +1365,7 @@ impl Ca {
                 );
                 p.status = Some(403);
                 p.subproblems = vec![sub];
-                Err(p)
+                Err(Box::new(p))
             }
             n => {
                 let first = failures[0]
@@ -1382,7 +1382,7 @@ impl Ca {
                 );
                 p.status = Some(403);
                 p.subproblems = failures;
-                Err(p)
+                Err(Box::new(p))
             }
         }
     }

@@ -171,7 +171,6 @@ pub(crate) enum Signer {
 /// [`Parsed::verify_with`] once the key is known.
 #[derive(Debug)]
 pub(crate) struct Parsed {
-    pub(crate) header: Value,
     pub(crate) signer: Signer,
     pub(crate) nonce: Option<String>,
     pub(crate) url: String,
@@ -256,7 +255,6 @@ pub(crate) fn parse(body: &[u8], accept_eddsa: bool) -> Result<Parsed, Rejection
     let signature = b64_decode(&jws.signature)
         .ok_or_else(|| Rejection::malformed("JWS signature is not base64url"))?;
     Ok(Parsed {
-        header,
         signer,
         nonce,
         url,

@@ -1,0 +1,151 @@
+//! The example tools, run as a person runs them.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use tokio::io::AsyncBufReadExt;
+
+use common::verify;
+
+/// The path of a built example, building it if needed.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
+    let path = dir.join(name);
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--example", name])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "building example {name}");
+    }
+    path
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sturdy-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn issue_against_the_embedded_ca_writes_a_verifying_certificate() {
+    for challenge in ["http-01", "dns-01"] {
+        let out = temp_dir(&format!("issue-{challenge}"));
+        let output = Command::new(example("issue"))
+            .args(["--directory", "embedded", "--domain", "demo.example"])
+            .args(["--domain", "*.demo.example", "--challenge", challenge])
+            .arg("--out")
+            .arg(&out)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // dns-01 can do the wildcard; http-01 cannot (the CA offers only dns-01).
+        if challenge == "http-01" {
+            assert!(!output.status.success(), "{stderr}");
+            assert!(stderr.contains("offers no http-01 challenge"), "{stderr}");
+            continue;
+        }
+        assert!(output.status.success(), "{stderr}");
+        assert!(stderr.contains("[sturdy-acme] wrote"), "{stderr}");
+        let root = std::fs::read_to_string(out.join("ca-root.pem")).unwrap();
+        let full = std::fs::read_to_string(out.join("fullchain.pem")).unwrap();
+        verify::verify_chain(&full, &[root], &["demo.example", "x.demo.example"], &[]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(out.join("key.pem"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+
+    let out = temp_dir("issue-http");
+    let output = Command::new(example("issue"))
+        .args(["--directory", "embedded", "--domain", "demo.example"])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let root = std::fs::read_to_string(out.join("ca-root.pem")).unwrap();
+    let full = std::fs::read_to_string(out.join("fullchain.pem")).unwrap();
+    verify::verify_chain(&full, &[root], &["demo.example"], &[]);
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn issue_fails_clearly_on_bad_input() {
+    let output = Command::new(example("issue"))
+        .args(["--directory", "embedded", "--domain", "bad..name"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("invalid DNS name"), "{stderr}");
+
+    let output = Command::new(example("issue"))
+        .args([
+            "--directory",
+            "https://127.0.0.1:1/dir",
+            "--domain",
+            "a.example",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error:"), "{stderr}");
+}
+
+#[tokio::test]
+async fn test_ca_example_serves_other_processes() {
+    let dir = temp_dir("test-ca");
+    std::fs::create_dir_all(&dir).unwrap();
+    let root_path = dir.join("root.pem");
+    let mut child = tokio::process::Command::new(example("test_ca"))
+        .args(["--port", "0", "--root-out"])
+        .arg(&root_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    tokio::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .await
+        .unwrap();
+    let directory = line.trim().to_owned();
+    assert!(directory.starts_with("https://127.0.0.1:"), "{directory:?}");
+    let root = std::fs::read_to_string(&root_path).unwrap();
+    let client = sturdy_acme::Client::builder(&directory)
+        .root_certificates_pem(&root)
+        .built_in_roots(false)
+        .build()
+        .await
+        .unwrap();
+    let account = common::suite::account(&client, sturdy_acme::KeyAlgorithm::Es256).await;
+    let mut order = account
+        .new_order(&sturdy_acme::NewOrder::for_names(&["other.example"]).unwrap())
+        .await
+        .unwrap();
+    for authz in order.authorizations().await.unwrap() {
+        authz.challenges()[0].clone().respond().await.unwrap();
+    }
+    order.wait_ready().await.unwrap();
+    let key = sturdy_acme::CertificateKey::generate(Default::default()).unwrap();
+    order.finalize(sturdy_acme::Csr::Key(&key)).await.unwrap();
+    let chain = order.certificate().await.unwrap();
+    verify::verify_chain(chain.pem(), &[root], &["other.example"], &[]);
+    child.kill().await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
