@@ -341,6 +341,34 @@ impl Account {
         Ok(Order::new(self.clone(), url.to_owned(), state))
     }
 
+    /// The URLs in the account's orders list (RFC 8555 §7.1.2.1), following
+    /// `Link: rel="next"` pages (at most `max_pages`, to bound a hostile
+    /// server).
+    pub async fn order_urls(&self, max_pages: usize) -> Result<Vec<String>> {
+        let mut next = match self.resource() {
+            Some(r) => r.orders,
+            None => self.refresh().await?.orders,
+        };
+        let mut urls = Vec::new();
+        let mut pages = 0;
+        while let Some(url) = next.take() {
+            if pages >= max_pages {
+                break;
+            }
+            pages += 1;
+            let response = self.post(Endpoint::Orders, &url, None).await?;
+            #[derive(serde::Deserialize)]
+            struct OrdersList {
+                orders: Vec<String>,
+            }
+            urls.extend(response.json::<OrdersList>()?.orders);
+            next = crate::transport::links(&response.headers, "next")
+                .into_iter()
+                .next();
+        }
+        Ok(urls)
+    }
+
     /// Revokes a certificate issued to this account (RFC 8555 §7.6).
     pub async fn revoke_certificate(
         &self,

@@ -605,7 +605,7 @@ impl Ca {
         }
         let config = self.config();
         let parsed = jws::parse(&req.body, config.accept_eddsa)?;
-        let expected_url = self.url(req.path.split('?').next().unwrap_or(""));
+        let expected_url = self.url(&req.path);
         {
             let mut state = self.state();
             match &parsed.nonce {
@@ -1114,9 +1114,10 @@ impl Ca {
         {
             drop(state);
             let mut response = self.problem_response(&rejection);
-            response
-                .headers
-                .insert("retry-after", header(&wait.as_secs().max(1).to_string()));
+            response.headers.insert(
+                "retry-after",
+                header(&(wait.as_secs_f64().ceil() as u64).max(1).to_string()),
+            );
             response.headers.append(
                 "link",
                 HeaderValue::from_static("<https://letsencrypt.org/docs/rate-limits>;rel=\"help\""),

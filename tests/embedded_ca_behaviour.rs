@@ -1,0 +1,276 @@
+//! The embedded CA behaves as a real CA does where clients get hurt: rate
+//! limits with Boulder's wording and Retry-After, CAA forbid and recheck
+//! timeouts at finalize, the orders list, EdDSA only when enabled.
+
+mod common;
+
+use std::time::Duration;
+
+use sturdy_acme::testing::{CaaPolicy, Limit, RateLimits, TestCa};
+use sturdy_acme::{
+    Account, AccountKey, AccountOptions, CertificateKey, ChallengeType, Csr, Error, KeyAlgorithm,
+    NewOrder, Order, ProblemType,
+};
+
+async fn new_account(ca: &TestCa) -> Account {
+    let client = ca.client().await.unwrap();
+    common::suite::account(&client, KeyAlgorithm::Es256).await
+}
+
+async fn ready(account: &Account, names: &[&str]) -> Result<Order, Error> {
+    let mut order = account.new_order(&NewOrder::for_names(names)?).await?;
+    for authz in order.authorizations().await? {
+        authz
+            .challenge(&ChallengeType::Http01)
+            .or_else(|| authz.challenge(&ChallengeType::Dns01))
+            .unwrap()
+            .respond()
+            .await?;
+    }
+    order.wait_ready().await?;
+    Ok(order)
+}
+
+async fn issue(account: &Account, names: &[&str]) -> Result<(), Error> {
+    let mut order = ready(account, names).await?;
+    order
+        .finalize(Csr::Key(&CertificateKey::generate(Default::default())?))
+        .await?;
+    order.certificate().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn duplicate_certificate_limit_answers_429_like_boulder() {
+    let ca = TestCa::builder()
+        .rate_limits(RateLimits {
+            duplicate_certificates: Some(Limit::new(2, Duration::from_secs(7 * 24 * 3600))),
+            ..Default::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    let account = new_account(&ca).await;
+    issue(&account, &["dup.example.com"]).await.unwrap();
+    issue(&account, &["dup.example.com"]).await.unwrap();
+    let err = issue(&account, &["dup.example.com"]).await.unwrap_err();
+    assert!(err.is_rate_limited(), "{err}");
+    assert_eq!(err.status(), Some(429));
+    let detail = err.problem().unwrap().detail.clone().unwrap();
+    assert!(
+        detail
+            .contains("too many certificates (2) already issued for this exact set of identifiers"),
+        "{detail}"
+    );
+    assert!(detail.contains("retry after"), "{detail}");
+    // One token refills in 3.5 days.
+    let delay = err.retry_after().unwrap().delay().as_secs();
+    assert_eq!(delay, 7 * 24 * 3600 / 2, "{delay}");
+    // Another set of names is not limited.
+    issue(&account, &["other.example.com"]).await.unwrap();
+    assert_eq!(ca.ledger().issued_for(&["dup.example.com"]), 2);
+}
+
+#[tokio::test]
+async fn new_orders_per_account_and_per_domain_limits() {
+    let ca = TestCa::builder()
+        .rate_limits(RateLimits {
+            new_orders_per_account: Some(Limit::new(3, Duration::from_secs(3 * 3600))),
+            ..Default::default()
+        })
+        .reuse_pending_orders(false)
+        .start()
+        .await
+        .unwrap();
+    let account = new_account(&ca).await;
+    for i in 0..3 {
+        account
+            .new_order(&NewOrder::for_names(&[format!("o{i}.example.com")]).unwrap())
+            .await
+            .unwrap();
+    }
+    let err = account
+        .new_order(&NewOrder::for_names(&["o9.example.com"]).unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.is_rate_limited());
+    assert!(
+        err.problem()
+            .unwrap()
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("too many new orders (3)"),
+        "{err}"
+    );
+    assert_eq!(err.retry_after().unwrap().delay().as_secs(), 3600);
+
+    let ca = TestCa::builder()
+        .rate_limits(RateLimits {
+            certificates_per_domain: Some(Limit::new(2, Duration::from_secs(7 * 24 * 3600))),
+            ..Default::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    let account = new_account(&ca).await;
+    issue(&account, &["a.reg.example"]).await.unwrap();
+    issue(&account, &["b.reg.example"]).await.unwrap();
+    let err = issue(&account, &["c.reg.example"]).await.unwrap_err();
+    assert!(
+        err.problem()
+            .unwrap()
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("\"reg.example\""),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn caa_forbid_and_recheck_timeouts_at_finalize() {
+    let ca = TestCa::builder()
+        .caa("forbidden.example", CaaPolicy::Forbid)
+        .caa("slowdns.example", CaaPolicy::Timeout)
+        .caa("flaky.example", CaaPolicy::TimeoutTimes(2))
+        .start()
+        .await
+        .unwrap();
+    let account = new_account(&ca).await;
+    let key = CertificateKey::generate(Default::default()).unwrap();
+
+    // Forbidden, on a subdomain too, with two names: one problem, subproblems per name.
+    let mut order = ready(&account, &["www.forbidden.example", "forbidden.example"])
+        .await
+        .unwrap();
+    let err = order.finalize(Csr::Key(&key)).await.unwrap_err();
+    assert_eq!(err.problem_type(), Some(&ProblemType::Caa), "{err}");
+    assert_eq!(err.status(), Some(403));
+    let names: Vec<&str> = err.identifiers().iter().map(|i| i.value.as_str()).collect();
+    assert_eq!(names, ["forbidden.example", "www.forbidden.example"]);
+    assert!(err.to_string().contains("prevents issuance"), "{err}");
+    // The order stays ready (the recheck runs before processing).
+    order.refresh().await.unwrap();
+    assert_eq!(order.status(), sturdy_acme::OrderStatus::Ready);
+
+    let mut order = ready(&account, &["slowdns.example"]).await.unwrap();
+    let err = order.finalize(Csr::Key(&key)).await.unwrap_err();
+    let detail = err.problem().unwrap().detail.clone().unwrap();
+    assert_eq!(
+        detail,
+        "Error finalizing order :: rechecking caa: While processing CAA for slowdns.example: \
+         DNS problem: query timed out looking up CAA for slowdns.example"
+    );
+
+    let mut order = ready(&account, &["flaky.example"]).await.unwrap();
+    for _ in 0..2 {
+        let err = order.finalize(Csr::Key(&key)).await.unwrap_err();
+        assert_eq!(err.problem_type(), Some(&ProblemType::Caa));
+    }
+    order.finalize(Csr::Key(&key)).await.unwrap();
+    order.certificate().await.unwrap();
+    assert_eq!(ca.ledger().issued_for(&["flaky.example"]), 1);
+    assert_eq!(ca.ledger().certificates.len(), 1);
+}
+
+#[tokio::test]
+async fn blocked_domains_are_rejected_identifiers() {
+    let ca = TestCa::builder()
+        .blocked_domains(&["blocked.example"])
+        .start()
+        .await
+        .unwrap();
+    let account = new_account(&ca).await;
+    let err = account
+        .new_order(&NewOrder::for_names(&["a.blocked.example"]).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.problem_type(),
+        Some(&ProblemType::RejectedIdentifier),
+        "{err}"
+    );
+    assert_eq!(err.status(), Some(400));
+}
+
+#[tokio::test]
+async fn orders_list_is_paged() {
+    let ca = TestCa::builder()
+        .orders_per_page(2)
+        .reuse_pending_orders(false)
+        .start()
+        .await
+        .unwrap();
+    let account = new_account(&ca).await;
+    let mut created = Vec::new();
+    for i in 0..5 {
+        let order = account
+            .new_order(&NewOrder::for_names(&[format!("l{i}.example.com")]).unwrap())
+            .await
+            .unwrap();
+        created.push(order.url().to_owned());
+    }
+    assert_eq!(account.order_urls(10).await.unwrap(), created);
+    assert_eq!(account.order_urls(1).await.unwrap(), created[..2]);
+}
+
+#[tokio::test]
+async fn eddsa_accounts_only_when_enabled() {
+    let ca = TestCa::start().await.unwrap();
+    let client = ca.client().await.unwrap();
+    let err = client
+        .create_account(
+            AccountKey::generate(KeyAlgorithm::EdDsa).unwrap(),
+            &AccountOptions::agreeing_to_terms(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.problem_type(),
+        Some(&ProblemType::BadSignatureAlgorithm),
+        "{err}"
+    );
+
+    let ca = TestCa::builder().accept_eddsa(true).start().await.unwrap();
+    let client = ca.client().await.unwrap();
+    let account = client
+        .create_account(
+            AccountKey::generate(KeyAlgorithm::EdDsa).unwrap(),
+            &AccountOptions::agreeing_to_terms(),
+        )
+        .await
+        .unwrap();
+    issue(&account, &["ed.example.com"]).await.unwrap();
+}
+
+#[tokio::test]
+async fn failed_authorizations_limit_new_orders_for_that_identifier() {
+    let ca = TestCa::builder()
+        .real_validation(
+            1,
+            1,
+            std::sync::Arc::new(sturdy_acme::testing::StaticDns::new()),
+        )
+        .rate_limits(RateLimits {
+            failed_authorizations: Some(Limit::new(1, Duration::from_secs(3600))),
+            ..Default::default()
+        })
+        .reuse_pending_orders(false)
+        .start()
+        .await
+        .unwrap();
+    let account = new_account(&ca).await;
+    // dns-01 with no TXT record: the validation fails.
+    let err = ready(&account, &["fail.example.com"]).await.unwrap_err();
+    assert!(matches!(err, Error::ValidationFailed { .. }), "{err}");
+    let err = account
+        .new_order(&NewOrder::for_names(&["fail.example.com"]).unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.is_rate_limited(), "{err}");
+    assert!(
+        err.to_string().contains("too many failed authorizations"),
+        "{err}"
+    );
+}
