@@ -1,6 +1,149 @@
-//! Durable storage. For now: the atomic, permission-aware file writes every
-//! store (and the example tools) use for keys and certificates.
+//! Durable storage for what must survive a crash: accounts, certificates with
+//! their keys, order journals, the rate-limit ledger and leases.
+//!
+//! [`Store`] is the small trait the issuer writes through;
+//! [`FileStore`] is the embedded default (one directory, every write atomic).
+//! Records are typed ([`StoredAccount`], [`StoredCertificate`], [`Journal`],
+//! [`LedgerRecord`]) and keyed by the directory URL and the normalized
+//! identifier set ([`CertKey`]).
 
 mod atomic;
+mod file;
+mod records;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
 
 pub use atomic::{FileMode, write_file_atomic};
+pub use file::FileStore;
+pub use records::{
+    CertKey, Journal, JournalStep, Lease, LedgerRecord, StoredAccount, StoredCertificate,
+};
+
+/// Why a store operation failed. Every variant names what it was about.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Reading or writing a file failed (permissions, read-only directory,
+    /// disk full).
+    #[error("store I/O on {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A record exists but cannot be trusted: truncated, not the expected
+    /// format, or its checksum does not match. It is left in place (and a
+    /// copy is kept aside) for a human to look at; it is never silently
+    /// discarded or overwritten.
+    #[error("corrupted store record {path}: {reason}")]
+    Corrupted {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Another holder has the lease.
+    #[error("lease {name} is held by {holder} until {until:?}")]
+    LeaseHeld {
+        /// The lease name.
+        name: String,
+        /// Who holds it.
+        holder: String,
+        /// When it expires (seconds since the Unix epoch).
+        until: u64,
+    },
+    /// Anything a backend reports that fits nowhere else.
+    #[error("store: {0}")]
+    Other(String),
+}
+
+/// `Result` with [`StoreError`].
+pub type StoreResult<T> = std::result::Result<T, StoreError>;
+
+/// Durable storage for the issuer. All methods are atomic per record: after
+/// a crash, a record is either its old or its new version.
+///
+/// Implementations must be safe to use from several tasks at once and, for
+/// leases, from several processes sharing the same backing storage.
+pub trait Store: Send + Sync + 'static {
+    /// The account for a directory URL.
+    fn load_account(
+        &self,
+        directory: &str,
+    ) -> impl Future<Output = StoreResult<Option<StoredAccount>>> + Send;
+
+    /// Saves the account for a directory URL (key file 0600 or equivalent).
+    fn save_account(
+        &self,
+        directory: &str,
+        account: &StoredAccount,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The current certificate for an identifier set.
+    fn load_certificate(
+        &self,
+        key: &CertKey,
+    ) -> impl Future<Output = StoreResult<Option<StoredCertificate>>> + Send;
+
+    /// Saves a certificate (with its key) for an identifier set. The
+    /// previous one, if any, is kept as a backup, never lost.
+    fn save_certificate(
+        &self,
+        key: &CertKey,
+        certificate: &StoredCertificate,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The in-flight order journal for an identifier set.
+    fn load_journal(
+        &self,
+        key: &CertKey,
+    ) -> impl Future<Output = StoreResult<Option<Journal>>> + Send;
+
+    /// Writes the journal (durably, before the request that depends on it).
+    fn save_journal(
+        &self,
+        key: &CertKey,
+        journal: &Journal,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Removes the journal once its certificate is stored.
+    fn delete_journal(&self, key: &CertKey) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The client-side rate-limit ledger for a directory URL.
+    fn load_ledger(
+        &self,
+        directory: &str,
+    ) -> impl Future<Output = StoreResult<Option<LedgerRecord>>> + Send;
+
+    /// Saves the rate-limit ledger.
+    fn save_ledger(
+        &self,
+        directory: &str,
+        ledger: &LedgerRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Takes the lease `name` for `holder` for `ttl`, or fails with
+    /// [`StoreError::LeaseHeld`] while another holder's lease has not
+    /// expired. A holder that crashed loses its lease when it expires.
+    fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = StoreResult<Lease>> + Send;
+
+    /// Extends a lease this holder still has; [`StoreError::LeaseHeld`] if
+    /// it was lost to another holder.
+    fn renew_lease(
+        &self,
+        lease: &Lease,
+        ttl: Duration,
+    ) -> impl Future<Output = StoreResult<Lease>> + Send;
+
+    /// Gives a lease up (no error if it already expired or was taken).
+    fn release_lease(&self, lease: &Lease) -> impl Future<Output = StoreResult<()>> + Send;
+}

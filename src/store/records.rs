@@ -1,0 +1,194 @@
+//! The records a [`Store`](super::Store) keeps.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::protocol::Identifier;
+
+/// The normalized identifier set a certificate is for: sorted, deduplicated,
+/// lower case. Two requests for the same names in any order and case have
+/// the same key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CertKey {
+    identifiers: Vec<Identifier>,
+}
+
+impl CertKey {
+    /// The key of a set of identifiers.
+    pub fn new(identifiers: &[Identifier]) -> Self {
+        let mut identifiers: Vec<Identifier> = identifiers
+            .iter()
+            .map(|i| Identifier {
+                kind: i.kind.to_ascii_lowercase(),
+                value: i.value.trim_end_matches('.').to_ascii_lowercase(),
+            })
+            .collect();
+        identifiers.sort();
+        identifiers.dedup();
+        Self { identifiers }
+    }
+
+    /// The identifiers, sorted.
+    pub fn identifiers(&self) -> &[Identifier] {
+        &self.identifiers
+    }
+
+    /// A stable, file-name-safe name for the set: the first name (readable)
+    /// plus a hash of the whole set (unique).
+    pub fn file_stem(&self) -> String {
+        let joined: String = self
+            .identifiers
+            .iter()
+            .map(|i| format!("{}:{}", i.kind, i.value))
+            .collect::<Vec<_>>()
+            .join(",");
+        let digest = ring::digest::digest(&ring::digest::SHA256, joined.as_bytes());
+        let hash: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let first: String = self
+            .identifiers
+            .first()
+            .map(|i| i.value.as_str())
+            .unwrap_or("empty")
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+            .take(64)
+            .collect();
+        format!("{first}-{hash}")
+    }
+}
+
+impl fmt::Display for CertKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.identifiers.iter().map(|i| i.value.as_str()).collect();
+        write!(f, "[{}]", names.join(", "))
+    }
+}
+
+/// An account at one CA: its URL and key.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct StoredAccount {
+    /// The account URL (`kid`).
+    pub url: String,
+    /// The account key, PKCS#8 PEM.
+    pub key_pem: Zeroizing<String>,
+}
+
+impl fmt::Debug for StoredAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredAccount")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An issued certificate with its key.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct StoredCertificate {
+    /// The identifiers it is for.
+    pub identifiers: Vec<Identifier>,
+    /// The full chain, PEM, leaf first.
+    pub chain_pem: String,
+    /// The certificate's private key, PKCS#8 PEM.
+    pub key_pem: Zeroizing<String>,
+    /// The certificate URL at the CA.
+    pub url: String,
+    /// Validity start (seconds since the Unix epoch).
+    pub not_before: i64,
+    /// Validity end (seconds since the Unix epoch).
+    pub not_after: i64,
+    /// The serial number, hex.
+    pub serial: String,
+}
+
+impl fmt::Debug for StoredCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredCertificate")
+            .field("identifiers", &self.identifiers)
+            .field("url", &self.url)
+            .field("serial", &self.serial)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How far an in-flight order got; each step is written before the request
+/// that depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalStep {
+    /// newOrder may have been sent; `order_url` may be unknown.
+    Ordering,
+    /// The order exists (`order_url` known).
+    OrderCreated,
+    /// Challenges were answered.
+    ChallengesAnswered,
+    /// The certificate key is saved; finalize may have been sent.
+    Finalizing,
+    /// The certificate URL is known.
+    CertificateUrlKnown,
+    /// The certificate was downloaded (`chain_pem` set), not yet stored.
+    Downloaded,
+}
+
+/// The journal of one in-flight order.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Journal {
+    /// The directory URL of the CA.
+    pub directory: String,
+    /// The account URL the order belongs to.
+    pub account_url: String,
+    /// The identifiers.
+    pub identifiers: Vec<Identifier>,
+    /// The last step reached.
+    pub step: JournalStep,
+    /// The order URL, once known.
+    pub order_url: Option<String>,
+    /// The certificate key (PKCS#8 PEM), saved before finalize.
+    pub key_pem: Option<Zeroizing<String>>,
+    /// The certificate URL, once known.
+    pub certificate_url: Option<String>,
+    /// The downloaded chain, before it is stored as a certificate.
+    pub chain_pem: Option<String>,
+    /// When the journal was started (seconds since the Unix epoch).
+    pub started_at: i64,
+    /// newOrder attempts made for this journal.
+    #[serde(default)]
+    pub order_attempts: u32,
+}
+
+impl fmt::Debug for Journal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Journal")
+            .field("directory", &self.directory)
+            .field("identifiers", &self.identifiers)
+            .field("step", &self.step)
+            .field("order_url", &self.order_url)
+            .field("certificate_url", &self.certificate_url)
+            .field("has_key", &self.key_pem.is_some())
+            .field("has_chain", &self.chain_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The client-side rate-limit ledger, as the issuer persists it: an opaque
+/// JSON document the issuer's ledger reads and writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerRecord {
+    /// The ledger's state.
+    pub state: serde_json::Value,
+}
+
+/// A held lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The lease name.
+    pub name: String,
+    /// The holder.
+    pub holder: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub until: u64,
+    /// A token that changes every time the lease is (re)acquired.
+    pub token: u64,
+}
