@@ -400,6 +400,49 @@ pub enum Error {
         problem: Option<Box<Problem>>,
     },
 
+    /// The CA's answer was larger than the client accepts
+    /// ([`ClientBuilder::max_response_body`](crate::ClientBuilder::max_response_body)):
+    /// a broken or hostile server. Nothing beyond the limit was read.
+    #[error("{request}: response body larger than the {limit}-byte limit")]
+    ResponseTooLarge {
+        /// The exchange.
+        request: Box<RequestInfo>,
+        /// The limit in bytes.
+        limit: usize,
+    },
+
+    /// Retrying stopped: the attempts or the time budget of the error's class
+    /// ran out. `source` is the last failure.
+    #[error("gave up after {attempts} attempts over {elapsed:.1?}: {source}")]
+    GaveUp {
+        /// Requests sent, the first included.
+        attempts: u32,
+        /// Time from the first attempt to giving up.
+        elapsed: Duration,
+        /// The last error.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// Refused locally, without a request, because a rate limit is known to
+    /// be exhausted until `retry_at` (from an earlier 429, or the client-side
+    /// ledger's accounting of the CA's published limits).
+    #[error("rate limited ({limit}) until {} without asking the CA: {reason}", httpdate::fmt_http_date(*retry_at))]
+    RateLimitedLocally {
+        /// When the request may be made again.
+        retry_at: SystemTime,
+        /// Which limit: the CA's wording or the ledger's limit name.
+        limit: String,
+        /// What it applies to.
+        scope: RateLimitScope,
+        /// Why (e.g. the CA's earlier problem detail).
+        reason: String,
+    },
+
+    /// The durable store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+
     /// A resource did not reach the awaited state within the polling budget.
     #[error("{what} at {url} still {status} after {waited:?}")]
     PollTimeout {
@@ -438,7 +481,9 @@ impl Error {
             Self::Problem { request, .. }
             | Self::Status { request, .. }
             | Self::Transport { request, .. }
-            | Self::InvalidResponse { request, .. } => Some(request),
+            | Self::InvalidResponse { request, .. }
+            | Self::ResponseTooLarge { request, .. } => Some(request),
+            Self::GaveUp { source, .. } => source.request(),
             _ => None,
         }
     }
@@ -450,6 +495,7 @@ impl Error {
             Self::ValidationFailed { problem, .. } | Self::OrderInvalid { problem, .. } => {
                 problem.as_deref()
             }
+            Self::GaveUp { source, .. } => source.problem(),
             _ => None,
         }
     }
@@ -468,6 +514,7 @@ impl Error {
     pub fn url(&self) -> Option<&str> {
         match self {
             Self::OrderInvalid { url, .. } | Self::PollTimeout { url, .. } => Some(url),
+            Self::GaveUp { source, .. } => source.url(),
             _ => self.request().map(|r| r.url.as_str()),
         }
     }
@@ -479,13 +526,16 @@ impl Error {
 
     /// True for a timeout of the exchange (the request's outcome is unknown).
     pub fn is_timeout(&self) -> bool {
-        matches!(
-            self,
-            Self::Transport {
-                failure: TransportFailure::Timeout,
-                ..
-            }
-        )
+        match self {
+            Self::GaveUp { source, .. } => source.is_timeout(),
+            other => matches!(
+                other,
+                Self::Transport {
+                    failure: TransportFailure::Timeout,
+                    ..
+                }
+            ),
+        }
     }
 
     /// True for a `badNonce` problem.
@@ -493,9 +543,63 @@ impl Error {
         self.problem_type() == Some(&ProblemType::BadNonce)
     }
 
-    /// True for a rate-limit answer (`rateLimited` problem or HTTP 429).
+    /// True for a rate-limit answer (`rateLimited` problem or HTTP 429), or
+    /// a local refusal because of one.
     pub fn is_rate_limited(&self) -> bool {
-        self.problem_type() == Some(&ProblemType::RateLimited) || self.status() == Some(429)
+        matches!(self.class(), ErrorClass::RateLimited { .. })
+    }
+
+    /// When a rate-limited request may be retried (server `Retry-After`, the
+    /// date in the CA's detail, or the local ledger's refill time).
+    pub fn retry_at(&self) -> Option<SystemTime> {
+        match self.class() {
+            ErrorClass::RateLimited { retry_at, .. } => retry_at,
+            _ => self.retry_after().map(|r| r.at()),
+        }
+    }
+
+    /// What kind of failure this is, which decides how it is retried
+    /// (see [`RetryPolicy`](crate::retry::RetryPolicy)).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::GaveUp { source, .. } => source.class(),
+            Self::RateLimitedLocally {
+                retry_at, scope, ..
+            } => ErrorClass::RateLimited {
+                retry_at: Some(*retry_at),
+                scope: scope.clone(),
+                local: true,
+            },
+            Self::Problem { request, problem } => classify_problem(request, problem),
+            Self::Status { request, .. } => match request.status {
+                Some(429) => ErrorClass::RateLimited {
+                    retry_at: request.retry_after.map(|r| r.at()),
+                    scope: RateLimitScope::Unknown,
+                    local: false,
+                },
+                Some(s) if s >= 500 => ErrorClass::Transient,
+                // A 408 or a proxy's 4xx without a problem document.
+                Some(408) => ErrorClass::Transient,
+                _ => ErrorClass::Permanent,
+            },
+            Self::Transport { .. } | Self::InvalidResponse { .. } => ErrorClass::Transient,
+            Self::ResponseTooLarge { .. } => ErrorClass::Protocol,
+            Self::ValidationFailed {
+                identifier,
+                problem,
+            } => ErrorClass::Validation {
+                problems: vec![(identifier.clone(), problem.as_deref().cloned())],
+            },
+            Self::OrderInvalid { problem, .. } => match problem.as_deref() {
+                Some(p) if p.kind == ProblemType::Caa => caa_class(p),
+                _ => ErrorClass::Permanent,
+            },
+            Self::PollTimeout { .. } => ErrorClass::Transient,
+            Self::InvalidInput(_) => ErrorClass::InvalidInput,
+            Self::Crypto(_) => ErrorClass::Crypto,
+            Self::Unsupported(_) => ErrorClass::Permanent,
+            Self::Io(_) | Self::Store(_) => ErrorClass::Store,
+        }
     }
 
     /// The identifiers the CA's problem names (its own and its subproblems').
@@ -505,6 +609,295 @@ impl Error {
             ids.insert(0, identifier);
         }
         ids
+    }
+}
+
+/// Which rate limit a 429 (or a local refusal) is about, read from the CA's
+/// problem detail (Boulder's wording).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RateLimitScope {
+    /// New orders per account.
+    Account,
+    /// Certificates per exact set of identifiers (duplicates).
+    ExactSet,
+    /// Certificates per registered domain (the domain named).
+    RegisteredDomain(String),
+    /// Failed authorizations for one identifier.
+    Identifier(String),
+    /// New registrations per IP address or range.
+    NewRegistrations,
+    /// A 503 from the CA's load balancers or a wording this crate does not know.
+    Unknown,
+}
+
+impl RateLimitScope {
+    /// Reads the scope from a Boulder-style `rateLimited` detail.
+    pub fn from_detail(detail: &str) -> Self {
+        let d = detail.to_ascii_lowercase();
+        let quoted = || {
+            detail
+                .split('"')
+                .nth(1)
+                .map(|s| s.trim_end_matches('.').to_ascii_lowercase())
+        };
+        if d.contains("new orders") {
+            Self::Account
+        } else if d.contains("exact set") {
+            Self::ExactSet
+        } else if d.contains("failed authorizations") {
+            quoted().map_or(Self::Unknown, Self::Identifier)
+        } else if d.contains("certificates") && d.contains("already issued for") {
+            quoted()
+                .or_else(|| {
+                    d.split("already issued for")
+                        .nth(1)
+                        .and_then(|r| r.trim_start_matches(':').split_whitespace().next())
+                        .map(|s| s.trim_matches(|c| c == ',' || c == ':').to_owned())
+                })
+                .map_or(Self::Unknown, Self::RegisteredDomain)
+        } else if d.contains("registrations") {
+            Self::NewRegistrations
+        } else {
+            Self::Unknown
+        }
+    }
+}
+
+impl fmt::Display for RateLimitScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Account => f.write_str("new orders per account"),
+            Self::ExactSet => f.write_str("certificates per exact set of identifiers"),
+            Self::RegisteredDomain(d) => write!(f, "certificates per registered domain {d}"),
+            Self::Identifier(i) => write!(f, "failed authorizations for {i}"),
+            Self::NewRegistrations => f.write_str("new registrations"),
+            Self::Unknown => f.write_str("unknown limit"),
+        }
+    }
+}
+
+/// Why a CAA check failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CaaCause {
+    /// A CAA record forbids this CA: retrying will not help until the
+    /// domain's owner changes the record.
+    Forbidden,
+    /// The CA could not look the CAA records up (timeout, SERVFAIL): the
+    /// domain's DNS is slow or broken; a later attempt may succeed.
+    LookupFailed,
+}
+
+/// What kind of failure an [`Error`] is: each class has its own retry policy.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// `badNonce`: re-sent at once with the nonce the rejection carried.
+    BadNonce,
+    /// A rate limit: never hammered; `retry_at` says when the same request may
+    /// succeed.
+    RateLimited {
+        /// When to retry (Retry-After, or the date in the detail).
+        retry_at: Option<SystemTime>,
+        /// Which limit.
+        scope: RateLimitScope,
+        /// True when refused by the client itself, without a request.
+        local: bool,
+    },
+    /// CAA: the domain's DNS, not the client.
+    Caa {
+        /// The identifiers whose CAA check failed.
+        names: Vec<String>,
+        /// Forbidden by a record, or the lookup failed.
+        cause: CaaCause,
+    },
+    /// The CA could not validate identifiers (`unauthorized`, `dns`,
+    /// `connection`, `incorrectResponse`, `tls` in a challenge): not retried
+    /// blindly, each failure counts against the CA's failed-validation limit.
+    Validation {
+        /// The failing identifiers with their problems.
+        problems: Vec<(Identifier, Option<Problem>)>,
+    },
+    /// Worth retrying after a backoff: 5xx, `serverInternal`, timeouts,
+    /// connection failures and resets, truncated or invalid bodies. For a
+    /// request that is not idempotent, the outcome is unknown: read the
+    /// state before repeating it.
+    Transient,
+    /// The request is wrong for this CA and repeating it will not help
+    /// (`malformed`, `rejectedIdentifier`, `badCSR`, `unauthorized`, ...).
+    Permanent,
+    /// The CA broke the protocol in a way retrying will not fix (an
+    /// oversized body).
+    Protocol,
+    /// The caller's input was invalid (nothing was sent).
+    InvalidInput,
+    /// The local store failed.
+    Store,
+    /// A local cryptographic failure.
+    Crypto,
+}
+
+impl ErrorClass {
+    /// A short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::BadNonce => "bad_nonce",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Caa { .. } => "caa",
+            Self::Validation { .. } => "validation",
+            Self::Transient => "transient",
+            Self::Permanent => "permanent",
+            Self::Protocol => "protocol",
+            Self::InvalidInput => "invalid_input",
+            Self::Store => "store",
+            Self::Crypto => "crypto",
+        }
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Caa {
+                names,
+                cause: CaaCause::LookupFailed,
+            } => write!(
+                f,
+                "CAA lookup failed for {}: the domain's DNS did not answer the CA's CAA query                  (a problem of the domain's name servers, not of this client); it may succeed later",
+                names.join(", ")
+            ),
+            Self::Caa {
+                names,
+                cause: CaaCause::Forbidden,
+            } => write!(
+                f,
+                "CAA records of {} forbid this CA: the domain's owner must add the CA to its CAA records",
+                names.join(", ")
+            ),
+            Self::RateLimited {
+                retry_at, scope, ..
+            } => match retry_at {
+                Some(t) => write!(
+                    f,
+                    "rate limited ({scope}) until {}",
+                    httpdate::fmt_http_date(*t)
+                ),
+                None => write!(f, "rate limited ({scope})"),
+            },
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+fn caa_class(problem: &Problem) -> ErrorClass {
+    let mut names: Vec<String> = problem
+        .identifiers()
+        .iter()
+        .map(|i| i.value.clone())
+        .collect();
+    let mut details: Vec<&str> = problem
+        .subproblems
+        .iter()
+        .filter_map(|s| s.detail.as_deref())
+        .collect();
+    details.extend(problem.detail.as_deref());
+    if names.is_empty() {
+        // "While processing CAA for example.com: ..." without subproblems.
+        for d in &details {
+            if let Some(rest) = d.split("CAA for ").nth(1) {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != ':' && *c != '"')
+                    .collect();
+                if !name.is_empty() && !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    let lookup = details.iter().any(|d| {
+        let d = d.to_ascii_lowercase();
+        d.contains("timed out")
+            || d.contains("servfail")
+            || d.contains("dns problem")
+            || d.contains("timeout")
+    });
+    let forbidden = details
+        .iter()
+        .any(|d| d.to_ascii_lowercase().contains("prevents issuance"));
+    ErrorClass::Caa {
+        names,
+        cause: if lookup && !forbidden {
+            CaaCause::LookupFailed
+        } else {
+            CaaCause::Forbidden
+        },
+    }
+}
+
+/// Parses "retry after 2026-01-02 15:04:05 UTC" (Boulder) or an RFC 3339 time.
+fn retry_at_from_detail(detail: &str) -> Option<SystemTime> {
+    let rest = detail.split("retry after ").nth(1)?;
+    let boulder = rest.get(..23).filter(|s| s.ends_with(" UTC"));
+    let parsed = match boulder {
+        Some(s) => {
+            let fmt = time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
+            );
+            time::PrimitiveDateTime::parse(s, &fmt)
+                .ok()
+                .map(|t| t.assume_utc())
+        }
+        None => {
+            let token: String = rest
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != ',')
+                .collect();
+            let token = token.trim_end_matches(':');
+            time::OffsetDateTime::parse(token, &time::format_description::well_known::Rfc3339).ok()
+        }
+    }?;
+    let secs = u64::try_from(parsed.unix_timestamp()).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+fn classify_problem(request: &RequestInfo, problem: &Problem) -> ErrorClass {
+    match &problem.kind {
+        ProblemType::BadNonce => ErrorClass::BadNonce,
+        ProblemType::RateLimited => ErrorClass::RateLimited {
+            retry_at: request
+                .retry_after
+                .map(|r| r.at())
+                .or_else(|| problem.detail.as_deref().and_then(retry_at_from_detail)),
+            scope: problem
+                .detail
+                .as_deref()
+                .map_or(RateLimitScope::Unknown, RateLimitScope::from_detail),
+            local: false,
+        },
+        ProblemType::Caa => caa_class(problem),
+        ProblemType::ServerInternal => ErrorClass::Transient,
+        ProblemType::Connection
+        | ProblemType::Dns
+        | ProblemType::IncorrectResponse
+        | ProblemType::Tls
+            if problem.identifier.is_some() =>
+        {
+            ErrorClass::Validation {
+                problems: vec![(
+                    problem.identifier.clone().expect("checked"),
+                    Some(problem.clone()),
+                )],
+            }
+        }
+        _ if request.status == Some(429) => ErrorClass::RateLimited {
+            retry_at: request.retry_after.map(|r| r.at()),
+            scope: RateLimitScope::Unknown,
+            local: false,
+        },
+        _ if request.status.is_some_and(|s| s >= 500) => ErrorClass::Transient,
+        _ => ErrorClass::Permanent,
     }
 }
 

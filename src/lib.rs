@@ -91,6 +91,7 @@ pub mod client;
 pub mod crypto;
 pub mod error;
 pub mod protocol;
+pub mod retry;
 pub mod solver;
 pub mod store;
 #[cfg(feature = "testing")]

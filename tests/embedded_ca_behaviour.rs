@@ -6,14 +6,22 @@ mod common;
 
 use std::time::Duration;
 
+use sturdy_acme::retry::RetryPolicy;
 use sturdy_acme::testing::{CaaPolicy, Limit, RateLimits, TestCa};
 use sturdy_acme::{
     Account, AccountKey, AccountOptions, CertificateKey, ChallengeType, Csr, Error, KeyAlgorithm,
     NewOrder, Order, ProblemType,
 };
 
+/// Raw CA behaviour: no client retries (the retry policies are pinned in
+/// tests/retry_policies.rs).
 async fn new_account(ca: &TestCa) -> Account {
-    let client = ca.client().await.unwrap();
+    let client = ca
+        .client_builder()
+        .retry_policy(RetryPolicy::no_retries())
+        .build()
+        .await
+        .unwrap();
     common::suite::account(&client, KeyAlgorithm::Es256).await
 }
 

@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use sturdy_acme::error::TransportFailure;
+use sturdy_acme::retry::RetryPolicy;
 use sturdy_acme::testing::{Fault, FaultRule, RetryAfterForm, TestCa, Trigger};
 use sturdy_acme::{
     Account, AccountKey, AccountOptions, CertificateKey, ChallengeType, Client, Csr, Endpoint,
@@ -16,8 +17,11 @@ use sturdy_acme::{
 
 async fn setup(rules: Vec<FaultRule>) -> (TestCa, Client, Account) {
     let ca = TestCa::builder().faults(rules).start().await.unwrap();
+    // No retries: these tests pin the raw classification of each fault
+    // (tests/retry_policies.rs pins what the policies do with them).
     let client = ca
         .client_builder()
+        .retry_policy(RetryPolicy::no_retries())
         .timeout(Duration::from_millis(1500))
         .build()
         .await
@@ -264,23 +268,31 @@ async fn endless_and_oversized_bodies_stop_at_the_cap() {
         .new_order(&NewOrder::for_names(&["i.example"]).unwrap())
         .await
         .unwrap();
+    // Endless (chunked, no length): read up to the cap, then stopped.
     let err = order.refresh().await.unwrap_err();
-    match &err {
-        Error::InvalidResponse { reason, .. } => {
-            assert!(
-                reason.contains("larger than the 1048576-byte limit"),
-                "{reason}"
-            )
-        }
-        other => panic!("{other:?}"),
-    }
+    assert!(
+        matches!(
+            err,
+            Error::ResponseTooLarge {
+                limit: 1_048_576,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.class(), sturdy_acme::error::ErrorClass::Protocol);
+    // 100 MB announced: refused before reading.
     let err = order.refresh().await.unwrap_err();
-    match &err {
-        Error::InvalidResponse { reason, .. } => {
-            assert!(reason.contains("announced larger"), "{reason}")
-        }
-        other => panic!("{other:?}"),
-    }
+    assert!(
+        matches!(
+            err,
+            Error::ResponseTooLarge {
+                limit: 1_048_576,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     // And the directory too, with a smaller cap, on a fresh client.
     ca.set_faults(vec![FaultRule::new(
         Endpoint::Directory,
@@ -293,5 +305,8 @@ async fn endless_and_oversized_bodies_stop_at_the_cap() {
         .build()
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::InvalidResponse { .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::ResponseTooLarge { limit: 65_536, .. }),
+        "{err:?}"
+    );
 }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::{Client, NewOrder, Order};
 use crate::crypto::jws::{self, KeyId};
 use crate::crypto::{AccountKey, ExternalAccountKey, b64};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorClass, ProblemType, Result};
 use crate::protocol::{AccountResource, OrderResource, v2};
 use crate::transport::{Endpoint, Response};
 
@@ -94,15 +94,41 @@ impl RevocationReason {
     }
 }
 
-pub(crate) fn revocation_payload(
+/// revokeCert, signed by `key` as `key_id`. Not idempotent on the wire (a
+/// repeat answers `alreadyRevoked`), so after a failure whose outcome is
+/// unknown the request is repeated and `alreadyRevoked` counts as success.
+pub(crate) async fn revoke(
+    client: &Client,
+    key: &AccountKey,
+    key_id: KeyId<'_>,
     certificate_der: &[u8],
     reason: Option<RevocationReason>,
-) -> Value {
-    serde_json::to_value(v2::Revocation {
+) -> Result<()> {
+    let payload = serde_json::to_value(v2::Revocation {
         certificate: b64(certificate_der),
         reason: reason.map(|r| r.code()),
     })
-    .expect("payload serializes")
+    .expect("payload serializes");
+    let url = client.directory().revoke_cert.clone();
+    let transport = client.transport();
+    let mut retrying = transport.retrying(Endpoint::Revoke, &url);
+    let mut outcome_unknown = false;
+    loop {
+        match transport
+            .post_once(Endpoint::Revoke, &url, key, key_id, Some(&payload), None)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if outcome_unknown && e.problem_type() == Some(&ProblemType::AlreadyRevoked) => {
+                tracing::info!(url = %url, "revocation confirmed: alreadyRevoked after a lost response");
+                return Ok(());
+            }
+            Err(e) => {
+                outcome_unknown |= e.class() == ErrorClass::Transient;
+                retrying.pause_or_fail(e).await?;
+            }
+        }
+    }
 }
 
 /// An ACME account: its key and URL (`kid`) at one CA.
@@ -246,6 +272,28 @@ impl Account {
         self.post_accept(endpoint, url, payload, None).await
     }
 
+    /// A signed POST sent once (badNonce aside), for requests that are not
+    /// idempotent.
+    pub(crate) async fn post_once(
+        &self,
+        endpoint: Endpoint,
+        url: &str,
+        payload: Option<&Value>,
+    ) -> Result<Response> {
+        self.inner
+            .client
+            .transport()
+            .post_once(
+                endpoint,
+                url,
+                &self.inner.key,
+                KeyId::Kid(&self.inner.url),
+                payload,
+                None,
+            )
+            .await
+    }
+
     pub(crate) async fn post_accept(
         &self,
         endpoint: Endpoint,
@@ -314,7 +362,28 @@ impl Account {
         })
         .expect("payload serializes");
         let inner = jws::sign(&new_key, KeyId::Jwk, None, &url, Some(&inner_payload))?;
-        self.post(Endpoint::KeyChange, &url, Some(&inner)).await?;
+        // Not idempotent: after an unknown outcome, ask the CA whether the
+        // new key already owns the account before sending it again.
+        let mut retrying = self
+            .inner
+            .client
+            .transport()
+            .retrying(Endpoint::KeyChange, &url);
+        loop {
+            match self
+                .post_once(Endpoint::KeyChange, &url, Some(&inner))
+                .await
+            {
+                Ok(_) => break,
+                Err(e) => {
+                    let unknown = e.class() == ErrorClass::Transient;
+                    retrying.pause_or_fail(e).await?;
+                    if unknown && self.key_owns_account(&new_key).await? {
+                        break;
+                    }
+                }
+            }
+        }
         tracing::info!(account = %self.inner.url, "account key changed");
         Ok(Self::from_parts(
             self.inner.client.clone(),
@@ -324,11 +393,63 @@ impl Account {
         ))
     }
 
+    /// True when `key` already finds this account (onlyReturnExisting).
+    async fn key_owns_account(&self, key: &AccountKey) -> Result<bool> {
+        let payload = serde_json::to_value(v2::NewAccount {
+            only_return_existing: true,
+            ..Default::default()
+        })
+        .expect("payload serializes");
+        let url = self.inner.client.directory().new_account.clone();
+        match self
+            .inner
+            .client
+            .transport()
+            .post(
+                Endpoint::NewAccount,
+                &url,
+                key,
+                KeyId::Jwk,
+                Some(&payload),
+                None,
+            )
+            .await
+        {
+            Ok(r) => Ok(r.location().ok().as_deref() == Some(self.inner.url.as_str())),
+            Err(e) if e.problem_type() == Some(&ProblemType::AccountDoesNotExist) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Creates an order (RFC 8555 §7.4).
+    ///
+    /// Refused locally while an earlier 429 for the same scope (account,
+    /// identifier set, registered domain) has not expired. newOrder is not
+    /// idempotent: after a failure whose outcome is unknown it is repeated,
+    /// which a Boulder-style CA answers with the order it already created
+    /// (it hands back a pending order for the same names).
     pub async fn new_order(&self, order: &NewOrder) -> Result<Order> {
+        let client = &self.inner.client;
+        client
+            .rate_gate()
+            .check(&self.inner.url, order.identifiers())?;
         let payload = order.payload();
-        let url = self.inner.client.directory().new_order.clone();
-        let response = self.post(Endpoint::NewOrder, &url, Some(&payload)).await?;
+        let url = client.directory().new_order.clone();
+        let mut retrying = client.transport().retrying(Endpoint::NewOrder, &url);
+        let response = loop {
+            match self
+                .post_once(Endpoint::NewOrder, &url, Some(&payload))
+                .await
+            {
+                Ok(r) => break r,
+                Err(e) => {
+                    client
+                        .rate_gate()
+                        .record(&self.inner.url, order.identifiers(), &e);
+                    retrying.pause_or_fail(e).await?;
+                }
+            }
+        };
         let order_url = response.location()?;
         let state: OrderResource = response.json()?;
         tracing::info!(order = %order_url, status = state.status.as_str(), "order created");
@@ -375,9 +496,13 @@ impl Account {
         certificate_der: &[u8],
         reason: Option<RevocationReason>,
     ) -> Result<()> {
-        let payload = revocation_payload(certificate_der, reason);
-        let url = self.inner.client.directory().revoke_cert.clone();
-        self.post(Endpoint::Revoke, &url, Some(&payload)).await?;
-        Ok(())
+        revoke(
+            &self.inner.client,
+            &self.inner.key,
+            KeyId::Kid(&self.inner.url),
+            certificate_der,
+            reason,
+        )
+        .await
     }
 }

@@ -218,12 +218,32 @@ impl Challenge {
     }
 
     /// Tells the CA the challenge is ready to be validated (POST `{}`).
+    ///
+    /// After a failure whose outcome is unknown the challenge is read first
+    /// and answered again only if it is still `pending`.
     pub async fn respond(&mut self) -> Result<ChallengeStatus> {
-        let response = self
-            .account
-            .post(Endpoint::Challenge, &self.state.url, Some(&json!({})))
-            .await?;
-        self.state = response.json()?;
+        let url = self.state.url.clone();
+        let client = self.account.client().clone();
+        let mut retrying = client.transport().retrying(Endpoint::Challenge, &url);
+        loop {
+            match self
+                .account
+                .post_once(Endpoint::Challenge, &url, Some(&json!({})))
+                .await
+            {
+                Ok(response) => {
+                    self.state = response.json()?;
+                    break;
+                }
+                Err(e) => {
+                    let unknown = e.class() == crate::error::ErrorClass::Transient;
+                    retrying.pause_or_fail(e).await?;
+                    if unknown && self.refresh().await?.status != ChallengeStatus::Pending {
+                        break;
+                    }
+                }
+            }
+        }
         tracing::info!(
             identifier = %self.identifier,
             challenge = %self.state.kind,

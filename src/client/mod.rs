@@ -6,6 +6,7 @@ mod authorization;
 mod certificate;
 mod order;
 mod poll;
+mod rate_gate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use crate::crypto::jws::KeyId;
 use crate::crypto::{AccountKey, CertificateKey};
 use crate::error::{Error, Result};
 use crate::protocol::Directory;
+use crate::retry::{Event, Events, RetryPolicy};
 use crate::transport::{Endpoint, RequestStats, Transport, TransportConfig};
 
 /// Let's Encrypt's production directory.
@@ -45,6 +47,7 @@ pub struct Client {
 #[derive(Debug)]
 struct ClientInner {
     transport: Transport,
+    rate_gate: rate_gate::RateGate,
     directory: Directory,
     directory_url: String,
     poll: PollPolicy,
@@ -61,6 +64,7 @@ pub struct ClientBuilder {
     user_agent_suffix: Option<String>,
     transport: TransportConfig,
     poll: PollPolicy,
+    timeouts: bool,
 }
 
 impl ClientBuilder {
@@ -101,9 +105,32 @@ impl ClientBuilder {
         self
     }
 
-    /// How many times one request is re-sent after `badNonce` (default 10).
+    /// How many times one request is re-sent after `badNonce` (default 9,
+    /// i.e. 10 attempts; same as `RetryPolicy::bad_nonce_attempts - 1`).
     pub fn bad_nonce_retries(mut self, retries: u32) -> Self {
-        self.transport.bad_nonce_retries = retries;
+        self.transport.retry.bad_nonce_attempts = retries.saturating_add(1);
+        self
+    }
+
+    /// The retry policy per error class (see [`RetryPolicy`]).
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.transport.retry = policy;
+        self
+    }
+
+    /// Calls `f` for every exchange and every retry decision (for metrics).
+    /// Keep it fast: it runs inline.
+    pub fn on_event(mut self, f: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.transport.events.subscribe(Arc::new(f));
+        self
+    }
+
+    /// Disables the request and connect timeouts and the connection pool's
+    /// idle timer: no timer runs while a request waits for the CA. Meant for
+    /// tests on tokio's paused clock (where any armed timer fires at once
+    /// while waiting for I/O); never for production.
+    pub fn no_timeouts(mut self) -> Self {
+        self.timeouts = false;
         self
     }
 
@@ -161,13 +188,18 @@ impl ClientBuilder {
             Some(s) => format!("{USER_AGENT} {s}"),
             None => USER_AGENT.to_owned(),
         };
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .user_agent(user_agent)
-            .timeout(self.timeout)
-            .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
+            .redirect(reqwest::redirect::Policy::none());
+        http = if self.timeouts {
+            http.timeout(self.timeout)
+                .connect_timeout(self.connect_timeout)
+        } else {
+            http.pool_idle_timeout(None)
+        };
+        let http = http
             .build()
             .map_err(|e| Error::InvalidInput(format!("HTTP client: {e}")))?;
 
@@ -195,6 +227,7 @@ impl ClientBuilder {
         Ok(Client {
             inner: Arc::new(ClientInner {
                 transport,
+                rate_gate: Default::default(),
                 directory,
                 directory_url: self.directory_url,
                 poll: self.poll,
@@ -234,11 +267,13 @@ impl Client {
             user_agent_suffix: None,
             transport: TransportConfig {
                 max_body: 1 << 20,
-                bad_nonce_retries: 10,
                 nonce_pool_size: 32,
                 allow_http: false,
+                retry: RetryPolicy::default(),
+                events: Events::default(),
             },
             poll: PollPolicy::default(),
+            timeouts: true,
         }
     }
 
@@ -292,22 +327,15 @@ impl Client {
         reason: Option<RevocationReason>,
     ) -> Result<()> {
         let signer = key.to_signing_key()?;
-        let payload = account::revocation_payload(certificate_der, reason);
-        self.transport()
-            .post(
-                Endpoint::Revoke,
-                &self.directory().revoke_cert,
-                &signer,
-                KeyId::Jwk,
-                Some(&payload),
-                None,
-            )
-            .await?;
-        Ok(())
+        account::revoke(self, &signer, KeyId::Jwk, certificate_der, reason).await
     }
 
     pub(crate) fn transport(&self) -> &Transport {
         &self.inner.transport
+    }
+
+    pub(crate) fn rate_gate(&self) -> &rate_gate::RateGate {
+        &self.inner.rate_gate
     }
 
     pub(crate) fn poll_policy(&self) -> &PollPolicy {

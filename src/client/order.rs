@@ -6,7 +6,7 @@ use tokio::time::{Instant, sleep};
 
 use super::{Account, Authorization, CertificateChain};
 use crate::crypto::{Csr, b64};
-use crate::error::{Error, Result, RetryAfter};
+use crate::error::{Error, ErrorClass, Result, RetryAfter};
 use crate::protocol::{AuthorizationStatus, Identifier, OrderResource, OrderStatus, v2};
 use crate::transport::{Endpoint, PEM_CHAIN, links};
 
@@ -171,14 +171,52 @@ impl Order {
         };
         let payload = serde_json::to_value(v2::Finalize { csr: b64(&der) }).expect("serializes");
         let url = self.state.finalize.clone();
-        let response = self
-            .account
-            .post(Endpoint::Finalize, &url, Some(&payload))
-            .await?;
-        self.state = response.json()?;
-        self.last_retry_after = response.retry_after();
-        tracing::info!(order = %self.url, status = self.state.status.as_str(), "order finalized");
-        Ok(self.state.status)
+        let client = self.account.client().clone();
+        let mut retrying = client.transport().retrying(Endpoint::Finalize, &url);
+        loop {
+            match self
+                .account
+                .post_once(Endpoint::Finalize, &url, Some(&payload))
+                .await
+            {
+                Ok(response) => {
+                    self.state = response.json()?;
+                    self.last_retry_after = response.retry_after();
+                    tracing::info!(order = %self.url, status = self.state.status.as_str(), "order finalized");
+                    return Ok(self.state.status);
+                }
+                Err(e) => {
+                    // Finalize is not idempotent (a second one answers
+                    // orderNotReady): when the outcome is unknown, read the
+                    // order and continue from what the CA says.
+                    let unknown = e.class() == ErrorClass::Transient;
+                    retrying.pause_or_fail(e).await?;
+                    if unknown {
+                        self.refresh().await?;
+                        match self.state.status {
+                            OrderStatus::Ready => {
+                                tracing::info!(order = %self.url, "finalize did not take effect; sending it again");
+                            }
+                            OrderStatus::Processing | OrderStatus::Valid => {
+                                tracing::info!(
+                                    order = %self.url,
+                                    status = self.state.status.as_str(),
+                                    "finalize had taken effect although its response was lost"
+                                );
+                                return Ok(self.state.status);
+                            }
+                            OrderStatus::Invalid => return Err(self.invalid_error().await),
+                            OrderStatus::Pending => {
+                                return Err(Error::InvalidInput(format!(
+                                    "order {} went back to pending during finalize",
+                                    self.url
+                                )));
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Polls until the order leaves `processing`; returns the certificate URL.

@@ -5,6 +5,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 
@@ -19,13 +20,34 @@ pub enum FileMode {
 
 /// Writes `data` to `path` atomically with the given permissions.
 pub fn write_file_atomic(path: &Path, data: &[u8], mode: FileMode) -> Result<()> {
+    if path.file_name().is_none() {
+        return Err(Error::InvalidInput(format!(
+            "not a file path: {}",
+            path.display()
+        )));
+    }
+    write_file_atomic_counted(path, data, mode, &AtomicU64::new(0)).map_err(Error::Io)
+}
+
+/// [`write_file_atomic`] that adds every `fsync` it performs to `fsyncs`
+/// (on Unix two when it succeeds: the temp file, then the directory; fewer
+/// if it fails before them), for stores that report their durable writes.
+pub(crate) fn write_file_atomic_counted(
+    path: &Path,
+    data: &[u8],
+    mode: FileMode,
+    fsyncs: &AtomicU64,
+) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::InvalidInput(format!("not a file path: {}", path.display())))?;
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("not a file path: {}", path.display()),
+        )
+    })?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}-{}",
         name.to_string_lossy(),
@@ -46,21 +68,24 @@ pub fn write_file_atomic(path: &Path, data: &[u8], mode: FileMode) -> Result<()>
         let mut file = options.open(&tmp)?;
         file.write_all(data)?;
         file.sync_all()?;
+        fsyncs.fetch_add(1, Ordering::Relaxed);
         drop(file);
         fs::rename(&tmp, path)?;
         // Make the rename itself durable.
         #[cfg(unix)]
-        File::open(dir)?.sync_all()?;
+        {
+            File::open(dir)?.sync_all()?;
+            fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.map_err(Error::Io)
+    result
 }
 
 fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
 }

@@ -45,14 +45,23 @@ impl CertKey {
             .collect::<Vec<_>>()
             .join(",");
         let digest = ring::digest::digest(&ring::digest::SHA256, joined.as_bytes());
-        let hash: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let hash: String = digest.as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let first: String = self
             .identifiers
             .first()
             .map(|i| i.value.as_str())
             .unwrap_or("empty")
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .take(64)
             .collect();
         format!("{first}-{hash}")

@@ -996,14 +996,16 @@ impl Ca {
     }
 
     fn rate_limited(&self, detail: String, wait: Duration) -> Rejection {
-        let retry_at = SystemTime::now() + wait;
+        let retry_at = OffsetDateTime::now_utc() + wait;
+        let when = retry_at
+            .format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
+            ))
+            .unwrap_or_default();
         Rejection::new(
             ProblemType::RateLimited,
             429,
-            format!(
-                "{detail}, retry after {}: see https://letsencrypt.org/docs/rate-limits/",
-                httpdate::fmt_http_date(retry_at)
-            ),
+            format!("{detail}, retry after {when}: see https://letsencrypt.org/docs/rate-limits/"),
         )
     }
 

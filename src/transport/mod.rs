@@ -25,6 +25,7 @@ pub use stats::{Endpoint, RequestStats};
 use crate::crypto::AccountKey;
 use crate::crypto::jws::{self, KeyId};
 use crate::error::{Error, Problem, RequestInfo, Result, RetryAfter, TransportFailure};
+use crate::retry::{Event, Events, RetryPolicy, Retrying, Rng};
 use nonce::NoncePool;
 use stats::Counters;
 
@@ -37,9 +38,10 @@ pub(crate) const PEM_CHAIN: &str = "application/pem-certificate-chain";
 #[derive(Debug, Clone)]
 pub(crate) struct TransportConfig {
     pub(crate) max_body: usize,
-    pub(crate) bad_nonce_retries: u32,
     pub(crate) nonce_pool_size: usize,
     pub(crate) allow_http: bool,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) events: Events,
 }
 
 /// A successful (2xx) response.
@@ -119,6 +121,7 @@ pub(crate) struct Transport {
     nonces: NoncePool,
     new_nonce_url: OnceLock<String>,
     counters: Counters,
+    rng: Rng,
 }
 
 impl Transport {
@@ -126,10 +129,23 @@ impl Transport {
         Self {
             http,
             nonces: NoncePool::new(config.nonce_pool_size),
+            rng: Rng::new(config.retry.seed),
             config,
             new_nonce_url: OnceLock::new(),
             counters: Counters::default(),
         }
+    }
+
+    /// The retry state for one logical request to `url`: every retry loop,
+    /// here and in the client's state-reading recoveries, goes through it.
+    pub(crate) fn retrying(&self, endpoint: Endpoint, url: &str) -> Retrying<'_> {
+        Retrying::new(
+            &self.config.retry,
+            &self.config.events,
+            &self.rng,
+            endpoint,
+            url,
+        )
     }
 
     /// Sets where fresh nonces come from (once, after the directory is read).
@@ -141,19 +157,52 @@ impl Transport {
         self.counters.snapshot()
     }
 
-    /// A plain GET (the directory; nothing else in RFC 8555).
+    /// A plain GET (the directory; nothing else in RFC 8555), retried per
+    /// the policy.
     pub(crate) async fn get(&self, endpoint: Endpoint, url: &str) -> Result<Response> {
         self.check_url(url)?;
-        let ex = self
-            .exchange(endpoint, http::Method::GET, url, None, None, "none", 0)
-            .await;
-        self.keep_nonce(ex.nonce);
-        ex.result
+        let mut retrying = self.retrying(endpoint, url);
+        loop {
+            let ex = self
+                .exchange(endpoint, http::Method::GET, url, None, None, "none", 0)
+                .await;
+            self.keep_nonce(ex.nonce);
+            match ex.result {
+                Ok(r) => return Ok(r),
+                Err(e) => retrying.pause_or_fail(e).await?,
+            }
+        }
     }
 
-    /// A signed POST (or POST-as-GET when `payload` is `None`), retried on
-    /// `badNonce` with the nonce the rejection carried.
+    /// A signed POST for an idempotent request (POST-as-GET, account
+    /// updates, newAccount): re-sent per the retry policy.
     pub(crate) async fn post(
+        &self,
+        endpoint: Endpoint,
+        url: &str,
+        key: &AccountKey,
+        key_id: KeyId<'_>,
+        payload: Option<&Value>,
+        accept: Option<&str>,
+    ) -> Result<Response> {
+        let mut retrying = self.retrying(endpoint, url);
+        loop {
+            match self
+                .post_once(endpoint, url, key, key_id, payload, accept)
+                .await
+            {
+                Ok(r) => return Ok(r),
+                Err(e) => retrying.pause_or_fail(e).await?,
+            }
+        }
+    }
+
+    /// A signed POST (or POST-as-GET when `payload` is `None`) sent once:
+    /// only `badNonce` answers are re-sent (with the nonce the rejection
+    /// carried), since they prove the request was not processed. For
+    /// requests that are not idempotent; the caller resolves an unknown
+    /// outcome by reading state.
+    pub(crate) async fn post_once(
         &self,
         endpoint: Endpoint,
         url: &str,
@@ -183,7 +232,9 @@ impl Transport {
                 )
                 .await;
             match ex.result {
-                Err(e) if e.is_bad_nonce() && attempt < self.config.bad_nonce_retries => {
+                Err(e)
+                    if e.is_bad_nonce() && attempt + 1 < self.config.retry.bad_nonce_attempts =>
+                {
                     attempt += 1;
                     (nonce, source) = match ex.nonce {
                         Some(n) if nonce::is_valid_nonce(&n) => (n, "badNonce"),
@@ -212,6 +263,16 @@ impl Transport {
             .new_nonce_url
             .get()
             .ok_or_else(|| Error::Unsupported("no newNonce URL known".into()))?;
+        let mut retrying = self.retrying(Endpoint::NewNonce, url);
+        loop {
+            match self.fresh_nonce_once(url).await {
+                Ok(n) => return Ok(n),
+                Err(e) => retrying.pause_or_fail(e).await?,
+            }
+        }
+    }
+
+    async fn fresh_nonce_once(&self, url: &str) -> Result<String> {
         let ex = self
             .exchange(
                 Endpoint::NewNonce,
@@ -294,6 +355,16 @@ impl Transport {
                 Some(e.to_string()),
             ),
         };
+        self.config.events.emit(Event::Exchange {
+            method: method_name,
+            url: url.to_owned(),
+            endpoint,
+            status,
+            problem: problem.clone(),
+            retry_after: retry_after.map(|r| r.delay()),
+            attempt,
+            elapsed: started.elapsed(),
+        });
         tracing::debug!(
             target: "sturdy_acme::http",
             method = method_name,
@@ -366,9 +437,9 @@ impl Transport {
         // Read the body, refusing to buffer more than the cap.
         let max = self.config.max_body;
         if response.content_length().is_some_and(|n| n > max as u64) {
-            return fail(Err(Error::InvalidResponse {
+            return fail(Err(Error::ResponseTooLarge {
                 request: info(Some(status), retry_after),
-                reason: format!("body announced larger than the {max}-byte limit"),
+                limit: max,
             }));
         }
         let mut body = Vec::new();
@@ -376,9 +447,9 @@ impl Transport {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
                     if body.len() + chunk.len() > max {
-                        return fail(Err(Error::InvalidResponse {
+                        return fail(Err(Error::ResponseTooLarge {
                             request: info(Some(status), retry_after),
-                            reason: format!("body larger than the {max}-byte limit"),
+                            limit: max,
                         }));
                     }
                     body.extend_from_slice(&chunk);

@@ -1,0 +1,442 @@
+//! Retry policies per [`ErrorClass`], and the one place that decides, logs
+//! and waits between attempts.
+//!
+//! | class | default |
+//! |---|---|
+//! | `BadNonce` | re-sent at once with the rejection's nonce, up to 10 times |
+//! | `Transient` | exponential backoff from 1 s (×2, max 30 s), full jitter, 5 attempts within 2 minutes |
+//! | `Caa` (lookup failed) | 30 s, 2 min, 8 min, jittered (±25 %), within 15 minutes |
+//! | `Caa` (forbidden) | not retried |
+//! | `RateLimited` | not retried unless `Retry-After` ≤ `rate_limit_max_wait` (default 0) |
+//! | everything else | not retried |
+//!
+//! Requests that are idempotent (POST-as-GET, account updates, newAccount,
+//! the directory, newNonce) are re-sent by the transport. Requests that are
+//! not (newOrder, challenge answers, finalize, revocation, key change) are
+//! never repeated blindly: after a failure whose outcome is unknown the
+//! client reads the state first (e.g. the order after a lost finalize
+//! response) and continues from what the CA says.
+//!
+//! Time is tokio's (`tokio::time`), so tests run on a paused clock; jitter
+//! comes from a generator that can be seeded ([`RetryPolicy::seed`]).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::{CaaCause, Error, ErrorClass};
+use crate::transport::Endpoint;
+
+/// How delays are randomized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Jitter {
+    /// Exactly the computed delay.
+    None,
+    /// Uniform in `[0, delay]` ("full jitter"): spreads a fleet's retries.
+    Full,
+    /// Uniform in `[delay × 3/4, delay × 5/4]`: about the schedule, never much earlier.
+    Quarter,
+}
+
+/// Backoff for one class: attempts, delays and an overall time budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backoff {
+    /// Attempts in all, the first included (1 = no retry).
+    pub max_attempts: u32,
+    /// Delay before the first retry.
+    pub base: Duration,
+    /// Growth factor per retry.
+    pub factor: u32,
+    /// The longest delay.
+    pub max_delay: Duration,
+    /// No retry starts later than this after the first attempt.
+    pub budget: Duration,
+    /// Randomization.
+    pub jitter: Jitter,
+}
+
+impl Backoff {
+    /// The un-jittered delay before retry number `retry` (0-based).
+    pub fn nominal_delay(&self, retry: u32) -> Duration {
+        let factor = self.factor.max(1).saturating_pow(retry.min(32));
+        self.base.saturating_mul(factor).min(self.max_delay)
+    }
+
+    fn delay(&self, retry: u32, rng: &Rng) -> Duration {
+        let nominal = self.nominal_delay(retry);
+        match self.jitter {
+            Jitter::None => nominal,
+            Jitter::Full => nominal.mul_f64(rng.next_f64()),
+            Jitter::Quarter => nominal.mul_f64(0.75 + 0.5 * rng.next_f64()),
+        }
+    }
+}
+
+/// What each class of failure gets. Every knob is public.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts for one request when the CA keeps answering `badNonce`.
+    pub bad_nonce_attempts: u32,
+    /// Transient failures (5xx, timeouts, resets, broken bodies).
+    pub transient: Backoff,
+    /// CAA lookup failures at finalize ("Rechecking CAA ... timed out").
+    pub caa: Backoff,
+    /// Wait for a rate limit's Retry-After when it is at most this long
+    /// (default zero: rate limits are surfaced, never waited on).
+    pub rate_limit_max_wait: Duration,
+    /// Seed for jitter (None: from the system's random source).
+    pub seed: Option<u64>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            bad_nonce_attempts: 10,
+            transient: Backoff {
+                max_attempts: 5,
+                base: Duration::from_secs(1),
+                factor: 2,
+                max_delay: Duration::from_secs(30),
+                budget: Duration::from_secs(120),
+                jitter: Jitter::Full,
+            },
+            caa: Backoff {
+                max_attempts: 4,
+                base: Duration::from_secs(30),
+                factor: 4,
+                max_delay: Duration::from_secs(8 * 60),
+                budget: Duration::from_secs(15 * 60),
+                jitter: Jitter::Quarter,
+            },
+            rate_limit_max_wait: Duration::ZERO,
+            seed: None,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// A policy that never retries anything but `badNonce`.
+    pub fn no_retries() -> Self {
+        let mut p = Self::default();
+        p.transient.max_attempts = 1;
+        p.caa.max_attempts = 1;
+        p
+    }
+}
+
+/// Something that happened, for metrics: every exchange and every retry
+/// decision. Subscribe with
+/// [`ClientBuilder::on_event`](crate::ClientBuilder::on_event).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// One HTTP exchange finished.
+    Exchange {
+        /// Method.
+        method: &'static str,
+        /// URL.
+        url: String,
+        /// Endpoint.
+        endpoint: Endpoint,
+        /// HTTP status, if a response arrived.
+        status: Option<u16>,
+        /// Problem type, if the CA sent one.
+        problem: Option<String>,
+        /// Retry-After, if sent.
+        retry_after: Option<Duration>,
+        /// 0 for the first attempt of a request.
+        attempt: u32,
+        /// How long it took.
+        elapsed: Duration,
+    },
+    /// A failure will be retried after `delay`.
+    Retry {
+        /// Endpoint.
+        endpoint: Endpoint,
+        /// URL.
+        url: String,
+        /// The failure's class name.
+        class: &'static str,
+        /// The retry's number (1 = first retry).
+        attempt: u32,
+        /// The wait before it.
+        delay: Duration,
+        /// The failure.
+        error: String,
+    },
+    /// Retrying stopped.
+    GaveUp {
+        /// Endpoint.
+        endpoint: Endpoint,
+        /// URL.
+        url: String,
+        /// The failure's class name.
+        class: &'static str,
+        /// Attempts made.
+        attempts: u32,
+        /// Time since the first attempt.
+        elapsed: Duration,
+    },
+}
+
+/// A subscriber to [`Event`]s.
+pub(crate) type Subscriber = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// The subscriber list (cheap to clone).
+#[derive(Clone, Default)]
+pub(crate) struct Events {
+    subscribers: Vec<Subscriber>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Events({} subscribers)", self.subscribers.len())
+    }
+}
+
+impl Events {
+    pub(crate) fn subscribe(&mut self, f: Subscriber) {
+        self.subscribers.push(f);
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        for s in &self.subscribers {
+            s(&event);
+        }
+    }
+}
+
+/// A seedable generator for jitter (splitmix64).
+#[derive(Debug)]
+pub(crate) struct Rng(Mutex<u64>);
+
+impl Rng {
+    pub(crate) fn new(seed: Option<u64>) -> Self {
+        let seed = seed.unwrap_or_else(|| {
+            use ring::rand::SecureRandom;
+            let mut b = [0u8; 8];
+            let _ = ring::rand::SystemRandom::new().fill(&mut b);
+            u64::from_le_bytes(b)
+        });
+        Self(Mutex::new(seed))
+    }
+
+    fn next_u64(&self) -> u64 {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn next_f64(&self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The retry state of one logical request: counts attempts per class and
+/// decides, logs, reports and waits. Every retry loop in the crate goes
+/// through [`Retrying::pause_or_fail`].
+pub(crate) struct Retrying<'a> {
+    policy: &'a RetryPolicy,
+    events: &'a Events,
+    rng: &'a Rng,
+    endpoint: Endpoint,
+    url: String,
+    started: Instant,
+    attempts: u32,
+    transient: u32,
+    caa: u32,
+    rate: u32,
+}
+
+impl<'a> Retrying<'a> {
+    pub(crate) fn new(
+        policy: &'a RetryPolicy,
+        events: &'a Events,
+        rng: &'a Rng,
+        endpoint: Endpoint,
+        url: &str,
+    ) -> Self {
+        Self {
+            policy,
+            events,
+            rng,
+            endpoint,
+            url: url.to_owned(),
+            started: Instant::now(),
+            attempts: 1,
+            transient: 0,
+            caa: 0,
+            rate: 0,
+        }
+    }
+
+    /// After a failed attempt: waits and returns `Ok(())` if the error's
+    /// class should be retried now, else returns the error to give the
+    /// caller (wrapped in [`Error::GaveUp`] when retries ran out).
+    pub(crate) async fn pause_or_fail(&mut self, error: Error) -> Result<(), Error> {
+        let class = error.class();
+        let elapsed = self.started.elapsed();
+        let decision = match &class {
+            ErrorClass::Transient => {
+                let backoff = &self.policy.transient;
+                self.next(backoff, self.transient).map(|d| {
+                    self.transient += 1;
+                    // A 503's Retry-After wins over the computed delay.
+                    error
+                        .retry_after()
+                        .map(|r| r.delay().min(backoff.max_delay))
+                        .unwrap_or(d)
+                })
+            }
+            ErrorClass::Caa {
+                cause: CaaCause::LookupFailed,
+                ..
+            } => {
+                let d = self.next(&self.policy.caa, self.caa);
+                if d.is_some() {
+                    self.caa += 1;
+                }
+                d
+            }
+            ErrorClass::RateLimited {
+                retry_at: Some(at),
+                local: false,
+                ..
+            } if self.rate == 0 => {
+                let wait = at
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or(Duration::ZERO);
+                if wait <= self.policy.rate_limit_max_wait
+                    && !self.policy.rate_limit_max_wait.is_zero()
+                {
+                    self.rate += 1;
+                    Some(wait)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        match decision {
+            Some(delay) => {
+                tracing::info!(
+                    target: "sturdy_acme::retry",
+                    endpoint = self.endpoint.as_str(),
+                    url = %self.url,
+                    class = class.name(),
+                    attempt = self.attempts,
+                    delay_ms = delay.as_millis() as u64,
+                    error = %error,
+                    "retrying"
+                );
+                self.events.emit(Event::Retry {
+                    endpoint: self.endpoint,
+                    url: self.url.clone(),
+                    class: class.name(),
+                    attempt: self.attempts,
+                    delay,
+                    error: error.to_string(),
+                });
+                tokio::time::sleep(delay).await;
+                self.attempts += 1;
+                Ok(())
+            }
+            None => {
+                let retried = self.attempts > 1;
+                let retryable = matches!(class, ErrorClass::Transient)
+                    || matches!(
+                        class,
+                        ErrorClass::Caa {
+                            cause: CaaCause::LookupFailed,
+                            ..
+                        }
+                    );
+                if retried || retryable {
+                    tracing::warn!(
+                        target: "sturdy_acme::retry",
+                        endpoint = self.endpoint.as_str(),
+                        url = %self.url,
+                        class = class.name(),
+                        attempts = self.attempts,
+                        elapsed_ms = elapsed.as_millis() as u64,
+                        error = %error,
+                        "giving up"
+                    );
+                    self.events.emit(Event::GaveUp {
+                        endpoint: self.endpoint,
+                        url: self.url.clone(),
+                        class: class.name(),
+                        attempts: self.attempts,
+                        elapsed,
+                    });
+                }
+                if retryable && self.attempts > 1 {
+                    Err(Error::GaveUp {
+                        attempts: self.attempts,
+                        elapsed,
+                        source: Box::new(error),
+                    })
+                } else {
+                    Err(error)
+                }
+            }
+        }
+    }
+
+    /// The delay of the next retry for `backoff`, if attempts and budget allow.
+    fn next(&self, backoff: &Backoff, used: u32) -> Option<Duration> {
+        if used + 1 >= backoff.max_attempts {
+            return None;
+        }
+        let delay = backoff.delay(used, self.rng);
+        if self.started.elapsed() + delay > backoff.budget {
+            return None;
+        }
+        Some(delay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules() {
+        let p = RetryPolicy::default();
+        let t: Vec<u64> = (0..7)
+            .map(|i| p.transient.nominal_delay(i).as_secs())
+            .collect();
+        assert_eq!(t, [1, 2, 4, 8, 16, 30, 30]);
+        let c: Vec<u64> = (0..3).map(|i| p.caa.nominal_delay(i).as_secs()).collect();
+        assert_eq!(c, [30, 120, 480]);
+    }
+
+    #[test]
+    fn jitter_stays_in_bounds_and_is_seeded() {
+        let b = RetryPolicy::default().caa;
+        let rng = Rng::new(Some(1));
+        for i in 0..3 {
+            let d = b.delay(i, &rng);
+            let n = b.nominal_delay(i);
+            assert!(
+                d >= n.mul_f64(0.75) && d <= n.mul_f64(1.25),
+                "{d:?} vs {n:?}"
+            );
+        }
+        let full = RetryPolicy::default().transient;
+        let (a, b2) = (Rng::new(Some(9)), Rng::new(Some(9)));
+        let xs: Vec<Duration> = (0..5).map(|i| full.delay(i, &a)).collect();
+        let ys: Vec<Duration> = (0..5).map(|i| full.delay(i, &b2)).collect();
+        assert_eq!(xs, ys);
+        assert!(
+            xs.iter()
+                .enumerate()
+                .all(|(i, d)| *d <= full.nominal_delay(i as u32))
+        );
+    }
+}
