@@ -262,16 +262,6 @@ impl Account {
             .unwrap_or_else(|p| p.into_inner()) = Some(resource.clone());
     }
 
-    /// A signed POST with this account's `kid`.
-    pub(crate) async fn post(
-        &self,
-        endpoint: Endpoint,
-        url: &str,
-        payload: Option<&Value>,
-    ) -> Result<Response> {
-        self.post_accept(endpoint, url, payload, None).await
-    }
-
     /// A signed POST sent once (badNonce aside), for requests that are not
     /// idempotent.
     pub(crate) async fn post_once(
@@ -294,23 +284,25 @@ impl Account {
             .await
     }
 
-    pub(crate) async fn post_accept(
+    /// An idempotent signed POST whose JSON answer is parsed (and retried
+    /// when unparseable) inside the retry loop.
+    pub(crate) async fn post_json<T: serde::de::DeserializeOwned>(
         &self,
         endpoint: Endpoint,
         url: &str,
         payload: Option<&Value>,
-        accept: Option<&str>,
-    ) -> Result<Response> {
+    ) -> Result<(T, Response)> {
         self.inner
             .client
             .transport()
-            .post(
+            .post_parsed(
                 endpoint,
                 url,
                 &self.inner.key,
                 KeyId::Kid(&self.inner.url),
                 payload,
-                accept,
+                None,
+                |r| r.json::<T>(),
             )
             .await
     }
@@ -318,9 +310,9 @@ impl Account {
     /// Fetches the account object (POST-as-GET).
     pub async fn refresh(&self) -> Result<AccountResource> {
         let resource: AccountResource = self
-            .post(Endpoint::Account, &self.inner.url, None)
+            .post_json(Endpoint::Account, &self.inner.url, None)
             .await?
-            .json()?;
+            .0;
         self.remember(&resource);
         Ok(resource)
     }
@@ -333,9 +325,9 @@ impl Account {
         })
         .expect("payload serializes");
         let resource: AccountResource = self
-            .post(Endpoint::Account, &self.inner.url, Some(&payload))
+            .post_json(Endpoint::Account, &self.inner.url, Some(&payload))
             .await?
-            .json()?;
+            .0;
         self.remember(&resource);
         Ok(resource)
     }
@@ -345,9 +337,9 @@ impl Account {
     pub async fn deactivate(&self) -> Result<AccountResource> {
         let payload = json!({"status": "deactivated"});
         let resource: AccountResource = self
-            .post(Endpoint::Account, &self.inner.url, Some(&payload))
+            .post_json(Endpoint::Account, &self.inner.url, Some(&payload))
             .await?
-            .json()?;
+            .0;
         self.remember(&resource);
         Ok(resource)
     }
@@ -458,7 +450,7 @@ impl Account {
 
     /// Loads an existing order by URL (e.g. one recorded before a restart).
     pub async fn order(&self, url: &str) -> Result<Order> {
-        let state: OrderResource = self.post(Endpoint::Order, url, None).await?.json()?;
+        let state: OrderResource = self.post_json(Endpoint::Order, url, None).await?.0;
         Ok(Order::new(self.clone(), url.to_owned(), state))
     }
 
@@ -477,12 +469,13 @@ impl Account {
                 break;
             }
             pages += 1;
-            let response = self.post(Endpoint::Orders, &url, None).await?;
             #[derive(serde::Deserialize)]
             struct OrdersList {
                 orders: Vec<String>,
             }
-            urls.extend(response.json::<OrdersList>()?.orders);
+            let (list, response): (OrdersList, _) =
+                self.post_json(Endpoint::Orders, &url, None).await?;
+            urls.extend(list.orders);
             next = crate::transport::links(&response.headers, "next")
                 .into_iter()
                 .next();

@@ -23,9 +23,11 @@ pub struct Authorization {
 
 impl Authorization {
     pub(crate) async fn fetch(account: Account, url: &str) -> Result<Self> {
-        let response = account.post(Endpoint::Authorization, url, None).await?;
+        let (state, response) = account
+            .post_json(Endpoint::Authorization, url, None)
+            .await?;
         Ok(Self {
-            state: response.json()?,
+            state,
             last_retry_after: response.retry_after(),
             account,
             url: url.to_owned(),
@@ -78,11 +80,11 @@ impl Authorization {
 
     /// Fetches the authorization again.
     pub async fn refresh(&mut self) -> Result<&AuthorizationResource> {
-        let response = self
+        let (state, response) = self
             .account
-            .post(Endpoint::Authorization, &self.url, None)
+            .post_json(Endpoint::Authorization, &self.url, None)
             .await?;
-        self.state = response.json()?;
+        self.state = state;
         self.last_retry_after = response.retry_after();
         Ok(&self.state)
     }
@@ -117,9 +119,9 @@ impl Authorization {
         let payload = json!({"status": "deactivated"});
         self.state = self
             .account
-            .post(Endpoint::Authorization, &self.url, Some(&payload))
+            .post_json(Endpoint::Authorization, &self.url, Some(&payload))
             .await?
-            .json()?;
+            .0;
         Ok(())
     }
 
@@ -257,9 +259,9 @@ impl Challenge {
     pub async fn refresh(&mut self) -> Result<&ChallengeResource> {
         self.state = self
             .account
-            .post(Endpoint::Challenge, &self.state.url, None)
+            .post_json(Endpoint::Challenge, &self.state.url, None)
             .await?
-            .json()?;
+            .0;
         Ok(&self.state)
     }
 }

@@ -121,8 +121,11 @@ impl Order {
 
     /// Fetches the order (POST-as-GET) and returns its new state.
     pub async fn refresh(&mut self) -> Result<&OrderResource> {
-        let response = self.account.post(Endpoint::Order, &self.url, None).await?;
-        self.state = response.json()?;
+        let (state, response) = self
+            .account
+            .post_json(Endpoint::Order, &self.url, None)
+            .await?;
+        self.state = state;
         self.last_retry_after = response.retry_after();
         Ok(&self.state)
     }
@@ -311,19 +314,36 @@ impl Order {
     }
 }
 
+/// Downloads a chain; a body that is not a valid PEM chain is retried like
+/// any other broken answer.
 async fn download(account: &Account, url: &str) -> Result<CertificateChain> {
-    let response = account
-        .post_accept(Endpoint::Certificate, url, None, Some(PEM_CHAIN))
+    let parse = |response: &crate::transport::Response| {
+        let text = response.text()?;
+        let alternates = links(&response.headers, "alternate");
+        CertificateChain::from_pem(url, &text, alternates).map_err(|reason| {
+            Error::InvalidResponse {
+                request: Box::new(crate::error::RequestInfo {
+                    method: "POST",
+                    url: url.to_owned(),
+                    status: Some(response.status),
+                    retry_after: None,
+                }),
+                reason,
+            }
+        })
+    };
+    let (chain, _) = account
+        .client()
+        .transport()
+        .post_parsed(
+            Endpoint::Certificate,
+            url,
+            account.key(),
+            crate::crypto::jws::KeyId::Kid(account.url()),
+            None,
+            Some(PEM_CHAIN),
+            parse,
+        )
         .await?;
-    let text = response.text()?;
-    let alternates = links(&response.headers, "alternate");
-    CertificateChain::from_pem(url, &text, alternates).map_err(|reason| Error::InvalidResponse {
-        request: Box::new(crate::error::RequestInfo {
-            method: "POST",
-            url: url.to_owned(),
-            status: Some(response.status),
-            retry_after: None,
-        }),
-        reason,
-    })
+    Ok(chain)
 }

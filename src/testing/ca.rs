@@ -161,6 +161,7 @@ struct State {
     nonce_order: VecDeque<String>,
     buckets: Buckets,
     requests: BTreeMap<Endpoint, u64>,
+    finalizations: Vec<(usize, OrderStatus)>,
     caa_timeouts_seen: HashMap<String, u32>,
 }
 
@@ -343,6 +344,14 @@ impl Ca {
                 })
                 .collect(),
             requests: state.requests.clone(),
+            finalizations: state
+                .finalizations
+                .iter()
+                .map(|(id, status)| super::FinalizeRecord {
+                    order: self.order_url(*id),
+                    status_before: *status,
+                })
+                .collect(),
         }
     }
 
@@ -364,7 +373,17 @@ impl Ca {
     pub(crate) async fn handle(self: &Arc<Self>, req: WireRequest) -> Reply {
         let route = Route::parse(&req.path);
         let endpoint = route.endpoint();
-        *self.state().requests.entry(endpoint).or_default() += 1;
+        {
+            let mut state = self.state();
+            *state.requests.entry(endpoint).or_default() += 1;
+            if let Route::Finalize(id) = route
+                && id < state.orders.len()
+            {
+                Self::refresh_order(&mut state, id);
+                let status = state.orders[id].status;
+                state.finalizations.push((id, status));
+            }
+        }
         // badNonce only makes sense for a signed POST.
         let fault = self
             .faults

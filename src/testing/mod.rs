@@ -104,6 +104,18 @@ pub struct Ledger {
     pub certificates: Vec<IssuedCertificate>,
     /// Requests received per endpoint (faulted ones included).
     pub requests: BTreeMap<Endpoint, u64>,
+    /// Every finalize request received (faulted ones included), with the
+    /// order's status when it arrived.
+    pub finalizations: Vec<FinalizeRecord>,
+}
+
+/// A finalize request as the CA received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinalizeRecord {
+    /// The order URL.
+    pub order: String,
+    /// The order's status when the request arrived.
+    pub status_before: crate::protocol::OrderStatus,
 }
 
 impl Ledger {

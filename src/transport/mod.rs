@@ -185,12 +185,32 @@ impl Transport {
         payload: Option<&Value>,
         accept: Option<&str>,
     ) -> Result<Response> {
+        self.post_parsed(endpoint, url, key, key_id, payload, accept, |_| Ok(()))
+            .await
+            .map(|(_, r)| r)
+    }
+
+    /// Like [`Transport::post`], with the body parsed inside the retry loop,
+    /// so an answer that is cut short or not the expected JSON is retried
+    /// like any other transient failure.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn post_parsed<T>(
+        &self,
+        endpoint: Endpoint,
+        url: &str,
+        key: &AccountKey,
+        key_id: KeyId<'_>,
+        payload: Option<&Value>,
+        accept: Option<&str>,
+        parse: impl Fn(&Response) -> Result<T>,
+    ) -> Result<(T, Response)> {
         let mut retrying = self.retrying(endpoint, url);
         loop {
-            match self
+            let result = self
                 .post_once(endpoint, url, key, key_id, payload, accept)
                 .await
-            {
+                .and_then(|r| parse(&r).map(|t| (t, r)));
+            match result {
                 Ok(r) => return Ok(r),
                 Err(e) => retrying.pause_or_fail(e).await?,
             }

@@ -105,4 +105,5 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value 
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {body}"))
 }
 
+pub mod ca_thread;
 pub mod suite;

@@ -1,0 +1,469 @@
+//! What each error class's retry policy does, under the faults from the
+//! field, against the embedded test CA. Time-dependent tests run the client
+//! on tokio's paused clock (the CA runs on its own runtime thread), so the
+//! minutes-long CAA schedule takes no real time.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use common::ca_thread::CaThread;
+use sturdy_acme::error::{CaaCause, ErrorClass, RateLimitScope};
+use sturdy_acme::retry::{Backoff, Event, Jitter, RetryPolicy};
+use sturdy_acme::testing::{CaaPolicy, Fault, FaultRule, TestCa, Trigger};
+use sturdy_acme::{
+    Account, AccountKey, AccountOptions, CertificateKey, ChallengeType, Client, ClientBuilder, Csr,
+    Endpoint, Error, KeyAlgorithm, NewOrder, Order, OrderStatus,
+};
+
+/// A retry as observed: endpoint, class name, delay.
+type Observed = (Endpoint, &'static str, Duration);
+
+/// Collects the retry events a client emits.
+#[derive(Clone, Default)]
+struct Retries(Arc<Mutex<Vec<Observed>>>);
+
+impl Retries {
+    fn attach(&self, builder: ClientBuilder) -> ClientBuilder {
+        let seen = self.0.clone();
+        builder.on_event(move |e| {
+            if let Event::Retry {
+                endpoint,
+                class,
+                delay,
+                ..
+            } = e
+            {
+                seen.lock().unwrap().push((*endpoint, class, *delay));
+            }
+        })
+    }
+
+    fn get(&self) -> Vec<Observed> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+async fn account(client: &Client) -> Account {
+    client
+        .create_account(
+            AccountKey::generate(KeyAlgorithm::Es256).unwrap(),
+            &AccountOptions::agreeing_to_terms(),
+        )
+        .await
+        .unwrap()
+}
+
+async fn ready(account: &Account, name: &str) -> Order {
+    let mut order = account
+        .new_order(&NewOrder::for_names(&[name]).unwrap())
+        .await
+        .unwrap();
+    for authz in order.authorizations().await.unwrap() {
+        authz
+            .challenge(&ChallengeType::Http01)
+            .unwrap()
+            .respond()
+            .await
+            .unwrap();
+    }
+    order.wait_ready().await.unwrap();
+    order
+}
+
+fn key() -> CertificateKey {
+    CertificateKey::generate(Default::default()).unwrap()
+}
+
+/// A policy whose transient delays are exact: 1 s, 2 s, 4 s, ...
+fn exact_policy() -> RetryPolicy {
+    RetryPolicy {
+        transient: Backoff {
+            jitter: Jitter::None,
+            ..RetryPolicy::default().transient
+        },
+        ..RetryPolicy::default()
+    }
+}
+
+#[tokio::test]
+async fn thirty_percent_bad_nonce_everywhere_twenty_certificates() {
+    let ca = TestCa::builder()
+        .faults(vec![FaultRule::everywhere(
+            Trigger::Probability { p: 0.3, seed: 2026 },
+            Fault::BadNonce,
+        )])
+        .start()
+        .await
+        .unwrap();
+    let client = ca.client().await.unwrap();
+    let account = account(&client).await;
+    for i in 0..20 {
+        let mut order = ready(&account, &format!("nonce{i}.example")).await;
+        order.finalize(Csr::Key(&key())).await.unwrap();
+        order.certificate().await.unwrap();
+    }
+    let ledger = ca.ledger();
+    assert_eq!(ledger.certificates.len(), 20);
+    // newNonce only when the pool was empty: once, for the first request.
+    assert_eq!(client.request_stats().get(Endpoint::NewNonce), 1);
+    assert_eq!(ledger.requests_to(Endpoint::NewNonce), 1);
+    let sent: u64 = ledger.requests.values().sum();
+    eprintln!(
+        "30% badNonce: {sent} requests for 20 certificates ({})",
+        client.request_stats()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn lost_finalize_response_reads_the_order_and_downloads_that_certificate() {
+    let ca = CaThread::start(TestCa::builder().faults(vec![FaultRule::new(
+        Endpoint::Finalize,
+        Trigger::Nth(1),
+        Fault::DropAfterCommit,
+    )]));
+    let client = ca
+        .ca()
+        .client_builder()
+        .no_timeouts()
+        .build()
+        .await
+        .unwrap();
+    let account = account(&client).await;
+    let mut order = ready(&account, "lost.example").await;
+    assert_eq!(
+        order.finalize(Csr::Key(&key())).await.unwrap(),
+        OrderStatus::Valid
+    );
+    let chain = order.certificate().await.unwrap();
+    let ledger = ca.ca().ledger();
+    assert_eq!(ledger.issued_for(&["lost.example"]), 1);
+    assert_eq!(
+        ledger.requests_to(Endpoint::Finalize),
+        1,
+        "no second finalize"
+    );
+    assert_eq!(chain.serial_hex().unwrap(), ledger.certificates[0].serial);
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_empty_500s_on_finalize_follow_the_policy_delays() {
+    let ca = CaThread::start(TestCa::builder().faults(vec![FaultRule::new(
+        Endpoint::Finalize,
+        Trigger::FirstN(3),
+        Fault::Empty500,
+    )]));
+    let retries = Retries::default();
+    let client = retries
+        .attach(
+            ca.ca()
+                .client_builder()
+                .no_timeouts()
+                .retry_policy(exact_policy()),
+        )
+        .build()
+        .await
+        .unwrap();
+    let account = account(&client).await;
+    let mut order = ready(&account, "five-hundred.example").await;
+    let started = tokio::time::Instant::now();
+    order.finalize(Csr::Key(&key())).await.unwrap();
+    let waited = started.elapsed();
+    let finalize_retries: Vec<Duration> = retries
+        .get()
+        .into_iter()
+        .filter(|(e, _, _)| *e == Endpoint::Finalize)
+        .map(|(_, class, d)| {
+            assert_eq!(class, "transient");
+            d
+        })
+        .collect();
+    assert_eq!(
+        finalize_retries,
+        [1, 2, 4].map(Duration::from_secs),
+        "the policy's exponential delays"
+    );
+    assert!(
+        waited >= Duration::from_secs(7) && waited < Duration::from_secs(8),
+        "{waited:?} on the paused clock"
+    );
+    order.certificate().await.unwrap();
+    let ledger = ca.ca().ledger();
+    assert_eq!(ledger.issued_for(&["five-hundred.example"]), 1);
+    assert_eq!(ledger.requests_to(Endpoint::Finalize), 4);
+    assert!(
+        ledger
+            .finalizations
+            .iter()
+            .all(|f| f.status_before == OrderStatus::Ready)
+    );
+}
+
+#[tokio::test]
+async fn rate_limited_new_order_is_not_repeated_before_retry_at() {
+    let ca = TestCa::builder()
+        .faults(vec![FaultRule::new(
+            Endpoint::NewOrder,
+            Trigger::Always,
+            Fault::RateLimited {
+                retry_after_secs: 3600,
+            },
+        )])
+        .start()
+        .await
+        .unwrap();
+    let client = ca.client().await.unwrap();
+    let account = account(&client).await;
+    let order = NewOrder::for_names(&["limited.example"]).unwrap();
+    let before = SystemTime::now();
+    let err = account.new_order(&order).await.unwrap_err();
+    assert_eq!(
+        ca.ledger().requests_to(Endpoint::NewOrder),
+        1,
+        "exactly one request"
+    );
+    let retry_at = err.retry_at().expect("retry_at");
+    let in_an_hour = before + Duration::from_secs(3600);
+    assert!(
+        retry_at >= in_an_hour - Duration::from_secs(2)
+            && retry_at <= in_an_hour + Duration::from_secs(2),
+        "{retry_at:?}"
+    );
+    assert!(matches!(
+        err.class(),
+        ErrorClass::RateLimited { local: false, .. }
+    ));
+
+    // Before retry_at the same request is refused without a request.
+    let again = account.new_order(&order).await.unwrap_err();
+    match &again {
+        Error::RateLimitedLocally { retry_at: at, .. } => assert_eq!(*at, retry_at),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        again.class(),
+        ErrorClass::RateLimited { local: true, .. }
+    ));
+    assert!(again.is_rate_limited());
+    assert_eq!(
+        ca.ledger().requests_to(Endpoint::NewOrder),
+        1,
+        "no second request"
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_scopes_come_from_boulder_details() {
+    for (detail, scope) in [
+        (
+            "too many new orders (300) from this account in the last 3h0m0s, retry after 2026-01-02 15:04:05 UTC",
+            RateLimitScope::Account,
+        ),
+        (
+            "too many certificates (5) already issued for this exact set of identifiers in the last 168h0m0s",
+            RateLimitScope::ExactSet,
+        ),
+        (
+            "Error creating new order :: too many certificates (5) already issued for this exact set of domains in the last 168 hours",
+            RateLimitScope::ExactSet,
+        ),
+        (
+            "too many certificates (50) already issued for \"example.com\" in the last 168h0m0s",
+            RateLimitScope::RegisteredDomain("example.com".into()),
+        ),
+        (
+            "too many failed authorizations (5) for \"a.example.com\" in the last 1h0m0s",
+            RateLimitScope::Identifier("a.example.com".into()),
+        ),
+        ("something new", RateLimitScope::Unknown),
+    ] {
+        assert_eq!(RateLimitScope::from_detail(detail), scope, "{detail}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn caa_recheck_timeouts_follow_the_caa_schedule_and_forbid_fails_at_once() {
+    let ca = CaThread::start(
+        TestCa::builder()
+            .caa("slow.example", CaaPolicy::TimeoutTimes(2))
+            .caa("never.example", CaaPolicy::Timeout)
+            .caa("forbidden.example", CaaPolicy::Forbid),
+    );
+    let retries = Retries::default();
+    let client = retries
+        .attach(ca.ca().client_builder().no_timeouts())
+        .build()
+        .await
+        .unwrap();
+    let account = account(&client).await;
+
+    // Twice "Rechecking CAA ... query timed out", then success.
+    let mut order = ready(&account, "slow.example").await;
+    let started = tokio::time::Instant::now();
+    order.finalize(Csr::Key(&key())).await.unwrap();
+    let caa: Vec<Duration> = retries
+        .get()
+        .into_iter()
+        .filter(|(_, class, _)| *class == "caa")
+        .map(|(_, _, d)| d)
+        .collect();
+    assert_eq!(caa.len(), 2, "{caa:?}");
+    assert!(
+        caa[0] >= Duration::from_millis(22_500) && caa[0] <= Duration::from_millis(37_500),
+        "{caa:?}"
+    );
+    assert!(
+        caa[1] >= Duration::from_secs(90) && caa[1] <= Duration::from_secs(150),
+        "{caa:?}"
+    );
+    assert!(started.elapsed() >= caa[0] + caa[1]);
+    order.certificate().await.unwrap();
+    assert_eq!(ca.ca().ledger().issued_for(&["slow.example"]), 1);
+
+    // Always timing out: gives up after the schedule, naming the domain's DNS.
+    let mut order = ready(&account, "never.example").await;
+    let err = order.finalize(Csr::Key(&key())).await.unwrap_err();
+    assert!(matches!(err, Error::GaveUp { attempts: 4, .. }), "{err}");
+    let class = err.class();
+    assert_eq!(
+        class,
+        ErrorClass::Caa {
+            names: vec!["never.example".into()],
+            cause: CaaCause::LookupFailed
+        }
+    );
+    assert!(class.to_string().contains("not of this client"), "{class}");
+
+    // Forbidden by a record: fails at once, with the names.
+    let finalizes = ca.ca().ledger().requests_to(Endpoint::Finalize);
+    let mut order = ready(&account, "forbidden.example").await;
+    let err = order.finalize(Csr::Key(&key())).await.unwrap_err();
+    assert_eq!(
+        ca.ca().ledger().requests_to(Endpoint::Finalize),
+        finalizes + 1
+    );
+    match err.class() {
+        ErrorClass::Caa { names, cause } => {
+            assert_eq!(names, ["forbidden.example"]);
+            assert_eq!(cause, CaaCause::Forbidden);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn slow_server_backs_off_within_the_budget_then_says_how_long() {
+    let ca = TestCa::builder()
+        .faults(vec![FaultRule::new(
+            Endpoint::Order,
+            Trigger::Always,
+            Fault::SlowAfterCommit { delay_ms: 2_000 },
+        )])
+        .start()
+        .await
+        .unwrap();
+    let policy = RetryPolicy {
+        transient: Backoff {
+            max_attempts: 4,
+            base: Duration::from_millis(20),
+            factor: 2,
+            max_delay: Duration::from_millis(200),
+            budget: Duration::from_secs(10),
+            jitter: Jitter::Full,
+        },
+        ..RetryPolicy::default()
+    };
+    let client = ca
+        .client_builder()
+        .timeout(Duration::from_millis(250))
+        .retry_policy(policy)
+        .build()
+        .await
+        .unwrap();
+    let account = account(&client).await;
+    let mut order = account
+        .new_order(&NewOrder::for_names(&["slow.example"]).unwrap())
+        .await
+        .unwrap();
+    let err = order.refresh().await.unwrap_err();
+    match &err {
+        Error::GaveUp {
+            attempts, elapsed, ..
+        } => {
+            assert_eq!(*attempts, 4);
+            assert!(*elapsed >= Duration::from_millis(750), "{elapsed:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(err.class(), ErrorClass::Transient);
+    assert!(err.is_timeout());
+    let text = err.to_string();
+    assert!(text.starts_with("gave up after 4 attempts over"), "{text}");
+    assert_eq!(ca.ledger().requests_to(Endpoint::Order), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn truncated_invalid_and_oversized_bodies() {
+    let ca = CaThread::start(TestCa::builder().faults(vec![
+        FaultRule::new(
+            Endpoint::Authorization,
+            Trigger::Always,
+            Fault::TruncatedAfterCommit,
+        ),
+        FaultRule::new(
+            Endpoint::Order,
+            Trigger::Always,
+            Fault::InvalidJsonAfterCommit,
+        ),
+        FaultRule::new(
+            Endpoint::Certificate,
+            Trigger::Always,
+            Fault::OversizedBody { bytes: 100_000_000 },
+        ),
+    ]));
+    let client = ca
+        .ca()
+        .client_builder()
+        .no_timeouts()
+        .build()
+        .await
+        .unwrap();
+    let account = account(&client).await;
+    let mut order = account
+        .new_order(&NewOrder::for_names(&["hostile.example"]).unwrap())
+        .await
+        .unwrap();
+    let err = order.authorizations().await.unwrap_err();
+    assert!(matches!(err, Error::GaveUp { attempts: 5, .. }), "{err}");
+    assert_eq!(err.class(), ErrorClass::Transient);
+    let err = order.refresh().await.unwrap_err();
+    assert!(matches!(err, Error::GaveUp { attempts: 5, .. }), "{err}");
+    assert!(
+        matches!(*source_of(&err), Error::InvalidResponse { .. }),
+        "{err}"
+    );
+
+    // The 100 MB body is refused at once, never read, never retried.
+    ca.ca().set_faults(vec![FaultRule::new(
+        Endpoint::Certificate,
+        Trigger::Always,
+        Fault::OversizedBody { bytes: 100_000_000 },
+    )]);
+    let mut order = ready(&account, "big.example").await;
+    order.finalize(Csr::Key(&key())).await.unwrap();
+    let before = ca.ca().ledger().requests_to(Endpoint::Certificate);
+    let err = order.certificate().await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Protocol, "{err}");
+    assert_eq!(
+        ca.ca().ledger().requests_to(Endpoint::Certificate),
+        before + 1
+    );
+}
+
+fn source_of(err: &Error) -> &Error {
+    match err {
+        Error::GaveUp { source, .. } => source,
+        other => other,
+    }
+}
