@@ -203,24 +203,29 @@ impl Account {
     ) -> Result<Self> {
         let payload = serde_json::to_value(payload).expect("payload serializes");
         let url = client.directory().new_account.clone();
-        let response = client
+        // newAccount is idempotent for a key (a repeat finds the account),
+        // so broken answers are retried like lost ones.
+        let ((account_url, resource), response) = client
             .transport()
-            .post(
+            .post_parsed(
                 Endpoint::NewAccount,
                 &url,
                 &key,
                 KeyId::Jwk,
                 Some(&payload),
                 None,
+                |r| {
+                    let location = r.location()?;
+                    // Some CAs answer an existing account with an empty body.
+                    let resource = if r.body.is_empty() {
+                        None
+                    } else {
+                        Some(r.json::<AccountResource>()?)
+                    };
+                    Ok((location, resource))
+                },
             )
             .await?;
-        let account_url = response.location()?;
-        // Some CAs answer an existing account with an empty body.
-        let resource = if response.body.is_empty() {
-            None
-        } else {
-            Some(response.json::<AccountResource>()?)
-        };
         tracing::info!(account = %account_url, created = response.status == 201, "ACME account");
         Ok(Self::from_parts(
             client,
@@ -428,12 +433,15 @@ impl Account {
         let payload = order.payload();
         let url = client.directory().new_order.clone();
         let mut retrying = client.transport().retrying(Endpoint::NewOrder, &url);
-        let response = loop {
-            match self
+        // A broken answer (no Location, not an order) leaves the outcome
+        // unknown like a lost one: the repeat gets the CA's reused order.
+        let (order_url, state) = loop {
+            let result = self
                 .post_once(Endpoint::NewOrder, &url, Some(&payload))
                 .await
-            {
-                Ok(r) => break r,
+                .and_then(|r| Ok((r.location()?, r.json::<OrderResource>()?)));
+            match result {
+                Ok(created) => break created,
                 Err(e) => {
                     client
                         .rate_gate()
@@ -442,8 +450,6 @@ impl Account {
                 }
             }
         };
-        let order_url = response.location()?;
-        let state: OrderResource = response.json()?;
         tracing::info!(order = %order_url, status = state.status.as_str(), "order created");
         Ok(Order::new(self.clone(), order_url, state))
     }

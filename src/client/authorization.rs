@@ -228,13 +228,14 @@ impl Challenge {
         let client = self.account.client().clone();
         let mut retrying = client.transport().retrying(Endpoint::Challenge, &url);
         loop {
-            match self
+            let result = self
                 .account
                 .post_once(Endpoint::Challenge, &url, Some(&json!({})))
                 .await
-            {
-                Ok(response) => {
-                    self.state = response.json()?;
+                .and_then(|r| r.json::<ChallengeResource>());
+            match result {
+                Ok(state) => {
+                    self.state = state;
                     break;
                 }
                 Err(e) => {

@@ -177,14 +177,15 @@ impl Order {
         let client = self.account.client().clone();
         let mut retrying = client.transport().retrying(Endpoint::Finalize, &url);
         loop {
-            match self
+            let result = self
                 .account
                 .post_once(Endpoint::Finalize, &url, Some(&payload))
                 .await
-            {
-                Ok(response) => {
-                    self.state = response.json()?;
-                    self.last_retry_after = response.retry_after();
+                .and_then(|r| Ok((r.json::<OrderResource>()?, r.retry_after())));
+            match result {
+                Ok((state, retry_after)) => {
+                    self.state = state;
+                    self.last_retry_after = retry_after;
                     tracing::info!(order = %self.url, status = self.state.status.as_str(), "order finalized");
                     return Ok(self.state.status);
                 }
