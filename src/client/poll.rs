@@ -29,7 +29,7 @@ pub struct PollPolicy {
 impl Default for PollPolicy {
     fn default() -> Self {
         Self {
-            first_delay: Duration::from_millis(25),
+            first_delay: Duration::from_millis(10),
             factor: 2,
             max_delay: Duration::from_secs(5),
             max_retry_after: Duration::from_secs(60),
@@ -60,9 +60,9 @@ mod tests {
     #[test]
     fn backoff_grows_and_is_bounded() {
         let p = PollPolicy::default();
-        assert_eq!(p.delay(0, None), Duration::from_millis(25));
-        assert_eq!(p.delay(1, None), Duration::from_millis(50));
-        assert_eq!(p.delay(3, None), Duration::from_millis(200));
+        assert_eq!(p.delay(0, None), Duration::from_millis(10));
+        assert_eq!(p.delay(1, None), Duration::from_millis(20));
+        assert_eq!(p.delay(3, None), Duration::from_millis(80));
         assert_eq!(p.delay(20, None), Duration::from_secs(5));
         assert_eq!(p.delay(u32::MAX, None), Duration::from_secs(5));
         let ra = RetryAfter::after(Duration::from_secs(3), SystemTime::now());
