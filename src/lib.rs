@@ -36,7 +36,9 @@
 //! | keys, JWK, CSR, challenge values | [`crypto`] |
 //! | errors and problems | [`error`] |
 //! | challenge responders | [`solver`] |
-//! | atomic key/certificate files | [`store`] |
+//! | exactly-once issuance, journal, rate-limit ledger | [`issuer`] |
+//! | retry policies per error class | [`retry`] |
+//! | durable store (accounts, certificates, journals, leases) | [`store`] |
 //! | embedded test CA (feature `testing`) | `testing` |
 //!
 //! ## Example
@@ -90,6 +92,7 @@
 pub mod client;
 pub mod crypto;
 pub mod error;
+pub mod issuer;
 pub mod protocol;
 pub mod retry;
 pub mod solver;
@@ -105,7 +108,8 @@ pub use client::{
 pub use crypto::{
     AccountKey, CertificateKey, CertificateKeyType, Csr, ExternalAccountKey, KeyAlgorithm,
 };
-pub use error::{Error, Problem, ProblemType, Result, RetryAfter};
+pub use error::{Error, ErrorClass, Problem, ProblemType, Result, RetryAfter};
+pub use issuer::{EnsureOptions, Ensured, Issuer};
 pub use protocol::{ChallengeType, Identifier, OrderStatus};
 pub use transport::{Endpoint, RequestStats};
 

@@ -98,6 +98,13 @@ impl CertificateChain {
         Some(cert.validity().not_after.to_datetime())
     }
 
+    /// The leaf's validity (notBefore, notAfter) in seconds since the Unix epoch.
+    pub fn validity(&self) -> Option<(i64, i64)> {
+        let (_, cert) = X509Certificate::from_der(&self.der[0]).ok()?;
+        let v = cert.validity();
+        Some((v.not_before.timestamp(), v.not_after.timestamp()))
+    }
+
     /// The leaf's serial number, lower-case hex.
     pub fn serial_hex(&self) -> Option<String> {
         let (_, cert) = X509Certificate::from_der(&self.der[0]).ok()?;

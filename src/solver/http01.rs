@@ -72,6 +72,48 @@ impl Http01Tokens {
     }
 }
 
+/// The http-01 [`Solver`](super::Solver): puts key authorizations in a
+/// token map, which [`Http01Responder`] (or your own server, through
+/// [`Http01Tokens::response_for_path`]) serves.
+#[derive(Debug, Clone, Default)]
+pub struct Http01Solver {
+    tokens: Http01Tokens,
+}
+
+impl Http01Solver {
+    /// A solver filling `tokens`.
+    pub fn new(tokens: Http01Tokens) -> Self {
+        Self { tokens }
+    }
+
+    /// A solver filling the map `responder` serves.
+    pub fn for_responder(responder: &Http01Responder) -> Self {
+        Self::new(responder.tokens().clone())
+    }
+
+    /// The token map.
+    pub fn tokens(&self) -> &Http01Tokens {
+        &self.tokens
+    }
+}
+
+impl super::Solver for Http01Solver {
+    fn challenge_type(&self) -> crate::protocol::ChallengeType {
+        crate::protocol::ChallengeType::Http01
+    }
+
+    fn present<'a>(&'a self, answer: &'a super::ChallengeAnswer) -> super::SolverFuture<'a> {
+        self.tokens
+            .insert(answer.token.clone(), answer.key_authorization.clone());
+        Box::pin(async { Ok(()) })
+    }
+
+    fn cleanup<'a>(&'a self, answer: &'a super::ChallengeAnswer) -> super::SolverFuture<'a> {
+        self.tokens.remove(&answer.token);
+        Box::pin(async { Ok(()) })
+    }
+}
+
 /// A standalone HTTP/1.1 server answering http-01 challenges from a
 /// [`Http01Tokens`] map. Stops when dropped.
 #[derive(Debug)]

@@ -1,6 +1,52 @@
-//! Challenge solvers: what answers the CA's validation requests.
+//! Challenge solvers: what makes the CA's validation succeed.
 //!
-//! [`http01`] serves http-01 key authorizations, standalone or from a
-//! token map a caller's own server can read.
+//! A [`Solver`] presents the answer to one challenge type before the issuer
+//! tells the CA to validate, and cleans it up afterwards. Built in:
+//! [`http01::Http01Solver`] (a token map served by the standalone
+//! [`http01::Http01Responder`] or by your own server) and
+//! [`tls_alpn01::TlsAlpn01Solver`] (validation certificates served by a
+//! rustls certificate resolver). dns-01 needs your DNS provider: implement
+//! [`Solver`] for it.
 
 pub mod http01;
+pub mod tls_alpn01;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::error::Result;
+use crate::protocol::{ChallengeType, Identifier};
+
+/// A boxed future, so that solvers can be trait objects.
+pub type SolverFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+
+/// Everything needed to answer one challenge.
+#[derive(Debug, Clone)]
+pub struct ChallengeAnswer {
+    /// The identifier being validated (without `*.`).
+    pub identifier: Identifier,
+    /// The challenge type.
+    pub kind: ChallengeType,
+    /// The token.
+    pub token: String,
+    /// The key authorization (`token.thumbprint`): the http-01 body.
+    pub key_authorization: String,
+    /// The dns-01 record name (`_acme-challenge.<name>.`).
+    pub dns_name: String,
+    /// The dns-01 TXT value.
+    pub dns_value: String,
+}
+
+/// Presents and removes challenge answers of one type.
+pub trait Solver: Send + Sync {
+    /// The challenge type it answers.
+    fn challenge_type(&self) -> ChallengeType;
+
+    /// Makes the answer visible to the CA (serve the token, publish the TXT
+    /// record, install the certificate). Called before the challenge is
+    /// answered; must be done when the future completes.
+    fn present<'a>(&'a self, answer: &'a ChallengeAnswer) -> SolverFuture<'a>;
+
+    /// Removes the answer once the authorization is decided.
+    fn cleanup<'a>(&'a self, answer: &'a ChallengeAnswer) -> SolverFuture<'a>;
+}

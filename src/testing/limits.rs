@@ -3,74 +3,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-/// One limit: `burst` requests, refilled evenly over `period`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Limit {
-    /// Bucket capacity.
-    pub burst: u32,
-    /// Time to refill the whole bucket.
-    #[serde(with = "secs")]
-    pub period: Duration,
-}
-
-impl Limit {
-    /// `burst` per `period`.
-    pub fn new(burst: u32, period: Duration) -> Self {
-        Self { burst, period }
-    }
-
-    fn refill_interval(&self) -> Duration {
-        self.period / self.burst.max(1)
-    }
-}
-
-mod secs {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_secs())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_secs(u64::deserialize(d)?))
-    }
-}
-
-/// The limits the test CA enforces (each off when `None`). Let's Encrypt's
-/// values are in [`RateLimits::lets_encrypt`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RateLimits {
-    /// New Certificates per Exact Set of Identifiers (LE: 5 per 7 days).
-    #[serde(default)]
-    pub duplicate_certificates: Option<Limit>,
-    /// New Certificates per Registered Domain (LE: 50 per 7 days). The test
-    /// CA takes the last two labels as the registered domain.
-    #[serde(default)]
-    pub certificates_per_domain: Option<Limit>,
-    /// New Orders per Account (LE: 300 per 3 hours).
-    #[serde(default)]
-    pub new_orders_per_account: Option<Limit>,
-    /// Authorization Failures per Identifier per Account (LE: 5 per hour).
-    #[serde(default)]
-    pub failed_authorizations: Option<Limit>,
-}
-
-impl RateLimits {
-    /// Let's Encrypt's production limits (2026).
-    pub fn lets_encrypt() -> Self {
-        const DAY: u64 = 24 * 3600;
-        Self {
-            duplicate_certificates: Some(Limit::new(5, Duration::from_secs(7 * DAY))),
-            certificates_per_domain: Some(Limit::new(50, Duration::from_secs(7 * DAY))),
-            new_orders_per_account: Some(Limit::new(300, Duration::from_secs(3 * 3600))),
-            failed_authorizations: Some(Limit::new(5, Duration::from_secs(3600))),
-        }
-    }
-}
+pub use crate::issuer::limits::{Limit, RateLimits};
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -121,19 +56,7 @@ impl Buckets {
     }
 }
 
-/// The registered domain of a name as the test CA counts it: the last two
-/// labels (an IP address is its own).
-pub(crate) fn registered_domain(name: &str) -> String {
-    let name = name.trim_start_matches("*.");
-    if name.parse::<std::net::IpAddr>().is_ok() {
-        return name.to_owned();
-    }
-    let labels: Vec<&str> = name.rsplitn(3, '.').collect();
-    match labels.as_slice() {
-        [tld, sld, ..] => format!("{sld}.{tld}"),
-        _ => name.to_owned(),
-    }
-}
+pub(crate) use crate::issuer::limits::registered_domain;
 
 #[cfg(test)]
 mod tests {
@@ -156,11 +79,4 @@ mod tests {
         assert!(b.check("k", &limit, later).is_ok());
     }
 
-    #[test]
-    fn registered_domains() {
-        assert_eq!(registered_domain("a.b.example.com"), "example.com");
-        assert_eq!(registered_domain("*.example.com"), "example.com");
-        assert_eq!(registered_domain("localhost"), "localhost");
-        assert_eq!(registered_domain("192.0.2.1"), "192.0.2.1");
-    }
 }

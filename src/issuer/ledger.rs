@@ -1,0 +1,315 @@
+//! The client-side rate-limit ledger: the CA's published limits counted
+//! locally (token buckets on the wall clock, persisted in the store), plus
+//! every server 429 until its Retry-After, so a request that would exceed a
+//! limit is refused without being sent, across restarts.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::limits::{Limit, RateLimits, registered_domain};
+use crate::error::{Error, ErrorClass, RateLimitScope};
+use crate::protocol::Identifier;
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Bucket {
+    tokens: f64,
+    at_ms: u64,
+}
+
+/// A 429 the CA answered, remembered until `retry_at_ms`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Block {
+    account: String,
+    /// "account", "set:<names>", "domain:<d>", "identifier:<n>".
+    key: String,
+    retry_at_ms: u64,
+    reason: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct State {
+    #[serde(default)]
+    buckets: BTreeMap<String, Bucket>,
+    #[serde(default)]
+    blocks: Vec<Block>,
+}
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+fn from_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+fn set_key(ids: &[Identifier]) -> String {
+    let mut names: Vec<String> = ids.iter().map(|i| i.value.to_ascii_lowercase()).collect();
+    names.sort();
+    names.dedup();
+    format!("set:{}", names.join(","))
+}
+
+/// A refusal: which limit, until when, and what it applies to.
+struct Refusal {
+    limit: String,
+    scope: RateLimitScope,
+    retry_at: SystemTime,
+    reason: String,
+}
+
+/// The ledger of one account at one CA.
+#[derive(Debug)]
+pub(crate) struct RateLedger {
+    limits: RateLimits,
+    state: State,
+}
+
+impl RateLedger {
+    /// A ledger from its persisted state (`None`: empty).
+    pub(crate) fn load(limits: RateLimits, persisted: Option<serde_json::Value>) -> Self {
+        let state = persisted
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        Self { limits, state }
+    }
+
+    /// The state to persist.
+    pub(crate) fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(&self.state).expect("ledger serializes")
+    }
+
+    fn tokens(&mut self, key: &str, limit: &Limit, now: SystemTime) -> f64 {
+        let cap = f64::from(limit.burst);
+        let b = self.state.buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: cap,
+            at_ms: ms(now),
+        });
+        let elapsed = ms(now).saturating_sub(b.at_ms) as f64 / 1000.0;
+        let rate = cap / limit.period.as_secs_f64().max(1e-9);
+        b.tokens = (b.tokens + elapsed * rate).min(cap);
+        b.at_ms = ms(now);
+        b.tokens
+    }
+
+    fn check_bucket(
+        &mut self,
+        key: &str,
+        limit: Option<Limit>,
+        name: &str,
+        scope: RateLimitScope,
+        now: SystemTime,
+        worst: &mut Option<Refusal>,
+    ) {
+        let Some(limit) = limit else { return };
+        let tokens = self.tokens(key, &limit, now);
+        if tokens < 1.0 - 1e-9 {
+            let wait = limit.refill_interval().mul_f64(1.0 - tokens);
+            let retry_at = now + wait;
+            if worst.as_ref().is_none_or(|w| retry_at > w.retry_at) {
+                *worst = Some(Refusal {
+                    limit: name.to_owned(),
+                    scope,
+                    retry_at,
+                    reason: format!(
+                        "{name}: {} per {:?} already used (counted locally)",
+                        limit.burst, limit.period
+                    ),
+                });
+            }
+        }
+    }
+
+    /// Refuses a newOrder for `ids` that would exceed a limit, or that a
+    /// remembered 429 still covers.
+    pub(crate) fn check_new_order(&mut self, account: &str, ids: &[Identifier], now: SystemTime) -> Result<(), Error> {
+        let mut worst: Option<Refusal> = None;
+        let limits = self.limits.clone();
+        self.check_bucket(
+            &format!("orders:{account}"),
+            limits.new_orders_per_account,
+            "new orders per account",
+            RateLimitScope::Account,
+            now,
+            &mut worst,
+        );
+        self.check_bucket(
+            &set_key(ids),
+            limits.duplicate_certificates,
+            "duplicate certificates (exact set of identifiers)",
+            RateLimitScope::ExactSet,
+            now,
+            &mut worst,
+        );
+        let mut domains: Vec<String> = ids.iter().map(|i| registered_domain(&i.value)).collect();
+        domains.sort();
+        domains.dedup();
+        for d in &domains {
+            self.check_bucket(
+                &format!("domain:{d}"),
+                limits.certificates_per_domain,
+                "certificates per registered domain",
+                RateLimitScope::RegisteredDomain(d.clone()),
+                now,
+                &mut worst,
+            );
+        }
+        for id in ids {
+            let name = id.value.trim_start_matches("*.").to_ascii_lowercase();
+            self.check_bucket(
+                &format!("authzfail:{account}:{name}"),
+                limits.failed_authorizations,
+                "failed authorizations per identifier",
+                RateLimitScope::Identifier(name),
+                now,
+                &mut worst,
+            );
+        }
+        // Server 429s still in force.
+        let now_ms = ms(now);
+        self.state.blocks.retain(|b| b.retry_at_ms > now_ms);
+        let set = set_key(ids);
+        for b in &self.state.blocks {
+            if b.account != account {
+                continue;
+            }
+            let applies = b.key == "account"
+                || b.key == set
+                || b.key.strip_prefix("domain:").is_some_and(|d| domains.iter().any(|x| x == d))
+                || b.key.strip_prefix("identifier:").is_some_and(|n| {
+                    ids.iter().any(|i| i.value.trim_start_matches("*.").eq_ignore_ascii_case(n))
+                });
+            let retry_at = from_ms(b.retry_at_ms);
+            if applies && worst.as_ref().is_none_or(|w| retry_at > w.retry_at) {
+                worst = Some(Refusal {
+                    limit: "the CA's 429".into(),
+                    scope: RateLimitScope::Unknown,
+                    retry_at,
+                    reason: b.reason.clone(),
+                });
+            }
+        }
+        match worst {
+            None => Ok(()),
+            Some(r) => Err(Error::RateLimitedLocally {
+                retry_at: r.retry_at,
+                limit: r.limit,
+                scope: r.scope,
+                reason: r.reason,
+            }),
+        }
+    }
+
+    fn spend(&mut self, key: &str, limit: Option<Limit>, now: SystemTime) {
+        if let Some(limit) = limit {
+            self.tokens(key, &limit, now);
+            if let Some(b) = self.state.buckets.get_mut(key) {
+                b.tokens = (b.tokens - 1.0).max(0.0);
+            }
+        }
+    }
+
+    /// Counts a newOrder request.
+    pub(crate) fn spend_order(&mut self, account: &str, now: SystemTime) {
+        let limit = self.limits.new_orders_per_account;
+        self.spend(&format!("orders:{account}"), limit, now);
+    }
+
+    /// Counts a certificate (at finalize: counted even if the answer is lost).
+    pub(crate) fn spend_certificate(&mut self, ids: &[Identifier], now: SystemTime) {
+        let (dup, per_domain) = (
+            self.limits.duplicate_certificates,
+            self.limits.certificates_per_domain,
+        );
+        self.spend(&set_key(ids), dup, now);
+        let mut domains: Vec<String> = ids.iter().map(|i| registered_domain(&i.value)).collect();
+        domains.sort();
+        domains.dedup();
+        for d in domains {
+            self.spend(&format!("domain:{d}"), per_domain, now);
+        }
+    }
+
+    /// Counts a failed authorization.
+    pub(crate) fn spend_failed_authorization(&mut self, account: &str, identifier: &str, now: SystemTime) {
+        let limit = self.limits.failed_authorizations;
+        let name = identifier.trim_start_matches("*.").to_ascii_lowercase();
+        self.spend(&format!("authzfail:{account}:{name}"), limit, now);
+    }
+
+    /// Remembers a server 429 for a request about `ids`.
+    pub(crate) fn record_server_limit(&mut self, account: &str, ids: &[Identifier], error: &Error) {
+        let ErrorClass::RateLimited {
+            retry_at: Some(retry_at),
+            scope,
+            local: false,
+        } = error.class()
+        else {
+            return;
+        };
+        let key = match scope {
+            RateLimitScope::Account => "account".to_owned(),
+            RateLimitScope::RegisteredDomain(d) => format!("domain:{d}"),
+            RateLimitScope::Identifier(n) => format!("identifier:{n}"),
+            _ => set_key(ids),
+        };
+        let reason = error
+            .problem()
+            .and_then(|p| p.detail.clone())
+            .unwrap_or_else(|| error.to_string());
+        self.state.blocks.push(Block {
+            account: account.to_owned(),
+            key,
+            retry_at_ms: ms(retry_at),
+            reason,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(names: &[&str]) -> Vec<Identifier> {
+        names.iter().map(|n| Identifier::dns(n).unwrap()).collect()
+    }
+
+    #[test]
+    fn sixth_duplicate_is_refused_until_one_token_refills() {
+        let mut ledger = RateLedger::load(RateLimits::lets_encrypt(), None);
+        let now = SystemTime::now();
+        let set = ids(&["a.example.com", "b.example.com"]);
+        for _ in 0..5 {
+            ledger.check_new_order("acct", &set, now).unwrap();
+            ledger.spend_order("acct", now);
+            ledger.spend_certificate(&set, now);
+        }
+        let err = ledger.check_new_order("acct", &set, now).unwrap_err();
+        let retry_at = err.retry_at().unwrap();
+        let refill = Duration::from_secs(7 * 24 * 3600 / 5);
+        let diff = retry_at.duration_since(now).unwrap();
+        assert!(diff.abs_diff(refill) < Duration::from_secs(1), "{diff:?}");
+        assert!(matches!(err.class(), ErrorClass::RateLimited { local: true, .. }));
+        // Another set is fine; the persisted ledger keeps the refusal.
+        ledger.check_new_order("acct", &ids(&["c.example.com"]), now).unwrap();
+        let mut reloaded = RateLedger::load(RateLimits::lets_encrypt(), Some(ledger.to_value()));
+        assert!(reloaded.check_new_order("acct", &set, now).is_err());
+        // After the refill, one more is allowed.
+        assert!(reloaded.check_new_order("acct", &set, now + refill).is_ok());
+    }
+
+    #[test]
+    fn per_domain_uses_the_public_suffix_list() {
+        let limits = RateLimits {
+            certificates_per_domain: Some(Limit::new(2, Duration::from_secs(3600))),
+            ..RateLimits::none()
+        };
+        let mut ledger = RateLedger::load(limits, None);
+        let now = SystemTime::now();
+        ledger.spend_certificate(&ids(&["a.example.co.uk"]), now);
+        ledger.spend_certificate(&ids(&["b.example.co.uk"]), now);
+        assert!(ledger.check_new_order("x", &ids(&["c.example.co.uk"]), now).is_err());
+        assert!(ledger.check_new_order("x", &ids(&["c.other.co.uk"]), now).is_ok());
+    }
+}

@@ -1,0 +1,101 @@
+//! The CA's published rate limits, as a table of token buckets.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One limit: `burst` requests, refilled evenly over `period` (a token
+/// bucket, as Let's Encrypt computes its limits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limit {
+    /// Bucket capacity.
+    pub burst: u32,
+    /// Time to refill the whole bucket.
+    #[serde(with = "secs")]
+    pub period: Duration,
+}
+
+impl Limit {
+    /// `burst` per `period`.
+    pub fn new(burst: u32, period: Duration) -> Self {
+        Self { burst, period }
+    }
+
+    /// The time one token takes to come back.
+    pub fn refill_interval(&self) -> Duration {
+        self.period / self.burst.max(1)
+    }
+}
+
+mod secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_secs(u64::deserialize(d)?))
+    }
+}
+
+/// A CA's rate limits (each off when `None`). [`RateLimits::lets_encrypt`]
+/// has Let's Encrypt's production values (2026).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimits {
+    /// New Certificates per Exact Set of Identifiers (LE: 5 per 7 days).
+    #[serde(default)]
+    pub duplicate_certificates: Option<Limit>,
+    /// New Certificates per Registered Domain (LE: 50 per 7 days), the
+    /// registered domain taken from the public suffix list.
+    #[serde(default)]
+    pub certificates_per_domain: Option<Limit>,
+    /// New Orders per Account (LE: 300 per 3 hours).
+    #[serde(default)]
+    pub new_orders_per_account: Option<Limit>,
+    /// Authorization Failures per Identifier per Account (LE: 5 per hour).
+    #[serde(default)]
+    pub failed_authorizations: Option<Limit>,
+}
+
+impl RateLimits {
+    /// Let's Encrypt's production limits.
+    pub fn lets_encrypt() -> Self {
+        const DAY: u64 = 24 * 3600;
+        Self {
+            duplicate_certificates: Some(Limit::new(5, Duration::from_secs(7 * DAY))),
+            certificates_per_domain: Some(Limit::new(50, Duration::from_secs(7 * DAY))),
+            new_orders_per_account: Some(Limit::new(300, Duration::from_secs(3 * 3600))),
+            failed_authorizations: Some(Limit::new(5, Duration::from_secs(3600))),
+        }
+    }
+
+    /// No limits.
+    pub fn none() -> Self {
+        Self::default()
+    }
+}
+
+/// The registered domain of a name, from the public suffix list (an IP
+/// address, or a name under no known suffix, is its own).
+pub fn registered_domain(name: &str) -> String {
+    let name = name.trim_start_matches("*.").trim_end_matches('.').to_ascii_lowercase();
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return name;
+    }
+    psl::domain_str(&name).map(str::to_owned).unwrap_or(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_domains_follow_the_public_suffix_list() {
+        assert_eq!(registered_domain("a.b.example.com"), "example.com");
+        assert_eq!(registered_domain("*.www.example.co.uk"), "example.co.uk");
+        assert_eq!(registered_domain("x.y.github.io"), "y.github.io");
+        assert_eq!(registered_domain("192.0.2.1"), "192.0.2.1");
+    }
+}

@@ -1,0 +1,767 @@
+//! The issuer: "ensure a valid certificate for these names", exactly once.
+//!
+//! [`Issuer::ensure`] returns a stored certificate while it is not due for
+//! renewal, without a request. Otherwise it resumes the in-flight order of
+//! a journal left by an earlier run (a crash, a timeout, a restart), or
+//! runs a new order. Every step is written to the [`Store`] before the
+//! request that depends on it:
+//!
+//! 1. the journal (`Ordering`) before newOrder, the order URL as soon as it
+//!    is known (`OrderCreated`);
+//! 2. `ChallengesAnswered` once the challenges are answered;
+//! 3. the certificate key before finalize (`Finalizing`), so a lost finalize
+//!    response is resumed with the key the CA certified;
+//! 4. the certificate URL (`CertificateUrlKnown`), the downloaded chain
+//!    (`Downloaded`), then the certificate itself, and the journal is removed.
+//!
+//! A process killed anywhere resumes the same order: the CA issues one
+//! certificate per identifier set, not one per attempt.
+//!
+//! Concurrent `ensure` calls for the same names share one issuance
+//! in-process; across processes the store's lease makes the second wait
+//! and then reuse the first one's certificate. A client-side ledger counts
+//! the CA's published rate limits ([`RateLimits`], Let's Encrypt's by
+//! default) and remembers its 429s, refusing locally what the CA would
+//! refuse, across restarts.
+
+mod ledger;
+pub mod limits;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::OnceCell;
+use zeroize::Zeroizing;
+
+pub use limits::{Limit, RateLimits};
+
+use crate::client::{Account, AccountOptions, Client, NewOrder, Order};
+use crate::crypto::{AccountKey, CertificateKey, CertificateKeyType, Csr, KeyAlgorithm};
+use crate::error::{Error, ErrorClass, Result};
+use crate::protocol::{AuthorizationStatus, ChallengeType, Identifier, OrderStatus};
+use crate::solver::{ChallengeAnswer, Solver};
+use crate::store::{
+    CertKey, Journal, JournalStep, Lease, LedgerRecord, Store, StoreError, StoredAccount,
+    StoredCertificate,
+};
+use ledger::RateLedger;
+
+/// What `ensure` is asked for beyond the names.
+#[derive(Debug, Clone, Default)]
+pub struct EnsureOptions {
+    /// The certificate key type (P-256 by default).
+    pub key_type: CertificateKeyType,
+    /// Challenge types in order of preference (empty: the solvers' order).
+    pub challenge_types: Vec<ChallengeType>,
+    /// Prefer the chain to this root (issuer common name).
+    pub preferred_chain: Option<String>,
+    /// Order a new certificate even if a stored one is still good (a
+    /// deliberate duplicate; the rate-limit ledger still applies).
+    pub force_new: bool,
+}
+
+/// Where the certificate `ensure` returned came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Source {
+    /// The store had a certificate not yet due for renewal: no request.
+    Stored,
+    /// An interrupted order was resumed from its journal.
+    Resumed,
+    /// A new order.
+    New,
+}
+
+/// The result of [`Issuer::ensure`].
+#[derive(Debug, Clone)]
+pub struct Ensured {
+    /// The certificate and its key.
+    pub certificate: StoredCertificate,
+    /// Where it came from.
+    pub source: Source,
+}
+
+/// A step of an issuance, reported to [`IssuerBuilder::on_step`] right
+/// after it is durable (journalled) or done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IssuerStep {
+    /// A journal was found and is being resumed.
+    Resumed(JournalStep),
+    /// The order exists and its URL is journalled.
+    OrderCreated,
+    /// The challenges were answered (journalled).
+    ChallengesAnswered,
+    /// Finalize was sent and answered (the key was journalled before).
+    FinalizeSent,
+    /// The certificate URL is journalled.
+    CertificateUrlKnown,
+    /// The chain is downloaded and journalled, not yet stored.
+    Downloaded,
+    /// The certificate is stored and the journal removed.
+    Stored,
+}
+
+type StepObserver = Arc<dyn Fn(&CertKey, IssuerStep) + Send + Sync>;
+
+/// Configures an [`Issuer`].
+pub struct IssuerBuilder<S: Store> {
+    client: Client,
+    store: S,
+    account_options: AccountOptions,
+    account_key_algorithm: KeyAlgorithm,
+    solvers: Vec<Arc<dyn Solver>>,
+    limits: RateLimits,
+    renew_after: f64,
+    lease_ttl: Duration,
+    lease_wait: Duration,
+    holder: String,
+    observer: Option<StepObserver>,
+}
+
+impl<S: Store> std::fmt::Debug for IssuerBuilder<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuerBuilder")
+            .field("directory", &self.client.directory_url())
+            .field("holder", &self.holder)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Store> IssuerBuilder<S> {
+    /// Options for the account the issuer registers when the store has none
+    /// (default: agree to the terms).
+    pub fn account_options(mut self, options: AccountOptions) -> Self {
+        self.account_options = options;
+        self
+    }
+
+    /// Algorithm of a new account key (default ES256).
+    pub fn account_key_algorithm(mut self, alg: KeyAlgorithm) -> Self {
+        self.account_key_algorithm = alg;
+        self
+    }
+
+    /// Adds a challenge solver.
+    pub fn solver(mut self, solver: Arc<dyn Solver>) -> Self {
+        self.solvers.push(solver);
+        self
+    }
+
+    /// The CA's rate limits to count locally (default: Let's Encrypt's).
+    pub fn rate_limits(mut self, limits: RateLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Renew once this fraction of the lifetime has passed (default 2/3).
+    pub fn renew_after_fraction(mut self, fraction: f64) -> Self {
+        self.renew_after = fraction.clamp(0.0, 1.0);
+        self
+    }
+
+    /// Lease time-to-live (default 60 s; renewed while the issuance runs).
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_secs(1));
+        self
+    }
+
+    /// How long to wait for another process's lease (default 10 minutes).
+    pub fn lease_wait(mut self, wait: Duration) -> Self {
+        self.lease_wait = wait;
+        self
+    }
+
+    /// This process's name in leases (default: host-pid-random).
+    pub fn holder(mut self, holder: impl Into<String>) -> Self {
+        self.holder = holder.into();
+        self
+    }
+
+    /// Calls `f` after each durable step of every issuance (for logs,
+    /// metrics and crash tests).
+    pub fn on_step(mut self, f: impl Fn(&CertKey, IssuerStep) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Arc::new(f));
+        self
+    }
+
+    /// The issuer.
+    pub fn build(self) -> Issuer<S> {
+        Issuer {
+            inner: Arc::new(Inner {
+                client: self.client,
+                store: self.store,
+                account_options: self.account_options,
+                account_key_algorithm: self.account_key_algorithm,
+                solvers: self.solvers,
+                renew_after: self.renew_after,
+                lease_ttl: self.lease_ttl,
+                lease_wait: self.lease_wait,
+                holder: self.holder,
+                observer: self.observer,
+                account: OnceCell::new(),
+                ledger: tokio::sync::Mutex::new(None),
+                limits: self.limits,
+                flights: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+}
+
+struct Inner<S: Store> {
+    client: Client,
+    store: S,
+    account_options: AccountOptions,
+    account_key_algorithm: KeyAlgorithm,
+    solvers: Vec<Arc<dyn Solver>>,
+    renew_after: f64,
+    lease_ttl: Duration,
+    lease_wait: Duration,
+    holder: String,
+    observer: Option<StepObserver>,
+    account: OnceCell<Account>,
+    ledger: tokio::sync::Mutex<Option<RateLedger>>,
+    limits: RateLimits,
+    flights: Mutex<HashMap<CertKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Ensures certificates exactly once; see the module docs. Cheap to clone.
+pub struct Issuer<S: Store> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S: Store> Clone for Issuer<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S: Store> std::fmt::Debug for Issuer<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("directory", &self.inner.client.directory_url())
+            .field("holder", &self.inner.holder)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn default_holder() -> String {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 4];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}-{}-{:08x}", std::process::id(), u32::from_le_bytes(b))
+}
+
+impl<S: Store> Issuer<S> {
+    /// An issuer for the CA of `client`, keeping its state in `store`.
+    pub fn builder(client: Client, store: S) -> IssuerBuilder<S> {
+        IssuerBuilder {
+            client,
+            store,
+            account_options: AccountOptions::agreeing_to_terms(),
+            account_key_algorithm: KeyAlgorithm::Es256,
+            solvers: Vec::new(),
+            limits: RateLimits::lets_encrypt(),
+            renew_after: 2.0 / 3.0,
+            lease_ttl: Duration::from_secs(60),
+            lease_wait: Duration::from_secs(600),
+            holder: default_holder(),
+            observer: None,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// The client.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    fn observe(&self, key: &CertKey, step: IssuerStep) {
+        tracing::debug!(set = %key, ?step, "issuer step");
+        if let Some(f) = &self.inner.observer {
+            f(key, step);
+        }
+    }
+
+    /// True when `cert` should be renewed now.
+    fn due(&self, cert: &StoredCertificate) -> bool {
+        let lifetime = (cert.not_after - cert.not_before).max(0) as f64;
+        let renew_at = cert.not_before as f64 + lifetime * self.inner.renew_after;
+        now_unix() as f64 >= renew_at
+    }
+
+    /// Returns a valid certificate for `names`: the stored one if it is not
+    /// due for renewal, else the one an interrupted order already got, else
+    /// a new one. Never orders twice for the same set by accident.
+    pub async fn ensure<N: AsRef<str>>(&self, names: &[N], options: &EnsureOptions) -> Result<Ensured> {
+        let ids = names
+            .iter()
+            .map(|n| Identifier::parse(n.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        if ids.is_empty() {
+            return Err(Error::InvalidInput("ensure needs at least one name".into()));
+        }
+        let key = CertKey::new(&ids);
+
+        // One issuance per set in this process.
+        let flight = {
+            let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(flights.entry(key.clone()).or_default())
+        };
+        let _flight = flight.lock().await;
+        if !options.force_new
+            && let Some(cert) = self.usable_stored(&key).await?
+        {
+            return Ok(Ensured {
+                certificate: cert,
+                source: Source::Stored,
+            });
+        }
+
+        // One issuance per set across processes sharing the store.
+        let lease = self.acquire_lease(&key).await?;
+        let renewer = self.spawn_lease_renewer(lease.clone());
+        let result = async {
+            // Another process may have finished while we waited.
+            if !options.force_new
+                && let Some(cert) = self.usable_stored(&key).await?
+            {
+                return Ok(Ensured {
+                    certificate: cert,
+                    source: Source::Stored,
+                });
+            }
+            self.issue(&key, options).await
+        }
+        .await;
+        renewer.abort();
+        if let Err(e) = self.inner.store.release_lease(&lease).await {
+            tracing::warn!(set = %key, error = %e, "could not release the lease");
+        }
+        result
+    }
+
+    async fn usable_stored(&self, key: &CertKey) -> Result<Option<StoredCertificate>> {
+        match self.inner.store.load_certificate(key).await? {
+            Some(cert) if !self.due(&cert) => Ok(Some(cert)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn acquire_lease(&self, key: &CertKey) -> Result<Lease> {
+        let name = format!("cert-{}", key.file_stem());
+        let started = tokio::time::Instant::now();
+        loop {
+            match self
+                .inner
+                .store
+                .acquire_lease(&name, &self.inner.holder, self.inner.lease_ttl)
+                .await
+            {
+                Ok(lease) => return Ok(lease),
+                Err(StoreError::LeaseHeld { holder, until, .. }) => {
+                    if started.elapsed() >= self.inner.lease_wait {
+                        return Err(Error::Store(StoreError::LeaseHeld {
+                            name,
+                            holder,
+                            until,
+                        }));
+                    }
+                    tracing::debug!(set = %key, %holder, "waiting for another issuer's lease");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn spawn_lease_renewer(&self, lease: Lease) -> tokio::task::JoinHandle<()> {
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move {
+            let mut lease = lease;
+            loop {
+                tokio::time::sleep(inner.lease_ttl / 3).await;
+                match inner.store.renew_lease(&lease, inner.lease_ttl).await {
+                    Ok(l) => lease = l,
+                    Err(e) => {
+                        tracing::warn!(lease = %lease.name, error = %e, "lease renewal failed");
+                        return;
+                    }
+                }
+            }
+        })
+    }
+
+    async fn account(&self) -> Result<&Account> {
+        self.inner
+            .account
+            .get_or_try_init(|| async {
+                let inner = &self.inner;
+                let directory = inner.client.directory_url().to_owned();
+                let stored = match inner.store.load_account(&directory).await? {
+                    Some(s) => s,
+                    None => {
+                        // The key is saved before newAccount, so a crash in
+                        // between finds the same account again.
+                        let key = AccountKey::generate(inner.account_key_algorithm)?;
+                        let stored = StoredAccount {
+                            url: String::new(),
+                            key_pem: key.to_pkcs8_pem(),
+                        };
+                        inner.store.save_account(&directory, &stored).await?;
+                        stored
+                    }
+                };
+                let key = AccountKey::from_pkcs8_pem(&stored.key_pem)?;
+                if !stored.url.is_empty() {
+                    return Ok(inner.client.account_from_url(key, stored.url.clone()));
+                }
+                let account = inner.client.create_account(key, &inner.account_options).await?;
+                inner
+                    .store
+                    .save_account(
+                        &directory,
+                        &StoredAccount {
+                            url: account.url().to_owned(),
+                            key_pem: stored.key_pem.clone(),
+                        },
+                    )
+                    .await?;
+                Ok(account)
+            })
+            .await
+    }
+
+    /// Runs `f` on the ledger (loaded on first use), then persists it.
+    async fn with_ledger<T>(&self, f: impl FnOnce(&mut RateLedger) -> T) -> Result<T> {
+        let directory = self.inner.client.directory_url().to_owned();
+        let mut guard = self.inner.ledger.lock().await;
+        if guard.is_none() {
+            let persisted = self.inner.store.load_ledger(&directory).await?;
+            *guard = Some(RateLedger::load(
+                self.inner.limits.clone(),
+                persisted.map(|r| r.state),
+            ));
+        }
+        let ledger = guard.as_mut().expect("loaded above");
+        let out = f(ledger);
+        self.inner
+            .store
+            .save_ledger(&directory, &LedgerRecord { state: ledger.to_value() })
+            .await?;
+        Ok(out)
+    }
+
+    async fn save_journal(&self, key: &CertKey, journal: &Journal) -> Result<()> {
+        self.inner.store.save_journal(key, journal).await?;
+        Ok(())
+    }
+
+    async fn issue(&self, key: &CertKey, options: &EnsureOptions) -> Result<Ensured> {
+        let account = self.account().await?.clone();
+        let directory = self.inner.client.directory_url().to_owned();
+        let (mut journal, mut source) = match self.inner.store.load_journal(key).await? {
+            Some(j) if j.directory == directory && j.account_url == account.url() => {
+                tracing::info!(set = %key, step = ?j.step, order = ?j.order_url, "resuming an interrupted order");
+                self.observe(key, IssuerStep::Resumed(j.step));
+                (j, Source::Resumed)
+            }
+            other => {
+                if let Some(stale) = other {
+                    tracing::warn!(set = %key, directory = %stale.directory, "replacing a journal of another CA or account");
+                }
+                (
+                    Journal {
+                        directory: directory.clone(),
+                        account_url: account.url().to_owned(),
+                        identifiers: key.identifiers().to_vec(),
+                        step: JournalStep::Ordering,
+                        order_url: None,
+                        key_pem: None,
+                        certificate_url: None,
+                        chain_pem: None,
+                        started_at: now_unix(),
+                        order_attempts: 0,
+                    },
+                    Source::New,
+                )
+            }
+        };
+        if journal.step == JournalStep::Downloaded && journal.chain_pem.is_some() {
+            return self.store_certificate(key, &journal, source).await;
+        }
+
+        let mut restarts = 0;
+        loop {
+            let mut order = match &journal.order_url {
+                Some(url) => match account.order(url).await {
+                    Ok(o) => o,
+                    Err(e) if e.class() == ErrorClass::Permanent && restarts == 0 => {
+                        tracing::warn!(set = %key, error = %e, "journalled order is gone; ordering anew");
+                        restarts += 1;
+                        journal.order_url = None;
+                        journal.key_pem = None;
+                        source = Source::New;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+                None => self.new_order(key, &account, &mut journal).await?,
+            };
+            match self.drive(key, &mut order, &mut journal, options).await {
+                Ok(()) => return self.store_certificate(key, &journal, source).await,
+                Err(DriveError::Restart) if restarts == 0 => {
+                    restarts += 1;
+                    journal.order_url = None;
+                    journal.key_pem = None;
+                    journal.certificate_url = None;
+                    source = Source::New;
+                }
+                Err(DriveError::Restart) => {
+                    return Err(Error::OrderInvalid {
+                        url: order.url().to_owned(),
+                        problem: order.state().error.clone().map(Box::new),
+                    });
+                }
+                Err(DriveError::Failed(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn new_order(&self, key: &CertKey, account: &Account, journal: &mut Journal) -> Result<Order> {
+        let ids = key.identifiers().to_vec();
+        let account_url = account.url().to_owned();
+        let now = SystemTime::now();
+        self.with_ledger(|l| l.check_new_order(&account_url, &ids, now))
+            .await??;
+        journal.step = JournalStep::Ordering;
+        journal.order_attempts += 1;
+        self.save_journal(key, journal).await?;
+        self.with_ledger(|l| l.spend_order(&account_url, now)).await?;
+        match account.new_order(&NewOrder::new(ids.clone())?).await {
+            Ok(order) => {
+                journal.order_url = Some(order.url().to_owned());
+                journal.step = JournalStep::OrderCreated;
+                self.save_journal(key, journal).await?;
+                self.observe(key, IssuerStep::OrderCreated);
+                Ok(order)
+            }
+            Err(e) => {
+                if e.is_rate_limited() {
+                    self.with_ledger(|l| l.record_server_limit(&account_url, &ids, &e))
+                        .await?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes an order from whatever state it is in to a downloaded chain.
+    async fn drive(
+        &self,
+        key: &CertKey,
+        order: &mut Order,
+        journal: &mut Journal,
+        options: &EnsureOptions,
+    ) -> std::result::Result<(), DriveError> {
+        loop {
+            match order.status() {
+                OrderStatus::Pending => {
+                    self.answer_challenges(key, order, journal, options).await?;
+                }
+                OrderStatus::Ready => {
+                    let cert_key = match &journal.key_pem {
+                        Some(pem) => CertificateKey::from_pkcs8_pem(pem)?,
+                        None => CertificateKey::generate(options.key_type)?,
+                    };
+                    journal.key_pem = Some(cert_key.to_pkcs8_pem());
+                    journal.step = JournalStep::Finalizing;
+                    self.save_journal(key, journal).await?;
+                    let ids = key.identifiers().to_vec();
+                    self.with_ledger(|l| l.spend_certificate(&ids, SystemTime::now()))
+                        .await?;
+                    order.finalize(Csr::Key(&cert_key)).await?;
+                    self.observe(key, IssuerStep::FinalizeSent);
+                }
+                OrderStatus::Processing => {
+                    order.wait_certificate().await?;
+                }
+                OrderStatus::Valid => {
+                    if journal.key_pem.is_none() {
+                        return Err(DriveError::Failed(Error::InvalidInput(format!(
+                            "order {} is valid but its certificate key is not in the journal",
+                            order.url()
+                        ))));
+                    }
+                    let url = order.wait_certificate().await?;
+                    if journal.certificate_url.as_deref() != Some(url.as_str()) {
+                        journal.certificate_url = Some(url);
+                        journal.step = JournalStep::CertificateUrlKnown;
+                        self.save_journal(key, journal).await?;
+                        self.observe(key, IssuerStep::CertificateUrlKnown);
+                    }
+                    let chain = order
+                        .certificate_chain(options.preferred_chain.as_deref())
+                        .await?;
+                    journal.chain_pem = Some(chain.pem().to_owned());
+                    journal.step = JournalStep::Downloaded;
+                    self.save_journal(key, journal).await?;
+                    self.observe(key, IssuerStep::Downloaded);
+                    return Ok(());
+                }
+                OrderStatus::Invalid => {
+                    tracing::warn!(set = %key, order = %order.url(), error = ?order.state().error, "order is invalid");
+                    return Err(DriveError::Restart);
+                }
+            }
+        }
+    }
+
+    async fn answer_challenges(
+        &self,
+        key: &CertKey,
+        order: &mut Order,
+        journal: &mut Journal,
+        options: &EnsureOptions,
+    ) -> std::result::Result<(), DriveError> {
+        let account = order.account().clone();
+        let mut presented: Vec<(Arc<dyn Solver>, ChallengeAnswer)> = Vec::new();
+        let result: Result<()> = async {
+            for authz in order.authorizations().await? {
+                if authz.status() != AuthorizationStatus::Pending {
+                    continue;
+                }
+                let (solver, mut challenge) = self.pick(&authz, options)?;
+                let token = challenge.token()?.to_owned();
+                let key_authorization = challenge.key_authorization()?;
+                let answer = ChallengeAnswer {
+                    identifier: challenge.identifier().clone(),
+                    kind: challenge.kind().clone(),
+                    dns_name: challenge.dns01_record_name(),
+                    dns_value: crate::crypto::challenge::dns01_txt_value(&key_authorization),
+                    token,
+                    key_authorization,
+                };
+                solver.present(&answer).await?;
+                presented.push((Arc::clone(&solver), answer));
+                challenge.respond().await?;
+            }
+            journal.step = JournalStep::ChallengesAnswered;
+            self.save_journal(key, journal).await?;
+            self.observe(key, IssuerStep::ChallengesAnswered);
+            order.wait_ready().await?;
+            Ok(())
+        }
+        .await;
+        for (solver, answer) in &presented {
+            if let Err(e) = solver.cleanup(answer).await {
+                tracing::warn!(identifier = %answer.identifier, error = %e, "challenge cleanup failed");
+            }
+        }
+        if let Err(e) = &result
+            && let ErrorClass::Validation { problems } = e.class()
+        {
+            let account_url = account.url().to_owned();
+            let now = SystemTime::now();
+            self.with_ledger(|l| {
+                for (id, _) in &problems {
+                    l.spend_failed_authorization(&account_url, &id.value, now);
+                }
+            })
+            .await?;
+            // The order is invalid now; this journal is done.
+            self.inner.store.delete_journal(key).await.map_err(Error::from)?;
+        }
+        result.map_err(DriveError::Failed)
+    }
+
+    fn pick(
+        &self,
+        authz: &crate::client::Authorization,
+        options: &EnsureOptions,
+    ) -> Result<(Arc<dyn Solver>, crate::client::Challenge)> {
+        let preference: Vec<ChallengeType> = if options.challenge_types.is_empty() {
+            self.inner.solvers.iter().map(|s| s.challenge_type()).collect()
+        } else {
+            options.challenge_types.clone()
+        };
+        for kind in &preference {
+            let solver = self.inner.solvers.iter().find(|s| &s.challenge_type() == kind);
+            if let (Some(solver), Some(challenge)) = (solver, authz.challenge(kind)) {
+                return Ok((Arc::clone(solver), challenge));
+            }
+        }
+        let offered: Vec<String> = authz.challenges().iter().map(|c| c.kind().to_string()).collect();
+        Err(Error::Unsupported(format!(
+            "no solver for the challenges the CA offers for {} ({})",
+            authz.identifier(),
+            offered.join(", ")
+        )))
+    }
+
+    async fn store_certificate(&self, key: &CertKey, journal: &Journal, source: Source) -> Result<Ensured> {
+        let chain_pem = journal
+            .chain_pem
+            .clone()
+            .ok_or_else(|| Error::InvalidInput("journal without a chain".into()))?;
+        let key_pem = journal
+            .key_pem
+            .clone()
+            .ok_or_else(|| Error::InvalidInput("journal without a certificate key".into()))?;
+        let chain = crate::client::CertificateChain::from_pem(
+            journal.certificate_url.as_deref().unwrap_or(""),
+            &chain_pem,
+            Vec::new(),
+        )
+        .map_err(Error::InvalidInput)?;
+        let (not_before, not_after) = chain.validity().unwrap_or((now_unix(), now_unix()));
+        let certificate = StoredCertificate {
+            identifiers: key.identifiers().to_vec(),
+            chain_pem,
+            key_pem: Zeroizing::new(key_pem.to_string()),
+            url: journal.certificate_url.clone().unwrap_or_default(),
+            not_before,
+            not_after,
+            serial: chain.serial_hex().unwrap_or_default(),
+        };
+        self.inner.store.save_certificate(key, &certificate).await?;
+        self.inner.store.delete_journal(key).await?;
+        self.observe(key, IssuerStep::Stored);
+        tracing::info!(set = %key, serial = %certificate.serial, ?source, "certificate stored");
+        Ok(Ensured {
+            certificate,
+            source,
+        })
+    }
+}
+
+/// Why driving an order stopped.
+enum DriveError {
+    /// The order is invalid: start a new one (once).
+    Restart,
+    /// A failure to return.
+    Failed(Error),
+}
+
+impl From<Error> for DriveError {
+    fn from(e: Error) -> Self {
+        Self::Failed(e)
+    }
+}
