@@ -105,10 +105,16 @@ impl CertificateChain {
         Some((v.not_before.timestamp(), v.not_after.timestamp()))
     }
 
-    /// The leaf's serial number, lower-case hex.
+    /// The leaf's serial number, lower-case hex without leading zeros.
     pub fn serial_hex(&self) -> Option<String> {
         let (_, cert) = X509Certificate::from_der(&self.der[0]).ok()?;
-        Some(cert.tbs_certificate.raw_serial_as_string().replace(':', ""))
+        let hex = cert.tbs_certificate.raw_serial_as_string().replace(':', "");
+        let trimmed = hex.trim_start_matches('0');
+        Some(if trimmed.is_empty() {
+            "0".into()
+        } else {
+            trimmed.to_owned()
+        })
     }
 }
 

@@ -123,7 +123,12 @@ impl RateLedger {
 
     /// Refuses a newOrder for `ids` that would exceed a limit, or that a
     /// remembered 429 still covers.
-    pub(crate) fn check_new_order(&mut self, account: &str, ids: &[Identifier], now: SystemTime) -> Result<(), Error> {
+    pub(crate) fn check_new_order(
+        &mut self,
+        account: &str,
+        ids: &[Identifier],
+        now: SystemTime,
+    ) -> Result<(), Error> {
         let mut worst: Option<Refusal> = None;
         let limits = self.limits.clone();
         self.check_bucket(
@@ -176,9 +181,12 @@ impl RateLedger {
             }
             let applies = b.key == "account"
                 || b.key == set
-                || b.key.strip_prefix("domain:").is_some_and(|d| domains.iter().any(|x| x == d))
+                || b.key
+                    .strip_prefix("domain:")
+                    .is_some_and(|d| domains.iter().any(|x| x == d))
                 || b.key.strip_prefix("identifier:").is_some_and(|n| {
-                    ids.iter().any(|i| i.value.trim_start_matches("*.").eq_ignore_ascii_case(n))
+                    ids.iter()
+                        .any(|i| i.value.trim_start_matches("*.").eq_ignore_ascii_case(n))
                 });
             let retry_at = from_ms(b.retry_at_ms);
             if applies && worst.as_ref().is_none_or(|w| retry_at > w.retry_at) {
@@ -232,7 +240,12 @@ impl RateLedger {
     }
 
     /// Counts a failed authorization.
-    pub(crate) fn spend_failed_authorization(&mut self, account: &str, identifier: &str, now: SystemTime) {
+    pub(crate) fn spend_failed_authorization(
+        &mut self,
+        account: &str,
+        identifier: &str,
+        now: SystemTime,
+    ) {
         let limit = self.limits.failed_authorizations;
         let name = identifier.trim_start_matches("*.").to_ascii_lowercase();
         self.spend(&format!("authzfail:{account}:{name}"), limit, now);
@@ -290,9 +303,14 @@ mod tests {
         let refill = Duration::from_secs(7 * 24 * 3600 / 5);
         let diff = retry_at.duration_since(now).unwrap();
         assert!(diff.abs_diff(refill) < Duration::from_secs(1), "{diff:?}");
-        assert!(matches!(err.class(), ErrorClass::RateLimited { local: true, .. }));
+        assert!(matches!(
+            err.class(),
+            ErrorClass::RateLimited { local: true, .. }
+        ));
         // Another set is fine; the persisted ledger keeps the refusal.
-        ledger.check_new_order("acct", &ids(&["c.example.com"]), now).unwrap();
+        ledger
+            .check_new_order("acct", &ids(&["c.example.com"]), now)
+            .unwrap();
         let mut reloaded = RateLedger::load(RateLimits::lets_encrypt(), Some(ledger.to_value()));
         assert!(reloaded.check_new_order("acct", &set, now).is_err());
         // After the refill, one more is allowed.
@@ -309,7 +327,15 @@ mod tests {
         let now = SystemTime::now();
         ledger.spend_certificate(&ids(&["a.example.co.uk"]), now);
         ledger.spend_certificate(&ids(&["b.example.co.uk"]), now);
-        assert!(ledger.check_new_order("x", &ids(&["c.example.co.uk"]), now).is_err());
-        assert!(ledger.check_new_order("x", &ids(&["c.other.co.uk"]), now).is_ok());
+        assert!(
+            ledger
+                .check_new_order("x", &ids(&["c.example.co.uk"]), now)
+                .is_err()
+        );
+        assert!(
+            ledger
+                .check_new_order("x", &ids(&["c.other.co.uk"]), now)
+                .is_ok()
+        );
     }
 }

@@ -80,7 +80,10 @@ impl RateLimits {
 /// The registered domain of a name, from the public suffix list (an IP
 /// address, or a name under no known suffix, is its own).
 pub fn registered_domain(name: &str) -> String {
-    let name = name.trim_start_matches("*.").trim_end_matches('.').to_ascii_lowercase();
+    let name = name
+        .trim_start_matches("*.")
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
     if name.parse::<std::net::IpAddr>().is_ok() {
         return name;
     }

@@ -262,7 +262,11 @@ fn default_holder() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "host".into());
-    format!("{host}-{}-{:08x}", std::process::id(), u32::from_le_bytes(b))
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        u32::from_le_bytes(b)
+    )
 }
 
 impl<S: Store> Issuer<S> {
@@ -310,7 +314,11 @@ impl<S: Store> Issuer<S> {
     /// Returns a valid certificate for `names`: the stored one if it is not
     /// due for renewal, else the one an interrupted order already got, else
     /// a new one. Never orders twice for the same set by accident.
-    pub async fn ensure<N: AsRef<str>>(&self, names: &[N], options: &EnsureOptions) -> Result<Ensured> {
+    pub async fn ensure<N: AsRef<str>>(
+        &self,
+        names: &[N],
+        options: &EnsureOptions,
+    ) -> Result<Ensured> {
         let ids = names
             .iter()
             .map(|n| Identifier::parse(n.as_ref()))
@@ -433,7 +441,10 @@ impl<S: Store> Issuer<S> {
                 if !stored.url.is_empty() {
                     return Ok(inner.client.account_from_url(key, stored.url.clone()));
                 }
-                let account = inner.client.create_account(key, &inner.account_options).await?;
+                let account = inner
+                    .client
+                    .create_account(key, &inner.account_options)
+                    .await?;
                 inner
                     .store
                     .save_account(
@@ -464,7 +475,12 @@ impl<S: Store> Issuer<S> {
         let out = f(ledger);
         self.inner
             .store
-            .save_ledger(&directory, &LedgerRecord { state: ledger.to_value() })
+            .save_ledger(
+                &directory,
+                &LedgerRecord {
+                    state: ledger.to_value(),
+                },
+            )
             .await?;
         Ok(out)
     }
@@ -545,7 +561,12 @@ impl<S: Store> Issuer<S> {
         }
     }
 
-    async fn new_order(&self, key: &CertKey, account: &Account, journal: &mut Journal) -> Result<Order> {
+    async fn new_order(
+        &self,
+        key: &CertKey,
+        account: &Account,
+        journal: &mut Journal,
+    ) -> Result<Order> {
         let ids = key.identifiers().to_vec();
         let account_url = account.url().to_owned();
         let now = SystemTime::now();
@@ -554,7 +575,8 @@ impl<S: Store> Issuer<S> {
         journal.step = JournalStep::Ordering;
         journal.order_attempts += 1;
         self.save_journal(key, journal).await?;
-        self.with_ledger(|l| l.spend_order(&account_url, now)).await?;
+        self.with_ledger(|l| l.spend_order(&account_url, now))
+            .await?;
         match account.new_order(&NewOrder::new(ids.clone())?).await {
             Ok(order) => {
                 journal.order_url = Some(order.url().to_owned());
@@ -687,7 +709,11 @@ impl<S: Store> Issuer<S> {
             })
             .await?;
             // The order is invalid now; this journal is done.
-            self.inner.store.delete_journal(key).await.map_err(Error::from)?;
+            self.inner
+                .store
+                .delete_journal(key)
+                .await
+                .map_err(Error::from)?;
         }
         result.map_err(DriveError::Failed)
     }
@@ -698,17 +724,29 @@ impl<S: Store> Issuer<S> {
         options: &EnsureOptions,
     ) -> Result<(Arc<dyn Solver>, crate::client::Challenge)> {
         let preference: Vec<ChallengeType> = if options.challenge_types.is_empty() {
-            self.inner.solvers.iter().map(|s| s.challenge_type()).collect()
+            self.inner
+                .solvers
+                .iter()
+                .map(|s| s.challenge_type())
+                .collect()
         } else {
             options.challenge_types.clone()
         };
         for kind in &preference {
-            let solver = self.inner.solvers.iter().find(|s| &s.challenge_type() == kind);
+            let solver = self
+                .inner
+                .solvers
+                .iter()
+                .find(|s| &s.challenge_type() == kind);
             if let (Some(solver), Some(challenge)) = (solver, authz.challenge(kind)) {
                 return Ok((Arc::clone(solver), challenge));
             }
         }
-        let offered: Vec<String> = authz.challenges().iter().map(|c| c.kind().to_string()).collect();
+        let offered: Vec<String> = authz
+            .challenges()
+            .iter()
+            .map(|c| c.kind().to_string())
+            .collect();
         Err(Error::Unsupported(format!(
             "no solver for the challenges the CA offers for {} ({})",
             authz.identifier(),
@@ -716,7 +754,12 @@ impl<S: Store> Issuer<S> {
         )))
     }
 
-    async fn store_certificate(&self, key: &CertKey, journal: &Journal, source: Source) -> Result<Ensured> {
+    async fn store_certificate(
+        &self,
+        key: &CertKey,
+        journal: &Journal,
+        source: Source,
+    ) -> Result<Ensured> {
         let chain_pem = journal
             .chain_pem
             .clone()

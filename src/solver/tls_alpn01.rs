@@ -82,7 +82,12 @@ impl TlsAlpn01Resolver {
     }
 
     /// Serves `cert_der` (with its PKCS#8 key) for `identifier_value`.
-    pub fn insert(&self, identifier_value: &str, cert_der: Vec<u8>, key_pkcs8_der: Vec<u8>) -> Result<()> {
+    pub fn insert(
+        &self,
+        identifier_value: &str,
+        cert_der: Vec<u8>,
+        key_pkcs8_der: Vec<u8>,
+    ) -> Result<()> {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8_der));
         let signer = rustls::crypto::ring::sign::any_supported_type(&key)
             .map_err(|e| Error::Crypto(format!("tls-alpn-01 key: {e}")))?;
@@ -109,7 +114,10 @@ impl ResolvesServerCert for TlsAlpn01Resolver {
             .alpn()
             .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN_PROTOCOL));
         if acme {
-            let name = hello.server_name()?.trim_end_matches('.').to_ascii_lowercase();
+            let name = hello
+                .server_name()?
+                .trim_end_matches('.')
+                .to_ascii_lowercase();
             return self
                 .certs
                 .read()

@@ -20,7 +20,7 @@ use super::limits::{Buckets, RateLimits, registered_domain};
 use super::pki::{self, KeyKind, Pki};
 use super::validation::{self, DnsResolver};
 use super::wire::{Reply, WireRequest, WireResponse};
-use super::{CaaPolicy, IssuedCertificate, Ledger};
+use super::{CaaPolicy, Dialect, IssuedCertificate, Ledger};
 use crate::crypto::{b64, b64_decode};
 use crate::error::{Problem, ProblemType};
 use crate::protocol::{
@@ -29,6 +29,11 @@ use crate::protocol::{
     OrderStatus,
 };
 use crate::transport::Endpoint;
+
+// ACME v1 (`Dialect::V1`) lives in v1.rs, a child of this module so that it
+// shares the state, nonces, validation and issuance below instead of copying them.
+#[path = "v1.rs"]
+mod v1;
 
 /// How the test CA validates challenges.
 #[derive(Debug, Clone)]
@@ -66,6 +71,7 @@ pub(crate) struct Config {
     pub(crate) certificate_lifetime: Duration,
     pub(crate) orders_per_page: usize,
     pub(crate) blocked_domains: Vec<String>,
+    pub(crate) dialect: Dialect,
 }
 
 impl Default for Config {
@@ -86,6 +92,7 @@ impl Default for Config {
             certificate_lifetime: Duration::from_secs(90 * 24 * 3600),
             orders_per_page: 10,
             blocked_domains: Vec::new(),
+            dialect: Dialect::V2,
         }
     }
 }
@@ -139,7 +146,8 @@ struct AuthzRec {
 #[derive(Debug)]
 struct CertRec {
     account: usize,
-    order: usize,
+    /// `None` for a certificate issued through v1's new-cert (no order).
+    order: Option<usize>,
     identifiers: Vec<Identifier>,
     serial: String,
     leaf_der: Vec<u8>,
@@ -163,6 +171,7 @@ struct State {
     requests: BTreeMap<Endpoint, u64>,
     finalizations: Vec<(usize, OrderStatus)>,
     caa_timeouts_seen: HashMap<String, u32>,
+    v1: v1::V1State,
 }
 
 /// The test CA's server logic.
@@ -293,7 +302,17 @@ impl Ca {
     }
 
     pub(crate) fn directory_url(&self) -> String {
-        format!("{}/dir", self.base())
+        match self.dialect() {
+            Dialect::V1 => format!("{}/directory", self.base()),
+            _ => format!("{}/dir", self.base()),
+        }
+    }
+
+    pub(crate) fn dialect(&self) -> Dialect {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .dialect
     }
 
     fn config(&self) -> Config {
@@ -329,6 +348,7 @@ impl Ca {
 
     /// A snapshot of what happened, for assertions.
     pub(crate) fn ledger(&self) -> Ledger {
+        let v1 = self.dialect() == Dialect::V1;
         let state = self.state();
         Ledger {
             certificates: state
@@ -337,8 +357,15 @@ impl Ca {
                 .map(|c| IssuedCertificate {
                     serial: c.serial.clone(),
                     identifiers: c.identifiers.clone(),
-                    account: self.account_url(c.account),
-                    order: self.order_url(c.order),
+                    account: if v1 {
+                        self.v1_reg_url(c.account)
+                    } else {
+                        self.account_url(c.account)
+                    },
+                    order: match c.order {
+                        Some(o) => self.order_url(o),
+                        None => self.v1_cert_url(&c.serial),
+                    },
                     issued_at: c.issued_at,
                     revoked: c.revoked,
                 })
@@ -371,12 +398,18 @@ impl Ca {
 
     /// Handles one request: counts it, applies the fault script, routes it.
     pub(crate) async fn handle(self: &Arc<Self>, req: WireRequest) -> Reply {
+        let v1 = self.dialect() == Dialect::V1;
         let route = Route::parse(&req.path);
-        let endpoint = route.endpoint();
+        let endpoint = if v1 {
+            v1::endpoint(&req)
+        } else {
+            route.endpoint()
+        };
         {
             let mut state = self.state();
             *state.requests.entry(endpoint).or_default() += 1;
-            if let Route::Finalize(id) = route
+            if !v1
+                && let Route::Finalize(id) = route
                 && id < state.orders.len()
             {
                 Self::refresh_order(&mut state, id);
@@ -393,9 +426,17 @@ impl Ca {
             && !fault.commits()
         {
             tracing::debug!(?endpoint, ?fault, "test CA: fault instead of an answer");
-            return self.pre_commit_fault(fault);
+            return if v1 {
+                self.v1_pre_commit_fault(fault)
+            } else {
+                self.pre_commit_fault(fault)
+            };
         }
-        let response = self.route(route, &req).await;
+        let response = if v1 {
+            self.v1_route(&req).await
+        } else {
+            self.route(route, &req).await
+        };
         match fault {
             None => Reply::Normal(response),
             Some(fault) => {
@@ -825,16 +866,7 @@ impl Ca {
             }
             match payload.get("status").and_then(Value::as_str) {
                 None => {}
-                Some("deactivated") => {
-                    state.accounts[id].status = AccountStatus::Deactivated;
-                    for authz in state.authzs.iter_mut().filter(|a| a.account == id) {
-                        if authz.status == AuthorizationStatus::Pending
-                            || authz.status == AuthorizationStatus::Valid
-                        {
-                            authz.status = AuthorizationStatus::Deactivated;
-                        }
-                    }
-                }
+                Some("deactivated") => Self::deactivate_account(&mut state, id),
                 Some(other) => {
                     return Err(Rejection::malformed(format!(
                         "invalid account status {other:?}"
@@ -845,6 +877,18 @@ impl Ca {
         let body = self.account_resource(id, &state.accounts[id]);
         drop(state);
         Ok(self.json_response(StatusCode::OK, &body, Some(&self.account_url(id))))
+    }
+
+    /// Deactivates account `id` and its pending and valid authorizations.
+    fn deactivate_account(state: &mut State, id: usize) {
+        state.accounts[id].status = AccountStatus::Deactivated;
+        for authz in state.authzs.iter_mut().filter(|a| a.account == id) {
+            if authz.status == AuthorizationStatus::Pending
+                || authz.status == AuthorizationStatus::Valid
+            {
+                authz.status = AuthorizationStatus::Deactivated;
+            }
+        }
     }
 
     fn orders_list(&self, id: usize, acct: usize, req: &WireRequest) -> Answer {
@@ -1200,20 +1244,7 @@ impl Ca {
                     ChallengeType::TlsAlpn01,
                 ]
             };
-            let challenges = kinds
-                .iter()
-                .map(|k| {
-                    let mut token = [0u8; 32];
-                    self.rng.fill(&mut token).expect("system RNG");
-                    ChallRec {
-                        kind: k.clone(),
-                        token: b64(token),
-                        status: ChallengeStatus::Pending,
-                        validated: None,
-                        error: None,
-                    }
-                })
-                .collect();
+            let challenges = self.fresh_challenges(kinds);
             state.authzs.push(AuthzRec {
                 account: acct,
                 identifier: base,
@@ -1241,6 +1272,24 @@ impl Ca {
         let body = self.order_resource(&state, id);
         drop(state);
         Ok(self.json_response(StatusCode::CREATED, &body, Some(&self.order_url(id))))
+    }
+
+    /// Pending challenges of these kinds, each with a fresh 32-byte token.
+    fn fresh_challenges(&self, kinds: &[ChallengeType]) -> Vec<ChallRec> {
+        kinds
+            .iter()
+            .map(|k| {
+                let mut token = [0u8; 32];
+                self.rng.fill(&mut token).expect("system RNG");
+                ChallRec {
+                    kind: k.clone(),
+                    token: b64(token),
+                    status: ChallengeStatus::Pending,
+                    validated: None,
+                    error: None,
+                }
+            })
+            .collect()
     }
 
     /// Moves an order along as its authorizations and issuance progress.
@@ -1440,18 +1489,7 @@ impl Ca {
                 "CSR does not specify same identifiers as Order".into(),
             ));
         }
-        match csr.key {
-            KeyKind::EcdsaP256 | KeyKind::EcdsaP384 => {}
-            KeyKind::Rsa { bits } if (2048..=8192).contains(&bits) => {}
-            KeyKind::Rsa { bits } => {
-                return Err(bad_csr(format!("key too small or too large: {bits} bits")));
-            }
-            KeyKind::Ed25519 | KeyKind::Other(_) => {
-                return Err(bad_csr(
-                    "key type not supported (ECDSA P-256/P-384 or RSA)".into(),
-                ));
-            }
-        }
+        Self::check_csr_key(&csr.key).map_err(bad_csr)?;
         if state
             .accounts
             .iter()
@@ -1467,11 +1505,62 @@ impl Ca {
         }
         let now = Instant::now();
         let nb = state.orders[id].not_before.unwrap_or_else(now_utc);
-        let na = state.orders[id].not_after.unwrap_or_else(|| {
-            nb + time::Duration::try_from(config.certificate_lifetime)
-                .unwrap_or(time::Duration::days(90))
+        let na = state.orders[id].not_after;
+        let cert_id = self.issue_certificate(&mut state, acct, Some(id), &csr, nb, na, config)?;
+        let order = &mut state.orders[id];
+        order.cert = Some(cert_id);
+        if config.finalize_processing.is_zero() {
+            order.status = OrderStatus::Valid;
+        } else {
+            order.status = OrderStatus::Processing;
+            order.ready_at = Some(now + config.finalize_processing);
+        }
+        let body = self.order_resource(&state, id);
+        let processing = body.status == OrderStatus::Processing;
+        drop(state);
+        Ok(self.with_retry_after(
+            self.json_response(StatusCode::OK, &body, Some(&self.order_url(id))),
+            processing,
+        ))
+    }
+
+    /// The CSR key policy: ECDSA P-256/P-384 or RSA 2048..=8192 bits.
+    fn check_csr_key(key: &KeyKind) -> Result<(), String> {
+        match key {
+            KeyKind::EcdsaP256 | KeyKind::EcdsaP384 => Ok(()),
+            KeyKind::Rsa { bits } if (2048..=8192).contains(bits) => Ok(()),
+            KeyKind::Rsa { bits } => Err(format!("key too small or too large: {bits} bits")),
+            KeyKind::Ed25519 | KeyKind::Other(_) => {
+                Err("key type not supported (ECDSA P-256/P-384 or RSA)".into())
+            }
+        }
+    }
+
+    /// Issues a certificate for the CSR's identifiers (valid from
+    /// `not_before` to `not_after`, default: the configured lifetime),
+    /// spends the certificate rate limits and records it; returns its index.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one issuance path for v2 finalize and v1 new-cert"
+    )]
+    fn issue_certificate(
+        &self,
+        state: &mut State,
+        acct: usize,
+        order: Option<usize>,
+        csr: &pki::CsrInfo,
+        not_before: OffsetDateTime,
+        not_after: Option<OffsetDateTime>,
+        config: &Config,
+    ) -> Result<usize, Rejection> {
+        let now = Instant::now();
+        let ids = csr.identifiers.clone();
+        let na = not_after.unwrap_or_else(|| {
+            not_before
+                + time::Duration::try_from(config.certificate_lifetime)
+                    .unwrap_or(time::Duration::days(90))
         });
-        let issued = self.pki.issue(&csr, nb, na).map_err(|e| {
+        let issued = self.pki.issue(csr, not_before, na).map_err(|e| {
             Rejection::new(
                 ProblemType::ServerInternal,
                 500,
@@ -1493,7 +1582,7 @@ impl Ca {
         let cert_id = state.certs.len();
         state.certs.push(CertRec {
             account: acct,
-            order: id,
+            order,
             identifiers: ids,
             serial: issued.serial_hex.clone(),
             spki: csr.public_key_der.clone(),
@@ -1503,22 +1592,8 @@ impl Ca {
             issued_at: SystemTime::now(),
             revoked: None,
         });
-        tracing::info!(order = id, serial = %issued.serial_hex, "test CA issued a certificate");
-        let order = &mut state.orders[id];
-        order.cert = Some(cert_id);
-        if config.finalize_processing.is_zero() {
-            order.status = OrderStatus::Valid;
-        } else {
-            order.status = OrderStatus::Processing;
-            order.ready_at = Some(now + config.finalize_processing);
-        }
-        let body = self.order_resource(&state, id);
-        let processing = body.status == OrderStatus::Processing;
-        drop(state);
-        Ok(self.with_retry_after(
-            self.json_response(StatusCode::OK, &body, Some(&self.order_url(id))),
-            processing,
-        ))
+        tracing::info!(?order, serial = %issued.serial_hex, "test CA issued a certificate");
+        Ok(cert_id)
     }
 
     fn authz_resource(&self, state: &State, id: usize) -> AuthorizationResource {
@@ -1597,8 +1672,8 @@ impl Ca {
         parsed: &jws::Parsed,
         config: &Config,
     ) -> Answer {
-        let job = {
-            let mut state = self.state();
+        {
+            let state = self.state();
             self.owned_authz(&state, authz, acct)?;
             if c >= state.authzs[authz].challenges.len() {
                 return Err(Rejection::new(
@@ -1607,41 +1682,65 @@ impl Ca {
                     "No such challenge",
                 ));
             }
+        }
+        if parsed.payload.is_some() {
+            self.answer_challenge(authz, c, config)?;
+        }
+        let state = self.state();
+        let body = self.challenge_resource(&state, authz, c);
+        let url = self.authz_url(authz);
+        drop(state);
+        let mut response = self.json_response(StatusCode::OK, &body, None);
+        response
+            .headers
+            .append("link", header(&format!("<{url}>;rel=\"up\"")));
+        Ok(response)
+    }
+
+    /// The client answered challenge `c` of (existing) authorization
+    /// `authz`: the first challenge answered of a pending authorization
+    /// starts its validation (at once, or in a task).
+    fn answer_challenge(
+        self: &Arc<Self>,
+        authz: usize,
+        c: usize,
+        config: &Config,
+    ) -> Result<(), Rejection> {
+        let job = {
+            let mut state = self.state();
+            let acct = state.authzs[authz].account;
             let thumbprint = state.accounts[acct].key.thumbprint.clone();
             let a = &mut state.authzs[authz];
-            let answering = parsed.payload.is_some();
+            if a.status != AuthorizationStatus::Pending
+                && a.challenges[c].status == ChallengeStatus::Pending
+            {
+                return Err(Rejection::malformed(format!(
+                    "Unable to update challenge :: authorization must be pending, is {}",
+                    a.status.as_str()
+                )));
+            }
             let mut job = None;
-            if answering {
-                if a.status != AuthorizationStatus::Pending
-                    && a.challenges[c].status == ChallengeStatus::Pending
-                {
-                    return Err(Rejection::malformed(format!(
-                        "Unable to update challenge :: authorization must be pending, is {}",
-                        a.status.as_str()
-                    )));
-                }
-                if a.challenges[c].status == ChallengeStatus::Pending
-                    && a.challenges
-                        .iter()
-                        .all(|ch| ch.status == ChallengeStatus::Pending)
-                {
-                    a.challenges[c].status = ChallengeStatus::Processing;
-                    let key_authorization = format!("{}.{thumbprint}", a.challenges[c].token);
-                    let identifier = if a.wildcard {
-                        Identifier {
-                            kind: a.identifier.kind.clone(),
-                            value: format!("*.{}", a.identifier.value),
-                        }
-                    } else {
-                        a.identifier.clone()
-                    };
-                    job = Some((
-                        a.challenges[c].kind.clone(),
-                        identifier,
-                        a.challenges[c].token.clone(),
-                        key_authorization,
-                    ));
-                }
+            if a.challenges[c].status == ChallengeStatus::Pending
+                && a.challenges
+                    .iter()
+                    .all(|ch| ch.status == ChallengeStatus::Pending)
+            {
+                a.challenges[c].status = ChallengeStatus::Processing;
+                let key_authorization = format!("{}.{thumbprint}", a.challenges[c].token);
+                let identifier = if a.wildcard {
+                    Identifier {
+                        kind: a.identifier.kind.clone(),
+                        value: format!("*.{}", a.identifier.value),
+                    }
+                } else {
+                    a.identifier.clone()
+                };
+                job = Some((
+                    a.challenges[c].kind.clone(),
+                    identifier,
+                    a.challenges[c].token.clone(),
+                    key_authorization,
+                ));
             }
             job
         };
@@ -1666,15 +1765,7 @@ impl Ca {
                 }
             }
         }
-        let state = self.state();
-        let body = self.challenge_resource(&state, authz, c);
-        let url = self.authz_url(authz);
-        drop(state);
-        let mut response = self.json_response(StatusCode::OK, &body, None);
-        response
-            .headers
-            .append("link", header(&format!("<{url}>;rel=\"up\"")));
-        Ok(response)
+        Ok(())
     }
 
     fn record_validation(

@@ -173,6 +173,7 @@ pub(crate) enum Signer {
 pub(crate) struct Parsed {
     pub(crate) signer: Signer,
     pub(crate) nonce: Option<String>,
+    /// Empty when a v1 JWS has none.
     pub(crate) url: String,
     /// `None` for POST-as-GET (empty payload).
     pub(crate) payload: Option<Value>,
@@ -183,6 +184,32 @@ pub(crate) struct Parsed {
 
 /// Parses a flattened JWS body and checks its protected header's shape.
 pub(crate) fn parse(body: &[u8], accept_eddsa: bool) -> Result<Parsed, Rejection> {
+    parse_with(body, accept_eddsa, false)
+}
+
+/// Parses a flattened JWS body as Boulder's ACME v1 API did: `alg`, `jwk`
+/// and `nonce` in the protected header, no `kid` (the account is the key),
+/// `url` not required (and ignored: [`Parsed::url`] is then empty),
+/// unsupported algorithms are `malformed`, and a payload that is not JSON
+/// gives [`Parsed::payload`] `None` (the v1 checks report it after the
+/// signature and the nonce, as Boulder did).
+pub(crate) fn parse_v1(body: &[u8]) -> Result<Parsed, Rejection> {
+    parse_with(body, false, true)
+}
+
+fn parse_with(body: &[u8], accept_eddsa: bool, v1: bool) -> Result<Parsed, Rejection> {
+    if v1
+        && let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body)
+        && let Some(signatures) = map.get("signatures")
+    {
+        return Err(Rejection::malformed(
+            if signatures.as_array().is_some_and(|s| s.len() > 1) {
+                "Too many signatures in POST body"
+            } else {
+                "Parse error reading JWS: only the flattened JSON serialization is supported"
+            },
+        ));
+    }
     let jws: Flattened = serde_json::from_slice(body)
         .map_err(|e| Rejection::malformed(format!("Parse error reading JWS: {e}")))?;
     let header_bytes = b64_decode(&jws.protected)
@@ -195,6 +222,11 @@ pub(crate) fn parse(body: &[u8], accept_eddsa: bool) -> Result<Parsed, Rejection
         .ok_or_else(|| Rejection::malformed("JWS header has no alg"))?
         .to_owned();
     const ALGS: [&str; 4] = ["RS256", "ES256", "ES384", "EdDSA"];
+    if v1 && !["RS256", "ES256", "ES384"].contains(&alg.as_str()) {
+        return Err(Rejection::malformed(format!(
+            "JWS signature header contains unsupported algorithm {alg:?}, expected one of RS256, ES256, ES384 or ES512"
+        )));
+    }
     if !ALGS.contains(&alg.as_str()) || (alg == "EdDSA" && !accept_eddsa) {
         return Err(Rejection::new(
             ProblemType::BadSignatureAlgorithm,
@@ -203,6 +235,11 @@ pub(crate) fn parse(body: &[u8], accept_eddsa: bool) -> Result<Parsed, Rejection
         ));
     }
     let signer = match (header.get("jwk"), header.get("kid")) {
+        (_, Some(_)) if v1 => {
+            return Err(Rejection::malformed(
+                "JWS header contains a \"kid\": ACME v1 does not support \"kid\", the account is identified by its \"jwk\"",
+            ));
+        }
         (Some(_), Some(_)) => {
             return Err(Rejection::malformed(
                 "jwk and kid header fields are mutually exclusive",
@@ -217,6 +254,12 @@ pub(crate) fn parse(body: &[u8], accept_eddsa: bool) -> Result<Parsed, Rejection
                     "no signature algorithms suitable for given key type: Ed25519",
                 ));
             }
+            if v1 && key.expected_alg() != alg {
+                return Err(Rejection::malformed(format!(
+                    "JWS signature header algorithm {alg:?} does not match expected algorithm {:?} for JWK",
+                    key.expected_alg()
+                )));
+            }
             if key.expected_alg() != alg {
                 return Err(Rejection::new(
                     ProblemType::BadSignatureAlgorithm,
@@ -226,6 +269,7 @@ pub(crate) fn parse(body: &[u8], accept_eddsa: bool) -> Result<Parsed, Rejection
             }
             Signer::Jwk(key)
         }
+        (None, None) if v1 => return Err(Rejection::malformed("No JWK in JWS header")),
         (None, Some(kid)) => Signer::Kid(
             kid.as_str()
                 .ok_or_else(|| Rejection::malformed("kid is not a string"))?
@@ -233,11 +277,11 @@ pub(crate) fn parse(body: &[u8], accept_eddsa: bool) -> Result<Parsed, Rejection
         ),
         (None, None) => return Err(Rejection::malformed("JWS has neither jwk nor kid")),
     };
-    let url = header
-        .get("url")
-        .and_then(Value::as_str)
-        .ok_or_else(|| Rejection::malformed("JWS header has no url"))?
-        .to_owned();
+    let url = match header.get("url").and_then(Value::as_str) {
+        Some(url) => url.to_owned(),
+        None if v1 => String::new(),
+        None => return Err(Rejection::malformed("JWS header has no url")),
+    };
     let nonce = header
         .get("nonce")
         .and_then(Value::as_str)
@@ -247,10 +291,11 @@ pub(crate) fn parse(body: &[u8], accept_eddsa: bool) -> Result<Parsed, Rejection
     } else {
         let bytes = b64_decode(&jws.payload)
             .ok_or_else(|| Rejection::malformed("JWS payload is not base64url"))?;
-        Some(
-            serde_json::from_slice(&bytes)
-                .map_err(|_| Rejection::malformed("JWS payload is not JSON"))?,
-        )
+        match serde_json::from_slice(&bytes) {
+            Ok(payload) => Some(payload),
+            Err(_) if v1 => None,
+            Err(_) => return Err(Rejection::malformed("JWS payload is not JSON")),
+        }
     };
     let signature = b64_decode(&jws.signature)
         .ok_or_else(|| Rejection::malformed("JWS signature is not base64url"))?;

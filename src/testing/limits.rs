@@ -78,5 +78,4 @@ mod tests {
         let later = now + wait;
         assert!(b.check("k", &limit, later).is_ok());
     }
-
 }

@@ -19,6 +19,12 @@
 //! The [`Ledger`] records every certificate issued and every request per
 //! endpoint, so a test can assert "exactly one certificate for this set".
 //!
+//! With [`Dialect::V1`] the same CA speaks ACME v1 instead, exactly as Let's
+//! Encrypt's Boulder served it at `acme-v01` (directory keys `new-reg`,
+//! `new-authz`, `new-cert`, ..., `resource` in every payload, DER
+//! certificates, `urn:acme:error:*` problems), with the same validation,
+//! rate limits, CAA, fault script and ledger; see [`Dialect::V1`].
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -42,6 +48,7 @@
 //! # let _ = chain; Ok(()) }
 //! ```
 
+// `ca` also holds `v1` (src/testing/v1.rs): the ACME v1 dialect.
 mod ca;
 mod faults;
 mod jws;
@@ -66,6 +73,51 @@ use crate::error::{Error, Result};
 use crate::protocol::Identifier;
 use crate::transport::Endpoint;
 
+/// Which ACME protocol the test CA speaks. A CA speaks exactly one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Dialect {
+    /// RFC 8555 (ACME v2), as Boulder and Pebble serve it today. The default.
+    #[default]
+    V2,
+    /// The pre-RFC ACME v1 API as Let's Encrypt's Boulder served it at
+    /// `acme-v01.api.letsencrypt.org` until 2021, and nothing else: the
+    /// directory (at `/directory`) has `new-reg`, `new-authz`, `new-cert`,
+    /// `revoke-cert`, `key-change` and `meta.terms-of-service`, and no
+    /// `newNonce`.
+    ///
+    /// * JWS: flattened, protected header `{alg, jwk, nonce}`; `url` is not
+    ///   required (and ignored), `kid` is refused; every payload carries the
+    ///   `resource` of its endpoint (`new-reg`, `reg`, `new-authz`, `authz`,
+    ///   `challenge`, `new-cert`, `revoke-cert`, `key-change`). The account
+    ///   is the JWK. `Content-Type` is not checked, `Content-Length` is
+    ///   required.
+    /// * Every response carries a `Replay-Nonce` (errors, 404s and 405s
+    ///   too; not the fault script's bare 500s and 503s); `HEAD` on any URL
+    ///   gives one (there is no new-nonce).
+    /// * Errors are `application/problem+json` with `urn:acme:error:*`
+    ///   types and Boulder's statuses (409 for a registered key, 404, 405,
+    ///   411, 429 without `Retry-After`).
+    /// * new-reg 201 (`Location`, `Link` next and terms-of-service), then
+    ///   agreement through the registration URL (202); new-authz per
+    ///   identifier (201); challenge answers 202 with `Link` up; plain `GET`
+    ///   for authorizations; new-cert 201 with the DER leaf, `Location` and
+    ///   `Link` up to the DER intermediate; revoke-cert 200.
+    ///
+    /// Fault rules and the [`Ledger`] use the [`Endpoint`]s `new-reg` →
+    /// `NewAccount`, `reg` → `Account`, `new-authz` → `NewOrder`, `authz` →
+    /// `Authorization`, `challenge` → `Challenge`, `new-cert` → `Finalize`,
+    /// `cert` and `issuer-cert` → `Certificate`, `revoke-cert` → `Revoke`,
+    /// `key-change` → `KeyChange`, `directory` → `Directory`, any `HEAD`
+    /// → `NewNonce`. A certificate issued through new-cert is in
+    /// [`Ledger::certificates`] with the registration URL as `account` and
+    /// its certificate URL as `order`.
+    ///
+    /// The crate's [`Client`] speaks v2 only, so
+    /// [`TestCa::client`] is of no use with a v1 CA.
+    V1,
+}
+
 /// What the CA answers for a domain's CAA check at finalize.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -87,9 +139,10 @@ pub struct IssuedCertificate {
     pub serial: String,
     /// Its identifiers, sorted.
     pub identifiers: Vec<Identifier>,
-    /// The account URL it was issued to.
+    /// The account URL it was issued to (v1: the registration URL).
     pub account: String,
-    /// The order URL.
+    /// The order URL (for a certificate issued through ACME v1's new-cert,
+    /// which has no orders: the certificate URL).
     pub order: String,
     /// When.
     pub issued_at: SystemTime,
@@ -112,7 +165,8 @@ pub struct Ledger {
 /// A finalize request as the CA received it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FinalizeRecord {
-    /// The order URL.
+    /// The order URL (for a certificate issued through ACME v1's new-cert,
+    /// which has no orders: the certificate URL).
     pub order: String,
     /// The order's status when the request arrived.
     pub status_before: crate::protocol::OrderStatus,
@@ -257,6 +311,13 @@ impl TestCaBuilder {
         self
     }
 
+    /// The protocol to speak (default [`Dialect::V2`]). A [`Dialect::V1`] CA
+    /// serves only the ACME v1 directory and endpoints.
+    pub fn dialect(mut self, dialect: Dialect) -> Self {
+        self.config.dialect = dialect;
+        self
+    }
+
     /// Address to listen on (default `127.0.0.1:0`; must be loopback).
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.bind = addr;
@@ -318,6 +379,11 @@ impl TestCa {
     /// The directory URL.
     pub fn directory_url(&self) -> String {
         self.ca.directory_url()
+    }
+
+    /// The protocol it speaks.
+    pub fn dialect(&self) -> Dialect {
+        self.ca.dialect()
     }
 
     /// The address it listens on.

@@ -31,10 +31,6 @@ const MAX_CN_LEN: usize = 64;
 /// A CA certificate in both encodings.
 #[derive(Clone)]
 struct CaCert {
-    #[allow(
-        dead_code,
-        reason = "read by `Pki::root_der`, not wired into the CA yet"
-    )]
     der: Vec<u8>,
     pem: String,
 }
@@ -137,6 +133,11 @@ impl Pki {
     #[allow(dead_code, reason = "part of the PKI's API, not wired into the CA yet")]
     pub(crate) fn root_der(&self) -> Vec<u8> {
         self.root.der.clone()
+    }
+
+    /// The issuing intermediate certificate, DER (ACME v1's `issuer-cert`).
+    pub(crate) fn intermediate_der(&self) -> Vec<u8> {
+        self.intermediate.der.clone()
     }
 
     /// A rustls server configuration (ring provider, ALPN `http/1.1`) that

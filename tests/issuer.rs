@@ -1,0 +1,479 @@
+//! The exactly-once issuer against the embedded test CA: stored
+//! certificates reused without requests, crash-resume at every journal step
+//! (a helper process killed with SIGKILL), single flight in-process and
+//! across processes, the client-side rate-limit ledger, and store faults.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sturdy_acme::issuer::{IssuerStep, Limit, RateLimits, Source};
+use sturdy_acme::solver::http01::Http01Solver;
+use sturdy_acme::store::{CertKey, FileStore, Store, StoreError};
+use sturdy_acme::testing::TestCa;
+use sturdy_acme::{Endpoint, EnsureOptions, Error, ErrorClass, Identifier, Issuer};
+
+fn temp_store(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "sturdy-issuer-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+async fn issuer(ca: &TestCa, store: &Path) -> Issuer<FileStore> {
+    let client = ca.client().await.unwrap();
+    Issuer::builder(client, FileStore::open(store).unwrap())
+        .solver(Arc::new(Http01Solver::default()))
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_certificate_is_returned_without_a_request() {
+    let ca = TestCa::start().await.unwrap();
+    let dir = temp_store("stored");
+    let issuer = issuer(&ca, &dir).await;
+    let restarted = self::issuer(&ca, &dir).await;
+    let first = issuer
+        .ensure(&["stored.example"], &EnsureOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(first.source, Source::New);
+    let requests: u64 = ca.ledger().requests.values().sum();
+
+    // Same names in another order and case: the same certificate, no request.
+    let again = issuer
+        .ensure(&["STORED.example."], &EnsureOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(again.source, Source::Stored);
+    assert_eq!(again.certificate.serial, first.certificate.serial);
+    assert_eq!(ca.ledger().requests.values().sum::<u64>(), requests);
+
+    // Another issuer on the same store (a restart): still no request.
+    let third = restarted
+        .ensure(&["stored.example"], &EnsureOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(third.source, Source::Stored);
+    assert_eq!(ca.ledger().requests.values().sum::<u64>(), requests);
+    assert_eq!(ca.ledger().issued_for(&["stored.example"]), 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_is_due_after_the_configured_fraction() {
+    let ca = TestCa::start().await.unwrap();
+    let dir = temp_store("renew");
+    let client = ca.client().await.unwrap();
+    // Renew as soon as any time has passed: every ensure renews.
+    let issuer = Issuer::builder(client, FileStore::open(&dir).unwrap())
+        .solver(Arc::new(Http01Solver::default()))
+        .renew_after_fraction(0.0)
+        .build();
+    let a = issuer
+        .ensure(&["renew.example"], &EnsureOptions::default())
+        .await
+        .unwrap();
+    let b = issuer
+        .ensure(&["renew.example"], &EnsureOptions::default())
+        .await
+        .unwrap();
+    assert_ne!(a.certificate.serial, b.certificate.serial);
+    assert_eq!(ca.ledger().issued_for(&["renew.example"]), 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Crash-resume with a helper process killed by SIGKILL.
+
+const CHILD: &str = "STURDY_ISSUER_CHILD";
+
+/// The helper process: not a test unless `STURDY_ISSUER_CHILD` is set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_process_entry() {
+    if std::env::var(CHILD).is_err() {
+        return;
+    }
+    let var = |n: &str| std::env::var(n).unwrap();
+    let crash_at = std::env::var("CRASH_AT").ok();
+    let client = sturdy_acme::Client::builder(var("DIRECTORY"))
+        .root_certificates_pem(std::fs::read(var("ROOT_PEM")).unwrap())
+        .built_in_roots(false)
+        .build()
+        .await
+        .unwrap();
+    let store = FileStore::open(var("STORE_DIR")).unwrap();
+    // A short lease, so a killed child's lease expires quickly (a crashed
+    // holder cannot keep it forever).
+    let issuer = Issuer::builder(client, store)
+        .solver(Arc::new(Http01Solver::default()))
+        .lease_ttl(Duration::from_secs(2))
+        .on_step(move |_, step| {
+            let name = format!("{step:?}");
+            println!("STEP {name}");
+            if crash_at.as_deref() == Some(name.as_str()) {
+                println!("REACHED {name}");
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                // Wait here for the parent's SIGKILL.
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        })
+        .build();
+    let names: Vec<String> = var("NAMES").split(',').map(str::to_owned).collect();
+    let ensured = issuer
+        .ensure(&names, &EnsureOptions::default())
+        .await
+        .unwrap();
+    println!(
+        "SERIAL {} SOURCE {:?}",
+        ensured.certificate.serial, ensured.source
+    );
+}
+
+fn spawn_child(
+    ca: &TestCa,
+    root: &Path,
+    store: &Path,
+    names: &str,
+    crash_at: Option<&str>,
+) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "child_process_entry",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD, "1")
+    .env("DIRECTORY", ca.directory_url())
+    .env("ROOT_PEM", root)
+    .env("STORE_DIR", store)
+    .env("NAMES", names)
+    .env_remove("CRASH_AT")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    if let Some(step) = crash_at {
+        cmd.env("CRASH_AT", step);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// Reads the child's stdout until a line starting with `prefix`.
+fn wait_for_line(child: &mut Child, prefix: &str) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    // libtest may print "test child_process_entry ... " on the same line.
+    let found = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.find(prefix).map(|i| l[i..].to_owned()))
+        .unwrap_or_else(|| panic!("the child never printed {prefix:?}"));
+    // Keep draining in the background so the child never blocks on a pipe.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_every_journal_step_resumes_the_same_order() {
+    let ca = TestCa::start().await.unwrap();
+    let root = temp_store("root").with_extension("pem");
+    std::fs::write(&root, ca.root_pem()).unwrap();
+    for step in [
+        "OrderCreated",
+        "ChallengesAnswered",
+        "FinalizeSent",
+        "CertificateUrlKnown",
+        "Downloaded",
+    ] {
+        let store = temp_store(step);
+        let names = format!(
+            "{}.crash.example,www.{}.crash.example",
+            step.to_lowercase(),
+            step.to_lowercase()
+        );
+        let mut child = spawn_child(&ca, &root, &store, &names, Some(step));
+        let line = tokio::task::spawn_blocking({
+            let mut c = child;
+            move || {
+                let l = wait_for_line(&mut c, "REACHED");
+                (c, l)
+            }
+        })
+        .await
+        .unwrap();
+        child = line.0;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+
+        // A fresh process completes the same order.
+        let mut child = spawn_child(&ca, &root, &store, &names, None);
+        let (mut child, line) = tokio::task::spawn_blocking(move || {
+            let l = wait_for_line(&mut child, "SERIAL");
+            (child, l)
+        })
+        .await
+        .unwrap();
+        child.wait().unwrap();
+        assert!(line.contains("SOURCE Resumed"), "{step}: {line}");
+        let names: Vec<&str> = names.split(',').collect();
+        let ledger = ca.ledger();
+        assert_eq!(
+            ledger.issued_for(&names),
+            1,
+            "{step}: exactly one certificate"
+        );
+        let serial = line.split_whitespace().nth(1).unwrap();
+        assert!(
+            ledger.certificates.iter().any(|c| c.serial == serial),
+            "{step}: the stored certificate is the one the CA issued"
+        );
+        std::fs::remove_dir_all(&store).unwrap();
+    }
+    // One newOrder per case: the resumed runs never ordered again.
+    assert_eq!(ca.ledger().requests_to(Endpoint::NewOrder), 5);
+    std::fs::remove_file(&root).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_racing_on_one_set_issue_one_certificate() {
+    let ca = TestCa::builder()
+        .finalize_processing(Duration::from_millis(300))
+        .start()
+        .await
+        .unwrap();
+    let root = temp_store("race-root").with_extension("pem");
+    std::fs::write(&root, ca.root_pem()).unwrap();
+    let store = temp_store("race");
+    let a = spawn_child(&ca, &root, &store, "race.example", None);
+    let b = spawn_child(&ca, &root, &store, "race.example", None);
+    let (la, lb) = tokio::task::spawn_blocking(move || {
+        let (mut a, mut b) = (a, b);
+        let la = wait_for_line(&mut a, "SERIAL");
+        let lb = wait_for_line(&mut b, "SERIAL");
+        a.wait().unwrap();
+        b.wait().unwrap();
+        (la, lb)
+    })
+    .await
+    .unwrap();
+    let serial = |l: &str| l.split_whitespace().nth(1).unwrap().to_owned();
+    assert_eq!(serial(&la), serial(&lb), "both get the same certificate");
+    assert_eq!(ca.ledger().issued_for(&["race.example"]), 1);
+    assert!(
+        la.contains("SOURCE Stored") || lb.contains("SOURCE Stored"),
+        "{la} / {lb}"
+    );
+    std::fs::remove_dir_all(&store).unwrap();
+    std::fs::remove_file(&root).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_concurrent_ensures_over_ten_sets_issue_ten() {
+    let ca = TestCa::start().await.unwrap();
+    let dir = temp_store("concurrent");
+    let issuer = issuer(&ca, &dir).await;
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let issuer = issuer.clone();
+        tasks.push(tokio::spawn(async move {
+            let set = i % 10;
+            let names = [format!("c{set}.example"), format!("www.c{set}.example")];
+            issuer
+                .ensure(&names, &EnsureOptions::default())
+                .await
+                .map(|e| (set, e))
+        }));
+    }
+    let mut serials = std::collections::HashMap::new();
+    for t in tasks {
+        let (set, ensured) = t.await.unwrap().unwrap();
+        let s = serials
+            .entry(set)
+            .or_insert_with(|| ensured.certificate.serial.clone());
+        assert_eq!(*s, ensured.certificate.serial, "one certificate per set");
+    }
+    let ledger = ca.ledger();
+    assert_eq!(ledger.certificates.len(), 10);
+    assert_eq!(ledger.requests_to(Endpoint::NewAccount), 1, "one account");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_refuses_the_sixth_duplicate_locally_across_restarts() {
+    let week = Duration::from_secs(7 * 24 * 3600);
+    let limits = RateLimits {
+        duplicate_certificates: Some(Limit::new(5, week)),
+        ..RateLimits::none()
+    };
+    let ca = TestCa::builder()
+        .rate_limits(limits.clone())
+        .start()
+        .await
+        .unwrap();
+    let dir = temp_store("ledger");
+    let force = EnsureOptions {
+        force_new: true,
+        ..EnsureOptions::default()
+    };
+    let client = ca.client().await.unwrap();
+    let issuer = Issuer::builder(client, FileStore::open(&dir).unwrap())
+        .solver(Arc::new(Http01Solver::default()))
+        .rate_limits(limits.clone())
+        .build();
+    for _ in 0..5 {
+        issuer.ensure(&["dup.example"], &force).await.unwrap();
+    }
+    let orders = ca.ledger().requests_to(Endpoint::NewOrder);
+    let before = std::time::SystemTime::now();
+    let err = issuer.ensure(&["dup.example"], &force).await.unwrap_err();
+    assert!(matches!(err, Error::RateLimitedLocally { .. }), "{err}");
+    assert!(matches!(
+        err.class(),
+        ErrorClass::RateLimited { local: true, .. }
+    ));
+    let refill = week / 5;
+    let wait = err.retry_at().unwrap().duration_since(before).unwrap();
+    assert!(
+        wait.abs_diff(refill) < Duration::from_secs(5),
+        "{wait:?} vs {refill:?}"
+    );
+    assert_eq!(
+        ca.ledger().requests_to(Endpoint::NewOrder),
+        orders,
+        "no request sent"
+    );
+    assert_eq!(ca.ledger().issued_for(&["dup.example"]), 5);
+
+    // After a restart the refusal still holds.
+    let client = ca.client().await.unwrap();
+    let restarted = Issuer::builder(client, FileStore::open(&dir).unwrap())
+        .solver(Arc::new(Http01Solver::default()))
+        .rate_limits(limits)
+        .build();
+    let err = restarted
+        .ensure(&["dup.example"], &force)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::RateLimitedLocally { .. }), "{err}");
+    assert_eq!(ca.ledger().requests_to(Endpoint::NewOrder), orders);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_faults_are_typed_and_lose_nothing() {
+    let ca = TestCa::start().await.unwrap();
+    let dir = temp_store("faults");
+    let issuer = issuer(&ca, &dir).await;
+    let first = issuer
+        .ensure(&["faults.example"], &EnsureOptions::default())
+        .await
+        .unwrap();
+    let key = CertKey::new(&[Identifier::dns("faults.example").unwrap()]);
+    let cert_dir = dir.join("certs").join(key.file_stem());
+
+    // A corrupted certificate file: a typed error naming the file, nothing ordered.
+    let cert_json = cert_dir.join("cert.json");
+    let original = std::fs::read(&cert_json).unwrap();
+    let mut bad = original.clone();
+    let n = bad.len() / 2;
+    bad[n] ^= 0x20;
+    std::fs::write(&cert_json, &bad).unwrap();
+    let orders = ca.ledger().requests_to(Endpoint::NewOrder);
+    let err = issuer
+        .ensure(&["faults.example"], &EnsureOptions::default())
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Store(StoreError::Corrupted { path, .. }) => assert_eq!(path, &cert_json),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(ca.ledger().requests_to(Endpoint::NewOrder), orders);
+    assert!(cert_json.exists(), "the bad file is kept for a human");
+    std::fs::write(&cert_json, &original).unwrap();
+
+    // A truncated journal: typed error naming it.
+    let store = FileStore::open(&dir).unwrap();
+    let other = CertKey::new(&[Identifier::dns("journal.example").unwrap()]);
+    let journal_path = dir
+        .join("journals")
+        .join(format!("{}.json", other.file_stem()));
+    std::fs::create_dir_all(journal_path.parent().unwrap()).unwrap();
+    std::fs::write(
+        &journal_path,
+        b"{\"format\":\"sturdy-acme/1\",\"kind\":\"jour",
+    )
+    .unwrap();
+    let err = issuer
+        .ensure(&["journal.example"], &EnsureOptions::default())
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Store(StoreError::Corrupted { path, .. }) => assert_eq!(path, &journal_path),
+        other => panic!("{other:?}"),
+    }
+    assert!(store.load_journal(&other).await.is_err());
+    std::fs::remove_file(&journal_path).unwrap();
+
+    // An unusable store directory: a typed I/O error; the stored
+    // certificate is intact afterwards.
+    let journals = dir.join("journals");
+    std::fs::remove_dir_all(&journals).unwrap();
+    std::fs::write(&journals, b"not a directory").unwrap();
+    let err = issuer
+        .ensure(&["readonly.example"], &EnsureOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Store(StoreError::Io { .. })),
+        "{err:?}"
+    );
+    std::fs::remove_file(&journals).unwrap();
+    std::fs::create_dir(&journals).unwrap();
+    let again = issuer
+        .ensure(&["faults.example"], &EnsureOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(again.source, Source::Stored);
+    assert_eq!(again.certificate.serial, first.certificate.serial);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_are_reported_in_order() {
+    let ca = TestCa::start().await.unwrap();
+    let dir = temp_store("steps");
+    let client = ca.client().await.unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let issuer = Issuer::builder(client, FileStore::open(&dir).unwrap())
+        .solver(Arc::new(Http01Solver::default()))
+        .on_step(move |_, step| log.lock().unwrap().push(step))
+        .build();
+    issuer
+        .ensure(&["steps.example"], &EnsureOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            IssuerStep::OrderCreated,
+            IssuerStep::ChallengesAnswered,
+            IssuerStep::FinalizeSent,
+            IssuerStep::CertificateUrlKnown,
+            IssuerStep::Downloaded,
+            IssuerStep::Stored,
+        ]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
