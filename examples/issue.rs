@@ -20,16 +20,21 @@ use std::io::BufRead;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
+use sturdy_acme::issuer::Source;
 use sturdy_acme::solver::http01::Http01Responder;
-use sturdy_acme::store::{FileMode, write_file_atomic};
+use sturdy_acme::solver::http01::Http01Solver;
+use sturdy_acme::solver::{ChallengeAnswer, Solver, SolverFuture};
+use sturdy_acme::store::{FileMode, FileStore, write_file_atomic};
 use sturdy_acme::testing::{StaticDns, TestCa};
 use sturdy_acme::{
     AccountKey, AccountOptions, CertificateKey, CertificateKeyType, ChallengeType, Client, Csr,
     ExternalAccountKey, KeyAlgorithm, NewOrder, OrderStatus,
 };
+use sturdy_acme::{EnsureOptions, Issuer};
 
 #[derive(Parser, Debug)]
 #[command(about = "Issue a certificate from an ACME CA", version)]
@@ -81,6 +86,124 @@ struct Args {
     /// Prefer the chain whose top certificate was issued by this common name.
     #[arg(long)]
     preferred_chain: Option<String>,
+    /// Keep the account, certificates and in-flight orders in this directory:
+    /// a second run for the same names returns the stored certificate without
+    /// ordering, an interrupted run resumes its order.
+    #[arg(long, conflicts_with = "account_key")]
+    store: Option<PathBuf>,
+}
+
+/// dns-01 for `--directory embedded`: publishes into the CA's resolver.
+struct StaticDnsSolver(StaticDns);
+
+impl Solver for StaticDnsSolver {
+    fn challenge_type(&self) -> ChallengeType {
+        ChallengeType::Dns01
+    }
+    fn present<'a>(&'a self, answer: &'a ChallengeAnswer) -> SolverFuture<'a> {
+        self.0.add_txt(&answer.dns_name, &answer.dns_value);
+        step(format!(
+            "published TXT {} in the embedded CA's DNS",
+            answer.dns_name
+        ));
+        Box::pin(async { Ok(()) })
+    }
+    fn cleanup<'a>(&'a self, answer: &'a ChallengeAnswer) -> SolverFuture<'a> {
+        self.0.clear_txt(&answer.dns_name);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// dns-01 by hand: prints the record and waits for Enter.
+struct ManualDnsSolver;
+
+impl Solver for ManualDnsSolver {
+    fn challenge_type(&self) -> ChallengeType {
+        ChallengeType::Dns01
+    }
+    fn present<'a>(&'a self, answer: &'a ChallengeAnswer) -> SolverFuture<'a> {
+        step(format!(
+            "create TXT record {} with value \"{}\", then press Enter",
+            answer.dns_name, answer.dns_value
+        ));
+        Box::pin(async {
+            tokio::task::spawn_blocking(|| {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line).map(|_| ())
+            })
+            .await
+            .map_err(|e| sturdy_acme::Error::InvalidInput(e.to_string()))??;
+            Ok(())
+        })
+    }
+    fn cleanup<'a>(&'a self, answer: &'a ChallengeAnswer) -> SolverFuture<'a> {
+        step(format!("you may delete the TXT record {}", answer.dns_name));
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// `--store`: the exactly-once issuer does the whole order.
+async fn ensure_with_store(
+    args: &Args,
+    client: Client,
+    store_dir: PathBuf,
+    options: AccountOptions,
+    solver: Arc<dyn Solver>,
+    cert_key: CertificateKey,
+    started: Instant,
+) -> Result<(), AnyError> {
+    let store = FileStore::open(&store_dir)?;
+    let issuer = Issuer::builder(client.clone(), store)
+        .account_options(options)
+        .solver(solver)
+        .build();
+    let key_type = args.key_type.parse::<CertificateKeyType>()?;
+    drop(cert_key);
+    let ensured = issuer
+        .ensure(
+            &args.domains,
+            &EnsureOptions {
+                key_type,
+                preferred_chain: args.preferred_chain.clone(),
+                ..EnsureOptions::default()
+            },
+        )
+        .await?;
+    step(match ensured.source {
+        Source::Stored => format!(
+            "stored certificate {} is still good: no order sent",
+            ensured.certificate.serial
+        ),
+        Source::Resumed => format!(
+            "resumed an interrupted order: serial {}",
+            ensured.certificate.serial
+        ),
+        _ => format!("issued serial {}", ensured.certificate.serial),
+    });
+    let cert = &ensured.certificate;
+    let chain = sturdy_acme::CertificateChain::parse_pem(&cert.url, &cert.chain_pem)?;
+    let write = |name: &str, data: &[u8], mode| -> Result<(), AnyError> {
+        let path = args.out.join(name);
+        write_file_atomic(&path, data, mode)
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        step(format!("wrote {}", path.display()));
+        Ok(())
+    };
+    write("key.pem", cert.key_pem.as_bytes(), FileMode::Private)?;
+    write("cert.pem", chain.leaf_pem().as_bytes(), FileMode::Public)?;
+    write(
+        "chain.pem",
+        chain.issuers_pem().as_bytes(),
+        FileMode::Public,
+    )?;
+    write("fullchain.pem", chain.pem().as_bytes(), FileMode::Public)?;
+    step(format!(
+        "done in {:.2?} with {} requests ({})",
+        started.elapsed(),
+        client.request_stats().total(),
+        client.request_stats()
+    ));
+    Ok(())
 }
 
 fn step(msg: impl std::fmt::Display) {
@@ -231,7 +354,6 @@ async fn run(mut args: Args) -> Result<(), AnyError> {
     let client = builder.build().await?;
     step(format!("directory {directory} loaded"));
 
-    let account_key = load_or_create_account_key(args.account_key.as_deref(), account_alg)?;
     let mut options = AccountOptions::agreeing_to_terms();
     if let Some(contact) = &args.contact {
         options = options.contact(contact);
@@ -239,6 +361,27 @@ async fn run(mut args: Args) -> Result<(), AnyError> {
     if let (Some(kid), Some(hmac)) = (&args.eab_kid, &args.eab_hmac_key) {
         options = options.external_account(ExternalAccountKey::new(kid, hmac)?);
     }
+    if let Some(store_dir) = args.store.clone() {
+        let solver: Arc<dyn Solver> = match (&early_responder, &embedded, &challenge_type) {
+            (Some(r), _, _) => Arc::new(Http01Solver::for_responder(r)),
+            (None, Some(e), ChallengeType::Dns01) => Arc::new(StaticDnsSolver(e.dns.clone())),
+            (None, None, ChallengeType::Dns01) => Arc::new(ManualDnsSolver),
+            _ => {
+                let addr = SocketAddr::new(args.http_bind, args.http_port.unwrap_or(80));
+                let r = Http01Responder::bind(addr)
+                    .await
+                    .map_err(|e| format!("http-01 responder on {addr}: {e}"))?;
+                step(format!("http-01 responder listening on {}", r.local_addr()));
+                let solver = Arc::new(Http01Solver::for_responder(&r));
+                early_responder = Some(r);
+                solver
+            }
+        };
+        let _responder = early_responder.take();
+        return ensure_with_store(&args, client, store_dir, options, solver, cert_key, started)
+            .await;
+    }
+    let account_key = load_or_create_account_key(args.account_key.as_deref(), account_alg)?;
     let account = client.create_account(account_key, &options).await?;
     step(format!("account {}", account.url()));
 

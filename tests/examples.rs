@@ -149,3 +149,30 @@ async fn test_ca_example_serves_other_processes() {
     child.kill().await.unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn issue_with_a_store_reuses_the_stored_certificate() {
+    let store = temp_dir("issue-store");
+    let out = temp_dir("issue-store-out");
+    let run = || {
+        Command::new(example("issue"))
+            .args(["--directory", "embedded", "--domain", "stored.example"])
+            .arg("--store")
+            .arg(&store)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{stderr}");
+    assert!(stderr.contains("issued serial"), "{stderr}");
+    let second = run();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{stderr}");
+    assert!(stderr.contains("is still good: no order sent"), "{stderr}");
+    assert!(!stderr.contains("newOrder="), "no order request: {stderr}");
+    let _ = std::fs::remove_dir_all(&store);
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -42,6 +42,11 @@ impl CertificateChain {
         })
     }
 
+    /// Parses a PEM chain (leaf first), e.g. one read back from a store.
+    pub fn parse_pem(url: &str, text: &str) -> Result<Self, crate::Error> {
+        Self::from_pem(url, text, Vec::new()).map_err(crate::Error::InvalidInput)
+    }
+
     /// The URL it was downloaded from.
     pub fn url(&self) -> &str {
         &self.url
