@@ -462,6 +462,12 @@ impl<S: Store> Issuer<S> {
 
     /// Runs `f` on the ledger (loaded on first use), then persists it.
     async fn with_ledger<T>(&self, f: impl FnOnce(&mut RateLedger) -> T) -> Result<T> {
+        self.ledger_op(true, f).await
+    }
+
+    /// Runs `f` on the ledger; persists it only when `persist` (a check
+    /// changes nothing worth a durable write).
+    async fn ledger_op<T>(&self, persist: bool, f: impl FnOnce(&mut RateLedger) -> T) -> Result<T> {
         let directory = self.inner.client.directory_url().to_owned();
         let mut guard = self.inner.ledger.lock().await;
         if guard.is_none() {
@@ -570,7 +576,7 @@ impl<S: Store> Issuer<S> {
         let ids = key.identifiers().to_vec();
         let account_url = account.url().to_owned();
         let now = SystemTime::now();
-        self.with_ledger(|l| l.check_new_order(&account_url, &ids, now))
+        self.ledger_op(false, |l| l.check_new_order(&account_url, &ids, now))
             .await??;
         journal.step = JournalStep::Ordering;
         journal.order_attempts += 1;
