@@ -479,15 +479,17 @@ impl<S: Store> Issuer<S> {
         }
         let ledger = guard.as_mut().expect("loaded above");
         let out = f(ledger);
-        self.inner
-            .store
-            .save_ledger(
-                &directory,
-                &LedgerRecord {
-                    state: ledger.to_value(),
-                },
-            )
-            .await?;
+        if persist {
+            self.inner
+                .store
+                .save_ledger(
+                    &directory,
+                    &LedgerRecord {
+                        state: ledger.to_value(),
+                    },
+                )
+                .await?;
+        }
         Ok(out)
     }
 
