@@ -283,6 +283,8 @@ async fn run(mut args: Args) -> Result<(), AnyError> {
         "dns-01" => ChallengeType::Dns01,
         other => return Err(format!("unsupported --challenge {other:?} (http-01, dns-01)").into()),
     };
+    // Check the names before anything else happens.
+    let order_request = NewOrder::for_names(&args.domains)?;
     // The embedded CA validates http-01 against our responder on a free
     // loopback port: bind it first so the CA knows where to connect.
     let mut early_responder = None;
@@ -330,7 +332,6 @@ async fn run(mut args: Args) -> Result<(), AnyError> {
     if embedded.is_some() {
         args.root_ca = None;
     }
-    let order_request = NewOrder::for_names(&args.domains)?;
     let account_alg: KeyAlgorithm = args.account_key_type.parse()?;
     let cert_key = match &args.cert_key {
         Some(path) => {
