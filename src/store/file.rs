@@ -790,6 +790,7 @@ impl Inner {
         if let Some(current) = &current
             && current.until > now
             && current.holder != holder
+            && !holder_is_dead(current)
         {
             return Err(StoreError::LeaseHeld {
                 name: name.to_owned(),
@@ -801,11 +802,19 @@ impl Inner {
         while current.as_ref().is_some_and(|c| c.token == token) {
             token = random_token()?;
         }
+        if let Some(current) = &current
+            && current.until > now
+            && current.holder != holder
+        {
+            tracing::warn!(lease = %name, holder = %current.holder, pid = current.pid, "taking over the lease of a process that is gone");
+        }
         let lease = Lease {
             name: name.to_owned(),
             holder: holder.to_owned(),
             until: now.saturating_add(ceil_secs(ttl)),
             token,
+            host: this_host(),
+            pid: std::process::id(),
         };
         self.write_record(&path, "lease", &lease, FileMode::Private)?;
         Ok(lease)
@@ -850,6 +859,27 @@ impl Inner {
             _ => Ok(()),
         }
     }
+}
+
+/// This machine's name, as leases record it.
+fn this_host() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// True when the lease's holder was a process on this host that no longer
+/// exists (it crashed without releasing): its lease need not be waited out.
+fn holder_is_dead(lease: &Lease) -> bool {
+    if lease.pid == 0 || lease.host.is_empty() || lease.host != this_host() {
+        return false;
+    }
+    if lease.pid == std::process::id() {
+        return false;
+    }
+    let proc_root = Path::new("/proc");
+    proc_root.join("self").exists() && !proc_root.join(lease.pid.to_string()).exists()
 }
 
 enum CurrentKey {
@@ -1661,6 +1691,35 @@ mod tests {
         step("renew_lease", 2);
         store.release_lease(&lease).await.unwrap();
         step("release_lease", 0);
+    }
+
+    #[tokio::test]
+    async fn the_lease_of_a_dead_process_on_this_host_is_taken_over() {
+        let tmp = TempDir::new("dead-holder");
+        let store = FileStore::open(&tmp.0).unwrap();
+        let hour = Duration::from_secs(3600);
+        let lease = store.acquire_lease("crashy", "a", hour).await.unwrap();
+        // Rewrite the lease as if a process that has exited held it.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = child.id();
+        child.wait().unwrap();
+        let (path, _) = store.inner.lease_paths("crashy");
+        let dead = Lease {
+            pid: dead_pid,
+            ..lease.clone()
+        };
+        store
+            .inner
+            .write_record(&path, "lease", &dead, FileMode::Private)
+            .unwrap();
+        // Still within its hour, but its holder is gone: taken over.
+        let b = store.acquire_lease("crashy", "b", hour).await.unwrap();
+        assert_eq!(b.holder, "b");
+        // A live holder (this process) is waited for.
+        assert!(matches!(
+            store.acquire_lease("crashy", "c", hour).await,
+            Err(StoreError::LeaseHeld { .. })
+        ));
     }
 
     #[tokio::test]

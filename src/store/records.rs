@@ -200,4 +200,11 @@ pub struct Lease {
     pub until: u64,
     /// A token that changes every time the lease is (re)acquired.
     pub token: u64,
+    /// The host of the process holding it (a store may use it to free the
+    /// lease of a crashed process on the same host before it expires).
+    #[serde(default)]
+    pub host: String,
+    /// The process id of the holder (0: unknown).
+    #[serde(default)]
+    pub pid: u32,
 }
