@@ -11,6 +11,9 @@
 //! process (really validating http-01 against the built-in responder, or
 //! dns-01 against records the tool publishes into the CA's resolver) and
 //! also writes the CA's root as `ca-root.pem`: nothing but cargo is needed.
+//! `--directory embedded-v1` does the same with the test CA speaking ACME
+//! v1 (Boulder's legacy `acme-v01` dialect); the tool is the same, the
+//! client detects the dialect from the directory.
 //!
 //! Prints one line per step on stderr; exits non-zero with a clear message
 //! on any error. Writes `cert.pem` (leaf), `chain.pem` (issuers),
@@ -29,7 +32,7 @@ use sturdy_acme::solver::http01::Http01Responder;
 use sturdy_acme::solver::http01::Http01Solver;
 use sturdy_acme::solver::{ChallengeAnswer, Solver, SolverFuture};
 use sturdy_acme::store::{FileMode, FileStore, write_file_atomic};
-use sturdy_acme::testing::{StaticDns, TestCa};
+use sturdy_acme::testing::{Dialect, StaticDns, TestCa};
 use sturdy_acme::{
     AccountKey, AccountOptions, CertificateKey, CertificateKeyType, ChallengeType, Client, Csr,
     ExternalAccountKey, KeyAlgorithm, NewOrder, OrderStatus,
@@ -39,8 +42,9 @@ use sturdy_acme::{EnsureOptions, Issuer};
 #[derive(Parser, Debug)]
 #[command(about = "Issue a certificate from an ACME CA", version)]
 struct Args {
-    /// Directory URL, or `letsencrypt`, `letsencrypt-staging`, or `embedded`
-    /// (an in-process test CA).
+    /// Directory URL (ACME v2 or v1), or `letsencrypt`,
+    /// `letsencrypt-staging`, `embedded` (an in-process test CA) or
+    /// `embedded-v1` (the same, speaking ACME v1).
     #[arg(long)]
     directory: String,
     /// A name (or IP address) to put in the certificate; repeat for more.
@@ -288,7 +292,7 @@ async fn run(mut args: Args) -> Result<(), AnyError> {
     // The embedded CA validates http-01 against our responder on a free
     // loopback port: bind it first so the CA knows where to connect.
     let mut early_responder = None;
-    let embedded = if args.directory == "embedded" {
+    let embedded = if args.directory == "embedded" || args.directory == "embedded-v1" {
         let dns = StaticDns::new();
         let http_port = if challenge_type == ChallengeType::Http01 {
             let r = Http01Responder::bind(SocketAddr::from((
@@ -303,7 +307,13 @@ async fn run(mut args: Args) -> Result<(), AnyError> {
         } else {
             0
         };
+        let dialect = if args.directory == "embedded-v1" {
+            Dialect::V1
+        } else {
+            Dialect::V2
+        };
         let ca = TestCa::builder()
+            .dialect(dialect)
             .real_validation(http_port, 0, std::sync::Arc::new(dns.clone()))
             .start()
             .await?;
@@ -353,7 +363,10 @@ async fn run(mut args: Args) -> Result<(), AnyError> {
         builder = builder.root_certificates_pem(pem);
     }
     let client = builder.build().await?;
-    step(format!("directory {directory} loaded"));
+    step(format!(
+        "directory {directory} loaded ({})",
+        client.dialect()
+    ));
 
     let mut options = AccountOptions::agreeing_to_terms();
     if let Some(contact) = &args.contact {

@@ -22,6 +22,15 @@
 //! download the [`CertificateChain`] (choosing among alternate chains by
 //! issuer if you like).
 //!
+//! The same API speaks ACME v1, the pre-RFC dialect Let's Encrypt's Boulder
+//! served until 2021 (and that legacy integrations, private CAs and
+//! appliances still speak): the [`Client`] detects it from the directory
+//! ([`Client::dialect`]), and what v1 lacks is refused with
+//! [`Error::Unsupported`]. A v1 `new-cert` whose answer is lost cannot be
+//! read back from the CA; the client records every one, asks a
+//! [`CertificateFinder`] before repeating, and refuses to repeat past the
+//! CA's duplicate-certificate budget.
+//!
 //! Errors keep what a retry policy needs: the RFC 7807 [`Problem`] whole
 //! (type, detail, subproblems with their identifiers), the HTTP status, the
 //! parsed `Retry-After` and the request URL. [`Error::is_rate_limited`],
@@ -102,15 +111,15 @@ pub mod testing;
 pub mod transport;
 
 pub use client::{
-    Account, AccountOptions, Authorization, CertificateChain, Challenge, Client, ClientBuilder,
-    NewOrder, Order, PollPolicy, RevocationReason,
+    Account, AccountOptions, Authorization, CertificateChain, CertificateFinder, Challenge, Client,
+    ClientBuilder, NewOrder, Order, PollPolicy, RevocationReason,
 };
 pub use crypto::{
     AccountKey, CertificateKey, CertificateKeyType, Csr, ExternalAccountKey, KeyAlgorithm,
 };
 pub use error::{Error, ErrorClass, Problem, ProblemType, Result, RetryAfter};
 pub use issuer::{EnsureOptions, Ensured, Issuer};
-pub use protocol::{ChallengeType, Identifier, OrderStatus};
+pub use protocol::{ChallengeType, Dialect, Identifier, OrderStatus};
 pub use transport::{Endpoint, RequestStats};
 
 /// The README's code compiles.

@@ -1,5 +1,7 @@
 //! The embedded test CA in ACME v1 mode (`Dialect::V1`), spoken to by hand:
-//! the crate has no v1 client yet, so every JWS is built here with ring.
+//! every JWS is built here with ring, independently of the crate's own v1
+//! client (tests/embedded_v1.rs), so the server is checked against the
+//! reference rather than against the client.
 //! What is checked is what Boulder's acme-v01 did (see the v1 wire reference).
 
 mod common;

@@ -176,3 +176,49 @@ fn issue_with_a_store_reuses_the_stored_certificate() {
     let _ = std::fs::remove_dir_all(&store);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn issue_works_unchanged_against_an_embedded_v1_ca() {
+    for challenge in ["http-01", "dns-01"] {
+        let out = temp_dir(&format!("issue-v1-{challenge}"));
+        let output = Command::new(example("issue"))
+            .args(["--directory", "embedded-v1", "--domain", "v1.example"])
+            .args(["--domain", "www.v1.example", "--challenge", challenge])
+            .arg("--out")
+            .arg(&out)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        assert!(stderr.contains("(ACME v1)"), "{stderr}");
+        assert!(stderr.contains("finalize=1"), "one new-cert: {stderr}");
+        let root = std::fs::read_to_string(out.join("ca-root.pem")).unwrap();
+        let full = std::fs::read_to_string(out.join("fullchain.pem")).unwrap();
+        assert_eq!(common::pem_certs(&full).len(), 2, "leaf + issuer");
+        verify::verify_chain(&full, &[root], &["v1.example", "www.v1.example"], &[]);
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+
+    // The exactly-once issuer too (its journal keeps the v1 order's URL).
+    let store = temp_dir("issue-v1-store");
+    let out = temp_dir("issue-v1-store-out");
+    let output = Command::new(example("issue"))
+        .args([
+            "--directory",
+            "embedded-v1",
+            "--domain",
+            "stored.v1.example",
+        ])
+        .arg("--store")
+        .arg(&store)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("issued serial"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&store);
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -1,15 +1,19 @@
 //! Accounts (RFC 8555 §7.3): create, find, update, deactivate, key change,
 //! and everything signed with the account key (orders, revocation).
+//!
+//! With an ACME v1 CA the account is a registration: `new-reg` (409 with
+//! the registration's URL for a known key), updates through the
+//! registration URL, every request signed with the key's JWK.
 
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
-use super::{Client, NewOrder, Order};
+use super::{Client, NewOrder, Order, v1};
 use crate::crypto::jws::{self, KeyId};
 use crate::crypto::{AccountKey, ExternalAccountKey, b64};
 use crate::error::{Error, ErrorClass, ProblemType, Result};
-use crate::protocol::{AccountResource, OrderResource, v2};
+use crate::protocol::{AccountResource, Dialect, OrderResource, v2};
 use crate::transport::{Endpoint, Response};
 
 /// What to register an account with.
@@ -110,6 +114,12 @@ pub(crate) async fn revoke(
     })
     .expect("payload serializes");
     let url = client.directory().revoke_cert.clone();
+    if url.is_empty() {
+        return Err(Error::Unsupported(
+            "this CA's directory has no revocation endpoint".into(),
+        ));
+    }
+    let v1 = client.dialect() == Dialect::V1;
     let transport = client.transport();
     let mut retrying = transport.retrying(Endpoint::Revoke, &url);
     let mut outcome_unknown = false;
@@ -117,6 +127,7 @@ pub(crate) async fn revoke(
         match transport
             .post_once(Endpoint::Revoke, &url, key, key_id, Some(&payload), None)
             .await
+            .map_err(|e| if v1 { v1::already_revoked(e) } else { e })
         {
             Ok(_) => return Ok(()),
             Err(e) if outcome_unknown && e.problem_type() == Some(&ProblemType::AlreadyRevoked) => {
@@ -170,6 +181,9 @@ impl Account {
         key: AccountKey,
         options: &AccountOptions,
     ) -> Result<Self> {
+        if client.dialect() == Dialect::V1 {
+            return v1::create_account(client, key, options).await;
+        }
         let directory = client.directory();
         if directory.meta.external_account_required && options.external_account.is_none() {
             return Err(Error::InvalidInput(
@@ -235,9 +249,32 @@ impl Account {
         ))
     }
 
-    /// The account URL (the `kid` of its requests).
+    /// The account URL (the `kid` of its requests; for ACME v1 the
+    /// registration URL, requests being signed with the JWK).
     pub fn url(&self) -> &str {
         &self.inner.url
+    }
+
+    /// The dialect of the CA this account lives at.
+    pub fn dialect(&self) -> Dialect {
+        self.inner.client.dialect()
+    }
+
+    fn is_v1(&self) -> bool {
+        self.dialect() == Dialect::V1
+    }
+
+    /// ACME v1: an idempotent POST to the registration URL.
+    async fn post_reg(&self, payload: &Value) -> Result<AccountResource> {
+        let (resource, _) = v1::post_reg(
+            &self.inner.client,
+            &self.inner.key,
+            &self.inner.url,
+            payload,
+        )
+        .await?;
+        self.remember(&resource);
+        Ok(resource)
     }
 
     /// The account key.
@@ -312,8 +349,12 @@ impl Account {
             .await
     }
 
-    /// Fetches the account object (POST-as-GET).
+    /// Fetches the account object (POST-as-GET; ACME v1: a POST of
+    /// `{"resource": "reg"}` to the registration URL).
     pub async fn refresh(&self) -> Result<AccountResource> {
+        if self.is_v1() {
+            return self.post_reg(&json!({})).await;
+        }
         let resource: AccountResource = self
             .post_json(Endpoint::Account, &self.inner.url, None)
             .await?
@@ -329,6 +370,9 @@ impl Account {
             status: None,
         })
         .expect("payload serializes");
+        if self.is_v1() {
+            return self.post_reg(&payload).await;
+        }
         let resource: AccountResource = self
             .post_json(Endpoint::Account, &self.inner.url, Some(&payload))
             .await?
@@ -341,6 +385,9 @@ impl Account {
     /// request signed by it.
     pub async fn deactivate(&self) -> Result<AccountResource> {
         let payload = json!({"status": "deactivated"});
+        if self.is_v1() {
+            return self.post_reg(&payload).await;
+        }
         let resource: AccountResource = self
             .post_json(Endpoint::Account, &self.inner.url, Some(&payload))
             .await?
@@ -351,14 +398,34 @@ impl Account {
 
     /// Rolls the account over to `new_key` (RFC 8555 §7.3.5) and returns the
     /// account as signed by the new key. This `Account` (old key) stops working.
+    ///
+    /// ACME v1: Boulder's key-change (the inner JWS, signed by the new key,
+    /// carries `{account, newKey}`).
     pub async fn change_key(&self, new_key: AccountKey) -> Result<Account> {
+        if self.is_v1() {
+            v1::change_key(self, &new_key).await?;
+            tracing::info!(account = %self.inner.url, "account key changed (v1)");
+            return Ok(Self::from_parts(
+                self.inner.client.clone(),
+                Arc::new(new_key),
+                self.inner.url.clone(),
+                self.resource(),
+            ));
+        }
         let url = self.inner.client.directory().key_change.clone();
         let inner_payload = serde_json::to_value(v2::KeyChange {
             account: &self.inner.url,
             old_key: self.inner.key.jwk(),
         })
         .expect("payload serializes");
-        let inner = jws::sign(&new_key, KeyId::Jwk, None, &url, Some(&inner_payload))?;
+        let inner = jws::sign(
+            &new_key,
+            KeyId::Jwk,
+            None,
+            &url,
+            Some(&inner_payload),
+            Dialect::V2,
+        )?;
         // Not idempotent: after an unknown outcome, ask the CA whether the
         // new key already owns the account before sending it again.
         let mut retrying = self
@@ -425,11 +492,24 @@ impl Account {
     /// idempotent: after a failure whose outcome is unknown it is repeated,
     /// which a Boulder-style CA answers with the order it already created
     /// (it hands back a pending order for the same names).
+    ///
+    /// ACME v1: one `new-authz` per identifier (DNS names only: IP
+    /// identifiers, wildcards and notBefore/notAfter are
+    /// [`Error::Unsupported`]); the order is the client's own (see [`Order`]).
     pub async fn new_order(&self, order: &NewOrder) -> Result<Order> {
         let client = &self.inner.client;
+        if self.is_v1() {
+            v1::check_order(order)?;
+        }
         client
             .rate_gate()
             .check(&self.inner.url, order.identifiers())?;
+        if self.is_v1() {
+            let (reference, states) = v1::new_authorizations(self, order).await?;
+            let order = Order::new_v1(self.clone(), reference, &states);
+            tracing::info!(order = %order.url(), status = order.status().as_str(), "v1 order created");
+            return Ok(order);
+        }
         let payload = order.payload();
         let url = client.directory().new_order.clone();
         let mut retrying = client.transport().retrying(Endpoint::NewOrder, &url);
@@ -455,7 +535,13 @@ impl Account {
     }
 
     /// Loads an existing order by URL (e.g. one recorded before a restart).
+    ///
+    /// ACME v1: `url` is an [`Order::url`] (the client-side order's
+    /// reference); its authorizations are read again.
     pub async fn order(&self, url: &str) -> Result<Order> {
+        if self.is_v1() {
+            return Order::load_v1(self.clone(), url).await;
+        }
         let state: OrderResource = self.post_json(Endpoint::Order, url, None).await?.0;
         Ok(Order::new(self.clone(), url.to_owned(), state))
     }
@@ -463,7 +549,14 @@ impl Account {
     /// The URLs in the account's orders list (RFC 8555 §7.1.2.1), following
     /// `Link: rel="next"` pages (at most `max_pages`, to bound a hostile
     /// server).
+    ///
+    /// ACME v1 has no orders list: [`Error::Unsupported`].
     pub async fn order_urls(&self, max_pages: usize) -> Result<Vec<String>> {
+        if self.is_v1() {
+            return Err(Error::Unsupported(
+                "ACME v1 has no orders list (orders are client-side)".into(),
+            ));
+        }
         let mut next = match self.resource() {
             Some(r) => r.orders,
             None => self.refresh().await?.orders,

@@ -42,6 +42,34 @@ impl CertificateChain {
         })
     }
 
+    /// A chain from DER certificates (leaf first), e.g. ACME v1's DER leaf
+    /// and the issuers its `Link: rel="up"` led to.
+    pub(crate) fn from_der(url: &str, der: Vec<Vec<u8>>) -> Result<Self, String> {
+        if der.is_empty() {
+            return Err("certificate chain holds no certificate".into());
+        }
+        for d in &der {
+            X509Certificate::from_der(d)
+                .map_err(|e| format!("invalid certificate in chain: {e}"))?;
+        }
+        let pem = der
+            .iter()
+            .map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d.as_slice())))
+            .collect();
+        Ok(Self {
+            url: url.to_owned(),
+            pem,
+            der,
+            alternates: Vec::new(),
+        })
+    }
+
+    /// The same chain, labelled with another URL.
+    pub(crate) fn with_url(mut self, url: &str) -> Self {
+        self.url = url.to_owned();
+        self
+    }
+
     /// Parses a PEM chain (leaf first), e.g. one read back from a store.
     pub fn parse_pem(url: &str, text: &str) -> Result<Self, crate::Error> {
         Self::from_pem(url, text, Vec::new()).map_err(crate::Error::InvalidInput)

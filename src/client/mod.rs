@@ -1,5 +1,14 @@
 //! The typed protocol API: [`Client`] (one CA), [`Account`], [`Order`],
 //! [`Authorization`], [`Challenge`], [`CertificateChain`].
+//!
+//! The same types speak both ACME dialects ([`Dialect`]): RFC 8555 (v2)
+//! and the pre-RFC v1 that Boulder served at `acme-v01`. The client learns
+//! the dialect from the directory. In v1 an order is client-side (one
+//! `new-authz` per identifier, then `new-cert`); what v1 lacks (orders
+//! lists, account lookup without registering, external account binding,
+//! IP identifiers, wildcards, notBefore/notAfter) is refused with
+//! [`Error::Unsupported`]. See [`CertificateFinder`] and
+//! [`ClientBuilder::new_cert_budget`] for v1's lost-response trap.
 
 mod account;
 mod authorization;
@@ -7,6 +16,7 @@ mod certificate;
 mod order;
 mod poll;
 mod rate_gate;
+mod v1;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,11 +29,12 @@ pub use authorization::{Authorization, Challenge};
 pub use certificate::CertificateChain;
 pub use order::{NewOrder, Order};
 pub use poll::PollPolicy;
+pub use v1::{CertificateFinder, FindFuture};
 
 use crate::crypto::jws::KeyId;
 use crate::crypto::{AccountKey, CertificateKey};
 use crate::error::{Error, Result};
-use crate::protocol::Directory;
+use crate::protocol::{Dialect, Directory};
 use crate::retry::{Event, Events, RetryPolicy};
 use crate::transport::{Endpoint, RequestStats, Transport, TransportConfig};
 
@@ -51,6 +62,9 @@ struct ClientInner {
     directory: Directory,
     directory_url: String,
     poll: PollPolicy,
+    dialect: Dialect,
+    new_certs: v1::NewCertLedger,
+    finder: Option<v1::Finder>,
 }
 
 /// Builds a [`Client`]; see [`Client::builder`].
@@ -65,6 +79,10 @@ pub struct ClientBuilder {
     transport: TransportConfig,
     poll: PollPolicy,
     timeouts: bool,
+    dialect: Option<Dialect>,
+    new_cert_timeout: Duration,
+    new_cert_budget: (u32, Duration),
+    finder: Option<v1::Finder>,
 }
 
 impl ClientBuilder {
@@ -146,6 +164,44 @@ impl ClientBuilder {
         self
     }
 
+    /// Speak this dialect instead of detecting it from the directory (the
+    /// directory must still have the dialect's endpoints).
+    pub fn dialect(mut self, dialect: Dialect) -> Self {
+        self.dialect = Some(dialect);
+        self
+    }
+
+    /// The timeout of an ACME v1 `new-cert` (default 90 s, certbot's
+    /// issuance timeout). v1 issues synchronously inside that one request,
+    /// and an answer lost to a timeout cannot be read back from the CA, so
+    /// it gets longer than [`ClientBuilder::timeout`]. Not applied with
+    /// [`ClientBuilder::no_timeouts`].
+    pub fn new_cert_timeout(mut self, timeout: Duration) -> Self {
+        self.new_cert_timeout = timeout;
+        self
+    }
+
+    /// How many ACME v1 `new-cert` requests this client sends for one exact
+    /// set of identifiers within `window` (default 5 per 7 days, Let's
+    /// Encrypt's duplicate-certificate limit). Every attempt is recorded
+    /// before it is sent; one whose answer was lost counts, since the CA may
+    /// have issued the certificate. Past the budget, [`Order::finalize`]
+    /// refuses with [`Error::RateLimitedLocally`] (scope `ExactSet`) instead
+    /// of walking into the CA's limit. Kept in memory, per client.
+    pub fn new_cert_budget(mut self, max_requests: u32, window: Duration) -> Self {
+        self.new_cert_budget = (max_requests, window);
+        self
+    }
+
+    /// How to find a certificate the CA issued although the answer to the
+    /// ACME v1 `new-cert` was lost (e.g. a Certificate Transparency
+    /// search); consulted before any `new-cert` is repeated. See
+    /// [`CertificateFinder`].
+    pub fn certificate_finder(mut self, finder: Arc<dyn CertificateFinder>) -> Self {
+        self.finder = Some(v1::Finder(finder));
+        self
+    }
+
     /// Fetches the directory and returns the client.
     pub async fn build(self) -> Result<Client> {
         let url = url::Url::parse(&self.directory_url)
@@ -158,6 +214,7 @@ impl ClientBuilder {
         }
         let mut transport_config = self.transport.clone();
         transport_config.allow_http = url.scheme() == "http";
+        transport_config.new_cert_timeout = self.timeouts.then_some(self.new_cert_timeout);
 
         let mut roots = rustls::RootCertStore::empty();
         if self.built_in_roots {
@@ -207,19 +264,25 @@ impl ClientBuilder {
         let response = transport
             .get(Endpoint::Directory, &self.directory_url)
             .await?;
-        let directory =
-            parse_directory(&response.body).map_err(|reason| Error::InvalidResponse {
-                request: Box::new(crate::error::RequestInfo {
-                    method: "GET",
-                    url: self.directory_url.clone(),
-                    status: Some(response.status),
-                    retry_after: None,
-                }),
-                reason,
+        let (dialect, directory) =
+            parse_directory(&response.body, self.dialect).map_err(|reason| {
+                Error::InvalidResponse {
+                    request: Box::new(crate::error::RequestInfo {
+                        method: "GET",
+                        url: self.directory_url.clone(),
+                        status: Some(response.status),
+                        retry_after: None,
+                    }),
+                    reason,
+                }
             })?;
-        transport.set_new_nonce_url(directory.new_nonce.clone());
+        transport.set_dialect(dialect);
+        if dialect == Dialect::V2 {
+            transport.set_new_nonce_url(directory.new_nonce.clone());
+        }
         tracing::info!(
             directory = %self.directory_url,
+            dialect = dialect.as_str(),
             terms = directory.meta.terms_of_service.as_deref(),
             eab_required = directory.meta.external_account_required,
             "ACME directory loaded"
@@ -231,28 +294,63 @@ impl ClientBuilder {
                 directory,
                 directory_url: self.directory_url,
                 poll: self.poll,
+                dialect,
+                new_certs: v1::NewCertLedger::new(self.new_cert_budget.0, self.new_cert_budget.1),
+                finder: self.finder,
             }),
         })
     }
 }
 
-/// Parses a v2 directory, naming what was found when it is not one.
-fn parse_directory(body: &[u8]) -> std::result::Result<Directory, String> {
+/// The v2 directory keys a client needs.
+const V2_KEYS: [&str; 3] = ["newNonce", "newAccount", "newOrder"];
+
+/// Parses a directory of the `forced` dialect, or detects it: `newNonce`,
+/// `newAccount` and `newOrder` make a v2 directory; `new-reg`, `new-authz`
+/// and `new-cert` without `newNonce` a v1 one. Anything else is refused,
+/// naming the keys found.
+fn parse_directory(
+    body: &[u8],
+    forced: Option<Dialect>,
+) -> std::result::Result<(Dialect, Directory), String> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| format!("directory is not JSON: {e}"))?;
     let Some(obj) = value.as_object() else {
         return Err("directory is not a JSON object".into());
     };
-    for key in ["newNonce", "newAccount", "newOrder"] {
-        if !obj.contains_key(key) {
+    let has = |keys: &[&str]| keys.iter().all(|k| obj.contains_key(*k));
+    let dialect = match forced {
+        Some(d) => d,
+        None if has(&V2_KEYS) => Dialect::V2,
+        None if has(&crate::protocol::v1::DIRECTORY_KEYS) && !obj.contains_key("newNonce") => {
+            Dialect::V1
+        }
+        None => {
             let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
             keys.sort_unstable();
             return Err(format!(
-                "not an ACME v2 directory: no {key:?}; found keys {keys:?}"
+                "not an ACME directory: neither v2 (newNonce, newAccount, newOrder) \
+                 nor v1 (new-reg, new-authz, new-cert); found keys {keys:?}"
             ));
         }
+    };
+    match dialect {
+        Dialect::V1 => crate::protocol::v1::directory(obj).map(|d| (Dialect::V1, d)),
+        _ => {
+            for key in V2_KEYS {
+                if !obj.contains_key(key) {
+                    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+                    keys.sort_unstable();
+                    return Err(format!(
+                        "not an ACME v2 directory: no {key:?}; found keys {keys:?}"
+                    ));
+                }
+            }
+            serde_json::from_value(value)
+                .map(|d| (Dialect::V2, d))
+                .map_err(|e| format!("malformed directory: {e}"))
+        }
     }
-    serde_json::from_value(value).map_err(|e| format!("malformed directory: {e}"))
 }
 
 impl Client {
@@ -271,9 +369,14 @@ impl Client {
                 allow_http: false,
                 retry: RetryPolicy::default(),
                 events: Events::default(),
+                new_cert_timeout: None,
             },
             poll: PollPolicy::default(),
             timeouts: true,
+            dialect: None,
+            new_cert_timeout: Duration::from_secs(90),
+            new_cert_budget: (5, Duration::from_secs(7 * 24 * 3600)),
+            finder: None,
         }
     }
 
@@ -283,8 +386,21 @@ impl Client {
     }
 
     /// The directory.
+    ///
+    /// For an ACME v1 CA it is filled from the v1 directory: `new_nonce` is
+    /// empty (v1 has none), `new_account` is `new-reg`, `new_order` is
+    /// `new-authz`, `revoke_cert` and `key_change` are `revoke-cert` and
+    /// `key-change` (empty when absent), `meta.terms_of_service` comes from
+    /// `meta.terms-of-service`, and every v1 member is also kept verbatim
+    /// in `extra` (`extra["new-cert"]` is the new-cert URL).
     pub fn directory(&self) -> &Directory {
         &self.inner.directory
+    }
+
+    /// The dialect the CA speaks (detected from the directory or forced
+    /// with [`ClientBuilder::dialect`]).
+    pub fn dialect(&self) -> Dialect {
+        self.inner.dialect
     }
 
     /// The directory URL this client was built from.
@@ -299,6 +415,12 @@ impl Client {
 
     /// Registers an account for `key` (or returns the existing one for that
     /// key: RFC 8555 §7.3 answers 200 instead of 201).
+    ///
+    /// ACME v1: `new-reg` (a registered key answers 409 with its
+    /// registration's URL); agreeing to the terms sends the agreement
+    /// (`meta.terms-of-service`, or the answer's
+    /// `Link: rel="terms-of-service"`) in new-reg or, for an existing
+    /// registration, to the registration URL.
     pub async fn create_account(
         &self,
         key: AccountKey,
@@ -309,7 +431,18 @@ impl Client {
 
     /// Looks up the account of `key` without creating one
     /// (`onlyReturnExisting`); `accountDoesNotExist` if there is none.
+    ///
+    /// ACME v1 has no such lookup: [`Error::Unsupported`] (there,
+    /// [`Client::create_account`] with a registered key returns its
+    /// registration).
     pub async fn find_account(&self, key: AccountKey) -> Result<Account> {
+        if self.dialect() == Dialect::V1 {
+            return Err(Error::Unsupported(
+                "ACME v1 has no account lookup without registering (onlyReturnExisting): \
+                 create_account with the same key returns the existing registration"
+                    .into(),
+            ));
+        }
         Account::find(self.clone(), key).await
     }
 
@@ -340,5 +473,46 @@ impl Client {
 
     pub(crate) fn poll_policy(&self) -> &PollPolicy {
         &self.inner.poll
+    }
+
+    pub(crate) fn new_certs(&self) -> &v1::NewCertLedger {
+        &self.inner.new_certs
+    }
+
+    pub(crate) fn certificate_finder(&self) -> Option<&Arc<dyn CertificateFinder>> {
+        self.inner.finder.as_ref().map(|f| &f.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directories_are_detected_or_refused_by_name() {
+        let v2 =
+            br#"{"newNonce":"https://ca/n","newAccount":"https://ca/a","newOrder":"https://ca/o",
+            "revokeCert":"https://ca/r","keyChange":"https://ca/k"}"#;
+        let v1 =
+            br#"{"new-reg":"https://ca/r","new-authz":"https://ca/a","new-cert":"https://ca/c",
+            "revoke-cert":"https://ca/x","meta":{"terms-of-service":"https://ca/t"}}"#;
+        assert_eq!(parse_directory(v2, None).unwrap().0, Dialect::V2);
+        let (d, dir) = parse_directory(v1, None).unwrap();
+        assert_eq!(d, Dialect::V1);
+        assert_eq!(dir.new_account, "https://ca/r");
+        assert_eq!(
+            parse_directory(v1, Some(Dialect::V1)).unwrap().0,
+            Dialect::V1
+        );
+        let err = parse_directory(v1, Some(Dialect::V2)).unwrap_err();
+        assert!(err.contains("newNonce") && err.contains("new-reg"), "{err}");
+        let err = parse_directory(v2, Some(Dialect::V1)).unwrap_err();
+        assert!(err.contains("new-reg") && err.contains("newOrder"), "{err}");
+        let err = parse_directory(br#"{"hello":"x","meta":{}}"#, None).unwrap_err();
+        assert!(err.contains(r#"["hello", "meta"]"#), "{err}");
+        // v1 keys next to newNonce: not v1.
+        let mixed = br#"{"newNonce":"n","new-reg":"r","new-authz":"a","new-cert":"c"}"#;
+        assert!(parse_directory(mixed, None).is_err());
+        assert!(parse_directory(b"[]", None).is_err());
     }
 }

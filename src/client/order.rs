@@ -1,13 +1,19 @@
 //! Orders (RFC 8555 §7.4): create, poll, finalize, download.
+//!
+//! An ACME v1 order is client-side: its authorizations (one `new-authz`
+//! per identifier), then `new-cert`; see [`Order`].
 
 use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::time::{Instant, sleep};
 
-use super::{Account, Authorization, CertificateChain};
+use super::{Account, Authorization, CertificateChain, v1};
 use crate::crypto::{Csr, b64};
 use crate::error::{Error, ErrorClass, Result, RetryAfter};
-use crate::protocol::{AuthorizationStatus, Identifier, OrderResource, OrderStatus, v2};
+use crate::protocol::v1::OrderRef;
+use crate::protocol::{
+    AuthorizationResource, AuthorizationStatus, Dialect, Identifier, OrderResource, OrderStatus, v2,
+};
 use crate::transport::{Endpoint, PEM_CHAIN, links};
 
 /// What to order: identifiers and an optional validity window.
@@ -65,6 +71,11 @@ impl NewOrder {
         &self.identifiers
     }
 
+    /// True when notBefore or notAfter was asked for.
+    pub(crate) fn has_validity_window(&self) -> bool {
+        self.not_before.is_some() || self.not_after.is_some()
+    }
+
     pub(crate) fn payload(&self) -> Value {
         serde_json::to_value(v2::NewOrder {
             identifiers: &self.identifiers,
@@ -76,12 +87,35 @@ impl NewOrder {
 }
 
 /// An order at the CA, with its last known state.
+///
+/// With an ACME v1 CA ([`Order::dialect`]) the order is the client's own:
+/// v1 has no order resource, so the state is synthesized from the
+/// order's authorizations (any failed: `invalid`; all valid: `ready`;
+/// else `pending`; issued: `valid`), `finalize` is the CA's `new-cert`
+/// URL, and [`Order::url`] is a `urn:sturdy-acme:v1-order:...` reference
+/// (naming the authorizations, and the certificate once issued) from which
+/// [`Account::order`] rebuilds the order. The
+/// methods behave the same; see [`Order::finalize`] for what v1's
+/// synchronous issuance changes.
 #[derive(Debug, Clone)]
 pub struct Order {
     account: Account,
     url: String,
     state: OrderResource,
     last_retry_after: Option<RetryAfter>,
+    v1: Option<V1Order>,
+}
+
+/// What a v1 order keeps beyond the synthesized order object.
+#[derive(Debug, Clone)]
+struct V1Order {
+    reference: OrderRef,
+    /// The last seen status of each authorization (same order as the URLs).
+    statuses: Vec<AuthorizationStatus>,
+    /// What new-cert answered (or the finder found).
+    issued: Option<v1::Issued>,
+    /// The assembled chain, once built.
+    chain: Option<CertificateChain>,
 }
 
 impl Order {
@@ -91,12 +125,78 @@ impl Order {
             url,
             state,
             last_retry_after: None,
+            v1: None,
         }
     }
 
-    /// The order URL.
+    /// A v1 order made of these authorizations.
+    pub(crate) fn new_v1(
+        account: Account,
+        reference: OrderRef,
+        states: &[AuthorizationResource],
+    ) -> Self {
+        let statuses = states.iter().map(|a| a.status).collect::<Vec<_>>();
+        let expires = states.iter().filter_map(|a| a.expires).min();
+        let state = v1::order_resource(account.client(), &reference, &statuses, expires);
+        Self {
+            url: reference.to_url(),
+            account,
+            state,
+            last_retry_after: None,
+            v1: Some(V1Order {
+                reference,
+                statuses,
+                issued: None,
+                chain: None,
+            }),
+        }
+    }
+
+    /// A v1 order rebuilt from its [`Order::url`].
+    pub(crate) async fn load_v1(account: Account, url: &str) -> Result<Self> {
+        let reference = OrderRef::parse(url).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "{url:?} is not an ACME v1 order reference (v1 has no order URLs; \
+                 use the Order::url() of an order made through this crate)"
+            ))
+        })?;
+        let issued = reference.certificate.is_some();
+        let n = reference.authorizations.len();
+        let status = if issued {
+            AuthorizationStatus::Valid
+        } else {
+            AuthorizationStatus::Pending
+        };
+        let statuses = vec![status; n];
+        let state = v1::order_resource(account.client(), &reference, &statuses, None);
+        let mut order = Self {
+            url: reference.to_url(),
+            account,
+            state,
+            last_retry_after: None,
+            v1: Some(V1Order {
+                reference,
+                statuses,
+                issued: None,
+                chain: None,
+            }),
+        };
+        if !issued {
+            order.refresh().await?;
+        }
+        Ok(order)
+    }
+
+    /// The order URL (for ACME v1, the client-side order's reference:
+    /// `urn:sturdy-acme:v1-order:...`, which also names the certificate
+    /// once it is issued).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The dialect of the CA this order lives at.
+    pub fn dialect(&self) -> Dialect {
+        self.account.client().dialect()
     }
 
     /// The order object as last seen.
@@ -120,7 +220,32 @@ impl Order {
     }
 
     /// Fetches the order (POST-as-GET) and returns its new state.
+    ///
+    /// ACME v1: fetches the authorizations that are still pending (plain
+    /// GET) and recomputes the state; nothing once the certificate is issued.
     pub async fn refresh(&mut self) -> Result<&OrderResource> {
+        if let Some(v1) = &mut self.v1 {
+            let client = self.account.client();
+            if v1.reference.certificate.is_none() {
+                let mut expires = self.state.expires;
+                let mut retry_after = None;
+                for (url, status) in v1.reference.authorizations.iter().zip(&mut v1.statuses) {
+                    if *status != AuthorizationStatus::Pending {
+                        continue;
+                    }
+                    let (authz, response) = v1::fetch_authorization(client, url).await?;
+                    *status = authz.status;
+                    expires = match (expires, authz.expires) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    retry_after = response.retry_after().or(retry_after);
+                }
+                self.last_retry_after = retry_after;
+                self.state = v1::order_resource(client, &v1.reference, &v1.statuses, expires);
+            }
+            return Ok(&self.state);
+        }
         let (state, response) = self
             .account
             .post_json(Endpoint::Order, &self.url, None)
@@ -153,6 +278,18 @@ impl Order {
     /// Sends the CSR (RFC 8555 §7.4). The order must be `ready`. The answer
     /// may be `processing` (poll with [`Order::wait_certificate`]) or
     /// already `valid`.
+    ///
+    /// ACME v1: `new-cert`, which issues synchronously (the answer is the
+    /// DER certificate; the order becomes `valid`). It has its own timeout
+    /// ([`ClientBuilder::new_cert_timeout`](crate::ClientBuilder::new_cert_timeout)),
+    /// and since v1 has no order to read back, a lost answer is handled
+    /// apart: every `new-cert` is recorded before it is sent; after one
+    /// whose answer was lost, the [`CertificateFinder`](crate::client::CertificateFinder)
+    /// (if any) is asked for the certificate before anything is repeated;
+    /// and a repeat past the budget
+    /// ([`ClientBuilder::new_cert_budget`](crate::ClientBuilder::new_cert_budget))
+    /// is refused with [`Error::RateLimitedLocally`]. With [`Csr::Der`]
+    /// the identifiers and key are read from the CSR.
     pub async fn finalize(&mut self, csr: Csr<'_>) -> Result<OrderStatus> {
         if self.state.status != OrderStatus::Ready {
             return Err(Error::InvalidInput(format!(
@@ -172,6 +309,9 @@ impl Order {
             }
             Csr::Der(der) => der.to_vec(),
         };
+        if self.v1.is_some() {
+            return self.finalize_v1(csr, der).await;
+        }
         let payload = serde_json::to_value(v2::Finalize { csr: b64(&der) }).expect("serializes");
         let url = self.state.finalize.clone();
         let client = self.account.client().clone();
@@ -223,6 +363,43 @@ impl Order {
         }
     }
 
+    async fn finalize_v1(&mut self, csr: Csr<'_>, der: Vec<u8>) -> Result<OrderStatus> {
+        let (ids, spki) = match csr {
+            Csr::Key(key) => (self.state.identifiers.clone(), key.public_key_der()),
+            Csr::Der(der) => v1::csr_contents(der)?,
+        };
+        let issued = v1::new_cert(&self.account, &der, &ids, &spki).await?;
+        let client = self.account.client().clone();
+        let v1 = self.v1.as_mut().expect("a v1 order");
+        v1.reference.certificate = Some(issued.url.clone());
+        v1.chain = issued.chain.clone();
+        v1.issued = Some(issued);
+        self.url = v1.reference.to_url();
+        self.state = v1::order_resource(&client, &v1.reference, &v1.statuses, self.state.expires);
+        tracing::info!(order = %self.url, "v1 order issued");
+        Ok(self.state.status)
+    }
+
+    /// The v1 chain: cached, else assembled from new-cert's answer, else
+    /// downloaded from the certificate URL (following `Link: rel="up"`).
+    async fn chain_v1(&mut self, url: &str) -> Result<CertificateChain> {
+        let client = self.account.client().clone();
+        let v1 = self.v1.as_mut().expect("a v1 order");
+        if let Some(chain) = &v1.chain {
+            return Ok(chain.clone());
+        }
+        let chain = match v1.issued.as_ref() {
+            Some(v1::Issued {
+                leaf_der: Some(leaf),
+                up,
+                ..
+            }) => v1::assemble_chain(&client, url, leaf.clone(), up.clone()).await?,
+            _ => v1::download_chain(&client, url).await?,
+        };
+        v1.chain = Some(chain.clone());
+        Ok(chain)
+    }
+
     /// Polls until the order leaves `processing`; returns the certificate URL.
     pub async fn wait_certificate(&mut self) -> Result<String> {
         self.poll_while(OrderStatus::Processing).await?;
@@ -252,12 +429,19 @@ impl Order {
     /// Downloads the certificate; with `preferred_issuer`, picks the first
     /// chain (default, then each `Link: rel="alternate"`) whose topmost
     /// certificate was issued by a CA with that common name, else the default.
+    ///
+    /// ACME v1 offers one chain (the leaf, then its `Link: rel="up"`
+    /// issuers), so a preference only ever gets the default.
     pub async fn certificate_chain(
         &mut self,
         preferred_issuer: Option<&str>,
     ) -> Result<CertificateChain> {
         let url = self.wait_certificate().await?;
-        let default = download(&self.account, &url).await?;
+        let default = if self.v1.is_some() {
+            self.chain_v1(&url).await?
+        } else {
+            download(&self.account, &url).await?
+        };
         let Some(preferred) = preferred_issuer else {
             return Ok(default);
         };

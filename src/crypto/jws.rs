@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 
 use super::{AccountKey, b64, b64_decode};
 use crate::error::{Error, Result};
+use crate::protocol::Dialect;
 
 /// How a JWS names its key: the JWK itself (before an account exists, and
 /// for revocation by certificate key) or the account URL (`kid`).
@@ -20,17 +21,26 @@ pub(crate) enum KeyId<'a> {
 
 /// Signs `payload` (`None` = POST-as-GET, an empty payload) for `url`.
 /// `nonce` is `None` only for the inner JWS of a key change.
+///
+/// With [`Dialect::V1`] the protected header is exactly `{alg, jwk, nonce}`:
+/// ACME v1 identifies the account by its key, never by `kid`, and has no
+/// `url` header (`key_id` and `url` are ignored).
 pub(crate) fn sign(
     key: &AccountKey,
     key_id: KeyId<'_>,
     nonce: Option<&str>,
     url: &str,
     payload: Option<&Value>,
+    dialect: Dialect,
 ) -> Result<Value> {
-    let mut protected = json!({"alg": key.algorithm().jws_name(), "url": url});
-    match key_id {
-        KeyId::Jwk => protected["jwk"] = key.jwk().clone(),
-        KeyId::Kid(kid) => protected["kid"] = Value::from(kid),
+    let mut protected = json!({"alg": key.algorithm().jws_name()});
+    match (dialect, key_id) {
+        (Dialect::V1, _) => protected["jwk"] = key.jwk().clone(),
+        (_, KeyId::Jwk) => protected["jwk"] = key.jwk().clone(),
+        (_, KeyId::Kid(kid)) => protected["kid"] = Value::from(kid),
+    }
+    if dialect != Dialect::V1 {
+        protected["url"] = Value::from(url);
     }
     if let Some(nonce) = nonce {
         protected["nonce"] = Value::from(nonce);
@@ -113,6 +123,7 @@ mod tests {
             Some("n0nce"),
             "https://ca/new-acct",
             Some(&payload),
+            Dialect::V2,
         )
         .unwrap();
         let header = decode_json(&jws["protected"]);
@@ -146,12 +157,36 @@ mod tests {
             Some("n2"),
             "https://ca/o/1",
             None,
+            Dialect::V2,
         )
         .unwrap();
         let header = decode_json(&jws["protected"]);
         assert_eq!(header["kid"], "https://ca/acct/1");
         assert!(header.get("jwk").is_none());
         assert_eq!(jws["payload"], "");
+    }
+
+    #[test]
+    fn v1_header_is_alg_jwk_nonce_only() {
+        let key = AccountKey::generate(KeyAlgorithm::Es256).unwrap();
+        let payload = json!({"resource": "new-authz"});
+        for key_id in [KeyId::Jwk, KeyId::Kid("https://ca/reg/1")] {
+            let jws = sign(
+                &key,
+                key_id,
+                Some("n1"),
+                "https://ca/new-authz",
+                Some(&payload),
+                Dialect::V1,
+            )
+            .unwrap();
+            let header = decode_json(&jws["protected"]);
+            assert_eq!(
+                header,
+                json!({"alg": "ES256", "jwk": key.jwk(), "nonce": "n1"})
+            );
+            assert_eq!(decode_json(&jws["payload"]), payload);
+        }
     }
 
     /// RFC 7515 Appendix A.1's HS256 example, through the EAB code path's HMAC.

@@ -20,7 +20,7 @@ use super::limits::{Buckets, RateLimits, registered_domain};
 use super::pki::{self, KeyKind, Pki};
 use super::validation::{self, DnsResolver};
 use super::wire::{Reply, WireRequest, WireResponse};
-use super::{CaaPolicy, Dialect, IssuedCertificate, Ledger};
+use super::{CaaPolicy, Dialect, IssuedCertificate, Ledger, RecordedJws};
 use crate::crypto::{b64, b64_decode};
 use crate::error::{Problem, ProblemType};
 use crate::protocol::{
@@ -101,6 +101,9 @@ const JSON: &str = "application/json";
 const PROBLEM_JSON: &str = "application/problem+json";
 const MAX_NONCES: usize = 10_000;
 const MAX_IDENTIFIERS: usize = 100;
+/// The signed requests kept for [`TestCa::recorded_jws`](super::TestCa::recorded_jws)
+/// (a long-running CA drops the older half when full).
+const MAX_RECORDED_JWS: usize = 100_000;
 
 #[derive(Debug)]
 struct AccountRec {
@@ -172,6 +175,7 @@ struct State {
     finalizations: Vec<(usize, OrderStatus)>,
     caa_timeouts_seen: HashMap<String, u32>,
     v1: v1::V1State,
+    jws_log: Vec<RecordedJws>,
 }
 
 /// The test CA's server logic.
@@ -368,6 +372,7 @@ impl Ca {
                     },
                     issued_at: c.issued_at,
                     revoked: c.revoked,
+                    leaf_der: c.leaf_der.clone(),
                 })
                 .collect(),
             requests: state.requests.clone(),
@@ -380,6 +385,10 @@ impl Ca {
                 })
                 .collect(),
         }
+    }
+
+    pub(crate) fn recorded_jws(&self) -> Vec<RecordedJws> {
+        self.state().jws_log.clone()
     }
 
     fn fresh_nonce(&self, state: &mut State) -> String {
@@ -408,6 +417,19 @@ impl Ca {
         {
             let mut state = self.state();
             *state.requests.entry(endpoint).or_default() += 1;
+            if req.method == Method::POST
+                && let Some((protected, payload)) = jws::decode_unverified(&req.body)
+            {
+                if state.jws_log.len() >= MAX_RECORDED_JWS {
+                    state.jws_log.drain(..MAX_RECORDED_JWS / 2);
+                }
+                state.jws_log.push(RecordedJws {
+                    endpoint,
+                    path: req.path.clone(),
+                    protected,
+                    payload,
+                });
+            }
             if !v1
                 && let Route::Finalize(id) = route
                 && id < state.orders.len()

@@ -310,6 +310,15 @@ fn parse_with(body: &[u8], accept_eddsa: bool, v1: bool) -> Result<Parsed, Rejec
     })
 }
 
+/// The protected header and payload of a flattened JWS, decoded without
+/// any check (for the request log); `None` if it is not one.
+pub(crate) fn decode_unverified(body: &[u8]) -> Option<(Value, Option<Value>)> {
+    let jws: Flattened = serde_json::from_slice(body).ok()?;
+    let protected = serde_json::from_slice(&b64_decode(&jws.protected)?).ok()?;
+    let payload = b64_decode(&jws.payload).and_then(|p| serde_json::from_slice(&p).ok());
+    Some((protected, payload))
+}
+
 impl Parsed {
     /// Checks the signature with `key` (and that alg matches it).
     pub(crate) fn verify_with(&self, key: &PublicJwk) -> Result<(), Rejection> {

@@ -23,7 +23,7 @@
 //! Encrypt's Boulder served it at `acme-v01` (directory keys `new-reg`,
 //! `new-authz`, `new-cert`, ..., `resource` in every payload, DER
 //! certificates, `urn:acme:error:*` problems), with the same validation,
-//! rate limits, CAA, fault script and ledger; see [`Dialect::V1`].
+//! rate limits, CAA, fault script and ledger; see [`TestCaBuilder::dialect`].
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -73,50 +73,10 @@ use crate::error::{Error, Result};
 use crate::protocol::Identifier;
 use crate::transport::Endpoint;
 
-/// Which ACME protocol the test CA speaks. A CA speaks exactly one.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Dialect {
-    /// RFC 8555 (ACME v2), as Boulder and Pebble serve it today. The default.
-    #[default]
-    V2,
-    /// The pre-RFC ACME v1 API as Let's Encrypt's Boulder served it at
-    /// `acme-v01.api.letsencrypt.org` until 2021, and nothing else: the
-    /// directory (at `/directory`) has `new-reg`, `new-authz`, `new-cert`,
-    /// `revoke-cert`, `key-change` and `meta.terms-of-service`, and no
-    /// `newNonce`.
-    ///
-    /// * JWS: flattened, protected header `{alg, jwk, nonce}`; `url` is not
-    ///   required (and ignored), `kid` is refused; every payload carries the
-    ///   `resource` of its endpoint (`new-reg`, `reg`, `new-authz`, `authz`,
-    ///   `challenge`, `new-cert`, `revoke-cert`, `key-change`). The account
-    ///   is the JWK. `Content-Type` is not checked, `Content-Length` is
-    ///   required.
-    /// * Every response carries a `Replay-Nonce` (errors, 404s and 405s
-    ///   too; not the fault script's bare 500s and 503s); `HEAD` on any URL
-    ///   gives one (there is no new-nonce).
-    /// * Errors are `application/problem+json` with `urn:acme:error:*`
-    ///   types and Boulder's statuses (409 for a registered key, 404, 405,
-    ///   411, 429 without `Retry-After`).
-    /// * new-reg 201 (`Location`, `Link` next and terms-of-service), then
-    ///   agreement through the registration URL (202); new-authz per
-    ///   identifier (201); challenge answers 202 with `Link` up; plain `GET`
-    ///   for authorizations; new-cert 201 with the DER leaf, `Location` and
-    ///   `Link` up to the DER intermediate; revoke-cert 200.
-    ///
-    /// Fault rules and the [`Ledger`] use the [`Endpoint`]s `new-reg` →
-    /// `NewAccount`, `reg` → `Account`, `new-authz` → `NewOrder`, `authz` →
-    /// `Authorization`, `challenge` → `Challenge`, `new-cert` → `Finalize`,
-    /// `cert` and `issuer-cert` → `Certificate`, `revoke-cert` → `Revoke`,
-    /// `key-change` → `KeyChange`, `directory` → `Directory`, any `HEAD`
-    /// → `NewNonce`. A certificate issued through new-cert is in
-    /// [`Ledger::certificates`] with the registration URL as `account` and
-    /// its certificate URL as `order`.
-    ///
-    /// The crate's [`Client`] speaks v2 only, so
-    /// [`TestCa::client`] is of no use with a v1 CA.
-    V1,
-}
+/// Which ACME protocol the test CA speaks (a CA speaks exactly one): the
+/// crate's [`Dialect`]. See
+/// [`TestCaBuilder::dialect`] for what a [`Dialect::V1`] CA serves.
+pub use crate::protocol::Dialect;
 
 /// What the CA answers for a domain's CAA check at finalize.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +108,24 @@ pub struct IssuedCertificate {
     pub issued_at: SystemTime,
     /// The revocation reason, once revoked.
     pub revoked: Option<u8>,
+    /// The leaf certificate, DER (e.g. for a test
+    /// [`CertificateFinder`](crate::CertificateFinder) searching the CA's
+    /// ledger as it would a Certificate Transparency log).
+    pub leaf_der: Vec<u8>,
+}
+
+/// A signed request as the CA received it, decoded but not verified: what
+/// went over the wire, for assertions on headers and payloads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedJws {
+    /// The endpoint it counted as.
+    pub endpoint: Endpoint,
+    /// The request path.
+    pub path: String,
+    /// The JWS protected header.
+    pub protected: serde_json::Value,
+    /// The payload (None: empty, i.e. POST-as-GET, or not JSON).
+    pub payload: Option<serde_json::Value>,
 }
 
 /// What the CA did, for assertions.
@@ -311,8 +289,44 @@ impl TestCaBuilder {
         self
     }
 
-    /// The protocol to speak (default [`Dialect::V2`]). A [`Dialect::V1`] CA
-    /// serves only the ACME v1 directory and endpoints.
+    /// The protocol to speak (default [`Dialect::V2`]).
+    ///
+    /// A [`Dialect::V1`] CA serves the pre-RFC ACME v1 API as Let's
+    /// Encrypt's Boulder served it at `acme-v01.api.letsencrypt.org` until
+    /// 2021, and nothing else: the
+    /// directory (at `/directory`) has `new-reg`, `new-authz`, `new-cert`,
+    /// `revoke-cert`, `key-change` and `meta.terms-of-service`, and no
+    /// `newNonce`.
+    ///
+    /// * JWS: flattened, protected header `{alg, jwk, nonce}`; `url` is not
+    ///   required (and ignored), `kid` is refused; every payload carries the
+    ///   `resource` of its endpoint (`new-reg`, `reg`, `new-authz`, `authz`,
+    ///   `challenge`, `new-cert`, `revoke-cert`, `key-change`). The account
+    ///   is the JWK. `Content-Type` is not checked, `Content-Length` is
+    ///   required.
+    /// * Every response carries a `Replay-Nonce` (errors, 404s and 405s
+    ///   too; not the fault script's bare 500s and 503s); `HEAD` on any URL
+    ///   gives one (there is no new-nonce).
+    /// * Errors are `application/problem+json` with `urn:acme:error:*`
+    ///   types and Boulder's statuses (409 for a registered key, 404, 405,
+    ///   411, 429 without `Retry-After`).
+    /// * new-reg 201 (`Location`, `Link` next and terms-of-service), then
+    ///   agreement through the registration URL (202); new-authz per
+    ///   identifier (201); challenge answers 202 with `Link` up; plain `GET`
+    ///   for authorizations; new-cert 201 with the DER leaf, `Location` and
+    ///   `Link` up to the DER intermediate; revoke-cert 200.
+    ///
+    /// Fault rules and the [`Ledger`] use the [`Endpoint`]s `new-reg` →
+    /// `NewAccount`, `reg` → `Account`, `new-authz` → `NewOrder`, `authz` →
+    /// `Authorization`, `challenge` → `Challenge`, `new-cert` → `Finalize`,
+    /// `cert` and `issuer-cert` → `Certificate`, `revoke-cert` → `Revoke`,
+    /// `key-change` → `KeyChange`, `directory` → `Directory`, any `HEAD`
+    /// → `NewNonce`. A certificate issued through new-cert is in
+    /// [`Ledger::certificates`] with the registration URL as `account` and
+    /// its certificate URL as `order`.
+    ///
+    /// The crate's [`Client`] detects the dialect from the directory, so
+    /// [`TestCa::client`] works with a v1 CA too.
     pub fn dialect(mut self, dialect: Dialect) -> Self {
         self.config.dialect = dialect;
         self
@@ -417,6 +431,12 @@ impl TestCa {
     /// What happened so far.
     pub fn ledger(&self) -> Ledger {
         self.ca.ledger()
+    }
+
+    /// Every signed request received so far (both dialects, faulted ones
+    /// included), in order (the latest 100 000 at most).
+    pub fn recorded_jws(&self) -> Vec<RecordedJws> {
+        self.ca.recorded_jws()
     }
 
     /// Replaces the fault script (counters restart).

@@ -6,13 +6,21 @@
 //! target, with method, URL, endpoint, status, problem type, Retry-After,
 //! where the nonce came from, the attempt number and the elapsed time.
 //! Bodies are never logged (requests carry keys in JWKs and CSRs).
+//!
+//! The transport also knows the CA's [`Dialect`]: for ACME v1 it signs
+//! with the `jwk` alone (`{alg, jwk, nonce}`), adds the endpoint's
+//! `resource` to every payload, refuses POST-as-GET (v1 reads with plain
+//! GET), takes a nonce by `HEAD`ing the request's own URL when the pool is
+//! empty (v1 has no newNonce; every v1 response carries a `Replay-Nonce`),
+//! and gives new-cert its own, longer timeout.
 
 mod link;
 mod nonce;
 mod stats;
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -25,6 +33,7 @@ pub use stats::{Endpoint, RequestStats};
 use crate::crypto::AccountKey;
 use crate::crypto::jws::{self, KeyId};
 use crate::error::{Error, Problem, RequestInfo, Result, RetryAfter, TransportFailure};
+use crate::protocol::Dialect;
 use crate::retry::{Event, Events, RetryPolicy, Retrying, Rng};
 use nonce::NoncePool;
 use stats::Counters;
@@ -33,6 +42,24 @@ use stats::Counters;
 const JOSE_JSON: &str = "application/jose+json";
 /// The media type of a PEM certificate chain.
 pub(crate) const PEM_CHAIN: &str = "application/pem-certificate-chain";
+/// The media type of a DER certificate (ACME v1).
+pub(crate) const PKIX_CERT: &str = "application/pkix-cert";
+
+/// The `resource` an ACME v1 payload sent to `endpoint` carries (Boulder
+/// refused a payload whose `resource` did not match the endpoint).
+pub(crate) fn v1_resource(endpoint: Endpoint) -> Option<&'static str> {
+    Some(match endpoint {
+        Endpoint::NewAccount => "new-reg",
+        Endpoint::Account => "reg",
+        Endpoint::NewOrder => "new-authz",
+        Endpoint::Authorization => "authz",
+        Endpoint::Challenge => "challenge",
+        Endpoint::Finalize => "new-cert",
+        Endpoint::Revoke => "revoke-cert",
+        Endpoint::KeyChange => "key-change",
+        _ => return None,
+    })
+}
 
 /// Settings of the transport, set through [`ClientBuilder`](crate::ClientBuilder).
 #[derive(Debug, Clone)]
@@ -42,11 +69,14 @@ pub(crate) struct TransportConfig {
     pub(crate) allow_http: bool,
     pub(crate) retry: RetryPolicy,
     pub(crate) events: Events,
+    /// The timeout of an ACME v1 new-cert (None: no timeout).
+    pub(crate) new_cert_timeout: Option<Duration>,
 }
 
 /// A successful (2xx) response.
 #[derive(Debug)]
 pub(crate) struct Response {
+    pub(crate) method: &'static str,
     pub(crate) url: String,
     pub(crate) status: u16,
     pub(crate) headers: HeaderMap,
@@ -54,9 +84,9 @@ pub(crate) struct Response {
 }
 
 impl Response {
-    fn info(&self, method: &'static str) -> Box<RequestInfo> {
+    pub(crate) fn info(&self) -> Box<RequestInfo> {
         Box::new(RequestInfo {
-            method,
+            method: self.method,
             url: self.url.clone(),
             status: Some(self.status),
             retry_after: self.retry_after(),
@@ -66,7 +96,7 @@ impl Response {
     /// The body as JSON of type `T`.
     pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_slice(&self.body).map_err(|e| Error::InvalidResponse {
-            request: self.info("POST"),
+            request: self.info(),
             reason: format!("body is not the expected JSON: {e}"),
         })
     }
@@ -75,7 +105,7 @@ impl Response {
     pub(crate) fn location(&self) -> Result<String> {
         self.header("location")
             .ok_or_else(|| Error::InvalidResponse {
-                request: self.info("POST"),
+                request: self.info(),
                 reason: "no Location header".into(),
             })
     }
@@ -94,7 +124,7 @@ impl Response {
     /// The body as UTF-8 text.
     pub(crate) fn text(&self) -> Result<String> {
         String::from_utf8(self.body.to_vec()).map_err(|_| Error::InvalidResponse {
-            request: self.info("POST"),
+            request: self.info(),
             reason: "body is not UTF-8".into(),
         })
     }
@@ -120,6 +150,7 @@ pub(crate) struct Transport {
     config: TransportConfig,
     nonces: NoncePool,
     new_nonce_url: OnceLock<String>,
+    dialect: OnceLock<Dialect>,
     counters: Counters,
     rng: Rng,
 }
@@ -132,6 +163,7 @@ impl Transport {
             rng: Rng::new(config.retry.seed),
             config,
             new_nonce_url: OnceLock::new(),
+            dialect: OnceLock::new(),
             counters: Counters::default(),
         }
     }
@@ -153,21 +185,54 @@ impl Transport {
         let _ = self.new_nonce_url.set(url);
     }
 
+    /// Sets the CA's dialect (once, after the directory is read; V2 until then).
+    pub(crate) fn set_dialect(&self, dialect: Dialect) {
+        let _ = self.dialect.set(dialect);
+    }
+
+    /// The CA's dialect.
+    pub(crate) fn dialect(&self) -> Dialect {
+        self.dialect.get().copied().unwrap_or_default()
+    }
+
     pub(crate) fn stats(&self) -> RequestStats {
         self.counters.snapshot()
     }
 
-    /// A plain GET (the directory; nothing else in RFC 8555), retried per
-    /// the policy.
+    /// A plain GET (the directory; ACME v1 resources), retried per the
+    /// policy.
     pub(crate) async fn get(&self, endpoint: Endpoint, url: &str) -> Result<Response> {
+        self.get_parsed(endpoint, url, None, |_| Ok(()))
+            .await
+            .map(|(_, r)| r)
+    }
+
+    /// Like [`Transport::get`], with the body parsed inside the retry loop
+    /// (an answer that is cut short or unparseable is retried).
+    pub(crate) async fn get_parsed<T>(
+        &self,
+        endpoint: Endpoint,
+        url: &str,
+        accept: Option<&str>,
+        parse: impl Fn(&Response) -> Result<T>,
+    ) -> Result<(T, Response)> {
         self.check_url(url)?;
         let mut retrying = self.retrying(endpoint, url);
         loop {
             let ex = self
-                .exchange(endpoint, http::Method::GET, url, None, None, "none", 0)
+                .exchange(
+                    endpoint,
+                    http::Method::GET,
+                    url,
+                    None,
+                    accept,
+                    "none",
+                    0,
+                    &[],
+                )
                 .await;
             self.keep_nonce(ex.nonce);
-            match ex.result {
+            match ex.result.and_then(|r| parse(&r).map(|t| (t, r))) {
                 Ok(r) => return Ok(r),
                 Err(e) => retrying.pause_or_fail(e).await?,
             }
@@ -231,14 +296,37 @@ impl Transport {
         payload: Option<&Value>,
         accept: Option<&str>,
     ) -> Result<Response> {
+        self.post_once_with(endpoint, url, key, key_id, payload, accept, &[])
+            .await
+    }
+
+    /// [`Transport::post_once`], also accepting the error statuses in
+    /// `also_ok` as answers (ACME v1's new-reg answers a known key with a
+    /// 409 whose `Location` is the registration).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn post_once_with(
+        &self,
+        endpoint: Endpoint,
+        url: &str,
+        key: &AccountKey,
+        key_id: KeyId<'_>,
+        payload: Option<&Value>,
+        accept: Option<&str>,
+        also_ok: &[u16],
+    ) -> Result<Response> {
         self.check_url(url)?;
+        let dialect = self.dialect();
+        let payload = match dialect {
+            Dialect::V1 => Some(Cow::Owned(v1_payload(endpoint, url, payload)?)),
+            _ => payload.map(Cow::Borrowed),
+        };
         let (mut nonce, mut source) = match self.nonces.take() {
             Some(n) => (n, "pool"),
-            None => (self.fresh_nonce().await?, "fetched"),
+            None => (self.fresh_nonce(url).await?, "fetched"),
         };
         let mut attempt = 0;
         loop {
-            let body = jws::sign(key, key_id, Some(&nonce), url, payload)?;
+            let body = jws::sign(key, key_id, Some(&nonce), url, payload.as_deref(), dialect)?;
             let body = serde_json::to_vec(&body).expect("JSON values always serialize");
             let ex = self
                 .exchange(
@@ -249,6 +337,7 @@ impl Transport {
                     accept,
                     source,
                     attempt,
+                    also_ok,
                 )
                 .await;
             match ex.result {
@@ -260,7 +349,7 @@ impl Transport {
                         Some(n) if nonce::is_valid_nonce(&n) => (n, "badNonce"),
                         _ => match self.nonces.take() {
                             Some(n) => (n, "pool"),
-                            None => (self.fresh_nonce().await?, "fetched"),
+                            None => (self.fresh_nonce(url).await?, "fetched"),
                         },
                     };
                 }
@@ -278,21 +367,24 @@ impl Transport {
         }
     }
 
-    async fn fresh_nonce(&self) -> Result<String> {
-        let url = self
-            .new_nonce_url
-            .get()
-            .ok_or_else(|| Error::Unsupported("no newNonce URL known".into()))?;
+    /// A fresh nonce for a request to `target`: HEAD newNonce, or (ACME v1,
+    /// which has none) HEAD `target` itself, whatever its status.
+    async fn fresh_nonce(&self, target: &str) -> Result<String> {
+        let (url, any_status) = match self.new_nonce_url.get().filter(|u| !u.is_empty()) {
+            Some(url) => (url.as_str(), false),
+            None if self.dialect() == Dialect::V1 => (target, true),
+            None => return Err(Error::Unsupported("no newNonce URL known".into())),
+        };
         let mut retrying = self.retrying(Endpoint::NewNonce, url);
         loop {
-            match self.fresh_nonce_once(url).await {
+            match self.fresh_nonce_once(url, any_status).await {
                 Ok(n) => return Ok(n),
                 Err(e) => retrying.pause_or_fail(e).await?,
             }
         }
     }
 
-    async fn fresh_nonce_once(&self, url: &str) -> Result<String> {
+    async fn fresh_nonce_once(&self, url: &str, any_status: bool) -> Result<String> {
         let ex = self
             .exchange(
                 Endpoint::NewNonce,
@@ -302,13 +394,18 @@ impl Transport {
                 None,
                 "none",
                 0,
+                &[],
             )
             .await;
-        let response = ex.result?;
-        match ex.nonce {
-            Some(n) if nonce::is_valid_nonce(&n) => Ok(n),
-            _ => Err(Error::InvalidResponse {
-                request: response.info("HEAD"),
+        // Boulder's v1 answered HEAD on a POST-only URL with a 405 that
+        // carried a nonce, as every v1 response did.
+        let valid = ex.nonce.filter(|n| nonce::is_valid_nonce(n));
+        match (ex.result, valid) {
+            (Ok(_), Some(n)) => Ok(n),
+            (Err(_), Some(n)) if any_status => Ok(n),
+            (Err(e), _) => Err(e),
+            (Ok(response), None) => Err(Error::InvalidResponse {
+                request: response.info(),
                 reason: "newNonce answered without a valid Replay-Nonce".into(),
             }),
         }
@@ -346,6 +443,7 @@ impl Transport {
         accept: Option<&str>,
         nonce_source: &'static str,
         attempt: u32,
+        also_ok: &[u16],
     ) -> Exchange {
         let started = Instant::now();
         let method_name: &'static str = match method {
@@ -354,7 +452,13 @@ impl Transport {
             _ => "POST",
         };
         self.counters.count(endpoint);
+        let new_cert = self.dialect() == Dialect::V1
+            && endpoint == Endpoint::Finalize
+            && method == http::Method::POST;
         let mut request = self.http.request(method, url);
+        if new_cert && let Some(timeout) = self.config.new_cert_timeout {
+            request = request.timeout(timeout);
+        }
         if let Some(body) = body {
             request = request
                 .header(http::header::CONTENT_TYPE, JOSE_JSON)
@@ -363,7 +467,7 @@ impl Transport {
         if let Some(accept) = accept {
             request = request.header(http::header::ACCEPT, accept);
         }
-        let ex = self.send(request, method_name, url).await;
+        let ex = self.send(request, method_name, url, also_ok).await;
 
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let (status, problem, retry_after, failure) = match &ex.result {
@@ -407,6 +511,7 @@ impl Transport {
         request: reqwest::RequestBuilder,
         method: &'static str,
         url: &str,
+        also_ok: &[u16],
     ) -> Exchange {
         let info = |status: Option<u16>, retry_after: Option<RetryAfter>| {
             Box::new(RequestInfo {
@@ -479,9 +584,10 @@ impl Transport {
             }
         }
 
-        if (200..300).contains(&status) {
+        if (200..300).contains(&status) || also_ok.contains(&status) {
             return Exchange {
                 result: Ok(Response {
+                    method,
                     url: url.to_owned(),
                     status,
                     headers,
@@ -511,6 +617,29 @@ impl Transport {
         };
         Exchange { result, nonce }
     }
+}
+
+/// An ACME v1 payload: the caller's JSON object plus the endpoint's `resource`.
+fn v1_payload(endpoint: Endpoint, url: &str, payload: Option<&Value>) -> Result<Value> {
+    let unsupported = |why: &str| {
+        Error::Unsupported(format!(
+            "ACME v1 {why} ({} {url}); v1 reads resources with a plain GET",
+            endpoint.as_str()
+        ))
+    };
+    let resource = v1_resource(endpoint)
+        .ok_or_else(|| unsupported("has no signed requests to this endpoint"))?;
+    let mut object = match payload {
+        Some(Value::Object(m)) => m.clone(),
+        Some(_) => {
+            return Err(Error::InvalidInput(
+                "a v1 payload must be a JSON object".into(),
+            ));
+        }
+        None => return Err(unsupported("has no POST-as-GET")),
+    };
+    object.insert("resource".into(), Value::from(resource));
+    Ok(Value::Object(object))
 }
 
 /// A short printable description of a non-problem error body.
