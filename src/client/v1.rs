@@ -179,6 +179,20 @@ impl NewCertLedger {
         })
     }
 
+    /// Records a new-cert an earlier process sent at `sent` whose answer it
+    /// never journalled (it crashed): the certificate may exist, so the
+    /// finder is asked and the budget counts it before any repeat.
+    pub(crate) fn note_unanswered(&self, ids: &[Identifier], sent: SystemTime) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.with(ids, |attempts| {
+            attempts.push(Attempt {
+                id,
+                sent,
+                outcome: Outcome::Unknown,
+            })
+        });
+    }
+
     /// Settles attempt `id`: `None` when the CA refused it (nothing issued).
     fn settle(&self, ids: &[Identifier], id: u64, outcome: Option<Outcome>) {
         self.with(ids, |attempts| match outcome {

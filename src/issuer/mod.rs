@@ -523,6 +523,7 @@ impl<S: Store> Issuer<S> {
                         chain_pem: None,
                         started_at: now_unix(),
                         order_attempts: 0,
+                        finalize_sent_at: None,
                     },
                     Source::New,
                 )
@@ -617,17 +618,39 @@ impl<S: Store> Issuer<S> {
                     self.answer_challenges(key, order, journal, options).await?;
                 }
                 OrderStatus::Ready => {
+                    // ACME v1 has no order at the CA to tell whether an
+                    // earlier process's new-cert took effect: hand the
+                    // client that attempt, so it asks its certificate
+                    // finder and counts the budget before repeating.
+                    if order.dialect() == crate::protocol::Dialect::V1
+                        && journal.step == JournalStep::Finalizing
+                        && let Some(at) = journal.finalize_sent_at
+                    {
+                        let sent = UNIX_EPOCH + Duration::from_secs(at.max(0) as u64);
+                        self.inner
+                            .client
+                            .new_certs()
+                            .note_unanswered(key.identifiers(), sent);
+                    }
                     let cert_key = match &journal.key_pem {
                         Some(pem) => CertificateKey::from_pkcs8_pem(pem)?,
                         None => CertificateKey::generate(options.key_type)?,
                     };
                     journal.key_pem = Some(cert_key.to_pkcs8_pem());
                     journal.step = JournalStep::Finalizing;
+                    journal.finalize_sent_at = Some(now_unix());
                     self.save_journal(key, journal).await?;
                     let ids = key.identifiers().to_vec();
                     self.with_ledger(|l| l.spend_certificate(&ids, SystemTime::now()))
                         .await?;
                     order.finalize(Csr::Key(&cert_key)).await?;
+                    // v1: the order's URL now names its certificate; journal
+                    // it at once so a crash from here on downloads instead
+                    // of sending new-cert again.
+                    if journal.order_url.as_deref() != Some(order.url()) {
+                        journal.order_url = Some(order.url().to_owned());
+                        self.save_journal(key, journal).await?;
+                    }
                     self.observe(key, IssuerStep::FinalizeSent);
                 }
                 OrderStatus::Processing => {
@@ -643,6 +666,8 @@ impl<S: Store> Issuer<S> {
                     let url = order.wait_certificate().await?;
                     if journal.certificate_url.as_deref() != Some(url.as_str()) {
                         journal.certificate_url = Some(url);
+                        // (v1: the order's URL now carries its certificate.)
+                        journal.order_url = Some(order.url().to_owned());
                         journal.step = JournalStep::CertificateUrlKnown;
                         self.save_journal(key, journal).await?;
                         self.observe(key, IssuerStep::CertificateUrlKnown);

@@ -165,6 +165,10 @@ pub struct Journal {
     /// newOrder attempts made for this journal.
     #[serde(default)]
     pub order_attempts: u32,
+    /// When finalize (v1: new-cert) was about to be sent (seconds since the
+    /// Unix epoch), once the `Finalizing` step is reached.
+    #[serde(default)]
+    pub finalize_sent_at: Option<i64>,
 }
 
 impl fmt::Debug for Journal {
