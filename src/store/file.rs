@@ -1135,6 +1135,7 @@ mod tests {
             chain_pem: None,
             started_at: 1_700_000_000,
             order_attempts: 2,
+            finalize_sent_at: None,
         }
     }
 
