@@ -186,27 +186,37 @@ async fn ensure_with_store(
     });
     let cert = &ensured.certificate;
     let chain = sturdy_acme::CertificateChain::parse_pem(&cert.url, &cert.chain_pem)?;
-    let write = |name: &str, data: &[u8], mode| -> Result<(), AnyError> {
-        let path = args.out.join(name);
-        write_file_atomic(&path, data, mode)
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
-        step(format!("wrote {}", path.display()));
-        Ok(())
-    };
-    write("key.pem", cert.key_pem.as_bytes(), FileMode::Private)?;
-    write("cert.pem", chain.leaf_pem().as_bytes(), FileMode::Public)?;
-    write(
-        "chain.pem",
-        chain.issuers_pem().as_bytes(),
-        FileMode::Public,
-    )?;
-    write("fullchain.pem", chain.pem().as_bytes(), FileMode::Public)?;
+    write_outputs(&args.out, cert.key_pem.as_bytes(), &chain)?;
     step(format!(
         "done in {:.2?} with {} requests ({})",
         started.elapsed(),
         client.request_stats().total(),
         client.request_stats()
     ));
+    Ok(())
+}
+
+/// Writes key.pem (0600), cert.pem, chain.pem and fullchain.pem atomically.
+fn write_outputs(
+    out: &std::path::Path,
+    key_pem: &[u8],
+    chain: &sturdy_acme::CertificateChain,
+) -> Result<(), AnyError> {
+    for (name, data, mode) in [
+        ("key.pem", key_pem, FileMode::Private),
+        ("cert.pem", chain.leaf_pem().as_bytes(), FileMode::Public),
+        (
+            "chain.pem",
+            chain.issuers_pem().as_bytes(),
+            FileMode::Public,
+        ),
+        ("fullchain.pem", chain.pem().as_bytes(), FileMode::Public),
+    ] {
+        let path = out.join(name);
+        write_file_atomic(&path, data, mode)
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        step(format!("wrote {}", path.display()));
+    }
     Ok(())
 }
 
@@ -482,25 +492,7 @@ async fn run(mut args: Args) -> Result<(), AnyError> {
         chain.top_issuer_common_name().unwrap_or_default()
     ));
 
-    let write = |name: &str, data: &[u8], mode| -> Result<(), AnyError> {
-        let path = args.out.join(name);
-        write_file_atomic(&path, data, mode)
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
-        step(format!("wrote {}", path.display()));
-        Ok(())
-    };
-    write(
-        "key.pem",
-        cert_key.to_pkcs8_pem().as_bytes(),
-        FileMode::Private,
-    )?;
-    write("cert.pem", chain.leaf_pem().as_bytes(), FileMode::Public)?;
-    write(
-        "chain.pem",
-        chain.issuers_pem().as_bytes(),
-        FileMode::Public,
-    )?;
-    write("fullchain.pem", chain.pem().as_bytes(), FileMode::Public)?;
+    write_outputs(&args.out, cert_key.to_pkcs8_pem().as_bytes(), &chain)?;
     step(format!(
         "done in {:.2?} with {} requests ({})",
         started.elapsed(),
