@@ -496,3 +496,56 @@ async fn steps_are_reported_in_order() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The built-in tls-alpn-01 solver, served by a rustls listener through its
+/// certificate resolver, really validated by the embedded CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_alpn01_solver_through_a_rustls_resolver() {
+    use sturdy_acme::solver::tls_alpn01::{TlsAlpn01Resolver, TlsAlpn01Solver};
+    let resolver = Arc::new(TlsAlpn01Resolver::new(None));
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_cert_resolver(resolver.clone());
+    config.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let _ = acceptor.accept(tcp).await;
+            });
+        }
+    });
+
+    let ca = TestCa::builder()
+        .real_validation(1, port, Arc::new(sturdy_acme::testing::StaticDns::new()))
+        .start()
+        .await
+        .unwrap();
+    let dir = temp_store("alpn");
+    let client = ca.client().await.unwrap();
+    let issuer = Issuer::builder(client, FileStore::open(&dir).unwrap())
+        .solver(Arc::new(TlsAlpn01Solver::new(resolver.clone())))
+        .build();
+    let ensured = issuer
+        .ensure(&["alpn.example", "127.0.0.1"], &EnsureOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(ensured.source, Source::New);
+    assert_eq!(ca.ledger().issued_for(&["alpn.example", "127.0.0.1"]), 1);
+    assert!(
+        format!("{resolver:?}").contains("names: []"),
+        "cleaned up: {resolver:?}"
+    );
+    server.abort();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
