@@ -7,11 +7,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use common::embedded::EmbeddedV1;
 use common::suite::{self, AcmeServer, ServerOptions, assert_v1_unsupported};
 use common::verify;
 use serde_json::{Value, json};
@@ -19,84 +19,15 @@ use sturdy_acme::client::FindFuture;
 use sturdy_acme::error::RateLimitScope;
 use sturdy_acme::protocol::AuthorizationStatus;
 use sturdy_acme::retry::{Event, Jitter, RetryPolicy};
-use sturdy_acme::testing::{Dialect, Fault, FaultRule, StaticDns, TestCa, TestCaBuilder, Trigger};
+use sturdy_acme::testing::{Dialect, Fault, FaultRule, TestCa, TestCaBuilder, Trigger};
 use sturdy_acme::{
     AccountKey, AccountOptions, CertificateFinder, CertificateKey, CertificateKeyType,
-    ChallengeType, Client, ClientBuilder, Csr, Endpoint, Error, ExternalAccountKey, Identifier,
-    KeyAlgorithm, NewOrder, OrderStatus, ProblemType, RevocationReason,
+    ChallengeType, Client, Csr, Endpoint, Error, ExternalAccountKey, Identifier, KeyAlgorithm,
+    NewOrder, OrderStatus, ProblemType, RevocationReason,
 };
 
 // ---------------------------------------------------------------------------
 // The shared suite.
-
-struct EmbeddedV1 {
-    ca: TestCa,
-    dns: StaticDns,
-    http_port: u16,
-    tls_port: u16,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-impl AcmeServer for EmbeddedV1 {
-    async fn start(options: ServerOptions) -> Option<Self> {
-        assert!(options.eab.is_none(), "ACME v1 has no EAB");
-        let dns = StaticDns::new();
-        let (http_port, tls_port) = (free_port(), free_port());
-        let mut builder = TestCa::builder()
-            .dialect(Dialect::V1)
-            .reuse_valid_authorizations(false);
-        if options.real_validation {
-            builder = builder.real_validation(http_port, tls_port, Arc::new(dns.clone()));
-        }
-        let ca = builder.start().await.expect("test CA starts");
-        Some(Self {
-            ca,
-            dns,
-            http_port,
-            tls_port,
-        })
-    }
-
-    fn client_builder(&self) -> ClientBuilder {
-        self.ca.client_builder()
-    }
-
-    fn http_port(&self) -> u16 {
-        self.http_port
-    }
-
-    fn tls_port(&self) -> u16 {
-        self.tls_port
-    }
-
-    async fn set_txt(&self, host: &str, value: &str) {
-        self.dns.add_txt(host, value);
-    }
-
-    async fn issuing_roots(&self) -> Vec<String> {
-        vec![self.ca.root_pem()]
-    }
-
-    async fn revocation_reason(&self, serial_hex: &str) -> Option<Option<u64>> {
-        let serial = serial_hex.trim_start_matches('0');
-        self.ca
-            .ledger()
-            .certificates
-            .iter()
-            .find(|c| c.serial.trim_start_matches('0') == serial)
-            .map(|c| c.revoked.map(u64::from))
-    }
-
-    fn issued_count(&self) -> usize {
-        self.ca.ledger().certificates.len()
-    }
-}
 
 // What v1 has: the suite functions as they run against v2. Not here (v1
 // lacks them; see the tests below): twenty names with a wildcard, an IP

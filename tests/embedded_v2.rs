@@ -4,92 +4,19 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::sync::Arc;
 
+use common::embedded::{EmbeddedV2, free_port};
 use common::suite::{self, AcmeServer, ServerOptions, Solvers, issue};
 use common::verify;
 use serde_json::{Value, json};
 use sturdy_acme::testing::{StaticDns, TestCa};
 use sturdy_acme::{
-    AccountKey, CertificateKey, CertificateKeyType, ChallengeType, ClientBuilder, Csr, Endpoint,
-    Identifier, KeyAlgorithm, NewOrder, OrderStatus, ProblemType,
+    AccountKey, CertificateKey, CertificateKeyType, ChallengeType, Csr, Endpoint, Identifier,
+    KeyAlgorithm, NewOrder, OrderStatus, ProblemType,
 };
 
-struct Embedded {
-    ca: TestCa,
-    dns: StaticDns,
-    http_port: u16,
-    tls_port: u16,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-impl AcmeServer for Embedded {
-    async fn start(options: ServerOptions) -> Option<Self> {
-        let dns = StaticDns::new();
-        let (http_port, tls_port) = (free_port(), free_port());
-        let mut builder = TestCa::builder()
-            .alternate_chain(options.alternate_chain)
-            .reuse_valid_authorizations(false);
-        if options.real_validation {
-            builder = builder.real_validation(http_port, tls_port, Arc::new(dns.clone()));
-        }
-        if let Some((kid, key)) = &options.eab {
-            builder = builder.eab_key(kid, key).unwrap().eab_required(true);
-        }
-        let ca = builder.start().await.expect("test CA starts");
-        Some(Self {
-            ca,
-            dns,
-            http_port,
-            tls_port,
-        })
-    }
-
-    fn client_builder(&self) -> ClientBuilder {
-        self.ca.client_builder()
-    }
-
-    fn http_port(&self) -> u16 {
-        self.http_port
-    }
-
-    fn tls_port(&self) -> u16 {
-        self.tls_port
-    }
-
-    async fn set_txt(&self, host: &str, value: &str) {
-        self.dns.add_txt(host, value);
-    }
-
-    async fn issuing_roots(&self) -> Vec<String> {
-        let mut roots = vec![self.ca.root_pem()];
-        roots.extend(self.ca.alternate_root_pem());
-        roots
-    }
-
-    async fn revocation_reason(&self, serial_hex: &str) -> Option<Option<u64>> {
-        let serial = serial_hex.trim_start_matches('0');
-        self.ca
-            .ledger()
-            .certificates
-            .iter()
-            .find(|c| c.serial.trim_start_matches('0') == serial)
-            .map(|c| c.revoked.map(u64::from))
-    }
-
-    fn issued_count(&self) -> usize {
-        self.ca.ledger().certificates.len()
-    }
-}
-
-shared_suite!(Embedded);
+shared_suite!(EmbeddedV2);
 
 // ---------------------------------------------------------------------------
 // Rejections real CAs make. Raw requests are built by hand here, because the
@@ -472,7 +399,7 @@ async fn pending_orders_are_reused_and_processing_is_polled() {
 
 #[tokio::test]
 async fn ledger_counts_requests_and_issuances() {
-    let server = Embedded::start(ServerOptions::default()).await.unwrap();
+    let server = EmbeddedV2::start(ServerOptions::default()).await.unwrap();
     let ca = &server.ca;
     let client = ca.client().await.unwrap();
     let account = suite::account(&client, KeyAlgorithm::Es256).await;

@@ -106,4 +106,5 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value 
 }
 
 pub mod ca_thread;
+pub mod embedded;
 pub mod suite;
