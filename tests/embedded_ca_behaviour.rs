@@ -4,13 +4,15 @@
 
 mod common;
 
+use common::suite::try_ready_order;
+
 use std::time::Duration;
 
 use sturdy_acme::retry::RetryPolicy;
 use sturdy_acme::testing::{CaaPolicy, Limit, RateLimits, TestCa};
 use sturdy_acme::{
-    Account, AccountKey, AccountOptions, CertificateKey, ChallengeType, Csr, Error, KeyAlgorithm,
-    NewOrder, Order, ProblemType,
+    Account, AccountKey, AccountOptions, CertificateKey, Csr, Error, KeyAlgorithm, NewOrder,
+    ProblemType,
 };
 
 /// Raw CA behaviour: no client retries (the retry policies are pinned in
@@ -25,22 +27,8 @@ async fn new_account(ca: &TestCa) -> Account {
     common::suite::account(&client, KeyAlgorithm::Es256).await
 }
 
-async fn ready(account: &Account, names: &[&str]) -> Result<Order, Error> {
-    let mut order = account.new_order(&NewOrder::for_names(names)?).await?;
-    for authz in order.authorizations().await? {
-        authz
-            .challenge(&ChallengeType::Http01)
-            .or_else(|| authz.challenge(&ChallengeType::Dns01))
-            .unwrap()
-            .respond()
-            .await?;
-    }
-    order.wait_ready().await?;
-    Ok(order)
-}
-
 async fn issue(account: &Account, names: &[&str]) -> Result<(), Error> {
-    let mut order = ready(account, names).await?;
+    let mut order = try_ready_order(account, names).await?;
     order
         .finalize(Csr::Key(&CertificateKey::generate(Default::default())?))
         .await?;
@@ -149,7 +137,7 @@ async fn caa_forbid_and_recheck_timeouts_at_finalize() {
     let key = CertificateKey::generate(Default::default()).unwrap();
 
     // Forbidden, on a subdomain too, with two names: one problem, subproblems per name.
-    let mut order = ready(&account, &["www.forbidden.example", "forbidden.example"])
+    let mut order = try_ready_order(&account, &["www.forbidden.example", "forbidden.example"])
         .await
         .unwrap();
     let err = order.finalize(Csr::Key(&key)).await.unwrap_err();
@@ -162,7 +150,9 @@ async fn caa_forbid_and_recheck_timeouts_at_finalize() {
     order.refresh().await.unwrap();
     assert_eq!(order.status(), sturdy_acme::OrderStatus::Ready);
 
-    let mut order = ready(&account, &["slowdns.example"]).await.unwrap();
+    let mut order = try_ready_order(&account, &["slowdns.example"])
+        .await
+        .unwrap();
     let err = order.finalize(Csr::Key(&key)).await.unwrap_err();
     let detail = err.problem().unwrap().detail.clone().unwrap();
     assert_eq!(
@@ -171,7 +161,7 @@ async fn caa_forbid_and_recheck_timeouts_at_finalize() {
          DNS problem: query timed out looking up CAA for slowdns.example"
     );
 
-    let mut order = ready(&account, &["flaky.example"]).await.unwrap();
+    let mut order = try_ready_order(&account, &["flaky.example"]).await.unwrap();
     for _ in 0..2 {
         let err = order.finalize(Csr::Key(&key)).await.unwrap_err();
         assert_eq!(err.problem_type(), Some(&ProblemType::Caa));
@@ -270,7 +260,9 @@ async fn failed_authorizations_limit_new_orders_for_that_identifier() {
         .unwrap();
     let account = new_account(&ca).await;
     // dns-01 with no TXT record: the validation fails.
-    let err = ready(&account, &["fail.example.com"]).await.unwrap_err();
+    let err = try_ready_order(&account, &["fail.example.com"])
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::ValidationFailed { .. }), "{err}");
     let err = account
         .new_order(&NewOrder::for_names(&["fail.example.com"]).unwrap())

@@ -5,14 +5,16 @@
 
 mod common;
 
+use common::suite::ready_order;
+
 use std::time::Duration;
 
 use sturdy_acme::error::TransportFailure;
 use sturdy_acme::retry::RetryPolicy;
 use sturdy_acme::testing::{Fault, FaultRule, RetryAfterForm, TestCa, Trigger};
 use sturdy_acme::{
-    Account, AccountKey, AccountOptions, CertificateKey, ChallengeType, Client, Csr, Endpoint,
-    Error, KeyAlgorithm, NewOrder, Order, ProblemType,
+    Account, AccountKey, AccountOptions, CertificateKey, Client, Csr, Endpoint, Error,
+    KeyAlgorithm, NewOrder, ProblemType,
 };
 
 async fn setup(rules: Vec<FaultRule>) -> (TestCa, Client, Account) {
@@ -34,23 +36,6 @@ async fn setup(rules: Vec<FaultRule>) -> (TestCa, Client, Account) {
         .await
         .unwrap();
     (ca, client, account)
-}
-
-async fn ready_order(account: &Account, name: &str) -> Order {
-    let mut order = account
-        .new_order(&NewOrder::for_names(&[name]).unwrap())
-        .await
-        .unwrap();
-    for authz in order.authorizations().await.unwrap() {
-        authz
-            .challenge(&ChallengeType::Http01)
-            .unwrap()
-            .respond()
-            .await
-            .unwrap();
-    }
-    order.wait_ready().await.unwrap();
-    order
 }
 
 fn key() -> CertificateKey {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use common::embedded::EmbeddedV1;
-use common::suite::{self, AcmeServer, ServerOptions, assert_v1_unsupported};
+use common::suite::{self, AcmeServer, ServerOptions, assert_v1_unsupported, ready_order};
 use common::verify;
 use serde_json::{Value, json};
 use sturdy_acme::client::FindFuture;
@@ -676,23 +676,6 @@ async fn issue_one(account: &sturdy_acme::Account, name: &str) -> sturdy_acme::C
     let key = CertificateKey::generate(Default::default()).unwrap();
     order.finalize(Csr::Key(&key)).await.unwrap();
     order.certificate().await.unwrap()
-}
-
-async fn ready_order(account: &sturdy_acme::Account, name: &str) -> sturdy_acme::Order {
-    let mut order = account
-        .new_order(&NewOrder::for_names(&[name]).unwrap())
-        .await
-        .unwrap();
-    for authz in order.authorizations().await.unwrap() {
-        authz
-            .challenge(&ChallengeType::Http01)
-            .unwrap()
-            .respond()
-            .await
-            .unwrap();
-    }
-    order.wait_ready().await.unwrap();
-    order
 }
 
 fn spki_of(der: &[u8]) -> Vec<u8> {

@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use common::ca_thread::CaThread;
+use common::suite::ready_order;
 use sturdy_acme::error::{CaaCause, ErrorClass, RateLimitScope};
 use sturdy_acme::retry::{Backoff, Event, Jitter, RetryPolicy};
 use sturdy_acme::testing::{CaaPolicy, Fault, FaultRule, TestCa, Trigger};
 use sturdy_acme::{
-    Account, AccountKey, AccountOptions, CertificateKey, ChallengeType, Client, ClientBuilder, Csr,
-    Endpoint, Error, KeyAlgorithm, NewOrder, Order, OrderStatus,
+    Account, AccountKey, AccountOptions, CertificateKey, Client, ClientBuilder, Csr, Endpoint,
+    Error, KeyAlgorithm, NewOrder, OrderStatus,
 };
 
 /// A retry as observed: endpoint, class name, delay.
@@ -55,23 +56,6 @@ async fn account(client: &Client) -> Account {
         .unwrap()
 }
 
-async fn ready(account: &Account, name: &str) -> Order {
-    let mut order = account
-        .new_order(&NewOrder::for_names(&[name]).unwrap())
-        .await
-        .unwrap();
-    for authz in order.authorizations().await.unwrap() {
-        authz
-            .challenge(&ChallengeType::Http01)
-            .unwrap()
-            .respond()
-            .await
-            .unwrap();
-    }
-    order.wait_ready().await.unwrap();
-    order
-}
-
 fn key() -> CertificateKey {
     CertificateKey::generate(Default::default()).unwrap()
 }
@@ -100,7 +84,7 @@ async fn thirty_percent_bad_nonce_everywhere_twenty_certificates() {
     let client = ca.client().await.unwrap();
     let account = account(&client).await;
     for i in 0..20 {
-        let mut order = ready(&account, &format!("nonce{i}.example")).await;
+        let mut order = ready_order(&account, &format!("nonce{i}.example")).await;
         order.finalize(Csr::Key(&key())).await.unwrap();
         order.certificate().await.unwrap();
     }
@@ -131,7 +115,7 @@ async fn lost_finalize_response_reads_the_order_and_downloads_that_certificate()
         .await
         .unwrap();
     let account = account(&client).await;
-    let mut order = ready(&account, "lost.example").await;
+    let mut order = ready_order(&account, "lost.example").await;
     assert_eq!(
         order.finalize(Csr::Key(&key())).await.unwrap(),
         OrderStatus::Valid
@@ -166,7 +150,7 @@ async fn three_empty_500s_on_finalize_follow_the_policy_delays() {
         .await
         .unwrap();
     let account = account(&client).await;
-    let mut order = ready(&account, "five-hundred.example").await;
+    let mut order = ready_order(&account, "five-hundred.example").await;
     let started = tokio::time::Instant::now();
     order.finalize(Csr::Key(&key())).await.unwrap();
     let waited = started.elapsed();
@@ -299,7 +283,7 @@ async fn caa_recheck_timeouts_follow_the_caa_schedule_and_forbid_fails_at_once()
     let account = account(&client).await;
 
     // Twice "Rechecking CAA ... query timed out", then success.
-    let mut order = ready(&account, "slow.example").await;
+    let mut order = ready_order(&account, "slow.example").await;
     let started = tokio::time::Instant::now();
     order.finalize(Csr::Key(&key())).await.unwrap();
     let caa: Vec<Duration> = retries
@@ -322,7 +306,7 @@ async fn caa_recheck_timeouts_follow_the_caa_schedule_and_forbid_fails_at_once()
     assert_eq!(ca.ca().ledger().issued_for(&["slow.example"]), 1);
 
     // Always timing out: gives up after the schedule, naming the domain's DNS.
-    let mut order = ready(&account, "never.example").await;
+    let mut order = ready_order(&account, "never.example").await;
     let err = order.finalize(Csr::Key(&key())).await.unwrap_err();
     assert!(matches!(err, Error::GaveUp { attempts: 4, .. }), "{err}");
     let class = err.class();
@@ -337,7 +321,7 @@ async fn caa_recheck_timeouts_follow_the_caa_schedule_and_forbid_fails_at_once()
 
     // Forbidden by a record: fails at once, with the names.
     let finalizes = ca.ca().ledger().requests_to(Endpoint::Finalize);
-    let mut order = ready(&account, "forbidden.example").await;
+    let mut order = ready_order(&account, "forbidden.example").await;
     let err = order.finalize(Csr::Key(&key())).await.unwrap_err();
     assert_eq!(
         ca.ca().ledger().requests_to(Endpoint::Finalize),
@@ -450,7 +434,7 @@ async fn truncated_invalid_and_oversized_bodies() {
         Trigger::Always,
         Fault::OversizedBody { bytes: 100_000_000 },
     )]);
-    let mut order = ready(&account, "big.example").await;
+    let mut order = ready_order(&account, "big.example").await;
     order.finalize(Csr::Key(&key())).await.unwrap();
     let before = ca.ca().ledger().requests_to(Endpoint::Certificate);
     let err = order.certificate().await.unwrap_err();

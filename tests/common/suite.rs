@@ -21,7 +21,7 @@ use sturdy_acme::solver::http01::Http01Responder;
 use sturdy_acme::{
     Account, AccountKey, AccountOptions, CertificateChain, CertificateKey, CertificateKeyType,
     ChallengeType, Client, ClientBuilder, Csr, Dialect, Error, ExternalAccountKey, KeyAlgorithm,
-    NewOrder, OrderStatus, ProblemType, RevocationReason,
+    NewOrder, Order, OrderStatus, ProblemType, RevocationReason,
 };
 
 /// What a suite test needs from the server it runs against.
@@ -63,6 +63,34 @@ pub trait AcmeServer: Sized {
     fn revocation_reason(&self, serial_hex: &str) -> impl Future<Output = Option<Option<u64>>>;
     /// Certificates issued so far.
     fn issued_count(&self) -> usize;
+}
+
+/// Creates an order for `names` and answers each pending authorization
+/// (http-01, or dns-01 where only that is offered, e.g. wildcards), then
+/// waits until it is ready. Meant for CAs that validate at once
+/// (always-valid mode).
+pub async fn try_ready_order(account: &Account, names: &[&str]) -> Result<Order, Error> {
+    let mut order = account.new_order(&NewOrder::for_names(names)?).await?;
+    for authz in order.authorizations().await? {
+        if authz.status() != AuthorizationStatus::Pending {
+            continue;
+        }
+        authz
+            .challenge(&ChallengeType::Http01)
+            .or_else(|| authz.challenge(&ChallengeType::Dns01))
+            .expect("an http-01 or dns-01 challenge")
+            .respond()
+            .await?;
+    }
+    order.wait_ready().await?;
+    Ok(order)
+}
+
+/// [`try_ready_order`] for one name, panicking on failure.
+pub async fn ready_order(account: &Account, name: &str) -> Order {
+    try_ready_order(account, &[name])
+        .await
+        .unwrap_or_else(|e| panic!("order for {name} not ready: {e}"))
 }
 
 /// One `#[tokio::test]` per suite function, against server type `$server`.
