@@ -12,11 +12,12 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::protocol::Identifier;
+use crate::protocol::timestamp::{self, DisplayTime};
 
 /// The longest `Retry-After` the crate will believe; anything longer is capped.
 ///
 /// A broken or hostile server must not be able to park a client for years.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const MAX_RETRY_AFTER: Duration = crate::protocol::timestamp::DEFAULT_HORIZON;
 
 /// A `Retry-After` header (RFC 9110 §10.2.3), in either of its forms.
 ///
@@ -427,7 +428,7 @@ pub enum Error {
     /// Refused locally, without a request, because a rate limit is known to
     /// be exhausted until `retry_at` (from an earlier 429, or the client-side
     /// ledger's accounting of the CA's published limits).
-    #[error("rate limited ({limit}) until {} without asking the CA: {reason}", httpdate::fmt_http_date(*retry_at))]
+    #[error("rate limited ({limit}) until {} without asking the CA: {reason}", DisplayTime(*retry_at))]
     RateLimitedLocally {
         /// When the request may be made again.
         retry_at: SystemTime,
@@ -436,6 +437,45 @@ pub enum Error {
         /// What it applies to.
         scope: RateLimitScope,
         /// Why (e.g. the CA's earlier problem detail).
+        reason: String,
+    },
+
+    /// The CA answered in a way the protocol does not allow and that
+    /// retrying will not fix (finalize answered with `ready`, more
+    /// authorizations than identifiers, an authorization for an identifier
+    /// that was not ordered). Nothing is repeated blindly.
+    #[error("the CA broke the protocol at {url}: {reason}")]
+    ProtocolViolation {
+        /// The resource or request URL.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// A journalled order whose finalize may already have been sent could
+    /// not be read back. The journal and the certificate key are kept: the
+    /// next `ensure` resumes this order; nothing new was ordered.
+    #[error(
+        "the order {url}, finalized or being finalized, could not be read (kept for the next attempt): {source}"
+    )]
+    OrderUnresolved {
+        /// The order URL.
+        url: String,
+        /// Why the read failed.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// The lease that guards an issuance was lost to another holder (or its
+    /// renewal failed past its expiry): this process stopped before the
+    /// next journal write or non-idempotent request.
+    #[error("lease {name} lost (fencing token {token}): {reason}")]
+    LeaseLost {
+        /// The lease name.
+        name: String,
+        /// The token this process held.
+        token: u64,
+        /// What happened.
         reason: String,
     },
 
@@ -483,7 +523,7 @@ impl Error {
             | Self::Transport { request, .. }
             | Self::InvalidResponse { request, .. }
             | Self::ResponseTooLarge { request, .. } => Some(request),
-            Self::GaveUp { source, .. } => source.request(),
+            Self::GaveUp { source, .. } | Self::OrderUnresolved { source, .. } => source.request(),
             _ => None,
         }
     }
@@ -595,6 +635,9 @@ impl Error {
                 _ => ErrorClass::Permanent,
             },
             Self::PollTimeout { .. } => ErrorClass::Transient,
+            Self::ProtocolViolation { .. } => ErrorClass::Protocol,
+            // Both mean "call again later": the state is kept.
+            Self::OrderUnresolved { .. } | Self::LeaseLost { .. } => ErrorClass::Transient,
             Self::InvalidInput(_) => ErrorClass::InvalidInput,
             Self::Crypto(_) => ErrorClass::Crypto,
             Self::Unsupported(_) => ErrorClass::Permanent,
@@ -778,11 +821,7 @@ impl fmt::Display for ErrorClass {
             Self::RateLimited {
                 retry_at, scope, ..
             } => match retry_at {
-                Some(t) => write!(
-                    f,
-                    "rate limited ({scope}) until {}",
-                    httpdate::fmt_http_date(*t)
-                ),
+                Some(t) => write!(f, "rate limited ({scope}) until {}", DisplayTime(*t)),
                 None => write!(f, "rate limited ({scope})"),
             },
             other => f.write_str(other.name()),
@@ -858,8 +897,13 @@ fn retry_at_from_detail(detail: &str) -> Option<SystemTime> {
             time::OffsetDateTime::parse(token, &time::format_description::well_known::Rfc3339).ok()
         }
     }?;
-    let secs = u64::try_from(parsed.unix_timestamp()).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    // Untrusted: the past means now, years ahead means the horizon.
+    let now = SystemTime::now();
+    Some(timestamp::clamp(
+        timestamp::from_unix(parsed.unix_timestamp()),
+        now,
+        MAX_RETRY_AFTER,
+    ))
 }
 
 fn classify_problem(request: &RequestInfo, problem: &Problem) -> ErrorClass {
@@ -936,6 +980,50 @@ mod tests {
         let ra = RetryAfter::parse("99999999999999999999999", now).unwrap();
         assert_eq!(ra.delay(), MAX_RETRY_AFTER);
         assert_eq!(ra.remaining(now + MAX_RETRY_AFTER * 2), Duration::ZERO);
+    }
+
+    /// Issue 16, defect 1: a 429 without Retry-After whose detail names a
+    /// date past year 9999 (once its offset is applied) is clamped to the
+    /// horizon, and neither the class nor the error panics when printed.
+    #[test]
+    fn far_future_retry_after_in_a_detail_is_clamped_and_prints() {
+        for detail in [
+            "too many certificates already issued: retry after 9999-12-31T23:59:59-01:00",
+            "too many certificates: retry after 9999-12-31 23:59:59 UTC",
+            "too many certificates: retry after 1970-01-01T00:00:01Z",
+        ] {
+            let error = Error::Problem {
+                request: Box::new(RequestInfo {
+                    method: "POST",
+                    url: "https://ca.example/new-order".into(),
+                    status: Some(429),
+                    retry_after: None,
+                }),
+                problem: Box::new(Problem::new(ProblemType::RateLimited, detail)),
+            };
+            let before = SystemTime::now();
+            let ErrorClass::RateLimited {
+                retry_at: Some(at), ..
+            } = error.class()
+            else {
+                panic!("not rate limited: {:?}", error.class());
+            };
+            assert!(at >= before, "{detail}: the past means now");
+            assert!(
+                at <= SystemTime::now() + MAX_RETRY_AFTER,
+                "{detail}: clamped to the horizon"
+            );
+            // Printing never panics.
+            let _ = error.to_string();
+            let _ = error.class().to_string();
+            let local = Error::RateLimitedLocally {
+                retry_at: SystemTime::UNIX_EPOCH + Duration::from_secs(u64::MAX / 4),
+                limit: "x".into(),
+                scope: RateLimitScope::Unknown,
+                reason: detail.into(),
+            };
+            assert!(local.to_string().contains('@'));
+        }
     }
 
     #[test]

@@ -549,3 +549,175 @@ async fn tls_alpn01_solver_through_a_rustls_resolver() {
     server.abort();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// Issue 16: exactly once when the CA answers resume with garbage.
+
+use sturdy_acme::testing::{CannedAnswer, Fault, FaultRule, Trigger};
+
+/// An issuer whose client retries transient failures within milliseconds.
+async fn fast_issuer(ca: &TestCa, store: &Path) -> Issuer<FileStore> {
+    let mut policy = sturdy_acme::retry::RetryPolicy::default();
+    policy.transient.base = Duration::from_millis(2);
+    policy.transient.max_delay = Duration::from_millis(10);
+    policy.seed = Some(16);
+    let client = ca
+        .client_builder()
+        .retry_policy(policy)
+        .build()
+        .await
+        .unwrap();
+    Issuer::builder(client, FileStore::open(store).unwrap())
+        .solver(Arc::new(Http01Solver::default()))
+        .build()
+}
+
+fn journal_files(store: &Path) -> (usize, usize) {
+    let count = |dir: PathBuf| {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    (
+        count(store.join("journals")),
+        count(store.join("journals").join("archive")),
+    )
+}
+
+/// Defect 2: finalize was sent (its answer lost), then every read of the
+/// order at resume is answered 404, a 403, a proxy's HTML page or garbage.
+/// The issuer never orders again: it keeps the journal and the key, says
+/// which order it could not read, and the next call after the CA recovers
+/// stores the one certificate the CA issued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finalized_order_is_never_abandoned_on_a_bad_read() {
+    let answers = [
+        CannedAnswer::problem(404, "malformed", "no such order"),
+        CannedAnswer::problem(403, "unauthorized", "not your order"),
+        CannedAnswer::html(500),
+        CannedAnswer::new(200, "application/json", "\u{1}garbage{"),
+    ];
+    for (i, answer) in answers.into_iter().enumerate() {
+        let ca = TestCa::start().await.unwrap();
+        let dir = temp_store(&format!("abandon-{i}"));
+        let issuer = fast_issuer(&ca, &dir).await;
+        let names = [format!("abandon{i}.example")];
+        // The finalize takes effect but its answer never comes: the caller
+        // gives up (a timeout, a crash) with the journal at Finalizing.
+        ca.set_faults(vec![FaultRule::new(
+            Endpoint::Finalize,
+            Trigger::Nth(1),
+            Fault::SlowAfterCommit { delay_ms: 60_000 },
+        )]);
+        let gave_up = tokio::time::timeout(
+            Duration::from_secs(2),
+            issuer.ensure(&names, &EnsureOptions::default()),
+        )
+        .await;
+        assert!(gave_up.is_err(), "finalize was answered");
+        assert_eq!(ca.ledger().issued_for(&names), 1);
+        // Every read of the order now fails the way `answer` says.
+        ca.set_faults(vec![FaultRule::new(
+            Endpoint::Order,
+            Trigger::Always,
+            Fault::Canned(answer.clone()),
+        )]);
+        for attempt in 0..3 {
+            let err = issuer
+                .ensure(&names, &EnsureOptions::default())
+                .await
+                .unwrap_err();
+            assert_eq!(
+                ca.ledger().issued_for(&names),
+                1,
+                "{answer:?}, attempt {attempt}: {err}"
+            );
+            assert!(
+                matches!(&err, Error::OrderUnresolved { url, .. } if url.contains("/order/")),
+                "{answer:?}: {err}"
+            );
+            assert_eq!(journal_files(&dir).0, 1, "the journal is kept");
+        }
+        assert_eq!(ca.ledger().requests_to(Endpoint::NewOrder), 1, "{answer:?}");
+        // The CA recovers: the same order's certificate is stored.
+        ca.set_faults(Vec::new());
+        let ensured = issuer
+            .ensure(&names, &EnsureOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(ensured.source, Source::Resumed);
+        assert_eq!(ca.ledger().issued_for(&names), 1);
+        assert_eq!(ca.ledger().requests_to(Endpoint::NewOrder), 1);
+        assert_eq!(journal_files(&dir), (0, 0));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// Defect 2: a journalled certificate URL is downloaded before anything
+/// else, so a resume succeeds even while the order itself reads as 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_certificate_url_is_tried_before_the_order() {
+    let ca = TestCa::start().await.unwrap();
+    let dir = temp_store("cert-url-first");
+    let issuer = issuer(&ca, &dir).await;
+    let names = ["certurl.example"];
+    ca.set_faults(vec![FaultRule::new(
+        Endpoint::Certificate,
+        Trigger::Nth(1),
+        Fault::Canned(CannedAnswer::problem(404, "malformed", "try later")),
+    )]);
+    issuer
+        .ensure(&names, &EnsureOptions::default())
+        .await
+        .unwrap_err();
+    ca.set_faults(vec![FaultRule::new(
+        Endpoint::Order,
+        Trigger::Always,
+        Fault::Canned(CannedAnswer::problem(404, "malformed", "no such order")),
+    )]);
+    let orders_before = ca.ledger().requests_to(Endpoint::Order);
+    let ensured = issuer
+        .ensure(&names, &EnsureOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(ensured.source, Source::Resumed);
+    assert_eq!(ca.ledger().requests_to(Endpoint::Order), orders_before);
+    assert_eq!(ca.ledger().issued_for(&names), 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Defect 7: a CA that answers finalize with `ready` again is not sent
+/// finalize forever: a typed protocol error, the journal kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalize_answered_ready_again_stops_with_a_protocol_error() {
+    let ca = TestCa::start().await.unwrap();
+    let dir = temp_store("ready-again");
+    let issuer = issuer(&ca, &dir).await;
+    let body = serde_json::json!({
+        "status": "ready",
+        "identifiers": [{"type": "dns", "value": "ready.example"}],
+        "authorizations": [],
+        "finalize": format!("{}/finalize/0", ca.directory_url().trim_end_matches("/directory")),
+    })
+    .to_string();
+    ca.set_faults(vec![FaultRule::new(
+        Endpoint::Finalize,
+        Trigger::Always,
+        Fault::Canned(CannedAnswer::new(200, "application/json", body)),
+    )]);
+    let err = tokio::time::timeout(
+        Duration::from_secs(30),
+        issuer.ensure(&["ready.example"], &EnsureOptions::default()),
+    )
+    .await
+    .expect("finalize is not repeated forever")
+    .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Protocol, "{err}");
+    assert!(ca.ledger().requests_to(Endpoint::Finalize) <= 3);
+    assert_eq!(journal_files(&dir).0, 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

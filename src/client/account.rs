@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
-use super::{Client, NewOrder, Order, v1};
+use super::{CertificateChain, Client, NewOrder, Order, v1};
 use crate::crypto::jws::{self, KeyId};
 use crate::crypto::{AccountKey, ExternalAccountKey, b64};
 use crate::error::{Error, ErrorClass, ProblemType, Result};
@@ -544,6 +544,23 @@ impl Account {
         }
         let state: OrderResource = self.post_json(Endpoint::Order, url, None).await?.0;
         Ok(Order::new(self.clone(), url.to_owned(), state))
+    }
+
+    /// Downloads the certificate chain at a certificate URL (an order's
+    /// `certificate`, e.g. one journalled before a restart), preferring the
+    /// chain to `preferred_issuer` among the alternates like
+    /// [`Order::certificate_chain`]. ACME v1: a plain GET of the certificate
+    /// URL, following `Link: rel="up"` to its issuers.
+    pub async fn certificate_chain(
+        &self,
+        url: &str,
+        preferred_issuer: Option<&str>,
+    ) -> Result<CertificateChain> {
+        if self.is_v1() {
+            return v1::download_chain(&self.inner.client, url).await;
+        }
+        let default = super::order::download(self, url).await?;
+        super::order::prefer_chain(self, default, preferred_issuer).await
     }
 
     /// The URLs in the account's orders list (RFC 8555 §7.1.2.1), following

@@ -3,8 +3,8 @@
 //! ACME v1 reads both with a plain GET and spells a challenge's URL `uri`;
 //! the same types carry them.
 
+use super::poll::Poller;
 use serde_json::json;
-use tokio::time::{Instant, sleep};
 
 use super::{Account, v1};
 use crate::crypto::challenge::{self, TlsAlpn01Certificate};
@@ -119,19 +119,10 @@ impl Authorization {
     /// anything else [`Error::ValidationFailed`] with the challenge's problem.
     pub async fn wait_valid(&mut self) -> Result<()> {
         let policy = self.account.client().poll_policy().clone();
-        let started = Instant::now();
-        let mut attempt = 0;
+        let url = self.url.clone();
+        let mut poller = Poller::new(&policy, "authorization", &url);
         while self.state.status == AuthorizationStatus::Pending {
-            if started.elapsed() >= policy.timeout {
-                return Err(Error::PollTimeout {
-                    what: "authorization",
-                    url: self.url.clone(),
-                    status: "pending".into(),
-                    waited: started.elapsed(),
-                });
-            }
-            sleep(policy.delay(attempt, self.last_retry_after)).await;
-            attempt += 1;
+            poller.wait("pending", self.last_retry_after).await?;
             self.refresh().await?;
         }
         match self.state.status {

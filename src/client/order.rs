@@ -5,8 +5,8 @@
 
 use serde_json::Value;
 use time::OffsetDateTime;
-use tokio::time::{Instant, sleep};
 
+use super::poll::Poller;
 use super::{Account, Authorization, CertificateChain, v1};
 use crate::crypto::{Csr, b64};
 use crate::error::{Error, ErrorClass, Result, RetryAfter};
@@ -256,12 +256,56 @@ impl Order {
     }
 
     /// Fetches every authorization of the order.
+    ///
+    /// The CA's list is checked first: no more authorizations than the
+    /// order has identifiers (a hostile list is never fanned out), and each
+    /// authorization must be for one of the order's identifiers, so a
+    /// solver is only ever shown what was ordered; otherwise
+    /// [`Error::ProtocolViolation`].
     pub async fn authorizations(&self) -> Result<Vec<Authorization>> {
-        let mut out = Vec::with_capacity(self.state.authorizations.len());
+        let listed = self.state.authorizations.len();
+        let ordered = self.state.identifiers.len();
+        if listed > ordered.max(1) {
+            return Err(Error::ProtocolViolation {
+                url: self.url.clone(),
+                reason: format!(
+                    "the order lists {listed} authorizations for {ordered} identifiers"
+                ),
+            });
+        }
+        let mut out = Vec::with_capacity(listed);
         for url in &self.state.authorizations {
-            out.push(Authorization::fetch(self.account.clone(), url).await?);
+            let authz = Authorization::fetch(self.account.clone(), url).await?;
+            if !self.covers(&authz.state().identifier, authz.state().wildcard) {
+                return Err(Error::ProtocolViolation {
+                    url: url.clone(),
+                    reason: format!(
+                        "authorization for {} ({}), which order {} does not contain",
+                        authz.identifier(),
+                        if authz.state().wildcard {
+                            "wildcard"
+                        } else {
+                            "not a wildcard"
+                        },
+                        self.url
+                    ),
+                });
+            }
+            out.push(authz);
         }
         Ok(out)
+    }
+
+    /// True when an authorization for `id` (with the wildcard flag) belongs
+    /// to this order's identifiers.
+    fn covers(&self, id: &Identifier, wildcard: bool) -> bool {
+        self.state.identifiers.iter().any(|ordered| {
+            ordered.kind.eq_ignore_ascii_case(&id.kind)
+                && match ordered.value.strip_prefix("*.") {
+                    Some(base) => wildcard && base.eq_ignore_ascii_case(&id.value),
+                    None => !wildcard && ordered.value.eq_ignore_ascii_case(&id.value),
+                }
+        })
     }
 
     /// Polls until the order leaves `pending`. `ready` (or later) is
@@ -326,6 +370,18 @@ impl Order {
                 Ok((state, retry_after)) => {
                     self.state = state;
                     self.last_retry_after = retry_after;
+                    if matches!(self.state.status, OrderStatus::Ready | OrderStatus::Pending) {
+                        // Sending finalize again would loop for as long as
+                        // the CA keeps answering so.
+                        return Err(Error::ProtocolViolation {
+                            url: url.clone(),
+                            reason: format!(
+                                "finalize of {} answered with status {} (expected processing or valid)",
+                                self.url,
+                                self.state.status.as_str()
+                            ),
+                        });
+                    }
                     tracing::info!(order = %self.url, status = self.state.status.as_str(), "order finalized");
                     return Ok(self.state.status);
                 }
@@ -442,41 +498,15 @@ impl Order {
         } else {
             download(&self.account, &url).await?
         };
-        let Some(preferred) = preferred_issuer else {
-            return Ok(default);
-        };
-        if default.top_issuer_common_name().as_deref() == Some(preferred) {
-            return Ok(default);
-        }
-        for alt in default.alternate_urls() {
-            let chain = download(&self.account, alt).await?;
-            if chain.top_issuer_common_name().as_deref() == Some(preferred) {
-                tracing::info!(issuer = preferred, url = %alt, "preferred chain selected");
-                return Ok(chain);
-            }
-        }
-        tracing::info!(
-            issuer = preferred,
-            "no chain from the preferred issuer; using the default"
-        );
-        Ok(default)
+        prefer_chain(&self.account, default, preferred_issuer).await
     }
 
     async fn poll_while(&mut self, status: OrderStatus) -> Result<()> {
         let policy = self.account.client().poll_policy().clone();
-        let started = Instant::now();
-        let mut attempt = 0;
+        let url = self.url.clone();
+        let mut poller = Poller::new(&policy, "order", &url);
         while self.state.status == status {
-            if started.elapsed() >= policy.timeout {
-                return Err(Error::PollTimeout {
-                    what: "order",
-                    url: self.url.clone(),
-                    status: status.as_str().into(),
-                    waited: started.elapsed(),
-                });
-            }
-            sleep(policy.delay(attempt, self.last_retry_after)).await;
-            attempt += 1;
+            poller.wait(status.as_str(), self.last_retry_after).await?;
             self.refresh().await?;
         }
         Ok(())
@@ -499,9 +529,49 @@ impl Order {
     }
 }
 
+/// At most this many `Link: rel="alternate"` chains are fetched when
+/// looking for a preferred issuer (a hostile CA may list thousands).
+pub const MAX_ALTERNATE_CHAINS: usize = 4;
+
+/// `default`, or the first alternate chain (at most
+/// [`MAX_ALTERNATE_CHAINS`] are fetched) whose topmost certificate was
+/// issued by `preferred_issuer`.
+pub(crate) async fn prefer_chain(
+    account: &Account,
+    default: CertificateChain,
+    preferred_issuer: Option<&str>,
+) -> Result<CertificateChain> {
+    let Some(preferred) = preferred_issuer else {
+        return Ok(default);
+    };
+    if default.top_issuer_common_name().as_deref() == Some(preferred) {
+        return Ok(default);
+    }
+    let alternates = default.alternate_urls();
+    if alternates.len() > MAX_ALTERNATE_CHAINS {
+        tracing::warn!(
+            offered = alternates.len(),
+            fetched = MAX_ALTERNATE_CHAINS,
+            "the CA offers more alternate chains than are fetched"
+        );
+    }
+    for alt in alternates.iter().take(MAX_ALTERNATE_CHAINS) {
+        let chain = download(account, alt).await?;
+        if chain.top_issuer_common_name().as_deref() == Some(preferred) {
+            tracing::info!(issuer = preferred, url = %alt, "preferred chain selected");
+            return Ok(chain);
+        }
+    }
+    tracing::info!(
+        issuer = preferred,
+        "no chain from the preferred issuer; using the default"
+    );
+    Ok(default)
+}
+
 /// Downloads a chain; a body that is not a valid PEM chain is retried like
 /// any other broken answer.
-async fn download(account: &Account, url: &str) -> Result<CertificateChain> {
+pub(crate) async fn download(account: &Account, url: &str) -> Result<CertificateChain> {
     let parse = |response: &crate::transport::Response| {
         let text = response.text()?;
         let alternates = links(&response.headers, "alternate");

@@ -2,15 +2,20 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::error::RetryAfter;
+use tokio::time::{Instant, sleep};
+
+use crate::error::{Error, Result, RetryAfter};
 
 /// How a pending order, authorization or finalization is polled.
 ///
 /// Polls start fast (a CA like Pebble or Boulder often finishes a validation
 /// within tens of milliseconds), then back off exponentially up to
 /// `max_delay`. A `Retry-After` from the CA replaces the computed delay
-/// (capped by `max_retry_after`). Polling gives up with
-/// [`Error::PollTimeout`](crate::Error::PollTimeout) after `timeout`.
+/// (capped by `max_retry_after`, and never shorter than `first_delay`, so a
+/// CA answering `Retry-After: 0` or a date in the past cannot make the
+/// client spin). Polling gives up with
+/// [`Error::PollTimeout`](crate::Error::PollTimeout) after `timeout` or
+/// `max_polls` polls, whichever comes first.
 /// A poll is also cancelled by dropping its future.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PollPolicy {
@@ -24,6 +29,8 @@ pub struct PollPolicy {
     pub max_retry_after: Duration,
     /// Give up after this long.
     pub timeout: Duration,
+    /// Give up after this many polls of one resource.
+    pub max_polls: u32,
 }
 
 impl Default for PollPolicy {
@@ -34,6 +41,7 @@ impl Default for PollPolicy {
             max_delay: Duration::from_secs(5),
             max_retry_after: Duration::from_secs(60),
             timeout: Duration::from_secs(300),
+            max_polls: 500,
         }
     }
 }
@@ -46,10 +54,53 @@ impl PollPolicy {
             return ra
                 .remaining(SystemTime::now())
                 .min(self.max_retry_after)
+                .max(self.first_delay)
                 .max(Duration::from_millis(1));
         }
         let factor = self.factor.max(1).saturating_pow(attempt.min(30));
         self.first_delay.saturating_mul(factor).min(self.max_delay)
+    }
+}
+
+/// One resource being polled: counts polls and time against the policy.
+pub(crate) struct Poller<'a> {
+    policy: &'a PollPolicy,
+    what: &'static str,
+    url: &'a str,
+    started: Instant,
+    polls: u32,
+}
+
+impl<'a> Poller<'a> {
+    /// Starts polling `what` at `url`.
+    pub(crate) fn new(policy: &'a PollPolicy, what: &'static str, url: &'a str) -> Self {
+        Self {
+            policy,
+            what,
+            url,
+            started: Instant::now(),
+            polls: 0,
+        }
+    }
+
+    /// Waits before the next poll of a resource still in `status`, or fails
+    /// with [`Error::PollTimeout`] once the time or the poll count is spent.
+    pub(crate) async fn wait(
+        &mut self,
+        status: &str,
+        retry_after: Option<RetryAfter>,
+    ) -> Result<()> {
+        if self.started.elapsed() >= self.policy.timeout || self.polls >= self.policy.max_polls {
+            return Err(Error::PollTimeout {
+                what: self.what,
+                url: self.url.to_owned(),
+                status: status.to_owned(),
+                waited: self.started.elapsed(),
+            });
+        }
+        sleep(self.policy.delay(self.polls, retry_after)).await;
+        self.polls += 1;
+        Ok(())
     }
 }
 
@@ -73,5 +124,34 @@ mod tests {
         );
         let ra = RetryAfter::after(Duration::from_secs(3600), SystemTime::now());
         assert_eq!(p.delay(0, Some(ra)), Duration::from_secs(60));
+    }
+
+    /// Issue 16, defect 7: `Retry-After: 0` or a date in the past never
+    /// polls faster than the first delay, and the number of polls is capped.
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_zero_is_floored_and_polls_are_capped() {
+        let p = PollPolicy {
+            max_polls: 7,
+            ..PollPolicy::default()
+        };
+        let zero = RetryAfter::parse("0", SystemTime::now()).unwrap();
+        let past = RetryAfter::parse("Wed, 21 Oct 2015 07:28:00 GMT", SystemTime::now()).unwrap();
+        assert_eq!(p.delay(5, Some(zero)), p.first_delay);
+        assert_eq!(p.delay(0, Some(past)), p.first_delay);
+        let mut poller = Poller::new(&p, "order", "https://ca.example/order/1");
+        let started = Instant::now();
+        let mut polls = 0;
+        let err = loop {
+            match poller.wait("processing", Some(zero)).await {
+                Ok(()) => polls += 1,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(polls, 7);
+        assert!(
+            matches!(err, Error::PollTimeout { what: "order", .. }),
+            "{err}"
+        );
+        assert!(started.elapsed() >= p.first_delay * 7);
     }
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::limits::{Limit, RateLimits, registered_domain};
 use crate::error::{Error, ErrorClass, RateLimitScope};
 use crate::protocol::Identifier;
+use crate::protocol::timestamp;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Bucket {
@@ -41,7 +42,9 @@ fn ms(t: SystemTime) -> u64 {
 }
 
 fn from_ms(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
+    UNIX_EPOCH
+        .checked_add(Duration::from_millis(ms))
+        .unwrap_or(UNIX_EPOCH)
 }
 
 fn set_key(ids: &[Identifier]) -> String {
@@ -68,10 +71,19 @@ pub(crate) struct RateLedger {
 
 impl RateLedger {
     /// A ledger from its persisted state (`None`: empty).
+    ///
+    /// A remembered 429 is clamped to the horizon here too, so a ledger
+    /// written before dates were clamped (or by a hostile CA's answer)
+    /// never blocks longer than the horizon, nor panics when printed.
     pub(crate) fn load(limits: RateLimits, persisted: Option<serde_json::Value>) -> Self {
-        let state = persisted
+        let mut state: State = persisted
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_default();
+        let now = SystemTime::now();
+        let horizon = limits.block_horizon();
+        for block in &mut state.blocks {
+            block.retry_at_ms = ms(timestamp::clamp(from_ms(block.retry_at_ms), now, horizon));
+        }
         Self { limits, state }
     }
 
@@ -271,6 +283,7 @@ impl RateLedger {
             .problem()
             .and_then(|p| p.detail.clone())
             .unwrap_or_else(|| error.to_string());
+        let retry_at = timestamp::clamp(retry_at, SystemTime::now(), self.limits.block_horizon());
         self.state.blocks.push(Block {
             account: account.to_owned(),
             key,
@@ -315,6 +328,44 @@ mod tests {
         assert!(reloaded.check_new_order("acct", &set, now).is_err());
         // After the refill, one more is allowed.
         assert!(reloaded.check_new_order("acct", &set, now + refill).is_ok());
+    }
+
+    /// Issue 16, defect 1: a persisted 429 dated past year 9999 (as an
+    /// earlier version stored it) is clamped on load: it blocks at most the
+    /// horizon, and the refusal prints without panicking.
+    #[test]
+    fn a_persisted_far_future_block_is_clamped_on_load() {
+        let set = ids(&["a.example.com"]);
+        let state = serde_json::json!({
+            "blocks": [{
+                "account": "acct",
+                "key": set_key(&set),
+                "retry_at_ms": 253_402_300_799_000u64 + 3_600_000,
+                "reason": "retry after 9999-12-31T23:59:59-01:00",
+            }]
+        });
+        let horizon = Duration::from_secs(3600);
+        let limits = RateLimits {
+            server_block_horizon: Some(horizon),
+            ..RateLimits::none()
+        };
+        let mut ledger = RateLedger::load(limits, Some(state));
+        let now = SystemTime::now();
+        let err = ledger.check_new_order("acct", &set, now).unwrap_err();
+        assert!(err.retry_at().unwrap() <= now + horizon + Duration::from_secs(1));
+        assert!(!err.to_string().is_empty());
+        // Its scope: another set of the same account is not blocked.
+        assert!(
+            ledger
+                .check_new_order("acct", &ids(&["b.example.com"]), now)
+                .is_ok()
+        );
+        // After the horizon it no longer blocks.
+        assert!(
+            ledger
+                .check_new_order("acct", &set, now + horizon + Duration::from_secs(2))
+                .is_ok()
+        );
     }
 
     #[test]

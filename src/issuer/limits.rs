@@ -40,6 +40,24 @@ mod secs {
     }
 }
 
+mod opt_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_secs))
+    }
+}
+
 /// A CA's rate limits (each off when `None`). [`RateLimits::lets_encrypt`]
 /// has Let's Encrypt's production values (2026).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +75,11 @@ pub struct RateLimits {
     /// Authorization Failures per Identifier per Account (LE: 5 per hour).
     #[serde(default)]
     pub failed_authorizations: Option<Limit>,
+    /// The longest a 429 the CA answered is remembered and refused locally
+    /// (`None`: [`DEFAULT_HORIZON`](crate::protocol::timestamp::DEFAULT_HORIZON),
+    /// 7 days), however far away the CA's Retry-After or "retry after" date.
+    #[serde(default, with = "opt_secs")]
+    pub server_block_horizon: Option<Duration>,
 }
 
 impl RateLimits {
@@ -68,12 +91,19 @@ impl RateLimits {
             certificates_per_domain: Some(Limit::new(50, Duration::from_secs(7 * DAY))),
             new_orders_per_account: Some(Limit::new(300, Duration::from_secs(3 * 3600))),
             failed_authorizations: Some(Limit::new(5, Duration::from_secs(3600))),
+            server_block_horizon: None,
         }
     }
 
     /// No limits.
     pub fn none() -> Self {
         Self::default()
+    }
+
+    /// The effective horizon of a remembered 429.
+    pub(crate) fn block_horizon(&self) -> Duration {
+        self.server_block_horizon
+            .unwrap_or(crate::protocol::timestamp::DEFAULT_HORIZON)
     }
 }
 

@@ -501,33 +501,32 @@ impl<S: Store> Issuer<S> {
     async fn issue(&self, key: &CertKey, options: &EnsureOptions) -> Result<Ensured> {
         let account = self.account().await?.clone();
         let directory = self.inner.client.directory_url().to_owned();
+        let fresh = || Journal {
+            directory: directory.clone(),
+            account_url: account.url().to_owned(),
+            identifiers: key.identifiers().to_vec(),
+            step: JournalStep::Ordering,
+            order_url: None,
+            key_pem: None,
+            certificate_url: None,
+            chain_pem: None,
+            started_at: now_unix(),
+            order_attempts: 0,
+            finalize_sent_at: None,
+        };
         let (mut journal, mut source) = match self.inner.store.load_journal(key).await? {
             Some(j) if j.directory == directory && j.account_url == account.url() => {
                 tracing::info!(set = %key, step = ?j.step, order = ?j.order_url, "resuming an interrupted order");
                 self.observe(key, IssuerStep::Resumed(j.step));
                 (j, Source::Resumed)
             }
-            other => {
-                if let Some(stale) = other {
-                    tracing::warn!(set = %key, directory = %stale.directory, "replacing a journal of another CA or account");
-                }
-                (
-                    Journal {
-                        directory: directory.clone(),
-                        account_url: account.url().to_owned(),
-                        identifiers: key.identifiers().to_vec(),
-                        step: JournalStep::Ordering,
-                        order_url: None,
-                        key_pem: None,
-                        certificate_url: None,
-                        chain_pem: None,
-                        started_at: now_unix(),
-                        order_attempts: 0,
-                        finalize_sent_at: None,
-                    },
-                    Source::New,
-                )
+            Some(stale) => {
+                // Never overwritten: it may hold a certified key.
+                tracing::warn!(set = %key, directory = %stale.directory, account = %stale.account_url, "archiving a journal of another CA or account");
+                self.inner.store.archive_journal(key, &stale).await?;
+                (fresh(), Source::New)
             }
+            None => (fresh(), Source::New),
         };
         if journal.step == JournalStep::Downloaded && journal.chain_pem.is_some() {
             return self.store_certificate(key, &journal, source).await;
@@ -535,14 +534,45 @@ impl<S: Store> Issuer<S> {
 
         let mut restarts = 0;
         loop {
-            let mut order = match &journal.order_url {
-                Some(url) => match account.order(url).await {
+            // Once finalize may have been sent, the CA may have issued a
+            // certificate for the journalled key: this order is only ever
+            // given up on the CA's definitive `invalid`.
+            let committed = journal.step >= JournalStep::Finalizing && journal.key_pem.is_some();
+            if committed && let Some(url) = journal.certificate_url.clone() {
+                // A known certificate URL first: the certificate may be
+                // downloadable even when the order no longer is.
+                match account
+                    .certificate_chain(&url, options.preferred_chain.as_deref())
+                    .await
+                {
+                    Ok(chain) => {
+                        journal.chain_pem = Some(chain.pem().to_owned());
+                        journal.step = JournalStep::Downloaded;
+                        self.save_journal(key, &journal).await?;
+                        self.observe(key, IssuerStep::Downloaded);
+                        return self.store_certificate(key, &journal, source).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(set = %key, certificate = %url, error = %e, "could not download the journalled certificate; reading its order");
+                    }
+                }
+            }
+            let mut order = match journal.order_url.clone() {
+                Some(url) => match account.order(&url).await {
                     Ok(o) => o,
+                    Err(e) if committed => {
+                        tracing::error!(set = %key, order = %url, error = %e, "a finalized order could not be read; journal and key kept for the next attempt");
+                        return Err(Error::OrderUnresolved {
+                            url,
+                            source: Box::new(e),
+                        });
+                    }
                     Err(e) if e.class() == ErrorClass::Permanent && restarts == 0 => {
-                        tracing::warn!(set = %key, error = %e, "journalled order is gone; ordering anew");
+                        // Finalize was never sent for it: no certificate
+                        // can exist, so a new order is safe.
+                        tracing::warn!(set = %key, error = %e, "journalled order is gone before finalize; ordering anew");
                         restarts += 1;
-                        journal.order_url = None;
-                        journal.key_pem = None;
+                        self.supersede(key, &mut journal).await?;
                         source = Source::New;
                         continue;
                     }
@@ -550,13 +580,12 @@ impl<S: Store> Issuer<S> {
                 },
                 None => self.new_order(key, &account, &mut journal).await?,
             };
+            check_order_identifiers(key, &order)?;
             match self.drive(key, &mut order, &mut journal, options).await {
                 Ok(()) => return self.store_certificate(key, &journal, source).await,
                 Err(DriveError::Restart) if restarts == 0 => {
                     restarts += 1;
-                    journal.order_url = None;
-                    journal.key_pem = None;
-                    journal.certificate_url = None;
+                    self.supersede(key, &mut journal).await?;
                     source = Source::New;
                 }
                 Err(DriveError::Restart) => {
@@ -568,6 +597,22 @@ impl<S: Store> Issuer<S> {
                 Err(DriveError::Failed(e)) => return Err(e),
             }
         }
+    }
+
+    /// Starts a new order in place of the journalled one, which the CA said
+    /// is invalid or gone. A journal that holds a certificate key is
+    /// archived first: a key is never overwritten.
+    async fn supersede(&self, key: &CertKey, journal: &mut Journal) -> Result<()> {
+        if journal.key_pem.is_some() {
+            self.inner.store.archive_journal(key, journal).await?;
+        }
+        journal.step = JournalStep::Ordering;
+        journal.order_url = None;
+        journal.key_pem = None;
+        journal.certificate_url = None;
+        journal.chain_pem = None;
+        journal.finalize_sent_at = None;
+        Ok(())
     }
 
     async fn new_order(
@@ -826,6 +871,19 @@ impl<S: Store> Issuer<S> {
             source,
         })
     }
+}
+
+/// The CA's order must be for exactly the identifiers that were ordered:
+/// solvers are never shown, and no key is certified for, anything else.
+fn check_order_identifiers(key: &CertKey, order: &Order) -> Result<()> {
+    let theirs = CertKey::new(order.identifiers());
+    if theirs.identifiers() == key.identifiers() {
+        return Ok(());
+    }
+    Err(Error::ProtocolViolation {
+        url: order.url().to_owned(),
+        reason: format!("the order is for {theirs}, but {key} was ordered"),
+    })
 }
 
 /// Why driving an order stopped.

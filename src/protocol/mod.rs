@@ -7,6 +7,7 @@
 
 pub mod identifier;
 pub mod resources;
+pub mod timestamp;
 pub mod v1;
 pub mod v2;
 

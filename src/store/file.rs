@@ -14,6 +14,7 @@
 //!     .lock                                       flock(2): saves exclusive, loads shared
 //!     backup-<unix time>[-N]/{cert.json,key.pem}  the versions a save replaced
 //!   journals/<CertKey::file_stem()>.json    0600  kind "journal" (holds the certificate key)
+//!   journals/archive/<stem>.<unix>-<n>.json 0600  superseded journals, never deleted
 //!   ledger/<sha256(directory URL)>.json     0600  kind "ledger"
 //!   leases/<name>.lease                     0600  kind "lease"
 //!   leases/<name>.lock                            flock(2) target for the lease's read-modify-write
@@ -63,6 +64,7 @@ const CERTS: &str = "certs";
 const JOURNALS: &str = "journals";
 const LEDGER: &str = "ledger";
 const LEASES: &str = "leases";
+const ARCHIVE: &str = "archive";
 
 const CERT_JSON: &str = "cert.json";
 const KEY_PEM: &str = "key.pem";
@@ -211,6 +213,19 @@ impl Store for FileStore {
         let inner = Arc::clone(&self.inner);
         let key = key.clone();
         blocking(move || inner.delete_journal(&key))
+    }
+
+    fn archive_journal(
+        &self,
+        key: &CertKey,
+        journal: &Journal,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        let inner = Arc::clone(&self.inner);
+        let data = JournalData {
+            key: key.clone(),
+            journal: journal.clone(),
+        };
+        blocking(move || inner.archive_journal(&data))
     }
 
     fn load_ledger(
@@ -570,6 +585,24 @@ impl Inner {
     fn save_journal(&self, data: &JournalData) -> StoreResult<()> {
         let path = self.journal_path(&data.key);
         self.write_record(&path, "journal", data, FileMode::Private)
+    }
+
+    fn archive_journal(&self, data: &JournalData) -> StoreResult<()> {
+        let dir = self.root.join(JOURNALS).join(ARCHIVE);
+        self.ensure_dir(&dir)?;
+        let stem = data.key.file_stem();
+        let now = unix_now();
+        let mut n = 0u32;
+        let path = loop {
+            let path = dir.join(format!("{stem}.{now}-{n}.json"));
+            if !path.exists() {
+                break path;
+            }
+            n += 1;
+        };
+        self.write_record(&path, "journal", data, FileMode::Private)?;
+        tracing::info!(target: "sturdy_acme::store", path = %path.display(), "superseded journal archived");
+        Ok(())
     }
 
     fn delete_journal(&self, key: &CertKey) -> StoreResult<()> {

@@ -113,6 +113,16 @@ pub trait Store: Send + Sync + 'static {
     /// Removes the journal once its certificate is stored.
     fn delete_journal(&self, key: &CertKey) -> impl Future<Output = StoreResult<()>> + Send;
 
+    /// Keeps a superseded journal (it may hold the key of a certificate the
+    /// CA issued) durably aside, before the issuer starts a new journal for
+    /// the same set. Archived journals are never read back by the issuer;
+    /// they are there for a human or a recovery tool.
+    fn archive_journal(
+        &self,
+        key: &CertKey,
+        journal: &Journal,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
     /// The client-side rate-limit ledger for a directory URL.
     fn load_ledger(
         &self,

@@ -35,6 +35,23 @@ use crate::transport::Endpoint;
 #[path = "v1.rs"]
 mod v1;
 
+/// The response a [`Fault::Canned`] script asks for.
+fn canned(answer: &super::faults::CannedAnswer) -> WireResponse {
+    let mut headers = HeaderMap::new();
+    if let Some(ct) = answer
+        .content_type
+        .as_deref()
+        .and_then(|c| HeaderValue::from_str(c).ok())
+    {
+        headers.insert("content-type", ct);
+    }
+    WireResponse {
+        status: StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        headers,
+        body: Bytes::from(answer.body.clone()),
+    }
+}
+
 /// How the test CA validates challenges.
 #[derive(Debug, Clone)]
 pub enum ValidationMode {
@@ -479,6 +496,7 @@ impl Ca {
                         headers: response.headers,
                         body: Bytes::from_static(b"{\"status\": \"val"),
                     }),
+                    Fault::CannedAfterCommit(answer) => Reply::Normal(canned(&answer)),
                     _ => Reply::Normal(response),
                 }
             }
@@ -527,6 +545,7 @@ impl Ca {
                 headers,
                 len: *bytes,
             },
+            Fault::Canned(answer) => Reply::Normal(canned(answer)),
             _ => Reply::Drop,
         }
     }

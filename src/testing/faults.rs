@@ -80,6 +80,59 @@ pub enum Fault {
         /// Content-Length.
         bytes: u64,
     },
+    /// Answer exactly this, without doing the work: a 404 or 403 page, a
+    /// proxy's HTML error, garbage, or a well-formed but wrong ACME body.
+    /// The answer carries no nonce.
+    Canned(CannedAnswer),
+    /// Do the work, then answer this instead of the real response.
+    CannedAfterCommit(CannedAnswer),
+}
+
+/// A scripted answer for [`Fault::Canned`] and [`Fault::CannedAfterCommit`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CannedAnswer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The `Content-Type` (none when `None`).
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// The body.
+    #[serde(default)]
+    pub body: String,
+}
+
+impl CannedAnswer {
+    /// `status` with `body` of type `content_type`.
+    pub fn new(status: u16, content_type: &str, body: impl Into<String>) -> Self {
+        Self {
+            status,
+            content_type: Some(content_type.to_owned()),
+            body: body.into(),
+        }
+    }
+
+    /// A proxy's HTML error page with this status.
+    pub fn html(status: u16) -> Self {
+        Self::new(
+            status,
+            "text/html",
+            format!("<html><body><h1>{status}</h1>upstream error</body></html>"),
+        )
+    }
+
+    /// An RFC 7807 problem of `kind` (e.g. `"malformed"`) with `status`.
+    pub fn problem(status: u16, kind: &str, detail: &str) -> Self {
+        Self::new(
+            status,
+            "application/problem+json",
+            serde_json::json!({
+                "type": format!("urn:ietf:params:acme:error:{kind}"),
+                "detail": detail,
+                "status": status,
+            })
+            .to_string(),
+        )
+    }
 }
 
 impl Fault {
@@ -92,6 +145,7 @@ impl Fault {
                 | Self::SlowAfterCommit { .. }
                 | Self::TruncatedAfterCommit
                 | Self::InvalidJsonAfterCommit
+                | Self::CannedAfterCommit(_)
         )
     }
 }

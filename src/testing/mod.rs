@@ -64,7 +64,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub use ca::ValidationMode;
-pub use faults::{Fault, FaultRule, RetryAfterForm, Trigger};
+pub use faults::{CannedAnswer, Fault, FaultRule, RetryAfterForm, Trigger};
 pub use limits::{Limit, RateLimits};
 pub use validation::{DnsError, DnsResolver, StaticDns};
 
