@@ -260,7 +260,17 @@ async fn a_directory_of_neither_dialect_is_a_typed_error_naming_its_keys() {
     ] {
         let keys: Vec<String> = body.as_object().unwrap().keys().cloned().collect();
         let url = serve_directory(body.to_string()).await;
-        let err = Client::builder(&url).build().await.unwrap_err();
+        // Issue 16, defect 9: plain http is refused unless asked for.
+        let refused = Client::builder(&url).build().await.unwrap_err();
+        assert!(
+            matches!(&refused, Error::InvalidInput(m) if m.contains("danger_accept_plain_http")),
+            "{refused:?}"
+        );
+        let err = Client::builder(&url)
+            .danger_accept_plain_http(true)
+            .build()
+            .await
+            .unwrap_err();
         match &err {
             Error::InvalidResponse { reason, .. } => {
                 for key in &keys {

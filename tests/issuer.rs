@@ -721,3 +721,22 @@ async fn finalize_answered_ready_again_stops_with_a_protocol_error() {
     assert_eq!(journal_files(&dir).0, 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Defect 12: a wildcard with only an http-01 solver is refused before any
+/// order is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_without_a_dns01_solver_is_refused_before_ordering() {
+    let ca = TestCa::start().await.unwrap();
+    let dir = temp_store("wildcard-http01");
+    let issuer = issuer(&ca, &dir).await;
+    let err = issuer
+        .ensure(&["*.wild.example"], &EnsureOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput(m) if m.contains("dns-01")),
+        "{err}"
+    );
+    assert_eq!(ca.ledger().requests_to(Endpoint::NewOrder), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

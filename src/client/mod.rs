@@ -83,6 +83,7 @@ pub struct ClientBuilder {
     new_cert_timeout: Duration,
     new_cert_budget: (u32, Duration),
     finder: Option<v1::Finder>,
+    danger_plain_http: bool,
 }
 
 impl ClientBuilder {
@@ -202,15 +203,37 @@ impl ClientBuilder {
         self
     }
 
+    /// **Danger**: accept a plain `http://` directory (and then `http://`
+    /// URLs from the CA), which lets anyone on the path read and change
+    /// every exchange. Off by default: an `http://` directory is refused
+    /// with [`Error::InvalidInput`]. Meant for test servers on loopback.
+    pub fn danger_accept_plain_http(mut self, accept: bool) -> Self {
+        self.danger_plain_http = accept;
+        self
+    }
+
     /// Fetches the directory and returns the client.
     pub async fn build(self) -> Result<Client> {
         let url = url::Url::parse(&self.directory_url)
             .map_err(|e| Error::InvalidInput(format!("directory URL: {e}")))?;
-        if url.scheme() != "https" && url.scheme() != "http" {
-            return Err(Error::InvalidInput(format!(
-                "directory URL must be https: {}",
-                self.directory_url
-            )));
+        match url.scheme() {
+            "https" => {}
+            "http" if self.danger_plain_http => {
+                tracing::warn!(directory = %self.directory_url, "plain HTTP accepted for this CA (danger_accept_plain_http)");
+            }
+            "http" => {
+                return Err(Error::InvalidInput(format!(
+                    "directory URL {} is plain http: refused (ClientBuilder::danger_accept_plain_http \
+                     accepts it, e.g. for a test server on loopback)",
+                    self.directory_url
+                )));
+            }
+            _ => {
+                return Err(Error::InvalidInput(format!(
+                    "directory URL must be https: {}",
+                    self.directory_url
+                )));
+            }
         }
         let mut transport_config = self.transport.clone();
         transport_config.allow_http = url.scheme() == "http";
@@ -377,6 +400,7 @@ impl Client {
             new_cert_timeout: Duration::from_secs(90),
             new_cert_budget: (5, Duration::from_secs(7 * 24 * 3600)),
             finder: None,
+            danger_plain_http: false,
         }
     }
 

@@ -327,6 +327,7 @@ impl<S: Store> Issuer<S> {
             return Err(Error::InvalidInput("ensure needs at least one name".into()));
         }
         let key = CertKey::new(&ids);
+        self.check_challenge_types(&ids, options)?;
 
         // One issuance per set in this process.
         let flight = {
@@ -364,6 +365,29 @@ impl<S: Store> Issuer<S> {
             tracing::warn!(set = %key, error = %e, "could not release the lease");
         }
         result
+    }
+
+    /// A wildcard can only be validated with dns-01: refused before any
+    /// order is created when no dns-01 solver may be used.
+    fn check_challenge_types(&self, ids: &[Identifier], options: &EnsureOptions) -> Result<()> {
+        let Some(wildcard) = ids.iter().find(|i| i.is_wildcard()) else {
+            return Ok(());
+        };
+        let dns01 = self
+            .inner
+            .solvers
+            .iter()
+            .any(|s| s.challenge_type() == ChallengeType::Dns01)
+            && (options.challenge_types.is_empty()
+                || options.challenge_types.contains(&ChallengeType::Dns01));
+        if dns01 {
+            return Ok(());
+        }
+        Err(Error::InvalidInput(format!(
+            "{} is a wildcard, which only dns-01 can validate, and no dns-01 solver is allowed \
+             (http-01 and tls-alpn-01 cannot prove a wildcard)",
+            wildcard.value
+        )))
     }
 
     async fn usable_stored(&self, key: &CertKey) -> Result<Option<StoredCertificate>> {

@@ -37,7 +37,16 @@ impl Identifier {
 
     /// Parses `s` as an IP address if it is one, else as a DNS name.
     pub fn parse(s: &str) -> Result<Self> {
-        match s.trim().parse::<IpAddr>() {
+        let trimmed = s.trim();
+        if let Some((addr, zone)) = trimmed.split_once('%')
+            && addr.parse::<std::net::Ipv6Addr>().is_ok()
+        {
+            return Err(Error::InvalidInput(format!(
+                "{s:?} is an IPv6 address with a zone (%{zone}): a zone only means \
+                 something on one host and cannot be in a certificate; drop it"
+            )));
+        }
+        match trimmed.parse::<IpAddr>() {
             Ok(ip) => Ok(Self::ip(ip)),
             Err(_) => Self::dns(s),
         }
@@ -73,7 +82,19 @@ impl fmt::Display for Identifier {
 /// at most 253 octets, labels 1..=63, optional leading `*.`).
 fn normalize_dns_name(name: &str) -> Result<String> {
     let bad = |why: &str| Error::InvalidInput(format!("invalid DNS name {name:?}: {why}"));
-    let lower = name.trim().trim_end_matches('.').to_ascii_lowercase();
+    let trimmed = name.trim();
+    let lower = trimmed
+        .strip_suffix('.')
+        .unwrap_or(trimmed)
+        .to_ascii_lowercase();
+    if lower.ends_with('.') {
+        return Err(bad("more than one trailing dot"));
+    }
+    if lower.contains('%') && lower.split('%').next().is_some_and(|a| a.contains(':')) {
+        return Err(bad(
+            "an IPv6 address with a zone; a zone cannot be in a certificate",
+        ));
+    }
     if lower.is_empty() {
         return Err(bad("empty"));
     }
@@ -110,9 +131,31 @@ fn normalize_dns_name(name: &str) -> Result<String> {
         if label.starts_with('-') || label.ends_with('-') {
             return Err(bad("label starts or ends with '-'"));
         }
+        if let Some(ace) = label.strip_prefix("xn--") {
+            let (unicode, result) = idna::domain_to_unicode(label);
+            if ace.is_empty() || result.is_err() || unicode == *label {
+                return Err(bad(&format!(
+                    "label {label:?} is not valid punycode (IDNA)"
+                )));
+            }
+        }
     }
     if lower.parse::<IpAddr>().is_ok() {
         return Err(bad("an IP address, use an ip identifier"));
+    }
+    if labels
+        .last()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(bad(
+            "its last label is all digits, so it reads as an IPv4 address (CAs refuse it); \
+             an IP address must be written as a dotted quad without leading zeros",
+        ));
+    }
+    if wildcard && psl::suffix_str(rest) == Some(rest) {
+        return Err(bad(&format!(
+            "a wildcard directly under the public suffix {rest:?} (CAs refuse it)"
+        )));
     }
     Ok(lower)
 }
@@ -146,6 +189,36 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    /// Issue 16, defect 12: what a CA would refuse is refused locally, with
+    /// a message that says why.
+    #[test]
+    fn names_a_ca_would_refuse_are_refused_with_the_reason() {
+        for (name, why) in [
+            ("*.co.uk", "public suffix"),
+            ("*.github.io", "public suffix"),
+            ("1.2.3", "IPv4"),
+            ("010.1.1.1", "IPv4"),
+            ("example.123", "IPv4"),
+            ("fe80::1%eth0", "zone"),
+            ("xn--a.example", "punycode"),
+            ("xn--zz.example", "punycode"),
+            ("example.com..", "trailing dot"),
+        ] {
+            match Identifier::parse(name) {
+                Err(Error::InvalidInput(m)) => assert!(m.contains(why), "{name}: {m}"),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        // Still fine: one trailing dot, valid punycode, digits inside.
+        assert_eq!(
+            Identifier::parse("example.com.").unwrap().value,
+            "example.com"
+        );
+        assert!(Identifier::parse("xn--bcher-kva.example").is_ok());
+        assert!(Identifier::parse("1.2.3.example").is_ok());
+        assert!(Identifier::parse("*.example.co.uk").is_ok());
     }
 
     #[test]
