@@ -398,32 +398,50 @@ async fn store_faults_are_typed_and_lose_nothing() {
         .ensure(&["faults.example"], &EnsureOptions::default())
         .await
         .unwrap();
-    let key = CertKey::new(&[Identifier::dns("faults.example").unwrap()]);
+    let store = FileStore::open(&dir).unwrap();
+    let account = store
+        .load_account(&ca.directory_url())
+        .await
+        .unwrap()
+        .unwrap()
+        .url;
+    let scoped = |name: &str| {
+        CertKey::for_account(
+            ca.directory_url(),
+            account.clone(),
+            &[Identifier::dns(name).unwrap()],
+        )
+    };
+    let key = scoped("faults.example");
     let cert_dir = dir.join("certs").join(key.file_stem());
 
-    // A corrupted certificate file: a typed error naming the file, nothing ordered.
+    // Issue 16, defect 10: a corrupted certificate file is copied aside,
+    // kept, and treated as absent: renewal proceeds instead of failing
+    // until the certificate expires.
     let cert_json = cert_dir.join("cert.json");
     let original = std::fs::read(&cert_json).unwrap();
     let mut bad = original.clone();
     let n = bad.len() / 2;
     bad[n] ^= 0x20;
     std::fs::write(&cert_json, &bad).unwrap();
-    let orders = ca.ledger().requests_to(Endpoint::NewOrder);
-    let err = issuer
+    let renewed = issuer
         .ensure(&["faults.example"], &EnsureOptions::default())
         .await
-        .unwrap_err();
-    match &err {
-        Error::Store(StoreError::Corrupted { path, .. }) => assert_eq!(path, &cert_json),
-        other => panic!("{other:?}"),
-    }
-    assert_eq!(ca.ledger().requests_to(Endpoint::NewOrder), orders);
-    assert!(cert_json.exists(), "the bad file is kept for a human");
-    std::fs::write(&cert_json, &original).unwrap();
+        .unwrap();
+    assert_eq!(renewed.source, Source::New);
+    assert_ne!(renewed.certificate.serial, first.certificate.serial);
+    let copies: Vec<_> = std::fs::read_dir(&cert_dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains(".corrupt-"))
+        .collect();
+    assert_eq!(copies.len(), 1, "the bad record is kept for a human");
+    assert_eq!(std::fs::read(copies[0].path()).unwrap(), bad);
+    let first = renewed;
 
-    // A truncated journal: typed error naming it.
-    let store = FileStore::open(&dir).unwrap();
-    let other = CertKey::new(&[Identifier::dns("journal.example").unwrap()]);
+    // A truncated journal with no order for its names in the account's
+    // orders list: typed error naming it, the file kept.
+    let other = scoped("journal.example");
     let journal_path = dir
         .join("journals")
         .join(format!("{}.json", other.file_stem()));
@@ -739,4 +757,74 @@ async fn a_wildcard_without_a_dns01_solver_is_refused_before_ordering() {
     );
     assert_eq!(ca.ledger().requests_to(Endpoint::NewOrder), 0);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Defect 5: one store used with two CAs (staging, then production) keeps
+/// each CA's certificates and journals apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_store_for_two_cas_never_mixes_them() {
+    let staging = TestCa::start().await.unwrap();
+    let production = TestCa::start().await.unwrap();
+    let dir = temp_store("two-cas");
+    let a = issuer(&staging, &dir).await;
+    let b = issuer(&production, &dir).await;
+    let names = ["twoca.example"];
+    let from_a = a.ensure(&names, &EnsureOptions::default()).await.unwrap();
+    let from_b = b.ensure(&names, &EnsureOptions::default()).await.unwrap();
+    assert_eq!(from_b.source, Source::New, "not the other CA's certificate");
+    assert_eq!(production.ledger().issued_for(&names), 1);
+    assert_ne!(from_a.certificate.chain_pem, from_b.certificate.chain_pem);
+    // Each CA's stored certificate is still its own.
+    let again_a = a.ensure(&names, &EnsureOptions::default()).await.unwrap();
+    assert_eq!(again_a.source, Source::Stored);
+    assert_eq!(again_a.certificate.serial, from_a.certificate.serial);
+    let again_b = b.ensure(&names, &EnsureOptions::default()).await.unwrap();
+    assert_eq!(again_b.certificate.serial, from_b.certificate.serial);
+    assert_eq!(staging.ledger().issued_for(&names), 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Defect 10: a corrupted journal is never taken as "nothing in flight":
+/// its order is found in the account's orders list and resumed, without a
+/// second newOrder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_journal_resumes_its_order_from_the_orders_list() {
+    let ca = TestCa::start().await.unwrap();
+    let dir = temp_store("corrupt-journal");
+    let issuer = issuer(&ca, &dir).await;
+    let names = ["corruptjournal.example"];
+    // Stop after the order exists (its authorization reads fail).
+    ca.set_faults(vec![FaultRule::new(
+        Endpoint::Authorization,
+        Trigger::Always,
+        Fault::Canned(CannedAnswer::problem(404, "malformed", "later")),
+    )]);
+    issuer
+        .ensure(&names, &EnsureOptions::default())
+        .await
+        .unwrap_err();
+    ca.set_faults(Vec::new());
+    let journal = std::fs::read_dir(dir.join("journals"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let n = bytes.len() / 2;
+    bytes[n] ^= 0x20;
+    std::fs::write(&journal, &bytes).unwrap();
+    let ensured = issuer
+        .ensure(&names, &EnsureOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(ensured.source, Source::Resumed);
+    assert_eq!(ca.ledger().requests_to(Endpoint::NewOrder), 1);
+    assert_eq!(ca.ledger().issued_for(&names), 1);
+    let kept = std::fs::read_dir(dir.join("journals"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().contains(".corrupt-"));
+    assert!(kept, "the corrupted journal is kept aside");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

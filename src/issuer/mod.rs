@@ -47,6 +47,11 @@ use crate::store::{
 };
 use ledger::RateLedger;
 
+/// Pages of the account's orders list read to recover a corrupted journal.
+const RECOVERY_ORDER_PAGES: usize = 10;
+/// The newest orders looked at to recover a corrupted journal.
+const RECOVERY_ORDERS: usize = 100;
+
 /// What `ensure` is asked for beyond the names.
 #[derive(Debug, Clone, Default)]
 pub struct EnsureOptions {
@@ -101,6 +106,12 @@ pub enum IssuerStep {
     Downloaded,
     /// The certificate is stored and the journal removed.
     Stored,
+    /// The stored certificate record was corrupted: the store kept a copy
+    /// aside (reported at ERROR) and it is treated as absent.
+    CorruptedCertificateIgnored,
+    /// The journal was corrupted (a copy is kept aside); the order it was
+    /// for was found in the account's orders list and is resumed.
+    CorruptedJournalRecovered,
 }
 
 type StepObserver = Arc<dyn Fn(&CertKey, IssuerStep) + Send + Sync>;
@@ -326,8 +337,11 @@ impl<S: Store> Issuer<S> {
         if ids.is_empty() {
             return Err(Error::InvalidInput("ensure needs at least one name".into()));
         }
-        let key = CertKey::new(&ids);
         self.check_challenge_types(&ids, options)?;
+        // Every record is this CA's and this account's: a store shared with
+        // another CA (staging and production) never mixes them.
+        let account_url = self.account().await?.url().to_owned();
+        let key = CertKey::for_account(self.inner.client.directory_url(), account_url, &ids);
 
         // One issuance per set in this process.
         let flight = {
@@ -391,9 +405,18 @@ impl<S: Store> Issuer<S> {
     }
 
     async fn usable_stored(&self, key: &CertKey) -> Result<Option<StoredCertificate>> {
-        match self.inner.store.load_certificate(key).await? {
-            Some(cert) if !self.due(&cert) => Ok(Some(cert)),
-            _ => Ok(None),
+        match self.inner.store.load_certificate(key).await {
+            Ok(Some(cert)) if !self.due(&cert) => Ok(Some(cert)),
+            Ok(_) => Ok(None),
+            // The store kept the bad record aside; a certificate can always
+            // be issued again, so renewal proceeds instead of failing until
+            // the certificate expires.
+            Err(StoreError::Corrupted { path, reason }) => {
+                tracing::error!(set = %key, path = %path.display(), %reason, "the stored certificate is corrupted; treating it as absent");
+                self.observe(key, IssuerStep::CorruptedCertificateIgnored);
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -538,7 +561,14 @@ impl<S: Store> Issuer<S> {
             order_attempts: 0,
             finalize_sent_at: None,
         };
-        let (mut journal, mut source) = match self.inner.store.load_journal(key).await? {
+        let loaded = match self.inner.store.load_journal(key).await {
+            Ok(loaded) => loaded,
+            Err(StoreError::Corrupted { path, reason }) => {
+                Some(self.recover_journal(key, &account, path, reason).await?)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (mut journal, mut source) = match loaded {
             Some(j) if j.directory == directory && j.account_url == account.url() => {
                 tracing::info!(set = %key, step = ?j.step, order = ?j.order_url, "resuming an interrupted order");
                 self.observe(key, IssuerStep::Resumed(j.step));
@@ -621,6 +651,73 @@ impl<S: Store> Issuer<S> {
                 Err(DriveError::Failed(e)) => return Err(e),
             }
         }
+    }
+
+    /// A corrupted journal is never taken for "no order in flight": it may
+    /// name a finalized order. The store kept a copy aside; the order is
+    /// looked for among the account's orders for the same identifiers. A
+    /// pending or ready one is resumed (no certificate exists yet); one that
+    /// is processing or valid was finalized with the key the journal held,
+    /// and no order at all may mean newOrder was in flight: both stop with
+    /// the typed error naming the file, for a human to recover the key.
+    async fn recover_journal(
+        &self,
+        key: &CertKey,
+        account: &Account,
+        path: std::path::PathBuf,
+        reason: String,
+    ) -> Result<Journal> {
+        let stop = |found: String| {
+            Error::Store(StoreError::Corrupted {
+                path: path.clone(),
+                reason: format!("{reason}; {found}"),
+            })
+        };
+        let urls = match account.order_urls(RECOVERY_ORDER_PAGES).await {
+            Ok(urls) => urls,
+            Err(e) => {
+                return Err(stop(format!(
+                    "the account's orders could not be listed ({e})"
+                )));
+            }
+        };
+        for url in urls.iter().rev().take(RECOVERY_ORDERS) {
+            let Ok(order) = account.order(url).await else {
+                continue;
+            };
+            if CertKey::new(order.identifiers()).identifiers() != key.identifiers() {
+                continue;
+            }
+            match order.status() {
+                OrderStatus::Pending | OrderStatus::Ready => {
+                    tracing::warn!(set = %key, order = %url, "corrupted journal: resuming its order found in the account's orders");
+                    self.observe(key, IssuerStep::CorruptedJournalRecovered);
+                    return Ok(Journal {
+                        directory: self.inner.client.directory_url().to_owned(),
+                        account_url: account.url().to_owned(),
+                        identifiers: key.identifiers().to_vec(),
+                        step: JournalStep::OrderCreated,
+                        order_url: Some(url.clone()),
+                        key_pem: None,
+                        certificate_url: None,
+                        chain_pem: None,
+                        started_at: now_unix(),
+                        order_attempts: 1,
+                        finalize_sent_at: None,
+                    });
+                }
+                OrderStatus::Processing | OrderStatus::Valid => {
+                    return Err(stop(format!(
+                        "its order {url} was finalized with the key the journal held; \
+                         recover the key from the copy before ordering again"
+                    )));
+                }
+                OrderStatus::Invalid => {}
+            }
+        }
+        Err(stop(
+            "no order for these identifiers in the account's orders list".into(),
+        ))
     }
 
     /// Starts a new order in place of the journalled one, which the CA said

@@ -572,14 +572,33 @@ impl Inner {
 
     fn load_journal(&self, key: &CertKey) -> StoreResult<Option<Journal>> {
         let path = self.journal_path(key);
+        if let Some(data) = self.read_record::<JournalData>(&path, "journal")? {
+            if data.key != *key {
+                let reason = format!("holds the journal for {}, not {key}", data.key);
+                return Err(self.corrupted_file(&path, reason));
+            }
+            return Ok(Some(data.journal));
+        }
+        self.load_legacy_journal(key)
+    }
+
+    /// A journal written before keys carried the CA, if it names `key`'s CA
+    /// and account (a journal records both).
+    fn load_legacy_journal(&self, key: &CertKey) -> StoreResult<Option<Journal>> {
+        let Some(ca) = key.ca() else {
+            return Ok(None);
+        };
+        let legacy = key.legacy();
+        let path = self.journal_path(&legacy);
         let Some(data) = self.read_record::<JournalData>(&path, "journal")? else {
             return Ok(None);
         };
-        if data.key != *key {
-            let reason = format!("holds the journal for {}, not {key}", data.key);
+        if data.key != legacy {
+            let reason = format!("holds the journal for {}, not {legacy}", data.key);
             return Err(self.corrupted_file(&path, reason));
         }
-        Ok(Some(data.journal))
+        let ours = data.journal.directory == ca.directory && data.journal.account_url == ca.account;
+        Ok(ours.then_some(data.journal))
     }
 
     fn save_journal(&self, data: &JournalData) -> StoreResult<()> {
@@ -606,6 +625,10 @@ impl Inner {
     }
 
     fn delete_journal(&self, key: &CertKey) -> StoreResult<()> {
+        // A legacy journal of this CA and account is done with too.
+        if key.ca().is_some() && self.load_legacy_journal(key)?.is_some() {
+            self.delete_journal(&key.legacy())?;
+        }
         let path = self.journal_path(key);
         match fs::remove_file(&path) {
             Ok(()) => self.sync_dir(&parent_of(&path)),
@@ -617,6 +640,24 @@ impl Inner {
     // -- certificates -----------------------------------------------------
 
     fn load_certificate(&self, key: &CertKey) -> StoreResult<Option<StoredCertificate>> {
+        if let Some(found) = self.load_certificate_at(key)? {
+            return Ok(Some(found));
+        }
+        // Written before keys carried the CA: returned only when its URL is
+        // on this CA's origin, never for another CA.
+        let Some(ca) = key.ca() else {
+            return Ok(None);
+        };
+        let legacy = key.legacy();
+        if self.cert_dir(&legacy) == self.cert_dir(key) {
+            return Ok(None);
+        }
+        Ok(self
+            .load_certificate_at(&legacy)?
+            .filter(|cert| same_origin(&cert.url, &ca.directory)))
+    }
+
+    fn load_certificate_at(&self, key: &CertKey) -> StoreResult<Option<StoredCertificate>> {
         let dir = self.cert_dir(key);
         // Shared with other loads, excluded by a save: a load must not see
         // the new cert.json with a key file caught mid-rename.
@@ -891,6 +932,14 @@ impl Inner {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// True when both URLs have the same scheme, host and port.
+fn same_origin(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin() && a.origin().is_tuple(),
+        _ => false,
     }
 }
 
@@ -1315,6 +1364,67 @@ mod tests {
         };
         store.save_ledger(dir_url, &ledger2).await.unwrap();
         assert_eq!(store.load_ledger(dir_url).await.unwrap().unwrap(), ledger2);
+    }
+
+    /// Issue 16, defect 5: records written before keys carried the CA are
+    /// read for their own CA (and account) only; scoped records of two CAs
+    /// never meet.
+    #[tokio::test]
+    async fn legacy_records_are_returned_for_their_own_ca_only() {
+        let tmp = TempDir::new("legacy");
+        let store = FileStore::open(&tmp.0).unwrap();
+        let legacy = cert_key();
+        store
+            .save_certificate(&legacy, &certificate("01"))
+            .await
+            .unwrap();
+        store.save_journal(&legacy, &journal()).await.unwrap();
+        let ids = legacy.identifiers().to_vec();
+        let ours = CertKey::for_account(
+            "https://ca.example/directory",
+            "https://ca.example/acct/1",
+            &ids,
+        );
+        let other_ca = CertKey::for_account(
+            "https://staging.ca.example/directory",
+            "https://ca.example/acct/1",
+            &ids,
+        );
+        let other_account = CertKey::for_account(
+            "https://ca.example/directory",
+            "https://ca.example/acct/2",
+            &ids,
+        );
+        assert_ne!(ours.file_stem(), other_ca.file_stem());
+        assert_ne!(ours.file_stem(), legacy.file_stem());
+        let cert = store.load_certificate(&ours).await.unwrap().unwrap();
+        assert_eq!(cert.serial, "01");
+        assert!(store.load_certificate(&other_ca).await.unwrap().is_none());
+        assert!(store.load_journal(&ours).await.unwrap().is_some());
+        assert!(store.load_journal(&other_ca).await.unwrap().is_none());
+        assert!(store.load_journal(&other_account).await.unwrap().is_none());
+        // A scoped save never touches the other CA's record.
+        store
+            .save_certificate(&other_ca, &certificate("02"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.load_certificate(&ours).await.unwrap().unwrap().serial,
+            "01"
+        );
+        assert_eq!(
+            store
+                .load_certificate(&other_ca)
+                .await
+                .unwrap()
+                .unwrap()
+                .serial,
+            "02"
+        );
+        // Deleting our journal deletes the legacy one it was read from.
+        store.delete_journal(&ours).await.unwrap();
+        assert!(store.load_journal(&ours).await.unwrap().is_none());
+        assert!(store.load_journal(&legacy).await.unwrap().is_none());
     }
 
     #[tokio::test]

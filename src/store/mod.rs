@@ -18,7 +18,7 @@ use std::time::Duration;
 pub use atomic::{FileMode, write_file_atomic};
 pub use file::FileStore;
 pub use records::{
-    CertKey, Journal, JournalStep, Lease, LedgerRecord, StoredAccount, StoredCertificate,
+    CaScope, CertKey, Journal, JournalStep, Lease, LedgerRecord, StoredAccount, StoredCertificate,
 };
 
 /// Why a store operation failed. Every variant names what it was about.

@@ -7,16 +7,36 @@ use zeroize::Zeroizing;
 
 use crate::protocol::Identifier;
 
-/// The normalized identifier set a certificate is for: sorted, deduplicated,
-/// lower case. Two requests for the same names in any order and case have
-/// the same key.
+/// What a record is keyed by: the normalized identifier set (sorted,
+/// deduplicated, lower case, so two requests for the same names in any
+/// order and case have the same key) and, for everything the issuer
+/// writes, the CA (directory URL) and account it belongs to
+/// ([`CertKey::for_account`]): a store shared by Let's Encrypt staging and
+/// production, or by two accounts, never hands one's certificate or journal
+/// to the other.
+///
+/// Records written before keys carried the CA ([`CertKey::new`], the
+/// legacy form) stay readable: a store returns one for a scoped key only
+/// when it provably belongs to that CA (a journal naming the same directory
+/// and account; a certificate whose URL is on the directory's origin).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct CertKey {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ca: Option<CaScope>,
     identifiers: Vec<Identifier>,
 }
 
+/// The CA and account a [`CertKey`] belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CaScope {
+    /// The CA's directory URL.
+    pub directory: String,
+    /// The account URL at that CA.
+    pub account: String,
+}
+
 impl CertKey {
-    /// The key of a set of identifiers.
+    /// The key of a set of identifiers, without a CA (the legacy form).
     pub fn new(identifiers: &[Identifier]) -> Self {
         let mut identifiers: Vec<Identifier> = identifiers
             .iter()
@@ -27,7 +47,25 @@ impl CertKey {
             .collect();
         identifiers.sort();
         identifiers.dedup();
-        Self { identifiers }
+        Self {
+            ca: None,
+            identifiers,
+        }
+    }
+
+    /// The key of a set of identifiers at one CA, for one account.
+    pub fn for_account(
+        directory: impl Into<String>,
+        account: impl Into<String>,
+        identifiers: &[Identifier],
+    ) -> Self {
+        Self {
+            ca: Some(CaScope {
+                directory: directory.into(),
+                account: account.into(),
+            }),
+            ..Self::new(identifiers)
+        }
     }
 
     /// The identifiers, sorted.
@@ -35,15 +73,36 @@ impl CertKey {
         &self.identifiers
     }
 
-    /// A stable, file-name-safe name for the set: the first name (readable)
-    /// plus a hash of the whole set (unique).
+    /// The CA and account, unless this is a legacy key.
+    pub fn ca(&self) -> Option<&CaScope> {
+        self.ca.as_ref()
+    }
+
+    /// The same identifier set without the CA: where records written before
+    /// keys carried the CA live.
+    pub fn legacy(&self) -> CertKey {
+        Self {
+            ca: None,
+            identifiers: self.identifiers.clone(),
+        }
+    }
+
+    /// A stable, file-name-safe name for the key: the first name (readable)
+    /// plus a hash of the whole set and, when scoped, of the CA and account
+    /// (unique).
     pub fn file_stem(&self) -> String {
-        let joined: String = self
+        let mut joined: String = self
             .identifiers
             .iter()
             .map(|i| format!("{}:{}", i.kind, i.value))
             .collect::<Vec<_>>()
             .join(",");
+        if let Some(ca) = &self.ca {
+            joined = format!(
+                "{joined}\ndirectory:{}\naccount:{}",
+                ca.directory, ca.account
+            );
+        }
         let digest = ring::digest::digest(&ring::digest::SHA256, joined.as_bytes());
         let hash: String = digest.as_ref()[..8]
             .iter()
