@@ -3,6 +3,7 @@
 //! [`Reply`]s.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::mem::size_of;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -18,6 +19,8 @@ use super::faults::{Fault, FaultScript};
 use super::jws::{self, PublicJwk, Rejection, Signer};
 use super::limits::{Buckets, RateLimits, registered_domain};
 use super::pki::{self, KeyKind, Pki};
+use super::recorded::{self, Ring};
+use super::server::ServerLimits;
 use super::validation::{self, DnsResolver};
 use super::wire::{Reply, WireRequest, WireResponse};
 use super::{CaaPolicy, Dialect, IssuedCertificate, Ledger, RecordedJws};
@@ -89,6 +92,15 @@ pub(crate) struct Config {
     pub(crate) orders_per_page: usize,
     pub(crate) blocked_domains: Vec<String>,
     pub(crate) dialect: Dialect,
+    /// Signed requests kept for [`TestCa::recorded_jws`](super::TestCa::recorded_jws):
+    /// at most this many (0: none) ...
+    pub(crate) recorded_jws_entries: usize,
+    /// ... taking at most about this much memory.
+    pub(crate) recorded_jws_bytes: usize,
+    /// Finalize requests kept for [`Ledger::finalizations`].
+    pub(crate) recorded_finalizations: usize,
+    /// The HTTP server's connection and read limits.
+    pub(crate) server: ServerLimits,
 }
 
 impl Default for Config {
@@ -110,6 +122,10 @@ impl Default for Config {
             orders_per_page: 10,
             blocked_domains: Vec::new(),
             dialect: Dialect::V2,
+            recorded_jws_entries: recorded::DEFAULT_JWS_ENTRIES,
+            recorded_jws_bytes: recorded::DEFAULT_JWS_BYTES,
+            recorded_finalizations: recorded::DEFAULT_FINALIZATIONS,
+            server: ServerLimits::default(),
         }
     }
 }
@@ -118,9 +134,6 @@ const JSON: &str = "application/json";
 const PROBLEM_JSON: &str = "application/problem+json";
 const MAX_NONCES: usize = 10_000;
 const MAX_IDENTIFIERS: usize = 100;
-/// The signed requests kept for [`TestCa::recorded_jws`](super::TestCa::recorded_jws)
-/// (a long-running CA drops the older half when full).
-const MAX_RECORDED_JWS: usize = 100_000;
 
 #[derive(Debug)]
 struct AccountRec {
@@ -178,7 +191,7 @@ struct CertRec {
     revoked: Option<u8>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     accounts: Vec<AccountRec>,
     by_thumbprint: HashMap<String, usize>,
@@ -189,10 +202,32 @@ struct State {
     nonce_order: VecDeque<String>,
     buckets: Buckets,
     requests: BTreeMap<Endpoint, u64>,
-    finalizations: Vec<(usize, OrderStatus)>,
+    /// Finalize requests: the order and its status when the request came.
+    finalizations: Ring<(usize, OrderStatus)>,
     caa_timeouts_seen: HashMap<String, u32>,
     v1: v1::V1State,
-    jws_log: Vec<RecordedJws>,
+    jws_log: Ring<RecordedJws>,
+}
+
+impl State {
+    /// An empty state whose logs keep what `config` says.
+    fn new(config: &Config) -> Self {
+        Self {
+            accounts: Vec::new(),
+            by_thumbprint: HashMap::new(),
+            orders: Vec::new(),
+            authzs: Vec::new(),
+            certs: Vec::new(),
+            nonces: HashSet::new(),
+            nonce_order: VecDeque::new(),
+            buckets: Buckets::default(),
+            requests: BTreeMap::new(),
+            finalizations: Ring::new(config.recorded_finalizations, usize::MAX),
+            caa_timeouts_seen: HashMap::new(),
+            v1: v1::V1State::default(),
+            jws_log: Ring::new(config.recorded_jws_entries, config.recorded_jws_bytes),
+        }
+    }
 }
 
 /// The test CA's server logic.
@@ -203,6 +238,8 @@ pub(crate) struct Ca {
     base: OnceLock<String>,
     state: Mutex<State>,
     rng: SystemRandom,
+    /// Whether signed requests are recorded at all.
+    records_jws: bool,
 }
 
 impl std::fmt::Debug for Ca {
@@ -301,11 +338,12 @@ fn header(value: &str) -> HeaderValue {
 impl Ca {
     pub(crate) fn new(config: Config, pki: Pki, faults: FaultScript) -> Self {
         Self {
+            state: Mutex::new(State::new(&config)),
+            records_jws: config.recorded_jws_entries > 0,
             config: Mutex::new(config),
             pki,
             faults,
             base: OnceLock::new(),
-            state: Mutex::new(State::default()),
             rng: SystemRandom::new(),
         }
     }
@@ -405,7 +443,7 @@ impl Ca {
     }
 
     pub(crate) fn recorded_jws(&self) -> Vec<RecordedJws> {
-        self.state().jws_log.clone()
+        self.state().jws_log.iter().cloned().collect()
     }
 
     fn fresh_nonce(&self, state: &mut State) -> String {
@@ -431,21 +469,28 @@ impl Ca {
         } else {
             route.endpoint()
         };
-        {
-            let mut state = self.state();
-            *state.requests.entry(endpoint).or_default() += 1;
-            if req.method == Method::POST
-                && let Some((protected, payload)) = jws::decode_unverified(&req.body)
-            {
-                if state.jws_log.len() >= MAX_RECORDED_JWS {
-                    state.jws_log.drain(..MAX_RECORDED_JWS / 2);
-                }
-                state.jws_log.push(RecordedJws {
+        // Decoded before taking the lock: the body may be 1 MiB of JSON.
+        let recorded = (self.records_jws && req.method == Method::POST)
+            .then(|| jws::decode_unverified(&req.body))
+            .flatten()
+            .map(|(protected, payload)| {
+                let jws = RecordedJws {
                     endpoint,
                     path: req.path.clone(),
                     protected,
                     payload,
-                });
+                };
+                let cost = recorded::jws_cost(&jws);
+                (jws, cost)
+            });
+        {
+            let mut state = self.state();
+            let count = state.requests.entry(endpoint).or_default();
+            *count = count.saturating_add(1);
+            if let Some((jws, cost)) = recorded
+                && !state.jws_log.push(jws, cost)
+            {
+                tracing::debug!(?endpoint, cost, "test CA: request too large to record");
             }
             if !v1
                 && let Route::Finalize(id) = route
@@ -453,7 +498,9 @@ impl Ca {
             {
                 Self::refresh_order(&mut state, id);
                 let status = state.orders[id].status;
-                state.finalizations.push((id, status));
+                state
+                    .finalizations
+                    .push((id, status), size_of::<(usize, OrderStatus)>());
             }
         }
         // badNonce only makes sense for a signed POST.
@@ -947,18 +994,20 @@ impl Ca {
             .filter(|o| state.orders[*o].account == id)
             .collect();
         drop(state);
+        // The cursor is the client's: saturate instead of overflowing.
+        let start = page.saturating_mul(per_page);
         let urls: Vec<String> = ids
             .iter()
-            .skip(page * per_page)
+            .skip(start)
             .take(per_page)
             .map(|o| self.order_url(*o))
             .collect();
         let mut response = self.json_response(StatusCode::OK, &json!({"orders": urls}), None);
-        if ids.len() > (page + 1) * per_page {
+        if ids.len() > start.saturating_add(per_page) {
             let next = format!(
                 "<{}/orders?cursor={}>;rel=\"next\"",
                 self.account_url(id),
-                page + 1
+                page.saturating_add(1)
             );
             response.headers.append("link", header(&next));
         }
@@ -1100,11 +1149,16 @@ impl Ca {
     }
 
     fn rate_limited(&self, detail: String, wait: Duration) -> Rejection {
-        let retry_at = OffsetDateTime::now_utc() + wait;
-        let when = retry_at
-            .format(time::macros::format_description!(
-                "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
-            ))
+        let when = time::Duration::try_from(wait)
+            .ok()
+            .and_then(|wait| OffsetDateTime::now_utc().checked_add(wait))
+            .and_then(|retry_at| {
+                retry_at
+                    .format(time::macros::format_description!(
+                        "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
+                    ))
+                    .ok()
+            })
             .unwrap_or_default();
         Rejection::new(
             ProblemType::RateLimited,
@@ -1201,9 +1255,13 @@ impl Ca {
         let parse_time = |name: &str| -> Result<Option<OffsetDateTime>, Rejection> {
             match payload.get(name).and_then(Value::as_str) {
                 None => Ok(None),
+                // In UTC, as it goes into the certificate (a time near the
+                // ends of the representable range may not have a UTC form).
                 Some(s) => OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                    .ok()
+                    .and_then(|t| t.checked_to_offset(time::UtcOffset::UTC))
                     .map(|t| Some(rfc3339(t)))
-                    .map_err(|_| Rejection::malformed(format!("invalid {name}"))),
+                    .ok_or_else(|| Rejection::malformed(format!("invalid {name}"))),
             }
         };
         let not_before = parse_time("notBefore")?;
@@ -1212,6 +1270,15 @@ impl Ca {
             && na <= nb
         {
             return Err(Rejection::malformed("notAfter must be after notBefore"));
+        }
+        // The certificate must end somewhere: notBefore plus the lifetime
+        // must still be a date (year 9999 at most).
+        if let (Some(nb), None) = (not_before, not_after)
+            && Self::default_not_after(nb, config).is_none()
+        {
+            return Err(Rejection::malformed(
+                "notBefore is too far in the future: the certificate would end after 9999",
+            ));
         }
         let now = Instant::now();
         let mut state = self.state();
@@ -1577,6 +1644,14 @@ impl Ca {
         }
     }
 
+    /// `not_before` plus the configured certificate lifetime, if that is a
+    /// date `time` can represent.
+    fn default_not_after(not_before: OffsetDateTime, config: &Config) -> Option<OffsetDateTime> {
+        let lifetime = time::Duration::try_from(config.certificate_lifetime)
+            .unwrap_or(time::Duration::days(90));
+        not_before.checked_add(lifetime)
+    }
+
     /// Issues a certificate for the CSR's identifiers (valid from
     /// `not_before` to `not_after`, default: the configured lifetime),
     /// spends the certificate rate limits and records it; returns its index.
@@ -1596,11 +1671,11 @@ impl Ca {
     ) -> Result<usize, Rejection> {
         let now = Instant::now();
         let ids = csr.identifiers.clone();
-        let na = not_after.unwrap_or_else(|| {
-            not_before
-                + time::Duration::try_from(config.certificate_lifetime)
-                    .unwrap_or(time::Duration::days(90))
-        });
+        let na = match not_after {
+            Some(na) => na,
+            None => Self::default_not_after(not_before, config)
+                .ok_or_else(|| Rejection::malformed("notBefore is too far in the future"))?,
+        };
         let issued = self.pki.issue(csr, not_before, na).map_err(|e| {
             Rejection::new(
                 ProblemType::ServerInternal,

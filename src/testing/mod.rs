@@ -54,6 +54,7 @@ mod faults;
 mod jws;
 mod limits;
 mod pki;
+mod recorded;
 mod server;
 pub mod validation;
 mod wire;
@@ -135,8 +136,9 @@ pub struct Ledger {
     pub certificates: Vec<IssuedCertificate>,
     /// Requests received per endpoint (faulted ones included).
     pub requests: BTreeMap<Endpoint, u64>,
-    /// Every finalize request received (faulted ones included), with the
-    /// order's status when it arrived.
+    /// The finalize requests received (faulted ones included), oldest
+    /// first, with the order's status when each arrived: the latest 10 000
+    /// (see [`TestCaBuilder::recorded_finalizations_limit`]).
     pub finalizations: Vec<FinalizeRecord>,
 }
 
@@ -332,6 +334,49 @@ impl TestCaBuilder {
         self
     }
 
+    /// How many signed requests [`TestCa::recorded_jws`] keeps: the latest
+    /// `max_entries` (default 4096; 0 records none) that fit in about
+    /// `max_bytes` of memory together (default 16 MiB, estimated from the
+    /// decoded JSON, which takes more room than its text). A request too
+    /// large to fit on its own is not recorded.
+    pub fn recorded_jws_limit(mut self, max_entries: usize, max_bytes: usize) -> Self {
+        self.config.recorded_jws_entries = max_entries;
+        self.config.recorded_jws_bytes = max_bytes;
+        self
+    }
+
+    /// How many finalize requests [`Ledger::finalizations`] keeps: the
+    /// latest `max_entries` (default 10 000; 0 records none).
+    pub fn recorded_finalizations_limit(mut self, max_entries: usize) -> Self {
+        self.config.recorded_finalizations = max_entries;
+        self
+    }
+
+    /// How many connections the CA serves at once (default 512; at least
+    /// 1). When all are taken it accepts no more until one ends; newcomers
+    /// wait in the listen backlog. Idle keep-alive connections count until
+    /// the [header read timeout](Self::header_read_timeout) closes them.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.config.server.max_connections = n.max(1);
+        self
+    }
+
+    /// How long a client may take to send a request head, from the
+    /// connection's start or the end of the previous response, so it also
+    /// closes idle keep-alive connections (default 30 s).
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.config.server.header_read_timeout = timeout;
+        self
+    }
+
+    /// How long a client may take to send a request body once its head is
+    /// in (default 30 s); the connection is closed, without an answer, when
+    /// it runs out.
+    pub fn body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.config.server.body_read_timeout = timeout;
+        self
+    }
+
     /// Address to listen on (default `127.0.0.1:0`; must be loopback).
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.bind = addr;
@@ -349,6 +394,7 @@ impl TestCaBuilder {
         let pki =
             pki::Pki::generate(&self.name, self.config.alternate_chain).map_err(Error::Crypto)?;
         let tls = pki.listener_tls_config();
+        let limits = self.config.server;
         let ca = Arc::new(ca::Ca::new(
             self.config,
             pki,
@@ -359,7 +405,7 @@ impl TestCaBuilder {
             let ca = Arc::clone(&handler_ca);
             Box::pin(async move { ca.handle(req).await })
         });
-        let server = server::HttpsServer::start(self.bind, Some(tls), handler, 1 << 20).await?;
+        let server = server::HttpsServer::start(self.bind, Some(tls), handler, limits).await?;
         let addr = server.local_addr();
         ca.set_base(format!("https://{addr}"));
         tracing::info!(directory = %ca.directory_url(), "test CA listening");
@@ -433,8 +479,9 @@ impl TestCa {
         self.ca.ledger()
     }
 
-    /// Every signed request received so far (both dialects, faulted ones
-    /// included), in order (the latest 100 000 at most).
+    /// The signed requests received so far (both dialects, faulted ones
+    /// included), oldest first: the latest 4096 that fit in about 16 MiB
+    /// (see [`TestCaBuilder::recorded_jws_limit`]).
     pub fn recorded_jws(&self) -> Vec<RecordedJws> {
         self.ca.recorded_jws()
     }
@@ -468,3 +515,6 @@ impl TestCa {
         self.server.shutdown();
     }
 }
+
+#[cfg(test)]
+mod hostile_tests;

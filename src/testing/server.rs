@@ -6,6 +6,11 @@
 //! Every connection runs in its own task; [`HttpsServer::shutdown`] (or
 //! dropping the server) closes the listening socket at once and aborts the
 //! accept loop together with every connection task.
+//!
+//! What a client can hold is bounded ([`ServerLimits`]): the number of
+//! connections served at once (when full, the accept loop waits for one to
+//! end), the time to finish the TLS handshake, to send a request head and
+//! to send a request body, and the body's size.
 
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -24,6 +29,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Sleep;
 use tokio_rustls::TlsAcceptor;
@@ -48,9 +54,17 @@ static FILLER: [u8; FILLER_CHUNK] = [b'x'; FILLER_CHUNK];
 /// How long a client may take to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a client may take to send a request head (also bounds idle
-/// keep-alive connections).
+/// Default for [`ServerLimits::header_read_timeout`].
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default for [`ServerLimits::body_read_timeout`].
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default for [`ServerLimits::max_connections`].
+const MAX_CONNECTIONS: usize = 512;
+
+/// Default for [`ServerLimits::max_request_body`].
+const MAX_REQUEST_BODY: usize = 1 << 20;
 
 /// After a request body went over the cap: how many more bytes are read and
 /// discarded (so the client can read the 413 instead of a connection reset).
@@ -65,6 +79,37 @@ const TRUNCATE_GRACE: Duration = Duration::from_millis(20);
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before retrying.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What one client may take of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ServerLimits {
+    /// Connections served at once (at least 1); when all are taken, no
+    /// connection is accepted until one ends (newcomers wait in the
+    /// kernel's listen backlog).
+    pub(crate) max_connections: usize,
+    /// How long a client may take to send a request head, from the
+    /// connection's start or the end of the previous response (so it also
+    /// bounds idle keep-alive connections).
+    pub(crate) header_read_timeout: Duration,
+    /// How long a client may take to send a request body, from the end of
+    /// its head; the connection is closed when it runs out.
+    pub(crate) body_read_timeout: Duration,
+    /// Request bodies longer than this are answered with an empty 413
+    /// without calling the handler.
+    pub(crate) max_request_body: usize,
+}
+
+/// 512 connections, 30 s for a request head, 30 s for a body of at most 1 MiB.
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: MAX_CONNECTIONS,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            body_read_timeout: BODY_READ_TIMEOUT,
+            max_request_body: MAX_REQUEST_BODY,
+        }
+    }
+}
 
 /// The only ALPN protocol the HTTPS server offers.
 const ALPN_HTTP11: &[u8] = b"http/1.1";
@@ -98,14 +143,13 @@ impl HttpsServer {
     ///
     /// With `tls` `Some`, serves HTTPS (rustls via tokio-rustls); the config's
     /// ALPN list is replaced by `["http/1.1"]` since only HTTP/1.1 is spoken.
-    /// With `None`, serves plain HTTP. Request bodies longer than
-    /// `max_request_body` bytes are answered with an empty 413 without calling
-    /// `handler`.
+    /// With `None`, serves plain HTTP. `limits` bounds connections, read
+    /// times and request bodies.
     pub(crate) async fn start(
         bind: SocketAddr,
         tls: Option<Arc<rustls::ServerConfig>>,
         handler: Handler,
-        max_request_body: usize,
+        limits: ServerLimits,
     ) -> std::io::Result<HttpsServer> {
         let listener = TcpListener::bind(bind).await?;
         let local_addr = listener.local_addr()?;
@@ -116,7 +160,7 @@ impl HttpsServer {
             Arc::clone(&listener),
             acceptor,
             handler,
-            max_request_body,
+            limits,
         ))
         .abort_handle();
         tracing::debug!(%local_addr, tls = tls_on, "test CA server started");
@@ -171,16 +215,22 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Accepts connections until the listener is taken away (or the task is
-/// aborted), one task per connection. Dropping this future drops the
-/// `JoinSet` and so aborts every connection task.
+/// aborted), one task per connection, at most `limits.max_connections` at
+/// once. Dropping this future drops the `JoinSet` and so aborts every
+/// connection task.
 async fn accept_loop(
     listener: Arc<Mutex<Option<TcpListener>>>,
     tls: Option<TlsAcceptor>,
     handler: Handler,
-    max_request_body: usize,
+    limits: ServerLimits,
 ) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut connections = JoinSet::new();
     loop {
+        // Backpressure: no free slot, no accept.
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            break; // never closed
+        };
         let accepted = poll_fn(|cx| match lock(&listener).as_ref() {
             Some(listener) => listener.poll_accept(cx).map(Some),
             None => Poll::Ready(None),
@@ -195,15 +245,15 @@ async fn accept_loop(
         match accepted {
             None => break,
             Some(Ok((stream, peer))) => {
-                connections.spawn(serve_connection(
-                    stream,
-                    peer,
-                    tls.clone(),
-                    Arc::clone(&handler),
-                    max_request_body,
-                ));
+                let connection =
+                    serve_connection(stream, peer, tls.clone(), Arc::clone(&handler), limits);
+                connections.spawn(async move {
+                    connection.await;
+                    drop(permit);
+                });
             }
             Some(Err(e)) => {
+                drop(permit);
                 tracing::debug!(error = %e, "test CA accept failed");
                 tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
             }
@@ -217,16 +267,16 @@ async fn serve_connection(
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     handler: Handler,
-    max_request_body: usize,
+    limits: ServerLimits,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::trace!(%peer, error = %e, "set TCP_NODELAY failed");
     }
     match tls {
-        None => serve_http(stream, peer, handler, max_request_body).await,
+        None => serve_http(stream, peer, handler, limits).await,
         Some(acceptor) => {
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => serve_http(stream, peer, handler, max_request_body).await,
+                Ok(Ok(stream)) => serve_http(stream, peer, handler, limits).await,
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "test CA TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "test CA TLS handshake timed out"),
             }
@@ -237,16 +287,16 @@ async fn serve_connection(
 /// Runs hyper's HTTP/1.1 server over `io` until the connection ends:
 /// keep-alive on, and half-close allowed (a client that shuts down its write
 /// side after the request still gets the response).
-async fn serve_http<I>(io: I, peer: SocketAddr, handler: Handler, max_request_body: usize)
+async fn serve_http<I>(io: I, peer: SocketAddr, handler: Handler, limits: ServerLimits)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| handle(req, Arc::clone(&handler), max_request_body));
+    let service = service_fn(move |req| handle(req, Arc::clone(&handler), limits));
     let result = http1::Builder::new()
         .keep_alive(true)
         .half_close(true)
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.header_read_timeout)
         .serve_connection(TokioIo::new(io), service)
         .await;
     match result {
@@ -284,19 +334,38 @@ impl fmt::Display for DeliberateTruncation {
 /// Lets it travel as a body error.
 impl std::error::Error for DeliberateTruncation {}
 
+/// The error that closes a connection whose request body took too long.
+#[derive(Debug)]
+struct BodyReadTimeout;
+
+/// Describes the timeout (seen in trace logs).
+impl fmt::Display for BodyReadTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("request body not received in time")
+    }
+}
+
+/// Lets it travel as hyper's service error.
+impl std::error::Error for BodyReadTimeout {}
+
 /// One request: read the (capped) body, ask the handler, build the response.
 /// An `Err` makes hyper close the connection without writing anything.
 async fn handle(
     req: Request<Incoming>,
     handler: Handler,
-    max_request_body: usize,
+    limits: ServerLimits,
 ) -> Result<Response<ReplyBody>, BoxError> {
     let (parts, body) = req.into_parts();
     let path = parts
         .uri
         .path_and_query()
         .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
-    let Some(body) = read_body(body, &parts.headers, max_request_body).await? else {
+    let read = read_body(body, &parts.headers, limits.max_request_body);
+    let Ok(body) = tokio::time::timeout(limits.body_read_timeout, read).await else {
+        tracing::trace!(method = %parts.method, %path, "test CA request body timed out");
+        return Err(Box::new(BodyReadTimeout));
+    };
+    let Some(body) = body? else {
         tracing::trace!(method = %parts.method, %path, reply = "413 (body over cap)", "test CA request");
         let mut headers = HeaderMap::new();
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -547,6 +616,14 @@ mod tests {
     /// Length of the body of `/truncated`.
     const TRUNCATED_LEN: usize = 1000;
 
+    /// The default limits, with bodies capped at [`MAX_BODY`].
+    fn limits() -> ServerLimits {
+        ServerLimits {
+            max_request_body: MAX_BODY,
+            ..ServerLimits::default()
+        }
+    }
+
     /// A self-signed certificate for 127.0.0.1: the server config and a
     /// client config trusting it (both on the ring provider).
     fn tls_pair() -> (Arc<rustls::ServerConfig>, rustls::ClientConfig) {
@@ -651,7 +728,7 @@ mod tests {
             "127.0.0.1:0".parse().unwrap(),
             tls.then_some(server_tls),
             test_handler(Arc::clone(&calls)),
-            MAX_BODY,
+            limits(),
         )
         .await
         .unwrap();
@@ -1064,7 +1141,7 @@ mod tests {
             "127.0.0.1:0".parse().unwrap(),
             None,
             Arc::clone(&handler),
-            MAX_BODY,
+            limits(),
         )
         .await
         .unwrap();
@@ -1102,5 +1179,138 @@ mod tests {
             .unwrap()
             .unwrap_or(0);
         assert_eq!(n, 0);
+    }
+
+    /// A plain-HTTP server with these limits (bodies capped at [`MAX_BODY`]).
+    async fn plain_with(limits: ServerLimits) -> (HttpsServer, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let server = HttpsServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            None,
+            test_handler(Arc::clone(&calls)),
+            ServerLimits {
+                max_request_body: MAX_BODY,
+                ..limits
+            },
+        )
+        .await
+        .unwrap();
+        (server, calls)
+    }
+
+    /// Reads until EOF or an error, for up to 10 s; `None` if the peer
+    /// neither answered fully nor closed by then.
+    async fn read_until_closed(stream: &mut TcpStream) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = [0u8; 1024];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        read.ok().map(|()| out)
+    }
+
+    /// With every connection slot taken, a new connection is not served
+    /// until one ends; then it is.
+    #[tokio::test]
+    async fn connection_cap_holds_newcomers_until_a_slot_frees() {
+        let (server, calls) = plain_with(ServerLimits {
+            max_connections: 2,
+            header_read_timeout: Duration::from_secs(3600),
+            ..ServerLimits::default()
+        })
+        .await;
+        let addr = server.local_addr();
+        // Two served connections (each proves it was accepted).
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /normal HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+            held.push(s);
+        }
+        // A third: the kernel completes the handshake, the server does not serve it.
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        third
+            .write_all(b"GET /normal HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let early = tokio::time::timeout(Duration::from_millis(300), third.read(&mut buf)).await;
+        assert!(early.is_err(), "served beyond the cap: {early:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // A slot frees: the third is served.
+        drop(held.pop());
+        let answer = read_until_closed(&mut third).await.expect("never served");
+        assert!(answer.starts_with(b"HTTP/1.1 200"));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    /// A client that sends no request head is cut off after the header
+    /// timeout; one that stops in the middle of its body after the body
+    /// timeout, without reaching the handler.
+    #[tokio::test]
+    async fn slow_heads_and_bodies_are_cut_off() {
+        let (server, calls) = plain_with(ServerLimits {
+            header_read_timeout: Duration::from_millis(200),
+            body_read_timeout: Duration::from_millis(200),
+            ..ServerLimits::default()
+        })
+        .await;
+        let addr = server.local_addr();
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut slow_body = TcpStream::connect(addr).await.unwrap();
+        slow_body
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b")
+            .await
+            .unwrap();
+        let closed = read_until_closed(&mut silent).await;
+        assert!(closed.is_some(), "silent connection still open");
+        let answer = read_until_closed(&mut slow_body)
+            .await
+            .expect("slow body still open");
+        assert!(!answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        // Others are still served.
+        let (bytes, _) = raw_exchange(addr, b"GET /normal HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(bytes.starts_with(b"HTTP/1.1 200"));
+    }
+
+    /// A chunk size of 2^64-1 (or an endless size line) in a request body
+    /// is refused without reaching the handler, and the server goes on.
+    #[tokio::test]
+    async fn hostile_request_chunk_sizes_are_refused() {
+        let (server, calls) = plain_with(ServerLimits::default()).await;
+        let addr = server.local_addr();
+        let long_line = format!("{}1\r\n", "0".repeat(64 * 1024));
+        for body in [
+            "ffffffffffffffff\r\nabc\r\n0\r\n\r\n",
+            "5\r\nhello\r\nffffffffffffffff\r\nabc\r\n0\r\n\r\n",
+            "10000000000000000\r\nabc\r\n0\r\n\r\n",
+            long_line.as_str(),
+        ] {
+            let request = format!(
+                "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+            );
+            let (bytes, _) = raw_exchange(addr, request.as_bytes()).await;
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(
+                text.is_empty() || text.starts_with("HTTP/1.1 4"),
+                "{}",
+                &text[..text.len().min(200)]
+            );
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        let (bytes, _) = raw_exchange(addr, b"GET /normal HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(bytes.starts_with(b"HTTP/1.1 200"));
     }
 }

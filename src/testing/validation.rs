@@ -156,6 +156,8 @@ const MAX_HTTP_BODY: usize = 16 * 1024;
 const MAX_HTTP_HEAD: usize = 16 * 1024;
 /// How much longer than its content a chunked body may be on the wire.
 const MAX_CHUNK_OVERHEAD: usize = 4 * 1024;
+/// The longest chunk-size line (size and extensions) accepted.
+const MAX_CHUNK_LINE: usize = 1024;
 /// How much of an unexpected response a problem detail quotes.
 const MAX_QUOTED: usize = 100;
 
@@ -589,34 +591,49 @@ fn parse_status_line(line: &str) -> Option<u16> {
 
 /// Decodes a complete chunked body; `Ok(None)` while more input is needed.
 /// Trailers after the last chunk are not waited for.
+///
+/// The sizes are the server's: a chunk that would take the body over
+/// [`MAX_HTTP_BODY`] is `TooLarge` before any arithmetic on it, and a size
+/// line longer than [`MAX_CHUNK_LINE`] is `Malformed`.
 fn decode_chunked(mut raw: &[u8]) -> Result<Option<Vec<u8>>, FetchError> {
+    let malformed = |why: &str| FetchError::Malformed(why.to_owned());
     let mut body = Vec::new();
     loop {
         let Some(line_end) = raw.windows(2).position(|w| w == b"\r\n") else {
-            return Ok(None);
+            return if raw.len() > MAX_CHUNK_LINE {
+                Err(malformed("chunk size line too long"))
+            } else {
+                Ok(None)
+            };
         };
-        let line = std::str::from_utf8(&raw[..line_end])
-            .map_err(|_| FetchError::Malformed("malformed chunk size".into()))?;
+        if line_end > MAX_CHUNK_LINE {
+            return Err(malformed("chunk size line too long"));
+        }
+        let line =
+            std::str::from_utf8(&raw[..line_end]).map_err(|_| malformed("malformed chunk size"))?;
         let size_text = line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| FetchError::Malformed("malformed chunk size".into()))?;
+        let size =
+            usize::from_str_radix(size_text, 16).map_err(|_| malformed("malformed chunk size"))?;
         if size == 0 {
             return Ok(Some(body));
         }
-        if body.len() + size > MAX_HTTP_BODY {
+        // body.len() <= MAX_HTTP_BODY, so neither this nor the offsets
+        // below (all within MAX_HTTP_BODY + MAX_CHUNK_LINE + 4) overflow.
+        if size > MAX_HTTP_BODY - body.len() {
             return Err(FetchError::TooLarge);
         }
         let data_start = line_end + 2;
-        let Some(data) = raw.get(data_start..data_start + size) else {
+        let data_end = data_start + size;
+        let Some(data) = raw.get(data_start..data_end) else {
             return Ok(None);
         };
-        match raw.get(data_start + size..data_start + size + 2) {
+        match raw.get(data_end..data_end + 2) {
             None => return Ok(None),
             Some(b"\r\n") => {}
-            Some(_) => return Err(FetchError::Malformed("malformed chunk".into())),
+            Some(_) => return Err(malformed("malformed chunk")),
         }
         body.extend_from_slice(data);
-        raw = &raw[data_start + size + 2..];
+        raw = &raw[data_end + 2..];
     }
 }
 
@@ -1029,6 +1046,28 @@ mod tests {
         http01(unframed.port, &dns("example.test"), "tok-123")
             .await
             .unwrap();
+    }
+
+    /// A responder announcing a chunk of 2^64-1 bytes fails validation as
+    /// an oversized body (it used to panic the validation task, leaving the
+    /// challenge `processing` for ever).
+    #[tokio::test]
+    async fn http01_hostile_chunk_size_is_refused() {
+        let server = raw_server(
+            format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{}\r\n\
+                 ffffffffffffffff\r\n{}\r\n0\r\n\r\n",
+                &KA[..5],
+                &KA[5..]
+            )
+            .into_bytes(),
+        )
+        .await;
+        let p = http01(server.port, &dns("example.test"), "tok-123")
+            .await
+            .unwrap_err();
+        assert_eq!(p.kind, ProblemType::Unauthorized, "{p}");
+        assert!(detail(&p).contains("response body larger than"), "{p}");
     }
 
     #[tokio::test]
@@ -1499,6 +1538,30 @@ mod tests {
         ));
         assert!(matches!(
             decode_chunked(b"zz\r\n"),
+            Err(FetchError::Malformed(_))
+        ));
+        // A hostile chunk size: refused, no overflow (it used to panic
+        // once a first chunk was in).
+        for raw in [
+            &b"ffffffffffffffff\r\nabc"[..],
+            b"5\r\nhello\r\nffffffffffffffff\r\nabc",
+            b"5\r\nhello\r\nfffffffffffffffb\r\nabc",
+        ] {
+            assert!(matches!(decode_chunked(raw), Err(FetchError::TooLarge)));
+        }
+        assert!(matches!(
+            decode_chunked(b"10000000000000000\r\n"),
+            Err(FetchError::Malformed(_))
+        ));
+        // An endless size line (leading zeros, extensions) is refused
+        // without waiting for its end.
+        let long_line = format!("{}5;x={}", "0".repeat(600), "y".repeat(600));
+        assert!(matches!(
+            decode_chunked(long_line.as_bytes()),
+            Err(FetchError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode_chunked(format!("{long_line}\r\nhello\r\n0\r\n\r\n").as_bytes()),
             Err(FetchError::Malformed(_))
         ));
         assert_eq!(parse_status_line("HTTP/1.1 200 OK"), Some(200));
