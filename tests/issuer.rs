@@ -11,9 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
 use sturdy_acme::issuer::{IssuerStep, Limit, RateLimits, Source};
 use sturdy_acme::solver::http01::Http01Solver;
-use sturdy_acme::store::{CertKey, FileStore, Store, StoreError};
+use sturdy_acme::store::{CertKey, FileStore, Store, StoreError, StoreResult};
 use sturdy_acme::testing::TestCa;
 use sturdy_acme::{Endpoint, EnsureOptions, Error, ErrorClass, Identifier, Issuer};
 
@@ -826,5 +827,192 @@ async fn a_corrupted_journal_resumes_its_order_from_the_orders_list() {
         .filter_map(Result::ok)
         .any(|e| e.file_name().to_string_lossy().contains(".corrupt-"));
     assert!(kept, "the corrupted journal is kept aside");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Defect 4: fenced leases.
+
+/// A FileStore whose lease renewals fail (a store outage for the renewer).
+struct FailingRenewals(FileStore);
+
+impl Store for FailingRenewals {
+    fn load_account(
+        &self,
+        d: &str,
+    ) -> impl Future<Output = StoreResult<Option<sturdy_acme::store::StoredAccount>>> + Send {
+        self.0.load_account(d)
+    }
+    fn save_account(
+        &self,
+        d: &str,
+        a: &sturdy_acme::store::StoredAccount,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.0.save_account(d, a)
+    }
+    fn load_certificate(
+        &self,
+        k: &CertKey,
+    ) -> impl Future<Output = StoreResult<Option<sturdy_acme::store::StoredCertificate>>> + Send
+    {
+        self.0.load_certificate(k)
+    }
+    fn save_certificate(
+        &self,
+        k: &CertKey,
+        c: &sturdy_acme::store::StoredCertificate,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.0.save_certificate(k, c)
+    }
+    fn load_journal(
+        &self,
+        k: &CertKey,
+    ) -> impl Future<Output = StoreResult<Option<sturdy_acme::store::Journal>>> + Send {
+        self.0.load_journal(k)
+    }
+    fn save_journal(
+        &self,
+        k: &CertKey,
+        j: &sturdy_acme::store::Journal,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.0.save_journal(k, j)
+    }
+    fn delete_journal(&self, k: &CertKey) -> impl Future<Output = StoreResult<()>> + Send {
+        self.0.delete_journal(k)
+    }
+    fn archive_journal(
+        &self,
+        k: &CertKey,
+        j: &sturdy_acme::store::Journal,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.0.archive_journal(k, j)
+    }
+    fn load_ledger(
+        &self,
+        d: &str,
+    ) -> impl Future<Output = StoreResult<Option<sturdy_acme::store::LedgerRecord>>> + Send {
+        self.0.load_ledger(d)
+    }
+    fn save_ledger(
+        &self,
+        d: &str,
+        l: &sturdy_acme::store::LedgerRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.0.save_ledger(d, l)
+    }
+    fn acquire_lease(
+        &self,
+        n: &str,
+        h: &str,
+        t: Duration,
+    ) -> impl Future<Output = StoreResult<sturdy_acme::store::Lease>> + Send {
+        self.0.acquire_lease(n, h, t)
+    }
+    async fn renew_lease(
+        &self,
+        _: &sturdy_acme::store::Lease,
+        _: Duration,
+    ) -> StoreResult<sturdy_acme::store::Lease> {
+        Err(StoreError::Other("renewal refused (test)".into()))
+    }
+    fn check_lease(
+        &self,
+        l: &sturdy_acme::store::Lease,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.0.check_lease(l)
+    }
+    fn release_lease(
+        &self,
+        l: &sturdy_acme::store::Lease,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.0.release_lease(l)
+    }
+}
+
+/// An http-01 solver that takes `delay` to present (a slow deployment, or
+/// a process paused past its lease).
+struct SlowSolver(Http01Solver, Duration);
+
+impl sturdy_acme::solver::Solver for SlowSolver {
+    fn challenge_type(&self) -> sturdy_acme::ChallengeType {
+        self.0.challenge_type()
+    }
+    fn present<'a>(
+        &'a self,
+        answer: &'a sturdy_acme::solver::ChallengeAnswer,
+    ) -> sturdy_acme::solver::SolverFuture<'a> {
+        Box::pin(async move {
+            tokio::time::sleep(self.1).await;
+            self.0.present(answer).await
+        })
+    }
+    fn cleanup<'a>(
+        &'a self,
+        answer: &'a sturdy_acme::solver::ChallengeAnswer,
+    ) -> sturdy_acme::solver::SolverFuture<'a> {
+        self.0.cleanup(answer)
+    }
+}
+
+/// A holder whose renewals fail loses its lease when it expires and stops
+/// with `LeaseLost` before finalize; it never goes on as if it held it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_cannot_be_renewed_stops_the_issuance_before_finalize() {
+    let ca = TestCa::start().await.unwrap();
+    let dir = temp_store("lease-lost");
+    let issuer = Issuer::builder(
+        ca.client().await.unwrap(),
+        FailingRenewals(FileStore::open(&dir).unwrap()),
+    )
+    .solver(Arc::new(SlowSolver(
+        Http01Solver::default(),
+        Duration::from_millis(2500),
+    )))
+    .lease_ttl(Duration::from_secs(1))
+    .build();
+    let err = issuer
+        .ensure(&["leaselost.example"], &EnsureOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::LeaseLost { .. }), "{err}");
+    assert_eq!(ca.ledger().requests_to(Endpoint::Finalize), 0);
+    assert_eq!(ca.ledger().issued_for(&["leaselost.example"]), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Dropping an `ensure` future (a caller's timeout) stops renewing and
+/// releases its lease: another process's issuer takes over at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_ensure_releases_its_lease() {
+    let ca = TestCa::start().await.unwrap();
+    let dir = temp_store("lease-cancel");
+    let first = issuer(&ca, &dir).await;
+    ca.set_faults(vec![FaultRule::new(
+        Endpoint::Finalize,
+        Trigger::Nth(1),
+        Fault::SlowAfterCommit { delay_ms: 30_000 },
+    )]);
+    let names = ["cancelled.example"];
+    assert!(
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            first.ensure(&names, &EnsureOptions::default())
+        )
+        .await
+        .is_err()
+    );
+    drop(first);
+    // Another holder (a restart, another node): it would wait the whole
+    // lease_wait if the cancelled issuance still held the lease.
+    let second = Issuer::builder(ca.client().await.unwrap(), FileStore::open(&dir).unwrap())
+        .solver(Arc::new(Http01Solver::default()))
+        .lease_wait(Duration::from_secs(3))
+        .build();
+    let ensured = second
+        .ensure(&names, &EnsureOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(ensured.source, Source::Resumed);
+    assert_eq!(ca.ledger().issued_for(&names), 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -24,6 +24,7 @@
 //! default) and remembers its 429s, refusing locally what the CA would
 //! refuse, across restarts.
 
+mod lease;
 mod ledger;
 pub mod limits;
 
@@ -184,9 +185,11 @@ impl<S: Store> IssuerBuilder<S> {
         self
     }
 
-    /// This process's name in leases (default: host-pid-random).
-    pub fn holder(mut self, holder: impl Into<String>) -> Self {
-        self.holder = holder.into();
+    /// A label for this process in leases (default none). The holder name
+    /// is always `label@host-pid-start time-random`: two processes given
+    /// the same label never share a lease.
+    pub fn holder(mut self, label: impl Into<String>) -> Self {
+        self.holder = crate::store::unique_holder(Some(&label.into()));
         self
     }
 
@@ -215,6 +218,7 @@ impl<S: Store> IssuerBuilder<S> {
                 ledger: tokio::sync::Mutex::new(None),
                 limits: self.limits,
                 flights: Mutex::new(HashMap::new()),
+                fences: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -235,6 +239,7 @@ struct Inner<S: Store> {
     ledger: tokio::sync::Mutex<Option<RateLedger>>,
     limits: RateLimits,
     flights: Mutex<HashMap<CertKey, Arc<tokio::sync::Mutex<()>>>>,
+    fences: Mutex<HashMap<CertKey, Arc<lease::LeaseState>>>,
 }
 
 /// Ensures certificates exactly once; see the module docs. Cheap to clone.
@@ -266,20 +271,6 @@ fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
-fn default_holder() -> String {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 4];
-    let _ = ring::rand::SystemRandom::new().fill(&mut b);
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "host".into());
-    format!(
-        "{host}-{}-{:08x}",
-        std::process::id(),
-        u32::from_le_bytes(b)
-    )
-}
-
 impl<S: Store> Issuer<S> {
     /// An issuer for the CA of `client`, keeping its state in `store`.
     pub fn builder(client: Client, store: S) -> IssuerBuilder<S> {
@@ -293,7 +284,7 @@ impl<S: Store> Issuer<S> {
             renew_after: 2.0 / 3.0,
             lease_ttl: Duration::from_secs(60),
             lease_wait: Duration::from_secs(600),
-            holder: default_holder(),
+            holder: crate::store::unique_holder(None),
             observer: None,
         }
     }
@@ -360,7 +351,12 @@ impl<S: Store> Issuer<S> {
 
         // One issuance per set across processes sharing the store.
         let lease = self.acquire_lease(&key).await?;
-        let renewer = self.spawn_lease_renewer(lease.clone());
+        let held = lease::HeldLease::start(Arc::clone(&self.inner), lease);
+        self.inner
+            .fences
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), held.state());
         let result = async {
             // Another process may have finished while we waited.
             if !options.force_new
@@ -374,11 +370,34 @@ impl<S: Store> Issuer<S> {
             self.issue(&key, options).await
         }
         .await;
-        renewer.abort();
-        if let Err(e) = self.inner.store.release_lease(&lease).await {
-            tracing::warn!(set = %key, error = %e, "could not release the lease");
-        }
+        self.inner
+            .fences
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        held.release().await;
         result
+    }
+
+    /// Fails with [`Error::LeaseLost`] unless this process still holds the
+    /// lease of `key`'s issuance: called before every journal write and
+    /// every non-idempotent request.
+    async fn fence(&self, key: &CertKey) -> Result<()> {
+        let state = self
+            .inner
+            .fences
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned();
+        match state {
+            Some(state) => state.fence(&self.inner.store).await,
+            None => Err(Error::LeaseLost {
+                name: format!("cert-{}", key.file_stem()),
+                token: 0,
+                reason: "no lease is held for this issuance".into(),
+            }),
+        }
     }
 
     /// A wildcard can only be validated with dns-01: refused before any
@@ -421,7 +440,13 @@ impl<S: Store> Issuer<S> {
     }
 
     async fn acquire_lease(&self, key: &CertKey) -> Result<Lease> {
-        let name = format!("cert-{}", key.file_stem());
+        self.acquire_named_lease(format!("cert-{}", key.file_stem()))
+            .await
+    }
+
+    /// Takes the store lease `name`, waiting up to `lease_wait` for
+    /// another holder.
+    async fn acquire_named_lease(&self, name: String) -> Result<Lease> {
         let started = tokio::time::Instant::now();
         loop {
             match self
@@ -439,29 +464,12 @@ impl<S: Store> Issuer<S> {
                             until,
                         }));
                     }
-                    tracing::debug!(set = %key, %holder, "waiting for another issuer's lease");
+                    tracing::debug!(lease = %name, %holder, "waiting for another issuer's lease");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-    }
-
-    fn spawn_lease_renewer(&self, lease: Lease) -> tokio::task::JoinHandle<()> {
-        let inner = Arc::clone(&self.inner);
-        tokio::spawn(async move {
-            let mut lease = lease;
-            loop {
-                tokio::time::sleep(inner.lease_ttl / 3).await;
-                match inner.store.renew_lease(&lease, inner.lease_ttl).await {
-                    Ok(l) => lease = l,
-                    Err(e) => {
-                        tracing::warn!(lease = %lease.name, error = %e, "lease renewal failed");
-                        return;
-                    }
-                }
-            }
-        })
     }
 
     async fn account(&self) -> Result<&Account> {
@@ -470,41 +478,66 @@ impl<S: Store> Issuer<S> {
             .get_or_try_init(|| async {
                 let inner = &self.inner;
                 let directory = inner.client.directory_url().to_owned();
-                let stored = match inner.store.load_account(&directory).await? {
-                    Some(s) => s,
-                    None => {
-                        // The key is saved before newAccount, so a crash in
-                        // between finds the same account again.
-                        let key = AccountKey::generate(inner.account_key_algorithm)?;
-                        let stored = StoredAccount {
-                            url: String::new(),
-                            key_pem: key.to_pkcs8_pem(),
-                        };
-                        inner.store.save_account(&directory, &stored).await?;
-                        stored
-                    }
-                };
-                let key = AccountKey::from_pkcs8_pem(&stored.key_pem)?;
-                if !stored.url.is_empty() {
+                if let Some(stored) = inner.store.load_account(&directory).await?
+                    && !stored.url.is_empty()
+                {
+                    let key = AccountKey::from_pkcs8_pem(&stored.key_pem)?;
                     return Ok(inner.client.account_from_url(key, stored.url.clone()));
                 }
-                let account = inner
-                    .client
-                    .create_account(key, &inner.account_options)
-                    .await?;
-                inner
-                    .store
-                    .save_account(
-                        &directory,
-                        &StoredAccount {
-                            url: account.url().to_owned(),
-                            key_pem: stored.key_pem.clone(),
-                        },
-                    )
-                    .await?;
-                Ok(account)
+                // One account per CA per store: processes starting together
+                // on an empty store must not each register their own (the
+                // store would keep one, and the other's orders would be
+                // unreachable after a restart).
+                let digest = ring::digest::digest(&ring::digest::SHA256, directory.as_bytes());
+                let name: String = digest.as_ref()[..8]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                let lease = self.acquire_named_lease(format!("account-{name}")).await?;
+                let result = self.load_or_register_account(&directory).await;
+                if let Err(e) = inner.store.release_lease(&lease).await {
+                    tracing::warn!(error = %e, "could not release the account lease");
+                }
+                result
             })
             .await
+    }
+
+    async fn load_or_register_account(&self, directory: &str) -> Result<Account> {
+        let inner = &self.inner;
+        let stored = match inner.store.load_account(directory).await? {
+            Some(s) => s,
+            None => {
+                // The key is saved before newAccount, so a crash in
+                // between finds the same account again.
+                let key = AccountKey::generate(inner.account_key_algorithm)?;
+                let stored = StoredAccount {
+                    url: String::new(),
+                    key_pem: key.to_pkcs8_pem(),
+                };
+                inner.store.save_account(directory, &stored).await?;
+                stored
+            }
+        };
+        let key = AccountKey::from_pkcs8_pem(&stored.key_pem)?;
+        if !stored.url.is_empty() {
+            return Ok(inner.client.account_from_url(key, stored.url.clone()));
+        }
+        let account = inner
+            .client
+            .create_account(key, &inner.account_options)
+            .await?;
+        inner
+            .store
+            .save_account(
+                directory,
+                &StoredAccount {
+                    url: account.url().to_owned(),
+                    key_pem: stored.key_pem.clone(),
+                },
+            )
+            .await?;
+        Ok(account)
     }
 
     /// Runs `f` on the ledger (loaded on first use), then persists it.
@@ -541,6 +574,7 @@ impl<S: Store> Issuer<S> {
     }
 
     async fn save_journal(&self, key: &CertKey, journal: &Journal) -> Result<()> {
+        self.fence(key).await?;
         self.inner.store.save_journal(key, journal).await?;
         Ok(())
     }
@@ -752,6 +786,7 @@ impl<S: Store> Issuer<S> {
         self.save_journal(key, journal).await?;
         self.with_ledger(|l| l.spend_order(&account_url, now))
             .await?;
+        self.fence(key).await?;
         match account.new_order(&NewOrder::new(ids.clone())?).await {
             Ok(order) => {
                 journal.order_url = Some(order.url().to_owned());
@@ -809,6 +844,7 @@ impl<S: Store> Issuer<S> {
                     let ids = key.identifiers().to_vec();
                     self.with_ledger(|l| l.spend_certificate(&ids, SystemTime::now()))
                         .await?;
+                    self.fence(key).await?;
                     order.finalize(Csr::Key(&cert_key)).await?;
                     // v1: the order's URL now names its certificate; journal
                     // it at once so a crash from here on downloads instead

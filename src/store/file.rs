@@ -50,6 +50,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::atomic::{FileMode, write_file_atomic_counted};
+use super::process;
 use super::{
     CertKey, Journal, Lease, LedgerRecord, Store, StoreError, StoreResult, StoredAccount,
     StoredCertificate,
@@ -283,6 +284,12 @@ impl Store for FileStore {
     /// Deletes the lease file if it still has this holder and token. The
     /// deletion is not fsynced: after a power loss the lease may reappear
     /// until it expires.
+    fn check_lease(&self, lease: &Lease) -> impl Future<Output = StoreResult<()>> + Send {
+        let inner = Arc::clone(&self.inner);
+        let lease = lease.clone();
+        blocking(move || inner.check_lease(&lease))
+    }
+
     fn release_lease(&self, lease: &Lease) -> impl Future<Output = StoreResult<()>> + Send {
         let inner = Arc::clone(&self.inner);
         let lease = lease.clone();
@@ -872,23 +879,25 @@ impl Inner {
                 until: current.until,
             });
         }
-        let mut token = random_token()?;
-        while current.as_ref().is_some_and(|c| c.token == token) {
-            token = random_token()?;
-        }
+        // Fencing: every acquisition gets a token above every earlier one
+        // (a released lease keeps its record for this).
+        let token = current.as_ref().map_or(1, |c| c.token.saturating_add(1));
         if let Some(current) = &current
             && current.until > now
             && current.holder != holder
         {
             tracing::warn!(lease = %name, holder = %current.holder, pid = current.pid, "taking over the lease of a process that is gone");
         }
+        let me = process::current();
         let lease = Lease {
             name: name.to_owned(),
             holder: holder.to_owned(),
             until: now.saturating_add(ceil_secs(ttl)),
             token,
-            host: this_host(),
-            pid: std::process::id(),
+            host: me.host.clone(),
+            pid: me.pid,
+            start_time: me.start_time,
+            pid_ns: me.pid_ns.clone(),
         };
         self.write_record(&path, "lease", &lease, FileMode::Private)?;
         Ok(lease)
@@ -919,16 +928,42 @@ impl Inner {
         }
     }
 
+    fn check_lease(&self, lease: &Lease) -> StoreResult<()> {
+        let (path, lock) = self.lease_paths(&lease.name);
+        let _lock = self.lock(&lock)?;
+        let lost = |reason: String| StoreError::LeaseLost {
+            name: lease.name.clone(),
+            token: lease.token,
+            reason,
+        };
+        match self.read_lease(&path, &lease.name)? {
+            Some(current) if current.holder == lease.holder && current.token == lease.token => {
+                if current.until > unix_now() {
+                    Ok(())
+                } else {
+                    Err(lost("it expired".into()))
+                }
+            }
+            Some(current) => Err(lost(format!(
+                "now held by {:?} with token {}",
+                current.holder, current.token
+            ))),
+            None => Err(lost("its record is gone".into())),
+        }
+    }
+
     fn release_lease(&self, lease: &Lease) -> StoreResult<()> {
         let (path, lock) = self.lease_paths(&lease.name);
         let _lock = self.lock(&lock)?;
         match self.read_lease(&path, &lease.name)? {
             Some(current) if current.holder == lease.holder && current.token == lease.token => {
-                match fs::remove_file(&path) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(io_err(&path)(e)),
-                }
+                // Kept (expired, no holder) so the next token is higher.
+                let released = Lease {
+                    holder: String::new(),
+                    until: 0,
+                    ..current
+                };
+                self.write_record(&path, "lease", &released, FileMode::Private)
             }
             _ => Ok(()),
         }
@@ -943,25 +978,10 @@ fn same_origin(a: &str, b: &str) -> bool {
     }
 }
 
-/// This machine's name, as leases record it.
-fn this_host() -> String {
-    fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| fs::read_to_string("/etc/hostname"))
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default()
-}
-
-/// True when the lease's holder was a process on this host that no longer
-/// exists (it crashed without releasing): its lease need not be waited out.
+/// True when the lease's holder was a process on this host (and PID
+/// namespace) that no longer runs.
 fn holder_is_dead(lease: &Lease) -> bool {
-    if lease.pid == 0 || lease.host.is_empty() || lease.host != this_host() {
-        return false;
-    }
-    if lease.pid == std::process::id() {
-        return false;
-    }
-    let proc_root = Path::new("/proc");
-    proc_root.join("self").exists() && !proc_root.join(lease.pid.to_string()).exists()
+    process::holder_is_dead(&lease.host, lease.pid, lease.start_time, &lease.pid_ns)
 }
 
 enum CurrentKey {
@@ -1123,15 +1143,6 @@ fn unix_now() -> u64 {
 
 fn ceil_secs(ttl: Duration) -> u64 {
     ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)
-}
-
-fn random_token() -> StoreResult<u64> {
-    use ring::rand::{SecureRandom, SystemRandom};
-    let mut bytes = [0u8; 8];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| StoreError::Other("no randomness for a lease token".into()))?;
-    Ok(u64::from_be_bytes(bytes))
 }
 
 #[cfg(test)]
@@ -1834,7 +1845,8 @@ mod tests {
             .unwrap();
         step("renew_lease", 2);
         store.release_lease(&lease).await.unwrap();
-        step("release_lease", 0);
+        // Released leases keep their record (for the fencing token).
+        step("release_lease", 2);
     }
 
     #[tokio::test]
@@ -1864,6 +1876,41 @@ mod tests {
             store.acquire_lease("crashy", "c", hour).await,
             Err(StoreError::LeaseHeld { .. })
         ));
+    }
+
+    /// Issue 16, defect 4: fencing tokens only grow (across release and
+    /// takeover), and a holder whose token is not current is told so.
+    #[tokio::test]
+    async fn fencing_tokens_grow_and_stale_holders_are_fenced() {
+        let tmp = TempDir::new("fencing");
+        let store = FileStore::open(&tmp.0).unwrap();
+        let ttl = Duration::from_secs(3600);
+        let a = store.acquire_lease("f", "a", ttl).await.unwrap();
+        store.check_lease(&a).await.unwrap();
+        let renewed = store.renew_lease(&a, ttl).await.unwrap();
+        assert_eq!(renewed.token, a.token, "renewal keeps the token");
+        store.release_lease(&renewed).await.unwrap();
+        assert!(matches!(
+            store.check_lease(&renewed).await,
+            Err(StoreError::LeaseLost { .. })
+        ));
+        let b = store.acquire_lease("f", "b", ttl).await.unwrap();
+        assert!(b.token > a.token);
+        // The old holder is fenced off: check and renew both refuse it.
+        assert!(matches!(
+            store.check_lease(&a).await,
+            Err(StoreError::LeaseLost { .. })
+        ));
+        assert!(store.renew_lease(&a, ttl).await.is_err());
+        // Expired: lost for its holder too, and the next token is higher.
+        let short = store.renew_lease(&b, Duration::ZERO).await.unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(matches!(
+            store.check_lease(&short).await,
+            Err(StoreError::LeaseLost { .. })
+        ));
+        let c = store.acquire_lease("f", "c", ttl).await.unwrap();
+        assert!(c.token > b.token);
     }
 
     #[tokio::test]
@@ -1922,9 +1969,12 @@ mod tests {
             Err(StoreError::LeaseHeld { .. })
         ));
 
-        // b releases; the file is gone; renewing a released lease fails.
+        // b releases; the record stays (no holder, expired) so the next
+        // fencing token is higher; renewing a released lease fails.
         store.release_lease(&b).await.unwrap();
-        assert!(!path.exists());
+        let released = store.inner.read_lease(&path, "issuer").unwrap().unwrap();
+        assert_eq!((released.holder.as_str(), released.until), ("", 0));
+        assert_eq!(released.token, b.token);
         match store.renew_lease(&b, minute).await {
             Err(StoreError::LeaseHeld { holder, until, .. }) => {
                 assert_eq!((holder.as_str(), until), ("", 0));

@@ -9,6 +9,7 @@
 
 mod atomic;
 mod file;
+mod process;
 mod records;
 
 use std::future::Future;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 pub use atomic::{FileMode, write_file_atomic};
 pub use file::FileStore;
+pub(crate) use process::unique_holder;
 pub use records::{
     CaScope, CertKey, Journal, JournalStep, Lease, LedgerRecord, StoredAccount, StoredCertificate,
 };
@@ -55,6 +57,17 @@ pub enum StoreError {
         holder: String,
         /// When it expires (seconds since the Unix epoch).
         until: u64,
+    },
+    /// The lease is no longer this holder's: another holder took it (its
+    /// fencing token is newer), or it expired.
+    #[error("lease {name} lost: {reason}")]
+    LeaseLost {
+        /// The lease name.
+        name: String,
+        /// The token the caller held.
+        token: u64,
+        /// What happened.
+        reason: String,
     },
     /// Anything a backend reports that fits nowhere else.
     #[error("store: {0}")]
@@ -153,6 +166,14 @@ pub trait Store: Send + Sync + 'static {
         lease: &Lease,
         ttl: Duration,
     ) -> impl Future<Output = StoreResult<Lease>> + Send;
+
+    /// Fails with [`StoreError::LeaseLost`] unless `lease` is still the
+    /// current, unexpired lease of its holder (same fencing token). The
+    /// issuer calls it before every journal write and every non-idempotent
+    /// request. A backend on a shared database should judge expiry by the
+    /// database's clock, and may check the token in the same transaction
+    /// as the write it guards.
+    fn check_lease(&self, lease: &Lease) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// Gives a lease up (no error if it already expired or was taken).
     fn release_lease(&self, lease: &Lease) -> impl Future<Output = StoreResult<()>> + Send;

@@ -261,7 +261,9 @@ pub struct Lease {
     pub holder: String,
     /// Expiry, seconds since the Unix epoch.
     pub until: u64,
-    /// A token that changes every time the lease is (re)acquired.
+    /// The fencing token: strictly greater every time the lease is
+    /// acquired (by anyone), the same while it is renewed. A holder whose
+    /// token is no longer the current one has lost the lease.
     pub token: u64,
     /// The host of the process holding it (a store may use it to free the
     /// lease of a crashed process on the same host before it expires).
@@ -270,4 +272,12 @@ pub struct Lease {
     /// The process id of the holder (0: unknown).
     #[serde(default)]
     pub pid: u32,
+    /// The holder process's start time (clock ticks since boot; 0:
+    /// unknown), so a reused PID is not taken for the holder.
+    #[serde(default)]
+    pub start_time: u64,
+    /// The holder's PID namespace (empty: unknown); a PID is only looked up
+    /// in the namespace it belongs to.
+    #[serde(default)]
+    pub pid_ns: String,
 }

@@ -1,0 +1,162 @@
+//! The store lease an issuance runs under: renewed in the background,
+//! checked (fenced) before every journal write and non-idempotent request,
+//! released when the issuance ends or its future is dropped.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use super::{Inner, now_unix};
+use crate::error::{Error, Result};
+use crate::store::{Lease, Store, StoreError};
+
+/// The lease as the renewer and the fence share it.
+pub(super) struct LeaseState {
+    lease: Mutex<Lease>,
+    /// Why the lease was lost, once it was.
+    lost: Mutex<Option<String>>,
+}
+
+impl LeaseState {
+    fn lease(&self) -> Lease {
+        self.lease.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn mark_lost(&self, reason: String) {
+        let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        if lost.is_none() {
+            let lease = self.lease();
+            tracing::error!(lease = %lease.name, token = lease.token, %reason, "lease lost; the issuance stops before its next step");
+            *lost = Some(reason);
+        }
+    }
+
+    fn lost_error(&self, lease: &Lease, reason: String) -> Error {
+        Error::LeaseLost {
+            name: lease.name.clone(),
+            token: lease.token,
+            reason,
+        }
+    }
+
+    /// `Ok` while the lease is still this holder's: not marked lost, not
+    /// expired by the local clock, and the store's current token.
+    pub(super) async fn fence<S: Store>(&self, store: &S) -> Result<()> {
+        let lease = self.lease();
+        if let Some(reason) = self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Err(self.lost_error(&lease, reason));
+        }
+        if now_unix() >= lease.until as i64 {
+            let reason = "it expired before it was renewed".to_owned();
+            self.mark_lost(reason.clone());
+            return Err(self.lost_error(&lease, reason));
+        }
+        match store.check_lease(&lease).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::LeaseLost { reason, .. }) => {
+                self.mark_lost(reason.clone());
+                Err(self.lost_error(&lease, reason))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A lease held for one issuance. Dropping it (also when the `ensure`
+/// future is cancelled) stops the renewer and releases the lease.
+pub(super) struct HeldLease<S: Store> {
+    inner: Arc<Inner<S>>,
+    state: Arc<LeaseState>,
+    renewer: JoinHandle<()>,
+    released: bool,
+}
+
+impl<S: Store> HeldLease<S> {
+    /// Starts renewing `lease` every third of the TTL.
+    pub(super) fn start(inner: Arc<Inner<S>>, lease: Lease) -> Self {
+        let state = Arc::new(LeaseState {
+            lease: Mutex::new(lease),
+            lost: Mutex::new(None),
+        });
+        let renewer = tokio::spawn(renew(Arc::clone(&inner), Arc::clone(&state)));
+        Self {
+            inner,
+            state,
+            renewer,
+            released: false,
+        }
+    }
+
+    /// The shared state the fence checks.
+    pub(super) fn state(&self) -> Arc<LeaseState> {
+        Arc::clone(&self.state)
+    }
+
+    /// Stops renewing and gives the lease up.
+    pub(super) async fn release(mut self) {
+        self.renewer.abort();
+        self.released = true;
+        let lease = self.state.lease();
+        if let Err(e) = self.inner.store.release_lease(&lease).await {
+            tracing::warn!(lease = %lease.name, error = %e, "could not release the lease");
+        }
+    }
+}
+
+impl<S: Store> Drop for HeldLease<S> {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        self.renewer.abort();
+        let lease = self.state.lease();
+        let inner = Arc::clone(&self.inner);
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    if let Err(e) = inner.store.release_lease(&lease).await {
+                        tracing::warn!(lease = %lease.name, error = %e, "could not release the lease of a cancelled issuance");
+                    }
+                });
+            }
+            Err(_) => {
+                tracing::warn!(lease = %lease.name, "no runtime to release the lease of a cancelled issuance; it expires on its own");
+            }
+        }
+    }
+}
+
+/// Renews until aborted or lost. A renewal that comes too late (the
+/// process was paused past the TTL) or finds another holder marks the
+/// lease lost: the issuance then stops at its next fence. A store error
+/// is retried until the lease would expire.
+async fn renew<S: Store>(inner: Arc<Inner<S>>, state: Arc<LeaseState>) {
+    let period = inner.lease_ttl / 3;
+    loop {
+        tokio::time::sleep(period).await;
+        let lease = state.lease();
+        if now_unix() >= lease.until as i64 {
+            state.mark_lost(
+                "not renewed before it expired (the process was paused or the store unreachable)"
+                    .into(),
+            );
+            return;
+        }
+        match inner.store.renew_lease(&lease, inner.lease_ttl).await {
+            Ok(renewed) => *state.lease.lock().unwrap_or_else(|p| p.into_inner()) = renewed,
+            Err(StoreError::LeaseHeld { holder, .. }) => {
+                state.mark_lost(format!("taken over by {holder:?}"));
+                return;
+            }
+            Err(StoreError::LeaseLost { reason, .. }) => {
+                state.mark_lost(reason);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(lease = %lease.name, error = %e, "lease renewal failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200).min(period)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Who this process is, for leases: host, pid, the process's start time
+//! and its PID namespace, so that a lease of a crashed process can be
+//! taken over at once on the same host without trusting a reused PID or
+//! another namespace's `/proc`.
+
+use std::fs;
+use std::sync::OnceLock;
+
+/// This process as a lease records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProcessIdentity {
+    /// The host name.
+    pub(crate) host: String,
+    /// The process id.
+    pub(crate) pid: u32,
+    /// The start time in clock ticks since boot (`/proc/<pid>/stat` field
+    /// 22; 0: unknown).
+    pub(crate) start_time: u64,
+    /// The PID namespace (`/proc/self/ns/pid` link text; empty: unknown).
+    pub(crate) pid_ns: String,
+}
+
+/// This process.
+pub(crate) fn current() -> &'static ProcessIdentity {
+    static CURRENT: OnceLock<ProcessIdentity> = OnceLock::new();
+    CURRENT.get_or_init(|| {
+        let pid = std::process::id();
+        ProcessIdentity {
+            host: host_name(),
+            pid,
+            start_time: start_time(pid).unwrap_or(0),
+            pid_ns: fs::read_link("/proc/self/ns/pid")
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        }
+    })
+}
+
+/// This machine's name.
+pub(crate) fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The start time of process `pid` (clock ticks since boot), from
+/// `/proc/<pid>/stat`; `None` when there is no such process.
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: the
+    // fields after it start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // Field 3 is the first after ')', so field 22 is the 20th.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// A holder name unique to this process: host, pid, start time and a
+/// random part, after the caller's `label` (if any). Two processes given
+/// the same label never share a lease.
+pub(crate) fn unique_holder(label: Option<&str>) -> String {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 4];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    let me = current();
+    let id = format!(
+        "{}-{}-{}-{:08x}",
+        if me.host.is_empty() { "host" } else { &me.host },
+        me.pid,
+        me.start_time,
+        u32::from_le_bytes(b)
+    );
+    match label {
+        Some(label) => format!("{label}@{id}"),
+        None => id,
+    }
+}
+
+/// True only when the holder is provably gone: a process on this host, in
+/// this PID namespace, whose PID no longer exists or now belongs to a
+/// process started at another time (PID reuse). Anything unknown (another
+/// host, another namespace, no start time) is not dead: its lease is
+/// waited out.
+pub(crate) fn holder_is_dead(host: &str, pid: u32, started: u64, pid_ns: &str) -> bool {
+    let me = current();
+    if pid == 0 || host.is_empty() || host != me.host || pid == me.pid {
+        return false;
+    }
+    if pid_ns.is_empty() || me.pid_ns.is_empty() || pid_ns != me.pid_ns {
+        return false;
+    }
+    match start_time(pid) {
+        None => std::path::Path::new("/proc/self/stat").exists(),
+        Some(now_started) => started != 0 && now_started != started,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_known() {
+        let me = current();
+        assert!(me.start_time > 0);
+        assert!(!me.pid_ns.is_empty());
+        assert_eq!(start_time(me.pid), Some(me.start_time));
+        assert!(!holder_is_dead(&me.host, me.pid, me.start_time, &me.pid_ns));
+    }
+
+    #[test]
+    fn dead_reused_and_foreign_holders() {
+        let me = current();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        // Gone, same host and namespace: dead.
+        assert!(holder_is_dead(&me.host, pid, 12345, &me.pid_ns));
+        // Another namespace: never trusted, waited out.
+        assert!(!holder_is_dead(&me.host, pid, 12345, "pid:[1]"));
+        // Another host: waited out.
+        assert!(!holder_is_dead("elsewhere", pid, 12345, &me.pid_ns));
+        // A live PID with another start time: reused, so the holder is dead.
+        let parent = std::os::unix::process::parent_id();
+        let started = start_time(parent).unwrap();
+        assert!(holder_is_dead(&me.host, parent, started + 1, &me.pid_ns));
+        assert!(!holder_is_dead(&me.host, parent, started, &me.pid_ns));
+    }
+
+    #[test]
+    fn holders_are_unique_even_with_one_label() {
+        assert_ne!(unique_holder(Some("node")), unique_holder(Some("node")));
+        assert!(unique_holder(Some("node")).starts_with("node@"));
+    }
+}
