@@ -466,6 +466,18 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// A non-idempotent request (ACME v1 `new-cert`) was sent and its
+    /// answer was lost, so the CA may have acted; repeating it blind could
+    /// issue a duplicate, so it was not repeated. Nothing is guessed: a
+    /// certificate finder, or an explicit allowance to repeat, decides.
+    #[error("outcome of {url} unknown, not repeated: {reason}")]
+    OutcomeUnknown {
+        /// The request URL.
+        url: String,
+        /// What is known and what would resolve it.
+        reason: String,
+    },
+
     /// The lease that guards an issuance was lost to another holder (or its
     /// renewal failed past its expiry): this process stopped before the
     /// next journal write or non-idempotent request.
@@ -559,6 +571,20 @@ impl Error {
         }
     }
 
+    /// True when the request was never sent (the connection could not be
+    /// made): repeating it is safe even when it is not idempotent.
+    pub fn is_not_sent(&self) -> bool {
+        match self {
+            Self::Transport {
+                failure: TransportFailure::Connect,
+                request,
+                ..
+            } => request.status.is_none(),
+            Self::GaveUp { source, .. } => source.is_not_sent(),
+            _ => false,
+        }
+    }
+
     /// The `Retry-After` the server sent with the failure, if any.
     pub fn retry_after(&self) -> Option<RetryAfter> {
         self.request().and_then(|r| r.retry_after)
@@ -636,6 +662,7 @@ impl Error {
             },
             Self::PollTimeout { .. } => ErrorClass::Transient,
             Self::ProtocolViolation { .. } => ErrorClass::Protocol,
+            Self::OutcomeUnknown { .. } => ErrorClass::Permanent,
             // Both mean "call again later": the state is kept.
             Self::OrderUnresolved { .. } | Self::LeaseLost { .. } => ErrorClass::Transient,
             Self::InvalidInput(_) => ErrorClass::InvalidInput,

@@ -745,7 +745,9 @@ async fn trap_setup(
     let mut builder = ca
         .client_builder()
         .retry_policy(policy)
-        .new_cert_budget(3, Duration::from_secs(7 * 24 * 3600));
+        .new_cert_budget(3, Duration::from_secs(7 * 24 * 3600))
+        // The budget is what these tests pin: repeats allowed up to it.
+        .new_cert_blind_repeats(10);
     if let Some(f) = &finder {
         builder = builder.certificate_finder(f.clone());
     }
@@ -932,6 +934,7 @@ async fn a_finder_that_finds_nothing_lets_the_repeat_through() {
         .client_builder()
         .retry_policy(fast_retries(5))
         .certificate_finder(nothing.clone())
+        .new_cert_blind_repeats(1)
         .build()
         .await
         .unwrap();
@@ -950,6 +953,90 @@ async fn a_finder_that_finds_nothing_lets_the_repeat_through() {
     );
     assert_eq!(ca.ledger().requests_to(Endpoint::Finalize), 2);
     assert_eq!(ca.ledger().issued_for(&["twice.example"]), 2);
+}
+
+/// Issue 16, defect 3: by default a new-cert whose answer was lost is
+/// never repeated blind: a typed error that says why, one request.
+#[tokio::test]
+async fn a_lost_new_cert_is_not_repeated_blind_by_default() {
+    let ca = v1_builder()
+        .faults(vec![FaultRule::new(
+            Endpoint::Finalize,
+            Trigger::Always,
+            Fault::DropAfterCommit,
+        )])
+        .start()
+        .await
+        .unwrap();
+    let client = ca
+        .client_builder()
+        .retry_policy(fast_retries(5))
+        .build()
+        .await
+        .unwrap();
+    let account = v1_account(&client).await;
+    let mut order = ready_order(&account, "once.example").await;
+    let key = CertificateKey::generate(Default::default()).unwrap();
+    let err = order.finalize(Csr::Key(&key)).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::OutcomeUnknown { reason, .. } if reason.contains("new_cert_blind_repeats")),
+        "{err:?}"
+    );
+    let err = order.finalize(Csr::Key(&key)).await.unwrap_err();
+    assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err:?}");
+    assert_eq!(ca.ledger().requests_to(Endpoint::Finalize), 1);
+    assert_eq!(ca.ledger().issued_for(&["once.example"]), 1);
+}
+
+/// Issue 16, defect 3: a new-cert answered with success whose body is
+/// broken (truncated, not a certificate, no Location) was issued: it is
+/// never sent again; a certificate body that is unusable is fetched from
+/// its Location instead.
+#[tokio::test]
+async fn a_committed_new_cert_with_a_broken_answer_is_never_sent_again() {
+    use sturdy_acme::testing::CannedAnswer;
+    for (i, fault) in [
+        Fault::TruncatedAfterCommit,
+        Fault::CannedAfterCommit(CannedAnswer::new(201, "application/pkix-cert", "garbage")),
+        Fault::InvalidJsonAfterCommit,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ca = v1_builder()
+            .faults(vec![FaultRule::new(
+                Endpoint::Finalize,
+                Trigger::Always,
+                fault.clone(),
+            )])
+            .start()
+            .await
+            .unwrap();
+        let client = ca
+            .client_builder()
+            .retry_policy(fast_retries(5))
+            .new_cert_blind_repeats(10)
+            .build()
+            .await
+            .unwrap();
+        let account = v1_account(&client).await;
+        let name = format!("broken{i}.example");
+        let mut order = ready_order(&account, &name).await;
+        let key = CertificateKey::generate(Default::default()).unwrap();
+        let result = order.finalize(Csr::Key(&key)).await;
+        assert_eq!(
+            ca.ledger().requests_to(Endpoint::Finalize),
+            1,
+            "{fault:?}: {result:?}"
+        );
+        assert_eq!(ca.ledger().issued_for(&[name.as_str()]), 1);
+        if let Err(e) = &result {
+            assert!(
+                matches!(e, Error::ProtocolViolation { reason, .. } if reason.contains("issued")),
+                "{fault:?}: {e:?}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -1016,3 +1016,80 @@ async fn a_cancelled_ensure_releases_its_lease() {
     assert_eq!(ca.ledger().issued_for(&names), 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// Defect 10 (v1): a certificate the finder found is journalled with its
+// chain at once, so a crash right after completes from the journal.
+
+struct CaLedgerFinder(Arc<TestCa>);
+
+impl sturdy_acme::CertificateFinder for CaLedgerFinder {
+    fn find<'a>(
+        &'a self,
+        identifiers: &'a [Identifier],
+        spki: &'a [u8],
+        after: std::time::SystemTime,
+    ) -> sturdy_acme::client::FindFuture<'a> {
+        Box::pin(async move {
+            use x509_parser::prelude::{FromDer, X509Certificate};
+            let found = self.0.ledger().certificates.into_iter().find(|c| {
+                c.identifiers == identifiers
+                    && c.issued_at >= after
+                    && X509Certificate::from_der(&c.leaf_der)
+                        .is_ok_and(|(_, cert)| cert.public_key().raw == spki)
+            });
+            Ok(found.map(|c| pem::encode(&pem::Pem::new("CERTIFICATE", c.leaf_der))))
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_found_v1_certificate_survives_a_crash_right_after_it_was_found() {
+    let ca = Arc::new(
+        TestCa::builder()
+            .dialect(sturdy_acme::Dialect::V1)
+            .faults(vec![FaultRule::new(
+                Endpoint::Finalize,
+                Trigger::Nth(1),
+                Fault::DropAfterCommit,
+            )])
+            .start()
+            .await
+            .unwrap(),
+    );
+    let dir = temp_store("v1-found");
+    let client = ca
+        .client_builder()
+        .certificate_finder(Arc::new(CaLedgerFinder(Arc::clone(&ca))))
+        .build()
+        .await
+        .unwrap();
+    let crashing = Issuer::builder(client, FileStore::open(&dir).unwrap())
+        .solver(Arc::new(Http01Solver::default()))
+        .on_step(|_, step| {
+            if step == IssuerStep::FinalizeSent {
+                panic!("crash right after the finder's certificate was journalled");
+            }
+        })
+        .build();
+    let names = ["found.example"];
+    let crashed = tokio::spawn(async move {
+        crashing
+            .ensure(&names, &EnsureOptions::default())
+            .await
+            .map(|_| ())
+    })
+    .await;
+    assert!(crashed.is_err_and(|e| e.is_panic()));
+    assert_eq!(ca.ledger().issued_for(&names), 1);
+    // A restart without a finder completes from what was journalled.
+    let restarted = issuer(&ca, &dir).await;
+    let ensured = restarted
+        .ensure(&names, &EnsureOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(ensured.source, Source::Resumed);
+    assert_eq!(ca.ledger().issued_for(&names), 1);
+    assert_eq!(ca.ledger().requests_to(Endpoint::Finalize), 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -82,6 +82,7 @@ pub struct ClientBuilder {
     dialect: Option<Dialect>,
     new_cert_timeout: Duration,
     new_cert_budget: (u32, Duration),
+    new_cert_blind_repeats: u32,
     finder: Option<v1::Finder>,
     danger_plain_http: bool,
 }
@@ -191,6 +192,15 @@ impl ClientBuilder {
     /// of walking into the CA's limit. Kept in memory, per client.
     pub fn new_cert_budget(mut self, max_requests: u32, window: Duration) -> Self {
         self.new_cert_budget = (max_requests, window);
+        self
+    }
+
+    /// How many times an ACME v1 `new-cert` whose answer was lost may be
+    /// sent again when no [`CertificateFinder`] found its certificate
+    /// (default 0: never; the request fails with [`Error::OutcomeUnknown`]
+    /// instead). Each repeat may issue a duplicate certificate.
+    pub fn new_cert_blind_repeats(mut self, repeats: u32) -> Self {
+        self.new_cert_blind_repeats = repeats;
         self
     }
 
@@ -318,7 +328,11 @@ impl ClientBuilder {
                 directory_url: self.directory_url,
                 poll: self.poll,
                 dialect,
-                new_certs: v1::NewCertLedger::new(self.new_cert_budget.0, self.new_cert_budget.1),
+                new_certs: v1::NewCertLedger::new(
+                    self.new_cert_budget.0,
+                    self.new_cert_budget.1,
+                    self.new_cert_blind_repeats,
+                ),
                 finder: self.finder,
             }),
         })
@@ -399,6 +413,7 @@ impl Client {
             dialect: None,
             new_cert_timeout: Duration::from_secs(90),
             new_cert_budget: (5, Duration::from_secs(7 * 24 * 3600)),
+            new_cert_blind_repeats: 0,
             finder: None,
             danger_plain_http: false,
         }

@@ -436,6 +436,13 @@ impl Order {
         Ok(self.state.status)
     }
 
+    /// The chain already in hand without a request (ACME v1: one a
+    /// certificate finder found after a lost new-cert answer, which the CA
+    /// never gave a URL for, so it must be journalled at once).
+    pub(crate) fn chain_in_hand(&self) -> Option<&CertificateChain> {
+        self.v1.as_ref()?.chain.as_ref()
+    }
+
     /// The v1 chain: cached, else assembled from new-cert's answer, else
     /// downloaded from the certificate URL (following `Link: rel="up"`).
     async fn chain_v1(&mut self, url: &str) -> Result<CertificateChain> {

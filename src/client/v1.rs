@@ -101,6 +101,9 @@ struct Attempt {
 pub(crate) struct NewCertLedger {
     max: u32,
     window: Duration,
+    /// Repeats allowed after an answer was lost and no finder found the
+    /// certificate (default 0: never repeat blind).
+    blind_repeats: u32,
     next: AtomicU64,
     sets: Mutex<HashMap<Vec<Identifier>, Vec<Attempt>>>,
 }
@@ -120,10 +123,11 @@ fn names(ids: &[Identifier]) -> String {
 }
 
 impl NewCertLedger {
-    pub(crate) fn new(max: u32, window: Duration) -> Self {
+    pub(crate) fn new(max: u32, window: Duration, blind_repeats: u32) -> Self {
         Self {
             max,
             window,
+            blind_repeats,
             next: AtomicU64::new(0),
             sets: Mutex::default(),
         }
@@ -213,6 +217,16 @@ impl NewCertLedger {
                 .filter(|a| a.outcome == Outcome::Unknown)
                 .map(|a| a.sent)
                 .min()
+        })
+    }
+
+    /// How many new-cert answers for this set were lost.
+    fn unknown_count(&self, ids: &[Identifier]) -> usize {
+        self.with(ids, |attempts| {
+            attempts
+                .iter()
+                .filter(|a| a.outcome == Outcome::Unknown)
+                .count()
         })
     }
 
@@ -627,21 +641,6 @@ fn leaf_matches(
     Ok(())
 }
 
-fn parse_new_cert(response: &Response) -> Result<Issued> {
-    let url = response.location()?;
-    let leaf_der = if response.body.is_empty() {
-        None
-    } else {
-        Some(certificate_der(response)?)
-    };
-    Ok(Issued {
-        url,
-        leaf_der,
-        up: links(&response.headers, "up").into_iter().next(),
-        chain: None,
-    })
-}
-
 /// A certificate body: DER (`application/pkix-cert`), or PEM from a CA
 /// that sends that instead.
 fn certificate_der(response: &Response) -> Result<Vec<u8>> {
@@ -722,11 +721,31 @@ pub(super) async fn new_cert(
     loop {
         // Before any (re)send: a new-cert whose answer was lost may have
         // issued the certificate already.
-        if let Some(since) = ledger.unknown_since(ids)
-            && let Some(found) = find(client, ids, spki, since).await
-        {
-            ledger.resolve_unknown(ids);
-            return Ok(found);
+        if let Some(since) = ledger.unknown_since(ids) {
+            if let Some(found) = find(client, ids, spki, since).await {
+                ledger.resolve_unknown(ids);
+                return Ok(found);
+            }
+            let lost = ledger.unknown_count(ids);
+            if lost > ledger.blind_repeats as usize {
+                return Err(Error::OutcomeUnknown {
+                    url: url.clone(),
+                    reason: format!(
+                        "{lost} new-cert request(s) for {} got no answer, so the CA may have issued \
+                         the certificate; {}, and repeating blind could issue a \
+                         duplicate: not sent again (ClientBuilder::certificate_finder can look \
+                         the certificate up; ClientBuilder::new_cert_blind_repeats allows \
+                         repeats, {} now)",
+                        names(ids),
+                        if client.certificate_finder().is_some() {
+                            "the certificate finder found nothing"
+                        } else {
+                            "no certificate finder is configured"
+                        },
+                        ledger.blind_repeats,
+                    ),
+                });
+            }
         }
         let attempt = ledger.begin(ids)?;
         let result = transport
@@ -738,15 +757,38 @@ pub(super) async fn new_cert(
                 Some(&payload),
                 Some(PKIX_CERT),
             )
-            .await
-            .and_then(|r| parse_new_cert(&r));
+            .await;
         match result {
-            Ok(issued) => {
+            // Answered with success: the certificate was issued, whatever
+            // the body looks like. It is never requested again.
+            Ok(response) => {
                 ledger.settle(ids, attempt, Some(Outcome::Issued));
+                let issued = issued_from_answer(&response)?;
                 tracing::info!(certificate = %issued.url, set = %names(ids), "v1 certificate issued");
                 return Ok(issued);
             }
-            Err(e) if e.class() == ErrorClass::Transient => {
+            // A success status was seen but the body broke off: issued.
+            Err(e) if e.status().is_some_and(|s| (200..300).contains(&s)) => {
+                ledger.settle(ids, attempt, Some(Outcome::Issued));
+                return Err(Error::ProtocolViolation {
+                    url: url.clone(),
+                    reason: format!(
+                        "new-cert for {} was answered with success (the certificate was issued), \
+                         but the answer broke off ({e}); it is not requested again: find it in \
+                         the CA's logs or CT",
+                        names(ids)
+                    ),
+                });
+            }
+            // Never sent (the connection was not made): safe to repeat.
+            Err(e) if e.is_not_sent() => {
+                ledger.settle(ids, attempt, None);
+                retrying.pause_or_fail(e).await?;
+            }
+            Err(e) if e.class() == ErrorClass::Transient && e.status().is_none_or(|s| s >= 500) => {
+                // Sent, and the answer was lost (timeout, reset) or the CA
+                // failed after the fact: the outcome is unknown. The top of
+                // the loop decides (finder, or the blind-repeat allowance).
                 ledger.settle(ids, attempt, Some(Outcome::Unknown));
                 tracing::warn!(
                     set = %names(ids),
@@ -763,12 +805,43 @@ pub(super) async fn new_cert(
                 }
             }
             Err(e) => {
-                // The CA answered: nothing was issued.
+                // The CA answered with an error: nothing was issued.
                 ledger.settle(ids, attempt, None);
                 retrying.pause_or_fail(e).await?;
             }
         }
     }
+}
+
+/// What a successful new-cert answer yields. The certificate exists: a body
+/// that is not a certificate is fetched again from `Location`; without a
+/// `Location` either, the error says it was issued.
+fn issued_from_answer(response: &Response) -> Result<Issued> {
+    let url = response.location().map_err(|e| Error::ProtocolViolation {
+        url: response.url.clone(),
+        reason: format!(
+            "new-cert answered {} (the certificate was issued) without a usable Location ({e}); \
+             it is not requested again: find it in the CA's logs or CT",
+            response.status
+        ),
+    })?;
+    let leaf_der = if response.body.is_empty() {
+        None
+    } else {
+        match certificate_der(response) {
+            Ok(der) => Some(der),
+            Err(e) => {
+                tracing::warn!(certificate = %url, error = %e, "new-cert answered with a broken certificate body; downloading it from its URL");
+                None
+            }
+        }
+    };
+    Ok(Issued {
+        url,
+        leaf_der,
+        up: links(&response.headers, "up").into_iter().next(),
+        chain: None,
+    })
 }
 
 /// Follows `Link: rel="up"` from `leaf` (bounded) and builds the chain.
@@ -846,7 +919,7 @@ mod tests {
 
     #[test]
     fn budget_counts_sent_and_lost_not_refused() {
-        let ledger = NewCertLedger::new(2, Duration::from_secs(3600));
+        let ledger = NewCertLedger::new(2, Duration::from_secs(3600), 0);
         let ids = vec![Identifier::dns("a.example").unwrap()];
         let a = ledger.begin(&ids).unwrap();
         ledger.settle(&ids, a, None);

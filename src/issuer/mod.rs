@@ -594,6 +594,7 @@ impl<S: Store> Issuer<S> {
             started_at: now_unix(),
             order_attempts: 0,
             finalize_sent_at: None,
+            finalize_attempts: 0,
         };
         let loaded = match self.inner.store.load_journal(key).await {
             Ok(loaded) => loaded,
@@ -738,6 +739,7 @@ impl<S: Store> Issuer<S> {
                         started_at: now_unix(),
                         order_attempts: 1,
                         finalize_sent_at: None,
+                        finalize_attempts: 0,
                     });
                 }
                 OrderStatus::Processing | OrderStatus::Valid => {
@@ -767,6 +769,7 @@ impl<S: Store> Issuer<S> {
         journal.certificate_url = None;
         journal.chain_pem = None;
         journal.finalize_sent_at = None;
+        journal.finalize_attempts = 0;
         Ok(())
     }
 
@@ -828,10 +831,12 @@ impl<S: Store> Issuer<S> {
                         && let Some(at) = journal.finalize_sent_at
                     {
                         let sent = UNIX_EPOCH + Duration::from_secs(at.max(0) as u64);
-                        self.inner
-                            .client
-                            .new_certs()
-                            .note_unanswered(key.identifiers(), sent);
+                        for _ in 0..journal.finalize_attempts.clamp(1, 64) {
+                            self.inner
+                                .client
+                                .new_certs()
+                                .note_unanswered(key.identifiers(), sent);
+                        }
                     }
                     let cert_key = match &journal.key_pem {
                         Some(pem) => CertificateKey::from_pkcs8_pem(pem)?,
@@ -840,6 +845,7 @@ impl<S: Store> Issuer<S> {
                     journal.key_pem = Some(cert_key.to_pkcs8_pem());
                     journal.step = JournalStep::Finalizing;
                     journal.finalize_sent_at = Some(now_unix());
+                    journal.finalize_attempts = journal.finalize_attempts.saturating_add(1);
                     self.save_journal(key, journal).await?;
                     let ids = key.identifiers().to_vec();
                     self.with_ledger(|l| l.spend_certificate(&ids, SystemTime::now()))
@@ -851,9 +857,21 @@ impl<S: Store> Issuer<S> {
                     // of sending new-cert again.
                     if journal.order_url.as_deref() != Some(order.url()) {
                         journal.order_url = Some(order.url().to_owned());
+                        // A chain in hand (found by the certificate finder)
+                        // has no URL to download it again from: journalled
+                        // in the same write.
+                        if let Some(chain) = order.chain_in_hand() {
+                            journal.chain_pem = Some(chain.pem().to_owned());
+                            journal.certificate_url = order.state().certificate.clone();
+                            journal.step = JournalStep::Downloaded;
+                        }
                         self.save_journal(key, journal).await?;
                     }
                     self.observe(key, IssuerStep::FinalizeSent);
+                    if journal.step == JournalStep::Downloaded {
+                        self.observe(key, IssuerStep::Downloaded);
+                        return Ok(());
+                    }
                 }
                 OrderStatus::Processing => {
                     order.wait_certificate().await?;

@@ -1229,6 +1229,7 @@ mod tests {
             started_at: 1_700_000_000,
             order_attempts: 2,
             finalize_sent_at: None,
+            finalize_attempts: 0,
         }
     }
 

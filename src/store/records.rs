@@ -228,6 +228,11 @@ pub struct Journal {
     /// Unix epoch), once the `Finalizing` step is reached.
     #[serde(default)]
     pub finalize_sent_at: Option<i64>,
+    /// How many times finalize (v1: new-cert) was about to be sent for this
+    /// journal, counted durably before each send, so a crash loop cannot
+    /// reset the count of requests whose outcome may be unknown.
+    #[serde(default)]
+    pub finalize_attempts: u32,
 }
 
 impl fmt::Debug for Journal {

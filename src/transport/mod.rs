@@ -522,10 +522,12 @@ impl Transport {
             })
         };
         let transport_error = |status, source: reqwest::Error| {
-            let failure = if source.is_timeout() {
-                TransportFailure::Timeout
-            } else if source.is_connect() {
+            // A connect failure (timed out or refused) means the request
+            // was never written: checked first.
+            let failure = if source.is_connect() {
                 TransportFailure::Connect
+            } else if source.is_timeout() {
+                TransportFailure::Timeout
             } else if source.is_body() || source.is_request() || source.is_decode() {
                 TransportFailure::Reset
             } else {
