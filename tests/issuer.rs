@@ -1093,3 +1093,35 @@ async fn a_found_v1_certificate_survives_a_crash_right_after_it_was_found() {
     assert_eq!(ca.ledger().requests_to(Endpoint::Finalize), 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Defect 8: a newOrder whose answer was lost is not repeated blindly: the
+/// order it created is found in the account's orders list (on a CA that
+/// would otherwise create a second pending order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_new_order_answer_is_found_in_the_orders_list() {
+    let ca = TestCa::builder()
+        .reuse_pending_orders(false)
+        .faults(vec![FaultRule::new(
+            Endpoint::NewOrder,
+            Trigger::Nth(1),
+            Fault::DropAfterCommit,
+        )])
+        .start()
+        .await
+        .unwrap();
+    let client = ca.client().await.unwrap();
+    let account = client
+        .create_account(
+            sturdy_acme::AccountKey::generate(sturdy_acme::KeyAlgorithm::Es256).unwrap(),
+            &sturdy_acme::AccountOptions::agreeing_to_terms(),
+        )
+        .await
+        .unwrap();
+    let order = account
+        .new_order(&sturdy_acme::NewOrder::for_names(&["lostorder.example"]).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(ca.ledger().requests_to(Endpoint::NewOrder), 1);
+    let listed = account.order_urls(5).await.unwrap();
+    assert_eq!(listed, vec![order.url().to_owned()]);
+}

@@ -513,25 +513,80 @@ impl Account {
         let payload = order.payload();
         let url = client.directory().new_order.clone();
         let mut retrying = client.transport().retrying(Endpoint::NewOrder, &url);
-        // A broken answer (no Location, not an order) leaves the outcome
-        // unknown like a lost one: the repeat gets the CA's reused order.
+        let mut sent = 0u32;
+        // newOrder is not idempotent: after an answer that was lost (or
+        // broken: no Location, not an order) the order may exist. Before
+        // repeating, it is looked for in the account's orders list.
         let (order_url, state) = loop {
             let result = self
                 .post_once(Endpoint::NewOrder, &url, Some(&payload))
-                .await
-                .and_then(|r| Ok((r.location()?, r.json::<OrderResource>()?)));
+                .await;
+            let unknown = match &result {
+                Err(e) => !e.is_not_sent() && e.class() == ErrorClass::Transient,
+                Ok(_) => true,
+            };
+            if !result.as_ref().is_err_and(Error::is_not_sent) {
+                sent += 1;
+            }
+            let result = result.and_then(|r| Ok((r.location()?, r.json::<OrderResource>()?)));
             match result {
                 Ok(created) => break created,
                 Err(e) => {
                     client
                         .rate_gate()
                         .record(&self.inner.url, order.identifiers(), &e);
-                    retrying.pause_or_fail(e).await?;
+                    if unknown && let Some(found) = self.find_pending_order(order).await {
+                        tracing::info!(order = %found.url(), "the lost newOrder answer's order was found in the account's orders list; not sending newOrder again");
+                        let mut found = found;
+                        found.new_order_requests = sent;
+                        return Ok(found);
+                    }
+                    retrying.pause_or_fail(e).await.map_err(|e| match e {
+                        Error::GaveUp {
+                            elapsed, source, ..
+                        } => Error::GaveUp {
+                            attempts: sent,
+                            elapsed,
+                            source,
+                        },
+                        other => other,
+                    })?;
                 }
             }
         };
         tracing::info!(order = %order_url, status = state.status.as_str(), "order created");
-        Ok(Order::new(self.clone(), order_url, state))
+        let mut created = Order::new(self.clone(), order_url, state);
+        created.new_order_requests = sent;
+        Ok(created)
+    }
+
+    /// A pending or ready order for exactly `wanted`'s identifiers among
+    /// the newest in the account's orders list (none where the CA has no
+    /// list, or it cannot be read).
+    async fn find_pending_order(&self, wanted: &NewOrder) -> Option<Order> {
+        const PAGES: usize = 5;
+        const NEWEST: usize = 20;
+        let key = crate::protocol::identifier::normalized(wanted.identifiers());
+        let urls = match self.order_urls(PAGES).await {
+            Ok(urls) => urls,
+            Err(e) => {
+                tracing::debug!(error = %e, "the account's orders list could not be read");
+                return None;
+            }
+        };
+        for url in urls.iter().rev().take(NEWEST) {
+            let Ok(order) = self.order(url).await else {
+                continue;
+            };
+            if matches!(
+                order.status(),
+                crate::protocol::OrderStatus::Pending | crate::protocol::OrderStatus::Ready
+            ) && crate::protocol::identifier::normalized(order.identifiers()) == key
+            {
+                return Some(order);
+            }
+        }
+        None
     }
 
     /// Loads an existing order by URL (e.g. one recorded before a restart).

@@ -104,6 +104,8 @@ pub struct Order {
     state: OrderResource,
     last_retry_after: Option<RetryAfter>,
     v1: Option<V1Order>,
+    /// newOrder requests sent to create it (0: loaded, or ACME v1).
+    pub(crate) new_order_requests: u32,
 }
 
 /// What a v1 order keeps beyond the synthesized order object.
@@ -126,6 +128,7 @@ impl Order {
             state,
             last_retry_after: None,
             v1: None,
+            new_order_requests: 0,
         }
     }
 
@@ -149,6 +152,7 @@ impl Order {
                 issued: None,
                 chain: None,
             }),
+            new_order_requests: 0,
         }
     }
 
@@ -180,6 +184,7 @@ impl Order {
                 issued: None,
                 chain: None,
             }),
+            new_order_requests: 0,
         };
         if !issued {
             order.refresh().await?;

@@ -790,7 +790,22 @@ impl<S: Store> Issuer<S> {
         self.with_ledger(|l| l.spend_order(&account_url, now))
             .await?;
         self.fence(key).await?;
-        match account.new_order(&NewOrder::new(ids.clone())?).await {
+        let result = account.new_order(&NewOrder::new(ids.clone())?).await;
+        // Every newOrder sent counts, the repeats after a lost answer too.
+        let extra = match &result {
+            Ok(order) => order.new_order_requests.saturating_sub(1),
+            Err(Error::GaveUp { attempts, .. }) => attempts.saturating_sub(1),
+            Err(_) => 0,
+        };
+        if extra > 0 {
+            self.with_ledger(|l| {
+                for _ in 0..extra {
+                    l.spend_order(&account_url, now);
+                }
+            })
+            .await?;
+        }
+        match result {
             Ok(order) => {
                 journal.order_url = Some(order.url().to_owned());
                 journal.step = JournalStep::OrderCreated;

@@ -78,6 +78,21 @@ impl fmt::Display for Identifier {
     }
 }
 
+/// An identifier set in one canonical form (kinds and values lower case,
+/// no trailing dot, sorted, deduplicated), for comparing sets.
+pub fn normalized(ids: &[Identifier]) -> Vec<Identifier> {
+    let mut v: Vec<Identifier> = ids
+        .iter()
+        .map(|i| Identifier {
+            kind: i.kind.to_ascii_lowercase(),
+            value: i.value.trim_end_matches('.').to_ascii_lowercase(),
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
 /// Checks and normalizes a DNS name as a CA would accept it (LDH labels,
 /// at most 253 octets, labels 1..=63, optional leading `*.`).
 fn normalize_dns_name(name: &str) -> Result<String> {

@@ -38,18 +38,9 @@ pub struct CaScope {
 impl CertKey {
     /// The key of a set of identifiers, without a CA (the legacy form).
     pub fn new(identifiers: &[Identifier]) -> Self {
-        let mut identifiers: Vec<Identifier> = identifiers
-            .iter()
-            .map(|i| Identifier {
-                kind: i.kind.to_ascii_lowercase(),
-                value: i.value.trim_end_matches('.').to_ascii_lowercase(),
-            })
-            .collect();
-        identifiers.sort();
-        identifiers.dedup();
         Self {
             ca: None,
-            identifiers,
+            identifiers: crate::protocol::identifier::normalized(identifiers),
         }
     }
 
