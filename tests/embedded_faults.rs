@@ -181,32 +181,56 @@ async fn dropped_finalize_response_leaves_the_certificate_issued() {
 #[tokio::test]
 async fn slow_response_is_a_timeout_after_commit() {
     let (ca, _client, account) = setup(vec![FaultRule::new(
-        Endpoint::NewOrder,
+        Endpoint::Order,
         Trigger::Nth(1),
         Fault::SlowAfterCommit { delay_ms: 3000 },
     )])
     .await;
-    let names = NewOrder::for_names(&["f.example"]).unwrap();
-    let err = account.new_order(&names).await.unwrap_err();
+    let mut order = account
+        .new_order(&NewOrder::for_names(&["f.example"]).unwrap())
+        .await
+        .unwrap();
+    let err = order.refresh().await.unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
-    // The order exists: Boulder-style reuse hands it back on the next call.
-    let order = account.new_order(&names).await.unwrap();
-    assert_eq!(ca.ledger().requests_to(Endpoint::NewOrder), 2);
-    assert!(order.url().ends_with("/acme/order/0"), "{}", order.url());
+    assert_eq!(ca.ledger().requests_to(Endpoint::Order), 1);
+}
+
+/// A newOrder whose answer is lost after the CA created the order (issue
+/// 16, defect 8): the order is found in the account's orders list, and
+/// newOrder is not sent again.
+#[tokio::test]
+async fn a_slow_new_order_is_resolved_from_the_orders_list() {
+    for fault in [
+        Fault::SlowAfterCommit { delay_ms: 3000 },
+        Fault::TruncatedAfterCommit,
+        Fault::InvalidJsonAfterCommit,
+    ] {
+        let (ca, _client, account) = setup(vec![FaultRule::new(
+            Endpoint::NewOrder,
+            Trigger::Nth(1),
+            fault.clone(),
+        )])
+        .await;
+        let names = NewOrder::for_names(&["f.example"]).unwrap();
+        let order = account.new_order(&names).await.unwrap();
+        assert_eq!(ca.ledger().requests_to(Endpoint::NewOrder), 1, "{fault:?}");
+        assert!(order.url().ends_with("/acme/order/0"), "{}", order.url());
+    }
 }
 
 #[tokio::test]
 async fn truncated_body_is_a_broken_connection() {
     let (_ca, _client, account) = setup(vec![FaultRule::new(
-        Endpoint::NewOrder,
+        Endpoint::Order,
         Trigger::Nth(1),
         Fault::TruncatedAfterCommit,
     )])
     .await;
-    let err = account
+    let mut order = account
         .new_order(&NewOrder::for_names(&["g.example"]).unwrap())
         .await
-        .unwrap_err();
+        .unwrap();
+    let err = order.refresh().await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -222,15 +246,16 @@ async fn truncated_body_is_a_broken_connection() {
 #[tokio::test]
 async fn invalid_json_is_an_invalid_response() {
     let (_ca, _client, account) = setup(vec![FaultRule::new(
-        Endpoint::NewOrder,
+        Endpoint::Order,
         Trigger::Nth(1),
         Fault::InvalidJsonAfterCommit,
     )])
     .await;
-    let err = account
+    let mut order = account
         .new_order(&NewOrder::for_names(&["h.example"]).unwrap())
         .await
-        .unwrap_err();
+        .unwrap();
+    let err = order.refresh().await.unwrap_err();
     assert!(matches!(err, Error::InvalidResponse { .. }), "{err:?}");
     assert_eq!(err.status(), Some(200));
 }

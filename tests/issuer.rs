@@ -1125,3 +1125,303 @@ async fn a_lost_new_order_answer_is_found_in_the_orders_list() {
     let listed = account.order_urls(5).await.unwrap();
     assert_eq!(listed, vec![order.url().to_owned()]);
 }
+
+// ---------------------------------------------------------------------------
+// The exactly-once campaign (issue 16): random fault scripts drawn from
+// every fault the embedded CA knows, crashes at random steps (dropped
+// futures in-process, and SIGKILL of a child process), garbage answers at
+// resume. Over every run: never more than one certificate per identifier
+// set, and every certificate the CA issued ends in the store with its key.
+// `EXACTLY_ONCE_RUNS` sets the number of runs (default 200, plus a quarter
+// as many on ACME v1 with a certificate finder).
+
+use proptest::prelude::Rng;
+use proptest::test_runner::{RngAlgorithm, TestRng};
+
+fn pick<T: Clone>(rng: &mut TestRng, items: &[T]) -> T {
+    items[(rng.next_u64() % items.len() as u64) as usize].clone()
+}
+
+fn any_fault(rng: &mut TestRng) -> Fault {
+    let canned = [
+        CannedAnswer::problem(404, "malformed", "no such thing"),
+        CannedAnswer::problem(403, "unauthorized", "forbidden"),
+        CannedAnswer::html(500),
+        CannedAnswer::html(502),
+        CannedAnswer::new(200, "application/json", "{\"status\": 7, \"garbage\""),
+        CannedAnswer::problem(500, "serverInternal", "oops"),
+    ];
+    match rng.next_u64() % 13 {
+        0 => Fault::Empty500,
+        1 => Fault::Empty500AfterCommit,
+        2 => Fault::Unavailable {
+            retry_after: sturdy_acme::testing::RetryAfterForm::Seconds(0),
+        },
+        3 => Fault::BadNonce,
+        4 => Fault::DropAfterCommit,
+        5 => Fault::SlowAfterCommit { delay_ms: 1500 },
+        6 => Fault::TruncatedAfterCommit,
+        7 => Fault::InvalidJsonAfterCommit,
+        8 => Fault::OversizedBody { bytes: 2 << 20 },
+        9 => Fault::RateLimited {
+            retry_after_secs: 0,
+        },
+        10 => Fault::CannedAfterCommit(pick(rng, &canned)),
+        _ => Fault::Canned(pick(rng, &canned)),
+    }
+}
+
+fn any_rules(rng: &mut TestRng, endpoints: &[Endpoint]) -> Vec<FaultRule> {
+    (0..1 + rng.next_u64() % 3)
+        .map(|_| {
+            let trigger = if rng.next_u64().is_multiple_of(2) {
+                Trigger::Nth(1 + rng.next_u64() % 3)
+            } else {
+                Trigger::FirstN(1 + rng.next_u64() % 2)
+            };
+            FaultRule::new(pick(rng, endpoints), trigger, any_fault(rng))
+        })
+        .collect()
+}
+
+/// Garbage on reads of the order and the certificate, as a resume sees it.
+fn resume_garbage(rng: &mut TestRng) -> Vec<FaultRule> {
+    let answer = pick(
+        rng,
+        &[
+            CannedAnswer::problem(404, "malformed", "no such order"),
+            CannedAnswer::problem(403, "unauthorized", "not yours"),
+            CannedAnswer::html(500),
+            CannedAnswer::new(200, "application/json", "\u{0}\u{1}not json"),
+        ],
+    );
+    let n = 1 + rng.next_u64() % 2;
+    vec![
+        FaultRule::new(
+            Endpoint::Order,
+            Trigger::FirstN(n),
+            Fault::Canned(answer.clone()),
+        ),
+        FaultRule::new(
+            Endpoint::Certificate,
+            Trigger::FirstN(n),
+            Fault::Canned(answer),
+        ),
+    ]
+}
+
+async fn campaign_issuer(
+    ca: &Arc<TestCa>,
+    dir: &Path,
+    finder: bool,
+    crash_after: Option<(usize, Arc<tokio::sync::Notify>)>,
+) -> Issuer<FileStore> {
+    let mut policy = sturdy_acme::retry::RetryPolicy::default();
+    policy.transient.base = Duration::from_millis(2);
+    policy.transient.max_delay = Duration::from_millis(20);
+    policy.transient.max_attempts = 3;
+    policy.seed = Some(7);
+    let mut builder = ca
+        .client_builder()
+        .retry_policy(policy)
+        .timeout(Duration::from_millis(800))
+        .poll_policy(sturdy_acme::PollPolicy {
+            timeout: Duration::from_secs(5),
+            ..Default::default()
+        });
+    if finder {
+        builder = builder.certificate_finder(Arc::new(CaLedgerFinder(Arc::clone(ca))));
+    }
+    let mut issuer = Issuer::builder(
+        builder.build().await.unwrap(),
+        FileStore::open(dir).unwrap(),
+    )
+    .solver(Arc::new(Http01Solver::default()))
+    .lease_wait(Duration::from_secs(20));
+    if let Some((after, notify)) = crash_after {
+        let seen = std::sync::atomic::AtomicUsize::new(0);
+        issuer = issuer.on_step(move |_, _| {
+            if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == after {
+                notify.notify_one();
+            }
+        });
+    }
+    issuer.build()
+}
+
+/// Reads a child's stdout until `prefix` or its end; true when seen.
+fn child_reached(child: &mut Child, prefix: &str) -> bool {
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let seen = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains(prefix));
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    seen
+}
+
+/// One run: returns whether the certificate ended up stored.
+async fn campaign_run(
+    rng: &mut TestRng,
+    ca: &Arc<TestCa>,
+    root: &Path,
+    dir: &Path,
+    name: &str,
+    v1: bool,
+    sigkill: bool,
+) -> bool {
+    let endpoints: &[Endpoint] = if v1 {
+        &[
+            Endpoint::NewOrder,
+            Endpoint::Authorization,
+            Endpoint::Challenge,
+            Endpoint::Finalize,
+        ]
+    } else {
+        &[
+            Endpoint::NewOrder,
+            Endpoint::Order,
+            Endpoint::Authorization,
+            Endpoint::Challenge,
+            Endpoint::Finalize,
+            Endpoint::Certificate,
+        ]
+    };
+    ca.set_faults(any_rules(rng, endpoints));
+    let names = [name];
+    if sigkill && !v1 {
+        let step = pick(
+            rng,
+            &[
+                "OrderCreated",
+                "ChallengesAnswered",
+                "FinalizeSent",
+                "CertificateUrlKnown",
+                "Downloaded",
+            ],
+        );
+        let mut child = spawn_child(ca, root, dir, name, Some(step));
+        let reached = tokio::task::spawn_blocking(move || {
+            let reached = child_reached(&mut child, "REACHED");
+            let _ = child.kill();
+            let _ = child.wait();
+            reached
+        })
+        .await
+        .unwrap();
+        let _ = reached;
+    } else {
+        // A crash in-process: the future is dropped right after step k.
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let after = 1 + (rng.next_u64() % 7) as usize;
+        let issuer = campaign_issuer(ca, dir, v1, Some((after, Arc::clone(&notify)))).await;
+        let options = EnsureOptions::default();
+        tokio::select! {
+            _ = issuer.ensure(&names, &options) => {}
+            _ = notify.notified() => {}
+        }
+    }
+    // Resume: first against garbage reads, then against a healthy CA.
+    ca.set_faults(if v1 { Vec::new() } else { resume_garbage(rng) });
+    for attempt in 0..6 {
+        if attempt == 2 {
+            ca.set_faults(Vec::new());
+        }
+        let issuer = campaign_issuer(ca, dir, v1, None).await;
+        let result = issuer.ensure(&names, &EnsureOptions::default()).await;
+        if attempt == 5
+            && let Err(e) = &result
+        {
+            eprintln!("{name}: not stored: {e}");
+        }
+        if let Ok(ensured) = result {
+            let issued: Vec<_> = ca
+                .ledger()
+                .certificates
+                .into_iter()
+                .filter(|c| c.identifiers.iter().map(|i| i.value.as_str()).eq([name]))
+                .collect();
+            assert_eq!(issued.len(), 1, "{name}: exactly one certificate");
+            let stored_leaf = pem::parse(&ensured.certificate.chain_pem).unwrap();
+            assert_eq!(
+                stored_leaf.contents(),
+                issued[0].leaf_der,
+                "{name}: the CA's certificate is stored"
+            );
+            let key =
+                sturdy_acme::CertificateKey::from_pkcs8_pem(&ensured.certificate.key_pem).unwrap();
+            use x509_parser::prelude::{FromDer, X509Certificate};
+            let (_, leaf) = X509Certificate::from_der(&issued[0].leaf_der).unwrap();
+            assert_eq!(
+                leaf.public_key().raw,
+                key.public_key_der(),
+                "{name}: with its key"
+            );
+            return true;
+        }
+    }
+    // Not stored only when nothing was issued: an issued certificate is
+    // never lost.
+    assert_eq!(
+        ca.ledger().issued_for(&names),
+        0,
+        "{name}: issued but not stored"
+    );
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_campaign() {
+    let runs: usize = std::env::var("EXACTLY_ONCE_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let mut rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[16; 32]);
+    let mut stored = 0;
+    let mut total = 0;
+    for (dialect, count) in [
+        (sturdy_acme::Dialect::V2, runs),
+        (sturdy_acme::Dialect::V1, runs / 4),
+    ] {
+        let v1 = dialect == sturdy_acme::Dialect::V1;
+        let ca = Arc::new(
+            TestCa::builder()
+                .dialect(dialect)
+                .reuse_pending_orders(false)
+                .start()
+                .await
+                .unwrap(),
+        );
+        let root = temp_store("campaign-root").with_extension("pem");
+        std::fs::write(&root, ca.root_pem()).unwrap();
+        let dir = temp_store(if v1 { "campaign-v1" } else { "campaign" });
+        for i in 0..count {
+            let name = format!("run{i}-{}.example", if v1 { "v1" } else { "v2" });
+            let sigkill = i % 10 == 9;
+            if campaign_run(&mut rng, &ca, &root, &dir, &name, v1, sigkill).await {
+                stored += 1;
+            }
+            total += 1;
+        }
+        // Across the whole campaign: no identifier set was issued twice.
+        let ledger = ca.ledger();
+        let mut sets: Vec<_> = ledger
+            .certificates
+            .iter()
+            .map(|c| c.identifiers.clone())
+            .collect();
+        let issued = sets.len();
+        sets.sort();
+        sets.dedup();
+        assert_eq!(sets.len(), issued, "a set was issued twice");
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_file(&root).unwrap();
+    }
+    eprintln!("exactly-once campaign: {stored} of {total} runs stored their one certificate");
+    // A campaign where everything fails proves nothing.
+    assert!(
+        stored * 10 >= total * 9,
+        "only {stored} of {total} runs issued"
+    );
+}

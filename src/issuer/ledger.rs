@@ -81,6 +81,9 @@ impl RateLedger {
             .unwrap_or_default();
         let now = SystemTime::now();
         let horizon = limits.block_horizon();
+        // Expired blocks are dropped (clamping them to "now" would extend
+        // them past a check made just before this load).
+        state.blocks.retain(|b| b.retry_at_ms > ms(now));
         for block in &mut state.blocks {
             block.retry_at_ms = ms(timestamp::clamp(from_ms(block.retry_at_ms), now, horizon));
         }
