@@ -150,29 +150,57 @@ async fn test_ca_example_serves_other_processes() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
-fn issue_with_a_store_reuses_the_stored_certificate() {
+/// Two runs against one CA (the standalone test CA): the second returns the
+/// stored certificate without an order. A run against another CA (a fresh
+/// embedded one) never gets the first CA's certificate from the same store.
+#[tokio::test]
+async fn issue_with_a_store_reuses_the_stored_certificate() {
     let store = temp_dir("issue-store");
     let out = temp_dir("issue-store-out");
-    let run = || {
-        Command::new(example("issue"))
-            .args(["--directory", "embedded", "--domain", "stored.example"])
+    std::fs::create_dir_all(&out).unwrap();
+    let root_path = out.join("test-ca-root.pem");
+    let mut ca = tokio::process::Command::new(example("test_ca"))
+        .args(["--port", "0", "--root-out"])
+        .arg(&root_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    tokio::io::BufReader::new(ca.stdout.take().unwrap())
+        .read_line(&mut line)
+        .await
+        .unwrap();
+    let directory = line.trim().to_owned();
+    let run = |directory: &str| {
+        let mut cmd = std::process::Command::new(example("issue"));
+        cmd.args(["--directory", directory, "--domain", "stored.example"])
+            .args(["--http-bind", "127.0.0.1", "--http-port", "0"])
             .arg("--store")
             .arg(&store)
             .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap()
+            .arg(&out);
+        if directory != "embedded" {
+            cmd.arg("--root-ca").arg(&root_path);
+        }
+        cmd.output().unwrap()
     };
-    let first = run();
+    let first = run(&directory);
     let stderr = String::from_utf8_lossy(&first.stderr);
     assert!(first.status.success(), "{stderr}");
     assert!(stderr.contains("issued serial"), "{stderr}");
-    let second = run();
+    let second = run(&directory);
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(second.status.success(), "{stderr}");
     assert!(stderr.contains("is still good: no order sent"), "{stderr}");
     assert!(!stderr.contains("newOrder="), "no order request: {stderr}");
+    // Another CA, the same store: its own certificate, ordered there.
+    let other = run("embedded");
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(other.status.success(), "{stderr}");
+    assert!(stderr.contains("issued serial"), "{stderr}");
+    ca.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&store);
     let _ = std::fs::remove_dir_all(&out);
 }
