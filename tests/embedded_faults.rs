@@ -320,3 +320,53 @@ async fn endless_and_oversized_bodies_stop_at_the_cap() {
         "{err:?}"
     );
 }
+
+/// Issue 16, defect 7: the CA's list of authorizations is checked before
+/// it is fanned out (no more than the order's identifiers), and an
+/// authorization for an identifier that was not ordered is refused before
+/// any solver sees it.
+#[tokio::test]
+async fn hostile_authorization_lists_are_refused_before_any_fetch() {
+    use sturdy_acme::testing::CannedAnswer;
+    let (ca, _client, account) = setup(Vec::new()).await;
+    let mut order = account
+        .new_order(&NewOrder::for_names(&["fanout.example"]).unwrap())
+        .await
+        .unwrap();
+    let base = order.url().rsplit_once("/order/").unwrap().0.to_owned();
+    let many: Vec<String> = (0..50).map(|i| format!("{base}/authz/{i}")).collect();
+    let body = serde_json::json!({
+        "status": "pending",
+        "identifiers": [{"type": "dns", "value": "fanout.example"}],
+        "authorizations": many,
+        "finalize": format!("{base}/order/0/finalize"),
+    });
+    ca.set_faults(vec![FaultRule::new(
+        Endpoint::Order,
+        Trigger::Nth(1),
+        Fault::Canned(CannedAnswer::new(200, "application/json", body.to_string())),
+    )]);
+    order.refresh().await.unwrap();
+    let before = ca.ledger().requests_to(Endpoint::Authorization);
+    let err = order.authorizations().await.unwrap_err();
+    assert!(matches!(err, Error::ProtocolViolation { .. }), "{err}");
+    assert_eq!(ca.ledger().requests_to(Endpoint::Authorization), before);
+
+    // The one authorization names another identifier.
+    order.refresh().await.unwrap();
+    let evil = serde_json::json!({
+        "status": "pending",
+        "identifier": {"type": "dns", "value": "evil.example"},
+        "challenges": [],
+    });
+    ca.set_faults(vec![FaultRule::new(
+        Endpoint::Authorization,
+        Trigger::Nth(1),
+        Fault::Canned(CannedAnswer::new(200, "application/json", evil.to_string())),
+    )]);
+    let err = order.authorizations().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::ProtocolViolation { reason, .. } if reason.contains("evil.example")),
+        "{err}"
+    );
+}
