@@ -105,26 +105,31 @@ fn issue_fails_clearly_on_bad_input() {
     assert!(stderr.contains("error:"), "{stderr}");
 }
 
-#[tokio::test]
-async fn test_ca_example_serves_other_processes() {
-    let dir = temp_dir("test-ca");
-    std::fs::create_dir_all(&dir).unwrap();
-    let root_path = dir.join("root.pem");
+/// Starts `examples/test_ca` on a free port, its root written to
+/// `root_path`; returns the process and its directory URL.
+async fn start_test_ca(root_path: &std::path::Path) -> (tokio::process::Child, String) {
     let mut child = tokio::process::Command::new(example("test_ca"))
         .args(["--port", "0", "--root-out"])
-        .arg(&root_path)
+        .arg(root_path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
     let mut line = String::new();
-    tokio::io::BufReader::new(stdout)
+    tokio::io::BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .await
         .unwrap();
-    let directory = line.trim().to_owned();
+    (child, line.trim().to_owned())
+}
+
+#[tokio::test]
+async fn test_ca_example_serves_other_processes() {
+    let dir = temp_dir("test-ca");
+    std::fs::create_dir_all(&dir).unwrap();
+    let root_path = dir.join("root.pem");
+    let (mut child, directory) = start_test_ca(&root_path).await;
     assert!(directory.starts_with("https://127.0.0.1:"), "{directory:?}");
     let root = std::fs::read_to_string(&root_path).unwrap();
     let client = sturdy_acme::Client::builder(&directory)
@@ -159,20 +164,7 @@ async fn issue_with_a_store_reuses_the_stored_certificate() {
     let out = temp_dir("issue-store-out");
     std::fs::create_dir_all(&out).unwrap();
     let root_path = out.join("test-ca-root.pem");
-    let mut ca = tokio::process::Command::new(example("test_ca"))
-        .args(["--port", "0", "--root-out"])
-        .arg(&root_path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    tokio::io::BufReader::new(ca.stdout.take().unwrap())
-        .read_line(&mut line)
-        .await
-        .unwrap();
-    let directory = line.trim().to_owned();
+    let (mut ca, directory) = start_test_ca(&root_path).await;
     let run = |directory: &str| {
         let mut cmd = std::process::Command::new(example("issue"));
         cmd.args(["--directory", directory, "--domain", "stored.example"])
