@@ -2,8 +2,6 @@
 //! certificate per order and never sends a finalize to an order that is not
 //! `ready`, whatever fails and however it recovers.
 
-mod common;
-
 use std::time::Duration;
 
 use proptest::prelude::*;

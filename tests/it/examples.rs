@@ -1,6 +1,6 @@
 //! The example tools, run as a person runs them.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

@@ -3,7 +3,7 @@
 //! verification. Real issuance through Pebble's VA is exercised by the
 //! library's own client in `pebble_v2.rs`.
 
-mod common;
+use crate::common;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;

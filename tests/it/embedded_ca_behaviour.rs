@@ -2,7 +2,7 @@
 //! limits with Boulder's wording and Retry-After, CAA forbid and recheck
 //! timeouts at finalize, the orders list, EdDSA only when enabled.
 
-mod common;
+use crate::common;
 
 use common::suite::try_ready_order;
 

@@ -4,7 +4,7 @@
 //! reference rather than against the client.
 //! What is checked is what Boulder's acme-v01 did (see the v1 wire reference).
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;

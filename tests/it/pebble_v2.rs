@@ -3,7 +3,8 @@
 //! pebble-challtestsrv, tls-alpn-01 by a test responder using the crate's
 //! acmeIdentifier certificate): the shared suite plus Pebble-only checks.
 
-mod common;
+use crate::common;
+use crate::shared_suite;
 
 use std::time::Instant;
 

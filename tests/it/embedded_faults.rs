@@ -3,7 +3,7 @@
 //! (The retry policies that act on these errors are pinned in the retry
 //! tests; these tests pin the raw classification underneath.)
 
-mod common;
+use crate::common;
 
 use common::suite::ready_order;
 

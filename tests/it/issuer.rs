@@ -3,8 +3,6 @@
 //! (a helper process killed with SIGKILL), single flight in-process and
 //! across processes, the client-side rate-limit ledger, and store faults.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -150,7 +148,7 @@ fn spawn_child(
 ) -> Child {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
-        "child_process_entry",
+        "issuer::child_process_entry",
         "--exact",
         "--nocapture",
         "--test-threads=1",

@@ -3,7 +3,7 @@
 //! on tokio's paused clock (the CA runs on its own runtime thread), so the
 //! minutes-long CAA schedule takes no real time.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};

@@ -2,7 +2,8 @@
 //! three challenge types on loopback), plus the rejections a real CA makes,
 //! which the embedded CA must make too.
 
-mod common;
+use crate::common;
+use crate::shared_suite;
 
 use std::sync::Arc;
 

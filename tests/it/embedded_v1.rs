@@ -4,7 +4,8 @@
 //! `resource` values, status codes and headers), what v1 lacks, and the
 //! lost-response trap of `new-cert`.
 
-mod common;
+use crate::common;
+use crate::shared_suite;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};

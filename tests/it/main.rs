@@ -1,0 +1,16 @@
+//! The integration tests, one binary: the shared Pebble/embedded-CA suite
+//! (`common/`) and one module per behaviour. One binary links the crate's
+//! tests once instead of once per file.
+
+mod common;
+mod embedded_ca_behaviour;
+mod embedded_faults;
+mod embedded_v1;
+mod embedded_v1_server;
+mod embedded_v2;
+mod examples;
+mod issuer;
+mod pebble_harness;
+mod pebble_v2;
+mod retry_policies;
+mod retry_property;
