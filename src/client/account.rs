@@ -510,7 +510,7 @@ impl Account {
             tracing::info!(order = %order.url(), status = order.status().as_str(), "v1 order created");
             return Ok(order);
         }
-        let payload = order.payload();
+        let payload = order.payload()?;
         let url = client.directory().new_order.clone();
         let mut retrying = client.transport().retrying(Endpoint::NewOrder, &url);
         let mut sent = 0u32;

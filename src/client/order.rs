@@ -76,13 +76,16 @@ impl NewOrder {
         self.not_before.is_some() || self.not_after.is_some()
     }
 
-    pub(crate) fn payload(&self) -> Value {
+    /// The newOrder payload; a notBefore/notAfter that RFC 3339 cannot
+    /// spell (a year outside 0..=9999, an offset with seconds) is
+    /// [`Error::InvalidInput`].
+    pub(crate) fn payload(&self) -> Result<Value> {
         serde_json::to_value(v2::NewOrder {
             identifiers: &self.identifiers,
             not_before: self.not_before,
             not_after: self.not_after,
         })
-        .expect("payload serializes")
+        .map_err(|e| Error::InvalidInput(format!("the order's notBefore/notAfter: {e}")))
     }
 }
 

@@ -42,7 +42,7 @@ fn parse(value: &str) -> Vec<(String, Vec<String>)> {
         let params = &rest[..end];
         rest = &rest[end..];
         let mut rels = Vec::new();
-        for param in params.split(';') {
+        for param in split_outside_quotes(params, ';') {
             let Some((name, val)) = param.split_once('=') else {
                 continue;
             };
@@ -54,6 +54,24 @@ fn parse(value: &str) -> Vec<(String, Vec<String>)> {
         out.push((target, rels));
     }
     out
+}
+
+/// `s` split at every `sep` that is not inside a quoted string (RFC 8288
+/// parameters may quote `;`).
+fn split_outside_quotes(s: &str, sep: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut quoted = false;
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        if c == '"' {
+            quoted = !quoted;
+        } else if c == sep && !quoted {
+            parts.push(&s[start..i]);
+            start = i + c.len_utf8();
+        }
+    }
+    parts.push(&s[start..]);
+    parts
 }
 
 #[cfg(test)]
@@ -87,5 +105,20 @@ mod tests {
         // Garbage yields nothing, never a panic.
         assert!(parse("<<<>").iter().all(|(_, r)| r.is_empty()));
         assert!(parse("<unterminated").is_empty());
+    }
+
+    /// A `;` inside a quoted parameter is not a separator (found by the
+    /// hostile-input campaign).
+    #[test]
+    fn quoted_semicolons_do_not_split_parameters() {
+        let mut h = HeaderMap::new();
+        h.append(
+            http::header::LINK,
+            r#"<https://ca/x> ;rel=up ; title="x; rel=alternate""#
+                .parse()
+                .unwrap(),
+        );
+        assert!(links(&h, "alternate").is_empty());
+        assert_eq!(links(&h, "up"), ["https://ca/x"]);
     }
 }

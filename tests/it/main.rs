@@ -9,6 +9,7 @@ mod embedded_v1;
 mod embedded_v1_server;
 mod embedded_v2;
 mod examples;
+mod hostile_input;
 mod issuer;
 mod pebble_harness;
 mod pebble_v2;
