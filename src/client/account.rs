@@ -563,7 +563,7 @@ impl Account {
     /// A pending or ready order for exactly `wanted`'s identifiers among
     /// the newest in the account's orders list (none where the CA has no
     /// list, or it cannot be read).
-    async fn find_pending_order(&self, wanted: &NewOrder) -> Option<Order> {
+    pub(crate) async fn find_pending_order(&self, wanted: &NewOrder) -> Option<Order> {
         const PAGES: usize = 5;
         const NEWEST: usize = 20;
         let key = crate::protocol::identifier::normalized(wanted.identifiers());

@@ -444,6 +444,17 @@ impl Order {
         Ok(self.state.status)
     }
 
+    /// ACME v1: treats a client-side order whose new-cert may already have
+    /// been sent as ready again, whatever its authorizations now say
+    /// (expired, deactivated): the next [`Order::finalize`] then goes
+    /// through the new-cert guard (finder, or `OutcomeUnknown`), never
+    /// through new authorizations or a new order. No effect on v2 orders.
+    pub(crate) fn resume_v1_new_cert(&mut self) {
+        if self.v1.is_some() && self.state.status != OrderStatus::Valid {
+            self.state.status = OrderStatus::Ready;
+        }
+    }
+
     /// The chain already in hand without a request (ACME v1: one a
     /// certificate finder found after a lost new-cert answer, which the CA
     /// never gave a URL for, so it must be journalled at once).

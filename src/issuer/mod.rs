@@ -716,44 +716,64 @@ impl<S: Store> Issuer<S> {
                 )));
             }
         };
+        // Every order for these names is looked at: one that may hold a
+        // certificate (processing, valid) or that cannot be read stops the
+        // recovery; only then is a pending or ready one resumed.
+        let mut resumable = None;
+        let mut unreadable = 0;
         for url in urls.iter().rev().take(RECOVERY_ORDERS) {
-            let Ok(order) = account.order(url).await else {
-                continue;
+            let order = match account.order(url).await {
+                Ok(order) => order,
+                Err(e) => {
+                    tracing::warn!(order = %url, error = %e, "recovering a corrupted journal: an order could not be read");
+                    unreadable += 1;
+                    continue;
+                }
             };
             if CertKey::new(order.identifiers()).identifiers() != key.identifiers() {
                 continue;
             }
             match order.status() {
-                OrderStatus::Pending | OrderStatus::Ready => {
-                    tracing::warn!(set = %key, order = %url, "corrupted journal: resuming its order found in the account's orders");
-                    self.observe(key, IssuerStep::CorruptedJournalRecovered);
-                    return Ok(Journal {
-                        directory: self.inner.client.directory_url().to_owned(),
-                        account_url: account.url().to_owned(),
-                        identifiers: key.identifiers().to_vec(),
-                        step: JournalStep::OrderCreated,
-                        order_url: Some(url.clone()),
-                        key_pem: None,
-                        certificate_url: None,
-                        chain_pem: None,
-                        started_at: now_unix(),
-                        order_attempts: 1,
-                        finalize_sent_at: None,
-                        finalize_attempts: 0,
-                    });
-                }
                 OrderStatus::Processing | OrderStatus::Valid => {
                     return Err(stop(format!(
                         "its order {url} was finalized with the key the journal held; \
                          recover the key from the copy before ordering again"
                     )));
                 }
+                OrderStatus::Pending | OrderStatus::Ready => {
+                    resumable.get_or_insert(url.clone());
+                }
                 OrderStatus::Invalid => {}
             }
         }
-        Err(stop(
-            "no order for these identifiers in the account's orders list".into(),
-        ))
+        if unreadable > 0 || urls.len() > RECOVERY_ORDERS {
+            return Err(stop(format!(
+                "{unreadable} of the account's orders could not be read and {} were not looked at, \
+                 so a finalized order for these names cannot be ruled out",
+                urls.len().saturating_sub(RECOVERY_ORDERS)
+            )));
+        }
+        let Some(url) = resumable else {
+            return Err(stop(
+                "no order for these identifiers in the account's orders list".into(),
+            ));
+        };
+        tracing::warn!(set = %key, order = %url, "corrupted journal: resuming its order found in the account's orders");
+        self.observe(key, IssuerStep::CorruptedJournalRecovered);
+        Ok(Journal {
+            directory: self.inner.client.directory_url().to_owned(),
+            account_url: account.url().to_owned(),
+            identifiers: key.identifiers().to_vec(),
+            step: JournalStep::OrderCreated,
+            order_url: Some(url),
+            key_pem: None,
+            certificate_url: None,
+            chain_pem: None,
+            started_at: now_unix(),
+            order_attempts: 1,
+            finalize_sent_at: None,
+            finalize_attempts: 0,
+        })
     }
 
     /// Starts a new order in place of the journalled one, which the CA said
@@ -782,6 +802,19 @@ impl<S: Store> Issuer<S> {
         let ids = key.identifiers().to_vec();
         let account_url = account.url().to_owned();
         let now = SystemTime::now();
+        // A journal left at Ordering by an earlier process: its newOrder may
+        // have been sent. Look for the order it created before sending one.
+        if journal.step == JournalStep::Ordering && journal.order_attempts > 0 {
+            let wanted = NewOrder::new(ids.clone())?;
+            if let Some(order) = account.find_pending_order(&wanted).await {
+                tracing::info!(set = %key, order = %order.url(), "the interrupted newOrder's order was found in the account's orders list");
+                journal.order_url = Some(order.url().to_owned());
+                journal.step = JournalStep::OrderCreated;
+                self.save_journal(key, journal).await?;
+                self.observe(key, IssuerStep::OrderCreated);
+                return Ok(order);
+            }
+        }
         self.ledger_op(false, |l| l.check_new_order(&account_url, &ids, now))
             .await??;
         journal.step = JournalStep::Ordering;
@@ -831,6 +864,14 @@ impl<S: Store> Issuer<S> {
         journal: &mut Journal,
         options: &EnsureOptions,
     ) -> std::result::Result<(), DriveError> {
+        // ACME v1: once new-cert may have been sent, the order's synthesized
+        // status (from authorizations that may have expired since) says
+        // nothing about the certificate: only the new-cert guard decides.
+        if order.dialect() == crate::protocol::Dialect::V1
+            && journal.step >= JournalStep::Finalizing
+        {
+            order.resume_v1_new_cert();
+        }
         loop {
             match order.status() {
                 OrderStatus::Pending => {
@@ -857,15 +898,17 @@ impl<S: Store> Issuer<S> {
                         Some(pem) => CertificateKey::from_pkcs8_pem(pem)?,
                         None => CertificateKey::generate(options.key_type)?,
                     };
+                    // Counted first (a crash after it over-counts, never
+                    // under-counts); then the fenced journal write, and the
+                    // request right after it.
+                    let ids = key.identifiers().to_vec();
+                    self.with_ledger(|l| l.spend_certificate(&ids, SystemTime::now()))
+                        .await?;
                     journal.key_pem = Some(cert_key.to_pkcs8_pem());
                     journal.step = JournalStep::Finalizing;
                     journal.finalize_sent_at = Some(now_unix());
                     journal.finalize_attempts = journal.finalize_attempts.saturating_add(1);
                     self.save_journal(key, journal).await?;
-                    let ids = key.identifiers().to_vec();
-                    self.with_ledger(|l| l.spend_certificate(&ids, SystemTime::now()))
-                        .await?;
-                    self.fence(key).await?;
                     order.finalize(Csr::Key(&cert_key)).await?;
                     // v1: the order's URL now names its certificate; journal
                     // it at once so a crash from here on downloads instead
@@ -976,7 +1019,9 @@ impl<S: Store> Issuer<S> {
                 }
             })
             .await?;
-            // The order is invalid now; this journal is done.
+            // The order is invalid now (finalize was never sent for it);
+            // this journal is done, if it is still ours.
+            self.fence(key).await?;
             self.inner
                 .store
                 .delete_journal(key)
@@ -1052,6 +1097,9 @@ impl<S: Store> Issuer<S> {
             not_after,
             serial: chain.serial_hex().unwrap_or_default(),
         };
+        // Only the lease holder replaces the stored certificate; the chain
+        // stays journalled (Downloaded) for it otherwise.
+        self.fence(key).await?;
         self.inner.store.save_certificate(key, &certificate).await?;
         self.inner.store.delete_journal(key).await?;
         self.observe(key, IssuerStep::Stored);

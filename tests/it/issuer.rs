@@ -1423,3 +1423,58 @@ async fn exactly_once_campaign() {
         "only {stored} of {total} runs issued"
     );
 }
+
+/// Review finding: a v1 order whose new-cert may have been sent is not
+/// given up when its authorizations read as invalid later (expired): the
+/// new-cert guard decides, and new-cert is never sent blind for a new order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v1_order_after_new_cert_is_not_restarted_when_its_authorizations_expire() {
+    let ca = TestCa::builder()
+        .dialect(sturdy_acme::Dialect::V1)
+        .faults(vec![FaultRule::new(
+            Endpoint::Finalize,
+            Trigger::Nth(1),
+            Fault::DropAfterCommit,
+        )])
+        .start()
+        .await
+        .unwrap();
+    let dir = temp_store("v1-expired");
+    let issuer = issuer(&ca, &dir).await;
+    let names = ["expired.example"];
+    let err = issuer
+        .ensure(&names, &EnsureOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err}");
+    assert_eq!(ca.ledger().issued_for(&names), 1);
+    let invalid = serde_json::json!({
+        "identifier": {"type": "dns", "value": "expired.example"},
+        "status": "invalid",
+        "challenges": [],
+    });
+    ca.set_faults(vec![FaultRule::new(
+        Endpoint::Authorization,
+        Trigger::Nth(1),
+        Fault::Canned(CannedAnswer::new(
+            200,
+            "application/json",
+            invalid.to_string(),
+        )),
+    )]);
+    // A restart: nothing of the first attempt in memory, only the journal.
+    let restarted = self::issuer(&ca, &dir).await;
+    let err = restarted
+        .ensure(&names, &EnsureOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err}");
+    assert_eq!(
+        ca.ledger().requests_to(Endpoint::Finalize),
+        1,
+        "never sent again"
+    );
+    assert_eq!(ca.ledger().issued_for(&names), 1);
+    assert_eq!(journal_files(&dir).0, 1, "the journal and its key are kept");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
