@@ -220,6 +220,12 @@ impl NewCertLedger {
         })
     }
 
+    /// True when a new-cert for this set may have issued a certificate the
+    /// client never saw.
+    pub(crate) fn has_unknown(&self, ids: &[Identifier]) -> bool {
+        self.unknown_since(ids).is_some()
+    }
+
     /// How many new-cert answers for this set were lost.
     fn unknown_count(&self, ids: &[Identifier]) -> usize {
         self.with(ids, |attempts| {

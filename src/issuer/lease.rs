@@ -133,8 +133,10 @@ impl<S: Store> Drop for HeldLease<S> {
 /// is retried until the lease would expire.
 async fn renew<S: Store>(inner: Arc<Inner<S>>, state: Arc<LeaseState>) {
     let period = inner.lease_ttl / 3;
+    let mut delay = period;
     loop {
-        tokio::time::sleep(period).await;
+        tokio::time::sleep(delay).await;
+        delay = period;
         let lease = state.lease();
         if now_unix() >= lease.until as i64 {
             state.mark_lost(
@@ -155,7 +157,8 @@ async fn renew<S: Store>(inner: Arc<Inner<S>>, state: Arc<LeaseState>) {
             }
             Err(e) => {
                 tracing::warn!(lease = %lease.name, error = %e, "lease renewal failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200).min(period)).await;
+                // Retried often until the lease would expire.
+                delay = Duration::from_millis(200).min(period);
             }
         }
     }

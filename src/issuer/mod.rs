@@ -909,7 +909,10 @@ impl<S: Store> Issuer<S> {
                     journal.finalize_sent_at = Some(now_unix());
                     journal.finalize_attempts = journal.finalize_attempts.saturating_add(1);
                     self.save_journal(key, journal).await?;
-                    order.finalize(Csr::Key(&cert_key)).await?;
+                    if let Err(e) = order.finalize(Csr::Key(&cert_key)).await {
+                        self.after_refused_new_cert(key, order, journal, &e).await?;
+                        return Err(e.into());
+                    }
                     // v1: the order's URL now names its certificate; journal
                     // it at once so a crash from here on downloads instead
                     // of sending new-cert again.
@@ -965,6 +968,35 @@ impl<S: Store> Issuer<S> {
                 }
             }
         }
+    }
+
+    /// ACME v1: a new-cert the CA refused (a problem document with a 4xx
+    /// status, or refused locally before sending) issued nothing, so the journal goes back to
+    /// before it; otherwise every later run would take it for a request
+    /// whose answer was lost. Kept as it is whenever any new-cert for the
+    /// set may have issued a certificate.
+    async fn after_refused_new_cert(
+        &self,
+        key: &CertKey,
+        order: &Order,
+        journal: &mut Journal,
+        error: &Error,
+    ) -> Result<()> {
+        // The CA's own word (a problem document with a 4xx), not a proxy's
+        // page: only that says nothing was issued.
+        let refused = matches!(error, Error::RateLimitedLocally { .. })
+            || matches!(error, Error::Problem { request, .. }
+                if request.status.is_some_and(|s| (400..500).contains(&s) && s != 408));
+        if order.dialect() != crate::protocol::Dialect::V1
+            || !refused
+            || self.inner.client.new_certs().has_unknown(key.identifiers())
+        {
+            return Ok(());
+        }
+        journal.step = JournalStep::ChallengesAnswered;
+        journal.finalize_sent_at = None;
+        journal.finalize_attempts = journal.finalize_attempts.saturating_sub(1);
+        self.save_journal(key, journal).await
     }
 
     async fn answer_challenges(

@@ -632,9 +632,16 @@ impl Inner {
     }
 
     fn delete_journal(&self, key: &CertKey) -> StoreResult<()> {
-        // A legacy journal of this CA and account is done with too.
-        if key.ca().is_some() && self.load_legacy_journal(key)?.is_some() {
-            self.delete_journal(&key.legacy())?;
+        // A legacy journal of this CA and account is done with too (one
+        // that cannot be read is left for a human, not an error here).
+        if key.ca().is_some() {
+            match self.load_legacy_journal(key) {
+                Ok(Some(_)) => self.delete_journal(&key.legacy())?,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(target: "sturdy_acme::store", error = %e, "a legacy journal could not be read; left in place");
+                }
+            }
         }
         let path = self.journal_path(key);
         match fs::remove_file(&path) {

@@ -90,9 +90,31 @@ pub(crate) fn holder_is_dead(host: &str, pid: u32, started: u64, pid_ns: &str) -
         return false;
     }
     match start_time(pid) {
-        None => std::path::Path::new("/proc/self/stat").exists(),
+        // Gone, unless /proc hides other users' processes (hidepid).
+        None => std::path::Path::new("/proc/self/stat").exists() && !proc_hides_pids(),
         Some(now_started) => started != 0 && now_started != started,
     }
+}
+
+/// True when `/proc` is mounted with `hidepid` (other users' processes are
+/// invisible, so a missing `/proc/<pid>` proves nothing) or cannot be read.
+fn proc_hides_pids() -> bool {
+    let Ok(mounts) = fs::read_to_string("/proc/self/mounts") else {
+        return true;
+    };
+    mounts.lines().any(|line| {
+        let mut fields = line.split_whitespace();
+        let (_, point, kind, options) =
+            (fields.next(), fields.next(), fields.next(), fields.next());
+        point == Some("/proc")
+            && kind == Some("proc")
+            && options.is_some_and(|o| {
+                o.split(',').any(|opt| {
+                    opt.strip_prefix("hidepid=")
+                        .is_some_and(|v| v != "0" && v != "off")
+                })
+            })
+    })
 }
 
 #[cfg(test)]

@@ -1164,7 +1164,10 @@ fn any_fault(rng: &mut TestRng) -> Fault {
         9 => Fault::RateLimited {
             retry_after_secs: 0,
         },
-        10 => Fault::CannedAfterCommit(pick(rng, &canned)),
+        // After the work is done, only answers that do not claim a refusal
+        // (a CA's 4xx problem document is its word that nothing happened;
+        // a CA lying so is beyond any client).
+        10 => Fault::CannedAfterCommit(pick(rng, &canned[2..])),
         _ => Fault::Canned(pick(rng, &canned)),
     }
 }
@@ -1476,5 +1479,38 @@ async fn a_v1_order_after_new_cert_is_not_restarted_when_its_authorizations_expi
     );
     assert_eq!(ca.ledger().issued_for(&names), 1);
     assert_eq!(journal_files(&dir).0, 1, "the journal and its key are kept");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Review finding: a v1 new-cert the CA refused (a 4xx, nothing issued) is
+/// not taken for a lost answer by later runs: a restart issues normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_v1_new_cert_does_not_block_later_runs() {
+    let ca = TestCa::builder()
+        .dialect(sturdy_acme::Dialect::V1)
+        .faults(vec![FaultRule::new(
+            Endpoint::Finalize,
+            Trigger::Nth(1),
+            Fault::Canned(CannedAnswer::problem(400, "badCSR", "refused (test)")),
+        )])
+        .start()
+        .await
+        .unwrap();
+    let dir = temp_store("v1-refused");
+    let first = issuer(&ca, &dir).await;
+    let names = ["refused.example"];
+    let err = first
+        .ensure(&names, &EnsureOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+    assert_eq!(ca.ledger().issued_for(&names), 0);
+    let restarted = issuer(&ca, &dir).await;
+    let ensured = restarted
+        .ensure(&names, &EnsureOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(ensured.source, Source::Resumed);
+    assert_eq!(ca.ledger().issued_for(&names), 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }
