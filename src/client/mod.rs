@@ -85,6 +85,7 @@ pub struct ClientBuilder {
     new_cert_blind_repeats: u32,
     finder: Option<v1::Finder>,
     danger_plain_http: bool,
+    bad_nonce_retries: Option<u32>,
 }
 
 impl ClientBuilder {
@@ -127,9 +128,21 @@ impl ClientBuilder {
 
     /// How many times one request is re-sent after `badNonce` (default 9,
     /// i.e. 10 attempts; same as `RetryPolicy::bad_nonce_attempts - 1`).
+    ///
+    /// Applied over [`ClientBuilder::retry_policy`] whichever is called
+    /// first.
     pub fn bad_nonce_retries(mut self, retries: u32) -> Self {
-        self.transport.retry.bad_nonce_attempts = retries.saturating_add(1);
+        self.bad_nonce_retries = Some(retries);
         self
+    }
+
+    /// The transport settings with every override applied.
+    fn transport_config(&self) -> TransportConfig {
+        let mut config = self.transport.clone();
+        if let Some(retries) = self.bad_nonce_retries {
+            config.retry.bad_nonce_attempts = retries.saturating_add(1);
+        }
+        config
     }
 
     /// The retry policy per error class (see [`RetryPolicy`]).
@@ -245,7 +258,7 @@ impl ClientBuilder {
                 )));
             }
         }
-        let mut transport_config = self.transport.clone();
+        let mut transport_config = self.transport_config();
         transport_config.allow_http = url.scheme() == "http";
         transport_config.new_cert_timeout = self.timeouts.then_some(self.new_cert_timeout);
 
@@ -416,6 +429,7 @@ impl Client {
             new_cert_blind_repeats: 0,
             finder: None,
             danger_plain_http: false,
+            bad_nonce_retries: None,
         }
     }
 
@@ -526,6 +540,19 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `bad_nonce_retries` is not lost to a later `retry_policy` (issue 9).
+    #[test]
+    fn bad_nonce_retries_survive_a_later_retry_policy() {
+        let builder = Client::builder("https://ca.example/dir")
+            .bad_nonce_retries(2)
+            .retry_policy(RetryPolicy::no_retries());
+        assert_eq!(builder.transport_config().retry.bad_nonce_attempts, 3);
+        let builder = Client::builder("https://ca.example/dir")
+            .retry_policy(RetryPolicy::no_retries())
+            .bad_nonce_retries(4);
+        assert_eq!(builder.transport_config().retry.bad_nonce_attempts, 5);
+    }
 
     #[test]
     fn directories_are_detected_or_refused_by_name() {
