@@ -5,6 +5,7 @@
 //! lost-response trap of `new-cert`.
 
 use crate::common;
+use crate::common::{LedgerFinder, spki_of};
 use crate::shared_suite;
 
 use std::collections::BTreeSet;
@@ -689,38 +690,6 @@ async fn issue_one(account: &sturdy_acme::Account, name: &str) -> sturdy_acme::C
     order.certificate().await.unwrap()
 }
 
-fn spki_of(der: &[u8]) -> Vec<u8> {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(der).unwrap();
-    cert.public_key().raw.to_vec()
-}
-
-/// Searches the CA's ledger as a Certificate Transparency search would
-/// search the logs.
-struct LedgerFinder {
-    ca: Arc<TestCa>,
-    calls: AtomicUsize,
-}
-
-impl CertificateFinder for LedgerFinder {
-    fn find<'a>(
-        &'a self,
-        identifiers: &'a [Identifier],
-        public_key_spki_der: &'a [u8],
-        issued_after: SystemTime,
-    ) -> FindFuture<'a> {
-        Box::pin(async move {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            let found = self.ca.ledger().certificates.into_iter().find(|c| {
-                c.identifiers == identifiers
-                    && c.issued_at >= issued_after
-                    && spki_of(&c.leaf_der) == public_key_spki_der
-            });
-            Ok(found.map(|c| pem::encode(&pem::Pem::new("CERTIFICATE", c.leaf_der))))
-        })
-    }
-}
-
 async fn trap_setup(
     trigger: Trigger,
     finder: bool,
@@ -737,12 +706,7 @@ async fn trap_setup(
             .await
             .unwrap(),
     );
-    let finder = finder.then(|| {
-        Arc::new(LedgerFinder {
-            ca: Arc::clone(&ca),
-            calls: AtomicUsize::new(0),
-        })
-    });
+    let finder = finder.then(|| Arc::new(LedgerFinder::new(&ca)));
     let mut builder = ca
         .client_builder()
         .retry_policy(policy)
@@ -795,10 +759,7 @@ async fn a_later_finalize_asks_the_finder_before_repeating() {
             .unwrap(),
     );
     let lagging = Arc::new(LaggingFinder {
-        inner: Arc::new(LedgerFinder {
-            ca: Arc::clone(&ca),
-            calls: AtomicUsize::new(0),
-        }),
+        inner: Arc::new(LedgerFinder::new(&ca)),
         lag: AtomicUsize::new(1),
     });
     let client = ca

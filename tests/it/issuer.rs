@@ -1019,28 +1019,6 @@ async fn a_cancelled_ensure_releases_its_lease() {
 // Defect 10 (v1): a certificate the finder found is journalled with its
 // chain at once, so a crash right after completes from the journal.
 
-struct CaLedgerFinder(Arc<TestCa>);
-
-impl sturdy_acme::CertificateFinder for CaLedgerFinder {
-    fn find<'a>(
-        &'a self,
-        identifiers: &'a [Identifier],
-        spki: &'a [u8],
-        after: std::time::SystemTime,
-    ) -> sturdy_acme::client::FindFuture<'a> {
-        Box::pin(async move {
-            use x509_parser::prelude::{FromDer, X509Certificate};
-            let found = self.0.ledger().certificates.into_iter().find(|c| {
-                c.identifiers == identifiers
-                    && c.issued_at >= after
-                    && X509Certificate::from_der(&c.leaf_der)
-                        .is_ok_and(|(_, cert)| cert.public_key().raw == spki)
-            });
-            Ok(found.map(|c| pem::encode(&pem::Pem::new("CERTIFICATE", c.leaf_der))))
-        })
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_found_v1_certificate_survives_a_crash_right_after_it_was_found() {
     let ca = Arc::new(
@@ -1058,7 +1036,7 @@ async fn a_found_v1_certificate_survives_a_crash_right_after_it_was_found() {
     let dir = temp_store("v1-found");
     let client = ca
         .client_builder()
-        .certificate_finder(Arc::new(CaLedgerFinder(Arc::clone(&ca))))
+        .certificate_finder(Arc::new(crate::common::LedgerFinder::new(&ca)))
         .build()
         .await
         .unwrap();
@@ -1231,7 +1209,7 @@ async fn campaign_issuer(
             ..Default::default()
         });
     if finder {
-        builder = builder.certificate_finder(Arc::new(CaLedgerFinder(Arc::clone(ca))));
+        builder = builder.certificate_finder(Arc::new(crate::common::LedgerFinder::new(ca)));
     }
     let mut issuer = Issuer::builder(
         builder.build().await.unwrap(),

@@ -108,3 +108,49 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value 
 pub mod ca_thread;
 pub mod embedded;
 pub mod suite;
+
+/// The SubjectPublicKeyInfo (DER) of a certificate.
+pub fn spki_of(der: &[u8]) -> Vec<u8> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).unwrap();
+    cert.public_key().raw.to_vec()
+}
+
+/// A [`CertificateFinder`](sturdy_acme::CertificateFinder) that searches the
+/// embedded CA's ledger as a Certificate Transparency search would search
+/// the logs; counts its calls.
+pub struct LedgerFinder {
+    /// The CA whose ledger is searched.
+    pub ca: Arc<sturdy_acme::testing::TestCa>,
+    /// How many times it was asked.
+    pub calls: std::sync::atomic::AtomicUsize,
+}
+
+impl LedgerFinder {
+    /// A finder over `ca`'s ledger.
+    pub fn new(ca: &Arc<sturdy_acme::testing::TestCa>) -> Self {
+        Self {
+            ca: Arc::clone(ca),
+            calls: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
+
+impl sturdy_acme::CertificateFinder for LedgerFinder {
+    fn find<'a>(
+        &'a self,
+        identifiers: &'a [sturdy_acme::Identifier],
+        public_key_spki_der: &'a [u8],
+        issued_after: std::time::SystemTime,
+    ) -> sturdy_acme::client::FindFuture<'a> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let found = self.ca.ledger().certificates.into_iter().find(|c| {
+                c.identifiers == identifiers
+                    && c.issued_at >= issued_after
+                    && spki_of(&c.leaf_der) == public_key_spki_der
+            });
+            Ok(found.map(|c| pem::encode(&pem::Pem::new("CERTIFICATE", c.leaf_der))))
+        })
+    }
+}
