@@ -110,9 +110,11 @@ pub mod store;
 pub mod testing;
 pub mod transport;
 
+#[cfg(feature = "v1")]
+pub use client::CertificateFinder;
 pub use client::{
-    Account, AccountOptions, Authorization, CertificateChain, CertificateFinder, Challenge, Client,
-    ClientBuilder, NewOrder, Order, PollPolicy, RevocationReason,
+    Account, AccountOptions, Authorization, CertificateChain, Challenge, Client, ClientBuilder,
+    NewOrder, Order, PollPolicy, RevocationReason,
 };
 pub use crypto::{
     AccountKey, CertificateKey, CertificateKeyType, Csr, ExternalAccountKey, KeyAlgorithm,

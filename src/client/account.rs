@@ -9,11 +9,12 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
-use super::{CertificateChain, Client, NewOrder, Order, v1};
-use crate::crypto::jws::{self, KeyId};
+use super::dialect::DialectImpl;
+use super::{CertificateChain, Client, NewOrder, Order};
+use crate::crypto::jws::KeyId;
 use crate::crypto::{AccountKey, ExternalAccountKey, b64};
 use crate::error::{Error, ErrorClass, ProblemType, Result};
-use crate::protocol::{AccountResource, Dialect, OrderResource, v2};
+use crate::protocol::{AccountResource, Dialect, v2};
 use crate::transport::{Endpoint, Response};
 
 /// What to register an account with.
@@ -119,7 +120,6 @@ pub(crate) async fn revoke(
             "this CA's directory has no revocation endpoint".into(),
         ));
     }
-    let v1 = client.dialect() == Dialect::V1;
     let transport = client.transport();
     let mut retrying = transport.retrying(Endpoint::Revoke, &url);
     let mut outcome_unknown = false;
@@ -127,7 +127,7 @@ pub(crate) async fn revoke(
         match transport
             .post_once(Endpoint::Revoke, &url, key, key_id, Some(&payload), None)
             .await
-            .map_err(|e| if v1 { v1::already_revoked(e) } else { e })
+            .map_err(|e| client.dialect_impl().revocation_error(e))
         {
             Ok(_) => return Ok(()),
             Err(e) if outcome_unknown && e.problem_type() == Some(&ProblemType::AlreadyRevoked) => {
@@ -176,79 +176,6 @@ impl Account {
         }
     }
 
-    pub(crate) async fn create(
-        client: Client,
-        key: AccountKey,
-        options: &AccountOptions,
-    ) -> Result<Self> {
-        if client.dialect() == Dialect::V1 {
-            return v1::create_account(client, key, options).await;
-        }
-        let directory = client.directory();
-        if directory.meta.external_account_required && options.external_account.is_none() {
-            return Err(Error::InvalidInput(
-                "this CA requires an external account binding (EAB key id and HMAC key)".into(),
-            ));
-        }
-        let payload = v2::NewAccount {
-            contact: &options.contact,
-            terms_of_service_agreed: options.terms_of_service_agreed,
-            only_return_existing: false,
-            external_account_binding: options
-                .external_account
-                .as_ref()
-                .map(|eab| eab.binding(&key, &directory.new_account)),
-        };
-        Self::new_account_request(client, key, &payload).await
-    }
-
-    pub(crate) async fn find(client: Client, key: AccountKey) -> Result<Self> {
-        let payload = v2::NewAccount {
-            only_return_existing: true,
-            ..Default::default()
-        };
-        Self::new_account_request(client, key, &payload).await
-    }
-
-    async fn new_account_request(
-        client: Client,
-        key: AccountKey,
-        payload: &v2::NewAccount<'_>,
-    ) -> Result<Self> {
-        let payload = serde_json::to_value(payload).expect("payload serializes");
-        let url = client.directory().new_account.clone();
-        // newAccount is idempotent for a key (a repeat finds the account),
-        // so broken answers are retried like lost ones.
-        let ((account_url, resource), response) = client
-            .transport()
-            .post_parsed(
-                Endpoint::NewAccount,
-                &url,
-                &key,
-                KeyId::Jwk,
-                Some(&payload),
-                None,
-                |r| {
-                    let location = r.location()?;
-                    // Some CAs answer an existing account with an empty body.
-                    let resource = if r.body.is_empty() {
-                        None
-                    } else {
-                        Some(r.json::<AccountResource>()?)
-                    };
-                    Ok((location, resource))
-                },
-            )
-            .await?;
-        tracing::info!(account = %account_url, created = response.status == 201, "ACME account");
-        Ok(Self::from_parts(
-            client,
-            Arc::new(key),
-            account_url,
-            resource,
-        ))
-    }
-
     /// The account URL (the `kid` of its requests; for ACME v1 the
     /// registration URL, requests being signed with the JWK).
     pub fn url(&self) -> &str {
@@ -258,23 +185,6 @@ impl Account {
     /// The dialect of the CA this account lives at.
     pub fn dialect(&self) -> Dialect {
         self.inner.client.dialect()
-    }
-
-    fn is_v1(&self) -> bool {
-        self.dialect() == Dialect::V1
-    }
-
-    /// ACME v1: an idempotent POST to the registration URL.
-    async fn post_reg(&self, payload: &Value) -> Result<AccountResource> {
-        let (resource, _) = v1::post_reg(
-            &self.inner.client,
-            &self.inner.key,
-            &self.inner.url,
-            payload,
-        )
-        .await?;
-        self.remember(&resource);
-        Ok(resource)
     }
 
     /// The account key.
@@ -296,7 +206,7 @@ impl Account {
             .clone()
     }
 
-    fn remember(&self, resource: &AccountResource) {
+    pub(crate) fn remember(&self, resource: &AccountResource) {
         *self
             .inner
             .resource
@@ -352,15 +262,7 @@ impl Account {
     /// Fetches the account object (POST-as-GET; ACME v1: a POST of
     /// `{"resource": "reg"}` to the registration URL).
     pub async fn refresh(&self) -> Result<AccountResource> {
-        if self.is_v1() {
-            return self.post_reg(&json!({})).await;
-        }
-        let resource: AccountResource = self
-            .post_json(Endpoint::Account, &self.inner.url, None)
-            .await?
-            .0;
-        self.remember(&resource);
-        Ok(resource)
+        self.dialect_impl().post_account(self, None).await
     }
 
     /// Replaces the contact list (RFC 8555 §7.3.2).
@@ -370,84 +272,25 @@ impl Account {
             status: None,
         })
         .expect("payload serializes");
-        if self.is_v1() {
-            return self.post_reg(&payload).await;
-        }
-        let resource: AccountResource = self
-            .post_json(Endpoint::Account, &self.inner.url, Some(&payload))
-            .await?
-            .0;
-        self.remember(&resource);
-        Ok(resource)
+        self.dialect_impl().post_account(self, Some(&payload)).await
     }
 
     /// Deactivates the account (RFC 8555 §7.3.6). The CA refuses every later
     /// request signed by it.
     pub async fn deactivate(&self) -> Result<AccountResource> {
         let payload = json!({"status": "deactivated"});
-        if self.is_v1() {
-            return self.post_reg(&payload).await;
-        }
-        let resource: AccountResource = self
-            .post_json(Endpoint::Account, &self.inner.url, Some(&payload))
-            .await?
-            .0;
-        self.remember(&resource);
-        Ok(resource)
+        self.dialect_impl().post_account(self, Some(&payload)).await
     }
 
     /// Rolls the account over to `new_key` (RFC 8555 §7.3.5) and returns the
     /// account as signed by the new key. This `Account` (old key) stops working.
     ///
-    /// ACME v1: Boulder's key-change (the inner JWS, signed by the new key,
-    /// carries `{account, newKey}`).
+    /// Not idempotent: after a failure whose outcome is unknown, the CA is
+    /// asked whether the new key already owns the account before the
+    /// request is sent again. ACME v1: Boulder's key-change (the inner JWS,
+    /// signed by the new key, carries `{account, newKey}`).
     pub async fn change_key(&self, new_key: AccountKey) -> Result<Account> {
-        if self.is_v1() {
-            v1::change_key(self, &new_key).await?;
-            tracing::info!(account = %self.inner.url, "account key changed (v1)");
-            return Ok(Self::from_parts(
-                self.inner.client.clone(),
-                Arc::new(new_key),
-                self.inner.url.clone(),
-                self.resource(),
-            ));
-        }
-        let url = self.inner.client.directory().key_change.clone();
-        let inner_payload = serde_json::to_value(v2::KeyChange {
-            account: &self.inner.url,
-            old_key: self.inner.key.jwk(),
-        })
-        .expect("payload serializes");
-        let inner = jws::sign(
-            &new_key,
-            KeyId::Jwk,
-            None,
-            &url,
-            Some(&inner_payload),
-            Dialect::V2,
-        )?;
-        // Not idempotent: after an unknown outcome, ask the CA whether the
-        // new key already owns the account before sending it again.
-        let mut retrying = self
-            .inner
-            .client
-            .transport()
-            .retrying(Endpoint::KeyChange, &url);
-        loop {
-            match self
-                .post_once(Endpoint::KeyChange, &url, Some(&inner))
-                .await
-            {
-                Ok(_) => break,
-                Err(e) => {
-                    let unknown = e.class() == ErrorClass::Transient;
-                    retrying.pause_or_fail(e).await?;
-                    if unknown && self.key_owns_account(&new_key).await? {
-                        break;
-                    }
-                }
-            }
-        }
+        self.dialect_impl().change_key(self, &new_key).await?;
         tracing::info!(account = %self.inner.url, "account key changed");
         Ok(Self::from_parts(
             self.inner.client.clone(),
@@ -455,34 +298,6 @@ impl Account {
             self.inner.url.clone(),
             self.resource(),
         ))
-    }
-
-    /// True when `key` already finds this account (onlyReturnExisting).
-    async fn key_owns_account(&self, key: &AccountKey) -> Result<bool> {
-        let payload = serde_json::to_value(v2::NewAccount {
-            only_return_existing: true,
-            ..Default::default()
-        })
-        .expect("payload serializes");
-        let url = self.inner.client.directory().new_account.clone();
-        match self
-            .inner
-            .client
-            .transport()
-            .post(
-                Endpoint::NewAccount,
-                &url,
-                key,
-                KeyId::Jwk,
-                Some(&payload),
-                None,
-            )
-            .await
-        {
-            Ok(r) => Ok(r.location().ok().as_deref() == Some(self.inner.url.as_str())),
-            Err(e) if e.problem_type() == Some(&ProblemType::AccountDoesNotExist) => Ok(false),
-            Err(e) => Err(e),
-        }
     }
 
     /// Creates an order (RFC 8555 §7.4).
@@ -497,67 +312,7 @@ impl Account {
     /// identifiers, wildcards and notBefore/notAfter are
     /// [`Error::Unsupported`]); the order is the client's own (see [`Order`]).
     pub async fn new_order(&self, order: &NewOrder) -> Result<Order> {
-        let client = &self.inner.client;
-        if self.is_v1() {
-            v1::check_order(order)?;
-        }
-        client
-            .rate_gate()
-            .check(&self.inner.url, order.identifiers())?;
-        if self.is_v1() {
-            let (reference, states) = v1::new_authorizations(self, order).await?;
-            let order = Order::new_v1(self.clone(), reference, &states);
-            tracing::info!(order = %order.url(), status = order.status().as_str(), "v1 order created");
-            return Ok(order);
-        }
-        let payload = order.payload()?;
-        let url = client.directory().new_order.clone();
-        let mut retrying = client.transport().retrying(Endpoint::NewOrder, &url);
-        let mut sent = 0u32;
-        // newOrder is not idempotent: after an answer that was lost (or
-        // broken: no Location, not an order) the order may exist. Before
-        // repeating, it is looked for in the account's orders list.
-        let (order_url, state) = loop {
-            let result = self
-                .post_once(Endpoint::NewOrder, &url, Some(&payload))
-                .await;
-            let unknown = match &result {
-                Err(e) => !e.is_not_sent() && e.class() == ErrorClass::Transient,
-                Ok(_) => true,
-            };
-            if !result.as_ref().is_err_and(Error::is_not_sent) {
-                sent += 1;
-            }
-            let result = result.and_then(|r| Ok((r.location()?, r.json::<OrderResource>()?)));
-            match result {
-                Ok(created) => break created,
-                Err(e) => {
-                    client
-                        .rate_gate()
-                        .record(&self.inner.url, order.identifiers(), &e);
-                    if unknown && let Some(found) = self.find_pending_order(order).await {
-                        tracing::info!(order = %found.url(), "the lost newOrder answer's order was found in the account's orders list; not sending newOrder again");
-                        let mut found = found;
-                        found.new_order_requests = sent;
-                        return Ok(found);
-                    }
-                    retrying.pause_or_fail(e).await.map_err(|e| match e {
-                        Error::GaveUp {
-                            elapsed, source, ..
-                        } => Error::GaveUp {
-                            attempts: sent,
-                            elapsed,
-                            source,
-                        },
-                        other => other,
-                    })?;
-                }
-            }
-        };
-        tracing::info!(order = %order_url, status = state.status.as_str(), "order created");
-        let mut created = Order::new(self.clone(), order_url, state);
-        created.new_order_requests = sent;
-        Ok(created)
+        self.dialect_impl().new_order(self, order).await
     }
 
     /// A pending or ready order for exactly `wanted`'s identifiers among
@@ -594,11 +349,7 @@ impl Account {
     /// ACME v1: `url` is an [`Order::url`] (the client-side order's
     /// reference); its authorizations are read again.
     pub async fn order(&self, url: &str) -> Result<Order> {
-        if self.is_v1() {
-            return Order::load_v1(self.clone(), url).await;
-        }
-        let state: OrderResource = self.post_json(Endpoint::Order, url, None).await?.0;
-        Ok(Order::new(self.clone(), url.to_owned(), state))
+        self.dialect_impl().load_order(self, url).await
     }
 
     /// Downloads the certificate chain at a certificate URL (an order's
@@ -611,10 +362,7 @@ impl Account {
         url: &str,
         preferred_issuer: Option<&str>,
     ) -> Result<CertificateChain> {
-        if self.is_v1() {
-            return v1::download_chain(&self.inner.client, url).await;
-        }
-        let default = super::order::download(self, url).await?;
+        let default = self.dialect_impl().download_chain(self, url).await?;
         super::order::prefer_chain(self, default, preferred_issuer).await
     }
 
@@ -624,34 +372,11 @@ impl Account {
     ///
     /// ACME v1 has no orders list: [`Error::Unsupported`].
     pub async fn order_urls(&self, max_pages: usize) -> Result<Vec<String>> {
-        if self.is_v1() {
-            return Err(Error::Unsupported(
-                "ACME v1 has no orders list (orders are client-side)".into(),
-            ));
-        }
-        let mut next = match self.resource() {
-            Some(r) => r.orders,
-            None => self.refresh().await?.orders,
-        };
-        let mut urls = Vec::new();
-        let mut pages = 0;
-        while let Some(url) = next.take() {
-            if pages >= max_pages {
-                break;
-            }
-            pages += 1;
-            #[derive(serde::Deserialize)]
-            struct OrdersList {
-                orders: Vec<String>,
-            }
-            let (list, response): (OrdersList, _) =
-                self.post_json(Endpoint::Orders, &url, None).await?;
-            urls.extend(list.orders);
-            next = crate::transport::links(&response.headers, "next")
-                .into_iter()
-                .next();
-        }
-        Ok(urls)
+        self.dialect_impl().order_urls(self, max_pages).await
+    }
+
+    fn dialect_impl(&self) -> &dyn DialectImpl {
+        self.inner.client.dialect_impl()
     }
 
     /// Revokes a certificate issued to this account (RFC 8555 §7.6).

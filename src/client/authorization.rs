@@ -3,45 +3,15 @@
 //! ACME v1 reads both with a plain GET and spells a challenge's URL `uri`;
 //! the same types carry them.
 
+use super::Account;
 use super::poll::Poller;
-use serde_json::json;
-
-use super::{Account, v1};
 use crate::crypto::challenge::{self, TlsAlpn01Certificate};
 use crate::error::{Error, Result, RetryAfter};
 use crate::protocol::{
     AuthorizationResource, AuthorizationStatus, ChallengeResource, ChallengeStatus, ChallengeType,
-    Dialect, Identifier,
+    Identifier,
 };
-use crate::transport::{Endpoint, Response};
-
-fn is_v1(account: &Account) -> bool {
-    account.client().dialect() == Dialect::V1
-}
-
-/// Reads an authorization: POST-as-GET, or a plain GET in ACME v1.
-async fn read_authorization(
-    account: &Account,
-    url: &str,
-) -> Result<(AuthorizationResource, Response)> {
-    if is_v1(account) {
-        v1::fetch_authorization(account.client(), url).await
-    } else {
-        account.post_json(Endpoint::Authorization, url, None).await
-    }
-}
-
-fn parse_challenge(account: &Account, response: &Response) -> Result<ChallengeResource> {
-    if is_v1(account) {
-        let value: serde_json::Value = response.json()?;
-        crate::protocol::v1::challenge(value).map_err(|e| Error::InvalidResponse {
-            request: response.info(),
-            reason: format!("not a v1 challenge: {e}"),
-        })
-    } else {
-        response.json()
-    }
-}
+use crate::transport::Endpoint;
 
 /// An authorization: the CA's record of proving control of one identifier.
 #[derive(Debug, Clone)]
@@ -54,7 +24,11 @@ pub struct Authorization {
 
 impl Authorization {
     pub(crate) async fn fetch(account: Account, url: &str) -> Result<Self> {
-        let (state, response) = read_authorization(&account, url).await?;
+        let (state, response) = account
+            .client()
+            .dialect_impl()
+            .read_authorization(&account, url)
+            .await?;
         Ok(Self {
             state,
             last_retry_after: response.retry_after(),
@@ -109,7 +83,12 @@ impl Authorization {
 
     /// Fetches the authorization again.
     pub async fn refresh(&mut self) -> Result<&AuthorizationResource> {
-        let (state, response) = read_authorization(&self.account, &self.url).await?;
+        let (state, response) = self
+            .account
+            .client()
+            .dialect_impl()
+            .read_authorization(&self.account, &self.url)
+            .await?;
         self.state = state;
         self.last_retry_after = response.retry_after();
         Ok(&self.state)
@@ -133,28 +112,12 @@ impl Authorization {
 
     /// Deactivates the authorization (RFC 8555 §7.5.2).
     pub async fn deactivate(&mut self) -> Result<()> {
-        let payload = json!({"status": "deactivated"});
-        self.state = if is_v1(&self.account) {
-            self.account
-                .client()
-                .transport()
-                .post_parsed(
-                    Endpoint::Authorization,
-                    &self.url,
-                    self.account.key(),
-                    crate::crypto::jws::KeyId::Jwk,
-                    Some(&payload),
-                    None,
-                    v1::parse_authorization,
-                )
-                .await?
-                .0
-        } else {
-            self.account
-                .post_json(Endpoint::Authorization, &self.url, Some(&payload))
-                .await?
-                .0
-        };
+        self.state = self
+            .account
+            .client()
+            .dialect_impl()
+            .deactivate_authorization(&self.account, &self.url)
+            .await?;
         Ok(())
     }
 
@@ -262,23 +225,15 @@ impl Challenge {
     pub async fn respond(&mut self) -> Result<ChallengeStatus> {
         let url = self.state.url.clone();
         let client = self.account.client().clone();
-        let payload = if is_v1(&self.account) {
-            let key_authorization = self.key_authorization()?;
-            serde_json::to_value(crate::protocol::v1::ChallengeAnswer {
-                kind: self.state.kind.as_str(),
-                key_authorization: &key_authorization,
-            })
-            .expect("payload serializes")
-        } else {
-            json!({})
-        };
+        let dialect = client.dialect_impl();
+        let payload = dialect.challenge_answer(self)?;
         let mut retrying = client.transport().retrying(Endpoint::Challenge, &url);
         loop {
             let result = self
                 .account
                 .post_once(Endpoint::Challenge, &url, Some(&payload))
                 .await
-                .and_then(|r| parse_challenge(&self.account, &r));
+                .and_then(|r| dialect.parse_challenge(&r));
             match result {
                 Ok(state) => {
                     self.state = state;
@@ -304,22 +259,12 @@ impl Challenge {
 
     /// Fetches the challenge again (ACME v1: a plain GET).
     pub async fn refresh(&mut self) -> Result<&ChallengeResource> {
-        self.state = if is_v1(&self.account) {
-            let account = &self.account;
-            account
-                .client()
-                .transport()
-                .get_parsed(Endpoint::Challenge, &self.state.url, None, |r| {
-                    parse_challenge(account, r)
-                })
-                .await?
-                .0
-        } else {
-            self.account
-                .post_json(Endpoint::Challenge, &self.state.url, None)
-                .await?
-                .0
-        };
+        self.state = self
+            .account
+            .client()
+            .dialect_impl()
+            .read_challenge(&self.account, &self.state.url)
+            .await?;
         Ok(&self.state)
     }
 }

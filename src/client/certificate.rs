@@ -44,6 +44,7 @@ impl CertificateChain {
 
     /// A chain from DER certificates (leaf first), e.g. ACME v1's DER leaf
     /// and the issuers its `Link: rel="up"` led to.
+    #[cfg(feature = "v1")]
     pub(crate) fn from_der(url: &str, der: Vec<Vec<u8>>) -> Result<Self, String> {
         if der.is_empty() {
             return Err("certificate chain holds no certificate".into());
@@ -65,6 +66,7 @@ impl CertificateChain {
     }
 
     /// The same chain, labelled with another URL.
+    #[cfg(feature = "v1")]
     pub(crate) fn with_url(mut self, url: &str) -> Self {
         self.url = url.to_owned();
         self

@@ -13,10 +13,10 @@
 mod account;
 mod authorization;
 mod certificate;
+mod dialect;
 mod order;
 mod poll;
 mod rate_gate;
-mod v1;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,9 +27,10 @@ use rustls::pki_types::pem::PemObject;
 pub use account::{Account, AccountOptions, RevocationReason};
 pub use authorization::{Authorization, Challenge};
 pub use certificate::CertificateChain;
+#[cfg(feature = "v1")]
+pub use dialect::v1::{CertificateFinder, FindFuture};
 pub use order::{NewOrder, Order};
 pub use poll::PollPolicy;
-pub use v1::{CertificateFinder, FindFuture};
 
 use crate::crypto::jws::KeyId;
 use crate::crypto::{AccountKey, CertificateKey};
@@ -37,6 +38,7 @@ use crate::error::{Error, Result};
 use crate::protocol::{Dialect, Directory};
 use crate::retry::{Event, Events, RetryPolicy};
 use crate::transport::{Endpoint, RequestStats, Transport, TransportConfig};
+use dialect::{DialectImpl, DialectSettings};
 
 /// Let's Encrypt's production directory.
 pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -62,9 +64,7 @@ struct ClientInner {
     directory: Directory,
     directory_url: String,
     poll: PollPolicy,
-    dialect: Dialect,
-    new_certs: v1::NewCertLedger,
-    finder: Option<v1::Finder>,
+    dialect: Arc<dyn DialectImpl>,
 }
 
 /// Builds a [`Client`]; see [`Client::builder`].
@@ -80,10 +80,7 @@ pub struct ClientBuilder {
     poll: PollPolicy,
     timeouts: bool,
     dialect: Option<Dialect>,
-    new_cert_timeout: Duration,
-    new_cert_budget: (u32, Duration),
-    new_cert_blind_repeats: u32,
-    finder: Option<v1::Finder>,
+    dialect_settings: DialectSettings,
     danger_plain_http: bool,
     bad_nonce_retries: Option<u32>,
 }
@@ -191,8 +188,9 @@ impl ClientBuilder {
     /// and an answer lost to a timeout cannot be read back from the CA, so
     /// it gets longer than [`ClientBuilder::timeout`]. Not applied with
     /// [`ClientBuilder::no_timeouts`].
+    #[cfg(feature = "v1")]
     pub fn new_cert_timeout(mut self, timeout: Duration) -> Self {
-        self.new_cert_timeout = timeout;
+        self.dialect_settings.v1.new_cert_timeout = Some(timeout);
         self
     }
 
@@ -203,8 +201,9 @@ impl ClientBuilder {
     /// have issued the certificate. Past the budget, [`Order::finalize`]
     /// refuses with [`Error::RateLimitedLocally`] (scope `ExactSet`) instead
     /// of walking into the CA's limit. Kept in memory, per client.
+    #[cfg(feature = "v1")]
     pub fn new_cert_budget(mut self, max_requests: u32, window: Duration) -> Self {
-        self.new_cert_budget = (max_requests, window);
+        self.dialect_settings.v1.new_cert_budget = (max_requests, window);
         self
     }
 
@@ -212,8 +211,9 @@ impl ClientBuilder {
     /// sent again when no [`CertificateFinder`] found its certificate
     /// (default 0: never; the request fails with [`Error::OutcomeUnknown`]
     /// instead). Each repeat may issue a duplicate certificate.
+    #[cfg(feature = "v1")]
     pub fn new_cert_blind_repeats(mut self, repeats: u32) -> Self {
-        self.new_cert_blind_repeats = repeats;
+        self.dialect_settings.v1.new_cert_blind_repeats = repeats;
         self
     }
 
@@ -221,8 +221,9 @@ impl ClientBuilder {
     /// ACME v1 `new-cert` was lost (e.g. a Certificate Transparency
     /// search); consulted before any `new-cert` is repeated. See
     /// [`CertificateFinder`].
+    #[cfg(feature = "v1")]
     pub fn certificate_finder(mut self, finder: Arc<dyn CertificateFinder>) -> Self {
-        self.finder = Some(v1::Finder(finder));
+        self.dialect_settings.v1.finder = Some(dialect::v1::Finder(finder));
         self
     }
 
@@ -260,7 +261,12 @@ impl ClientBuilder {
         }
         let mut transport_config = self.transport_config();
         transport_config.allow_http = url.scheme() == "http";
-        transport_config.new_cert_timeout = self.timeouts.then_some(self.new_cert_timeout);
+        #[cfg_attr(not(feature = "v1"), allow(unused_mut))]
+        let mut dialect_settings = self.dialect_settings.clone();
+        #[cfg(feature = "v1")]
+        if !self.timeouts {
+            dialect_settings.v1.new_cert_timeout = None;
+        }
 
         let mut roots = rustls::RootCertStore::empty();
         if self.built_in_roots {
@@ -310,8 +316,8 @@ impl ClientBuilder {
         let response = transport
             .get(Endpoint::Directory, &self.directory_url)
             .await?;
-        let (dialect, directory) =
-            parse_directory(&response.body, self.dialect).map_err(|reason| {
+        let selected =
+            dialect::select(&response.body, self.dialect, &dialect_settings).map_err(|reason| {
                 Error::InvalidResponse {
                     request: Box::new(crate::error::RequestInfo {
                         method: "GET",
@@ -322,13 +328,17 @@ impl ClientBuilder {
                     reason,
                 }
             })?;
-        transport.set_dialect(dialect);
-        if dialect == Dialect::V2 {
+        let directory = selected.directory;
+        if let Some(shape) = selected.shape {
+            transport.set_shape(shape);
+        }
+        if !directory.new_nonce.is_empty() {
             transport.set_new_nonce_url(directory.new_nonce.clone());
         }
+        let dialect = selected.dialect;
         tracing::info!(
             directory = %self.directory_url,
-            dialect = dialect.as_str(),
+            dialect = dialect.dialect().as_str(),
             terms = directory.meta.terms_of_service.as_deref(),
             eab_required = directory.meta.external_account_required,
             "ACME directory loaded"
@@ -341,65 +351,8 @@ impl ClientBuilder {
                 directory_url: self.directory_url,
                 poll: self.poll,
                 dialect,
-                new_certs: v1::NewCertLedger::new(
-                    self.new_cert_budget.0,
-                    self.new_cert_budget.1,
-                    self.new_cert_blind_repeats,
-                ),
-                finder: self.finder,
             }),
         })
-    }
-}
-
-/// The v2 directory keys a client needs.
-const V2_KEYS: [&str; 3] = ["newNonce", "newAccount", "newOrder"];
-
-/// Parses a directory of the `forced` dialect, or detects it: `newNonce`,
-/// `newAccount` and `newOrder` make a v2 directory; `new-reg`, `new-authz`
-/// and `new-cert` without `newNonce` a v1 one. Anything else is refused,
-/// naming the keys found.
-fn parse_directory(
-    body: &[u8],
-    forced: Option<Dialect>,
-) -> std::result::Result<(Dialect, Directory), String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("directory is not JSON: {e}"))?;
-    let Some(obj) = value.as_object() else {
-        return Err("directory is not a JSON object".into());
-    };
-    let has = |keys: &[&str]| keys.iter().all(|k| obj.contains_key(*k));
-    let dialect = match forced {
-        Some(d) => d,
-        None if has(&V2_KEYS) => Dialect::V2,
-        None if has(&crate::protocol::v1::DIRECTORY_KEYS) && !obj.contains_key("newNonce") => {
-            Dialect::V1
-        }
-        None => {
-            let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
-            keys.sort_unstable();
-            return Err(format!(
-                "not an ACME directory: neither v2 (newNonce, newAccount, newOrder) \
-                 nor v1 (new-reg, new-authz, new-cert); found keys {keys:?}"
-            ));
-        }
-    };
-    match dialect {
-        Dialect::V1 => crate::protocol::v1::directory(obj).map(|d| (Dialect::V1, d)),
-        _ => {
-            for key in V2_KEYS {
-                if !obj.contains_key(key) {
-                    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
-                    keys.sort_unstable();
-                    return Err(format!(
-                        "not an ACME v2 directory: no {key:?}; found keys {keys:?}"
-                    ));
-                }
-            }
-            serde_json::from_value(value)
-                .map(|d| (Dialect::V2, d))
-                .map_err(|e| format!("malformed directory: {e}"))
-        }
     }
 }
 
@@ -419,15 +372,11 @@ impl Client {
                 allow_http: false,
                 retry: RetryPolicy::default(),
                 events: Events::default(),
-                new_cert_timeout: None,
             },
             poll: PollPolicy::default(),
             timeouts: true,
             dialect: None,
-            new_cert_timeout: Duration::from_secs(90),
-            new_cert_budget: (5, Duration::from_secs(7 * 24 * 3600)),
-            new_cert_blind_repeats: 0,
-            finder: None,
+            dialect_settings: DialectSettings::default(),
             danger_plain_http: false,
             bad_nonce_retries: None,
         }
@@ -453,7 +402,7 @@ impl Client {
     /// The dialect the CA speaks (detected from the directory or forced
     /// with [`ClientBuilder::dialect`]).
     pub fn dialect(&self) -> Dialect {
-        self.inner.dialect
+        self.inner.dialect.dialect()
     }
 
     /// The directory URL this client was built from.
@@ -479,7 +428,9 @@ impl Client {
         key: AccountKey,
         options: &AccountOptions,
     ) -> Result<Account> {
-        Account::create(self.clone(), key, options).await
+        self.dialect_impl()
+            .create_account(self.clone(), key, options)
+            .await
     }
 
     /// Looks up the account of `key` without creating one
@@ -489,14 +440,7 @@ impl Client {
     /// [`Client::create_account`] with a registered key returns its
     /// registration).
     pub async fn find_account(&self, key: AccountKey) -> Result<Account> {
-        if self.dialect() == Dialect::V1 {
-            return Err(Error::Unsupported(
-                "ACME v1 has no account lookup without registering (onlyReturnExisting): \
-                 create_account with the same key returns the existing registration"
-                    .into(),
-            ));
-        }
-        Account::find(self.clone(), key).await
+        self.dialect_impl().find_account(self.clone(), key).await
     }
 
     /// An account already known by its URL, without a request.
@@ -528,12 +472,8 @@ impl Client {
         &self.inner.poll
     }
 
-    pub(crate) fn new_certs(&self) -> &v1::NewCertLedger {
-        &self.inner.new_certs
-    }
-
-    pub(crate) fn certificate_finder(&self) -> Option<&Arc<dyn CertificateFinder>> {
-        self.inner.finder.as_ref().map(|f| &f.0)
+    pub(crate) fn dialect_impl(&self) -> &dyn DialectImpl {
+        self.inner.dialect.as_ref()
     }
 }
 
@@ -552,33 +492,5 @@ mod tests {
             .retry_policy(RetryPolicy::no_retries())
             .bad_nonce_retries(4);
         assert_eq!(builder.transport_config().retry.bad_nonce_attempts, 5);
-    }
-
-    #[test]
-    fn directories_are_detected_or_refused_by_name() {
-        let v2 =
-            br#"{"newNonce":"https://ca/n","newAccount":"https://ca/a","newOrder":"https://ca/o",
-            "revokeCert":"https://ca/r","keyChange":"https://ca/k"}"#;
-        let v1 =
-            br#"{"new-reg":"https://ca/r","new-authz":"https://ca/a","new-cert":"https://ca/c",
-            "revoke-cert":"https://ca/x","meta":{"terms-of-service":"https://ca/t"}}"#;
-        assert_eq!(parse_directory(v2, None).unwrap().0, Dialect::V2);
-        let (d, dir) = parse_directory(v1, None).unwrap();
-        assert_eq!(d, Dialect::V1);
-        assert_eq!(dir.new_account, "https://ca/r");
-        assert_eq!(
-            parse_directory(v1, Some(Dialect::V1)).unwrap().0,
-            Dialect::V1
-        );
-        let err = parse_directory(v1, Some(Dialect::V2)).unwrap_err();
-        assert!(err.contains("newNonce") && err.contains("new-reg"), "{err}");
-        let err = parse_directory(v2, Some(Dialect::V1)).unwrap_err();
-        assert!(err.contains("new-reg") && err.contains("newOrder"), "{err}");
-        let err = parse_directory(br#"{"hello":"x","meta":{}}"#, None).unwrap_err();
-        assert!(err.contains(r#"["hello", "meta"]"#), "{err}");
-        // v1 keys next to newNonce: not v1.
-        let mixed = br#"{"newNonce":"n","new-reg":"r","new-authz":"a","new-cert":"c"}"#;
-        assert!(parse_directory(mixed, None).is_err());
-        assert!(parse_directory(b"[]", None).is_err());
     }
 }

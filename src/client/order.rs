@@ -3,17 +3,17 @@
 //! An ACME v1 order is client-side: its authorizations (one `new-authz`
 //! per identifier), then `new-cert`; see [`Order`].
 
+use std::time::SystemTime;
+
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use super::dialect::OrderWire;
 use super::poll::Poller;
-use super::{Account, Authorization, CertificateChain, v1};
-use crate::crypto::{Csr, b64};
-use crate::error::{Error, ErrorClass, Result, RetryAfter};
-use crate::protocol::v1::OrderRef;
-use crate::protocol::{
-    AuthorizationResource, AuthorizationStatus, Dialect, Identifier, OrderResource, OrderStatus, v2,
-};
+use super::{Account, Authorization, CertificateChain};
+use crate::crypto::Csr;
+use crate::error::{Error, Result, RetryAfter};
+use crate::protocol::{AuthorizationStatus, Dialect, Identifier, OrderResource, OrderStatus, v2};
 use crate::transport::{Endpoint, PEM_CHAIN, links};
 
 /// What to order: identifiers and an optional validity window.
@@ -72,6 +72,7 @@ impl NewOrder {
     }
 
     /// True when notBefore or notAfter was asked for.
+    #[cfg(feature = "v1")]
     pub(crate) fn has_validity_window(&self) -> bool {
         self.not_before.is_some() || self.not_after.is_some()
     }
@@ -102,129 +103,72 @@ impl NewOrder {
 /// synchronous issuance changes.
 #[derive(Debug, Clone)]
 pub struct Order {
-    account: Account,
-    url: String,
-    state: OrderResource,
-    last_retry_after: Option<RetryAfter>,
-    v1: Option<V1Order>,
+    core: OrderCore,
+    wire: Box<dyn OrderWire>,
     /// newOrder requests sent to create it (0: loaded, or ACME v1).
     pub(crate) new_order_requests: u32,
 }
 
-/// What a v1 order keeps beyond the synthesized order object.
+/// What every order has, whatever the dialect: the dialect's
+/// [`OrderWire`] reads and changes it.
 #[derive(Debug, Clone)]
-struct V1Order {
-    reference: OrderRef,
-    /// The last seen status of each authorization (same order as the URLs).
-    statuses: Vec<AuthorizationStatus>,
-    /// What new-cert answered (or the finder found).
-    issued: Option<v1::Issued>,
-    /// The assembled chain, once built.
-    chain: Option<CertificateChain>,
+pub(crate) struct OrderCore {
+    pub(crate) account: Account,
+    pub(crate) url: String,
+    pub(crate) state: OrderResource,
+    pub(crate) last_retry_after: Option<RetryAfter>,
 }
 
-impl Order {
+impl OrderCore {
     pub(crate) fn new(account: Account, url: String, state: OrderResource) -> Self {
         Self {
             account,
             url,
             state,
             last_retry_after: None,
-            v1: None,
-            new_order_requests: 0,
         }
     }
+}
 
-    /// A v1 order made of these authorizations.
-    pub(crate) fn new_v1(
-        account: Account,
-        reference: OrderRef,
-        states: &[AuthorizationResource],
-    ) -> Self {
-        let statuses = states.iter().map(|a| a.status).collect::<Vec<_>>();
-        let expires = states.iter().filter_map(|a| a.expires).min();
-        let state = v1::order_resource(account.client(), &reference, &statuses, expires);
+impl Order {
+    pub(crate) fn from_parts(core: OrderCore, wire: Box<dyn OrderWire>) -> Self {
         Self {
-            url: reference.to_url(),
-            account,
-            state,
-            last_retry_after: None,
-            v1: Some(V1Order {
-                reference,
-                statuses,
-                issued: None,
-                chain: None,
-            }),
+            core,
+            wire,
             new_order_requests: 0,
         }
-    }
-
-    /// A v1 order rebuilt from its [`Order::url`].
-    pub(crate) async fn load_v1(account: Account, url: &str) -> Result<Self> {
-        let reference = OrderRef::parse(url).ok_or_else(|| {
-            Error::InvalidInput(format!(
-                "{url:?} is not an ACME v1 order reference (v1 has no order URLs; \
-                 use the Order::url() of an order made through this crate)"
-            ))
-        })?;
-        let issued = reference.certificate.is_some();
-        let n = reference.authorizations.len();
-        let status = if issued {
-            AuthorizationStatus::Valid
-        } else {
-            AuthorizationStatus::Pending
-        };
-        let statuses = vec![status; n];
-        let state = v1::order_resource(account.client(), &reference, &statuses, None);
-        let mut order = Self {
-            url: reference.to_url(),
-            account,
-            state,
-            last_retry_after: None,
-            v1: Some(V1Order {
-                reference,
-                statuses,
-                issued: None,
-                chain: None,
-            }),
-            new_order_requests: 0,
-        };
-        if !issued {
-            order.refresh().await?;
-        }
-        Ok(order)
     }
 
     /// The order URL (for ACME v1, the client-side order's reference:
     /// `urn:sturdy-acme:v1-order:...`, which also names the certificate
     /// once it is issued).
     pub fn url(&self) -> &str {
-        &self.url
+        &self.core.url
     }
 
     /// The dialect of the CA this order lives at.
     pub fn dialect(&self) -> Dialect {
-        self.account.client().dialect()
+        self.core.account.client().dialect()
     }
 
     /// The order object as last seen.
     pub fn state(&self) -> &OrderResource {
-        &self.state
+        &self.core.state
     }
 
     /// The status as last seen.
     pub fn status(&self) -> OrderStatus {
-        self.state.status
+        self.core.state.status
     }
 
     /// The identifiers.
     pub fn identifiers(&self) -> &[Identifier] {
-        &self.state.identifiers
+        &self.core.state.identifiers
     }
 
     /// The account the order belongs to.
     pub fn account(&self) -> &Account {
-        &self.account
+        &self.core.account
     }
 
     /// Fetches the order (POST-as-GET) and returns its new state.
@@ -232,35 +176,8 @@ impl Order {
     /// ACME v1: fetches the authorizations that are still pending (plain
     /// GET) and recomputes the state; nothing once the certificate is issued.
     pub async fn refresh(&mut self) -> Result<&OrderResource> {
-        if let Some(v1) = &mut self.v1 {
-            let client = self.account.client();
-            if v1.reference.certificate.is_none() {
-                let mut expires = self.state.expires;
-                let mut retry_after = None;
-                for (url, status) in v1.reference.authorizations.iter().zip(&mut v1.statuses) {
-                    if *status != AuthorizationStatus::Pending {
-                        continue;
-                    }
-                    let (authz, response) = v1::fetch_authorization(client, url).await?;
-                    *status = authz.status;
-                    expires = match (expires, authz.expires) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
-                    retry_after = response.retry_after().or(retry_after);
-                }
-                self.last_retry_after = retry_after;
-                self.state = v1::order_resource(client, &v1.reference, &v1.statuses, expires);
-            }
-            return Ok(&self.state);
-        }
-        let (state, response) = self
-            .account
-            .post_json(Endpoint::Order, &self.url, None)
-            .await?;
-        self.state = state;
-        self.last_retry_after = response.retry_after();
-        Ok(&self.state)
+        self.wire.refresh(&mut self.core).await?;
+        Ok(&self.core.state)
     }
 
     /// Fetches every authorization of the order.
@@ -271,49 +188,7 @@ impl Order {
     /// solver is only ever shown what was ordered; otherwise
     /// [`Error::ProtocolViolation`].
     pub async fn authorizations(&self) -> Result<Vec<Authorization>> {
-        let listed = self.state.authorizations.len();
-        let ordered = self.state.identifiers.len();
-        if listed > ordered.max(1) {
-            return Err(Error::ProtocolViolation {
-                url: self.url.clone(),
-                reason: format!(
-                    "the order lists {listed} authorizations for {ordered} identifiers"
-                ),
-            });
-        }
-        let mut out = Vec::with_capacity(listed);
-        for url in &self.state.authorizations {
-            let authz = Authorization::fetch(self.account.clone(), url).await?;
-            if !self.covers(&authz.state().identifier, authz.state().wildcard) {
-                return Err(Error::ProtocolViolation {
-                    url: url.clone(),
-                    reason: format!(
-                        "authorization for {} ({}), which order {} does not contain",
-                        authz.identifier(),
-                        if authz.state().wildcard {
-                            "wildcard"
-                        } else {
-                            "not a wildcard"
-                        },
-                        self.url
-                    ),
-                });
-            }
-            out.push(authz);
-        }
-        Ok(out)
-    }
-
-    /// True when an authorization for `id` (with the wildcard flag) belongs
-    /// to this order's identifiers.
-    fn covers(&self, id: &Identifier, wildcard: bool) -> bool {
-        self.state.identifiers.iter().any(|ordered| {
-            ordered.kind.eq_ignore_ascii_case(&id.kind)
-                && match ordered.value.strip_prefix("*.") {
-                    Some(base) => wildcard && base.eq_ignore_ascii_case(&id.value),
-                    None => !wildcard && ordered.value.eq_ignore_ascii_case(&id.value),
-                }
-        })
+        authorizations(&self.core).await
     }
 
     /// Polls until the order leaves `pending`. `ready` (or later) is
@@ -321,8 +196,8 @@ impl Order {
     /// ([`Error::ValidationFailed`]) when one can be found.
     pub async fn wait_ready(&mut self) -> Result<OrderStatus> {
         self.poll_while(OrderStatus::Pending).await?;
-        match self.state.status {
-            OrderStatus::Invalid => Err(self.invalid_error().await),
+        match self.core.state.status {
+            OrderStatus::Invalid => Err(invalid_error(&self.core).await),
             status => Ok(status),
         }
     }
@@ -333,165 +208,70 @@ impl Order {
     ///
     /// ACME v1: `new-cert`, which issues synchronously (the answer is the
     /// DER certificate; the order becomes `valid`). It has its own timeout
-    /// ([`ClientBuilder::new_cert_timeout`](crate::ClientBuilder::new_cert_timeout)),
-    /// and since v1 has no order to read back, a lost answer is handled
-    /// apart: every `new-cert` is recorded before it is sent; after one
-    /// whose answer was lost, the [`CertificateFinder`](crate::client::CertificateFinder)
-    /// (if any) is asked for the certificate before anything is repeated;
-    /// and a repeat past the budget
-    /// ([`ClientBuilder::new_cert_budget`](crate::ClientBuilder::new_cert_budget))
-    /// is refused with [`Error::RateLimitedLocally`]. With [`Csr::Der`]
-    /// the identifiers and key are read from the CSR.
+    /// (`ClientBuilder::new_cert_timeout`), and since v1 has no order to
+    /// read back, a lost answer is handled apart: every `new-cert` is
+    /// recorded before it is sent; after one whose answer was lost, the
+    /// `CertificateFinder` (if any) is asked for the certificate before
+    /// anything is repeated; and a repeat past the budget
+    /// (`ClientBuilder::new_cert_budget`) is refused with
+    /// [`Error::RateLimitedLocally`]. With [`Csr::Der`] the identifiers and
+    /// key are read from the CSR.
     pub async fn finalize(&mut self, csr: Csr<'_>) -> Result<OrderStatus> {
-        if self.state.status != OrderStatus::Ready {
+        if self.core.state.status != OrderStatus::Ready {
             return Err(Error::InvalidInput(format!(
                 "order {} is {}, not ready to finalize",
-                self.url,
-                self.state.status.as_str()
+                self.core.url,
+                self.core.state.status.as_str()
             )));
         }
         let der = match csr {
             Csr::Key(key) => {
-                if key.to_signing_key()?.jwk() == self.account.key().jwk() {
+                if key.to_signing_key()?.jwk() == self.core.account.key().jwk() {
                     return Err(Error::InvalidInput(
                         "the certificate key must not be the account key".into(),
                     ));
                 }
-                key.csr_der(&self.state.identifiers)?
+                key.csr_der(&self.core.state.identifiers)?
             }
             Csr::Der(der) => der.to_vec(),
         };
-        if self.v1.is_some() {
-            return self.finalize_v1(csr, der).await;
-        }
-        let payload = serde_json::to_value(v2::Finalize { csr: b64(&der) }).expect("serializes");
-        let url = self.state.finalize.clone();
-        let client = self.account.client().clone();
-        let mut retrying = client.transport().retrying(Endpoint::Finalize, &url);
-        loop {
-            let result = self
-                .account
-                .post_once(Endpoint::Finalize, &url, Some(&payload))
-                .await
-                .and_then(|r| Ok((r.json::<OrderResource>()?, r.retry_after())));
-            match result {
-                Ok((state, retry_after)) => {
-                    self.state = state;
-                    self.last_retry_after = retry_after;
-                    if matches!(self.state.status, OrderStatus::Ready | OrderStatus::Pending) {
-                        // Sending finalize again would loop for as long as
-                        // the CA keeps answering so.
-                        return Err(Error::ProtocolViolation {
-                            url: url.clone(),
-                            reason: format!(
-                                "finalize of {} answered with status {} (expected processing or valid)",
-                                self.url,
-                                self.state.status.as_str()
-                            ),
-                        });
-                    }
-                    tracing::info!(order = %self.url, status = self.state.status.as_str(), "order finalized");
-                    return Ok(self.state.status);
-                }
-                Err(e) => {
-                    // Finalize is not idempotent (a second one answers
-                    // orderNotReady): when the outcome is unknown, read the
-                    // order and continue from what the CA says.
-                    let unknown = e.class() == ErrorClass::Transient;
-                    retrying.pause_or_fail(e).await?;
-                    if unknown {
-                        self.refresh().await?;
-                        match self.state.status {
-                            OrderStatus::Ready => {
-                                tracing::info!(order = %self.url, "finalize did not take effect; sending it again");
-                            }
-                            OrderStatus::Processing | OrderStatus::Valid => {
-                                tracing::info!(
-                                    order = %self.url,
-                                    status = self.state.status.as_str(),
-                                    "finalize had taken effect although its response was lost"
-                                );
-                                return Ok(self.state.status);
-                            }
-                            OrderStatus::Invalid => return Err(self.invalid_error().await),
-                            OrderStatus::Pending => {
-                                return Err(Error::InvalidInput(format!(
-                                    "order {} went back to pending during finalize",
-                                    self.url
-                                )));
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        self.wire.finalize(&mut self.core, csr, der).await
     }
 
-    async fn finalize_v1(&mut self, csr: Csr<'_>, der: Vec<u8>) -> Result<OrderStatus> {
-        let (ids, spki) = match csr {
-            Csr::Key(key) => (self.state.identifiers.clone(), key.public_key_der()),
-            Csr::Der(der) => v1::csr_contents(der)?,
-        };
-        let issued = v1::new_cert(&self.account, &der, &ids, &spki).await?;
-        let client = self.account.client().clone();
-        let v1 = self.v1.as_mut().expect("a v1 order");
-        v1.reference.certificate = Some(issued.url.clone());
-        v1.chain = issued.chain.clone();
-        v1.issued = Some(issued);
-        self.url = v1.reference.to_url();
-        self.state = v1::order_resource(&client, &v1.reference, &v1.statuses, self.state.expires);
-        tracing::info!(order = %self.url, "v1 order issued");
-        Ok(self.state.status)
+    /// The order is resumed after a finalize (ACME v1: new-cert) that may
+    /// have been sent: `sent` is when, and how many times, when that was
+    /// the last step. For v1, whose order is the client's own, the order
+    /// counts as ready again whatever its authorizations now say, and the
+    /// earlier attempts go to the new-cert guard (certificate finder, or
+    /// `OutcomeUnknown`); an RFC 8555 order's state is the CA's.
+    pub(crate) fn resume_after_finalize(&mut self, sent: Option<(SystemTime, u32)>) {
+        self.wire.resume_after_finalize(&mut self.core, sent);
     }
 
-    /// ACME v1: treats a client-side order whose new-cert may already have
-    /// been sent as ready again, whatever its authorizations now say
-    /// (expired, deactivated): the next [`Order::finalize`] then goes
-    /// through the new-cert guard (finder, or `OutcomeUnknown`), never
-    /// through new authorizations or a new order. No effect on v2 orders.
-    pub(crate) fn resume_v1_new_cert(&mut self) {
-        if self.v1.is_some() && self.state.status != OrderStatus::Valid {
-            self.state.status = OrderStatus::Ready;
-        }
+    /// True when `error`, the failure of [`Order::finalize`], proves
+    /// nothing was issued although the order cannot say so (ACME v1: the
+    /// CA's own 4xx, or a local refusal, with no earlier answer lost).
+    pub(crate) fn refusal_issued_nothing(&self, error: &Error) -> bool {
+        self.wire.refusal_issued_nothing(&self.core, error)
     }
 
     /// The chain already in hand without a request (ACME v1: one a
     /// certificate finder found after a lost new-cert answer, which the CA
     /// never gave a URL for, so it must be journalled at once).
     pub(crate) fn chain_in_hand(&self) -> Option<&CertificateChain> {
-        self.v1.as_ref()?.chain.as_ref()
-    }
-
-    /// The v1 chain: cached, else assembled from new-cert's answer, else
-    /// downloaded from the certificate URL (following `Link: rel="up"`).
-    async fn chain_v1(&mut self, url: &str) -> Result<CertificateChain> {
-        let client = self.account.client().clone();
-        let v1 = self.v1.as_mut().expect("a v1 order");
-        if let Some(chain) = &v1.chain {
-            return Ok(chain.clone());
-        }
-        let chain = match v1.issued.as_ref() {
-            Some(v1::Issued {
-                leaf_der: Some(leaf),
-                up,
-                ..
-            }) => v1::assemble_chain(&client, url, leaf.clone(), up.clone()).await?,
-            _ => v1::download_chain(&client, url).await?,
-        };
-        v1.chain = Some(chain.clone());
-        Ok(chain)
+        self.wire.chain_in_hand()
     }
 
     /// Polls until the order leaves `processing`; returns the certificate URL.
     pub async fn wait_certificate(&mut self) -> Result<String> {
         self.poll_while(OrderStatus::Processing).await?;
-        match (&self.state.status, &self.state.certificate) {
+        match (&self.core.state.status, &self.core.state.certificate) {
             (OrderStatus::Valid, Some(url)) => Ok(url.clone()),
-            (OrderStatus::Invalid, _) => Err(self.invalid_error().await),
+            (OrderStatus::Invalid, _) => Err(invalid_error(&self.core).await),
             (status, _) => Err(Error::InvalidResponse {
                 request: Box::new(crate::error::RequestInfo {
                     method: "POST",
-                    url: self.url.clone(),
+                    url: self.core.url.clone(),
                     status: None,
                     retry_after: None,
                 }),
@@ -519,39 +299,82 @@ impl Order {
         preferred_issuer: Option<&str>,
     ) -> Result<CertificateChain> {
         let url = self.wait_certificate().await?;
-        let default = if self.v1.is_some() {
-            self.chain_v1(&url).await?
-        } else {
-            download(&self.account, &url).await?
-        };
-        prefer_chain(&self.account, default, preferred_issuer).await
+        let default = self.wire.download(&self.core, &url).await?;
+        prefer_chain(&self.core.account, default, preferred_issuer).await
     }
 
     async fn poll_while(&mut self, status: OrderStatus) -> Result<()> {
-        let policy = self.account.client().poll_policy().clone();
-        let url = self.url.clone();
+        let policy = self.core.account.client().poll_policy().clone();
+        let url = self.core.url.clone();
         let mut poller = Poller::new(&policy, "order", &url);
-        while self.state.status == status {
-            poller.wait(status.as_str(), self.last_retry_after).await?;
+        while self.core.state.status == status {
+            poller
+                .wait(status.as_str(), self.core.last_retry_after)
+                .await?;
             self.refresh().await?;
         }
         Ok(())
     }
+}
 
-    /// The most useful error for an invalid order: the failed
-    /// authorization's challenge problem, else the order's own.
-    async fn invalid_error(&self) -> Error {
-        if let Ok(authzs) = self.authorizations().await {
-            for authz in authzs {
-                if authz.status() == AuthorizationStatus::Invalid {
-                    return authz.failure();
-                }
+/// The order's authorizations, checked against what was ordered.
+async fn authorizations(order: &OrderCore) -> Result<Vec<Authorization>> {
+    let listed = order.state.authorizations.len();
+    let ordered = order.state.identifiers.len();
+    if listed > ordered.max(1) {
+        return Err(Error::ProtocolViolation {
+            url: order.url.clone(),
+            reason: format!("the order lists {listed} authorizations for {ordered} identifiers"),
+        });
+    }
+    let mut out = Vec::with_capacity(listed);
+    for url in &order.state.authorizations {
+        let authz = Authorization::fetch(order.account.clone(), url).await?;
+        if !covers(order, &authz.state().identifier, authz.state().wildcard) {
+            return Err(Error::ProtocolViolation {
+                url: url.clone(),
+                reason: format!(
+                    "authorization for {} ({}), which order {} does not contain",
+                    authz.identifier(),
+                    if authz.state().wildcard {
+                        "wildcard"
+                    } else {
+                        "not a wildcard"
+                    },
+                    order.url
+                ),
+            });
+        }
+        out.push(authz);
+    }
+    Ok(out)
+}
+
+/// True when an authorization for `id` (with the wildcard flag) belongs
+/// to the order's identifiers.
+fn covers(order: &OrderCore, id: &Identifier, wildcard: bool) -> bool {
+    order.state.identifiers.iter().any(|ordered| {
+        ordered.kind.eq_ignore_ascii_case(&id.kind)
+            && match ordered.value.strip_prefix("*.") {
+                Some(base) => wildcard && base.eq_ignore_ascii_case(&id.value),
+                None => !wildcard && ordered.value.eq_ignore_ascii_case(&id.value),
+            }
+    })
+}
+
+/// The most useful error for an invalid order: the failed
+/// authorization's challenge problem, else the order's own.
+pub(crate) async fn invalid_error(order: &OrderCore) -> Error {
+    if let Ok(authzs) = authorizations(order).await {
+        for authz in authzs {
+            if authz.status() == AuthorizationStatus::Invalid {
+                return authz.failure();
             }
         }
-        Error::OrderInvalid {
-            url: self.url.clone(),
-            problem: self.state.error.clone().map(Box::new),
-        }
+    }
+    Error::OrderInvalid {
+        url: order.url.clone(),
+        problem: order.state.error.clone().map(Box::new),
     }
 }
 

@@ -9,7 +9,6 @@ use zeroize::Zeroizing;
 
 use super::{AccountKey, b64, b64_decode};
 use crate::error::{Error, Result};
-use crate::protocol::Dialect;
 
 /// How a JWS names its key: the JWK itself (before an account exists, and
 /// for revocation by certificate key) or the account URL (`kid`).
@@ -19,27 +18,37 @@ pub(crate) enum KeyId<'a> {
     Kid(&'a str),
 }
 
+/// The shape of a JWS protected header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum JwsHeader {
+    /// RFC 8555 §6.2: `alg`, `jwk` or `kid`, `nonce`, `url`.
+    #[default]
+    Rfc8555,
+    /// Exactly `{alg, jwk, nonce}`: the account is named by its key, never
+    /// by `kid`, and there is no `url` (the pre-RFC ACME v1 header).
+    #[cfg_attr(not(feature = "v1"), allow(dead_code))]
+    JwkOnly,
+}
+
 /// Signs `payload` (`None` = POST-as-GET, an empty payload) for `url`.
-/// `nonce` is `None` only for the inner JWS of a key change.
-///
-/// With [`Dialect::V1`] the protected header is exactly `{alg, jwk, nonce}`:
-/// ACME v1 identifies the account by its key, never by `kid`, and has no
-/// `url` header (`key_id` and `url` are ignored).
+/// `nonce` is `None` only for the inner JWS of a key change. With
+/// [`JwsHeader::JwkOnly`], `key_id` and `url` are ignored.
 pub(crate) fn sign(
     key: &AccountKey,
     key_id: KeyId<'_>,
     nonce: Option<&str>,
     url: &str,
     payload: Option<&Value>,
-    dialect: Dialect,
+    header: JwsHeader,
 ) -> Result<Value> {
     let mut protected = json!({"alg": key.algorithm().jws_name()});
-    match (dialect, key_id) {
-        (Dialect::V1, _) => protected["jwk"] = key.jwk().clone(),
-        (_, KeyId::Jwk) => protected["jwk"] = key.jwk().clone(),
-        (_, KeyId::Kid(kid)) => protected["kid"] = Value::from(kid),
+    match (header, key_id) {
+        (JwsHeader::JwkOnly, _) | (JwsHeader::Rfc8555, KeyId::Jwk) => {
+            protected["jwk"] = key.jwk().clone()
+        }
+        (JwsHeader::Rfc8555, KeyId::Kid(kid)) => protected["kid"] = Value::from(kid),
     }
-    if dialect != Dialect::V1 {
+    if header == JwsHeader::Rfc8555 {
         protected["url"] = Value::from(url);
     }
     if let Some(nonce) = nonce {
@@ -123,7 +132,7 @@ mod tests {
             Some("n0nce"),
             "https://ca/new-acct",
             Some(&payload),
-            Dialect::V2,
+            JwsHeader::Rfc8555,
         )
         .unwrap();
         let header = decode_json(&jws["protected"]);
@@ -157,7 +166,7 @@ mod tests {
             Some("n2"),
             "https://ca/o/1",
             None,
-            Dialect::V2,
+            JwsHeader::Rfc8555,
         )
         .unwrap();
         let header = decode_json(&jws["protected"]);
@@ -177,7 +186,7 @@ mod tests {
                 Some("n1"),
                 "https://ca/new-authz",
                 Some(&payload),
-                Dialect::V1,
+                JwsHeader::JwkOnly,
             )
             .unwrap();
             let header = decode_json(&jws["protected"]);

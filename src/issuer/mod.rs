@@ -864,13 +864,19 @@ impl<S: Store> Issuer<S> {
         journal: &mut Journal,
         options: &EnsureOptions,
     ) -> std::result::Result<(), DriveError> {
-        // ACME v1: once new-cert may have been sent, the order's synthesized
-        // status (from authorizations that may have expired since) says
-        // nothing about the certificate: only the new-cert guard decides.
-        if order.dialect() == crate::protocol::Dialect::V1
-            && journal.step >= JournalStep::Finalizing
-        {
-            order.resume_v1_new_cert();
+        // Once finalize may have been sent, the order's dialect decides what
+        // that means (ACME v1, whose order is the client's own, hands the
+        // earlier attempts to its new-cert guard: certificate finder and
+        // budget before anything is repeated).
+        if journal.step >= JournalStep::Finalizing {
+            let sent = match (journal.step, journal.finalize_sent_at) {
+                (JournalStep::Finalizing, Some(at)) => Some((
+                    UNIX_EPOCH + Duration::from_secs(at.max(0) as u64),
+                    journal.finalize_attempts,
+                )),
+                _ => None,
+            };
+            order.resume_after_finalize(sent);
         }
         loop {
             match order.status() {
@@ -878,22 +884,6 @@ impl<S: Store> Issuer<S> {
                     self.answer_challenges(key, order, journal, options).await?;
                 }
                 OrderStatus::Ready => {
-                    // ACME v1 has no order at the CA to tell whether an
-                    // earlier process's new-cert took effect: hand the
-                    // client that attempt, so it asks its certificate
-                    // finder and counts the budget before repeating.
-                    if order.dialect() == crate::protocol::Dialect::V1
-                        && journal.step == JournalStep::Finalizing
-                        && let Some(at) = journal.finalize_sent_at
-                    {
-                        let sent = UNIX_EPOCH + Duration::from_secs(at.max(0) as u64);
-                        for _ in 0..journal.finalize_attempts.clamp(1, 64) {
-                            self.inner
-                                .client
-                                .new_certs()
-                                .note_unanswered(key.identifiers(), sent);
-                        }
-                    }
                     let cert_key = match &journal.key_pem {
                         Some(pem) => CertificateKey::from_pkcs8_pem(pem)?,
                         None => CertificateKey::generate(options.key_type)?,
@@ -982,15 +972,7 @@ impl<S: Store> Issuer<S> {
         journal: &mut Journal,
         error: &Error,
     ) -> Result<()> {
-        // The CA's own word (a problem document with a 4xx), not a proxy's
-        // page: only that says nothing was issued.
-        let refused = matches!(error, Error::RateLimitedLocally { .. })
-            || matches!(error, Error::Problem { request, .. }
-                if request.status.is_some_and(|s| (400..500).contains(&s) && s != 408));
-        if order.dialect() != crate::protocol::Dialect::V1
-            || !refused
-            || self.inner.client.new_certs().has_unknown(key.identifiers())
-        {
+        if !order.refusal_issued_nothing(error) {
             return Ok(());
         }
         journal.step = JournalStep::ChallengesAnswered;

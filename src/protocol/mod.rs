@@ -8,6 +8,7 @@
 pub mod identifier;
 pub mod resources;
 pub mod timestamp;
+#[cfg(feature = "v1")]
 pub mod v1;
 pub mod v2;
 

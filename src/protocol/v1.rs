@@ -59,13 +59,23 @@ pub struct KeyChange<'a> {
 /// The v1 directory keys a client needs.
 pub(crate) const DIRECTORY_KEYS: [&str; 3] = ["new-reg", "new-authz", "new-cert"];
 
-/// Builds the shared [`Directory`] from a v1 one: `new_account` is
-/// `new-reg`, `new_order` is `new-authz`, `new_nonce` is empty (v1 has
-/// none), `revoke_cert` and `key_change` are `revoke-cert` and `key-change`
-/// (empty when absent), the terms come from `meta.terms-of-service`; every
-/// v1 member is also kept verbatim in `extra` (so `extra["new-cert"]` is
-/// the new-cert URL).
-pub(crate) fn directory(obj: &Map<String, Value>) -> Result<Directory, String> {
+/// A v1 directory's endpoints, by their v1 names.
+#[derive(Debug, Clone)]
+pub(crate) struct V1Directory {
+    /// `new-authz`: one authorization per identifier.
+    pub(crate) new_authz: String,
+    /// `new-cert`: issues synchronously.
+    pub(crate) new_cert: String,
+}
+
+/// Reads a v1 directory: its endpoints, and the shared [`Directory`]
+/// as [`Client::directory`](crate::Client::directory) shows it to users
+/// (`new_account` is `new-reg`, `new_order` is `new-authz`, `new_nonce` is
+/// empty, `revoke_cert` and `key_change` are `revoke-cert` and
+/// `key-change` (empty when absent), the terms come from
+/// `meta.terms-of-service`; every v1 member is also kept verbatim in
+/// `extra`). The v1 dialect itself reads only the endpoints.
+pub(crate) fn directory(obj: &Map<String, Value>) -> Result<(Directory, V1Directory), String> {
     let url = |key: &str| -> Result<String, String> {
         match obj.get(key) {
             None => Ok(String::new()),
@@ -104,7 +114,11 @@ pub(crate) fn directory(obj: &Map<String, Value>) -> Result<Directory, String> {
     }
     let mut extra = obj.clone();
     extra.remove("meta");
-    Ok(Directory {
+    let endpoints = V1Directory {
+        new_authz: url("new-authz")?,
+        new_cert: url("new-cert")?,
+    };
+    let directory = Directory {
         new_nonce: String::new(),
         new_account: url("new-reg")?,
         new_order: url("new-authz")?,
@@ -114,7 +128,8 @@ pub(crate) fn directory(obj: &Map<String, Value>) -> Result<Directory, String> {
         renewal_info: None,
         meta,
         extra,
-    })
+    };
+    Ok((directory, endpoints))
 }
 
 /// A v1 challenge object: `uri` instead of `url`.
@@ -228,10 +243,12 @@ mod tests {
             "Ln9Rk3xQ": "https://community.letsencrypt.org/t/adding-random-entries-to-the-directory/33417",
             "meta": {"terms-of-service": "https://ca/terms", "caaIdentities": ["ca.example"], "website": "https://ca"}
         });
-        let d = directory(v.as_object().unwrap()).unwrap();
+        let (d, endpoints) = directory(v.as_object().unwrap()).unwrap();
         assert_eq!(d.new_nonce, "");
         assert_eq!(d.new_account, "https://ca/acme/new-reg");
         assert_eq!(d.new_order, "https://ca/acme/new-authz");
+        assert_eq!(endpoints.new_authz, "https://ca/acme/new-authz");
+        assert_eq!(endpoints.new_cert, "https://ca/acme/new-cert");
         assert_eq!(d.key_change, "");
         assert_eq!(d.extra["new-cert"], "https://ca/acme/new-cert");
         assert!(d.extra.contains_key("Ln9Rk3xQ"));

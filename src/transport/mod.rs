@@ -7,12 +7,11 @@
 //! where the nonce came from, the attempt number and the elapsed time.
 //! Bodies are never logged (requests carry keys in JWKs and CSRs).
 //!
-//! The transport also knows the CA's [`Dialect`]: for ACME v1 it signs
-//! with the `jwk` alone (`{alg, jwk, nonce}`), adds the endpoint's
-//! `resource` to every payload, refuses POST-as-GET (v1 reads with plain
-//! GET), takes a nonce by `HEAD`ing the request's own URL when the pool is
-//! empty (v1 has no newNonce; every v1 response carries a `Replay-Nonce`),
-//! and gives new-cert its own, longer timeout.
+//! The transport knows nothing of ACME dialects: the client's dialect hands
+//! it a `WireShape` once the directory is read (the JWS header form, the
+//! payload as sent, where a fresh nonce comes from, a timeout of its own
+//! for one endpoint), and `Transport::post_once_with` is the one place it
+//! is applied.
 
 mod link;
 mod nonce;
@@ -31,9 +30,8 @@ pub(crate) use link::links;
 pub use stats::{Endpoint, RequestStats};
 
 use crate::crypto::AccountKey;
-use crate::crypto::jws::{self, KeyId};
+use crate::crypto::jws::{self, JwsHeader, KeyId};
 use crate::error::{Error, Problem, RequestInfo, Result, RetryAfter, TransportFailure};
-use crate::protocol::Dialect;
 use crate::retry::{Event, Events, RetryPolicy, Retrying, Rng};
 use nonce::NoncePool;
 use stats::Counters;
@@ -42,24 +40,6 @@ use stats::Counters;
 const JOSE_JSON: &str = "application/jose+json";
 /// The media type of a PEM certificate chain.
 pub(crate) const PEM_CHAIN: &str = "application/pem-certificate-chain";
-/// The media type of a DER certificate (ACME v1).
-pub(crate) const PKIX_CERT: &str = "application/pkix-cert";
-
-/// The `resource` an ACME v1 payload sent to `endpoint` carries (Boulder
-/// refused a payload whose `resource` did not match the endpoint).
-pub(crate) fn v1_resource(endpoint: Endpoint) -> Option<&'static str> {
-    Some(match endpoint {
-        Endpoint::NewAccount => "new-reg",
-        Endpoint::Account => "reg",
-        Endpoint::NewOrder => "new-authz",
-        Endpoint::Authorization => "authz",
-        Endpoint::Challenge => "challenge",
-        Endpoint::Finalize => "new-cert",
-        Endpoint::Revoke => "revoke-cert",
-        Endpoint::KeyChange => "key-change",
-        _ => return None,
-    })
-}
 
 /// Settings of the transport, set through [`ClientBuilder`](crate::ClientBuilder).
 #[derive(Debug, Clone)]
@@ -69,8 +49,6 @@ pub(crate) struct TransportConfig {
     pub(crate) allow_http: bool,
     pub(crate) retry: RetryPolicy,
     pub(crate) events: Events,
-    /// The timeout of an ACME v1 new-cert (None: no timeout).
-    pub(crate) new_cert_timeout: Option<Duration>,
 }
 
 /// A successful (2xx) response.
@@ -150,7 +128,7 @@ pub(crate) struct Transport {
     config: TransportConfig,
     nonces: NoncePool,
     new_nonce_url: OnceLock<String>,
-    dialect: OnceLock<Dialect>,
+    shape: OnceLock<Box<dyn WireShape>>,
     counters: Counters,
     rng: Rng,
 }
@@ -163,7 +141,7 @@ impl Transport {
             rng: Rng::new(config.retry.seed),
             config,
             new_nonce_url: OnceLock::new(),
-            dialect: OnceLock::new(),
+            shape: OnceLock::new(),
             counters: Counters::default(),
         }
     }
@@ -185,14 +163,17 @@ impl Transport {
         let _ = self.new_nonce_url.set(url);
     }
 
-    /// Sets the CA's dialect (once, after the directory is read; V2 until then).
-    pub(crate) fn set_dialect(&self, dialect: Dialect) {
-        let _ = self.dialect.set(dialect);
+    /// Sets how requests are shaped (once, after the directory is read;
+    /// RFC 8555 until then).
+    pub(crate) fn set_shape(&self, shape: Box<dyn WireShape>) {
+        let _ = self.shape.set(shape);
     }
 
-    /// The CA's dialect.
-    pub(crate) fn dialect(&self) -> Dialect {
-        self.dialect.get().copied().unwrap_or_default()
+    fn shape(&self) -> &dyn WireShape {
+        match self.shape.get() {
+            Some(shape) => shape.as_ref(),
+            None => &Rfc8555Shape,
+        }
     }
 
     pub(crate) fn stats(&self) -> RequestStats {
@@ -315,18 +296,16 @@ impl Transport {
         also_ok: &[u16],
     ) -> Result<Response> {
         self.check_url(url)?;
-        let dialect = self.dialect();
-        let payload = match dialect {
-            Dialect::V1 => Some(Cow::Owned(v1_payload(endpoint, url, payload)?)),
-            _ => payload.map(Cow::Borrowed),
-        };
+        let shape = self.shape();
+        let header = shape.header();
+        let payload = shape.payload(endpoint, url, payload)?;
         let (mut nonce, mut source) = match self.nonces.take() {
             Some(n) => (n, "pool"),
             None => (self.fresh_nonce(url).await?, "fetched"),
         };
         let mut attempt = 0;
         loop {
-            let body = jws::sign(key, key_id, Some(&nonce), url, payload.as_deref(), dialect)?;
+            let body = jws::sign(key, key_id, Some(&nonce), url, payload.as_deref(), header)?;
             let body = serde_json::to_vec(&body).expect("JSON values always serialize");
             let ex = self
                 .exchange(
@@ -372,7 +351,7 @@ impl Transport {
     async fn fresh_nonce(&self, target: &str) -> Result<String> {
         let (url, any_status) = match self.new_nonce_url.get().filter(|u| !u.is_empty()) {
             Some(url) => (url.as_str(), false),
-            None if self.dialect() == Dialect::V1 => (target, true),
+            None if self.shape().nonce_from_request_url() => (target, true),
             None => return Err(Error::Unsupported("no newNonce URL known".into())),
         };
         let mut retrying = self.retrying(Endpoint::NewNonce, url);
@@ -452,11 +431,12 @@ impl Transport {
             _ => "POST",
         };
         self.counters.count(endpoint);
-        let new_cert = self.dialect() == Dialect::V1
-            && endpoint == Endpoint::Finalize
-            && method == http::Method::POST;
+        let own_timeout = match method {
+            http::Method::POST => self.shape().post_timeout(endpoint),
+            _ => None,
+        };
         let mut request = self.http.request(method, url);
-        if new_cert && let Some(timeout) = self.config.new_cert_timeout {
+        if let Some(timeout) = own_timeout {
             request = request.timeout(timeout);
         }
         if let Some(body) = body {
@@ -621,27 +601,46 @@ impl Transport {
     }
 }
 
-/// An ACME v1 payload: the caller's JSON object plus the endpoint's `resource`.
-fn v1_payload(endpoint: Endpoint, url: &str, payload: Option<&Value>) -> Result<Value> {
-    let unsupported = |why: &str| {
-        Error::Unsupported(format!(
-            "ACME v1 {why} ({} {url}); v1 reads resources with a plain GET",
-            endpoint.as_str()
-        ))
-    };
-    let resource = v1_resource(endpoint)
-        .ok_or_else(|| unsupported("has no signed requests to this endpoint"))?;
-    let mut object = match payload {
-        Some(Value::Object(m)) => m.clone(),
-        Some(_) => {
-            return Err(Error::InvalidInput(
-                "a v1 payload must be a JSON object".into(),
-            ));
-        }
-        None => return Err(unsupported("has no POST-as-GET")),
-    };
-    object.insert("resource".into(), Value::from(resource));
-    Ok(Value::Object(object))
+/// How a dialect shapes requests on the wire (see the module docs).
+pub(crate) trait WireShape: Send + Sync + std::fmt::Debug {
+    /// The JWS protected header form.
+    fn header(&self) -> JwsHeader;
+    /// The payload as sent to `endpoint` at `url` (`None`: POST-as-GET).
+    fn payload<'a>(
+        &self,
+        endpoint: Endpoint,
+        url: &str,
+        payload: Option<&'a Value>,
+    ) -> Result<Option<Cow<'a, Value>>>;
+    /// True when a fresh nonce is taken by `HEAD`ing the request's own URL
+    /// (a CA without newNonce).
+    fn nonce_from_request_url(&self) -> bool;
+    /// A timeout of its own for a POST to `endpoint`.
+    fn post_timeout(&self, endpoint: Endpoint) -> Option<Duration>;
+}
+
+/// RFC 8555's wire: payloads as given, nonces from newNonce.
+#[derive(Debug)]
+pub(crate) struct Rfc8555Shape;
+
+impl WireShape for Rfc8555Shape {
+    fn header(&self) -> JwsHeader {
+        JwsHeader::Rfc8555
+    }
+    fn payload<'a>(
+        &self,
+        _: Endpoint,
+        _: &str,
+        payload: Option<&'a Value>,
+    ) -> Result<Option<Cow<'a, Value>>> {
+        Ok(payload.map(Cow::Borrowed))
+    }
+    fn nonce_from_request_url(&self) -> bool {
+        false
+    }
+    fn post_timeout(&self, _: Endpoint) -> Option<Duration> {
+        None
+    }
 }
 
 /// A short printable description of a non-problem error body.

@@ -1,11 +1,7 @@
-//! ACME v1 (Boulder's `acme-v01`) behind the same [`Account`] / [`Order`] /
-//! [`Authorization`](super::Authorization) types: registration, the
-//! client-side order (one `new-authz` per identifier), `new-cert` with its
-//! lost-response guard, the `Link: rel="up"` chain walk and key-change.
-//!
-//! The transport signs v1 requests (`{alg, jwk, nonce}`, `resource` added
-//! to every payload); this module only decides what to send and reads
-//! what comes back.
+//! ACME v1's `new-cert`: issued synchronously, with no order to read back,
+//! so every attempt is recorded before it is sent, a lost answer sends the
+//! [`CertificateFinder`] looking before anything is repeated, and repeats
+//! are bounded by the duplicate-certificate budget.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,18 +10,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use x509_parser::prelude::{FromDer, X509Certificate, X509CertificationRequest};
 
-use super::{Account, AccountOptions, CertificateChain, Client, NewOrder};
-use crate::crypto::jws::{self, KeyId};
-use crate::crypto::{AccountKey, b64};
-use crate::error::{Error, ErrorClass, ProblemType, RateLimitScope, RequestInfo, Result};
-use crate::protocol::v1::{self as wire, OrderRef};
-use crate::protocol::{
-    AccountResource, AuthorizationResource, AuthorizationStatus, Dialect, Identifier, OrderResource,
-};
-use crate::transport::{Endpoint, PKIX_CERT, Response, links};
+use super::requests::invalid;
+use super::{PKIX_CERT, V1State};
+use crate::client::{Account, CertificateChain, Client};
+use crate::crypto::b64;
+use crate::crypto::jws::KeyId;
+use crate::error::{Error, ErrorClass, RateLimitScope, RequestInfo, Result};
+use crate::protocol::Identifier;
+use crate::transport::{Endpoint, Response, links};
 
 /// What [`CertificateFinder::find`] returns.
 pub type FindFuture<'a> = Pin<Box<dyn Future<Output = Result<Option<String>>> + Send + 'a>>;
@@ -38,7 +33,7 @@ pub type FindFuture<'a> = Pin<Box<dyn Future<Output = Result<Option<String>>> + 
 /// may exist, and repeating the request issues another one, each counting
 /// against the CA's duplicate-certificate limit (Let's Encrypt: 5 per exact
 /// set per week). Plugged in with
-/// [`ClientBuilder::certificate_finder`](super::ClientBuilder::certificate_finder),
+/// [`ClientBuilder::certificate_finder`](crate::ClientBuilder::certificate_finder),
 /// a finder is asked before any `new-cert` for the same identifiers is
 /// repeated; what it finds is used if its leaf names exactly these
 /// identifiers and has this public key, and no second `new-cert` is sent.
@@ -250,320 +245,6 @@ impl NewCertLedger {
 }
 
 // ---------------------------------------------------------------------------
-// Accounts.
-
-fn invalid(response: &Response, reason: impl Into<String>) -> Error {
-    Error::InvalidResponse {
-        request: response.info(),
-        reason: reason.into(),
-    }
-}
-
-fn registration(response: &Response) -> Result<AccountResource> {
-    let value: Value = response.json()?;
-    wire::account(value).map_err(|e| invalid(response, format!("not a v1 registration: {e}")))
-}
-
-/// An idempotent POST to the registration URL (query, update, agreement),
-/// signed with `key`'s JWK.
-pub(super) async fn post_reg(
-    client: &Client,
-    key: &AccountKey,
-    reg_url: &str,
-    payload: &Value,
-) -> Result<(AccountResource, Response)> {
-    client
-        .transport()
-        .post_parsed(
-            Endpoint::Account,
-            reg_url,
-            key,
-            KeyId::Jwk,
-            Some(payload),
-            None,
-            registration,
-        )
-        .await
-}
-
-/// new-reg: 201 with the registration (then the agreement, if asked for and
-/// not yet given), or 409 with the `Location` of the key's registration.
-pub(super) async fn create_account(
-    client: Client,
-    key: AccountKey,
-    options: &AccountOptions,
-) -> Result<Account> {
-    if options.external_account.is_some() {
-        return Err(Error::Unsupported(
-            "ACME v1 has no external account binding (EAB)".into(),
-        ));
-    }
-    let directory = client.directory();
-    let dir_terms = directory.meta.terms_of_service.clone();
-    let agreement = options
-        .terms_of_service_agreed
-        .then_some(dir_terms.as_deref())
-        .flatten();
-    let payload = serde_json::to_value(wire::NewRegistration {
-        contact: &options.contact,
-        agreement,
-    })
-    .expect("payload serializes");
-    let url = directory.new_account.clone();
-    let transport = client.transport();
-    // new-reg is idempotent for a key (a repeat answers 409 with the
-    // registration), so lost and broken answers are retried.
-    let mut retrying = transport.retrying(Endpoint::NewAccount, &url);
-    let (reg_url, created, terms_link) = loop {
-        let result = transport
-            .post_once_with(
-                Endpoint::NewAccount,
-                &url,
-                &key,
-                KeyId::Jwk,
-                Some(&payload),
-                None,
-                &[409],
-            )
-            .await
-            .and_then(|r| {
-                let location = r.location()?;
-                let terms = links(&r.headers, "terms-of-service").into_iter().next();
-                if r.status == 409 {
-                    Ok((location, None, terms))
-                } else {
-                    Ok((location, Some(registration(&r)?), terms))
-                }
-            });
-        match result {
-            Ok(answer) => break answer,
-            Err(e) => retrying.pause_or_fail(e).await?,
-        }
-    };
-    let mut resource = created.clone();
-    if options.terms_of_service_agreed {
-        let agreed = created
-            .as_ref()
-            .is_some_and(|r| r.terms_of_service_agreed == Some(true));
-        let terms = terms_link.or(dir_terms);
-        match (agreed, terms, &created) {
-            (true, _, _) => {}
-            (false, Some(terms), _) => {
-                let (r, _) =
-                    post_reg(&client, &key, &reg_url, &json!({ "agreement": terms })).await?;
-                resource = Some(r);
-            }
-            // An existing registration and no terms known yet: its answer links them.
-            (false, None, None) => {
-                let (r, response) = post_reg(&client, &key, &reg_url, &json!({})).await?;
-                let linked = links(&response.headers, "terms-of-service")
-                    .into_iter()
-                    .next();
-                resource = Some(match linked {
-                    Some(terms) if r.terms_of_service_agreed != Some(true) => {
-                        post_reg(&client, &key, &reg_url, &json!({ "agreement": terms }))
-                            .await?
-                            .0
-                    }
-                    _ => r,
-                });
-            }
-            // Created, and the CA has no terms to agree to.
-            (false, None, Some(_)) => {}
-        }
-    }
-    tracing::info!(account = %reg_url, created = created.is_some(), "ACME v1 registration");
-    Ok(Account::from_parts(
-        client,
-        Arc::new(key),
-        reg_url,
-        resource,
-    ))
-}
-
-/// v1 key-change (Boulder): the outer JWS, signed by the current key,
-/// carries the inner JWS (signed by the new key, `{account, newKey}`) with
-/// `resource` spliced in.
-pub(super) async fn change_key(account: &Account, new_key: &AccountKey) -> Result<()> {
-    let client = account.client();
-    let url = client.directory().key_change.clone();
-    if url.is_empty() {
-        return Err(Error::Unsupported(
-            "this ACME v1 CA's directory has no key-change".into(),
-        ));
-    }
-    let inner_payload = serde_json::to_value(wire::KeyChange {
-        account: account.url(),
-        new_key: new_key.jwk(),
-    })
-    .expect("payload serializes");
-    let inner = jws::sign(
-        new_key,
-        KeyId::Jwk,
-        None,
-        &url,
-        Some(&inner_payload),
-        Dialect::V1,
-    )?;
-    let mut retrying = client.transport().retrying(Endpoint::KeyChange, &url);
-    loop {
-        match account
-            .post_once(Endpoint::KeyChange, &url, Some(&inner))
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) => {
-                let unknown = e.class() == ErrorClass::Transient;
-                retrying.pause_or_fail(e).await?;
-                // Not idempotent: ask whether the new key owns the
-                // registration already before sending it again.
-                if unknown && key_owns(client, new_key, account.url()).await? {
-                    return Ok(());
-                }
-            }
-        }
-    }
-}
-
-/// True when `key` signs for the registration at `reg_url` (a query of it
-/// succeeds; a key without a registration gets 403 `unauthorized`).
-async fn key_owns(client: &Client, key: &AccountKey, reg_url: &str) -> Result<bool> {
-    match post_reg(client, key, reg_url, &json!({})).await {
-        Ok(_) => Ok(true),
-        Err(e) if e.problem_type() == Some(&ProblemType::Unauthorized) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Orders and authorizations.
-
-/// Refuses what an ACME v1 order cannot have.
-pub(super) fn check_order(order: &NewOrder) -> Result<()> {
-    if order.has_validity_window() {
-        return Err(Error::Unsupported(
-            "ACME v1 has no notBefore/notAfter in orders".into(),
-        ));
-    }
-    for id in order.identifiers() {
-        if id.kind != "dns" {
-            return Err(Error::Unsupported(format!(
-                "ACME v1 has only DNS identifiers, not {id} (IP identifiers are RFC 8738, v2)"
-            )));
-        }
-        if id.is_wildcard() {
-            return Err(Error::Unsupported(format!(
-                "ACME v1 has no wildcard certificates ({id}); they came with v2"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// An authorization as a v1 CA serves it (plain GET).
-pub(super) async fn fetch_authorization(
-    client: &Client,
-    url: &str,
-) -> Result<(AuthorizationResource, Response)> {
-    client
-        .transport()
-        .get_parsed(Endpoint::Authorization, url, None, parse_authorization)
-        .await
-}
-
-pub(super) fn parse_authorization(response: &Response) -> Result<AuthorizationResource> {
-    let value: Value = response.json()?;
-    wire::authorization(value)
-        .map_err(|e| invalid(response, format!("not a v1 authorization: {e}")))
-}
-
-/// One new-authz per identifier. Not idempotent on the wire, but a repeat
-/// after a lost answer gets the pending authorization the CA already made
-/// (Boulder reuses it), like a v2 newOrder.
-pub(super) async fn new_authorizations(
-    account: &Account,
-    order: &NewOrder,
-) -> Result<(OrderRef, Vec<AuthorizationResource>)> {
-    let client = account.client();
-    let url = client.directory().new_order.clone();
-    let mut reference = OrderRef {
-        identifiers: order.identifiers().to_vec(),
-        authorizations: Vec::new(),
-        certificate: None,
-    };
-    let mut states = Vec::new();
-    for identifier in order.identifiers() {
-        let payload = serde_json::to_value(wire::NewAuthorization { identifier })
-            .expect("payload serializes");
-        let mut retrying = client.transport().retrying(Endpoint::NewOrder, &url);
-        let (authz_url, state) = loop {
-            let result = account
-                .post_once(Endpoint::NewOrder, &url, Some(&payload))
-                .await
-                .and_then(|r| {
-                    let state = parse_authorization(&r)?;
-                    if state.identifier != *identifier {
-                        return Err(invalid(
-                            &r,
-                            format!(
-                                "new-authz for {identifier} answered an authorization for {}",
-                                state.identifier
-                            ),
-                        ));
-                    }
-                    Ok((r.location()?, state))
-                });
-            match result {
-                Ok(created) => break created,
-                Err(e) => {
-                    client
-                        .rate_gate()
-                        .record(account.url(), order.identifiers(), &e);
-                    retrying.pause_or_fail(e).await?;
-                }
-            }
-        };
-        tracing::debug!(authz = %authz_url, identifier = %identifier, status = state.status.as_str(), "v1 authorization");
-        reference.authorizations.push(authz_url);
-        states.push(state);
-    }
-    Ok((reference, states))
-}
-
-/// The synthesized order object of a v1 order.
-pub(super) fn order_resource(
-    client: &Client,
-    reference: &OrderRef,
-    statuses: &[AuthorizationStatus],
-    expires: Option<time::OffsetDateTime>,
-) -> OrderResource {
-    let mut extra = serde_json::Map::new();
-    extra.insert("dialect".into(), json!("v1"));
-    OrderResource {
-        status: wire::order_status(statuses, reference.certificate.is_some()),
-        expires,
-        identifiers: reference.identifiers.clone(),
-        not_before: None,
-        not_after: None,
-        error: None,
-        authorizations: reference.authorizations.clone(),
-        finalize: new_cert_url(client),
-        certificate: reference.certificate.clone(),
-        extra,
-    }
-}
-
-pub(super) fn new_cert_url(client: &Client) -> String {
-    client
-        .directory()
-        .extra
-        .get("new-cert")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
-}
-
-// ---------------------------------------------------------------------------
 // new-cert.
 
 /// What new-cert produced: the certificate URL, the DER leaf (None if the
@@ -663,13 +344,8 @@ fn certificate_der(response: &Response) -> Result<Vec<u8>> {
 }
 
 /// Asks the finder for the certificate of a lost new-cert answer.
-async fn find(
-    client: &Client,
-    ids: &[Identifier],
-    spki: &[u8],
-    since: SystemTime,
-) -> Option<Issued> {
-    let finder = client.certificate_finder()?;
+async fn find(v1: &V1State, ids: &[Identifier], spki: &[u8], since: SystemTime) -> Option<Issued> {
+    let finder = &v1.finder.as_ref()?.0;
     let after = since.checked_sub(CLOCK_SKEW).unwrap_or(since);
     let pem = match finder.find(ids, spki, after).await {
         Ok(Some(pem)) => pem,
@@ -714,21 +390,22 @@ pub(super) const FOUND_URN_PREFIX: &str = "urn:sturdy-acme:v1-found-certificate:
 /// before it is sent; attempts past the budget are refused.
 pub(super) async fn new_cert(
     account: &Account,
+    v1: &V1State,
     csr_der: &[u8],
     ids: &[Identifier],
     spki: &[u8],
 ) -> Result<Issued> {
     let client = account.client();
-    let url = new_cert_url(client);
+    let url = v1.directory.new_cert.clone();
     let payload = json!({ "csr": b64(csr_der) });
-    let ledger = client.new_certs();
+    let ledger = &v1.new_certs;
     let transport = client.transport();
     let mut retrying = transport.retrying(Endpoint::Finalize, &url);
     loop {
         // Before any (re)send: a new-cert whose answer was lost may have
         // issued the certificate already.
         if let Some(since) = ledger.unknown_since(ids) {
-            if let Some(found) = find(client, ids, spki, since).await {
+            if let Some(found) = find(v1, ids, spki, since).await {
                 ledger.resolve_unknown(ids);
                 return Ok(found);
             }
@@ -743,7 +420,7 @@ pub(super) async fn new_cert(
                          the certificate up; ClientBuilder::new_cert_blind_repeats allows \
                          repeats, {} now)",
                         names(ids),
-                        if client.certificate_finder().is_some() {
+                        if v1.finder.is_some() {
                             "the certificate finder found nothing"
                         } else {
                             "no certificate finder is configured"
@@ -803,7 +480,7 @@ pub(super) async fn new_cert(
                 );
                 if let Err(e) = retrying.pause_or_fail(e).await {
                     let since = ledger.unknown_since(ids).unwrap_or_else(SystemTime::now);
-                    if let Some(found) = find(client, ids, spki, since).await {
+                    if let Some(found) = find(v1, ids, spki, since).await {
                         ledger.resolve_unknown(ids);
                         return Ok(found);
                     }
@@ -902,21 +579,6 @@ pub(super) async fn download_chain(client: &Client, url: &str) -> Result<Certifi
         .await?;
     let up = links(&response.headers, "up").into_iter().next();
     assemble_chain(client, url, leaf, up).await
-}
-
-/// Turns Boulder's v1 "already revoked" (409 `malformed`) into the
-/// `alreadyRevoked` problem v2 (and this crate's callers) know.
-pub(super) fn already_revoked(e: Error) -> Error {
-    match e {
-        Error::Problem {
-            request,
-            mut problem,
-        } if request.status == Some(409) && problem.kind == ProblemType::Malformed => {
-            problem.kind = ProblemType::AlreadyRevoked;
-            Error::Problem { request, problem }
-        }
-        other => other,
-    }
 }
 
 #[cfg(test)]
