@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::error::{CaaCause, Error, ErrorClass};
-use crate::transport::Endpoint;
+use crate::protocol::Endpoint;
 
 /// How delays are randomized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

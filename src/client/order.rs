@@ -50,7 +50,7 @@ impl NewOrder {
         let ids = names
             .iter()
             .map(|n| Identifier::parse(n.as_ref()))
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         Self::new(ids)
     }
 

@@ -16,16 +16,4 @@ pub use csr::{CertificateKey, CertificateKeyType, Csr};
 pub use jwk::thumbprint_of_jwk;
 pub use jws::ExternalAccountKey;
 
-use base64::Engine as _;
-
-/// base64url without padding, as JOSE and ACME use it.
-pub(crate) fn b64(data: impl AsRef<[u8]>) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
-}
-
-/// Decodes base64url, tolerating trailing `=` padding.
-pub(crate) fn b64_decode(data: &str) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(data.trim_end_matches('='))
-        .ok()
-}
+pub(crate) use crate::protocol::{b64, b64_decode};

@@ -324,7 +324,7 @@ impl<S: Store> Issuer<S> {
         let ids = names
             .iter()
             .map(|n| Identifier::parse(n.as_ref()))
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         if ids.is_empty() {
             return Err(Error::InvalidInput("ensure needs at least one name".into()));
         }

@@ -5,7 +5,13 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+/// A name or address that cannot be an ACME identifier, and why
+/// (converts into [`Error::InvalidInput`](crate::Error::InvalidInput)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidIdentifier(pub String);
+
+type Result<T> = std::result::Result<T, InvalidIdentifier>;
 
 /// An identifier a certificate is requested for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -41,7 +47,7 @@ impl Identifier {
         if let Some((addr, zone)) = trimmed.split_once('%')
             && addr.parse::<std::net::Ipv6Addr>().is_ok()
         {
-            return Err(Error::InvalidInput(format!(
+            return Err(InvalidIdentifier(format!(
                 "{s:?} is an IPv6 address with a zone (%{zone}): a zone only means \
                  something on one host and cannot be in a certificate; drop it"
             )));
@@ -96,7 +102,7 @@ pub fn normalized(ids: &[Identifier]) -> Vec<Identifier> {
 /// Checks and normalizes a DNS name as a CA would accept it (LDH labels,
 /// at most 253 octets, labels 1..=63, optional leading `*.`).
 fn normalize_dns_name(name: &str) -> Result<String> {
-    let bad = |why: &str| Error::InvalidInput(format!("invalid DNS name {name:?}: {why}"));
+    let bad = |why: &str| InvalidIdentifier(format!("invalid DNS name {name:?}: {why}"));
     let trimmed = name.trim();
     let lower = trimmed
         .strip_suffix('.')
@@ -200,7 +206,7 @@ mod tests {
             &format!("{}.com", vec!["a".repeat(60); 5].join(".")),
         ] {
             assert!(
-                matches!(Identifier::dns(bad), Err(Error::InvalidInput(_))),
+                matches!(Identifier::dns(bad), Err(InvalidIdentifier(_))),
                 "{bad:?}"
             );
         }
@@ -222,7 +228,7 @@ mod tests {
             ("example.com..", "trailing dot"),
         ] {
             match Identifier::parse(name) {
-                Err(Error::InvalidInput(m)) => assert!(m.contains(why), "{name}: {m}"),
+                Err(InvalidIdentifier(m)) => assert!(m.contains(why), "{name}: {m}"),
                 other => panic!("{name}: {other:?}"),
             }
         }

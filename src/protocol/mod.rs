@@ -5,19 +5,36 @@
 //! RFC 8555 request payloads and [`v1`] what the pre-RFC dialect (Boulder's
 //! `acme-v01`) spelled differently.
 
+pub mod endpoint;
 pub mod identifier;
+pub mod problem;
 pub mod resources;
 pub mod timestamp;
 #[cfg(feature = "v1")]
 pub mod v1;
 pub mod v2;
 
+pub use endpoint::Endpoint;
 pub use identifier::Identifier;
 pub use resources::{
     Account as AccountResource, AccountStatus, Authorization as AuthorizationResource,
     AuthorizationStatus, Challenge as ChallengeResource, ChallengeStatus, ChallengeType, Directory,
     DirectoryMeta, Order as OrderResource, OrderStatus,
 };
+
+use base64::Engine as _;
+
+/// base64url without padding, as JOSE and ACME use it.
+pub(crate) fn b64(data: impl AsRef<[u8]>) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+/// Decodes base64url, tolerating trailing `=` padding.
+pub(crate) fn b64_decode(data: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(data.trim_end_matches('='))
+        .ok()
+}
 
 /// Which ACME protocol a CA speaks.
 ///

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use super::Identifier;
-use crate::error::Problem;
+use super::problem::Problem;
 
 /// The directory (RFC 8555 §7.1.1): where each endpoint lives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

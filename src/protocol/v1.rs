@@ -14,7 +14,7 @@ use super::resources::{
     Account, AuthorizationStatus, Challenge, Directory, DirectoryMeta, OrderStatus,
 };
 use super::{AuthorizationResource, Identifier};
-use crate::crypto::{b64, b64_decode};
+use super::{b64, b64_decode};
 
 /// new-reg payload.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -278,7 +278,10 @@ mod tests {
             "error": {"type": "urn:acme:error:connection", "detail": "x", "status": 400}}),
         )
         .unwrap();
-        assert_eq!(c.error.unwrap().kind, crate::error::ProblemType::Connection);
+        assert_eq!(
+            c.error.unwrap().kind,
+            crate::protocol::problem::ProblemType::Connection
+        );
 
         let r = account(json!({"id": 3, "key": {}, "contact": ["mailto:a@b"],
             "agreement": "https://ca/terms", "status": "valid"}))

@@ -13,7 +13,6 @@ mod process;
 mod records;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::time::Duration;
 
 pub use atomic::{FileMode, write_file_atomic};
@@ -23,56 +22,7 @@ pub use records::{
     CaScope, CertKey, Journal, JournalStep, Lease, LedgerRecord, StoredAccount, StoredCertificate,
 };
 
-/// Why a store operation failed. Every variant names what it was about.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// Reading or writing a file failed (permissions, read-only directory,
-    /// disk full).
-    #[error("store I/O on {path}: {source}")]
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A record exists but cannot be trusted: truncated, not the expected
-    /// format, or its checksum does not match. It is left in place (and a
-    /// copy is kept aside) for a human to look at; it is never silently
-    /// discarded or overwritten.
-    #[error("corrupted store record {path}: {reason}")]
-    Corrupted {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// Another holder has the lease.
-    #[error("lease {name} is held by {holder} until {until:?}")]
-    LeaseHeld {
-        /// The lease name.
-        name: String,
-        /// Who holds it.
-        holder: String,
-        /// When it expires (seconds since the Unix epoch).
-        until: u64,
-    },
-    /// The lease is no longer this holder's: another holder took it (its
-    /// fencing token is newer), or it expired.
-    #[error("lease {name} lost: {reason}")]
-    LeaseLost {
-        /// The lease name.
-        name: String,
-        /// The token the caller held.
-        token: u64,
-        /// What happened.
-        reason: String,
-    },
-    /// Anything a backend reports that fits nowhere else.
-    #[error("store: {0}")]
-    Other(String),
-}
+pub use crate::error::StoreError;
 
 /// `Result` with [`StoreError`].
 pub type StoreResult<T> = std::result::Result<T, StoreError>;

@@ -26,8 +26,9 @@ use http::HeaderMap;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub use crate::protocol::Endpoint;
 pub(crate) use link::links;
-pub use stats::{Endpoint, RequestStats};
+pub use stats::RequestStats;
 
 use crate::crypto::AccountKey;
 use crate::crypto::jws::{self, JwsHeader, KeyId};

@@ -1210,7 +1210,7 @@ fn identifiers_parse_or_refuse_and_normalize_idempotently() {
             match Identifier::parse(&s) {
                 Err(e) => {
                     prop_assert!(
-                        matches!(e, Error::InvalidInput(_)),
+                        matches!(Error::from(e.clone()), Error::InvalidInput(_)),
                         "not an invalid-input error: {e:?}"
                     );
                     let _ = e.to_string();
