@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
-use sturdy_acme::issuer::Source;
+use sturdy_acme::issuer::CertificateSource;
 use sturdy_acme::solver::http01::Http01Responder;
 use sturdy_acme::solver::http01::Http01Solver;
 use sturdy_acme::solver::{ChallengeAnswer, Solver, SolverFuture};
@@ -174,11 +174,11 @@ async fn ensure_with_store(
         )
         .await?;
     step(match ensured.source {
-        Source::Stored => format!(
+        CertificateSource::Stored => format!(
             "stored certificate {} is still good: no order sent",
             ensured.certificate.serial
         ),
-        Source::Resumed => format!(
+        CertificateSource::Resumed => format!(
             "resumed an interrupted order: serial {}",
             ensured.certificate.serial
         ),

@@ -321,7 +321,7 @@ impl Account {
     pub(crate) async fn find_pending_order(&self, wanted: &NewOrder) -> Option<Order> {
         const PAGES: usize = 5;
         const NEWEST: usize = 20;
-        let key = crate::protocol::identifier::normalized(wanted.identifiers());
+        let key = crate::protocol::IdentifierSet::new(wanted.identifiers());
         let urls = match self.order_urls(PAGES).await {
             Ok(urls) => urls,
             Err(e) => {
@@ -336,7 +336,7 @@ impl Account {
             if matches!(
                 order.status(),
                 crate::protocol::OrderStatus::Pending | crate::protocol::OrderStatus::Ready
-            ) && crate::protocol::identifier::normalized(order.identifiers()) == key
+            ) && crate::protocol::IdentifierSet::new(order.identifiers()) == key
             {
                 return Some(order);
             }

@@ -5,12 +5,12 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use crate::error::{Error, ErrorClass, RateLimitScope};
-use crate::protocol::Identifier;
+use crate::protocol::{Identifier, IdentifierSet};
 
 #[derive(Debug, Clone)]
 struct Entry {
     account: String,
-    identifiers: Vec<Identifier>,
+    identifiers: IdentifierSet,
     scope: RateLimitScope,
     retry_at: SystemTime,
     reason: String,
@@ -22,13 +22,6 @@ pub(crate) struct RateGate {
     entries: Mutex<Vec<Entry>>,
 }
 
-fn sorted(ids: &[Identifier]) -> Vec<Identifier> {
-    let mut v = ids.to_vec();
-    v.sort();
-    v.dedup();
-    v
-}
-
 fn registered_suffix(name: &str, domain: &str) -> bool {
     let name = name.trim_start_matches("*.");
     name == domain || name.ends_with(&format!(".{domain}"))
@@ -38,7 +31,7 @@ impl RateGate {
     /// Refuses a newOrder for `ids` while a remembered limit covers it.
     pub(crate) fn check(&self, account: &str, ids: &[Identifier]) -> Result<(), Error> {
         let now = SystemTime::now();
-        let ids = sorted(ids);
+        let ids = IdentifierSet::new(ids);
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.retain(|e| e.retry_at > now);
         let hit = entries.iter().find(|e| {
@@ -46,12 +39,14 @@ impl RateGate {
                 && match &e.scope {
                     RateLimitScope::Account => true,
                     RateLimitScope::ExactSet | RateLimitScope::Unknown => e.identifiers == ids,
-                    RateLimitScope::RegisteredDomain(d) => {
-                        ids.iter().any(|i| registered_suffix(&i.value, d))
-                    }
-                    RateLimitScope::Identifier(n) => {
-                        ids.iter().any(|i| i.value.trim_start_matches("*.") == n)
-                    }
+                    RateLimitScope::RegisteredDomain(d) => ids
+                        .as_slice()
+                        .iter()
+                        .any(|i| registered_suffix(&i.value, d)),
+                    RateLimitScope::Identifier(n) => ids
+                        .as_slice()
+                        .iter()
+                        .any(|i| i.value.trim_start_matches("*.") == n),
                     _ => false,
                 }
         });
@@ -83,7 +78,7 @@ impl RateGate {
                 .unwrap_or_else(|p| p.into_inner())
                 .push(Entry {
                     account: account.to_owned(),
-                    identifiers: sorted(ids),
+                    identifiers: IdentifierSet::new(ids),
                     scope,
                     retry_at,
                     reason,

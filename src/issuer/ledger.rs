@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::limits::{Limit, RateLimits, registered_domain};
 use crate::error::{Error, ErrorClass, RateLimitScope};
-use crate::protocol::Identifier;
 use crate::protocol::timestamp;
+use crate::protocol::{Identifier, IdentifierSet};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Bucket {
@@ -47,11 +47,9 @@ fn from_ms(ms: u64) -> SystemTime {
         .unwrap_or(UNIX_EPOCH)
 }
 
+/// The ledger's name for an exact identifier set (kept as 0.1 wrote it).
 fn set_key(ids: &[Identifier]) -> String {
-    let mut names: Vec<String> = ids.iter().map(|i| i.value.to_ascii_lowercase()).collect();
-    names.sort();
-    names.dedup();
-    format!("set:{}", names.join(","))
+    format!("set:{}", IdentifierSet::new(ids))
 }
 
 /// A refusal: which limit, until when, and what it applies to.

@@ -43,8 +43,8 @@ use crate::error::{Error, ErrorClass, Result};
 use crate::protocol::{AuthorizationStatus, ChallengeType, Identifier, OrderStatus};
 use crate::solver::{ChallengeAnswer, Solver};
 use crate::store::{
-    CertKey, Journal, JournalStep, Lease, LedgerRecord, Store, StoreError, StoredAccount,
-    StoredCertificate,
+    IdentifierSetKey, Journal, JournalStep, Lease, RateLimitRecord, Store, StoreError,
+    StoredAccount, StoredCertificate,
 };
 use ledger::RateLedger;
 
@@ -70,7 +70,7 @@ pub struct EnsureOptions {
 /// Where the certificate `ensure` returned came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Source {
+pub enum CertificateSource {
     /// The store had a certificate not yet due for renewal: no request.
     Stored,
     /// An interrupted order was resumed from its journal.
@@ -85,7 +85,7 @@ pub struct Ensured {
     /// The certificate and its key.
     pub certificate: StoredCertificate,
     /// Where it came from.
-    pub source: Source,
+    pub source: CertificateSource,
 }
 
 /// A step of an issuance, reported to [`IssuerBuilder::on_step`] right
@@ -115,7 +115,7 @@ pub enum IssuerStep {
     CorruptedJournalRecovered,
 }
 
-type StepObserver = Arc<dyn Fn(&CertKey, IssuerStep) + Send + Sync>;
+type StepObserver = Arc<dyn Fn(&IdentifierSetKey, IssuerStep) + Send + Sync>;
 
 /// Configures an [`Issuer`].
 pub struct IssuerBuilder<S: Store> {
@@ -195,7 +195,10 @@ impl<S: Store> IssuerBuilder<S> {
 
     /// Calls `f` after each durable step of every issuance (for logs,
     /// metrics and crash tests).
-    pub fn on_step(mut self, f: impl Fn(&CertKey, IssuerStep) + Send + Sync + 'static) -> Self {
+    pub fn on_step(
+        mut self,
+        f: impl Fn(&IdentifierSetKey, IssuerStep) + Send + Sync + 'static,
+    ) -> Self {
         self.observer = Some(Arc::new(f));
         self
     }
@@ -238,8 +241,8 @@ struct Inner<S: Store> {
     account: OnceCell<Account>,
     ledger: tokio::sync::Mutex<Option<RateLedger>>,
     limits: RateLimits,
-    flights: Mutex<HashMap<CertKey, Arc<tokio::sync::Mutex<()>>>>,
-    fences: Mutex<HashMap<CertKey, Arc<lease::LeaseState>>>,
+    flights: Mutex<HashMap<IdentifierSetKey, Arc<tokio::sync::Mutex<()>>>>,
+    fences: Mutex<HashMap<IdentifierSetKey, Arc<lease::LeaseState>>>,
 }
 
 /// Ensures certificates exactly once; see the module docs. Cheap to clone.
@@ -299,7 +302,7 @@ impl<S: Store> Issuer<S> {
         &self.inner.client
     }
 
-    fn observe(&self, key: &CertKey, step: IssuerStep) {
+    fn observe(&self, key: &IdentifierSetKey, step: IssuerStep) {
         tracing::debug!(set = %key, ?step, "issuer step");
         if let Some(f) = &self.inner.observer {
             f(key, step);
@@ -332,7 +335,8 @@ impl<S: Store> Issuer<S> {
         // Every record is this CA's and this account's: a store shared with
         // another CA (staging and production) never mixes them.
         let account_url = self.account().await?.url().to_owned();
-        let key = CertKey::for_account(self.inner.client.directory_url(), account_url, &ids);
+        let key =
+            IdentifierSetKey::for_account(self.inner.client.directory_url(), account_url, &ids);
 
         // One issuance per set in this process.
         let flight = {
@@ -345,7 +349,7 @@ impl<S: Store> Issuer<S> {
         {
             return Ok(Ensured {
                 certificate: cert,
-                source: Source::Stored,
+                source: CertificateSource::Stored,
             });
         }
 
@@ -364,7 +368,7 @@ impl<S: Store> Issuer<S> {
             {
                 return Ok(Ensured {
                     certificate: cert,
-                    source: Source::Stored,
+                    source: CertificateSource::Stored,
                 });
             }
             self.issue(&key, options).await
@@ -382,7 +386,7 @@ impl<S: Store> Issuer<S> {
     /// Fails with [`Error::LeaseLost`] unless this process still holds the
     /// lease of `key`'s issuance: called before every journal write and
     /// every non-idempotent request.
-    async fn fence(&self, key: &CertKey) -> Result<()> {
+    async fn fence(&self, key: &IdentifierSetKey) -> Result<()> {
         let state = self
             .inner
             .fences
@@ -423,7 +427,7 @@ impl<S: Store> Issuer<S> {
         )))
     }
 
-    async fn usable_stored(&self, key: &CertKey) -> Result<Option<StoredCertificate>> {
+    async fn usable_stored(&self, key: &IdentifierSetKey) -> Result<Option<StoredCertificate>> {
         match self.inner.store.load_certificate(key).await {
             Ok(Some(cert)) if !self.due(&cert) => Ok(Some(cert)),
             Ok(_) => Ok(None),
@@ -439,7 +443,7 @@ impl<S: Store> Issuer<S> {
         }
     }
 
-    async fn acquire_lease(&self, key: &CertKey) -> Result<Lease> {
+    async fn acquire_lease(&self, key: &IdentifierSetKey) -> Result<Lease> {
         self.acquire_named_lease(format!("cert-{}", key.file_stem()))
             .await
     }
@@ -564,7 +568,7 @@ impl<S: Store> Issuer<S> {
                 .store
                 .save_ledger(
                     &directory,
-                    &LedgerRecord {
+                    &RateLimitRecord {
                         state: ledger.to_value(),
                     },
                 )
@@ -573,13 +577,13 @@ impl<S: Store> Issuer<S> {
         Ok(out)
     }
 
-    async fn save_journal(&self, key: &CertKey, journal: &Journal) -> Result<()> {
+    async fn save_journal(&self, key: &IdentifierSetKey, journal: &Journal) -> Result<()> {
         self.fence(key).await?;
         self.inner.store.save_journal(key, journal).await?;
         Ok(())
     }
 
-    async fn issue(&self, key: &CertKey, options: &EnsureOptions) -> Result<Ensured> {
+    async fn issue(&self, key: &IdentifierSetKey, options: &EnsureOptions) -> Result<Ensured> {
         let account = self.account().await?.clone();
         let directory = self.inner.client.directory_url().to_owned();
         let fresh = || Journal {
@@ -607,15 +611,15 @@ impl<S: Store> Issuer<S> {
             Some(j) if j.directory == directory && j.account_url == account.url() => {
                 tracing::info!(set = %key, step = ?j.step, order = ?j.order_url, "resuming an interrupted order");
                 self.observe(key, IssuerStep::Resumed(j.step));
-                (j, Source::Resumed)
+                (j, CertificateSource::Resumed)
             }
             Some(stale) => {
                 // Never overwritten: it may hold a certified key.
                 tracing::warn!(set = %key, directory = %stale.directory, account = %stale.account_url, "archiving a journal of another CA or account");
                 self.inner.store.archive_journal(key, &stale).await?;
-                (fresh(), Source::New)
+                (fresh(), CertificateSource::New)
             }
-            None => (fresh(), Source::New),
+            None => (fresh(), CertificateSource::New),
         };
         if journal.step == JournalStep::Downloaded && journal.chain_pem.is_some() {
             return self.store_certificate(key, &journal, source).await;
@@ -662,7 +666,7 @@ impl<S: Store> Issuer<S> {
                         tracing::warn!(set = %key, error = %e, "journalled order is gone before finalize; ordering anew");
                         restarts += 1;
                         self.supersede(key, &mut journal).await?;
-                        source = Source::New;
+                        source = CertificateSource::New;
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -675,7 +679,7 @@ impl<S: Store> Issuer<S> {
                 Err(DriveError::Restart) if restarts == 0 => {
                     restarts += 1;
                     self.supersede(key, &mut journal).await?;
-                    source = Source::New;
+                    source = CertificateSource::New;
                 }
                 Err(DriveError::Restart) => {
                     return Err(Error::OrderInvalid {
@@ -697,7 +701,7 @@ impl<S: Store> Issuer<S> {
     /// the typed error naming the file, for a human to recover the key.
     async fn recover_journal(
         &self,
-        key: &CertKey,
+        key: &IdentifierSetKey,
         account: &Account,
         path: std::path::PathBuf,
         reason: String,
@@ -730,7 +734,7 @@ impl<S: Store> Issuer<S> {
                     continue;
                 }
             };
-            if CertKey::new(order.identifiers()).identifiers() != key.identifiers() {
+            if IdentifierSetKey::new(order.identifiers()).identifiers() != key.identifiers() {
                 continue;
             }
             match order.status() {
@@ -779,7 +783,7 @@ impl<S: Store> Issuer<S> {
     /// Starts a new order in place of the journalled one, which the CA said
     /// is invalid or gone. A journal that holds a certificate key is
     /// archived first: a key is never overwritten.
-    async fn supersede(&self, key: &CertKey, journal: &mut Journal) -> Result<()> {
+    async fn supersede(&self, key: &IdentifierSetKey, journal: &mut Journal) -> Result<()> {
         if journal.key_pem.is_some() {
             self.inner.store.archive_journal(key, journal).await?;
         }
@@ -795,7 +799,7 @@ impl<S: Store> Issuer<S> {
 
     async fn new_order(
         &self,
-        key: &CertKey,
+        key: &IdentifierSetKey,
         account: &Account,
         journal: &mut Journal,
     ) -> Result<Order> {
@@ -859,7 +863,7 @@ impl<S: Store> Issuer<S> {
     /// Takes an order from whatever state it is in to a downloaded chain.
     async fn drive(
         &self,
-        key: &CertKey,
+        key: &IdentifierSetKey,
         order: &mut Order,
         journal: &mut Journal,
         options: &EnsureOptions,
@@ -967,7 +971,7 @@ impl<S: Store> Issuer<S> {
     /// set may have issued a certificate.
     async fn after_refused_new_cert(
         &self,
-        key: &CertKey,
+        key: &IdentifierSetKey,
         order: &Order,
         journal: &mut Journal,
         error: &Error,
@@ -983,7 +987,7 @@ impl<S: Store> Issuer<S> {
 
     async fn answer_challenges(
         &self,
-        key: &CertKey,
+        key: &IdentifierSetKey,
         order: &mut Order,
         journal: &mut Journal,
         options: &EnsureOptions,
@@ -1083,9 +1087,9 @@ impl<S: Store> Issuer<S> {
 
     async fn store_certificate(
         &self,
-        key: &CertKey,
+        key: &IdentifierSetKey,
         journal: &Journal,
-        source: Source,
+        source: CertificateSource,
     ) -> Result<Ensured> {
         let chain_pem = journal
             .chain_pem
@@ -1127,8 +1131,8 @@ impl<S: Store> Issuer<S> {
 
 /// The CA's order must be for exactly the identifiers that were ordered:
 /// solvers are never shown, and no key is certified for, anything else.
-fn check_order_identifiers(key: &CertKey, order: &Order) -> Result<()> {
-    let theirs = CertKey::new(order.identifiers());
+fn check_order_identifiers(key: &IdentifierSetKey, order: &Order) -> Result<()> {
+    let theirs = IdentifierSetKey::new(order.identifiers());
     if theirs.identifiers() == key.identifiers() {
         return Ok(());
     }

@@ -84,19 +84,57 @@ impl fmt::Display for Identifier {
     }
 }
 
-/// An identifier set in one canonical form (kinds and values lower case,
-/// no trailing dot, sorted, deduplicated), for comparing sets.
-pub fn normalized(ids: &[Identifier]) -> Vec<Identifier> {
-    let mut v: Vec<Identifier> = ids
-        .iter()
-        .map(|i| Identifier {
-            kind: i.kind.to_ascii_lowercase(),
-            value: i.value.trim_end_matches('.').to_ascii_lowercase(),
-        })
-        .collect();
-    v.sort();
-    v.dedup();
-    v
+/// A set of identifiers in one canonical form (kinds and values lower case,
+/// no trailing dot, sorted, deduplicated): what "the same certificate"
+/// means to the store, the client's rate gate, the issuer's ledger and the
+/// embedded CA. Serializes as the list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IdentifierSet(Vec<Identifier>);
+
+impl IdentifierSet {
+    /// The canonical set of `ids`.
+    pub fn new(ids: &[Identifier]) -> Self {
+        let mut v: Vec<Identifier> = ids
+            .iter()
+            .map(|i| Identifier {
+                kind: i.kind.to_ascii_lowercase(),
+                value: i.value.trim_end_matches('.').to_ascii_lowercase(),
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        Self(v)
+    }
+
+    /// The identifiers, sorted.
+    pub fn as_slice(&self) -> &[Identifier] {
+        &self.0
+    }
+
+    /// The identifiers, sorted.
+    pub fn into_vec(self) -> Vec<Identifier> {
+        self.0
+    }
+
+    /// The values (names and addresses), sorted by value: `a.example,b.example`.
+    pub fn values(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.0.iter().map(|i| i.value.as_str()).collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+impl fmt::Display for IdentifierSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.values().join(","))
+    }
+}
+
+impl From<&[Identifier]> for IdentifierSet {
+    fn from(ids: &[Identifier]) -> Self {
+        Self::new(ids)
+    }
 }
 
 /// Checks and normalizes a DNS name as a CA would accept it (LDH labels,

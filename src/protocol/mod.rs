@@ -15,7 +15,7 @@ pub mod v1;
 pub mod v2;
 
 pub use endpoint::Endpoint;
-pub use identifier::Identifier;
+pub use identifier::{Identifier, IdentifierSet};
 pub use resources::{
     Account as AccountResource, AccountStatus, Authorization as AuthorizationResource,
     AuthorizationStatus, Challenge as ChallengeResource, ChallengeStatus, ChallengeType, Directory,

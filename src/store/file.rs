@@ -7,13 +7,13 @@
 //! ```text
 //! <root>/                                   0700
 //!   accounts/<sha256(directory URL)>.json   0600  kind "account" (holds the account key)
-//!   certs/<CertKey::file_stem()>/           0700
+//!   certs/<IdentifierSetKey::file_stem()>/           0700
 //!     cert.json                             0644  kind "certificate" (no key; records the key's SHA-256)
 //!     key.pem                               0600  the certificate key, PKCS#8 PEM
 //!     key.pem.new                           0600  only between the two halves of a save
 //!     .lock                                       flock(2): saves exclusive, loads shared
 //!     backup-<unix time>[-N]/{cert.json,key.pem}  the versions a save replaced
-//!   journals/<CertKey::file_stem()>.json    0600  kind "journal" (holds the certificate key)
+//!   journals/<IdentifierSetKey::file_stem()>.json    0600  kind "journal" (holds the certificate key)
 //!   journals/archive/<stem>.<unix>-<n>.json 0600  superseded journals, never deleted
 //!   ledger/<sha256(directory URL)>.json     0600  kind "ledger"
 //!   leases/<name>.lease                     0600  kind "lease"
@@ -52,8 +52,8 @@ use zeroize::Zeroizing;
 use super::atomic::{FileMode, write_file_atomic_counted};
 use super::process;
 use super::{
-    CertKey, Journal, Lease, LedgerRecord, Store, StoreError, StoreResult, StoredAccount,
-    StoredCertificate,
+    IdentifierSetKey, Journal, Lease, RateLimitRecord, Store, StoreError, StoreResult,
+    StoredAccount, StoredCertificate,
 };
 use crate::protocol::Identifier;
 
@@ -170,7 +170,7 @@ impl Store for FileStore {
 
     fn load_certificate(
         &self,
-        key: &CertKey,
+        key: &IdentifierSetKey,
     ) -> impl Future<Output = StoreResult<Option<StoredCertificate>>> + Send {
         let inner = Arc::clone(&self.inner);
         let key = key.clone();
@@ -179,7 +179,7 @@ impl Store for FileStore {
 
     fn save_certificate(
         &self,
-        key: &CertKey,
+        key: &IdentifierSetKey,
         certificate: &StoredCertificate,
     ) -> impl Future<Output = StoreResult<()>> + Send {
         let inner = Arc::clone(&self.inner);
@@ -190,7 +190,7 @@ impl Store for FileStore {
 
     fn load_journal(
         &self,
-        key: &CertKey,
+        key: &IdentifierSetKey,
     ) -> impl Future<Output = StoreResult<Option<Journal>>> + Send {
         let inner = Arc::clone(&self.inner);
         let key = key.clone();
@@ -199,7 +199,7 @@ impl Store for FileStore {
 
     fn save_journal(
         &self,
-        key: &CertKey,
+        key: &IdentifierSetKey,
         journal: &Journal,
     ) -> impl Future<Output = StoreResult<()>> + Send {
         let inner = Arc::clone(&self.inner);
@@ -210,7 +210,10 @@ impl Store for FileStore {
         blocking(move || inner.save_journal(&data))
     }
 
-    fn delete_journal(&self, key: &CertKey) -> impl Future<Output = StoreResult<()>> + Send {
+    fn delete_journal(
+        &self,
+        key: &IdentifierSetKey,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
         let inner = Arc::clone(&self.inner);
         let key = key.clone();
         blocking(move || inner.delete_journal(&key))
@@ -218,7 +221,7 @@ impl Store for FileStore {
 
     fn archive_journal(
         &self,
-        key: &CertKey,
+        key: &IdentifierSetKey,
         journal: &Journal,
     ) -> impl Future<Output = StoreResult<()>> + Send {
         let inner = Arc::clone(&self.inner);
@@ -232,7 +235,7 @@ impl Store for FileStore {
     fn load_ledger(
         &self,
         directory: &str,
-    ) -> impl Future<Output = StoreResult<Option<LedgerRecord>>> + Send {
+    ) -> impl Future<Output = StoreResult<Option<RateLimitRecord>>> + Send {
         let inner = Arc::clone(&self.inner);
         let directory = directory.to_owned();
         blocking(move || inner.load_ledger(&directory))
@@ -241,7 +244,7 @@ impl Store for FileStore {
     fn save_ledger(
         &self,
         directory: &str,
-        ledger: &LedgerRecord,
+        ledger: &RateLimitRecord,
     ) -> impl Future<Output = StoreResult<()>> + Send {
         let inner = Arc::clone(&self.inner);
         let data = LedgerData {
@@ -309,19 +312,19 @@ struct AccountData {
 #[derive(Serialize, Deserialize)]
 struct LedgerData {
     directory: String,
-    ledger: LedgerRecord,
+    ledger: RateLimitRecord,
 }
 
 #[derive(Serialize, Deserialize)]
 struct JournalData {
-    key: CertKey,
+    key: IdentifierSetKey,
     journal: Journal,
 }
 
 /// `cert.json`: the certificate without its key, plus the key's hash.
 #[derive(Serialize, Deserialize)]
 struct CertData {
-    key: CertKey,
+    key: IdentifierSetKey,
     identifiers: Vec<Identifier>,
     chain_pem: String,
     url: String,
@@ -353,7 +356,7 @@ impl Inner {
         self.root.join(sub).join(file)
     }
 
-    fn cert_dir(&self, key: &CertKey) -> PathBuf {
+    fn cert_dir(&self, key: &IdentifierSetKey) -> PathBuf {
         self.path(CERTS, key.file_stem())
     }
 
@@ -533,7 +536,7 @@ impl Inner {
         self.write_record(&path, "account", data, FileMode::Private)
     }
 
-    fn load_ledger(&self, directory: &str) -> StoreResult<Option<LedgerRecord>> {
+    fn load_ledger(&self, directory: &str) -> StoreResult<Option<RateLimitRecord>> {
         let path = self.path(LEDGER, format!("{}.json", sha256_hex(directory.as_bytes())));
         let Some(data) = self.read_record::<LedgerData>(&path, "ledger")? else {
             return Ok(None);
@@ -573,11 +576,11 @@ impl Inner {
 
     // -- journals ---------------------------------------------------------
 
-    fn journal_path(&self, key: &CertKey) -> PathBuf {
+    fn journal_path(&self, key: &IdentifierSetKey) -> PathBuf {
         self.path(JOURNALS, format!("{}.json", key.file_stem()))
     }
 
-    fn load_journal(&self, key: &CertKey) -> StoreResult<Option<Journal>> {
+    fn load_journal(&self, key: &IdentifierSetKey) -> StoreResult<Option<Journal>> {
         let path = self.journal_path(key);
         if let Some(data) = self.read_record::<JournalData>(&path, "journal")? {
             if data.key != *key {
@@ -591,7 +594,7 @@ impl Inner {
 
     /// A journal written before keys carried the CA, if it names `key`'s CA
     /// and account (a journal records both).
-    fn load_legacy_journal(&self, key: &CertKey) -> StoreResult<Option<Journal>> {
+    fn load_legacy_journal(&self, key: &IdentifierSetKey) -> StoreResult<Option<Journal>> {
         let Some(ca) = key.ca() else {
             return Ok(None);
         };
@@ -631,7 +634,7 @@ impl Inner {
         Ok(())
     }
 
-    fn delete_journal(&self, key: &CertKey) -> StoreResult<()> {
+    fn delete_journal(&self, key: &IdentifierSetKey) -> StoreResult<()> {
         // A legacy journal of this CA and account is done with too (one
         // that cannot be read is left for a human, not an error here).
         if key.ca().is_some() {
@@ -653,7 +656,7 @@ impl Inner {
 
     // -- certificates -----------------------------------------------------
 
-    fn load_certificate(&self, key: &CertKey) -> StoreResult<Option<StoredCertificate>> {
+    fn load_certificate(&self, key: &IdentifierSetKey) -> StoreResult<Option<StoredCertificate>> {
         if let Some(found) = self.load_certificate_at(key)? {
             return Ok(Some(found));
         }
@@ -671,7 +674,10 @@ impl Inner {
             .filter(|cert| same_origin(&cert.url, &ca.directory)))
     }
 
-    fn load_certificate_at(&self, key: &CertKey) -> StoreResult<Option<StoredCertificate>> {
+    fn load_certificate_at(
+        &self,
+        key: &IdentifierSetKey,
+    ) -> StoreResult<Option<StoredCertificate>> {
         let dir = self.cert_dir(key);
         // Shared with other loads, excluded by a save: a load must not see
         // the new cert.json with a key file caught mid-rename.
@@ -747,7 +753,11 @@ impl Inner {
         })))
     }
 
-    fn save_certificate(&self, key: &CertKey, cert: &StoredCertificate) -> StoreResult<()> {
+    fn save_certificate(
+        &self,
+        key: &IdentifierSetKey,
+        cert: &StoredCertificate,
+    ) -> StoreResult<()> {
         if let Err(problem) = check_private_key_pem(&cert.key_pem) {
             return Err(StoreError::Other(format!(
                 "refusing to store the certificate for {key}: its key {problem}"
@@ -1202,8 +1212,8 @@ mod tests {
             .to_pkcs8_pem()
     }
 
-    fn cert_key() -> CertKey {
-        CertKey::new(&[
+    fn cert_key() -> IdentifierSetKey {
+        IdentifierSetKey::new(&[
             Identifier::dns("www.example.com").unwrap(),
             Identifier::dns("Example.COM").unwrap(),
         ])
@@ -1370,7 +1380,7 @@ mod tests {
         let dir_url = "https://ca.example/directory";
         assert!(store.load_ledger(dir_url).await.unwrap().is_none());
         // Floats, unicode and key order survive byte for byte.
-        let ledger = LedgerRecord {
+        let ledger = RateLimitRecord {
             state: serde_json::json!({
                 "z": [0.1, 1e-7, 123456.789, -0.0],
                 "a": {"orders": 3, "name": "ünïcode \"q\""},
@@ -1378,7 +1388,7 @@ mod tests {
         };
         store.save_ledger(dir_url, &ledger).await.unwrap();
         assert_eq!(store.load_ledger(dir_url).await.unwrap().unwrap(), ledger);
-        let ledger2 = LedgerRecord {
+        let ledger2 = RateLimitRecord {
             state: serde_json::json!({"orders": 4}),
         };
         store.save_ledger(dir_url, &ledger2).await.unwrap();
@@ -1399,17 +1409,17 @@ mod tests {
             .unwrap();
         store.save_journal(&legacy, &journal()).await.unwrap();
         let ids = legacy.identifiers().to_vec();
-        let ours = CertKey::for_account(
+        let ours = IdentifierSetKey::for_account(
             "https://ca.example/directory",
             "https://ca.example/acct/1",
             &ids,
         );
-        let other_ca = CertKey::for_account(
+        let other_ca = IdentifierSetKey::for_account(
             "https://staging.ca.example/directory",
             "https://ca.example/acct/1",
             &ids,
         );
-        let other_account = CertKey::for_account(
+        let other_account = IdentifierSetKey::for_account(
             "https://ca.example/directory",
             "https://ca.example/acct/2",
             &ids,
@@ -1465,7 +1475,7 @@ mod tests {
         assert_eq!(loaded.order_attempts, 2);
 
         // Same key, names in another order and case.
-        let same = CertKey::new(&[
+        let same = IdentifierSetKey::new(&[
             Identifier::dns("example.com").unwrap(),
             Identifier::dns("WWW.example.com").unwrap(),
         ]);
@@ -1590,7 +1600,7 @@ mod tests {
         );
 
         // A first save that stopped before cert.json: nothing stored.
-        let fresh = CertKey::new(&[Identifier::dns("fresh.example").unwrap()]);
+        let fresh = IdentifierSetKey::new(&[Identifier::dns("fresh.example").unwrap()]);
         let fresh_dir = store.root().join(CERTS).join(fresh.file_stem());
         fs::create_dir(&fresh_dir).unwrap();
         fs::write(fresh_dir.join(KEY_PEM_NEW), new.key_pem.as_bytes()).unwrap();

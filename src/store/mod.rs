@@ -4,8 +4,8 @@
 //! [`Store`] is the small trait the issuer writes through;
 //! [`FileStore`] is the embedded default (one directory, every write atomic).
 //! Records are typed ([`StoredAccount`], [`StoredCertificate`], [`Journal`],
-//! [`LedgerRecord`]) and keyed by the directory URL and the normalized
-//! identifier set ([`CertKey`]).
+//! [`RateLimitRecord`]) and keyed by the directory URL and the normalized
+//! identifier set ([`IdentifierSetKey`]).
 
 mod atomic;
 mod file;
@@ -19,7 +19,8 @@ pub use atomic::{FileMode, write_file_atomic};
 pub use file::FileStore;
 pub(crate) use process::unique_holder;
 pub use records::{
-    CaScope, CertKey, Journal, JournalStep, Lease, LedgerRecord, StoredAccount, StoredCertificate,
+    CaScope, IdentifierSetKey, Journal, JournalStep, Lease, RateLimitRecord, StoredAccount,
+    StoredCertificate,
 };
 
 pub use crate::error::StoreError;
@@ -49,32 +50,35 @@ pub trait Store: Send + Sync + 'static {
     /// The current certificate for an identifier set.
     fn load_certificate(
         &self,
-        key: &CertKey,
+        key: &IdentifierSetKey,
     ) -> impl Future<Output = StoreResult<Option<StoredCertificate>>> + Send;
 
     /// Saves a certificate (with its key) for an identifier set. The
     /// previous one, if any, is kept as a backup, never lost.
     fn save_certificate(
         &self,
-        key: &CertKey,
+        key: &IdentifierSetKey,
         certificate: &StoredCertificate,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// The in-flight order journal for an identifier set.
     fn load_journal(
         &self,
-        key: &CertKey,
+        key: &IdentifierSetKey,
     ) -> impl Future<Output = StoreResult<Option<Journal>>> + Send;
 
     /// Writes the journal (durably, before the request that depends on it).
     fn save_journal(
         &self,
-        key: &CertKey,
+        key: &IdentifierSetKey,
         journal: &Journal,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// Removes the journal once its certificate is stored.
-    fn delete_journal(&self, key: &CertKey) -> impl Future<Output = StoreResult<()>> + Send;
+    fn delete_journal(
+        &self,
+        key: &IdentifierSetKey,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// Keeps a superseded journal (it may hold the key of a certificate the
     /// CA issued) durably aside, before the issuer starts a new journal for
@@ -82,7 +86,7 @@ pub trait Store: Send + Sync + 'static {
     /// they are there for a human or a recovery tool.
     fn archive_journal(
         &self,
-        key: &CertKey,
+        key: &IdentifierSetKey,
         journal: &Journal,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
@@ -90,13 +94,13 @@ pub trait Store: Send + Sync + 'static {
     fn load_ledger(
         &self,
         directory: &str,
-    ) -> impl Future<Output = StoreResult<Option<LedgerRecord>>> + Send;
+    ) -> impl Future<Output = StoreResult<Option<RateLimitRecord>>> + Send;
 
     /// Saves the rate-limit ledger.
     fn save_ledger(
         &self,
         directory: &str,
-        ledger: &LedgerRecord,
+        ledger: &RateLimitRecord,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// Takes the lease `name` for `holder` for `ttl`, or fails with

@@ -5,28 +5,28 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::protocol::Identifier;
+use crate::protocol::{Identifier, IdentifierSet};
 
 /// What a record is keyed by: the normalized identifier set (sorted,
 /// deduplicated, lower case, so two requests for the same names in any
 /// order and case have the same key) and, for everything the issuer
 /// writes, the CA (directory URL) and account it belongs to
-/// ([`CertKey::for_account`]): a store shared by Let's Encrypt staging and
+/// ([`IdentifierSetKey::for_account`]): a store shared by Let's Encrypt staging and
 /// production, or by two accounts, never hands one's certificate or journal
 /// to the other.
 ///
-/// Records written before keys carried the CA ([`CertKey::new`], the
+/// Records written before keys carried the CA ([`IdentifierSetKey::new`], the
 /// legacy form) stay readable: a store returns one for a scoped key only
 /// when it provably belongs to that CA (a journal naming the same directory
 /// and account; a certificate whose URL is on the directory's origin).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct CertKey {
+pub struct IdentifierSetKey {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ca: Option<CaScope>,
-    identifiers: Vec<Identifier>,
+    identifiers: IdentifierSet,
 }
 
-/// The CA and account a [`CertKey`] belongs to.
+/// The CA and account a [`IdentifierSetKey`] belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct CaScope {
     /// The CA's directory URL.
@@ -35,12 +35,12 @@ pub struct CaScope {
     pub account: String,
 }
 
-impl CertKey {
+impl IdentifierSetKey {
     /// The key of a set of identifiers, without a CA (the legacy form).
     pub fn new(identifiers: &[Identifier]) -> Self {
         Self {
             ca: None,
-            identifiers: crate::protocol::identifier::normalized(identifiers),
+            identifiers: IdentifierSet::new(identifiers),
         }
     }
 
@@ -61,6 +61,11 @@ impl CertKey {
 
     /// The identifiers, sorted.
     pub fn identifiers(&self) -> &[Identifier] {
+        self.identifiers.as_slice()
+    }
+
+    /// The identifier set.
+    pub fn set(&self) -> &IdentifierSet {
         &self.identifiers
     }
 
@@ -71,7 +76,7 @@ impl CertKey {
 
     /// The same identifier set without the CA: where records written before
     /// keys carried the CA live.
-    pub fn legacy(&self) -> CertKey {
+    pub fn legacy(&self) -> IdentifierSetKey {
         Self {
             ca: None,
             identifiers: self.identifiers.clone(),
@@ -84,6 +89,7 @@ impl CertKey {
     pub fn file_stem(&self) -> String {
         let mut joined: String = self
             .identifiers
+            .as_slice()
             .iter()
             .map(|i| format!("{}:{}", i.kind, i.value))
             .collect::<Vec<_>>()
@@ -101,6 +107,7 @@ impl CertKey {
             .collect();
         let first: String = self
             .identifiers
+            .as_slice()
             .first()
             .map(|i| i.value.as_str())
             .unwrap_or("empty")
@@ -118,9 +125,14 @@ impl CertKey {
     }
 }
 
-impl fmt::Display for CertKey {
+impl fmt::Display for IdentifierSetKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = self.identifiers.iter().map(|i| i.value.as_str()).collect();
+        let names: Vec<&str> = self
+            .identifiers
+            .as_slice()
+            .iter()
+            .map(|i| i.value.as_str())
+            .collect();
         write!(f, "[{}]", names.join(", "))
     }
 }
@@ -243,7 +255,7 @@ impl fmt::Debug for Journal {
 /// The client-side rate-limit ledger, as the issuer persists it: an opaque
 /// JSON document the issuer's ledger reads and writes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LedgerRecord {
+pub struct RateLimitRecord {
     /// The ledger's state.
     pub state: serde_json::Value,
 }

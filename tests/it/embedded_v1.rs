@@ -1080,7 +1080,7 @@ async fn a_caller_csr_is_read_for_the_budget_and_the_finder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_issuer_works_against_v1() {
-    use sturdy_acme::issuer::Source;
+    use sturdy_acme::issuer::CertificateSource;
     use sturdy_acme::solver::http01::Http01Solver;
     use sturdy_acme::store::FileStore;
     let ca = v1_ca().await;
@@ -1095,12 +1095,12 @@ async fn the_issuer_works_against_v1() {
         .ensure(&names, &sturdy_acme::EnsureOptions::default())
         .await
         .unwrap();
-    assert_eq!(first.source, Source::New);
+    assert_eq!(first.source, CertificateSource::New);
     let again = issuer
         .ensure(&names, &sturdy_acme::EnsureOptions::default())
         .await
         .unwrap();
-    assert_eq!(again.source, Source::Stored);
+    assert_eq!(again.source, CertificateSource::Stored);
     assert_eq!(ca.ledger().issued_for(&names), 1);
     verify::verify_chain(&first.certificate.chain_pem, &[ca.root_pem()], &names, &[]);
     std::fs::remove_dir_all(&dir).unwrap();

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use std::future::Future;
-use sturdy_acme::issuer::{IssuerStep, Limit, RateLimits, Source};
+use sturdy_acme::issuer::{CertificateSource, IssuerStep, Limit, RateLimits};
 use sturdy_acme::solver::http01::Http01Solver;
-use sturdy_acme::store::{CertKey, FileStore, Store, StoreError, StoreResult};
+use sturdy_acme::store::{FileStore, IdentifierSetKey, Store, StoreError, StoreResult};
 use sturdy_acme::testing::TestCa;
 use sturdy_acme::{Endpoint, EnsureOptions, Error, ErrorClass, Identifier, Issuer};
 
@@ -46,7 +46,7 @@ async fn stored_certificate_is_returned_without_a_request() {
         .ensure(&["stored.example"], &EnsureOptions::default())
         .await
         .unwrap();
-    assert_eq!(first.source, Source::New);
+    assert_eq!(first.source, CertificateSource::New);
     let requests: u64 = ca.ledger().requests.values().sum();
 
     // Same names in another order and case: the same certificate, no request.
@@ -54,7 +54,7 @@ async fn stored_certificate_is_returned_without_a_request() {
         .ensure(&["STORED.example."], &EnsureOptions::default())
         .await
         .unwrap();
-    assert_eq!(again.source, Source::Stored);
+    assert_eq!(again.source, CertificateSource::Stored);
     assert_eq!(again.certificate.serial, first.certificate.serial);
     assert_eq!(ca.ledger().requests.values().sum::<u64>(), requests);
 
@@ -63,7 +63,7 @@ async fn stored_certificate_is_returned_without_a_request() {
         .ensure(&["stored.example"], &EnsureOptions::default())
         .await
         .unwrap();
-    assert_eq!(third.source, Source::Stored);
+    assert_eq!(third.source, CertificateSource::Stored);
     assert_eq!(ca.ledger().requests.values().sum::<u64>(), requests);
     assert_eq!(ca.ledger().issued_for(&["stored.example"]), 1);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -405,7 +405,7 @@ async fn store_faults_are_typed_and_lose_nothing() {
         .unwrap()
         .url;
     let scoped = |name: &str| {
-        CertKey::for_account(
+        IdentifierSetKey::for_account(
             ca.directory_url(),
             account.clone(),
             &[Identifier::dns(name).unwrap()],
@@ -427,7 +427,7 @@ async fn store_faults_are_typed_and_lose_nothing() {
         .ensure(&["faults.example"], &EnsureOptions::default())
         .await
         .unwrap();
-    assert_eq!(renewed.source, Source::New);
+    assert_eq!(renewed.source, CertificateSource::New);
     assert_ne!(renewed.certificate.serial, first.certificate.serial);
     let copies: Vec<_> = std::fs::read_dir(&cert_dir)
         .unwrap()
@@ -480,7 +480,7 @@ async fn store_faults_are_typed_and_lose_nothing() {
         .ensure(&["faults.example"], &EnsureOptions::default())
         .await
         .unwrap();
-    assert_eq!(again.source, Source::Stored);
+    assert_eq!(again.source, CertificateSource::Stored);
     assert_eq!(again.certificate.serial, first.certificate.serial);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -557,7 +557,7 @@ async fn tls_alpn01_solver_through_a_rustls_resolver() {
         .ensure(&["alpn.example", "127.0.0.1"], &EnsureOptions::default())
         .await
         .unwrap();
-    assert_eq!(ensured.source, Source::New);
+    assert_eq!(ensured.source, CertificateSource::New);
     assert_eq!(ca.ledger().issued_for(&["alpn.example", "127.0.0.1"]), 1);
     assert!(
         format!("{resolver:?}").contains("names: []"),
@@ -666,7 +666,7 @@ async fn a_finalized_order_is_never_abandoned_on_a_bad_read() {
             .ensure(&names, &EnsureOptions::default())
             .await
             .unwrap();
-        assert_eq!(ensured.source, Source::Resumed);
+        assert_eq!(ensured.source, CertificateSource::Resumed);
         assert_eq!(ca.ledger().issued_for(&names), 1);
         assert_eq!(ca.ledger().requests_to(Endpoint::NewOrder), 1);
         assert_eq!(journal_files(&dir), (0, 0));
@@ -701,7 +701,7 @@ async fn a_known_certificate_url_is_tried_before_the_order() {
         .ensure(&names, &EnsureOptions::default())
         .await
         .unwrap();
-    assert_eq!(ensured.source, Source::Resumed);
+    assert_eq!(ensured.source, CertificateSource::Resumed);
     assert_eq!(ca.ledger().requests_to(Endpoint::Order), orders_before);
     assert_eq!(ca.ledger().issued_for(&names), 1);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -770,12 +770,16 @@ async fn one_store_for_two_cas_never_mixes_them() {
     let names = ["twoca.example"];
     let from_a = a.ensure(&names, &EnsureOptions::default()).await.unwrap();
     let from_b = b.ensure(&names, &EnsureOptions::default()).await.unwrap();
-    assert_eq!(from_b.source, Source::New, "not the other CA's certificate");
+    assert_eq!(
+        from_b.source,
+        CertificateSource::New,
+        "not the other CA's certificate"
+    );
     assert_eq!(production.ledger().issued_for(&names), 1);
     assert_ne!(from_a.certificate.chain_pem, from_b.certificate.chain_pem);
     // Each CA's stored certificate is still its own.
     let again_a = a.ensure(&names, &EnsureOptions::default()).await.unwrap();
-    assert_eq!(again_a.source, Source::Stored);
+    assert_eq!(again_a.source, CertificateSource::Stored);
     assert_eq!(again_a.certificate.serial, from_a.certificate.serial);
     let again_b = b.ensure(&names, &EnsureOptions::default()).await.unwrap();
     assert_eq!(again_b.certificate.serial, from_b.certificate.serial);
@@ -817,7 +821,7 @@ async fn a_corrupted_journal_resumes_its_order_from_the_orders_list() {
         .ensure(&names, &EnsureOptions::default())
         .await
         .unwrap();
-    assert_eq!(ensured.source, Source::Resumed);
+    assert_eq!(ensured.source, CertificateSource::Resumed);
     assert_eq!(ca.ledger().requests_to(Endpoint::NewOrder), 1);
     assert_eq!(ca.ledger().issued_for(&names), 1);
     let kept = std::fs::read_dir(dir.join("journals"))
@@ -850,37 +854,37 @@ impl Store for FailingRenewals {
     }
     fn load_certificate(
         &self,
-        k: &CertKey,
+        k: &IdentifierSetKey,
     ) -> impl Future<Output = StoreResult<Option<sturdy_acme::store::StoredCertificate>>> + Send
     {
         self.0.load_certificate(k)
     }
     fn save_certificate(
         &self,
-        k: &CertKey,
+        k: &IdentifierSetKey,
         c: &sturdy_acme::store::StoredCertificate,
     ) -> impl Future<Output = StoreResult<()>> + Send {
         self.0.save_certificate(k, c)
     }
     fn load_journal(
         &self,
-        k: &CertKey,
+        k: &IdentifierSetKey,
     ) -> impl Future<Output = StoreResult<Option<sturdy_acme::store::Journal>>> + Send {
         self.0.load_journal(k)
     }
     fn save_journal(
         &self,
-        k: &CertKey,
+        k: &IdentifierSetKey,
         j: &sturdy_acme::store::Journal,
     ) -> impl Future<Output = StoreResult<()>> + Send {
         self.0.save_journal(k, j)
     }
-    fn delete_journal(&self, k: &CertKey) -> impl Future<Output = StoreResult<()>> + Send {
+    fn delete_journal(&self, k: &IdentifierSetKey) -> impl Future<Output = StoreResult<()>> + Send {
         self.0.delete_journal(k)
     }
     fn archive_journal(
         &self,
-        k: &CertKey,
+        k: &IdentifierSetKey,
         j: &sturdy_acme::store::Journal,
     ) -> impl Future<Output = StoreResult<()>> + Send {
         self.0.archive_journal(k, j)
@@ -888,13 +892,13 @@ impl Store for FailingRenewals {
     fn load_ledger(
         &self,
         d: &str,
-    ) -> impl Future<Output = StoreResult<Option<sturdy_acme::store::LedgerRecord>>> + Send {
+    ) -> impl Future<Output = StoreResult<Option<sturdy_acme::store::RateLimitRecord>>> + Send {
         self.0.load_ledger(d)
     }
     fn save_ledger(
         &self,
         d: &str,
-        l: &sturdy_acme::store::LedgerRecord,
+        l: &sturdy_acme::store::RateLimitRecord,
     ) -> impl Future<Output = StoreResult<()>> + Send {
         self.0.save_ledger(d, l)
     }
@@ -1010,7 +1014,7 @@ async fn a_cancelled_ensure_releases_its_lease() {
         .ensure(&names, &EnsureOptions::default())
         .await
         .unwrap();
-    assert_eq!(ensured.source, Source::Resumed);
+    assert_eq!(ensured.source, CertificateSource::Resumed);
     assert_eq!(ca.ledger().issued_for(&names), 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -1064,7 +1068,7 @@ async fn a_found_v1_certificate_survives_a_crash_right_after_it_was_found() {
         .ensure(&names, &EnsureOptions::default())
         .await
         .unwrap();
-    assert_eq!(ensured.source, Source::Resumed);
+    assert_eq!(ensured.source, CertificateSource::Resumed);
     assert_eq!(ca.ledger().issued_for(&names), 1);
     assert_eq!(ca.ledger().requests_to(Endpoint::Finalize), 1);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -1491,7 +1495,7 @@ async fn a_refused_v1_new_cert_does_not_block_later_runs() {
         .ensure(&names, &EnsureOptions::default())
         .await
         .unwrap();
-    assert_eq!(ensured.source, Source::Resumed);
+    assert_eq!(ensured.source, CertificateSource::Resumed);
     assert_eq!(ca.ledger().issued_for(&names), 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Map, Value};
 
 pub use new_cert::{CertificateFinder, FindFuture};
-pub(crate) use new_cert::{Finder, NewCertLedger};
+pub(crate) use new_cert::{Finder, NewCertAttempts};
 
 use super::{BoxFuture, DialectImpl, OrderWire, Selected};
 use crate::client::order::OrderCore;
@@ -76,7 +76,7 @@ pub(crate) struct V1State {
     /// The v1 endpoints, by their v1 names.
     pub(crate) directory: wire::V1Directory,
     /// Every new-cert sent, per exact identifier set.
-    pub(crate) new_certs: NewCertLedger,
+    pub(crate) new_certs: NewCertAttempts,
     /// How to look up a certificate whose new-cert answer was lost.
     pub(crate) finder: Option<Finder>,
 }
@@ -93,7 +93,7 @@ impl V1 {
             dialect: Arc::new(V1 {
                 state: Arc::new(V1State {
                     directory: endpoints,
-                    new_certs: NewCertLedger::new(max, window, settings.new_cert_blind_repeats),
+                    new_certs: NewCertAttempts::new(max, window, settings.new_cert_blind_repeats),
                     finder: settings.finder.clone(),
                 }),
             }),

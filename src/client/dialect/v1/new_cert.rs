@@ -19,7 +19,7 @@ use crate::client::{Account, CertificateChain, Client};
 use crate::crypto::b64;
 use crate::crypto::jws::KeyId;
 use crate::error::{Error, ErrorClass, RateLimitScope, RequestInfo, Result};
-use crate::protocol::Identifier;
+use crate::protocol::{Identifier, IdentifierSet};
 use crate::transport::{Endpoint, Response, links};
 
 /// What [`CertificateFinder::find`] returns.
@@ -93,21 +93,14 @@ struct Attempt {
 /// its outcome: the duplicate-certificate budget and the record of answers
 /// that were lost.
 #[derive(Debug)]
-pub(crate) struct NewCertLedger {
+pub(crate) struct NewCertAttempts {
     max: u32,
     window: Duration,
     /// Repeats allowed after an answer was lost and no finder found the
     /// certificate (default 0: never repeat blind).
     blind_repeats: u32,
     next: AtomicU64,
-    sets: Mutex<HashMap<Vec<Identifier>, Vec<Attempt>>>,
-}
-
-fn set_key(ids: &[Identifier]) -> Vec<Identifier> {
-    let mut v = ids.to_vec();
-    v.sort();
-    v.dedup();
-    v
+    sets: Mutex<HashMap<IdentifierSet, Vec<Attempt>>>,
 }
 
 fn names(ids: &[Identifier]) -> String {
@@ -117,7 +110,7 @@ fn names(ids: &[Identifier]) -> String {
         .join(",")
 }
 
-impl NewCertLedger {
+impl NewCertAttempts {
     pub(crate) fn new(max: u32, window: Duration, blind_repeats: u32) -> Self {
         Self {
             max,
@@ -131,7 +124,7 @@ impl NewCertLedger {
     fn with<T>(&self, ids: &[Identifier], f: impl FnOnce(&mut Vec<Attempt>) -> T) -> T {
         let now = SystemTime::now();
         let mut sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
-        let attempts = sets.entry(set_key(ids)).or_default();
+        let attempts = sets.entry(IdentifierSet::new(ids)).or_default();
         attempts.retain(|a| {
             now.duration_since(a.sent)
                 .map_or(true, |age| age < self.window)
@@ -289,7 +282,7 @@ pub(super) fn csr_contents(der: &[u8]) -> Result<(Vec<Identifier>, Vec<u8>)> {
     if ids.is_empty() {
         return Err(Error::InvalidInput("the CSR names no DNS name".into()));
     }
-    Ok((set_key(&ids), spki))
+    Ok((IdentifierSet::new(&ids).into_vec(), spki))
 }
 
 /// Checks that `leaf_der` names exactly `ids` and has the key `spki`.
@@ -321,7 +314,11 @@ fn leaf_matches(
         .unwrap_or_default();
     names.sort();
     names.dedup();
-    let wanted: Vec<String> = set_key(ids).into_iter().map(|i| i.value).collect();
+    let wanted: Vec<String> = IdentifierSet::new(ids)
+        .values()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     if names != wanted {
         return Err(format!("it names {names:?}, not {wanted:?}"));
     }
@@ -587,7 +584,7 @@ mod tests {
 
     #[test]
     fn budget_counts_sent_and_lost_not_refused() {
-        let ledger = NewCertLedger::new(2, Duration::from_secs(3600), 0);
+        let ledger = NewCertAttempts::new(2, Duration::from_secs(3600), 0);
         let ids = vec![Identifier::dns("a.example").unwrap()];
         let a = ledger.begin(&ids).unwrap();
         ledger.settle(&ids, a, None);
