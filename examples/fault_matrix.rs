@@ -10,12 +10,12 @@
 
 use std::time::{Duration, Instant};
 
-use sturdy_acme::retry::{Backoff, Jitter, RetryPolicy};
 use sturdy_acme::testing::{Fault, FaultRule, RetryAfterForm, TestCa, Trigger};
 use sturdy_acme::{
     AccountKey, AccountOptions, CertificateKey, ChallengeType, Csr, Endpoint, KeyAlgorithm,
     NewOrder,
 };
+use sturdy_acme::{Backoff, Jitter, RetryPolicy};
 
 async fn issue(ca: &TestCa) -> Result<(), sturdy_acme::Error> {
     let policy = RetryPolicy {

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
-use sturdy_acme::issuer::CertificateSource;
+use sturdy_acme::CertificateSource;
 use sturdy_acme::solver::http01::Http01Responder;
 use sturdy_acme::solver::http01::Http01Solver;
 use sturdy_acme::solver::{ChallengeAnswer, Solver, SolverFuture};
@@ -345,8 +345,8 @@ async fn run(mut args: Args) -> Result<(), AnyError> {
     };
     let directory = match (&embedded, args.directory.as_str()) {
         (Some(e), _) => e.ca.directory_url(),
-        (None, "letsencrypt") => sturdy_acme::client::LETS_ENCRYPT_PRODUCTION.to_owned(),
-        (None, "letsencrypt-staging") => sturdy_acme::client::LETS_ENCRYPT_STAGING.to_owned(),
+        (None, "letsencrypt") => sturdy_acme::LETS_ENCRYPT_PRODUCTION.to_owned(),
+        (None, "letsencrypt-staging") => sturdy_acme::LETS_ENCRYPT_STAGING.to_owned(),
         (None, url) => url.to_owned(),
     };
     if embedded.is_some() {
@@ -431,7 +431,7 @@ async fn run(mut args: Args) -> Result<(), AnyError> {
 
     let mut to_answer = Vec::new();
     for authz in order.authorizations().await? {
-        if authz.status() != sturdy_acme::protocol::AuthorizationStatus::Pending {
+        if authz.status() != sturdy_acme::AuthorizationStatus::Pending {
             step(format!(
                 "{} already {}",
                 authz.identifier().value,

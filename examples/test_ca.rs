@@ -14,7 +14,7 @@
 //! A fault script file is a JSON list of rules, e.g.
 //! `[{"endpoint": "finalize", "trigger": {"nth": 1}, "fault": "drop_after_commit"}]`
 //! (see `sturdy_acme::testing::FaultRule`); a rate-limits file is the JSON
-//! form of `sturdy_acme::testing::RateLimits` (limits in seconds).
+//! form of `sturdy_acme::RateLimits` (limits in seconds).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crate::protocol::Identifier;
-pub use crate::protocol::problem::{Problem, ProblemType};
+pub(crate) use crate::protocol::problem::{Problem, ProblemType};
 use crate::protocol::timestamp::{self, DisplayTime};
 
 /// The longest `Retry-After` the crate will believe; anything longer is capped.

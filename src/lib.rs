@@ -1,56 +1,81 @@
 //! # sturdy-acme
 //!
-//! An ACME client (RFC 8555) that keeps getting certificates when the
-//! network, the CA or the customer's DNS misbehaves.
+//! An ACME client (RFC 8555, and the pre-RFC ACME v1) that keeps getting
+//! certificates when the network, the CA or the customer's DNS misbehaves,
+//! and never loses or double-orders one.
 //!
 //! ## The model
 //!
-//! A [`Client`] speaks to one CA. It is built from the CA's directory URL,
-//! which it fetches once ([`Client::builder`]). Every request goes through a
-//! single transport that signs it (JWS, `ring`), takes a nonce from a pool
-//! fed by every response (asking `newNonce` only when the pool is empty),
-//! re-sends on `badNonce` with the nonce the rejection carried, caps the
-//! size of what it reads, turns every failure into a typed [`Error`] and logs
-//! the exchange once (`tracing`, target `sturdy_acme::http`; never a body).
+//! Two layers, used together or apart:
 //!
-//! An [`Account`] is an [`AccountKey`] plus the account URL the CA gave it.
-//! Through it you create an [`Order`] for a set of identifiers (DNS names,
-//! wildcards, IP addresses), answer one [`Challenge`] per [`Authorization`]
-//! (http-01, dns-01 or tls-alpn-01: the challenge hands you its key
-//! authorization, TXT value or validation certificate), wait for the order to
-//! become ready, finalize it with a CSR made from a [`CertificateKey`], and
-//! download the [`CertificateChain`] (choosing among alternate chains by
-//! issuer if you like).
+//! - **The issuer** ([`Issuer`]) is what a service runs: [`Issuer::ensure`]
+//!   returns a valid certificate for a set of names, from its [`store`]
+//!   when one is not due for renewal, else by resuming the journal of an
+//!   interrupted order, else by ordering, answering challenges through its
+//!   [`solver`]s, finalizing and downloading. Every step is journalled in
+//!   the store before the request that depends on it, leases fence
+//!   concurrent issuers, and a client-side ledger counts the CA's rate
+//!   limits, so a timeout, a crash or a restart resumes the same order and
+//!   the CA issues one certificate. [`store::FileStore`] is the embedded
+//!   store; [`store::Store`] is the trait others implement.
+//! - **The client** ([`Client`]) speaks to one CA, built from its directory
+//!   URL. Through an [`Account`] you create an [`Order`], answer one
+//!   [`Challenge`] per [`Authorization`] (http-01, dns-01, tls-alpn-01),
+//!   finalize with a CSR from a [`CertificateKey`] and download the
+//!   [`CertificateChain`]. The dialect (RFC 8555 or ACME v1, cargo feature
+//!   `v1`) is detected from the directory; the same types speak both.
 //!
-//! The same API speaks ACME v1, the pre-RFC dialect Let's Encrypt's Boulder
-//! served until 2021 (and that legacy integrations, private CAs and
-//! appliances still speak): the [`Client`] detects it from the directory
-//! ([`Client::dialect`]), and what v1 lacks is refused with
-//! [`Error::Unsupported`]. A v1 `new-cert` whose answer is lost cannot be
-//! read back from the CA; the client records every one, asks a
-//! [`CertificateFinder`] before repeating, and refuses to repeat past the
-//! CA's duplicate-certificate budget.
+//! Every request goes through one transport: JWS signing (`ring`), a nonce
+//! pool, size caps, and one log line per exchange (`tracing` target
+//! `sturdy_acme::http`: method, URL, status, problem type, Retry-After;
+//! never a body). Every failure is a typed [`Error`] keeping the CA's RFC
+//! 7807 [`Problem`], the HTTP status and `Retry-After`; [`Error::class`]
+//! ([`ErrorClass`]) decides the retry: `badNonce`, 429s, CAA, validation,
+//! other 4xx, 5xx and timeouts each have their own [`RetryPolicy`].
+//! [`ClientBuilder::on_event`] reports every exchange and every retry
+//! decision ([`Event`]) for metrics. Requests that are not idempotent
+//! (newOrder, finalize, v1 new-cert) are never repeated blindly: after an
+//! unknown outcome the client reads state, or stops with
+//! [`Error::OutcomeUnknown`].
 //!
-//! Errors keep what a retry policy needs: the RFC 7807 [`Problem`] whole
-//! (type, detail, subproblems with their identifiers), the HTTP status, the
-//! parsed `Retry-After` and the request URL. [`Error::is_rate_limited`],
-//! [`Error::retry_after`], [`Error::problem`] and [`Error::identifiers`]
-//! answer the usual questions.
-//!
-//! | layer | module |
-//! |---|---|
-//! | typed protocol API | [`client`] |
-//! | wire formats, no I/O | [`protocol`] |
-//! | HTTP, JWS, nonces, logging | [`transport`] |
-//! | keys, JWK, CSR, challenge values | [`crypto`] |
-//! | errors and problems | [`error`] |
-//! | challenge responders | [`solver`] |
-//! | exactly-once issuance, journal, rate-limit ledger | [`issuer`] |
-//! | retry policies per error class | [`retry`] |
-//! | durable store (accounts, certificates, journals, leases) | [`store`] |
-//! | embedded test CA (feature `testing`) | `testing` |
+//! `docs/ARCHITECTURE.md` in the repository maps each concern (nonces,
+//! retry decisions, exchange logging, journal writes, the dialect) to the
+//! module that owns it.
 //!
 //! ## Example
+//!
+//! Issuing through the issuer against the embedded test CA (feature
+//! `testing`), twice: the second call returns the stored certificate
+//! without a request.
+//!
+//! ```
+//! # #[cfg(feature = "testing")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), sturdy_acme::Error> {
+//! use std::sync::Arc;
+//! use sturdy_acme::solver::http01::Http01Solver;
+//! use sturdy_acme::store::FileStore;
+//! use sturdy_acme::testing::TestCa;
+//! use sturdy_acme::{CertificateSource, EnsureOptions, Issuer};
+//!
+//! let ca = TestCa::start().await?;
+//! let dir = std::env::temp_dir().join(format!("sturdy-acme-doc-{}", std::process::id()));
+//! let issuer = Issuer::builder(ca.client().await?, FileStore::open(&dir)?)
+//!     .solver(Arc::new(Http01Solver::default()))
+//!     .build();
+//!
+//! let first = issuer.ensure(&["www.example.com"], &EnsureOptions::default()).await?;
+//! assert_eq!(first.source, CertificateSource::New);
+//! let again = issuer.ensure(&["www.example.com"], &EnsureOptions::default()).await?;
+//! assert_eq!(again.source, CertificateSource::Stored);
+//! assert_eq!(again.certificate.serial, first.certificate.serial);
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok(()) }
+//! # #[cfg(not(feature = "testing"))]
+//! # fn main() {}
+//! ```
+//!
+//! The client alone, against a real CA:
 //!
 //! ```no_run
 //! use sturdy_acme::solver::http01::Http01Responder;
@@ -60,7 +85,7 @@
 //! };
 //!
 //! # async fn run() -> Result<(), sturdy_acme::Error> {
-//! let client = Client::new(sturdy_acme::client::LETS_ENCRYPT_STAGING).await?;
+//! let client = Client::new(sturdy_acme::LETS_ENCRYPT_STAGING).await?;
 //! let account = client
 //!     .create_account(
 //!         AccountKey::generate(KeyAlgorithm::Es256)?,
@@ -90,39 +115,68 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Paths
+//!
+//! Every public name has one path: the protocol client, keys, errors, the
+//! issuer, retry policies and wire vocabulary at the crate root; the
+//! pluggable parts in their modules ([`store`], [`solver`], `testing`);
+//! [`timestamp`] and [`challenge`] hold free functions.
+//!
 //! ## Feature flags
 //!
-//! - `testing`: [`testing::TestCa`], an embedded ACME test CA with fault
-//!   injection, for your own integration tests.
+//! - `v1` (default): ACME v1. Without it a v1 directory is refused with a
+//!   clear error, and the v1-only knobs ([`ClientBuilder::new_cert_budget`]
+//!   and the like) are gone.
+//! - `testing`: `testing::TestCa`, an embedded ACME test CA (both dialects)
+//!   with fault injection, for your own integration tests.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod client;
-pub mod crypto;
-pub mod error;
-pub mod issuer;
-pub mod protocol;
-pub mod retry;
+mod client;
+mod crypto;
+mod error;
+mod issuer;
+mod protocol;
+mod retry;
 pub mod solver;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod transport;
+mod transport;
 
-#[cfg(feature = "v1")]
-pub use client::CertificateFinder;
+// The protocol client.
 pub use client::{
     Account, AccountOptions, Authorization, CertificateChain, Challenge, Client, ClientBuilder,
-    NewOrder, Order, PollPolicy, RevocationReason,
+    LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING, MAX_ALTERNATE_CHAINS, NewOrder, Order,
+    PollPolicy, RevocationReason, USER_AGENT,
 };
+#[cfg(feature = "v1")]
+pub use client::{CertificateFinder, FindFuture};
+// Keys, CSRs and challenge values.
 pub use crypto::{
     AccountKey, CertificateKey, CertificateKeyType, Csr, ExternalAccountKey, KeyAlgorithm,
+    challenge, thumbprint_of_jwk,
 };
-pub use error::{Error, ErrorClass, Problem, ProblemType, Result, RetryAfter};
-pub use issuer::{EnsureOptions, Ensured, Issuer};
-pub use protocol::{ChallengeType, Dialect, Identifier, OrderStatus};
-pub use transport::{Endpoint, RequestStats};
+// Errors and what a retry policy needs from them.
+pub use error::{
+    CaaCause, Error, ErrorClass, MAX_RETRY_AFTER, RateLimitScope, RequestInfo, Result, RetryAfter,
+    StoreError, TransportFailure,
+};
+// Exactly-once issuance.
+pub use issuer::{
+    CertificateSource, EnsureOptions, Ensured, Issuer, IssuerBuilder, IssuerStep, Limit,
+    RateLimits, registered_domain,
+};
+// Wire vocabulary and resources.
+pub use protocol::{
+    AccountResource, AccountStatus, AuthorizationResource, AuthorizationStatus, ChallengeResource,
+    ChallengeStatus, ChallengeType, Dialect, Directory, DirectoryMeta, Endpoint, Identifier,
+    IdentifierSet, InvalidIdentifier, OrderResource, OrderStatus, Problem, ProblemType, timestamp,
+};
+// Retry policies and events.
+pub use retry::{Backoff, Event, Jitter, RetryPolicy};
+pub use transport::RequestStats;
 
 /// The README's code compiles.
 #[cfg(doctest)]

@@ -29,7 +29,7 @@ pub use authorization::{Authorization, Challenge};
 pub use certificate::CertificateChain;
 #[cfg(feature = "v1")]
 pub use dialect::v1::{CertificateFinder, FindFuture};
-pub use order::{NewOrder, Order};
+pub use order::{MAX_ALTERNATE_CHAINS, NewOrder, Order};
 pub use poll::PollPolicy;
 
 use crate::crypto::jws::KeyId;

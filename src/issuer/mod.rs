@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::OnceCell;
 use zeroize::Zeroizing;
 
-pub use limits::{Limit, RateLimits};
+pub use limits::{Limit, RateLimits, registered_domain};
 
 use crate::client::{Account, AccountOptions, Client, NewOrder, Order};
 use crate::crypto::{AccountKey, CertificateKey, CertificateKeyType, Csr, KeyAlgorithm};

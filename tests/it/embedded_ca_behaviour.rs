@@ -8,7 +8,7 @@ use common::suite::try_ready_order;
 
 use std::time::Duration;
 
-use sturdy_acme::retry::RetryPolicy;
+use sturdy_acme::RetryPolicy;
 use sturdy_acme::testing::{CaaPolicy, Limit, RateLimits, TestCa};
 use sturdy_acme::{
     Account, AccountKey, AccountOptions, CertificateKey, Csr, Error, KeyAlgorithm, NewOrder,

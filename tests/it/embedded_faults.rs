@@ -9,8 +9,8 @@ use common::suite::ready_order;
 
 use std::time::Duration;
 
-use sturdy_acme::error::TransportFailure;
-use sturdy_acme::retry::RetryPolicy;
+use sturdy_acme::RetryPolicy;
+use sturdy_acme::TransportFailure;
 use sturdy_acme::testing::{Fault, FaultRule, RetryAfterForm, TestCa, Trigger};
 use sturdy_acme::{
     Account, AccountKey, AccountOptions, CertificateKey, Client, Csr, Endpoint, Error,
@@ -290,7 +290,7 @@ async fn endless_and_oversized_bodies_stop_at_the_cap() {
         ),
         "{err:?}"
     );
-    assert_eq!(err.class(), sturdy_acme::error::ErrorClass::Protocol);
+    assert_eq!(err.class(), sturdy_acme::ErrorClass::Protocol);
     // 100 MB announced: refused before reading.
     let err = order.refresh().await.unwrap_err();
     assert!(

@@ -17,16 +17,16 @@ use common::embedded::EmbeddedV1;
 use common::suite::{self, AcmeServer, ServerOptions, assert_v1_unsupported, ready_order};
 use common::verify;
 use serde_json::{Value, json};
-use sturdy_acme::client::FindFuture;
-use sturdy_acme::error::RateLimitScope;
-use sturdy_acme::protocol::AuthorizationStatus;
-use sturdy_acme::retry::{Event, Jitter, RetryPolicy};
+use sturdy_acme::AuthorizationStatus;
+use sturdy_acme::FindFuture;
+use sturdy_acme::RateLimitScope;
 use sturdy_acme::testing::{Dialect, Fault, FaultRule, TestCa, TestCaBuilder, Trigger};
 use sturdy_acme::{
     AccountKey, AccountOptions, CertificateFinder, CertificateKey, CertificateKeyType,
     ChallengeType, Client, Csr, Endpoint, Error, ExternalAccountKey, Identifier, KeyAlgorithm,
     NewOrder, OrderStatus, ProblemType, RevocationReason,
 };
+use sturdy_acme::{Event, Jitter, RetryPolicy};
 
 // ---------------------------------------------------------------------------
 // The shared suite.
@@ -1080,7 +1080,7 @@ async fn a_caller_csr_is_read_for_the_budget_and_the_finder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_issuer_works_against_v1() {
-    use sturdy_acme::issuer::CertificateSource;
+    use sturdy_acme::CertificateSource;
     use sturdy_acme::solver::http01::Http01Solver;
     use sturdy_acme::store::FileStore;
     let ca = v1_ca().await;

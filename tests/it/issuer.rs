@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use std::future::Future;
-use sturdy_acme::issuer::{CertificateSource, IssuerStep, Limit, RateLimits};
 use sturdy_acme::solver::http01::Http01Solver;
 use sturdy_acme::store::{FileStore, IdentifierSetKey, Store, StoreError, StoreResult};
 use sturdy_acme::testing::TestCa;
+use sturdy_acme::{CertificateSource, IssuerStep, Limit, RateLimits};
 use sturdy_acme::{Endpoint, EnsureOptions, Error, ErrorClass, Identifier, Issuer};
 
 fn temp_store(name: &str) -> PathBuf {
@@ -574,7 +574,7 @@ use sturdy_acme::testing::{CannedAnswer, Fault, FaultRule, Trigger};
 
 /// An issuer whose client retries transient failures within milliseconds.
 async fn fast_issuer(ca: &TestCa, store: &Path) -> Issuer<FileStore> {
-    let mut policy = sturdy_acme::retry::RetryPolicy::default();
+    let mut policy = sturdy_acme::RetryPolicy::default();
     policy.transient.base = Duration::from_millis(2);
     policy.transient.max_delay = Duration::from_millis(10);
     policy.seed = Some(16);
@@ -1199,7 +1199,7 @@ async fn campaign_issuer(
     finder: bool,
     crash_after: Option<(usize, Arc<tokio::sync::Notify>)>,
 ) -> Issuer<FileStore> {
-    let mut policy = sturdy_acme::retry::RetryPolicy::default();
+    let mut policy = sturdy_acme::RetryPolicy::default();
     policy.transient.base = Duration::from_millis(2);
     policy.transient.max_delay = Duration::from_millis(20);
     policy.transient.max_attempts = 3;

@@ -142,7 +142,7 @@ impl sturdy_acme::CertificateFinder for LedgerFinder {
         identifiers: &'a [sturdy_acme::Identifier],
         public_key_spki_der: &'a [u8],
         issued_after: std::time::SystemTime,
-    ) -> sturdy_acme::client::FindFuture<'a> {
+    ) -> sturdy_acme::FindFuture<'a> {
         Box::pin(async move {
             self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let found = self.ca.ledger().certificates.into_iter().find(|c| {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use super::tls_alpn::TlsAlpnResponder;
 use super::verify;
-use sturdy_acme::protocol::AuthorizationStatus;
+use sturdy_acme::AuthorizationStatus;
 use sturdy_acme::solver::http01::Http01Responder;
 use sturdy_acme::{
     Account, AccountKey, AccountOptions, CertificateChain, CertificateKey, CertificateKeyType,
@@ -563,10 +563,7 @@ pub async fn account_lookup_update_and_deactivation<S: AcmeServer>() {
     );
 
     let deactivated = account.deactivate().await.unwrap();
-    assert_eq!(
-        deactivated.status,
-        sturdy_acme::protocol::AccountStatus::Deactivated
-    );
+    assert_eq!(deactivated.status, sturdy_acme::AccountStatus::Deactivated);
     let err = account
         .new_order(&NewOrder::for_names(&["x.example.com"]).unwrap())
         .await
