@@ -15,18 +15,17 @@ use sturdy_acme::{
     AccountKey, AccountOptions, CertificateKey, ChallengeType, Csr, Endpoint, KeyAlgorithm,
     NewOrder,
 };
-use sturdy_acme::{Backoff, Jitter, RetryPolicy};
+use sturdy_acme::{Jitter, RetryPolicy};
 
 async fn issue(ca: &TestCa) -> Result<(), sturdy_acme::Error> {
-    let policy = RetryPolicy {
-        transient: Backoff {
-            base: Duration::from_millis(5),
-            max_delay: Duration::from_millis(50),
-            jitter: Jitter::None,
-            ..RetryPolicy::default().transient
-        },
-        ..RetryPolicy::default()
-    };
+    let defaults = RetryPolicy::default();
+    let policy = defaults.with_transient(
+        defaults
+            .transient()
+            .with_base(Duration::from_millis(5))
+            .with_max_delay(Duration::from_millis(50))
+            .with_jitter(Jitter::None),
+    );
     let client = ca
         .client_builder()
         .timeout(Duration::from_millis(300))

@@ -148,7 +148,7 @@ mod transport;
 // The protocol client.
 pub use client::{
     Account, AccountOptions, Authorization, CertificateChain, Challenge, Client, ClientBuilder,
-    LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING, MAX_ALTERNATE_CHAINS, NewOrder, Order,
+    Danger, LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING, MAX_ALTERNATE_CHAINS, NewOrder, Order,
     PollPolicy, RevocationReason, USER_AGENT,
 };
 #[cfg(feature = "v1")]

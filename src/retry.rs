@@ -40,24 +40,73 @@ pub enum Jitter {
     Quarter,
 }
 
+/// Getters and `with_` setters (`const fn`) for a policy's private fields,
+/// so a policy can grow without breaking its users.
+macro_rules! knobs {
+    ($ty:ident { $($(#[$doc:meta])* $field:ident, $setter:ident: $t:ty;)* }) => {
+        impl $ty {
+            $(
+                $(#[$doc])*
+                pub const fn $field(&self) -> $t {
+                    self.$field
+                }
+
+                #[doc = concat!("Sets [`", stringify!($ty), "::", stringify!($field), "`].")]
+                pub const fn $setter(mut self, value: $t) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+pub(crate) use knobs;
+
 /// Backoff for one class: attempts, delays and an overall time budget.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Built from [`Backoff::new`] or a [`RetryPolicy`]'s defaults with the
+/// `with_` setters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Backoff {
-    /// Attempts in all, the first included (1 = no retry).
-    pub max_attempts: u32,
-    /// Delay before the first retry.
-    pub base: Duration,
-    /// Growth factor per retry.
-    pub factor: u32,
-    /// The longest delay.
-    pub max_delay: Duration,
-    /// No retry starts later than this after the first attempt.
-    pub budget: Duration,
-    /// Randomization.
-    pub jitter: Jitter,
+    max_attempts: u32,
+    base: Duration,
+    factor: u32,
+    max_delay: Duration,
+    budget: Duration,
+    jitter: Jitter,
 }
 
+knobs!(Backoff {
+    /// Attempts in all, the first included (1 = no retry).
+    max_attempts, with_max_attempts: u32;
+    /// Delay before the first retry.
+    base, with_base: Duration;
+    /// Growth factor per retry.
+    factor, with_factor: u32;
+    /// The longest delay.
+    max_delay, with_max_delay: Duration;
+    /// No retry starts later than this after the first attempt.
+    budget, with_budget: Duration;
+    /// Randomization.
+    jitter, with_jitter: Jitter;
+});
+
 impl Backoff {
+    /// `max_attempts` attempts, the first retry after `base`, doubling up
+    /// to 30 s, within 2 minutes, with full jitter (the transient default's
+    /// shape).
+    pub const fn new(max_attempts: u32, base: Duration) -> Self {
+        Self {
+            max_attempts,
+            base,
+            factor: 2,
+            max_delay: Duration::from_secs(30),
+            budget: Duration::from_secs(120),
+            jitter: Jitter::Full,
+        }
+    }
+
     /// The un-jittered delay before retry number `retry` (0-based).
     pub fn nominal_delay(&self, retry: u32) -> Duration {
         let factor = self.factor.max(1).saturating_pow(retry.min(32));
@@ -74,21 +123,31 @@ impl Backoff {
     }
 }
 
-/// What each class of failure gets. Every knob is public.
-#[derive(Debug, Clone)]
+/// What each class of failure gets: [`RetryPolicy::default`] (the table
+/// in the module docs) changed with the `with_` setters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
+    bad_nonce_attempts: u32,
+    transient: Backoff,
+    caa: Backoff,
+    rate_limit_max_wait: Duration,
+    seed: Option<u64>,
+}
+
+knobs!(RetryPolicy {
     /// Attempts for one request when the CA keeps answering `badNonce`.
-    pub bad_nonce_attempts: u32,
+    bad_nonce_attempts, with_bad_nonce_attempts: u32;
     /// Transient failures (5xx, timeouts, resets, broken bodies).
-    pub transient: Backoff,
+    transient, with_transient: Backoff;
     /// CAA lookup failures at finalize ("Rechecking CAA ... timed out").
-    pub caa: Backoff,
+    caa, with_caa: Backoff;
     /// Wait for a rate limit's Retry-After when it is at most this long
     /// (default zero: rate limits are surfaced, never waited on).
-    pub rate_limit_max_wait: Duration,
+    rate_limit_max_wait, with_rate_limit_max_wait: Duration;
     /// Seed for jitter (None: from the system's random source).
-    pub seed: Option<u64>,
-}
+    seed, with_seed: Option<u64>;
+});
 
 impl Default for RetryPolicy {
     fn default() -> Self {
@@ -119,10 +178,9 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// A policy that never retries anything but `badNonce`.
     pub fn no_retries() -> Self {
-        let mut p = Self::default();
-        p.transient.max_attempts = 1;
-        p.caa.max_attempts = 1;
-        p
+        let p = Self::default();
+        p.with_transient(p.transient.with_max_attempts(1))
+            .with_caa(p.caa.with_max_attempts(1))
     }
 }
 

@@ -97,7 +97,7 @@ impl Authorization {
     /// Polls until the authorization leaves `pending`; `valid` is success,
     /// anything else [`Error::ValidationFailed`] with the challenge's problem.
     pub async fn wait_valid(&mut self) -> Result<()> {
-        let policy = self.account.client().poll_policy().clone();
+        let policy = *self.account.client().poll_policy();
         let url = self.url.clone();
         let mut poller = Poller::new(&policy, "authorization", &url);
         while self.state.status == AuthorizationStatus::Pending {

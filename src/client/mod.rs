@@ -67,6 +67,44 @@ struct ClientInner {
     dialect: Arc<dyn DialectImpl>,
 }
 
+/// Settings that make a [`Client`] less safe, for tests: set with
+/// [`ClientBuilder::danger`]. Every one is off by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Danger {
+    accept_plain_http: bool,
+    no_timeouts: bool,
+}
+
+impl Danger {
+    /// Nothing weakened (the default).
+    pub const fn new() -> Self {
+        Self {
+            accept_plain_http: false,
+            no_timeouts: false,
+        }
+    }
+
+    /// Accept a plain `http://` directory (and then `http://` URLs from the
+    /// CA), which lets anyone on the path read and change every exchange.
+    /// Off by default: an `http://` directory is refused with
+    /// [`Error::InvalidInput`]. Meant for test servers on loopback.
+    pub const fn accept_plain_http(mut self) -> Self {
+        self.accept_plain_http = true;
+        self
+    }
+
+    /// Disable the request and connect timeouts and the connection pool's
+    /// idle timer (and ACME v1's new-cert timeout): no timer runs while a
+    /// request waits for the CA. Meant for tests on tokio's paused clock
+    /// (where any armed timer fires at once while waiting for I/O); a CA
+    /// that never answers then hangs the client.
+    pub const fn no_timeouts(mut self) -> Self {
+        self.no_timeouts = true;
+        self
+    }
+}
+
 /// Builds a [`Client`]; see [`Client::builder`].
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
@@ -78,10 +116,9 @@ pub struct ClientBuilder {
     user_agent_suffix: Option<String>,
     transport: TransportConfig,
     poll: PollPolicy,
-    timeouts: bool,
     dialect: Option<Dialect>,
     dialect_settings: DialectSettings,
-    danger_plain_http: bool,
+    danger: Danger,
     bad_nonce_retries: Option<u32>,
 }
 
@@ -137,7 +174,9 @@ impl ClientBuilder {
     fn transport_config(&self) -> TransportConfig {
         let mut config = self.transport.clone();
         if let Some(retries) = self.bad_nonce_retries {
-            config.retry.bad_nonce_attempts = retries.saturating_add(1);
+            config.retry = config
+                .retry
+                .with_bad_nonce_attempts(retries.saturating_add(1));
         }
         config
     }
@@ -152,15 +191,6 @@ impl ClientBuilder {
     /// Keep it fast: it runs inline.
     pub fn on_event(mut self, f: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         self.transport.events.subscribe(Arc::new(f));
-        self
-    }
-
-    /// Disables the request and connect timeouts and the connection pool's
-    /// idle timer: no timer runs while a request waits for the CA. Meant for
-    /// tests on tokio's paused clock (where any armed timer fires at once
-    /// while waiting for I/O); never for production.
-    pub fn no_timeouts(mut self) -> Self {
-        self.timeouts = false;
         self
     }
 
@@ -187,7 +217,7 @@ impl ClientBuilder {
     /// issuance timeout). v1 issues synchronously inside that one request,
     /// and an answer lost to a timeout cannot be read back from the CA, so
     /// it gets longer than [`ClientBuilder::timeout`]. Not applied with
-    /// [`ClientBuilder::no_timeouts`].
+    /// [`Danger::no_timeouts`].
     #[cfg(feature = "v1")]
     pub fn new_cert_timeout(mut self, timeout: Duration) -> Self {
         self.dialect_settings.v1.new_cert_timeout = Some(timeout);
@@ -227,12 +257,10 @@ impl ClientBuilder {
         self
     }
 
-    /// **Danger**: accept a plain `http://` directory (and then `http://`
-    /// URLs from the CA), which lets anyone on the path read and change
-    /// every exchange. Off by default: an `http://` directory is refused
-    /// with [`Error::InvalidInput`]. Meant for test servers on loopback.
-    pub fn danger_accept_plain_http(mut self, accept: bool) -> Self {
-        self.danger_plain_http = accept;
+    /// Settings that make the client less safe, all in one place
+    /// ([`Danger`]); meant for tests. Replaces any earlier `danger` call.
+    pub fn danger(mut self, danger: Danger) -> Self {
+        self.danger = danger;
         self
     }
 
@@ -242,13 +270,13 @@ impl ClientBuilder {
             .map_err(|e| Error::InvalidInput(format!("directory URL: {e}")))?;
         match url.scheme() {
             "https" => {}
-            "http" if self.danger_plain_http => {
-                tracing::warn!(directory = %self.directory_url, "plain HTTP accepted for this CA (danger_accept_plain_http)");
+            "http" if self.danger.accept_plain_http => {
+                tracing::warn!(directory = %self.directory_url, "plain HTTP accepted for this CA (Danger::accept_plain_http)");
             }
             "http" => {
                 return Err(Error::InvalidInput(format!(
-                    "directory URL {} is plain http: refused (ClientBuilder::danger_accept_plain_http \
-                     accepts it, e.g. for a test server on loopback)",
+                    "directory URL {} is plain http: refused (ClientBuilder::danger with \
+                     Danger::accept_plain_http accepts it, e.g. for a test server on loopback)",
                     self.directory_url
                 )));
             }
@@ -264,7 +292,7 @@ impl ClientBuilder {
         #[cfg_attr(not(feature = "v1"), allow(unused_mut))]
         let mut dialect_settings = self.dialect_settings.clone();
         #[cfg(feature = "v1")]
-        if !self.timeouts {
+        if self.danger.no_timeouts {
             dialect_settings.v1.new_cert_timeout = None;
         }
 
@@ -302,7 +330,7 @@ impl ClientBuilder {
             .user_agent(user_agent)
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none());
-        http = if self.timeouts {
+        http = if !self.danger.no_timeouts {
             http.timeout(self.timeout)
                 .connect_timeout(self.connect_timeout)
         } else {
@@ -374,10 +402,9 @@ impl Client {
                 events: Events::default(),
             },
             poll: PollPolicy::default(),
-            timeouts: true,
             dialect: None,
             dialect_settings: DialectSettings::default(),
-            danger_plain_http: false,
+            danger: Danger::default(),
             bad_nonce_retries: None,
         }
     }
@@ -487,10 +514,10 @@ mod tests {
         let builder = Client::builder("https://ca.example/dir")
             .bad_nonce_retries(2)
             .retry_policy(RetryPolicy::no_retries());
-        assert_eq!(builder.transport_config().retry.bad_nonce_attempts, 3);
+        assert_eq!(builder.transport_config().retry.bad_nonce_attempts(), 3);
         let builder = Client::builder("https://ca.example/dir")
             .retry_policy(RetryPolicy::no_retries())
             .bad_nonce_retries(4);
-        assert_eq!(builder.transport_config().retry.bad_nonce_attempts, 5);
+        assert_eq!(builder.transport_config().retry.bad_nonce_attempts(), 5);
     }
 }

@@ -304,7 +304,7 @@ impl Order {
     }
 
     async fn poll_while(&mut self, status: OrderStatus) -> Result<()> {
-        let policy = self.core.account.client().poll_policy().clone();
+        let policy = *self.core.account.client().poll_policy();
         let url = self.core.url.clone();
         let mut poller = Poller::new(&policy, "order", &url);
         while self.core.state.status == status {

@@ -17,21 +17,33 @@ use crate::error::{Error, Result, RetryAfter};
 /// [`Error::PollTimeout`](crate::Error::PollTimeout) after `timeout` or
 /// `max_polls` polls, whichever comes first.
 /// A poll is also cancelled by dropping its future.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// [`PollPolicy::default`] changed with the `with_` setters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PollPolicy {
-    /// Delay before the first poll.
-    pub first_delay: Duration,
-    /// Growth factor between polls.
-    pub factor: u32,
-    /// The longest delay between two polls without Retry-After.
-    pub max_delay: Duration,
-    /// The longest Retry-After obeyed; longer ones are cut to this.
-    pub max_retry_after: Duration,
-    /// Give up after this long.
-    pub timeout: Duration,
-    /// Give up after this many polls of one resource.
-    pub max_polls: u32,
+    first_delay: Duration,
+    factor: u32,
+    max_delay: Duration,
+    max_retry_after: Duration,
+    timeout: Duration,
+    max_polls: u32,
 }
+
+crate::retry::knobs!(PollPolicy {
+    /// Delay before the first poll.
+    first_delay, with_first_delay: Duration;
+    /// Growth factor between polls.
+    factor, with_factor: u32;
+    /// The longest delay between two polls without Retry-After.
+    max_delay, with_max_delay: Duration;
+    /// The longest Retry-After obeyed; longer ones are cut to this.
+    max_retry_after, with_max_retry_after: Duration;
+    /// Give up after this long.
+    timeout, with_timeout: Duration;
+    /// Give up after this many polls of one resource.
+    max_polls, with_max_polls: u32;
+});
 
 impl Default for PollPolicy {
     fn default() -> Self {
@@ -130,10 +142,7 @@ mod tests {
     /// polls faster than the first delay, and the number of polls is capped.
     #[tokio::test(start_paused = true)]
     async fn retry_after_zero_is_floored_and_polls_are_capped() {
-        let p = PollPolicy {
-            max_polls: 7,
-            ..PollPolicy::default()
-        };
+        let p = PollPolicy::default().with_max_polls(7);
         let zero = RetryAfter::parse("0", SystemTime::now()).unwrap();
         let past = RetryAfter::parse("Wed, 21 Oct 2015 07:28:00 GMT", SystemTime::now()).unwrap();
         assert_eq!(p.delay(5, Some(zero)), p.first_delay);

@@ -139,7 +139,7 @@ impl Transport {
         Self {
             http,
             nonces: NoncePool::new(config.nonce_pool_size),
-            rng: Rng::new(config.retry.seed),
+            rng: Rng::new(config.retry.seed()),
             config,
             new_nonce_url: OnceLock::new(),
             shape: OnceLock::new(),
@@ -322,7 +322,7 @@ impl Transport {
                 .await;
             match ex.result {
                 Err(e)
-                    if e.is_bad_nonce() && attempt + 1 < self.config.retry.bad_nonce_attempts =>
+                    if e.is_bad_nonce() && attempt + 1 < self.config.retry.bad_nonce_attempts() =>
                 {
                     attempt += 1;
                     (nonce, source) = match ex.nonce {

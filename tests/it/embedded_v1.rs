@@ -265,11 +265,11 @@ async fn a_directory_of_neither_dialect_is_a_typed_error_naming_its_keys() {
         // Issue 16, defect 9: plain http is refused unless asked for.
         let refused = Client::builder(&url).build().await.unwrap_err();
         assert!(
-            matches!(&refused, Error::InvalidInput(m) if m.contains("danger_accept_plain_http")),
+            matches!(&refused, Error::InvalidInput(m) if m.contains("Danger::accept_plain_http")),
             "{refused:?}"
         );
         let err = Client::builder(&url)
-            .danger_accept_plain_http(true)
+            .danger(sturdy_acme::Danger::new().accept_plain_http())
             .build()
             .await
             .unwrap_err();
@@ -675,12 +675,15 @@ fn v1_builder() -> TestCaBuilder {
 }
 
 fn fast_retries(attempts: u32) -> RetryPolicy {
-    let mut policy = RetryPolicy::default();
-    policy.transient.max_attempts = attempts;
-    policy.transient.base = Duration::from_millis(10);
-    policy.transient.max_delay = Duration::from_millis(20);
-    policy.transient.jitter = Jitter::None;
-    policy
+    let defaults = RetryPolicy::default();
+    defaults.with_transient(
+        defaults
+            .transient()
+            .with_max_attempts(attempts)
+            .with_base(Duration::from_millis(10))
+            .with_max_delay(Duration::from_millis(20))
+            .with_jitter(Jitter::None),
+    )
 }
 
 async fn issue_one(account: &sturdy_acme::Account, name: &str) -> sturdy_acme::CertificateChain {

@@ -1081,7 +1081,9 @@ fn retry_after_values_are_bounded_and_print() {
                 let _ = format!("{ra:?}");
                 // What the poller makes of it.
                 let poll = PollPolicy::default();
-                prop_assert!(poll.delay(3, Some(ra)) <= poll.max_retry_after.max(poll.first_delay));
+                prop_assert!(
+                    poll.delay(3, Some(ra)) <= poll.max_retry_after().max(poll.first_delay())
+                );
             }
             Ok(())
         },
@@ -1437,23 +1439,19 @@ fn backoff_and_poll_delays_stay_within_their_caps() {
             proptest::option::of("[0-9]{1,25}"),
         ),
         |(base, factor, max_delay, max_retry_after, attempt, retry_after)| {
-            let backoff = Backoff {
-                max_attempts: 3,
-                base,
-                factor,
-                max_delay,
-                budget: max_delay,
-                jitter: Jitter::Full,
-            };
+            let backoff = Backoff::new(3, base)
+                .with_factor(factor)
+                .with_max_delay(max_delay)
+                .with_budget(max_delay)
+                .with_jitter(Jitter::Full);
             prop_assert!(backoff.nominal_delay(attempt) <= max_delay);
-            let poll = PollPolicy {
-                first_delay: base,
-                factor,
-                max_delay,
-                max_retry_after,
-                timeout: max_delay,
-                max_polls: attempt,
-            };
+            let poll = PollPolicy::default()
+                .with_first_delay(base)
+                .with_factor(factor)
+                .with_max_delay(max_delay)
+                .with_max_retry_after(max_retry_after)
+                .with_timeout(max_delay)
+                .with_max_polls(attempt);
             let ra = retry_after.and_then(|v| RetryAfter::parse(&v, SystemTime::now()));
             let delay = poll.delay(attempt, ra);
             match ra {
@@ -1476,36 +1474,28 @@ const MAX_BODY: usize = 32 * 1024;
 
 /// Retries that cost milliseconds, not minutes.
 fn fast_retries() -> RetryPolicy {
-    let quick = Backoff {
-        max_attempts: 2,
-        base: Duration::from_millis(1),
-        factor: 2,
-        max_delay: Duration::from_millis(5),
-        budget: Duration::from_millis(500),
-        jitter: Jitter::None,
-    };
-    RetryPolicy {
-        bad_nonce_attempts: 3,
-        transient: quick.clone(),
-        caa: Backoff {
-            max_attempts: 1,
-            ..quick
-        },
-        rate_limit_max_wait: Duration::ZERO,
-        seed: Some(16),
-    }
+    let quick = Backoff::new(2, Duration::from_millis(1))
+        .with_factor(2)
+        .with_max_delay(Duration::from_millis(5))
+        .with_budget(Duration::from_millis(500))
+        .with_jitter(Jitter::None);
+    RetryPolicy::default()
+        .with_bad_nonce_attempts(3)
+        .with_transient(quick)
+        .with_caa(quick.with_max_attempts(1))
+        .with_rate_limit_max_wait(Duration::ZERO)
+        .with_seed(Some(16))
 }
 
 /// Polls that give up within half a second.
 fn fast_polls() -> PollPolicy {
-    PollPolicy {
-        first_delay: Duration::from_millis(1),
-        factor: 2,
-        max_delay: Duration::from_millis(20),
-        max_retry_after: Duration::from_millis(20),
-        timeout: Duration::from_millis(500),
-        max_polls: 5,
-    }
+    PollPolicy::default()
+        .with_first_delay(Duration::from_millis(1))
+        .with_factor(2)
+        .with_max_delay(Duration::from_millis(20))
+        .with_max_retry_after(Duration::from_millis(20))
+        .with_timeout(Duration::from_millis(500))
+        .with_max_polls(5)
 }
 
 /// The errors inside `e` (itself, then what it wraps), outermost first.
@@ -2190,7 +2180,7 @@ async fn client_builds_or_refuses_any_directory() {
                 let result = handle.block_on(in_time(
                     "building a client",
                     Client::builder(&url)
-                        .danger_accept_plain_http(true)
+                        .danger(sturdy_acme::Danger::new().accept_plain_http())
                         .timeout(Duration::from_secs(5))
                         .retry_policy(fast_retries())
                         .max_response_body(MAX_BODY)
@@ -2615,7 +2605,7 @@ async fn fake_ca_case(
     let built = in_time(
         "building a client",
         Client::builder(format!("{base}/dir"))
-            .danger_accept_plain_http(true)
+            .danger(sturdy_acme::Danger::new().accept_plain_http())
             .timeout(Duration::from_secs(5))
             .retry_policy(fast_retries())
             .max_response_body(MAX_BODY)

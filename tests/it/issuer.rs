@@ -574,10 +574,15 @@ use sturdy_acme::testing::{CannedAnswer, Fault, FaultRule, Trigger};
 
 /// An issuer whose client retries transient failures within milliseconds.
 async fn fast_issuer(ca: &TestCa, store: &Path) -> Issuer<FileStore> {
-    let mut policy = sturdy_acme::RetryPolicy::default();
-    policy.transient.base = Duration::from_millis(2);
-    policy.transient.max_delay = Duration::from_millis(10);
-    policy.seed = Some(16);
+    let defaults = sturdy_acme::RetryPolicy::default();
+    let policy = defaults
+        .with_transient(
+            defaults
+                .transient()
+                .with_base(Duration::from_millis(2))
+                .with_max_delay(Duration::from_millis(10)),
+        )
+        .with_seed(Some(16));
     let client = ca
         .client_builder()
         .retry_policy(policy)
@@ -1199,19 +1204,21 @@ async fn campaign_issuer(
     finder: bool,
     crash_after: Option<(usize, Arc<tokio::sync::Notify>)>,
 ) -> Issuer<FileStore> {
-    let mut policy = sturdy_acme::RetryPolicy::default();
-    policy.transient.base = Duration::from_millis(2);
-    policy.transient.max_delay = Duration::from_millis(20);
-    policy.transient.max_attempts = 3;
-    policy.seed = Some(7);
+    let defaults = sturdy_acme::RetryPolicy::default();
+    let policy = defaults
+        .with_transient(
+            defaults
+                .transient()
+                .with_base(Duration::from_millis(2))
+                .with_max_delay(Duration::from_millis(20))
+                .with_max_attempts(3),
+        )
+        .with_seed(Some(7));
     let mut builder = ca
         .client_builder()
         .retry_policy(policy)
         .timeout(Duration::from_millis(800))
-        .poll_policy(sturdy_acme::PollPolicy {
-            timeout: Duration::from_secs(5),
-            ..Default::default()
-        });
+        .poll_policy(sturdy_acme::PollPolicy::default().with_timeout(Duration::from_secs(5)));
     if finder {
         builder = builder.certificate_finder(Arc::new(crate::common::LedgerFinder::new(ca)));
     }

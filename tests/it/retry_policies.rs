@@ -62,13 +62,8 @@ fn key() -> CertificateKey {
 
 /// A policy whose transient delays are exact: 1 s, 2 s, 4 s, ...
 fn exact_policy() -> RetryPolicy {
-    RetryPolicy {
-        transient: Backoff {
-            jitter: Jitter::None,
-            ..RetryPolicy::default().transient
-        },
-        ..RetryPolicy::default()
-    }
+    let defaults = RetryPolicy::default();
+    defaults.with_transient(defaults.transient().with_jitter(Jitter::None))
 }
 
 #[tokio::test]
@@ -110,7 +105,7 @@ async fn lost_finalize_response_reads_the_order_and_downloads_that_certificate()
     let client = ca
         .ca()
         .client_builder()
-        .no_timeouts()
+        .danger(sturdy_acme::Danger::new().no_timeouts())
         .build()
         .await
         .unwrap();
@@ -143,7 +138,7 @@ async fn three_empty_500s_on_finalize_follow_the_policy_delays() {
         .attach(
             ca.ca()
                 .client_builder()
-                .no_timeouts()
+                .danger(sturdy_acme::Danger::new().no_timeouts())
                 .retry_policy(exact_policy()),
         )
         .build()
@@ -276,7 +271,11 @@ async fn caa_recheck_timeouts_follow_the_caa_schedule_and_forbid_fails_at_once()
     );
     let retries = Retries::default();
     let client = retries
-        .attach(ca.ca().client_builder().no_timeouts())
+        .attach(
+            ca.ca()
+                .client_builder()
+                .danger(sturdy_acme::Danger::new().no_timeouts()),
+        )
         .build()
         .await
         .unwrap();
@@ -347,17 +346,13 @@ async fn slow_server_backs_off_within_the_budget_then_says_how_long() {
         .start()
         .await
         .unwrap();
-    let policy = RetryPolicy {
-        transient: Backoff {
-            max_attempts: 4,
-            base: Duration::from_millis(20),
-            factor: 2,
-            max_delay: Duration::from_millis(200),
-            budget: Duration::from_secs(10),
-            jitter: Jitter::Full,
-        },
-        ..RetryPolicy::default()
-    };
+    let policy = RetryPolicy::default().with_transient(
+        Backoff::new(4, Duration::from_millis(20))
+            .with_factor(2)
+            .with_max_delay(Duration::from_millis(200))
+            .with_budget(Duration::from_secs(10))
+            .with_jitter(Jitter::Full),
+    );
     let client = ca
         .client_builder()
         .timeout(Duration::from_millis(250))
@@ -409,7 +404,7 @@ async fn truncated_invalid_and_oversized_bodies() {
     let client = ca
         .ca()
         .client_builder()
-        .no_timeouts()
+        .danger(sturdy_acme::Danger::new().no_timeouts())
         .build()
         .await
         .unwrap();

@@ -55,17 +55,13 @@ fn rule() -> impl Strategy<Value = FaultRule> {
 
 async fn run(rules: Vec<FaultRule>) -> Result<(), TestCaseError> {
     let ca = TestCa::builder().faults(rules).start().await.unwrap();
-    let policy = RetryPolicy {
-        transient: Backoff {
-            max_attempts: 6,
-            base: Duration::from_millis(5),
-            factor: 2,
-            max_delay: Duration::from_millis(50),
-            budget: Duration::from_secs(5),
-            jitter: Jitter::Full,
-        },
-        ..RetryPolicy::default()
-    };
+    let policy = RetryPolicy::default().with_transient(
+        Backoff::new(6, Duration::from_millis(5))
+            .with_factor(2)
+            .with_max_delay(Duration::from_millis(50))
+            .with_budget(Duration::from_secs(5))
+            .with_jitter(Jitter::Full),
+    );
     let client = ca
         .client_builder()
         .timeout(Duration::from_millis(250))
