@@ -2,7 +2,7 @@
 //! API as its WFE v1 served it (2020-03 state; where the old ACME drafts
 //! disagree with Boulder, Boulder wins), including what certbot 1.x needs.
 //!
-//! This is a child of `ca` (declared there with `#[path]`): it works on the
+//! This is a child of `ca`: it works on the
 //! same state (registrations are the v2 accounts, plus what they agreed to;
 //! authorizations; certificates; nonces; rate-limit buckets; the request
 //! ledger) and reuses the same JWS verification, challenge validation, CAA

@@ -35,7 +35,6 @@ use crate::transport::Endpoint;
 
 // ACME v1 (`Dialect::V1`) lives in v1.rs, a child of this module so that it
 // shares the state, nonces, validation and issuance below instead of copying them.
-#[path = "v1.rs"]
 mod v1;
 
 /// The response a [`Fault::Canned`] script asks for.
