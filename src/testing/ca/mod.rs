@@ -156,6 +156,13 @@ fn header(value: &str) -> HeaderValue {
     HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
+/// The segments of a request path, without its query: `/acme/order/3`
+/// is `["acme", "order", "3"]`.
+fn path_segments(path: &str) -> Vec<&str> {
+    let path = path.split('?').next().unwrap_or("");
+    path.trim_start_matches('/').split('/').collect()
+}
+
 /// `<url>;rel="<rel>"`, a `Link` header value.
 fn link(url: &str, rel: &str) -> HeaderValue {
     header(&format!("<{url}>;rel=\"{rel}\""))

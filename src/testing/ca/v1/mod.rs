@@ -74,7 +74,7 @@ use time::OffsetDateTime;
 
 use super::revocation::RevocationPolicy;
 use super::state::AuthzRec;
-use super::{Answer, Ca, JSON, PROBLEM_JSON, header, link, now_utc};
+use super::{Answer, Ca, JSON, PROBLEM_JSON, header, link, now_utc, path_segments};
 use crate::crypto::b64;
 use crate::error::{Problem, ProblemType};
 use crate::protocol::AccountStatus;
@@ -129,10 +129,8 @@ enum Route {
 
 impl Route {
     fn parse(path: &str) -> Self {
-        let path = path.split('?').next().unwrap_or("");
-        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let id = |s: &str| s.parse::<usize>().ok();
-        match parts.as_slice() {
+        match path_segments(path).as_slice() {
             ["directory"] => Self::Directory,
             ["terms"] => Self::Terms,
             ["acme", "new-reg"] => Self::NewReg,

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 use super::revocation::RevocationPolicy;
-use super::{Answer, Ca, JSON, PROBLEM_JSON, header, link};
+use super::{Answer, Ca, JSON, PROBLEM_JSON, header, link, path_segments};
 use crate::error::{Problem, ProblemType};
 use crate::protocol::{AccountStatus, Directory, DirectoryMeta};
 use crate::testing::jws::{self, Rejection, Signer};
@@ -50,10 +50,8 @@ enum Route {
 
 impl Route {
     fn parse(path: &str) -> Self {
-        let path = path.split('?').next().unwrap_or("");
-        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let id = |s: &str| s.parse::<usize>().ok();
-        match parts.as_slice() {
+        match path_segments(path).as_slice() {
             ["dir"] => Self::Directory,
             ["terms"] => Self::Terms,
             ["acme", "new-nonce"] => Self::NewNonce,
