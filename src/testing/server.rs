@@ -306,47 +306,31 @@ where
     }
 }
 
-/// The marker error that makes hyper close the connection for [`Reply::Drop`].
+/// The errors that end a connection on purpose: hyper closes it (or
+/// aborts the response body) when a service or body returns one.
 #[derive(Debug)]
-struct DeliberateDrop;
+enum Deliberate {
+    /// [`Reply::Drop`]: close without answering.
+    Drop,
+    /// [`Reply::Truncated`]: abort the body halfway.
+    Truncation,
+    /// The request body took too long.
+    BodyReadTimeout,
+}
 
-/// Describes the deliberate drop (seen in trace logs).
-impl fmt::Display for DeliberateDrop {
+/// Describes the deliberate end (seen in trace logs).
+impl fmt::Display for Deliberate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("connection dropped on purpose (Reply::Drop)")
+        f.write_str(match self {
+            Self::Drop => "connection dropped on purpose (Reply::Drop)",
+            Self::Truncation => "response body truncated on purpose (Reply::Truncated)",
+            Self::BodyReadTimeout => "request body not received in time",
+        })
     }
 }
 
-/// Lets it travel as hyper's service error.
-impl std::error::Error for DeliberateDrop {}
-
-/// The error that makes hyper abort a [`Reply::Truncated`] response.
-#[derive(Debug)]
-struct DeliberateTruncation;
-
-/// Describes the deliberate truncation (seen in trace logs).
-impl fmt::Display for DeliberateTruncation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("response body truncated on purpose (Reply::Truncated)")
-    }
-}
-
-/// Lets it travel as a body error.
-impl std::error::Error for DeliberateTruncation {}
-
-/// The error that closes a connection whose request body took too long.
-#[derive(Debug)]
-struct BodyReadTimeout;
-
-/// Describes the timeout (seen in trace logs).
-impl fmt::Display for BodyReadTimeout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("request body not received in time")
-    }
-}
-
-/// Lets it travel as hyper's service error.
-impl std::error::Error for BodyReadTimeout {}
+/// Lets it travel as hyper's service or body error.
+impl std::error::Error for Deliberate {}
 
 /// One request: read the (capped) body, ask the handler, build the response.
 /// An `Err` makes hyper close the connection without writing anything.
@@ -363,7 +347,7 @@ async fn handle(
     let read = read_body(body, &parts.headers, limits.max_request_body);
     let Ok(body) = tokio::time::timeout(limits.body_read_timeout, read).await else {
         tracing::trace!(method = %parts.method, %path, "test CA request body timed out");
-        return Err(Box::new(BodyReadTimeout));
+        return Err(Box::new(Deliberate::BodyReadTimeout));
     };
     let Some(body) = body? else {
         tracing::trace!(method = %parts.method, %path, reply = "413 (body over cap)", "test CA request");
@@ -386,7 +370,7 @@ async fn handle(
     tracing::trace!(%method, %path, reply = reply_kind(&reply), "test CA request");
     match reply {
         Reply::Normal(resp) => Ok(full_response(resp)),
-        Reply::Drop => Err(Box::new(DeliberateDrop)),
+        Reply::Drop => Err(Box::new(Deliberate::Drop)),
         Reply::Delayed(delay, resp) => {
             tokio::time::sleep(delay).await;
             Ok(full_response(resp))
@@ -566,7 +550,7 @@ impl Body for ReplyBody {
                     grace.get_or_insert_with(|| Box::pin(tokio::time::sleep(TRUNCATE_GRACE)));
                 match sleep.as_mut().poll(cx) {
                     Poll::Pending => Poll::Pending,
-                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(DeliberateTruncation)))),
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Deliberate::Truncation)))),
                 }
             }
             ReplyBody::Endless => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&FILLER))))),

@@ -1,0 +1,171 @@
+//! Issuance: the CSR key policy, the finalize-time CAA recheck, and the
+//! certificate itself, recorded and counted against the rate limits.
+
+use std::time::SystemTime;
+
+use time::OffsetDateTime;
+
+use super::Config;
+use super::state::{CertRec, State};
+use crate::error::{Problem, ProblemType};
+use crate::protocol::Identifier;
+use crate::testing::CaaPolicy;
+use crate::testing::jws::Rejection;
+use crate::testing::pki::{CsrInfo, KeyKind, Pki};
+
+/// CAA as configured for `name` (the closest configured ancestor wins).
+fn caa_policy(config: &Config, name: &str) -> CaaPolicy {
+    let mut candidate = name.trim_start_matches("*.");
+    loop {
+        if let Some(p) = config.caa.get(candidate) {
+            return *p;
+        }
+        match candidate.split_once('.') {
+            Some((_, parent)) if !parent.is_empty() => candidate = parent,
+            _ => return CaaPolicy::Allow,
+        }
+    }
+}
+
+impl State {
+    /// The finalize-time CAA recheck, worded as Boulder words it.
+    pub(super) fn recheck_caa(
+        &mut self,
+        ids: &[Identifier],
+        config: &Config,
+    ) -> Result<(), Box<Problem>> {
+        let mut failures = Vec::new();
+        for id in ids.iter().filter(|i| i.kind == "dns") {
+            let name = id.base_name();
+            let detail = match caa_policy(config, name) {
+                CaaPolicy::Allow => continue,
+                CaaPolicy::Forbid => format!(
+                    "While processing CAA for {name}: CAA record for {name} prevents issuance"
+                ),
+                CaaPolicy::Timeout => format!(
+                    "While processing CAA for {name}: DNS problem: query timed out looking up CAA for {name}"
+                ),
+                CaaPolicy::TimeoutTimes(n) => {
+                    let seen = self.caa_timeouts_seen.entry(name.to_owned()).or_default();
+                    if *seen >= n {
+                        continue;
+                    }
+                    *seen += 1;
+                    format!(
+                        "While processing CAA for {name}: DNS problem: query timed out looking up CAA for {name}"
+                    )
+                }
+            };
+            let mut sub = Problem::new(ProblemType::Caa, detail);
+            sub.identifier = Some(id.clone());
+            sub.status = Some(403);
+            failures.push(sub);
+        }
+        match failures.len() {
+            0 => Ok(()),
+            1 => {
+                let sub = failures.remove(0);
+                let mut p = Problem::new(
+                    ProblemType::Caa,
+                    format!(
+                        "Error finalizing order :: rechecking caa: {}",
+                        sub.detail.clone().unwrap_or_default()
+                    ),
+                );
+                p.status = Some(403);
+                p.subproblems = vec![sub];
+                Err(Box::new(p))
+            }
+            n => {
+                let first = failures[0]
+                    .identifier
+                    .as_ref()
+                    .map(|i| i.value.clone())
+                    .unwrap_or_default();
+                let mut p = Problem::new(
+                    ProblemType::Caa,
+                    format!(
+                        "Error finalizing order :: Rechecking CAA for {first:?} and {} more identifiers failed. Refer to sub-problems for more information",
+                        n - 1
+                    ),
+                );
+                p.status = Some(403);
+                p.subproblems = failures;
+                Err(Box::new(p))
+            }
+        }
+    }
+}
+
+/// The CSR key policy: ECDSA P-256/P-384 or RSA 2048..=8192 bits.
+pub(super) fn check_csr_key(key: &KeyKind) -> Result<(), String> {
+    match key {
+        KeyKind::EcdsaP256 | KeyKind::EcdsaP384 => Ok(()),
+        KeyKind::Rsa { bits } if (2048..=8192).contains(bits) => Ok(()),
+        KeyKind::Rsa { bits } => Err(format!("key too small or too large: {bits} bits")),
+        KeyKind::Ed25519 | KeyKind::Other(_) => {
+            Err("key type not supported (ECDSA P-256/P-384 or RSA)".into())
+        }
+    }
+}
+
+/// `not_before` plus the configured certificate lifetime, if that is a
+/// date `time` can represent.
+pub(super) fn default_not_after(
+    not_before: OffsetDateTime,
+    config: &Config,
+) -> Option<OffsetDateTime> {
+    let lifetime =
+        time::Duration::try_from(config.certificate_lifetime).unwrap_or(time::Duration::days(90));
+    not_before.checked_add(lifetime)
+}
+
+impl State {
+    /// Issues a certificate for the CSR's identifiers (valid from
+    /// `not_before` to `not_after`, default: the configured lifetime),
+    /// spends the certificate rate limits and records it; returns its index.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one issuance path for v2 finalize and v1 new-cert"
+    )]
+    pub(super) fn issue_certificate(
+        &mut self,
+        pki: &Pki,
+        acct: usize,
+        order: Option<usize>,
+        csr: &CsrInfo,
+        not_before: OffsetDateTime,
+        not_after: Option<OffsetDateTime>,
+        config: &Config,
+    ) -> Result<usize, Rejection> {
+        let ids = csr.identifiers.clone();
+        let na = match not_after {
+            Some(na) => na,
+            None => default_not_after(not_before, config)
+                .ok_or_else(|| Rejection::malformed("notBefore is too far in the future"))?,
+        };
+        let issued = pki.issue(csr, not_before, na).map_err(|e| {
+            Rejection::new(
+                ProblemType::ServerInternal,
+                500,
+                format!("issuance failed: {e}"),
+            )
+        })?;
+        self.spend_certificate_limits(&ids, &config.rate_limits);
+        let cert_id = self.certs.len();
+        self.certs.push(CertRec {
+            account: acct,
+            order,
+            identifiers: ids,
+            serial: issued.serial_hex.clone(),
+            spki: csr.public_key_der.clone(),
+            leaf_der: issued.leaf_der,
+            chain_pem: issued.chain_pem,
+            alternate_chain_pem: issued.alternate_chain_pem,
+            issued_at: SystemTime::now(),
+            revoked: None,
+        });
+        tracing::info!(?order, serial = %issued.serial_hex, "test CA issued a certificate");
+        Ok(cert_id)
+    }
+}

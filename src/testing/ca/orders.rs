@@ -1,0 +1,216 @@
+//! Orders (v2): creation with their authorizations (reusing valid ones),
+//! the status machine pending → ready → processing → valid (or invalid),
+//! and finalization.
+
+use ring::rand::SecureRandom;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+
+use super::authorizations::{challenge_kinds, fresh_challenges};
+use super::issuance::check_csr_key;
+use super::state::{OrderRec, State};
+use super::{Config, now_utc};
+use crate::error::{Problem, ProblemType};
+use crate::protocol::{AuthorizationStatus, Identifier, OrderStatus};
+use crate::testing::jws::Rejection;
+use crate::testing::pki::{CsrInfo, Pki};
+
+/// Why a finalization did not issue.
+#[derive(Debug)]
+pub(super) enum FinalizeRefusal {
+    /// An error to answer as such.
+    Rejected(Rejection),
+    /// The CAA recheck failed: a 403 with this problem document.
+    Caa(Box<Problem>),
+}
+
+impl From<Rejection> for FinalizeRefusal {
+    fn from(r: Rejection) -> Self {
+        Self::Rejected(r)
+    }
+}
+
+/// How long a new order and its new authorizations live.
+const ORDER_LIFETIME_DAYS: i64 = 7;
+
+impl State {
+    /// Moves an order along as its authorizations and issuance progress.
+    pub(super) fn refresh_order(&mut self, id: usize) {
+        let order = &self.orders[id];
+        let status = match order.status {
+            OrderStatus::Pending => {
+                let statuses: Vec<AuthorizationStatus> = order
+                    .authzs
+                    .iter()
+                    .map(|a| self.authzs[*a].status)
+                    .collect();
+                if statuses.iter().any(|s| {
+                    !matches!(s, AuthorizationStatus::Pending | AuthorizationStatus::Valid)
+                }) {
+                    OrderStatus::Invalid
+                } else if statuses.iter().all(|s| *s == AuthorizationStatus::Valid) {
+                    OrderStatus::Ready
+                } else {
+                    OrderStatus::Pending
+                }
+            }
+            OrderStatus::Processing if order.ready_at.is_none_or(|t| Instant::now() >= t) => {
+                OrderStatus::Valid
+            }
+            other => other,
+        };
+        let order = &mut self.orders[id];
+        if status == OrderStatus::Invalid && order.error.is_none() {
+            let mut p = Problem::new(
+                ProblemType::Unauthorized,
+                "an authorization of this order failed",
+            );
+            p.status = Some(403);
+            order.error = Some(p);
+        }
+        order.status = status;
+    }
+
+    /// Checks that order `id` exists and belongs to account `acct`.
+    pub(super) fn owned_order(&self, id: usize, acct: usize) -> Result<(), Rejection> {
+        match self.orders.get(id) {
+            None => Err(Rejection::new(
+                ProblemType::Malformed,
+                404,
+                "No order for ID",
+            )),
+            Some(o) if o.account != acct => {
+                Err(Rejection::unauthorized("Account does not own this order"))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// A pending or ready, unexpired order of `acct` for exactly `ids`
+    /// (Boulder hands it back instead of a new one).
+    pub(super) fn reusable_order(&mut self, acct: usize, ids: &[Identifier]) -> Option<usize> {
+        let utc = now_utc();
+        for o in 0..self.orders.len() {
+            self.refresh_order(o);
+            let order = &self.orders[o];
+            if order.account == acct
+                && order.identifiers == ids
+                && matches!(order.status, OrderStatus::Pending | OrderStatus::Ready)
+                && order.expires > utc
+            {
+                return Some(o);
+            }
+        }
+        None
+    }
+
+    /// A new order of `acct` for `ids` (checked and normalized), with an
+    /// authorization per identifier: a valid one of the account's when
+    /// `reuse_valid_authorizations` is on, else a new pending one.
+    pub(super) fn create_order(
+        &mut self,
+        acct: usize,
+        ids: Vec<Identifier>,
+        not_before: Option<OffsetDateTime>,
+        not_after: Option<OffsetDateTime>,
+        config: &Config,
+        rng: &dyn SecureRandom,
+    ) -> usize {
+        let expires = now_utc() + time::Duration::days(ORDER_LIFETIME_DAYS);
+        let mut authzs = Vec::new();
+        for id in &ids {
+            let wildcard = id.is_wildcard();
+            let base = Identifier {
+                kind: id.kind.clone(),
+                value: id.base_name().to_owned(),
+            };
+            let reusable = if config.reuse_valid_authorizations {
+                self.find_authz(acct, &base, wildcard, AuthorizationStatus::Valid, now_utc())
+            } else {
+                None
+            };
+            let authz = match reusable {
+                Some(a) => a,
+                None => {
+                    let challenges = fresh_challenges(rng, challenge_kinds(id));
+                    self.create_authz(acct, base, wildcard, expires, challenges)
+                }
+            };
+            authzs.push(authz);
+        }
+        let id = self.orders.len();
+        self.orders.push(OrderRec {
+            account: acct,
+            status: OrderStatus::Pending,
+            identifiers: ids,
+            authzs,
+            not_before,
+            not_after,
+            expires,
+            error: None,
+            cert: None,
+            ready_at: None,
+        });
+        self.refresh_order(id);
+        id
+    }
+
+    /// Checks that order `id` can be finalized now (it is `ready`).
+    pub(super) fn ready_for_finalization(&mut self, id: usize) -> Result<(), Rejection> {
+        self.refresh_order(id);
+        let status = self.orders[id].status;
+        if status != OrderStatus::Ready {
+            return Err(Rejection::new(
+                ProblemType::OrderNotReady,
+                403,
+                format!(
+                    "Order's status ({:?}) is not acceptable for finalization",
+                    status.as_str()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Finalizes ready order `id` with `csr`: the CSR must name exactly the
+    /// order's identifiers with an acceptable key that is no account's, CAA
+    /// must allow it; then the certificate is issued and the order turns
+    /// `valid`, or `processing` for `finalize_processing`.
+    pub(super) fn finalize_order(
+        &mut self,
+        pki: &Pki,
+        id: usize,
+        csr: &CsrInfo,
+        config: &Config,
+    ) -> Result<(), FinalizeRefusal> {
+        let bad_csr = |d: String| Rejection::new(ProblemType::BadCsr, 400, d);
+        let ids = self.orders[id].identifiers.clone();
+        if csr.identifiers != ids {
+            return Err(bad_csr("CSR does not specify same identifiers as Order".into()).into());
+        }
+        check_csr_key(&csr.key).map_err(bad_csr)?;
+        if self
+            .accounts
+            .iter()
+            .any(|a| a.key.matches_spki(&csr.public_key_der))
+        {
+            return Err(bad_csr("CSR contains a public key for a known account".into()).into());
+        }
+        self.recheck_caa(&ids, config)
+            .map_err(FinalizeRefusal::Caa)?;
+        let now = Instant::now();
+        let acct = self.orders[id].account;
+        let nb = self.orders[id].not_before.unwrap_or_else(now_utc);
+        let na = self.orders[id].not_after;
+        let cert_id = self.issue_certificate(pki, acct, Some(id), csr, nb, na, config)?;
+        let order = &mut self.orders[id];
+        order.cert = Some(cert_id);
+        if config.finalize_processing.is_zero() {
+            order.status = OrderStatus::Valid;
+        } else {
+            order.status = OrderStatus::Processing;
+            order.ready_at = Some(now + config.finalize_processing);
+        }
+        Ok(())
+    }
+}
