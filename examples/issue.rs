@@ -28,11 +28,12 @@ use std::time::Instant;
 
 use clap::Parser;
 use sturdy_acme::CertificateSource;
+use sturdy_acme::Dialect;
 use sturdy_acme::solver::http01::Http01Responder;
 use sturdy_acme::solver::http01::Http01Solver;
 use sturdy_acme::solver::{ChallengeAnswer, Solver, SolverFuture};
 use sturdy_acme::store::{FileMode, FileStore, write_file_atomic};
-use sturdy_acme::testing::{Dialect, StaticDns, TestCa};
+use sturdy_acme::testing::{StaticDns, TestCa};
 use sturdy_acme::{
     AccountKey, AccountOptions, CertificateKey, CertificateKeyType, ChallengeType, Client, Csr,
     ExternalAccountKey, KeyAlgorithm, NewOrder, OrderStatus,

@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use sturdy_acme::testing::{CaaPolicy, FaultRule, RateLimits, StaticDns, TestCa};
+use sturdy_acme::RateLimits;
+use sturdy_acme::testing::{CaaPolicy, FaultRule, StaticDns, TestCa};
 
 #[derive(Parser, Debug)]
 #[command(about = "Run sturdy-acme's embedded ACME test CA as a server", version)]

@@ -266,6 +266,17 @@ impl Events {
     }
 }
 
+/// One step of splitmix64: advances `state` and returns the next value.
+/// The crate's one seedable generator (jitter here, fault triggers in the
+/// embedded CA).
+pub(crate) fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// A seedable generator for jitter (splitmix64).
 #[derive(Debug)]
 pub(crate) struct Rng(Mutex<u64>);
@@ -282,12 +293,7 @@ impl Rng {
     }
 
     fn next_u64(&self) -> u64 {
-        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        *s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = *s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        splitmix64(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn next_f64(&self) -> f64 {

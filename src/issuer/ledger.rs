@@ -94,14 +94,12 @@ impl RateLedger {
     }
 
     fn tokens(&mut self, key: &str, limit: &Limit, now: SystemTime) -> f64 {
-        let cap = f64::from(limit.burst);
         let b = self.state.buckets.entry(key.to_owned()).or_insert(Bucket {
-            tokens: cap,
+            tokens: f64::from(limit.burst),
             at_ms: ms(now),
         });
-        let elapsed = ms(now).saturating_sub(b.at_ms) as f64 / 1000.0;
-        let rate = cap / limit.period.as_secs_f64().max(1e-9);
-        b.tokens = (b.tokens + elapsed * rate).min(cap);
+        let elapsed = Duration::from_millis(ms(now).saturating_sub(b.at_ms));
+        b.tokens = limit.refilled(b.tokens, elapsed);
         b.at_ms = ms(now);
         b.tokens
     }
@@ -117,8 +115,7 @@ impl RateLedger {
     ) {
         let Some(limit) = limit else { return };
         let tokens = self.tokens(key, &limit, now);
-        if tokens < 1.0 - 1e-9 {
-            let wait = limit.refill_interval().mul_f64(1.0 - tokens);
+        if let Some(wait) = limit.wait_for_token(tokens) {
             let retry_at = now + wait;
             if worst.as_ref().is_none_or(|w| retry_at > w.retry_at) {
                 *worst = Some(Refusal {

@@ -25,6 +25,22 @@ impl Limit {
     pub fn refill_interval(&self) -> Duration {
         self.period / self.burst.max(1)
     }
+
+    /// The token bucket's level after `elapsed` since it was `tokens`
+    /// (refilled evenly, capped at `burst`). A full bucket starts at
+    /// [`Limit::burst`]. The one token-bucket rule, for the issuer's
+    /// ledger (wall clock, persisted) and the embedded CA (tokio's clock).
+    pub(crate) fn refilled(&self, tokens: f64, elapsed: Duration) -> f64 {
+        let cap = f64::from(self.burst);
+        let rate = cap / self.period.as_secs_f64().max(1e-9);
+        (tokens + elapsed.as_secs_f64() * rate).min(cap)
+    }
+
+    /// How long until a bucket at `tokens` holds a whole token again
+    /// (`None`: it holds one now).
+    pub(crate) fn wait_for_token(&self, tokens: f64) -> Option<Duration> {
+        (tokens < 1.0 - 1e-9).then(|| self.refill_interval().mul_f64(1.0 - tokens))
+    }
 }
 
 mod secs {

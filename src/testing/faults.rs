@@ -281,7 +281,7 @@ impl FaultScript {
                 Trigger::Nth(n) => state.seen == n,
                 Trigger::FirstN(n) => state.seen <= n,
                 Trigger::Probability { p, .. } => {
-                    let x = splitmix(&mut state.rng);
+                    let x = crate::retry::splitmix64(&mut state.rng);
                     (x >> 11) as f64 / (1u64 << 53) as f64 <= p
                 }
             };
@@ -291,14 +291,6 @@ impl FaultScript {
         }
         chosen
     }
-}
-
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

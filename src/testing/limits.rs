@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub use crate::issuer::limits::{Limit, RateLimits};
+pub(crate) use crate::issuer::limits::{Limit, RateLimits};
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -21,14 +21,11 @@ pub(crate) struct Buckets {
 
 impl Buckets {
     fn level(&mut self, key: &str, limit: &Limit, now: Instant) -> Bucket {
-        let cap = f64::from(limit.burst);
         let b = self.buckets.entry(key.to_owned()).or_insert(Bucket {
-            tokens: cap,
+            tokens: f64::from(limit.burst),
             at: now,
         });
-        let rate = cap / limit.period.as_secs_f64().max(1e-9);
-        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * rate).min(cap);
+        b.tokens = limit.refilled(b.tokens, now.saturating_duration_since(b.at));
         b.at = now;
         *b
     }
@@ -36,14 +33,9 @@ impl Buckets {
     /// `Err(wait)` if a request for `key` would exceed `limit` now.
     pub(crate) fn check(&mut self, key: &str, limit: &Limit, now: Instant) -> Result<(), Duration> {
         let b = self.level(key, limit, now);
-        if b.tokens >= 1.0 - 1e-9 {
-            Ok(())
-        } else {
-            let missing = 1.0 - b.tokens;
-            Err(limit
-                .refill_interval()
-                .mul_f64(missing)
-                .max(Duration::from_secs(1)))
+        match limit.wait_for_token(b.tokens) {
+            None => Ok(()),
+            Some(wait) => Err(wait.max(Duration::from_secs(1))),
         }
     }
 

@@ -64,9 +64,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::issuer::RateLimits;
 pub use ca::ValidationMode;
 pub use faults::{CannedAnswer, Fault, FaultRule, RetryAfterForm, Trigger};
-pub use limits::{Limit, RateLimits};
 pub use validation::{DnsError, DnsResolver, StaticDns};
 
 use crate::client::{Client, ClientBuilder};
@@ -77,7 +77,7 @@ use crate::transport::Endpoint;
 /// Which ACME protocol the test CA speaks (a CA speaks exactly one): the
 /// crate's [`Dialect`]. See
 /// [`TestCaBuilder::dialect`] for what a [`Dialect::V1`] CA serves.
-pub use crate::protocol::Dialect;
+use crate::protocol::Dialect;
 
 /// What the CA answers for a domain's CAA check at finalize.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

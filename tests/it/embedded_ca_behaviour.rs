@@ -9,11 +9,12 @@ use common::suite::try_ready_order;
 use std::time::Duration;
 
 use sturdy_acme::RetryPolicy;
-use sturdy_acme::testing::{CaaPolicy, Limit, RateLimits, TestCa};
+use sturdy_acme::testing::{CaaPolicy, TestCa};
 use sturdy_acme::{
     Account, AccountKey, AccountOptions, CertificateKey, Csr, Error, KeyAlgorithm, NewOrder,
     ProblemType,
 };
+use sturdy_acme::{Limit, RateLimits};
 
 /// Raw CA behaviour: no client retries (the retry policies are pinned in
 /// tests/retry_policies.rs).

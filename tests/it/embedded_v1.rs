@@ -18,9 +18,10 @@ use common::suite::{self, AcmeServer, ServerOptions, assert_v1_unsupported, read
 use common::verify;
 use serde_json::{Value, json};
 use sturdy_acme::AuthorizationStatus;
+use sturdy_acme::Dialect;
 use sturdy_acme::FindFuture;
 use sturdy_acme::RateLimitScope;
-use sturdy_acme::testing::{Dialect, Fault, FaultRule, TestCa, TestCaBuilder, Trigger};
+use sturdy_acme::testing::{Fault, FaultRule, TestCa, TestCaBuilder, Trigger};
 use sturdy_acme::{
     AccountKey, AccountOptions, CertificateFinder, CertificateKey, CertificateKeyType,
     ChallengeType, Client, Csr, Endpoint, Error, ExternalAccountKey, Identifier, KeyAlgorithm,

@@ -15,12 +15,12 @@ use http::HeaderMap;
 use serde_json::{Value, json};
 use sturdy_acme::solver::http01::Http01Responder;
 use sturdy_acme::testing::{
-    CaaPolicy, Dialect, Fault, FaultRule, Limit, RateLimits, StaticDns, TestCa, TestCaBuilder,
-    Trigger,
+    CaaPolicy, Fault, FaultRule, StaticDns, TestCa, TestCaBuilder, Trigger,
 };
 use sturdy_acme::{
     AccountKey, CertificateKey, CertificateKeyType, Endpoint, Identifier, KeyAlgorithm,
 };
+use sturdy_acme::{Dialect, Limit, RateLimits};
 
 // ---------------------------------------------------------------------------
 // A minimal hand-rolled v1 client.

@@ -83,7 +83,8 @@ use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRu
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use sturdy_acme::testing::{CannedAnswer, Dialect, Fault, FaultRule, TestCa, Trigger};
+use sturdy_acme::Dialect;
+use sturdy_acme::testing::{CannedAnswer, Fault, FaultRule, TestCa, Trigger};
 use sturdy_acme::timestamp::{self, DisplayTime, MAX_UNIX_SECONDS};
 use sturdy_acme::{
     AccountKey, AccountOptions, CertificateChain, CertificateKey, CertificateKeyType,

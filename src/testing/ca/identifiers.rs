@@ -1,13 +1,13 @@
 //! The identifier policy of both dialects: how many, which types, valid
 //! names and addresses, blocked domains; the result in one canonical form
-//! ([`normalized`]).
+//! ([`IdentifierSet`]).
 
 use std::net::IpAddr;
 
 use super::Config;
 use crate::error::ProblemType;
 use crate::protocol::Identifier;
-use crate::protocol::identifier::normalized;
+use crate::protocol::IdentifierSet;
 use crate::testing::jws::Rejection;
 
 /// The most identifiers one order (or v1 CSR) may hold.
@@ -86,7 +86,7 @@ pub(super) fn check_identifiers(
                 .join("; "),
         });
     }
-    Ok(normalized(&out))
+    Ok(IdentifierSet::new(&out).into_vec())
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use sturdy_acme::ClientBuilder;
-use sturdy_acme::testing::{Dialect, StaticDns, TestCa};
+use sturdy_acme::Dialect;
+use sturdy_acme::testing::{StaticDns, TestCa};
 
 use super::suite::{AcmeServer, ServerOptions};
 
