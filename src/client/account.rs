@@ -290,7 +290,28 @@ impl Account {
     /// request is sent again. ACME v1: Boulder's key-change (the inner JWS,
     /// signed by the new key, carries `{account, newKey}`).
     pub async fn change_key(&self, new_key: AccountKey) -> Result<Account> {
-        self.dialect_impl().change_key(self, &new_key).await?;
+        let dialect = self.dialect_impl();
+        let (url, inner) = dialect.key_change(self, &new_key)?;
+        let mut retrying = self
+            .inner
+            .client
+            .transport()
+            .retrying(Endpoint::KeyChange, &url);
+        loop {
+            match self
+                .post_once(Endpoint::KeyChange, &url, Some(&inner))
+                .await
+            {
+                Ok(_) => break,
+                Err(e) => {
+                    let unknown = e.class() == ErrorClass::Transient;
+                    retrying.pause_or_fail(e).await?;
+                    if unknown && dialect.key_owns_account(self, &new_key).await? {
+                        break;
+                    }
+                }
+            }
+        }
         tracing::info!(account = %self.inner.url, "account key changed");
         Ok(Self::from_parts(
             self.inner.client.clone(),

@@ -56,13 +56,17 @@ pub(crate) trait DialectImpl: Send + Sync + Debug {
         payload: Option<&'a Value>,
     ) -> BoxFuture<'a, Result<AccountResource>>;
 
-    /// Rolls the account over to `new_key` (the caller builds the new
-    /// [`Account`]).
-    fn change_key<'a>(
+    /// The key-change URL and the inner JWS (signed by `new_key`) that
+    /// rolls `account` over to it.
+    fn key_change(&self, account: &Account, new_key: &AccountKey) -> Result<(String, Value)>;
+
+    /// True when `key` already signs for `account` (after a key change
+    /// whose outcome is unknown).
+    fn key_owns_account<'a>(
         &'a self,
         account: &'a Account,
-        new_key: &'a AccountKey,
-    ) -> BoxFuture<'a, Result<()>>;
+        key: &'a AccountKey,
+    ) -> BoxFuture<'a, Result<bool>>;
 
     /// Creates an order.
     fn new_order<'a>(

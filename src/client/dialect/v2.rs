@@ -103,46 +103,31 @@ impl DialectImpl for V2 {
         })
     }
 
-    fn change_key<'a>(
+    fn key_change(&self, account: &Account, new_key: &AccountKey) -> Result<(String, Value)> {
+        let url = account.client().directory().key_change.clone();
+        let inner_payload = serde_json::to_value(v2::KeyChange {
+            account: account.url(),
+            old_key: account.key().jwk(),
+        })
+        .expect("payload serializes");
+        let inner = jws::sign(
+            new_key,
+            KeyId::Jwk,
+            None,
+            &url,
+            Some(&inner_payload),
+            JwsHeader::Rfc8555,
+        )?;
+        Ok((url, inner))
+    }
+
+    /// onlyReturnExisting with `key` finds this account.
+    fn key_owns_account<'a>(
         &'a self,
         account: &'a Account,
-        new_key: &'a AccountKey,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            let client = account.client();
-            let url = client.directory().key_change.clone();
-            let inner_payload = serde_json::to_value(v2::KeyChange {
-                account: account.url(),
-                old_key: account.key().jwk(),
-            })
-            .expect("payload serializes");
-            let inner = jws::sign(
-                new_key,
-                KeyId::Jwk,
-                None,
-                &url,
-                Some(&inner_payload),
-                JwsHeader::Rfc8555,
-            )?;
-            // Not idempotent: after an unknown outcome, ask the CA whether the
-            // new key already owns the account before sending it again.
-            let mut retrying = client.transport().retrying(Endpoint::KeyChange, &url);
-            loop {
-                match account
-                    .post_once(Endpoint::KeyChange, &url, Some(&inner))
-                    .await
-                {
-                    Ok(_) => return Ok(()),
-                    Err(e) => {
-                        let unknown = e.class() == ErrorClass::Transient;
-                        retrying.pause_or_fail(e).await?;
-                        if unknown && key_owns_account(account, new_key).await? {
-                            return Ok(());
-                        }
-                    }
-                }
-            }
-        })
+        key: &'a AccountKey,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(key_owns_account(account, key))
     }
 
     fn new_order<'a>(

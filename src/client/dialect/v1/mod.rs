@@ -168,12 +168,17 @@ impl DialectImpl for V1 {
         })
     }
 
-    fn change_key<'a>(
+    fn key_change(&self, account: &Account, new_key: &AccountKey) -> Result<(String, Value)> {
+        requests::key_change(account, new_key)
+    }
+
+    /// A query of the registration signed by `key` succeeds.
+    fn key_owns_account<'a>(
         &'a self,
         account: &'a Account,
-        new_key: &'a AccountKey,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(requests::change_key(account, new_key))
+        key: &'a AccountKey,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(requests::key_owns(account.client(), key, account.url()))
     }
 
     fn new_order<'a>(

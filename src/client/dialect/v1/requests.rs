@@ -9,7 +9,7 @@ use super::V1State;
 use crate::client::{Account, AccountOptions, Client, NewOrder};
 use crate::crypto::AccountKey;
 use crate::crypto::jws::{self, JwsHeader, KeyId};
-use crate::error::{Error, ErrorClass, ProblemType, Result};
+use crate::error::{Error, ProblemType, Result};
 use crate::protocol::v1::{self as wire, OrderRef};
 use crate::protocol::{AccountResource, AuthorizationResource, AuthorizationStatus, OrderResource};
 use crate::transport::{Endpoint, Response, links};
@@ -149,9 +149,8 @@ pub(super) async fn create_account(
 /// v1 key-change (Boulder): the outer JWS, signed by the current key,
 /// carries the inner JWS (signed by the new key, `{account, newKey}`) with
 /// `resource` spliced in.
-pub(super) async fn change_key(account: &Account, new_key: &AccountKey) -> Result<()> {
-    let client = account.client();
-    let url = client.directory().key_change.clone();
+pub(super) fn key_change(account: &Account, new_key: &AccountKey) -> Result<(String, Value)> {
+    let url = account.client().directory().key_change.clone();
     if url.is_empty() {
         return Err(Error::Unsupported(
             "this ACME v1 CA's directory has no key-change".into(),
@@ -170,29 +169,12 @@ pub(super) async fn change_key(account: &Account, new_key: &AccountKey) -> Resul
         Some(&inner_payload),
         JwsHeader::JwkOnly,
     )?;
-    let mut retrying = client.transport().retrying(Endpoint::KeyChange, &url);
-    loop {
-        match account
-            .post_once(Endpoint::KeyChange, &url, Some(&inner))
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) => {
-                let unknown = e.class() == ErrorClass::Transient;
-                retrying.pause_or_fail(e).await?;
-                // Not idempotent: ask whether the new key owns the
-                // registration already before sending it again.
-                if unknown && key_owns(client, new_key, account.url()).await? {
-                    return Ok(());
-                }
-            }
-        }
-    }
+    Ok((url, inner))
 }
 
 /// True when `key` signs for the registration at `reg_url` (a query of it
 /// succeeds; a key without a registration gets 403 `unauthorized`).
-async fn key_owns(client: &Client, key: &AccountKey, reg_url: &str) -> Result<bool> {
+pub(super) async fn key_owns(client: &Client, key: &AccountKey, reg_url: &str) -> Result<bool> {
     match post_reg(client, key, reg_url, &json!({})).await {
         Ok(_) => Ok(true),
         Err(e) if e.problem_type() == Some(&ProblemType::Unauthorized) => Ok(false),
