@@ -204,35 +204,41 @@ pub enum Event {
         problem: Option<String>,
         /// Retry-After, if sent.
         retry_after: Option<Duration>,
-        /// 0 for the first attempt of a request.
+        /// Which attempt of one logical request this was, 0 for the first,
+        /// counted across every kind of re-send (badNonce, transient
+        /// backoff, CAA recheck, rate-limit wait).
         attempt: u32,
         /// How long it took.
         elapsed: Duration,
     },
-    /// A failure will be retried after `delay`.
+    /// A failure will be retried after `delay`: every re-send of a
+    /// request, whatever the class, is announced by one `Retry` (a
+    /// `badNonce` re-send too, with [`ErrorClass::BadNonce`] and no delay).
     Retry {
         /// Endpoint.
         endpoint: Endpoint,
         /// URL.
         url: String,
-        /// The failure's class name.
-        class: &'static str,
-        /// The retry's number (1 = first retry).
+        /// The failure's class ([`ErrorClass::name`] for a metric label).
+        class: ErrorClass,
+        /// Requests sent so far for this logical request (1 after the
+        /// first): the next one is number `attempt` in
+        /// [`Event::Exchange::attempt`]'s count.
         attempt: u32,
         /// The wait before it.
         delay: Duration,
         /// The failure.
         error: String,
     },
-    /// Retrying stopped.
+    /// Retrying stopped: the failure is returned to the caller.
     GaveUp {
         /// Endpoint.
         endpoint: Endpoint,
         /// URL.
         url: String,
-        /// The failure's class name.
-        class: &'static str,
-        /// Attempts made.
+        /// The last failure's class.
+        class: ErrorClass,
+        /// Requests sent for this logical request, the first included.
         attempts: u32,
         /// Time since the first attempt.
         elapsed: Duration,
@@ -311,7 +317,8 @@ pub(crate) struct Retrying<'a> {
     endpoint: Endpoint,
     url: String,
     started: Instant,
-    attempts: u32,
+    /// Requests sent so far (exchanges, every kind).
+    sent: u32,
     transient: u32,
     caa: u32,
     rate: u32,
@@ -332,11 +339,49 @@ impl<'a> Retrying<'a> {
             endpoint,
             url: url.to_owned(),
             started: Instant::now(),
-            attempts: 1,
+            sent: 0,
             transient: 0,
             caa: 0,
             rate: 0,
         }
+    }
+
+    /// The endpoint of this logical request.
+    pub(crate) fn endpoint(&self) -> Endpoint {
+        self.endpoint
+    }
+
+    /// The URL of this logical request.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Counts a request about to be sent; returns its 0-based attempt
+    /// number within this logical request.
+    pub(crate) fn next_attempt(&mut self) -> u32 {
+        let n = self.sent;
+        self.sent = self.sent.saturating_add(1);
+        n
+    }
+
+    /// Reports a `badNonce` re-send (immediate, with the rejection's nonce).
+    pub(crate) fn bad_nonce(&self, error: &Error) {
+        tracing::debug!(
+            target: "sturdy_acme::retry",
+            endpoint = self.endpoint.as_str(),
+            url = %self.url,
+            class = "bad_nonce",
+            attempt = self.sent,
+            "re-sending after badNonce"
+        );
+        self.events.emit(Event::Retry {
+            endpoint: self.endpoint,
+            url: self.url.clone(),
+            class: ErrorClass::BadNonce,
+            attempt: self.sent,
+            delay: Duration::ZERO,
+            error: error.to_string(),
+        });
     }
 
     /// After a failed attempt: waits and returns `Ok(())` if the error's
@@ -393,7 +438,7 @@ impl<'a> Retrying<'a> {
                     endpoint = self.endpoint.as_str(),
                     url = %self.url,
                     class = class.name(),
-                    attempt = self.attempts,
+                    attempt = self.sent,
                     delay_ms = delay.as_millis() as u64,
                     error = %error,
                     "retrying"
@@ -401,17 +446,17 @@ impl<'a> Retrying<'a> {
                 self.events.emit(Event::Retry {
                     endpoint: self.endpoint,
                     url: self.url.clone(),
-                    class: class.name(),
-                    attempt: self.attempts,
+                    class,
+                    attempt: self.sent,
                     delay,
                     error: error.to_string(),
                 });
                 tokio::time::sleep(delay).await;
-                self.attempts += 1;
                 Ok(())
             }
             None => {
-                let retried = self.attempts > 1;
+                let attempts = self.sent.max(1);
+                let retried = attempts > 1;
                 let retryable = matches!(class, ErrorClass::Transient)
                     || matches!(
                         class,
@@ -426,7 +471,7 @@ impl<'a> Retrying<'a> {
                         endpoint = self.endpoint.as_str(),
                         url = %self.url,
                         class = class.name(),
-                        attempts = self.attempts,
+                        attempts,
                         elapsed_ms = elapsed.as_millis() as u64,
                         error = %error,
                         "giving up"
@@ -434,14 +479,14 @@ impl<'a> Retrying<'a> {
                     self.events.emit(Event::GaveUp {
                         endpoint: self.endpoint,
                         url: self.url.clone(),
-                        class: class.name(),
-                        attempts: self.attempts,
+                        class: class.clone(),
+                        attempts,
                         elapsed,
                     });
                 }
-                if retryable && self.attempts > 1 {
+                if retryable && attempts > 1 {
                     Err(Error::GaveUp {
-                        attempts: self.attempts,
+                        attempts,
                         elapsed,
                         source: Box::new(error),
                     })

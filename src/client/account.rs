@@ -15,6 +15,7 @@ use crate::crypto::jws::KeyId;
 use crate::crypto::{AccountKey, ExternalAccountKey, b64};
 use crate::error::{Error, ErrorClass, ProblemType, Result};
 use crate::protocol::{AccountResource, Dialect, v2};
+use crate::retry::Retrying;
 use crate::transport::{Endpoint, Response};
 
 /// What to register an account with.
@@ -125,7 +126,7 @@ pub(crate) async fn revoke(
     let mut outcome_unknown = false;
     loop {
         match transport
-            .post_once(Endpoint::Revoke, &url, key, key_id, Some(&payload), None)
+            .post_once(&mut retrying, key, key_id, Some(&payload), None)
             .await
             .map_err(|e| client.dialect_impl().revocation_error(e))
         {
@@ -218,16 +219,14 @@ impl Account {
     /// idempotent.
     pub(crate) async fn post_once(
         &self,
-        endpoint: Endpoint,
-        url: &str,
+        retrying: &mut Retrying<'_>,
         payload: Option<&Value>,
     ) -> Result<Response> {
         self.inner
             .client
             .transport()
             .post_once(
-                endpoint,
-                url,
+                retrying,
                 &self.inner.key,
                 KeyId::Kid(&self.inner.url),
                 payload,
@@ -298,10 +297,7 @@ impl Account {
             .transport()
             .retrying(Endpoint::KeyChange, &url);
         loop {
-            match self
-                .post_once(Endpoint::KeyChange, &url, Some(&inner))
-                .await
-            {
+            match self.post_once(&mut retrying, Some(&inner)).await {
                 Ok(_) => break,
                 Err(e) => {
                     let unknown = e.class() == ErrorClass::Transient;

@@ -231,7 +231,7 @@ impl Challenge {
         loop {
             let result = self
                 .account
-                .post_once(Endpoint::Challenge, &url, Some(&payload))
+                .post_once(&mut retrying, Some(&payload))
                 .await
                 .and_then(|r| dialect.parse_challenge(&r));
             match result {

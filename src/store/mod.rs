@@ -23,7 +23,7 @@ pub use records::{
     StoredCertificate,
 };
 
-pub use crate::error::StoreError;
+pub(crate) use crate::error::StoreError;
 
 /// `Result` with [`StoreError`].
 pub type StoreResult<T> = std::result::Result<T, StoreError>;

@@ -48,7 +48,7 @@
 //! # let _ = chain; Ok(()) }
 //! ```
 
-// `ca` also holds `v1` (src/testing/ca/v1.rs): the ACME v1 dialect.
+// `ca` also holds `v1` (src/testing/ca/v1/): the ACME v1 dialect.
 mod ca;
 mod faults;
 mod jws;
@@ -56,7 +56,7 @@ mod limits;
 mod pki;
 mod recorded;
 mod server;
-pub mod validation;
+mod validation;
 mod wire;
 
 use std::collections::BTreeMap;

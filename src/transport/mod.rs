@@ -209,7 +209,7 @@ impl Transport {
                     None,
                     accept,
                     "none",
-                    0,
+                    retrying.next_attempt(),
                     &[],
                 )
                 .await;
@@ -254,7 +254,7 @@ impl Transport {
         let mut retrying = self.retrying(endpoint, url);
         loop {
             let result = self
-                .post_once(endpoint, url, key, key_id, payload, accept)
+                .post_once(&mut retrying, key, key_id, payload, accept)
                 .await
                 .and_then(|r| parse(&r).map(|t| (t, r)));
             match result {
@@ -269,33 +269,35 @@ impl Transport {
     /// carried), since they prove the request was not processed. For
     /// requests that are not idempotent; the caller resolves an unknown
     /// outcome by reading state.
+    ///
+    /// `retrying` is the logical request this attempt belongs to (its
+    /// endpoint and URL, and the attempt count every exchange reports).
     pub(crate) async fn post_once(
         &self,
-        endpoint: Endpoint,
-        url: &str,
+        retrying: &mut Retrying<'_>,
         key: &AccountKey,
         key_id: KeyId<'_>,
         payload: Option<&Value>,
         accept: Option<&str>,
     ) -> Result<Response> {
-        self.post_once_with(endpoint, url, key, key_id, payload, accept, &[])
+        self.post_once_with(retrying, key, key_id, payload, accept, &[])
             .await
     }
 
     /// [`Transport::post_once`], also accepting the error statuses in
     /// `also_ok` as answers (ACME v1's new-reg answers a known key with a
     /// 409 whose `Location` is the registration).
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn post_once_with(
         &self,
-        endpoint: Endpoint,
-        url: &str,
+        retrying: &mut Retrying<'_>,
         key: &AccountKey,
         key_id: KeyId<'_>,
         payload: Option<&Value>,
         accept: Option<&str>,
         also_ok: &[u16],
     ) -> Result<Response> {
+        let endpoint = retrying.endpoint();
+        let url = &retrying.url().to_owned();
         self.check_url(url)?;
         let shape = self.shape();
         let header = shape.header();
@@ -304,7 +306,7 @@ impl Transport {
             Some(n) => (n, "pool"),
             None => (self.fresh_nonce(url).await?, "fetched"),
         };
-        let mut attempt = 0;
+        let mut bad_nonces = 0;
         loop {
             let body = jws::sign(key, key_id, Some(&nonce), url, payload.as_deref(), header)?;
             let body = serde_json::to_vec(&body).expect("JSON values always serialize");
@@ -316,15 +318,17 @@ impl Transport {
                     Some(body),
                     accept,
                     source,
-                    attempt,
+                    retrying.next_attempt(),
                     also_ok,
                 )
                 .await;
             match ex.result {
                 Err(e)
-                    if e.is_bad_nonce() && attempt + 1 < self.config.retry.bad_nonce_attempts() =>
+                    if e.is_bad_nonce()
+                        && bad_nonces + 1 < self.config.retry.bad_nonce_attempts() =>
                 {
-                    attempt += 1;
+                    bad_nonces += 1;
+                    retrying.bad_nonce(&e);
                     (nonce, source) = match ex.nonce {
                         Some(n) if nonce::is_valid_nonce(&n) => (n, "badNonce"),
                         _ => match self.nonces.take() {
@@ -357,14 +361,19 @@ impl Transport {
         };
         let mut retrying = self.retrying(Endpoint::NewNonce, url);
         loop {
-            match self.fresh_nonce_once(url, any_status).await {
+            match self.fresh_nonce_once(&mut retrying, url, any_status).await {
                 Ok(n) => return Ok(n),
                 Err(e) => retrying.pause_or_fail(e).await?,
             }
         }
     }
 
-    async fn fresh_nonce_once(&self, url: &str, any_status: bool) -> Result<String> {
+    async fn fresh_nonce_once(
+        &self,
+        retrying: &mut Retrying<'_>,
+        url: &str,
+        any_status: bool,
+    ) -> Result<String> {
         let ex = self
             .exchange(
                 Endpoint::NewNonce,
@@ -373,7 +382,7 @@ impl Transport {
                 None,
                 None,
                 "none",
-                0,
+                retrying.next_attempt(),
                 &[],
             )
             .await;

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use std::future::Future;
+use sturdy_acme::StoreError;
 use sturdy_acme::solver::http01::Http01Solver;
-use sturdy_acme::store::{FileStore, IdentifierSetKey, Store, StoreError, StoreResult};
+use sturdy_acme::store::{FileStore, IdentifierSetKey, Store, StoreResult};
 use sturdy_acme::testing::TestCa;
 use sturdy_acme::{CertificateSource, IssuerStep, Limit, RateLimits};
 use sturdy_acme::{Endpoint, EnsureOptions, Error, ErrorClass, Identifier, Issuer};

@@ -36,7 +36,7 @@ impl Retries {
                 ..
             } = e
             {
-                seen.lock().unwrap().push((*endpoint, class, *delay));
+                seen.lock().unwrap().push((*endpoint, class.name(), *delay));
             }
         })
     }

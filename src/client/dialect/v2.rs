@@ -312,9 +312,7 @@ async fn new_order(account: &Account, order: &NewOrder) -> Result<Order> {
     let mut retrying = client.transport().retrying(Endpoint::NewOrder, &url);
     let mut sent = 0u32;
     let (order_url, state) = loop {
-        let result = account
-            .post_once(Endpoint::NewOrder, &url, Some(&payload))
-            .await;
+        let result = account.post_once(&mut retrying, Some(&payload)).await;
         let unknown = match &result {
             Err(e) => !e.is_not_sent() && e.class() == ErrorClass::Transient,
             Ok(_) => true,
@@ -405,7 +403,7 @@ async fn finalize(order: &mut OrderCore, der: Vec<u8>) -> Result<OrderStatus> {
     loop {
         let result = order
             .account
-            .post_once(Endpoint::Finalize, &url, Some(&payload))
+            .post_once(&mut retrying, Some(&payload))
             .await
             .and_then(|r| Ok((r.json::<OrderResource>()?, r.retry_after())));
         match result {

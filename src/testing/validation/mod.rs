@@ -8,7 +8,7 @@
 //! records and failures the test sets.
 //!
 //! ```
-//! use sturdy_acme::testing::validation::{DnsError, DnsResolver, StaticDns};
+//! use sturdy_acme::testing::{DnsError, DnsResolver, StaticDns};
 //!
 //! let dns = StaticDns::new();
 //! dns.add_txt("_acme-challenge.example.test.", "value");

@@ -430,8 +430,7 @@ pub(super) async fn new_cert(
         let attempt = ledger.begin(ids)?;
         let result = transport
             .post_once(
-                Endpoint::Finalize,
-                &url,
+                &mut retrying,
                 account.key(),
                 KeyId::Jwk,
                 Some(&payload),

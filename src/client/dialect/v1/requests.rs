@@ -82,8 +82,7 @@ pub(super) async fn create_account(
     let (reg_url, created, terms_link) = loop {
         let result = transport
             .post_once_with(
-                Endpoint::NewAccount,
-                &url,
+                &mut retrying,
                 &key,
                 KeyId::Jwk,
                 Some(&payload),
@@ -246,7 +245,7 @@ pub(super) async fn new_authorizations(
         let mut retrying = client.transport().retrying(Endpoint::NewOrder, &url);
         let (authz_url, state) = loop {
             let result = account
-                .post_once(Endpoint::NewOrder, &url, Some(&payload))
+                .post_once(&mut retrying, Some(&payload))
                 .await
                 .and_then(|r| {
                     let state = parse_authorization(&r)?;
