@@ -61,7 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = std::fs::remove_dir_all(&dir);
     let store = FileStore::open(&dir)?;
     let issuer = Issuer::builder(ca.client().await?, store.clone())
-        .solver(Arc::new(Http01Solver::default()))
+        .solver(Arc::new(Http01Solver::unserved()))
         .build();
     issuer
         .ensure(&["warmup.example"], &EnsureOptions::default())

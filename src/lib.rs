@@ -45,8 +45,9 @@
 //! ## Example
 //!
 //! Issuing through the issuer against the embedded test CA (feature
-//! `testing`), twice: the second call returns the stored certificate
-//! without a request.
+//! `testing`) with real http-01 validation (the CA fetches the token from
+//! the crate's own responder on loopback), twice: the second call returns
+//! the stored certificate without a request.
 //!
 //! ```
 //! # #[cfg(feature = "testing")]
@@ -58,10 +59,11 @@
 //! use sturdy_acme::testing::TestCa;
 //! use sturdy_acme::{CertificateSource, EnsureOptions, Issuer};
 //!
-//! let ca = TestCa::start().await?;
+//! let (builder, responder) = TestCa::builder().with_http01_responder().await?;
+//! let ca = builder.start().await?;
 //! let dir = std::env::temp_dir().join(format!("sturdy-acme-doc-{}", std::process::id()));
 //! let issuer = Issuer::builder(ca.client().await?, FileStore::open(&dir)?)
-//!     .solver(Arc::new(Http01Solver::default()))
+//!     .solver(Arc::new(Http01Solver::for_responder(&responder)))
 //!     .build();
 //!
 //! let first = issuer.ensure(&["www.example.com"], &EnsureOptions::default()).await?;

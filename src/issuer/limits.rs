@@ -74,8 +74,26 @@ mod opt_secs {
     }
 }
 
-/// A CA's rate limits (each off when `None`). [`RateLimits::lets_encrypt`]
-/// has Let's Encrypt's production values (2026).
+/// A CA's rate limits (each off when `None`), counted locally by the
+/// issuer so a request the CA would refuse is not sent.
+///
+/// The issuer picks the table from the directory URL
+/// ([`RateLimits::for_directory`]): Let's Encrypt's production and staging
+/// tables for their directories, none for any other CA (a private CA, the
+/// embedded test CA, Pebble) unless one is set with
+/// [`IssuerBuilder::rate_limits`](crate::IssuerBuilder::rate_limits).
+/// The CA's own 429s are remembered for every CA whatever the table.
+///
+/// ```
+/// use sturdy_acme::{LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING, RateLimits};
+///
+/// assert_eq!(RateLimits::for_directory(LETS_ENCRYPT_PRODUCTION), RateLimits::lets_encrypt());
+/// assert_eq!(
+///     RateLimits::for_directory(LETS_ENCRYPT_STAGING),
+///     RateLimits::lets_encrypt_staging()
+/// );
+/// assert_eq!(RateLimits::for_directory("https://ca.internal/acme/directory"), RateLimits::none());
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateLimits {
     /// New Certificates per Exact Set of Identifiers (LE: 5 per 7 days).
@@ -111,9 +129,43 @@ impl RateLimits {
         }
     }
 
+    /// Let's Encrypt's staging limits (2026): 30,000 certificates per
+    /// exact set per week, 1,500 new orders per account per 3 hours, 200
+    /// authorization failures per identifier per hour; the per-domain
+    /// limit is published as "30000 per second", so it is not counted.
+    pub fn lets_encrypt_staging() -> Self {
+        const DAY: u64 = 24 * 3600;
+        Self {
+            duplicate_certificates: Some(Limit::new(30_000, Duration::from_secs(7 * DAY))),
+            certificates_per_domain: None,
+            new_orders_per_account: Some(Limit::new(1_500, Duration::from_secs(3 * 3600))),
+            failed_authorizations: Some(Limit::new(200, Duration::from_secs(3600))),
+            server_block_horizon: None,
+        }
+    }
+
     /// No limits.
     pub fn none() -> Self {
         Self::default()
+    }
+
+    /// The table a CA publishes, chosen by its directory URL's host: Let's
+    /// Encrypt's production (`acme-v02.api.letsencrypt.org`, and the v1
+    /// `acme-v01`) and staging (`acme-staging-v02`, `acme-staging`) hosts
+    /// get their tables; every other CA gets [`RateLimits::none`].
+    pub fn for_directory(directory_url: &str) -> Self {
+        let host = url::Url::parse(directory_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+        match host.as_deref() {
+            Some("acme-v02.api.letsencrypt.org" | "acme-v01.api.letsencrypt.org") => {
+                Self::lets_encrypt()
+            }
+            Some("acme-staging-v02.api.letsencrypt.org" | "acme-staging.api.letsencrypt.org") => {
+                Self::lets_encrypt_staging()
+            }
+            _ => Self::none(),
+        }
     }
 
     /// The effective horizon of a remembered 429.

@@ -20,8 +20,8 @@
 //! Concurrent `ensure` calls for the same names share one issuance
 //! in-process; across processes the store's lease makes the second wait
 //! and then reuse the first one's certificate. A client-side ledger counts
-//! the CA's published rate limits ([`RateLimits`], Let's Encrypt's by
-//! default) and remembers its 429s, refusing locally what the CA would
+//! the CA's published rate limits ([`RateLimits`], the table its directory
+//! URL names: Let's Encrypt's for Let's Encrypt, none for other CAs) and remembers its 429s, refusing locally what the CA would
 //! refuse, across restarts.
 
 mod lease;
@@ -124,7 +124,7 @@ pub struct IssuerBuilder<S: Store> {
     account_options: AccountOptions,
     account_key_algorithm: KeyAlgorithm,
     solvers: Vec<Arc<dyn Solver>>,
-    limits: RateLimits,
+    limits: Option<RateLimits>,
     renew_after: f64,
     lease_ttl: Duration,
     lease_wait: Duration,
@@ -161,9 +161,12 @@ impl<S: Store> IssuerBuilder<S> {
         self
     }
 
-    /// The CA's rate limits to count locally (default: Let's Encrypt's).
+    /// The CA's rate limits to count locally. Default: the table the
+    /// directory URL names ([`RateLimits::for_directory`]: Let's Encrypt's
+    /// for its production and staging directories, none for other CAs,
+    /// the embedded test CA and Pebble included).
     pub fn rate_limits(mut self, limits: RateLimits) -> Self {
-        self.limits = limits;
+        self.limits = Some(limits);
         self
     }
 
@@ -205,6 +208,9 @@ impl<S: Store> IssuerBuilder<S> {
 
     /// The issuer.
     pub fn build(self) -> Issuer<S> {
+        let limits = self
+            .limits
+            .unwrap_or_else(|| RateLimits::for_directory(self.client.directory_url()));
         Issuer {
             inner: Arc::new(Inner {
                 client: self.client,
@@ -219,7 +225,7 @@ impl<S: Store> IssuerBuilder<S> {
                 observer: self.observer,
                 account: OnceCell::new(),
                 ledger: tokio::sync::Mutex::new(None),
-                limits: self.limits,
+                limits,
                 flights: Mutex::new(HashMap::new()),
                 fences: Mutex::new(HashMap::new()),
             }),
@@ -283,7 +289,7 @@ impl<S: Store> Issuer<S> {
             account_options: AccountOptions::agreeing_to_terms(),
             account_key_algorithm: KeyAlgorithm::Es256,
             solvers: Vec::new(),
-            limits: RateLimits::lets_encrypt(),
+            limits: None,
             renew_after: 2.0 / 3.0,
             lease_ttl: Duration::from_secs(60),
             lease_wait: Duration::from_secs(600),

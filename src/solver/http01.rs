@@ -76,16 +76,25 @@ impl Http01Tokens {
 
 /// The http-01 [`Solver`](super::Solver): puts key authorizations in a
 /// token map, which [`Http01Responder`] (or your own server, through
-/// [`Http01Tokens::response_for_path`]) serves.
-#[derive(Debug, Clone, Default)]
+/// [`Http01Tokens::response_for_path`]) serves. Each constructor says who
+/// serves the map.
+#[derive(Debug, Clone)]
 pub struct Http01Solver {
     tokens: Http01Tokens,
 }
 
 impl Http01Solver {
-    /// A solver filling `tokens`.
+    /// A solver filling `tokens`, which your own HTTP server serves (with
+    /// [`Http01Tokens::response_for_path`]).
     pub fn new(tokens: Http01Tokens) -> Self {
         Self { tokens }
+    }
+
+    /// A solver whose tokens nobody serves: only for a CA that does not
+    /// validate, such as the embedded test CA in its default always-valid
+    /// mode. Against a real CA every http-01 challenge fails.
+    pub fn unserved() -> Self {
+        Self::new(Http01Tokens::new())
     }
 
     /// A solver filling the map `responder` serves.

@@ -193,8 +193,92 @@ impl TestCaBuilder {
         self
     }
 
+    /// Really validates http-01 challenges, by fetching
+    /// `http://127.0.0.1:port/.well-known/acme-challenge/<token>` (every DNS
+    /// name resolves to loopback). Switches the CA from always-valid to real
+    /// validation: a challenge type with no port or resolver set is then
+    /// not served, and fails as a real CA would (`connection` for http-01
+    /// and tls-alpn-01, `dns` for dns-01).
+    pub fn http01_port(mut self, port: u16) -> Self {
+        if let ValidationMode::Real { http_port, .. } = self.real_mode() {
+            *http_port = port;
+        }
+        self
+    }
+
+    /// Really validates tls-alpn-01 challenges on `127.0.0.1:port`; see
+    /// [`TestCaBuilder::http01_port`].
+    pub fn tls_alpn01_port(mut self, port: u16) -> Self {
+        if let ValidationMode::Real { tls_port, .. } = self.real_mode() {
+            *tls_port = port;
+        }
+        self
+    }
+
+    /// Really validates dns-01 challenges, looking the TXT records up in
+    /// `dns` (e.g. a [`StaticDns`] your solver writes); see
+    /// [`TestCaBuilder::http01_port`].
+    pub fn dns01_resolver(mut self, resolver: Arc<dyn DnsResolver>) -> Self {
+        if let ValidationMode::Real { dns, .. } = self.real_mode() {
+            *dns = resolver;
+        }
+        self
+    }
+
+    /// Binds the crate's own [`Http01Responder`](crate::solver::http01::Http01Responder)
+    /// on a free loopback port and validates http-01 against it: hand
+    /// [`Http01Solver::for_responder`](crate::solver::http01::Http01Solver::for_responder)
+    /// to the issuer and real validation just works. Keep the responder
+    /// alive as long as the CA.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), sturdy_acme::Error> {
+    /// use std::sync::Arc;
+    /// use sturdy_acme::solver::http01::Http01Solver;
+    /// use sturdy_acme::store::FileStore;
+    /// use sturdy_acme::testing::TestCa;
+    /// use sturdy_acme::{EnsureOptions, Issuer};
+    ///
+    /// let (builder, responder) = TestCa::builder().with_http01_responder().await?;
+    /// let ca = builder.start().await?;
+    /// let dir = std::env::temp_dir().join(format!("sturdy-doc-http01-{}", std::process::id()));
+    /// let issuer = Issuer::builder(ca.client().await?, FileStore::open(&dir)?)
+    ///     .solver(Arc::new(Http01Solver::for_responder(&responder)))
+    ///     .build();
+    /// issuer.ensure(&["really.validated.test"], &EnsureOptions::default()).await?;
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok(()) }
+    /// ```
+    pub async fn with_http01_responder(
+        self,
+    ) -> Result<(Self, crate::solver::http01::Http01Responder)> {
+        let responder =
+            crate::solver::http01::Http01Responder::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+                .await?;
+        let port = responder.local_addr().port();
+        Ok((self.http01_port(port), responder))
+    }
+
+    /// The real-validation settings, switching to them (nothing served)
+    /// from always-valid.
+    fn real_mode(&mut self) -> &mut ValidationMode {
+        if matches!(self.config.validation, ValidationMode::AlwaysValid) {
+            self.config.validation = ValidationMode::Real {
+                http_port: 0,
+                tls_port: 0,
+                dns: Arc::new(StaticDns::new()),
+            };
+        }
+        &mut self.config.validation
+    }
+
     /// Real validation: http-01 on `127.0.0.1:http_port`, tls-alpn-01 on
-    /// `127.0.0.1:tls_port`, dns-01 TXT records from `dns`.
+    /// `127.0.0.1:tls_port`, dns-01 TXT records from `dns`. Port 0 means
+    /// not served (that challenge type fails with `connection`). The named
+    /// setters ([`TestCaBuilder::http01_port`],
+    /// [`TestCaBuilder::tls_alpn01_port`], [`TestCaBuilder::dns01_resolver`])
+    /// say the same without positional ports.
     pub fn real_validation(self, http_port: u16, tls_port: u16, dns: Arc<dyn DnsResolver>) -> Self {
         self.validation(ValidationMode::Real {
             http_port,
@@ -400,6 +484,13 @@ impl TestCaBuilder {
             pki,
             faults::FaultScript::new(self.faults),
         ));
+        if matches!(ca.validation_mode(), ValidationMode::AlwaysValid) {
+            tracing::warn!(
+                "test CA: every challenge is valid without being checked (ValidationMode::AlwaysValid, \
+                 the default); a broken solver passes. TestCaBuilder::http01_port, tls_alpn01_port, \
+                 dns01_resolver or with_http01_responder turn real validation on"
+            );
+        }
         let handler_ca = Arc::clone(&ca);
         let handler: server::Handler = Arc::new(move |req| {
             let ca = Arc::clone(&handler_ca);
@@ -421,7 +512,11 @@ pub struct TestCa {
 }
 
 impl TestCa {
-    /// A builder with the defaults: always-valid challenges, no limits, no faults.
+    /// A builder with the defaults: **always-valid challenges** (every
+    /// challenge answered is valid at once and nothing is contacted, so a
+    /// solver that serves nothing passes; a warning says so when the CA
+    /// starts), no rate limits, no faults. For real validation use
+    /// [`TestCaBuilder::with_http01_responder`] or the named setters.
     pub fn builder() -> TestCaBuilder {
         TestCaBuilder {
             config: ca::Config::default(),

@@ -275,3 +275,49 @@ async fn failed_authorizations_limit_new_orders_for_that_identifier() {
         "{err}"
     );
 }
+
+/// Issue 14: with real validation turned on by name, a solver that serves
+/// nothing fails validation (the default always-valid mode would pass it),
+/// and the crate's own responder wired in by `with_http01_responder` passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_real_validation_catches_a_solver_that_serves_nothing() {
+    use std::sync::Arc;
+    use sturdy_acme::solver::http01::Http01Solver;
+    use sturdy_acme::store::FileStore;
+    use sturdy_acme::{EnsureOptions, ErrorClass, Issuer};
+
+    let (builder, responder) = TestCa::builder().with_http01_responder().await.unwrap();
+    let ca = builder.start().await.unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "sturdy-named-validation-{}-{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+    ));
+    let issuer = |solver: Http01Solver, sub: &str| {
+        let ca = &ca;
+        let dir = dir.join(sub);
+        async move {
+            Issuer::builder(ca.client().await.unwrap(), FileStore::open(dir).unwrap())
+                .solver(Arc::new(solver))
+                .build()
+        }
+    };
+    let broken = issuer(Http01Solver::unserved(), "broken").await;
+    let err = broken
+        .ensure(&["unserved.example"], &EnsureOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.class(), ErrorClass::Validation { .. }),
+        "{err:?}"
+    );
+    assert!(ca.ledger().certificates.is_empty());
+
+    let working = issuer(Http01Solver::for_responder(&responder), "working").await;
+    working
+        .ensure(&["served.example"], &EnsureOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(ca.ledger().certificates.len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

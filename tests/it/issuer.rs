@@ -33,7 +33,7 @@ fn temp_store(name: &str) -> PathBuf {
 async fn issuer(ca: &TestCa, store: &Path) -> Issuer<FileStore> {
     let client = ca.client().await.unwrap();
     Issuer::builder(client, FileStore::open(store).unwrap())
-        .solver(Arc::new(Http01Solver::default()))
+        .solver(Arc::new(Http01Solver::unserved()))
         .build()
 }
 
@@ -77,7 +77,7 @@ async fn renewal_is_due_after_the_configured_fraction() {
     let client = ca.client().await.unwrap();
     // Renew as soon as any time has passed: every ensure renews.
     let issuer = Issuer::builder(client, FileStore::open(&dir).unwrap())
-        .solver(Arc::new(Http01Solver::default()))
+        .solver(Arc::new(Http01Solver::unserved()))
         .renew_after_fraction(0.0)
         .build();
     let a = issuer
@@ -116,7 +116,7 @@ async fn child_process_entry() {
     // The default 60 s lease: a killed child's lease is freed at once
     // because its process is gone (same host), not by waiting it out.
     let issuer = Issuer::builder(client, store)
-        .solver(Arc::new(Http01Solver::default()))
+        .solver(Arc::new(Http01Solver::unserved()))
         .on_step(move |_, step| {
             let name = format!("{step:?}");
             println!("STEP {name}");
@@ -347,7 +347,7 @@ async fn the_ledger_refuses_the_sixth_duplicate_locally_across_restarts() {
     };
     let client = ca.client().await.unwrap();
     let issuer = Issuer::builder(client, FileStore::open(&dir).unwrap())
-        .solver(Arc::new(Http01Solver::default()))
+        .solver(Arc::new(Http01Solver::unserved()))
         .rate_limits(limits.clone())
         .build();
     for _ in 0..5 {
@@ -377,7 +377,7 @@ async fn the_ledger_refuses_the_sixth_duplicate_locally_across_restarts() {
     // After a restart the refusal still holds.
     let client = ca.client().await.unwrap();
     let restarted = Issuer::builder(client, FileStore::open(&dir).unwrap())
-        .solver(Arc::new(Http01Solver::default()))
+        .solver(Arc::new(Http01Solver::unserved()))
         .rate_limits(limits)
         .build();
     let err = restarted
@@ -494,7 +494,7 @@ async fn steps_are_reported_in_order() {
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = seen.clone();
     let issuer = Issuer::builder(client, FileStore::open(&dir).unwrap())
-        .solver(Arc::new(Http01Solver::default()))
+        .solver(Arc::new(Http01Solver::unserved()))
         .on_step(move |_, step| log.lock().unwrap().push(step))
         .build();
     issuer
@@ -591,7 +591,7 @@ async fn fast_issuer(ca: &TestCa, store: &Path) -> Issuer<FileStore> {
         .await
         .unwrap();
     Issuer::builder(client, FileStore::open(store).unwrap())
-        .solver(Arc::new(Http01Solver::default()))
+        .solver(Arc::new(Http01Solver::unserved()))
         .build()
 }
 
@@ -973,7 +973,7 @@ async fn a_lease_that_cannot_be_renewed_stops_the_issuance_before_finalize() {
         FailingRenewals(FileStore::open(&dir).unwrap()),
     )
     .solver(Arc::new(SlowSolver(
-        Http01Solver::default(),
+        Http01Solver::unserved(),
         Duration::from_millis(2500),
     )))
     .lease_ttl(Duration::from_secs(1))
@@ -1013,7 +1013,7 @@ async fn a_cancelled_ensure_releases_its_lease() {
     // Another holder (a restart, another node): it would wait the whole
     // lease_wait if the cancelled issuance still held the lease.
     let second = Issuer::builder(ca.client().await.unwrap(), FileStore::open(&dir).unwrap())
-        .solver(Arc::new(Http01Solver::default()))
+        .solver(Arc::new(Http01Solver::unserved()))
         .lease_wait(Duration::from_secs(3))
         .build();
     let ensured = second
@@ -1051,7 +1051,7 @@ async fn a_found_v1_certificate_survives_a_crash_right_after_it_was_found() {
         .await
         .unwrap();
     let crashing = Issuer::builder(client, FileStore::open(&dir).unwrap())
-        .solver(Arc::new(Http01Solver::default()))
+        .solver(Arc::new(Http01Solver::unserved()))
         .on_step(|_, step| {
             if step == IssuerStep::FinalizeSent {
                 panic!("crash right after the finder's certificate was journalled");
@@ -1227,7 +1227,7 @@ async fn campaign_issuer(
         builder.build().await.unwrap(),
         FileStore::open(dir).unwrap(),
     )
-    .solver(Arc::new(Http01Solver::default()))
+    .solver(Arc::new(Http01Solver::unserved()))
     // The embedded CA is not Let's Encrypt: its limits are not counted (a
     // long campaign orders more than 300 times on one account).
     .rate_limits(RateLimits::none())
@@ -1506,4 +1506,24 @@ async fn a_refused_v1_new_cert_does_not_block_later_runs() {
     assert_eq!(ensured.source, CertificateSource::Resumed);
     assert_eq!(ca.ledger().issued_for(&names), 1);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 14: the default rate-limit table follows the directory; the
+/// embedded CA is not Let's Encrypt, so 200 certificates under one
+/// registered domain (four times Let's Encrypt's 50) all issue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_limits_follow_the_ca_two_hundred_under_one_domain_issue() {
+    let ca = TestCa::start().await.unwrap();
+    let dir = temp_store("two-hundred");
+    let issuer = issuer(&ca, &dir).await;
+    for i in 0..200 {
+        let name = format!("c{i}.one-domain.example");
+        let ensured = issuer
+            .ensure(&[name.as_str()], &EnsureOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("certificate {i}: {e}"));
+        assert_eq!(ensured.source, CertificateSource::New);
+    }
+    assert_eq!(ca.ledger().certificates.len(), 200);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,6 +8,7 @@ mod embedded_faults;
 mod embedded_v1;
 mod embedded_v1_server;
 mod embedded_v2;
+mod events;
 mod examples;
 mod hostile_input;
 mod issuer;

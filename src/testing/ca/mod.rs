@@ -207,6 +207,15 @@ impl Ca {
             .dialect
     }
 
+    /// How challenges are validated now.
+    pub(crate) fn validation_mode(&self) -> ValidationMode {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .validation
+            .clone()
+    }
+
     fn config(&self) -> Config {
         self.config
             .lock()
