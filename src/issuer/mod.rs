@@ -315,6 +315,93 @@ impl<S: Store> Issuer<S> {
         }
     }
 
+    /// [`Issuer::ensure`] for many identifier sets, at most `concurrency`
+    /// at a time (at least one); the results come back in the order of
+    /// `sets`, one per set, and one set's failure does not stop the others.
+    ///
+    /// Concurrent calls are safe whatever the names: calls for the same
+    /// names share one issuance, calls for different names run side by
+    /// side, and the first account is registered once (under a lease in
+    /// the store) and shared by all. The rate-limit ledger is shared too, so
+    /// a burst is refused locally once a limit is spent rather than sent.
+    ///
+    /// ```
+    /// # #[cfg(feature = "testing")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), sturdy_acme::Error> {
+    /// use std::sync::Arc;
+    /// use sturdy_acme::solver::http01::Http01Solver;
+    /// use sturdy_acme::store::FileStore;
+    /// use sturdy_acme::testing::TestCa;
+    /// use sturdy_acme::{EnsureOptions, Issuer};
+    ///
+    /// let (builder, responder) = TestCa::builder().with_http01_responder().await?;
+    /// let ca = builder.start().await?;
+    /// let dir = std::env::temp_dir().join(format!("sturdy-doc-batch-{}", std::process::id()));
+    /// let issuer = Issuer::builder(ca.client().await?, FileStore::open(&dir)?)
+    ///     .solver(Arc::new(Http01Solver::for_responder(&responder)))
+    ///     .build();
+    /// let customers: Vec<Vec<String>> = (0..6)
+    ///     .map(|i| vec![format!("shop{i}.example"), format!("www.shop{i}.example")])
+    ///     .collect();
+    /// let results = issuer.ensure_all(customers, &EnsureOptions::default(), 3).await;
+    /// assert!(results.iter().all(|r| r.is_ok()));
+    /// assert_eq!(ca.ledger().certificates.len(), 6);
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok(()) }
+    /// # #[cfg(not(feature = "testing"))]
+    /// # fn main() {}
+    /// ```
+    pub async fn ensure_all<I, N>(
+        &self,
+        sets: I,
+        options: &EnsureOptions,
+        concurrency: usize,
+    ) -> Vec<Result<Ensured>>
+    where
+        I: IntoIterator<Item = N>,
+        N: IntoIterator,
+        N::Item: Into<String>,
+    {
+        let sets: Vec<Vec<String>> = sets
+            .into_iter()
+            .map(|set| set.into_iter().map(Into::into).collect())
+            .collect();
+        let mut results: Vec<Option<Result<Ensured>>> = (0..sets.len()).map(|_| None).collect();
+        let mut running = tokio::task::JoinSet::new();
+        let mut pending = sets.into_iter().enumerate();
+        let limit = concurrency.max(1);
+        loop {
+            while running.len() < limit {
+                let Some((i, names)) = pending.next() else {
+                    break;
+                };
+                let issuer = self.clone();
+                let options = options.clone();
+                running.spawn(async move { (i, issuer.ensure(&names, &options).await) });
+            }
+            match running.join_next().await {
+                Some(Ok((i, result))) => results[i] = Some(result),
+                Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Some(Err(e)) => {
+                    // Cancelled: only when the runtime shuts down.
+                    tracing::warn!(error = %e, "an ensure task was cancelled");
+                }
+                None => break,
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(Error::InvalidInput(
+                        "the ensure task was cancelled (runtime shutting down)".into(),
+                    ))
+                })
+            })
+            .collect()
+    }
+
     /// True when `cert` should be renewed now.
     fn due(&self, cert: &StoredCertificate) -> bool {
         let lifetime = (cert.not_after - cert.not_before).max(0) as f64;

@@ -11,6 +11,7 @@ mod embedded_v2;
 mod events;
 mod examples;
 mod hostile_input;
+mod integrator;
 mod issuer;
 mod pebble_harness;
 mod pebble_v2;
