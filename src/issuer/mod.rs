@@ -40,7 +40,7 @@ pub use limits::{Limit, RateLimits, registered_domain};
 use crate::client::{Account, AccountOptions, Client, NewOrder, Order};
 use crate::crypto::{AccountKey, CertificateKey, CertificateKeyType, Csr, KeyAlgorithm};
 use crate::error::{Error, ErrorClass, Result};
-use crate::protocol::{AuthorizationStatus, ChallengeType, Identifier, OrderStatus};
+use crate::protocol::{AuthorizationStatus, ChallengeType, Identifier, OrderStatus, timestamp};
 use crate::solver::{ChallengeAnswer, Solver};
 use crate::store::{
     IdentifierSetKey, Journal, JournalStep, Lease, RateLimitRecord, Store, StoreError,
@@ -404,9 +404,11 @@ impl<S: Store> Issuer<S> {
 
     /// True when `cert` should be renewed now.
     fn due(&self, cert: &StoredCertificate) -> bool {
-        let lifetime = (cert.not_after - cert.not_before).max(0) as f64;
-        let renew_at = cert.not_before as f64 + lifetime * self.inner.renew_after;
-        now_unix() as f64 >= renew_at
+        let lifetime = cert
+            .not_after
+            .duration_since(cert.not_before)
+            .unwrap_or_default();
+        SystemTime::now() >= cert.not_before + lifetime.mul_f64(self.inner.renew_after)
     }
 
     /// Returns a valid certificate for `names`: the stored one if it is not
@@ -1199,6 +1201,10 @@ impl<S: Store> Issuer<S> {
         )
         .map_err(Error::InvalidInput)?;
         let (not_before, not_after) = chain.validity().unwrap_or((now_unix(), now_unix()));
+        let (not_before, not_after) = (
+            timestamp::from_unix(not_before),
+            timestamp::from_unix(not_after),
+        );
         let certificate = StoredCertificate {
             identifiers: key.identifiers().to_vec(),
             chain_pem,

@@ -1,6 +1,7 @@
 //! The records a [`Store`](super::Store) keeps.
 
 use std::fmt;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -165,12 +166,32 @@ pub struct StoredCertificate {
     pub key_pem: Zeroizing<String>,
     /// The certificate URL at the CA.
     pub url: String,
-    /// Validity start (seconds since the Unix epoch).
-    pub not_before: i64,
-    /// Validity end (seconds since the Unix epoch).
-    pub not_after: i64,
+    /// Validity start (stored as seconds since the Unix epoch).
+    #[serde(with = "unix_seconds")]
+    pub not_before: SystemTime,
+    /// Validity end (stored as seconds since the Unix epoch).
+    #[serde(with = "unix_seconds")]
+    pub not_after: SystemTime,
     /// The serial number, hex.
     pub serial: String,
+}
+
+/// A time as whole seconds since the Unix epoch, saturating at both ends
+/// (a hostile or corrupted record cannot make it fail or panic).
+mod unix_seconds {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::protocol::timestamp;
+
+    pub(super) fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(timestamp::to_unix(*t))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        Ok(timestamp::from_unix(i64::deserialize(d)?))
+    }
 }
 
 impl fmt::Debug for StoredCertificate {
@@ -179,7 +200,10 @@ impl fmt::Debug for StoredCertificate {
             .field("identifiers", &self.identifiers)
             .field("url", &self.url)
             .field("serial", &self.serial)
-            .field("not_after", &self.not_after)
+            .field(
+                "not_after",
+                &crate::protocol::timestamp::DisplayTime(self.not_after),
+            )
             .finish_non_exhaustive()
     }
 }

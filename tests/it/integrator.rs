@@ -96,7 +96,10 @@ async fn fifty_customers_ten_at_a_time_with_faults_then_again() {
     for r in &first {
         let ensured = r.as_ref().unwrap();
         let set = IdentifierSet::new(&ensured.certificate.identifiers);
-        assert_eq!(per_set[&set], std::slice::from_ref(&ensured.certificate.serial));
+        assert_eq!(
+            per_set[&set],
+            std::slice::from_ref(&ensured.certificate.serial)
+        );
     }
     // Every request the CA saw was an Exchange event, per endpoint.
     assert_eq!(*exchanges.lock().unwrap(), ledger.requests);

@@ -55,7 +55,7 @@ use super::{
     IdentifierSetKey, Journal, Lease, RateLimitRecord, Store, StoreError, StoreResult,
     StoredAccount, StoredCertificate,
 };
-use crate::protocol::Identifier;
+use crate::protocol::{Identifier, timestamp};
 
 /// The envelope format this store writes and accepts.
 const FORMAT: &str = "sturdy-acme/1";
@@ -714,8 +714,8 @@ impl Inner {
             chain_pem: data.chain_pem,
             key_pem,
             url: data.url,
-            not_before: data.not_before,
-            not_after: data.not_after,
+            not_before: timestamp::from_unix(data.not_before),
+            not_after: timestamp::from_unix(data.not_after),
             serial: data.serial,
         }))
     }
@@ -779,8 +779,8 @@ impl Inner {
             identifiers: cert.identifiers.clone(),
             chain_pem: cert.chain_pem.clone(),
             url: cert.url.clone(),
-            not_before: cert.not_before,
-            not_after: cert.not_after,
+            not_before: timestamp::to_unix(cert.not_before),
+            not_after: timestamp::to_unix(cert.not_after),
             serial: cert.serial.clone(),
             key_sha256: sha256_hex(cert.key_pem.as_bytes()),
         };

@@ -62,8 +62,8 @@ fn certificate(serial: &str) -> StoredCertificate {
         ),
         key_pem: key_pem(),
         url: format!("https://ca.example/cert/{serial}"),
-        not_before: 1_700_000_000,
-        not_after: 1_707_776_000,
+        not_before: crate::protocol::timestamp::from_unix(1_700_000_000),
+        not_after: crate::protocol::timestamp::from_unix(1_707_776_000),
         serial: serial.to_owned(),
     }
 }
