@@ -8,6 +8,7 @@
 //! identifier set ([`IdentifierSetKey`]).
 
 mod atomic;
+mod dyn_store;
 mod file;
 mod process;
 mod records;
@@ -16,6 +17,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use atomic::{FileMode, write_file_atomic};
+pub use dyn_store::{DynStore, StoreFuture};
 pub use file::FileStore;
 pub(crate) use process::unique_holder;
 pub use records::{
@@ -28,11 +30,44 @@ pub(crate) use crate::error::StoreError;
 /// `Result` with [`StoreError`].
 pub type StoreResult<T> = std::result::Result<T, StoreError>;
 
-/// Durable storage for the issuer. All methods are atomic per record: after
-/// a crash, a record is either its old or its new version.
+/// Durable storage for the issuer. [`FileStore`] is the embedded one; a
+/// service may write its own (and use it as `Arc<dyn DynStore>`, see
+/// [`DynStore`]).
 ///
-/// Implementations must be safe to use from several tasks at once and, for
-/// leases, from several processes sharing the same backing storage.
+/// # The contract
+///
+/// Exactly-once issuance rests on these; an implementation that breaks one
+/// can lose a certificate or order one twice.
+///
+/// - **Atomic per record, durable on return.** After a crash a record is
+///   its old or its new version, never a mix, and a write that returned
+///   `Ok` survives a crash (FileStore: temp file, fsync, rename, fsync of
+///   the directory). The issuer writes each journal step before the request
+///   that depends on it, so `save_journal` returning early is a lost
+///   certificate.
+/// - **Nothing silently lost.** `save_certificate` keeps the previous
+///   certificate until the new one is durable; `archive_journal` keeps a
+///   superseded journal (it may hold the key of an issued certificate);
+///   `delete_journal` is only called once the certificate is stored.
+/// - **Corruption is an error, not absence.** A record that exists but
+///   cannot be read is [`StoreError::Corrupted`], never `Ok(None)`: the
+///   issuer treats a missing journal as "nothing in flight".
+/// - **Secrets.** Private keys (account keys, certificate keys, journals)
+///   are stored readable by the owner only, and never logged.
+/// - **Leases are mutual exclusion across every process sharing the
+///   store.** `acquire_lease` fails with [`StoreError::LeaseHeld`] while
+///   another holder's lease is unexpired; each acquisition gets a fencing
+///   token larger than any before it for that name (also across release);
+///   `check_lease` fails with [`StoreError::LeaseLost`] once a newer token
+///   exists or the lease expired, and the issuer calls it before every
+///   journal write and every non-idempotent request. Expiry should be
+///   judged by one clock (FileStore uses the local one, so it is for one
+///   machine; a shared database should use its own).
+/// - **Keys.** Records are keyed by [`IdentifierSetKey`] (identifier set,
+///   CA and account) and the directory URL; records for one CA are never
+///   returned for another.
+/// - **Concurrency.** Every method may be called from several tasks at
+///   once.
 pub trait Store: Send + Sync + 'static {
     /// The account for a directory URL.
     fn load_account(

@@ -1527,3 +1527,33 @@ async fn default_limits_follow_the_ca_two_hundred_under_one_domain_issue() {
     assert_eq!(ca.ledger().certificates.len(), 200);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 14: a store chosen at run time, as `Arc<dyn DynStore>`, serves the
+/// issuer like the concrete one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_behind_a_trait_object_serves_the_issuer() {
+    use sturdy_acme::store::DynStore;
+    let ca = TestCa::start().await.unwrap();
+    let dir = temp_store("dyn-store");
+    let store: Arc<dyn DynStore> = Arc::new(FileStore::open(&dir).unwrap());
+    let issuer = Issuer::builder(ca.client().await.unwrap(), store.clone())
+        .solver(Arc::new(Http01Solver::unserved()))
+        .build();
+    let first = issuer
+        .ensure(&["dyn.example"], &EnsureOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(first.source, CertificateSource::New);
+    let again = issuer
+        .ensure(&["dyn.example"], &EnsureOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(again.source, CertificateSource::Stored);
+    assert_eq!(again.certificate.serial, first.certificate.serial);
+    // The account the issuer registered, read through the trait object.
+    let account = DynStore::load_account(&*store, &ca.directory_url())
+        .await
+        .unwrap();
+    assert!(account.is_some());
+    let _ = std::fs::remove_dir_all(&dir);
+}
