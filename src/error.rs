@@ -23,6 +23,8 @@ pub const MAX_RETRY_AFTER: Duration = crate::protocol::timestamp::DEFAULT_HORIZO
 ///
 /// Both forms are resolved to an absolute time when the response arrives, so
 /// the value stays meaningful however long the caller keeps the error.
+///
+/// Example: [`Error`] and [`ErrorClass`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryAfter {
     at: SystemTime,
@@ -75,6 +77,8 @@ impl RetryAfter {
 }
 
 /// What is known about the HTTP exchange an error came from.
+///
+/// Example: [`Error`] and [`ErrorClass`].
 #[derive(Debug, Clone)]
 pub struct RequestInfo {
     /// HTTP method (`POST`, `HEAD`, `GET`).
@@ -98,6 +102,8 @@ impl fmt::Display for RequestInfo {
 }
 
 /// Why an exchange failed before a complete, well-formed answer arrived.
+///
+/// Example: [`Error`] and [`ErrorClass`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TransportFailure {
@@ -123,6 +129,34 @@ impl fmt::Display for TransportFailure {
 }
 
 /// Everything that can go wrong in this crate.
+///
+/// # Example
+///
+/// A CA's refusal as the caller sees it: the problem document, the
+/// HTTP status and the class that decides what to do next.
+///
+/// ```
+/// # #[cfg(feature = "testing")]
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), sturdy_acme::Error> {
+/// use sturdy_acme::testing::TestCa;
+/// use sturdy_acme::{AccountKey, AccountOptions, Error, ErrorClass, KeyAlgorithm, NewOrder, ProblemType};
+///
+/// let ca = TestCa::builder().blocked_domains(&["blocked.example"]).start().await?;
+/// let account = ca
+///     .client()
+///     .await?
+///     .create_account(AccountKey::generate(KeyAlgorithm::Es256)?, &AccountOptions::agreeing_to_terms())
+///     .await?;
+/// let err = account.new_order(&NewOrder::for_names(&["www.blocked.example"])?).await.unwrap_err();
+/// assert_eq!(err.problem_type(), Some(&ProblemType::RejectedIdentifier));
+/// assert_eq!(err.status(), Some(400));
+/// assert_eq!(err.class(), ErrorClass::Permanent); // repeating will not help
+/// assert!(!err.is_rate_limited() && err.retry_after().is_none());
+/// # Ok(()) }
+/// # #[cfg(not(feature = "testing"))]
+/// # fn main() {}
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -468,6 +502,8 @@ impl Error {
 
 /// Which rate limit a 429 (or a local refusal) is about, read from the CA's
 /// problem detail (Boulder's wording).
+///
+/// Example: [`Error`] and [`ErrorClass`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RateLimitScope {
@@ -532,6 +568,8 @@ impl fmt::Display for RateLimitScope {
 }
 
 /// Why a CAA check failed.
+///
+/// Example: [`Error`] and [`ErrorClass`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CaaCause {
@@ -544,6 +582,28 @@ pub enum CaaCause {
 }
 
 /// What kind of failure an [`Error`] is: each class has its own retry policy.
+///
+/// # Example
+///
+/// ```
+/// use sturdy_acme::{Error, ErrorClass};
+///
+/// fn what_to_do(e: &Error) -> &'static str {
+///     match e.class() {
+///         ErrorClass::RateLimited { .. } => "wait until e.retry_at()",
+///         ErrorClass::Caa { .. } => "tell the customer: their DNS",
+///         ErrorClass::Validation { .. } => "check the solver for e.identifiers()",
+///         ErrorClass::Transient => "the client already retried; try later",
+///         _ => "a bug or bad input: do not retry",
+///     }
+/// }
+/// let e = Error::InvalidInput("no names".into());
+/// assert_eq!(e.class(), ErrorClass::InvalidInput);
+/// assert_eq!(what_to_do(&e), "a bug or bad input: do not retry");
+/// assert_eq!(e.class().name(), "invalid_input"); // a metric label
+/// ```
+///
+/// Each class against a CA: [`Error`].
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum ErrorClass {
@@ -760,6 +820,8 @@ fn classify_problem(request: &RequestInfo, problem: &Problem) -> ErrorClass {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Why a store operation failed. Every variant names what it was about.
+///
+/// Example: [`Error`] and [`ErrorClass`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {

@@ -29,6 +29,8 @@ use crate::error::{CaaCause, Error, ErrorClass};
 use crate::protocol::Endpoint;
 
 /// How delays are randomized.
+///
+/// Example: [`RetryPolicy`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Jitter {
@@ -66,6 +68,18 @@ pub(crate) use knobs;
 ///
 /// Built from [`Backoff::new`] or a [`RetryPolicy`]'s defaults with the
 /// `with_` setters.
+///
+/// Example: [`RetryPolicy`].
+///
+/// ```
+/// use std::time::Duration;
+/// use sturdy_acme::Backoff;
+///
+/// let b = Backoff::new(5, Duration::from_secs(1));
+/// assert_eq!(b.nominal_delay(0), Duration::from_secs(1));
+/// assert_eq!(b.nominal_delay(3), Duration::from_secs(8));
+/// assert_eq!(b.nominal_delay(10), b.max_delay());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Backoff {
@@ -125,6 +139,19 @@ impl Backoff {
 
 /// What each class of failure gets: [`RetryPolicy::default`] (the table
 /// in the module docs) changed with the `with_` setters.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use sturdy_acme::{Backoff, Jitter, RetryPolicy};
+///
+/// let policy = RetryPolicy::default()
+///     .with_transient(Backoff::new(8, Duration::from_millis(500)).with_jitter(Jitter::Full))
+///     .with_rate_limit_max_wait(Duration::from_secs(30));
+/// assert_eq!(policy.transient().max_attempts(), 8);
+/// assert_eq!(policy.caa(), RetryPolicy::default().caa());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RetryPolicy {
@@ -187,6 +214,41 @@ impl RetryPolicy {
 /// Something that happened, for metrics: every exchange and every retry
 /// decision. Subscribe with
 /// [`ClientBuilder::on_event`](crate::ClientBuilder::on_event).
+///
+/// # Example
+///
+/// Metrics from events: requests per endpoint and re-sends per class.
+///
+/// ```
+/// # #[cfg(feature = "testing")]
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), sturdy_acme::Error> {
+/// use std::collections::BTreeMap;
+/// use std::sync::{Arc, Mutex};
+/// use sturdy_acme::testing::TestCa;
+/// use sturdy_acme::{Event, Endpoint};
+///
+/// let ca = TestCa::start().await?;
+/// let counts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+/// let sink = counts.clone();
+/// let _client = ca
+///     .client_builder()
+///     .on_event(move |e| {
+///         let key = match e {
+///             Event::Exchange { endpoint, status, .. } => format!("{endpoint} {status:?}"),
+///             Event::Retry { class, .. } => format!("retry {}", class.name()),
+///             Event::GaveUp { class, .. } => format!("gave up {}", class.name()),
+///             _ => return,
+///         };
+///         *sink.lock().unwrap().entry(key).or_default() += 1;
+///     })
+///     .build()
+///     .await?;
+/// assert_eq!(counts.lock().unwrap()[&format!("{} Some(200)", Endpoint::Directory)], 1);
+/// # Ok(()) }
+/// # #[cfg(not(feature = "testing"))]
+/// # fn main() {}
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Event {

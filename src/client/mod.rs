@@ -52,6 +52,29 @@ pub const USER_AGENT: &str = concat!("sturdy-acme/", env!("CARGO_PKG_VERSION"));
 ///
 /// Cheap to clone; clones share the HTTP connection pool, the nonce pool and
 /// the request counters.
+///
+/// # Example
+///
+/// ```
+/// # #[cfg(feature = "testing")]
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), sturdy_acme::Error> {
+/// use sturdy_acme::testing::TestCa;
+/// use sturdy_acme::{Client, Danger, Dialect};
+///
+/// let ca = TestCa::start().await?;
+/// // Against a real CA: `Client::new(sturdy_acme::LETS_ENCRYPT_STAGING).await?`.
+/// let client = Client::builder(ca.directory_url())
+///     .root_certificates_pem(ca.root_pem())
+///     .danger(Danger::new()) // nothing weakened
+///     .build()
+///     .await?;
+/// assert_eq!(client.dialect(), Dialect::V2);
+/// assert!(!client.directory().new_order.is_empty());
+/// # Ok(()) }
+/// # #[cfg(not(feature = "testing"))]
+/// # fn main() {}
+/// ```
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: Arc<ClientInner>,
@@ -69,6 +92,21 @@ struct ClientInner {
 
 /// Settings that make a [`Client`] less safe, for tests: set with
 /// [`ClientBuilder::danger`]. Every one is off by default.
+///
+/// # Example
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use sturdy_acme::{Client, Danger, Error};
+///
+/// // A plain-http directory is refused unless asked for.
+/// let refused = Client::builder("http://127.0.0.1:9/dir").build().await.unwrap_err();
+/// assert!(matches!(refused, Error::InvalidInput(_)));
+/// let _tests_only = Client::builder("http://127.0.0.1:9/dir")
+///     .danger(Danger::new().accept_plain_http().no_timeouts());
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Danger {
@@ -106,6 +144,40 @@ impl Danger {
 }
 
 /// Builds a [`Client`]; see [`Client::builder`].
+///
+/// # Example
+///
+/// ```
+/// # #[cfg(feature = "testing")]
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), sturdy_acme::Error> {
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use sturdy_acme::testing::TestCa;
+/// use sturdy_acme::{Event, PollPolicy, RetryPolicy};
+///
+/// let ca = TestCa::start().await?;
+/// let exchanges = Arc::new(AtomicU64::new(0));
+/// let counter = exchanges.clone();
+/// let client = ca
+///     .client_builder()
+///     .timeout(Duration::from_secs(20))
+///     .retry_policy(RetryPolicy::default().with_rate_limit_max_wait(Duration::from_secs(5)))
+///     .poll_policy(PollPolicy::default().with_timeout(Duration::from_secs(60)))
+///     .on_event(move |e| {
+///         if let Event::Exchange { .. } = e {
+///             counter.fetch_add(1, Ordering::Relaxed);
+///         }
+///     })
+///     .build()
+///     .await?;
+/// assert_eq!(exchanges.load(Ordering::Relaxed), 1); // the directory
+/// # drop(client);
+/// # Ok(()) }
+/// # #[cfg(not(feature = "testing"))]
+/// # fn main() {}
+/// ```
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     directory_url: String,

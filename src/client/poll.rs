@@ -19,6 +19,17 @@ use crate::error::{Error, Result, RetryAfter};
 /// A poll is also cancelled by dropping its future.
 ///
 /// [`PollPolicy::default`] changed with the `with_` setters.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use sturdy_acme::PollPolicy;
+///
+/// let poll = PollPolicy::default().with_max_polls(50).with_timeout(Duration::from_secs(120));
+/// assert_eq!(poll.delay(0, None), poll.first_delay());
+/// assert!(poll.delay(30, None) <= poll.max_delay());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PollPolicy {

@@ -6,6 +6,19 @@ use serde::{Deserialize, Serialize};
 
 /// One limit: `burst` requests, refilled evenly over `period` (a token
 /// bucket, as Let's Encrypt computes its limits).
+///
+/// Example: [`RateLimits`].
+///
+/// ```
+/// use std::time::Duration;
+/// use sturdy_acme::{Limit, RateLimits};
+///
+/// let limits = RateLimits {
+///     certificates_per_domain: Some(Limit::new(100, Duration::from_secs(7 * 24 * 3600))),
+///     ..RateLimits::none()
+/// };
+/// assert_eq!(limits.certificates_per_domain.unwrap().refill_interval(), Duration::from_secs(6048));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limit {
     /// Bucket capacity.

@@ -54,6 +54,37 @@ const RECOVERY_ORDER_PAGES: usize = 10;
 const RECOVERY_ORDERS: usize = 100;
 
 /// What `ensure` is asked for beyond the names.
+///
+/// # Example
+///
+/// ```
+/// # #[cfg(feature = "testing")]
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), sturdy_acme::Error> {
+/// use std::sync::Arc;
+/// use sturdy_acme::solver::http01::Http01Solver;
+/// use sturdy_acme::store::FileStore;
+/// use sturdy_acme::testing::TestCa;
+/// use sturdy_acme::{CertificateSource, EnsureOptions, Issuer};
+///
+/// let ca = TestCa::start().await?;
+/// let dir = std::env::temp_dir().join(format!("sturdy-doc-{}-{}", line!(), std::process::id()));
+/// use sturdy_acme::CertificateKeyType;
+///
+/// let issuer = Issuer::builder(ca.client().await?, FileStore::open(&dir)?)
+///     .solver(Arc::new(Http01Solver::unserved()))
+///     .build();
+/// let options = EnsureOptions { key_type: CertificateKeyType::P384, ..EnsureOptions::default() };
+/// let first = issuer.ensure(&["p384.example"], &options).await?;
+/// // `force_new` orders again although the stored one is still good.
+/// let again = issuer.ensure(&["p384.example"], &EnsureOptions { force_new: true, ..options }).await?;
+/// assert_eq!(again.source, CertificateSource::New);
+/// assert_ne!(again.certificate.serial, first.certificate.serial);
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok(()) }
+/// # #[cfg(not(feature = "testing"))]
+/// # fn main() {}
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct EnsureOptions {
     /// The certificate key type (P-256 by default).
@@ -68,6 +99,8 @@ pub struct EnsureOptions {
 }
 
 /// Where the certificate `ensure` returned came from.
+///
+/// Example: [`Issuer`] and [`EnsureOptions`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CertificateSource {
@@ -80,6 +113,8 @@ pub enum CertificateSource {
 }
 
 /// The result of [`Issuer::ensure`].
+///
+/// Example: [`Issuer`] and [`EnsureOptions`].
 #[derive(Debug, Clone)]
 pub struct Ensured {
     /// The certificate and its key.
@@ -90,6 +125,8 @@ pub struct Ensured {
 
 /// A step of an issuance, reported to [`IssuerBuilder::on_step`] right
 /// after it is durable (journalled) or done.
+///
+/// Example: [`IssuerBuilder`] (`on_step`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum IssuerStep {
@@ -118,6 +155,40 @@ pub enum IssuerStep {
 type StepObserver = Arc<dyn Fn(&IdentifierSetKey, IssuerStep) + Send + Sync>;
 
 /// Configures an [`Issuer`].
+///
+/// # Example
+///
+/// ```
+/// # #[cfg(feature = "testing")]
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), sturdy_acme::Error> {
+/// use std::sync::Arc;
+/// use sturdy_acme::solver::http01::Http01Solver;
+/// use sturdy_acme::store::FileStore;
+/// use sturdy_acme::testing::TestCa;
+/// use sturdy_acme::{CertificateSource, EnsureOptions, Issuer};
+///
+/// let ca = TestCa::start().await?;
+/// let dir = std::env::temp_dir().join(format!("sturdy-doc-{}-{}", line!(), std::process::id()));
+/// use std::sync::Mutex;
+/// use sturdy_acme::{AccountOptions, IssuerStep, RateLimits};
+///
+/// let steps = Arc::new(Mutex::new(Vec::new()));
+/// let seen = steps.clone();
+/// let issuer = Issuer::builder(ca.client().await?, FileStore::open(&dir)?)
+///     .solver(Arc::new(Http01Solver::unserved()))
+///     .account_options(AccountOptions::agreeing_to_terms().contact("ops@example.com"))
+///     .rate_limits(RateLimits::none()) // the default follows the directory
+///     .renew_after_fraction(0.5)
+///     .on_step(move |_, step| seen.lock().unwrap().push(step))
+///     .build();
+/// issuer.ensure(&["observed.example"], &EnsureOptions::default()).await?;
+/// assert!(steps.lock().unwrap().contains(&IssuerStep::Downloaded));
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok(()) }
+/// # #[cfg(not(feature = "testing"))]
+/// # fn main() {}
+/// ```
 pub struct IssuerBuilder<S: Store> {
     client: Client,
     store: S,
@@ -252,6 +323,32 @@ struct Inner<S: Store> {
 }
 
 /// Ensures certificates exactly once; see the module docs. Cheap to clone.
+///
+/// # Example
+///
+/// ```
+/// # #[cfg(feature = "testing")]
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), sturdy_acme::Error> {
+/// use std::sync::Arc;
+/// use sturdy_acme::solver::http01::Http01Solver;
+/// use sturdy_acme::store::FileStore;
+/// use sturdy_acme::testing::TestCa;
+/// use sturdy_acme::{CertificateSource, EnsureOptions, Issuer};
+///
+/// let ca = TestCa::start().await?;
+/// let dir = std::env::temp_dir().join(format!("sturdy-doc-{}-{}", line!(), std::process::id()));
+/// let issuer = Issuer::builder(ca.client().await?, FileStore::open(&dir)?)
+///     .solver(Arc::new(Http01Solver::unserved())) // the test CA validates nothing by default
+///     .build();
+/// let ensured = issuer.ensure(&["shop.example", "www.shop.example"], &EnsureOptions::default()).await?;
+/// assert_eq!(ensured.source, CertificateSource::New);
+/// assert!(ensured.certificate.chain_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok(()) }
+/// # #[cfg(not(feature = "testing"))]
+/// # fn main() {}
+/// ```
 pub struct Issuer<S: Store> {
     inner: Arc<Inner<S>>,
 }

@@ -18,7 +18,7 @@ use super::{b64, b64_decode};
 
 /// new-reg payload.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct NewRegistration<'a> {
+pub(crate) struct NewRegistration<'a> {
     /// Contact URLs.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub contact: &'a [String],
@@ -29,7 +29,7 @@ pub struct NewRegistration<'a> {
 
 /// new-authz payload.
 #[derive(Debug, Clone, Serialize)]
-pub struct NewAuthorization<'a> {
+pub(crate) struct NewAuthorization<'a> {
     /// The identifier (v1: DNS names only).
     pub identifier: &'a Identifier,
 }
@@ -38,7 +38,7 @@ pub struct NewAuthorization<'a> {
 /// it; Boulder ignored it and computed its own).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ChallengeAnswer<'a> {
+pub(crate) struct ChallengeAnswer<'a> {
     /// The challenge type.
     #[serde(rename = "type")]
     pub kind: &'a str,
@@ -49,7 +49,7 @@ pub struct ChallengeAnswer<'a> {
 /// The inner payload of a v1 key-change (Boulder, draft-05 style).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct KeyChange<'a> {
+pub(crate) struct KeyChange<'a> {
     /// The registration URL.
     pub account: &'a str,
     /// The new key's JWK.

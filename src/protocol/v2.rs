@@ -9,7 +9,7 @@ use super::Identifier;
 /// newAccount payload (RFC 8555 §7.3).
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct NewAccount<'a> {
+pub(crate) struct NewAccount<'a> {
     /// Contact URLs.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub contact: &'a [String],
@@ -27,7 +27,7 @@ pub struct NewAccount<'a> {
 /// newOrder payload (RFC 8555 §7.4).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct NewOrder<'a> {
+pub(crate) struct NewOrder<'a> {
     /// Identifiers.
     pub identifiers: &'a [Identifier],
     /// Requested notBefore.
@@ -46,14 +46,14 @@ pub struct NewOrder<'a> {
 
 /// finalize payload (RFC 8555 §7.4).
 #[derive(Debug, Clone, Serialize)]
-pub struct Finalize {
+pub(crate) struct Finalize {
     /// base64url DER CSR.
     pub csr: String,
 }
 
 /// revokeCert payload (RFC 8555 §7.6).
 #[derive(Debug, Clone, Serialize)]
-pub struct Revocation {
+pub(crate) struct Revocation {
     /// base64url DER certificate.
     pub certificate: String,
     /// CRL reason code (RFC 5280 §5.3.1).
@@ -64,7 +64,7 @@ pub struct Revocation {
 /// The inner payload of a keyChange request (RFC 8555 §7.3.5).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct KeyChange<'a> {
+pub(crate) struct KeyChange<'a> {
     /// The account URL.
     pub account: &'a str,
     /// The old key's JWK.
@@ -73,7 +73,7 @@ pub struct KeyChange<'a> {
 
 /// Account update payload (RFC 8555 §7.3.2, §7.3.6).
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct AccountUpdate<'a> {
+pub(crate) struct AccountUpdate<'a> {
     /// New contact list.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub contact: Option<&'a [String]>,
