@@ -22,6 +22,9 @@ const PREFIX: &str = "/.well-known/acme-challenge/";
 /// Tokens and their key authorizations, shared between whoever answers
 /// challenges and whatever serves them (this crate's [`Http01Responder`] or
 /// the caller's own web server through [`Http01Tokens::response_for_path`]).
+///
+/// Example: [`Http01Solver`], and real validation against it in
+/// [`TestCaBuilder::with_http01_responder`](crate::testing::TestCaBuilder::with_http01_responder).
 #[derive(Debug, Clone, Default)]
 pub struct Http01Tokens {
     map: Arc<RwLock<HashMap<String, String>>>,
@@ -78,6 +81,29 @@ impl Http01Tokens {
 /// token map, which [`Http01Responder`] (or your own server, through
 /// [`Http01Tokens::response_for_path`]) serves. Each constructor says who
 /// serves the map.
+///
+/// # Example
+///
+/// ```
+/// # #[cfg(feature = "testing")]
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), sturdy_acme::Error> {
+/// use std::sync::Arc;
+/// use sturdy_acme::solver::http01::{Http01Responder, Http01Solver, Http01Tokens};
+///
+/// // The crate's own responder serves the tokens (on port 80 in production).
+/// let responder = Http01Responder::bind("127.0.0.1:0".parse().unwrap()).await?;
+/// let _served = Http01Solver::for_responder(&responder);
+/// // Or your own server serves them: answer
+/// // `tokens.response_for_path(path)` for `/.well-known/acme-challenge/...`.
+/// let tokens = Http01Tokens::new();
+/// let _own = Arc::new(Http01Solver::new(tokens.clone()));
+/// tokens.insert("tok", "tok.thumb");
+/// assert_eq!(tokens.response_for_path("/.well-known/acme-challenge/tok").as_deref(), Some("tok.thumb"));
+/// # Ok(()) }
+/// # #[cfg(not(feature = "testing"))]
+/// # fn main() {}
+/// ```
 #[derive(Debug, Clone)]
 pub struct Http01Solver {
     tokens: Http01Tokens,
@@ -149,6 +175,9 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// (the first request's, or the next one's on a keep-alive connection) is
 /// closed. Failed `accept`s (e.g. the process ran out of file descriptors)
 /// are retried with a growing pause instead of in a busy loop.
+///
+/// Example: [`Http01Solver`], and real validation against it in
+/// [`TestCaBuilder::with_http01_responder`](crate::testing::TestCaBuilder::with_http01_responder).
 #[derive(Debug)]
 pub struct Http01Responder {
     tokens: Http01Tokens,
@@ -160,6 +189,9 @@ pub struct Http01Responder {
 
 /// Configures an [`Http01Responder`] before binding it; from
 /// [`Http01Responder::builder`].
+///
+/// Example: [`Http01Solver`], and real validation against it in
+/// [`TestCaBuilder::with_http01_responder`](crate::testing::TestCaBuilder::with_http01_responder).
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct Http01ResponderBuilder {

@@ -21,6 +21,8 @@ use crate::protocol::{ChallengeType, Identifier};
 pub type SolverFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
 
 /// Everything needed to answer one challenge.
+///
+/// Example: [`Solver`].
 #[derive(Debug, Clone)]
 pub struct ChallengeAnswer {
     /// The identifier being validated (without `*.`).
@@ -38,6 +40,38 @@ pub struct ChallengeAnswer {
 }
 
 /// Presents and removes challenge answers of one type.
+///
+/// # Example
+///
+/// A dns-01 solver for your DNS provider (here an in-memory map):
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::Mutex;
+/// use sturdy_acme::ChallengeType;
+/// use sturdy_acme::solver::{ChallengeAnswer, Solver, SolverFuture};
+///
+/// #[derive(Default)]
+/// struct MyDns(Mutex<HashMap<String, Vec<String>>>);
+///
+/// impl Solver for MyDns {
+///     fn challenge_type(&self) -> ChallengeType {
+///         ChallengeType::Dns01
+///     }
+///     fn present<'a>(&'a self, answer: &'a ChallengeAnswer) -> SolverFuture<'a> {
+///         let mut zone = self.0.lock().unwrap();
+///         zone.entry(answer.dns_name.clone()).or_default().push(answer.dns_value.clone());
+///         Box::pin(async { Ok(()) })
+///     }
+///     fn cleanup<'a>(&'a self, answer: &'a ChallengeAnswer) -> SolverFuture<'a> {
+///         if let Some(values) = self.0.lock().unwrap().get_mut(&answer.dns_name) {
+///             values.retain(|v| v != &answer.dns_value);
+///         }
+///         Box::pin(async { Ok(()) })
+///     }
+/// }
+/// # let _ = std::sync::Arc::new(MyDns::default()) as std::sync::Arc<dyn Solver>;
+/// ```
 pub trait Solver: Send + Sync {
     /// The challenge type it answers.
     fn challenge_type(&self) -> ChallengeType;

@@ -131,6 +131,8 @@ impl ResolvesServerCert for TlsAlpn01Resolver {
 
 /// The tls-alpn-01 [`Solver`]: builds the validation certificate and puts it
 /// in a [`TlsAlpn01Resolver`].
+///
+/// Example: [`TlsAlpn01Resolver`].
 #[derive(Debug, Clone)]
 pub struct TlsAlpn01Solver {
     resolver: Arc<TlsAlpn01Resolver>,

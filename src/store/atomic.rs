@@ -10,6 +10,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::{Error, Result};
 
 /// Who may read a written file.
+///
+/// # Example
+///
+/// ```
+/// use sturdy_acme::store::{FileMode, write_file_atomic};
+///
+/// let path = std::env::temp_dir().join(format!("sturdy-doc-key-{}.pem", std::process::id()));
+/// write_file_atomic(&path, b"secret", FileMode::Private)?; // 0600, temp file + fsync + rename
+/// # #[cfg(unix)]
+/// # {
+/// #     use std::os::unix::fs::PermissionsExt;
+/// #     assert_eq!(std::fs::metadata(&path)?.permissions().mode() & 0o777, 0o600);
+/// # }
+/// # std::fs::remove_file(&path)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileMode {
     /// Owner read/write only (0600): private keys.

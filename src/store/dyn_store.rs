@@ -35,6 +35,21 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send
 
 /// [`Store`] with boxed futures, usable as `Arc<dyn DynStore>`; each method
 /// has the contract of the [`Store`] method of the same name.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use sturdy_acme::store::{DynStore, FileStore};
+///
+/// # fn main() -> Result<(), sturdy_acme::StoreError> {
+/// let dir = std::env::temp_dir().join(format!("sturdy-doc-dyn-{}", std::process::id()));
+/// let store: Arc<dyn DynStore> = Arc::new(FileStore::open(&dir)?);
+/// // `Issuer::builder(client, store)` takes it as it is.
+/// # drop(store);
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok(()) }
+/// ```
 pub trait DynStore: Send + Sync + 'static {
     /// [`Store::load_account`].
     fn load_account<'a>(&'a self, directory: &'a str) -> StoreFuture<'a, Option<StoredAccount>>;

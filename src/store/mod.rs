@@ -68,6 +68,9 @@ pub type StoreResult<T> = std::result::Result<T, StoreError>;
 ///   returned for another.
 /// - **Concurrency.** Every method may be called from several tasks at
 ///   once.
+///
+/// Example: [`FileStore`] (the embedded implementation) and [`DynStore`]
+/// (a store chosen at run time).
 pub trait Store: Send + Sync + 'static {
     /// The account for a directory URL.
     fn load_account(

@@ -20,6 +20,25 @@ use crate::protocol::{Identifier, IdentifierSet};
 /// legacy form) stay readable: a store returns one for a scoped key only
 /// when it provably belongs to that CA (a journal naming the same directory
 /// and account; a certificate whose URL is on the directory's origin).
+///
+/// # Example
+///
+/// ```
+/// use sturdy_acme::store::IdentifierSetKey;
+/// use sturdy_acme::Identifier;
+///
+/// let a = IdentifierSetKey::for_account("https://ca/dir", "https://ca/acct/1", &[
+///     Identifier::dns("B.example.")?,
+///     Identifier::dns("a.example")?,
+/// ]);
+/// let b = IdentifierSetKey::for_account("https://ca/dir", "https://ca/acct/1", &[
+///     Identifier::dns("a.example")?,
+///     Identifier::dns("b.example")?,
+/// ]);
+/// assert_eq!(a, b); // one set, whatever the order and case
+/// assert_eq!(a.ca().unwrap().directory, "https://ca/dir");
+/// # Ok::<(), sturdy_acme::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct IdentifierSetKey {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -28,6 +47,8 @@ pub struct IdentifierSetKey {
 }
 
 /// The CA and account a [`IdentifierSetKey`] belongs to.
+///
+/// Example: [`FileStore`](super::FileStore).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct CaScope {
     /// The CA's directory URL.
@@ -139,6 +160,8 @@ impl fmt::Display for IdentifierSetKey {
 }
 
 /// An account at one CA: its URL and key.
+///
+/// Example: [`FileStore`](super::FileStore).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct StoredAccount {
     /// The account URL (`kid`).
@@ -156,6 +179,8 @@ impl fmt::Debug for StoredAccount {
 }
 
 /// An issued certificate with its key.
+///
+/// Example: [`FileStore`](super::FileStore).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct StoredCertificate {
     /// The identifiers it is for.
@@ -210,6 +235,8 @@ impl fmt::Debug for StoredCertificate {
 
 /// How far an in-flight order got; each step is written before the request
 /// that depends on it.
+///
+/// Example: [`FileStore`](super::FileStore).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JournalStep {
@@ -228,6 +255,8 @@ pub enum JournalStep {
 }
 
 /// The journal of one in-flight order.
+///
+/// Example: [`FileStore`](super::FileStore).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Journal {
     /// The directory URL of the CA.
@@ -278,6 +307,8 @@ impl fmt::Debug for Journal {
 
 /// The client-side rate-limit ledger, as the issuer persists it: an opaque
 /// JSON document the issuer's ledger reads and writes.
+///
+/// Example: [`FileStore`](super::FileStore).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RateLimitRecord {
     /// The ledger's state.
@@ -285,6 +316,8 @@ pub struct RateLimitRecord {
 }
 
 /// A held lease.
+///
+/// Example: [`FileStore`](super::FileStore).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     /// The lease name.

@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::transport::Endpoint;
 
 /// How a `Retry-After` header is written.
+///
+/// Example: [`TestCa`](super::TestCa).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RetryAfterForm {
@@ -39,6 +41,8 @@ impl RetryAfterForm {
 }
 
 /// A misbehaviour.
+///
+/// Example: [`TestCa`](super::TestCa).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -89,6 +93,8 @@ pub enum Fault {
 }
 
 /// A scripted answer for [`Fault::Canned`] and [`Fault::CannedAfterCommit`].
+///
+/// Example: [`TestCa`](super::TestCa).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CannedAnswer {
     /// The HTTP status.
@@ -151,6 +157,8 @@ impl Fault {
 }
 
 /// When a rule fires.
+///
+/// Example: [`TestCa`](super::TestCa).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -172,6 +180,8 @@ pub enum Trigger {
 }
 
 /// One rule of a fault script.
+///
+/// Example: [`TestCa`](super::TestCa).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaultRule {
     /// The endpoint it applies to (`None`: every endpoint).

@@ -80,6 +80,8 @@ use crate::transport::Endpoint;
 use crate::protocol::Dialect;
 
 /// What the CA answers for a domain's CAA check at finalize.
+///
+/// Example: [`TestCa`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CaaPolicy {
@@ -94,6 +96,8 @@ pub enum CaaPolicy {
 }
 
 /// A certificate the CA issued.
+///
+/// Example: [`TestCa`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuedCertificate {
     /// Serial, lower-case hex.
@@ -117,6 +121,8 @@ pub struct IssuedCertificate {
 
 /// A signed request as the CA received it, decoded but not verified: what
 /// went over the wire, for assertions on headers and payloads.
+///
+/// Example: [`TestCa`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordedJws {
     /// The endpoint it counted as.
@@ -130,6 +136,8 @@ pub struct RecordedJws {
 }
 
 /// What the CA did, for assertions.
+///
+/// Example: [`TestCa`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ledger {
     /// Every certificate issued, in order.
@@ -143,6 +151,8 @@ pub struct Ledger {
 }
 
 /// A finalize request as the CA received it.
+///
+/// Example: [`TestCa`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FinalizeRecord {
     /// The order URL (for a certificate issued through ACME v1's new-cert,
@@ -178,6 +188,9 @@ impl Ledger {
 }
 
 /// Configures and starts a [`TestCa`].
+///
+/// Example: [`TestCa`], and real validation in
+/// [`TestCaBuilder::with_http01_responder`].
 #[derive(Debug, Clone)]
 pub struct TestCaBuilder {
     config: ca::Config,
@@ -505,6 +518,31 @@ impl TestCaBuilder {
 }
 
 /// A running embedded ACME CA. Stops when dropped.
+///
+/// # Example
+///
+/// ```
+/// # #[cfg(feature = "testing")]
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), sturdy_acme::Error> {
+/// use sturdy_acme::testing::{Fault, FaultRule, TestCa, Trigger};
+/// use sturdy_acme::{AccountKey, AccountOptions, Endpoint, KeyAlgorithm};
+///
+/// // The first newAccount answer is lost after the CA created the account.
+/// let ca = TestCa::builder()
+///     .faults(vec![FaultRule::new(Endpoint::NewAccount, Trigger::Nth(1), Fault::DropAfterCommit)])
+///     .start()
+///     .await?;
+/// let client = ca.client().await?;
+/// let account = client
+///     .create_account(AccountKey::generate(KeyAlgorithm::Es256)?, &AccountOptions::agreeing_to_terms())
+///     .await?; // retried: newAccount is idempotent for a key
+/// assert!(account.url().starts_with(&ca.directory_url().replace("/dir", "")));
+/// assert_eq!(ca.ledger().requests_to(Endpoint::NewAccount), 2);
+/// # Ok(()) }
+/// # #[cfg(not(feature = "testing"))]
+/// # fn main() {}
+/// ```
 #[derive(Debug)]
 pub struct TestCa {
     ca: Arc<ca::Ca>,

@@ -82,6 +82,34 @@ const KEY_PEM_NEW: &str = "key.pem.new";
 /// Several `FileStore`s, in one process or several, may share a directory:
 /// certificate saves and lease updates are serialized with `flock(2)` locks,
 /// every other write is a single atomic rename.
+///
+/// # Example
+///
+/// ```
+/// # #[cfg(feature = "testing")]
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), sturdy_acme::Error> {
+/// use sturdy_acme::store::{FileStore, IdentifierSetKey, Store};
+/// use sturdy_acme::Identifier;
+///
+/// let dir = std::env::temp_dir().join(format!("sturdy-doc-filestore-{}", std::process::id()));
+/// let store = FileStore::open(&dir)?;
+/// let key = IdentifierSetKey::for_account(
+///     "https://ca.example/dir",
+///     "https://ca.example/acct/1",
+///     &[Identifier::dns("www.example.com")?, Identifier::dns("example.com")?],
+/// );
+/// assert!(store.load_certificate(&key).await?.is_none());
+/// assert!(store.load_journal(&key).await?.is_none());
+/// // Leases fence concurrent issuers; the token only grows.
+/// let lease = store.acquire_lease("doc", "me", std::time::Duration::from_secs(30)).await?;
+/// store.check_lease(&lease).await?;
+/// store.release_lease(&lease).await?;
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok(()) }
+/// # #[cfg(not(feature = "testing"))]
+/// # fn main() {}
+/// ```
 #[derive(Clone)]
 pub struct FileStore {
     inner: Arc<Inner>,

@@ -13,6 +13,8 @@ use crate::protocol::Identifier;
 /// Answers the test CA's DNS questions (the TXT lookups of dns-01).
 ///
 /// Implement it to plug in your own DNS; tests normally use [`StaticDns`].
+///
+/// Example: [`StaticDns`].
 pub trait DnsResolver: Send + Sync + fmt::Debug {
     /// The TXT records at `name` (lower case, without a trailing dot, e.g.
     /// `_acme-challenge.example.com`), one string per record (a record's
@@ -24,6 +26,8 @@ pub trait DnsResolver: Send + Sync + fmt::Debug {
 }
 
 /// Why a DNS lookup failed.
+///
+/// Example: [`StaticDns`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DnsError {
@@ -51,6 +55,18 @@ struct Zone {
 /// Names are compared case-insensitively, with or without a trailing dot.
 /// A name never set answers NXDOMAIN. Clones share the same records, so a
 /// test can keep one and hand another to the CA.
+///
+/// # Example
+///
+/// ```
+/// use sturdy_acme::testing::{DnsError, DnsResolver, StaticDns};
+///
+/// let dns = StaticDns::new();
+/// dns.add_txt("_acme-challenge.example.test.", "value");
+/// assert_eq!(dns.txt("_ACME-challenge.example.test").unwrap(), ["value"]);
+/// dns.fail("_acme-challenge.broken.test", DnsError::ServFail);
+/// assert!(matches!(dns.txt("_acme-challenge.broken.test"), Err(DnsError::ServFail)));
+/// ```
 #[derive(Debug, Default, Clone)]
 pub struct StaticDns {
     zone: Arc<RwLock<Zone>>,
