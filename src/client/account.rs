@@ -19,6 +19,8 @@ use crate::retry::Retrying;
 use crate::transport::{Endpoint, Response};
 
 /// What to register an account with.
+///
+/// Example: the client example on the [crate root](crate).
 #[derive(Debug, Clone, Default)]
 pub struct AccountOptions {
     /// Contact URLs, e.g. `mailto:admin@example.com`.
@@ -57,6 +59,36 @@ impl AccountOptions {
 }
 
 /// CRL reason codes a revocation may give (RFC 5280 §5.3.1).
+///
+/// # Example
+///
+/// ```
+/// # #[cfg(feature = "testing")]
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), sturdy_acme::Error> {
+/// use sturdy_acme::testing::TestCa;
+/// use sturdy_acme::{AccountKey, AccountOptions, CertificateKey, Csr, KeyAlgorithm, NewOrder, RevocationReason};
+///
+/// let ca = TestCa::start().await?;
+/// let account = ca
+///     .client()
+///     .await?
+///     .create_account(AccountKey::generate(KeyAlgorithm::Es256)?, &AccountOptions::agreeing_to_terms())
+///     .await?;
+/// let mut order = account.new_order(&NewOrder::for_names(&["revoked.example"])?).await?;
+/// for authz in order.authorizations().await? {
+///     let mut challenge = authz.challenges().remove(0);
+///     challenge.respond().await?; // the test CA validates nothing by default
+/// }
+/// order.wait_ready().await?;
+/// order.finalize(Csr::Key(&CertificateKey::generate(Default::default())?)).await?;
+/// let chain = order.certificate().await?;
+/// account.revoke_certificate(chain.leaf_der(), Some(RevocationReason::KeyCompromise)).await?;
+/// assert_eq!(ca.ledger().certificates[0].revoked, Some(RevocationReason::KeyCompromise.code()));
+/// # Ok(()) }
+/// # #[cfg(not(feature = "testing"))]
+/// # fn main() {}
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RevocationReason {
@@ -147,6 +179,8 @@ pub(crate) async fn revoke(
 ///
 /// Cheap to clone. Orders, authorizations and challenges obtained through
 /// it keep a handle to it.
+///
+/// Example: the client example on the [crate root](crate).
 #[derive(Clone, Debug)]
 pub struct Account {
     inner: Arc<AccountInner>,

@@ -14,6 +14,8 @@ use crate::protocol::{
 use crate::transport::Endpoint;
 
 /// An authorization: the CA's record of proving control of one identifier.
+///
+/// Example: the client example on the [crate root](crate).
 #[derive(Debug, Clone)]
 pub struct Authorization {
     account: Account,
@@ -137,6 +139,8 @@ impl Authorization {
 }
 
 /// One challenge of an authorization, with what answering it takes.
+///
+/// Example: the client example on the [crate root](crate).
 #[derive(Debug, Clone)]
 pub struct Challenge {
     account: Account,

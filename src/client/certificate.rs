@@ -3,6 +3,9 @@
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// A PEM certificate chain as the CA served it: the leaf first, then its issuers.
+///
+/// Example: the client example on the [crate root](crate), and
+/// [`RevocationReason`](crate::RevocationReason).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateChain {
     url: String,

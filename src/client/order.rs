@@ -17,6 +17,18 @@ use crate::protocol::{AuthorizationStatus, Dialect, Identifier, OrderResource, O
 use crate::transport::{Endpoint, PEM_CHAIN, links};
 
 /// What to order: identifiers and an optional validity window.
+///
+/// # Example
+///
+/// ```
+/// use sturdy_acme::{Identifier, NewOrder};
+///
+/// let order = NewOrder::for_names(&["Example.com.", "*.example.com", "192.0.2.1", "example.com"])?;
+/// assert_eq!(order.identifiers().len(), 3); // normalized, duplicates removed
+/// assert_eq!(order.identifiers()[2], Identifier::ip("192.0.2.1".parse().unwrap()));
+/// assert!(NewOrder::for_names(&["*.co.uk"]).is_err()); // a CA would refuse it
+/// # Ok::<(), sturdy_acme::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct NewOrder {
     identifiers: Vec<Identifier>,
@@ -101,6 +113,8 @@ impl NewOrder {
 /// [`Account::order`] rebuilds the order. The
 /// methods behave the same; see [`Order::finalize`] for what v1's
 /// synchronous issuance changes.
+///
+/// Example: the client example on the [crate root](crate).
 #[derive(Debug, Clone)]
 pub struct Order {
     core: OrderCore,

@@ -12,6 +12,8 @@ use super::jwk;
 use crate::error::{Error, Result};
 
 /// The JWS algorithm of an account key.
+///
+/// Example: [`AccountKey`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum KeyAlgorithm {
@@ -64,6 +66,19 @@ enum Signer {
 ///
 /// `Debug` shows only the algorithm and thumbprint; the private key leaves
 /// only through [`AccountKey::to_pkcs8_pem`] / [`AccountKey::pkcs8_der`].
+///
+/// # Example
+///
+/// ```
+/// use sturdy_acme::{AccountKey, KeyAlgorithm};
+///
+/// let key = AccountKey::generate(KeyAlgorithm::Es256)?;
+/// let pem = key.to_pkcs8_pem(); // zeroized when dropped; store it 0600
+/// let again = AccountKey::from_pkcs8_pem(&pem)?;
+/// assert_eq!(again.thumbprint(), key.thumbprint());
+/// assert_eq!(key.jwk()["crv"], "P-256");
+/// # Ok::<(), sturdy_acme::Error>(())
+/// ```
 pub struct AccountKey {
     alg: KeyAlgorithm,
     signer: Signer,

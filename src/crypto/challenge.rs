@@ -36,6 +36,8 @@ pub fn tls_alpn01_digest(key_authorization: &str) -> [u8; 32] {
 pub const ACME_TLS_ALPN_PROTOCOL: &[u8] = b"acme-tls/1";
 
 /// A self-signed tls-alpn-01 validation certificate (RFC 8737 §3) and its key.
+///
+/// Example: [`TlsAlpn01Resolver`](crate::solver::tls_alpn01::TlsAlpn01Resolver).
 pub struct TlsAlpn01Certificate {
     /// The certificate, DER.
     pub certificate_der: Vec<u8>,

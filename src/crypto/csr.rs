@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 use crate::protocol::Identifier;
 
 /// The kind of key to generate for a certificate.
+///
+/// Example: [`CertificateKey`], and the client example on the [crate root](crate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum CertificateKeyType {
@@ -38,6 +40,19 @@ impl std::str::FromStr for CertificateKeyType {
 ///
 /// Generated (P-256, P-384) or imported from PKCS#8 PEM (P-256, P-384, RSA,
 /// Ed25519). `Debug` never shows the key.
+///
+/// # Example
+///
+/// ```
+/// use sturdy_acme::{CertificateKey, CertificateKeyType, Identifier};
+///
+/// let key = CertificateKey::generate(CertificateKeyType::P384)?;
+/// let csr = key.csr_der(&[Identifier::dns("example.com")?])?;
+/// assert!(!csr.is_empty());
+/// let again = CertificateKey::from_pkcs8_pem(&key.to_pkcs8_pem())?;
+/// assert_eq!(again.public_key_der(), key.public_key_der());
+/// # Ok::<(), sturdy_acme::Error>(())
+/// ```
 pub struct CertificateKey {
     key: KeyPair,
 }
@@ -129,6 +144,8 @@ impl fmt::Debug for CertificateKey {
 }
 
 /// What to finalize an order with.
+///
+/// Example: [`CertificateKey`], and the client example on the [crate root](crate).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Csr<'a> {

@@ -65,6 +65,18 @@ pub(crate) fn sign(
 
 /// An external account binding key (RFC 8555 §7.3.4): the key identifier
 /// and HMAC key the CA handed out.
+///
+/// # Example
+///
+/// ```
+/// use sturdy_acme::{AccountOptions, ExternalAccountKey};
+///
+/// // The key id and base64url HMAC key the CA's portal shows.
+/// let eab = ExternalAccountKey::new("kid-1", "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W")?;
+/// assert_eq!(eab.kid(), "kid-1");
+/// let _options = AccountOptions::agreeing_to_terms().external_account(eab);
+/// # Ok::<(), sturdy_acme::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct ExternalAccountKey {
     kid: String,

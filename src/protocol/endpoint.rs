@@ -1,6 +1,17 @@
 //! The kinds of ACME resource a request goes to.
 
 /// The kind of ACME resource a request went to.
+///
+/// # Example
+///
+/// ```
+/// use sturdy_acme::Endpoint;
+///
+/// assert_eq!(Endpoint::NewOrder.as_str(), "newOrder");
+/// assert_eq!(Endpoint::NewOrder.to_string(), "newOrder");
+/// ```
+///
+/// Counting requests per endpoint: [`Event`](crate::Event).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Endpoint {

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 /// A name or address that cannot be an ACME identifier, and why
 /// (converts into [`Error::InvalidInput`](crate::Error::InvalidInput)).
+///
+/// Example: [`Identifier`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct InvalidIdentifier(pub String);
@@ -14,6 +16,20 @@ pub struct InvalidIdentifier(pub String);
 type Result<T> = std::result::Result<T, InvalidIdentifier>;
 
 /// An identifier a certificate is requested for.
+///
+/// # Example
+///
+/// ```
+/// use sturdy_acme::Identifier;
+///
+/// let name = Identifier::parse("WWW.Example.com.")?;
+/// assert_eq!((name.kind.as_str(), name.value.as_str()), ("dns", "www.example.com"));
+/// assert!(Identifier::parse("*.example.com")?.is_wildcard());
+/// assert_eq!(Identifier::parse("2001:db8::1")?.kind, "ip");
+/// let why = Identifier::parse("exa mple.com").unwrap_err();
+/// assert!(why.to_string().contains("invalid DNS name"));
+/// # Ok::<(), sturdy_acme::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Identifier {
     /// `"dns"` or `"ip"` (other values are kept as sent).
@@ -88,6 +104,18 @@ impl fmt::Display for Identifier {
 /// no trailing dot, sorted, deduplicated): what "the same certificate"
 /// means to the store, the client's rate gate, the issuer's ledger and the
 /// embedded CA. Serializes as the list.
+///
+/// # Example
+///
+/// ```
+/// use sturdy_acme::{Identifier, IdentifierSet};
+///
+/// let a = IdentifierSet::new(&[Identifier::dns("b.example")?, Identifier::dns("a.example")?]);
+/// let b = IdentifierSet::new(&[Identifier::dns("A.example")?, Identifier::dns("b.example")?, Identifier::dns("a.example")?]);
+/// assert_eq!(a, b);
+/// assert_eq!(a.to_string(), "a.example,b.example");
+/// # Ok::<(), sturdy_acme::Error>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct IdentifierSet(Vec<Identifier>);

@@ -42,6 +42,8 @@ pub(crate) fn b64_decode(data: &str) -> Option<Vec<u8>> {
 /// A [`Client`](crate::Client) learns it from the directory (or is told with
 /// [`ClientBuilder::dialect`](crate::ClientBuilder::dialect)); the embedded
 /// test CA (feature `testing`) serves either.
+///
+/// Example: [`Client`](crate::Client).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Dialect {

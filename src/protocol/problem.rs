@@ -157,6 +157,22 @@ fn default_problem_type() -> ProblemType {
 }
 
 /// An RFC 7807 problem document as an ACME server sends it (RFC 8555 §6.7).
+///
+/// # Example
+///
+/// ```
+/// use sturdy_acme::{Problem, ProblemType};
+///
+/// let p: Problem = serde_json::from_str(r#"{
+///     "type": "urn:ietf:params:acme:error:rateLimited",
+///     "detail": "too many certificates already issued for exact set of domains",
+///     "status": 429
+/// }"#).unwrap();
+/// assert_eq!(p.kind, ProblemType::RateLimited);
+/// assert_eq!(p.status, Some(429));
+/// ```
+///
+/// As part of an [`Error`](crate::Error): see there.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Problem {

@@ -10,6 +10,8 @@ use super::Identifier;
 use super::problem::Problem;
 
 /// The directory (RFC 8555 §7.1.1): where each endpoint lives.
+///
+/// Example: the client example on the [crate root](crate).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Directory {
@@ -38,6 +40,8 @@ pub struct Directory {
 }
 
 /// The directory's `meta` object.
+///
+/// Example: the client example on the [crate root](crate).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DirectoryMeta {
@@ -62,6 +66,8 @@ pub struct DirectoryMeta {
 }
 
 /// Account status (RFC 8555 §7.1.6).
+///
+/// Example: the client example on the [crate root](crate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
@@ -75,6 +81,8 @@ pub enum AccountStatus {
 }
 
 /// An account object (RFC 8555 §7.1.2).
+///
+/// Example: the client example on the [crate root](crate).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Account {
@@ -95,6 +103,8 @@ pub struct Account {
 }
 
 /// Order status (RFC 8555 §7.1.6).
+///
+/// Example: the client example on the [crate root](crate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
@@ -125,6 +135,8 @@ impl OrderStatus {
 }
 
 /// An order object (RFC 8555 §7.1.3).
+///
+/// Example: the client example on the [crate root](crate).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Order {
@@ -170,6 +182,8 @@ pub struct Order {
 }
 
 /// Authorization status (RFC 8555 §7.1.6).
+///
+/// Example: the client example on the [crate root](crate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
@@ -203,6 +217,8 @@ impl AuthorizationStatus {
 }
 
 /// An authorization object (RFC 8555 §7.1.4).
+///
+/// Example: the client example on the [crate root](crate).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Authorization {
@@ -229,6 +245,8 @@ pub struct Authorization {
 }
 
 /// Challenge type.
+///
+/// Example: the client example on the [crate root](crate).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ChallengeType {
@@ -290,6 +308,8 @@ impl<'de> Deserialize<'de> for ChallengeType {
 }
 
 /// Challenge status (RFC 8555 §7.1.6).
+///
+/// Example: the client example on the [crate root](crate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
@@ -305,6 +325,8 @@ pub enum ChallengeStatus {
 }
 
 /// A challenge object (RFC 8555 §7.1.5, §8).
+///
+/// Example: the client example on the [crate root](crate).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Challenge {

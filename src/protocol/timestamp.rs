@@ -50,6 +50,15 @@ pub fn to_unix(t: SystemTime) -> i64 {
 /// Formats a `SystemTime` as RFC 3339 in UTC (`2026-12-01T19:42:10Z`); a
 /// time outside what RFC 3339 can spell prints as seconds since the epoch.
 /// Never panics.
+///
+/// # Example
+///
+/// ```
+/// use sturdy_acme::timestamp::{DisplayTime, from_unix};
+///
+/// assert_eq!(DisplayTime(from_unix(0)).to_string(), "1970-01-01T00:00:00Z");
+/// assert_eq!(DisplayTime(from_unix(i64::MAX)).to_string(), "9999-12-31T23:59:59Z"); // clamped, no panic
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DisplayTime(pub SystemTime);
 

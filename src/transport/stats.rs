@@ -30,6 +30,23 @@ impl Counters {
 
 /// How many HTTP requests a [`Client`](crate::Client) has sent, per endpoint
 /// (every attempt counts, including `badNonce` retries).
+///
+/// # Example
+///
+/// ```
+/// # #[cfg(feature = "testing")]
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), sturdy_acme::Error> {
+/// use sturdy_acme::testing::TestCa;
+/// use sturdy_acme::Endpoint;
+///
+/// let ca = TestCa::start().await?;
+/// let client = ca.client().await?;
+/// assert_eq!(client.request_stats().get(Endpoint::Directory), 1);
+/// # Ok(()) }
+/// # #[cfg(not(feature = "testing"))]
+/// # fn main() {}
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestStats {
     /// Requests per endpoint (endpoints never used are absent).

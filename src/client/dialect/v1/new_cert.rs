@@ -37,6 +37,27 @@ pub type FindFuture<'a> = Pin<Box<dyn Future<Output = Result<Option<String>>> + 
 /// a finder is asked before any `new-cert` for the same identifiers is
 /// repeated; what it finds is used if its leaf names exactly these
 /// identifiers and has this public key, and no second `new-cert` is sent.
+///
+/// # Example
+///
+/// ```
+/// use std::time::SystemTime;
+/// use sturdy_acme::{CertificateFinder, FindFuture, Identifier};
+///
+/// /// Looks certificates up in the operator's own archive (or CT logs).
+/// struct Archive;
+///
+/// impl CertificateFinder for Archive {
+///     fn find<'a>(&'a self, ids: &'a [Identifier], _spki: &'a [u8], _after: SystemTime) -> FindFuture<'a> {
+///         Box::pin(async move {
+///             let _ = ids; // search by names, match the key, return the PEM
+///             Ok(None)
+///         })
+///     }
+/// }
+/// let _finder: std::sync::Arc<dyn CertificateFinder> = std::sync::Arc::new(Archive);
+/// // ClientBuilder::certificate_finder(finder)
+/// ```
 pub trait CertificateFinder: Send + Sync {
     /// Looks for a certificate for exactly `identifiers` (DNS names, sorted)
     /// whose SubjectPublicKeyInfo is `public_key_spki_der`, issued after
