@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine: Pebble (which
-# ships pebble-challtestsrv) and the rustfmt/clippy components. Idempotent.
+# ships pebble-challtestsrv), python3 for the repository checks, and the
+# rustfmt/clippy components. Idempotent.
 set -euo pipefail
 
 need_apt=()
 command -v pebble >/dev/null 2>&1 || need_apt+=(pebble)
+# The architecture and documentation checks in .ci/run are Python scripts.
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
