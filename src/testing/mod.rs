@@ -47,6 +47,60 @@
 //! assert_eq!(ca.ledger().issued_for(&["demo.example"]), 1);
 //! # let _ = chain; Ok(()) }
 //! ```
+//!
+//! # Testing your integration
+//!
+//! What a service's own test suite wants: its real issuer code, real
+//! challenge validation, the failures it must survive, and assertions on
+//! what the CA actually did.
+//!
+//! 1. **Validate for real.** The default is [`ValidationMode::AlwaysValid`]
+//!    (a warning says so at start): a solver that serves nothing passes.
+//!    [`TestCaBuilder::with_http01_responder`] binds the crate's http-01
+//!    responder and points the CA at it; [`TestCaBuilder::http01_port`],
+//!    [`TestCaBuilder::tls_alpn01_port`] and [`TestCaBuilder::dns01_resolver`]
+//!    point it at your own servers (every DNS name resolves to loopback; a
+//!    type left unset fails as a real CA would).
+//! 2. **Inject the failures that matter.** [`FaultRule`]s on an
+//!    [`Endpoint`]: `badNonce`, 503 with Retry-After, 429,
+//!    a response lost after the CA acted ([`Fault::DropAfterCommit`] on
+//!    finalize is the founding story's lost certificate), CAA timeouts with
+//!    [`CaaPolicy::Timeout`]. [`TestCa::set_faults`] changes them mid-test.
+//! 3. **Assert on the CA's side.** [`TestCa::ledger`]: certificates issued
+//!    (one per identifier set?), requests per endpoint (none on a second
+//!    pass?), finalizations and what state they found.
+//! 4. **Count your metrics against it.** The `Event::Exchange` events a
+//!    client reports ([`ClientBuilder::on_event`](crate::ClientBuilder::on_event))
+//!    equal the ledger's requests per endpoint, faults included.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), sturdy_acme::Error> {
+//! use std::sync::Arc;
+//! use sturdy_acme::solver::http01::Http01Solver;
+//! use sturdy_acme::store::FileStore;
+//! use sturdy_acme::testing::{Fault, FaultRule, TestCa, Trigger};
+//! use sturdy_acme::{CertificateSource, Endpoint, EnsureOptions, Issuer};
+//!
+//! // Real http-01, and the first finalize answer lost after the CA issued.
+//! let (builder, responder) = TestCa::builder()
+//!     .faults(vec![FaultRule::new(Endpoint::Finalize, Trigger::Nth(1), Fault::DropAfterCommit)])
+//!     .with_http01_responder()
+//!     .await?;
+//! let ca = builder.start().await?;
+//! let dir = std::env::temp_dir().join(format!("sturdy-doc-integration-{}", std::process::id()));
+//! let issuer = Issuer::builder(ca.client().await?, FileStore::open(&dir)?)
+//!     .solver(Arc::new(Http01Solver::for_responder(&responder)))
+//!     .build();
+//! issuer.ensure(&["customer.example"], &EnsureOptions::default()).await?;
+//! assert_eq!(ca.ledger().issued_for(&["customer.example"]), 1); // not lost, not twice
+//! let requests = ca.ledger().requests.values().sum::<u64>();
+//! let again = issuer.ensure(&["customer.example"], &EnsureOptions::default()).await?;
+//! assert_eq!(again.source, CertificateSource::Stored);
+//! assert_eq!(ca.ledger().requests.values().sum::<u64>(), requests);
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok(()) }
+//! ```
 
 // `ca` also holds `v1` (src/testing/ca/v1/): the ACME v1 dialect.
 mod ca;
