@@ -110,6 +110,7 @@ mod limits;
 mod pki;
 mod recorded;
 mod server;
+mod store_conformance;
 mod validation;
 mod wire;
 
@@ -121,6 +122,7 @@ use std::time::{Duration, SystemTime};
 use crate::issuer::RateLimits;
 pub use ca::ValidationMode;
 pub use faults::{CannedAnswer, Fault, FaultRule, RetryAfterForm, Trigger};
+pub use store_conformance::{ConformanceFailure, check_store};
 pub use validation::{DnsError, DnsResolver, StaticDns};
 
 use crate::client::{Client, ClientBuilder};

@@ -1557,3 +1557,126 @@ async fn a_store_behind_a_trait_object_serves_the_issuer() {
     assert!(account.is_some());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 14: the store contract's checks pass on FileStore, directly and
+/// behind `Arc<dyn DynStore>`.
+#[tokio::test]
+async fn file_store_passes_the_store_contract_checks() {
+    use sturdy_acme::store::DynStore;
+    use sturdy_acme::testing::check_store;
+    let dir = temp_store("conformance");
+    check_store(&FileStore::open(&dir).unwrap()).await.unwrap();
+    let dyn_dir = temp_store("conformance-dyn");
+    let store: Arc<dyn DynStore> = Arc::new(FileStore::open(&dyn_dir).unwrap());
+    check_store(&store).await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&dyn_dir);
+}
+
+/// The contract checks can fail: a store that forgets to delete journals,
+/// or that hands out one fencing token for ever, is caught.
+#[tokio::test]
+async fn the_store_contract_checks_catch_a_broken_store() {
+    use sturdy_acme::store::{
+        DynStore, Journal, Lease, RateLimitRecord, StoreFuture, StoredAccount, StoredCertificate,
+    };
+    use sturdy_acme::testing::check_store;
+
+    struct Broken {
+        inner: FileStore,
+        keep_journals: bool,
+    }
+    impl DynStore for Broken {
+        fn load_account<'a>(&'a self, d: &'a str) -> StoreFuture<'a, Option<StoredAccount>> {
+            Box::pin(Store::load_account(&self.inner, d))
+        }
+        fn save_account<'a>(&'a self, d: &'a str, a: &'a StoredAccount) -> StoreFuture<'a, ()> {
+            Box::pin(Store::save_account(&self.inner, d, a))
+        }
+        fn load_certificate<'a>(
+            &'a self,
+            k: &'a IdentifierSetKey,
+        ) -> StoreFuture<'a, Option<StoredCertificate>> {
+            Box::pin(Store::load_certificate(&self.inner, k))
+        }
+        fn save_certificate<'a>(
+            &'a self,
+            k: &'a IdentifierSetKey,
+            c: &'a StoredCertificate,
+        ) -> StoreFuture<'a, ()> {
+            Box::pin(Store::save_certificate(&self.inner, k, c))
+        }
+        fn load_journal<'a>(&'a self, k: &'a IdentifierSetKey) -> StoreFuture<'a, Option<Journal>> {
+            Box::pin(Store::load_journal(&self.inner, k))
+        }
+        fn save_journal<'a>(
+            &'a self,
+            k: &'a IdentifierSetKey,
+            j: &'a Journal,
+        ) -> StoreFuture<'a, ()> {
+            Box::pin(Store::save_journal(&self.inner, k, j))
+        }
+        fn delete_journal<'a>(&'a self, k: &'a IdentifierSetKey) -> StoreFuture<'a, ()> {
+            if self.keep_journals {
+                return Box::pin(async { Ok(()) });
+            }
+            Box::pin(Store::delete_journal(&self.inner, k))
+        }
+        fn archive_journal<'a>(
+            &'a self,
+            k: &'a IdentifierSetKey,
+            j: &'a Journal,
+        ) -> StoreFuture<'a, ()> {
+            Box::pin(Store::archive_journal(&self.inner, k, j))
+        }
+        fn load_ledger<'a>(&'a self, d: &'a str) -> StoreFuture<'a, Option<RateLimitRecord>> {
+            Box::pin(Store::load_ledger(&self.inner, d))
+        }
+        fn save_ledger<'a>(&'a self, d: &'a str, l: &'a RateLimitRecord) -> StoreFuture<'a, ()> {
+            Box::pin(Store::save_ledger(&self.inner, d, l))
+        }
+        fn acquire_lease<'a>(
+            &'a self,
+            n: &'a str,
+            h: &'a str,
+            ttl: Duration,
+        ) -> StoreFuture<'a, Lease> {
+            // Broken fencing: every lease gets token 1.
+            Box::pin(async move {
+                let mut lease = Store::acquire_lease(&self.inner, n, h, ttl).await?;
+                lease.token = 1;
+                Ok(lease)
+            })
+        }
+        fn renew_lease<'a>(&'a self, l: &'a Lease, ttl: Duration) -> StoreFuture<'a, Lease> {
+            Box::pin(Store::renew_lease(&self.inner, l, ttl))
+        }
+        fn check_lease<'a>(&'a self, l: &'a Lease) -> StoreFuture<'a, ()> {
+            Box::pin(Store::check_lease(&self.inner, l))
+        }
+        fn release_lease<'a>(&'a self, l: &'a Lease) -> StoreFuture<'a, ()> {
+            Box::pin(Store::release_lease(&self.inner, l))
+        }
+    }
+    let dir = temp_store("broken-journals");
+    let store: Arc<dyn DynStore> = Arc::new(Broken {
+        inner: FileStore::open(&dir).unwrap(),
+        keep_journals: true,
+    });
+    let err = check_store(&store).await.unwrap_err();
+    assert_eq!(err.check, "a deleted journal is gone", "{err}");
+    let dir2 = temp_store("broken-tokens");
+    let store: Arc<dyn DynStore> = Arc::new(Broken {
+        inner: FileStore::open(&dir2).unwrap(),
+        keep_journals: false,
+    });
+    let err = check_store(&store).await.unwrap_err();
+    assert!(
+        err.check.contains("fencing")
+            || err.check.contains("renew")
+            || err.check.contains("check_lease"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&dir2);
+}

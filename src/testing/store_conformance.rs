@@ -1,0 +1,324 @@
+//! The store contract as checks a team runs against its own [`Store`]
+//! (the crate runs them against [`FileStore`](crate::store::FileStore) and
+//! `Arc<dyn DynStore>`).
+
+use std::time::{Duration, SystemTime};
+
+use zeroize::Zeroizing;
+
+use crate::error::StoreError;
+use crate::protocol::Identifier;
+use crate::store::{
+    IdentifierSetKey, Journal, JournalStep, RateLimitRecord, Store, StoredAccount,
+    StoredCertificate,
+};
+
+/// A check of the store contract that failed: which one, and what was seen.
+///
+/// Example: [`check_store`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("store contract, {check}: {detail}")]
+pub struct ConformanceFailure {
+    /// The check, e.g. `"a certificate reads back as written"`.
+    pub check: &'static str,
+    /// What the store did instead.
+    pub detail: String,
+}
+
+fn fail(check: &'static str, detail: impl Into<String>) -> ConformanceFailure {
+    ConformanceFailure {
+        check,
+        detail: detail.into(),
+    }
+}
+
+/// Unwraps a store result, naming the check when the store failed.
+fn ok<T>(check: &'static str, r: Result<T, StoreError>) -> Result<T, ConformanceFailure> {
+    r.map_err(|e| fail(check, format!("the store failed: {e}")))
+}
+
+fn expect(
+    check: &'static str,
+    holds: bool,
+    detail: impl FnOnce() -> String,
+) -> Result<(), ConformanceFailure> {
+    if holds {
+        Ok(())
+    } else {
+        Err(fail(check, detail()))
+    }
+}
+
+/// A real certificate and its key, so stores that look inside records can.
+fn certificate(names: &[&str]) -> StoredCertificate {
+    let key = rcgen::KeyPair::generate().expect("P-256 key");
+    let params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("names");
+    let cert = params.self_signed(&key).expect("self-signed certificate");
+    let now = SystemTime::now();
+    StoredCertificate {
+        identifiers: names
+            .iter()
+            .map(|n| Identifier::dns(n).expect("name"))
+            .collect(),
+        chain_pem: cert.pem(),
+        key_pem: Zeroizing::new(key.serialize_pem()),
+        url: format!("https://ca.example/cert/{}", names[0]),
+        not_before: now,
+        not_after: now + Duration::from_secs(90 * 24 * 3600),
+        serial: format!(
+            "{:x}",
+            now.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        ),
+    }
+}
+
+fn journal(key: &IdentifierSetKey, step: JournalStep) -> Journal {
+    let ca = key.ca().cloned().unwrap_or_else(|| crate::store::CaScope {
+        directory: String::new(),
+        account: String::new(),
+    });
+    Journal {
+        directory: ca.directory,
+        account_url: ca.account,
+        identifiers: key.identifiers().to_vec(),
+        step,
+        order_url: Some("https://ca.example/order/1".into()),
+        key_pem: Some(Zeroizing::new("-----BEGIN PRIVATE KEY-----\n...".into())),
+        certificate_url: None,
+        chain_pem: None,
+        started_at: 1_700_000_000,
+        order_attempts: 1,
+        finalize_sent_at: None,
+        finalize_attempts: 0,
+    }
+}
+
+/// Runs every check of the store contract (see [`Store`]) against `store`,
+/// which must be empty and not shared with anything else while it runs;
+/// the first failure is returned. Leases are exercised with names starting
+/// `conformance-` and TTLs of a few seconds.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use sturdy_acme::store::FileStore;
+/// use sturdy_acme::testing::check_store;
+///
+/// let dir = std::env::temp_dir().join(format!("sturdy-doc-conformance-{}", std::process::id()));
+/// check_store(&FileStore::open(&dir)?).await?;
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok(()) }
+/// ```
+pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> {
+    const DIR_A: &str = "https://ca-a.example/dir";
+    const DIR_B: &str = "https://ca-b.example/dir";
+    let ids = [
+        Identifier::dns("conformance.example").expect("name"),
+        Identifier::dns("www.conformance.example").expect("name"),
+    ];
+    let key_a = IdentifierSetKey::for_account(DIR_A, "https://ca-a.example/acct/1", &ids);
+    let key_b = IdentifierSetKey::for_account(DIR_B, "https://ca-b.example/acct/1", &ids);
+
+    // Absence.
+    let c = "an empty store has nothing";
+    expect(c, ok(c, store.load_account(DIR_A).await)?.is_none(), || {
+        "an account".into()
+    })?;
+    expect(
+        c,
+        ok(c, store.load_certificate(&key_a).await)?.is_none(),
+        || "a certificate".into(),
+    )?;
+    expect(
+        c,
+        ok(c, store.load_journal(&key_a).await)?.is_none(),
+        || "a journal".into(),
+    )?;
+    expect(c, ok(c, store.load_ledger(DIR_A).await)?.is_none(), || {
+        "a ledger".into()
+    })?;
+
+    // Accounts, per directory.
+    let c = "an account reads back as written, per directory";
+    let account = StoredAccount {
+        url: "https://ca-a.example/acct/1".into(),
+        key_pem: Zeroizing::new("-----BEGIN PRIVATE KEY-----\naccount".into()),
+    };
+    ok(c, store.save_account(DIR_A, &account).await)?;
+    let read = ok(c, store.load_account(DIR_A).await)?;
+    expect(
+        c,
+        read.as_ref()
+            .is_some_and(|r| r.url == account.url && r.key_pem == account.key_pem),
+        || format!("{read:?}"),
+    )?;
+    expect(c, ok(c, store.load_account(DIR_B).await)?.is_none(), || {
+        "another directory's account".into()
+    })?;
+
+    // Certificates, per CA and account; replaced, not merged.
+    let c = "a certificate reads back as written, and only for its CA";
+    let first = certificate(&["conformance.example", "www.conformance.example"]);
+    ok(c, store.save_certificate(&key_a, &first).await)?;
+    let read =
+        ok(c, store.load_certificate(&key_a).await)?.ok_or_else(|| fail(c, "nothing read back"))?;
+    expect(
+        c,
+        read.serial == first.serial
+            && read.chain_pem == first.chain_pem
+            && read.key_pem == first.key_pem
+            && read.url == first.url,
+        || format!("read {read:?}"),
+    )?;
+    let secs = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
+    expect(c, secs(read.not_after) == secs(first.not_after), || {
+        "not_after changed".into()
+    })?;
+    expect(
+        c,
+        ok(c, store.load_certificate(&key_b).await)?.is_none(),
+        || "another CA's certificate".into(),
+    )?;
+    let c = "a saved certificate replaces the previous one";
+    let second = certificate(&["conformance.example", "www.conformance.example"]);
+    ok(c, store.save_certificate(&key_a, &second).await)?;
+    let read = ok(c, store.load_certificate(&key_a).await)?;
+    expect(
+        c,
+        read.as_ref()
+            .is_some_and(|r| r.serial == second.serial && r.key_pem == second.key_pem),
+        || format!("{read:?}"),
+    )?;
+
+    // Journals.
+    let c = "a journal reads back as written, step by step";
+    for step in [
+        JournalStep::Ordering,
+        JournalStep::OrderCreated,
+        JournalStep::Finalizing,
+    ] {
+        let j = journal(&key_a, step);
+        ok(c, store.save_journal(&key_a, &j).await)?;
+        let read = ok(c, store.load_journal(&key_a).await)?;
+        expect(
+            c,
+            read.as_ref().is_some_and(|r| {
+                r.step == step && r.order_url == j.order_url && r.key_pem == j.key_pem
+            }),
+            || format!("{read:?}"),
+        )?;
+    }
+    expect(
+        c,
+        ok(c, store.load_journal(&key_b).await)?.is_none(),
+        || "another CA's journal".into(),
+    )?;
+    let c = "archiving a journal keeps the live one readable";
+    ok(
+        c,
+        store
+            .archive_journal(&key_a, &journal(&key_a, JournalStep::ChallengesAnswered))
+            .await,
+    )?;
+    expect(
+        c,
+        ok(c, store.load_journal(&key_a).await)?.is_some_and(|r| r.step == JournalStep::Finalizing),
+        || "the live journal changed".into(),
+    )?;
+    let c = "a deleted journal is gone";
+    ok(c, store.delete_journal(&key_a).await)?;
+    expect(
+        c,
+        ok(c, store.load_journal(&key_a).await)?.is_none(),
+        || "still there".into(),
+    )?;
+    ok(
+        "deleting a missing journal is not an error",
+        store.delete_journal(&key_a).await,
+    )?;
+
+    // The ledger.
+    let c = "the rate-limit ledger reads back as written, per directory";
+    let ledger = RateLimitRecord {
+        state: serde_json::json!({"buckets": {"set:a": {"tokens": 3.5, "at_ms": 1}}}),
+    };
+    ok(c, store.save_ledger(DIR_A, &ledger).await)?;
+    let read = ok(c, store.load_ledger(DIR_A).await)?;
+    expect(
+        c,
+        read.as_ref().is_some_and(|r| r.state == ledger.state),
+        || format!("{read:?}"),
+    )?;
+    expect(c, ok(c, store.load_ledger(DIR_B).await)?.is_none(), || {
+        "another directory's ledger".into()
+    })?;
+
+    // Leases: mutual exclusion and fencing.
+    let ttl = Duration::from_secs(30);
+    let c = "a held lease is refused to another holder";
+    let a = ok(
+        c,
+        store.acquire_lease("conformance-1", "holder-a", ttl).await,
+    )?;
+    match store.acquire_lease("conformance-1", "holder-b", ttl).await {
+        Err(StoreError::LeaseHeld { .. }) => {}
+        other => return Err(fail(c, format!("holder-b got {other:?}"))),
+    }
+    ok(
+        "a current lease passes check_lease",
+        store.check_lease(&a).await,
+    )?;
+    let c = "renewing keeps the fencing token";
+    let renewed = ok(c, store.renew_lease(&a, ttl).await)?;
+    expect(c, renewed.token == a.token, || {
+        format!("{} became {}", a.token, renewed.token)
+    })?;
+    let c = "fencing tokens only grow, across release";
+    ok(c, store.release_lease(&renewed).await)?;
+    let b = ok(
+        c,
+        store.acquire_lease("conformance-1", "holder-b", ttl).await,
+    )?;
+    expect(c, b.token > a.token, || {
+        format!("{} after {}", b.token, a.token)
+    })?;
+    let c = "an older holder's lease fails check_lease with LeaseLost";
+    match store.check_lease(&a).await {
+        Err(StoreError::LeaseLost { .. }) => {}
+        other => return Err(fail(c, format!("{other:?}"))),
+    }
+    let c = "an older holder cannot renew a lease taken over";
+    match store.renew_lease(&a, ttl).await {
+        Err(StoreError::LeaseHeld { .. } | StoreError::LeaseLost { .. }) => {}
+        other => return Err(fail(c, format!("{other:?}"))),
+    }
+    ok(c, store.release_lease(&b).await)?;
+    let c = "an expired lease can be taken, and its old holder is fenced out";
+    let expired = ok(
+        c,
+        store
+            .acquire_lease("conformance-2", "holder-a", Duration::ZERO)
+            .await,
+    )?;
+    let taken = ok(
+        c,
+        store.acquire_lease("conformance-2", "holder-b", ttl).await,
+    )?;
+    expect(c, taken.token > expired.token, || {
+        format!("{} after {}", taken.token, expired.token)
+    })?;
+    match store.check_lease(&expired).await {
+        Err(StoreError::LeaseLost { .. }) => {}
+        other => return Err(fail(c, format!("{other:?}"))),
+    }
+    ok(c, store.release_lease(&taken).await)?;
+    Ok(())
+}
