@@ -205,6 +205,46 @@ pub fn registered_domain(name: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Issue 14: the table follows the directory's host.
+    #[test]
+    fn the_table_follows_the_directory() {
+        for url in [
+            crate::client::LETS_ENCRYPT_PRODUCTION,
+            "https://ACME-V02.api.letsencrypt.org/directory",
+            "https://acme-v01.api.letsencrypt.org/directory",
+        ] {
+            assert_eq!(
+                RateLimits::for_directory(url),
+                RateLimits::lets_encrypt(),
+                "{url}"
+            );
+        }
+        for url in [
+            crate::client::LETS_ENCRYPT_STAGING,
+            "https://acme-staging.api.letsencrypt.org/directory",
+        ] {
+            assert_eq!(
+                RateLimits::for_directory(url),
+                RateLimits::lets_encrypt_staging(),
+                "{url}"
+            );
+        }
+        for url in [
+            "https://127.0.0.1:14000/dir",
+            "https://acme.zerossl.com/v2/DV90",
+            "https://letsencrypt.org.evil.example/directory",
+            "https://ca.internal/acme/acme-v02.api.letsencrypt.org/directory",
+            "not a url",
+        ] {
+            assert_eq!(RateLimits::for_directory(url), RateLimits::none(), "{url}");
+        }
+        assert!(
+            RateLimits::lets_encrypt_staging()
+                .certificates_per_domain
+                .is_none()
+        );
+    }
+
     #[test]
     fn registered_domains_follow_the_public_suffix_list() {
         assert_eq!(registered_domain("a.b.example.com"), "example.com");

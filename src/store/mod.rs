@@ -6,6 +6,33 @@
 //! Records are typed ([`StoredAccount`], [`StoredCertificate`], [`Journal`],
 //! [`RateLimitRecord`]) and keyed by the directory URL and the normalized
 //! identifier set ([`IdentifierSetKey`]).
+//!
+//! # Running a fleet
+//!
+//! What holds when several processes issue for the same customers:
+//!
+//! - **One store for all of them.** Exactly-once rests on the store: the
+//!   journal that says an order is in flight, and the lease that says who
+//!   drives it. [`FileStore`] is for one machine (its leases are files
+//!   locked with `flock(2)` and judged by the local clock); processes on
+//!   several machines need a store on a shared engine that meets the
+//!   contract on [`Store`]. Write one, check it with
+//!   [`testing::check_store`](crate::testing::check_store), and pass it as
+//!   `Arc<dyn DynStore>` if it is chosen at run time.
+//! - **Leases are fenced.** Each acquisition gets a larger token; the
+//!   issuer checks it before every journal write, newOrder and finalize,
+//!   and stops with [`Error::LeaseLost`](crate::Error::LeaseLost) if another
+//!   process took over. A process that stalls cannot overwrite a newer one.
+//! - **One account, one ledger per CA.** The first account is registered
+//!   under a lease, so nodes starting together share it; the rate-limit
+//!   ledger lives in the store, so the CA's published limits
+//!   ([`RateLimits::for_directory`](crate::RateLimits::for_directory)) and
+//!   its 429s are counted across restarts and, with a shared store, across
+//!   nodes.
+//! - **Bounded bursts.** [`Issuer::ensure_all`](crate::Issuer::ensure_all)
+//!   issues many sets with a concurrency bound; calls for the same names
+//!   share one issuance in a process, and across processes the lease makes
+//!   the second wait and reuse the first one's certificate.
 
 mod atomic;
 mod dyn_store;
