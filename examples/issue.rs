@@ -39,6 +39,7 @@ use sturdy_acme::{
     ExternalAccountKey, KeyAlgorithm, NewOrder, OrderStatus,
 };
 use sturdy_acme::{EnsureOptions, Issuer};
+use zeroize::Zeroizing;
 
 #[derive(Parser, Debug)]
 #[command(about = "Issue a certificate from an ACME CA", version)]
@@ -82,11 +83,19 @@ struct Args {
     /// Extra root certificate (PEM) to trust for the CA's HTTPS (test CAs).
     #[arg(long)]
     root_ca: Option<PathBuf>,
-    /// External account binding key id.
-    #[arg(long, requires = "eab_hmac_key")]
+    /// External account binding key id (the HMAC key comes from
+    /// `--eab-hmac-key-file` or the `STURDY_ACME_EAB_HMAC_KEY` environment
+    /// variable). With `--directory embedded` the test CA is made to
+    /// require this binding.
+    #[arg(long)]
     eab_kid: Option<String>,
-    /// External account binding HMAC key (base64url).
-    #[arg(long, requires = "eab_kid")]
+    /// A file holding the external account binding HMAC key (base64url).
+    #[arg(long, conflicts_with = "eab_hmac_key")]
+    eab_hmac_key_file: Option<PathBuf>,
+    /// Deprecated: the EAB HMAC key on the command line, where process
+    /// listings and shell history show it. Use `--eab-hmac-key-file` or
+    /// `STURDY_ACME_EAB_HMAC_KEY`.
+    #[arg(long)]
     eab_hmac_key: Option<String>,
     /// Prefer the chain whose top certificate was issued by this common name.
     #[arg(long)]
@@ -285,6 +294,40 @@ fn load_or_create_account_key(
     }
 }
 
+/// The environment variable holding the EAB HMAC key.
+const EAB_ENV: &str = "STURDY_ACME_EAB_HMAC_KEY";
+
+/// The external account binding, from the key id and the HMAC key's file,
+/// environment variable or (deprecated, with a warning) flag.
+fn external_account(args: &Args) -> Result<Option<(String, Zeroizing<String>)>, AnyError> {
+    let hmac = if let Some(path) = &args.eab_hmac_key_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading --eab-hmac-key-file {}: {e}", path.display()))?;
+        Some(Zeroizing::new(text.trim().to_owned()))
+    } else if let Some(key) = args.eab_hmac_key.as_ref() {
+        step(
+            "warning: --eab-hmac-key puts the secret in process listings and shell history; \
+             use --eab-hmac-key-file or STURDY_ACME_EAB_HMAC_KEY",
+        );
+        Some(Zeroizing::new(key.clone()))
+    } else {
+        std::env::var(EAB_ENV)
+            .ok()
+            .map(|k| Zeroizing::new(k.trim().to_owned()))
+    };
+    match (&args.eab_kid, hmac) {
+        (Some(kid), Some(hmac)) if !hmac.is_empty() => Ok(Some((kid.clone(), hmac))),
+        (Some(_), _) => Err(format!(
+            "--eab-kid needs the HMAC key: --eab-hmac-key-file FILE or {EAB_ENV}"
+        )
+        .into()),
+        (None, Some(_)) if args.eab_hmac_key_file.is_some() || args.eab_hmac_key.is_some() => {
+            Err("an EAB HMAC key was given without --eab-kid".into())
+        }
+        (None, _) => Ok(None),
+    }
+}
+
 /// The in-process CA of `--directory embedded`, with what answers its checks.
 struct Embedded {
     ca: TestCa,
@@ -298,8 +341,9 @@ async fn run(mut args: Args) -> Result<(), AnyError> {
         "dns-01" => ChallengeType::Dns01,
         other => return Err(format!("unsupported --challenge {other:?} (http-01, dns-01)").into()),
     };
-    // Check the names before anything else happens.
+    // Check the names and the binding before anything else happens.
     let order_request = NewOrder::for_names(&args.domains)?;
+    let eab = external_account(&args)?;
     // The embedded CA validates http-01 against our responder on a free
     // loopback port: bind it first so the CA knows where to connect.
     let mut early_responder = None;
@@ -323,11 +367,15 @@ async fn run(mut args: Args) -> Result<(), AnyError> {
         } else {
             Dialect::V2
         };
-        let ca = TestCa::builder()
-            .dialect(dialect)
-            .real_validation(http_port, 0, std::sync::Arc::new(dns.clone()))
-            .start()
-            .await?;
+        let mut builder = TestCa::builder().dialect(dialect).real_validation(
+            http_port,
+            0,
+            std::sync::Arc::new(dns.clone()),
+        );
+        if let Some((kid, hmac)) = &eab {
+            builder = builder.eab_key(kid, hmac)?.eab_required(true);
+        }
+        let ca = builder.start().await?;
         std::fs::create_dir_all(&args.out)
             .map_err(|e| format!("creating output directory {}: {e}", args.out.display()))?;
         write_file_atomic(
@@ -383,7 +431,7 @@ async fn run(mut args: Args) -> Result<(), AnyError> {
     if let Some(contact) = &args.contact {
         options = options.contact(contact);
     }
-    if let (Some(kid), Some(hmac)) = (&args.eab_kid, &args.eab_hmac_key) {
+    if let Some((kid, hmac)) = &eab {
         options = options.external_account(ExternalAccountKey::new(kid, hmac)?);
     }
     if let Some(store_dir) = args.store.clone() {

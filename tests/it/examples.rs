@@ -242,3 +242,64 @@ fn issue_works_unchanged_against_an_embedded_v1_ca() {
     let _ = std::fs::remove_dir_all(&store);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// Issue 17: the EAB HMAC key comes from a file or the environment, not the
+/// command line (the old flag still works, with a warning); with
+/// `--directory embedded` the test CA requires and verifies the binding.
+#[test]
+fn issue_takes_the_eab_key_from_a_file_or_the_environment() {
+    let hmac = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let run = |name: &str, extra: &[&str], env: Option<&str>| {
+        let out = temp_dir(&format!("eab-{name}"));
+        let mut cmd = Command::new(example("issue"));
+        cmd.args(["--directory", "embedded", "--domain", "eab.example"])
+            .args(extra)
+            .arg("--out")
+            .arg(&out)
+            .env_remove("STURDY_ACME_EAB_HMAC_KEY")
+            .stdin(Stdio::null());
+        if let Some(v) = env {
+            cmd.env("STURDY_ACME_EAB_HMAC_KEY", v);
+        }
+        let output = cmd.output().unwrap();
+        let _ = std::fs::remove_dir_all(&out);
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let key_file = temp_dir("eab-key").with_extension("b64");
+    std::fs::write(&key_file, format!("{hmac}\n")).unwrap();
+    let file = key_file.to_str().unwrap();
+
+    let (ok, stderr) = run(
+        "file",
+        &["--eab-kid", "kid-1", "--eab-hmac-key-file", file],
+        None,
+    );
+    assert!(ok, "{stderr}");
+    assert!(!stderr.contains(hmac), "the key was printed: {stderr}");
+    let (ok, stderr) = run("env", &["--eab-kid", "kid-1"], Some(hmac));
+    assert!(ok, "{stderr}");
+    let (ok, stderr) = run(
+        "flag",
+        &["--eab-kid", "kid-1", "--eab-hmac-key", hmac],
+        None,
+    );
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("warning: --eab-hmac-key"), "{stderr}");
+    let (ok, stderr) = run("missing", &["--eab-kid", "kid-1"], None);
+    assert!(!ok && stderr.contains("--eab-hmac-key-file"), "{stderr}");
+    let (ok, stderr) = run(
+        "unreadable",
+        &[
+            "--eab-kid",
+            "kid-1",
+            "--eab-hmac-key-file",
+            "/nonexistent/eab.key",
+        ],
+        None,
+    );
+    assert!(!ok && stderr.contains("/nonexistent/eab.key"), "{stderr}");
+    let _ = std::fs::remove_file(&key_file);
+}
