@@ -41,8 +41,33 @@ use sturdy_acme::{
 use sturdy_acme::{EnsureOptions, Issuer};
 use zeroize::Zeroizing;
 
+/// The exit status per error class (also in `--help` and the README).
+mod exit {
+    /// The certificate is written.
+    pub const SUCCESS: u8 = 0;
+    /// A bug, a local crypto failure, or a CA breaking the protocol.
+    pub const INTERNAL: u8 = 1;
+    /// Bad arguments or input, or a request the CA refuses for good.
+    pub const INVALID_INPUT: u8 = 2;
+    /// A rate limit: the message says when it lifts.
+    pub const RATE_LIMITED: u8 = 3;
+    /// CAA: the domain's DNS forbids the CA or did not answer it.
+    pub const CAA: u8 = 4;
+    /// The CA could not validate an identifier.
+    pub const VALIDATION: u8 = 5;
+    /// The CA or the network kept failing after every retry.
+    pub const TRANSIENT: u8 = 6;
+    /// The store (`--store`, the output or key files) failed.
+    pub const STORE: u8 = 7;
+}
+
+const EXIT_CODES: &str = "Exit status: 0 success; 1 internal error (a bug, or the CA broke the \
+protocol); 2 invalid input (arguments, names, files, or a request the CA refuses for good); \
+3 rate limited (the message says when it lifts); 4 CAA (the domain's DNS); 5 validation failed; \
+6 the CA or network kept failing after every retry; 7 store error.";
+
 #[derive(Parser, Debug)]
-#[command(about = "Issue a certificate from an ACME CA", version)]
+#[command(about = "Issue a certificate from an ACME CA", version, after_help = EXIT_CODES)]
 struct Args {
     /// Directory URL (ACME v2 or v1), or `letsencrypt`,
     /// `letsencrypt-staging`, `embedded` (an in-process test CA) or
@@ -244,7 +269,7 @@ async fn main() -> ExitCode {
         .init();
     let args = Args::parse();
     match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(exit::SUCCESS),
         Err(e) => {
             eprintln!("[sturdy-acme] error: {e}");
             let mut source = std::error::Error::source(e.as_ref());
@@ -252,8 +277,51 @@ async fn main() -> ExitCode {
                 eprintln!("[sturdy-acme]   caused by: {s}");
                 source = s.source();
             }
-            ExitCode::FAILURE
+            let (code, what) = exit_status(e.as_ref());
+            eprintln!("[sturdy-acme] exit {code}: {what}");
+            ExitCode::from(code)
         }
+    }
+}
+
+/// The exit status for an error, by its class, and a line saying what it
+/// means for the person at the terminal.
+fn exit_status(e: &(dyn std::error::Error + 'static)) -> (u8, String) {
+    use sturdy_acme::{ErrorClass, timestamp::DisplayTime};
+    let Some(e) = e.downcast_ref::<sturdy_acme::Error>() else {
+        if e.downcast_ref::<sturdy_acme::StoreError>().is_some() {
+            return (exit::STORE, "the store failed".into());
+        }
+        return (exit::INVALID_INPUT, "invalid input".into());
+    };
+    match e.class() {
+        ErrorClass::RateLimited {
+            retry_at, scope, ..
+        } => (
+            exit::RATE_LIMITED,
+            match retry_at {
+                Some(t) => format!("rate limited ({scope}) until {}", DisplayTime(t)),
+                None => format!("rate limited ({scope}); the CA gave no time"),
+            },
+        ),
+        ErrorClass::Caa { names, .. } => (
+            exit::CAA,
+            format!(
+                "CAA for {}: the domain's DNS, not this tool",
+                names.join(", ")
+            ),
+        ),
+        ErrorClass::Validation { .. } => (exit::VALIDATION, "validation failed".into()),
+        ErrorClass::Transient | ErrorClass::BadNonce => (
+            exit::TRANSIENT,
+            "the CA or the network kept failing; try again later".into(),
+        ),
+        ErrorClass::Store => (exit::STORE, "the store failed".into()),
+        ErrorClass::InvalidInput | ErrorClass::Permanent => (
+            exit::INVALID_INPUT,
+            "the request cannot succeed as it is".into(),
+        ),
+        _ => (exit::INTERNAL, "internal error".into()),
     }
 }
 

@@ -303,3 +303,69 @@ fn issue_takes_the_eab_key_from_a_file_or_the_environment() {
     assert!(!ok && stderr.contains("/nonexistent/eab.key"), "{stderr}");
     let _ = std::fs::remove_file(&key_file);
 }
+
+/// Issue 17: the tool's exit status says what kind of failure it was, and
+/// a rate limit says when it lifts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_exits_with_a_status_per_error_class() {
+    use sturdy_acme::Endpoint;
+    use sturdy_acme::testing::{CaaPolicy, Fault, FaultRule, TestCa, Trigger};
+
+    let ca = TestCa::builder()
+        .faults(vec![FaultRule::new(
+            Endpoint::NewOrder,
+            Trigger::Always,
+            Fault::RateLimited {
+                retry_after_secs: 3600,
+            },
+        )])
+        .start()
+        .await
+        .unwrap();
+    let caa = TestCa::builder()
+        .caa("forbidden.example", CaaPolicy::Forbid)
+        .start()
+        .await
+        .unwrap();
+    let dir = temp_dir("exit-codes");
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |directory: String, root: String, domain: &'static str| {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let root_path = dir.join(format!("root-{domain}.pem"));
+            std::fs::write(&root_path, root).unwrap();
+            let output = Command::new(example("issue"))
+                .args(["--directory", &directory, "--domain", domain])
+                .args(["--http-bind", "127.0.0.1", "--http-port", "0"])
+                .arg("--root-ca")
+                .arg(&root_path)
+                .arg("--out")
+                .arg(dir.join(domain))
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            (
+                output.status.code(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        })
+    };
+    let (code, stderr) = run(ca.directory_url(), ca.root_pem(), "limited.example")
+        .await
+        .unwrap();
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("exit 3: rate limited") && stderr.contains("until 20"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(caa.directory_url(), caa.root_pem(), "forbidden.example")
+        .await
+        .unwrap();
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(stderr.contains("the domain's DNS"), "{stderr}");
+    let (code, stderr) = run(caa.directory_url(), caa.root_pem(), "exa mple.com")
+        .await
+        .unwrap();
+    assert_eq!(code, Some(2), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
