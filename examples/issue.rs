@@ -125,6 +125,14 @@ struct Args {
     /// Prefer the chain whose top certificate was issued by this common name.
     #[arg(long)]
     preferred_chain: Option<String>,
+    /// How the steps and the library's events are written on stderr:
+    /// `plain` (a line each, for people) or `json` (an object per line,
+    /// for log systems).
+    #[arg(long, default_value = "plain", value_parser = ["plain", "json"])]
+    log_format: String,
+    /// More detail: `-v` the library's INFO logs, `-vv` every HTTP exchange.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
     /// Keep the account, certificates and in-flight orders in this directory:
     /// a second run for the same names returns the stored certificate without
     /// ordering, an interrupted run resumes its order.
@@ -255,30 +263,196 @@ fn write_outputs(
     Ok(())
 }
 
+/// The event reporter of this run (its badNonce summary is printed at exit).
+static REPORTER: std::sync::OnceLock<Arc<WaitReporter>> = std::sync::OnceLock::new();
+
+/// `--log-format json`, once chosen.
+static JSON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+fn json_output() -> bool {
+    JSON.get().copied().unwrap_or(false)
+}
+
+fn now_rfc3339() -> String {
+    sturdy_acme::timestamp::DisplayTime(std::time::SystemTime::now()).to_string()
+}
+
+/// One step: a line, or a JSON object with `--log-format json`.
 fn step(msg: impl std::fmt::Display) {
-    eprintln!("[sturdy-acme] {msg}");
+    if json_output() {
+        let line = serde_json::json!({"ts": now_rfc3339(), "step": msg.to_string()});
+        eprintln!("{line}");
+    } else {
+        eprintln!("[sturdy-acme] {msg}");
+    }
+}
+
+/// Turns the library's events into what the person (or the log system)
+/// needs to see: every wait gets a line before it starts, saying what the
+/// CA said and what happens next; badNonce re-sends are counted and
+/// summarised instead.
+#[derive(Default)]
+struct WaitReporter {
+    bad_nonces: std::sync::atomic::AtomicU64,
+    caa_retries: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    caa_attempts: u32,
+}
+
+impl WaitReporter {
+    fn new(policy: &sturdy_acme::RetryPolicy) -> Self {
+        Self {
+            caa_attempts: policy.caa().max_attempts(),
+            ..Self::default()
+        }
+    }
+
+    fn on_event(&self, event: &sturdy_acme::Event) {
+        use sturdy_acme::{ErrorClass, Event};
+        match event {
+            Event::Retry {
+                endpoint,
+                url,
+                class,
+                attempt,
+                delay,
+                error,
+                ..
+            } => {
+                if *class == ErrorClass::BadNonce {
+                    self.bad_nonces
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                let at = sturdy_acme::timestamp::DisplayTime(std::time::SystemTime::now() + *delay);
+                if json_output() {
+                    let line = serde_json::json!({
+                        "ts": now_rfc3339(),
+                        "event": "retry",
+                        "endpoint": endpoint.as_str(),
+                        "url": url,
+                        "class": class.name(),
+                        "attempt": attempt,
+                        "delay_ms": delay.as_millis() as u64,
+                        "retry_at": at.to_string(),
+                        "error": error,
+                    });
+                    eprintln!("{line}");
+                    return;
+                }
+                if *class == ErrorClass::BadNonce {
+                    return; // summarised at the end
+                }
+                let said: String = error.chars().take(160).collect();
+                let next = format!("retrying at {at} (in {})", human(*delay));
+                let line = match class {
+                    ErrorClass::Caa { names, .. } => {
+                        let mut seen = self.caa_retries.lock().unwrap();
+                        let n = seen.entry(url.clone()).or_insert(1);
+                        *n += 1;
+                        format!(
+                            "CAA recheck failed at the CA for {}: the domain's DNS, not this tool; \
+                             {next}, attempt {} of {} ({said})",
+                            names.join(", "),
+                            n,
+                            self.caa_attempts
+                        )
+                    }
+                    ErrorClass::RateLimited { scope, .. } => {
+                        format!("rate limited ({scope}) at {endpoint}: {next} ({said})")
+                    }
+                    other => format!("{endpoint}: {} ({said}); {next}", other.name()),
+                };
+                step(line);
+            }
+            Event::GaveUp {
+                endpoint,
+                class,
+                attempts,
+                elapsed,
+                ..
+            } => {
+                if json_output() {
+                    let line = serde_json::json!({
+                        "ts": now_rfc3339(),
+                        "event": "gave_up",
+                        "endpoint": endpoint.as_str(),
+                        "class": class.name(),
+                        "attempts": attempts,
+                        "elapsed_ms": elapsed.as_millis() as u64,
+                    });
+                    eprintln!("{line}");
+                } else {
+                    step(format!(
+                        "{endpoint}: giving up after {attempts} attempts in {} ({})",
+                        human(*elapsed),
+                        class.name()
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The badNonce summary, if there were any.
+    fn summary(&self) {
+        let n = self.bad_nonces.load(std::sync::atomic::Ordering::Relaxed);
+        if n > 0 {
+            step(format!(
+                "{n} request(s) re-sent after badNonce (normal under load)"
+            ));
+        }
+    }
+}
+
+/// `2 min`, `30 s`, `250 ms`.
+fn human(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms >= 120_000 {
+        format!("{} min", ms / 60_000)
+    } else if ms >= 1000 {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{ms} ms")
+    }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
-    match run(args).await {
+    let _ = JSON.set(args.log_format == "json");
+    let level = match args.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "info,sturdy_acme::http=debug",
+    };
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into());
+    if json_output() {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let result = run(args).await;
+    if let Some(reporter) = REPORTER.get() {
+        reporter.summary();
+    }
+    match result {
         Ok(()) => ExitCode::from(exit::SUCCESS),
         Err(e) => {
-            eprintln!("[sturdy-acme] error: {e}");
+            step(format!("error: {e}"));
             let mut source = std::error::Error::source(e.as_ref());
             while let Some(s) = source {
-                eprintln!("[sturdy-acme]   caused by: {s}");
+                step(format!("  caused by: {s}"));
                 source = s.source();
             }
             let (code, what) = exit_status(e.as_ref());
-            eprintln!("[sturdy-acme] exit {code}: {what}");
+            step(format!("exit {code}: {what}"));
             ExitCode::from(code)
         }
     }
@@ -489,7 +663,13 @@ async fn run(mut args: Args) -> Result<(), AnyError> {
         let pem = std::fs::read(root).map_err(|e| format!("reading {}: {e}", root.display()))?;
         builder = builder.root_certificates_pem(pem);
     }
-    let client = builder.build().await?;
+    let reporter =
+        REPORTER.get_or_init(|| Arc::new(WaitReporter::new(&sturdy_acme::RetryPolicy::default())));
+    let events = reporter.clone();
+    let client = builder
+        .on_event(move |e| events.on_event(e))
+        .build()
+        .await?;
     step(format!(
         "directory {directory} loaded ({})",
         client.dialect()

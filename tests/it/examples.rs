@@ -369,3 +369,81 @@ async fn issue_exits_with_a_status_per_error_class() {
     assert_eq!(code, Some(2), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 17: every wait is a line before it starts, from the library's
+/// events: the founding story's CAA recheck timeout at finalize (plain),
+/// and the same run as JSON lines that parse and carry each retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_explains_every_wait_in_plain_and_json() {
+    use sturdy_acme::testing::{CaaPolicy, TestCa};
+
+    let dir = temp_dir("waits");
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |format: &'static str| {
+        let dir = dir.clone();
+        async move {
+            let ca = TestCa::builder()
+                .caa("slow-dns.example", CaaPolicy::TimeoutTimes(1))
+                .start()
+                .await
+                .unwrap();
+            let root_path = dir.join(format!("root-{format}.pem"));
+            std::fs::write(&root_path, ca.root_pem()).unwrap();
+            let out = dir.join(format);
+            let directory = ca.directory_url();
+            let (status, stderr) = tokio::task::spawn_blocking(move || {
+                let output = Command::new(example("issue"))
+                    .args(["--directory", &directory, "--domain", "slow-dns.example"])
+                    .args(["--http-bind", "127.0.0.1", "--http-port", "0"])
+                    .args(["--log-format", format])
+                    .arg("--root-ca")
+                    .arg(&root_path)
+                    .arg("--out")
+                    .arg(&out)
+                    .stdin(Stdio::null())
+                    .output()
+                    .unwrap();
+                (
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr).into_owned(),
+                )
+            })
+            .await
+            .unwrap();
+            assert!(status.success(), "{stderr}");
+            eprintln!("--- {format} ---\n{stderr}");
+            if format == "plain" {
+                let wait = stderr
+                    .lines()
+                    .find(|l| l.contains("CAA recheck failed at the CA for slow-dns.example"))
+                    .unwrap_or_else(|| panic!("no wait line: {stderr}"));
+                assert!(wait.contains("the domain's DNS, not this tool"), "{wait}");
+                assert!(
+                    wait.contains("retrying at 20") && wait.contains("attempt 2 of 4"),
+                    "{wait}"
+                );
+                // The line comes before the step that follows the wait.
+                let at = stderr.find(wait).unwrap();
+                assert!(stderr[at..].contains("wrote"), "{stderr}");
+            } else {
+                let mut retries = 0;
+                for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+                    let value: serde_json::Value = serde_json::from_str(line)
+                        .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                    if value["event"] == "retry" {
+                        retries += 1;
+                        assert_eq!(value["class"], "caa", "{line}");
+                        assert!(
+                            value["retry_at"].as_str().unwrap().starts_with("20"),
+                            "{line}"
+                        );
+                    }
+                }
+                assert_eq!(retries, 1, "{stderr}");
+            }
+        }
+    };
+    // Both at once: each waits the CAA schedule's first delay (about 30 s).
+    tokio::join!(run("plain"), run("json"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
