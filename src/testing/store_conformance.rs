@@ -174,11 +174,7 @@ pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> 
             && read.url == first.url,
         || format!("read {read:?}"),
     )?;
-    let secs = |t: SystemTime| {
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    };
+    let secs = crate::protocol::timestamp::to_unix;
     expect(c, secs(read.not_after) == secs(first.not_after), || {
         "not_after changed".into()
     })?;
