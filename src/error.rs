@@ -522,6 +522,28 @@ pub enum RateLimitScope {
 }
 
 impl RateLimitScope {
+    /// The limit's name as Let's Encrypt publishes it (e.g. "New
+    /// Certificates per Exact Set of Identifiers"), for messages a person
+    /// reads next to the CA's documentation.
+    ///
+    /// ```
+    /// use sturdy_acme::RateLimitScope;
+    /// let scope = RateLimitScope::from_detail(
+    ///     "too many certificates (5) already issued for this exact set of identifiers in the last 168h0m0s",
+    /// );
+    /// assert_eq!(scope.limit_name(), "New Certificates per Exact Set of Identifiers");
+    /// ```
+    pub fn limit_name(&self) -> &'static str {
+        match self {
+            Self::Account => "New Orders per Account",
+            Self::ExactSet => "New Certificates per Exact Set of Identifiers",
+            Self::RegisteredDomain(_) => "New Certificates per Registered Domain",
+            Self::Identifier(_) => "Authorization Failures per Identifier per Account",
+            Self::NewRegistrations => "New Registrations per IP Address",
+            Self::Unknown => "an unnamed limit (or the CA's overall request rate)",
+        }
+    }
+
     /// Reads the scope from a Boulder-style `rateLimited` detail.
     pub fn from_detail(detail: &str) -> Self {
         let d = detail.to_ascii_lowercase();

@@ -167,8 +167,8 @@ pub use error::{
 };
 // Exactly-once issuance.
 pub use issuer::{
-    CertificateSource, EnsureOptions, Ensured, Issuer, IssuerBuilder, IssuerStep, Limit,
-    RateLimits, registered_domain,
+    CertificateSource, CertificateStatus, EnsureOptions, Ensured, Issuer, IssuerBuilder,
+    IssuerStep, Limit, RateLimits, RevokeWith, registered_domain,
 };
 // Wire vocabulary and resources.
 pub use protocol::{

@@ -351,6 +351,13 @@ impl Account {
         ))
     }
 
+    /// True when `key` already finds this account at the CA
+    /// (onlyReturnExisting): used to settle a key change whose outcome is
+    /// unknown.
+    pub(crate) async fn key_owns(&self, key: &AccountKey) -> Result<bool> {
+        self.dialect_impl().key_owns_account(self, key).await
+    }
+
     /// Creates an order (RFC 8555 §7.4).
     ///
     /// Refused locally while an earlier 429 for the same scope (account,

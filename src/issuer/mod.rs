@@ -27,15 +27,16 @@
 mod lease;
 mod ledger;
 pub mod limits;
+mod manage;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::OnceCell;
 use zeroize::Zeroizing;
 
 pub use limits::{Limit, RateLimits, registered_domain};
+pub use manage::{CertificateStatus, RevokeWith};
 
 use crate::client::{Account, AccountOptions, Client, NewOrder, Order};
 use crate::crypto::{AccountKey, CertificateKey, CertificateKeyType, Csr, KeyAlgorithm};
@@ -294,7 +295,7 @@ impl<S: Store> IssuerBuilder<S> {
                 lease_wait: self.lease_wait,
                 holder: self.holder,
                 observer: self.observer,
-                account: OnceCell::new(),
+                account: tokio::sync::RwLock::new(None),
                 ledger: tokio::sync::Mutex::new(None),
                 limits,
                 flights: Mutex::new(HashMap::new()),
@@ -315,7 +316,8 @@ struct Inner<S: Store> {
     lease_wait: Duration,
     holder: String,
     observer: Option<StepObserver>,
-    account: OnceCell<Account>,
+    /// The account, once loaded or registered; replaced by a key rollover.
+    account: tokio::sync::RwLock<Option<Account>>,
     ledger: tokio::sync::Mutex<Option<RateLedger>>,
     limits: RateLimits,
     flights: Mutex<HashMap<IdentifierSetKey, Arc<tokio::sync::Mutex<()>>>>,
@@ -499,13 +501,23 @@ impl<S: Store> Issuer<S> {
             .collect()
     }
 
-    /// True when `cert` should be renewed now.
-    fn due(&self, cert: &StoredCertificate) -> bool {
+    /// When `cert` is due for renewal: at the configured fraction of its
+    /// lifetime ([`IssuerBuilder::renew_after_fraction`]); at once when it
+    /// was revoked.
+    pub fn renewal_due_at(&self, cert: &StoredCertificate) -> SystemTime {
+        if cert.revoked.is_some() {
+            return cert.not_before.min(SystemTime::now());
+        }
         let lifetime = cert
             .not_after
             .duration_since(cert.not_before)
             .unwrap_or_default();
-        SystemTime::now() >= cert.not_before + lifetime.mul_f64(self.inner.renew_after)
+        cert.not_before + lifetime.mul_f64(self.inner.renew_after)
+    }
+
+    /// True when `cert` should be renewed now.
+    fn due(&self, cert: &StoredCertificate) -> bool {
+        SystemTime::now() >= self.renewal_due_at(cert)
     }
 
     /// Returns a valid certificate for `names`: the stored one if it is not
@@ -566,6 +578,9 @@ impl<S: Store> Issuer<S> {
             self.issue(&key, options).await
         }
         .await;
+        if let Err(e) = &result {
+            self.record_error(&key, e).await;
+        }
         self.inner
             .fences
             .lock()
@@ -668,35 +683,49 @@ impl<S: Store> Issuer<S> {
         }
     }
 
-    async fn account(&self) -> Result<&Account> {
-        self.inner
-            .account
-            .get_or_try_init(|| async {
-                let inner = &self.inner;
-                let directory = inner.client.directory_url().to_owned();
-                if let Some(stored) = inner.store.load_account(&directory).await?
-                    && !stored.url.is_empty()
-                {
-                    let key = AccountKey::from_pkcs8_pem(&stored.key_pem)?;
-                    return Ok(inner.client.account_from_url(key, stored.url.clone()));
-                }
-                // One account per CA per store: processes starting together
-                // on an empty store must not each register their own (the
-                // store would keep one, and the other's orders would be
-                // unreachable after a restart).
-                let digest = ring::digest::digest(&ring::digest::SHA256, directory.as_bytes());
-                let name: String = digest.as_ref()[..8]
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
-                let lease = self.acquire_named_lease(format!("account-{name}")).await?;
-                let result = self.load_or_register_account(&directory).await;
-                if let Err(e) = inner.store.release_lease(&lease).await {
-                    tracing::warn!(error = %e, "could not release the account lease");
-                }
-                result
-            })
-            .await
+    /// The issuer's account at its CA: loaded from the store, or
+    /// registered on first use (under a store lease, so processes starting
+    /// together on an empty store share one account). A key rollover that
+    /// a crash left undecided is settled here, by asking the CA which key
+    /// owns the account.
+    pub async fn account(&self) -> Result<Account> {
+        if let Some(account) = self.inner.account.read().await.as_ref() {
+            return Ok(account.clone());
+        }
+        let mut slot = self.inner.account.write().await;
+        if let Some(account) = slot.as_ref() {
+            return Ok(account.clone());
+        }
+        let directory = self.inner.client.directory_url().to_owned();
+        if let Some(stored) = self.inner.store.load_account(&directory).await?
+            && !stored.url.is_empty()
+            && stored.next_key_pem.is_none()
+        {
+            let key = AccountKey::from_pkcs8_pem(&stored.key_pem)?;
+            let account = self.inner.client.account_from_url(key, stored.url.clone());
+            *slot = Some(account.clone());
+            return Ok(account);
+        }
+        let lease = self.account_lease().await?;
+        let result = self.load_or_register_account(&directory).await;
+        if let Err(e) = self.inner.store.release_lease(&lease).await {
+            tracing::warn!(error = %e, "could not release the account lease");
+        }
+        let account = result?;
+        *slot = Some(account.clone());
+        Ok(account)
+    }
+
+    /// The store lease that serialises registering and re-keying the
+    /// account of this CA.
+    async fn account_lease(&self) -> Result<Lease> {
+        let directory = self.inner.client.directory_url();
+        let digest = ring::digest::digest(&ring::digest::SHA256, directory.as_bytes());
+        let name: String = digest.as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.acquire_named_lease(format!("account-{name}")).await
     }
 
     async fn load_or_register_account(&self, directory: &str) -> Result<Account> {
@@ -710,6 +739,7 @@ impl<S: Store> Issuer<S> {
                 let stored = StoredAccount {
                     url: String::new(),
                     key_pem: key.to_pkcs8_pem(),
+                    next_key_pem: None,
                 };
                 inner.store.save_account(directory, &stored).await?;
                 stored
@@ -717,7 +747,8 @@ impl<S: Store> Issuer<S> {
         };
         let key = AccountKey::from_pkcs8_pem(&stored.key_pem)?;
         if !stored.url.is_empty() {
-            return Ok(inner.client.account_from_url(key, stored.url.clone()));
+            let account = inner.client.account_from_url(key, stored.url.clone());
+            return self.settle_rollover(directory, &stored, account).await;
         }
         let account = inner
             .client
@@ -730,6 +761,7 @@ impl<S: Store> Issuer<S> {
                 &StoredAccount {
                     url: account.url().to_owned(),
                     key_pem: stored.key_pem.clone(),
+                    next_key_pem: None,
                 },
             )
             .await?;
@@ -776,7 +808,7 @@ impl<S: Store> Issuer<S> {
     }
 
     async fn issue(&self, key: &IdentifierSetKey, options: &EnsureOptions) -> Result<Ensured> {
-        let account = self.account().await?.clone();
+        let account = self.account().await?;
         let directory = self.inner.client.directory_url().to_owned();
         let fresh = || Journal {
             directory: directory.clone(),
@@ -791,6 +823,7 @@ impl<S: Store> Issuer<S> {
             order_attempts: 0,
             finalize_sent_at: None,
             finalize_attempts: 0,
+            last_error: None,
         };
         let loaded = match self.inner.store.load_journal(key).await {
             Ok(loaded) => loaded,
@@ -969,6 +1002,7 @@ impl<S: Store> Issuer<S> {
             order_attempts: 1,
             finalize_sent_at: None,
             finalize_attempts: 0,
+            last_error: None,
         })
     }
 
@@ -1310,6 +1344,7 @@ impl<S: Store> Issuer<S> {
             not_before,
             not_after,
             serial: chain.serial_hex().unwrap_or_default(),
+            revoked: None,
         };
         // Only the lease holder replaces the stored certificate; the chain
         // stays journalled (Downloaded) for it otherwise.

@@ -74,6 +74,15 @@ pub trait DynStore: Send + Sync + 'static {
         certificate: &'a StoredCertificate,
     ) -> StoreFuture<'a, ()>;
 
+    /// [`Store::list_certificates`].
+    fn list_certificates<'a>(
+        &'a self,
+        directory: &'a str,
+    ) -> StoreFuture<'a, Vec<IdentifierSetKey>>;
+
+    /// [`Store::list_journals`].
+    fn list_journals<'a>(&'a self, directory: &'a str) -> StoreFuture<'a, Vec<IdentifierSetKey>>;
+
     /// [`Store::load_journal`].
     fn load_journal<'a>(&'a self, key: &'a IdentifierSetKey) -> StoreFuture<'a, Option<Journal>>;
 
@@ -148,6 +157,17 @@ impl<S: Store> DynStore for S {
         certificate: &'a StoredCertificate,
     ) -> StoreFuture<'a, ()> {
         Box::pin(Store::save_certificate(self, key, certificate))
+    }
+
+    fn list_certificates<'a>(
+        &'a self,
+        directory: &'a str,
+    ) -> StoreFuture<'a, Vec<IdentifierSetKey>> {
+        Box::pin(Store::list_certificates(self, directory))
+    }
+
+    fn list_journals<'a>(&'a self, directory: &'a str) -> StoreFuture<'a, Vec<IdentifierSetKey>> {
+        Box::pin(Store::list_journals(self, directory))
     }
 
     fn load_journal<'a>(&'a self, key: &'a IdentifierSetKey) -> StoreFuture<'a, Option<Journal>> {
@@ -230,6 +250,14 @@ impl Store for Arc<dyn DynStore> {
         certificate: &StoredCertificate,
     ) -> StoreResult<()> {
         DynStore::save_certificate(&**self, key, certificate).await
+    }
+
+    async fn list_certificates(&self, directory: &str) -> StoreResult<Vec<IdentifierSetKey>> {
+        DynStore::list_certificates(&**self, directory).await
+    }
+
+    async fn list_journals(&self, directory: &str) -> StoreResult<Vec<IdentifierSetKey>> {
+        DynStore::list_journals(&**self, directory).await
     }
 
     async fn load_journal(&self, key: &IdentifierSetKey) -> StoreResult<Option<Journal>> {

@@ -48,8 +48,8 @@ pub use dyn_store::{DynStore, StoreFuture};
 pub use file::FileStore;
 pub(crate) use process::unique_holder;
 pub use records::{
-    CaScope, IdentifierSetKey, Journal, JournalStep, Lease, RateLimitRecord, StoredAccount,
-    StoredCertificate,
+    CaScope, IdentifierSetKey, Journal, JournalError, JournalStep, Lease, RateLimitRecord, Revoked,
+    StoredAccount, StoredCertificate,
 };
 
 pub(crate) use crate::error::StoreError;
@@ -125,6 +125,22 @@ pub trait Store: Send + Sync + 'static {
         key: &IdentifierSetKey,
         certificate: &StoredCertificate,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The keys of every certificate stored for a directory URL (legacy
+    /// keys included when their certificate is on the directory's origin),
+    /// in a stable order. A record too damaged to say whose it is may be
+    /// left out (logged); loading it by its key still reports the damage.
+    fn list_certificates(
+        &self,
+        directory: &str,
+    ) -> impl Future<Output = StoreResult<Vec<IdentifierSetKey>>> + Send;
+
+    /// The keys of every in-flight journal for a directory URL, in a stable
+    /// order (archived journals are not listed; damaged ones as above).
+    fn list_journals(
+        &self,
+        directory: &str,
+    ) -> impl Future<Output = StoreResult<Vec<IdentifierSetKey>>> + Send;
 
     /// The in-flight order journal for an identifier set.
     fn load_journal(

@@ -168,14 +168,34 @@ pub struct StoredAccount {
     pub url: String,
     /// The account key, PKCS#8 PEM.
     pub key_pem: Zeroizing<String>,
+    /// A key rollover in progress: the new key, saved before the key-change
+    /// request is sent, so a crash between the CA accepting it and the
+    /// store recording it cannot lose the key that then owns the account.
+    /// The issuer resolves it on the next load (whichever key the CA says
+    /// owns the account is kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_key_pem: Option<Zeroizing<String>>,
 }
 
 impl fmt::Debug for StoredAccount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoredAccount")
             .field("url", &self.url)
+            .field("rollover_pending", &self.next_key_pem.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// That a stored certificate was revoked, and when.
+///
+/// Example: [`Issuer::revoke`](crate::Issuer::revoke).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revoked {
+    /// When the CA accepted the revocation (or said it was already revoked).
+    #[serde(with = "unix_seconds")]
+    pub at: SystemTime,
+    /// The reason code sent (RFC 5280 §5.3.1), if one was.
+    pub reason: Option<u8>,
 }
 
 /// An issued certificate with its key.
@@ -199,6 +219,10 @@ pub struct StoredCertificate {
     pub not_after: SystemTime,
     /// The serial number, hex.
     pub serial: String,
+    /// Set once the certificate is revoked: the issuer then treats it as
+    /// absent and issues a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<Revoked>,
 }
 
 /// A time as whole seconds since the Unix epoch, saturating at both ends
@@ -225,6 +249,7 @@ impl fmt::Debug for StoredCertificate {
             .field("identifiers", &self.identifiers)
             .field("url", &self.url)
             .field("serial", &self.serial)
+            .field("revoked", &self.revoked)
             .field(
                 "not_after",
                 &crate::protocol::timestamp::DisplayTime(self.not_after),
@@ -289,6 +314,23 @@ pub struct Journal {
     /// reset the count of requests whose outcome may be unknown.
     #[serde(default)]
     pub finalize_attempts: u32,
+    /// The last error an attempt to finish this order stopped with, for
+    /// status listings (the journal is kept, so the next attempt resumes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<JournalError>,
+}
+
+/// An error recorded in a [`Journal`].
+///
+/// Example: [`Issuer::certificates`](crate::Issuer::certificates).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalError {
+    /// When it happened (seconds since the Unix epoch).
+    pub at: i64,
+    /// Its class ([`ErrorClass::name`](crate::ErrorClass::name)).
+    pub class: String,
+    /// The error's message (never key material).
+    pub message: String,
 }
 
 impl fmt::Debug for Journal {
@@ -301,6 +343,7 @@ impl fmt::Debug for Journal {
             .field("certificate_url", &self.certificate_url)
             .field("has_key", &self.key_pem.is_some())
             .field("has_chain", &self.chain_pem.is_some())
+            .field("last_error", &self.last_error)
             .finish_non_exhaustive()
     }
 }

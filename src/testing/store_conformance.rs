@@ -73,6 +73,7 @@ fn certificate(names: &[&str]) -> StoredCertificate {
                 .unwrap_or_default()
                 .as_nanos()
         ),
+        revoked: None,
     }
 }
 
@@ -94,6 +95,7 @@ fn journal(key: &IdentifierSetKey, step: JournalStep) -> Journal {
         order_attempts: 1,
         finalize_sent_at: None,
         finalize_attempts: 0,
+        last_error: None,
     }
 }
 
@@ -147,6 +149,7 @@ pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> 
     let account = StoredAccount {
         url: "https://ca-a.example/acct/1".into(),
         key_pem: Zeroizing::new("-----BEGIN PRIVATE KEY-----\naccount".into()),
+        next_key_pem: None,
     };
     ok(c, store.save_account(DIR_A, &account).await)?;
     let read = ok(c, store.load_account(DIR_A).await)?;
@@ -159,6 +162,27 @@ pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> 
     expect(c, ok(c, store.load_account(DIR_B).await)?.is_none(), || {
         "another directory's account".into()
     })?;
+    let c = "an account's pending key rollover reads back, and its end";
+    let rolling = StoredAccount {
+        next_key_pem: Some(Zeroizing::new("-----BEGIN PRIVATE KEY-----\nnext".into())),
+        ..account.clone()
+    };
+    ok(c, store.save_account(DIR_A, &rolling).await)?;
+    let read = ok(c, store.load_account(DIR_A).await)?;
+    expect(
+        c,
+        read.as_ref().is_some_and(|r| {
+            r.next_key_pem == rolling.next_key_pem && r.key_pem == account.key_pem
+        }),
+        || format!("{read:?}"),
+    )?;
+    ok(c, store.save_account(DIR_A, &account).await)?;
+    let read = ok(c, store.load_account(DIR_A).await)?;
+    expect(
+        c,
+        read.as_ref().is_some_and(|r| r.next_key_pem.is_none()),
+        || format!("{read:?}"),
+    )?;
 
     // Certificates, per CA and account; replaced, not merged.
     let c = "a certificate reads back as written, and only for its CA";
@@ -194,6 +218,29 @@ pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> 
         || format!("{read:?}"),
     )?;
 
+    let c = "a revoked certificate reads back revoked";
+    let revoked = StoredCertificate {
+        revoked: Some(crate::store::Revoked {
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            reason: Some(4),
+        }),
+        ..second.clone()
+    };
+    ok(c, store.save_certificate(&key_a, &revoked).await)?;
+    let read = ok(c, store.load_certificate(&key_a).await)?;
+    expect(
+        c,
+        read.as_ref().is_some_and(|r| r.revoked == revoked.revoked),
+        || format!("{read:?}"),
+    )?;
+    let c = "certificates are listed per directory";
+    let listed = ok(c, store.list_certificates(DIR_A).await)?;
+    expect(c, listed == [key_a.clone()], || {
+        format!("{DIR_A}: {listed:?}")
+    })?;
+    let listed = ok(c, store.list_certificates(DIR_B).await)?;
+    expect(c, listed.is_empty(), || format!("{DIR_B}: {listed:?}"))?;
+
     // Journals.
     let c = "a journal reads back as written, step by step";
     for step in [
@@ -217,6 +264,30 @@ pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> 
         ok(c, store.load_journal(&key_b).await)?.is_none(),
         || "another CA's journal".into(),
     )?;
+    let c = "a journal's last error reads back";
+    let failed = Journal {
+        last_error: Some(crate::store::JournalError {
+            at: 1_700_000_100,
+            class: "caa".into(),
+            message: "CAA recheck timed out".into(),
+        }),
+        ..journal(&key_a, JournalStep::Finalizing)
+    };
+    ok(c, store.save_journal(&key_a, &failed).await)?;
+    let read = ok(c, store.load_journal(&key_a).await)?;
+    expect(
+        c,
+        read.as_ref()
+            .is_some_and(|r| r.last_error == failed.last_error),
+        || format!("{read:?}"),
+    )?;
+    let c = "in-flight journals are listed per directory";
+    let listed = ok(c, store.list_journals(DIR_A).await)?;
+    expect(c, listed == [key_a.clone()], || {
+        format!("{DIR_A}: {listed:?}")
+    })?;
+    let listed = ok(c, store.list_journals(DIR_B).await)?;
+    expect(c, listed.is_empty(), || format!("{DIR_B}: {listed:?}"))?;
     let c = "archiving a journal keeps the live one readable";
     ok(
         c,
@@ -240,6 +311,9 @@ pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> 
         "deleting a missing journal is not an error",
         store.delete_journal(&key_a).await,
     )?;
+    let c = "a deleted journal is no longer listed";
+    let listed = ok(c, store.list_journals(DIR_A).await)?;
+    expect(c, listed.is_empty(), || format!("{listed:?}"))?;
 
     // The ledger.
     let c = "the rate-limit ledger reads back as written, per directory";

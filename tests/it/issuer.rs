@@ -872,6 +872,18 @@ impl Store for FailingRenewals {
     ) -> impl Future<Output = StoreResult<()>> + Send {
         self.0.save_certificate(k, c)
     }
+    fn list_certificates(
+        &self,
+        d: &str,
+    ) -> impl Future<Output = StoreResult<Vec<IdentifierSetKey>>> + Send {
+        self.0.list_certificates(d)
+    }
+    fn list_journals(
+        &self,
+        d: &str,
+    ) -> impl Future<Output = StoreResult<Vec<IdentifierSetKey>>> + Send {
+        self.0.list_journals(d)
+    }
     fn load_journal(
         &self,
         k: &IdentifierSetKey,
@@ -1605,6 +1617,12 @@ async fn the_store_contract_checks_catch_a_broken_store() {
             c: &'a StoredCertificate,
         ) -> StoreFuture<'a, ()> {
             Box::pin(Store::save_certificate(&self.inner, k, c))
+        }
+        fn list_certificates<'a>(&'a self, d: &'a str) -> StoreFuture<'a, Vec<IdentifierSetKey>> {
+            Box::pin(Store::list_certificates(&self.inner, d))
+        }
+        fn list_journals<'a>(&'a self, d: &'a str) -> StoreFuture<'a, Vec<IdentifierSetKey>> {
+            Box::pin(Store::list_journals(&self.inner, d))
         }
         fn load_journal<'a>(&'a self, k: &'a IdentifierSetKey) -> StoreFuture<'a, Option<Journal>> {
             Box::pin(Store::load_journal(&self.inner, k))

@@ -52,7 +52,7 @@ use zeroize::Zeroizing;
 use super::atomic::{FileMode, write_file_atomic_counted};
 use super::process;
 use super::{
-    IdentifierSetKey, Journal, Lease, RateLimitRecord, Store, StoreError, StoreResult,
+    IdentifierSetKey, Journal, Lease, RateLimitRecord, Revoked, Store, StoreError, StoreResult,
     StoredAccount, StoredCertificate,
 };
 use crate::protocol::{Identifier, timestamp};
@@ -227,6 +227,22 @@ impl Store for FileStore {
         })
     }
 
+    /// Reads each `certs/*/cert.json` for its key (the key is in the
+    /// record, not derivable from the directory name).
+    fn list_certificates(
+        &self,
+        directory: &str,
+    ) -> impl Future<Output = StoreResult<Vec<IdentifierSetKey>>> + Send {
+        self.offload(directory.to_owned(), |s, d| s.list_certificates(&d))
+    }
+
+    fn list_journals(
+        &self,
+        directory: &str,
+    ) -> impl Future<Output = StoreResult<Vec<IdentifierSetKey>>> + Send {
+        self.offload(directory.to_owned(), |s, d| s.list_journals(&d))
+    }
+
     fn load_journal(
         &self,
         key: &IdentifierSetKey,
@@ -363,6 +379,8 @@ struct CertData {
     not_after: i64,
     serial: String,
     key_sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revoked: Option<Revoked>,
 }
 
 /// The parts of an envelope checked before its data is located.
@@ -605,6 +623,67 @@ impl Inner {
         }
     }
 
+    // -- listings ---------------------------------------------------------
+
+    /// The entries of `root/sub`, sorted; none if it does not exist yet.
+    fn entries(&self, sub: &str) -> StoreResult<Vec<PathBuf>> {
+        let dir = self.root.join(sub);
+        let read = match fs::read_dir(&dir) {
+            Ok(read) => read,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&dir)(e)),
+        };
+        let mut paths = Vec::new();
+        for entry in read {
+            paths.push(entry.map_err(io_err(&dir))?.path());
+        }
+        paths.sort();
+        Ok(paths)
+    }
+
+    fn list_certificates(&self, directory: &str) -> StoreResult<Vec<IdentifierSetKey>> {
+        let mut keys = Vec::new();
+        for dir in self.entries(CERTS)? {
+            let path = dir.join(CERT_JSON);
+            if !dir.is_dir() || !path.exists() {
+                continue;
+            }
+            let data = match self.read_record::<CertData>(&path, "certificate") {
+                Ok(Some(data)) => data,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(target: "sturdy_acme::store", path = %path.display(), error = %e, "a certificate record cannot be read; not listed");
+                    continue;
+                }
+            };
+            let ours = match data.key.ca() {
+                Some(ca) => ca.directory == directory,
+                None => same_origin(&data.url, directory),
+            };
+            if ours {
+                keys.push(data.key);
+            }
+        }
+        Ok(keys)
+    }
+
+    fn list_journals(&self, directory: &str) -> StoreResult<Vec<IdentifierSetKey>> {
+        let mut keys = Vec::new();
+        for path in self.entries(JOURNALS)? {
+            if path.extension().and_then(|e| e.to_str()) != Some("json") || !path.is_file() {
+                continue;
+            }
+            match self.read_record::<JournalData>(&path, "journal") {
+                Ok(Some(data)) if data.journal.directory == directory => keys.push(data.key),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(target: "sturdy_acme::store", path = %path.display(), error = %e, "a journal cannot be read; not listed");
+                }
+            }
+        }
+        Ok(keys)
+    }
+
     // -- journals ---------------------------------------------------------
 
     fn journal_path(&self, key: &IdentifierSetKey) -> PathBuf {
@@ -745,6 +824,7 @@ impl Inner {
             not_before: timestamp::from_unix(data.not_before),
             not_after: timestamp::from_unix(data.not_after),
             serial: data.serial,
+            revoked: data.revoked,
         }))
     }
 
@@ -811,6 +891,7 @@ impl Inner {
             not_after: timestamp::to_unix(cert.not_after),
             serial: cert.serial.clone(),
             key_sha256: sha256_hex(cert.key_pem.as_bytes()),
+            revoked: cert.revoked,
         };
         // The commit point: from here on a load returns the new certificate.
         self.write_record(&dir.join(CERT_JSON), "certificate", &data, FileMode::Public)?;

@@ -65,6 +65,7 @@ fn certificate(serial: &str) -> StoredCertificate {
         not_before: crate::protocol::timestamp::from_unix(1_700_000_000),
         not_after: crate::protocol::timestamp::from_unix(1_707_776_000),
         serial: serial.to_owned(),
+        revoked: None,
     }
 }
 
@@ -82,6 +83,7 @@ fn journal() -> Journal {
         order_attempts: 2,
         finalize_sent_at: None,
         finalize_attempts: 0,
+        last_error: None,
     }
 }
 
@@ -177,6 +179,7 @@ async fn account_round_trip() {
     let account = StoredAccount {
         url: "https://ca.example/acct/1".into(),
         key_pem: key_pem(),
+        next_key_pem: None,
     };
     store.save_account(dir_url, &account).await.unwrap();
     let loaded = store.load_account(dir_url).await.unwrap().unwrap();

@@ -1,0 +1,329 @@
+//! What every subcommand shares: the CA (`--directory`, `--root-ca`), the
+//! store, the account's options (contact, external account binding), and
+//! the challenge solvers.
+
+use std::io::BufRead;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use sturdy_acme::solver::http01::{Http01Responder, Http01Solver};
+use sturdy_acme::solver::{ChallengeAnswer, Solver, SolverFuture};
+use sturdy_acme::store::{FileMode, FileStore, write_file_atomic};
+use sturdy_acme::testing::{StaticDns, TestCa};
+use sturdy_acme::{AccountOptions, ChallengeType, Client, Dialect, ExternalAccountKey, Issuer};
+use zeroize::Zeroizing;
+
+use super::output::{WaitReporter, step};
+
+pub type AnyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Options every subcommand takes.
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Directory URL (ACME v2 or v1), or `letsencrypt`,
+    /// `letsencrypt-staging`, `embedded` (an in-process test CA) or
+    /// `embedded-v1` (the same, speaking ACME v1).
+    #[arg(long)]
+    pub directory: String,
+    /// Extra root certificate (PEM) to trust for the CA's HTTPS (test CAs).
+    #[arg(long)]
+    pub root_ca: Option<PathBuf>,
+    /// Contact e-mail for the account.
+    #[arg(long)]
+    pub contact: Option<String>,
+    /// External account binding key id (the HMAC key comes from
+    /// `--eab-hmac-key-file` or the `STURDY_ACME_EAB_HMAC_KEY` environment
+    /// variable). With `--directory embedded` the test CA is made to
+    /// require this binding.
+    #[arg(long)]
+    pub eab_kid: Option<String>,
+    /// A file holding the external account binding HMAC key (base64url).
+    #[arg(long, conflicts_with = "eab_hmac_key")]
+    pub eab_hmac_key_file: Option<PathBuf>,
+    /// Deprecated: the EAB HMAC key on the command line, where process
+    /// listings and shell history show it. Use `--eab-hmac-key-file` or
+    /// `STURDY_ACME_EAB_HMAC_KEY`.
+    #[arg(long)]
+    pub eab_hmac_key: Option<String>,
+    /// How the steps and the library's events are written on stderr:
+    /// `plain` (a line each, for people) or `json` (an object per line,
+    /// for log systems).
+    #[arg(long, default_value = "plain", value_parser = ["plain", "json"])]
+    pub log_format: String,
+    /// More detail: `-v` the library's INFO logs, `-vv` every HTTP exchange.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// How challenges are answered: the built-in http-01 responder, or dns-01
+/// records (published by hand, or into the embedded CA's DNS).
+#[derive(Args, Debug, Clone)]
+pub struct ChallengeArgs {
+    /// Challenge type: http-01 (built-in responder) or dns-01 (manual TXT records).
+    #[arg(long, default_value = "http-01")]
+    pub challenge: String,
+    /// Port of the built-in http-01 responder (default 80; with
+    /// `--directory embedded`, any free port).
+    #[arg(long)]
+    pub http_port: Option<u16>,
+    /// Address the http-01 responder binds.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub http_bind: IpAddr,
+}
+
+impl ChallengeArgs {
+    pub fn challenge_type(&self) -> Result<ChallengeType, AnyError> {
+        match self.challenge.as_str() {
+            "http-01" => Ok(ChallengeType::Http01),
+            "dns-01" => Ok(ChallengeType::Dns01),
+            other => Err(format!("unsupported --challenge {other:?} (http-01, dns-01)").into()),
+        }
+    }
+}
+
+/// The in-process CA of `--directory embedded`, with what answers its checks.
+pub struct Embedded {
+    pub ca: TestCa,
+    pub dns: StaticDns,
+}
+
+/// The CA this run talks to.
+pub struct Connection {
+    pub client: Client,
+    pub embedded: Option<Embedded>,
+    /// The http-01 responder, bound before the embedded CA starts so the
+    /// CA knows where to connect.
+    pub responder: Option<Http01Responder>,
+    pub eab: Option<(String, Zeroizing<String>)>,
+}
+
+/// The environment variable holding the EAB HMAC key.
+const EAB_ENV: &str = "STURDY_ACME_EAB_HMAC_KEY";
+
+/// The external account binding, from the key id and the HMAC key's file,
+/// environment variable or (deprecated, with a warning) flag.
+pub fn external_account(
+    args: &CommonArgs,
+) -> Result<Option<(String, Zeroizing<String>)>, AnyError> {
+    let hmac = if let Some(path) = &args.eab_hmac_key_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading --eab-hmac-key-file {}: {e}", path.display()))?;
+        Some(Zeroizing::new(text.trim().to_owned()))
+    } else if let Some(key) = args.eab_hmac_key.as_ref() {
+        step(
+            "warning: --eab-hmac-key puts the secret in process listings and shell history; \
+             use --eab-hmac-key-file or STURDY_ACME_EAB_HMAC_KEY",
+        );
+        Some(Zeroizing::new(key.clone()))
+    } else {
+        std::env::var(EAB_ENV)
+            .ok()
+            .map(|k| Zeroizing::new(k.trim().to_owned()))
+    };
+    match (&args.eab_kid, hmac) {
+        (Some(kid), Some(hmac)) if !hmac.is_empty() => Ok(Some((kid.clone(), hmac))),
+        (Some(_), _) => Err(format!(
+            "--eab-kid needs the HMAC key: --eab-hmac-key-file FILE or {EAB_ENV}"
+        )
+        .into()),
+        (None, Some(_)) if args.eab_hmac_key_file.is_some() || args.eab_hmac_key.is_some() => {
+            Err("an EAB HMAC key was given without --eab-kid".into())
+        }
+        (None, _) => Ok(None),
+    }
+}
+
+/// Connects to the CA (starting the embedded one first for `embedded`,
+/// writing its root into `out`), with the wait reporter on its events.
+pub async fn connect(
+    args: &CommonArgs,
+    challenge: Option<&ChallengeArgs>,
+    out: &std::path::Path,
+) -> Result<Connection, AnyError> {
+    let eab = external_account(args)?;
+    let challenge_type = challenge.map(|c| c.challenge_type()).transpose()?;
+    let mut responder = None;
+    let embedded = if args.directory == "embedded" || args.directory == "embedded-v1" {
+        let dns = StaticDns::new();
+        let http_port = match (challenge, &challenge_type) {
+            (Some(c), Some(ChallengeType::Http01)) => {
+                let r = Http01Responder::bind(SocketAddr::from((
+                    [127, 0, 0, 1],
+                    c.http_port.unwrap_or(0),
+                )))
+                .await
+                .map_err(|e| format!("http-01 responder: {e}"))?;
+                let port = r.local_addr().port();
+                responder = Some(r);
+                port
+            }
+            _ => 0,
+        };
+        let dialect = if args.directory == "embedded-v1" {
+            Dialect::V1
+        } else {
+            Dialect::V2
+        };
+        let mut builder =
+            TestCa::builder()
+                .dialect(dialect)
+                .real_validation(http_port, 0, Arc::new(dns.clone()));
+        if let Some((kid, hmac)) = &eab {
+            builder = builder.eab_key(kid, hmac)?.eab_required(true);
+        }
+        let ca = builder.start().await?;
+        std::fs::create_dir_all(out)
+            .map_err(|e| format!("creating output directory {}: {e}", out.display()))?;
+        let root = out.join("ca-root.pem");
+        write_file_atomic(&root, ca.root_pem().as_bytes(), FileMode::Public)?;
+        step(format!(
+            "embedded test CA started at {} (root in {})",
+            ca.directory_url(),
+            root.display()
+        ));
+        Some(Embedded { ca, dns })
+    } else {
+        None
+    };
+    let directory = match (&embedded, args.directory.as_str()) {
+        (Some(e), _) => e.ca.directory_url(),
+        (None, "letsencrypt") => sturdy_acme::LETS_ENCRYPT_PRODUCTION.to_owned(),
+        (None, "letsencrypt-staging") => sturdy_acme::LETS_ENCRYPT_STAGING.to_owned(),
+        (None, url) => url.to_owned(),
+    };
+    let mut builder = match &embedded {
+        Some(e) => e.ca.client_builder(),
+        None => Client::builder(&directory),
+    };
+    if let (Some(root), None) = (&args.root_ca, &embedded) {
+        let pem = std::fs::read(root).map_err(|e| format!("reading {}: {e}", root.display()))?;
+        builder = builder.root_certificates_pem(pem);
+    }
+    let reporter = WaitReporter::new(&sturdy_acme::RetryPolicy::default());
+    let events = reporter.clone();
+    let client = builder
+        .on_event(move |e| events.on_event(e))
+        .build()
+        .await?;
+    step(format!(
+        "directory {directory} loaded ({})",
+        client.dialect()
+    ));
+    Ok(Connection {
+        client,
+        embedded,
+        responder,
+        eab,
+    })
+}
+
+impl Connection {
+    /// The account's options: terms agreed, the contact, the binding.
+    pub fn account_options(&self, args: &CommonArgs) -> Result<AccountOptions, AnyError> {
+        let mut options = AccountOptions::agreeing_to_terms();
+        if let Some(contact) = &args.contact {
+            options = options.contact(contact);
+        }
+        if let Some((kid, hmac)) = &self.eab {
+            options = options.external_account(ExternalAccountKey::new(kid, hmac)?);
+        }
+        Ok(options)
+    }
+
+    /// The solver for the chosen challenge: the responder (bound now if it
+    /// is not yet), the embedded CA's DNS, or a person adding TXT records.
+    pub async fn solver(&mut self, c: &ChallengeArgs) -> Result<Arc<dyn Solver>, AnyError> {
+        let challenge_type = c.challenge_type()?;
+        Ok(match (&self.responder, &self.embedded, challenge_type) {
+            (Some(r), _, _) => Arc::new(Http01Solver::for_responder(r)),
+            (None, Some(e), ChallengeType::Dns01) => Arc::new(StaticDnsSolver(e.dns.clone())),
+            (None, None, ChallengeType::Dns01) => Arc::new(ManualDnsSolver),
+            _ => {
+                let r = self.bind_responder(c).await?;
+                Arc::new(Http01Solver::for_responder(r))
+            }
+        })
+    }
+
+    /// Binds the http-01 responder on `--http-bind`:`--http-port`.
+    pub async fn bind_responder(
+        &mut self,
+        c: &ChallengeArgs,
+    ) -> Result<&Http01Responder, AnyError> {
+        if self.responder.is_none() {
+            let addr = SocketAddr::new(c.http_bind, c.http_port.unwrap_or(80));
+            let r = Http01Responder::bind(addr)
+                .await
+                .map_err(|e| format!("http-01 responder on {addr}: {e}"))?;
+            step(format!("http-01 responder listening on {}", r.local_addr()));
+            self.responder = Some(r);
+        }
+        Ok(self.responder.as_ref().expect("bound above"))
+    }
+
+    /// The exactly-once issuer on the store in `dir`.
+    pub fn issuer(
+        &self,
+        dir: &std::path::Path,
+        options: AccountOptions,
+        solver: Option<Arc<dyn Solver>>,
+    ) -> Result<Issuer<FileStore>, AnyError> {
+        let store = FileStore::open(dir)?;
+        let mut builder = Issuer::builder(self.client.clone(), store).account_options(options);
+        if let Some(solver) = solver {
+            builder = builder.solver(solver);
+        }
+        Ok(builder.build())
+    }
+}
+
+/// dns-01 for `--directory embedded`: publishes into the CA's resolver.
+pub struct StaticDnsSolver(pub StaticDns);
+
+impl Solver for StaticDnsSolver {
+    fn challenge_type(&self) -> ChallengeType {
+        ChallengeType::Dns01
+    }
+    fn present<'a>(&'a self, answer: &'a ChallengeAnswer) -> SolverFuture<'a> {
+        self.0.add_txt(&answer.dns_name, &answer.dns_value);
+        step(format!(
+            "published TXT {} in the embedded CA's DNS",
+            answer.dns_name
+        ));
+        Box::pin(async { Ok(()) })
+    }
+    fn cleanup<'a>(&'a self, answer: &'a ChallengeAnswer) -> SolverFuture<'a> {
+        self.0.clear_txt(&answer.dns_name);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// dns-01 by hand: prints the record and waits for Enter.
+pub struct ManualDnsSolver;
+
+impl Solver for ManualDnsSolver {
+    fn challenge_type(&self) -> ChallengeType {
+        ChallengeType::Dns01
+    }
+    fn present<'a>(&'a self, answer: &'a ChallengeAnswer) -> SolverFuture<'a> {
+        step(format!(
+            "create TXT record {} with value \"{}\", then press Enter",
+            answer.dns_name, answer.dns_value
+        ));
+        Box::pin(async {
+            tokio::task::spawn_blocking(|| {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line).map(|_| ())
+            })
+            .await
+            .map_err(|e| sturdy_acme::Error::InvalidInput(e.to_string()))??;
+            Ok(())
+        })
+    }
+    fn cleanup<'a>(&'a self, answer: &'a ChallengeAnswer) -> SolverFuture<'a> {
+        step(format!("you may delete the TXT record {}", answer.dns_name));
+        Box::pin(async { Ok(()) })
+    }
+}

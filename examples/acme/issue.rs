@@ -1,0 +1,246 @@
+//! `issue`: order a certificate (with `--store`, through the exactly-once
+//! issuer) and write it out.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+use sturdy_acme::store::{FileMode, write_file_atomic};
+use sturdy_acme::{
+    AccountKey, AuthorizationStatus, CertificateChain, CertificateKey, CertificateKeyType,
+    CertificateSource, ChallengeType, Csr, EnsureOptions, KeyAlgorithm, NewOrder, OrderStatus,
+};
+
+use super::common::{AnyError, ChallengeArgs, CommonArgs, Connection, connect};
+use super::output::step;
+
+#[derive(Args, Debug)]
+pub struct IssueArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub challenge: ChallengeArgs,
+    /// A name (or IP address) to put in the certificate; repeat for more.
+    #[arg(long = "domain", required = true)]
+    pub domains: Vec<String>,
+    /// Certificate key type: p256 or p384 (`--cert-key FILE` imports one, e.g. RSA).
+    #[arg(long, default_value = "p256")]
+    pub key_type: String,
+    /// Import the certificate key (PKCS#8 PEM) instead of generating one.
+    #[arg(long)]
+    pub cert_key: Option<PathBuf>,
+    /// Account key file (PKCS#8 PEM), created if missing.
+    #[arg(long)]
+    pub account_key: Option<PathBuf>,
+    /// Algorithm for a new account key: es256, es384, eddsa.
+    #[arg(long, default_value = "es256")]
+    pub account_key_type: String,
+    /// Output directory.
+    #[arg(long, default_value = ".")]
+    pub out: PathBuf,
+    /// Prefer the chain whose top certificate was issued by this common name.
+    #[arg(long)]
+    pub preferred_chain: Option<String>,
+    /// Keep the account, certificates and in-flight orders in this directory:
+    /// a second run for the same names returns the stored certificate without
+    /// ordering, an interrupted run resumes its order.
+    #[arg(long, conflicts_with = "account_key")]
+    pub store: Option<PathBuf>,
+}
+
+pub async fn run(args: IssueArgs) -> Result<(), AnyError> {
+    let started = Instant::now();
+    let challenge_type = args.challenge.challenge_type()?;
+    // Check the names before anything else happens.
+    let order_request = NewOrder::for_names(&args.domains)?;
+    let mut conn = connect(&args.common, Some(&args.challenge), &args.out).await?;
+    let account_alg: KeyAlgorithm = args.account_key_type.parse()?;
+    let cert_key = match &args.cert_key {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| format!("reading certificate key {}: {e}", path.display()))?;
+            CertificateKey::from_pkcs8_pem(&pem)?
+        }
+        None => CertificateKey::generate(args.key_type.parse::<CertificateKeyType>()?)?,
+    };
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| format!("creating output directory {}: {e}", args.out.display()))?;
+    let options = conn.account_options(&args.common)?;
+
+    if let Some(store_dir) = &args.store {
+        drop(cert_key);
+        let solver = conn.solver(&args.challenge).await?;
+        let issuer = conn.issuer(store_dir, options, Some(solver))?;
+        let ensured = issuer
+            .ensure(
+                &args.domains,
+                &EnsureOptions {
+                    key_type: args.key_type.parse()?,
+                    preferred_chain: args.preferred_chain.clone(),
+                    ..EnsureOptions::default()
+                },
+            )
+            .await?;
+        step(match ensured.source {
+            CertificateSource::Stored => format!(
+                "stored certificate {} is still good: no order sent",
+                ensured.certificate.serial
+            ),
+            CertificateSource::Resumed => format!(
+                "resumed an interrupted order: serial {}",
+                ensured.certificate.serial
+            ),
+            _ => format!("issued serial {}", ensured.certificate.serial),
+        });
+        let cert = &ensured.certificate;
+        let chain = CertificateChain::parse_pem(&cert.url, &cert.chain_pem)?;
+        write_outputs(&args.out, cert.key_pem.as_bytes(), &chain)?;
+        done(&conn, started);
+        return Ok(());
+    }
+
+    let account_key = load_or_create_account_key(args.account_key.as_deref(), account_alg)?;
+    let account = conn.client.create_account(account_key, &options).await?;
+    step(format!("account {}", account.url()));
+
+    let mut order = account.new_order(&order_request).await?;
+    step(format!(
+        "order {} is {}",
+        order.url(),
+        order.status().as_str()
+    ));
+    if challenge_type == ChallengeType::Http01 && order.status() == OrderStatus::Pending {
+        conn.bind_responder(&args.challenge).await?;
+    }
+
+    let mut to_answer = Vec::new();
+    for authz in order.authorizations().await? {
+        if authz.status() != AuthorizationStatus::Pending {
+            step(format!(
+                "{} already {}",
+                authz.identifier().value,
+                authz.status().as_str()
+            ));
+            continue;
+        }
+        let challenge = authz.challenge(&challenge_type).ok_or_else(|| {
+            format!(
+                "the CA offers no {challenge_type} challenge for {}",
+                authz.identifier().value
+            )
+        })?;
+        match (&conn.responder, &conn.embedded) {
+            (Some(r), _) => r
+                .tokens()
+                .insert(challenge.token()?, challenge.key_authorization()?),
+            (None, Some(e)) => {
+                let name = challenge.dns01_record_name();
+                e.dns.add_txt(&name, &challenge.dns01_txt_value()?);
+                step(format!("published TXT {name} in the embedded CA's DNS"));
+            }
+            (None, None) => step(format!(
+                "create TXT record {} with value \"{}\"",
+                challenge.dns01_record_name(),
+                challenge.dns01_txt_value()?
+            )),
+        }
+        to_answer.push(challenge);
+    }
+    if challenge_type == ChallengeType::Dns01 && !to_answer.is_empty() && conn.embedded.is_none() {
+        step("press Enter once the TXT records are visible in DNS");
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+    }
+    for challenge in &mut to_answer {
+        challenge.respond().await?;
+        step(format!(
+            "answered {} for {}",
+            challenge.kind(),
+            challenge.identifier().value
+        ));
+    }
+    order.wait_ready().await?;
+    step("all identifiers validated");
+    conn.responder = None;
+
+    order.finalize(Csr::Key(&cert_key)).await?;
+    step("order finalized");
+    let chain = order
+        .certificate_chain(args.preferred_chain.as_deref())
+        .await?;
+    step(format!(
+        "certificate {} downloaded (serial {}, chain to {})",
+        chain.url(),
+        chain.serial_hex().unwrap_or_default(),
+        chain.top_issuer_common_name().unwrap_or_default()
+    ));
+    write_outputs(&args.out, cert_key.to_pkcs8_pem().as_bytes(), &chain)?;
+    done(&conn, started);
+    Ok(())
+}
+
+/// The closing line: time and requests by endpoint.
+pub fn done(conn: &Connection, started: Instant) {
+    step(format!(
+        "done in {:.2?} with {} requests ({})",
+        started.elapsed(),
+        conn.client.request_stats().total(),
+        conn.client.request_stats()
+    ));
+}
+
+/// Writes key.pem (0600), cert.pem, chain.pem and fullchain.pem atomically.
+pub fn write_outputs(out: &Path, key_pem: &[u8], chain: &CertificateChain) -> Result<(), AnyError> {
+    for (name, data, mode) in [
+        ("key.pem", key_pem, FileMode::Private),
+        ("cert.pem", chain.leaf_pem().as_bytes(), FileMode::Public),
+        (
+            "chain.pem",
+            chain.issuers_pem().as_bytes(),
+            FileMode::Public,
+        ),
+        ("fullchain.pem", chain.pem().as_bytes(), FileMode::Public),
+    ] {
+        let path = out.join(name);
+        write_file_atomic(&path, data, mode)
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        step(format!("wrote {}", path.display()));
+    }
+    Ok(())
+}
+
+fn load_or_create_account_key(
+    path: Option<&Path>,
+    alg: KeyAlgorithm,
+) -> Result<AccountKey, AnyError> {
+    let Some(path) = path else {
+        step(format!(
+            "generating a throwaway {} account key",
+            alg.jws_name()
+        ));
+        return Ok(AccountKey::generate(alg)?);
+    };
+    if path.exists() {
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading account key {}: {e}", path.display()))?;
+        let key = AccountKey::from_pkcs8_pem(&pem)
+            .map_err(|e| format!("account key {}: {e}", path.display()))?;
+        step(format!(
+            "loaded {} account key from {}",
+            key.algorithm().jws_name(),
+            path.display()
+        ));
+        Ok(key)
+    } else {
+        let key = AccountKey::generate(alg)?;
+        write_file_atomic(path, key.to_pkcs8_pem().as_bytes(), FileMode::Private)
+            .map_err(|e| format!("writing account key {}: {e}", path.display()))?;
+        step(format!(
+            "created {} account key {}",
+            alg.jws_name(),
+            path.display()
+        ));
+        Ok(key)
+    }
+}

@@ -1,0 +1,135 @@
+//! `acme`: issue and manage certificates by hand, in the style of lego's
+//! CLI. Every subcommand shares the CA options (`--directory`, `--root-ca`,
+//! the account's contact and external account binding) and the output
+//! options (`--log-format plain|json`, `-v`/`-vv`).
+//!
+//! ```text
+//! cargo run --example acme -- issue --directory letsencrypt-staging \
+//!     --domain example.com --store state/ --out certs/
+//! cargo run --example acme -- list   --directory letsencrypt-staging --store state/
+//! cargo run --example acme -- renew  --directory letsencrypt-staging --store state/
+//! cargo run --example acme -- revoke --directory letsencrypt-staging --store state/ \
+//!     --domain example.com --reason superseded
+//! cargo run --example acme -- account --directory letsencrypt-staging --store state/ show
+//! ```
+//!
+//! - `issue`: order a certificate and write `cert.pem`, `chain.pem`,
+//!   `fullchain.pem` and `key.pem` (0600) into `--out`. With `--store`, the
+//!   exactly-once issuer does it: a second run returns the stored
+//!   certificate, an interrupted run resumes its order. `--directory
+//!   embedded` starts the crate's test CA in this process (really
+//!   validating http-01 or dns-01) and writes its root as `ca-root.pem`.
+//! - `list`: the store's certificates: names, CA, serial, expiry, when
+//!   renewal is due, revoked or in flight, and the last error.
+//! - `renew`: renew what is due in the store (and finish interrupted orders).
+//! - `revoke`: revoke a stored certificate, signed by the account key or
+//!   the certificate's own key, with a reason.
+//! - `account`: show it, update its contacts, roll its key over, deactivate it.
+//!
+//! `cargo run --example issue -- …` is `acme issue …` with the same flags.
+//!
+//! Every wait is a line on stderr before it starts (what the CA said, what
+//! happens next and when), with a live countdown on a terminal; the exit
+//! status tells the error class (see `--help`).
+
+mod common;
+mod exit;
+mod issue;
+mod manage;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(about = "Issue and manage certificates from an ACME CA", version, after_help = exit::HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Order a certificate and write it out.
+    #[command(after_help = exit::HELP)]
+    Issue(issue::IssueArgs),
+    /// List the store's certificates.
+    #[command(after_help = exit::HELP)]
+    List(manage::ListArgs),
+    /// Renew what is due in the store.
+    #[command(after_help = exit::HELP)]
+    Renew(manage::RenewArgs),
+    /// Revoke a stored certificate.
+    #[command(after_help = exit::HELP)]
+    Revoke(manage::RevokeArgs),
+    /// Show or change the store's account.
+    #[command(after_help = exit::HELP)]
+    Account(manage::AccountArgs),
+}
+
+impl Command {
+    fn common(&self) -> &common::CommonArgs {
+        match self {
+            Self::Issue(a) => &a.common,
+            Self::List(a) => &a.common,
+            Self::Renew(a) => &a.common,
+            Self::Revoke(a) => &a.common,
+            Self::Account(a) => &a.common,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    run(Cli::parse().command)
+}
+
+/// `examples/issue`: today's flags, no subcommand.
+pub fn issue_compat() -> ExitCode {
+    #[derive(Parser, Debug)]
+    #[command(name = "issue", about = "Issue a certificate from an ACME CA", version, after_help = exit::HELP)]
+    struct IssueCli {
+        #[command(flatten)]
+        args: issue::IssueArgs,
+    }
+    run(Command::Issue(IssueCli::parse().args))
+}
+
+fn run(command: Command) -> ExitCode {
+    let common = command.common();
+    output::init(common.log_format == "json", common.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            output::step(format!("error: starting the runtime: {e}"));
+            return ExitCode::from(exit::INTERNAL);
+        }
+    };
+    let result = runtime.block_on(async {
+        match command {
+            Command::Issue(a) => issue::run(a).await,
+            Command::List(a) => manage::list(a).await,
+            Command::Renew(a) => manage::renew(a).await,
+            Command::Revoke(a) => manage::revoke(a).await,
+            Command::Account(a) => manage::account(a).await,
+        }
+    });
+    output::summary();
+    match result {
+        Ok(()) => ExitCode::from(exit::SUCCESS),
+        Err(e) => {
+            output::step(format!("error: {e}"));
+            let mut source = std::error::Error::source(e.as_ref());
+            while let Some(s) = source {
+                output::step(format!("  caused by: {s}"));
+                source = s.source();
+            }
+            let (code, what) = exit::status(e.as_ref());
+            output::step(format!("exit {code}: {what}"));
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! `list`, `renew`, `revoke` and `account`: what is in a store, and what
+//! to do with it.
+
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
+
+use clap::{Args, Subcommand};
+use sturdy_acme::timestamp::DisplayTime;
+use sturdy_acme::{
+    AccountKey, CertificateKeyType, CertificateSource, CertificateStatus, EnsureOptions,
+    KeyAlgorithm, RevocationReason, RevokeWith,
+};
+
+use super::common::{AnyError, ChallengeArgs, CommonArgs, connect};
+use super::output::{json_line, json_output, step};
+
+/// The store every management subcommand works on.
+#[derive(Args, Debug, Clone)]
+pub struct StoreArg {
+    /// The store directory (as given to `issue --store`).
+    #[arg(long)]
+    pub store: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub store: StoreArg,
+}
+
+#[derive(Args, Debug)]
+pub struct RenewArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub store: StoreArg,
+    #[command(flatten)]
+    pub challenge: ChallengeArgs,
+    /// Key type for the renewed certificates' new keys: p256 or p384.
+    #[arg(long, default_value = "p256")]
+    pub key_type: String,
+    /// Prefer the chain whose top certificate was issued by this common name.
+    #[arg(long)]
+    pub preferred_chain: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RevokeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// The names of the stored certificate to revoke (its whole set).
+    #[arg(long = "domain", required = true)]
+    pub domains: Vec<String>,
+    /// The reason: unspecified, key-compromise, affiliation-changed,
+    /// superseded, cessation-of-operation, privilege-withdrawn.
+    #[arg(long, default_value = "unspecified")]
+    pub reason: String,
+    /// Sign the request with the certificate's own key instead of the
+    /// account's (proves control of the key, e.g. when it was compromised).
+    #[arg(long)]
+    pub with_cert_key: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AccountArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub store: StoreArg,
+    #[command(subcommand)]
+    pub action: AccountAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccountAction {
+    /// The account's URL, status, contacts and key.
+    Show,
+    /// Replace the account's contacts.
+    UpdateContact {
+        /// A contact e-mail; repeat for more, none to remove them all.
+        #[arg(long = "email")]
+        emails: Vec<String>,
+    },
+    /// Roll the account key over to a new one (the store keeps whichever
+    /// key owns the account, even across a crash).
+    RotateKey {
+        /// Algorithm of the new key: es256, es384, eddsa.
+        #[arg(long, default_value = "es256")]
+        key_type: String,
+    },
+    /// Deactivate the account at the CA (permanent: it cannot order again).
+    Deactivate {
+        /// Required: deactivation cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+fn reason(name: &str) -> Result<Option<RevocationReason>, AnyError> {
+    Ok(Some(match name {
+        "unspecified" => return Ok(None),
+        "key-compromise" => RevocationReason::KeyCompromise,
+        "affiliation-changed" => RevocationReason::AffiliationChanged,
+        "superseded" => RevocationReason::Superseded,
+        "cessation-of-operation" => RevocationReason::CessationOfOperation,
+        "privilege-withdrawn" => RevocationReason::PrivilegeWithdrawn,
+        other => return Err(format!("unknown --reason {other:?}").into()),
+    }))
+}
+
+/// The state of a status line: valid, due, revoked, in flight.
+fn state(s: &CertificateStatus, now: SystemTime) -> String {
+    if let Some(r) = &s.revoked {
+        return format!("revoked at {}", DisplayTime(r.at));
+    }
+    if let Some(step) = s.in_flight {
+        return format!("order in flight ({step:?})");
+    }
+    match s.renewal_due {
+        Some(due) if due <= now => "due for renewal".into(),
+        Some(_) => "valid".into(),
+        None => "unreadable".into(),
+    }
+}
+
+pub async fn list(args: ListArgs) -> Result<(), AnyError> {
+    let conn = connect(&args.common, None, &std::env::temp_dir()).await?;
+    let issuer = conn.issuer(&args.store.store, conn.account_options(&args.common)?, None)?;
+    let all = issuer.certificates().await?;
+    let now = SystemTime::now();
+    let time = |t: Option<SystemTime>| t.map(|t| DisplayTime(t).to_string());
+    for s in &all {
+        let names: Vec<&str> = s.identifiers.iter().map(|i| i.value.as_str()).collect();
+        let ca = s.key.ca().map(|c| c.directory.as_str()).unwrap_or("?");
+        let last_error = s
+            .last_error
+            .as_ref()
+            .map(|e| format!("{} at {}: {}", e.class, e.at, e.message));
+        if json_output() {
+            let line = serde_json::json!({
+                "names": names,
+                "ca": ca,
+                "serial": s.serial,
+                "not_after": time(s.not_after),
+                "renewal_due": time(s.renewal_due),
+                "state": state(s, now),
+                "revoked": s.revoked.is_some(),
+                "order_url": s.order_url,
+                "last_error": last_error,
+                "unreadable": s.unreadable,
+            });
+            println!("{line}");
+        } else {
+            println!(
+                "{}\n  ca {ca}\n  serial {}  not after {}  renewal due {}\n  state: {}{}{}",
+                names.join(", "),
+                s.serial.as_deref().unwrap_or("-"),
+                time(s.not_after).as_deref().unwrap_or("-"),
+                time(s.renewal_due).as_deref().unwrap_or("-"),
+                state(s, now),
+                last_error
+                    .map(|e| format!("\n  last error: {e}"))
+                    .unwrap_or_default(),
+                s.unreadable
+                    .as_ref()
+                    .map(|e| format!("\n  unreadable: {e}"))
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    step(format!(
+        "{} certificate(s) in {}",
+        all.len(),
+        args.store.store.display()
+    ));
+    Ok(())
+}
+
+pub async fn renew(args: RenewArgs) -> Result<(), AnyError> {
+    let started = Instant::now();
+    let mut conn = connect(&args.common, Some(&args.challenge), &std::env::temp_dir()).await?;
+    let solver = conn.solver(&args.challenge).await?;
+    let issuer = conn.issuer(
+        &args.store.store,
+        conn.account_options(&args.common)?,
+        Some(solver),
+    )?;
+    let now = SystemTime::now();
+    let all = issuer.certificates().await?;
+    let due: Vec<&CertificateStatus> = all.iter().filter(|s| s.needs_work(now)).collect();
+    if due.is_empty() {
+        let next = all.iter().filter_map(|s| s.renewal_due).min();
+        step(format!(
+            "nothing due among {} certificate(s){}",
+            all.len(),
+            next.map(|t| format!("; the next renewal is due at {}", DisplayTime(t)))
+                .unwrap_or_default()
+        ));
+        return Ok(());
+    }
+    let options = EnsureOptions {
+        key_type: args.key_type.parse::<CertificateKeyType>()?,
+        preferred_chain: args.preferred_chain.clone(),
+        ..EnsureOptions::default()
+    };
+    let mut first_error: Option<AnyError> = None;
+    for s in due {
+        let names: Vec<String> = s.identifiers.iter().map(|i| i.value.clone()).collect();
+        step(format!("renewing {} ({})", names.join(", "), state(s, now)));
+        match issuer.ensure(&names, &options).await {
+            Ok(ensured) => {
+                let how = match ensured.source {
+                    CertificateSource::Resumed => "finished the interrupted order",
+                    CertificateSource::Stored => "already renewed by another process",
+                    _ => "renewed",
+                };
+                step(format!(
+                    "{}: {how}, serial {}",
+                    names.join(", "),
+                    ensured.certificate.serial
+                ));
+                if json_output() {
+                    json_line(serde_json::json!({
+                        "event": "renewed",
+                        "names": names,
+                        "serial": ensured.certificate.serial,
+                    }));
+                }
+            }
+            Err(e) => {
+                step(format!("{}: {e}", names.join(", ")));
+                first_error.get_or_insert(Box::new(e));
+            }
+        }
+    }
+    super::issue::done(&conn, started);
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+pub async fn revoke(args: RevokeArgs) -> Result<(), AnyError> {
+    let reason = reason(&args.reason)?;
+    let conn = connect(&args.common, None, &std::env::temp_dir()).await?;
+    let issuer = conn.issuer(&args.store.store, conn.account_options(&args.common)?, None)?;
+    let with = if args.with_cert_key {
+        RevokeWith::CertificateKey
+    } else {
+        RevokeWith::AccountKey
+    };
+    let cert = issuer.revoke(&args.domains, reason, with).await?;
+    step(format!(
+        "revoked serial {} ({}, signed with the {} key); the next issue or renew orders a new one",
+        cert.serial,
+        args.reason,
+        if args.with_cert_key {
+            "certificate's"
+        } else {
+            "account"
+        }
+    ));
+    Ok(())
+}
+
+pub async fn account(args: AccountArgs) -> Result<(), AnyError> {
+    let conn = connect(&args.common, None, &std::env::temp_dir()).await?;
+    let issuer = conn.issuer(&args.store.store, conn.account_options(&args.common)?, None)?;
+    let account = issuer.account().await?;
+    let show = |url: &str, resource: &sturdy_acme::AccountResource, key: &AccountKey| {
+        let status = serde_json::to_value(resource.status).unwrap_or_default();
+        if json_output() {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "url": url,
+                    "status": status,
+                    "contact": resource.contact,
+                    "orders": resource.orders,
+                    "key_algorithm": key.algorithm().jws_name(),
+                    "key_thumbprint": key.thumbprint(),
+                })
+            );
+        } else {
+            println!(
+                "account {url}\n  status {}\n  contact {}\n  key {} (thumbprint {})",
+                status.as_str().unwrap_or("?"),
+                if resource.contact.is_empty() {
+                    "-".to_owned()
+                } else {
+                    resource.contact.join(", ")
+                },
+                key.algorithm().jws_name(),
+                key.thumbprint()
+            );
+        }
+    };
+    match args.action {
+        AccountAction::Show => {
+            let resource = account.refresh().await?;
+            show(account.url(), &resource, account.key());
+        }
+        AccountAction::UpdateContact { emails } => {
+            let contacts: Vec<String> = emails
+                .iter()
+                .map(|e| {
+                    if e.starts_with("mailto:") {
+                        e.clone()
+                    } else {
+                        format!("mailto:{e}")
+                    }
+                })
+                .collect();
+            let resource = account.update_contacts(&contacts).await?;
+            step("contacts updated");
+            show(account.url(), &resource, account.key());
+        }
+        AccountAction::RotateKey { key_type } => {
+            let alg: KeyAlgorithm = key_type.parse()?;
+            let old = account.key().thumbprint().to_owned();
+            let rotated = issuer
+                .rotate_account_key(AccountKey::generate(alg)?)
+                .await?;
+            step(format!(
+                "account key rolled over: thumbprint {old} -> {} ({}), stored in {}",
+                rotated.key().thumbprint(),
+                alg.jws_name(),
+                args.store.store.display()
+            ));
+            let resource = rotated.refresh().await?;
+            show(rotated.url(), &resource, rotated.key());
+        }
+        AccountAction::Deactivate { yes } => {
+            if !yes {
+                return Err(
+                    "deactivation cannot be undone: add --yes to deactivate the account".into(),
+                );
+            }
+            let resource = account.deactivate().await?;
+            step("account deactivated; the CA refuses its requests from now on");
+            show(account.url(), &resource, account.key());
+        }
+    }
+    Ok(())
+}
