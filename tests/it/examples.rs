@@ -8,18 +8,34 @@ use tokio::io::AsyncBufReadExt;
 
 use common::verify;
 
-/// The path of a built example, building it if needed.
+/// The path of a built example, built (once per test run, with the
+/// features this test build has, so nothing is compiled twice) to be sure
+/// it is the current source's.
 fn example(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap().join("examples");
     let path = dir.join(name);
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--example", name])
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if !built.iter().any(|b| b == name) {
+        let mut cargo = Command::new(env!("CARGO"));
+        // Without the variables `cargo test` sets for this process: build
+        // scripts that watch them would otherwise rebuild (ring does).
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy().into_owned();
+            if (key.starts_with("CARGO_") && key != "CARGO_HOME" && key != "CARGO_TARGET_DIR")
+                || key == "OUT_DIR"
+            {
+                cargo.env_remove(key);
+            }
+        }
+        let status = cargo
+            .args(["build", "--all-features", "--example", name])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .unwrap();
         assert!(status.success(), "building example {name}");
+        built.push(name.to_owned());
     }
     path
 }
@@ -448,4 +464,162 @@ async fn issue_explains_every_wait_in_plain_and_json() {
     // Both at once: each waits the CAA schedule's first delay (about 30 s).
     tokio::join!(run("plain"), run("json"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 17: every subcommand of `examples/acme`, as processes sharing one
+/// store against the standalone test CA: issue → list → renew (nothing
+/// due) → account show / update-contact / rotate-key → revoke → list shows
+/// it revoked → renew replaces it → account deactivate.
+#[tokio::test]
+async fn acme_subcommands_share_one_store() {
+    let store = temp_dir("acme-store");
+    let out = temp_dir("acme-out");
+    std::fs::create_dir_all(&out).unwrap();
+    let root_path = out.join("test-ca-root.pem");
+    let (mut ca, directory) = start_test_ca(&root_path).await;
+    let acme = |args: &[&str]| {
+        let mut cmd = Command::new(example("acme"));
+        cmd.arg(args[0])
+            .args(["--directory", &directory])
+            .arg("--root-ca")
+            .arg(&root_path)
+            .arg("--store")
+            .arg(&store)
+            .args(&args[1..])
+            .stdin(Stdio::null());
+        let output = cmd.output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let serial_in = |stderr: &str, after: &str| -> String {
+        let at = stderr
+            .find(after)
+            .unwrap_or_else(|| panic!("{after:?} in {stderr}"));
+        stderr[at + after.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+
+    // issue
+    let (code, _, stderr) = acme(&[
+        "issue",
+        "--domain",
+        "sub.example",
+        "--http-bind",
+        "127.0.0.1",
+        "--http-port",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let first = serial_in(&stderr, "issued serial ");
+    let full = std::fs::read_to_string(out.join("fullchain.pem")).unwrap();
+    let root = std::fs::read_to_string(&root_path).unwrap();
+    verify::verify_chain(&full, &[root], &["sub.example"], &[]);
+
+    // list, plain and JSON
+    let (code, stdout, stderr) = acme(&["list"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("sub.example"), "{stdout}");
+    assert!(stdout.contains(&format!("serial {first}")), "{stdout}");
+    assert!(stdout.contains("state: valid"), "{stdout}");
+    assert!(stdout.contains(&format!("ca {directory}")), "{stdout}");
+    let (code, stdout, stderr) = acme(&["list", "--log-format", "json"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(rows.len(), 1, "{stdout}");
+    assert_eq!(rows[0]["serial"], first.as_str());
+    assert_eq!(rows[0]["names"], serde_json::json!(["sub.example"]));
+    assert_eq!(rows[0]["revoked"], false);
+    assert!(rows[0]["renewal_due"].is_string(), "{stdout}");
+
+    // renew: nothing due
+    let (code, _, stderr) = acme(&["renew", "--http-bind", "127.0.0.1", "--http-port", "0"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("nothing due among 1 certificate(s)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("newOrder="), "no order: {stderr}");
+
+    // account: show, update-contact, rotate-key (the store keeps the new key)
+    let (code, stdout, stderr) = acme(&["account", "show"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("status valid"), "{stdout}");
+    let thumbprint = |stdout: &str| {
+        serial_in(stdout, "(thumbprint ")
+            .trim_end_matches(')')
+            .to_owned()
+    };
+    let before = thumbprint(&stdout);
+    let (code, stdout, stderr) = acme(&["account", "update-contact", "--email", "ops@sub.example"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("contact mailto:ops@sub.example"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = acme(&["account", "rotate-key", "--key-type", "es384"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("account key rolled over"), "{stderr}");
+    let (code, stdout, stderr) = acme(&["account", "show"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("key ES384"), "{stdout}");
+    assert_ne!(thumbprint(&stdout), before, "{stdout}");
+    assert!(
+        stdout.contains("contact mailto:ops@sub.example"),
+        "{stdout}"
+    );
+
+    // revoke (signed with the rotated account key), then list shows it
+    let (code, _, stderr) = acme(&[
+        "revoke",
+        "--domain",
+        "sub.example",
+        "--reason",
+        "superseded",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("revoked serial {first}")),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = acme(&["list"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("state: revoked at"), "{stdout}");
+    // The CA agrees: revoking again with the certificate's key is refused
+    // there as already revoked, and the store keeps the record.
+    let (code, _, stderr) = acme(&["revoke", "--domain", "sub.example", "--with-cert-key"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, _, stderr) = acme(&["revoke", "--domain", "nothing.example"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("no certificate is stored"), "{stderr}");
+
+    // renew: the revoked certificate is replaced
+    let (code, _, stderr) = acme(&["renew", "--http-bind", "127.0.0.1", "--http-port", "0"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let second = serial_in(&stderr, "sub.example: renewed, serial ");
+    assert_ne!(second, first);
+    let (_, stdout, _) = acme(&["list"]);
+    assert!(stdout.contains(&format!("serial {second}")), "{stdout}");
+    assert!(stdout.contains("state: valid"), "{stdout}");
+
+    // account deactivate: refused without --yes, then done
+    let (code, _, stderr) = acme(&["account", "deactivate"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    let (code, stdout, stderr) = acme(&["account", "deactivate", "--yes"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("status deactivated"), "{stdout}");
+
+    ca.kill().await.unwrap();
+    let _ = std::fs::remove_dir_all(&store);
+    let _ = std::fs::remove_dir_all(&out);
 }

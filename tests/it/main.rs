@@ -13,6 +13,7 @@ mod examples;
 mod hostile_input;
 mod integrator;
 mod issuer;
+mod issuer_management;
 mod pebble_harness;
 mod pebble_v2;
 mod retry_policies;
