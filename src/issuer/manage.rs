@@ -293,7 +293,7 @@ impl<S: Store> Issuer<S> {
     /// let ca = TestCa::start().await?;
     /// let dir = std::env::temp_dir().join(format!("sturdy-doc-{}-{}", line!(), std::process::id()));
     /// let issuer = Issuer::builder(ca.client().await?, FileStore::open(&dir)?).build();
-    /// let before = issuer.account().await?.key().thumbprint();
+    /// let before = issuer.account().await?.key().thumbprint().to_owned();
     /// let account = issuer.rotate_account_key(AccountKey::generate(KeyAlgorithm::Es384)?).await?;
     /// assert_ne!(account.key().thumbprint(), before);
     /// let stored = issuer.store().load_account(&ca.directory_url()).await?.unwrap();
