@@ -178,7 +178,7 @@ pub use protocol::{
 };
 // Retry policies and events.
 pub use retry::{Backoff, Event, Jitter, RetryPolicy};
-pub use transport::RequestStats;
+pub use transport::{GovernorPolicy, GovernorStats, RateGroup, RequestRates, RequestStats};
 
 /// The README's code compiles.
 #[cfg(doctest)]

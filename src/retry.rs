@@ -270,8 +270,27 @@ pub enum Event {
         /// counted across every kind of re-send (badNonce, transient
         /// backoff, CAA recheck, rate-limit wait).
         attempt: u32,
-        /// How long it took.
+        /// How long it took on the wire.
         elapsed: Duration,
+        /// How long it waited before that for the request governor (a
+        /// pause, the endpoint's rate, a place in flight).
+        queued: Duration,
+    },
+    /// The CA asked for a pause (503 with Retry-After, or a 429 on a
+    /// request rate): the governor holds every request to `endpoint` (to
+    /// the whole CA when `None`) until `until`, for all orders of the
+    /// client. Emitted once per pause, not per waiting request.
+    Paused {
+        /// The endpoint paused; `None`: the whole CA.
+        endpoint: Option<Endpoint>,
+        /// The status that asked for it.
+        status: u16,
+        /// When requests resume.
+        until: std::time::SystemTime,
+        /// How long from now.
+        delay: Duration,
+        /// The failure that asked for it.
+        error: String,
     },
     /// A failure will be retried after `delay`: every re-send of a
     /// request, whatever the class, is announced by one `Retry` (a

@@ -236,6 +236,34 @@ impl WaitReporter {
                 step(line);
                 start_countdown(waiting_for, *delay);
             }
+            Event::Paused {
+                endpoint,
+                status,
+                until,
+                delay,
+                error,
+                ..
+            } => {
+                let what = endpoint.map_or("the whole CA".to_owned(), |e| e.to_string());
+                if json_output() {
+                    json_line(serde_json::json!({
+                        "event": "paused",
+                        "endpoint": endpoint.map(|e| e.as_str()),
+                        "status": status,
+                        "retry_at": DisplayTime(*until).to_string(),
+                        "delay_ms": delay.as_millis() as u64,
+                        "error": error,
+                    }));
+                    return;
+                }
+                let said: String = error.chars().take(160).collect();
+                step(format!(
+                    "the CA asked for a pause ({status}): every request to {what} waits until {} (in {}) ({said})",
+                    DisplayTime(*until),
+                    human(*delay)
+                ));
+                start_countdown(format!("the CA's pause of {what}"), *delay);
+            }
             Event::GaveUp {
                 endpoint,
                 class,

@@ -37,7 +37,9 @@ use crate::crypto::{AccountKey, CertificateKey};
 use crate::error::{Error, Result};
 use crate::protocol::{Dialect, Directory};
 use crate::retry::{Event, Events, RetryPolicy};
-use crate::transport::{Endpoint, RequestStats, Transport, TransportConfig};
+use crate::transport::{
+    Endpoint, GovernorPolicy, GovernorStats, RequestStats, Transport, TransportConfig,
+};
 use dialect::{DialectImpl, DialectSettings};
 
 /// Let's Encrypt's production directory.
@@ -266,7 +268,17 @@ impl ClientBuilder {
         self
     }
 
-    /// How many unused nonces are kept (default 32).
+    /// How the request governor paces this client's requests: the cap on
+    /// requests in flight (default 64) and per-endpoint request rates
+    /// (default: the CA's published ones, Let's Encrypt's for its
+    /// directories). Shared by every clone of the client and every order.
+    pub fn governor(mut self, policy: GovernorPolicy) -> Self {
+        self.transport.governor = policy;
+        self
+    }
+
+    /// How many unused nonces are kept (default 32; never fewer than the
+    /// governor's requests in flight).
     pub fn nonce_pool_size(mut self, size: usize) -> Self {
         self.transport.nonce_pool_size = size;
         self
@@ -401,6 +413,8 @@ impl ClientBuilder {
             .use_preconfigured_tls(tls)
             .user_agent(user_agent)
             .tcp_nodelay(true)
+            // No more connections kept than requests may be in flight.
+            .pool_max_idle_per_host(self.transport.governor.max_in_flight())
             .redirect(reqwest::redirect::Policy::none());
         http = if !self.danger.no_timeouts {
             http.timeout(self.timeout)
@@ -412,7 +426,7 @@ impl ClientBuilder {
             .build()
             .map_err(|e| Error::InvalidInput(format!("HTTP client: {e}")))?;
 
-        let transport = Transport::new(http, transport_config);
+        let transport = Transport::new(http, transport_config, &self.directory_url);
         let response = transport
             .get(Endpoint::Directory, &self.directory_url)
             .await?;
@@ -472,6 +486,7 @@ impl Client {
                 allow_http: false,
                 retry: RetryPolicy::default(),
                 events: Events::default(),
+                governor: GovernorPolicy::default(),
             },
             poll: PollPolicy::default(),
             dialect: None,
@@ -512,6 +527,12 @@ impl Client {
     /// How many requests were sent so far, per endpoint.
     pub fn request_stats(&self) -> RequestStats {
         self.inner.transport.stats()
+    }
+
+    /// What the request governor did so far: the peak of requests in
+    /// flight, requests admitted, and the time they spent waiting.
+    pub fn governor_stats(&self) -> GovernorStats {
+        self.inner.transport.governor_stats()
     }
 
     /// Registers an account for `key` (or returns the existing one for that

@@ -13,6 +13,7 @@
 //! for one endpoint), and `Transport::post_once_with` is the one place it
 //! is applied.
 
+mod governor;
 mod link;
 mod nonce;
 mod stats;
@@ -27,6 +28,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use crate::protocol::Endpoint;
+pub use governor::{GovernorPolicy, GovernorStats, RateGroup, RequestRates};
 pub(crate) use link::links;
 pub use stats::RequestStats;
 
@@ -34,6 +36,7 @@ use crate::crypto::AccountKey;
 use crate::crypto::jws::{self, JwsHeader, KeyId};
 use crate::error::{Error, Problem, RequestInfo, Result, RetryAfter, TransportFailure};
 use crate::retry::{Event, Events, RetryPolicy, Retrying, Rng};
+use governor::{Admission, Governor, PauseScope};
 use nonce::NoncePool;
 use stats::Counters;
 
@@ -50,6 +53,7 @@ pub(crate) struct TransportConfig {
     pub(crate) allow_http: bool,
     pub(crate) retry: RetryPolicy,
     pub(crate) events: Events,
+    pub(crate) governor: GovernorPolicy,
 }
 
 /// A successful (2xx) response.
@@ -132,13 +136,24 @@ pub(crate) struct Transport {
     shape: OnceLock<Box<dyn WireShape>>,
     counters: Counters,
     rng: Rng,
+    governor: Governor,
 }
 
 impl Transport {
-    pub(crate) fn new(http: reqwest::Client, config: TransportConfig) -> Self {
+    /// The transport for the CA whose directory is `directory_url` (which
+    /// names its default request rates).
+    pub(crate) fn new(http: reqwest::Client, config: TransportConfig, directory_url: &str) -> Self {
+        let rates = config
+            .governor
+            .rates()
+            .unwrap_or_else(|| RequestRates::for_directory(directory_url));
+        let governor = Governor::new(config.governor, rates);
         Self {
             http,
-            nonces: NoncePool::new(config.nonce_pool_size),
+            // Room for a nonce per request in flight: the pool, not
+            // newNonce, feeds a full pipeline.
+            nonces: NoncePool::new(config.nonce_pool_size.max(governor.max_in_flight())),
+            governor,
             rng: Rng::new(config.retry.seed()),
             config,
             new_nonce_url: OnceLock::new(),
@@ -181,6 +196,10 @@ impl Transport {
         self.counters.snapshot()
     }
 
+    pub(crate) fn governor_stats(&self) -> GovernorStats {
+        self.governor.stats()
+    }
+
     /// A plain GET (the directory; ACME v1 resources), retried per the
     /// policy.
     pub(crate) async fn get(&self, endpoint: Endpoint, url: &str) -> Result<Response> {
@@ -201,6 +220,7 @@ impl Transport {
         self.check_url(url)?;
         let mut retrying = self.retrying(endpoint, url);
         loop {
+            let admission = self.governor.admit(endpoint).await;
             let ex = self
                 .exchange(
                     endpoint,
@@ -211,8 +231,10 @@ impl Transport {
                     "none",
                     retrying.next_attempt(),
                     &[],
+                    admission.queued,
                 )
                 .await;
+            drop(admission);
             self.keep_nonce(ex.nonce);
             match ex.result.and_then(|r| parse(&r).map(|t| (t, r))) {
                 Ok(r) => return Ok(r),
@@ -302,10 +324,7 @@ impl Transport {
         let shape = self.shape();
         let header = shape.header();
         let payload = shape.payload(endpoint, url, payload)?;
-        let (mut nonce, mut source) = match self.nonces.take() {
-            Some(n) => (n, "pool"),
-            None => (self.fresh_nonce(url).await?, "fetched"),
-        };
+        let (admission, mut nonce, mut source) = self.admit_with_nonce(endpoint, url).await?;
         let mut bad_nonces = 0;
         loop {
             let body = jws::sign(key, key_id, Some(&nonce), url, payload.as_deref(), header)?;
@@ -320,6 +339,7 @@ impl Transport {
                     source,
                     retrying.next_attempt(),
                     also_ok,
+                    admission.queued,
                 )
                 .await;
             match ex.result {
@@ -338,6 +358,7 @@ impl Transport {
                     };
                 }
                 result => {
+                    drop(admission);
                     self.keep_nonce(ex.nonce);
                     return result;
                 }
@@ -351,16 +372,51 @@ impl Transport {
         }
     }
 
-    /// A fresh nonce for a request to `target`: HEAD newNonce, or (ACME v1,
-    /// which has none) HEAD `target` itself, whatever its status.
+    /// Where a fresh nonce for a request to `target` comes from: newNonce,
+    /// or (ACME v1, which has none) `target` itself, whatever its status.
+    fn nonce_source<'a>(&'a self, target: &'a str) -> Result<(&'a str, bool)> {
+        match self.new_nonce_url.get().filter(|u| !u.is_empty()) {
+            Some(url) => Ok((url.as_str(), false)),
+            None if self.shape().nonce_from_request_url() => Ok((target, true)),
+            None => Err(Error::Unsupported("no newNonce URL known".into())),
+        }
+    }
+
+    /// The governor's admission for a request to `endpoint`, with a nonce:
+    /// from the pool, else fetched inside the admission (so requests
+    /// waiting their turn fetch none). A failed fetch gives the place up
+    /// for its backoff.
+    async fn admit_with_nonce(
+        &self,
+        endpoint: Endpoint,
+        target: &str,
+    ) -> Result<(Admission<'_>, String, &'static str)> {
+        let (url, any_status) = self.nonce_source(target)?;
+        let mut retrying = None;
+        loop {
+            let admission = self.governor.admit(endpoint).await;
+            if let Some(n) = self.nonces.take() {
+                return Ok((admission, n, "pool"));
+            }
+            let retrying = retrying.get_or_insert_with(|| self.retrying(Endpoint::NewNonce, url));
+            self.governor.pace(Endpoint::NewNonce).await;
+            match self.fresh_nonce_once(retrying, url, any_status).await {
+                Ok(n) => return Ok((admission, n, "fetched")),
+                Err(e) => {
+                    drop(admission);
+                    retrying.pause_or_fail(e).await?;
+                }
+            }
+        }
+    }
+
+    /// A fresh nonce for a request to `target` that already holds its
+    /// admission (a badNonce re-send whose rejection carried none).
     async fn fresh_nonce(&self, target: &str) -> Result<String> {
-        let (url, any_status) = match self.new_nonce_url.get().filter(|u| !u.is_empty()) {
-            Some(url) => (url.as_str(), false),
-            None if self.shape().nonce_from_request_url() => (target, true),
-            None => return Err(Error::Unsupported("no newNonce URL known".into())),
-        };
+        let (url, any_status) = self.nonce_source(target)?;
         let mut retrying = self.retrying(Endpoint::NewNonce, url);
         loop {
+            self.governor.pace(Endpoint::NewNonce).await;
             match self.fresh_nonce_once(&mut retrying, url, any_status).await {
                 Ok(n) => return Ok(n),
                 Err(e) => retrying.pause_or_fail(e).await?,
@@ -384,6 +440,7 @@ impl Transport {
                 "none",
                 retrying.next_attempt(),
                 &[],
+                Duration::ZERO,
             )
             .await;
         // Boulder's v1 answered HEAD on a POST-only URL with a 405 that
@@ -433,6 +490,7 @@ impl Transport {
         nonce_source: &'static str,
         attempt: u32,
         also_ok: &[u16],
+        queued: Duration,
     ) -> Exchange {
         let started = Instant::now();
         let method_name: &'static str = match method {
@@ -478,6 +536,7 @@ impl Transport {
             retry_after: retry_after.map(|r| r.delay()),
             attempt,
             elapsed: started.elapsed(),
+            queued,
         });
         tracing::debug!(
             target: "sturdy_acme::http",
@@ -490,10 +549,69 @@ impl Transport {
             nonce = nonce_source,
             attempt,
             elapsed_ms,
+            queued_ms = queued.as_millis() as u64,
             failure,
             "ACME exchange"
         );
+        self.pause_on(endpoint, url, &ex);
         ex
+    }
+
+    /// A 503 with Retry-After, or a 429 on a request rate (one this crate
+    /// cannot tie to an issuance limit), pauses the endpoint for every
+    /// request of this client; a 503 on the directory, or one saying the
+    /// service is in maintenance, pauses the whole CA.
+    fn pause_on(&self, endpoint: Endpoint, url: &str, ex: &Exchange) {
+        let Err(e) = &ex.result else {
+            return;
+        };
+        let (Some(status), Some(retry_after)) = (e.status(), e.retry_after()) else {
+            return;
+        };
+        let detail = e
+            .problem()
+            .and_then(|p| p.detail.as_deref())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let scope = match status {
+            503 if endpoint == Endpoint::Directory || detail.contains("maintenance") => {
+                PauseScope::All
+            }
+            503 => PauseScope::Endpoint(endpoint),
+            429 if matches!(
+                e.class(),
+                crate::error::ErrorClass::RateLimited {
+                    scope: crate::error::RateLimitScope::Unknown,
+                    ..
+                }
+            ) =>
+            {
+                PauseScope::Endpoint(endpoint)
+            }
+            _ => return,
+        };
+        let delay = retry_after.delay();
+        if self.governor.pause(scope, delay) {
+            let paused = match scope {
+                PauseScope::Endpoint(e) => Some(e),
+                PauseScope::All => None,
+            };
+            tracing::warn!(
+                target: "sturdy_acme::http",
+                endpoint = paused.map(|e| e.as_str()),
+                url,
+                status,
+                retry_after_s = delay.as_secs(),
+                "the CA asked for a pause: holding every request to it until then"
+            );
+            self.config.events.emit(Event::Paused {
+                endpoint: paused,
+                status,
+                until: governor::wall_clock_after(delay),
+                delay,
+                error: e.to_string(),
+            });
+        }
     }
 
     async fn send(
