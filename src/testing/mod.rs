@@ -200,6 +200,10 @@ pub struct Ledger {
     pub certificates: Vec<IssuedCertificate>,
     /// Requests received per endpoint (faulted ones included).
     pub requests: BTreeMap<Endpoint, u64>,
+    /// When requests arrived, oldest first: the latest 100 000.
+    pub arrivals: Vec<(Endpoint, std::time::SystemTime)>,
+    /// The most requests the CA was handling at once.
+    pub peak_in_flight: u64,
     /// The finalize requests received (faulted ones included), oldest
     /// first, with the order's status when each arrived: the latest 10 000
     /// (see [`TestCaBuilder::recorded_finalizations_limit`]).
@@ -502,6 +506,14 @@ impl TestCaBuilder {
     /// latest `max_entries` (default 10 000; 0 records none).
     pub fn recorded_finalizations_limit(mut self, max_entries: usize) -> Self {
         self.config.recorded_finalizations = max_entries;
+        self
+    }
+
+    /// Delays every answer by `latency` (default none): a CA across the
+    /// internet, or a busy one, so requests overlap as they do in
+    /// production ([`Ledger::peak_in_flight`] counts them).
+    pub fn latency(mut self, latency: Duration) -> Self {
+        self.config.latency = latency;
         self
     }
 

@@ -10,6 +10,7 @@ mod embedded_v1_server;
 mod embedded_v2;
 mod events;
 mod examples;
+mod governor;
 mod hostile_input;
 mod integrator;
 mod issuer;

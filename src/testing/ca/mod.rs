@@ -86,6 +86,8 @@ pub(crate) struct Config {
     pub(crate) recorded_finalizations: usize,
     /// The HTTP server's connection and read limits.
     pub(crate) server: ServerLimits,
+    /// Added to every answer (a CA far away, or a busy one).
+    pub(crate) latency: Duration,
 }
 
 impl Default for Config {
@@ -111,6 +113,7 @@ impl Default for Config {
             recorded_jws_bytes: recorded::DEFAULT_JWS_BYTES,
             recorded_finalizations: recorded::DEFAULT_FINALIZATIONS,
             server: ServerLimits::default(),
+            latency: Duration::ZERO,
         }
     }
 }
@@ -128,6 +131,18 @@ pub(crate) struct Ca {
     rng: SystemRandom,
     /// Whether signed requests are recorded at all.
     records_jws: bool,
+    /// Requests being handled now, and the most at once.
+    in_flight: std::sync::atomic::AtomicU64,
+    peak_in_flight: std::sync::atomic::AtomicU64,
+}
+
+/// Counts a request as being handled until dropped.
+struct Handling<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl Drop for Handling<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Ca {
@@ -178,6 +193,8 @@ impl Ca {
             faults,
             base: OnceLock::new(),
             rng: SystemRandom::new(),
+            in_flight: Default::default(),
+            peak_in_flight: Default::default(),
         }
     }
 
@@ -262,6 +279,10 @@ impl Ca {
                 })
                 .collect(),
             requests: state.requests.clone(),
+            arrivals: state.arrivals.iter().copied().collect(),
+            peak_in_flight: self
+                .peak_in_flight
+                .load(std::sync::atomic::Ordering::Relaxed),
             finalizations: state
                 .finalizations
                 .iter()
@@ -280,6 +301,18 @@ impl Ca {
     /// Handles one request: counts it, applies the fault script, hands it
     /// to the dialect's front end.
     pub(crate) async fn handle(self: &Arc<Self>, req: WireRequest) -> Reply {
+        use std::sync::atomic::Ordering;
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+        let _handling = Handling(&self.in_flight);
+        let latency = self
+            .config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .latency;
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
         let v1 = self.dialect() == Dialect::V1;
         let endpoint = if v1 {
             v1::endpoint(&req)

@@ -23,6 +23,9 @@ use crate::testing::limits::Buckets;
 use crate::testing::recorded::Ring;
 use crate::transport::Endpoint;
 
+/// How many request arrival times the CA keeps (the latest).
+pub(crate) const MAX_ARRIVALS: usize = 100_000;
+
 /// An account (v1: a registration).
 #[derive(Debug)]
 pub(super) struct AccountRec {
@@ -97,6 +100,8 @@ pub(super) struct State {
     pub(super) nonces: Nonces,
     pub(super) buckets: Buckets,
     pub(super) requests: BTreeMap<Endpoint, u64>,
+    /// When each request arrived: the latest [`MAX_ARRIVALS`].
+    pub(super) arrivals: Ring<(Endpoint, SystemTime)>,
     /// Finalize requests: the order and its status when the request came.
     pub(super) finalizations: Ring<(usize, OrderStatus)>,
     pub(super) caa_timeouts_seen: HashMap<String, u32>,
@@ -116,6 +121,7 @@ impl State {
             nonces: Nonces::default(),
             buckets: Buckets::default(),
             requests: BTreeMap::new(),
+            arrivals: Ring::new(MAX_ARRIVALS, usize::MAX),
             finalizations: Ring::new(config.recorded_finalizations, usize::MAX),
             caa_timeouts_seen: HashMap::new(),
             v1: V1State::default(),
@@ -127,6 +133,7 @@ impl State {
     pub(super) fn count_request(&mut self, endpoint: Endpoint, jws: Option<(RecordedJws, usize)>) {
         let count = self.requests.entry(endpoint).or_default();
         *count = count.saturating_add(1);
+        self.arrivals.push((endpoint, SystemTime::now()), 1);
         if let Some((jws, cost)) = jws
             && !self.jws_log.push(jws, cost)
         {
