@@ -101,11 +101,19 @@ impl Authorization {
     pub async fn wait_valid(&mut self) -> Result<()> {
         let policy = *self.account.client().poll_policy();
         let url = self.url.clone();
-        let mut poller = Poller::new(&policy, "authorization", &url);
+        let client = self.account.client().clone();
+        let mut poller = Poller::learning(
+            &policy,
+            client.poll_learner(),
+            "authorization",
+            "pending",
+            &url,
+        );
         while self.state.status == AuthorizationStatus::Pending {
             poller.wait("pending", self.last_retry_after).await?;
             self.refresh().await?;
         }
+        poller.done();
         match self.state.status {
             AuthorizationStatus::Valid => Ok(()),
             _ => Err(self.failure()),

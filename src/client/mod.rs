@@ -89,6 +89,7 @@ struct ClientInner {
     directory: Directory,
     directory_url: String,
     poll: PollPolicy,
+    poll_learner: poll::PollLearner,
     dialect: Arc<dyn DialectImpl>,
 }
 
@@ -464,6 +465,7 @@ impl ClientBuilder {
                 directory,
                 directory_url: self.directory_url,
                 poll: self.poll,
+                poll_learner: Default::default(),
                 dialect,
             }),
         })
@@ -586,6 +588,10 @@ impl Client {
 
     pub(crate) fn rate_gate(&self) -> &rate_gate::RateGate {
         &self.inner.rate_gate
+    }
+
+    pub(crate) fn poll_learner(&self) -> &poll::PollLearner {
+        &self.inner.poll_learner
     }
 
     pub(crate) fn poll_policy(&self) -> &PollPolicy {

@@ -320,13 +320,21 @@ impl Order {
     async fn poll_while(&mut self, status: OrderStatus) -> Result<()> {
         let policy = *self.core.account.client().poll_policy();
         let url = self.core.url.clone();
-        let mut poller = Poller::new(&policy, "order", &url);
+        let client = self.core.account.client().clone();
+        let mut poller = Poller::learning(
+            &policy,
+            client.poll_learner(),
+            "order",
+            status.as_str(),
+            &url,
+        );
         while self.core.state.status == status {
             poller
                 .wait(status.as_str(), self.core.last_retry_after)
                 .await?;
             self.refresh().await?;
         }
+        poller.done();
         Ok(())
     }
 }

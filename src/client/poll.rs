@@ -1,5 +1,9 @@
-//! Polling: fast first polls, then exponential backoff, Retry-After honoured.
+//! Polling: the first poll when the CA is usually done (learned per CA and
+//! per step), then quick rechecks backing off exponentially; Retry-After
+//! honoured.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::{Instant, sleep};
@@ -17,6 +21,15 @@ use crate::error::{Error, Result, RetryAfter};
 /// [`Error::PollTimeout`](crate::Error::PollTimeout) after `timeout` or
 /// `max_polls` polls, whichever comes first.
 /// A poll is also cancelled by dropping its future.
+///
+/// **Adaptive** (the default): the client learns, per CA and per step
+/// (authorization pending → valid, order pending → ready, order
+/// processing → valid), how long the CA usually takes, and places the
+/// first poll there; a poll that finds the resource not yet done is
+/// followed by quick rechecks (an eighth of the estimate, doubling). A
+/// fast CA is polled once, right when it is done; a slow one is not polled
+/// early. `first_delay` is the first poll's delay until something is
+/// learned. A `Retry-After` always wins.
 ///
 /// [`PollPolicy::default`] changed with the `with_` setters.
 ///
@@ -39,9 +52,12 @@ pub struct PollPolicy {
     max_retry_after: Duration,
     timeout: Duration,
     max_polls: u32,
+    adaptive: bool,
 }
 
 crate::retry::knobs!(PollPolicy {
+    /// Whether the first poll's delay is learned per CA and step.
+    adaptive, with_adaptive: bool;
     /// Delay before the first poll.
     first_delay, with_first_delay: Duration;
     /// Growth factor between polls.
@@ -65,6 +81,7 @@ impl Default for PollPolicy {
             max_retry_after: Duration::from_secs(60),
             timeout: Duration::from_secs(300),
             max_polls: 500,
+            adaptive: true,
         }
     }
 }
@@ -85,6 +102,54 @@ impl PollPolicy {
     }
 }
 
+/// The shortest learned first delay.
+const MIN_LEARNED: Duration = Duration::from_millis(1);
+
+/// What a client learned about how long its CA takes, per step (the
+/// resource polled and the status it is polled in): a running estimate of
+/// the time from the request that started the step to the CA being done.
+///
+/// The estimate follows an upper edge: a first poll that finds the step
+/// done lowers it a little (the CA may be faster still), one that does not
+/// raises it to just above the time the step really took. So most first
+/// polls find the step done, and an extra poll is the exception.
+#[derive(Debug, Default)]
+pub(crate) struct PollLearner {
+    estimates: Mutex<HashMap<(&'static str, &'static str), Duration>>,
+}
+
+impl PollLearner {
+    fn estimate(&self, step: (&'static str, &'static str)) -> Option<Duration> {
+        self.estimates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&step)
+            .copied()
+    }
+
+    /// Learns from one step found done by poll number `polls` (1: the
+    /// first) after `elapsed`, whose first poll was placed at `first` (a
+    /// learned estimate) or on the fixed schedule (`None`).
+    fn learn(
+        &self,
+        step: (&'static str, &'static str),
+        first: Option<Duration>,
+        polls: u32,
+        elapsed: Duration,
+    ) {
+        let mut estimates = self.estimates.lock().unwrap_or_else(|p| p.into_inner());
+        let next = match (first, polls) {
+            // Done by then: perhaps the CA is faster still.
+            (Some(est), 1) => est.mul_f64(0.99),
+            // Not done at the estimate, done soon after: a little later.
+            (Some(est), _) => est.mul_f64(1.2),
+            // Nothing learned yet: about when it was found done.
+            (None, _) => elapsed.mul_f64(1.05),
+        };
+        estimates.insert(step, next.max(MIN_LEARNED));
+    }
+}
+
 /// One resource being polled: counts polls and time against the policy.
 pub(crate) struct Poller<'a> {
     policy: &'a PollPolicy,
@@ -92,6 +157,9 @@ pub(crate) struct Poller<'a> {
     url: &'a str,
     started: Instant,
     polls: u32,
+    learning: Option<(&'a PollLearner, &'static str)>,
+    learned: Option<Duration>,
+    told: bool,
 }
 
 impl<'a> Poller<'a> {
@@ -103,6 +171,59 @@ impl<'a> Poller<'a> {
             url,
             started: Instant::now(),
             polls: 0,
+            learning: None,
+            learned: None,
+            told: false,
+        }
+    }
+
+    /// Polling `what` in `status`, with the first poll placed where
+    /// `learner` says the CA is usually done (when the policy is adaptive).
+    pub(crate) fn learning(
+        policy: &'a PollPolicy,
+        learner: &'a PollLearner,
+        what: &'static str,
+        status: &'static str,
+        url: &'a str,
+    ) -> Self {
+        let mut poller = Self::new(policy, what, url);
+        if policy.adaptive {
+            poller.learned = learner.estimate((what, status));
+            poller.learning = Some((learner, status));
+        }
+        poller
+    }
+
+    /// The delay before the next poll.
+    fn next_delay(&self, retry_after: Option<RetryAfter>) -> Duration {
+        match (self.learned, retry_after) {
+            (_, Some(_)) | (None, None) => self.policy.delay(self.polls, retry_after),
+            (Some(est), None) if self.polls == 0 => est,
+            (Some(est), None) => {
+                let step = (est / 8).max(MIN_LEARNED);
+                let factor = self
+                    .policy
+                    .factor
+                    .max(1)
+                    .saturating_pow((self.polls - 1).min(30));
+                step.saturating_mul(factor).min(self.policy.max_delay)
+            }
+        }
+    }
+
+    /// The resource left the polled status: learn how long it took (unless
+    /// the CA said when to come back, or nothing was polled).
+    pub(crate) fn done(&self) {
+        if let Some((learner, status)) = self.learning
+            && self.polls > 0
+            && !self.told
+        {
+            learner.learn(
+                (self.what, status),
+                self.learned,
+                self.polls,
+                self.started.elapsed(),
+            );
         }
     }
 
@@ -121,7 +242,8 @@ impl<'a> Poller<'a> {
                 waited: self.started.elapsed(),
             });
         }
-        sleep(self.policy.delay(self.polls, retry_after)).await;
+        self.told |= retry_after.is_some();
+        sleep(self.next_delay(retry_after)).await;
         self.polls += 1;
         Ok(())
     }
@@ -147,6 +269,72 @@ mod tests {
         );
         let ra = RetryAfter::after(Duration::from_secs(3600), SystemTime::now());
         assert_eq!(p.delay(0, Some(ra)), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_poll_moves_to_when_the_ca_is_done() {
+        let policy = PollPolicy::default();
+        let learner = PollLearner::default();
+        // A CA that takes 300 ms: the first step is polled on the default
+        // backoff (10, 20, 40, 80, 160 ms: found done at 310 ms, poll 5).
+        let run = |done_after: Duration| {
+            let learner = &learner;
+            async move {
+                let mut poller =
+                    Poller::learning(&policy, learner, "order", "processing", "https://ca/o/1");
+                let started = Instant::now();
+                let mut polls = 0;
+                while started.elapsed() < done_after {
+                    poller.wait("processing", None).await.unwrap();
+                    polls += 1;
+                }
+                poller.done();
+                (polls, started.elapsed())
+            }
+        };
+        let slow = Duration::from_millis(300);
+        assert_eq!(run(slow).await, (5, Duration::from_millis(310)));
+        // Learned: next time one poll, at 1.05 × 310 ms.
+        let (polls, took) = run(slow).await;
+        assert_eq!(polls, 1);
+        // (tokio's timer rounds up to the millisecond)
+        assert!(
+            took >= Duration::from_micros(325_500) && took <= Duration::from_millis(327),
+            "{took:?}"
+        );
+        // The estimate creeps down while first polls find it done, and a
+        // miss costs one quick recheck, never a long backoff.
+        let mut extra = 0;
+        for _ in 0..40 {
+            let (polls, took) = run(slow).await;
+            extra += polls - 1;
+            assert!(took < Duration::from_millis(360), "{took:?}");
+        }
+        assert!(extra <= 4, "{extra} extra polls in 40 steps");
+        // Another step of the same CA learns on its own.
+        let (polls, _) = {
+            let mut poller =
+                Poller::learning(&policy, &learner, "order", "pending", "https://ca/o/1");
+            poller.wait("pending", None).await.unwrap();
+            (poller.polls, poller.done())
+        };
+        assert_eq!(polls, 1);
+        assert_eq!(
+            learner.estimate(("order", "pending")),
+            Some(Duration::from_micros(10_500))
+        );
+        // A Retry-After wins, and teaches nothing.
+        let ra = RetryAfter::after(Duration::from_secs(2), SystemTime::now());
+        let mut poller = Poller::learning(&policy, &learner, "authorization", "pending", "u");
+        let started = Instant::now();
+        poller.wait("pending", Some(ra)).await.unwrap();
+        assert!(started.elapsed() > Duration::from_secs(1));
+        poller.done();
+        assert_eq!(learner.estimate(("authorization", "pending")), None);
+        // Not adaptive: the fixed schedule.
+        let fixed = PollPolicy::default().with_adaptive(false);
+        let poller = Poller::learning(&fixed, &learner, "order", "processing", "u");
+        assert_eq!(poller.next_delay(None), Duration::from_millis(10));
     }
 
     /// Issue 16, defect 7: `Retry-After: 0` or a date in the past never
