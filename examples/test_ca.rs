@@ -64,6 +64,9 @@ struct Args {
     /// Offer an alternate chain to a second root.
     #[arg(long)]
     alternate_chain: bool,
+    /// Delay every answer this many milliseconds (a CA far away).
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
     /// Require external account binding with `KID=HMAC_KEY_BASE64URL` (repeatable).
     #[arg(long)]
     eab: Vec<String>,
@@ -91,7 +94,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut builder = TestCa::builder()
         .bind(([127, 0, 0, 1], args.port).into())
         .alternate_chain(args.alternate_chain)
-        .finalize_processing(Duration::from_millis(args.finalize_processing_ms));
+        .finalize_processing(Duration::from_millis(args.finalize_processing_ms))
+        .latency(Duration::from_millis(args.latency_ms));
     match args.validation.as_str() {
         "always-valid" => {}
         "real" => {
