@@ -96,6 +96,20 @@ async fn one_certificate(account: &Account, name: String) -> Result<(), sturdy_a
     Ok(())
 }
 
+/// The size of an `Issuer::ensure` future (not run).
+fn ensure_future_size(client: &Client) -> usize {
+    let dir = std::env::temp_dir().join(format!("sturdy-load-probe-{}", std::process::id()));
+    let Ok(store) = FileStore::open(&dir) else {
+        return 0;
+    };
+    let issuer = Issuer::builder(client.clone(), store).build();
+    let names = ["probe.example"];
+    let options = EnsureOptions::default();
+    let size = std::mem::size_of_val(&issuer.ensure(&names, &options));
+    let _ = std::fs::remove_dir_all(&dir);
+    size
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -130,7 +144,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.n,
         embedded
             .as_ref()
-            .map_or(args.directory.clone(), |_| "the embedded CA (in-process)".into()),
+            .map_or(args.directory.clone(), |_| "the embedded CA (in-process)"
+                .into()),
         if args.issuer.is_some() {
             ", through Issuer::ensure on a FileStore"
         } else {
@@ -203,6 +218,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     &AccountOptions::agreeing_to_terms(),
                 )
                 .await?;
+            if run == 0 {
+                let probe = one_certificate(&account, String::new());
+                println!(
+                    "one order's future: {} bytes (an Issuer::ensure call's: {} bytes)",
+                    std::mem::size_of_val(&probe),
+                    ensure_future_size(&client)
+                );
+            }
             started = Instant::now();
             for i in 0..args.n {
                 let (account, limit, latencies, failures) = (

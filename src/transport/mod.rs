@@ -515,7 +515,10 @@ impl Transport {
         if let Some(accept) = accept {
             request = request.header(http::header::ACCEPT, accept);
         }
-        let ex = self.send(request, method_name, url, also_ok).await;
+        // Boxed: the HTTP exchange's state is allocated only while it runs,
+        // so the thousands of requests waiting for the governor do not each
+        // carry room for one.
+        let ex = Box::pin(self.send(request, method_name, url, also_ok)).await;
 
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let (status, problem, retry_after, failure) = match &ex.result {

@@ -126,9 +126,18 @@ fn issue_fails_clearly_on_bad_input() {
 /// Starts `examples/test_ca` on a free port, its root written to
 /// `root_path`; returns the process and its directory URL.
 async fn start_test_ca(root_path: &std::path::Path) -> (tokio::process::Child, String) {
+    start_test_ca_with(root_path, &[]).await
+}
+
+/// [`start_test_ca`] with more arguments for it.
+async fn start_test_ca_with(
+    root_path: &std::path::Path,
+    extra: &[&std::ffi::OsStr],
+) -> (tokio::process::Child, String) {
     let mut child = tokio::process::Command::new(example("test_ca"))
         .args(["--port", "0", "--root-out"])
         .arg(root_path)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -622,4 +631,69 @@ async fn acme_subcommands_share_one_store() {
     ca.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&store);
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Issue 17: on a terminal a long wait counts down on one rewritten line;
+/// without one (a pipe) the output has no terminal control codes. The
+/// terminal is `script(1)`'s pseudo-terminal (util-linux, always there on
+/// Debian); the wait is a 503 with Retry-After 4 on newOrder.
+#[tokio::test]
+async fn on_a_terminal_a_long_wait_counts_down() {
+    let dir = temp_dir("acme-tty");
+    std::fs::create_dir_all(&dir).unwrap();
+    let faults = dir.join("faults.json");
+    std::fs::write(
+        &faults,
+        r#"[{"endpoint": "new_order", "trigger": {"nth": 1},
+             "fault": {"unavailable": {"retry_after": {"seconds": 4}}}}]"#,
+    )
+    .unwrap();
+    let root = dir.join("root.pem");
+    let (mut ca, directory) =
+        start_test_ca_with(&root, &["--faults".as_ref(), faults.as_os_str()]).await;
+    let acme = example("acme");
+    let command = |domain: &str| {
+        format!(
+            "{} issue --directory {directory} --root-ca {} --domain {domain} \
+             --http-bind 127.0.0.1 --http-port 0 --out {}",
+            acme.display(),
+            root.display(),
+            dir.join("out").display()
+        )
+    };
+    let on_tty = Command::new("script")
+        .args(["-qec", &command("tty.example"), "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script(1) from util-linux");
+    let shown = String::from_utf8_lossy(&on_tty.stdout);
+    assert!(on_tty.status.success(), "{shown}");
+    assert!(
+        shown.contains("the CA asked for a pause (503): every request to newOrder waits until"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("\r\x1b[2K[sturdy-acme]   waiting for "),
+        "{shown:?}"
+    );
+    assert!(shown.contains(" left"), "{shown:?}");
+    assert!(
+        shown.contains("issued serial") || shown.contains("certificate "),
+        "{shown}"
+    );
+
+    // The same wait into a pipe: plain lines only.
+    let faults_again = Command::new(&acme)
+        .args(["issue", "--directory", &directory, "--root-ca"])
+        .arg(&root)
+        .args(["--domain", "pipe.example", "--http-bind", "127.0.0.1"])
+        .args(["--http-port", "0", "--out"])
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    let piped = String::from_utf8_lossy(&faults_again.stderr);
+    assert!(faults_again.status.success(), "{piped}");
+    assert!(!piped.contains('\x1b'), "{piped:?}");
+    ca.kill().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }
