@@ -74,6 +74,10 @@ impl State {
         expires: OffsetDateTime,
         challenges: Vec<ChallRec>,
     ) -> usize {
+        self.authzs_by_key
+            .entry((acct, identifier.clone(), wildcard))
+            .or_default()
+            .push(self.authzs.len());
         self.authzs.push(AuthzRec {
             account: acct,
             identifier,
@@ -95,12 +99,12 @@ impl State {
         status: AuthorizationStatus,
         after: OffsetDateTime,
     ) -> Option<usize> {
-        self.authzs.iter().position(|a| {
-            a.account == acct
-                && a.identifier == *identifier
-                && a.wildcard == wildcard
-                && a.status == status
-                && a.expires > after
+        let candidates = self
+            .authzs_by_key
+            .get(&(acct, identifier.clone(), wildcard))?;
+        candidates.iter().copied().find(|&id| {
+            let a = &self.authzs[id];
+            a.status == status && a.expires > after
         })
     }
 

@@ -90,7 +90,14 @@ impl State {
     /// (Boulder hands it back instead of a new one).
     pub(super) fn reusable_order(&mut self, acct: usize, ids: &[Identifier]) -> Option<usize> {
         let utc = now_utc();
-        for o in 0..self.orders.len() {
+        // Only this account's orders for exactly these names (an index,
+        // not a scan of every order the CA ever had).
+        let candidates = self
+            .orders_by_set
+            .get(&(acct, ids.to_vec()))
+            .cloned()
+            .unwrap_or_default();
+        for o in candidates {
             self.refresh_order(o);
             let order = &self.orders[o];
             if order.account == acct
@@ -139,6 +146,10 @@ impl State {
             authzs.push(authz);
         }
         let id = self.orders.len();
+        self.orders_by_set
+            .entry((acct, ids.clone()))
+            .or_default()
+            .push(id);
         self.orders.push(OrderRec {
             account: acct,
             status: OrderStatus::Pending,

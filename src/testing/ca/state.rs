@@ -95,7 +95,11 @@ pub(super) struct State {
     pub(super) accounts: Vec<AccountRec>,
     pub(super) by_thumbprint: HashMap<String, usize>,
     pub(super) orders: Vec<OrderRec>,
+    /// Order ids per account and identifier set (for reusing a pending one).
+    pub(super) orders_by_set: HashMap<(usize, Vec<Identifier>), Vec<usize>>,
     pub(super) authzs: Vec<AuthzRec>,
+    /// Authorization ids per account, identifier and wildcard flag.
+    pub(super) authzs_by_key: HashMap<(usize, Identifier, bool), Vec<usize>>,
     pub(super) certs: Vec<CertRec>,
     pub(super) nonces: Nonces,
     pub(super) buckets: Buckets,
@@ -116,7 +120,9 @@ impl State {
             accounts: Vec::new(),
             by_thumbprint: HashMap::new(),
             orders: Vec::new(),
+            orders_by_set: HashMap::new(),
             authzs: Vec::new(),
+            authzs_by_key: HashMap::new(),
             certs: Vec::new(),
             nonces: Nonces::default(),
             buckets: Buckets::default(),
