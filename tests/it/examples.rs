@@ -644,7 +644,7 @@ async fn on_a_terminal_a_long_wait_counts_down() {
     let faults = dir.join("faults.json");
     std::fs::write(
         &faults,
-        r#"[{"endpoint": "new_order", "trigger": {"nth": 1},
+        r#"[{"endpoint": "newOrder", "trigger": {"nth": 1},
              "fault": {"unavailable": {"retry_after": {"seconds": 4}}}}]"#,
     )
     .unwrap();
