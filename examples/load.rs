@@ -110,6 +110,24 @@ fn ensure_future_size(client: &Client) -> usize {
     size
 }
 
+/// What issues one certificate: a bare order, or `Issuer::ensure`.
+enum Worker {
+    Bare(Account),
+    Ensure(Issuer<FileStore>),
+}
+
+impl Worker {
+    async fn issue(&self, name: String) -> Result<(), sturdy_acme::Error> {
+        match self {
+            Self::Bare(account) => one_certificate(account, name).await,
+            Self::Ensure(issuer) => issuer
+                .ensure(&[name], &EnsureOptions::default())
+                .await
+                .map(|_| ()),
+        }
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -178,39 +196,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut tasks = tokio::task::JoinSet::new();
         let mut fsyncs = None;
         let before = client.request_stats();
-        let started;
-        if let Some(dir) = &args.issuer {
+        let mut store = None;
+        let worker = if let Some(dir) = &args.issuer {
             let dir = dir.join(&prefix);
-            let store = FileStore::open(&dir)?;
-            let issuer = Issuer::builder(client.clone(), store.clone())
+            let file_store = FileStore::open(&dir)?;
+            let issuer = Issuer::builder(client.clone(), file_store.clone())
                 .solver(Arc::new(Http01Solver::unserved()))
                 .build();
             issuer.account().await?;
-            let fsyncs_before = store.fsync_count();
-            started = Instant::now();
-            for i in 0..args.n {
-                let (issuer, limit, latencies, failures) = (
-                    issuer.clone(),
-                    limit.clone(),
-                    latencies.clone(),
-                    failures.clone(),
-                );
-                let name = format!("{prefix}-{i}.example");
-                tasks.spawn(async move {
-                    let _slot = limit.acquire().await.expect("never closed");
-                    let t = Instant::now();
-                    match issuer.ensure(&[name], &EnsureOptions::default()).await {
-                        Ok(_) => latencies.lock().unwrap().push(t.elapsed()),
-                        Err(e) => {
-                            failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            eprintln!("failed: {e}");
-                        }
-                    }
-                });
-            }
-            while tasks.join_next().await.is_some() {}
-            fsyncs = Some((store.fsync_count() - fsyncs_before) as f64 / args.n as f64);
-            let _ = std::fs::remove_dir_all(&dir);
+            store = Some((dir, file_store.fsync_count(), file_store));
+            Worker::Ensure(issuer)
         } else {
             let account = client
                 .create_account(
@@ -226,28 +221,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     ensure_future_size(&client)
                 );
             }
-            started = Instant::now();
-            for i in 0..args.n {
-                let (account, limit, latencies, failures) = (
-                    account.clone(),
-                    limit.clone(),
-                    latencies.clone(),
-                    failures.clone(),
-                );
-                let name = format!("{prefix}-{i}.example");
-                tasks.spawn(async move {
-                    let _slot = limit.acquire().await.expect("never closed");
-                    let t = Instant::now();
-                    match one_certificate(&account, name).await {
-                        Ok(()) => latencies.lock().unwrap().push(t.elapsed()),
-                        Err(e) => {
-                            failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            eprintln!("failed: {e}");
-                        }
+            Worker::Bare(account)
+        };
+        let worker = Arc::new(worker);
+        let started = Instant::now();
+        for i in 0..args.n {
+            let (worker, limit, latencies, failures) = (
+                worker.clone(),
+                limit.clone(),
+                latencies.clone(),
+                failures.clone(),
+            );
+            let name = format!("{prefix}-{i}.example");
+            tasks.spawn(async move {
+                let _slot = limit.acquire().await.expect("never closed");
+                let t = Instant::now();
+                match worker.issue(name).await {
+                    Ok(()) => latencies.lock().unwrap().push(t.elapsed()),
+                    Err(e) => {
+                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        eprintln!("failed: {e}");
                     }
-                });
-            }
-            while tasks.join_next().await.is_some() {}
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        if let Some((dir, fsyncs_before, file_store)) = store {
+            fsyncs = Some((file_store.fsync_count() - fsyncs_before) as f64 / args.n as f64);
+            let _ = std::fs::remove_dir_all(&dir);
         }
         let wall = started.elapsed();
         let stats = client.request_stats();

@@ -17,7 +17,7 @@ use sturdy_acme::testing::TestCa;
 use sturdy_acme::{CertificateSource, IssuerStep, Limit, RateLimits};
 use sturdy_acme::{Endpoint, EnsureOptions, Error, ErrorClass, Identifier, Issuer};
 
-fn temp_store(name: &str) -> PathBuf {
+pub(crate) fn temp_store(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "sturdy-issuer-{name}-{}-{}",
         std::process::id(),
@@ -30,7 +30,7 @@ fn temp_store(name: &str) -> PathBuf {
     dir
 }
 
-async fn issuer(ca: &TestCa, store: &Path) -> Issuer<FileStore> {
+pub(crate) async fn issuer(ca: &TestCa, store: &Path) -> Issuer<FileStore> {
     let client = ca.client().await.unwrap();
     Issuer::builder(client, FileStore::open(store).unwrap())
         .solver(Arc::new(Http01Solver::unserved()))

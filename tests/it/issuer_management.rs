@@ -2,35 +2,14 @@
 //! of an interrupted order, revocation recorded (and replaced on the next
 //! `ensure`), and account key rollovers that a crash cannot lose.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use sturdy_acme::solver::http01::Http01Solver;
 use sturdy_acme::store::{FileStore, JournalStep, Store, StoredAccount};
 use sturdy_acme::testing::{CaaPolicy, TestCa};
 use sturdy_acme::{
-    AccountKey, CertificateChain, CertificateSource, EnsureOptions, Issuer, KeyAlgorithm,
-    RevocationReason, RevokeWith,
+    AccountKey, CertificateChain, CertificateSource, EnsureOptions, KeyAlgorithm, RevocationReason,
+    RevokeWith,
 };
 
-fn temp_store(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "sturdy-manage-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-async fn issuer(ca: &TestCa, store: &Path) -> Issuer<FileStore> {
-    Issuer::builder(ca.client().await.unwrap(), FileStore::open(store).unwrap())
-        .solver(Arc::new(Http01Solver::unserved()))
-        .build()
-}
+use crate::issuer::{issuer as new_issuer, temp_store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_order_is_listed_with_its_last_error() {
@@ -40,7 +19,7 @@ async fn a_failed_order_is_listed_with_its_last_error() {
         .await
         .unwrap();
     let dir = temp_store("last-error");
-    let issuer = issuer(&ca, &dir).await;
+    let issuer = new_issuer(&ca, &dir).await;
     issuer
         .ensure(&["fine.example"], &EnsureOptions::default())
         .await
@@ -53,7 +32,7 @@ async fn a_failed_order_is_listed_with_its_last_error() {
 
     // A fresh issuer on the same store (another process): the listing
     // comes from the store alone.
-    let listing = self::issuer(&ca, &dir).await.certificates().await.unwrap();
+    let listing = new_issuer(&ca, &dir).await.certificates().await.unwrap();
     assert_eq!(listing.len(), 2, "{listing:#?}");
     let fine = &listing[0];
     assert_eq!(fine.identifiers[0].value, "fine.example");
@@ -78,7 +57,7 @@ async fn a_failed_order_is_listed_with_its_last_error() {
 async fn a_revoked_certificate_is_recorded_and_replaced() {
     let ca = TestCa::start().await.unwrap();
     let dir = temp_store("revoke");
-    let issuer = issuer(&ca, &dir).await;
+    let issuer = new_issuer(&ca, &dir).await;
     let first = issuer
         .ensure(&["revoke.example"], &EnsureOptions::default())
         .await
@@ -144,7 +123,7 @@ async fn an_interrupted_key_rollover_is_settled_on_the_next_load() {
     let dir = temp_store("rollover");
     let store = FileStore::open(&dir).unwrap();
     let directory = ca.directory_url();
-    let issuer = issuer(&ca, &dir).await;
+    let issuer = new_issuer(&ca, &dir).await;
     let account = issuer.account().await.unwrap();
     let stored = store.load_account(&directory).await.unwrap().unwrap();
 
@@ -156,7 +135,7 @@ async fn an_interrupted_key_rollover_is_settled_on_the_next_load() {
         ..stored.clone()
     };
     store.save_account(&directory, &pending).await.unwrap();
-    let restarted = self::issuer(&ca, &dir).await;
+    let restarted = new_issuer(&ca, &dir).await;
     let kept = restarted.account().await.unwrap();
     assert_eq!(kept.key().thumbprint(), account.key().thumbprint());
     let settled = store.load_account(&directory).await.unwrap().unwrap();
@@ -182,7 +161,7 @@ async fn an_interrupted_key_rollover_is_settled_on_the_next_load() {
         .await
         .unwrap();
     let changed = kept.change_key(new_key).await.unwrap();
-    let restarted = self::issuer(&ca, &dir).await;
+    let restarted = new_issuer(&ca, &dir).await;
     let now = restarted.account().await.unwrap();
     assert_eq!(now.key().thumbprint(), changed.key().thumbprint());
     let settled = store.load_account(&directory).await.unwrap().unwrap();
