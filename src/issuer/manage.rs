@@ -224,9 +224,7 @@ impl<S: Store> Issuer<S> {
         let result = self
             .revoke_under_lease(&account, &key, reason, with, &lease)
             .await;
-        if let Err(e) = self.inner.store.release_lease(&lease).await {
-            tracing::warn!(set = %key, error = %e, "could not release the revocation lease");
-        }
+        self.release_named_lease(&lease).await;
         result
     }
 
@@ -309,9 +307,7 @@ impl<S: Store> Issuer<S> {
         let mut slot = self.inner.account.write().await;
         let lease = self.account_lease().await?;
         let result = self.rotate_under_lease(&old, new_key).await;
-        if let Err(e) = self.inner.store.release_lease(&lease).await {
-            tracing::warn!(error = %e, "could not release the account lease");
-        }
+        self.release_named_lease(&lease).await;
         match result {
             Ok(account) => {
                 *slot = Some(account.clone());

@@ -708,12 +708,18 @@ impl<S: Store> Issuer<S> {
         }
         let lease = self.account_lease().await?;
         let result = self.load_or_register_account(&directory).await;
-        if let Err(e) = self.inner.store.release_lease(&lease).await {
-            tracing::warn!(error = %e, "could not release the account lease");
-        }
+        self.release_named_lease(&lease).await;
         let account = result?;
         *slot = Some(account.clone());
         Ok(account)
+    }
+
+    /// Gives up a store lease taken with [`Self::acquire_named_lease`]; a
+    /// failure is logged (the lease expires on its own).
+    async fn release_named_lease(&self, lease: &Lease) {
+        if let Err(e) = self.inner.store.release_lease(lease).await {
+            tracing::warn!(lease = %lease.name, error = %e, "could not release a lease");
+        }
     }
 
     /// The store lease that serialises registering and re-keying the

@@ -324,7 +324,7 @@ impl Transport {
         let shape = self.shape();
         let header = shape.header();
         let payload = shape.payload(endpoint, url, payload)?;
-        let (admission, mut nonce, mut source) = self.admit_with_nonce(endpoint, url).await?;
+        let (mut admission, mut nonce, mut source) = self.admit_with_nonce(endpoint, url).await?;
         let mut bad_nonces = 0;
         loop {
             let body = jws::sign(key, key_id, Some(&nonce), url, payload.as_deref(), header)?;
@@ -349,13 +349,17 @@ impl Transport {
                 {
                     bad_nonces += 1;
                     retrying.bad_nonce(&e);
-                    (nonce, source) = match ex.nonce {
-                        Some(n) if nonce::is_valid_nonce(&n) => (n, "badNonce"),
-                        _ => match self.nonces.take() {
-                            Some(n) => (n, "pool"),
-                            None => (self.fresh_nonce(url).await?, "fetched"),
-                        },
-                    };
+                    match ex.nonce {
+                        Some(n) if nonce::is_valid_nonce(&n) => (nonce, source) = (n, "badNonce"),
+                        // No nonce in the rejection: back through the
+                        // governor, which hands one from the pool or
+                        // fetches it (the one nonce-fetching loop).
+                        _ => {
+                            drop(admission);
+                            (admission, nonce, source) =
+                                self.admit_with_nonce(endpoint, url).await?;
+                        }
+                    }
                 }
                 result => {
                     drop(admission);
@@ -406,20 +410,6 @@ impl Transport {
                     drop(admission);
                     retrying.pause_or_fail(e).await?;
                 }
-            }
-        }
-    }
-
-    /// A fresh nonce for a request to `target` that already holds its
-    /// admission (a badNonce re-send whose rejection carried none).
-    async fn fresh_nonce(&self, target: &str) -> Result<String> {
-        let (url, any_status) = self.nonce_source(target)?;
-        let mut retrying = self.retrying(Endpoint::NewNonce, url);
-        loop {
-            self.governor.pace(Endpoint::NewNonce).await;
-            match self.fresh_nonce_once(&mut retrying, url, any_status).await {
-                Ok(n) => return Ok(n),
-                Err(e) => retrying.pause_or_fail(e).await?,
             }
         }
     }
