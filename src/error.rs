@@ -486,6 +486,10 @@ impl Error {
             Self::InvalidInput(_) => ErrorClass::InvalidInput,
             Self::Crypto(_) => ErrorClass::Crypto,
             Self::Unsupported(_) => ErrorClass::Permanent,
+            Self::Store(StoreError::Database {
+                kind: DatabaseErrorKind::Transient,
+                ..
+            }) => ErrorClass::Transient,
             Self::Io(_) | Self::Store(_) => ErrorClass::Store,
         }
     }
@@ -889,9 +893,61 @@ pub enum StoreError {
         /// What happened.
         reason: String,
     },
+    /// A database behind the store failed ([`PostgresStore`]: the
+    /// server, the connection or a statement), classified so the caller
+    /// knows what to do: [`DatabaseErrorKind::Transient`] failures (a lost
+    /// connection, a serialization failure, a restarting server) were
+    /// already retried by the store for a while and are worth retrying
+    /// later; the others are not.
+    ///
+    /// [`PostgresStore`]: crate::store::PostgresStore
+    #[error("database ({kind:?}{}): {message}", code.as_deref().map(|c| format!(", SQLSTATE {c}")).unwrap_or_default())]
+    Database {
+        /// What kind of failure it is.
+        kind: DatabaseErrorKind,
+        /// The SQLSTATE code, when the server sent one.
+        code: Option<String>,
+        /// What happened (never a record's contents).
+        message: String,
+    },
+    /// A sealed (encrypted) record could not be opened: the key-encryption
+    /// key it names is not configured, or the record fails authentication
+    /// (altered, or sealed for another record). It is left as it is; the
+    /// issuer stops rather than take it for absent.
+    #[error("sealed store record {record}: {reason}")]
+    KeyEncryption {
+        /// Which record.
+        record: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// Anything a backend reports that fits nowhere else.
     #[error("store: {0}")]
     Other(String),
+}
+
+/// What kind of database failure a [`StoreError::Database`] is.
+///
+/// Example: [`StoreError::Database`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DatabaseErrorKind {
+    /// Worth retrying: the connection was lost or refused, the server is
+    /// starting or shutting down, a transaction hit a serialization
+    /// failure or deadlock, or an operation timed out.
+    Transient,
+    /// The database refused a write as inconsistent (a constraint
+    /// violation): a bug in the store or a database changed by hand, never
+    /// retried.
+    Integrity,
+    /// The schema is not one this version can use (newer than it knows, or
+    /// a migration failed).
+    Schema,
+    /// The connection cannot work as configured: a bad URL, refused
+    /// credentials, a TLS failure, a missing database.
+    Configuration,
+    /// Anything else the server reported.
+    Other,
 }
 
 impl From<crate::protocol::identifier::InvalidIdentifier> for Error {

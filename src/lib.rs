@@ -162,8 +162,8 @@ pub use crypto::{
 };
 // Errors and what a retry policy needs from them.
 pub use error::{
-    CaaCause, Error, ErrorClass, MAX_RETRY_AFTER, RateLimitScope, RequestInfo, Result, RetryAfter,
-    StoreError, TransportFailure,
+    CaaCause, DatabaseErrorKind, Error, ErrorClass, MAX_RETRY_AFTER, RateLimitScope, RequestInfo,
+    Result, RetryAfter, StoreError, TransportFailure,
 };
 // Exactly-once issuance.
 pub use issuer::{

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use clap::Args;
 use sturdy_acme::solver::http01::{Http01Responder, Http01Solver};
 use sturdy_acme::solver::{ChallengeAnswer, Solver, SolverFuture};
-use sturdy_acme::store::{FileMode, FileStore, write_file_atomic};
+use sturdy_acme::store::{DynStore, FileMode, FileStore, write_file_atomic};
 use sturdy_acme::testing::{StaticDns, TestCa};
 use sturdy_acme::{AccountOptions, ChallengeType, Client, Dialect, ExternalAccountKey, Issuer};
 use zeroize::Zeroizing;
@@ -263,19 +263,87 @@ impl Connection {
         Ok(self.responder.as_ref().expect("bound above"))
     }
 
-    /// The exactly-once issuer on the store in `dir`.
-    pub fn issuer(
+    /// The exactly-once issuer on the store at `location`.
+    pub async fn issuer(
         &self,
-        dir: &std::path::Path,
+        location: &StoreLocation,
         options: AccountOptions,
         solver: Option<Arc<dyn Solver>>,
-    ) -> Result<Issuer<FileStore>, AnyError> {
-        let store = FileStore::open(dir)?;
+    ) -> Result<Issuer<Arc<dyn DynStore>>, AnyError> {
+        let store = location.open().await?;
         let mut builder = Issuer::builder(self.client.clone(), store).account_options(options);
         if let Some(solver) = solver {
             builder = builder.solver(solver);
         }
         Ok(builder.build())
+    }
+}
+
+/// Where `--store` keeps the account, certificates and journals: a
+/// directory (FileStore, one machine) or a PostgreSQL URL (PostgresStore,
+/// shared by every machine that names it).
+#[derive(Debug, Clone)]
+pub enum StoreLocation {
+    /// A FileStore directory.
+    Dir(PathBuf),
+    /// `postgres://USER@HOST:PORT/DB`.
+    Postgres(String),
+}
+
+impl std::str::FromStr for StoreLocation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(Self::Postgres(s.to_owned()))
+        } else if s.is_empty() {
+            Err("an empty --store".into())
+        } else {
+            Ok(Self::Dir(PathBuf::from(s)))
+        }
+    }
+}
+
+impl std::fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Dir(dir) => write!(f, "{}", dir.display()),
+            // The URL without a password.
+            Self::Postgres(url) => match url::Url::parse(url) {
+                Ok(mut u) => {
+                    let _ = u.set_password(None);
+                    write!(f, "{u}")
+                }
+                Err(_) => f.write_str("postgres://…"),
+            },
+        }
+    }
+}
+
+/// The environment variable holding the key-encryption key (`ID:BASE64`,
+/// 32 bytes) a PostgreSQL store seals private keys with.
+pub const KEK_ENV: &str = "STURDY_ACME_KEK";
+
+impl StoreLocation {
+    /// Opens the store.
+    pub async fn open(&self) -> Result<Arc<dyn DynStore>, AnyError> {
+        match self {
+            Self::Dir(dir) => Ok(Arc::new(FileStore::open(dir)?)),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(url) => {
+                let mut builder = sturdy_acme::store::PostgresStore::builder(url.clone());
+                if let Ok(text) = std::env::var(KEK_ENV) {
+                    builder = builder.key_encryption_key(
+                        sturdy_acme::store::KeyEncryptionKey::parse(&text)
+                            .map_err(|e| format!("{KEK_ENV}: {e}"))?,
+                    );
+                }
+                Ok(Arc::new(builder.open().await?))
+            }
+            #[cfg(not(feature = "postgres"))]
+            Self::Postgres(_) => {
+                Err("this build has no PostgreSQL store: build with --features postgres".into())
+            }
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use sturdy_acme::{
     CertificateSource, ChallengeType, Csr, EnsureOptions, KeyAlgorithm, NewOrder, OrderStatus,
 };
 
-use super::common::{AnyError, ChallengeArgs, CommonArgs, Connection, connect};
+use super::common::{AnyError, ChallengeArgs, CommonArgs, Connection, StoreLocation, connect};
 use super::output::step;
 
 #[derive(Args, Debug)]
@@ -42,11 +42,14 @@ pub struct IssueArgs {
     /// Prefer the chain whose top certificate was issued by this common name.
     #[arg(long)]
     pub preferred_chain: Option<String>,
-    /// Keep the account, certificates and in-flight orders in this directory:
-    /// a second run for the same names returns the stored certificate without
-    /// ordering, an interrupted run resumes its order.
+    /// Keep the account, certificates and in-flight orders in this directory,
+    /// or in the PostgreSQL database `postgres://USER@HOST:PORT/DB` (shared
+    /// by every machine naming it; private keys sealed with the key in
+    /// STURDY_ACME_KEK, `ID:BASE64`): a second run for the same names returns
+    /// the stored certificate without ordering, an interrupted run resumes
+    /// its order, and runs racing for the same names issue once.
     #[arg(long, conflicts_with = "account_key")]
-    pub store: Option<PathBuf>,
+    pub store: Option<StoreLocation>,
 }
 
 pub async fn run(args: IssueArgs) -> Result<(), AnyError> {
@@ -68,10 +71,10 @@ pub async fn run(args: IssueArgs) -> Result<(), AnyError> {
         .map_err(|e| format!("creating output directory {}: {e}", args.out.display()))?;
     let options = conn.account_options(&args.common)?;
 
-    if let Some(store_dir) = &args.store {
+    if let Some(location) = &args.store {
         drop(cert_key);
         let solver = conn.solver(&args.challenge).await?;
-        let issuer = conn.issuer(store_dir, options, Some(solver))?;
+        let issuer = conn.issuer(location, options, Some(solver)).await?;
         let ensured = issuer
             .ensure(
                 &args.domains,

@@ -1,7 +1,6 @@
 //! `list`, `renew`, `revoke` and `account`: what is in a store, and what
 //! to do with it.
 
-use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
 use clap::{Args, Subcommand};
@@ -11,15 +10,16 @@ use sturdy_acme::{
     KeyAlgorithm, RevocationReason, RevokeWith,
 };
 
-use super::common::{AnyError, ChallengeArgs, CommonArgs, connect};
+use super::common::{AnyError, ChallengeArgs, CommonArgs, StoreLocation, connect};
 use super::output::{json_line, json_output, step};
 
 /// The store every management subcommand works on.
 #[derive(Args, Debug, Clone)]
 pub struct StoreArg {
-    /// The store directory (as given to `issue --store`).
+    /// The store: a directory or a `postgres://` URL (as given to
+    /// `issue --store`).
     #[arg(long)]
-    pub store: PathBuf,
+    pub store: StoreLocation,
 }
 
 #[derive(Args, Debug)]
@@ -129,7 +129,9 @@ fn state(s: &CertificateStatus, now: SystemTime) -> String {
 
 pub async fn list(args: ListArgs) -> Result<(), AnyError> {
     let conn = connect(&args.common, None, &std::env::temp_dir()).await?;
-    let issuer = conn.issuer(&args.store.store, conn.account_options(&args.common)?, None)?;
+    let issuer = conn
+        .issuer(&args.store.store, conn.account_options(&args.common)?, None)
+        .await?;
     let all = issuer.certificates().await?;
     let now = SystemTime::now();
     let time = |t: Option<SystemTime>| t.map(|t| DisplayTime(t).to_string());
@@ -175,7 +177,7 @@ pub async fn list(args: ListArgs) -> Result<(), AnyError> {
     step(format!(
         "{} certificate(s) in {}",
         all.len(),
-        args.store.store.display()
+        args.store.store
     ));
     Ok(())
 }
@@ -184,11 +186,13 @@ pub async fn renew(args: RenewArgs) -> Result<(), AnyError> {
     let started = Instant::now();
     let mut conn = connect(&args.common, Some(&args.challenge), &std::env::temp_dir()).await?;
     let solver = conn.solver(&args.challenge).await?;
-    let issuer = conn.issuer(
-        &args.store.store,
-        conn.account_options(&args.common)?,
-        Some(solver),
-    )?;
+    let issuer = conn
+        .issuer(
+            &args.store.store,
+            conn.account_options(&args.common)?,
+            Some(solver),
+        )
+        .await?;
     let now = SystemTime::now();
     let all = issuer.certificates().await?;
     let due: Vec<&CertificateStatus> = all.iter().filter(|s| s.needs_work(now)).collect();
@@ -247,7 +251,9 @@ pub async fn renew(args: RenewArgs) -> Result<(), AnyError> {
 pub async fn revoke(args: RevokeArgs) -> Result<(), AnyError> {
     let reason = reason(&args.reason)?;
     let conn = connect(&args.common, None, &std::env::temp_dir()).await?;
-    let issuer = conn.issuer(&args.store.store, conn.account_options(&args.common)?, None)?;
+    let issuer = conn
+        .issuer(&args.store.store, conn.account_options(&args.common)?, None)
+        .await?;
     let with = if args.with_cert_key {
         RevokeWith::CertificateKey
     } else {
@@ -269,7 +275,9 @@ pub async fn revoke(args: RevokeArgs) -> Result<(), AnyError> {
 
 pub async fn account(args: AccountArgs) -> Result<(), AnyError> {
     let conn = connect(&args.common, None, &std::env::temp_dir()).await?;
-    let issuer = conn.issuer(&args.store.store, conn.account_options(&args.common)?, None)?;
+    let issuer = conn
+        .issuer(&args.store.store, conn.account_options(&args.common)?, None)
+        .await?;
     let account = issuer.account().await?;
     let show = |url: &str, resource: &sturdy_acme::AccountResource, key: &AccountKey| {
         let status = serde_json::to_value(resource.status).unwrap_or_default();
@@ -329,7 +337,7 @@ pub async fn account(args: AccountArgs) -> Result<(), AnyError> {
                 "account key rolled over: thumbprint {old} -> {} ({}), stored in {}",
                 rotated.key().thumbprint(),
                 alg.jws_name(),
-                args.store.store.display()
+                args.store.store
             ));
             let resource = rotated.refresh().await?;
             show(rotated.url(), &resource, rotated.key());

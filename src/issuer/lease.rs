@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 
 use super::{Inner, now_unix};
 use crate::error::{Error, Result};
-use crate::store::{Lease, Store, StoreError};
+use crate::store::{IdentifierSetKey, Journal, Lease, Store, StoreError};
 
 /// The lease as the renewer and the fence share it.
 pub(super) struct LeaseState {
@@ -42,7 +42,35 @@ impl LeaseState {
 
     /// `Ok` while the lease is still this holder's: not marked lost, not
     /// expired by the local clock, and the store's current token.
+    ///
+    /// An answer that arrives after the lease's expiry does not count (it
+    /// may have been delayed by a partition while another process took the
+    /// lease over): the lease is then lost.
     pub(super) async fn fence<S: Store>(&self, store: &S) -> Result<()> {
+        let lease = self.usable()?;
+        self.judged(&lease, store.check_lease(&lease).await)?;
+        self.usable().map(drop)
+    }
+
+    /// Writes the journal through the store's fenced write (the token
+    /// checked with the write where the store can), after the local checks
+    /// of [`Self::fence`].
+    pub(super) async fn save_journal<S: Store>(
+        &self,
+        store: &S,
+        key: &IdentifierSetKey,
+        journal: &Journal,
+    ) -> Result<()> {
+        let lease = self.usable()?;
+        self.judged(
+            &lease,
+            store.save_journal_fenced(key, journal, &lease).await,
+        )
+    }
+
+    /// The lease, unless it is already known lost or expired by the local
+    /// clock.
+    fn usable(&self) -> Result<Lease> {
         let lease = self.lease();
         if let Some(reason) = self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             return Err(self.lost_error(&lease, reason));
@@ -52,11 +80,16 @@ impl LeaseState {
             self.mark_lost(reason.clone());
             return Err(self.lost_error(&lease, reason));
         }
-        match store.check_lease(&lease).await {
+        Ok(lease)
+    }
+
+    /// A store's answer about the lease: `LeaseLost` marks it lost.
+    fn judged(&self, lease: &Lease, answer: std::result::Result<(), StoreError>) -> Result<()> {
+        match answer {
             Ok(()) => Ok(()),
             Err(StoreError::LeaseLost { reason, .. }) => {
                 self.mark_lost(reason.clone());
-                Err(self.lost_error(&lease, reason))
+                Err(self.lost_error(lease, reason))
             }
             Err(e) => Err(e.into()),
         }

@@ -52,6 +52,14 @@ fn set_key(ids: &[Identifier]) -> String {
     format!("set:{}", IdentifierSet::new(ids))
 }
 
+/// The registered domains of `ids`, sorted, each once.
+fn domains_of(ids: &[Identifier]) -> Vec<String> {
+    let mut domains: Vec<String> = ids.iter().map(|i| registered_domain(&i.value)).collect();
+    domains.sort();
+    domains.dedup();
+    domains
+}
+
 /// A refusal: which limit, until when, and what it applies to.
 struct Refusal {
     limit: String,
@@ -88,9 +96,32 @@ impl RateLedger {
         Self { limits, state }
     }
 
-    /// The state to persist.
+    /// The state to persist. A bucket that has refilled to its burst is
+    /// left out (a missing bucket starts full), so the record holds only
+    /// what was spent within the limits' windows.
     pub(crate) fn to_value(&self) -> serde_json::Value {
-        serde_json::to_value(&self.state).expect("ledger serializes")
+        let now = SystemTime::now();
+        let mut state = self.state.clone();
+        state.buckets.retain(|key, bucket| {
+            let Some(limit) = self.limit_of(key) else {
+                return true;
+            };
+            let elapsed = Duration::from_millis(ms(now).saturating_sub(bucket.at_ms));
+            limit.refilled(bucket.tokens, elapsed) < f64::from(limit.burst)
+        });
+        serde_json::to_value(&state).expect("ledger serializes")
+    }
+
+    /// The limit a bucket key counts against.
+    fn limit_of(&self, key: &str) -> Option<Limit> {
+        let kind = key.split(':').next().unwrap_or_default();
+        match kind {
+            "orders" => self.limits.new_orders_per_account,
+            "set" => self.limits.duplicate_certificates,
+            "domain" => self.limits.certificates_per_domain,
+            "authzfail" => self.limits.failed_authorizations,
+            _ => None,
+        }
     }
 
     fn tokens(&mut self, key: &str, limit: &Limit, now: SystemTime) -> f64 {
@@ -133,11 +164,67 @@ impl RateLedger {
 
     /// Refuses a newOrder for `ids` that would exceed a limit, or that a
     /// remembered 429 still covers.
+    #[cfg(test)]
     pub(crate) fn check_new_order(
         &mut self,
         account: &str,
         ids: &[Identifier],
         now: SystemTime,
+    ) -> Result<(), Error> {
+        self.check(account, ids, now, true)
+    }
+
+    /// Reserves a newOrder for `ids`: refused as [`Self::check_new_order`]
+    /// refuses, else the order is counted and, with `certificate`, so is
+    /// the certificate it is for (both buckets it spends), in one step, so
+    /// that a ledger updated atomically in a shared store is never
+    /// overspent by concurrent issuers. Without `certificate` (the journal
+    /// already holds a reservation) the certificate buckets are neither
+    /// checked nor spent.
+    pub(crate) fn reserve_new_order(
+        &mut self,
+        account: &str,
+        ids: &[Identifier],
+        now: SystemTime,
+        certificate: bool,
+    ) -> Result<(), Error> {
+        self.check(account, ids, now, certificate)?;
+        self.spend_order(account, now);
+        if certificate {
+            self.spend_certificate(ids, now);
+        }
+        Ok(())
+    }
+
+    /// Gives back a reserved certificate that was never finalized (its
+    /// order failed validation): one token to each bucket it spent, never
+    /// above the burst.
+    pub(crate) fn refund_certificate(&mut self, ids: &[Identifier], now: SystemTime) {
+        let (dup, per_domain) = (
+            self.limits.duplicate_certificates,
+            self.limits.certificates_per_domain,
+        );
+        self.refund(&set_key(ids), dup, now);
+        for d in domains_of(ids) {
+            self.refund(&format!("domain:{d}"), per_domain, now);
+        }
+    }
+
+    fn refund(&mut self, key: &str, limit: Option<Limit>, now: SystemTime) {
+        if let Some(limit) = limit {
+            let tokens = self.tokens(key, &limit, now);
+            if let Some(b) = self.state.buckets.get_mut(key) {
+                b.tokens = (tokens + 1.0).min(f64::from(limit.burst));
+            }
+        }
+    }
+
+    fn check(
+        &mut self,
+        account: &str,
+        ids: &[Identifier],
+        now: SystemTime,
+        certificate: bool,
     ) -> Result<(), Error> {
         let mut worst: Option<Refusal> = None;
         let limits = self.limits.clone();
@@ -149,26 +236,26 @@ impl RateLedger {
             now,
             &mut worst,
         );
-        self.check_bucket(
-            &set_key(ids),
-            limits.duplicate_certificates,
-            "duplicate certificates (exact set of identifiers)",
-            RateLimitScope::ExactSet,
-            now,
-            &mut worst,
-        );
-        let mut domains: Vec<String> = ids.iter().map(|i| registered_domain(&i.value)).collect();
-        domains.sort();
-        domains.dedup();
-        for d in &domains {
+        let domains = domains_of(ids);
+        if certificate {
             self.check_bucket(
-                &format!("domain:{d}"),
-                limits.certificates_per_domain,
-                "certificates per registered domain",
-                RateLimitScope::RegisteredDomain(d.clone()),
+                &set_key(ids),
+                limits.duplicate_certificates,
+                "duplicate certificates (exact set of identifiers)",
+                RateLimitScope::ExactSet,
                 now,
                 &mut worst,
             );
+            for d in &domains {
+                self.check_bucket(
+                    &format!("domain:{d}"),
+                    limits.certificates_per_domain,
+                    "certificates per registered domain",
+                    RateLimitScope::RegisteredDomain(d.clone()),
+                    now,
+                    &mut worst,
+                );
+            }
         }
         for id in ids {
             let name = id.value.trim_start_matches("*.").to_ascii_lowercase();
@@ -241,10 +328,7 @@ impl RateLedger {
             self.limits.certificates_per_domain,
         );
         self.spend(&set_key(ids), dup, now);
-        let mut domains: Vec<String> = ids.iter().map(|i| registered_domain(&i.value)).collect();
-        domains.sort();
-        domains.dedup();
-        for d in domains {
+        for d in domains_of(ids) {
             self.spend(&format!("domain:{d}"), per_domain, now);
         }
     }

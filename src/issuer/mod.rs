@@ -296,7 +296,6 @@ impl<S: Store> IssuerBuilder<S> {
                 holder: self.holder,
                 observer: self.observer,
                 account: tokio::sync::RwLock::new(None),
-                ledger: tokio::sync::Mutex::new(None),
                 limits,
                 flights: Mutex::new(HashMap::new()),
                 fences: Mutex::new(HashMap::new()),
@@ -318,7 +317,6 @@ struct Inner<S: Store> {
     observer: Option<StepObserver>,
     /// The account, once loaded or registered; replaced by a key rollover.
     account: tokio::sync::RwLock<Option<Account>>,
-    ledger: tokio::sync::Mutex<Option<RateLedger>>,
     limits: RateLimits,
     flights: Mutex<HashMap<IdentifierSetKey, Arc<tokio::sync::Mutex<()>>>>,
     fences: Mutex<HashMap<IdentifierSetKey, Arc<lease::LeaseState>>>,
@@ -594,6 +592,11 @@ impl<S: Store> Issuer<S> {
     /// lease of `key`'s issuance: called before every journal write and
     /// every non-idempotent request.
     async fn fence(&self, key: &IdentifierSetKey) -> Result<()> {
+        self.lease_state(key)?.fence(&self.inner.store).await
+    }
+
+    /// The fenced lease state of `key`'s issuance in this process.
+    fn lease_state(&self, key: &IdentifierSetKey) -> Result<Arc<lease::LeaseState>> {
         let state = self
             .inner
             .fences
@@ -601,14 +604,11 @@ impl<S: Store> Issuer<S> {
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
             .cloned();
-        match state {
-            Some(state) => state.fence(&self.inner.store).await,
-            None => Err(Error::LeaseLost {
-                name: format!("cert-{}", key.file_stem()),
-                token: 0,
-                reason: "no lease is held for this issuance".into(),
-            }),
-        }
+        state.ok_or_else(|| Error::LeaseLost {
+            name: format!("cert-{}", key.file_stem()),
+            token: 0,
+            reason: "no lease is held for this issuance".into(),
+        })
     }
 
     /// A wildcard can only be validated with dns-01: refused before any
@@ -774,43 +774,54 @@ impl<S: Store> Issuer<S> {
         Ok(account)
     }
 
-    /// Runs `f` on the ledger (loaded on first use), then persists it.
-    async fn with_ledger<T>(&self, f: impl FnOnce(&mut RateLedger) -> T) -> Result<T> {
-        self.ledger_op(true, f).await
-    }
-
-    /// Runs `f` on the ledger; persists it only when `persist` (a check
-    /// changes nothing worth a durable write).
-    async fn ledger_op<T>(&self, persist: bool, f: impl FnOnce(&mut RateLedger) -> T) -> Result<T> {
+    /// Runs `f` on the ledger as the store holds it now and writes the
+    /// result back, in one atomic update (see [`Store::update_ledger`]), so
+    /// issuers sharing a store see each other's spending. `f` returns its
+    /// result and whether the ledger changed (nothing is written if not);
+    /// it may run more than once if the store retries.
+    async fn with_ledger<T>(
+        &self,
+        mut f: impl FnMut(&mut RateLedger) -> (T, bool) + Send,
+    ) -> Result<T>
+    where
+        T: Send,
+    {
         let directory = self.inner.client.directory_url().to_owned();
-        let mut guard = self.inner.ledger.lock().await;
-        if guard.is_none() {
-            let persisted = self.inner.store.load_ledger(&directory).await?;
-            *guard = Some(RateLedger::load(
-                self.inner.limits.clone(),
-                persisted.map(|r| r.state),
-            ));
-        }
-        let ledger = guard.as_mut().expect("loaded above");
-        let out = f(ledger);
-        if persist {
-            self.inner
-                .store
-                .save_ledger(
-                    &directory,
-                    &RateLimitRecord {
-                        state: ledger.to_value(),
-                    },
-                )
-                .await?;
-        }
-        Ok(out)
+        let limits = self.inner.limits.clone();
+        let mut out = None;
+        self.inner
+            .store
+            .update_ledger(&directory, &mut |current| {
+                let mut ledger = RateLedger::load(limits.clone(), current.map(|r| r.state.clone()));
+                let (result, changed) = f(&mut ledger);
+                out = Some(result);
+                changed.then(|| RateLimitRecord {
+                    state: ledger.to_value(),
+                })
+            })
+            .await?;
+        out.ok_or_else(|| {
+            Error::Store(StoreError::Other(
+                "the store returned from a ledger update without running it".into(),
+            ))
+        })
     }
 
+    /// [`Self::with_ledger`] for a change that always writes.
+    async fn spend_ledger(&self, mut f: impl FnMut(&mut RateLedger) + Send) -> Result<()> {
+        self.with_ledger(|l| {
+            f(l);
+            ((), true)
+        })
+        .await
+    }
+
+    /// Writes the journal under the issuance's lease: refused with
+    /// [`Error::LeaseLost`] once another process holds it.
     async fn save_journal(&self, key: &IdentifierSetKey, journal: &Journal) -> Result<()> {
-        self.fence(key).await?;
-        self.inner.store.save_journal(key, journal).await?;
-        Ok(())
+        self.lease_state(key)?
+            .save_journal(&self.inner.store, key, journal)
+            .await
     }
 
     async fn issue(&self, key: &IdentifierSetKey, options: &EnsureOptions) -> Result<Ensured> {
@@ -830,6 +841,7 @@ impl<S: Store> Issuer<S> {
             finalize_sent_at: None,
             finalize_attempts: 0,
             last_error: None,
+            certificate_reserved: false,
         };
         let loaded = match self.inner.store.load_journal(key).await {
             Ok(loaded) => loaded,
@@ -1009,6 +1021,7 @@ impl<S: Store> Issuer<S> {
             finalize_sent_at: None,
             finalize_attempts: 0,
             last_error: None,
+            certificate_reserved: false,
         })
     }
 
@@ -1018,6 +1031,11 @@ impl<S: Store> Issuer<S> {
     async fn supersede(&self, key: &IdentifierSetKey, journal: &mut Journal) -> Result<()> {
         if journal.key_pem.is_some() {
             self.inner.store.archive_journal(key, journal).await?;
+        }
+        // A reservation made for this journal stays with it unless finalize
+        // was sent: that attempt used it.
+        if journal.step >= JournalStep::Finalizing {
+            journal.certificate_reserved = false;
         }
         journal.step = JournalStep::Ordering;
         journal.order_url = None;
@@ -1051,14 +1069,32 @@ impl<S: Store> Issuer<S> {
                 return Ok(order);
             }
         }
-        self.ledger_op(false, |l| l.check_new_order(&account_url, &ids, now))
-            .await??;
+        // Checked and counted in one atomic ledger update: the order and,
+        // unless this journal already holds one, the certificate it is for.
+        let reserve_certificate = !journal.certificate_reserved;
+        self.with_ledger(|l| {
+            let reserved = l.reserve_new_order(&account_url, &ids, now, reserve_certificate);
+            let changed = reserved.is_ok();
+            (reserved, changed)
+        })
+        .await??;
+        journal.certificate_reserved = true;
         journal.step = JournalStep::Ordering;
         journal.order_attempts += 1;
-        self.save_journal(key, journal).await?;
-        self.with_ledger(|l| l.spend_order(&account_url, now))
-            .await?;
-        self.fence(key).await?;
+        let journalled = match self.save_journal(key, journal).await {
+            Ok(()) => self.fence(key).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = journalled {
+            // Nothing was sent: the certificate reservation goes back.
+            if reserve_certificate {
+                journal.certificate_reserved = false;
+                if let Err(refund) = self.spend_ledger(|l| l.refund_certificate(&ids, now)).await {
+                    tracing::warn!(set = %key, error = %refund, "could not give back an unused certificate reservation");
+                }
+            }
+            return Err(e);
+        }
         let result = account.new_order(&NewOrder::new(ids.clone())?).await;
         // Every newOrder sent counts, the repeats after a lost answer too.
         let extra = match &result {
@@ -1067,7 +1103,7 @@ impl<S: Store> Issuer<S> {
             Err(_) => 0,
         };
         if extra > 0 {
-            self.with_ledger(|l| {
+            self.spend_ledger(|l| {
                 for _ in 0..extra {
                     l.spend_order(&account_url, now);
                 }
@@ -1084,7 +1120,7 @@ impl<S: Store> Issuer<S> {
             }
             Err(e) => {
                 if e.is_rate_limited() {
-                    self.with_ledger(|l| l.record_server_limit(&account_url, &ids, &e))
+                    self.spend_ledger(|l| l.record_server_limit(&account_url, &ids, &e))
                         .await?;
                 }
                 Err(e)
@@ -1127,9 +1163,13 @@ impl<S: Store> Issuer<S> {
                     // Counted first (a crash after it over-counts, never
                     // under-counts); then the fenced journal write, and the
                     // request right after it.
-                    let ids = key.identifiers().to_vec();
-                    self.with_ledger(|l| l.spend_certificate(&ids, SystemTime::now()))
-                        .await?;
+                    // (A journal that reserved the certificate with its
+                    // newOrder spent it then.)
+                    if !journal.certificate_reserved {
+                        let ids = key.identifiers().to_vec();
+                        self.spend_ledger(|l| l.spend_certificate(&ids, SystemTime::now()))
+                            .await?;
+                    }
                     journal.key_pem = Some(cert_key.to_pkcs8_pem());
                     journal.step = JournalStep::Finalizing;
                     journal.finalize_sent_at = Some(now_unix());
@@ -1263,9 +1303,16 @@ impl<S: Store> Issuer<S> {
         {
             let account_url = account.url().to_owned();
             let now = SystemTime::now();
-            self.with_ledger(|l| {
+            // The order will never be finalized: its reserved certificate
+            // goes back with the journal.
+            let refund = journal.certificate_reserved && journal.step < JournalStep::Finalizing;
+            let ids = key.identifiers().to_vec();
+            self.spend_ledger(|l| {
                 for (id, _) in &problems {
                     l.spend_failed_authorization(&account_url, &id.value, now);
+                }
+                if refund {
+                    l.refund_certificate(&ids, now);
                 }
             })
             .await?;

@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    IdentifierSetKey, Journal, Lease, RateLimitRecord, Store, StoreResult, StoredAccount,
-    StoredCertificate,
+    IdentifierSetKey, Journal, Lease, LedgerUpdate, RateLimitRecord, Store, StoreResult,
+    StoredAccount, StoredCertificate,
 };
 
 /// A boxed, sendable future of a store operation.
@@ -111,6 +111,21 @@ pub trait DynStore: Send + Sync + 'static {
         &'a self,
         directory: &'a str,
         ledger: &'a RateLimitRecord,
+    ) -> StoreFuture<'a, ()>;
+
+    /// [`Store::update_ledger`].
+    fn update_ledger<'a>(
+        &'a self,
+        directory: &'a str,
+        update: &'a mut LedgerUpdate<'_>,
+    ) -> StoreFuture<'a, ()>;
+
+    /// [`Store::save_journal_fenced`].
+    fn save_journal_fenced<'a>(
+        &'a self,
+        key: &'a IdentifierSetKey,
+        journal: &'a Journal,
+        lease: &'a Lease,
     ) -> StoreFuture<'a, ()>;
 
     /// [`Store::acquire_lease`].
@@ -206,6 +221,23 @@ impl<S: Store> DynStore for S {
         Box::pin(Store::save_ledger(self, directory, ledger))
     }
 
+    fn update_ledger<'a>(
+        &'a self,
+        directory: &'a str,
+        update: &'a mut LedgerUpdate<'_>,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(Store::update_ledger(self, directory, update))
+    }
+
+    fn save_journal_fenced<'a>(
+        &'a self,
+        key: &'a IdentifierSetKey,
+        journal: &'a Journal,
+        lease: &'a Lease,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(Store::save_journal_fenced(self, key, journal, lease))
+    }
+
     fn acquire_lease<'a>(
         &'a self,
         name: &'a str,
@@ -282,6 +314,23 @@ impl Store for Arc<dyn DynStore> {
 
     async fn save_ledger(&self, directory: &str, ledger: &RateLimitRecord) -> StoreResult<()> {
         DynStore::save_ledger(&**self, directory, ledger).await
+    }
+
+    async fn update_ledger(
+        &self,
+        directory: &str,
+        update: &mut LedgerUpdate<'_>,
+    ) -> StoreResult<()> {
+        DynStore::update_ledger(&**self, directory, update).await
+    }
+
+    async fn save_journal_fenced(
+        &self,
+        key: &IdentifierSetKey,
+        journal: &Journal,
+        lease: &Lease,
+    ) -> StoreResult<()> {
+        DynStore::save_journal_fenced(&**self, key, journal, lease).await
     }
 
     async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> StoreResult<Lease> {

@@ -37,8 +37,11 @@
 mod atomic;
 mod dyn_store;
 mod file;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod process;
 mod records;
+mod sealing;
 
 use std::future::Future;
 use std::time::Duration;
@@ -46,13 +49,21 @@ use std::time::Duration;
 pub use atomic::{FileMode, write_file_atomic};
 pub use dyn_store::{DynStore, StoreFuture};
 pub use file::FileStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresStats, PostgresStore, PostgresStoreBuilder};
 pub(crate) use process::unique_holder;
 pub use records::{
     CaScope, IdentifierSetKey, Journal, JournalError, JournalStep, Lease, RateLimitRecord, Revoked,
     StoredAccount, StoredCertificate,
 };
+pub use sealing::KeyEncryptionKey;
 
 pub(crate) use crate::error::StoreError;
+
+/// A change to a rate-limit ledger, for [`Store::update_ledger`]: the
+/// current record in, the new one (or `None`: unchanged) out.
+pub type LedgerUpdate<'a> =
+    dyn FnMut(Option<&RateLimitRecord>) -> Option<RateLimitRecord> + Send + 'a;
 
 /// `Result` with [`StoreError`].
 pub type StoreResult<T> = std::result::Result<T, StoreError>;
@@ -183,6 +194,42 @@ pub trait Store: Send + Sync + 'static {
         directory: &str,
         ledger: &RateLimitRecord,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Changes the ledger of a directory URL atomically across every
+    /// process sharing the store: `update` is given the current record
+    /// (`None`: none yet) and returns the new one (`None`: leave it as it
+    /// is), and no other update of the same ledger may run between the read
+    /// and the write (FileStore: an exclusive `flock(2)`; a database: a row
+    /// lock in one transaction). `update` may be called more than once when
+    /// the backend retries (a serialization failure), so it must not have
+    /// effects beyond its return value and what it captures to report.
+    ///
+    /// The issuer checks and spends its rate-limit tokens in one such
+    /// update, so N processes never spend more than a limit between them.
+    fn update_ledger(
+        &self,
+        directory: &str,
+        update: &mut LedgerUpdate<'_>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Writes the journal only while `lease` is the current, unexpired
+    /// lease of its holder: [`Store::check_lease`] and
+    /// [`Store::save_journal`] as one step. The default runs the two one
+    /// after the other, which is enough where leases are judged on one
+    /// machine; a shared database should check the token in the same
+    /// transaction as the write, so a holder that lost its lease between
+    /// the two cannot overwrite the newer holder's journal.
+    fn save_journal_fenced(
+        &self,
+        key: &IdentifierSetKey,
+        journal: &Journal,
+        lease: &Lease,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        async move {
+            self.check_lease(lease).await?;
+            self.save_journal(key, journal).await
+        }
+    }
 
     /// Takes the lease `name` for `holder` for `ttl`, or fails with
     /// [`StoreError::LeaseHeld`] while another holder's lease has not

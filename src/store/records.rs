@@ -318,6 +318,14 @@ pub struct Journal {
     /// status listings (the journal is kept, so the next attempt resumes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<JournalError>,
+    /// The certificate this journal's order will finalize was counted in
+    /// the rate-limit ledger when its newOrder was reserved (in the same
+    /// atomic ledger update as the order), so nodes sharing a store never
+    /// order more than the limit between them; finalize then spends nothing
+    /// more. False in journals written before reservations existed, which
+    /// count the certificate at finalize.
+    #[serde(default)]
+    pub certificate_reserved: bool,
 }
 
 /// An error recorded in a [`Journal`].

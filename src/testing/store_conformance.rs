@@ -96,6 +96,7 @@ fn journal(key: &IdentifierSetKey, step: JournalStep) -> Journal {
         finalize_sent_at: None,
         finalize_attempts: 0,
         last_error: None,
+        certificate_reserved: false,
     }
 }
 
@@ -331,6 +332,48 @@ pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> 
         "another directory's ledger".into()
     })?;
 
+    let c = "ledger updates are atomic: concurrent increments all count";
+    let increment = || async {
+        for _ in 0..5 {
+            store
+                .update_ledger(DIR_B, &mut |current| {
+                    let n = current
+                        .and_then(|r| r.state.get("n").and_then(serde_json::Value::as_u64))
+                        .unwrap_or(0);
+                    Some(RateLimitRecord {
+                        state: serde_json::json!({ "n": n + 1 }),
+                    })
+                })
+                .await?;
+        }
+        Ok::<(), StoreError>(())
+    };
+    let (a, b, d, e) = tokio::join!(increment(), increment(), increment(), increment());
+    for r in [a, b, d, e] {
+        ok(c, r)?;
+    }
+    let read = ok(c, store.load_ledger(DIR_B).await)?;
+    expect(
+        c,
+        read.as_ref().and_then(|r| r.state.get("n")) == Some(&serde_json::json!(20)),
+        || format!("20 increments left {read:?}"),
+    )?;
+    let c = "a ledger update that returns nothing changes nothing";
+    let mut seen = None;
+    ok(
+        c,
+        store
+            .update_ledger(DIR_B, &mut |current| {
+                seen = current.cloned();
+                None
+            })
+            .await,
+    )?;
+    let after = ok(c, store.load_ledger(DIR_B).await)?;
+    expect(c, seen == read && after == read, || {
+        format!("saw {seen:?}, then {after:?}")
+    })?;
+
     // Leases: mutual exclusion and fencing.
     let ttl = Duration::from_secs(30);
     let c = "a held lease is refused to another holder";
@@ -370,6 +413,25 @@ pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> 
         Err(StoreError::LeaseHeld { .. } | StoreError::LeaseLost { .. }) => {}
         other => return Err(fail(c, format!("{other:?}"))),
     }
+    let c = "a fenced journal write fails with LeaseLost for an older holder, and writes nothing";
+    let stale = journal(&key_a, JournalStep::Finalizing);
+    match store.save_journal_fenced(&key_a, &stale, &a).await {
+        Err(StoreError::LeaseLost { .. }) => {}
+        other => return Err(fail(c, format!("{other:?}"))),
+    }
+    expect(
+        c,
+        ok(c, store.load_journal(&key_a).await)?.is_none(),
+        || "the stale holder's journal was written".into(),
+    )?;
+    let c = "a fenced journal write by the current holder is written";
+    ok(c, store.save_journal_fenced(&key_a, &stale, &b).await)?;
+    expect(
+        c,
+        ok(c, store.load_journal(&key_a).await)?.is_some_and(|j| j.step == JournalStep::Finalizing),
+        || "not written".into(),
+    )?;
+    ok(c, store.delete_journal(&key_a).await)?;
     ok(c, store.release_lease(&b).await)?;
     let c = "an expired lease can be taken, and its old holder is fenced out";
     let expired = ok(

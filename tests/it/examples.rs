@@ -11,7 +11,7 @@ use common::verify;
 /// The path of a built example, built (once per test run, with the
 /// features this test build has, so nothing is compiled twice) to be sure
 /// it is the current source's.
-fn example(name: &str) -> PathBuf {
+pub(crate) fn example(name: &str) -> PathBuf {
     static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap().join("examples");

@@ -920,6 +920,13 @@ impl Store for FailingRenewals {
     ) -> impl Future<Output = StoreResult<()>> + Send {
         self.0.save_ledger(d, l)
     }
+    fn update_ledger(
+        &self,
+        d: &str,
+        update: &mut sturdy_acme::store::LedgerUpdate<'_>,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.0.update_ledger(d, update)
+    }
     fn acquire_lease(
         &self,
         n: &str,
@@ -1597,6 +1604,7 @@ async fn the_store_contract_checks_catch_a_broken_store() {
     struct Broken {
         inner: FileStore,
         keep_journals: bool,
+        racy_ledger: bool,
     }
     impl DynStore for Broken {
         fn load_account<'a>(&'a self, d: &'a str) -> StoreFuture<'a, Option<StoredAccount>> {
@@ -1653,6 +1661,32 @@ async fn the_store_contract_checks_catch_a_broken_store() {
         fn save_ledger<'a>(&'a self, d: &'a str, l: &'a RateLimitRecord) -> StoreFuture<'a, ()> {
             Box::pin(Store::save_ledger(&self.inner, d, l))
         }
+        fn update_ledger<'a>(
+            &'a self,
+            d: &'a str,
+            update: &'a mut sturdy_acme::store::LedgerUpdate<'_>,
+        ) -> StoreFuture<'a, ()> {
+            if !self.racy_ledger {
+                return Box::pin(Store::update_ledger(&self.inner, d, update));
+            }
+            // Broken atomicity: a read, then a write, with room between.
+            Box::pin(async move {
+                let current = Store::load_ledger(&self.inner, d).await?;
+                tokio::task::yield_now().await;
+                match update(current.as_ref()) {
+                    Some(next) => Store::save_ledger(&self.inner, d, &next).await,
+                    None => Ok(()),
+                }
+            })
+        }
+        fn save_journal_fenced<'a>(
+            &'a self,
+            k: &'a IdentifierSetKey,
+            j: &'a Journal,
+            l: &'a Lease,
+        ) -> StoreFuture<'a, ()> {
+            Box::pin(Store::save_journal_fenced(&self.inner, k, j, l))
+        }
         fn acquire_lease<'a>(
             &'a self,
             n: &'a str,
@@ -1680,6 +1714,7 @@ async fn the_store_contract_checks_catch_a_broken_store() {
     let store: Arc<dyn DynStore> = Arc::new(Broken {
         inner: FileStore::open(&dir).unwrap(),
         keep_journals: true,
+        racy_ledger: false,
     });
     let err = check_store(&store).await.unwrap_err();
     assert_eq!(err.check, "a deleted journal is gone", "{err}");
@@ -1687,6 +1722,7 @@ async fn the_store_contract_checks_catch_a_broken_store() {
     let store: Arc<dyn DynStore> = Arc::new(Broken {
         inner: FileStore::open(&dir2).unwrap(),
         keep_journals: false,
+        racy_ledger: false,
     });
     let err = check_store(&store).await.unwrap_err();
     assert!(
@@ -1695,6 +1731,15 @@ async fn the_store_contract_checks_catch_a_broken_store() {
             || err.check.contains("check_lease"),
         "{err}"
     );
+    let dir3 = temp_store("broken-ledger");
+    let store: Arc<dyn DynStore> = Arc::new(Broken {
+        inner: FileStore::open(&dir3).unwrap(),
+        keep_journals: false,
+        racy_ledger: true,
+    });
+    let err = check_store(&store).await.unwrap_err();
+    assert!(err.check.contains("atomic"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&dir2);
+    let _ = std::fs::remove_dir_all(&dir3);
 }

@@ -17,5 +17,7 @@ mod issuer;
 mod issuer_management;
 mod pebble_harness;
 mod pebble_v2;
+#[cfg(feature = "postgres")]
+mod postgres_store;
 mod retry_policies;
 mod retry_property;

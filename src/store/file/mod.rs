@@ -52,8 +52,8 @@ use zeroize::Zeroizing;
 use super::atomic::{FileMode, write_file_atomic_counted};
 use super::process;
 use super::{
-    IdentifierSetKey, Journal, Lease, RateLimitRecord, Revoked, Store, StoreError, StoreResult,
-    StoredAccount, StoredCertificate,
+    IdentifierSetKey, Journal, Lease, LedgerUpdate, RateLimitRecord, Revoked, Store, StoreError,
+    StoreResult, StoredAccount, StoredCertificate,
 };
 use crate::protocol::{Identifier, timestamp};
 
@@ -294,6 +294,37 @@ impl Store for FileStore {
             ledger: ledger.clone(),
         };
         self.offload(data, |s, data| s.save_ledger(&data))
+    }
+
+    /// The read-modify-write runs under an exclusive `flock(2)` on
+    /// `ledger/<hash>.lock`, held from the read to the durable write, so
+    /// processes on this machine update one ledger one at a time.
+    fn update_ledger(
+        &self,
+        directory: &str,
+        update: &mut LedgerUpdate<'_>,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        let inner = Arc::clone(&self.inner);
+        let directory = directory.to_owned();
+        async move {
+            let (lock, current) = {
+                let (inner, directory) = (Arc::clone(&inner), directory.clone());
+                blocking(move || {
+                    let lock = inner.lock(&inner.ledger_lock_path(&directory))?;
+                    Ok((lock, inner.load_ledger(&directory)?))
+                })
+                .await?
+            };
+            let Some(ledger) = update(current.as_ref()) else {
+                return Ok(());
+            };
+            blocking(move || {
+                let saved = inner.save_ledger(&LedgerData { directory, ledger });
+                drop(lock);
+                saved
+            })
+            .await
+        }
     }
 
     /// Takes the lease under an exclusive `flock(2)` on `leases/<name>.lock`
@@ -598,6 +629,10 @@ impl Inner {
             return Err(self.corrupted_file(&path, reason));
         }
         Ok(Some(data.ledger))
+    }
+
+    fn ledger_lock_path(&self, directory: &str) -> PathBuf {
+        self.path(LEDGER, format!("{}.lock", sha256_hex(directory.as_bytes())))
     }
 
     fn save_ledger(&self, data: &LedgerData) -> StoreResult<()> {
@@ -1100,7 +1135,7 @@ impl Inner {
 }
 
 /// True when both URLs have the same scheme, host and port.
-fn same_origin(a: &str, b: &str) -> bool {
+pub(super) fn same_origin(a: &str, b: &str) -> bool {
     match (url::Url::parse(a), url::Url::parse(b)) {
         (Ok(a), Ok(b)) => a.origin() == b.origin() && a.origin().is_tuple(),
         _ => false,

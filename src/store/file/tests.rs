@@ -84,6 +84,7 @@ fn journal() -> Journal {
         finalize_sent_at: None,
         finalize_attempts: 0,
         last_error: None,
+        certificate_reserved: false,
     }
 }
 

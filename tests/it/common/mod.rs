@@ -2,6 +2,10 @@
 //!
 //! * [`pebble`]: starts a private Pebble ACME server plus `pebble-challtestsrv`
 //!   (as its DNS server) on free loopback ports, one pair per test.
+//! * [`postgres`]: starts a private PostgreSQL server (fresh cluster, free
+//!   loopback port) per test; restart / stop / start again on demand.
+//! * [`tcp_proxy`]: a TCP proxy between a client under test and a server,
+//!   able to simulate a network partition (bytes held, nothing closed).
 //! * [`verify`]: checks issued chains with rustls-webpki and pulls serials /
 //!   names out of certificates.
 //! * [`tls_alpn`]: a tls-alpn-01 (RFC 8737) responder for Pebble's VA to
@@ -12,6 +16,8 @@
 #![allow(dead_code)]
 
 pub mod pebble;
+pub mod postgres;
+pub mod tcp_proxy;
 pub mod tls_alpn;
 pub mod verify;
 

@@ -1,0 +1,1141 @@
+//! [`PostgresStore`]: the [`Store`] on a shared PostgreSQL database, for a
+//! fleet of issuers on many machines.
+//!
+//! - **One row per record**, each write one statement (or one
+//!   transaction): accounts, certificates (the previous one moved to a
+//!   history table in the same statement), journals and their archive, the
+//!   rate-limit ledger, leases.
+//! - **Leases are rows with fencing tokens** from a sequence; expiry is
+//!   judged by the database's clock (`now()`), so the machines' clocks do
+//!   not decide who holds a lease. A fenced journal write checks the token
+//!   in the same statement (under a share lock on the lease row, so a
+//!   takeover cannot interleave).
+//! - **The ledger is updated under a row lock** (`SELECT … FOR UPDATE`) in
+//!   one transaction, so issuers never spend more than a limit between
+//!   them, and a 429 recorded by one node is seen by all.
+//! - **Private keys are sealed** (AES-256-GCM, the record's identity as
+//!   associated data) when a [`KeyEncryptionKey`] is configured; without
+//!   one they are stored in the clear and a warning is logged at open. They
+//!   never appear in SQL text, logs or errors (they travel as parameters).
+//! - **Errors are typed**: a lost connection, a restarting server, a
+//!   serialization failure or a timeout is retried with backoff for a
+//!   while ([`PostgresStoreBuilder::retry_for`]) and then reported as
+//!   [`DatabaseErrorKind::Transient`]; a constraint violation is
+//!   [`DatabaseErrorKind::Integrity`] and never retried.
+
+mod schema;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use zeroize::{Zeroize, Zeroizing};
+
+use super::file::same_origin;
+use super::process;
+use super::sealing::{Sealed, Sealer};
+use super::{
+    IdentifierSetKey, Journal, KeyEncryptionKey, Lease, LedgerUpdate, RateLimitRecord, Store,
+    StoreError, StoreResult, StoredAccount, StoredCertificate,
+};
+use crate::error::DatabaseErrorKind;
+
+/// The fields of a record that hold private keys: sealed, never in the
+/// `record` column.
+const SECRET_FIELDS: [&str; 2] = ["key_pem", "next_key_pem"];
+
+/// Counts of what a [`PostgresStore`] sent, for benchmarks and metrics.
+///
+/// Example: [`PostgresStore::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PostgresStats {
+    /// Round trips to the server (statements, and `BEGIN`/`COMMIT`).
+    pub round_trips: u64,
+    /// Statements that changed data (durable writes, each committed).
+    pub writes: u64,
+    /// Operations retried after a transient failure.
+    pub retries: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    round_trips: AtomicU64,
+    writes: AtomicU64,
+    retries: AtomicU64,
+}
+
+/// Options for opening a [`PostgresStore`].
+///
+/// Example: [`PostgresStore`].
+#[derive(Debug, Clone)]
+pub struct PostgresStoreBuilder {
+    url: String,
+    current_key: Option<KeyEncryptionKey>,
+    previous_keys: Vec<KeyEncryptionKey>,
+    max_connections: usize,
+    operation_timeout: Duration,
+    retry_for: Duration,
+    root_certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+/// A [`Store`] on PostgreSQL (feature `postgres`); see the
+/// [module](crate::store) documentation for running a fleet on it.
+///
+/// Cloning is cheap and shares the connection pool.
+///
+/// # Example
+///
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), sturdy_acme::StoreError> {
+/// use sturdy_acme::store::{KeyEncryptionKey, PostgresStore};
+///
+/// let store = PostgresStore::builder("postgres://acme@db.internal:5432/acme?sslmode=require")
+///     .key_encryption_key(KeyEncryptionKey::parse(&std::env::var("ACME_KEK").unwrap())?)
+///     .max_connections(32)
+///     .open()
+///     .await?;
+/// // Hand it to `Issuer::builder(client, store)` on every node.
+/// # drop(store);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    sealer: Sealer,
+    operation_timeout: Duration,
+    retry_for: Duration,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("encrypts_keys", &self.inner.sealer.encrypts())
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStoreBuilder {
+    /// Seals private keys with `key` (AES-256-GCM); its id is stored with
+    /// every record it seals.
+    pub fn key_encryption_key(mut self, key: KeyEncryptionKey) -> Self {
+        self.current_key = Some(key);
+        self
+    }
+
+    /// A key that sealed records earlier: still used to open them (they
+    /// are sealed with the current key on their next write).
+    pub fn previous_key_encryption_key(mut self, key: KeyEncryptionKey) -> Self {
+        self.previous_keys.push(key);
+        self
+    }
+
+    /// The connection pool's size (default 16).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// How long one attempt of an operation may take before it is
+    /// abandoned as a transient failure (default 10 s). Keep it well below
+    /// the issuer's lease TTL.
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How long transient failures are retried (with backoff) before the
+    /// operation fails with [`DatabaseErrorKind::Transient`] (default 30 s:
+    /// long enough to ride out a server restart).
+    pub fn retry_for(mut self, budget: Duration) -> Self {
+        self.retry_for = budget;
+        self
+    }
+
+    /// Trusts these root certificates (PEM) for TLS connections, in
+    /// addition to the Web PKI roots.
+    pub fn root_certificates_pem(mut self, pem: &str) -> Result<Self, StoreError> {
+        let blocks = pem::parse_many(pem)
+            .map_err(|e| StoreError::Other(format!("root certificates: {e}")))?;
+        self.root_certificates.extend(
+            blocks
+                .into_iter()
+                .filter(|b| b.tag() == "CERTIFICATE")
+                .map(|b| rustls::pki_types::CertificateDer::from(b.into_contents())),
+        );
+        Ok(self)
+    }
+
+    /// Connects (retrying transient failures for [`Self::retry_for`]),
+    /// applies the schema migrations and returns the store.
+    pub async fn open(self) -> StoreResult<PostgresStore> {
+        let mut config =
+            tokio_postgres::Config::from_str(&self.url).map_err(|e| StoreError::Database {
+                kind: DatabaseErrorKind::Configuration,
+                code: None,
+                message: format!("the PostgreSQL URL does not parse: {e}"),
+            })?;
+        if config.get_application_name().is_none() {
+            config.application_name("sturdy-acme");
+        }
+        config.connect_timeout(self.operation_timeout);
+        // A peer that stops acknowledging is given up on by the kernel.
+        config.tcp_user_timeout(self.operation_timeout.max(Duration::from_secs(5)));
+        config.keepalives_idle(Duration::from_secs(30));
+        let manager = Manager::from_config(
+            config,
+            tokio_postgres_rustls::MakeRustlsConnect::new(self.tls_config()?),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(self.max_connections)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(self.operation_timeout))
+            .create_timeout(Some(self.operation_timeout))
+            .build()
+            .map_err(|e| StoreError::Other(format!("connection pool: {e}")))?;
+        let sealer = Sealer::new(self.current_key, self.previous_keys);
+        let store = PostgresStore {
+            inner: Arc::new(Inner {
+                pool,
+                sealer,
+                operation_timeout: self.operation_timeout,
+                retry_for: self.retry_for,
+                counters: Counters::default(),
+            }),
+        };
+        let found = store
+            .run("migrate", |mut c| {
+                Box::pin(async move { schema::migrate(&mut c).await })
+            })
+            .await?;
+        if !store.inner.sealer.encrypts() {
+            tracing::warn!(
+                "PostgreSQL store opened without a key-encryption key: private keys are stored \
+                 unencrypted in the database (configure one to seal them with AES-256-GCM)"
+            );
+        }
+        tracing::info!(
+            schema = schema::LATEST,
+            was = found,
+            "PostgreSQL store open"
+        );
+        Ok(store)
+    }
+
+    fn tls_config(&self) -> StoreResult<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for cert in &self.root_certificates {
+            roots
+                .add(cert.clone())
+                .map_err(|e| StoreError::Other(format!("root certificate: {e}")))?;
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Other(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(config)
+    }
+}
+
+/// What an operation on one pooled connection returns.
+type DbFuture<'a, T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send + 'a>>;
+
+impl PostgresStore {
+    /// Options for a store at `url` (`postgres://USER[:PASSWORD]@HOST:PORT/DB`,
+    /// with `?sslmode=require` for TLS).
+    pub fn builder(url: impl Into<String>) -> PostgresStoreBuilder {
+        PostgresStoreBuilder {
+            url: url.into(),
+            current_key: None,
+            previous_keys: Vec::new(),
+            max_connections: 16,
+            operation_timeout: Duration::from_secs(10),
+            retry_for: Duration::from_secs(30),
+            root_certificates: Vec::new(),
+        }
+    }
+
+    /// Opens the store at `url` with the default options.
+    pub async fn connect(url: &str) -> StoreResult<PostgresStore> {
+        Self::builder(url).open().await
+    }
+
+    /// What this store (and its clones) sent so far.
+    pub fn stats(&self) -> PostgresStats {
+        let c = &self.inner.counters;
+        PostgresStats {
+            round_trips: c.round_trips.load(Ordering::Relaxed),
+            writes: c.writes.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+        }
+    }
+
+    fn count(&self, round_trips: u64, writes: u64) {
+        let c = &self.inner.counters;
+        c.round_trips.fetch_add(round_trips, Ordering::Relaxed);
+        c.writes.fetch_add(writes, Ordering::Relaxed);
+    }
+
+    /// Runs `op` on a pooled connection, each attempt bounded by the
+    /// operation timeout; transient failures are retried with backoff
+    /// until the retry budget is spent.
+    async fn run<'a, T>(
+        &'a self,
+        what: &'static str,
+        mut op: impl FnMut(Object) -> DbFuture<'a, T> + Send + 'a,
+    ) -> StoreResult<T> {
+        let started = tokio::time::Instant::now();
+        let mut backoff = Duration::from_millis(50);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let result = tokio::time::timeout(self.inner.operation_timeout, async {
+                let client = self.inner.pool.get().await.map_err(pool_error)?;
+                op(client).await
+            })
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Database {
+                    kind: DatabaseErrorKind::Transient,
+                    code: None,
+                    message: format!(
+                        "no answer within {:?} (server or network unresponsive)",
+                        self.inner.operation_timeout
+                    ),
+                })
+            });
+            match result {
+                Err(StoreError::Database {
+                    kind: DatabaseErrorKind::Transient,
+                    code,
+                    message,
+                }) => {
+                    if started.elapsed() + backoff > self.inner.retry_for {
+                        tracing::error!(operation = what, attempts = attempt, error = %message, "PostgreSQL store: giving up after transient failures");
+                        return Err(StoreError::Database {
+                            kind: DatabaseErrorKind::Transient,
+                            code,
+                            message: format!("{what}: {message} (after {attempt} attempts)"),
+                        });
+                    }
+                    tracing::warn!(operation = what, attempt, error = %message, retry_in = ?backoff, "PostgreSQL store: transient failure, retrying");
+                    self.inner.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The record without its secrets (for the `record` column) and the
+    /// secrets sealed for `identity`.
+    fn split<T: Serialize>(&self, identity: &str, record: &T) -> StoreResult<(Value, Sealed)> {
+        let mut value = serde_json::to_value(record)
+            .map_err(|e| StoreError::Other(format!("encoding {identity}: {e}")))?;
+        let mut secrets = serde_json::Map::new();
+        if let Value::Object(fields) = &mut value {
+            for name in SECRET_FIELDS {
+                if let Some(secret) = fields.remove(name) {
+                    secrets.insert(name.to_owned(), secret);
+                }
+            }
+        }
+        let mut secrets = Value::Object(secrets);
+        let plain = Zeroizing::new(serde_json::to_vec(&secrets).expect("JSON object encodes"));
+        wipe(&mut secrets);
+        Ok((value, self.inner.sealer.seal(identity, &plain)?))
+    }
+
+    /// The record from its columns.
+    fn join<T: DeserializeOwned>(
+        &self,
+        identity: &str,
+        record: Value,
+        sealed: &[u8],
+        kek_id: Option<&str>,
+    ) -> StoreResult<T> {
+        let plain = self.inner.sealer.open(identity, sealed, kek_id)?;
+        let corrupted = |reason: String| StoreError::Corrupted {
+            path: format!("postgres:{identity}").into(),
+            reason,
+        };
+        let mut secrets: Value = serde_json::from_slice(&plain)
+            .map_err(|_| corrupted("its sealed secrets are not JSON".into()))?;
+        let Value::Object(mut fields) = record else {
+            return Err(corrupted("the record is not a JSON object".into()));
+        };
+        if let Value::Object(secret_fields) = &mut secrets {
+            for (name, value) in std::mem::take(secret_fields) {
+                fields.insert(name, value);
+            }
+        }
+        let mut value = Value::Object(fields);
+        let parsed = T::deserialize(&value).map_err(|e| corrupted(format!("{e}")));
+        wipe(&mut value);
+        parsed
+    }
+
+    async fn read_row<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        sql: &'static str,
+        table: &'static str,
+        id: &str,
+    ) -> StoreResult<Option<T>> {
+        let row = self
+            .run(what, |c| {
+                Box::pin(async move {
+                    let stmt = c.prepare_cached(sql).await.map_err(|e| classify(&e))?;
+                    c.query_opt(&stmt, &[&id]).await.map_err(|e| classify(&e))
+                })
+            })
+            .await?;
+        self.count(1, 0);
+        let Some(row) = row else { return Ok(None) };
+        let record: Value = row.get(0);
+        let sealed: Vec<u8> = row.get(1);
+        let kek_id: Option<String> = row.get(2);
+        self.join(&identity(table, id), record, &sealed, kek_id.as_deref())
+            .map(Some)
+    }
+
+    /// Writes a record row: `sql` takes the key, the directory column if
+    /// the table has one (`directory` is `Some`), the record, the sealed
+    /// secrets and the key-encryption key id, in that order.
+    async fn write_row(
+        &self,
+        what: &'static str,
+        sql: &'static str,
+        id: &str,
+        directory: Option<Option<&str>>,
+        record: &Value,
+        sealed: &Sealed,
+    ) -> StoreResult<()> {
+        self.run(what, |c| {
+            Box::pin(async move {
+                let stmt = c.prepare_cached(sql).await.map_err(|e| classify(&e))?;
+                let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&id];
+                if let Some(directory) = &directory {
+                    params.push(directory);
+                }
+                params.extend([
+                    record as &(dyn tokio_postgres::types::ToSql + Sync),
+                    &sealed.bytes,
+                    &sealed.kek_id,
+                ]);
+                c.execute(&stmt, &params).await.map_err(|e| classify(&e))
+            })
+        })
+        .await?;
+        self.count(1, 1);
+        Ok(())
+    }
+
+    async fn lease_row(&self, name: &str) -> StoreResult<Option<(Lease, bool)>> {
+        let row = self
+            .run("read lease", |c| {
+                Box::pin(async move {
+                    let stmt = c
+                        .prepare_cached(
+                            "SELECT holder, token, floor(extract(epoch FROM until))::bigint, host, pid, \
+                             start_time, pid_ns, until > now() FROM sturdy_leases WHERE name = $1",
+                        )
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    c.query_opt(&stmt, &[&name]).await.map_err(|e| classify(&e))
+                })
+            })
+            .await?;
+        self.count(1, 0);
+        Ok(row.map(|row| {
+            let lease = Lease {
+                name: name.to_owned(),
+                holder: row.get(0),
+                token: row.get::<_, i64>(1).max(0) as u64,
+                until: row.get::<_, i64>(2).max(0) as u64,
+                host: row.get(3),
+                pid: row.get::<_, i64>(4).clamp(0, u32::MAX.into()) as u32,
+                start_time: row.get::<_, i64>(5).max(0) as u64,
+                pid_ns: row.get(6),
+            };
+            (lease, row.get::<_, bool>(7))
+        }))
+    }
+
+    /// Why `lease` is no longer current, as the store sees it now.
+    async fn lost_reason(&self, lease: &Lease) -> StoreResult<Option<String>> {
+        Ok(match self.lease_row(&lease.name).await? {
+            Some((current, live))
+                if current.holder == lease.holder && current.token == lease.token =>
+            {
+                (!live).then(|| "it expired (by the database's clock)".to_owned())
+            }
+            Some((current, _)) => Some(format!(
+                "now held by {:?} with token {}",
+                current.holder, current.token
+            )),
+            None => Some("its row is gone".into()),
+        })
+    }
+}
+
+/// The identity a record's secrets are sealed for (their associated data).
+fn identity(table: &str, id: &str) -> String {
+    format!("sturdy-acme:{table}:{id}")
+}
+
+/// The text key of a record.
+fn record_key(key: &IdentifierSetKey) -> String {
+    serde_json::to_string(key).expect("a key encodes")
+}
+
+/// Overwrites the strings of a JSON value that held secrets.
+fn wipe(value: &mut Value) {
+    match value {
+        Value::String(s) => s.zeroize(),
+        Value::Array(items) => items.iter_mut().for_each(wipe),
+        Value::Object(fields) => fields.values_mut().for_each(wipe),
+        _ => {}
+    }
+}
+
+fn ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+/// A database error, classified.
+pub(crate) fn classify(e: &tokio_postgres::Error) -> StoreError {
+    let code = e.code().map(|c| c.code().to_owned());
+    let kind = match code.as_deref() {
+        Some(c) if c.starts_with("08") => DatabaseErrorKind::Transient,
+        Some("40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300" | "55P03") => {
+            DatabaseErrorKind::Transient
+        }
+        Some(c) if c.starts_with("53") => DatabaseErrorKind::Transient,
+        Some(c) if c.starts_with("23") => DatabaseErrorKind::Integrity,
+        Some(c) if c.starts_with("28") || c == "3D000" => DatabaseErrorKind::Configuration,
+        Some(c) if c.starts_with("42") => DatabaseErrorKind::Schema,
+        Some(_) => DatabaseErrorKind::Other,
+        // No SQLSTATE: the connection failed (refused, reset, closed, an
+        // I/O error), or this side could not encode or decode a value (a
+        // bug, never retried).
+        None if e.is_closed() || connection_failure(e) => DatabaseErrorKind::Transient,
+        None => DatabaseErrorKind::Other,
+    };
+    let message = match e.as_db_error() {
+        Some(db) => db.message().to_owned(),
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text = format!("{text}: {s}");
+                source = s.source();
+            }
+            text
+        }
+    };
+    StoreError::Database {
+        kind,
+        code,
+        message,
+    }
+}
+
+/// True when the error comes from the connection: an I/O error somewhere
+/// in its sources, or a failure to connect.
+fn connection_failure(e: &tokio_postgres::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    let text = e.to_string();
+    text.starts_with("error connecting") || text.contains("timeout") || text.contains("closed")
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    use deadpool_postgres::PoolError;
+    match e {
+        PoolError::Backend(e) => classify(&e),
+        PoolError::Timeout(t) => StoreError::Database {
+            kind: DatabaseErrorKind::Transient,
+            code: None,
+            message: format!("no connection from the pool ({t:?} timed out)"),
+        },
+        other => StoreError::Database {
+            kind: DatabaseErrorKind::Other,
+            code: None,
+            message: format!("connection pool: {other}"),
+        },
+    }
+}
+
+const LOAD_ACCOUNT: &str =
+    "SELECT record, sealed, kek_id FROM sturdy_accounts WHERE directory = $1";
+const SAVE_ACCOUNT: &str = "INSERT INTO sturdy_accounts (directory, record, sealed, kek_id) \
+     VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (directory) DO UPDATE SET record = excluded.record, sealed = excluded.sealed, \
+     kek_id = excluded.kek_id, updated_at = now()";
+const LOAD_CERTIFICATE: &str =
+    "SELECT record, sealed, kek_id FROM sturdy_certificates WHERE record_key = $1";
+/// The previous certificate moves to the history in the same statement.
+const SAVE_CERTIFICATE: &str = "WITH previous AS ( \
+       INSERT INTO sturdy_certificate_history (record_key, record, sealed, kek_id) \
+       SELECT record_key, record, sealed, kek_id FROM sturdy_certificates WHERE record_key = $1 \
+     ) \
+     INSERT INTO sturdy_certificates (record_key, directory, record, sealed, kek_id) \
+     VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (record_key) DO UPDATE SET directory = excluded.directory, \
+     record = excluded.record, sealed = excluded.sealed, kek_id = excluded.kek_id, updated_at = now()";
+const LOAD_JOURNAL: &str =
+    "SELECT record, sealed, kek_id FROM sturdy_journals WHERE record_key = $1";
+const SAVE_JOURNAL: &str = "INSERT INTO sturdy_journals (record_key, directory, record, sealed, kek_id) \
+     VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (record_key) DO UPDATE SET directory = excluded.directory, \
+     record = excluded.record, sealed = excluded.sealed, kek_id = excluded.kek_id, updated_at = now()";
+/// The journal is written only while the lease is current, judged in the
+/// same statement under a share lock on the lease row.
+const SAVE_JOURNAL_FENCED: &str = "WITH fence AS ( \
+       SELECT 1 FROM sturdy_leases WHERE name = $6 AND holder = $7 AND token = $8 AND until > now() \
+       FOR SHARE \
+     ) \
+     INSERT INTO sturdy_journals (record_key, directory, record, sealed, kek_id) \
+     SELECT $1, $2, $3, $4, $5 FROM fence \
+     ON CONFLICT (record_key) DO UPDATE SET directory = excluded.directory, \
+     record = excluded.record, sealed = excluded.sealed, kek_id = excluded.kek_id, updated_at = now()";
+const ARCHIVE_JOURNAL: &str = "INSERT INTO sturdy_journal_archive (record_key, record, sealed, kek_id) \
+     VALUES ($1, $2, $3, $4)";
+
+impl Store for PostgresStore {
+    async fn load_account(&self, directory: &str) -> StoreResult<Option<StoredAccount>> {
+        self.read_row("load account", LOAD_ACCOUNT, "account", directory)
+            .await
+    }
+
+    async fn save_account(&self, directory: &str, account: &StoredAccount) -> StoreResult<()> {
+        let (record, sealed) = self.split(&identity("account", directory), account)?;
+        self.write_row(
+            "save account",
+            SAVE_ACCOUNT,
+            directory,
+            None,
+            &record,
+            &sealed,
+        )
+        .await
+    }
+
+    async fn load_certificate(
+        &self,
+        key: &IdentifierSetKey,
+    ) -> StoreResult<Option<StoredCertificate>> {
+        self.read_row(
+            "load certificate",
+            LOAD_CERTIFICATE,
+            "certificate",
+            &record_key(key),
+        )
+        .await
+    }
+
+    async fn save_certificate(
+        &self,
+        key: &IdentifierSetKey,
+        certificate: &StoredCertificate,
+    ) -> StoreResult<()> {
+        let id = record_key(key);
+        let (record, sealed) = self.split(&identity("certificate", &id), certificate)?;
+        let directory = key.ca().map(|ca| ca.directory.as_str());
+        self.write_row(
+            "save certificate",
+            SAVE_CERTIFICATE,
+            &id,
+            Some(directory),
+            &record,
+            &sealed,
+        )
+        .await
+    }
+
+    async fn list_certificates(&self, directory: &str) -> StoreResult<Vec<IdentifierSetKey>> {
+        let rows = self
+            .run("list certificates", |c| {
+                Box::pin(async move {
+                    let stmt = c
+                        .prepare_cached(
+                            "SELECT record_key, directory, record->>'url' FROM sturdy_certificates \
+                             WHERE directory = $1 OR directory IS NULL ORDER BY record_key",
+                        )
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    c.query(&stmt, &[&directory])
+                        .await
+                        .map_err(|e| classify(&e))
+                })
+            })
+            .await?;
+        self.count(1, 0);
+        let mut keys = Vec::new();
+        for row in rows {
+            let text: String = row.get(0);
+            let scoped: Option<String> = row.get(1);
+            let url: Option<String> = row.get(2);
+            // A legacy key (no CA) is listed when its certificate is on
+            // the directory's origin.
+            if scoped.is_none() && !url.as_deref().is_some_and(|u| same_origin(u, directory)) {
+                continue;
+            }
+            match serde_json::from_str::<IdentifierSetKey>(&text) {
+                Ok(key) => keys.push(key),
+                Err(e) => {
+                    tracing::warn!(key = %text, error = %e, "a certificate row's key does not parse; not listed")
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    async fn list_journals(&self, directory: &str) -> StoreResult<Vec<IdentifierSetKey>> {
+        let rows = self
+            .run("list journals", |c| {
+                Box::pin(async move {
+                    let stmt = c
+                        .prepare_cached(
+                            "SELECT record_key FROM sturdy_journals WHERE directory = $1 \
+                             ORDER BY record_key",
+                        )
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    c.query(&stmt, &[&directory])
+                        .await
+                        .map_err(|e| classify(&e))
+                })
+            })
+            .await?;
+        self.count(1, 0);
+        let mut keys = Vec::new();
+        for row in rows {
+            let text: String = row.get(0);
+            match serde_json::from_str::<IdentifierSetKey>(&text) {
+                Ok(key) => keys.push(key),
+                Err(e) => {
+                    tracing::warn!(key = %text, error = %e, "a journal row's key does not parse; not listed")
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    async fn load_journal(&self, key: &IdentifierSetKey) -> StoreResult<Option<Journal>> {
+        self.read_row("load journal", LOAD_JOURNAL, "journal", &record_key(key))
+            .await
+    }
+
+    async fn save_journal(&self, key: &IdentifierSetKey, journal: &Journal) -> StoreResult<()> {
+        let id = record_key(key);
+        let (record, sealed) = self.split(&identity("journal", &id), journal)?;
+        let directory = journal_directory(key, journal);
+        self.write_row(
+            "save journal",
+            SAVE_JOURNAL,
+            &id,
+            Some(Some(directory)),
+            &record,
+            &sealed,
+        )
+        .await
+    }
+
+    async fn save_journal_fenced(
+        &self,
+        key: &IdentifierSetKey,
+        journal: &Journal,
+        lease: &Lease,
+    ) -> StoreResult<()> {
+        let id = record_key(key);
+        let (record, sealed) = self.split(&identity("journal", &id), journal)?;
+        let directory = journal_directory(key, journal);
+        let token = i64::try_from(lease.token).unwrap_or(i64::MAX);
+        let (id, record, sealed) = (&id, &record, &sealed);
+        let written = self
+            .run("save journal (fenced)", |c| {
+                Box::pin(async move {
+                    let stmt = c
+                        .prepare_cached(SAVE_JOURNAL_FENCED)
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    c.execute(
+                        &stmt,
+                        &[
+                            id,
+                            &directory,
+                            record,
+                            &sealed.bytes,
+                            &sealed.kek_id,
+                            &lease.name,
+                            &lease.holder,
+                            &token,
+                        ],
+                    )
+                    .await
+                    .map_err(|e| classify(&e))
+                })
+            })
+            .await?;
+        self.count(1, 1);
+        if written == 1 {
+            return Ok(());
+        }
+        let reason = self
+            .lost_reason(lease)
+            .await?
+            .unwrap_or_else(|| "it was not current when the journal was written".into());
+        Err(StoreError::LeaseLost {
+            name: lease.name.clone(),
+            token: lease.token,
+            reason,
+        })
+    }
+
+    async fn delete_journal(&self, key: &IdentifierSetKey) -> StoreResult<()> {
+        let id = record_key(key);
+        let id = &id;
+        self.run("delete journal", |c| {
+            Box::pin(async move {
+                let stmt = c
+                    .prepare_cached("DELETE FROM sturdy_journals WHERE record_key = $1")
+                    .await
+                    .map_err(|e| classify(&e))?;
+                c.execute(&stmt, &[id]).await.map_err(|e| classify(&e))
+            })
+        })
+        .await?;
+        self.count(1, 1);
+        Ok(())
+    }
+
+    async fn archive_journal(&self, key: &IdentifierSetKey, journal: &Journal) -> StoreResult<()> {
+        let id = record_key(key);
+        // Sealed for the live journal's identity, so it can be opened (and
+        // moved back by a human) with the same key.
+        let (record, sealed) = self.split(&identity("journal", &id), journal)?;
+        self.write_row(
+            "archive journal",
+            ARCHIVE_JOURNAL,
+            &id,
+            None,
+            &record,
+            &sealed,
+        )
+        .await
+    }
+
+    async fn load_ledger(&self, directory: &str) -> StoreResult<Option<RateLimitRecord>> {
+        let row = self
+            .run("load ledger", |c| {
+                Box::pin(async move {
+                    let stmt = c
+                        .prepare_cached("SELECT state FROM sturdy_ledgers WHERE directory = $1")
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    c.query_opt(&stmt, &[&directory])
+                        .await
+                        .map_err(|e| classify(&e))
+                })
+            })
+            .await?;
+        self.count(1, 0);
+        Ok(row
+            .and_then(|row| row.get::<_, Option<Value>>(0))
+            .map(|state| RateLimitRecord { state }))
+    }
+
+    async fn save_ledger(&self, directory: &str, ledger: &RateLimitRecord) -> StoreResult<()> {
+        let state = &ledger.state;
+        self.run("save ledger", |c| {
+            Box::pin(async move {
+                let stmt = c
+                    .prepare_cached(
+                        "INSERT INTO sturdy_ledgers (directory, state) VALUES ($1, $2) \
+                         ON CONFLICT (directory) DO UPDATE SET state = excluded.state, updated_at = now()",
+                    )
+                    .await
+                    .map_err(|e| classify(&e))?;
+                c.execute(&stmt, &[&directory, state])
+                    .await
+                    .map_err(|e| classify(&e))
+            })
+        })
+        .await?;
+        self.count(1, 1);
+        Ok(())
+    }
+
+    async fn update_ledger(
+        &self,
+        directory: &str,
+        update: &mut LedgerUpdate<'_>,
+    ) -> StoreResult<()> {
+        let update = std::sync::Mutex::new(update);
+        let update = &update;
+        let wrote = self
+            .run("update ledger", |mut c| {
+                Box::pin(async move {
+                    let tx = c.transaction().await.map_err(|e| classify(&e))?;
+                    // The row exists (empty) before it is locked, so the
+                    // first update of a new ledger is serialized too.
+                    let ensure = tx
+                        .prepare_cached(
+                            "INSERT INTO sturdy_ledgers (directory, state) VALUES ($1, NULL) \
+                             ON CONFLICT (directory) DO NOTHING",
+                        )
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    tx.execute(&ensure, &[&directory])
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    let lock = tx
+                        .prepare_cached(
+                            "SELECT state FROM sturdy_ledgers WHERE directory = $1 FOR UPDATE",
+                        )
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    let row = tx
+                        .query_one(&lock, &[&directory])
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    let current = row
+                        .get::<_, Option<Value>>(0)
+                        .map(|state| RateLimitRecord { state });
+                    let next = {
+                        let mut f = update.lock().unwrap_or_else(|p| p.into_inner());
+                        (**f)(current.as_ref())
+                    };
+                    let Some(next) = next else {
+                        tx.rollback().await.map_err(|e| classify(&e))?;
+                        return Ok(false);
+                    };
+                    let write = tx
+                        .prepare_cached(
+                            "UPDATE sturdy_ledgers SET state = $2, updated_at = now() \
+                             WHERE directory = $1",
+                        )
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    tx.execute(&write, &[&directory, &next.state])
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    tx.commit().await.map_err(|e| classify(&e))?;
+                    Ok(true)
+                })
+            })
+            .await?;
+        self.count(if wrote { 5 } else { 4 }, u64::from(wrote));
+        Ok(())
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> StoreResult<Lease> {
+        let me = process::current();
+        let ms = ttl_ms(ttl);
+        let pid = i64::from(me.pid);
+        let start_time = i64::try_from(me.start_time).unwrap_or(0);
+        let row = self
+            .run("acquire lease", |c| {
+                Box::pin(async move {
+                    let stmt = c
+                        .prepare_cached(
+                            "INSERT INTO sturdy_leases AS l \
+                               (name, holder, token, until, host, pid, start_time, pid_ns) \
+                             VALUES ($1, $2, nextval('sturdy_lease_tokens'), \
+                               now() + $3::bigint * interval '1 millisecond', $4, $5, $6, $7) \
+                             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+                               token = excluded.token, until = excluded.until, host = excluded.host, \
+                               pid = excluded.pid, start_time = excluded.start_time, \
+                               pid_ns = excluded.pid_ns \
+                             WHERE l.until <= now() OR l.holder = excluded.holder \
+                             RETURNING token, floor(extract(epoch FROM until))::bigint",
+                        )
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    c.query_opt(
+                        &stmt,
+                        &[&name, &holder, &ms, &me.host, &pid, &start_time, &me.pid_ns],
+                    )
+                    .await
+                    .map_err(|e| classify(&e))
+                })
+            })
+            .await?;
+        self.count(1, 1);
+        let lease = |token: i64, until: i64| Lease {
+            name: name.to_owned(),
+            holder: holder.to_owned(),
+            until: until.max(0) as u64,
+            token: token.max(0) as u64,
+            host: me.host.clone(),
+            pid: me.pid,
+            start_time: me.start_time,
+            pid_ns: me.pid_ns.clone(),
+        };
+        if let Some(row) = row {
+            return Ok(lease(row.get(0), row.get(1)));
+        }
+        let Some((current, live)) = self.lease_row(name).await? else {
+            return Err(StoreError::LeaseHeld {
+                name: name.to_owned(),
+                holder: String::new(),
+                until: 0,
+            });
+        };
+        let dead = live
+            && process::holder_is_dead(
+                &current.host,
+                current.pid,
+                current.start_time,
+                &current.pid_ns,
+            );
+        if !dead {
+            return Err(StoreError::LeaseHeld {
+                name: name.to_owned(),
+                holder: current.holder,
+                until: current.until,
+            });
+        }
+        // The holder was a process on this host that is gone: taken over
+        // now, if nobody else did in between.
+        tracing::warn!(lease = %name, holder = %current.holder, pid = current.pid, "taking over the lease of a process that is gone");
+        let seen = i64::try_from(current.token).unwrap_or(i64::MAX);
+        let row = self
+            .run("take over lease", |c| {
+                Box::pin(async move {
+                    let stmt = c
+                        .prepare_cached(
+                            "UPDATE sturdy_leases SET holder = $2, token = nextval('sturdy_lease_tokens'), \
+                               until = now() + $3::bigint * interval '1 millisecond', host = $4, pid = $5, \
+                               start_time = $6, pid_ns = $7 \
+                             WHERE name = $1 AND token = $8 \
+                             RETURNING token, floor(extract(epoch FROM until))::bigint",
+                        )
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    c.query_opt(
+                        &stmt,
+                        &[&name, &holder, &ms, &me.host, &pid, &start_time, &me.pid_ns, &seen],
+                    )
+                    .await
+                    .map_err(|e| classify(&e))
+                })
+            })
+            .await?;
+        self.count(1, 1);
+        match row {
+            Some(row) => Ok(lease(row.get(0), row.get(1))),
+            None => Err(StoreError::LeaseHeld {
+                name: name.to_owned(),
+                holder: current.holder,
+                until: current.until,
+            }),
+        }
+    }
+
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> StoreResult<Lease> {
+        let ms = ttl_ms(ttl);
+        let token = i64::try_from(lease.token).unwrap_or(i64::MAX);
+        let row = self
+            .run("renew lease", |c| {
+                Box::pin(async move {
+                    let stmt = c
+                        .prepare_cached(
+                            "UPDATE sturdy_leases SET until = now() + $4::bigint * interval '1 millisecond' \
+                             WHERE name = $1 AND holder = $2 AND token = $3 \
+                             RETURNING floor(extract(epoch FROM until))::bigint",
+                        )
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    c.query_opt(&stmt, &[&lease.name, &lease.holder, &token, &ms])
+                        .await
+                        .map_err(|e| classify(&e))
+                })
+            })
+            .await?;
+        self.count(1, 1);
+        if let Some(row) = row {
+            return Ok(Lease {
+                until: row.get::<_, i64>(0).max(0) as u64,
+                ..lease.clone()
+            });
+        }
+        let (holder, until) = match self.lease_row(&lease.name).await? {
+            Some((current, _)) => (current.holder, current.until),
+            None => (String::new(), 0),
+        };
+        Err(StoreError::LeaseHeld {
+            name: lease.name.clone(),
+            holder,
+            until,
+        })
+    }
+
+    async fn check_lease(&self, lease: &Lease) -> StoreResult<()> {
+        match self.lost_reason(lease).await? {
+            None => Ok(()),
+            Some(reason) => Err(StoreError::LeaseLost {
+                name: lease.name.clone(),
+                token: lease.token,
+                reason,
+            }),
+        }
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> StoreResult<()> {
+        let token = i64::try_from(lease.token).unwrap_or(i64::MAX);
+        self.run("release lease", |c| {
+            Box::pin(async move {
+                let stmt = c
+                    .prepare_cached(
+                        "UPDATE sturdy_leases SET holder = '', until = to_timestamp(0) \
+                         WHERE name = $1 AND holder = $2 AND token = $3",
+                    )
+                    .await
+                    .map_err(|e| classify(&e))?;
+                c.execute(&stmt, &[&lease.name, &lease.holder, &token])
+                    .await
+                    .map_err(|e| classify(&e))
+            })
+        })
+        .await?;
+        self.count(1, 1);
+        Ok(())
+    }
+}
+
+/// The directory a journal is listed under: its key's CA, or (a legacy
+/// key) the directory the journal names.
+fn journal_directory<'a>(key: &'a IdentifierSetKey, journal: &'a Journal) -> &'a str {
+    key.ca()
+        .map(|ca| ca.directory.as_str())
+        .unwrap_or(journal.directory.as_str())
+}

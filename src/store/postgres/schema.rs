@@ -1,0 +1,136 @@
+//! The PostgreSQL schema: embedded, versioned migrations applied on open,
+//! under a transaction-scoped advisory lock so nodes starting together
+//! apply each one once.
+
+use tokio_postgres::GenericClient;
+
+use super::classify;
+use crate::error::{DatabaseErrorKind, StoreError};
+
+/// The advisory lock key every node takes while migrating.
+const MIGRATION_LOCK: i64 = 0x5354_5552_4459_0001;
+
+/// The schema version this build writes and reads.
+pub(crate) const LATEST: i32 = MIGRATIONS.len() as i32;
+
+/// Migration `n` (1-based) is `MIGRATIONS[n - 1]`; never edit one that
+/// shipped, append a new one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE sturdy_accounts (
+    directory   text PRIMARY KEY,
+    record      jsonb NOT NULL,
+    sealed      bytea NOT NULL,
+    kek_id      text,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE sturdy_certificates (
+    record_key  text PRIMARY KEY,
+    directory   text,
+    record      jsonb NOT NULL,
+    sealed      bytea NOT NULL,
+    kek_id      text,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX sturdy_certificates_directory ON sturdy_certificates (directory);
+CREATE TABLE sturdy_certificate_history (
+    id          bigserial PRIMARY KEY,
+    record_key  text NOT NULL,
+    record      jsonb NOT NULL,
+    sealed      bytea NOT NULL,
+    kek_id      text,
+    replaced_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX sturdy_certificate_history_key ON sturdy_certificate_history (record_key);
+CREATE TABLE sturdy_journals (
+    record_key  text PRIMARY KEY,
+    directory   text NOT NULL,
+    record      jsonb NOT NULL,
+    sealed      bytea NOT NULL,
+    kek_id      text,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX sturdy_journals_directory ON sturdy_journals (directory);
+CREATE TABLE sturdy_journal_archive (
+    id          bigserial PRIMARY KEY,
+    record_key  text NOT NULL,
+    record      jsonb NOT NULL,
+    sealed      bytea NOT NULL,
+    kek_id      text,
+    archived_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE sturdy_ledgers (
+    directory   text PRIMARY KEY,
+    state       jsonb,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE SEQUENCE sturdy_lease_tokens;
+CREATE TABLE sturdy_leases (
+    name        text PRIMARY KEY,
+    holder      text NOT NULL,
+    token       bigint NOT NULL,
+    until       timestamptz NOT NULL,
+    host        text NOT NULL DEFAULT '',
+    pid         bigint NOT NULL DEFAULT 0,
+    start_time  bigint NOT NULL DEFAULT 0,
+    pid_ns      text NOT NULL DEFAULT ''
+);
+"#];
+
+/// Brings the schema to [`LATEST`], or fails with a
+/// [`DatabaseErrorKind::Schema`] error if the database is newer than this
+/// build. Returns the version found before.
+pub(crate) async fn migrate(client: &mut tokio_postgres::Client) -> Result<i32, StoreError> {
+    let tx = client.transaction().await.map_err(|e| classify(&e))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(|e| classify(&e))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS sturdy_schema_version (
+             version    integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .await
+    .map_err(|e| classify(&e))?;
+    let found = current_version(&tx).await?;
+    if found > LATEST {
+        return Err(StoreError::Database {
+            kind: DatabaseErrorKind::Schema,
+            code: None,
+            message: format!(
+                "the database's schema is version {found}, newer than this build knows ({LATEST}); \
+                 upgrade sturdy-acme on this node"
+            ),
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let version = i as i32 + 1;
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| StoreError::Database {
+                kind: DatabaseErrorKind::Schema,
+                code: e.code().map(|c| c.code().to_owned()),
+                message: format!("migration {version} failed: {e}"),
+            })?;
+        tx.execute(
+            "INSERT INTO sturdy_schema_version (version) VALUES ($1)",
+            &[&version],
+        )
+        .await
+        .map_err(|e| classify(&e))?;
+        tracing::info!(version, "PostgreSQL store schema migrated");
+    }
+    tx.commit().await.map_err(|e| classify(&e))?;
+    Ok(found)
+}
+
+async fn current_version(client: &impl GenericClient) -> Result<i32, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM sturdy_schema_version",
+            &[],
+        )
+        .await
+        .map_err(|e| classify(&e))?;
+    Ok(row.get(0))
+}

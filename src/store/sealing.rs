@@ -1,0 +1,280 @@
+//! Private keys sealed at rest: AES-256-GCM (ring) under a key-encryption
+//! key, with the record's identity as associated data, so a sealed secret
+//! moved to another record (or altered) fails to open.
+
+use std::fmt;
+
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+use zeroize::Zeroizing;
+
+use super::StoreError;
+
+/// Format byte of a secret stored in the clear (no key-encryption key).
+const PLAIN: u8 = 0;
+/// Format byte of an AES-256-GCM sealed secret: nonce, then ciphertext
+/// and tag.
+const AES_256_GCM_V1: u8 = 1;
+
+/// A key-encryption key: 32 secret bytes and the id stored next to every
+/// record sealed with it, so keys can be rotated (records sealed with an
+/// older key stay readable while it is configured as a previous key, and
+/// are sealed with the current one on their next write).
+///
+/// # Example
+///
+/// ```
+/// use sturdy_acme::store::KeyEncryptionKey;
+///
+/// let kek = KeyEncryptionKey::new("2026-12", [7u8; 32]).unwrap();
+/// assert_eq!(kek.id(), "2026-12");
+/// // From configuration: "ID:BASE64" (32 bytes once decoded).
+/// let parsed = KeyEncryptionKey::parse("2026-12:BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=").unwrap();
+/// assert_eq!(parsed.id(), "2026-12");
+/// assert!(format!("{parsed:?}").contains("2026-12")); // the id, never the key
+/// ```
+#[derive(Clone)]
+pub struct KeyEncryptionKey {
+    id: String,
+    secret: Zeroizing<[u8; 32]>,
+}
+
+impl fmt::Debug for KeyEncryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyEncryptionKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyEncryptionKey {
+    /// A key from its id (1 to 64 printable ASCII characters, no `:`) and
+    /// 32 secret bytes.
+    pub fn new(id: impl Into<String>, secret: [u8; 32]) -> Result<Self, StoreError> {
+        let id = id.into();
+        let usable = !id.is_empty()
+            && id.len() <= 64
+            && id.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+        if !usable {
+            return Err(StoreError::Other(format!(
+                "key-encryption key id {id:?}: 1 to 64 printable ASCII characters without ':'"
+            )));
+        }
+        Ok(Self {
+            id,
+            secret: Zeroizing::new(secret),
+        })
+    }
+
+    /// A key written as `ID:BASE64` (standard or URL-safe base64 of 32
+    /// bytes), as configuration and environment variables carry it.
+    pub fn parse(text: &str) -> Result<Self, StoreError> {
+        use base64::Engine;
+        let (id, encoded) = text
+            .trim()
+            .split_once(':')
+            .ok_or_else(|| StoreError::Other("a key-encryption key is written ID:BASE64".into()))?;
+        let bytes = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded))
+                .map_err(|_| StoreError::Other(format!("key-encryption key {id:?}: not base64")))?,
+        );
+        let secret: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+            StoreError::Other(format!(
+                "key-encryption key {id:?}: {} bytes, AES-256 needs 32",
+                bytes.len()
+            ))
+        })?;
+        Self::new(id, secret)
+    }
+
+    /// The key's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn aead(&self) -> LessSafeKey {
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &self.secret[..]).expect("32-byte key"))
+    }
+}
+
+/// The keys a store seals with (the current one) and opens with (it and
+/// the previous ones).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Sealer {
+    current: Option<KeyEncryptionKey>,
+    previous: Vec<KeyEncryptionKey>,
+}
+
+/// A sealed secret and the id of the key that sealed it (`None`: stored
+/// in the clear).
+pub(crate) struct Sealed {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) kek_id: Option<String>,
+}
+
+impl Sealer {
+    pub(crate) fn new(current: Option<KeyEncryptionKey>, previous: Vec<KeyEncryptionKey>) -> Self {
+        Self { current, previous }
+    }
+
+    /// True when secrets are encrypted.
+    pub(crate) fn encrypts(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// Seals `plain` for the record `identity`.
+    pub(crate) fn seal(&self, identity: &str, plain: &[u8]) -> Result<Sealed, StoreError> {
+        let Some(kek) = &self.current else {
+            let mut bytes = Vec::with_capacity(plain.len() + 1);
+            bytes.push(PLAIN);
+            bytes.extend_from_slice(plain);
+            return Ok(Sealed {
+                bytes,
+                kek_id: None,
+            });
+        };
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| StoreError::Other("no randomness for a nonce".into()))?;
+        let mut buffer = Zeroizing::new(plain.to_vec());
+        kek.aead()
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(identity.as_bytes()),
+                &mut *buffer,
+            )
+            .map_err(|_| StoreError::Other("AES-256-GCM sealing failed".into()))?;
+        let mut bytes = Vec::with_capacity(1 + NONCE_LEN + buffer.len());
+        bytes.push(AES_256_GCM_V1);
+        bytes.extend_from_slice(&nonce);
+        bytes.extend_from_slice(&buffer);
+        Ok(Sealed {
+            bytes,
+            kek_id: Some(kek.id.clone()),
+        })
+    }
+
+    /// Opens a secret sealed for `identity` with the key `kek_id`.
+    pub(crate) fn open(
+        &self,
+        identity: &str,
+        bytes: &[u8],
+        kek_id: Option<&str>,
+    ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        let fail = |reason: String| StoreError::KeyEncryption {
+            record: identity.to_owned(),
+            reason,
+        };
+        match (bytes.split_first(), kek_id) {
+            (Some((&PLAIN, plain)), None) => Ok(Zeroizing::new(plain.to_vec())),
+            (Some((&AES_256_GCM_V1, rest)), Some(id)) => {
+                let kek = self
+                    .current
+                    .iter()
+                    .chain(&self.previous)
+                    .find(|k| k.id == id)
+                    .ok_or_else(|| {
+                        fail(format!(
+                            "sealed with key-encryption key {id:?}, which is not configured"
+                        ))
+                    })?;
+                if rest.len() < NONCE_LEN + AES_256_GCM.tag_len() {
+                    return Err(fail("truncated".into()));
+                }
+                let (nonce, sealed) = rest.split_at(NONCE_LEN);
+                let nonce = Nonce::try_assume_unique_for_key(nonce)
+                    .map_err(|_| fail("bad nonce".into()))?;
+                let mut buffer = Zeroizing::new(sealed.to_vec());
+                let plain = kek
+                    .aead()
+                    .open_in_place(nonce, Aad::from(identity.as_bytes()), &mut buffer)
+                    .map_err(|_| {
+                        fail(format!(
+                            "does not authenticate under key-encryption key {id:?} \
+                             (altered, or sealed for another record)"
+                        ))
+                    })?;
+                Ok(Zeroizing::new(plain.to_vec()))
+            }
+            (Some((&PLAIN, _)), Some(id)) => Err(fail(format!(
+                "stored in the clear but labelled with key-encryption key {id:?}"
+            ))),
+            (Some((&AES_256_GCM_V1, _)), None) => Err(fail(
+                "sealed, but no key-encryption key id is stored".into(),
+            )),
+            (Some((format, _)), _) => Err(fail(format!("unknown sealing format {format}"))),
+            (None, _) => Err(fail("empty".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kek(id: &str, byte: u8) -> KeyEncryptionKey {
+        KeyEncryptionKey::new(id, [byte; 32]).unwrap()
+    }
+
+    #[test]
+    fn sealed_secrets_open_only_for_their_record_and_with_their_key() {
+        let sealer = Sealer::new(Some(kek("k1", 1)), vec![]);
+        let sealed = sealer
+            .seal("certificate:a", b"-----BEGIN PRIVATE KEY-----")
+            .unwrap();
+        assert_eq!(sealed.kek_id.as_deref(), Some("k1"));
+        assert!(
+            !sealed.bytes.windows(11).any(|w| w == b"BEGIN PRIVA"),
+            "the key is not in the clear"
+        );
+        let open = sealer
+            .open("certificate:a", &sealed.bytes, Some("k1"))
+            .unwrap();
+        assert_eq!(&open[..], b"-----BEGIN PRIVATE KEY-----");
+        // Another record's identity: refused.
+        assert!(matches!(
+            sealer.open("certificate:b", &sealed.bytes, Some("k1")),
+            Err(StoreError::KeyEncryption { .. })
+        ));
+        // One flipped bit: refused.
+        let mut altered = sealed.bytes.clone();
+        *altered.last_mut().unwrap() ^= 1;
+        assert!(sealer.open("certificate:a", &altered, Some("k1")).is_err());
+        // Rotation: the old key as a previous one still opens it.
+        let rotated = Sealer::new(Some(kek("k2", 2)), vec![kek("k1", 1)]);
+        assert!(
+            rotated
+                .open("certificate:a", &sealed.bytes, Some("k1"))
+                .is_ok()
+        );
+        let err = Sealer::new(Some(kek("k2", 2)), vec![])
+            .open("certificate:a", &sealed.bytes, Some("k1"))
+            .unwrap_err();
+        assert!(err.to_string().contains("not configured"), "{err}");
+    }
+
+    #[test]
+    fn without_a_key_secrets_are_stored_in_the_clear_and_say_so() {
+        let sealer = Sealer::default();
+        assert!(!sealer.encrypts());
+        let sealed = sealer.seal("account:x", b"pem").unwrap();
+        assert_eq!(sealed.kek_id, None);
+        assert_eq!(
+            &sealer.open("account:x", &sealed.bytes, None).unwrap()[..],
+            b"pem"
+        );
+        assert!(sealer.open("account:x", &[], None).is_err());
+        assert!(sealer.open("account:x", &[9, 1, 2], None).is_err());
+    }
+
+    #[test]
+    fn keys_parse_from_configuration_text() {
+        assert!(KeyEncryptionKey::parse("id:AAAA").is_err(), "3 bytes");
+        assert!(KeyEncryptionKey::parse("no-colon").is_err());
+        assert!(KeyEncryptionKey::new("", [0; 32]).is_err());
+        assert!(KeyEncryptionKey::new("a:b", [0; 32]).is_err());
+    }
+}
