@@ -68,6 +68,14 @@ impl LeaseState {
         )
     }
 
+    /// `Ok` unless the lease is already known lost or expired by the local
+    /// clock (no store round trip): checked before each step of an order,
+    /// so a process resumed after a pause notices before it acts on what it
+    /// knew.
+    pub(super) fn check_local(&self) -> Result<()> {
+        self.usable().map(drop)
+    }
+
     /// The lease, unless it is already known lost or expired by the local
     /// clock.
     fn usable(&self) -> Result<Lease> {

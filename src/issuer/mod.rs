@@ -1150,7 +1150,9 @@ impl<S: Store> Issuer<S> {
             };
             order.resume_after_finalize(sent);
         }
+        let lease = self.lease_state(key)?;
         loop {
+            lease.check_local()?;
             match order.status() {
                 OrderStatus::Pending => {
                     self.answer_challenges(key, order, journal, options).await?;
@@ -1205,6 +1207,9 @@ impl<S: Store> Issuer<S> {
                 }
                 OrderStatus::Valid => {
                     if journal.key_pem.is_none() {
+                        // Finalized by someone else: another process that
+                        // took this set over (then this one lost its lease).
+                        self.fence(key).await?;
                         return Err(DriveError::Failed(Error::InvalidInput(format!(
                             "order {} is valid but its certificate key is not in the journal",
                             order.url()
