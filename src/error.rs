@@ -487,7 +487,7 @@ impl Error {
             Self::Crypto(_) => ErrorClass::Crypto,
             Self::Unsupported(_) => ErrorClass::Permanent,
             Self::Store(StoreError::Database {
-                kind: DatabaseErrorKind::Transient,
+                kind: DatabaseErrorKind::Transient | DatabaseErrorKind::OutcomeUnknown,
                 ..
             }) => ErrorClass::Transient,
             Self::Io(_) | Self::Store(_) => ErrorClass::Store,
@@ -936,6 +936,11 @@ pub enum DatabaseErrorKind {
     /// starting or shutting down, a transaction hit a serialization
     /// failure or deadlock, or an operation timed out.
     Transient,
+    /// A commit whose outcome is unknown: the connection broke after it was
+    /// sent, so it may or may not have been applied. The store does not
+    /// repeat it (it could apply twice); the caller re-reads state. Classed
+    /// [`ErrorClass::Transient`] for the issuer, whose next attempt does.
+    OutcomeUnknown,
     /// The database refused a write as inconsistent (a constraint
     /// violation): a bug in the store or a database changed by hand, never
     /// retried.

@@ -17,7 +17,9 @@
 //!   concurrent issuers, and a client-side ledger counts the CA's rate
 //!   limits, so a timeout, a crash or a restart resumes the same order and
 //!   the CA issues one certificate. [`store::FileStore`] is the embedded
-//!   store; [`store::Store`] is the trait others implement.
+//!   store for one machine; `store::PostgresStore` (feature `postgres`)
+//!   is the one a fleet of machines shares; [`store::Store`] is the trait
+//!   others implement.
 //! - **The client** ([`Client`]) speaks to one CA, built from its directory
 //!   URL. Through an [`Account`] you create an [`Order`], answer one
 //!   [`Challenge`] per [`Authorization`] (http-01, dns-01, tls-alpn-01),

@@ -65,7 +65,20 @@ impl LeaseState {
         self.judged(
             &lease,
             store.save_journal_fenced(key, journal, &lease).await,
-        )
+        )?;
+        // An answer delayed past the expiry does not count (the request
+        // that depends on this write must not go out).
+        self.usable().map(drop)
+    }
+
+    /// Deletes the journal through the store's fenced delete.
+    pub(super) async fn delete_journal<S: Store>(
+        &self,
+        store: &S,
+        key: &IdentifierSetKey,
+    ) -> Result<()> {
+        let lease = self.usable()?;
+        self.judged(&lease, store.delete_journal_fenced(key, &lease).await)
     }
 
     /// `Ok` unless the lease is already known lost or expired by the local

@@ -816,6 +816,15 @@ impl<S: Store> Issuer<S> {
         .await
     }
 
+    /// Deletes the journal under the issuance's lease: refused with
+    /// [`Error::LeaseLost`] once another process holds it (the newer
+    /// holder's journal may name a finalized order).
+    async fn delete_journal(&self, key: &IdentifierSetKey) -> Result<()> {
+        self.lease_state(key)?
+            .delete_journal(&self.inner.store, key)
+            .await
+    }
+
     /// Writes the journal under the issuance's lease: refused with
     /// [`Error::LeaseLost`] once another process holds it.
     async fn save_journal(&self, key: &IdentifierSetKey, journal: &Journal) -> Result<()> {
@@ -1081,20 +1090,11 @@ impl<S: Store> Issuer<S> {
         journal.certificate_reserved = true;
         journal.step = JournalStep::Ordering;
         journal.order_attempts += 1;
-        let journalled = match self.save_journal(key, journal).await {
-            Ok(()) => self.fence(key).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = journalled {
-            // Nothing was sent: the certificate reservation goes back.
-            if reserve_certificate {
-                journal.certificate_reserved = false;
-                if let Err(refund) = self.spend_ledger(|l| l.refund_certificate(&ids, now)).await {
-                    tracing::warn!(set = %key, error = %refund, "could not give back an unused certificate reservation");
-                }
-            }
-            return Err(e);
-        }
+        // A failure from here on keeps what was spent: the journal write may
+        // have landed (reserved) even if its answer was lost, and giving the
+        // reservation back then would let the order be finalized uncounted.
+        self.save_journal(key, journal).await?;
+        self.fence(key).await?;
         let result = account.new_order(&NewOrder::new(ids.clone())?).await;
         // Every newOrder sent counts, the repeats after a lost answer too.
         let extra = match &result {
@@ -1308,27 +1308,24 @@ impl<S: Store> Issuer<S> {
         {
             let account_url = account.url().to_owned();
             let now = SystemTime::now();
-            // The order will never be finalized: its reserved certificate
-            // goes back with the journal.
-            let refund = journal.certificate_reserved && journal.step < JournalStep::Finalizing;
-            let ids = key.identifiers().to_vec();
             self.spend_ledger(|l| {
                 for (id, _) in &problems {
                     l.spend_failed_authorization(&account_url, &id.value, now);
                 }
-                if refund {
-                    l.refund_certificate(&ids, now);
-                }
             })
             .await?;
-            // The order is invalid now (finalize was never sent for it);
-            // this journal is done, if it is still ours.
-            self.fence(key).await?;
-            self.inner
-                .store
-                .delete_journal(key)
-                .await
-                .map_err(Error::from)?;
+            // The order is invalid now (finalize was never sent for it):
+            // this journal is done, if it is still ours; only once it is
+            // gone does its reserved certificate go back (a refund while
+            // the journal still says "reserved" would let it be finalized
+            // uncounted).
+            let refund = journal.certificate_reserved && journal.step < JournalStep::Finalizing;
+            self.delete_journal(key).await?;
+            if refund {
+                let ids = key.identifiers().to_vec();
+                self.spend_ledger(|l| l.refund_certificate(&ids, now))
+                    .await?;
+            }
         }
         result.map_err(DriveError::Failed)
     }
@@ -1408,7 +1405,7 @@ impl<S: Store> Issuer<S> {
         // stays journalled (Downloaded) for it otherwise.
         self.fence(key).await?;
         self.inner.store.save_certificate(key, &certificate).await?;
-        self.inner.store.delete_journal(key).await?;
+        self.delete_journal(key).await?;
         self.observe(key, IssuerStep::Stored);
         tracing::info!(set = %key, serial = %certificate.serial, ?source, "certificate stored");
         Ok(Ensured {

@@ -128,6 +128,13 @@ pub trait DynStore: Send + Sync + 'static {
         lease: &'a Lease,
     ) -> StoreFuture<'a, ()>;
 
+    /// [`Store::delete_journal_fenced`].
+    fn delete_journal_fenced<'a>(
+        &'a self,
+        key: &'a IdentifierSetKey,
+        lease: &'a Lease,
+    ) -> StoreFuture<'a, ()>;
+
     /// [`Store::acquire_lease`].
     fn acquire_lease<'a>(
         &'a self,
@@ -238,6 +245,14 @@ impl<S: Store> DynStore for S {
         Box::pin(Store::save_journal_fenced(self, key, journal, lease))
     }
 
+    fn delete_journal_fenced<'a>(
+        &'a self,
+        key: &'a IdentifierSetKey,
+        lease: &'a Lease,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(Store::delete_journal_fenced(self, key, lease))
+    }
+
     fn acquire_lease<'a>(
         &'a self,
         name: &'a str,
@@ -331,6 +346,14 @@ impl Store for Arc<dyn DynStore> {
         lease: &Lease,
     ) -> StoreResult<()> {
         DynStore::save_journal_fenced(&**self, key, journal, lease).await
+    }
+
+    async fn delete_journal_fenced(
+        &self,
+        key: &IdentifierSetKey,
+        lease: &Lease,
+    ) -> StoreResult<()> {
+        DynStore::delete_journal_fenced(&**self, key, lease).await
     }
 
     async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> StoreResult<Lease> {

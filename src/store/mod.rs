@@ -15,8 +15,12 @@
 //!   journal that says an order is in flight, and the lease that says who
 //!   drives it. [`FileStore`] is for one machine (its leases are files
 //!   locked with `flock(2)` and judged by the local clock); processes on
-//!   several machines need a store on a shared engine that meets the
-//!   contract on [`Store`]. Write one, check it with
+//!   several machines share a `PostgresStore` (feature `postgres`): leases
+//!   are rows fenced by a sequence and judged by the database's clock,
+//!   journal writes carry the fencing token in the same statement, the
+//!   ledger is updated under a row lock, and private keys are sealed with
+//!   AES-256-GCM under a [`KeyEncryptionKey`]. Another engine can meet the
+//!   contract on [`Store`]: check it with
 //!   [`testing::check_store`](crate::testing::check_store), and pass it as
 //!   `Arc<dyn DynStore>` if it is chosen at run time.
 //! - **Leases are fenced.** Each acquisition gets a larger token; the
@@ -25,10 +29,12 @@
 //!   process took over. A process that stalls cannot overwrite a newer one.
 //! - **One account, one ledger per CA.** The first account is registered
 //!   under a lease, so nodes starting together share it; the rate-limit
-//!   ledger lives in the store, so the CA's published limits
+//!   ledger lives in the store and every check-and-spend is one atomic
+//!   [`Store::update_ledger`] (a newOrder reserves its certificate in the
+//!   same update), so the CA's published limits
 //!   ([`RateLimits::for_directory`](crate::RateLimits::for_directory)) and
 //!   its 429s are counted across restarts and, with a shared store, across
-//!   nodes.
+//!   nodes that never spend more than a limit between them.
 //! - **Bounded bursts.** [`Issuer::ensure_all`](crate::Issuer::ensure_all)
 //!   issues many sets with a concurrency bound; calls for the same names
 //!   share one issuance in a process, and across processes the lease makes
@@ -228,6 +234,19 @@ pub trait Store: Send + Sync + 'static {
         async move {
             self.check_lease(lease).await?;
             self.save_journal(key, journal).await
+        }
+    }
+
+    /// Deletes the journal only while `lease` is current: as
+    /// [`Store::save_journal_fenced`], for [`Store::delete_journal`].
+    fn delete_journal_fenced(
+        &self,
+        key: &IdentifierSetKey,
+        lease: &Lease,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        async move {
+            self.check_lease(lease).await?;
+            self.delete_journal(key).await
         }
     }
 

@@ -105,18 +105,32 @@ impl KeyEncryptionKey {
 pub(crate) struct Sealer {
     current: Option<KeyEncryptionKey>,
     previous: Vec<KeyEncryptionKey>,
+    /// Whether a record stored in the clear is accepted while a key is
+    /// configured (records written before sealing was turned on).
+    allow_plain: bool,
 }
 
 /// A sealed secret and the id of the key that sealed it (`None`: stored
 /// in the clear).
 pub(crate) struct Sealed {
-    pub(crate) bytes: Vec<u8>,
+    pub(crate) bytes: Zeroizing<Vec<u8>>,
     pub(crate) kek_id: Option<String>,
 }
 
 impl Sealer {
     pub(crate) fn new(current: Option<KeyEncryptionKey>, previous: Vec<KeyEncryptionKey>) -> Self {
-        Self { current, previous }
+        Self {
+            current,
+            previous,
+            allow_plain: false,
+        }
+    }
+
+    /// Accepts records stored in the clear even with a key configured (to
+    /// read, and reseal on their next write, what was stored before).
+    pub(crate) fn allowing_plain(mut self, allow: bool) -> Self {
+        self.allow_plain = allow;
+        self
     }
 
     /// True when secrets are encrypted.
@@ -127,7 +141,7 @@ impl Sealer {
     /// Seals `plain` for the record `identity`.
     pub(crate) fn seal(&self, identity: &str, plain: &[u8]) -> Result<Sealed, StoreError> {
         let Some(kek) = &self.current else {
-            let mut bytes = Vec::with_capacity(plain.len() + 1);
+            let mut bytes = Zeroizing::new(Vec::with_capacity(plain.len() + 1));
             bytes.push(PLAIN);
             bytes.extend_from_slice(plain);
             return Ok(Sealed {
@@ -139,15 +153,18 @@ impl Sealer {
         SystemRandom::new()
             .fill(&mut nonce)
             .map_err(|_| StoreError::Other("no randomness for a nonce".into()))?;
-        let mut buffer = Zeroizing::new(plain.to_vec());
+        // Room for the tag up front, so sealing never reallocates and
+        // leaves a copy of the plaintext behind.
+        let mut buffer = Zeroizing::new(Vec::with_capacity(plain.len() + AES_256_GCM.tag_len()));
+        buffer.extend_from_slice(plain);
         kek.aead()
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(identity.as_bytes()),
+                Aad::from(associated_data(identity, AES_256_GCM_V1, &kek.id)),
                 &mut *buffer,
             )
             .map_err(|_| StoreError::Other("AES-256-GCM sealing failed".into()))?;
-        let mut bytes = Vec::with_capacity(1 + NONCE_LEN + buffer.len());
+        let mut bytes = Zeroizing::new(Vec::with_capacity(1 + NONCE_LEN + buffer.len()));
         bytes.push(AES_256_GCM_V1);
         bytes.extend_from_slice(&nonce);
         bytes.extend_from_slice(&buffer);
@@ -169,6 +186,12 @@ impl Sealer {
             reason,
         };
         match (bytes.split_first(), kek_id) {
+            (Some((&PLAIN, _)), None) if self.current.is_some() && !self.allow_plain => Err(fail(
+                "stored in the clear while a key-encryption key is configured (refused: it \
+                 could have been planted; open the store with unsealed records allowed to \
+                 read and reseal records written before sealing was turned on)"
+                    .into(),
+            )),
             (Some((&PLAIN, plain)), None) => Ok(Zeroizing::new(plain.to_vec())),
             (Some((&AES_256_GCM_V1, rest)), Some(id)) => {
                 let kek = self
@@ -190,7 +213,11 @@ impl Sealer {
                 let mut buffer = Zeroizing::new(sealed.to_vec());
                 let plain = kek
                     .aead()
-                    .open_in_place(nonce, Aad::from(identity.as_bytes()), &mut buffer)
+                    .open_in_place(
+                        nonce,
+                        Aad::from(associated_data(identity, AES_256_GCM_V1, id)),
+                        &mut buffer,
+                    )
                     .map_err(|_| {
                         fail(format!(
                             "does not authenticate under key-encryption key {id:?} \
@@ -209,6 +236,17 @@ impl Sealer {
             (None, _) => Err(fail("empty".into())),
         }
     }
+}
+
+/// What a sealed secret is bound to: the record's identity, the format and
+/// the key id (so neither can be swapped without the tag failing).
+fn associated_data(identity: &str, format: u8, kek_id: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(identity.len() + kek_id.len() + 2);
+    aad.extend_from_slice(identity.as_bytes());
+    aad.push(0);
+    aad.push(format);
+    aad.extend_from_slice(kek_id.as_bytes());
+    aad
 }
 
 #[cfg(test)]

@@ -431,7 +431,23 @@ pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> 
         ok(c, store.load_journal(&key_a).await)?.is_some_and(|j| j.step == JournalStep::Finalizing),
         || "not written".into(),
     )?;
-    ok(c, store.delete_journal(&key_a).await)?;
+    let c = "a fenced delete by an older holder fails with LeaseLost, and deletes nothing";
+    match store.delete_journal_fenced(&key_a, &a).await {
+        Err(StoreError::LeaseLost { .. }) => {}
+        other => return Err(fail(c, format!("{other:?}"))),
+    }
+    expect(
+        c,
+        ok(c, store.load_journal(&key_a).await)?.is_some(),
+        || "the stale holder deleted the journal".into(),
+    )?;
+    let c = "a fenced delete by the current holder deletes";
+    ok(c, store.delete_journal_fenced(&key_a, &b).await)?;
+    expect(
+        c,
+        ok(c, store.load_journal(&key_a).await)?.is_none(),
+        || "still there".into(),
+    )?;
     ok(c, store.release_lease(&b).await)?;
     let c = "an expired lease can be taken, and its old holder is fenced out";
     let expired = ok(

@@ -1687,6 +1687,13 @@ async fn the_store_contract_checks_catch_a_broken_store() {
         ) -> StoreFuture<'a, ()> {
             Box::pin(Store::save_journal_fenced(&self.inner, k, j, l))
         }
+        fn delete_journal_fenced<'a>(
+            &'a self,
+            k: &'a IdentifierSetKey,
+            l: &'a Lease,
+        ) -> StoreFuture<'a, ()> {
+            Box::pin(Store::delete_journal_fenced(&self.inner, k, l))
+        }
         fn acquire_lease<'a>(
             &'a self,
             n: &'a str,

@@ -576,13 +576,18 @@ async fn a_paused_holder_does_not_finalize_after_another_took_over() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The fleet (reduced for CI: 4 processes x 300 sets, 50 in flight each):
+/// The fleet (reduced for CI: 4 processes x 300 sets, 50 in flight each;
+/// `STURDY_FLEET_SETS=1000` for the acceptance's size):
 /// a random process is SIGKILLed and restarted every 2 s, and PostgreSQL
 /// is restarted once. At the end every set has exactly one certificate at
 /// the CA and in the store, with its key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_with_kills_and_a_database_restart_issues_each_set_once() {
-    const SETS: usize = 300;
+    let sets_wanted: usize = std::env::var("STURDY_FLEET_SETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let sets_wanted = sets_wanted.max(1);
     let Some(pg) = Postgres::start() else { return };
     let url = fresh_database(&pg).await;
     let ca = TestCa::start().await.unwrap();
@@ -590,7 +595,7 @@ async fn a_fleet_with_kills_and_a_database_restart_issues_each_set_once() {
     std::fs::create_dir_all(&dir).unwrap();
     let root = dir.join("root.pem");
     std::fs::write(&root, ca.root_pem()).unwrap();
-    let sets = SETS.to_string();
+    let sets = sets_wanted.to_string();
     let start = |seed: u64| {
         let seed = seed.to_string();
         fleet(
@@ -615,7 +620,7 @@ async fn a_fleet_with_kills_and_a_database_restart_issues_each_set_once() {
     let mut seed = 10;
     let mut kills = 0;
     let mut restarted_db = false;
-    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let deadline = std::time::Instant::now() + Duration::from_secs(240 + sets_wanted as u64 / 2);
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let running: Vec<usize> = (0..nodes.len())
@@ -644,7 +649,7 @@ async fn a_fleet_with_kills_and_a_database_restart_issues_each_set_once() {
         let s = summary(node);
         eprintln!("fleet node: {s}");
         assert_eq!(s["failed"], 0, "{s}");
-        assert_eq!(s["ensured"], SETS, "{s}");
+        assert_eq!(s["ensured"], sets_wanted, "{s}");
     }
     assert!(
         kills >= 3 && restarted_db,
@@ -656,14 +661,14 @@ async fn a_fleet_with_kills_and_a_database_restart_issues_each_set_once() {
         let names: Vec<&str> = cert.identifiers.iter().map(|i| i.value.as_str()).collect();
         *per_set.entry(names.join(",")).or_default() += 1;
     }
-    assert_eq!(per_set.len(), SETS);
+    assert_eq!(per_set.len(), sets_wanted);
     assert!(
         per_set.values().all(|&n| n == 1),
         "a set issued twice: {per_set:?}"
     );
     let store = PostgresStore::connect(&url).await.unwrap();
     let listed = store.list_certificates(&ca.directory_url()).await.unwrap();
-    assert_eq!(listed.len(), SETS);
+    assert_eq!(listed.len(), sets_wanted);
     for key in &listed {
         let cert = store.load_certificate(key).await.unwrap().unwrap();
         assert!(cert.key_pem.contains("PRIVATE KEY"));

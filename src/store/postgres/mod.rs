@@ -83,6 +83,7 @@ pub struct PostgresStoreBuilder {
     operation_timeout: Duration,
     retry_for: Duration,
     root_certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
+    allow_unsealed: bool,
 }
 
 /// A [`Store`] on PostgreSQL (feature `postgres`); see the
@@ -143,6 +144,16 @@ impl PostgresStoreBuilder {
         self
     }
 
+    /// With a key-encryption key configured, also read private keys stored
+    /// in the clear (by a store opened without one); they are sealed on
+    /// their next write. Off by default: with a key configured, a record in
+    /// the clear is refused with [`StoreError::KeyEncryption`], since anyone
+    /// who can write the database could have planted it.
+    pub fn allow_unsealed_records(mut self, allow: bool) -> Self {
+        self.allow_unsealed = allow;
+        self
+    }
+
     /// The connection pool's size (default 16).
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n.max(1);
@@ -195,6 +206,22 @@ impl PostgresStoreBuilder {
         // A peer that stops acknowledging is given up on by the kernel.
         config.tcp_user_timeout(self.operation_timeout.max(Duration::from_secs(5)));
         config.keepalives_idle(Duration::from_secs(30));
+        let remote = config.get_hosts().iter().any(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => {
+                !(name == "localhost"
+                    || name
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback()))
+            }
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(_) => false,
+        });
+        if remote && config.get_ssl_mode() != tokio_postgres::config::SslMode::Require {
+            tracing::warn!(
+                "PostgreSQL store on a remote host without sslmode=require: the connection may \
+                 fall back to plain text (add ?sslmode=require to the URL)"
+            );
+        }
         let manager = Manager::from_config(
             config,
             tokio_postgres_rustls::MakeRustlsConnect::new(self.tls_config()?),
@@ -209,7 +236,8 @@ impl PostgresStoreBuilder {
             .create_timeout(Some(self.operation_timeout))
             .build()
             .map_err(|e| StoreError::Other(format!("connection pool: {e}")))?;
-        let sealer = Sealer::new(self.current_key, self.previous_keys);
+        let sealer =
+            Sealer::new(self.current_key, self.previous_keys).allowing_plain(self.allow_unsealed);
         let store = PostgresStore {
             inner: Arc::new(Inner {
                 pool,
@@ -272,6 +300,7 @@ impl PostgresStore {
             operation_timeout: Duration::from_secs(10),
             retry_for: Duration::from_secs(30),
             root_certificates: Vec::new(),
+            allow_unsealed: false,
         }
     }
 
@@ -383,6 +412,7 @@ impl PostgresStore {
         let mut secrets: Value = serde_json::from_slice(&plain)
             .map_err(|_| corrupted("its sealed secrets are not JSON".into()))?;
         let Value::Object(mut fields) = record else {
+            wipe(&mut secrets);
             return Err(corrupted("the record is not a JSON object".into()));
         };
         if let Value::Object(secret_fields) = &mut secrets {
@@ -391,7 +421,15 @@ impl PostgresStore {
             }
         }
         let mut value = Value::Object(fields);
-        let parsed = T::deserialize(&value).map_err(|e| corrupted(format!("{e}")));
+        let parsed = T::deserialize(&value).map_err(|e| {
+            // serde may quote a value; never a key.
+            let text = e.to_string();
+            corrupted(if text.contains("PRIVATE KEY") {
+                "a field does not have the expected type".into()
+            } else {
+                text
+            })
+        });
         wipe(&mut value);
         parsed
     }
@@ -435,13 +473,14 @@ impl PostgresStore {
         self.run(what, |c| {
             Box::pin(async move {
                 let stmt = c.prepare_cached(sql).await.map_err(|e| classify(&e))?;
+                let bytes: &[u8] = &sealed.bytes;
                 let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&id];
                 if let Some(directory) = &directory {
                     params.push(directory);
                 }
                 params.extend([
                     record as &(dyn tokio_postgres::types::ToSql + Sync),
-                    &sealed.bytes,
+                    &bytes,
                     &sealed.kek_id,
                 ]);
                 c.execute(&stmt, &params).await.map_err(|e| classify(&e))
@@ -500,6 +539,25 @@ impl PostgresStore {
     }
 }
 
+/// This machine as a lease row records it: the host name and the kernel's
+/// boot id, so a process is only ever looked up on the machine (and boot)
+/// it ran on.
+fn machine_tag() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|b| b.trim().to_owned())
+        .unwrap_or_default();
+    if boot.is_empty() {
+        // Unknown: never equal to another row's tag, so no early takeover.
+        format!(
+            "{}#unknown-{}",
+            process::current().host,
+            process::unique_holder(None)
+        )
+    } else {
+        format!("{}#{boot}", process::current().host)
+    }
+}
+
 /// The identity a record's secrets are sealed for (their associated data).
 fn identity(table: &str, id: &str) -> String {
     format!("sturdy-acme:{table}:{id}")
@@ -524,14 +582,36 @@ fn ttl_ms(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2)
 }
 
+/// Commits; a failure is [`DatabaseErrorKind::OutcomeUnknown`] (the
+/// connection may have broken after the server committed), which the
+/// store never repeats.
+async fn commit(tx: deadpool_postgres::Transaction<'_>) -> StoreResult<()> {
+    tx.commit().await.map_err(|e| {
+        let classified = classify(&e);
+        match classified {
+            StoreError::Database {
+                kind: DatabaseErrorKind::Transient,
+                code,
+                message,
+            } => StoreError::Database {
+                kind: DatabaseErrorKind::OutcomeUnknown,
+                code,
+                message: format!("COMMIT: {message}"),
+            },
+            other => other,
+        }
+    })
+}
+
 /// A database error, classified.
 pub(crate) fn classify(e: &tokio_postgres::Error) -> StoreError {
     let code = e.code().map(|c| c.code().to_owned());
     let kind = match code.as_deref() {
         Some(c) if c.starts_with("08") => DatabaseErrorKind::Transient,
-        Some("40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300" | "55P03") => {
-            DatabaseErrorKind::Transient
-        }
+        Some("40003") => DatabaseErrorKind::OutcomeUnknown,
+        Some(
+            "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "57014" | "53300" | "55P03" | "25006",
+        ) => DatabaseErrorKind::Transient,
         Some(c) if c.starts_with("53") => DatabaseErrorKind::Transient,
         Some(c) if c.starts_with("23") => DatabaseErrorKind::Integrity,
         Some(c) if c.starts_with("28") || c == "3D000" => DatabaseErrorKind::Configuration,
@@ -540,6 +620,7 @@ pub(crate) fn classify(e: &tokio_postgres::Error) -> StoreError {
         // No SQLSTATE: the connection failed (refused, reset, closed, an
         // I/O error), or this side could not encode or decode a value (a
         // bug, never retried).
+        None if tls_failure(e) => DatabaseErrorKind::Configuration,
         None if e.is_closed() || connection_failure(e) => DatabaseErrorKind::Transient,
         None => DatabaseErrorKind::Other,
     };
@@ -560,6 +641,26 @@ pub(crate) fn classify(e: &tokio_postgres::Error) -> StoreError {
         code,
         message,
     }
+}
+
+/// True when TLS failed (an untrusted or mismatched server certificate):
+/// retrying will not help.
+fn tls_failure(e: &tokio_postgres::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// True when the error comes from the connection: an I/O error somewhere
@@ -601,12 +702,9 @@ const SAVE_ACCOUNT: &str = "INSERT INTO sturdy_accounts (directory, record, seal
      kek_id = excluded.kek_id, updated_at = now()";
 const LOAD_CERTIFICATE: &str =
     "SELECT record, sealed, kek_id FROM sturdy_certificates WHERE record_key = $1";
-/// The previous certificate moves to the history in the same statement.
-const SAVE_CERTIFICATE: &str = "WITH previous AS ( \
-       INSERT INTO sturdy_certificate_history (record_key, record, sealed, kek_id) \
-       SELECT record_key, record, sealed, kek_id FROM sturdy_certificates WHERE record_key = $1 \
-     ) \
-     INSERT INTO sturdy_certificates (record_key, directory, record, sealed, kek_id) \
+/// The upsert of a certificate (after its predecessor moved to the
+/// history, in the same transaction).
+const SAVE_CERTIFICATE: &str = "INSERT INTO sturdy_certificates (record_key, directory, record, sealed, kek_id) \
      VALUES ($1, $2, $3, $4, $5) \
      ON CONFLICT (record_key) DO UPDATE SET directory = excluded.directory, \
      record = excluded.record, sealed = excluded.sealed, kek_id = excluded.kek_id, updated_at = now()";
@@ -661,6 +759,9 @@ impl Store for PostgresStore {
         .await
     }
 
+    /// One transaction under a per-key advisory lock: the previous
+    /// certificate moves to the history, then the new one replaces it, so
+    /// concurrent saves of one set each keep the one they replace.
     async fn save_certificate(
         &self,
         key: &IdentifierSetKey,
@@ -669,15 +770,37 @@ impl Store for PostgresStore {
         let id = record_key(key);
         let (record, sealed) = self.split(&identity("certificate", &id), certificate)?;
         let directory = key.ca().map(|ca| ca.directory.as_str());
-        self.write_row(
-            "save certificate",
-            SAVE_CERTIFICATE,
-            &id,
-            Some(directory),
-            &record,
-            &sealed,
-        )
-        .await
+        let (id, record, sealed) = (&id, &record, &sealed);
+        self.run("save certificate", |mut c| {
+            Box::pin(async move {
+                let tx = c.transaction().await.map_err(|e| classify(&e))?;
+                let lock = tx
+                    .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                    .await
+                    .map_err(|e| classify(&e))?;
+                tx.execute(&lock, &[id]).await.map_err(|e| classify(&e))?;
+                let history = tx
+                    .prepare_cached(
+                        "INSERT INTO sturdy_certificate_history (record_key, record, sealed, kek_id) \
+                         SELECT record_key, record, sealed, kek_id FROM sturdy_certificates \
+                         WHERE record_key = $1",
+                    )
+                    .await
+                    .map_err(|e| classify(&e))?;
+                tx.execute(&history, &[id]).await.map_err(|e| classify(&e))?;
+                let save = tx
+                    .prepare_cached(SAVE_CERTIFICATE)
+                    .await
+                    .map_err(|e| classify(&e))?;
+                tx.execute(&save, &[id, &directory, record, &sealed.bytes.as_slice(), &sealed.kek_id])
+                    .await
+                    .map_err(|e| classify(&e))?;
+                commit(tx).await
+            })
+        })
+        .await?;
+        self.count(5, 2);
+        Ok(())
     }
 
     async fn list_certificates(&self, directory: &str) -> StoreResult<Vec<IdentifierSetKey>> {
@@ -793,7 +916,7 @@ impl Store for PostgresStore {
                             id,
                             &directory,
                             record,
-                            &sealed.bytes,
+                            &sealed.bytes.as_slice(),
                             &sealed.kek_id,
                             &lease.name,
                             &lease.holder,
@@ -835,6 +958,49 @@ impl Store for PostgresStore {
         .await?;
         self.count(1, 1);
         Ok(())
+    }
+
+    async fn delete_journal_fenced(
+        &self,
+        key: &IdentifierSetKey,
+        lease: &Lease,
+    ) -> StoreResult<()> {
+        let id = record_key(key);
+        let id = &id;
+        let token = i64::try_from(lease.token).unwrap_or(i64::MAX);
+        self.run("delete journal (fenced)", |c| {
+            Box::pin(async move {
+                let stmt = c
+                    .prepare_cached(
+                        "WITH fence AS ( \
+                           SELECT 1 FROM sturdy_leases WHERE name = $2 AND holder = $3 AND token = $4 \
+                           AND until > now() FOR SHARE \
+                         ), gone AS ( \
+                           DELETE FROM sturdy_journals WHERE record_key = $1 AND EXISTS (SELECT 1 FROM fence) \
+                         ) \
+                         SELECT count(*) FROM fence",
+                    )
+                    .await
+                    .map_err(|e| classify(&e))?;
+                c.query_one(&stmt, &[id, &lease.name, &lease.holder, &token])
+                    .await
+                    .map_err(|e| classify(&e))
+                    .map(|row| row.get::<_, i64>(0))
+            })
+        })
+        .await
+        .and_then(|fenced| {
+            self.count(1, 1);
+            if fenced == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::LeaseLost {
+                    name: lease.name.clone(),
+                    token: lease.token,
+                    reason: "it was not current when the journal was to be deleted".into(),
+                })
+            }
+        })
     }
 
     async fn archive_journal(&self, key: &IdentifierSetKey, journal: &Journal) -> StoreResult<()> {
@@ -948,7 +1114,7 @@ impl Store for PostgresStore {
                     tx.execute(&write, &[&directory, &next.state])
                         .await
                         .map_err(|e| classify(&e))?;
-                    tx.commit().await.map_err(|e| classify(&e))?;
+                    commit(tx).await?;
                     Ok(true)
                 })
             })
@@ -959,6 +1125,8 @@ impl Store for PostgresStore {
 
     async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> StoreResult<Lease> {
         let me = process::current();
+        let tag = machine_tag();
+        let host = &tag;
         let ms = ttl_ms(ttl);
         let pid = i64::from(me.pid);
         let start_time = i64::try_from(me.start_time).unwrap_or(0);
@@ -982,7 +1150,7 @@ impl Store for PostgresStore {
                         .map_err(|e| classify(&e))?;
                     c.query_opt(
                         &stmt,
-                        &[&name, &holder, &ms, &me.host, &pid, &start_time, &me.pid_ns],
+                        &[&name, &holder, &ms, &host, &pid, &start_time, &me.pid_ns],
                     )
                     .await
                     .map_err(|e| classify(&e))
@@ -995,7 +1163,7 @@ impl Store for PostgresStore {
             holder: holder.to_owned(),
             until: until.max(0) as u64,
             token: token.max(0) as u64,
-            host: me.host.clone(),
+            host: tag.clone(),
             pid: me.pid,
             start_time: me.start_time,
             pid_ns: me.pid_ns.clone(),
@@ -1010,13 +1178,12 @@ impl Store for PostgresStore {
                 until: 0,
             });
         };
+        // Only a holder provably on this machine and boot (the host name
+        // alone repeats across cloned machines, and so does the initial PID
+        // namespace) is looked up in this machine's /proc.
         let dead = live
-            && process::holder_is_dead(
-                &current.host,
-                current.pid,
-                current.start_time,
-                &current.pid_ns,
-            );
+            && current.host == tag
+            && process::holder_is_dead(&me.host, current.pid, current.start_time, &current.pid_ns);
         if !dead {
             return Err(StoreError::LeaseHeld {
                 name: name.to_owned(),
@@ -1043,7 +1210,7 @@ impl Store for PostgresStore {
                         .map_err(|e| classify(&e))?;
                     c.query_opt(
                         &stmt,
-                        &[&name, &holder, &ms, &me.host, &pid, &start_time, &me.pid_ns, &seen],
+                        &[&name, &holder, &ms, &host, &pid, &start_time, &me.pid_ns, &seen],
                     )
                     .await
                     .map_err(|e| classify(&e))
