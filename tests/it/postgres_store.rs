@@ -759,3 +759,60 @@ async fn three_issue_processes_racing_on_one_database_get_one_certificate_from_p
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The ledger acceptance with real processes: 4 `examples/fleet`
+/// processes issuing 10 distinct names each under one registered domain,
+/// each with a local limit of 20 certificates per hour for it: exactly 20
+/// orders reach the CA between them, the other 20 sets are refused locally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_never_spend_more_than_the_shared_ledger_allows() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = fresh_database(&pg).await;
+    let ca = TestCa::start().await.unwrap();
+    let dir = crate::issuer::temp_store("pg-ledger-processes");
+    std::fs::create_dir_all(&dir).unwrap();
+    let root = dir.join("root.pem");
+    std::fs::write(&root, ca.root_pem()).unwrap();
+    let limits = dir.join("limits.json");
+    let twenty = RateLimits {
+        certificates_per_domain: Some(Limit::new(20, Duration::from_secs(3600))),
+        ..RateLimits::none()
+    };
+    std::fs::write(&limits, serde_json::to_string(&twenty).unwrap()).unwrap();
+    let limits = limits.to_string_lossy().into_owned();
+    let nodes: Vec<_> = (0..4)
+        .map(|k| {
+            let prefix = format!("p{k}-");
+            fleet(
+                &ca,
+                &root,
+                &url,
+                &[
+                    "--sets",
+                    "10",
+                    "--prefix",
+                    &prefix,
+                    "--domain",
+                    "ledger.test",
+                    "--rate-limits",
+                    &limits,
+                ],
+            )
+        })
+        .collect();
+    let (mut issued, mut refused) = (0, 0);
+    for node in nodes {
+        let s = summary(node);
+        assert_eq!(s["failed"], 0, "{s}");
+        issued += s["issued"].as_u64().unwrap();
+        refused += s["refused"].as_u64().unwrap();
+    }
+    let orders = ca
+        .ledger()
+        .requests
+        .get(&Endpoint::NewOrder)
+        .copied()
+        .unwrap_or(0);
+    assert_eq!((issued, refused, orders), (20, 20, 20));
+    let _ = std::fs::remove_dir_all(&dir);
+}
