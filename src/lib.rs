@@ -174,9 +174,10 @@ pub use issuer::{
 };
 // Wire vocabulary and resources.
 pub use protocol::{
-    AccountResource, AccountStatus, AuthorizationResource, AuthorizationStatus, ChallengeResource,
-    ChallengeStatus, ChallengeType, Dialect, Directory, DirectoryMeta, Endpoint, Identifier,
-    IdentifierSet, InvalidIdentifier, OrderResource, OrderStatus, Problem, ProblemType, timestamp,
+    AccountResource, AccountStatus, AuthorizationResource, AuthorizationStatus, CertId,
+    ChallengeResource, ChallengeStatus, ChallengeType, Dialect, Directory, DirectoryMeta, Endpoint,
+    Identifier, IdentifierSet, InvalidIdentifier, OrderResource, OrderStatus, Problem, ProblemType,
+    RenewalInfo, timestamp,
 };
 // Retry policies and events.
 pub use retry::{Backoff, Event, Jitter, RetryPolicy};

@@ -311,6 +311,15 @@ pub enum Event {
         /// The failure.
         error: String,
     },
+    /// The CA refused an order's `replaces` (the certificate was already
+    /// replaced, or it did not accept the CertID): the order was sent once
+    /// more without it, so it is a plain order, not an ARI renewal.
+    ReplacesDropped {
+        /// The CertID that was refused.
+        cert_id: String,
+        /// The CA's problem (type and detail).
+        problem: String,
+    },
     /// Retrying stopped: the failure is returned to the caller.
     GaveUp {
         /// Endpoint.

@@ -194,6 +194,21 @@ struct AccountInner {
     resource: Mutex<Option<AccountResource>>,
 }
 
+/// True when the CA's answer refuses an order's `replaces`: seen from
+/// real CAs as `alreadyReplaced` (409), `conflict`, or `malformed` whose
+/// detail names `replaces`.
+fn refuses_replaces(e: &Error) -> bool {
+    let Some(p) = e.problem() else { return false };
+    match p.kind {
+        crate::ProblemType::AlreadyReplaced | crate::ProblemType::Conflict => true,
+        crate::ProblemType::Malformed => p
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.to_ascii_lowercase().contains("replaces")),
+        _ => false,
+    }
+}
+
 impl Account {
     pub(crate) fn from_parts(
         client: Client,
@@ -369,8 +384,35 @@ impl Account {
     /// ACME v1: one `new-authz` per identifier (DNS names only: IP
     /// identifiers, wildcards and notBefore/notAfter are
     /// [`Error::Unsupported`]); the order is the client's own (see [`Order`]).
+    ///
+    /// A [`NewOrder::profile`] the directory does not list is refused
+    /// locally ([`Error::InvalidInput`]); [`NewOrder::replaces`] is sent
+    /// only to a CA with `renewalInfo`, and dropped (once, with
+    /// [`Event::ReplacesDropped`](crate::Event::ReplacesDropped)) when the
+    /// CA refuses it.
     pub async fn new_order(&self, order: &NewOrder) -> Result<Order> {
-        self.dialect_impl().new_order(self, order).await
+        let order = self.client().fit_new_order(order)?;
+        match self.dialect_impl().new_order(self, &order).await {
+            Err(e) if order.replaced().is_some() && refuses_replaces(&e) => {
+                let id = order
+                    .replaced()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                let problem = e
+                    .problem()
+                    .map(|p| format!("{}: {}", p.kind, p.detail.as_deref().unwrap_or_default()))
+                    .unwrap_or_else(|| e.to_string());
+                tracing::warn!(cert_id = %id, %problem, "the CA refused replaces; ordering once more without it (not an ARI renewal)");
+                self.client().emit(crate::Event::ReplacesDropped {
+                    cert_id: id,
+                    problem,
+                });
+                self.dialect_impl()
+                    .new_order(self, &order.without_replaces())
+                    .await
+            }
+            other => other,
+        }
     }
 
     /// A pending or ready order for exactly `wanted`'s identifiers among

@@ -17,6 +17,7 @@ mod dialect;
 mod order;
 mod poll;
 mod rate_gate;
+mod renewal_info;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -584,6 +585,55 @@ impl Client {
 
     pub(crate) fn transport(&self) -> &Transport {
         &self.inner.transport
+    }
+
+    /// Emits an event to the client's subscribers.
+    pub(crate) fn emit(&self, event: Event) {
+        self.inner.transport.emit(event);
+    }
+
+    /// The certificate profiles the CA offers (`meta.profiles`: name →
+    /// description); empty when it lists none.
+    pub fn profiles(&self) -> Vec<(String, String)> {
+        self.directory()
+            .meta
+            .profiles
+            .iter()
+            .map(|(name, description)| {
+                let text = description
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| description.to_string());
+                (name.clone(), text)
+            })
+            .collect()
+    }
+
+    /// `order` as it can be sent to this CA: a profile it does not list is
+    /// refused; `replaces` is dropped when it offers no renewal
+    /// information (RFC 9773: SHOULD NOT be sent then).
+    pub(crate) fn fit_new_order(&self, order: &NewOrder) -> Result<NewOrder> {
+        let profiles = &self.directory().meta.profiles;
+        if order.profile_name().is_some() && self.dialect() == Dialect::V1 {
+            return Err(Error::Unsupported(
+                "ACME v1 has no certificate profiles".into(),
+            ));
+        }
+        if let Some(name) = order.profile_name()
+            && !profiles.is_empty()
+            && !profiles.contains_key(name)
+        {
+            let offered: Vec<&str> = profiles.keys().map(String::as_str).collect();
+            return Err(Error::InvalidInput(format!(
+                "profile {name:?} is not offered by this CA (it offers: {})",
+                offered.join(", ")
+            )));
+        }
+        if order.replaced().is_some() && !self.offers_renewal_info() {
+            tracing::debug!("the CA offers no renewal information: replaces not sent");
+            return Ok(order.without_replaces());
+        }
+        Ok(order.clone())
     }
 
     pub(crate) fn rate_gate(&self) -> &rate_gate::RateGate {

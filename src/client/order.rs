@@ -13,7 +13,9 @@ use super::poll::Poller;
 use super::{Account, Authorization, CertificateChain};
 use crate::crypto::Csr;
 use crate::error::{Error, Result, RetryAfter};
-use crate::protocol::{AuthorizationStatus, Dialect, Identifier, OrderResource, OrderStatus, v2};
+use crate::protocol::{
+    AuthorizationStatus, CertId, Dialect, Identifier, OrderResource, OrderStatus, v2,
+};
 use crate::transport::{Endpoint, PEM_CHAIN, links};
 
 /// What to order: identifiers and an optional validity window.
@@ -34,6 +36,8 @@ pub struct NewOrder {
     identifiers: Vec<Identifier>,
     not_before: Option<OffsetDateTime>,
     not_after: Option<OffsetDateTime>,
+    replaces: Option<CertId>,
+    profile: Option<String>,
 }
 
 impl NewOrder {
@@ -53,6 +57,8 @@ impl NewOrder {
             identifiers,
             not_before: None,
             not_after: None,
+            replaces: None,
+            profile: None,
         })
     }
 
@@ -78,9 +84,47 @@ impl NewOrder {
         self
     }
 
+    /// Names the certificate this order replaces (RFC 9773 `replaces`:
+    /// its [`CertId`]), so the CA can treat it as an ARI renewal (exempt
+    /// from Let's Encrypt's rate limits within the suggested window). Sent
+    /// only to a CA that offers renewal information; when the CA refuses
+    /// it (`alreadyReplaced`, `conflict`, or `malformed` about `replaces`)
+    /// the order is sent once more without it and
+    /// [`Event::ReplacesDropped`](crate::Event::ReplacesDropped) says so.
+    pub fn replaces(mut self, id: CertId) -> Self {
+        self.replaces = Some(id);
+        self
+    }
+
+    /// Asks for a certificate profile (`meta.profiles` in the directory,
+    /// e.g. Let's Encrypt's `classic`, `tlsserver`, `shortlived`). A name
+    /// the directory does not list is refused locally when it lists any.
+    pub fn profile(mut self, name: impl Into<String>) -> Self {
+        self.profile = Some(name.into());
+        self
+    }
+
     /// The identifiers.
     pub fn identifiers(&self) -> &[Identifier] {
         &self.identifiers
+    }
+
+    /// The certificate this order replaces, if named.
+    pub fn replaced(&self) -> Option<&CertId> {
+        self.replaces.as_ref()
+    }
+
+    /// The profile asked for, if any.
+    pub fn profile_name(&self) -> Option<&str> {
+        self.profile.as_deref()
+    }
+
+    /// The same order without `replaces`.
+    pub(crate) fn without_replaces(&self) -> Self {
+        Self {
+            replaces: None,
+            ..self.clone()
+        }
     }
 
     /// True when notBefore or notAfter was asked for.
@@ -97,6 +141,8 @@ impl NewOrder {
             identifiers: &self.identifiers,
             not_before: self.not_before,
             not_after: self.not_after,
+            replaces: self.replaces.as_ref().map(CertId::as_str),
+            profile: self.profile.as_deref(),
         })
         .map_err(|e| Error::InvalidInput(format!("the order's notBefore/notAfter: {e}")))
     }

@@ -52,6 +52,21 @@ fn set_key(ids: &[Identifier]) -> String {
     format!("set:{}", IdentifierSet::new(ids))
 }
 
+/// Which of Let's Encrypt's renewal exemptions an order has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Exemption {
+    /// None: every limit applies.
+    #[default]
+    None,
+    /// A renewal of the exact same identifier set within 120 days: exempt
+    /// from new orders per account and certificates per registered domain
+    /// (still counted against the exact set and failed authorizations).
+    ExactSetRenewal,
+    /// An ARI renewal (`replaces` naming a not-yet-replaced certificate,
+    /// within its suggested window): exempt from every limit.
+    Ari,
+}
+
 /// The registered domains of `ids`, sorted, each once.
 fn domains_of(ids: &[Identifier]) -> Vec<String> {
     let mut domains: Vec<String> = ids.iter().map(|i| registered_domain(&i.value)).collect();
@@ -187,13 +202,28 @@ impl RateLedger {
         ids: &[Identifier],
         now: SystemTime,
         certificate: bool,
+        exemption: Exemption,
     ) -> Result<(), Error> {
-        self.check(account, ids, now, certificate)?;
-        self.spend_order(account, now);
-        if certificate {
-            self.spend_certificate(ids, now);
+        match exemption {
+            Exemption::Ari => Ok(()),
+            Exemption::ExactSetRenewal => {
+                let saved = self.limits.clone();
+                self.limits.new_orders_per_account = None;
+                self.limits.certificates_per_domain = None;
+                let result =
+                    self.reserve_new_order(account, ids, now, certificate, Exemption::None);
+                self.limits = saved;
+                result
+            }
+            Exemption::None => {
+                self.check(account, ids, now, certificate)?;
+                self.spend_order(account, now);
+                if certificate {
+                    self.spend_certificate(ids, now);
+                }
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     /// Gives back a reserved certificate that was never finalized (its
@@ -448,6 +478,46 @@ mod tests {
                 .check_new_order("acct", &set, now + horizon + Duration::from_secs(2))
                 .is_ok()
         );
+    }
+
+    /// Issue 11: 60 ARI renewals under one registered domain pass the
+    /// local ledger (Let's Encrypt's limits) while 51 new certificates do
+    /// not; exact-set renewals skip the per-domain limit but not the
+    /// duplicate one.
+    #[test]
+    fn ari_renewals_spend_nothing_and_exact_set_renewals_skip_per_domain() {
+        let now = SystemTime::now();
+        let mut ledger = RateLedger::load(RateLimits::lets_encrypt(), None);
+        for i in 0..60 {
+            let set = ids(&[&format!("r{i}.renewed.example")]);
+            ledger
+                .reserve_new_order("acct", &set, now, true, Exemption::Ari)
+                .unwrap();
+        }
+        let mut refused = 0;
+        for i in 0..51 {
+            let set = ids(&[&format!("n{i}.renewed.example")]);
+            if ledger
+                .reserve_new_order("acct", &set, now, true, Exemption::None)
+                .is_err()
+            {
+                refused += 1;
+            }
+        }
+        assert_eq!(
+            refused, 1,
+            "the 51st new certificate is refused (50 per 7 days)"
+        );
+        // Exact-set renewals: past the per-domain limit, but 5 per set.
+        let set = ids(&["n0.renewed.example"]);
+        let mut ok = 0;
+        while ledger
+            .reserve_new_order("acct", &set, now, true, Exemption::ExactSetRenewal)
+            .is_ok()
+        {
+            ok += 1;
+        }
+        assert_eq!(ok, 4, "5 per exact set, one spent already");
     }
 
     #[test]

@@ -41,13 +41,14 @@ pub use manage::{CertificateStatus, RevokeWith};
 use crate::client::{Account, AccountOptions, Client, NewOrder, Order};
 use crate::crypto::{AccountKey, CertificateKey, CertificateKeyType, Csr, KeyAlgorithm};
 use crate::error::{Error, ErrorClass, Result};
+use crate::protocol::CertId;
 use crate::protocol::{AuthorizationStatus, ChallengeType, Identifier, OrderStatus, timestamp};
 use crate::solver::{ChallengeAnswer, Solver};
 use crate::store::{
-    IdentifierSetKey, Journal, JournalStep, Lease, RateLimitRecord, Store, StoreError,
-    StoredAccount, StoredCertificate,
+    IdentifierSetKey, Journal, JournalStep, Lease, RateLimitRecord, RenewalSchedule, Store,
+    StoreError, StoredAccount, StoredCertificate,
 };
-use ledger::RateLedger;
+use ledger::{Exemption, RateLedger};
 
 /// Pages of the account's orders list read to recover a corrupted journal.
 const RECOVERY_ORDER_PAGES: usize = 10;
@@ -97,6 +98,10 @@ pub struct EnsureOptions {
     /// Order a new certificate even if a stored one is still good (a
     /// deliberate duplicate; the rate-limit ledger still applies).
     pub force_new: bool,
+    /// The certificate profile to ask for (`meta.profiles`: Let's
+    /// Encrypt's `classic`, `tlsserver`, `shortlived`); `None`: the CA's
+    /// default.
+    pub profile: Option<String>,
 }
 
 /// Where the certificate `ensure` returned came from.
@@ -122,6 +127,9 @@ pub struct Ensured {
     pub certificate: StoredCertificate,
     /// Where it came from.
     pub source: CertificateSource,
+    /// For a renewal sent as an ARI renewal: the CertID of the certificate
+    /// it replaces (the `replaces` of its newOrder).
+    pub replaces: Option<String>,
 }
 
 /// A step of an issuance, reported to [`IssuerBuilder::on_step`] right
@@ -197,7 +205,8 @@ pub struct IssuerBuilder<S: Store> {
     account_key_algorithm: KeyAlgorithm,
     solvers: Vec<Arc<dyn Solver>>,
     limits: Option<RateLimits>,
-    renew_after: f64,
+    renew_after: Option<f64>,
+    renew_at_window_start: bool,
     lease_ttl: Duration,
     lease_wait: Duration,
     holder: String,
@@ -242,9 +251,20 @@ impl<S: Store> IssuerBuilder<S> {
         self
     }
 
-    /// Renew once this fraction of the lifetime has passed (default 2/3).
+    /// Renew as soon as the CA's suggested window opens, instead of at a
+    /// uniformly random time inside it (RFC 9773's recommendation, the
+    /// default, which spreads a fleet's renewals over the window). For a
+    /// tool run by hand, and for tests.
+    pub fn renew_at_window_start(mut self, enabled: bool) -> Self {
+        self.renew_at_window_start = enabled;
+        self
+    }
+
+    /// Renew once this fraction of the lifetime has passed, when the CA
+    /// offers no renewal information (default 2/3, or 1/2 for a lifetime of
+    /// 10 days or less; set here, it applies to every lifetime).
     pub fn renew_after_fraction(mut self, fraction: f64) -> Self {
-        self.renew_after = fraction.clamp(0.0, 1.0);
+        self.renew_after = Some(fraction.clamp(0.0, 1.0));
         self
     }
 
@@ -291,6 +311,7 @@ impl<S: Store> IssuerBuilder<S> {
                 account_key_algorithm: self.account_key_algorithm,
                 solvers: self.solvers,
                 renew_after: self.renew_after,
+                renew_at_window_start: self.renew_at_window_start,
                 lease_ttl: self.lease_ttl,
                 lease_wait: self.lease_wait,
                 holder: self.holder,
@@ -310,7 +331,8 @@ struct Inner<S: Store> {
     account_options: AccountOptions,
     account_key_algorithm: KeyAlgorithm,
     solvers: Vec<Arc<dyn Solver>>,
-    renew_after: f64,
+    renew_after: Option<f64>,
+    renew_at_window_start: bool,
     lease_ttl: Duration,
     lease_wait: Duration,
     holder: String,
@@ -387,7 +409,8 @@ impl<S: Store> Issuer<S> {
             account_key_algorithm: KeyAlgorithm::Es256,
             solvers: Vec::new(),
             limits: None,
-            renew_after: 2.0 / 3.0,
+            renew_after: None,
+            renew_at_window_start: false,
             lease_ttl: Duration::from_secs(60),
             lease_wait: Duration::from_secs(600),
             holder: crate::store::unique_holder(None),
@@ -499,23 +522,149 @@ impl<S: Store> Issuer<S> {
             .collect()
     }
 
-    /// When `cert` is due for renewal: at the configured fraction of its
-    /// lifetime ([`IssuerBuilder::renew_after_fraction`]); at once when it
-    /// was revoked.
+    /// When `cert` is due for renewal: at once when it was revoked; at the
+    /// time chosen in the CA's suggested window when its renewal
+    /// information said one ([`StoredCertificate::renewal`]); else at 2/3
+    /// of its lifetime, or 1/2 when the lifetime is 10 days or less (or the
+    /// fraction set with [`IssuerBuilder::renew_after_fraction`]).
+    ///
+    /// ```
+    /// # use std::time::{Duration, UNIX_EPOCH};
+    /// # use sturdy_acme::store::StoredCertificate;
+    /// # async fn run(issuer: sturdy_acme::Issuer<sturdy_acme::store::FileStore>, mut cert: StoredCertificate) {
+    /// // A 160-hour (shortlived) certificate is renewed after 80 hours.
+    /// cert.not_before = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    /// cert.not_after = cert.not_before + Duration::from_secs(160 * 3600);
+    /// assert_eq!(issuer.renewal_due_at(&cert), cert.not_before + Duration::from_secs(80 * 3600));
+    /// # }
+    /// ```
     pub fn renewal_due_at(&self, cert: &StoredCertificate) -> SystemTime {
         if cert.revoked.is_some() {
             return cert.not_before.min(SystemTime::now());
+        }
+        if let Some(at) = cert.renewal.as_ref().and_then(|r| r.renew_at) {
+            return at;
         }
         let lifetime = cert
             .not_after
             .duration_since(cert.not_before)
             .unwrap_or_default();
-        cert.not_before + lifetime.mul_f64(self.inner.renew_after)
+        let fraction =
+            self.inner
+                .renew_after
+                .unwrap_or(if lifetime <= Duration::from_secs(10 * 24 * 3600) {
+                    0.5
+                } else {
+                    2.0 / 3.0
+                });
+        cert.not_before + lifetime.mul_f64(fraction)
     }
 
-    /// True when `cert` should be renewed now.
-    fn due(&self, cert: &StoredCertificate) -> bool {
-        SystemTime::now() >= self.renewal_due_at(cert)
+    /// What `cert` means for an ensure now.
+    fn judge(&self, cert: &StoredCertificate) -> Verdict {
+        let now = SystemTime::now();
+        if cert.revoked.is_none()
+            && self.inner.client.offers_renewal_info()
+            && cert
+                .renewal
+                .as_ref()
+                .is_none_or(|r| now >= r.check_again_at)
+        {
+            return Verdict::Recheck;
+        }
+        if now >= self.renewal_due_at(cert) {
+            Verdict::Due
+        } else {
+            Verdict::Usable
+        }
+    }
+
+    /// Fetches the CA's renewal information for `cert` and stores the
+    /// schedule it gives (under the issuance's lease). An answer that
+    /// cannot be used falls back to the lifetime rule until the next check
+    /// (6 hours), logged once per certificate.
+    async fn refresh_renewal_info(
+        &self,
+        key: &IdentifierSetKey,
+        mut cert: StoredCertificate,
+    ) -> Result<StoredCertificate> {
+        let now = SystemTime::now();
+        let fallback = |why: String, cert: &StoredCertificate| {
+            if cert
+                .renewal
+                .as_ref()
+                .is_none_or(|r| r.window_start.is_some())
+            {
+                tracing::warn!(set = %key, reason = %why, "no usable renewal information; renewing by the certificate's lifetime until the next check");
+            }
+            RenewalSchedule {
+                window_start: None,
+                window_end: None,
+                renew_at: None,
+                check_again_at: now + crate::protocol::renewal_info::DEFAULT_RECHECK,
+                explanation_url: None,
+            }
+        };
+        let schedule = match CertId::from_pem(&cert.chain_pem) {
+            Err(why) => fallback(why, &cert),
+            Ok(id) => match self.inner.client.renewal_info(&id).await {
+                Ok(info) => {
+                    // The chosen time stays while the window does.
+                    let renew_at = match &cert.renewal {
+                        Some(old)
+                            if old.window_start == Some(info.window_start)
+                                && old.window_end == Some(info.window_end)
+                                && old.renew_at.is_some() =>
+                        {
+                            old.renew_at
+                        }
+                        _ => Some(info.renewal_time(
+                            if self.inner.renew_at_window_start {
+                                0.0
+                            } else {
+                                crate::protocol::renewal_info::random_fraction()
+                            },
+                            now,
+                        )),
+                    };
+                    if let Some(url) = &info.explanation_url {
+                        tracing::info!(set = %key, explanation = %url, "the CA explains this certificate's renewal window");
+                    }
+                    RenewalSchedule {
+                        window_start: Some(info.window_start),
+                        window_end: Some(info.window_end),
+                        renew_at,
+                        check_again_at: info.check_again_at,
+                        explanation_url: info.explanation_url,
+                    }
+                }
+                Err(e) => fallback(e.to_string(), &cert),
+            },
+        };
+        cert.renewal = Some(schedule);
+        self.fence(key).await?;
+        self.inner.store.save_certificate(key, &cert).await?;
+        Ok(cert)
+    }
+
+    /// Which renewal exemption an order renewing `previous` has, as Let's
+    /// Encrypt counts them.
+    fn exemption(&self, previous: Option<&StoredCertificate>, journal: &Journal) -> Exemption {
+        let Some(prev) = previous else {
+            return Exemption::None;
+        };
+        let now = SystemTime::now();
+        let in_window = prev.renewal.as_ref().is_some_and(
+            |r| matches!((r.window_start, r.window_end), (Some(s), Some(e)) if s <= now && now < e),
+        );
+        if journal.replaces.is_some() && self.inner.client.offers_renewal_info() && in_window {
+            return Exemption::Ari;
+        }
+        const EXACT_SET_WINDOW: Duration = Duration::from_secs(120 * 24 * 3600);
+        if now.duration_since(prev.not_before).unwrap_or_default() < EXACT_SET_WINDOW {
+            return Exemption::ExactSetRenewal;
+        }
+        Exemption::None
     }
 
     /// Returns a valid certificate for `names`: the stored one if it is not
@@ -547,11 +696,13 @@ impl<S: Store> Issuer<S> {
         };
         let _flight = flight.lock().await;
         if !options.force_new
-            && let Some(cert) = self.usable_stored(&key).await?
+            && let Some(cert) = self.stored(&key).await?
+            && self.judge(&cert) == Verdict::Usable
         {
             return Ok(Ensured {
                 certificate: cert,
                 source: CertificateSource::Stored,
+                replaces: None,
             });
         }
 
@@ -564,16 +715,24 @@ impl<S: Store> Issuer<S> {
             .unwrap_or_else(|p| p.into_inner())
             .insert(key.clone(), held.state());
         let result = async {
-            // Another process may have finished while we waited.
-            if !options.force_new
-                && let Some(cert) = self.usable_stored(&key).await?
-            {
-                return Ok(Ensured {
-                    certificate: cert,
-                    source: CertificateSource::Stored,
-                });
+            // Another process may have finished while we waited; renewal
+            // information is refreshed under the lease.
+            let mut previous = self.stored(&key).await?;
+            if let Some(cert) = previous.take() {
+                let cert = match self.judge(&cert) {
+                    Verdict::Recheck => self.refresh_renewal_info(&key, cert).await?,
+                    _ => cert,
+                };
+                if !options.force_new && self.judge(&cert) == Verdict::Usable {
+                    return Ok(Ensured {
+                        certificate: cert,
+                        source: CertificateSource::Stored,
+                        replaces: None,
+                    });
+                }
+                previous = Some(cert);
             }
-            self.issue(&key, options).await
+            self.issue(&key, options, previous.as_ref()).await
         }
         .await;
         if let Err(e) = &result {
@@ -634,10 +793,10 @@ impl<S: Store> Issuer<S> {
         )))
     }
 
-    async fn usable_stored(&self, key: &IdentifierSetKey) -> Result<Option<StoredCertificate>> {
+    /// The stored certificate (a corrupted record counts as none).
+    async fn stored(&self, key: &IdentifierSetKey) -> Result<Option<StoredCertificate>> {
         match self.inner.store.load_certificate(key).await {
-            Ok(Some(cert)) if !self.due(&cert) => Ok(Some(cert)),
-            Ok(_) => Ok(None),
+            Ok(cert) => Ok(cert),
             // The store kept the bad record aside; a certificate can always
             // be issued again, so renewal proceeds instead of failing until
             // the certificate expires.
@@ -833,8 +992,19 @@ impl<S: Store> Issuer<S> {
             .await
     }
 
-    async fn issue(&self, key: &IdentifierSetKey, options: &EnsureOptions) -> Result<Ensured> {
+    async fn issue(
+        &self,
+        key: &IdentifierSetKey,
+        options: &EnsureOptions,
+        previous: Option<&StoredCertificate>,
+    ) -> Result<Ensured> {
         let account = self.account().await?;
+        // A renewal names the certificate it replaces (sent only where the
+        // CA offers renewal information).
+        let replaces = previous
+            .filter(|_| self.inner.client.offers_renewal_info())
+            .and_then(|p| CertId::from_pem(&p.chain_pem).ok())
+            .map(|id| id.as_str().to_owned());
         let directory = self.inner.client.directory_url().to_owned();
         let fresh = || Journal {
             directory: directory.clone(),
@@ -851,6 +1021,7 @@ impl<S: Store> Issuer<S> {
             finalize_attempts: 0,
             last_error: None,
             certificate_reserved: false,
+            replaces: replaces.clone(),
         };
         let loaded = match self.inner.store.load_journal(key).await {
             Ok(loaded) => loaded,
@@ -923,7 +1094,10 @@ impl<S: Store> Issuer<S> {
                     }
                     Err(e) => return Err(e),
                 },
-                None => self.new_order(key, &account, &mut journal).await?,
+                None => {
+                    self.new_order(key, &account, &mut journal, options, previous)
+                        .await?
+                }
             };
             check_order_identifiers(key, &order)?;
             match self.drive(key, &mut order, &mut journal, options).await {
@@ -1031,6 +1205,7 @@ impl<S: Store> Issuer<S> {
             finalize_attempts: 0,
             last_error: None,
             certificate_reserved: false,
+            replaces: None,
         })
     }
 
@@ -1061,6 +1236,8 @@ impl<S: Store> Issuer<S> {
         key: &IdentifierSetKey,
         account: &Account,
         journal: &mut Journal,
+        options: &EnsureOptions,
+        previous: Option<&StoredCertificate>,
     ) -> Result<Order> {
         let ids = key.identifiers().to_vec();
         let account_url = account.url().to_owned();
@@ -1081,8 +1258,10 @@ impl<S: Store> Issuer<S> {
         // Checked and counted in one atomic ledger update: the order and,
         // unless this journal already holds one, the certificate it is for.
         let reserve_certificate = !journal.certificate_reserved;
+        let exemption = self.exemption(previous, journal);
         self.with_ledger(|l| {
-            let reserved = l.reserve_new_order(&account_url, &ids, now, reserve_certificate);
+            let reserved =
+                l.reserve_new_order(&account_url, &ids, now, reserve_certificate, exemption);
             let changed = reserved.is_ok();
             (reserved, changed)
         })
@@ -1095,7 +1274,15 @@ impl<S: Store> Issuer<S> {
         // reservation back then would let the order be finalized uncounted.
         self.save_journal(key, journal).await?;
         self.fence(key).await?;
-        let result = account.new_order(&NewOrder::new(ids.clone())?).await;
+        let mut request = NewOrder::new(ids.clone())?;
+        if let Some(profile) = &options.profile {
+            request = request.profile(profile.clone());
+        }
+        if let Some(id) = journal.replaces.as_deref().and_then(CertId::parse) {
+            tracing::info!(set = %key, replaces = %id, ?exemption, "renewal: the order names the certificate it replaces");
+            request = request.replaces(id);
+        }
+        let result = account.new_order(&request).await;
         // Every newOrder sent counts, the repeats after a lost answer too.
         let extra = match &result {
             Ok(order) => order.new_order_requests.saturating_sub(1),
@@ -1400,6 +1587,7 @@ impl<S: Store> Issuer<S> {
             not_after,
             serial: chain.serial_hex().unwrap_or_default(),
             revoked: None,
+            renewal: None,
         };
         // Only the lease holder replaces the stored certificate; the chain
         // stays journalled (Downloaded) for it otherwise.
@@ -1411,6 +1599,7 @@ impl<S: Store> Issuer<S> {
         Ok(Ensured {
             certificate,
             source,
+            replaces: journal.replaces.clone(),
         })
     }
 }
@@ -1429,6 +1618,17 @@ fn check_order_identifiers(key: &IdentifierSetKey, order: &Order) -> Result<()> 
 }
 
 /// Why driving an order stopped.
+/// What a stored certificate means for an ensure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Not due: returned as it is.
+    Usable,
+    /// Due for renewal.
+    Due,
+    /// The CA's renewal information is to be fetched (again) first.
+    Recheck,
+}
+
 enum DriveError {
     /// The order is invalid: start a new one (once).
     Restart,

@@ -41,12 +41,14 @@ pub enum Endpoint {
     Certificate,
     /// revokeCert.
     Revoke,
+    /// renewalInfo (RFC 9773; an unauthenticated GET).
+    RenewalInfo,
     /// Anything else.
     Other,
 }
 
 impl Endpoint {
-    pub(crate) const ALL: [Endpoint; 14] = [
+    pub(crate) const ALL: [Endpoint; 15] = [
         Self::Directory,
         Self::NewNonce,
         Self::NewAccount,
@@ -60,6 +62,7 @@ impl Endpoint {
         Self::Finalize,
         Self::Certificate,
         Self::Revoke,
+        Self::RenewalInfo,
         Self::Other,
     ];
 
@@ -79,6 +82,7 @@ impl Endpoint {
             Self::Finalize => "finalize",
             Self::Certificate => "certificate",
             Self::Revoke => "revokeCert",
+            Self::RenewalInfo => "renewalInfo",
             Self::Other => "other",
         }
     }

@@ -8,6 +8,7 @@
 pub mod endpoint;
 pub mod identifier;
 pub mod problem;
+pub mod renewal_info;
 pub mod resources;
 pub mod timestamp;
 #[cfg(feature = "v1")]
@@ -17,6 +18,7 @@ pub mod v2;
 pub use endpoint::Endpoint;
 pub use identifier::{Identifier, IdentifierSet, InvalidIdentifier};
 pub use problem::{Problem, ProblemType};
+pub use renewal_info::{CertId, RenewalInfo};
 pub use resources::{
     Account as AccountResource, AccountStatus, Authorization as AuthorizationResource,
     AuthorizationStatus, Challenge as ChallengeResource, ChallengeStatus, ChallengeType, Directory,
@@ -136,7 +138,7 @@ mod tests {
                     only_return_existing: false,
                     external_account_binding: Some(value.clone()),
                 }),
-                serde_json::to_string(&v2::NewOrder { identifiers: &ids, not_before: None, not_after: None }),
+                serde_json::to_string(&v2::NewOrder { identifiers: &ids, not_before: None, not_after: None, replaces: None, profile: None }),
                 serde_json::to_string(&v2::Finalize { csr: s.clone() }),
                 serde_json::to_string(&v2::Revocation { certificate: s.clone(), reason: Some(255) }),
                 serde_json::to_string(&v2::KeyChange { account: &s, old_key: &value }),

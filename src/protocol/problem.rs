@@ -95,6 +95,8 @@ problem_types! {
     AlreadyReplaced => "alreadyReplaced",
     /// The request conflicts with the current state (Boulder, e.g. a key already in use).
     Conflict => "conflict",
+    /// The profile asked for is not one the CA offers (draft-ietf-acme-profiles).
+    InvalidProfile => "invalidProfile",
 }
 
 const V2_PREFIX: &str = "urn:ietf:params:acme:error:";

@@ -42,6 +42,12 @@ pub(crate) struct NewOrder<'a> {
         skip_serializing_if = "Option::is_none"
     )]
     pub not_after: Option<OffsetDateTime>,
+    /// The CertID of the certificate this order replaces (RFC 9773).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<&'a str>,
+    /// The certificate profile asked for (draft-ietf-acme-profiles).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<&'a str>,
 }
 
 /// finalize payload (RFC 8555 §7.4).

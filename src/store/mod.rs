@@ -61,8 +61,8 @@ pub use file::FileStore;
 pub use postgres::{PostgresStats, PostgresStore, PostgresStoreBuilder};
 pub(crate) use process::unique_holder;
 pub use records::{
-    CaScope, IdentifierSetKey, Journal, JournalError, JournalStep, Lease, RateLimitRecord, Revoked,
-    StoredAccount, StoredCertificate,
+    CaScope, IdentifierSetKey, Journal, JournalError, JournalStep, Lease, RateLimitRecord,
+    RenewalSchedule, Revoked, StoredAccount, StoredCertificate,
 };
 pub use sealing::KeyEncryptionKey;
 

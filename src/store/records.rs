@@ -223,6 +223,60 @@ pub struct StoredCertificate {
     /// absent and issues a new one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked: Option<Revoked>,
+    /// What the CA's renewal information (RFC 9773) last said, when it
+    /// offers it: the issuer renews at its chosen time and asks again at
+    /// `check_again_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal: Option<RenewalSchedule>,
+}
+
+/// A certificate's renewal schedule from the CA's renewal information.
+///
+/// Example: [`Issuer::renewal_due_at`](crate::Issuer::renewal_due_at).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewalSchedule {
+    /// The suggested window's start, when the CA's last answer was usable
+    /// (`None`: it was not; the lifetime rule decides until the next check).
+    #[serde(default, with = "opt_unix_seconds")]
+    pub window_start: Option<SystemTime>,
+    /// The window's end.
+    #[serde(default, with = "opt_unix_seconds")]
+    pub window_end: Option<SystemTime>,
+    /// The time chosen in the window (uniformly at random, once per
+    /// window).
+    #[serde(default, with = "opt_unix_seconds")]
+    pub renew_at: Option<SystemTime>,
+    /// When to fetch the renewal information again (its `Retry-After`).
+    #[serde(with = "unix_seconds")]
+    pub check_again_at: SystemTime,
+    /// The CA's `explanationURL`, if it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanation_url: Option<String>,
+}
+
+/// [`unix_seconds`] for an optional time.
+mod opt_unix_seconds {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::protocol::timestamp;
+
+    pub(super) fn serialize<S: Serializer>(
+        t: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_some(&timestamp::to_unix(*t)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<SystemTime>, D::Error> {
+        Ok(Option::<i64>::deserialize(d)?.map(timestamp::from_unix))
+    }
 }
 
 /// A time as whole seconds since the Unix epoch, saturating at both ends
@@ -326,6 +380,11 @@ pub struct Journal {
     /// count the certificate at finalize.
     #[serde(default)]
     pub certificate_reserved: bool,
+    /// The CertID of the certificate this order renews (RFC 9773
+    /// `replaces`), sent with its newOrder when the CA offers renewal
+    /// information.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 /// An error recorded in a [`Journal`].

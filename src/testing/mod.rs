@@ -120,7 +120,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::issuer::RateLimits;
-pub use ca::ValidationMode;
+pub use ca::{RenewalInfoAnswer, ValidationMode};
 pub use faults::{CannedAnswer, Fault, FaultRule, RetryAfterForm, Trigger};
 pub use store_conformance::{ConformanceFailure, check_store};
 pub use validation::{DnsError, DnsResolver, StaticDns};
@@ -411,6 +411,42 @@ impl TestCaBuilder {
         self
     }
 
+    /// Serve ACME Renewal Information (RFC 9773; off by default, as in
+    /// Pebble 2.4): `renewalInfo` in the directory, `replaces` validated
+    /// as Boulder does (unknown CertID 404, another account's certificate
+    /// 403, already replaced 409 `alreadyReplaced`) and an ARI renewal
+    /// inside its window exempt from every rate limit. `renew_after`:
+    /// every certificate's window opens that long after issuance (and lasts
+    /// an hour); `None`: Boulder's window (a third of the lifetime before
+    /// expiry, half for 10 days or less, ± a hundredth of it).
+    /// `Retry-After` on each answer: 21600 s, as Pebble sends (see
+    /// [`TestCaBuilder::renewal_info_retry_after`]).
+    pub fn renewal_info(mut self, renew_after: Option<Duration>) -> Self {
+        self.config.renewal_info = Some(ca::AriPolicy {
+            renew_after,
+            retry_after_secs: 21600,
+        });
+        self
+    }
+
+    /// The `Retry-After` seconds `renewalInfo` answers carry (with
+    /// [`TestCaBuilder::renewal_info`]).
+    pub fn renewal_info_retry_after(mut self, secs: u64) -> Self {
+        if let Some(policy) = &mut self.config.renewal_info {
+            policy.retry_after_secs = secs;
+        }
+        self
+    }
+
+    /// Offer Let's Encrypt's certificate profiles (`meta.profiles`):
+    /// `classic` (90 days, at most 100 names; the default), `tlsserver`
+    /// (45 days, 25 names) and `shortlived` (160 hours, 25 names, the only
+    /// one allowing IP addresses); anything else is `invalidProfile`.
+    pub fn profiles(mut self, enabled: bool) -> Self {
+        self.config.profiles = enabled;
+        self
+    }
+
     /// Offer an alternate chain (leaf + cross-signed intermediate, to an alternate root).
     pub fn alternate_chain(mut self, enabled: bool) -> Self {
         self.config.alternate_chain = enabled;
@@ -685,6 +721,18 @@ impl TestCa {
     /// (see [`TestCaBuilder::recorded_jws_limit`]).
     pub fn recorded_jws(&self) -> Vec<RecordedJws> {
         self.ca.recorded_jws()
+    }
+
+    /// Scripts the `renewalInfo` answer for the certificate with this
+    /// serial (hex, as [`IssuedCertificate::serial`]), with its
+    /// `Retry-After` seconds (`None`: the default).
+    pub fn set_renewal_info(
+        &self,
+        serial: &str,
+        answer: RenewalInfoAnswer,
+        retry_after_secs: Option<u64>,
+    ) {
+        self.ca.set_renewal_info(serial, answer, retry_after_secs);
     }
 
     /// Replaces the fault script (counters restart).

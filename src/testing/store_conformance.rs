@@ -74,6 +74,7 @@ fn certificate(names: &[&str]) -> StoredCertificate {
                 .as_nanos()
         ),
         revoked: None,
+        renewal: None,
     }
 }
 
@@ -97,6 +98,7 @@ fn journal(key: &IdentifierSetKey, step: JournalStep) -> Journal {
         finalize_attempts: 0,
         last_error: None,
         certificate_reserved: false,
+        replaces: None,
     }
 }
 

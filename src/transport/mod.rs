@@ -142,6 +142,11 @@ pub(crate) struct Transport {
 impl Transport {
     /// The transport for the CA whose directory is `directory_url` (which
     /// names its default request rates).
+    /// Emits an event to the subscribers.
+    pub(crate) fn emit(&self, event: Event) {
+        self.config.events.emit(event);
+    }
+
     pub(crate) fn new(http: reqwest::Client, config: TransportConfig, directory_url: &str) -> Self {
         let rates = config
             .governor

@@ -19,5 +19,6 @@ mod pebble_harness;
 mod pebble_v2;
 #[cfg(feature = "postgres")]
 mod postgres_store;
+mod renewal_info;
 mod retry_policies;
 mod retry_property;

@@ -304,9 +304,13 @@ async fn key_owns_account(account: &Account, key: &AccountKey) -> Result<bool> {
 /// looked for in the account's orders list.
 async fn new_order(account: &Account, order: &NewOrder) -> Result<Order> {
     let client = account.client();
-    client
-        .rate_gate()
-        .check(account.url(), order.identifiers())?;
+    // An ARI renewal is exempt from the CA's limits (Let's Encrypt), so an
+    // earlier 429 does not stop it; the CA decides whether it is one.
+    if order.replaced().is_none() {
+        client
+            .rate_gate()
+            .check(account.url(), order.identifiers())?;
+    }
     let payload = order.payload()?;
     let url = client.directory().new_order.clone();
     let mut retrying = client.transport().retrying(Endpoint::NewOrder, &url);

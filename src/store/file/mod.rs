@@ -412,6 +412,8 @@ struct CertData {
     key_sha256: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     revoked: Option<Revoked>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    renewal: Option<super::RenewalSchedule>,
 }
 
 /// The parts of an envelope checked before its data is located.
@@ -860,6 +862,7 @@ impl Inner {
             not_after: timestamp::from_unix(data.not_after),
             serial: data.serial,
             revoked: data.revoked,
+            renewal: data.renewal,
         }))
     }
 
@@ -927,6 +930,7 @@ impl Inner {
             serial: cert.serial.clone(),
             key_sha256: sha256_hex(cert.key_pem.as_bytes()),
             revoked: cert.revoked,
+            renewal: cert.renewal.clone(),
         };
         // The commit point: from here on a load returns the new certificate.
         self.write_record(&dir.join(CERT_JSON), "certificate", &data, FileMode::Public)?;

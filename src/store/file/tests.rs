@@ -66,6 +66,7 @@ fn certificate(serial: &str) -> StoredCertificate {
         not_after: crate::protocol::timestamp::from_unix(1_707_776_000),
         serial: serial.to_owned(),
         revoked: None,
+        renewal: None,
     }
 }
 
@@ -85,6 +86,7 @@ fn journal() -> Journal {
         finalize_attempts: 0,
         last_error: None,
         certificate_reserved: false,
+        replaces: None,
     }
 }
 

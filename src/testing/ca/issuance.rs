@@ -139,9 +139,15 @@ impl State {
         config: &Config,
     ) -> Result<usize, Rejection> {
         let ids = csr.identifiers.clone();
-        let na = match not_after {
-            Some(na) => na,
-            None => default_not_after(not_before, config)
+        let profile = order.and_then(|o| self.orders[o].profile);
+        let exemption = order.map(|o| self.orders[o].exemption).unwrap_or_default();
+        let na = match (not_after, profile) {
+            (Some(na), _) => na,
+            (None, Some(p)) => time::Duration::try_from(p.lifetime)
+                .ok()
+                .and_then(|l| not_before.checked_add(l))
+                .ok_or_else(|| Rejection::malformed("notBefore is too far in the future"))?,
+            (None, None) => default_not_after(not_before, config)
                 .ok_or_else(|| Rejection::malformed("notBefore is too far in the future"))?,
         };
         let issued = pki.issue(csr, not_before, na).map_err(|e| {
@@ -151,7 +157,16 @@ impl State {
                 format!("issuance failed: {e}"),
             )
         })?;
-        self.spend_certificate_limits(&ids, &config.rate_limits);
+        match exemption {
+            // An ARI renewal spends nothing.
+            super::renewal::Exemption::Ari => {}
+            super::renewal::Exemption::ExactSetRenewal => {
+                self.spend_duplicate_limit(&ids, &config.rate_limits)
+            }
+            super::renewal::Exemption::None => {
+                self.spend_certificate_limits(&ids, &config.rate_limits)
+            }
+        }
         let cert_id = self.certs.len();
         self.certs.push(CertRec {
             account: acct,
@@ -164,7 +179,10 @@ impl State {
             alternate_chain_pem: issued.alternate_chain_pem,
             issued_at: SystemTime::now(),
             revoked: None,
+            not_before: crate::protocol::timestamp::from_unix(not_before.unix_timestamp()),
+            not_after: crate::protocol::timestamp::from_unix(na.unix_timestamp()),
         });
+        self.remember_for_ari(cert_id);
         tracing::info!(?order, serial = %issued.serial_hex, "test CA issued a certificate");
         Ok(cert_id)
     }

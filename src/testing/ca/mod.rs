@@ -14,6 +14,9 @@ mod issuance;
 mod nonces;
 mod orders;
 mod rate_limits;
+mod renewal;
+pub(crate) use renewal::AriPolicy;
+pub use renewal::RenewalInfoAnswer;
 mod revocation;
 mod state;
 #[cfg(test)]
@@ -88,6 +91,10 @@ pub(crate) struct Config {
     pub(crate) server: ServerLimits,
     /// Added to every answer (a CA far away, or a busy one).
     pub(crate) latency: Duration,
+    /// `renewalInfo` (RFC 9773), off by default (as in Pebble 2.4).
+    pub(crate) renewal_info: Option<renewal::AriPolicy>,
+    /// The profiles `classic`, `tlsserver`, `shortlived` (off by default).
+    pub(crate) profiles: bool,
 }
 
 impl Default for Config {
@@ -114,6 +121,8 @@ impl Default for Config {
             recorded_finalizations: recorded::DEFAULT_FINALIZATIONS,
             server: ServerLimits::default(),
             latency: Duration::ZERO,
+            renewal_info: None,
+            profiles: false,
         }
     }
 }
@@ -238,6 +247,21 @@ impl Ca {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    pub(crate) fn set_renewal_info(
+        &self,
+        serial: &str,
+        answer: RenewalInfoAnswer,
+        retry_after_secs: Option<u64>,
+    ) {
+        self.state().ari.scripts.insert(
+            serial.to_ascii_lowercase(),
+            renewal::Scripted {
+                answer,
+                retry_after_secs,
+            },
+        );
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

@@ -161,6 +161,9 @@ impl State {
             error: None,
             cert: None,
             ready_at: None,
+            replaces: None,
+            exemption: Default::default(),
+            profile: None,
         });
         self.refresh_order(id);
         id

@@ -61,7 +61,28 @@ impl State {
         ids: &[Identifier],
         limits: &RateLimits,
         now: Instant,
+        exemption: super::renewal::Exemption,
     ) -> Result<(), (Rejection, Duration)> {
+        use super::renewal::Exemption;
+        if exemption == Exemption::Ari {
+            return Ok(());
+        }
+        // A renewal of the exact set is exempt from these two (Boulder).
+        let renewal = exemption == Exemption::ExactSetRenewal;
+        let none = RateLimits::none();
+        let limits = &RateLimits {
+            new_orders_per_account: if renewal {
+                none.new_orders_per_account
+            } else {
+                limits.new_orders_per_account
+            },
+            certificates_per_domain: if renewal {
+                none.certificates_per_domain
+            } else {
+                limits.certificates_per_domain
+            },
+            ..limits.clone()
+        };
         let mut worst: Option<(String, Duration)> = None;
         let mut consider = |result: Result<(), Duration>, detail: String| {
             if let Err(wait) = result
@@ -176,6 +197,14 @@ impl State {
             for d in domains(ids) {
                 self.buckets.spend(&format!("domain:{d}"), l, now);
             }
+        }
+    }
+
+    /// What an exact-set renewal spends: the duplicate-certificate bucket.
+    pub(super) fn spend_duplicate_limit(&mut self, ids: &[Identifier], limits: &RateLimits) {
+        if let Some(l) = &limits.duplicate_certificates {
+            self.buckets
+                .spend(&format!("fqdnset:{}", set_key(ids)), l, Instant::now());
         }
     }
 

@@ -49,6 +49,12 @@ pub(super) struct OrderRec {
     pub(super) cert: Option<usize>,
     /// When a `processing` order turns `valid`.
     pub(super) ready_at: Option<Instant>,
+    /// The certificate it replaces (ARI `replaces`), and the CertID sent.
+    pub(super) replaces: Option<(usize, String)>,
+    /// Which rate limits it is exempt from.
+    pub(super) exemption: super::renewal::Exemption,
+    /// Its profile (when the CA offers profiles).
+    pub(super) profile: Option<super::renewal::Profile>,
 }
 
 /// A challenge of an authorization.
@@ -87,6 +93,9 @@ pub(super) struct CertRec {
     pub(super) alternate_chain_pem: Option<String>,
     pub(super) issued_at: SystemTime,
     pub(super) revoked: Option<u8>,
+    /// Its validity.
+    pub(super) not_before: SystemTime,
+    pub(super) not_after: SystemTime,
 }
 
 /// Everything the CA remembers.
@@ -111,6 +120,7 @@ pub(super) struct State {
     pub(super) caa_timeouts_seen: HashMap<String, u32>,
     pub(super) v1: V1State,
     pub(super) jws_log: Ring<RecordedJws>,
+    pub(super) ari: super::renewal::AriState,
 }
 
 impl State {
@@ -132,6 +142,7 @@ impl State {
             caa_timeouts_seen: HashMap::new(),
             v1: V1State::default(),
             jws_log: Ring::new(config.recorded_jws_entries, config.recorded_jws_bytes),
+            ari: Default::default(),
         }
     }
 

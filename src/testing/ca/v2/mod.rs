@@ -98,7 +98,17 @@ impl Route {
 
 /// The endpoint a v2 request counts as.
 pub(super) fn endpoint(req: &WireRequest) -> Endpoint {
+    if renewal_info_target(&req.path).is_some() {
+        return Endpoint::RenewalInfo;
+    }
     Route::parse(&req.path).endpoint()
+}
+
+/// The CertID of a `renewalInfo` request's path.
+fn renewal_info_target(path: &str) -> Option<&str> {
+    path.strip_prefix("/acme/renewal-info/")
+        .map(|rest| rest.split('?').next().unwrap_or_default())
+        .filter(|id| !id.is_empty() && !id.contains('/'))
 }
 
 /// The order a finalize request is for.
@@ -181,6 +191,20 @@ impl Ca {
     }
 
     pub(super) async fn v2_route(self: &Arc<Self>, req: &WireRequest) -> WireResponse {
+        if let Some(cert_id) = renewal_info_target(&req.path) {
+            if req.method != Method::GET {
+                return self.problem_response(&Rejection::new(
+                    ProblemType::Malformed,
+                    405,
+                    "renewalInfo is fetched with an unauthenticated GET",
+                ));
+            }
+            let config = self.config();
+            let state = self.state();
+            let answer = state.renewal_info(cert_id, &config, std::time::SystemTime::now());
+            drop(state);
+            return answer.unwrap_or_else(|r| self.problem_response(&r));
+        }
         let route = Route::parse(&req.path);
         let answer = match (route, &req.method) {
             (Route::Directory, &Method::GET) => Ok(self.directory()),
@@ -234,12 +258,25 @@ impl Ca {
             new_authz: None,
             revoke_cert: self.url("/acme/revoke-cert"),
             key_change: self.url("/acme/key-change"),
-            renewal_info: None,
+            renewal_info: config.renewal_info.map(|_| self.url("/acme/renewal-info")),
             meta: DirectoryMeta {
                 terms_of_service: Some(self.url("/terms")),
                 website: Some("https://github.com/sturdy-acme".into()),
                 caa_identities: vec!["sturdy-acme.test".into()],
                 external_account_required: config.eab_required,
+                profiles: if config.profiles {
+                    super::renewal::PROFILES
+                        .iter()
+                        .map(|p| {
+                            (
+                                p.name.to_owned(),
+                                serde_json::Value::String(p.description.into()),
+                            )
+                        })
+                        .collect()
+                } else {
+                    Default::default()
+                },
                 ..Default::default()
             },
             extra: Default::default(),

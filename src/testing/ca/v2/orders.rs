@@ -76,8 +76,9 @@ impl Ca {
         }
         let now = Instant::now();
         let mut state = self.state();
+        let terms = state.order_terms(acct, &ids, payload, config, std::time::SystemTime::now())?;
         if let Err((rejection, wait)) =
-            state.check_order_limits(acct, &ids, &config.rate_limits, now)
+            state.check_order_limits(acct, &ids, &config.rate_limits, now, terms.exemption)
         {
             drop(state);
             let mut response = self.problem_response(&rejection);
@@ -97,9 +98,20 @@ impl Ca {
         } else {
             None
         };
-        let id = reused.unwrap_or_else(|| {
-            state.create_order(acct, ids, not_before, not_after, config, &self.rng)
-        });
+        let id = match reused {
+            Some(id) if terms.replaces.is_none() && terms.profile.is_none() => id,
+            _ => {
+                let id = state.create_order(acct, ids, not_before, not_after, config, &self.rng);
+                let order = &mut state.orders[id];
+                order.exemption = terms.exemption;
+                order.profile = terms.profile;
+                if let (Some(cert), Some(text)) = (terms.replaces, terms.replaces_text) {
+                    order.replaces = Some((cert, text));
+                    state.ari.replaced_by.insert(cert, id);
+                }
+                id
+            }
+        };
         let body = self.order_resource(&state, id);
         drop(state);
         Ok(self.json_response(StatusCode::CREATED, &body, Some(&self.order_url(id))))
@@ -121,7 +133,16 @@ impl Ca {
                 (OrderStatus::Valid, Some(c)) => Some(self.cert_url(c)),
                 _ => None,
             },
-            extra: Default::default(),
+            extra: {
+                let mut extra = serde_json::Map::new();
+                if let Some((_, text)) = &o.replaces {
+                    extra.insert("replaces".into(), Value::String(text.clone()));
+                }
+                if let Some(p) = &o.profile {
+                    extra.insert("profile".into(), Value::String(p.name.into()));
+                }
+                extra
+            },
         }
     }
 
