@@ -67,6 +67,17 @@ struct Args {
     /// Delay every answer this many milliseconds (a CA far away).
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// Serve renewal information (RFC 9773) with Boulder's windows.
+    #[arg(long)]
+    ari: bool,
+    /// Serve renewal information whose suggested window opens SECS after
+    /// each certificate's issuance (0: at once) and lasts an hour.
+    #[arg(long)]
+    ari_renew_after: Option<u64>,
+    /// Offer the profiles classic (90 days), tlsserver (45 days) and
+    /// shortlived (160 hours, IP addresses).
+    #[arg(long)]
+    profiles: bool,
     /// Require external account binding with `KID=HMAC_KEY_BASE64URL` (repeatable).
     #[arg(long)]
     eab: Vec<String>,
@@ -95,7 +106,13 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .bind(([127, 0, 0, 1], args.port).into())
         .alternate_chain(args.alternate_chain)
         .finalize_processing(Duration::from_millis(args.finalize_processing_ms))
-        .latency(Duration::from_millis(args.latency_ms));
+        .latency(Duration::from_millis(args.latency_ms))
+        .profiles(args.profiles);
+    if let Some(secs) = args.ari_renew_after {
+        builder = builder.renewal_info(Some(Duration::from_secs(secs)));
+    } else if args.ari {
+        builder = builder.renewal_info(None);
+    }
     match args.validation.as_str() {
         "always-valid" => {}
         "real" => {

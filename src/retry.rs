@@ -311,6 +311,19 @@ pub enum Event {
         /// The failure.
         error: String,
     },
+    /// The CA's renewal information for a certificate (RFC 9773) arrived.
+    RenewalInfo {
+        /// The certificate's CertID.
+        cert_id: String,
+        /// The suggested window's start.
+        window_start: std::time::SystemTime,
+        /// Its end.
+        window_end: std::time::SystemTime,
+        /// The CA's `explanationURL` (an incident, typically), if any.
+        explanation_url: Option<String>,
+        /// When to ask again (its `Retry-After`, clamped).
+        check_again_at: std::time::SystemTime,
+    },
     /// The CA refused an order's `replaces` (the certificate was already
     /// replaced, or it did not accept the CertID): the order was sent once
     /// more without it, so it is a plain order, not an ARI renewal.

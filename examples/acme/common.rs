@@ -271,7 +271,10 @@ impl Connection {
         solver: Option<Arc<dyn Solver>>,
     ) -> Result<Issuer<Arc<dyn DynStore>>, AnyError> {
         let store = location.open().await?;
-        let mut builder = Issuer::builder(self.client.clone(), store).account_options(options);
+        // By hand, a renewal is made as soon as the CA's window opens.
+        let mut builder = Issuer::builder(self.client.clone(), store)
+            .account_options(options)
+            .renew_at_window_start(true);
         if let Some(solver) = solver {
             builder = builder.solver(solver);
         }

@@ -27,6 +27,10 @@ pub struct IssueArgs {
     /// Certificate key type: p256 or p384 (`--cert-key FILE` imports one, e.g. RSA).
     #[arg(long, default_value = "p256")]
     pub key_type: String,
+    /// Ask for this certificate profile (`classic`, `tlsserver`,
+    /// `shortlived` at Let's Encrypt; the CA's directory lists them).
+    #[arg(long)]
+    pub profile: Option<String>,
     /// Import the certificate key (PKCS#8 PEM) instead of generating one.
     #[arg(long)]
     pub cert_key: Option<PathBuf>,
@@ -56,7 +60,10 @@ pub async fn run(args: IssueArgs) -> Result<(), AnyError> {
     let started = Instant::now();
     let challenge_type = args.challenge.challenge_type()?;
     // Check the names before anything else happens.
-    let order_request = NewOrder::for_names(&args.domains)?;
+    let mut order_request = NewOrder::for_names(&args.domains)?;
+    if let Some(profile) = &args.profile {
+        order_request = order_request.profile(profile.clone());
+    }
     let mut conn = connect(&args.common, Some(&args.challenge), &args.out).await?;
     let account_alg: KeyAlgorithm = args.account_key_type.parse()?;
     let cert_key = match &args.cert_key {
@@ -81,14 +88,19 @@ pub async fn run(args: IssueArgs) -> Result<(), AnyError> {
                 &EnsureOptions {
                     key_type: args.key_type.parse()?,
                     preferred_chain: args.preferred_chain.clone(),
+                    profile: args.profile.clone(),
                     ..EnsureOptions::default()
                 },
             )
             .await?;
+        if let Some(id) = &ensured.replaces {
+            step(format!("renewal: the order replaces {id} (ARI)"));
+        }
         step(match ensured.source {
             CertificateSource::Stored => format!(
-                "stored certificate {} is still good: no order sent",
-                ensured.certificate.serial
+                "stored certificate {} is still good: not due until {}: no order sent",
+                ensured.certificate.serial,
+                sturdy_acme::timestamp::DisplayTime(issuer.renewal_due_at(&ensured.certificate)),
             ),
             CertificateSource::Resumed => format!(
                 "resumed an interrupted order: serial {}",

@@ -57,6 +57,13 @@ impl Client {
                 reason,
             }
         })?;
+        self.emit(crate::Event::RenewalInfo {
+            cert_id: id.to_string(),
+            window_start: info.window_start,
+            window_end: info.window_end,
+            explanation_url: info.explanation_url.clone(),
+            check_again_at: info.check_again_at,
+        });
         tracing::info!(
             cert_id = %id,
             window_start = %crate::protocol::timestamp::DisplayTime(info.window_start),

@@ -212,7 +212,8 @@ async fn issue_with_a_store_reuses_the_stored_certificate() {
     let second = run(&directory);
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(second.status.success(), "{stderr}");
-    assert!(stderr.contains("is still good: no order sent"), "{stderr}");
+    assert!(stderr.contains("is still good: not due until"), "{stderr}");
+    assert!(stderr.contains("no order sent"), "{stderr}");
     assert!(!stderr.contains("newOrder="), "no order request: {stderr}");
     // Another CA, the same store: its own certificate, ordered there.
     let other = run("embedded");
@@ -222,6 +223,65 @@ async fn issue_with_a_store_reuses_the_stored_certificate() {
     ca.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&store);
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Issue 11: against `test_ca --ari-renew-after 0`, a second `issue
+/// --store` renews at once with one order naming the certificate it
+/// replaces (2 certificates in all); with `--ari-renew-after 3600` the
+/// second run sends no order and says until when it is not due.
+#[tokio::test]
+async fn issue_with_a_store_renews_when_ari_says_so() {
+    for (after, renews) in [("0", true), ("3600", false)] {
+        let store = temp_dir(&format!("ari-store-{after}"));
+        let out = temp_dir(&format!("ari-out-{after}"));
+        std::fs::create_dir_all(&out).unwrap();
+        let root_path = out.join("test-ca-root.pem");
+        let (mut ca, directory) =
+            start_test_ca_with(&root_path, &["--ari-renew-after".as_ref(), after.as_ref()]).await;
+        let run = || {
+            let output = std::process::Command::new(example("acme"))
+                .args([
+                    "issue",
+                    "--directory",
+                    &directory,
+                    "--domain",
+                    "ari.example",
+                ])
+                .args(["--http-bind", "127.0.0.1", "--http-port", "0", "--root-ca"])
+                .arg(&root_path)
+                .arg("--store")
+                .arg(&store)
+                .arg("--out")
+                .arg(&out)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+            assert!(output.status.success(), "{stderr}");
+            stderr
+        };
+        let first = run();
+        assert!(first.contains("issued serial"), "{first}");
+        let first_pem = std::fs::read_to_string(out.join("cert.pem")).unwrap();
+        let second = run();
+        if renews {
+            let id = sturdy_acme::CertId::from_pem(&first_pem).unwrap();
+            assert!(
+                second.contains(&format!("replaces {id}")),
+                "the renewal names the certificate it replaces: {second}"
+            );
+            assert!(second.contains("newOrder=1"), "one order: {second}");
+            assert!(second.contains("issued serial"), "{second}");
+            let second_pem = std::fs::read_to_string(out.join("cert.pem")).unwrap();
+            assert_ne!(first_pem, second_pem, "2 certificates in all");
+        } else {
+            assert!(second.contains("not due until"), "{second}");
+            assert!(!second.contains("newOrder="), "no order: {second}");
+            assert!(!second.contains("replaces"), "{second}");
+        }
+        ca.kill().await.unwrap();
+        let _ = std::fs::remove_dir_all(&store);
+        let _ = std::fs::remove_dir_all(&out);
+    }
 }
 
 #[test]

@@ -97,7 +97,8 @@ async fn renewal_info_gives_boulders_window_and_its_recheck_time() {
 #[tokio::test]
 async fn scripted_renewal_info_answers_are_each_typed() {
     let ca = TestCa::builder().renewal_info(None).start().await.unwrap();
-    let account = account_at(&ca, None).await;
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let account = account_at(&ca, Some(Arc::clone(&events))).await;
     let (chain, _) = issue(&account, &names(&["scripted.example"]))
         .await
         .unwrap();
@@ -118,6 +119,11 @@ async fn scripted_renewal_info_answers_are_each_typed() {
         info.explanation_url.as_deref(),
         Some("https://ca.example/incident")
     );
+    let surfaced = events.lock().unwrap().iter().any(|e| {
+        matches!(e, Event::RenewalInfo { explanation_url: Some(u), cert_id, .. }
+            if u == "https://ca.example/incident" && cert_id == id.as_str())
+    });
+    assert!(surfaced, "the explanation is in the events");
     let later = SystemTime::now();
     assert_eq!(
         info.renewal_time(0.7, later),
