@@ -156,11 +156,24 @@ impl Pki {
     ///
     /// Fails for keys it cannot put into a certificate ([`KeyKind::Other`]);
     /// whether a key is acceptable (e.g. RSA size) is the caller's policy.
+    #[cfg(test)]
     pub(crate) fn issue(
         &self,
         csr: &CsrInfo,
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
+    ) -> Result<Issued, String> {
+        self.issue_with(csr, not_before, not_after, true)
+    }
+
+    /// [`Pki::issue`], with a subject common name (the first DNS name that
+    /// fits) or none (Let's Encrypt's `tlsserver` and `shortlived`).
+    pub(crate) fn issue_with(
+        &self,
+        csr: &CsrInfo,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+        common_name: bool,
     ) -> Result<Issued, String> {
         if csr.identifiers.is_empty() {
             return Err("no identifiers to issue for".into());
@@ -179,6 +192,7 @@ impl Pki {
         if let Some(cn) = csr
             .identifiers
             .iter()
+            .filter(|_| common_name)
             .find(|i| i.kind == "dns" && i.value.len() <= MAX_CN_LEN)
         {
             dn.push(DnType::CommonName, cn.value.clone());

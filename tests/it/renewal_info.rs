@@ -290,6 +290,12 @@ async fn profiles_are_offered_checked_and_honoured() {
         .unwrap();
     assert_eq!(echoed["profile"], "tlsserver");
     assert_eq!(lifetime(&tls), Duration::from_secs(45 * 86400));
+    let der = common::pem_certs(tls.pem()).remove(0);
+    assert_eq!(
+        common::verify::subject_cn(&der),
+        "",
+        "tlsserver: no common name"
+    );
     let (short, _) = issue(
         &account,
         &names(&["s.example", "192.0.2.7"]).profile("shortlived"),

@@ -916,7 +916,16 @@ impl Inner {
         self.ensure_dir(&dir)?;
         let _lock = self.lock(&dir.join(".lock"))?;
 
-        self.backup_certificate(&dir)?;
+        // The same certificate with new metadata (a renewal schedule, a
+        // revocation) replaces nothing worth a backup.
+        let same = matches!(
+            self.read_record::<CertData>(&dir.join(CERT_JSON), "certificate"),
+            Ok(Some(old)) if old.serial == cert.serial
+                && old.key_sha256 == sha256_hex(cert.key_pem.as_bytes())
+        );
+        if !same {
+            self.backup_certificate(&dir)?;
+        }
 
         let new_key = dir.join(KEY_PEM_NEW);
         self.write_file(&new_key, cert.key_pem.as_bytes(), FileMode::Private)?;

@@ -390,16 +390,36 @@ async fn certificate_round_trip_permissions_and_backup() {
     assert_eq!(mode(&backup.join(KEY_PEM)), 0o600);
 
     // A third save in the same second gets its own backup directory.
-    store
-        .save_certificate(&key, &certificate("03"))
-        .await
-        .unwrap();
+    let third = certificate("03");
+    store.save_certificate(&key, &third).await.unwrap();
     let backups = names(&dir)
         .into_iter()
         .filter(|n| n.starts_with("backup-"))
         .count();
     assert_eq!(backups, 2);
     assert!(!dir.join(KEY_PEM_NEW).exists());
+    // The same certificate with a renewal schedule: updated in place,
+    // no backup (nothing is replaced).
+    let scheduled = StoredCertificate {
+        renewal: Some(crate::store::RenewalSchedule {
+            window_start: Some(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_900_000_000),
+            ),
+            window_end: Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_900_086_400)),
+            renew_at: Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_900_000_100)),
+            check_again_at: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_021_600),
+            explanation_url: None,
+        }),
+        ..third.clone()
+    };
+    store.save_certificate(&key, &scheduled).await.unwrap();
+    let backups = names(&dir)
+        .into_iter()
+        .filter(|n| n.starts_with("backup-"))
+        .count();
+    assert_eq!(backups, 2, "no backup for the same certificate");
+    let read = store.load_certificate(&key).await.unwrap().unwrap();
+    assert_eq!(read.renewal, scheduled.renewal);
     assert_no_temp_files(&tmp.0);
 }
 

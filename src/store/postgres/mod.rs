@@ -783,11 +783,14 @@ impl Store for PostgresStore {
                     .prepare_cached(
                         "INSERT INTO sturdy_certificate_history (record_key, record, sealed, kek_id) \
                          SELECT record_key, record, sealed, kek_id FROM sturdy_certificates \
-                         WHERE record_key = $1",
+                         WHERE record_key = $1 AND record->>'serial' IS DISTINCT FROM $2",
                     )
                     .await
                     .map_err(|e| classify(&e))?;
-                tx.execute(&history, &[id]).await.map_err(|e| classify(&e))?;
+                // The same certificate with new metadata (a renewal
+                // schedule, a revocation) replaces nothing worth keeping.
+                let serial = certificate.serial.as_str();
+                tx.execute(&history, &[id, &serial]).await.map_err(|e| classify(&e))?;
                 let save = tx
                     .prepare_cached(SAVE_CERTIFICATE)
                     .await

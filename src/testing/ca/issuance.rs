@@ -150,13 +150,16 @@ impl State {
             (None, None) => default_not_after(not_before, config)
                 .ok_or_else(|| Rejection::malformed("notBefore is too far in the future"))?,
         };
-        let issued = pki.issue(csr, not_before, na).map_err(|e| {
-            Rejection::new(
-                ProblemType::ServerInternal,
-                500,
-                format!("issuance failed: {e}"),
-            )
-        })?;
+        let common_name = profile.is_none_or(|p| p.common_name);
+        let issued = pki
+            .issue_with(csr, not_before, na, common_name)
+            .map_err(|e| {
+                Rejection::new(
+                    ProblemType::ServerInternal,
+                    500,
+                    format!("issuance failed: {e}"),
+                )
+            })?;
         match exemption {
             // An ARI renewal spends nothing.
             super::renewal::Exemption::Ari => {}
