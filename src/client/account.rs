@@ -407,6 +407,12 @@ impl Account {
                     cert_id: id,
                     problem,
                 });
+                // If an earlier attempt of the first newOrder did create
+                // the order (its answer lost, the repeat refused), that
+                // order is the one: never a second.
+                if let Some(found) = self.find_pending_order(&order).await {
+                    return Ok(found);
+                }
                 self.dialect_impl()
                     .new_order(self, &order.without_replaces())
                     .await

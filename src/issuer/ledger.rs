@@ -67,6 +67,27 @@ pub(crate) enum Exemption {
     Ari,
 }
 
+impl Exemption {
+    /// The name a journal records it by ([`Journal::reserved_as`](crate::store::Journal::reserved_as)).
+    pub(crate) fn name(self) -> Option<&'static str> {
+        match self {
+            Self::None => None,
+            Self::ExactSetRenewal => Some("exact_set"),
+            Self::Ari => Some("ari"),
+        }
+    }
+
+    /// The exemption a journal recorded (unknown names count as none:
+    /// everything was spent).
+    pub(crate) fn from_name(name: Option<&str>) -> Self {
+        match name {
+            Some("ari") => Self::Ari,
+            Some("exact_set") => Self::ExactSetRenewal,
+            _ => Self::None,
+        }
+    }
+}
+
 /// The registered domains of `ids`, sorted, each once.
 fn domains_of(ids: &[Identifier]) -> Vec<String> {
     let mut domains: Vec<String> = ids.iter().map(|i| registered_domain(&i.value)).collect();
@@ -227,16 +248,53 @@ impl RateLedger {
     }
 
     /// Gives back a reserved certificate that was never finalized (its
-    /// order failed validation): one token to each bucket it spent, never
-    /// above the burst.
-    pub(crate) fn refund_certificate(&mut self, ids: &[Identifier], now: SystemTime) {
+    /// order failed validation): one token to each bucket it spent under
+    /// `exemption`, never above the burst.
+    pub(crate) fn refund_certificate(
+        &mut self,
+        ids: &[Identifier],
+        now: SystemTime,
+        exemption: Exemption,
+    ) {
         let (dup, per_domain) = (
             self.limits.duplicate_certificates,
             self.limits.certificates_per_domain,
         );
+        if exemption == Exemption::Ari {
+            return;
+        }
         self.refund(&set_key(ids), dup, now);
+        if exemption == Exemption::ExactSetRenewal {
+            return;
+        }
         for d in domains_of(ids) {
             self.refund(&format!("domain:{d}"), per_domain, now);
+        }
+    }
+
+    /// Counts a certificate (and, with `order`, its order) under
+    /// `exemption`, without checking: what an order the CA did not treat
+    /// as the renewal it was reserved as spends after all.
+    pub(crate) fn spend_as(
+        &mut self,
+        account: &str,
+        ids: &[Identifier],
+        now: SystemTime,
+        exemption: Exemption,
+        order: bool,
+    ) {
+        match exemption {
+            Exemption::Ari => {}
+            Exemption::ExactSetRenewal => {
+                let dup = self.limits.duplicate_certificates;
+                self.spend(&set_key(ids), dup, now);
+            }
+            Exemption::None => {
+                if order {
+                    self.spend_order(account, now);
+                }
+                self.spend_certificate(ids, now);
+            }
         }
     }
 
@@ -518,6 +576,34 @@ mod tests {
             ok += 1;
         }
         assert_eq!(ok, 4, "5 per exact set, one spent already");
+        // A refund gives back only what the reservation spent: nothing for
+        // an ARI renewal (the 51st new certificate is still refused).
+        let ari = ids(&["r0.renewed.example"]);
+        ledger.refund_certificate(&ari, now, Exemption::Ari);
+        assert!(
+            ledger
+                .reserve_new_order(
+                    "acct",
+                    &ids(&["x.renewed.example"]),
+                    now,
+                    true,
+                    Exemption::None
+                )
+                .is_err()
+        );
+        ledger.refund_certificate(&ari, now, Exemption::None);
+        assert!(
+            ledger
+                .reserve_new_order(
+                    "acct",
+                    &ids(&["x.renewed.example"]),
+                    now,
+                    true,
+                    Exemption::None
+                )
+                .is_ok(),
+            "a full refund frees a per-domain token"
+        );
     }
 
     #[test]

@@ -542,13 +542,18 @@ impl<S: Store> Issuer<S> {
         if cert.revoked.is_some() {
             return cert.not_before.min(SystemTime::now());
         }
-        if let Some(at) = cert.renewal.as_ref().and_then(|r| r.renew_at) {
-            return at;
-        }
         let lifetime = cert
             .not_after
             .duration_since(cert.not_before)
             .unwrap_or_default();
+        if let Some(at) = cert.renewal.as_ref().and_then(|r| r.renew_at) {
+            // Never later than 90% of the lifetime, whatever was stored.
+            let latest = cert
+                .not_after
+                .checked_sub(lifetime / 10)
+                .unwrap_or(cert.not_after);
+            return at.min(latest);
+        }
         let fraction =
             self.inner
                 .renew_after
@@ -563,6 +568,10 @@ impl<S: Store> Issuer<S> {
     /// What `cert` means for an ensure now.
     fn judge(&self, cert: &StoredCertificate) -> Verdict {
         let now = SystemTime::now();
+        // An expired certificate is renewed, not polled for (RFC 9773).
+        if now >= cert.not_after {
+            return Verdict::Due;
+        }
         if cert.revoked.is_none()
             && self.inner.client.offers_renewal_info()
             && cert
@@ -590,18 +599,24 @@ impl<S: Store> Issuer<S> {
     ) -> Result<StoredCertificate> {
         let now = SystemTime::now();
         let fallback = |why: String, cert: &StoredCertificate| {
-            if cert
-                .renewal
-                .as_ref()
-                .is_none_or(|r| r.window_start.is_some())
-            {
+            let recheck = now + crate::protocol::renewal_info::DEFAULT_RECHECK;
+            // A window already known stays (and its chosen time) until an
+            // answer replaces it.
+            if let Some(old) = cert.renewal.as_ref().filter(|r| r.window_start.is_some()) {
+                tracing::warn!(set = %key, reason = %why, "renewal information unavailable; keeping the window known so far until the next check");
+                return RenewalSchedule {
+                    check_again_at: recheck,
+                    ..old.clone()
+                };
+            }
+            if cert.renewal.is_none() {
                 tracing::warn!(set = %key, reason = %why, "no usable renewal information; renewing by the certificate's lifetime until the next check");
             }
             RenewalSchedule {
                 window_start: None,
                 window_end: None,
                 renew_at: None,
-                check_again_at: now + crate::protocol::renewal_info::DEFAULT_RECHECK,
+                check_again_at: recheck,
                 explanation_url: None,
             }
         };
@@ -641,6 +656,23 @@ impl<S: Store> Issuer<S> {
                 Err(e) => fallback(e.to_string(), &cert),
             },
         };
+        // A window a broken or hostile CA puts at or past the expiry would
+        // let the certificate expire: never later than 90% of its life.
+        let lifetime = cert
+            .not_after
+            .duration_since(cert.not_before)
+            .unwrap_or_default();
+        let latest = cert
+            .not_after
+            .checked_sub(lifetime / 10)
+            .unwrap_or(cert.not_after);
+        let mut schedule = schedule;
+        if let Some(at) = schedule.renew_at
+            && at > latest
+        {
+            tracing::warn!(set = %key, "the CA's suggested window ends too close to (or after) the expiry; renewing at 90% of the lifetime instead");
+            schedule.renew_at = Some(latest.max(now));
+        }
         cert.renewal = Some(schedule);
         self.fence(key).await?;
         self.inner.store.save_certificate(key, &cert).await?;
@@ -650,7 +682,7 @@ impl<S: Store> Issuer<S> {
     /// Which renewal exemption an order renewing `previous` has, as Let's
     /// Encrypt counts them.
     fn exemption(&self, previous: Option<&StoredCertificate>, journal: &Journal) -> Exemption {
-        let Some(prev) = previous else {
+        let Some(prev) = previous.filter(|p| p.revoked.is_none()) else {
             return Exemption::None;
         };
         let now = SystemTime::now();
@@ -720,10 +752,22 @@ impl<S: Store> Issuer<S> {
             let mut previous = self.stored(&key).await?;
             if let Some(cert) = previous.take() {
                 let cert = match self.judge(&cert) {
-                    Verdict::Recheck => self.refresh_renewal_info(&key, cert).await?,
+                    Verdict::Recheck => match self.refresh_renewal_info(&key, cert.clone()).await {
+                        Ok(fresh) => fresh,
+                        Err(e) => {
+                            // Still good on what was known.
+                            tracing::warn!(set = %key, error = %e, "could not record the renewal information; deciding on what was known");
+                            cert
+                        }
+                    },
                     _ => cert,
                 };
-                if !options.force_new && self.judge(&cert) == Verdict::Usable {
+                let usable = match self.judge(&cert) {
+                    Verdict::Usable => true,
+                    Verdict::Due => false,
+                    Verdict::Recheck => SystemTime::now() < self.renewal_due_at(&cert),
+                };
+                if !options.force_new && usable {
                     return Ok(Ensured {
                         certificate: cert,
                         source: CertificateSource::Stored,
@@ -1001,7 +1045,9 @@ impl<S: Store> Issuer<S> {
         let account = self.account().await?;
         // A renewal names the certificate it replaces (sent only where the
         // CA offers renewal information).
+        // (Not for a deliberate duplicate: the stored one stays in use.)
         let replaces = previous
+            .filter(|_| !options.force_new)
             .filter(|_| self.inner.client.offers_renewal_info())
             .and_then(|p| CertId::from_pem(&p.chain_pem).ok())
             .map(|id| id.as_str().to_owned());
@@ -1022,6 +1068,7 @@ impl<S: Store> Issuer<S> {
             last_error: None,
             certificate_reserved: false,
             replaces: replaces.clone(),
+            reserved_as: None,
         };
         let loaded = match self.inner.store.load_journal(key).await {
             Ok(loaded) => loaded,
@@ -1206,6 +1253,7 @@ impl<S: Store> Issuer<S> {
             last_error: None,
             certificate_reserved: false,
             replaces: None,
+            reserved_as: None,
         })
     }
 
@@ -1266,6 +1314,9 @@ impl<S: Store> Issuer<S> {
             (reserved, changed)
         })
         .await??;
+        if reserve_certificate {
+            journal.reserved_as = exemption.name().map(str::to_owned);
+        }
         journal.certificate_reserved = true;
         journal.step = JournalStep::Ordering;
         journal.order_attempts += 1;
@@ -1299,6 +1350,27 @@ impl<S: Store> Issuer<S> {
         }
         match result {
             Ok(order) => {
+                // Reserved as an ARI renewal, but the CA did not take it as
+                // one (it refused `replaces`, or does not echo it): counted
+                // as the order it is after all.
+                let reserved = Exemption::from_name(journal.reserved_as.as_deref());
+                if reserved == Exemption::Ari && !order.state().extra.contains_key("replaces") {
+                    let as_now = match self.exemption(
+                        previous,
+                        &Journal {
+                            replaces: None,
+                            ..journal.clone()
+                        },
+                    ) {
+                        Exemption::Ari => Exemption::None,
+                        other => other,
+                    };
+                    tracing::info!(set = %key, ?as_now, "the order is not an ARI renewal at the CA; counted as one");
+                    self.spend_ledger(|l| l.spend_as(&account_url, &ids, now, as_now, true))
+                        .await?;
+                    journal.reserved_as = as_now.name().map(str::to_owned);
+                    journal.replaces = None;
+                }
                 journal.order_url = Some(order.url().to_owned());
                 journal.step = JournalStep::OrderCreated;
                 self.save_journal(key, journal).await?;
@@ -1356,7 +1428,8 @@ impl<S: Store> Issuer<S> {
                     // newOrder spent it then.)
                     if !journal.certificate_reserved {
                         let ids = key.identifiers().to_vec();
-                        self.spend_ledger(|l| l.spend_certificate(&ids, SystemTime::now()))
+                        let as_ = Exemption::from_name(journal.reserved_as.as_deref());
+                        self.spend_ledger(|l| l.spend_as("", &ids, SystemTime::now(), as_, false))
                             .await?;
                     }
                     journal.key_pem = Some(cert_key.to_pkcs8_pem());
@@ -1510,7 +1583,8 @@ impl<S: Store> Issuer<S> {
             self.delete_journal(key).await?;
             if refund {
                 let ids = key.identifiers().to_vec();
-                self.spend_ledger(|l| l.refund_certificate(&ids, now))
+                let as_ = Exemption::from_name(journal.reserved_as.as_deref());
+                self.spend_ledger(|l| l.refund_certificate(&ids, now, as_))
                     .await?;
             }
         }

@@ -110,8 +110,8 @@ pub struct RenewalInfo {
     /// A page explaining the window (an incident, typically).
     pub explanation_url: Option<String>,
     /// When to fetch the renewal information again: the CA's `Retry-After`
-    /// clamped to [`MIN_RECHECK`]..=[`MAX_RECHECK`], else
-    /// [`DEFAULT_RECHECK`] after the answer.
+    /// clamped to between a minute and a day, else 6 hours after the
+    /// answer.
     pub check_again_at: SystemTime,
 }
 

@@ -385,6 +385,12 @@ pub struct Journal {
     /// information.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaces: Option<String>,
+    /// The renewal exemption the certificate reservation was made under
+    /// (`"ari"`: nothing was spent; `"exact_set"`: the exact-set bucket
+    /// only; absent: every certificate bucket), so a refund gives back
+    /// only what was spent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_as: Option<String>,
 }
 
 /// An error recorded in a [`Journal`].

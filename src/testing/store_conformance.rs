@@ -99,6 +99,7 @@ fn journal(key: &IdentifierSetKey, step: JournalStep) -> Journal {
         last_error: None,
         certificate_reserved: false,
         replaces: None,
+        reserved_as: None,
     }
 }
 

@@ -207,7 +207,7 @@ async fn an_already_replaced_certificate_is_ordered_again_without_replaces() {
     let (_, echoed) = issue(&account, &renewal).await.unwrap();
     assert_eq!(echoed["replaces"], id.as_str());
     // The same replaces again: alreadyReplaced, then without it.
-    let (_, echoed) = issue(&account, &renewal).await.unwrap();
+    let (latest, echoed) = issue(&account, &renewal).await.unwrap();
     assert!(echoed.get("replaces").is_none(), "{echoed}");
     let dropped: Vec<String> = events
         .lock()
@@ -223,11 +223,15 @@ async fn an_already_replaced_certificate_is_ordered_again_without_replaces() {
         dropped[0].contains(id.as_str()) && dropped[0].contains("alreadyReplaced"),
         "{dropped:?}"
     );
-    // Another account may not replace it.
+    // Another account may not replace a certificate (one not yet
+    // replaced: the CA checks that first, as Boulder does).
     let other = account_at(&ca, None).await;
-    let err = issue(&other, &names(&["replaced.example"]).replaces(id))
-        .await
-        .unwrap_err();
+    let err = issue(
+        &other,
+        &names(&["replaced.example"]).replaces(cert_id(&latest)),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.status(), Some(403), "{err}");
     assert_eq!(err.problem_type(), Some(&ProblemType::Unauthorized));
 }
@@ -527,6 +531,51 @@ async fn the_issuer_orders_the_profile_asked_for_and_times_shortlived_at_half() 
     assert_eq!(
         issuer.renewal_due_at(cert),
         cert.not_before + Duration::from_secs(60 * 86400)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A hostile window (far past the expiry) never lets a certificate
+/// expire: the renewal is at 90% of its lifetime at the latest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_past_the_expiry_is_capped_at_ninety_percent_of_the_lifetime() {
+    let ca = TestCa::builder().renewal_info(None).start().await.unwrap();
+    let dir = crate::issuer::temp_store("ari-hostile");
+    let issuer = ari_issuer(&ca, &dir).await;
+    let options = sturdy_acme::EnsureOptions::default();
+    // Issued without a schedule yet: the renewal information of the first
+    // ensure after it is scripted before it is fetched.
+    let first = issuer.ensure(&["far.ari.test"], &options).await.unwrap();
+    let far = SystemTime::UNIX_EPOCH + Duration::from_secs(250_000_000_000);
+    ca.set_renewal_info(
+        &first.certificate.serial,
+        RenewalInfoAnswer::Window {
+            start: far,
+            end: far + Duration::from_secs(86400),
+            explanation_url: None,
+        },
+        None,
+    );
+    let key = sturdy_acme::store::IdentifierSetKey::for_account(
+        ca.directory_url(),
+        issuer.account().await.unwrap().url(),
+        &[sturdy_acme::Identifier::dns("far.ari.test").unwrap()],
+    );
+    let mut cert = issuer
+        .store()
+        .load_certificate(&key)
+        .await
+        .unwrap()
+        .unwrap();
+    cert.renewal = None;
+    issuer.store().save_certificate(&key, &cert).await.unwrap();
+    let kept = issuer.ensure(&["far.ari.test"], &options).await.unwrap();
+    let c = &kept.certificate;
+    let lifetime = c.not_after.duration_since(c.not_before).unwrap();
+    assert!(
+        issuer.renewal_due_at(c) <= c.not_after - lifetime / 10,
+        "{:?}",
+        c.renewal
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

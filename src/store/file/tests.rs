@@ -87,6 +87,7 @@ fn journal() -> Journal {
         last_error: None,
         certificate_reserved: false,
         replaces: None,
+        reserved_as: None,
     }
 }
 

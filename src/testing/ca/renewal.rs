@@ -204,6 +204,18 @@ impl State {
                 format!("no certificate with CertID {text}"),
             )
         })?;
+        if let Some(&order) = self.ari.replaced_by.get(&cert)
+            && self.orders[order].status != crate::protocol::OrderStatus::Invalid
+        {
+            return Err(Rejection::new(
+                ProblemType::AlreadyReplaced,
+                409,
+                format!(
+                    "cannot indicate an order replaces certificate with serial {:?}, which already has a replacement order",
+                    self.certs[cert].serial
+                ),
+            ));
+        }
         let rec = &self.certs[cert];
         if rec.account != acct {
             return Err(invalid(
@@ -218,18 +230,6 @@ impl State {
                 400,
                 ProblemType::Malformed,
                 "the order shares no identifier with the certificate it replaces".into(),
-            ));
-        }
-        if let Some(&order) = self.ari.replaced_by.get(&cert)
-            && self.orders[order].status != crate::protocol::OrderStatus::Invalid
-        {
-            return Err(Rejection::new(
-                ProblemType::AlreadyReplaced,
-                409,
-                format!(
-                    "cannot indicate an order replaces certificate with serial {:?}, which already has a replacement order",
-                    rec.serial
-                ),
             ));
         }
         terms.replaces = Some(cert);
@@ -295,6 +295,15 @@ impl State {
         now: SystemTime,
     ) -> (SystemTime, SystemTime) {
         let rec = &self.certs[cert];
+        // A scripted window is the window, for renewalInfo and for the
+        // exemption alike (as Boulder uses one window for both).
+        if let Some(Scripted {
+            answer: RenewalInfoAnswer::Window { start, end, .. },
+            ..
+        }) = self.ari.scripts.get(&rec.serial)
+        {
+            return (*start, *end);
+        }
         if rec.revoked.is_some() {
             return (
                 now - Duration::from_secs(3600),
@@ -306,8 +315,11 @@ impl State {
             .duration_since(rec.not_before)
             .unwrap_or_default();
         if let Some(Some(after)) = config.renewal_info.map(|p| p.renew_after) {
-            let start = rec.issued_at + after;
-            return (start, start + Duration::from_secs(3600).max(validity / 50));
+            let start = rec.issued_at.checked_add(after).unwrap_or(rec.not_after);
+            let end = start
+                .checked_add(Duration::from_secs(3600).max(validity / 50))
+                .unwrap_or(start);
+            return (start, end);
         }
         let before_expiry = if validity <= Duration::from_secs(10 * 24 * 3600) {
             validity / 2
