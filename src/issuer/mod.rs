@@ -727,19 +727,45 @@ impl<S: Store> Issuer<S> {
             Arc::clone(flights.entry(key.clone()).or_default())
         };
         let _flight = flight.lock().await;
+        let mut taken = None;
         if !options.force_new
             && let Some(cert) = self.stored(&key).await?
-            && self.judge(&cert) == Verdict::Usable
         {
-            return Ok(Ensured {
+            let stored = |cert| Ensured {
                 certificate: cert,
                 source: CertificateSource::Stored,
                 replaces: None,
-            });
+            };
+            match self.judge(&cert) {
+                Verdict::Usable => return Ok(stored(cert)),
+                // Renewal information to refresh, on a certificate not due
+                // on what is known: worth one try at the lease, not a wait
+                // (a node holding it is refreshing or renewing it).
+                Verdict::Recheck if SystemTime::now() < self.renewal_due_at(&cert) => {
+                    match self
+                        .inner
+                        .store
+                        .acquire_lease(
+                            &format!("cert-{}", key.file_stem()),
+                            &self.inner.holder,
+                            self.inner.lease_ttl,
+                        )
+                        .await
+                    {
+                        Ok(lease) => taken = Some(lease),
+                        Err(StoreError::LeaseHeld { .. }) => return Ok(stored(cert)),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                _ => {}
+            }
         }
 
         // One issuance per set across processes sharing the store.
-        let lease = self.acquire_lease(&key).await?;
+        let lease = match taken {
+            Some(lease) => lease,
+            None => self.acquire_lease(&key).await?,
+        };
         let held = lease::HeldLease::start(Arc::clone(&self.inner), lease);
         self.inner
             .fences

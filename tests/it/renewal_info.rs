@@ -579,3 +579,41 @@ async fn a_window_past_the_expiry_is_capped_at_ninety_percent_of_the_lifetime() 
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A recheck due on a certificate that is not: while another node holds
+/// the set's lease, `ensure` returns the stored certificate at once
+/// instead of waiting for the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recheck_does_not_wait_for_another_nodes_lease() {
+    let ca = TestCa::builder().renewal_info(None).start().await.unwrap();
+    let dir = crate::issuer::temp_store("ari-busy-lease");
+    let issuer = ari_issuer(&ca, &dir).await;
+    let options = sturdy_acme::EnsureOptions::default();
+    let first = issuer.ensure(&["busy.ari.test"], &options).await.unwrap();
+    let key = sturdy_acme::store::IdentifierSetKey::for_account(
+        ca.directory_url(),
+        issuer.account().await.unwrap().url(),
+        &[sturdy_acme::Identifier::dns("busy.ari.test").unwrap()],
+    );
+    // Another node holds the set's lease.
+    let other = issuer
+        .store()
+        .acquire_lease(
+            &format!("cert-{}", key.file_stem()),
+            "another-node",
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let again = issuer.ensure(&["busy.ari.test"], &options).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(again.source, sturdy_acme::CertificateSource::Stored);
+    assert_eq!(again.certificate.serial, first.certificate.serial);
+    issuer.store().release_lease(&other).await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
