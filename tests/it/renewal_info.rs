@@ -328,6 +328,19 @@ async fn profiles_are_offered_checked_and_honoured() {
     assert_eq!(err.status(), Some(400), "{err}");
 }
 
+/// The store key of `name`'s certificate at `ca` for `issuer`'s account.
+async fn stored_key(
+    ca: &TestCa,
+    issuer: &sturdy_acme::Issuer<sturdy_acme::store::FileStore>,
+    name: &str,
+) -> sturdy_acme::store::IdentifierSetKey {
+    sturdy_acme::store::IdentifierSetKey::for_account(
+        ca.directory_url(),
+        issuer.account().await.unwrap().url(),
+        &[sturdy_acme::Identifier::dns(name).unwrap()],
+    )
+}
+
 /// An issuer on a FileStore against `ca`, renewing at the window's start.
 async fn ari_issuer(
     ca: &TestCa,
@@ -400,11 +413,7 @@ async fn the_issuer_renews_by_ari_with_replaces_and_the_ca_exempts_it() {
     assert_eq!(after, fetched + 1, "one fetch for b");
     let stored = issuer
         .store()
-        .load_certificate(&sturdy_acme::store::IdentifierSetKey::for_account(
-            ca.directory_url(),
-            issuer.account().await.unwrap().url(),
-            &[sturdy_acme::Identifier::dns("a.ari.test").unwrap()],
-        ))
+        .load_certificate(&stored_key(&ca, &issuer, "a.ari.test").await)
         .await
         .unwrap()
         .unwrap();
@@ -468,11 +477,7 @@ async fn the_issuer_follows_past_windows_and_falls_back_on_bad_answers() {
         },
         None,
     );
-    let key = sturdy_acme::store::IdentifierSetKey::for_account(
-        ca.directory_url(),
-        issuer.account().await.unwrap().url(),
-        &[sturdy_acme::Identifier::dns("past.ari.test").unwrap()],
-    );
+    let key = stored_key(&ca, &issuer, "past.ari.test").await;
     let mut cert = issuer
         .store()
         .load_certificate(&key)
@@ -556,11 +561,7 @@ async fn a_window_past_the_expiry_is_capped_at_ninety_percent_of_the_lifetime() 
         },
         None,
     );
-    let key = sturdy_acme::store::IdentifierSetKey::for_account(
-        ca.directory_url(),
-        issuer.account().await.unwrap().url(),
-        &[sturdy_acme::Identifier::dns("far.ari.test").unwrap()],
-    );
+    let key = stored_key(&ca, &issuer, "far.ari.test").await;
     let mut cert = issuer
         .store()
         .load_certificate(&key)
@@ -590,11 +591,7 @@ async fn a_recheck_does_not_wait_for_another_nodes_lease() {
     let issuer = ari_issuer(&ca, &dir).await;
     let options = sturdy_acme::EnsureOptions::default();
     let first = issuer.ensure(&["busy.ari.test"], &options).await.unwrap();
-    let key = sturdy_acme::store::IdentifierSetKey::for_account(
-        ca.directory_url(),
-        issuer.account().await.unwrap().url(),
-        &[sturdy_acme::Identifier::dns("busy.ari.test").unwrap()],
-    );
+    let key = stored_key(&ca, &issuer, "busy.ari.test").await;
     // Another node holds the set's lease.
     let other = issuer
         .store()

@@ -377,6 +377,55 @@ impl PostgresStore {
         }
     }
 
+    /// One statement on a pooled connection (prepared once per
+    /// connection), retried as [`Self::run`] retries: its rows.
+    async fn db_query<'a>(
+        &'a self,
+        what: &'static str,
+        sql: &'static str,
+        params: &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> StoreResult<Vec<tokio_postgres::Row>> {
+        self.run(what, |c| {
+            Box::pin(async move {
+                let stmt = c.prepare_cached(sql).await.map_err(|e| classify(&e))?;
+                c.query(&stmt, params).await.map_err(|e| classify(&e))
+            })
+        })
+        .await
+    }
+
+    /// [`Self::db_query`] for at most one row.
+    async fn db_query_opt<'a>(
+        &'a self,
+        what: &'static str,
+        sql: &'static str,
+        params: &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> StoreResult<Option<tokio_postgres::Row>> {
+        self.run(what, |c| {
+            Box::pin(async move {
+                let stmt = c.prepare_cached(sql).await.map_err(|e| classify(&e))?;
+                c.query_opt(&stmt, params).await.map_err(|e| classify(&e))
+            })
+        })
+        .await
+    }
+
+    /// [`Self::db_query`] for a statement without rows: how many it changed.
+    async fn db_execute<'a>(
+        &'a self,
+        what: &'static str,
+        sql: &'static str,
+        params: &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> StoreResult<u64> {
+        self.run(what, |c| {
+            Box::pin(async move {
+                let stmt = c.prepare_cached(sql).await.map_err(|e| classify(&e))?;
+                c.execute(&stmt, params).await.map_err(|e| classify(&e))
+            })
+        })
+        .await
+    }
+
     /// The record without its secrets (for the `record` column) and the
     /// secrets sealed for `identity`.
     fn split<T: Serialize>(&self, identity: &str, record: &T) -> StoreResult<(Value, Sealed)> {
@@ -493,18 +542,12 @@ impl PostgresStore {
 
     async fn lease_row(&self, name: &str) -> StoreResult<Option<(Lease, bool)>> {
         let row = self
-            .run("read lease", |c| {
-                Box::pin(async move {
-                    let stmt = c
-                        .prepare_cached(
-                            "SELECT holder, token, floor(extract(epoch FROM until))::bigint, host, pid, \
+            .db_query_opt(
+                "read lease",
+                "SELECT holder, token, floor(extract(epoch FROM until))::bigint, host, pid, \
                              start_time, pid_ns, until > now() FROM sturdy_leases WHERE name = $1",
-                        )
-                        .await
-                        .map_err(|e| classify(&e))?;
-                    c.query_opt(&stmt, &[&name]).await.map_err(|e| classify(&e))
-                })
-            })
+                &[&name],
+            )
             .await?;
         self.count(1, 0);
         Ok(row.map(|row| {
@@ -808,20 +851,12 @@ impl Store for PostgresStore {
 
     async fn list_certificates(&self, directory: &str) -> StoreResult<Vec<IdentifierSetKey>> {
         let rows = self
-            .run("list certificates", |c| {
-                Box::pin(async move {
-                    let stmt = c
-                        .prepare_cached(
-                            "SELECT record_key, directory, record->>'url' FROM sturdy_certificates \
+            .db_query(
+                "list certificates",
+                "SELECT record_key, directory, record->>'url' FROM sturdy_certificates \
                              WHERE directory = $1 OR directory IS NULL ORDER BY record_key",
-                        )
-                        .await
-                        .map_err(|e| classify(&e))?;
-                    c.query(&stmt, &[&directory])
-                        .await
-                        .map_err(|e| classify(&e))
-                })
-            })
+                &[&directory],
+            )
             .await?;
         self.count(1, 0);
         let mut keys = Vec::new();
@@ -846,20 +881,12 @@ impl Store for PostgresStore {
 
     async fn list_journals(&self, directory: &str) -> StoreResult<Vec<IdentifierSetKey>> {
         let rows = self
-            .run("list journals", |c| {
-                Box::pin(async move {
-                    let stmt = c
-                        .prepare_cached(
-                            "SELECT record_key FROM sturdy_journals WHERE directory = $1 \
+            .db_query(
+                "list journals",
+                "SELECT record_key FROM sturdy_journals WHERE directory = $1 \
                              ORDER BY record_key",
-                        )
-                        .await
-                        .map_err(|e| classify(&e))?;
-                    c.query(&stmt, &[&directory])
-                        .await
-                        .map_err(|e| classify(&e))
-                })
-            })
+                &[&directory],
+            )
             .await?;
         self.count(1, 0);
         let mut keys = Vec::new();
@@ -907,29 +934,20 @@ impl Store for PostgresStore {
         let token = i64::try_from(lease.token).unwrap_or(i64::MAX);
         let (id, record, sealed) = (&id, &record, &sealed);
         let written = self
-            .run("save journal (fenced)", |c| {
-                Box::pin(async move {
-                    let stmt = c
-                        .prepare_cached(SAVE_JOURNAL_FENCED)
-                        .await
-                        .map_err(|e| classify(&e))?;
-                    c.execute(
-                        &stmt,
-                        &[
-                            id,
-                            &directory,
-                            record,
-                            &sealed.bytes.as_slice(),
-                            &sealed.kek_id,
-                            &lease.name,
-                            &lease.holder,
-                            &token,
-                        ],
-                    )
-                    .await
-                    .map_err(|e| classify(&e))
-                })
-            })
+            .db_execute(
+                "save journal (fenced)",
+                SAVE_JOURNAL_FENCED,
+                &[
+                    id,
+                    &directory,
+                    record,
+                    &sealed.bytes.as_slice(),
+                    &sealed.kek_id,
+                    &lease.name,
+                    &lease.holder,
+                    &token,
+                ],
+            )
             .await?;
         self.count(1, 1);
         if written == 1 {
@@ -949,15 +967,11 @@ impl Store for PostgresStore {
     async fn delete_journal(&self, key: &IdentifierSetKey) -> StoreResult<()> {
         let id = record_key(key);
         let id = &id;
-        self.run("delete journal", |c| {
-            Box::pin(async move {
-                let stmt = c
-                    .prepare_cached("DELETE FROM sturdy_journals WHERE record_key = $1")
-                    .await
-                    .map_err(|e| classify(&e))?;
-                c.execute(&stmt, &[id]).await.map_err(|e| classify(&e))
-            })
-        })
+        self.db_execute(
+            "delete journal",
+            "DELETE FROM sturdy_journals WHERE record_key = $1",
+            &[id],
+        )
         .await?;
         self.count(1, 1);
         Ok(())
@@ -1024,17 +1038,11 @@ impl Store for PostgresStore {
 
     async fn load_ledger(&self, directory: &str) -> StoreResult<Option<RateLimitRecord>> {
         let row = self
-            .run("load ledger", |c| {
-                Box::pin(async move {
-                    let stmt = c
-                        .prepare_cached("SELECT state FROM sturdy_ledgers WHERE directory = $1")
-                        .await
-                        .map_err(|e| classify(&e))?;
-                    c.query_opt(&stmt, &[&directory])
-                        .await
-                        .map_err(|e| classify(&e))
-                })
-            })
+            .db_query_opt(
+                "load ledger",
+                "SELECT state FROM sturdy_ledgers WHERE directory = $1",
+                &[&directory],
+            )
             .await?;
         self.count(1, 0);
         Ok(row
@@ -1044,20 +1052,8 @@ impl Store for PostgresStore {
 
     async fn save_ledger(&self, directory: &str, ledger: &RateLimitRecord) -> StoreResult<()> {
         let state = &ledger.state;
-        self.run("save ledger", |c| {
-            Box::pin(async move {
-                let stmt = c
-                    .prepare_cached(
-                        "INSERT INTO sturdy_ledgers (directory, state) VALUES ($1, $2) \
-                         ON CONFLICT (directory) DO UPDATE SET state = excluded.state, updated_at = now()",
-                    )
-                    .await
-                    .map_err(|e| classify(&e))?;
-                c.execute(&stmt, &[&directory, state])
-                    .await
-                    .map_err(|e| classify(&e))
-            })
-        })
+        self.db_execute("save ledger", "INSERT INTO sturdy_ledgers (directory, state) VALUES ($1, $2) \
+                         ON CONFLICT (directory) DO UPDATE SET state = excluded.state, updated_at = now()", &[&directory, state])
         .await?;
         self.count(1, 1);
         Ok(())
@@ -1134,11 +1130,7 @@ impl Store for PostgresStore {
         let pid = i64::from(me.pid);
         let start_time = i64::try_from(me.start_time).unwrap_or(0);
         let row = self
-            .run("acquire lease", |c| {
-                Box::pin(async move {
-                    let stmt = c
-                        .prepare_cached(
-                            "INSERT INTO sturdy_leases AS l \
+            .db_query_opt("acquire lease", "INSERT INTO sturdy_leases AS l \
                                (name, holder, token, until, host, pid, start_time, pid_ns) \
                              VALUES ($1, $2, nextval('sturdy_lease_tokens'), \
                                now() + $3::bigint * interval '1 millisecond', $4, $5, $6, $7) \
@@ -1147,18 +1139,7 @@ impl Store for PostgresStore {
                                pid = excluded.pid, start_time = excluded.start_time, \
                                pid_ns = excluded.pid_ns \
                              WHERE l.until <= now() OR l.holder = excluded.holder \
-                             RETURNING token, floor(extract(epoch FROM until))::bigint",
-                        )
-                        .await
-                        .map_err(|e| classify(&e))?;
-                    c.query_opt(
-                        &stmt,
-                        &[&name, &holder, &ms, &host, &pid, &start_time, &me.pid_ns],
-                    )
-                    .await
-                    .map_err(|e| classify(&e))
-                })
-            })
+                             RETURNING token, floor(extract(epoch FROM until))::bigint", &[&name, &holder, &ms, &host, &pid, &start_time, &me.pid_ns])
             .await?;
         self.count(1, 1);
         let lease = |token: i64, until: i64| Lease {
@@ -1199,26 +1180,11 @@ impl Store for PostgresStore {
         tracing::warn!(lease = %name, holder = %current.holder, pid = current.pid, "taking over the lease of a process that is gone");
         let seen = i64::try_from(current.token).unwrap_or(i64::MAX);
         let row = self
-            .run("take over lease", |c| {
-                Box::pin(async move {
-                    let stmt = c
-                        .prepare_cached(
-                            "UPDATE sturdy_leases SET holder = $2, token = nextval('sturdy_lease_tokens'), \
+            .db_query_opt("take over lease", "UPDATE sturdy_leases SET holder = $2, token = nextval('sturdy_lease_tokens'), \
                                until = now() + $3::bigint * interval '1 millisecond', host = $4, pid = $5, \
                                start_time = $6, pid_ns = $7 \
                              WHERE name = $1 AND token = $8 \
-                             RETURNING token, floor(extract(epoch FROM until))::bigint",
-                        )
-                        .await
-                        .map_err(|e| classify(&e))?;
-                    c.query_opt(
-                        &stmt,
-                        &[&name, &holder, &ms, &host, &pid, &start_time, &me.pid_ns, &seen],
-                    )
-                    .await
-                    .map_err(|e| classify(&e))
-                })
-            })
+                             RETURNING token, floor(extract(epoch FROM until))::bigint", &[&name, &holder, &ms, &host, &pid, &start_time, &me.pid_ns, &seen])
             .await?;
         self.count(1, 1);
         match row {
@@ -1235,21 +1201,13 @@ impl Store for PostgresStore {
         let ms = ttl_ms(ttl);
         let token = i64::try_from(lease.token).unwrap_or(i64::MAX);
         let row = self
-            .run("renew lease", |c| {
-                Box::pin(async move {
-                    let stmt = c
-                        .prepare_cached(
-                            "UPDATE sturdy_leases SET until = now() + $4::bigint * interval '1 millisecond' \
+            .db_query_opt(
+                "renew lease",
+                "UPDATE sturdy_leases SET until = now() + $4::bigint * interval '1 millisecond' \
                              WHERE name = $1 AND holder = $2 AND token = $3 \
                              RETURNING floor(extract(epoch FROM until))::bigint",
-                        )
-                        .await
-                        .map_err(|e| classify(&e))?;
-                    c.query_opt(&stmt, &[&lease.name, &lease.holder, &token, &ms])
-                        .await
-                        .map_err(|e| classify(&e))
-                })
-            })
+                &[&lease.name, &lease.holder, &token, &ms],
+            )
             .await?;
         self.count(1, 1);
         if let Some(row) = row {
@@ -1282,20 +1240,12 @@ impl Store for PostgresStore {
 
     async fn release_lease(&self, lease: &Lease) -> StoreResult<()> {
         let token = i64::try_from(lease.token).unwrap_or(i64::MAX);
-        self.run("release lease", |c| {
-            Box::pin(async move {
-                let stmt = c
-                    .prepare_cached(
-                        "UPDATE sturdy_leases SET holder = '', until = to_timestamp(0) \
+        self.db_execute(
+            "release lease",
+            "UPDATE sturdy_leases SET holder = '', until = to_timestamp(0) \
                          WHERE name = $1 AND holder = $2 AND token = $3",
-                    )
-                    .await
-                    .map_err(|e| classify(&e))?;
-                c.execute(&stmt, &[&lease.name, &lease.holder, &token])
-                    .await
-                    .map_err(|e| classify(&e))
-            })
-        })
+            &[&lease.name, &lease.holder, &token],
+        )
         .await?;
         self.count(1, 1);
         Ok(())
