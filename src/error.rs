@@ -186,9 +186,9 @@ pub enum Error {
         request: Box<RequestInfo>,
         /// What kind of failure it was.
         failure: TransportFailure,
-        /// The underlying HTTP client error.
+        /// The underlying HTTP client's error.
         #[source]
-        source: reqwest::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 
     /// The CA answered, but the answer was unusable: invalid JSON, a missing

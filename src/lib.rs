@@ -138,6 +138,7 @@
 #![warn(missing_docs)]
 
 mod client;
+mod clock;
 mod crypto;
 mod error;
 mod issuer;
@@ -158,6 +159,7 @@ pub use client::{
 #[cfg(feature = "v1")]
 pub use client::{CertificateFinder, FindFuture};
 // Keys, CSRs and challenge values.
+pub use clock::Clock;
 pub use crypto::{
     AccountKey, CertificateKey, CertificateKeyType, Csr, ExternalAccountKey, KeyAlgorithm,
     challenge, thumbprint_of_jwk,

@@ -39,7 +39,7 @@ use crate::error::{Error, Result};
 use crate::protocol::{Dialect, Directory};
 use crate::retry::{Event, Events, RetryPolicy};
 use crate::transport::{
-    Endpoint, GovernorPolicy, GovernorStats, RequestStats, Transport, TransportConfig,
+    Endpoint, GovernorPolicy, GovernorStats, Http, RequestStats, Transport, TransportConfig,
 };
 use dialect::{DialectImpl, DialectSettings};
 
@@ -92,6 +92,7 @@ struct ClientInner {
     poll: PollPolicy,
     poll_learner: poll::PollLearner,
     dialect: Arc<dyn DialectImpl>,
+    clock: crate::Clock,
 }
 
 /// Settings that make a [`Client`] less safe, for tests: set with
@@ -196,9 +197,28 @@ pub struct ClientBuilder {
     dialect_settings: DialectSettings,
     danger: Danger,
     bad_nonce_retries: Option<u32>,
+    clock: crate::Clock,
+    #[cfg(feature = "testing")]
+    in_process: Option<crate::testing::InProcess>,
 }
 
 impl ClientBuilder {
+    /// The calendar this client and the [`Issuer`](crate::Issuer) built on
+    /// it read (default [`Clock::system`](crate::Clock::system)):
+    /// [`Clock::tokio`](crate::Clock::tokio) for a simulation on tokio's
+    /// paused clock.
+    pub fn clock(mut self, clock: crate::Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Reaches an in-process test CA instead of the network.
+    #[cfg(feature = "testing")]
+    pub(crate) fn in_process(mut self, ca: crate::testing::InProcess) -> Self {
+        self.in_process = Some(ca);
+        self
+    }
+
     /// Also trusts the certificates in this PEM text (e.g. a test CA's root).
     pub fn root_certificates_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
         self.extra_roots_pem.push(pem.as_ref().to_vec());
@@ -427,6 +447,16 @@ impl ClientBuilder {
         let http = http
             .build()
             .map_err(|e| Error::InvalidInput(format!("HTTP client: {e}")))?;
+        #[cfg(feature = "testing")]
+        let http = match self.in_process {
+            Some(ca) => Http::InProcess {
+                ca,
+                timeout: self.timeout,
+            },
+            None => Http::Network(http),
+        };
+        #[cfg(not(feature = "testing"))]
+        let http = Http::Network(http);
 
         let transport = Transport::new(http, transport_config, &self.directory_url);
         let response = transport
@@ -468,6 +498,7 @@ impl ClientBuilder {
                 poll: self.poll,
                 poll_learner: Default::default(),
                 dialect,
+                clock: self.clock,
             }),
         })
     }
@@ -496,6 +527,9 @@ impl Client {
             dialect_settings: DialectSettings::default(),
             danger: Danger::default(),
             bad_nonce_retries: None,
+            clock: crate::Clock::system(),
+            #[cfg(feature = "testing")]
+            in_process: None,
         }
     }
 
@@ -520,6 +554,11 @@ impl Client {
     /// with [`ClientBuilder::dialect`]).
     pub fn dialect(&self) -> Dialect {
         self.inner.dialect.dialect()
+    }
+
+    /// The calendar this client reads ([`ClientBuilder::clock`]).
+    pub fn clock(&self) -> crate::Clock {
+        self.inner.clock
     }
 
     /// The directory URL this client was built from.

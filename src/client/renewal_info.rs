@@ -1,8 +1,6 @@
 //! [`Client::renewal_info`]: the CA's suggested renewal window for a
 //! certificate (ACME Renewal Information, RFC 9773).
 
-use std::time::SystemTime;
-
 use super::Client;
 use crate::error::{Error, Result};
 use crate::protocol::{CertId, Endpoint, RenewalInfo};
@@ -42,15 +40,13 @@ impl Client {
             )
         })?;
         let url = format!("{}/{}", base.trim_end_matches('/'), id);
-        let now = SystemTime::now();
+        let now = self.clock().now();
         let response = self
             .inner
             .transport
             .get(Endpoint::RenewalInfo, &url)
             .await?;
-        let retry_after = response
-            .retry_after()
-            .map(|r| r.at().duration_since(now).unwrap_or_default());
+        let retry_after = response.retry_after().map(|r| r.delay());
         let info = RenewalInfo::parse(&response.body, retry_after, now).map_err(|reason| {
             Error::InvalidResponse {
                 request: response.info(),

@@ -117,11 +117,14 @@ impl RateLedger {
     /// A remembered 429 is clamped to the horizon here too, so a ledger
     /// written before dates were clamped (or by a hostile CA's answer)
     /// never blocks longer than the horizon, nor panics when printed.
-    pub(crate) fn load(limits: RateLimits, persisted: Option<serde_json::Value>) -> Self {
+    pub(crate) fn load(
+        limits: RateLimits,
+        persisted: Option<serde_json::Value>,
+        now: SystemTime,
+    ) -> Self {
         let mut state: State = persisted
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_default();
-        let now = SystemTime::now();
         let horizon = limits.block_horizon();
         // Expired blocks are dropped (clamping them to "now" would extend
         // them past a check made just before this load).
@@ -135,8 +138,7 @@ impl RateLedger {
     /// The state to persist. A bucket that has refilled to its burst is
     /// left out (a missing bucket starts full), so the record holds only
     /// what was spent within the limits' windows.
-    pub(crate) fn to_value(&self) -> serde_json::Value {
-        let now = SystemTime::now();
+    pub(crate) fn to_value(&self, now: SystemTime) -> serde_json::Value {
         let mut state = self.state.clone();
         state.buckets.retain(|key, bucket| {
             let Some(limit) = self.limit_of(key) else {
@@ -434,7 +436,13 @@ impl RateLedger {
     }
 
     /// Remembers a server 429 for a request about `ids`.
-    pub(crate) fn record_server_limit(&mut self, account: &str, ids: &[Identifier], error: &Error) {
+    pub(crate) fn record_server_limit(
+        &mut self,
+        account: &str,
+        ids: &[Identifier],
+        error: &Error,
+        now: SystemTime,
+    ) {
         let ErrorClass::RateLimited {
             retry_at: Some(retry_at),
             scope,
@@ -453,7 +461,12 @@ impl RateLedger {
             .problem()
             .and_then(|p| p.detail.clone())
             .unwrap_or_else(|| error.to_string());
-        let retry_at = timestamp::clamp(retry_at, SystemTime::now(), self.limits.block_horizon());
+        // The CA's date is on the system clock; the ledger's on the
+        // calendar `now` is read from.
+        let wait = retry_at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        let retry_at = timestamp::clamp(now + wait, now, self.limits.block_horizon());
         self.state.blocks.push(Block {
             account: account.to_owned(),
             key,
@@ -473,7 +486,7 @@ mod tests {
 
     #[test]
     fn sixth_duplicate_is_refused_until_one_token_refills() {
-        let mut ledger = RateLedger::load(RateLimits::lets_encrypt(), None);
+        let mut ledger = RateLedger::load(RateLimits::lets_encrypt(), None, SystemTime::now());
         let now = SystemTime::now();
         let set = ids(&["a.example.com", "b.example.com"]);
         for _ in 0..5 {
@@ -494,7 +507,11 @@ mod tests {
         ledger
             .check_new_order("acct", &ids(&["c.example.com"]), now)
             .unwrap();
-        let mut reloaded = RateLedger::load(RateLimits::lets_encrypt(), Some(ledger.to_value()));
+        let mut reloaded = RateLedger::load(
+            RateLimits::lets_encrypt(),
+            Some(ledger.to_value(SystemTime::now())),
+            SystemTime::now(),
+        );
         assert!(reloaded.check_new_order("acct", &set, now).is_err());
         // After the refill, one more is allowed.
         assert!(reloaded.check_new_order("acct", &set, now + refill).is_ok());
@@ -519,7 +536,7 @@ mod tests {
             server_block_horizon: Some(horizon),
             ..RateLimits::none()
         };
-        let mut ledger = RateLedger::load(limits, Some(state));
+        let mut ledger = RateLedger::load(limits, Some(state), SystemTime::now());
         let now = SystemTime::now();
         let err = ledger.check_new_order("acct", &set, now).unwrap_err();
         assert!(err.retry_at().unwrap() <= now + horizon + Duration::from_secs(1));
@@ -545,7 +562,7 @@ mod tests {
     #[test]
     fn ari_renewals_spend_nothing_and_exact_set_renewals_skip_per_domain() {
         let now = SystemTime::now();
-        let mut ledger = RateLedger::load(RateLimits::lets_encrypt(), None);
+        let mut ledger = RateLedger::load(RateLimits::lets_encrypt(), None, SystemTime::now());
         for i in 0..60 {
             let set = ids(&[&format!("r{i}.renewed.example")]);
             ledger
@@ -612,7 +629,7 @@ mod tests {
             certificates_per_domain: Some(Limit::new(2, Duration::from_secs(3600))),
             ..RateLimits::none()
         };
-        let mut ledger = RateLedger::load(limits, None);
+        let mut ledger = RateLedger::load(limits, None, SystemTime::now());
         let now = SystemTime::now();
         ledger.spend_certificate(&ids(&["a.example.co.uk"]), now);
         ledger.spend_certificate(&ids(&["b.example.co.uk"]), now);

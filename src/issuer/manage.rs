@@ -263,7 +263,7 @@ impl<S: Store> Issuer<S> {
             Err(e) => return Err(e),
         }
         cert.revoked = Some(Revoked {
-            at: SystemTime::now(),
+            at: self.now(),
             reason: reason.map(|r| r.code()),
         });
         self.inner.store.check_lease(lease).await?;

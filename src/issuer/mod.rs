@@ -418,6 +418,11 @@ impl<S: Store> Issuer<S> {
         }
     }
 
+    /// Now, on the client's calendar ([`ClientBuilder::clock`](crate::ClientBuilder::clock)).
+    fn now(&self) -> SystemTime {
+        self.inner.client.clock().now()
+    }
+
     /// The store.
     pub fn store(&self) -> &S {
         &self.inner.store
@@ -540,7 +545,7 @@ impl<S: Store> Issuer<S> {
     /// ```
     pub fn renewal_due_at(&self, cert: &StoredCertificate) -> SystemTime {
         if cert.revoked.is_some() {
-            return cert.not_before.min(SystemTime::now());
+            return cert.not_before.min(self.now());
         }
         let lifetime = cert
             .not_after
@@ -567,7 +572,7 @@ impl<S: Store> Issuer<S> {
 
     /// What `cert` means for an ensure now.
     fn judge(&self, cert: &StoredCertificate) -> Verdict {
-        let now = SystemTime::now();
+        let now = self.now();
         // An expired certificate is renewed, not polled for (RFC 9773).
         if now >= cert.not_after {
             return Verdict::Due;
@@ -597,7 +602,7 @@ impl<S: Store> Issuer<S> {
         key: &IdentifierSetKey,
         mut cert: StoredCertificate,
     ) -> Result<StoredCertificate> {
-        let now = SystemTime::now();
+        let now = self.now();
         let fallback = |why: String, cert: &StoredCertificate| {
             let recheck = now + crate::protocol::renewal_info::DEFAULT_RECHECK;
             // A window already known stays (and its chosen time) until an
@@ -685,7 +690,7 @@ impl<S: Store> Issuer<S> {
         let Some(prev) = previous.filter(|p| p.revoked.is_none()) else {
             return Exemption::None;
         };
-        let now = SystemTime::now();
+        let now = self.now();
         let in_window = prev.renewal.as_ref().is_some_and(
             |r| matches!((r.window_start, r.window_end), (Some(s), Some(e)) if s <= now && now < e),
         );
@@ -741,7 +746,7 @@ impl<S: Store> Issuer<S> {
                 // Renewal information to refresh, on a certificate not due
                 // on what is known: worth one try at the lease, not a wait
                 // (a node holding it is refreshing or renewing it).
-                Verdict::Recheck if SystemTime::now() < self.renewal_due_at(&cert) => {
+                Verdict::Recheck if self.now() < self.renewal_due_at(&cert) => {
                     match self
                         .inner
                         .store
@@ -791,7 +796,7 @@ impl<S: Store> Issuer<S> {
                 let usable = match self.judge(&cert) {
                     Verdict::Usable => true,
                     Verdict::Due => false,
-                    Verdict::Recheck => SystemTime::now() < self.renewal_due_at(&cert),
+                    Verdict::Recheck => self.now() < self.renewal_due_at(&cert),
                 };
                 if !options.force_new && usable {
                     return Ok(Ensured {
@@ -1017,15 +1022,17 @@ impl<S: Store> Issuer<S> {
     {
         let directory = self.inner.client.directory_url().to_owned();
         let limits = self.inner.limits.clone();
+        let now = self.now();
         let mut out = None;
         self.inner
             .store
             .update_ledger(&directory, &mut |current| {
-                let mut ledger = RateLedger::load(limits.clone(), current.map(|r| r.state.clone()));
+                let mut ledger =
+                    RateLedger::load(limits.clone(), current.map(|r| r.state.clone()), now);
                 let (result, changed) = f(&mut ledger);
                 out = Some(result);
                 changed.then(|| RateLimitRecord {
-                    state: ledger.to_value(),
+                    state: ledger.to_value(now),
                 })
             })
             .await?;
@@ -1315,7 +1322,7 @@ impl<S: Store> Issuer<S> {
     ) -> Result<Order> {
         let ids = key.identifiers().to_vec();
         let account_url = account.url().to_owned();
-        let now = SystemTime::now();
+        let now = self.now();
         // A journal left at Ordering by an earlier process: its newOrder may
         // have been sent. Look for the order it created before sending one.
         if journal.step == JournalStep::Ordering && journal.order_attempts > 0 {
@@ -1405,7 +1412,8 @@ impl<S: Store> Issuer<S> {
             }
             Err(e) => {
                 if e.is_rate_limited() {
-                    self.spend_ledger(|l| l.record_server_limit(&account_url, &ids, &e))
+                    let now = self.now();
+                    self.spend_ledger(|l| l.record_server_limit(&account_url, &ids, &e, now))
                         .await?;
                 }
                 Err(e)
@@ -1455,7 +1463,7 @@ impl<S: Store> Issuer<S> {
                     if !journal.certificate_reserved {
                         let ids = key.identifiers().to_vec();
                         let as_ = Exemption::from_name(journal.reserved_as.as_deref());
-                        self.spend_ledger(|l| l.spend_as("", &ids, SystemTime::now(), as_, false))
+                        self.spend_ledger(|l| l.spend_as("", &ids, self.now(), as_, false))
                             .await?;
                     }
                     journal.key_pem = Some(cert_key.to_pkcs8_pem());
@@ -1593,7 +1601,7 @@ impl<S: Store> Issuer<S> {
             && let ErrorClass::Validation { problems } = e.class()
         {
             let account_url = account.url().to_owned();
-            let now = SystemTime::now();
+            let now = self.now();
             self.spend_ledger(|l| {
                 for (id, _) in &problems {
                     l.spend_failed_authorization(&account_url, &id.value, now);

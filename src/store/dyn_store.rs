@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    IdentifierSetKey, Journal, Lease, LedgerUpdate, RateLimitRecord, Store, StoreResult,
-    StoredAccount, StoredCertificate,
+    IdentifierSetKey, Journal, Lease, LedgerUpdate, ManagedRecord, RateLimitRecord, Store,
+    StoreResult, StoredAccount, StoredCertificate,
 };
 
 /// A boxed, sendable future of a store operation.
@@ -112,6 +112,19 @@ pub trait DynStore: Send + Sync + 'static {
         directory: &'a str,
         ledger: &'a RateLimitRecord,
     ) -> StoreFuture<'a, ()>;
+
+    /// [`Store::list_managed`].
+    fn list_managed<'a>(&'a self, directory: &'a str) -> StoreFuture<'a, Vec<ManagedRecord>>;
+
+    /// [`Store::save_managed`].
+    fn save_managed<'a>(
+        &'a self,
+        directory: &'a str,
+        record: &'a ManagedRecord,
+    ) -> StoreFuture<'a, ()>;
+
+    /// [`Store::delete_managed`].
+    fn delete_managed<'a>(&'a self, directory: &'a str, id: &'a str) -> StoreFuture<'a, ()>;
 
     /// [`Store::update_ledger`].
     fn update_ledger<'a>(
@@ -228,6 +241,22 @@ impl<S: Store> DynStore for S {
         Box::pin(Store::save_ledger(self, directory, ledger))
     }
 
+    fn list_managed<'a>(&'a self, directory: &'a str) -> StoreFuture<'a, Vec<ManagedRecord>> {
+        Box::pin(Store::list_managed(self, directory))
+    }
+
+    fn save_managed<'a>(
+        &'a self,
+        directory: &'a str,
+        record: &'a ManagedRecord,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(Store::save_managed(self, directory, record))
+    }
+
+    fn delete_managed<'a>(&'a self, directory: &'a str, id: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(Store::delete_managed(self, directory, id))
+    }
+
     fn update_ledger<'a>(
         &'a self,
         directory: &'a str,
@@ -329,6 +358,18 @@ impl Store for Arc<dyn DynStore> {
 
     async fn save_ledger(&self, directory: &str, ledger: &RateLimitRecord) -> StoreResult<()> {
         DynStore::save_ledger(&**self, directory, ledger).await
+    }
+
+    async fn list_managed(&self, directory: &str) -> StoreResult<Vec<ManagedRecord>> {
+        DynStore::list_managed(&**self, directory).await
+    }
+
+    async fn save_managed(&self, directory: &str, record: &ManagedRecord) -> StoreResult<()> {
+        DynStore::save_managed(&**self, directory, record).await
+    }
+
+    async fn delete_managed(&self, directory: &str, id: &str) -> StoreResult<()> {
+        DynStore::delete_managed(&**self, directory, id).await
     }
 
     async fn update_ledger(

@@ -61,8 +61,8 @@ pub use file::FileStore;
 pub use postgres::{PostgresStats, PostgresStore, PostgresStoreBuilder};
 pub(crate) use process::unique_holder;
 pub use records::{
-    CaScope, IdentifierSetKey, Journal, JournalError, JournalStep, Lease, RateLimitRecord,
-    RenewalSchedule, Revoked, StoredAccount, StoredCertificate,
+    CaScope, IdentifierSetKey, Journal, JournalError, JournalStep, Lease, ManagedRecord,
+    RateLimitRecord, RenewalSchedule, Revoked, StoredAccount, StoredCertificate,
 };
 pub use sealing::KeyEncryptionKey;
 
@@ -218,6 +218,27 @@ pub trait Store: Send + Sync + 'static {
         &self,
         directory: &str,
         update: &mut LedgerUpdate<'_>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Every certificate the renewer keeps for a directory URL, in a
+    /// stable order (a record that cannot be read is left out, logged).
+    fn list_managed(
+        &self,
+        directory: &str,
+    ) -> impl Future<Output = StoreResult<Vec<ManagedRecord>>> + Send;
+
+    /// Adds or replaces the renewer's record `record.id` of a directory URL.
+    fn save_managed(
+        &self,
+        directory: &str,
+        record: &ManagedRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Removes the renewer's record `id` (no error if there is none).
+    fn delete_managed(
+        &self,
+        directory: &str,
+        id: &str,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// Writes the journal only while `lease` is the current, unexpired

@@ -431,6 +431,19 @@ pub struct RateLimitRecord {
     pub state: serde_json::Value,
 }
 
+/// One certificate a [`Renewer`](crate::renewer::Renewer) keeps valid, as
+/// the store holds it: an id and the renewer's opaque JSON record.
+///
+/// Example: [`FileStore`](super::FileStore).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManagedRecord {
+    /// Its identifier set, canonical (sorted, lower-case names joined by
+    /// commas): unique per directory URL.
+    pub id: String,
+    /// The renewer's record.
+    pub value: serde_json::Value,
+}
+
 /// A held lease.
 ///
 /// Example: [`FileStore`](super::FileStore).

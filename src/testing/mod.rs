@@ -105,6 +105,7 @@
 // `ca` also holds `v1` (src/testing/ca/v1/): the ACME v1 dialect.
 mod ca;
 mod faults;
+mod in_process;
 mod jws;
 mod limits;
 mod pki;
@@ -122,6 +123,7 @@ use std::time::{Duration, SystemTime};
 use crate::issuer::RateLimits;
 pub use ca::{RenewalInfoAnswer, ValidationMode};
 pub use faults::{CannedAnswer, Fault, FaultRule, RetryAfterForm, Trigger};
+pub(crate) use in_process::{InProcess, InProcessAnswer};
 pub use store_conformance::{ConformanceFailure, check_store};
 pub use validation::{DnsError, DnsResolver, StaticDns};
 
@@ -592,6 +594,61 @@ impl TestCaBuilder {
                 self.bind
             )));
         }
+        let bind = self.bind;
+        let (ca, handler, tls, limits) = self.into_ca()?;
+        let server = server::HttpsServer::start(bind, Some(tls), handler, limits).await?;
+        let addr = server.local_addr();
+        ca.set_base(format!("https://{addr}"));
+        tracing::info!(directory = %ca.directory_url(), "test CA listening");
+        Ok(TestCa {
+            ca,
+            front: Front::Https(server),
+        })
+    }
+
+    /// Starts the CA without a listening socket: only the clients from
+    /// [`TestCa::client_builder`] reach it, each request handed to the CA in
+    /// the calling task. For simulations on tokio's paused clock (where a
+    /// socket's wait would let the clock jump past every timeout) and for
+    /// scale runs that should not measure the loopback stack. Its URLs are
+    /// under `https://in-process.test-ca.invalid`; challenges are not
+    /// validated over the network, so use [`ValidationMode::AlwaysValid`]
+    /// (the default) or a DNS resolver.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), sturdy_acme::Error> {
+    /// use sturdy_acme::testing::TestCa;
+    /// use sturdy_acme::{AccountKey, AccountOptions, KeyAlgorithm};
+    ///
+    /// let ca = TestCa::builder().start_in_process()?;
+    /// let client = ca.client().await?;
+    /// let key = AccountKey::generate(KeyAlgorithm::Es256)?;
+    /// client.create_account(key, &AccountOptions::agreeing_to_terms()).await?;
+    /// assert_eq!(ca.ledger().accounts, 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn start_in_process(self) -> Result<TestCa> {
+        let (ca, handler, _, _) = self.into_ca()?;
+        let base = "https://in-process.test-ca.invalid".to_owned();
+        ca.set_base(base.clone());
+        Ok(TestCa {
+            ca,
+            front: Front::InProcess(InProcess::new(handler, base)),
+        })
+    }
+
+    /// The CA, its request handler, and the listener's TLS settings and
+    /// limits.
+    #[allow(clippy::type_complexity)]
+    fn into_ca(
+        self,
+    ) -> Result<(
+        Arc<ca::Ca>,
+        server::Handler,
+        Arc<rustls::ServerConfig>,
+        server::ServerLimits,
+    )> {
         let pki =
             pki::Pki::generate(&self.name, self.config.alternate_chain).map_err(Error::Crypto)?;
         let tls = pki.listener_tls_config();
@@ -613,12 +670,17 @@ impl TestCaBuilder {
             let ca = Arc::clone(&handler_ca);
             Box::pin(async move { ca.handle(req).await })
         });
-        let server = server::HttpsServer::start(self.bind, Some(tls), handler, limits).await?;
-        let addr = server.local_addr();
-        ca.set_base(format!("https://{addr}"));
-        tracing::info!(directory = %ca.directory_url(), "test CA listening");
-        Ok(TestCa { ca, server })
+        Ok((ca, handler, tls, limits))
     }
+}
+
+/// How clients reach a [`TestCa`].
+#[derive(Debug)]
+enum Front {
+    /// Its HTTPS server on loopback.
+    Https(server::HttpsServer),
+    /// In-process only ([`TestCaBuilder::start_in_process`]).
+    InProcess(InProcess),
 }
 
 /// A running embedded ACME CA. Stops when dropped.
@@ -650,7 +712,7 @@ impl TestCaBuilder {
 #[derive(Debug)]
 pub struct TestCa {
     ca: Arc<ca::Ca>,
-    server: server::HttpsServer,
+    front: Front,
 }
 
 impl TestCa {
@@ -683,9 +745,13 @@ impl TestCa {
         self.ca.dialect()
     }
 
-    /// The address it listens on.
+    /// The address it listens on (`127.0.0.1:0` for a CA started with
+    /// [`TestCaBuilder::start_in_process`], which listens nowhere).
     pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
+        match &self.front {
+            Front::Https(server) => server.local_addr(),
+            Front::InProcess(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
     }
 
     /// The root certificate (PEM): it signs the HTTPS listener's certificate
@@ -701,9 +767,13 @@ impl TestCa {
 
     /// A client builder for this CA (trusting only its root).
     pub fn client_builder(&self) -> ClientBuilder {
-        Client::builder(self.directory_url())
+        let builder = Client::builder(self.directory_url())
             .root_certificates_pem(self.root_pem())
-            .built_in_roots(false)
+            .built_in_roots(false);
+        match &self.front {
+            Front::Https(_) => builder,
+            Front::InProcess(ca) => builder.in_process(ca.clone()),
+        }
     }
 
     /// A client for this CA.
@@ -759,9 +829,11 @@ impl TestCa {
             .rate_limits = limits;
     }
 
-    /// Stops serving (also done on drop).
+    /// Stops serving (also done on drop; nothing to stop in-process).
     pub fn shutdown(&self) {
-        self.server.shutdown();
+        if let Front::Https(server) = &self.front {
+            server.shutdown();
+        }
     }
 }
 

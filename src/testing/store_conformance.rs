@@ -319,6 +319,37 @@ pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> 
     let listed = ok(c, store.list_journals(DIR_A).await)?;
     expect(c, listed.is_empty(), || format!("{listed:?}"))?;
 
+    // The renewer's records.
+    let c = "renewer records read back as written, replaced by id, per directory";
+    expect(c, ok(c, store.list_managed(DIR_A).await)?.is_empty(), || {
+        "records in an empty store".into()
+    })?;
+    let record = |id: &str, n: u64| crate::store::ManagedRecord {
+        id: id.to_owned(),
+        value: serde_json::json!({ "names": [id], "n": n }),
+    };
+    ok(c, store.save_managed(DIR_A, &record("b.example", 1)).await)?;
+    ok(c, store.save_managed(DIR_A, &record("a.example", 1)).await)?;
+    ok(c, store.save_managed(DIR_A, &record("b.example", 2)).await)?;
+    let mut listed = ok(c, store.list_managed(DIR_A).await)?;
+    listed.sort_by(|x, y| x.id.cmp(&y.id));
+    expect(
+        c,
+        listed == vec![record("a.example", 1), record("b.example", 2)],
+        || format!("{listed:?}"),
+    )?;
+    expect(c, ok(c, store.list_managed(DIR_B).await)?.is_empty(), || {
+        "another directory's records".into()
+    })?;
+    let c = "a deleted renewer record is gone, and deleting it again is no error";
+    ok(c, store.delete_managed(DIR_A, "a.example").await)?;
+    ok(c, store.delete_managed(DIR_A, "a.example").await)?;
+    let listed = ok(c, store.list_managed(DIR_A).await)?;
+    expect(c, listed == vec![record("b.example", 2)], || {
+        format!("{listed:?}")
+    })?;
+    ok(c, store.delete_managed(DIR_A, "b.example").await)?;
+
     // The ledger.
     let c = "the rate-limit ledger reads back as written, per directory";
     let ledger = RateLimitRecord {

@@ -36,6 +36,8 @@ use crate::crypto::AccountKey;
 use crate::crypto::jws::{self, JwsHeader, KeyId};
 use crate::error::{Error, Problem, RequestInfo, Result, RetryAfter, TransportFailure};
 use crate::retry::{Event, Events, RetryPolicy, Retrying, Rng};
+#[cfg(feature = "testing")]
+use crate::testing::InProcessAnswer;
 use governor::{Admission, Governor, PauseScope};
 use nonce::NoncePool;
 use stats::Counters;
@@ -126,10 +128,26 @@ struct Exchange {
     nonce: Option<String>,
 }
 
+/// How requests reach the CA.
+#[derive(Debug)]
+pub(crate) enum Http {
+    /// Over the network.
+    Network(reqwest::Client),
+    /// Handed to an embedded test CA in this process (no sockets), so a
+    /// simulation on tokio's paused clock is not disturbed by I/O.
+    #[cfg(feature = "testing")]
+    InProcess {
+        /// The CA.
+        ca: crate::testing::InProcess,
+        /// The overall timeout of one exchange.
+        timeout: Duration,
+    },
+}
+
 /// Talks HTTP to one CA.
 #[derive(Debug)]
 pub(crate) struct Transport {
-    http: reqwest::Client,
+    http: Http,
     config: TransportConfig,
     nonces: NoncePool,
     new_nonce_url: OnceLock<String>,
@@ -147,7 +165,7 @@ impl Transport {
         self.config.events.emit(event);
     }
 
-    pub(crate) fn new(http: reqwest::Client, config: TransportConfig, directory_url: &str) -> Self {
+    pub(crate) fn new(http: Http, config: TransportConfig, directory_url: &str) -> Self {
         let rates = config
             .governor
             .rates()
@@ -498,22 +516,62 @@ impl Transport {
             http::Method::POST => self.shape().post_timeout(endpoint),
             _ => None,
         };
-        let mut request = self.http.request(method, url);
-        if let Some(timeout) = own_timeout {
-            request = request.timeout(timeout);
-        }
-        if let Some(body) = body {
-            request = request
-                .header(http::header::CONTENT_TYPE, JOSE_JSON)
-                .body(body);
-        }
-        if let Some(accept) = accept {
-            request = request.header(http::header::ACCEPT, accept);
-        }
         // Boxed: the HTTP exchange's state is allocated only while it runs,
         // so the thousands of requests waiting for the governor do not each
         // carry room for one.
-        let ex = Box::pin(self.send(request, method_name, url, also_ok)).await;
+        let ex = match &self.http {
+            Http::Network(http) => {
+                let mut request = http.request(method, url);
+                if let Some(timeout) = own_timeout {
+                    request = request.timeout(timeout);
+                }
+                if let Some(body) = body {
+                    request = request
+                        .header(http::header::CONTENT_TYPE, JOSE_JSON)
+                        .body(body);
+                }
+                if let Some(accept) = accept {
+                    request = request.header(http::header::ACCEPT, accept);
+                }
+                Box::pin(self.send(request, method_name, url, also_ok)).await
+            }
+            #[cfg(feature = "testing")]
+            Http::InProcess { ca, timeout } => {
+                let timeout = own_timeout.unwrap_or(*timeout);
+                let max = self.config.max_body;
+                let answer = ca.exchange(method, url, body, accept, timeout, max);
+                let request = |status: Option<u16>, headers: Option<&HeaderMap>| {
+                    Box::new(RequestInfo {
+                        method: method_name,
+                        url: url.to_owned(),
+                        status,
+                        retry_after: headers.and_then(retry_after),
+                    })
+                };
+                match Box::pin(answer).await {
+                    InProcessAnswer::Answered {
+                        status,
+                        headers,
+                        body,
+                    } => self.answered(method_name, url, also_ok, status, headers, body),
+                    InProcessAnswer::TooLarge { status, headers } => Exchange {
+                        nonce: None,
+                        result: Err(Error::ResponseTooLarge {
+                            request: request(Some(status), Some(&headers)),
+                            limit: max,
+                        }),
+                    },
+                    InProcessAnswer::Failed { failure, reason } => Exchange {
+                        nonce: None,
+                        result: Err(Error::Transport {
+                            request: request(None, None),
+                            failure,
+                            source: reason.into(),
+                        }),
+                    },
+                }
+            }
+        };
 
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let (status, problem, retry_after, failure) = match &ex.result {
@@ -642,7 +700,7 @@ impl Transport {
             Error::Transport {
                 request: info(status, None),
                 failure,
-                source,
+                source: Box::new(source),
             }
         };
 
@@ -692,6 +750,25 @@ impl Transport {
             }
         }
 
+        self.answered(method, url, also_ok, status, headers, body.into())
+    }
+
+    /// The exchange for an answer read in full: the response, or the error
+    /// its status and body say.
+    fn answered(
+        &self,
+        method: &'static str,
+        url: &str,
+        also_ok: &[u16],
+        status: u16,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Exchange {
+        let nonce = headers
+            .get("replay-nonce")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let retry_after = retry_after(&headers);
         if (200..300).contains(&status) || also_ok.contains(&status) {
             return Exchange {
                 result: Ok(Response {
@@ -699,12 +776,17 @@ impl Transport {
                     url: url.to_owned(),
                     status,
                     headers,
-                    body: body.into(),
+                    body,
                 }),
                 nonce,
             };
         }
-        let request = info(Some(status), retry_after);
+        let request = Box::new(RequestInfo {
+            method,
+            url: url.to_owned(),
+            status: Some(status),
+            retry_after,
+        });
         let result = match serde_json::from_slice::<Value>(&body) {
             Ok(v) if v.get("type").is_some() || v.get("detail").is_some() => {
                 match serde_json::from_value::<Problem>(v) {

@@ -884,6 +884,22 @@ impl Store for FailingRenewals {
     ) -> impl Future<Output = StoreResult<Vec<IdentifierSetKey>>> + Send {
         self.0.list_journals(d)
     }
+    fn list_managed(
+        &self,
+        d: &str,
+    ) -> impl Future<Output = StoreResult<Vec<sturdy_acme::store::ManagedRecord>>> + Send {
+        self.0.list_managed(d)
+    }
+    fn save_managed(
+        &self,
+        d: &str,
+        r: &sturdy_acme::store::ManagedRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.0.save_managed(d, r)
+    }
+    fn delete_managed(&self, d: &str, id: &str) -> impl Future<Output = StoreResult<()>> + Send {
+        self.0.delete_managed(d, id)
+    }
     fn load_journal(
         &self,
         k: &IdentifierSetKey,
@@ -1631,6 +1647,22 @@ async fn the_store_contract_checks_catch_a_broken_store() {
         }
         fn list_journals<'a>(&'a self, d: &'a str) -> StoreFuture<'a, Vec<IdentifierSetKey>> {
             Box::pin(Store::list_journals(&self.inner, d))
+        }
+        fn list_managed<'a>(
+            &'a self,
+            d: &'a str,
+        ) -> StoreFuture<'a, Vec<sturdy_acme::store::ManagedRecord>> {
+            Box::pin(Store::list_managed(&self.inner, d))
+        }
+        fn save_managed<'a>(
+            &'a self,
+            d: &'a str,
+            r: &'a sturdy_acme::store::ManagedRecord,
+        ) -> StoreFuture<'a, ()> {
+            Box::pin(Store::save_managed(&self.inner, d, r))
+        }
+        fn delete_managed<'a>(&'a self, d: &'a str, id: &'a str) -> StoreFuture<'a, ()> {
+            Box::pin(Store::delete_managed(&self.inner, d, id))
         }
         fn load_journal<'a>(&'a self, k: &'a IdentifierSetKey) -> StoreFuture<'a, Option<Journal>> {
             Box::pin(Store::load_journal(&self.inner, k))

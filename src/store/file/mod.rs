@@ -52,8 +52,8 @@ use zeroize::Zeroizing;
 use super::atomic::{FileMode, write_file_atomic_counted};
 use super::process;
 use super::{
-    IdentifierSetKey, Journal, Lease, LedgerUpdate, RateLimitRecord, Revoked, Store, StoreError,
-    StoreResult, StoredAccount, StoredCertificate,
+    IdentifierSetKey, Journal, Lease, LedgerUpdate, ManagedRecord, RateLimitRecord, Revoked, Store,
+    StoreError, StoreResult, StoredAccount, StoredCertificate,
 };
 use crate::protocol::{Identifier, timestamp};
 
@@ -65,6 +65,7 @@ const CERTS: &str = "certs";
 const JOURNALS: &str = "journals";
 const LEDGER: &str = "ledger";
 const LEASES: &str = "leases";
+const MANAGED: &str = "managed";
 const ARCHIVE: &str = "archive";
 
 const CERT_JSON: &str = "cert.json";
@@ -138,7 +139,7 @@ impl FileStore {
             fsyncs: AtomicU64::new(0),
         };
         inner.create_root()?;
-        for sub in [ACCOUNTS, CERTS, JOURNALS, LEDGER, LEASES] {
+        for sub in [ACCOUNTS, CERTS, JOURNALS, LEDGER, LEASES, MANAGED] {
             inner.ensure_dir(&inner.root.join(sub))?;
         }
         Ok(FileStore {
@@ -296,6 +297,36 @@ impl Store for FileStore {
         self.offload(data, |s, data| s.save_ledger(&data))
     }
 
+    /// One file per record, `managed/<directory hash>-<id hash>.json`.
+    fn list_managed(
+        &self,
+        directory: &str,
+    ) -> impl Future<Output = StoreResult<Vec<ManagedRecord>>> + Send {
+        self.offload(directory.to_owned(), |s, d| s.list_managed(&d))
+    }
+
+    fn save_managed(
+        &self,
+        directory: &str,
+        record: &ManagedRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        let data = ManagedData {
+            directory: directory.to_owned(),
+            record: record.clone(),
+        };
+        self.offload(data, |s, data| s.save_managed(&data))
+    }
+
+    fn delete_managed(
+        &self,
+        directory: &str,
+        id: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.offload((directory.to_owned(), id.to_owned()), |s, (d, id)| {
+            s.delete_managed(&d, &id)
+        })
+    }
+
     /// The read-modify-write runs under an exclusive `flock(2)` on
     /// `ledger/<hash>.lock`, held from the read to the durable write, so
     /// processes on this machine update one ledger one at a time.
@@ -376,6 +407,12 @@ impl Store for FileStore {
 struct AccountData {
     directory: String,
     account: StoredAccount,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ManagedData {
+    directory: String,
+    record: ManagedRecord,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -631,6 +668,53 @@ impl Inner {
             return Err(self.corrupted_file(&path, reason));
         }
         Ok(Some(data.ledger))
+    }
+
+    fn managed_path(&self, directory: &str, id: &str) -> PathBuf {
+        self.path(
+            MANAGED,
+            format!(
+                "{}-{}.json",
+                sha256_hex(directory.as_bytes()),
+                sha256_hex(id.as_bytes())
+            ),
+        )
+    }
+
+    fn list_managed(&self, directory: &str) -> StoreResult<Vec<ManagedRecord>> {
+        let prefix = format!("{}-", sha256_hex(directory.as_bytes()));
+        let mut records = Vec::new();
+        for path in self.entries(MANAGED)? {
+            let ours = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".json"));
+            if !ours || !path.is_file() {
+                continue;
+            }
+            match self.read_record::<ManagedData>(&path, "managed") {
+                Ok(Some(data)) if data.directory == directory => records.push(data.record),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(target: "sturdy_acme::store", path = %path.display(), error = %e, "a renewer record cannot be read; not listed");
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    fn save_managed(&self, data: &ManagedData) -> StoreResult<()> {
+        let path = self.managed_path(&data.directory, &data.record.id);
+        self.write_record(&path, "managed", data, FileMode::Private)
+    }
+
+    fn delete_managed(&self, directory: &str, id: &str) -> StoreResult<()> {
+        let path = self.managed_path(directory, id);
+        match fs::remove_file(&path) {
+            Ok(()) => self.sync_dir(&parent_of(&path)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path)(e)),
+        }
     }
 
     fn ledger_lock_path(&self, directory: &str) -> PathBuf {

@@ -42,8 +42,8 @@ use super::file::same_origin;
 use super::process;
 use super::sealing::{Sealed, Sealer};
 use super::{
-    IdentifierSetKey, Journal, KeyEncryptionKey, Lease, LedgerUpdate, RateLimitRecord, Store,
-    StoreError, StoreResult, StoredAccount, StoredCertificate,
+    IdentifierSetKey, Journal, KeyEncryptionKey, Lease, LedgerUpdate, ManagedRecord,
+    RateLimitRecord, Store, StoreError, StoreResult, StoredAccount, StoredCertificate,
 };
 use crate::error::DatabaseErrorKind;
 
@@ -1054,6 +1054,47 @@ impl Store for PostgresStore {
         let state = &ledger.state;
         self.db_execute("save ledger", "INSERT INTO sturdy_ledgers (directory, state) VALUES ($1, $2) \
                          ON CONFLICT (directory) DO UPDATE SET state = excluded.state, updated_at = now()", &[&directory, state])
+        .await?;
+        self.count(1, 1);
+        Ok(())
+    }
+
+    async fn list_managed(&self, directory: &str) -> StoreResult<Vec<ManagedRecord>> {
+        let rows = self
+            .db_query(
+                "list renewer records",
+                "SELECT id, record FROM sturdy_managed WHERE directory = $1 ORDER BY id",
+                &[&directory],
+            )
+            .await?;
+        self.count(1, 0);
+        Ok(rows
+            .into_iter()
+            .map(|row| ManagedRecord {
+                id: row.get(0),
+                value: row.get(1),
+            })
+            .collect())
+    }
+
+    async fn save_managed(&self, directory: &str, record: &ManagedRecord) -> StoreResult<()> {
+        self.db_execute(
+            "save renewer record",
+            "INSERT INTO sturdy_managed (directory, id, record) VALUES ($1, $2, $3) \
+             ON CONFLICT (directory, id) DO UPDATE SET record = excluded.record, updated_at = now()",
+            &[&directory, &record.id, &record.value],
+        )
+        .await?;
+        self.count(1, 1);
+        Ok(())
+    }
+
+    async fn delete_managed(&self, directory: &str, id: &str) -> StoreResult<()> {
+        self.db_execute(
+            "delete renewer record",
+            "DELETE FROM sturdy_managed WHERE directory = $1 AND id = $2",
+            &[&directory, &id],
+        )
         .await?;
         self.count(1, 1);
         Ok(())

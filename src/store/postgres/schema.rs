@@ -15,7 +15,8 @@ pub(crate) const LATEST: i32 = MIGRATIONS.len() as i32;
 
 /// Migration `n` (1-based) is `MIGRATIONS[n - 1]`; never edit one that
 /// shipped, append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE sturdy_accounts (
     directory   text PRIMARY KEY,
     record      jsonb NOT NULL,
@@ -74,7 +75,17 @@ CREATE TABLE sturdy_leases (
     start_time  bigint NOT NULL DEFAULT 0,
     pid_ns      text NOT NULL DEFAULT ''
 );
-"#];
+"#,
+    r#"
+CREATE TABLE sturdy_managed (
+    directory   text NOT NULL,
+    id          text NOT NULL,
+    record      jsonb NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (directory, id)
+);
+"#,
+];
 
 /// Brings the schema to [`LATEST`], or fails with a
 /// [`DatabaseErrorKind::Schema`] error if the database is newer than this

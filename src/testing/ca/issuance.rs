@@ -1,8 +1,6 @@
 //! Issuance: the CSR key policy, the finalize-time CAA recheck, and the
 //! certificate itself, recorded and counted against the rate limits.
 
-use std::time::SystemTime;
-
 use time::OffsetDateTime;
 
 use super::Config;
@@ -180,7 +178,7 @@ impl State {
             leaf_der: issued.leaf_der,
             chain_pem: issued.chain_pem,
             alternate_chain_pem: issued.alternate_chain_pem,
-            issued_at: SystemTime::now(),
+            issued_at: super::now(),
             revoked: None,
             not_before: crate::protocol::timestamp::from_unix(not_before.unix_timestamp()),
             not_after: crate::protocol::timestamp::from_unix(na.unix_timestamp()),

@@ -170,9 +170,15 @@ fn to_second(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_nanosecond(0).unwrap_or(t)
 }
 
-/// Now, to the second.
+/// Now on the CA's calendar ([`Clock::tokio`](crate::Clock::tokio), so a
+/// test on a paused clock sees certificates age), to the second.
 fn now_utc() -> OffsetDateTime {
-    to_second(OffsetDateTime::now_utc())
+    to_second(OffsetDateTime::from(now()))
+}
+
+/// Now on the CA's calendar.
+fn now() -> std::time::SystemTime {
+    crate::Clock::tokio().now()
 }
 
 /// A header value (an invalid one becomes `invalid`).

@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use super::state::State;
@@ -18,7 +17,7 @@ use crate::testing::limits::{Limit, RateLimits, registered_domain};
 pub(super) fn rate_limited(detail: String, wait: Duration) -> Rejection {
     let when = time::Duration::try_from(wait)
         .ok()
-        .and_then(|wait| OffsetDateTime::now_utc().checked_add(wait))
+        .and_then(|wait| super::now_utc().checked_add(wait))
         .and_then(|retry_at| {
             retry_at
                 .format(time::macros::format_description!(

@@ -201,7 +201,7 @@ impl Ca {
             }
             let config = self.config();
             let state = self.state();
-            let answer = state.renewal_info(cert_id, &config, std::time::SystemTime::now());
+            let answer = state.renewal_info(cert_id, &config, crate::testing::ca::now());
             drop(state);
             return answer.unwrap_or_else(|r| self.problem_response(&r));
         }

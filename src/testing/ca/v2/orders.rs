@@ -76,7 +76,7 @@ impl Ca {
         }
         let now = Instant::now();
         let mut state = self.state();
-        let terms = state.order_terms(acct, &ids, payload, config, std::time::SystemTime::now())?;
+        let terms = state.order_terms(acct, &ids, payload, config, crate::testing::ca::now())?;
         if let Err((rejection, wait)) =
             state.check_order_limits(acct, &ids, &config.rate_limits, now, terms.exemption)
         {

@@ -1,0 +1,107 @@
+//! The calendar the crate reads: what time of day it is for certificate
+//! validity, renewal windows and rate-limit buckets.
+//!
+//! By default that is the system clock. A simulation (or a test) that runs
+//! on tokio's paused clock gives the [`Client`](crate::Client) a
+//! [`Clock::tokio`] instead: its time of day moves with tokio's clock, so
+//! months of certificate lifetimes, renewal windows and refilling rate
+//! limits pass in seconds. The embedded test CA (feature `testing`) always
+//! reads [`Clock::tokio`], so the two agree.
+//!
+//! What is *not* on this calendar: store leases (a lease is a real-time
+//! mutual exclusion between processes, so it follows the store's clock) and
+//! the transport's waits (a `Retry-After` is a duration slept on tokio's
+//! clock either way).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! use std::time::Duration;
+//! use sturdy_acme::Clock;
+//!
+//! let clock = Clock::tokio();
+//! let before = clock.now();
+//! // On a paused runtime this sleep takes no real time.
+//! tokio::time::sleep(Duration::from_secs(30 * 24 * 3600)).await;
+//! let elapsed = clock.now().duration_since(before).unwrap();
+//! assert!(elapsed >= Duration::from_secs(30 * 24 * 3600));
+//! # }
+//! ```
+
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime};
+
+/// Where the crate reads the time of day. Cheap to copy.
+///
+/// Example: [the module](self).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Clock {
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Kind {
+    #[default]
+    System,
+    Tokio,
+}
+
+/// The wall time and monotonic instant taken together once per process:
+/// every [`Clock::tokio`] counts from it, so all of them agree.
+fn anchor() -> (SystemTime, Instant) {
+    static ANCHOR: OnceLock<(SystemTime, Instant)> = OnceLock::new();
+    *ANCHOR.get_or_init(|| (SystemTime::now(), Instant::now()))
+}
+
+impl Clock {
+    /// The system clock (the default).
+    pub fn system() -> Self {
+        Self { kind: Kind::System }
+    }
+
+    /// A time of day that moves with tokio's clock: the wall time when the
+    /// process first read a `Clock::tokio`, plus how far tokio's clock has
+    /// moved since. On a running clock it keeps pace with the system clock
+    /// (without its steps); on a paused clock (`start_paused`,
+    /// `tokio::time::advance`) it jumps with it.
+    pub fn tokio() -> Self {
+        anchor();
+        Self { kind: Kind::Tokio }
+    }
+
+    /// Whether this is [`Clock::tokio`].
+    pub fn follows_tokio(&self) -> bool {
+        self.kind == Kind::Tokio
+    }
+
+    /// Now.
+    pub fn now(&self) -> SystemTime {
+        match self.kind {
+            Kind::System => SystemTime::now(),
+            Kind::Tokio => {
+                let (wall, at) = anchor();
+                let elapsed = tokio::time::Instant::now()
+                    .into_std()
+                    .saturating_duration_since(at);
+                wall + elapsed
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_tokio_clock_jumps_with_a_paused_runtime_and_the_system_one_does_not() {
+        let (tokio, system) = (Clock::tokio(), Clock::system());
+        let (t0, s0) = (tokio.now(), system.now());
+        tokio::time::advance(Duration::from_secs(90 * 24 * 3600)).await;
+        let moved = tokio.now().duration_since(t0).unwrap();
+        assert!(moved >= Duration::from_secs(90 * 24 * 3600), "{moved:?}");
+        assert!(system.now().duration_since(s0).unwrap() < Duration::from_secs(3600));
+        assert!(tokio.follows_tokio() && !system.follows_tokio());
+    }
+}

@@ -1,0 +1,164 @@
+//! A client's way into an embedded CA without sockets: each request is
+//! handed to the CA's handler in the calling task, so a simulation on
+//! tokio's paused clock only ever waits on timers (a socket's wait would
+//! let the paused clock jump past every timeout).
+//!
+//! The CA's wire misbehaviours are acted out as a client would see them: a
+//! dropped or truncated answer is a broken connection, a slow one runs into
+//! the client's timeout, an endless or oversized body is over the cap.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, header};
+
+use super::server::Handler;
+use super::wire::{Reply, WireRequest};
+use crate::error::TransportFailure;
+
+/// The embedded CA, reached in-process (see the module docs).
+#[derive(Clone)]
+pub(crate) struct InProcess {
+    handler: Handler,
+    /// Scheme and authority of the CA's URLs (`https://host`).
+    base: String,
+}
+
+impl fmt::Debug for InProcess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InProcess")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one in-process exchange came to.
+pub(crate) enum InProcessAnswer {
+    /// A whole answer.
+    Answered {
+        /// The status.
+        status: u16,
+        /// The headers.
+        headers: HeaderMap,
+        /// The body (within the cap).
+        body: Bytes,
+    },
+    /// The body was over the cap (or never ended).
+    TooLarge {
+        /// The status.
+        status: u16,
+        /// The headers.
+        headers: HeaderMap,
+    },
+    /// No usable answer.
+    Failed {
+        /// Which kind of failure a socket would have shown.
+        failure: TransportFailure,
+        /// What happened.
+        reason: String,
+    },
+}
+
+impl InProcess {
+    pub(crate) fn new(handler: Handler, base: String) -> Self {
+        Self { handler, base }
+    }
+
+    /// One exchange: `url` must be one of this CA's.
+    pub(crate) async fn exchange(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+        accept: Option<&str>,
+        timeout: Duration,
+        max_body: usize,
+    ) -> InProcessAnswer {
+        let Some(path) = url
+            .strip_prefix(&self.base)
+            .filter(|p| p.is_empty() || p.starts_with('/'))
+        else {
+            return InProcessAnswer::Failed {
+                failure: TransportFailure::Connect,
+                reason: format!("{url} is not a URL of the in-process CA at {}", self.base),
+            };
+        };
+        let mut headers = HeaderMap::new();
+        if body.is_some() {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/jose+json"),
+            );
+        }
+        if let Some(accept) = accept.and_then(|a| HeaderValue::from_str(a).ok()) {
+            headers.insert(header::ACCEPT, accept);
+        }
+        let request = WireRequest {
+            method,
+            path: if path.is_empty() {
+                "/".into()
+            } else {
+                path.to_owned()
+            },
+            headers,
+            body: body.map(Bytes::from).unwrap_or_default(),
+        };
+        let answer = async {
+            match (self.handler)(request).await {
+                Reply::Delayed(delay, response) => {
+                    tokio::time::sleep(delay).await;
+                    Reply::Normal(response)
+                }
+                reply => reply,
+            }
+        };
+        let Ok(reply) = tokio::time::timeout(timeout, answer).await else {
+            return InProcessAnswer::Failed {
+                failure: TransportFailure::Timeout,
+                reason: format!("no answer within {timeout:?}"),
+            };
+        };
+        let broken = |reason: &str| InProcessAnswer::Failed {
+            failure: TransportFailure::Reset,
+            reason: reason.to_owned(),
+        };
+        match reply {
+            Reply::Normal(r) | Reply::Delayed(_, r) if r.body.len() > max_body => {
+                InProcessAnswer::TooLarge {
+                    status: r.status.as_u16(),
+                    headers: r.headers,
+                }
+            }
+            Reply::Normal(r) | Reply::Delayed(_, r) => InProcessAnswer::Answered {
+                status: r.status.as_u16(),
+                headers: r.headers,
+                body: r.body,
+            },
+            Reply::Drop => broken("the connection closed without an answer"),
+            Reply::Truncated(_) => broken("the connection closed in the middle of the body"),
+            Reply::Endless { status, headers } => InProcessAnswer::TooLarge {
+                status: status.as_u16(),
+                headers,
+            },
+            Reply::Oversized {
+                status,
+                headers,
+                len,
+            } => {
+                if len > max_body as u64 {
+                    InProcessAnswer::TooLarge {
+                        status: status.as_u16(),
+                        headers,
+                    }
+                } else {
+                    InProcessAnswer::Answered {
+                        status: status.as_u16(),
+                        headers,
+                        body: Bytes::from(vec![b'x'; len as usize]),
+                    }
+                }
+            }
+        }
+    }
+}
