@@ -80,10 +80,12 @@ impl Clock {
             Kind::System => SystemTime::now(),
             Kind::Tokio => {
                 let (wall, at) = anchor();
-                let elapsed = tokio::time::Instant::now()
-                    .into_std()
-                    .saturating_duration_since(at);
-                wall + elapsed
+                let now = tokio::time::Instant::now().into_std();
+                // A paused runtime's clock may stand before the anchor.
+                match now.checked_duration_since(at) {
+                    Some(ahead) => wall + ahead,
+                    None => wall - at.duration_since(now),
+                }
             }
         }
     }
