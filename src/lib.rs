@@ -143,6 +143,7 @@ mod crypto;
 mod error;
 mod issuer;
 mod protocol;
+pub mod renewer;
 mod retry;
 pub mod solver;
 pub mod store;
@@ -171,7 +172,7 @@ pub use error::{
 };
 // Exactly-once issuance.
 pub use issuer::{
-    CertificateSource, CertificateStatus, EnsureOptions, Ensured, Issuer, IssuerBuilder,
+    CertificateSource, CertificateStatus, EnsureOptions, Ensured, Headroom, Issuer, IssuerBuilder,
     IssuerStep, Limit, RateLimits, RevokeWith, registered_domain,
 };
 // Wire vocabulary and resources.

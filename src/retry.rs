@@ -405,7 +405,7 @@ impl Rng {
         splitmix64(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    fn next_f64(&self) -> f64 {
+    pub(crate) fn next_f64(&self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }

@@ -23,6 +23,16 @@ pub enum CertificateKeyType {
     P384,
 }
 
+impl CertificateKeyType {
+    /// Its name, as [`FromStr`](std::str::FromStr) reads it back: `p256`, `p384`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::P256 => "p256",
+            Self::P384 => "p384",
+        }
+    }
+}
+
 impl std::str::FromStr for CertificateKeyType {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::limits::{Limit, RateLimits, registered_domain};
+use super::limits::{Headroom, Limit, RateLimits, registered_domain};
 use crate::error::{Error, ErrorClass, RateLimitScope};
 use crate::protocol::timestamp;
 use crate::protocol::{Identifier, IdentifierSet};
@@ -198,6 +198,28 @@ impl RateLedger {
                 });
             }
         }
+    }
+
+    /// The level of every bucket that has been spent from, and of the
+    /// account's new-order bucket (full when never spent).
+    pub(crate) fn headroom(&mut self, account: &str, now: SystemTime) -> Vec<Headroom> {
+        let mut keys: Vec<String> = self.state.buckets.keys().cloned().collect();
+        let orders = format!("orders:{account}");
+        if !keys.contains(&orders) {
+            keys.push(orders);
+        }
+        keys.sort();
+        keys.into_iter()
+            .filter_map(|key| {
+                let limit = self.limit_of(&key)?;
+                let tokens = self.tokens(&key, &limit, now);
+                Some(Headroom {
+                    bucket: key,
+                    limit,
+                    tokens,
+                })
+            })
+            .collect()
     }
 
     /// Refuses a newOrder for `ids` that would exceed a limit, or that a

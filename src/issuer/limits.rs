@@ -56,6 +56,21 @@ impl Limit {
     }
 }
 
+/// How much of one rate limit is left, as the issuer's ledger counts it
+/// ([`Issuer::rate_limit_headroom`](crate::Issuer::rate_limit_headroom)).
+///
+/// Example: [`Issuer::rate_limit_headroom`](crate::Issuer::rate_limit_headroom).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Headroom {
+    /// The bucket: `orders:<account URL>`, `domain:<registered domain>`,
+    /// `set:<names>` or `authzfail:<account URL>:<name>`.
+    pub bucket: String,
+    /// The limit it counts against.
+    pub limit: Limit,
+    /// Tokens left now (whole requests that may still be made: its floor).
+    pub tokens: f64,
+}
+
 mod secs {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;

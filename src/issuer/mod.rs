@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use zeroize::Zeroizing;
 
-pub use limits::{Limit, RateLimits, registered_domain};
+pub use limits::{Headroom, Limit, RateLimits, registered_domain};
 pub use manage::{CertificateStatus, RevokeWith};
 
 use crate::client::{Account, AccountOptions, Client, NewOrder, Order};
@@ -102,6 +102,11 @@ pub struct EnsureOptions {
     /// Encrypt's `classic`, `tlsserver`, `shortlived`); `None`: the CA's
     /// default.
     pub profile: Option<String>,
+    /// How long to wait while another process holds this set's lease
+    /// (`None`: [`IssuerBuilder::lease_wait`]); `Some(Duration::ZERO)`
+    /// tries once and fails with [`StoreError::LeaseHeld`](crate::store::StoreError)
+    /// at once, as a renewer sharing the work with other nodes wants.
+    pub lease_wait: Option<Duration>,
 }
 
 /// Where the certificate `ensure` returned came from.
@@ -570,6 +575,76 @@ impl<S: Store> Issuer<S> {
         cert.not_before + lifetime.mul_f64(fraction)
     }
 
+    /// When an [`Issuer::ensure`] for `cert`'s set would next do more than
+    /// return it: its renewal time, or sooner the time to ask the CA's
+    /// renewal information again (when the CA offers it). A renewer sleeps
+    /// until then.
+    pub fn next_check_at(&self, cert: &StoredCertificate) -> SystemTime {
+        let due = self.renewal_due_at(cert).min(cert.not_after);
+        if cert.revoked.is_some() || !self.inner.client.offers_renewal_info() {
+            return due;
+        }
+        match &cert.renewal {
+            Some(r) => due.min(r.check_again_at),
+            None => self.now(),
+        }
+    }
+
+    /// The certificate stored for `names` at this issuer's CA and account
+    /// (registering the account on first use), without any request about
+    /// the certificate; a corrupted record counts as none.
+    pub async fn stored_certificate<N: AsRef<str>>(
+        &self,
+        names: &[N],
+    ) -> Result<Option<StoredCertificate>> {
+        let ids = names
+            .iter()
+            .map(|n| Identifier::parse(n.as_ref()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let account_url = self.account().await?.url().to_owned();
+        let key =
+            IdentifierSetKey::for_account(self.inner.client.directory_url(), account_url, &ids);
+        self.stored(&key).await
+    }
+
+    /// What is left of each rate limit this issuer's account has spent
+    /// from, as its ledger in the store counts it now (the account's
+    /// new-order bucket always included). For metrics and dashboards.
+    ///
+    /// ```
+    /// # #[cfg(feature = "testing")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), sturdy_acme::Error> {
+    /// use std::sync::Arc;
+    /// use sturdy_acme::solver::http01::Http01Solver;
+    /// use sturdy_acme::store::FileStore;
+    /// use sturdy_acme::testing::TestCa;
+    /// use sturdy_acme::{EnsureOptions, Issuer, RateLimits};
+    ///
+    /// let ca = TestCa::builder().start_in_process()?;
+    /// let dir = std::env::temp_dir().join(format!("sturdy-doc-headroom-{}", std::process::id()));
+    /// let issuer = Issuer::builder(ca.client().await?, FileStore::open(&dir)?)
+    ///     .solver(Arc::new(Http01Solver::unserved()))
+    ///     .rate_limits(RateLimits::lets_encrypt())
+    ///     .build();
+    /// issuer.ensure(&["shop.example"], &EnsureOptions::default()).await?;
+    /// let left = issuer.rate_limit_headroom().await?;
+    /// let orders = left.iter().find(|h| h.bucket.starts_with("orders:")).unwrap();
+    /// assert_eq!(orders.tokens.floor(), 299.0); // 300 per 3 hours, one spent
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok(()) }
+    /// # #[cfg(not(feature = "testing"))]
+    /// # fn main() {}
+    /// ```
+    pub async fn rate_limit_headroom(&self) -> Result<Vec<Headroom>> {
+        let account = self.account().await?.url().to_owned();
+        let directory = self.inner.client.directory_url().to_owned();
+        let now = self.now();
+        let current = self.inner.store.load_ledger(&directory).await?;
+        let mut ledger = RateLedger::load(self.inner.limits.clone(), current.map(|r| r.state), now);
+        Ok(ledger.headroom(&account, now))
+    }
+
     /// What `cert` means for an ensure now.
     fn judge(&self, cert: &StoredCertificate) -> Verdict {
         let now = self.now();
@@ -769,7 +844,11 @@ impl<S: Store> Issuer<S> {
         // One issuance per set across processes sharing the store.
         let lease = match taken {
             Some(lease) => lease,
-            None => self.acquire_lease(&key).await?,
+            None => {
+                let wait = options.lease_wait.unwrap_or(self.inner.lease_wait);
+                self.acquire_named_lease(format!("cert-{}", key.file_stem()), wait)
+                    .await?
+            }
         };
         let held = lease::HeldLease::start(Arc::clone(&self.inner), lease);
         self.inner
@@ -884,14 +963,16 @@ impl<S: Store> Issuer<S> {
         }
     }
 
-    async fn acquire_lease(&self, key: &IdentifierSetKey) -> Result<Lease> {
-        self.acquire_named_lease(format!("cert-{}", key.file_stem()))
+    /// Takes the lease of `key`'s issuance, waiting up to the issuer's
+    /// `lease_wait`.
+    pub(super) async fn acquire_lease(&self, key: &IdentifierSetKey) -> Result<Lease> {
+        self.acquire_named_lease(format!("cert-{}", key.file_stem()), self.inner.lease_wait)
             .await
     }
 
-    /// Takes the store lease `name`, waiting up to `lease_wait` for
-    /// another holder.
-    async fn acquire_named_lease(&self, name: String) -> Result<Lease> {
+    /// Takes the store lease `name`, waiting up to `wait` for another
+    /// holder.
+    async fn acquire_named_lease(&self, name: String, wait: Duration) -> Result<Lease> {
         let started = tokio::time::Instant::now();
         loop {
             match self
@@ -902,7 +983,7 @@ impl<S: Store> Issuer<S> {
             {
                 Ok(lease) => return Ok(lease),
                 Err(StoreError::LeaseHeld { holder, until, .. }) => {
-                    if started.elapsed() >= self.inner.lease_wait {
+                    if started.elapsed() >= wait {
                         return Err(Error::Store(StoreError::LeaseHeld {
                             name,
                             holder,
@@ -965,7 +1046,8 @@ impl<S: Store> Issuer<S> {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        self.acquire_named_lease(format!("account-{name}")).await
+        self.acquire_named_lease(format!("account-{name}"), self.inner.lease_wait)
+            .await
     }
 
     async fn load_or_register_account(&self, directory: &str) -> Result<Account> {

@@ -321,9 +321,11 @@ pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> 
 
     // The renewer's records.
     let c = "renewer records read back as written, replaced by id, per directory";
-    expect(c, ok(c, store.list_managed(DIR_A).await)?.is_empty(), || {
-        "records in an empty store".into()
-    })?;
+    expect(
+        c,
+        ok(c, store.list_managed(DIR_A).await)?.is_empty(),
+        || "records in an empty store".into(),
+    )?;
     let record = |id: &str, n: u64| crate::store::ManagedRecord {
         id: id.to_owned(),
         value: serde_json::json!({ "names": [id], "n": n }),
@@ -338,9 +340,11 @@ pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> 
         listed == vec![record("a.example", 1), record("b.example", 2)],
         || format!("{listed:?}"),
     )?;
-    expect(c, ok(c, store.list_managed(DIR_B).await)?.is_empty(), || {
-        "another directory's records".into()
-    })?;
+    expect(
+        c,
+        ok(c, store.list_managed(DIR_B).await)?.is_empty(),
+        || "another directory's records".into(),
+    )?;
     let c = "a deleted renewer record is gone, and deleting it again is no error";
     ok(c, store.delete_managed(DIR_A, "a.example").await)?;
     ok(c, store.delete_managed(DIR_A, "a.example").await)?;

@@ -151,7 +151,9 @@ async fn open_creates_private_layout() {
     assert_eq!(mode(&root), 0o700);
     assert_eq!(
         names(&root),
-        ["accounts", "certs", "journals", "leases", "ledger", "managed"]
+        [
+            "accounts", "certs", "journals", "leases", "ledger", "managed"
+        ]
     );
     for sub in names(&root) {
         assert_eq!(mode(&root.join(sub)), 0o700);
@@ -889,7 +891,9 @@ async fn lease_names_become_safe_file_names() {
     assert_eq!(names(&tmp.0.join(LEASES)).len(), 12);
     assert_eq!(
         names(&tmp.0),
-        ["accounts", "certs", "journals", "leases", "ledger", "managed"]
+        [
+            "accounts", "certs", "journals", "leases", "ledger", "managed"
+        ]
     );
 }
 

@@ -1,0 +1,905 @@
+//! The renewer: keeps a standing set of certificates valid, forever, within
+//! the CA's limits.
+//!
+//! A [`Renewer`] holds [`CertificateSpec`]s (added and removed at run time,
+//! kept in the store so a restarted node, or every node sharing the store,
+//! has them) and runs [`Issuer::ensure`] for each when its time comes:
+//!
+//! - **When.** A certificate is looked at again at
+//!   [`Issuer::next_check_at`]: its ARI renewal time or lifetime rule, or
+//!   sooner the next renewal information check. A new one at once.
+//! - **In which order.** Of those whose time has come, renewals that would
+//!   otherwise expire go first (soonest expiry first), then new
+//!   certificates (first added, first served), then other renewals; at most
+//!   [`RenewerPolicy::concurrency`] run at once.
+//! - **Within the limits.** The issuer's rate-limit ledger refuses an
+//!   order locally before the CA would; the renewer then holds back every
+//!   certificate that would spend the same bucket (the account's new
+//!   orders, a registered domain's certificates, an identifier's failed
+//!   authorizations) until it refills, so a burst of a thousand new
+//!   certificates is spread over the buckets' refill instead of refused. A
+//!   renewal Let's Encrypt exempts (ARI, or the exact set renewed) does not
+//!   wait behind the new-order budget.
+//! - **Failures by class.** Validation and CAA failures back off per
+//!   identifier (30 minutes, then 1 h, 2 h, ... up to a day for
+//!   validation: far from 5 failed authorizations per identifier per hour
+//!   and from the consecutive-failure pause; 10 minutes up to 6 hours for
+//!   CAA); transient failures are retried after a minute, doubling up to an
+//!   hour; a 503 with Retry-After pauses every start until then; another
+//!   node holding the set's lease means it is doing the work.
+//!
+//! Everything is on the client's [`Clock`](crate::Clock), so on tokio's
+//! paused clock a fleet's months run in seconds (`examples/fleet_sim.rs`).
+//!
+//! ```
+//! # #[cfg(feature = "testing")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), sturdy_acme::Error> {
+//! use std::sync::Arc;
+//! use sturdy_acme::renewer::{CertificateSpec, ManagedState, Renewer};
+//! use sturdy_acme::solver::http01::Http01Solver;
+//! use sturdy_acme::store::FileStore;
+//! use sturdy_acme::testing::TestCa;
+//! use sturdy_acme::Issuer;
+//!
+//! let ca = TestCa::builder().start_in_process()?;
+//! let dir = std::env::temp_dir().join(format!("sturdy-doc-renewer-{}", std::process::id()));
+//! let issuer = Issuer::builder(ca.client().await?, FileStore::open(&dir)?)
+//!     .solver(Arc::new(Http01Solver::unserved()))
+//!     .build();
+//! let renewer = Renewer::builder(issuer).build();
+//! renewer.add(CertificateSpec::new(["shop.example", "www.shop.example"])?).await?;
+//! renewer.add(CertificateSpec::new(["blog.example"])?).await?;
+//!
+//! // Run it beside the service; here, until both are valid.
+//! let running = tokio::spawn({
+//!     let renewer = renewer.clone();
+//!     async move { renewer.run().await }
+//! });
+//! while renewer.status().count(ManagedState::Valid) < 2 {
+//!     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+//! }
+//! renewer.shutdown();
+//! running.await.unwrap()?;
+//! assert_eq!(ca.ledger().certificates.len(), 2);
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok(()) }
+//! # #[cfg(not(feature = "testing"))]
+//! # fn main() {}
+//! ```
+
+mod queue;
+mod spec;
+mod status;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::error::{Error, ErrorClass, Result, StoreError};
+use crate::issuer::{CertificateSource, Ensured, Issuer};
+use crate::retry::Rng;
+use crate::store::{Store, StoredCertificate};
+
+pub use queue::Urgency;
+pub use spec::CertificateSpec;
+pub use status::{
+    LastError, ManagedCertificate, ManagedState, RenewerEvent, RenewerStatus, metric,
+};
+
+use queue::{Block, Entry, Queue, backoff_delay};
+use spec::{Failures, Stored, from_ms, to_ms};
+
+/// A renewal Let's Encrypt counts as renewing the exact set (exempt from
+/// the new-order and per-domain limits): within this of the previous
+/// certificate's issuance, as the issuer's ledger counts it.
+const EXACT_SET_RENEWAL_WINDOW: Duration = Duration::from_secs(120 * 24 * 3600);
+
+/// How the renewer paces and retries (defaults in [`RenewerPolicy::default`]).
+///
+/// Example: [`RenewerBuilder::policy`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenewerPolicy {
+    /// Attempts running at once (at least 1). Default 16.
+    pub concurrency: usize,
+    /// First retry after a validation failure, doubling up to
+    /// `validation_max`. Default 30 minutes, up to a day.
+    pub validation_base: Duration,
+    /// See `validation_base`.
+    pub validation_max: Duration,
+    /// First retry after a CAA failure (the CA's recheck timed out, or a
+    /// record forbids it), doubling up to `caa_max`. Default 10 minutes, up
+    /// to 6 hours.
+    pub caa_base: Duration,
+    /// See `caa_base`.
+    pub caa_max: Duration,
+    /// First retry after a transient failure (5xx, timeouts, the store),
+    /// doubling up to `transient_max`. Default 1 minute, up to an hour.
+    pub transient_base: Duration,
+    /// See `transient_base`.
+    pub transient_max: Duration,
+    /// Retry after a permanent failure (the CA refuses the names). Default
+    /// a day: the customer may fix it.
+    pub permanent_retry: Duration,
+    /// Look again after another node was found holding the lease. Default
+    /// 1 minute.
+    pub elsewhere_retry: Duration,
+    /// How often the specs are read again from the store (added or removed
+    /// by other nodes). Default 5 minutes.
+    pub refresh: Duration,
+    /// How often rate-limit headroom is read for the metrics. Default 1
+    /// minute.
+    pub headroom_interval: Duration,
+    /// Seed of the jitter (`None`: from the OS).
+    pub seed: Option<u64>,
+}
+
+impl Default for RenewerPolicy {
+    fn default() -> Self {
+        const MIN: u64 = 60;
+        Self {
+            concurrency: 16,
+            validation_base: Duration::from_secs(30 * MIN),
+            validation_max: Duration::from_secs(24 * 60 * MIN),
+            caa_base: Duration::from_secs(10 * MIN),
+            caa_max: Duration::from_secs(6 * 60 * MIN),
+            transient_base: Duration::from_secs(MIN),
+            transient_max: Duration::from_secs(60 * MIN),
+            permanent_retry: Duration::from_secs(24 * 60 * MIN),
+            elsewhere_retry: Duration::from_secs(MIN),
+            refresh: Duration::from_secs(5 * MIN),
+            headroom_interval: Duration::from_secs(MIN),
+            seed: None,
+        }
+    }
+}
+
+type Observer = Arc<dyn Fn(&RenewerEvent) + Send + Sync>;
+
+/// Configures a [`Renewer`].
+///
+/// Example: [the module](self).
+pub struct RenewerBuilder<S: Store> {
+    issuer: Issuer<S>,
+    policy: RenewerPolicy,
+    observer: Option<Observer>,
+}
+
+impl<S: Store> RenewerBuilder<S> {
+    /// Pacing and retries.
+    ///
+    /// ```
+    /// use sturdy_acme::renewer::RenewerPolicy;
+    ///
+    /// let policy = RenewerPolicy { concurrency: 64, ..RenewerPolicy::default() };
+    /// assert_eq!(policy.caa_base.as_secs(), 600);
+    /// ```
+    pub fn policy(mut self, policy: RenewerPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Called with every decision (from the renewer's task: keep it short).
+    pub fn on_event(mut self, f: impl Fn(&RenewerEvent) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Arc::new(f));
+        self
+    }
+
+    /// The renewer (call [`Renewer::run`] to start it).
+    pub fn build(self) -> Renewer<S> {
+        let rng = Rng::new(self.policy.seed);
+        Renewer {
+            inner: Arc::new(Inner {
+                issuer: self.issuer,
+                policy: self.policy,
+                observer: self.observer,
+                rng,
+                state: Mutex::new(State::default()),
+                wake: Notify::new(),
+                stop: AtomicBool::new(false),
+            }),
+        }
+    }
+}
+
+/// Keeps a standing set of certificates valid (see [the module](self)).
+pub struct Renewer<S: Store> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S: Store> Clone for Renewer<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S: Store> std::fmt::Debug for Renewer<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Renewer")
+            .field("issuer", &self.inner.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner<S: Store> {
+    issuer: Issuer<S>,
+    policy: RenewerPolicy,
+    observer: Option<Observer>,
+    rng: Rng,
+    state: Mutex<State>,
+    wake: Notify,
+    stop: AtomicBool,
+}
+
+/// The current certificate, as far as scheduling needs it.
+#[derive(Debug, Clone)]
+struct Current {
+    serial: String,
+    not_before: SystemTime,
+    not_after: SystemTime,
+    revoked: bool,
+    /// Halfway from its renewal time to its expiry: past it, a renewal is
+    /// [`Urgency::Expiring`].
+    urgent_at: SystemTime,
+}
+
+#[derive(Debug)]
+struct Tracked {
+    stored: Stored,
+    current: Option<Current>,
+    state: ManagedState,
+    running: bool,
+    /// Removed while running: dropped when the attempt ends.
+    removed: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    tracked: HashMap<String, Tracked>,
+    queue: Queue,
+    paused_until: Option<SystemTime>,
+    loaded: bool,
+}
+
+/// The outcome of one attempt, for [`Renewer::finish`].
+struct Attempt {
+    id: String,
+    result: Result<Ensured>,
+    took: Duration,
+}
+
+impl<S: Store> Renewer<S> {
+    /// A renewer over `issuer` with [`RenewerPolicy::default`].
+    pub fn builder(issuer: Issuer<S>) -> RenewerBuilder<S> {
+        RenewerBuilder {
+            issuer,
+            policy: RenewerPolicy::default(),
+            observer: None,
+        }
+    }
+
+    /// The issuer.
+    pub fn issuer(&self) -> &Issuer<S> {
+        &self.inner.issuer
+    }
+
+    fn now(&self) -> SystemTime {
+        self.inner.issuer.client().clock().now()
+    }
+
+    fn directory(&self) -> String {
+        self.inner.issuer.client().directory_url().to_owned()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn emit(&self, event: RenewerEvent) {
+        tracing::debug!(target: "sturdy_acme::renewer", ?event, "renewer");
+        if let Some(f) = &self.inner.observer {
+            f(&event);
+        }
+    }
+
+    /// Adds a certificate to keep valid (or changes the spec of the one
+    /// with the same names), durably: it is in the store before this
+    /// returns, so every node sharing the store takes it up.
+    pub async fn add(&self, spec: CertificateSpec) -> Result<()> {
+        self.add_all(vec![spec]).await
+    }
+
+    /// [`Renewer::add`] for many at once (one wake-up of the scheduler).
+    pub async fn add_all(&self, specs: Vec<CertificateSpec>) -> Result<()> {
+        let directory = self.directory();
+        for spec in specs {
+            let id = spec.id();
+            let now = self.now();
+            let stored = {
+                let state = self.state();
+                match state.tracked.get(&id) {
+                    Some(t) => Stored {
+                        spec,
+                        added_at: t.stored.added_at,
+                        failures: t.stored.failures.clone(),
+                    },
+                    None => Stored {
+                        spec,
+                        added_at: now,
+                        failures: Failures::default(),
+                    },
+                }
+            };
+            self.inner
+                .issuer
+                .store()
+                .save_managed(&directory, &stored.to_record())
+                .await?;
+            self.track(stored).await?;
+            self.emit(RenewerEvent::Added { id });
+        }
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// Stops keeping the certificate with these names (its stored
+    /// certificate stays in the store). Returns whether it was kept.
+    pub async fn remove<N: AsRef<str>>(&self, names: &[N]) -> Result<bool> {
+        let id = CertificateSpec::new(names)?.id();
+        self.inner
+            .issuer
+            .store()
+            .delete_managed(&self.directory(), &id)
+            .await?;
+        let found = {
+            let mut state = self.state();
+            state.queue.forget(&id);
+            match state.tracked.get_mut(&id) {
+                Some(t) if t.running => {
+                    t.removed = true;
+                    true
+                }
+                Some(_) => state.tracked.remove(&id).is_some(),
+                None => false,
+            }
+        };
+        if found {
+            self.emit(RenewerEvent::Removed { id });
+        }
+        Ok(found)
+    }
+
+    /// A snapshot of every certificate's state, last error and next
+    /// attempt, sorted by names: for a service's status endpoint.
+    pub fn status(&self) -> RenewerStatus {
+        let state = self.state();
+        let mut certificates: Vec<ManagedCertificate> = state
+            .tracked
+            .iter()
+            .filter(|(_, t)| !t.removed)
+            .map(|(id, t)| ManagedCertificate {
+                names: t.stored.spec.names().to_vec(),
+                state: t.state,
+                serial: t.current.as_ref().map(|c| c.serial.clone()),
+                not_after: t.current.as_ref().map(|c| c.not_after),
+                next_attempt: state.queue.scheduled_at(id),
+                consecutive_failures: t.stored.failures.consecutive,
+                last_error: t
+                    .stored
+                    .failures
+                    .last_error
+                    .as_ref()
+                    .map(|message| LastError {
+                        class: t.stored.failures.last_class.clone().unwrap_or_default(),
+                        message: message.clone(),
+                    }),
+            })
+            .collect();
+        certificates.sort_by(|a, b| a.names.cmp(&b.names));
+        RenewerStatus {
+            certificates,
+            backlog: state.queue.backlog(),
+            paused_until: state.paused_until.filter(|t| *t > self.now()),
+        }
+    }
+
+    /// Asks [`Renewer::run`] to return: running attempts are dropped at
+    /// their next await (the issuer's journal resumes them later; no
+    /// certificate is lost).
+    pub fn shutdown(&self) {
+        self.inner.stop.store(true, Ordering::SeqCst);
+        self.inner.wake.notify_one();
+    }
+
+    /// Reads the specs from the store (every node's additions), and
+    /// schedules each: a certificate already stored at its next check, a
+    /// new one at once, one that was failing when its backoff ends.
+    async fn load(&self) -> Result<()> {
+        let records = self
+            .inner
+            .issuer
+            .store()
+            .list_managed(&self.directory())
+            .await?;
+        let mut seen = std::collections::HashSet::new();
+        for record in &records {
+            match Stored::from_record(record) {
+                Ok(stored) => {
+                    seen.insert(stored.spec.id());
+                    let known = self.state().tracked.contains_key(&stored.spec.id());
+                    if !known {
+                        self.track(stored).await?;
+                    }
+                }
+                Err(reason) => {
+                    tracing::warn!(target: "sturdy_acme::renewer", %reason, "a renewer record cannot be used; skipped");
+                }
+            }
+        }
+        // Removed by another node.
+        let mut state = self.state();
+        let gone: Vec<String> = state
+            .tracked
+            .iter()
+            .filter(|(id, t)| !seen.contains(*id) && !t.running)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            state.queue.forget(&id);
+            state.tracked.remove(&id);
+        }
+        state.loaded = true;
+        Ok(())
+    }
+
+    /// Starts tracking `stored`, scheduled from its stored certificate.
+    async fn track(&self, stored: Stored) -> Result<()> {
+        let id = stored.spec.id();
+        let cert = self
+            .inner
+            .issuer
+            .stored_certificate(stored.spec.names())
+            .await?;
+        let now = self.now();
+        let current = cert.as_ref().map(|c| self.current(c));
+        let mut at = cert
+            .as_ref()
+            .map_or(now, |c| self.inner.issuer.next_check_at(c));
+        let hold = from_ms(stored.failures.retry_at_ms);
+        if hold > at {
+            at = hold;
+        }
+        let state_now = match (&current, stored.failures.consecutive) {
+            (_, n) if n > 0 && hold > now => ManagedState::BackingOff,
+            (None, _) => ManagedState::Pending,
+            (Some(_), _) if at <= now => ManagedState::Due,
+            (Some(_), _) => ManagedState::Valid,
+        };
+        let mut state = self.state();
+        let running = state.tracked.get(&id).is_some_and(|t| t.running);
+        let entry = entry(&id, &stored, current.as_ref(), at);
+        state.tracked.insert(
+            id.clone(),
+            Tracked {
+                stored,
+                current,
+                state: if running {
+                    ManagedState::Running
+                } else {
+                    state_now
+                },
+                running,
+                removed: false,
+            },
+        );
+        if !running {
+            state.queue.schedule(entry, at);
+        }
+        Ok(())
+    }
+
+    fn current(&self, cert: &StoredCertificate) -> Current {
+        let due = self.inner.issuer.renewal_due_at(cert).min(cert.not_after);
+        let to_expiry = cert.not_after.duration_since(due).unwrap_or_default();
+        Current {
+            serial: cert.serial.clone(),
+            not_before: cert.not_before,
+            not_after: cert.not_after,
+            revoked: cert.revoked.is_some(),
+            urgent_at: due + to_expiry / 2,
+        }
+    }
+
+    /// Runs until [`Renewer::shutdown`]: keeps every certificate valid.
+    /// Several `run`s on one store (one per node) share the work through
+    /// the issuer's leases.
+    pub async fn run(&self) -> Result<()> {
+        self.load().await?;
+        let mut tasks: JoinSet<Attempt> = JoinSet::new();
+        let mut next_refresh = self.now() + self.inner.policy.refresh;
+        let mut next_headroom = self.now();
+        loop {
+            if self.inner.stop.load(Ordering::SeqCst) {
+                tasks.shutdown().await;
+                self.inner.stop.store(false, Ordering::SeqCst);
+                return Ok(());
+            }
+            let now = self.now();
+            if now >= next_refresh {
+                if let Err(e) = self.load().await {
+                    tracing::warn!(target: "sturdy_acme::renewer", error = %e, "could not read the specs from the store; trying again later");
+                }
+                next_refresh = now + self.inner.policy.refresh;
+            }
+            if now >= next_headroom {
+                self.record_headroom().await;
+                next_headroom = now + self.inner.policy.headroom_interval;
+            }
+            let free = self.inner.policy.concurrency.max(1)
+                - tasks.len().min(self.inner.policy.concurrency.max(1));
+            let (starts, wake) = self.pick(now, free);
+            for entry in starts {
+                self.start(&mut tasks, entry);
+            }
+            self.record_gauges(now);
+            let wake = wake.min(next_refresh).min(next_headroom);
+            let sleep = wake.duration_since(self.now()).unwrap_or_default();
+            tokio::select! {
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => match done {
+                    Ok(attempt) => self.finish(attempt).await,
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(_) => {}
+                },
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    /// What to start now, and when to look again.
+    fn pick(&self, now: SystemTime, free: usize) -> (Vec<Entry>, SystemTime) {
+        let mut state = self.state();
+        let far = now + self.inner.policy.refresh;
+        if let Some(until) = state.paused_until {
+            if until > now {
+                return (Vec::new(), until);
+            }
+            state.paused_until = None;
+        }
+        let starts = state.queue.take(now, free);
+        for e in &starts {
+            if let Some(t) = state.tracked.get_mut(&e.id) {
+                t.running = true;
+                t.state = ManagedState::Running;
+            }
+        }
+        // Ready but not started (no slot, or a limit's bucket): due.
+        let wake = state.queue.next_wake().unwrap_or(far).max(now);
+        (starts, wake)
+    }
+
+    fn start(&self, tasks: &mut JoinSet<Attempt>, entry: Entry) {
+        let Some(spec) = self
+            .state()
+            .tracked
+            .get(&entry.id)
+            .map(|t| t.stored.spec.clone())
+        else {
+            return;
+        };
+        self.emit(RenewerEvent::Started {
+            id: entry.id.clone(),
+            urgency: entry.urgency,
+        });
+        let issuer = self.inner.issuer.clone();
+        tasks.spawn(async move {
+            let started = tokio::time::Instant::now();
+            let options = spec.ensure_options();
+            let result = issuer.ensure(spec.names(), &options).await;
+            Attempt {
+                id: entry.id,
+                result,
+                took: started.elapsed(),
+            }
+        });
+    }
+
+    /// Records an attempt's outcome and schedules the next one.
+    async fn finish(&self, attempt: Attempt) {
+        let now = self.now();
+        let id = attempt.id;
+        let removed = {
+            let mut state = self.state();
+            match state.tracked.get_mut(&id) {
+                Some(t) => {
+                    t.running = false;
+                    if t.removed {
+                        state.tracked.remove(&id);
+                        true
+                    } else {
+                        false
+                    }
+                }
+                None => true,
+            }
+        };
+        if removed {
+            return;
+        }
+        let persist = match attempt.result {
+            Ok(ensured) => self.succeeded(&id, ensured, attempt.took, now),
+            Err(e) => self.failed(&id, &e, now),
+        };
+        if let Some(record) = persist
+            && let Err(e) = self
+                .inner
+                .issuer
+                .store()
+                .save_managed(&self.directory(), &record)
+                .await
+        {
+            tracing::warn!(target: "sturdy_acme::renewer", %id, error = %e, "could not record the certificate's failures in the store");
+        }
+    }
+
+    /// Returns the record to persist, if its failures changed.
+    fn succeeded(
+        &self,
+        id: &str,
+        ensured: Ensured,
+        took: Duration,
+        now: SystemTime,
+    ) -> Option<crate::store::ManagedRecord> {
+        let cert = &ensured.certificate;
+        let current = self.current(cert);
+        // Never sooner than a minute: a CA answering "check again now"
+        // forever is not a reason to spin.
+        let next = self
+            .inner
+            .issuer
+            .next_check_at(cert)
+            .max(now + Duration::from_secs(60));
+        let mut state = self.state();
+        let t = state.tracked.get_mut(id)?;
+        let renewal = t.current.as_ref().is_some_and(|c| c.serial != cert.serial);
+        let fresh = ensured.source != CertificateSource::Stored;
+        t.current = Some(current.clone());
+        t.state = ManagedState::Valid;
+        let persist = (t.stored.failures != Failures::default()).then(|| {
+            t.stored.failures = Failures::default();
+            t.stored.to_record()
+        });
+        let entry = entry(id, &t.stored, Some(&current), next);
+        state.queue.schedule(entry, next);
+        drop(state);
+        if fresh {
+            let kind = if renewal { "renewal" } else { "new" };
+            metrics::counter!(metric::ISSUED, "kind" => kind).increment(1);
+            metrics::histogram!(metric::ORDER_SECONDS, "kind" => kind).record(took.as_secs_f64());
+            self.emit(RenewerEvent::Issued {
+                id: id.to_owned(),
+                serial: cert.serial.clone(),
+                renewal,
+                not_after: cert.not_after,
+                took,
+            });
+        } else {
+            self.emit(RenewerEvent::Checked {
+                id: id.to_owned(),
+                next,
+            });
+        }
+        persist
+    }
+
+    /// Schedules the next attempt after `error` by its class; returns the
+    /// record to persist.
+    fn failed(
+        &self,
+        id: &str,
+        error: &Error,
+        now: SystemTime,
+    ) -> Option<crate::store::ManagedRecord> {
+        let policy = &self.inner.policy;
+        let class = error.class();
+        metrics::counter!(metric::ERRORS, "class" => class.name()).increment(1);
+        let mut state = self.state();
+        let t = state.tracked.get(id)?;
+        let names = t.stored.spec.names().to_vec();
+        let current = t.current.clone();
+
+        // Held by a rate limit: counted locally, nothing was sent. Every
+        // certificate spending the same bucket waits with it.
+        if let Error::RateLimitedLocally {
+            retry_at,
+            limit,
+            scope,
+            ..
+        } = error
+        {
+            let until = (*retry_at).max(now + Duration::from_secs(1));
+            if let Some(block) = Block::of(scope, id) {
+                state.queue.block(block, until);
+            }
+            let t = state.tracked.get_mut(id)?;
+            t.state = ManagedState::WaitingForLimit;
+            let entry = entry(id, &t.stored, current.as_ref(), until);
+            state.queue.schedule(entry, until);
+            drop(state);
+            metrics::counter!(metric::DEFERRED).increment(1);
+            self.emit(RenewerEvent::Deferred {
+                id: id.to_owned(),
+                limit: limit.clone(),
+                until,
+            });
+            return None;
+        }
+        // Another node is doing it.
+        if matches!(error, Error::Store(StoreError::LeaseHeld { .. })) {
+            let at = now + policy.elsewhere_retry;
+            let t = state.tracked.get_mut(id)?;
+            t.state = ManagedState::Elsewhere;
+            let entry = entry(id, &t.stored, current.as_ref(), at);
+            state.queue.schedule(entry, at);
+            drop(state);
+            self.emit(RenewerEvent::Elsewhere { id: id.to_owned() });
+            return None;
+        }
+        // The CA is down: nothing starts until it says.
+        let wait = |e: &Error| {
+            e.retry_after()
+                .map(|r| r.delay())
+                .or_else(|| match e.class() {
+                    ErrorClass::RateLimited {
+                        retry_at: Some(at), ..
+                    } => Some(at.duration_since(SystemTime::now()).unwrap_or_default()),
+                    _ => None,
+                })
+        };
+        if error.status() == Some(503)
+            && let Some(delay) = wait(error)
+        {
+            let until = now + delay.max(Duration::from_secs(1));
+            state.paused_until = Some(state.paused_until.map_or(until, |p| p.max(until)));
+            let t = state.tracked.get_mut(id)?;
+            t.state = ManagedState::BackingOff;
+            let entry = entry(id, &t.stored, current.as_ref(), until);
+            state.queue.schedule(entry, until);
+            drop(state);
+            self.emit(RenewerEvent::Paused {
+                until,
+                error: error.to_string(),
+            });
+            return None;
+        }
+        let unit = self.inner.rng.next_f64();
+        let t = state.tracked.get_mut(id)?;
+        let retry = t.stored.failures.consecutive;
+        let (delay, backoff_names): (Duration, Vec<String>) = match &class {
+            ErrorClass::RateLimited { .. } => {
+                // The CA's count and ours disagreed.
+                let delay = wait(error).unwrap_or(policy.transient_max);
+                metrics::counter!(metric::CA_RATE_LIMITED).increment(1);
+                (delay.max(Duration::from_secs(1)), Vec::new())
+            }
+            ErrorClass::Caa { names: caa, .. } => (
+                backoff_delay(policy.caa_base, policy.caa_max, retry, unit),
+                if caa.is_empty() {
+                    names.clone()
+                } else {
+                    caa.clone()
+                },
+            ),
+            ErrorClass::Validation { problems } => (
+                backoff_delay(policy.validation_base, policy.validation_max, retry, unit),
+                if problems.is_empty() {
+                    names.clone()
+                } else {
+                    problems.iter().map(|(i, _)| i.value.clone()).collect()
+                },
+            ),
+            ErrorClass::Permanent | ErrorClass::InvalidInput | ErrorClass::Crypto => {
+                (policy.permanent_retry, Vec::new())
+            }
+            _ => (
+                backoff_delay(policy.transient_base, policy.transient_max, retry, unit),
+                Vec::new(),
+            ),
+        };
+        let until = now + delay;
+        t.stored.failures.consecutive = retry.saturating_add(1);
+        t.stored.failures.retry_at_ms = to_ms(until);
+        t.stored.failures.last_class = Some(class.name().to_owned());
+        t.stored.failures.last_error = Some(error.to_string());
+        t.state = ManagedState::BackingOff;
+        let consecutive = t.stored.failures.consecutive;
+        let record = t.stored.to_record();
+        let entry = entry(id, &t.stored, current.as_ref(), until);
+        state.queue.schedule(entry, until);
+        if !backoff_names.is_empty() {
+            state.queue.back_off(&backoff_names, until);
+        }
+        if let ErrorClass::RateLimited { scope, .. } = &class {
+            if let Some(block) = Block::of(scope, id) {
+                state.queue.block(block, until);
+            }
+            drop(state);
+            self.emit(RenewerEvent::RateLimitedByCa {
+                id: id.to_owned(),
+                until,
+            });
+        } else {
+            drop(state);
+        }
+        tracing::warn!(target: "sturdy_acme::renewer", %id, class = class.name(), consecutive, retry_in_s = delay.as_secs(), error = %error, "attempt failed");
+        self.emit(RenewerEvent::Failed {
+            id: id.to_owned(),
+            class: class.name(),
+            error: error.to_string(),
+            consecutive,
+            retry_at: until,
+        });
+        Some(record)
+    }
+
+    fn record_gauges(&self, now: SystemTime) {
+        let state = self.state();
+        let mut counts: HashMap<ManagedState, usize> = HashMap::new();
+        for t in state.tracked.values() {
+            *counts.entry(t.state).or_default() += 1;
+        }
+        for s in ManagedState::ALL {
+            metrics::gauge!(metric::CERTIFICATES, "state" => s.as_str())
+                .set(counts.get(&s).copied().unwrap_or(0) as f64);
+        }
+        metrics::gauge!(metric::BACKLOG).set(state.queue.backlog() as f64);
+        if let Some(next) = state.queue.next_scheduled() {
+            let secs = next.duration_since(now).unwrap_or_default().as_secs_f64();
+            metrics::gauge!(metric::NEXT_RENEWAL_SECONDS).set(secs);
+        }
+    }
+
+    async fn record_headroom(&self) {
+        match self.inner.issuer.rate_limit_headroom().await {
+            Ok(levels) => {
+                for h in levels {
+                    let (kind, bucket) = h.bucket.split_once(':').unwrap_or(("", &h.bucket));
+                    metrics::gauge!(metric::LIMIT_HEADROOM, "kind" => kind.to_owned(), "bucket" => bucket.to_owned())
+                        .set(h.tokens);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(target: "sturdy_acme::renewer", error = %e, "could not read the rate-limit headroom");
+            }
+        }
+    }
+}
+
+/// The queue entry of a certificate scheduled at `at`.
+fn entry(id: &str, stored: &Stored, current: Option<&Current>, at: SystemTime) -> Entry {
+    let (urgency, key) = match current {
+        None => (Urgency::New, stored.added_at),
+        Some(c) if at >= c.urgent_at => (Urgency::Expiring, c.not_after),
+        Some(c) => (Urgency::Renewal, c.not_after),
+    };
+    let spends_budget = match current {
+        None => true,
+        Some(c) => {
+            c.revoked
+                || at.duration_since(c.not_before).unwrap_or_default() >= EXACT_SET_RENEWAL_WINDOW
+        }
+    };
+    Entry {
+        id: id.to_owned(),
+        names: stored.spec.names().to_vec(),
+        urgency,
+        key,
+        spends_budget,
+    }
+}

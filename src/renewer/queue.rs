@@ -1,0 +1,365 @@
+//! The renewer's schedule: when each certificate is next looked at, which
+//! of those whose time has come goes first, and what holds them back (a
+//! rate limit's bucket, an identifier's backoff, the CA's pause).
+//!
+//! Pure bookkeeping on the calendar's `now`: no I/O, so it is tested on
+//! its own.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, SystemTime};
+
+use crate::error::RateLimitScope;
+use crate::issuer::registered_domain;
+
+/// Which certificates go first when several may be started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Urgency {
+    /// A renewal past halfway from its renewal time to its expiry (or
+    /// expired): it would otherwise expire. Soonest expiry first.
+    Expiring,
+    /// A certificate never issued: first added, first served.
+    New,
+    /// A renewal that has time: soonest expiry first.
+    Renewal,
+}
+
+impl Urgency {
+    /// Its name in metrics and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Expiring => "expiring",
+            Self::New => "new",
+            Self::Renewal => "renewal",
+        }
+    }
+}
+
+/// What a rate-limit refusal blocks until it refills.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Block {
+    /// The account's new-order budget: only orders that spend it.
+    Account,
+    /// A registered domain's certificate budget: only orders that spend it.
+    Domain(String),
+    /// One identifier (failed authorizations): every order naming it.
+    Identifier(String),
+    /// One exact set (duplicate certificates).
+    Set(String),
+}
+
+impl Block {
+    /// The block a refusal of `scope` for the set `id` means (`None`: one
+    /// that says nothing about other sets, held on the certificate alone).
+    pub(crate) fn of(scope: &RateLimitScope, id: &str) -> Option<Self> {
+        match scope {
+            RateLimitScope::Account => Some(Self::Account),
+            RateLimitScope::RegisteredDomain(d) => Some(Self::Domain(d.clone())),
+            RateLimitScope::Identifier(n) => Some(Self::Identifier(n.clone())),
+            RateLimitScope::ExactSet => Some(Self::Set(id.to_owned())),
+            _ => None,
+        }
+    }
+}
+
+/// What the queue knows of one certificate to order it.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) id: String,
+    pub(crate) names: Vec<String>,
+    pub(crate) urgency: Urgency,
+    /// The time that orders it within its urgency.
+    pub(crate) key: SystemTime,
+    /// Whether its order spends the account's new-order budget and its
+    /// domains' certificate budgets (a new certificate; a renewal is
+    /// exempt as Let's Encrypt counts them).
+    pub(crate) spends_budget: bool,
+}
+
+/// The schedule.
+#[derive(Debug, Default)]
+pub(crate) struct Queue {
+    /// Not running, waiting for their time: (time, id).
+    timeline: BTreeSet<(SystemTime, String)>,
+    /// The time each waiting id is in `timeline` at.
+    at: HashMap<String, SystemTime>,
+    /// Their time has come: (urgency, key, id), with the entry.
+    ready: BTreeSet<(Urgency, SystemTime, String)>,
+    entries: HashMap<String, Entry>,
+    /// Rate-limit blocks in force, until when.
+    blocks: HashMap<Block, SystemTime>,
+    /// Identifiers backing off after failures, until when.
+    backoff: HashMap<String, SystemTime>,
+}
+
+impl Queue {
+    /// Schedules `entry` at `at` (replacing where it was).
+    pub(crate) fn schedule(&mut self, entry: Entry, at: SystemTime) {
+        self.forget(&entry.id);
+        self.timeline.insert((at, entry.id.clone()));
+        self.at.insert(entry.id.clone(), at);
+        self.entries.insert(entry.id.clone(), entry);
+    }
+
+    /// Takes `id` out of the schedule (running, or removed).
+    pub(crate) fn forget(&mut self, id: &str) {
+        if let Some(at) = self.at.remove(id) {
+            self.timeline.remove(&(at, id.to_owned()));
+        }
+        if let Some(e) = self.entries.remove(id) {
+            self.ready.remove(&(e.urgency, e.key, e.id));
+        }
+    }
+
+    /// Waiting or ready.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Ready but not started.
+    pub(crate) fn backlog(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// When `id` is next looked at (`None`: not scheduled, e.g. running).
+    pub(crate) fn scheduled_at(&self, id: &str) -> Option<SystemTime> {
+        self.at.get(id).copied()
+    }
+
+    /// Blocks what `block` covers until `until`.
+    pub(crate) fn block(&mut self, block: Block, until: SystemTime) {
+        let slot = self.blocks.entry(block).or_insert(until);
+        *slot = (*slot).max(until);
+    }
+
+    /// Holds `names` back until `until` (a failure's backoff).
+    pub(crate) fn back_off(&mut self, names: &[String], until: SystemTime) {
+        for n in names {
+            let slot = self.backoff.entry(n.clone()).or_insert(until);
+            *slot = (*slot).max(until);
+        }
+    }
+
+    /// Up to `free` ready entries to start now, most urgent first, skipping
+    /// those a block holds (they stay ready); entries held by an
+    /// identifier's backoff go back to the timeline until it ends.
+    pub(crate) fn take(&mut self, now: SystemTime, free: usize) -> Vec<Entry> {
+        self.blocks.retain(|_, until| *until > now);
+        self.backoff.retain(|_, until| *until > now);
+        // What has come due moves to the ready set.
+        while let Some((at, id)) = self.timeline.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.timeline.pop_first();
+            self.at.remove(&id);
+            if let Some(e) = self.entries.get(&id) {
+                self.ready.insert((e.urgency, e.key, id));
+            }
+        }
+        let mut started = Vec::new();
+        let mut held = Vec::new();
+        let account_blocked = self.blocks.contains_key(&Block::Account);
+        for urgency in [Urgency::Expiring, Urgency::New, Urgency::Renewal] {
+            if started.len() >= free {
+                break;
+            }
+            let lo = (urgency, SystemTime::UNIX_EPOCH, String::new());
+            let candidates: Vec<(Urgency, SystemTime, String)> = self
+                .ready
+                .range(lo..)
+                .take_while(|(u, ..)| *u == urgency)
+                .cloned()
+                .collect();
+            for item in candidates {
+                if started.len() >= free {
+                    break;
+                }
+                let Some(e) = self.entries.get(&item.2) else {
+                    self.ready.remove(&item);
+                    continue;
+                };
+                // The account's budget is shared by every order that
+                // spends it: none of them can go.
+                if account_blocked && e.spends_budget {
+                    if urgency == Urgency::New {
+                        break;
+                    }
+                    continue;
+                }
+                if let Some(until) = self.backoff_of(e) {
+                    held.push((until, item));
+                    continue;
+                }
+                if self.blocked(e) {
+                    continue;
+                }
+                self.ready.remove(&item);
+                if let Some(e) = self.entries.remove(&item.2) {
+                    started.push(e);
+                }
+            }
+        }
+        for (until, item) in held {
+            self.ready.remove(&item);
+            self.timeline.insert((until, item.2.clone()));
+            self.at.insert(item.2, until);
+        }
+        started
+    }
+
+    fn backoff_of(&self, e: &Entry) -> Option<SystemTime> {
+        e.names
+            .iter()
+            .filter_map(|n| {
+                self.backoff
+                    .get(n.trim_start_matches("*."))
+                    .or(self.backoff.get(n))
+            })
+            .max()
+            .copied()
+    }
+
+    fn blocked(&self, e: &Entry) -> bool {
+        if self.blocks.is_empty() {
+            return false;
+        }
+        if self.blocks.contains_key(&Block::Set(e.id.clone())) {
+            return true;
+        }
+        e.names.iter().any(|n| {
+            let bare = n.trim_start_matches("*.");
+            self.blocks
+                .contains_key(&Block::Identifier(bare.to_owned()))
+                || (e.spends_budget
+                    && self
+                        .blocks
+                        .contains_key(&Block::Domain(registered_domain(bare))))
+        })
+    }
+
+    /// When something may change: the next scheduled time or the end of a
+    /// block holding a ready entry (`None`: nothing is waiting).
+    pub(crate) fn next_wake(&self) -> Option<SystemTime> {
+        let timeline = self.timeline.first().map(|(t, _)| *t);
+        let block = if self.ready.is_empty() {
+            None
+        } else {
+            self.blocks.values().min().copied()
+        };
+        match (timeline, block) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The earliest time anything is scheduled at.
+    pub(crate) fn next_scheduled(&self) -> Option<SystemTime> {
+        self.timeline.first().map(|(t, _)| *t)
+    }
+}
+
+/// The delay before attempt `retry + 1` of a schedule from `base`
+/// doubling up to `max`, with ±25% jitter from `unit` (0..1).
+pub(crate) fn backoff_delay(base: Duration, max: Duration, retry: u32, unit: f64) -> Duration {
+    let nominal = base
+        .saturating_mul(2u32.saturating_pow(retry.min(30)))
+        .min(max);
+    nominal.mul_f64(0.75 + 0.5 * unit.clamp(0.0, 1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    fn entry(id: &str, urgency: Urgency, key: u64) -> Entry {
+        Entry {
+            id: id.into(),
+            names: vec![id.into()],
+            urgency,
+            key: t(key),
+            spends_budget: urgency == Urgency::New,
+        }
+    }
+
+    #[test]
+    fn expiring_renewals_go_before_new_certificates_before_other_renewals() {
+        let mut q = Queue::default();
+        q.schedule(entry("renew.b.example", Urgency::Renewal, 50), t(0));
+        q.schedule(entry("new2.a.example", Urgency::New, 20), t(0));
+        q.schedule(entry("new1.a.example", Urgency::New, 10), t(0));
+        q.schedule(entry("expiring.c.example", Urgency::Expiring, 90), t(0));
+        q.schedule(entry("later.d.example", Urgency::New, 0), t(100));
+        let ids: Vec<String> = q.take(t(1), 10).into_iter().map(|e| e.id).collect();
+        assert_eq!(
+            ids,
+            [
+                "expiring.c.example",
+                "new1.a.example",
+                "new2.a.example",
+                "renew.b.example"
+            ]
+        );
+        assert_eq!(q.next_wake(), Some(t(100)));
+        assert_eq!(q.take(t(99), 10).len(), 0);
+        assert_eq!(q.take(t(100), 10).len(), 1);
+    }
+
+    #[test]
+    fn a_spent_account_budget_holds_new_certificates_but_not_exempt_renewals() {
+        let mut q = Queue::default();
+        q.schedule(entry("new.a.example", Urgency::New, 1), t(0));
+        q.schedule(entry("renew.a.example", Urgency::Renewal, 2), t(0));
+        q.block(Block::Account, t(36));
+        let ids: Vec<String> = q.take(t(1), 10).into_iter().map(|e| e.id).collect();
+        assert_eq!(ids, ["renew.a.example"]);
+        assert_eq!(q.backlog(), 1);
+        // It wakes when the bucket refills, and the new one goes.
+        assert_eq!(q.next_wake(), Some(t(36)));
+        let ids: Vec<String> = q.take(t(36), 10).into_iter().map(|e| e.id).collect();
+        assert_eq!(ids, ["new.a.example"]);
+    }
+
+    #[test]
+    fn a_domain_block_holds_only_that_domain_and_backoff_moves_to_the_timeline() {
+        let mut q = Queue::default();
+        q.schedule(entry("x.slow.example", Urgency::New, 1), t(0));
+        q.schedule(entry("y.fine.example", Urgency::New, 2), t(0));
+        q.schedule(entry("z.broken.example", Urgency::New, 3), t(0));
+        q.block(Block::Domain("slow.example".into()), t(600));
+        q.back_off(&["z.broken.example".into()], t(3600));
+        let ids: Vec<String> = q.take(t(1), 10).into_iter().map(|e| e.id).collect();
+        assert_eq!(ids, ["y.fine.example"]);
+        assert_eq!(q.scheduled_at("z.broken.example"), Some(t(3600)));
+        assert_eq!(q.next_wake(), Some(t(600)));
+        assert_eq!(q.take(t(600), 10)[0].id, "x.slow.example");
+        assert_eq!(q.take(t(3600), 10)[0].id, "z.broken.example");
+        assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn free_slots_bound_what_starts() {
+        let mut q = Queue::default();
+        for i in 0..10 {
+            q.schedule(entry(&format!("n{i}.example"), Urgency::New, i), t(0));
+        }
+        assert_eq!(q.take(t(0), 3).len(), 3);
+        assert_eq!(q.backlog(), 7);
+        q.forget("n5.example");
+        assert_eq!(q.take(t(0), 100).len(), 6);
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_bounded_jitter() {
+        let (base, max) = (Duration::from_secs(60), Duration::from_secs(3600));
+        assert_eq!(backoff_delay(base, max, 0, 0.5), base);
+        assert_eq!(backoff_delay(base, max, 3, 0.5), Duration::from_secs(480));
+        assert_eq!(backoff_delay(base, max, 30, 0.5), max);
+        assert_eq!(backoff_delay(base, max, 0, 0.0), Duration::from_secs(45));
+        assert_eq!(backoff_delay(base, max, 0, 1.0), Duration::from_secs(75));
+    }
+}

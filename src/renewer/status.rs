@@ -1,0 +1,215 @@
+//! What a renewer tells: the state of each certificate (the status
+//! snapshot a service serves on its own endpoint), the events of its
+//! decisions, and the metrics it records through the `metrics` facade.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use super::queue::Urgency;
+
+/// Where one certificate stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ManagedState {
+    /// Never issued; waiting for its turn.
+    Pending,
+    /// Valid, not due: next looked at when its renewal time (or renewal
+    /// information check) comes.
+    Valid,
+    /// Its time has come; waiting for a free slot.
+    Due,
+    /// An issuance (or a renewal information check) is running.
+    Running,
+    /// Held back by a rate limit until its next attempt (counted locally,
+    /// so the CA never refuses it).
+    WaitingForLimit,
+    /// Failed; retried at its next attempt.
+    BackingOff,
+    /// Another node holds its lease (and is doing the work).
+    Elsewhere,
+}
+
+impl ManagedState {
+    /// Every state, for metrics.
+    pub const ALL: [ManagedState; 7] = [
+        Self::Pending,
+        Self::Valid,
+        Self::Due,
+        Self::Running,
+        Self::WaitingForLimit,
+        Self::BackingOff,
+        Self::Elsewhere,
+    ];
+
+    /// Its name in metrics and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Valid => "valid",
+            Self::Due => "due",
+            Self::Running => "running",
+            Self::WaitingForLimit => "waiting_for_limit",
+            Self::BackingOff => "backing_off",
+            Self::Elsewhere => "elsewhere",
+        }
+    }
+}
+
+/// The last error of a certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LastError {
+    /// Its class ([`ErrorClass::name`](crate::ErrorClass::name)).
+    pub class: String,
+    /// The error.
+    pub message: String,
+}
+
+/// One certificate in a [`RenewerStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ManagedCertificate {
+    /// Its names.
+    pub names: Vec<String>,
+    /// Where it stands.
+    pub state: ManagedState,
+    /// The current certificate's serial, if there is one.
+    pub serial: Option<String>,
+    /// Its expiry.
+    pub not_after: Option<SystemTime>,
+    /// When the renewer looks at it next (`None`: running now).
+    pub next_attempt: Option<SystemTime>,
+    /// Failed attempts in a row.
+    pub consecutive_failures: u32,
+    /// The last error, until an attempt succeeds.
+    pub last_error: Option<LastError>,
+}
+
+/// A snapshot of everything a renewer keeps ([`Renewer::status`](super::Renewer::status)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RenewerStatus {
+    /// Every certificate, by names.
+    pub certificates: Vec<ManagedCertificate>,
+    /// Certificates whose time has come, not yet started.
+    pub backlog: usize,
+    /// While the CA asked for a pause: until when.
+    pub paused_until: Option<SystemTime>,
+}
+
+impl RenewerStatus {
+    /// How many certificates are in `state`.
+    pub fn count(&self, state: ManagedState) -> usize {
+        self.certificates
+            .iter()
+            .filter(|c| c.state == state)
+            .count()
+    }
+}
+
+/// A decision of the renewer, reported to
+/// [`RenewerBuilder::on_event`](super::RenewerBuilder::on_event).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum RenewerEvent {
+    /// A certificate was added (or its spec changed).
+    Added {
+        /// Its id.
+        id: String,
+    },
+    /// A certificate was removed.
+    Removed {
+        /// Its id.
+        id: String,
+    },
+    /// An attempt started.
+    Started {
+        /// Its id.
+        id: String,
+        /// Why it went when it did.
+        urgency: Urgency,
+    },
+    /// A certificate was issued (new or renewed) or resumed.
+    Issued {
+        /// Its id.
+        id: String,
+        /// The serial.
+        serial: String,
+        /// Whether it renews an earlier certificate.
+        renewal: bool,
+        /// Its expiry.
+        not_after: SystemTime,
+        /// How long the attempt took (tokio's clock).
+        took: Duration,
+    },
+    /// The stored certificate is still good; looked at again at `next`.
+    Checked {
+        /// Its id.
+        id: String,
+        /// The next look.
+        next: SystemTime,
+    },
+    /// A rate limit holds it (counted locally: nothing was sent).
+    Deferred {
+        /// Its id.
+        id: String,
+        /// Which limit.
+        limit: String,
+        /// Until when.
+        until: SystemTime,
+    },
+    /// The CA refused with 429 anyway (its count and ours disagreed).
+    RateLimitedByCa {
+        /// Its id.
+        id: String,
+        /// Until when it is held.
+        until: SystemTime,
+    },
+    /// An attempt failed; retried at `retry_at`.
+    Failed {
+        /// Its id.
+        id: String,
+        /// The error's class.
+        class: &'static str,
+        /// The error.
+        error: String,
+        /// Failures in a row.
+        consecutive: u32,
+        /// The next attempt.
+        retry_at: SystemTime,
+    },
+    /// Another node holds its lease.
+    Elsewhere {
+        /// Its id.
+        id: String,
+    },
+    /// The CA is down (503 with Retry-After): nothing starts until `until`.
+    Paused {
+        /// Until when.
+        until: SystemTime,
+        /// The answer that paused it.
+        error: String,
+    },
+}
+
+/// Metric names (the `metrics` facade: install any recorder).
+pub mod metric {
+    /// Gauge, label `state`: certificates by [`ManagedState`](super::ManagedState).
+    pub const CERTIFICATES: &str = "sturdy_acme_renewer_certificates";
+    /// Gauge: certificates whose time has come, not yet started.
+    pub const BACKLOG: &str = "sturdy_acme_renewer_backlog";
+    /// Gauge: seconds until the next scheduled look at any certificate.
+    pub const NEXT_RENEWAL_SECONDS: &str = "sturdy_acme_renewer_next_renewal_seconds";
+    /// Gauge, labels `kind` and `bucket`: tokens left in a rate-limit bucket.
+    pub const LIMIT_HEADROOM: &str = "sturdy_acme_rate_limit_headroom";
+    /// Counter, label `class`: failed attempts by error class.
+    pub const ERRORS: &str = "sturdy_acme_renewer_errors_total";
+    /// Counter, label `kind` (`new`, `renewal`): certificates issued.
+    pub const ISSUED: &str = "sturdy_acme_renewer_issued_total";
+    /// Counter: attempts a rate limit held back locally.
+    pub const DEFERRED: &str = "sturdy_acme_renewer_deferred_total";
+    /// Counter: 429s the CA answered (goal 0).
+    pub const CA_RATE_LIMITED: &str = "sturdy_acme_renewer_ca_rate_limited_total";
+    /// Histogram, label `kind`: seconds from an attempt's start to its
+    /// certificate.
+    pub const ORDER_SECONDS: &str = "sturdy_acme_renewer_order_seconds";
+}
