@@ -43,6 +43,7 @@
 mod atomic;
 mod dyn_store;
 mod file;
+mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod process;
@@ -57,6 +58,7 @@ use std::time::Duration;
 pub use atomic::{FileMode, write_file_atomic};
 pub use dyn_store::{DynStore, StoreFuture};
 pub use file::FileStore;
+pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresStats, PostgresStore, PostgresStoreBuilder};
 pub(crate) use process::unique_holder;

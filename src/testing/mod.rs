@@ -111,6 +111,7 @@ mod limits;
 mod pki;
 mod recorded;
 mod server;
+pub mod simulation;
 mod store_conformance;
 mod validation;
 mod wire;

@@ -1,0 +1,361 @@
+//! [`MemoryStore`]: the store contract in this process's memory, for tests
+//! and simulations. Nothing survives the process: never use it for
+//! certificates that matter.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{
+    IdentifierSetKey, Journal, Lease, LedgerUpdate, ManagedRecord, RateLimitRecord, Store,
+    StoreError, StoreResult, StoredAccount, StoredCertificate,
+};
+
+/// The [`Store`] contract in memory (leases judged by the system clock, as
+/// [`FileStore`](super::FileStore) judges them). Clones share one store,
+/// so several issuers in one process can share it as nodes share a
+/// database. Passes [`testing::check_store`](crate::testing::check_store).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), sturdy_acme::store::StoreError> {
+/// use sturdy_acme::store::{MemoryStore, Store};
+///
+/// let store = MemoryStore::new();
+/// assert!(store.load_account("https://ca.example/dir").await?.is_none());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    accounts: HashMap<String, StoredAccount>,
+    certificates: BTreeMap<IdentifierSetKey, StoredCertificate>,
+    /// Replaced certificates (never lost), oldest first.
+    backups: HashMap<IdentifierSetKey, Vec<StoredCertificate>>,
+    journals: BTreeMap<IdentifierSetKey, Journal>,
+    archive: Vec<(IdentifierSetKey, Journal)>,
+    ledgers: HashMap<String, RateLimitRecord>,
+    managed: HashMap<String, BTreeMap<String, ManagedRecord>>,
+    leases: HashMap<String, Lease>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The certificates a save replaced for `key`, oldest first.
+    pub fn backups(&self, key: &IdentifierSetKey) -> Vec<StoredCertificate> {
+        self.lock().backups.get(key).cloned().unwrap_or_default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the store's state: every method is this.
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> std::future::Ready<T> {
+        let out = f(&mut self.lock());
+        std::future::ready(out)
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn ttl_secs(ttl: Duration) -> u64 {
+    ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)
+}
+
+fn on_directory(key: &IdentifierSetKey, directory: &str) -> bool {
+    key.ca().is_some_and(|ca| ca.directory == directory)
+}
+
+impl Store for MemoryStore {
+    fn load_account(
+        &self,
+        directory: &str,
+    ) -> impl Future<Output = StoreResult<Option<StoredAccount>>> + Send {
+        self.with(|s| Ok(s.accounts.get(directory).cloned()))
+    }
+
+    fn save_account(
+        &self,
+        directory: &str,
+        account: &StoredAccount,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.with(|s| {
+            s.accounts.insert(directory.to_owned(), account.clone());
+            Ok(())
+        })
+    }
+
+    fn load_certificate(
+        &self,
+        key: &IdentifierSetKey,
+    ) -> impl Future<Output = StoreResult<Option<StoredCertificate>>> + Send {
+        self.with(|s| Ok(s.certificates.get(key).cloned()))
+    }
+
+    fn save_certificate(
+        &self,
+        key: &IdentifierSetKey,
+        certificate: &StoredCertificate,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.with(|s| {
+            if let Some(old) = s.certificates.insert(key.clone(), certificate.clone())
+                && old.serial != certificate.serial
+            {
+                s.backups.entry(key.clone()).or_default().push(old);
+            }
+            Ok(())
+        })
+    }
+
+    fn list_certificates(
+        &self,
+        directory: &str,
+    ) -> impl Future<Output = StoreResult<Vec<IdentifierSetKey>>> + Send {
+        self.with(|s| {
+            Ok(s.certificates
+                .keys()
+                .filter(|k| on_directory(k, directory))
+                .cloned()
+                .collect())
+        })
+    }
+
+    fn list_journals(
+        &self,
+        directory: &str,
+    ) -> impl Future<Output = StoreResult<Vec<IdentifierSetKey>>> + Send {
+        self.with(|s| {
+            Ok(s.journals
+                .iter()
+                .filter(|(k, j)| on_directory(k, directory) || j.directory == directory)
+                .map(|(k, _)| k.clone())
+                .collect())
+        })
+    }
+
+    fn load_journal(
+        &self,
+        key: &IdentifierSetKey,
+    ) -> impl Future<Output = StoreResult<Option<Journal>>> + Send {
+        self.with(|s| Ok(s.journals.get(key).cloned()))
+    }
+
+    fn save_journal(
+        &self,
+        key: &IdentifierSetKey,
+        journal: &Journal,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.with(|s| {
+            s.journals.insert(key.clone(), journal.clone());
+            Ok(())
+        })
+    }
+
+    fn delete_journal(
+        &self,
+        key: &IdentifierSetKey,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.with(|s| {
+            s.journals.remove(key);
+            Ok(())
+        })
+    }
+
+    fn archive_journal(
+        &self,
+        key: &IdentifierSetKey,
+        journal: &Journal,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.with(|s| {
+            s.archive.push((key.clone(), journal.clone()));
+            Ok(())
+        })
+    }
+
+    fn load_ledger(
+        &self,
+        directory: &str,
+    ) -> impl Future<Output = StoreResult<Option<RateLimitRecord>>> + Send {
+        self.with(|s| Ok(s.ledgers.get(directory).cloned()))
+    }
+
+    fn save_ledger(
+        &self,
+        directory: &str,
+        ledger: &RateLimitRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.with(|s| {
+            s.ledgers.insert(directory.to_owned(), ledger.clone());
+            Ok(())
+        })
+    }
+
+    /// Under the store's one lock, so updates never interleave.
+    fn update_ledger(
+        &self,
+        directory: &str,
+        update: &mut LedgerUpdate<'_>,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        let mut s = self.lock();
+        if let Some(next) = update(s.ledgers.get(directory)) {
+            s.ledgers.insert(directory.to_owned(), next);
+        }
+        drop(s);
+        std::future::ready(Ok(()))
+    }
+
+    fn list_managed(
+        &self,
+        directory: &str,
+    ) -> impl Future<Output = StoreResult<Vec<ManagedRecord>>> + Send {
+        self.with(|s| {
+            Ok(s.managed
+                .get(directory)
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default())
+        })
+    }
+
+    fn save_managed(
+        &self,
+        directory: &str,
+        record: &ManagedRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.with(|s| {
+            s.managed
+                .entry(directory.to_owned())
+                .or_default()
+                .insert(record.id.clone(), record.clone());
+            Ok(())
+        })
+    }
+
+    fn delete_managed(
+        &self,
+        directory: &str,
+        id: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.with(|s| {
+            if let Some(m) = s.managed.get_mut(directory) {
+                m.remove(id);
+            }
+            Ok(())
+        })
+    }
+
+    fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = StoreResult<Lease>> + Send {
+        self.with(|s| {
+            let now = unix_now();
+            let current = s.leases.get(name);
+            if let Some(c) = current
+                && c.until > now
+                && c.holder != holder
+            {
+                return Err(StoreError::LeaseHeld {
+                    name: name.to_owned(),
+                    holder: c.holder.clone(),
+                    until: c.until,
+                });
+            }
+            let lease = Lease {
+                name: name.to_owned(),
+                holder: holder.to_owned(),
+                until: now.saturating_add(ttl_secs(ttl)),
+                token: current.map_or(1, |c| c.token.saturating_add(1)),
+                host: String::new(),
+                pid: std::process::id(),
+                start_time: 0,
+                pid_ns: String::new(),
+            };
+            s.leases.insert(name.to_owned(), lease.clone());
+            Ok(lease)
+        })
+    }
+
+    fn renew_lease(
+        &self,
+        lease: &Lease,
+        ttl: Duration,
+    ) -> impl Future<Output = StoreResult<Lease>> + Send {
+        self.with(|s| match s.leases.get_mut(&lease.name) {
+            Some(c) if c.holder == lease.holder && c.token == lease.token => {
+                c.until = unix_now().saturating_add(ttl_secs(ttl));
+                Ok(c.clone())
+            }
+            other => Err(StoreError::LeaseHeld {
+                name: lease.name.clone(),
+                holder: other.as_ref().map(|c| c.holder.clone()).unwrap_or_default(),
+                until: other.map_or(0, |c| c.until),
+            }),
+        })
+    }
+
+    fn check_lease(&self, lease: &Lease) -> impl Future<Output = StoreResult<()>> + Send {
+        self.with(|s| {
+            let lost = |reason: String| StoreError::LeaseLost {
+                name: lease.name.clone(),
+                token: lease.token,
+                reason,
+            };
+            match s.leases.get(&lease.name) {
+                Some(c) if c.holder == lease.holder && c.token == lease.token => {
+                    if c.until > unix_now() {
+                        Ok(())
+                    } else {
+                        Err(lost("it expired".into()))
+                    }
+                }
+                Some(c) => Err(lost(format!(
+                    "now held by {:?} with token {}",
+                    c.holder, c.token
+                ))),
+                None => Err(lost("its record is gone".into())),
+            }
+        })
+    }
+
+    fn release_lease(&self, lease: &Lease) -> impl Future<Output = StoreResult<()>> + Send {
+        self.with(|s| {
+            // The record stays (expired) so the next token is higher.
+            if let Some(c) = s.leases.get_mut(&lease.name)
+                && c.holder == lease.holder
+                && c.token == lease.token
+            {
+                c.until = 0;
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn meets_the_store_contract() {
+        crate::testing::check_store(&MemoryStore::new())
+            .await
+            .unwrap();
+    }
+}
