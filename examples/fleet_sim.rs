@@ -55,7 +55,7 @@ struct Args {
     #[arg(long, default_value_t = 60)]
     outage_minutes: u64,
     /// ... from this hour.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 1)]
     outage_hour: u64,
     /// Attempts in flight per renewer.
     #[arg(long, default_value_t = 32)]
@@ -138,6 +138,10 @@ fn main() -> std::process::ExitCode {
     println!(
         "  503s (outage):                  {}, pauses {}; deferred by local limits {}",
         report.unavailable_503, report.pauses, report.deferred
+    );
+    println!(
+        "  error answers by status:        {:?}",
+        report.error_statuses
     );
     println!("  failed attempts by class:       {:?}", report.failures);
     println!("{}", serde_json::to_string(&report).unwrap_or_default());

@@ -645,6 +645,22 @@ impl<S: Store> Issuer<S> {
         Ok(ledger.headroom(&account, now))
     }
 
+    /// The account's new-order bucket as its ledger counts it now (`None`:
+    /// no new-order limit is configured): a renewer starts no more new
+    /// certificates than its whole tokens.
+    pub async fn new_order_headroom(&self) -> Result<Option<Headroom>> {
+        if self.inner.limits.new_orders_per_account.is_none() {
+            return Ok(None);
+        }
+        let account = self.account().await?.url().to_owned();
+        let orders = format!("orders:{account}");
+        Ok(self
+            .rate_limit_headroom()
+            .await?
+            .into_iter()
+            .find(|h| h.bucket == orders))
+    }
+
     /// What `cert` means for an ensure now.
     fn judge(&self, cert: &StoredCertificate) -> Verdict {
         let now = self.now();

@@ -265,11 +265,14 @@ struct State {
     queue: Queue,
     paused_until: Option<SystemTime>,
     loaded: bool,
+    /// Attempts running that spend the new-order budget.
+    budget_in_flight: usize,
 }
 
 /// The outcome of one attempt, for [`Renewer::finish`].
 struct Attempt {
     id: String,
+    spends_budget: bool,
     result: Result<Ensured>,
     took: Duration,
 }
@@ -543,7 +546,9 @@ impl<S: Store> Renewer<S> {
             }
             let free = self.inner.policy.concurrency.max(1)
                 - tasks.len().min(self.inner.policy.concurrency.max(1));
-            let (starts, wake) = self.pick(now, free);
+            let (budget, token_at) = self.budget(now).await;
+            let (starts, wake) = self.pick(now, free, budget);
+            let wake = token_at.map_or(wake, |t| wake.min(t));
             for entry in starts {
                 self.start(&mut tasks, entry);
             }
@@ -562,8 +567,37 @@ impl<S: Store> Renewer<S> {
         }
     }
 
+    /// How many more new certificates may start: the account's new-order
+    /// tokens left less those already running (so a refilling bucket is
+    /// taken one token at a time instead of refused in a crowd), and when
+    /// the next token comes if none is left.
+    async fn budget(&self, now: SystemTime) -> (usize, Option<SystemTime>) {
+        let (wanted, running) = {
+            let state = self.state();
+            (state.queue.budget_wanted(), state.budget_in_flight)
+        };
+        if !wanted {
+            return (usize::MAX, None);
+        }
+        match self.inner.issuer.new_order_headroom().await {
+            Ok(Some(h)) => {
+                let whole = h.tokens.max(0.0).floor();
+                let left = (whole as usize).saturating_sub(running);
+                let next = (left == 0).then(|| {
+                    // The next whole token beyond those running.
+                    let short = whole + running as f64 + 1.0 - h.tokens;
+                    now + h.limit.refill_interval().mul_f64(short.max(0.0))
+                        + Duration::from_millis(1)
+                });
+                (left, next)
+            }
+            // The ledger still refuses what would overspend.
+            Ok(None) | Err(_) => (usize::MAX, None),
+        }
+    }
+
     /// What to start now, and when to look again.
-    fn pick(&self, now: SystemTime, free: usize) -> (Vec<Entry>, SystemTime) {
+    fn pick(&self, now: SystemTime, free: usize, budget: usize) -> (Vec<Entry>, SystemTime) {
         let mut state = self.state();
         let far = now + self.inner.policy.refresh;
         if let Some(until) = state.paused_until {
@@ -572,8 +606,11 @@ impl<S: Store> Renewer<S> {
             }
             state.paused_until = None;
         }
-        let starts = state.queue.take(now, free);
+        let starts = state.queue.take(now, free, budget);
         for e in &starts {
+            if e.spends_budget {
+                state.budget_in_flight += 1;
+            }
             if let Some(t) = state.tracked.get_mut(&e.id) {
                 t.running = true;
                 t.state = ManagedState::Running;
@@ -604,6 +641,7 @@ impl<S: Store> Renewer<S> {
             let result = issuer.ensure(spec.names(), &options).await;
             Attempt {
                 id: entry.id,
+                spends_budget: entry.spends_budget,
                 result,
                 took: started.elapsed(),
             }
@@ -616,6 +654,9 @@ impl<S: Store> Renewer<S> {
         let id = attempt.id;
         let removed = {
             let mut state = self.state();
+            if attempt.spends_budget {
+                state.budget_in_flight = state.budget_in_flight.saturating_sub(1);
+            }
             match state.tracked.get_mut(&id) {
                 Some(t) => {
                     t.running = false;

@@ -140,10 +140,12 @@ impl Queue {
         }
     }
 
-    /// Up to `free` ready entries to start now, most urgent first, skipping
-    /// those a block holds (they stay ready); entries held by an
-    /// identifier's backoff go back to the timeline until it ends.
-    pub(crate) fn take(&mut self, now: SystemTime, free: usize) -> Vec<Entry> {
+    /// Up to `free` ready entries to start now, most urgent first, of
+    /// which at most `budget` spend the new-order budget; skipping those a
+    /// block holds (they stay ready); entries held by an identifier's
+    /// backoff go back to the timeline until it ends.
+    pub(crate) fn take(&mut self, now: SystemTime, free: usize, budget: usize) -> Vec<Entry> {
+        let mut budget = budget;
         self.blocks.retain(|_, until| *until > now);
         self.backoff.retain(|_, until| *until > now);
         // What has come due moves to the ready set.
@@ -181,7 +183,7 @@ impl Queue {
                 };
                 // The account's budget is shared by every order that
                 // spends it: none of them can go.
-                if account_blocked && e.spends_budget {
+                if (account_blocked || budget == 0) && e.spends_budget {
                     if urgency == Urgency::New {
                         break;
                     }
@@ -196,6 +198,9 @@ impl Queue {
                 }
                 self.ready.remove(&item);
                 if let Some(e) = self.entries.remove(&item.2) {
+                    if e.spends_budget {
+                        budget -= 1;
+                    }
                     started.push(e);
                 }
             }
@@ -236,6 +241,13 @@ impl Queue {
                         .blocks
                         .contains_key(&Block::Domain(registered_domain(bare))))
         })
+    }
+
+    /// Whether a ready entry spends the new-order budget.
+    pub(crate) fn budget_wanted(&self) -> bool {
+        self.ready
+            .iter()
+            .any(|(_, _, id)| self.entries.get(id).is_some_and(|e| e.spends_budget))
     }
 
     /// When something may change: the next scheduled time or the end of a
@@ -294,7 +306,11 @@ mod tests {
         q.schedule(entry("new1.a.example", Urgency::New, 10), t(0));
         q.schedule(entry("expiring.c.example", Urgency::Expiring, 90), t(0));
         q.schedule(entry("later.d.example", Urgency::New, 0), t(100));
-        let ids: Vec<String> = q.take(t(1), 10).into_iter().map(|e| e.id).collect();
+        let ids: Vec<String> = q
+            .take(t(1), 10, usize::MAX)
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
         assert_eq!(
             ids,
             [
@@ -305,8 +321,8 @@ mod tests {
             ]
         );
         assert_eq!(q.next_wake(), Some(t(100)));
-        assert_eq!(q.take(t(99), 10).len(), 0);
-        assert_eq!(q.take(t(100), 10).len(), 1);
+        assert_eq!(q.take(t(99), 10, usize::MAX).len(), 0);
+        assert_eq!(q.take(t(100), 10, usize::MAX).len(), 1);
     }
 
     #[test]
@@ -315,12 +331,20 @@ mod tests {
         q.schedule(entry("new.a.example", Urgency::New, 1), t(0));
         q.schedule(entry("renew.a.example", Urgency::Renewal, 2), t(0));
         q.block(Block::Account, t(36));
-        let ids: Vec<String> = q.take(t(1), 10).into_iter().map(|e| e.id).collect();
+        let ids: Vec<String> = q
+            .take(t(1), 10, usize::MAX)
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
         assert_eq!(ids, ["renew.a.example"]);
         assert_eq!(q.backlog(), 1);
         // It wakes when the bucket refills, and the new one goes.
         assert_eq!(q.next_wake(), Some(t(36)));
-        let ids: Vec<String> = q.take(t(36), 10).into_iter().map(|e| e.id).collect();
+        let ids: Vec<String> = q
+            .take(t(36), 10, usize::MAX)
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
         assert_eq!(ids, ["new.a.example"]);
     }
 
@@ -332,13 +356,32 @@ mod tests {
         q.schedule(entry("z.broken.example", Urgency::New, 3), t(0));
         q.block(Block::Domain("slow.example".into()), t(600));
         q.back_off(&["z.broken.example".into()], t(3600));
-        let ids: Vec<String> = q.take(t(1), 10).into_iter().map(|e| e.id).collect();
+        let ids: Vec<String> = q
+            .take(t(1), 10, usize::MAX)
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
         assert_eq!(ids, ["y.fine.example"]);
         assert_eq!(q.scheduled_at("z.broken.example"), Some(t(3600)));
         assert_eq!(q.next_wake(), Some(t(600)));
-        assert_eq!(q.take(t(600), 10)[0].id, "x.slow.example");
-        assert_eq!(q.take(t(3600), 10)[0].id, "z.broken.example");
+        assert_eq!(q.take(t(600), 10, usize::MAX)[0].id, "x.slow.example");
+        assert_eq!(q.take(t(3600), 10, usize::MAX)[0].id, "z.broken.example");
         assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn no_more_new_certificates_start_than_the_budget_allows() {
+        let mut q = Queue::default();
+        for i in 0..5 {
+            q.schedule(entry(&format!("n{i}.example"), Urgency::New, i), t(0));
+        }
+        q.schedule(entry("r.example", Urgency::Renewal, 9), t(0));
+        assert!(q.budget_wanted());
+        let ids: Vec<String> = q.take(t(0), 10, 2).into_iter().map(|e| e.id).collect();
+        assert_eq!(ids, ["n0.example", "n1.example", "r.example"]);
+        assert_eq!(q.take(t(0), 10, 0).len(), 0);
+        assert_eq!(q.take(t(0), 10, 3).len(), 3);
+        assert!(!q.budget_wanted());
     }
 
     #[test]
@@ -347,10 +390,10 @@ mod tests {
         for i in 0..10 {
             q.schedule(entry(&format!("n{i}.example"), Urgency::New, i), t(0));
         }
-        assert_eq!(q.take(t(0), 3).len(), 3);
+        assert_eq!(q.take(t(0), 3, usize::MAX).len(), 3);
         assert_eq!(q.backlog(), 7);
         q.forget("n5.example");
-        assert_eq!(q.take(t(0), 100).len(), 6);
+        assert_eq!(q.take(t(0), 100, usize::MAX).len(), 6);
     }
 
     #[test]

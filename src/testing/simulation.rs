@@ -88,7 +88,7 @@ impl Default for SimulationConfig {
     /// The full size: 20,000 certificates over 500 domains and 10
     /// accounts, in 4 bursts 6 hours apart, 90 days, 30% tlsserver, 5%
     /// transient failures, CAA timeouts on 2% of domains for day 29, a
-    /// 1-hour outage at hour 3, Let's Encrypt's limits.
+    /// 1-hour outage at hour 1, Let's Encrypt's limits.
     fn default() -> Self {
         Self {
             certificates: 20_000,
@@ -102,7 +102,7 @@ impl Default for SimulationConfig {
             caa_share: 0.02,
             caa_at: Duration::from_secs(29 * DAY),
             outage: Duration::from_secs(HOUR),
-            outage_at: Duration::from_secs(3 * HOUR),
+            outage_at: Duration::from_secs(HOUR),
             limits: RateLimits::lets_encrypt(),
             concurrency: 32,
             renewal_info_retry_after: Duration::from_secs(DAY),
@@ -148,6 +148,8 @@ pub struct SimulationReport {
     pub initial_makespan_bound_s: f64,
     /// `initial_makespan_s / initial_makespan_bound_s` (goal ≤ 1.05).
     pub makespan_ratio: f64,
+    /// Error answers by HTTP status, as the clients saw them.
+    pub error_statuses: BTreeMap<u16, u64>,
     /// Failed attempts by error class, as the renewers saw them.
     pub failures: BTreeMap<String, u64>,
     /// Attempts a local rate-limit count held back.
@@ -485,6 +487,7 @@ async fn simulate_on<S: Store>(
         } else {
             makespan.as_secs_f64() / bound.as_secs_f64()
         },
+        error_statuses: statuses.all(),
         failures,
         deferred: deferred.load(Ordering::Relaxed),
         pauses: pauses.load(Ordering::Relaxed),
@@ -603,6 +606,15 @@ impl Mutex429 {
             .unwrap_or_else(|p| p.into_inner())
             .entry(status)
             .or_default() += 1;
+    }
+    fn all(&self) -> BTreeMap<u16, u64> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(s, _)| **s >= 400)
+            .map(|(s, n)| (*s, *n))
+            .collect()
     }
     fn get(&self, status: u16) -> u64 {
         self.0
