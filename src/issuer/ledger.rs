@@ -104,6 +104,10 @@ struct Refusal {
     reason: String,
 }
 
+/// How long after newOrder the CA may count the certificate (at
+/// issuance): the refill the ledger keeps in hand on certificate buckets.
+const SPEND_LAG: Duration = Duration::from_secs(60);
+
 /// The ledger of one account at one CA.
 #[derive(Debug)]
 pub(crate) struct RateLedger {
@@ -183,7 +187,15 @@ impl RateLedger {
         worst: &mut Option<Refusal>,
     ) {
         let Some(limit) = limit else { return };
-        let tokens = self.tokens(key, &limit, now);
+        let mut tokens = self.tokens(key, &limit, now);
+        // A certificate bucket is spent here at newOrder but by the CA at
+        // issuance: a full bucket then refills here sooner than there.
+        // Keep the refill of SPEND_LAG in hand so our count is never
+        // ahead of the CA's.
+        if key.starts_with("domain:") || key.starts_with("set:") {
+            tokens -= SPEND_LAG.as_secs_f64() * f64::from(limit.burst)
+                / limit.period.as_secs_f64().max(1e-9);
+        }
         if let Some(wait) = limit.wait_for_token(tokens) {
             let retry_at = now + wait;
             if worst.as_ref().is_none_or(|w| retry_at > w.retry_at) {

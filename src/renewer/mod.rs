@@ -464,11 +464,20 @@ impl<S: Store> Renewer<S> {
     /// Starts tracking `stored`, scheduled from its stored certificate.
     async fn track(&self, stored: Stored) -> Result<()> {
         let id = stored.spec.id();
-        let cert = self
+        // Unknown when the account cannot be had (the CA is down): looked
+        // at once, and the attempt finds out.
+        let cert = match self
             .inner
             .issuer
             .stored_certificate(stored.spec.names())
-            .await?;
+            .await
+        {
+            Ok(cert) => cert,
+            Err(e) => {
+                tracing::debug!(target: "sturdy_acme::renewer", id = %stored.spec.id(), error = %e, "the stored certificate could not be read; looking at it at once");
+                None
+            }
+        };
         let now = self.now();
         let current = cert.as_ref().map(|c| self.current(c));
         let mut at = cert
@@ -573,7 +582,8 @@ impl<S: Store> Renewer<S> {
     /// the next token comes if none is left.
     async fn budget(&self, now: SystemTime) -> (usize, Option<SystemTime>) {
         let (wanted, running) = {
-            let state = self.state();
+            let mut state = self.state();
+            state.queue.promote(now);
             (state.queue.budget_wanted(), state.budget_in_flight)
         };
         if !wanted {
@@ -792,7 +802,12 @@ impl<S: Store> Renewer<S> {
             self.emit(RenewerEvent::Elsewhere { id: id.to_owned() });
             return None;
         }
-        // The CA is down: nothing starts until it says.
+        // The CA is down: nothing starts until it says. (The answer that
+        // says so may be the last of retries the transport gave up on.)
+        let mut last = error;
+        while let Error::GaveUp { source, .. } = last {
+            last = source;
+        }
         let wait = |e: &Error| {
             e.retry_after()
                 .map(|r| r.delay())
@@ -803,8 +818,8 @@ impl<S: Store> Renewer<S> {
                     _ => None,
                 })
         };
-        if error.status() == Some(503)
-            && let Some(delay) = wait(error)
+        if last.status() == Some(503)
+            && let Some(delay) = wait(last)
         {
             let until = now + delay.max(Duration::from_secs(1));
             state.paused_until = Some(state.paused_until.map_or(until, |p| p.max(until)));
@@ -825,7 +840,7 @@ impl<S: Store> Renewer<S> {
         let (delay, backoff_names): (Duration, Vec<String>) = match &class {
             ErrorClass::RateLimited { .. } => {
                 // The CA's count and ours disagreed.
-                let delay = wait(error).unwrap_or(policy.transient_max);
+                let delay = wait(last).unwrap_or(policy.transient_max);
                 metrics::counter!(metric::CA_RATE_LIMITED).increment(1);
                 (delay.max(Duration::from_secs(1)), Vec::new())
             }

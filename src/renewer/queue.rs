@@ -146,19 +146,7 @@ impl Queue {
     /// backoff go back to the timeline until it ends.
     pub(crate) fn take(&mut self, now: SystemTime, free: usize, budget: usize) -> Vec<Entry> {
         let mut budget = budget;
-        self.blocks.retain(|_, until| *until > now);
-        self.backoff.retain(|_, until| *until > now);
-        // What has come due moves to the ready set.
-        while let Some((at, id)) = self.timeline.first().cloned() {
-            if at > now {
-                break;
-            }
-            self.timeline.pop_first();
-            self.at.remove(&id);
-            if let Some(e) = self.entries.get(&id) {
-                self.ready.insert((e.urgency, e.key, id));
-            }
-        }
+        self.promote(now);
         let mut started = Vec::new();
         let mut held = Vec::new();
         let account_blocked = self.blocks.contains_key(&Block::Account);
@@ -243,7 +231,25 @@ impl Queue {
         })
     }
 
-    /// Whether a ready entry spends the new-order budget.
+    /// Moves what has come due to the ready set, and forgets blocks and
+    /// backoffs that have ended.
+    pub(crate) fn promote(&mut self, now: SystemTime) {
+        self.blocks.retain(|_, until| *until > now);
+        self.backoff.retain(|_, until| *until > now);
+        while let Some((at, id)) = self.timeline.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.timeline.pop_first();
+            self.at.remove(&id);
+            if let Some(e) = self.entries.get(&id) {
+                self.ready.insert((e.urgency, e.key, id));
+            }
+        }
+    }
+
+    /// Whether a ready entry spends the new-order budget (after
+    /// [`Queue::promote`]).
     pub(crate) fn budget_wanted(&self) -> bool {
         self.ready
             .iter()
@@ -376,6 +382,7 @@ mod tests {
             q.schedule(entry(&format!("n{i}.example"), Urgency::New, i), t(0));
         }
         q.schedule(entry("r.example", Urgency::Renewal, 9), t(0));
+        q.promote(t(0));
         assert!(q.budget_wanted());
         let ids: Vec<String> = q.take(t(0), 10, 2).into_iter().map(|e| e.id).collect();
         assert_eq!(ids, ["n0.example", "n1.example", "r.example"]);

@@ -305,6 +305,14 @@ impl Governor {
         }
     }
 
+    /// Waits while a pause covers `endpoint` (for a request that already
+    /// holds its place in flight: the nonce fetch of a POST).
+    pub(crate) async fn wait_unpaused(&self, endpoint: Endpoint) {
+        while let Some(until) = self.paused_until(endpoint, Instant::now()) {
+            tokio::time::sleep_until(until).await;
+        }
+    }
+
     /// Waits until a request to `endpoint` may go on the wire: no pause in
     /// force, its rate slot reached, a place in flight free (FIFO).
     pub(crate) async fn admit(&self, endpoint: Endpoint) -> Admission<'_> {

@@ -426,6 +426,8 @@ impl Transport {
                 return Ok((admission, n, "pool"));
             }
             let retrying = retrying.get_or_insert_with(|| self.retrying(Endpoint::NewNonce, url));
+            // A pause the CA asked for on newNonce holds the fetch too.
+            self.governor.wait_unpaused(Endpoint::NewNonce).await;
             self.governor.pace(Endpoint::NewNonce).await;
             match self.fresh_nonce_once(retrying, url, any_status).await {
                 Ok(n) => return Ok((admission, n, "fetched")),

@@ -20,5 +20,6 @@ mod pebble_v2;
 #[cfg(feature = "postgres")]
 mod postgres_store;
 mod renewal_info;
+mod renewer;
 mod retry_policies;
 mod retry_property;
