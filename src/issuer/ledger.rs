@@ -171,6 +171,10 @@ impl RateLedger {
             tokens: f64::from(limit.burst),
             at_ms: ms(now),
         });
+        // A refill that starts later (see `spend`) has not started yet.
+        if b.at_ms > ms(now) {
+            return b.tokens;
+        }
         let elapsed = Duration::from_millis(ms(now).saturating_sub(b.at_ms));
         b.tokens = limit.refilled(b.tokens, elapsed);
         b.at_ms = ms(now);
@@ -187,17 +191,15 @@ impl RateLedger {
         worst: &mut Option<Refusal>,
     ) {
         let Some(limit) = limit else { return };
-        let mut tokens = self.tokens(key, &limit, now);
-        // A certificate bucket is spent here at newOrder but by the CA at
-        // issuance: a full bucket then refills here sooner than there.
-        // Keep the refill of SPEND_LAG in hand so our count is never
-        // ahead of the CA's.
-        if key.starts_with("domain:") || key.starts_with("set:") {
-            tokens -= SPEND_LAG.as_secs_f64() * f64::from(limit.burst)
-                / limit.period.as_secs_f64().max(1e-9);
-        }
+        let tokens = self.tokens(key, &limit, now);
         if let Some(wait) = limit.wait_for_token(tokens) {
-            let retry_at = now + wait;
+            // A refill that has not started yet (see `spend`) starts later.
+            let not_yet = self
+                .state
+                .buckets
+                .get(key)
+                .map_or(0, |b| b.at_ms.saturating_sub(ms(now)));
+            let retry_at = now + Duration::from_millis(not_yet) + wait;
             if worst.as_ref().is_none_or(|w| retry_at > w.retry_at) {
                 *worst = Some(Refusal {
                     limit: name.to_owned(),
@@ -432,9 +434,17 @@ impl RateLedger {
 
     fn spend(&mut self, key: &str, limit: Option<Limit>, now: SystemTime) {
         if let Some(limit) = limit {
-            self.tokens(key, &limit, now);
+            let full = self.tokens(key, &limit, now) >= f64::from(limit.burst) - 1e-9;
+            // A certificate bucket is spent here at newOrder but by the CA
+            // at issuance; a full bucket starts refilling there only then.
+            // Its refill starts SPEND_LAG later here, so our count is
+            // never ahead of the CA's.
+            let lagged = full && (key.starts_with("domain:") || key.starts_with("set:"));
             if let Some(b) = self.state.buckets.get_mut(key) {
                 b.tokens = (b.tokens - 1.0).max(0.0);
+                if lagged {
+                    b.at_ms = ms(now + SPEND_LAG);
+                }
             }
         }
     }
@@ -530,7 +540,9 @@ mod tests {
         }
         let err = ledger.check_new_order("acct", &set, now).unwrap_err();
         let retry_at = err.retry_at().unwrap();
-        let refill = Duration::from_secs(7 * 24 * 3600 / 5);
+        // One token's refill, which starts SPEND_LAG after the spend (the
+        // CA counts the certificate at issuance).
+        let refill = Duration::from_secs(7 * 24 * 3600 / 5) + SPEND_LAG;
         let diff = retry_at.duration_since(now).unwrap();
         assert!(diff.abs_diff(refill) < Duration::from_secs(1), "{diff:?}");
         assert!(matches!(

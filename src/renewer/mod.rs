@@ -91,7 +91,7 @@ pub use status::{
     LastError, ManagedCertificate, ManagedState, RenewerEvent, RenewerStatus, metric,
 };
 
-use queue::{Block, Entry, Queue, backoff_delay};
+use queue::{Block, Budget, Entry, Queue, backoff_delay};
 use spec::{Failures, Stored, from_ms, to_ms};
 
 /// A renewal Let's Encrypt counts as renewing the exact set (exempt from
@@ -265,14 +265,17 @@ struct State {
     queue: Queue,
     paused_until: Option<SystemTime>,
     loaded: bool,
-    /// Attempts running that spend the new-order budget.
+    /// Attempts running that spend the new-order budget ...
     budget_in_flight: usize,
+    /// ... and each registered domain's.
+    domains_in_flight: HashMap<String, usize>,
 }
 
 /// The outcome of one attempt, for [`Renewer::finish`].
 struct Attempt {
     id: String,
-    spends_budget: bool,
+    /// The registered domains whose budget it spends (none: exempt).
+    spends: Option<Vec<String>>,
     result: Result<Ensured>,
     took: Duration,
 }
@@ -576,38 +579,56 @@ impl<S: Store> Renewer<S> {
         }
     }
 
-    /// How many more new certificates may start: the account's new-order
-    /// tokens left less those already running (so a refilling bucket is
-    /// taken one token at a time instead of refused in a crowd), and when
-    /// the next token comes if none is left.
-    async fn budget(&self, now: SystemTime) -> (usize, Option<SystemTime>) {
-        let (wanted, running) = {
+    /// What new certificates may still spend: the account's new-order
+    /// tokens and each spent domain's certificate tokens, less those
+    /// running (so a refilling bucket is taken a token at a time instead
+    /// of refused in a crowd), and when the next token comes for a bucket
+    /// with none left.
+    async fn budget(&self, now: SystemTime) -> (Budget, Option<SystemTime>) {
+        let (wanted, running, running_domains) = {
             let mut state = self.state();
             state.queue.promote(now);
-            (state.queue.budget_wanted(), state.budget_in_flight)
+            (
+                state.queue.budget_wanted(),
+                state.budget_in_flight,
+                state.domains_in_flight.clone(),
+            )
         };
         if !wanted {
-            return (usize::MAX, None);
+            return (Budget::unlimited(), None);
         }
-        match self.inner.issuer.new_order_headroom().await {
-            Ok(Some(h)) => {
-                let whole = h.tokens.max(0.0).floor();
-                let left = (whole as usize).saturating_sub(running);
-                let next = (left == 0).then(|| {
-                    // The next whole token beyond those running.
-                    let short = whole + running as f64 + 1.0 - h.tokens;
-                    now + h.limit.refill_interval().mul_f64(short.max(0.0))
-                        + Duration::from_millis(1)
-                });
-                (left, next)
-            }
+        let levels = match self.inner.issuer.rate_limit_headroom().await {
+            Ok(levels) => levels,
             // The ledger still refuses what would overspend.
-            Ok(None) | Err(_) => (usize::MAX, None),
+            Err(_) => return (Budget::unlimited(), None),
+        };
+        let mut budget = Budget::unlimited();
+        let mut wake: Option<SystemTime> = None;
+        let mut left = |h: &crate::Headroom, running: usize| {
+            let whole = h.tokens.max(0.0).floor();
+            let left = (whole as usize).saturating_sub(running);
+            if left == 0 {
+                let short = whole + running as f64 + 1.0 - h.tokens;
+                let at = now
+                    + h.limit.refill_interval().mul_f64(short.max(0.0))
+                    + Duration::from_millis(1);
+                wake = Some(wake.map_or(at, |w| w.min(at)));
+            }
+            left
+        };
+        for h in &levels {
+            if h.bucket.starts_with("orders:") {
+                budget.orders = left(h, running);
+            } else if let Some(d) = h.bucket.strip_prefix("domain:") {
+                let running = running_domains.get(d).copied().unwrap_or(0);
+                budget.domains.insert(d.to_owned(), left(h, running));
+            }
         }
+        (budget, wake)
     }
 
     /// What to start now, and when to look again.
-    fn pick(&self, now: SystemTime, free: usize, budget: usize) -> (Vec<Entry>, SystemTime) {
+    fn pick(&self, now: SystemTime, free: usize, mut budget: Budget) -> (Vec<Entry>, SystemTime) {
         let mut state = self.state();
         let far = now + self.inner.policy.refresh;
         if let Some(until) = state.paused_until {
@@ -616,10 +637,13 @@ impl<S: Store> Renewer<S> {
             }
             state.paused_until = None;
         }
-        let starts = state.queue.take(now, free, budget);
+        let starts = state.queue.take(now, free, &mut budget);
         for e in &starts {
             if e.spends_budget {
                 state.budget_in_flight += 1;
+                for d in e.domains() {
+                    *state.domains_in_flight.entry(d).or_default() += 1;
+                }
             }
             if let Some(t) = state.tracked.get_mut(&e.id) {
                 t.running = true;
@@ -650,8 +674,8 @@ impl<S: Store> Renewer<S> {
             let options = spec.ensure_options();
             let result = issuer.ensure(spec.names(), &options).await;
             Attempt {
+                spends: entry.spends_budget.then(|| entry.domains()),
                 id: entry.id,
-                spends_budget: entry.spends_budget,
                 result,
                 took: started.elapsed(),
             }
@@ -664,8 +688,16 @@ impl<S: Store> Renewer<S> {
         let id = attempt.id;
         let removed = {
             let mut state = self.state();
-            if attempt.spends_budget {
+            if let Some(domains) = &attempt.spends {
                 state.budget_in_flight = state.budget_in_flight.saturating_sub(1);
+                for d in domains {
+                    if let Some(n) = state.domains_in_flight.get_mut(d) {
+                        *n = n.saturating_sub(1);
+                        if *n == 0 {
+                            state.domains_in_flight.remove(d);
+                        }
+                    }
+                }
             }
             match state.tracked.get_mut(&id) {
                 Some(t) => {

@@ -61,6 +61,49 @@ impl Block {
     }
 }
 
+/// What may still be spent now, as the ledger counts it less what is
+/// running: new orders of the account, and certificates of each registered
+/// domain that has spent from its bucket (one not listed has a full one).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Budget {
+    pub(crate) orders: usize,
+    pub(crate) domains: HashMap<String, usize>,
+}
+
+impl Budget {
+    /// No limit.
+    pub(crate) fn unlimited() -> Self {
+        Self {
+            orders: usize::MAX,
+            domains: HashMap::new(),
+        }
+    }
+
+    /// Whether `e` fits, and if so, spends it.
+    fn take(&mut self, e: &Entry) -> bool {
+        if !e.spends_budget {
+            return true;
+        }
+        if self.orders == 0 {
+            return false;
+        }
+        let domains = e.domains();
+        if domains
+            .iter()
+            .any(|d| self.domains.get(d).is_some_and(|n| *n == 0))
+        {
+            return false;
+        }
+        self.orders -= 1;
+        for d in &domains {
+            if let Some(n) = self.domains.get_mut(d) {
+                *n -= 1;
+            }
+        }
+        true
+    }
+}
+
 /// What the queue knows of one certificate to order it.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
@@ -73,6 +116,16 @@ pub(crate) struct Entry {
     /// domains' certificate budgets (a new certificate; a renewal is
     /// exempt as Let's Encrypt counts them).
     pub(crate) spends_budget: bool,
+}
+
+impl Entry {
+    /// The registered domains of its names, each once.
+    pub(crate) fn domains(&self) -> Vec<String> {
+        let mut d: Vec<String> = self.names.iter().map(|n| registered_domain(n)).collect();
+        d.sort();
+        d.dedup();
+        d
+    }
 }
 
 /// The schedule.
@@ -140,12 +193,11 @@ impl Queue {
         }
     }
 
-    /// Up to `free` ready entries to start now, most urgent first, of
-    /// which at most `budget` spend the new-order budget; skipping those a
-    /// block holds (they stay ready); entries held by an identifier's
-    /// backoff go back to the timeline until it ends.
-    pub(crate) fn take(&mut self, now: SystemTime, free: usize, budget: usize) -> Vec<Entry> {
-        let mut budget = budget;
+    /// Up to `free` ready entries to start now, most urgent first, within
+    /// `budget`; skipping those a block holds (they stay ready); entries
+    /// held by an identifier's backoff go back to the timeline until it
+    /// ends.
+    pub(crate) fn take(&mut self, now: SystemTime, free: usize, budget: &mut Budget) -> Vec<Entry> {
         self.promote(now);
         let mut started = Vec::new();
         let mut held = Vec::new();
@@ -171,7 +223,7 @@ impl Queue {
                 };
                 // The account's budget is shared by every order that
                 // spends it: none of them can go.
-                if (account_blocked || budget == 0) && e.spends_budget {
+                if (account_blocked || budget.orders == 0) && e.spends_budget {
                     if urgency == Urgency::New {
                         break;
                     }
@@ -181,14 +233,11 @@ impl Queue {
                     held.push((until, item));
                     continue;
                 }
-                if self.blocked(e) {
+                if self.blocked(e) || !budget.take(e) {
                     continue;
                 }
                 self.ready.remove(&item);
                 if let Some(e) = self.entries.remove(&item.2) {
-                    if e.spends_budget {
-                        budget -= 1;
-                    }
                     started.push(e);
                 }
             }
@@ -313,7 +362,7 @@ mod tests {
         q.schedule(entry("expiring.c.example", Urgency::Expiring, 90), t(0));
         q.schedule(entry("later.d.example", Urgency::New, 0), t(100));
         let ids: Vec<String> = q
-            .take(t(1), 10, usize::MAX)
+            .take(t(1), 10, &mut Budget::unlimited())
             .into_iter()
             .map(|e| e.id)
             .collect();
@@ -327,8 +376,8 @@ mod tests {
             ]
         );
         assert_eq!(q.next_wake(), Some(t(100)));
-        assert_eq!(q.take(t(99), 10, usize::MAX).len(), 0);
-        assert_eq!(q.take(t(100), 10, usize::MAX).len(), 1);
+        assert_eq!(q.take(t(99), 10, &mut Budget::unlimited()).len(), 0);
+        assert_eq!(q.take(t(100), 10, &mut Budget::unlimited()).len(), 1);
     }
 
     #[test]
@@ -338,7 +387,7 @@ mod tests {
         q.schedule(entry("renew.a.example", Urgency::Renewal, 2), t(0));
         q.block(Block::Account, t(36));
         let ids: Vec<String> = q
-            .take(t(1), 10, usize::MAX)
+            .take(t(1), 10, &mut Budget::unlimited())
             .into_iter()
             .map(|e| e.id)
             .collect();
@@ -347,7 +396,7 @@ mod tests {
         // It wakes when the bucket refills, and the new one goes.
         assert_eq!(q.next_wake(), Some(t(36)));
         let ids: Vec<String> = q
-            .take(t(36), 10, usize::MAX)
+            .take(t(36), 10, &mut Budget::unlimited())
             .into_iter()
             .map(|e| e.id)
             .collect();
@@ -363,15 +412,21 @@ mod tests {
         q.block(Block::Domain("slow.example".into()), t(600));
         q.back_off(&["z.broken.example".into()], t(3600));
         let ids: Vec<String> = q
-            .take(t(1), 10, usize::MAX)
+            .take(t(1), 10, &mut Budget::unlimited())
             .into_iter()
             .map(|e| e.id)
             .collect();
         assert_eq!(ids, ["y.fine.example"]);
         assert_eq!(q.scheduled_at("z.broken.example"), Some(t(3600)));
         assert_eq!(q.next_wake(), Some(t(600)));
-        assert_eq!(q.take(t(600), 10, usize::MAX)[0].id, "x.slow.example");
-        assert_eq!(q.take(t(3600), 10, usize::MAX)[0].id, "z.broken.example");
+        assert_eq!(
+            q.take(t(600), 10, &mut Budget::unlimited())[0].id,
+            "x.slow.example"
+        );
+        assert_eq!(
+            q.take(t(3600), 10, &mut Budget::unlimited())[0].id,
+            "z.broken.example"
+        );
         assert_eq!(q.len(), 0);
     }
 
@@ -384,11 +439,63 @@ mod tests {
         q.schedule(entry("r.example", Urgency::Renewal, 9), t(0));
         q.promote(t(0));
         assert!(q.budget_wanted());
-        let ids: Vec<String> = q.take(t(0), 10, 2).into_iter().map(|e| e.id).collect();
+        let ids: Vec<String> = q
+            .take(
+                t(0),
+                10,
+                &mut Budget {
+                    orders: 2,
+                    ..Budget::unlimited()
+                },
+            )
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
         assert_eq!(ids, ["n0.example", "n1.example", "r.example"]);
-        assert_eq!(q.take(t(0), 10, 0).len(), 0);
-        assert_eq!(q.take(t(0), 10, 3).len(), 3);
+        assert_eq!(
+            q.take(
+                t(0),
+                10,
+                &mut Budget {
+                    orders: 0,
+                    ..Budget::unlimited()
+                }
+            )
+            .len(),
+            0
+        );
+        assert_eq!(
+            q.take(
+                t(0),
+                10,
+                &mut Budget {
+                    orders: 3,
+                    ..Budget::unlimited()
+                }
+            )
+            .len(),
+            3
+        );
         assert!(!q.budget_wanted());
+    }
+
+    #[test]
+    fn a_domain_with_no_certificates_left_waits_and_others_go() {
+        let mut q = Queue::default();
+        q.schedule(entry("a.full.example", Urgency::New, 1), t(0));
+        q.schedule(entry("b.full.example", Urgency::New, 2), t(0));
+        q.schedule(entry("c.other.example", Urgency::New, 3), t(0));
+        let mut budget = Budget {
+            domains: [("full.example".to_owned(), 1)].into(),
+            ..Budget::unlimited()
+        };
+        let ids: Vec<String> = q
+            .take(t(0), 10, &mut budget)
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, ["a.full.example", "c.other.example"]);
+        assert_eq!(budget.domains["full.example"], 0);
     }
 
     #[test]
@@ -397,10 +504,10 @@ mod tests {
         for i in 0..10 {
             q.schedule(entry(&format!("n{i}.example"), Urgency::New, i), t(0));
         }
-        assert_eq!(q.take(t(0), 3, usize::MAX).len(), 3);
+        assert_eq!(q.take(t(0), 3, &mut Budget::unlimited()).len(), 3);
         assert_eq!(q.backlog(), 7);
         q.forget("n5.example");
-        assert_eq!(q.take(t(0), 100, usize::MAX).len(), 6);
+        assert_eq!(q.take(t(0), 100, &mut Budget::unlimited()).len(), 6);
     }
 
     #[test]
