@@ -20,6 +20,12 @@
 //!   store for one machine; `store::PostgresStore` (feature `postgres`)
 //!   is the one a fleet of machines shares; [`store::Store`] is the trait
 //!   others implement.
+//! - **The renewer** ([`renewer::Renewer`]) keeps a standing set of
+//!   certificates valid on top of the issuer: each one looked at when its
+//!   renewal comes, the most urgent first, new ones paced by the rate-limit
+//!   ledger's tokens so the CA never answers 429, failures backed off by
+//!   their class, its specs kept in the store for restarts and for every
+//!   node sharing it.
 //! - **The client** ([`Client`]) speaks to one CA, built from its directory
 //!   URL. Through an [`Account`] you create an [`Order`], answer one
 //!   [`Challenge`] per [`Authorization`] (http-01, dns-01, tls-alpn-01),

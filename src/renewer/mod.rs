@@ -207,6 +207,8 @@ impl<S: Store> RenewerBuilder<S> {
 }
 
 /// Keeps a standing set of certificates valid (see [the module](self)).
+///
+/// Example: [the module](crate::renewer).
 pub struct Renewer<S: Store> {
     inner: Arc<Inner<S>>,
 }

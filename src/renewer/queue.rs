@@ -12,6 +12,8 @@ use crate::error::RateLimitScope;
 use crate::issuer::registered_domain;
 
 /// Which certificates go first when several may be started.
+///
+/// Example: [the module](crate::renewer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Urgency {
     /// A renewal past halfway from its renewal time to its expiry (or

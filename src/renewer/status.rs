@@ -9,6 +9,8 @@ use serde::Serialize;
 use super::queue::Urgency;
 
 /// Where one certificate stands.
+///
+/// Example: [the module](crate::renewer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -58,6 +60,8 @@ impl ManagedState {
 }
 
 /// The last error of a certificate.
+///
+/// Example: [the module](crate::renewer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LastError {
     /// Its class ([`ErrorClass::name`](crate::ErrorClass::name)).
@@ -67,6 +71,8 @@ pub struct LastError {
 }
 
 /// One certificate in a [`RenewerStatus`].
+///
+/// Example: [the module](crate::renewer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ManagedCertificate {
     /// Its names.
@@ -86,6 +92,8 @@ pub struct ManagedCertificate {
 }
 
 /// A snapshot of everything a renewer keeps ([`Renewer::status`](super::Renewer::status)).
+///
+/// Example: [the module](crate::renewer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RenewerStatus {
     /// Every certificate, by names.
@@ -108,6 +116,8 @@ impl RenewerStatus {
 
 /// A decision of the renewer, reported to
 /// [`RenewerBuilder::on_event`](super::RenewerBuilder::on_event).
+///
+/// Example: [the module](crate::renewer).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum RenewerEvent {

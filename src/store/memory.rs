@@ -19,7 +19,7 @@ use super::{
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), sturdy_acme::store::StoreError> {
+/// # async fn main() -> Result<(), sturdy_acme::StoreError> {
 /// use sturdy_acme::store::{MemoryStore, Store};
 ///
 /// let store = MemoryStore::new();
@@ -345,17 +345,5 @@ impl Store for MemoryStore {
             }
             Ok(())
         })
-    }
-}
-
-#[cfg(all(test, feature = "testing"))]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn meets_the_store_contract() {
-        crate::testing::check_store(&MemoryStore::new())
-            .await
-            .unwrap();
     }
 }

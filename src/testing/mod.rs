@@ -620,13 +620,13 @@ impl TestCaBuilder {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), sturdy_acme::Error> {
     /// use sturdy_acme::testing::TestCa;
-    /// use sturdy_acme::{AccountKey, AccountOptions, KeyAlgorithm};
+    /// use sturdy_acme::{AccountKey, AccountOptions, Endpoint, KeyAlgorithm};
     ///
     /// let ca = TestCa::builder().start_in_process()?;
     /// let client = ca.client().await?;
     /// let key = AccountKey::generate(KeyAlgorithm::Es256)?;
     /// client.create_account(key, &AccountOptions::agreeing_to_terms()).await?;
-    /// assert_eq!(ca.ledger().accounts, 1);
+    /// assert_eq!(ca.ledger().requests_to(Endpoint::NewAccount), 1);
     /// # Ok(()) }
     /// ```
     pub fn start_in_process(self) -> Result<TestCa> {

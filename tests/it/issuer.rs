@@ -1601,6 +1601,9 @@ async fn file_store_passes_the_store_contract_checks() {
     use sturdy_acme::testing::check_store;
     let dir = temp_store("conformance");
     check_store(&FileStore::open(&dir).unwrap()).await.unwrap();
+    check_store(&sturdy_acme::store::MemoryStore::new())
+        .await
+        .unwrap();
     let dyn_dir = temp_store("conformance-dyn");
     let store: Arc<dyn DynStore> = Arc::new(FileStore::open(&dyn_dir).unwrap());
     check_store(&store).await.unwrap();
