@@ -199,7 +199,7 @@ pub struct ClientBuilder {
     bad_nonce_retries: Option<u32>,
     clock: crate::Clock,
     #[cfg(feature = "testing")]
-    in_process: Option<crate::testing::InProcess>,
+    in_process: Option<Arc<dyn crate::transport::InProcessCa>>,
 }
 
 impl ClientBuilder {
@@ -214,7 +214,7 @@ impl ClientBuilder {
 
     /// Reaches an in-process test CA instead of the network.
     #[cfg(feature = "testing")]
-    pub(crate) fn in_process(mut self, ca: crate::testing::InProcess) -> Self {
+    pub(crate) fn in_process(mut self, ca: Arc<dyn crate::transport::InProcessCa>) -> Self {
         self.in_process = Some(ca);
         self
     }

@@ -8,6 +8,8 @@
 //! the client's timeout, an endless or oversized body is over the cap.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,6 +18,7 @@ use http::{HeaderMap, HeaderValue, Method, header};
 use super::server::Handler;
 use super::wire::{Reply, WireRequest};
 use crate::error::TransportFailure;
+use crate::transport::{InProcessAnswer, InProcessCa};
 
 /// The embedded CA, reached in-process (see the module docs).
 #[derive(Clone)]
@@ -33,40 +36,12 @@ impl fmt::Debug for InProcess {
     }
 }
 
-/// What one in-process exchange came to.
-pub(crate) enum InProcessAnswer {
-    /// A whole answer.
-    Answered {
-        /// The status.
-        status: u16,
-        /// The headers.
-        headers: HeaderMap,
-        /// The body (within the cap).
-        body: Bytes,
-    },
-    /// The body was over the cap (or never ended).
-    TooLarge {
-        /// The status.
-        status: u16,
-        /// The headers.
-        headers: HeaderMap,
-    },
-    /// No usable answer.
-    Failed {
-        /// Which kind of failure a socket would have shown.
-        failure: TransportFailure,
-        /// What happened.
-        reason: String,
-    },
-}
-
 impl InProcess {
     pub(crate) fn new(handler: Handler, base: String) -> Self {
         Self { handler, base }
     }
 
-    /// One exchange: `url` must be one of this CA's.
-    pub(crate) async fn exchange(
+    async fn answer(
         &self,
         method: Method,
         url: &str,
@@ -160,5 +135,19 @@ impl InProcess {
                 }
             }
         }
+    }
+}
+
+impl InProcessCa for InProcess {
+    fn exchange<'a>(
+        &'a self,
+        method: Method,
+        url: &'a str,
+        body: Option<Vec<u8>>,
+        accept: Option<&'a str>,
+        timeout: Duration,
+        max_body: usize,
+    ) -> Pin<Box<dyn Future<Output = InProcessAnswer> + Send + 'a>> {
+        Box::pin(self.answer(method, url, body, accept, timeout, max_body))
     }
 }

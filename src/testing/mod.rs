@@ -124,7 +124,7 @@ use std::time::{Duration, SystemTime};
 use crate::issuer::RateLimits;
 pub use ca::{RenewalInfoAnswer, ValidationMode};
 pub use faults::{CannedAnswer, Fault, FaultRule, RetryAfterForm, Trigger};
-pub(crate) use in_process::{InProcess, InProcessAnswer};
+use in_process::InProcess;
 pub use store_conformance::{ConformanceFailure, check_store};
 pub use validation::{DnsError, DnsResolver, StaticDns};
 
@@ -773,7 +773,7 @@ impl TestCa {
             .built_in_roots(false);
         match &self.front {
             Front::Https(_) => builder,
-            Front::InProcess(ca) => builder.in_process(ca.clone()),
+            Front::InProcess(ca) => builder.in_process(Arc::new(ca.clone())),
         }
     }
 

@@ -37,8 +37,10 @@ use crate::crypto::jws::{self, JwsHeader, KeyId};
 use crate::error::{Error, Problem, RequestInfo, Result, RetryAfter, TransportFailure};
 use crate::retry::{Event, Events, RetryPolicy, Retrying, Rng};
 #[cfg(feature = "testing")]
-use crate::testing::InProcessAnswer;
+mod in_process;
 use governor::{Admission, Governor, PauseScope};
+#[cfg(feature = "testing")]
+pub(crate) use in_process::{InProcessAnswer, InProcessCa};
 use nonce::NoncePool;
 use stats::Counters;
 
@@ -138,7 +140,7 @@ pub(crate) enum Http {
     #[cfg(feature = "testing")]
     InProcess {
         /// The CA.
-        ca: crate::testing::InProcess,
+        ca: std::sync::Arc<dyn InProcessCa>,
         /// The overall timeout of one exchange.
         timeout: Duration,
     },
