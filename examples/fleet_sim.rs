@@ -144,6 +144,9 @@ fn main() -> std::process::ExitCode {
         report.error_statuses
     );
     println!("  failed attempts by class:       {:?}", report.failures);
+    for e in &report.rate_limited_errors {
+        println!("  429: {e}");
+    }
     println!("{}", serde_json::to_string(&report).unwrap_or_default());
     let met = report.rate_limited_429 == 0
         && report.ever_expired == 0

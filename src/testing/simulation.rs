@@ -150,6 +150,8 @@ pub struct SimulationReport {
     pub makespan_ratio: f64,
     /// Error answers by HTTP status, as the clients saw them.
     pub error_statuses: BTreeMap<u16, u64>,
+    /// The first 20 errors the CA's 429s gave the renewers (which limit).
+    pub rate_limited_errors: Vec<String>,
     /// Failed attempts by error class, as the renewers saw them.
     pub failures: BTreeMap<String, u64>,
     /// Attempts a local rate-limit count held back.
@@ -238,6 +240,7 @@ async fn simulate_on<S: Store>(
     let statuses: Arc<Mutex429> = Arc::default();
 
     let failures: Arc<std::sync::Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let limited: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let deferred = Arc::new(AtomicU64::new(0));
     let pauses = Arc::new(AtomicU64::new(0));
     let mut renewers = Vec::new();
@@ -262,6 +265,7 @@ async fn simulate_on<S: Store>(
             .rate_limits(config.limits.clone())
             .holder(format!("sim-{account}"))
             .build();
+        let limited = Arc::clone(&limited);
         let (failures, deferred, pauses) = (
             Arc::clone(&failures),
             Arc::clone(&deferred),
@@ -276,7 +280,14 @@ async fn simulate_on<S: Store>(
                 ..RenewerPolicy::default()
             })
             .on_event(move |e| match e {
-                RenewerEvent::Failed { class, .. } => {
+                RenewerEvent::RateLimitedByCa { .. } => {}
+                RenewerEvent::Failed { class, error, .. } => {
+                    if *class == "rate_limited" {
+                        let mut l = limited.lock().unwrap_or_else(|p| p.into_inner());
+                        if l.len() < 20 {
+                            l.push(error.clone());
+                        }
+                    }
                     *failures
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -488,6 +499,7 @@ async fn simulate_on<S: Store>(
             makespan.as_secs_f64() / bound.as_secs_f64()
         },
         error_statuses: statuses.all(),
+        rate_limited_errors: limited.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         failures,
         deferred: deferred.load(Ordering::Relaxed),
         pauses: pauses.load(Ordering::Relaxed),
