@@ -311,27 +311,7 @@ impl Store for MemoryStore {
     }
 
     fn check_lease(&self, lease: &Lease) -> impl Future<Output = StoreResult<()>> + Send {
-        self.with(|s| {
-            let lost = |reason: String| StoreError::LeaseLost {
-                name: lease.name.clone(),
-                token: lease.token,
-                reason,
-            };
-            match s.leases.get(&lease.name) {
-                Some(c) if c.holder == lease.holder && c.token == lease.token => {
-                    if c.until > unix_now() {
-                        Ok(())
-                    } else {
-                        Err(lost("it expired".into()))
-                    }
-                }
-                Some(c) => Err(lost(format!(
-                    "now held by {:?} with token {}",
-                    c.holder, c.token
-                ))),
-                None => Err(lost("its record is gone".into())),
-            }
-        })
+        self.with(|s| super::judge_lease(s.leases.get(&lease.name), lease, unix_now()))
     }
 
     fn release_lease(&self, lease: &Lease) -> impl Future<Output = StoreResult<()>> + Send {

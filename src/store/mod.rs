@@ -75,6 +75,32 @@ pub(crate) use crate::error::StoreError;
 pub type LedgerUpdate<'a> =
     dyn FnMut(Option<&RateLimitRecord>) -> Option<RateLimitRecord> + Send + 'a;
 
+/// Whether `lease` is still the current, unexpired lease, judged against
+/// the `current` record at `now` (seconds since the Unix epoch): the one
+/// rule of [`Store::check_lease`] for the stores that keep lease records
+/// themselves.
+pub(crate) fn judge_lease(current: Option<&Lease>, lease: &Lease, now: u64) -> StoreResult<()> {
+    let lost = |reason: String| StoreError::LeaseLost {
+        name: lease.name.clone(),
+        token: lease.token,
+        reason,
+    };
+    match current {
+        Some(c) if c.holder == lease.holder && c.token == lease.token => {
+            if c.until > now {
+                Ok(())
+            } else {
+                Err(lost("it expired".into()))
+            }
+        }
+        Some(c) => Err(lost(format!(
+            "now held by {:?} with token {}",
+            c.holder, c.token
+        ))),
+        None => Err(lost("its record is gone".into())),
+    }
+}
+
 /// `Result` with [`StoreError`].
 pub type StoreResult<T> = std::result::Result<T, StoreError>;
 

@@ -1192,25 +1192,8 @@ impl Inner {
     fn check_lease(&self, lease: &Lease) -> StoreResult<()> {
         let (path, lock) = self.lease_paths(&lease.name);
         let _lock = self.lock(&lock)?;
-        let lost = |reason: String| StoreError::LeaseLost {
-            name: lease.name.clone(),
-            token: lease.token,
-            reason,
-        };
-        match self.read_lease(&path, &lease.name)? {
-            Some(current) if current.holder == lease.holder && current.token == lease.token => {
-                if current.until > unix_now() {
-                    Ok(())
-                } else {
-                    Err(lost("it expired".into()))
-                }
-            }
-            Some(current) => Err(lost(format!(
-                "now held by {:?} with token {}",
-                current.holder, current.token
-            ))),
-            None => Err(lost("its record is gone".into())),
-        }
+        let current = self.read_lease(&path, &lease.name)?;
+        super::judge_lease(current.as_ref(), lease, unix_now())
     }
 
     fn release_lease(&self, lease: &Lease) -> StoreResult<()> {
