@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine: Pebble (which
-# ships pebble-challtestsrv), the PostgreSQL server (Debian puts initdb,
+# ships pebble-challtestsrv), Knot DNS (knotd, knotc), the PostgreSQL server (Debian puts initdb,
 # pg_ctl and postgres in /usr/lib/postgresql/<version>/bin, not in PATH; the
 # tests find them there), python3 for the repository checks, and the
 # rustfmt/clippy components. Idempotent. The PostgreSQL test harness also
@@ -20,6 +20,9 @@ have_initdb() {
 need_apt=()
 command -v pebble >/dev/null 2>&1 || need_apt+=(pebble)
 have_initdb || need_apt+=(postgresql)
+# Knot DNS: the authoritative servers of the dns-01 / CAA tests
+# (tests/it/common/knot.rs runs knotd and knotc).
+[ -x /usr/sbin/knotd ] || command -v knotd >/dev/null 2>&1 || need_apt+=(knot)
 # The architecture and documentation checks in .ci/run are Python scripts.
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -31,6 +34,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null
 have_initdb
+[ -x /usr/sbin/knotd ] || command -v knotd >/dev/null
 
 if command -v rustup >/dev/null 2>&1; then
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt || echo 'warning: rustfmt missing'

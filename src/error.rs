@@ -10,6 +10,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use crate::dns::DnsError;
 use crate::protocol::Identifier;
 pub(crate) use crate::protocol::problem::{Problem, ProblemType};
 use crate::protocol::timestamp::{self, DisplayTime};
@@ -342,6 +343,13 @@ pub enum Error {
     /// Local I/O failed (e.g. the standalone http-01 responder could not bind).
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+
+    /// A DNS operation of a solver or of the CAA pre-flight failed (a
+    /// nameserver timed out, an UPDATE was refused, a value did not reach
+    /// every nameserver): transient or not as [`DnsError::is_transient`]
+    /// says.
+    #[error("DNS: {0}")]
+    Dns(#[from] DnsError),
 }
 
 impl Error {
@@ -491,6 +499,8 @@ impl Error {
                 ..
             }) => ErrorClass::Transient,
             Self::Io(_) | Self::Store(_) => ErrorClass::Store,
+            Self::Dns(e) if e.is_transient() => ErrorClass::Transient,
+            Self::Dns(_) => ErrorClass::Permanent,
         }
     }
 

@@ -146,6 +146,7 @@
 mod client;
 mod clock;
 mod crypto;
+pub mod dns;
 mod error;
 mod issuer;
 mod protocol;

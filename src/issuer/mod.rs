@@ -1664,11 +1664,16 @@ impl<S: Store> Issuer<S> {
         let account = order.account().clone();
         let mut presented: Vec<(Arc<dyn Solver>, ChallengeAnswer)> = Vec::new();
         let result: Result<()> = async {
+            // Every answer is presented before any challenge is answered:
+            // presenting can take long (a dns-01 record waits for every
+            // nameserver), so the presentations run side by side, and the
+            // CA validates none of them half-done.
+            let mut to_answer = Vec::new();
             for authz in order.authorizations().await? {
                 if authz.status() != AuthorizationStatus::Pending {
                     continue;
                 }
-                let (solver, mut challenge) = self.pick(&authz, options)?;
+                let (solver, challenge) = self.pick(&authz, options)?;
                 let token = challenge.token()?.to_owned();
                 let key_authorization = challenge.key_authorization()?;
                 let answer = ChallengeAnswer {
@@ -1679,8 +1684,29 @@ impl<S: Store> Issuer<S> {
                     token,
                     key_authorization,
                 };
-                solver.present(&answer).await?;
-                presented.push((Arc::clone(&solver), answer));
+                to_answer.push((solver, challenge, answer));
+            }
+            let outcomes = futures_util::future::join_all(
+                to_answer
+                    .iter()
+                    .map(|(solver, _, answer)| solver.present(answer)),
+            )
+            .await;
+            let mut first_error = None;
+            for ((solver, _, answer), outcome) in to_answer.iter().zip(outcomes) {
+                match outcome {
+                    Ok(()) => presented.push((Arc::clone(solver), answer.clone())),
+                    Err(e) => {
+                        // Presented or not, it is cleaned up below.
+                        presented.push((Arc::clone(solver), answer.clone()));
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = first_error {
+                return Err(e);
+            }
+            for (_, challenge, _) in &mut to_answer {
                 challenge.respond().await?;
             }
             journal.step = JournalStep::ChallengesAnswered;

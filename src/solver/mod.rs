@@ -5,9 +5,11 @@
 //! [`http01::Http01Solver`] (a token map served by the standalone
 //! [`http01::Http01Responder`] or by your own server) and
 //! [`tls_alpn01::TlsAlpn01Solver`] (validation certificates served by a
-//! rustls certificate resolver). dns-01 needs your DNS provider: implement
-//! [`Solver`] for it.
+//! rustls certificate resolver) and [`dns01::Rfc2136Solver`] (TXT records
+//! by RFC 2136 dynamic update, waited for at every authoritative
+//! nameserver). For another DNS provider's API, implement [`Solver`].
 
+pub mod dns01;
 pub mod http01;
 pub mod tls_alpn01;
 

@@ -3,6 +3,7 @@
 //! tests once instead of once per file.
 
 mod common;
+mod dns01;
 mod embedded_ca_behaviour;
 mod embedded_faults;
 mod embedded_v1;

@@ -300,7 +300,7 @@ async fn validate(mode: &ValidationMode, job: &ValidationJob) -> Result<(), Prob
             .await
         }
         ChallengeType::Dns01 => {
-            validation::validate_dns01(dns.as_ref(), identifier, key_authorization)
+            validation::validate_dns01(dns.as_ref(), identifier, key_authorization).await
         }
         other => Err(Problem::new(
             ProblemType::Malformed,

@@ -3,26 +3,36 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
 
 use super::quote;
 use crate::crypto::challenge::dns01_txt_value;
+use crate::dns::{Dns, DnsConfig};
 use crate::error::{Problem, ProblemType};
 use crate::protocol::Identifier;
 
+/// The future a [`DnsResolver`] answers with.
+pub type DnsFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<String>, DnsError>> + Send + 'a>>;
+
 /// Answers the test CA's DNS questions (the TXT lookups of dns-01).
 ///
-/// Implement it to plug in your own DNS; tests normally use [`StaticDns`].
+/// Implement it to plug in your own DNS; tests normally use [`StaticDns`]
+/// (in memory) or [`ServerDns`] (a real DNS server).
 ///
 /// Example: [`StaticDns`].
 pub trait DnsResolver: Send + Sync + fmt::Debug {
     /// The TXT records at `name` (lower case, without a trailing dot, e.g.
     /// `_acme-challenge.example.com`), one string per record (a record's
-    /// character-strings concatenated).
+    /// character-strings concatenated), CNAMEs followed.
     ///
     /// `Ok` with no records is a NOERROR/NODATA answer: the name exists but
     /// has no TXT record.
-    fn txt(&self, name: &str) -> Result<Vec<String>, DnsError>;
+    fn txt<'a>(&'a self, name: &'a str) -> DnsFuture<'a>;
 }
 
 /// Why a DNS lookup failed.
@@ -59,13 +69,13 @@ struct Zone {
 /// # Example
 ///
 /// ```
-/// use sturdy_acme::testing::{DnsError, DnsResolver, StaticDns};
+/// use sturdy_acme::testing::{DnsError, StaticDns};
 ///
 /// let dns = StaticDns::new();
 /// dns.add_txt("_acme-challenge.example.test.", "value");
-/// assert_eq!(dns.txt("_ACME-challenge.example.test").unwrap(), ["value"]);
+/// assert_eq!(dns.lookup("_ACME-challenge.example.test").unwrap(), ["value"]);
 /// dns.fail("_acme-challenge.broken.test", DnsError::ServFail);
-/// assert!(matches!(dns.txt("_acme-challenge.broken.test"), Err(DnsError::ServFail)));
+/// assert!(matches!(dns.lookup("_acme-challenge.broken.test"), Err(DnsError::ServFail)));
 /// ```
 #[derive(Debug, Default, Clone)]
 pub struct StaticDns {
@@ -117,14 +127,85 @@ impl StaticDns {
     }
 }
 
-impl DnsResolver for StaticDns {
-    fn txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
+impl StaticDns {
+    /// The TXT records at `name` now (what [`DnsResolver::txt`] answers).
+    pub fn lookup(&self, name: &str) -> Result<Vec<String>, DnsError> {
         let name = normalize(name);
         let zone = self.zone.read().unwrap_or_else(|e| e.into_inner());
         if let Some(error) = zone.failures.get(&name) {
             return Err(*error);
         }
         zone.txt.get(&name).cloned().ok_or(DnsError::NxDomain)
+    }
+}
+
+impl DnsResolver for StaticDns {
+    fn txt<'a>(&'a self, name: &'a str) -> DnsFuture<'a> {
+        let answer = self.lookup(name);
+        Box::pin(std::future::ready(answer))
+    }
+}
+
+/// A [`DnsResolver`] asking a real DNS server, the way a CA's resolver
+/// would: recursion desired, CNAME chains followed (up to 8 links), a
+/// timeout per question. In tests it points at the authoritative server the
+/// test runs, so the CA validates what the solver really published.
+///
+/// # Example
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use sturdy_acme::dns::DnsConfig;
+/// use sturdy_acme::testing::{ServerDns, TestCa};
+///
+/// # async fn f() {
+/// let dns = ServerDns::new(DnsConfig::new(vec!["127.0.0.1:5353".parse().unwrap()]));
+/// let ca = TestCa::builder().real_validation(0, 0, Arc::new(dns)).start().await.unwrap();
+/// # drop(ca); }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServerDns {
+    dns: Dns,
+}
+
+impl ServerDns {
+    /// Asks the resolvers of `config`.
+    pub fn new(config: DnsConfig) -> Self {
+        Self {
+            dns: Dns::new(config),
+        }
+    }
+
+    async fn lookup(&self, name: &str) -> Result<Vec<String>, DnsError> {
+        let mut current = crate::dns::parse_name(name).map_err(|_| DnsError::NxDomain)?;
+        for _ in 0..8 {
+            let answer =
+                self.dns
+                    .resolve(&current, RecordType::TXT)
+                    .await
+                    .map_err(|e| match e {
+                        crate::dns::DnsError::Timeout { .. } | crate::dns::DnsError::Io { .. } => {
+                            DnsError::Timeout
+                        }
+                        _ => DnsError::ServFail,
+                    })?;
+            let values = crate::dns::txt_values(&answer, &current);
+            if !values.is_empty() {
+                return Ok(values);
+            }
+            match answer.cname(&current) {
+                Some(target) => current = target,
+                None if answer.rcode == ResponseCode::NXDomain => return Err(DnsError::NxDomain),
+                None => return Ok(Vec::new()),
+            }
+        }
+        Err(DnsError::ServFail)
+    }
+}
+
+impl DnsResolver for ServerDns {
+    fn txt<'a>(&'a self, name: &'a str) -> DnsFuture<'a> {
+        Box::pin(self.lookup(name))
     }
 }
 
@@ -141,7 +222,7 @@ fn normalize(name: &str) -> String {
 /// SERVFAIL, timeout), `unauthorized` for an answer without TXT records
 /// ("No TXT record found at …") or without the expected value ("Incorrect
 /// TXT record … found at …"), `malformed` for a non-DNS identifier.
-pub(crate) fn validate_dns01(
+pub(crate) async fn validate_dns01(
     resolver: &dyn DnsResolver,
     identifier: &Identifier,
     key_authorization: &str,
@@ -155,7 +236,7 @@ pub(crate) fn validate_dns01(
     let name = format!("_acme-challenge.{}", identifier.base_name());
     let expected = dns01_txt_value(key_authorization);
     tracing::debug!(%identifier, name, "dns-01 validation");
-    let records = resolver.txt(&name).map_err(|e| {
+    let records = resolver.txt(&name).await.map_err(|e| {
         let detail = match e {
             DnsError::NxDomain => format!(
                 "DNS problem: NXDOMAIN looking up TXT for {name} - \
@@ -196,14 +277,14 @@ mod tests {
     use super::*;
     use crate::testing::validation::test_support::*;
 
-    #[test]
-    fn dns01() {
+    #[tokio::test]
+    async fn dns01() {
         let dns_zone = StaticDns::new();
         let id = dns("example.test");
         let value = dns01_txt_value(KA);
 
         // Nothing there: NXDOMAIN.
-        let p = validate_dns01(&dns_zone, &id, KA).unwrap_err();
+        let p = validate_dns01(&dns_zone, &id, KA).await.unwrap_err();
         assert_eq!(p.kind, ProblemType::Dns);
         assert_eq!(
             detail(&p),
@@ -214,13 +295,15 @@ mod tests {
         // The right value among others; names are case- and dot-insensitive.
         dns_zone.add_txt("_ACME-Challenge.Example.Test.", "unrelated");
         dns_zone.add_txt("_acme-challenge.example.test", &value);
-        validate_dns01(&dns_zone, &id, KA).unwrap();
+        validate_dns01(&dns_zone, &id, KA).await.unwrap();
         // Wildcards are validated at the base name.
-        validate_dns01(&dns_zone, &dns("*.example.test"), KA).unwrap();
+        validate_dns01(&dns_zone, &dns("*.example.test"), KA)
+            .await
+            .unwrap();
 
         // Wrong values only.
         dns_zone.set_txt("_acme-challenge.example.test", &["wrong", "also-wrong"]);
-        let p = validate_dns01(&dns_zone, &id, KA).unwrap_err();
+        let p = validate_dns01(&dns_zone, &id, KA).await.unwrap_err();
         assert_eq!(p.kind, ProblemType::Unauthorized);
         assert_eq!(
             detail(&p),
@@ -229,7 +312,7 @@ mod tests {
 
         // The name exists without TXT records.
         dns_zone.set_txt("_acme-challenge.example.test", &[]);
-        let p = validate_dns01(&dns_zone, &id, KA).unwrap_err();
+        let p = validate_dns01(&dns_zone, &id, KA).await.unwrap_err();
         assert_eq!(p.kind, ProblemType::Unauthorized);
         assert_eq!(
             detail(&p),
@@ -239,35 +322,37 @@ mod tests {
         // Failures.
         dns_zone.add_txt("_acme-challenge.example.test", &value);
         dns_zone.fail("_acme-challenge.example.test", DnsError::ServFail);
-        let p = validate_dns01(&dns_zone, &id, KA).unwrap_err();
+        let p = validate_dns01(&dns_zone, &id, KA).await.unwrap_err();
         assert_eq!(p.kind, ProblemType::Dns);
         assert!(detail(&p).starts_with("DNS problem: SERVFAIL looking up TXT"));
         dns_zone.fail("_acme-challenge.example.test", DnsError::Timeout);
-        let p = validate_dns01(&dns_zone, &id, KA).unwrap_err();
+        let p = validate_dns01(&dns_zone, &id, KA).await.unwrap_err();
         assert_eq!(p.kind, ProblemType::Dns);
         assert_eq!(
             detail(&p),
             "DNS problem: query timed out looking up TXT for _acme-challenge.example.test"
         );
         dns_zone.recover("_acme-challenge.example.test");
-        validate_dns01(&dns_zone, &id, KA).unwrap();
+        validate_dns01(&dns_zone, &id, KA).await.unwrap();
 
         // Cleared: NXDOMAIN again; clones share the zone.
         dns_zone.clone().clear_txt("_acme-challenge.example.test");
         assert_eq!(
-            dns_zone.txt("_acme-challenge.example.test"),
+            dns_zone.lookup("_acme-challenge.example.test"),
             Err(DnsError::NxDomain)
         );
 
         // Long wrong values are cut in the detail.
         dns_zone.add_txt("_acme-challenge.example.test", &"x".repeat(300));
-        let p = validate_dns01(&dns_zone, &id, KA).unwrap_err();
+        let p = validate_dns01(&dns_zone, &id, KA).await.unwrap_err();
         assert!(
             detail(&p).contains(&format!("\"{}...\"", "x".repeat(100))),
             "{p}"
         );
 
-        let p = validate_dns01(&dns_zone, &Identifier::ip(LOCALHOST), KA).unwrap_err();
+        let p = validate_dns01(&dns_zone, &Identifier::ip(LOCALHOST), KA)
+            .await
+            .unwrap_err();
         assert_eq!(p.kind, ProblemType::Malformed);
     }
 }

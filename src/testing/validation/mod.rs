@@ -5,17 +5,17 @@
 //! The CA connects to whatever address it is given: a test CA normally
 //! resolves every DNS name to a loopback address. DNS questions (dns-01 TXT
 //! lookups) go to a [`DnsResolver`]; [`StaticDns`] is an in-memory one whose
-//! records and failures the test sets.
+//! records and failures the test sets, [`ServerDns`] asks a real DNS server.
 //!
 //! ```
-//! use sturdy_acme::testing::{DnsError, DnsResolver, StaticDns};
+//! use sturdy_acme::testing::{DnsError, StaticDns};
 //!
 //! let dns = StaticDns::new();
 //! dns.add_txt("_acme-challenge.example.test.", "value");
-//! assert_eq!(dns.txt("_ACME-challenge.example.test").unwrap(), ["value"]);
+//! assert_eq!(dns.lookup("_ACME-challenge.example.test").unwrap(), ["value"]);
 //! dns.fail("_acme-challenge.broken.test", DnsError::ServFail);
-//! assert!(matches!(dns.txt("_acme-challenge.broken.test"), Err(DnsError::ServFail)));
-//! assert!(matches!(dns.txt("unknown.test"), Err(DnsError::NxDomain)));
+//! assert!(matches!(dns.lookup("_acme-challenge.broken.test"), Err(DnsError::ServFail)));
+//! assert!(matches!(dns.lookup("unknown.test"), Err(DnsError::NxDomain)));
 //! ```
 #![allow(
     clippy::result_large_err,
@@ -30,7 +30,7 @@ mod tls_alpn;
 use std::io;
 
 pub(crate) use dns::validate_dns01;
-pub use dns::{DnsError, DnsResolver, StaticDns};
+pub use dns::{DnsError, DnsFuture, DnsResolver, ServerDns, StaticDns};
 pub(crate) use http01::validate_http01;
 pub(crate) use tls_alpn::validate_tls_alpn01;
 

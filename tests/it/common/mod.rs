@@ -15,6 +15,8 @@
 //! a process-wide default provider.
 #![allow(dead_code)]
 
+pub mod dns_proxy;
+pub mod knot;
 pub mod pebble;
 pub mod postgres;
 pub mod tcp_proxy;
