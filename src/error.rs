@@ -350,6 +350,21 @@ pub enum Error {
     /// says.
     #[error("DNS: {0}")]
     Dns(#[from] DnsError),
+
+    /// The CAA pre-flight ([`crate::caa`]) found, before any order, that the
+    /// CA's CAA check would fail: a record forbids this CA
+    /// ([`CaaCause::Forbidden`]), or a nameserver of the domain does not
+    /// answer ([`CaaCause::LookupFailed`]). Classed [`ErrorClass::Caa`].
+    #[error("CAA pre-flight: {summary}")]
+    CaaPreflight {
+        /// The names whose check failed.
+        names: Vec<String>,
+        /// Forbidden or unreachable.
+        cause: CaaCause,
+        /// Each failed name's verdict with its evidence (record, or
+        /// nameserver, zone and wait).
+        summary: String,
+    },
 }
 
 impl Error {
@@ -499,6 +514,10 @@ impl Error {
                 ..
             }) => ErrorClass::Transient,
             Self::Io(_) | Self::Store(_) => ErrorClass::Store,
+            Self::CaaPreflight { names, cause, .. } => ErrorClass::Caa {
+                names: names.clone(),
+                cause: *cause,
+            },
             Self::Dns(e) if e.is_transient() => ErrorClass::Transient,
             Self::Dns(_) => ErrorClass::Permanent,
         }

@@ -143,6 +143,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod caa;
 mod client;
 mod clock;
 mod crypto;

@@ -38,9 +38,11 @@ use zeroize::Zeroizing;
 pub use limits::{Headroom, Limit, RateLimits, registered_domain};
 pub use manage::{CertificateStatus, RevokeWith};
 
+use crate::caa::{CaaChecker, CaaContext, CaaVerdict};
 use crate::client::{Account, AccountOptions, Client, NewOrder, Order};
 use crate::crypto::{AccountKey, CertificateKey, CertificateKeyType, Csr, KeyAlgorithm};
-use crate::error::{Error, ErrorClass, Result};
+use crate::dns::{Dns, DnsConfig};
+use crate::error::{CaaCause, Error, ErrorClass, Result};
 use crate::protocol::CertId;
 use crate::protocol::{AuthorizationStatus, ChallengeType, Identifier, OrderStatus, timestamp};
 use crate::solver::{ChallengeAnswer, Solver};
@@ -216,6 +218,7 @@ pub struct IssuerBuilder<S: Store> {
     lease_wait: Duration,
     holder: String,
     observer: Option<StepObserver>,
+    caa: Option<CaaChecker>,
 }
 
 impl<S: Store> std::fmt::Debug for IssuerBuilder<S> {
@@ -303,6 +306,25 @@ impl<S: Store> IssuerBuilder<S> {
         self
     }
 
+    /// The DNS the issuer may ask, which turns on the CAA pre-flight
+    /// ([`crate::caa`]) with its defaults: before each newOrder, every name's
+    /// CAA records are read at the domain's authoritative nameservers. A
+    /// forbidding record fails the order at once; a nameserver that does
+    /// not answer is asked again on the CAA schedule, then fails with
+    /// [`ErrorClass::Caa`] / [`CaaCause::LookupFailed`](crate::CaaCause)
+    /// naming it, and no order, authorization or finalize is spent.
+    pub fn dns(mut self, config: DnsConfig) -> Self {
+        self.caa = Some(CaaChecker::new(Dns::new(config)));
+        self
+    }
+
+    /// Replaces the CAA pre-flight's checker (`Some`), or turns the
+    /// pre-flight off (`None`).
+    pub fn caa_preflight(mut self, checker: Option<CaaChecker>) -> Self {
+        self.caa = checker;
+        self
+    }
+
     /// The issuer.
     pub fn build(self) -> Issuer<S> {
         let limits = self
@@ -321,6 +343,7 @@ impl<S: Store> IssuerBuilder<S> {
                 lease_wait: self.lease_wait,
                 holder: self.holder,
                 observer: self.observer,
+                caa: self.caa,
                 account: tokio::sync::RwLock::new(None),
                 limits,
                 flights: Mutex::new(HashMap::new()),
@@ -342,6 +365,7 @@ struct Inner<S: Store> {
     lease_wait: Duration,
     holder: String,
     observer: Option<StepObserver>,
+    caa: Option<CaaChecker>,
     /// The account, once loaded or registered; replaced by a key rollover.
     account: tokio::sync::RwLock<Option<Account>>,
     limits: RateLimits,
@@ -420,6 +444,7 @@ impl<S: Store> Issuer<S> {
             lease_wait: Duration::from_secs(600),
             holder: crate::store::unique_holder(None),
             observer: None,
+            caa: None,
         }
     }
 
@@ -1434,6 +1459,10 @@ impl<S: Store> Issuer<S> {
                 return Ok(order);
             }
         }
+        // Before anything is spent: would the CA's CAA check pass?
+        if let Some(checker) = &self.inner.caa {
+            self.caa_preflight(checker, key, account, options).await?;
+        }
         // Checked and counted in one atomic ledger update: the order and,
         // unless this journal already holds one, the certificate it is for.
         let reserve_certificate = !journal.certificate_reserved;
@@ -1747,6 +1776,92 @@ impl<S: Store> Issuer<S> {
             }
         }
         result.map_err(DriveError::Failed)
+    }
+
+    /// The CAA pre-flight of a set before its newOrder: forbidden fails at
+    /// once; unreachable is asked again on the checker's schedule, then
+    /// fails. IP identifiers have no CAA (RFC 8738 §7 leaves it undefined).
+    async fn caa_preflight(
+        &self,
+        checker: &CaaChecker,
+        key: &IdentifierSetKey,
+        account: &Account,
+        options: &EnsureOptions,
+    ) -> Result<()> {
+        let names: Vec<String> = key
+            .identifiers()
+            .iter()
+            .filter(|i| i.kind == "dns")
+            .map(|i| i.value.clone())
+            .collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        let methods: Vec<ChallengeType> = if options.challenge_types.is_empty() {
+            self.inner
+                .solvers
+                .iter()
+                .map(|s| s.challenge_type())
+                .collect()
+        } else {
+            options.challenge_types.clone()
+        };
+        let ctx = CaaContext {
+            ca_identities: checker.identities_override().map_or_else(
+                || self.inner.client.directory().meta.caa_identities.clone(),
+                <[String]>::to_vec,
+            ),
+            account_uri: Some(account.url().to_owned()),
+            validation_methods: methods.iter().map(ToString::to_string).collect(),
+        };
+        let backoff = *checker.retry_backoff();
+        let started = std::time::Instant::now();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let reports = checker.check(&names, &ctx).await;
+            for report in &reports {
+                tracing::info!(set = %key, name = %report.name, verdict = %report.summary(), "CAA pre-flight");
+            }
+            let failed: Vec<&crate::caa::CaaReport> =
+                reports.iter().filter(|r| !r.verdict.may_issue()).collect();
+            if failed.is_empty() {
+                return Ok(());
+            }
+            let forbidden = failed
+                .iter()
+                .any(|r| matches!(r.verdict, CaaVerdict::Forbidden { .. }));
+            let error = Error::CaaPreflight {
+                names: failed.iter().map(|r| r.name.clone()).collect(),
+                cause: if forbidden {
+                    CaaCause::Forbidden
+                } else {
+                    CaaCause::LookupFailed
+                },
+                summary: failed
+                    .iter()
+                    .map(|r| r.summary())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            };
+            if forbidden {
+                return Err(error);
+            }
+            let delay = backoff.nominal_delay(attempt - 1);
+            if attempt >= backoff.max_attempts() || started.elapsed() + delay > backoff.budget() {
+                return Err(if attempt > 1 {
+                    Error::GaveUp {
+                        attempts: attempt,
+                        elapsed: started.elapsed(),
+                        source: Box::new(error),
+                    }
+                } else {
+                    error
+                });
+            }
+            tracing::warn!(set = %key, error = %error, retry_in = ?delay, "CAA pre-flight: a nameserver did not answer; no order until it does");
+            tokio::time::sleep(delay).await;
+        }
     }
 
     fn pick(

@@ -1,0 +1,269 @@
+//! The CAA pre-flight against a real authoritative server (Knot DNS): each
+//! verdict from real records, a nameserver that times out (through the
+//! lab's proxy), and the issuer sending no newOrder while it does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sturdy_acme::caa::{CaaChecker, CaaContext, CaaReport, CaaVerdict};
+use sturdy_acme::dns::Dns;
+use sturdy_acme::solver::dns01::{Rfc2136Config, Rfc2136Solver};
+use sturdy_acme::store::FileStore;
+use sturdy_acme::testing::{ServerDns, TestCa};
+use sturdy_acme::{Backoff, CaaCause, Endpoint, EnsureOptions, ErrorClass, Issuer, Jitter};
+
+use crate::common::knot::{DnsLab, TEST_CA_IDENTITY};
+use crate::issuer::temp_store;
+
+fn ctx() -> CaaContext {
+    CaaContext {
+        ca_identities: vec![TEST_CA_IDENTITY.into()],
+        account_uri: Some("https://ca.invalid/acct/1".into()),
+        validation_methods: vec!["dns-01".into()],
+    }
+}
+
+async fn check(lab: &DnsLab, name: &str) -> CaaReport {
+    let checker =
+        CaaChecker::new(Dns::new(lab.dns_config())).query_timeout(Duration::from_millis(400));
+    let mut reports = checker.check(&[name], &ctx()).await;
+    reports.remove(0)
+}
+
+fn forbidden_reason(report: &CaaReport) -> &str {
+    match &report.verdict {
+        CaaVerdict::Forbidden { reason, .. } => reason,
+        other => panic!("{}: {other:?}", report.name),
+    }
+}
+
+#[tokio::test]
+async fn each_record_set_gets_its_verdict() {
+    crate::common::init_tracing();
+    let Some(lab) = DnsLab::start().await else {
+        return;
+    };
+    let allowed = check(&lab, "allowed.caa.test").await;
+    let CaaVerdict::Allowed {
+        at,
+        record: Some(record),
+    } = &allowed.verdict
+    else {
+        panic!("{allowed:?}")
+    };
+    assert_eq!(at, "allowed.caa.test");
+    assert_eq!(record.value, TEST_CA_IDENTITY);
+    assert!(allowed.queries.iter().all(|q| q.answered), "{allowed:?}");
+
+    let other = check(&lab, "other.caa.test").await;
+    assert!(
+        forbidden_reason(&other).contains("other-ca.example"),
+        "{other:?}"
+    );
+
+    // issuewild for another CA: the apex may be issued, its wildcard not.
+    let wild = check(&lab, "wild.caa.test").await;
+    assert!(
+        matches!(wild.verdict, CaaVerdict::Allowed { .. }),
+        "{wild:?}"
+    );
+    let star = check(&lab, "*.wild.caa.test").await;
+    assert!(forbidden_reason(&star).contains("issuewild"), "{star:?}");
+
+    let account = check(&lab, "account.caa.test").await;
+    assert!(
+        forbidden_reason(&account).contains("accounturi"),
+        "{account:?}"
+    );
+
+    let methods = check(&lab, "methods.caa.test").await;
+    assert!(
+        forbidden_reason(&methods).contains("validationmethods=http-01"),
+        "{methods:?}"
+    );
+
+    let critical = check(&lab, "critical.caa.test").await;
+    assert!(
+        forbidden_reason(&critical).contains("issuer-critical"),
+        "{critical:?}"
+    );
+
+    // A CNAME: the target's CAA records are the name's.
+    let aliased = check(&lab, "aliased.caa.test").await;
+    assert!(
+        forbidden_reason(&aliased).contains("other-ca.example"),
+        "{aliased:?}"
+    );
+
+    // No records on the climb: none.caa.test, caa.test, test.
+    let none = check(&lab, "none.caa.test").await;
+    assert_eq!(none.verdict, CaaVerdict::NoRecords, "{none:?}");
+    let asked: Vec<&str> = none.queries.iter().map(|q| q.name.as_str()).collect();
+    assert_eq!(asked, ["none.caa.test", "caa.test", "test"]);
+
+    // A subdomain inherits its parent's records.
+    let below = check(&lab, "deep.below.other.caa.test").await;
+    let CaaVerdict::Forbidden { at, .. } = &below.verdict else {
+        panic!("{below:?}")
+    };
+    assert_eq!(at, "other.caa.test");
+}
+
+#[tokio::test]
+async fn a_nameserver_that_does_not_answer_is_named_with_its_wait() {
+    crate::common::init_tracing();
+    let Some(lab) = DnsLab::start().await else {
+        return;
+    };
+    // Slow but within the timeout: answered, the latency shows it.
+    lab.proxy().delay_caa(Duration::from_millis(150));
+    let slow = check(&lab, "www.slow.test").await;
+    assert_eq!(slow.verdict, CaaVerdict::NoRecords, "{slow:?}");
+    let first = &slow.queries[0];
+    assert_eq!(first.nameserver.name, "ns.slow.test");
+    assert!(first.latency >= Duration::from_millis(150), "{first:?}");
+
+    // Dropped: unreachable, naming the nameserver and zone.
+    lab.proxy().drop_caa(true);
+    let down = check(&lab, "www.slow.test").await;
+    let CaaVerdict::Unreachable {
+        zone,
+        server,
+        after,
+        ..
+    } = &down.verdict
+    else {
+        panic!("{down:?}")
+    };
+    assert_eq!(zone.as_deref(), Some("slow.test"));
+    assert!(
+        server.contains("ns.slow.test") && server.contains(&lab.proxy().addr().to_string()),
+        "{server}"
+    );
+    assert!(*after >= Duration::from_millis(400), "{after:?}");
+    let summary = down.summary();
+    assert!(
+        summary.contains("unreachable") && summary.contains("ns.slow.test"),
+        "{summary}"
+    );
+}
+
+/// The embedded CA, the lab's DNS behind it, an issuer with dns-01 by
+/// RFC 2136 and the CAA pre-flight retried every 200 ms.
+async fn issuer_on(lab: &DnsLab) -> (TestCa, Issuer<FileStore>, std::path::PathBuf) {
+    let ca = TestCa::builder()
+        .real_validation(0, 0, Arc::new(ServerDns::new(lab.dns_config())))
+        .start()
+        .await
+        .unwrap();
+    let solver = Rfc2136Solver::new(
+        Dns::new(lab.dns_config()),
+        Rfc2136Config::new(lab.resolver(), Some(lab.tsig_key().parse().unwrap()))
+            .poll_interval(Duration::from_millis(50), Duration::from_millis(200)),
+    );
+    let checker = CaaChecker::new(Dns::new(lab.dns_config()))
+        .query_timeout(Duration::from_millis(300))
+        .retry(
+            Backoff::new(100, Duration::from_millis(200))
+                .with_factor(1)
+                .with_jitter(Jitter::None)
+                .with_budget(Duration::from_secs(60)),
+        );
+    let dir = temp_store("caa");
+    let issuer = Issuer::builder(ca.client().await.unwrap(), FileStore::open(&dir).unwrap())
+        .solver(Arc::new(solver))
+        .caa_preflight(Some(checker))
+        .build();
+    (ca, issuer, dir)
+}
+
+#[tokio::test]
+async fn no_new_order_is_sent_while_the_customers_nameserver_times_out() {
+    crate::common::init_tracing();
+    let Some(lab) = DnsLab::start().await else {
+        return;
+    };
+    let (ca, issuer, dir) = issuer_on(&lab).await;
+    lab.proxy().drop_caa(true);
+    let ensuring = tokio::spawn({
+        let issuer = issuer.clone();
+        async move {
+            issuer
+                .ensure(&["www.slow.test"], &EnsureOptions::default())
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert!(!ensuring.is_finished());
+    assert_eq!(
+        ca.ledger().requests_to(Endpoint::NewOrder),
+        0,
+        "no newOrder while DNS is down"
+    );
+    assert!(
+        lab.proxy().caa_seen() >= 3,
+        "asked again: {}",
+        lab.proxy().caa_seen()
+    );
+    lab.proxy().drop_caa(false);
+    let ensured = tokio::time::timeout(Duration::from_secs(20), ensuring)
+        .await
+        .expect("issued once the nameserver answers")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ensured.source, sturdy_acme::CertificateSource::New);
+    assert_eq!(ca.ledger().requests_to(Endpoint::NewOrder), 1);
+    assert_eq!(ca.ledger().issued_for(&["www.slow.test"]), 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_forbidding_record_fails_at_once_without_an_order() {
+    let Some(lab) = DnsLab::start().await else {
+        return;
+    };
+    let (ca, issuer, dir) = issuer_on(&lab).await;
+    let err = issuer
+        .ensure(&["other.caa.test"], &EnsureOptions::default())
+        .await
+        .unwrap_err();
+    match err.class() {
+        ErrorClass::Caa { names, cause } => {
+            assert_eq!(names, ["other.caa.test"]);
+            assert_eq!(cause, CaaCause::Forbidden);
+        }
+        other => panic!("{other:?}: {err}"),
+    }
+    assert!(err.to_string().contains("other-ca.example"), "{err}");
+    assert_eq!(ca.ledger().requests_to(Endpoint::NewOrder), 0);
+
+    // Unreachable to the end: classed as the CA's CAA lookup failure.
+    lab.proxy().drop_caa(true);
+    let checker = CaaChecker::new(Dns::new(lab.dns_config()))
+        .query_timeout(Duration::from_millis(200))
+        .retry(Backoff::new(2, Duration::from_millis(50)).with_jitter(Jitter::None));
+    let quick = Issuer::builder(ca.client().await.unwrap(), FileStore::open(&dir).unwrap())
+        .solver(Arc::new(Rfc2136Solver::new(
+            Dns::new(lab.dns_config()),
+            Rfc2136Config::new(lab.resolver(), Some(lab.tsig_key().parse().unwrap())),
+        )))
+        .caa_preflight(Some(checker))
+        .build();
+    let err = quick
+        .ensure(&["www.slow.test"], &EnsureOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.class(),
+            ErrorClass::Caa {
+                cause: CaaCause::LookupFailed,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("ns.slow.test"), "{err}");
+    assert_eq!(ca.ledger().requests_to(Endpoint::NewOrder), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
