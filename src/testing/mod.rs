@@ -126,7 +126,7 @@ pub use ca::{RenewalInfoAnswer, ValidationMode};
 pub use faults::{CannedAnswer, Fault, FaultRule, RetryAfterForm, Trigger};
 use in_process::InProcess;
 pub use store_conformance::{ConformanceFailure, check_store};
-pub use validation::{DnsError, DnsFuture, DnsResolver, ServerDns, StaticDns};
+pub use validation::{CaaFuture, DnsError, DnsFuture, DnsResolver, ServerDns, StaticDns};
 
 use crate::client::{Client, ClientBuilder};
 use crate::error::{Error, Result};

@@ -267,3 +267,79 @@ async fn a_forbidding_record_fails_at_once_without_an_order() {
     assert_eq!(ca.ledger().requests_to(Endpoint::NewOrder), 0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn the_embedded_ca_rechecks_caa_from_the_real_records_at_finalize() {
+    crate::common::init_tracing();
+    let Some(lab) = DnsLab::start().await else {
+        return;
+    };
+    let ca = TestCa::builder()
+        .real_validation(0, 0, Arc::new(ServerDns::new(lab.dns_config())))
+        .start()
+        .await
+        .unwrap();
+    let client = ca
+        .client_builder()
+        .retry_policy(sturdy_acme::RetryPolicy::no_retries())
+        .build()
+        .await
+        .unwrap();
+    let dir = temp_store("caa-ca");
+    // No pre-flight: the CA's own check is what refuses.
+    let issuer = Issuer::builder(client, FileStore::open(&dir).unwrap())
+        .solver(Arc::new(Rfc2136Solver::new(
+            Dns::new(lab.dns_config()),
+            Rfc2136Config::new(lab.resolver(), Some(lab.tsig_key().parse().unwrap())),
+        )))
+        .build();
+    let err = issuer
+        .ensure(&["other.caa.test"], &EnsureOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.class(),
+            ErrorClass::Caa {
+                cause: CaaCause::Forbidden,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("CAA record for other.caa.test prevents issuance"),
+        "{err}"
+    );
+
+    lab.proxy().drop_caa(true);
+    let err = issuer
+        .ensure(&["www.slow.test"], &EnsureOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.class(),
+            ErrorClass::Caa {
+                cause: CaaCause::LookupFailed,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("query timed out looking up CAA for www.slow.test"),
+        "{err}"
+    );
+    assert_eq!(ca.ledger().certificates.len(), 0);
+
+    // Allowed by its record: issued.
+    lab.proxy().drop_caa(false);
+    issuer
+        .ensure(&["allowed.caa.test"], &EnsureOptions::default())
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

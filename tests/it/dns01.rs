@@ -217,3 +217,50 @@ async fn an_update_with_the_wrong_key_is_refused_with_a_typed_error() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn pebble_validates_rfc2136_records_through_the_same_server() {
+    use crate::common::pebble::{Pebble, PebbleOptions};
+    use crate::common::suite::AcmeServer;
+    crate::common::init_tracing();
+    let Some(lab) = DnsLab::start().await else {
+        return;
+    };
+    let Some(pebble) = Pebble::start(PebbleOptions {
+        dns_server: Some(lab.recursive_resolver()),
+        ..Default::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let client = pebble.client_builder().build().await.unwrap();
+    let solver = Arc::new(solver(&lab));
+    let dir = temp_store("dns01-pebble");
+    let issuer = Issuer::builder(client, FileStore::open(&dir).unwrap())
+        .solver(solver)
+        .build();
+    for names in [
+        &["www.example.test"][..],
+        &["example.test", "*.example.test"][..],
+        &["alias.example.test"][..],
+    ] {
+        let ensured = issuer
+            .ensure(names, &EnsureOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{names:?}: {e}\n{}", pebble.log()));
+        assert_eq!(ensured.source, CertificateSource::New, "{names:?}");
+    }
+    assert_eq!(pebble.issued_count(), 3);
+    for name in [
+        "_acme-challenge.www.example.test",
+        "_acme-challenge.example.test",
+        "alias.acme-delegated.test",
+    ] {
+        assert!(
+            lab.txt(lab.resolver(), name).await.is_empty(),
+            "{name} cleaned up"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -59,40 +59,75 @@ impl State {
             sub.status = Some(403);
             failures.push(sub);
         }
-        match failures.len() {
-            0 => Ok(()),
-            1 => {
-                let sub = failures.remove(0);
-                let mut p = Problem::new(
-                    ProblemType::Caa,
-                    format!(
-                        "Error finalizing order :: rechecking caa: {}",
-                        sub.detail.clone().unwrap_or_default()
-                    ),
-                );
-                p.status = Some(403);
-                p.subproblems = vec![sub];
-                Err(Box::new(p))
-            }
-            n => {
-                let first = failures[0]
-                    .identifier
-                    .as_ref()
-                    .map(|i| i.value.clone())
-                    .unwrap_or_default();
-                let mut p = Problem::new(
-                    ProblemType::Caa,
-                    format!(
-                        "Error finalizing order :: Rechecking CAA for {first:?} and {} more identifiers failed. Refer to sub-problems for more information",
-                        n - 1
-                    ),
-                );
-                p.status = Some(403);
-                p.subproblems = failures;
-                Err(Box::new(p))
-            }
+        caa_failures(failures)
+    }
+}
+
+/// The finalize refusal for CAA `failures` (one subproblem per identifier),
+/// worded as Boulder words it; `Ok` when there are none.
+pub(super) fn caa_failures(mut failures: Vec<Problem>) -> Result<(), Box<Problem>> {
+    match failures.len() {
+        0 => Ok(()),
+        1 => {
+            let sub = failures.remove(0);
+            let mut p = Problem::new(
+                ProblemType::Caa,
+                format!(
+                    "Error finalizing order :: rechecking caa: {}",
+                    sub.detail.clone().unwrap_or_default()
+                ),
+            );
+            p.status = Some(403);
+            p.subproblems = vec![sub];
+            Err(Box::new(p))
+        }
+        n => {
+            let first = failures[0]
+                .identifier
+                .as_ref()
+                .map(|i| i.value.clone())
+                .unwrap_or_default();
+            let mut p = Problem::new(
+                ProblemType::Caa,
+                format!(
+                    "Error finalizing order :: Rechecking CAA for {first:?} and {} more identifiers failed. Refer to sub-problems for more information",
+                    n - 1
+                ),
+            );
+            p.status = Some(403);
+            p.subproblems = failures;
+            Err(Box::new(p))
         }
     }
+}
+
+/// The CAA check through DNS (a [`DnsResolver`](crate::testing::DnsResolver)
+/// that reads real CAA records): one subproblem per identifier whose
+/// verdict forbids issuing or could not be read.
+pub(super) fn dns_caa_failures(
+    ids: &[Identifier],
+    reports: &[crate::caa::CaaReport],
+) -> Vec<Problem> {
+    use crate::caa::CaaVerdict;
+    let mut failures = Vec::new();
+    for report in reports {
+        let detail = match &report.verdict {
+            CaaVerdict::Forbidden { at, .. } => format!(
+                "While processing CAA for {}: CAA record for {at} prevents issuance",
+                report.name
+            ),
+            CaaVerdict::Unreachable { at, .. } => format!(
+                "While processing CAA for {}: DNS problem: query timed out looking up CAA for {at}",
+                report.name
+            ),
+            _ => continue,
+        };
+        let mut sub = Problem::new(ProblemType::Caa, detail);
+        sub.identifier = ids.iter().find(|i| i.value == report.name).cloned();
+        sub.status = Some(403);
+        failures.push(sub);
+    }
+    failures
 }
 
 /// The CSR key policy: ECDSA P-256/P-384 or RSA 2048..=8192 bits.

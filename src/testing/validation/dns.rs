@@ -11,6 +11,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 use super::quote;
+use crate::caa::{CaaChecker, CaaContext, CaaReport};
 use crate::crypto::challenge::dns01_txt_value;
 use crate::dns::{Dns, DnsConfig};
 use crate::error::{Problem, ProblemType};
@@ -33,7 +34,20 @@ pub trait DnsResolver: Send + Sync + fmt::Debug {
     /// `Ok` with no records is a NOERROR/NODATA answer: the name exists but
     /// has no TXT record.
     fn txt<'a>(&'a self, name: &'a str) -> DnsFuture<'a>;
+
+    /// The CA's CAA check of `names` at finalize, `ctx` saying who the CA
+    /// and the account are. The default reads no DNS and returns no
+    /// report: the builder's [`CaaPolicy`](crate::testing::CaaPolicy) map
+    /// alone decides. [`ServerDns`] climbs the real records
+    /// ([`crate::caa::CaaChecker`]).
+    fn caa<'a>(&'a self, names: &'a [String], ctx: &'a CaaContext) -> CaaFuture<'a> {
+        let _ = (names, ctx);
+        Box::pin(std::future::ready(Vec::new()))
+    }
 }
+
+/// The future of [`DnsResolver::caa`].
+pub type CaaFuture<'a> = Pin<Box<dyn Future<Output = Vec<CaaReport>> + Send + 'a>>;
 
 /// Why a DNS lookup failed.
 ///
@@ -148,7 +162,10 @@ impl DnsResolver for StaticDns {
 
 /// A [`DnsResolver`] asking a real DNS server, the way a CA's resolver
 /// would: recursion desired, CNAME chains followed (up to 8 links), a
-/// timeout per question. In tests it points at the authoritative server the
+/// timeout per question; and the finalize-time CAA check from the real
+/// records (RFC 8659 climb at the authoritative nameservers), so a
+/// forbidding record or a nameserver that times out fails finalize with
+/// Boulder's words. In tests it points at the authoritative server the
 /// test runs, so the CA validates what the solver really published.
 ///
 /// # Example
@@ -206,6 +223,10 @@ impl ServerDns {
 impl DnsResolver for ServerDns {
     fn txt<'a>(&'a self, name: &'a str) -> DnsFuture<'a> {
         Box::pin(self.lookup(name))
+    }
+
+    fn caa<'a>(&'a self, names: &'a [String], ctx: &'a CaaContext) -> CaaFuture<'a> {
+        Box::pin(async move { CaaChecker::new(self.dns.clone()).check(names, ctx).await })
     }
 }
 

@@ -30,7 +30,7 @@ mod tls_alpn;
 use std::io;
 
 pub(crate) use dns::validate_dns01;
-pub use dns::{DnsError, DnsFuture, DnsResolver, ServerDns, StaticDns};
+pub use dns::{CaaFuture, DnsError, DnsFuture, DnsResolver, ServerDns, StaticDns};
 pub(crate) use http01::validate_http01;
 pub(crate) use tls_alpn::validate_tls_alpn01;
 

@@ -19,6 +19,9 @@ const CAA: u16 = 257;
 
 #[derive(Default)]
 struct Behaviour {
+    /// Act as a recursive resolver would for names on one server: when the
+    /// answer is only a CNAME, ask for its target and add those records.
+    chase_cnames: AtomicBool,
     drop_caa: AtomicBool,
     delay_caa_ms: AtomicU64,
     caa_seen: AtomicUsize,
@@ -32,6 +35,15 @@ pub struct DnsProxy {
 }
 
 impl DnsProxy {
+    /// A resolver in front of `upstream` (an authoritative server that
+    /// does not chase CNAMEs into its other zones): answers are completed
+    /// with the CNAME targets' records, as a CA's recursive resolver would.
+    pub async fn start_resolver(addr: SocketAddr, upstream: SocketAddr) -> DnsProxy {
+        let proxy = Self::start(addr, upstream).await;
+        proxy.behaviour.chase_cnames.store(true, Ordering::SeqCst);
+        proxy
+    }
+
     /// Listens on `addr` (UDP and TCP) and relays to `upstream`.
     pub async fn start(addr: SocketAddr, upstream: SocketAddr) -> DnsProxy {
         let behaviour = Arc::new(Behaviour::default());
@@ -61,7 +73,11 @@ impl DnsProxy {
                         tokio::time::timeout(Duration::from_secs(5), relay.recv_from(&mut answer))
                             .await
                     {
-                        let _ = udp.send_to(&answer[..n], from).await;
+                        let mut answer = answer[..n].to_vec();
+                        if b.chase_cnames.load(Ordering::SeqCst) {
+                            answer = chase(&answer, upstream).await.unwrap_or(answer);
+                        }
+                        let _ = udp.send_to(&answer, from).await;
                     }
                 });
             }
@@ -170,4 +186,45 @@ fn question_type(message: &[u8]) -> Option<u16> {
         *message.get(at)?,
         *message.get(at + 1)?,
     ]))
+}
+
+/// Completes an answer that is only a CNAME chain with the target's records
+/// of the asked type (at most 8 hops), asking `upstream` over UDP.
+async fn chase(answer: &[u8], upstream: SocketAddr) -> Option<Vec<u8>> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{RData, RecordType};
+    let mut message = Message::from_vec(answer).ok()?;
+    let query = message.queries.first()?.clone();
+    let qtype = query.query_type();
+    let mut name = query.name().clone();
+    for _ in 0..8 {
+        if message
+            .answers
+            .iter()
+            .any(|r| r.name == name && r.record_type() == qtype)
+        {
+            break;
+        }
+        let Some(target) = message.answers.iter().find_map(|r| match &r.data {
+            RData::CNAME(c) if r.name == name && qtype != RecordType::CNAME => Some(c.0.clone()),
+            _ => None,
+        }) else {
+            break;
+        };
+        let mut ask = Message::query();
+        ask.metadata.recursion_desired = true;
+        ask.add_query(Query::query(target.clone(), qtype));
+        let socket = UdpSocket::bind("127.0.0.1:0").await.ok()?;
+        socket.send_to(&ask.to_vec().ok()?, upstream).await.ok()?;
+        let mut buffer = vec![0u8; 65_535];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buffer))
+            .await
+            .ok()?
+            .ok()?;
+        let more = Message::from_vec(&buffer[..n]).ok()?;
+        message.metadata.response_code = more.metadata.response_code;
+        message.answers.extend(more.answers);
+        name = target;
+    }
+    message.to_vec().ok()
 }

@@ -18,6 +18,7 @@
 //! | 127.0.0.1 | primary `knotd`: every zone, UPDATE with the TSIG key |
 //! | 127.0.0.2 | secondary `knotd` of `lag.test`: transfers only when told ([`DnsLab::refresh_secondary`]) |
 //! | 127.0.0.3 | [`DnsProxy`] to the primary: the only nameserver of `slow.test` |
+//! | 127.0.0.4 | a CNAME-chasing resolver in front of the primary ([`DnsLab::recursive_resolver`]), for Pebble's VA |
 //!
 //! Zones (see [`ZONES`]): `test.` (so the CAA climb has a top), `example.test`,
 //! `acme-delegated.test` (where `_acme-challenge.alias.example.test` points),
@@ -47,6 +48,8 @@ pub const PRIMARY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 pub const SECONDARY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 /// The proxy's address (slow.test's nameserver).
 pub const PROXIED: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+/// The CNAME-chasing resolver's address (what Pebble's VA asks).
+pub const RECURSIVE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 4);
 /// The TSIG key's name.
 pub const KEY_NAME: &str = "sturdy-update.";
 /// The CAA identity the embedded test CA announces.
@@ -108,6 +111,7 @@ pub struct DnsLab {
     primary: Child,
     secondary: Child,
     proxy: DnsProxy,
+    resolver: DnsProxy,
     key_secret: String,
 }
 
@@ -141,6 +145,11 @@ impl DnsLab {
                 SocketAddr::from((PRIMARY, port)),
             )
             .await;
+            let resolver = DnsProxy::start_resolver(
+                SocketAddr::from((RECURSIVE, port)),
+                SocketAddr::from((PRIMARY, port)),
+            )
+            .await;
             // The secondary's first transfer needs the primary up.
             let up = wait_served(SocketAddr::from((PRIMARY, port)), "slow.test").await;
             let secondary = spawn(&knotd, &secondary_dir);
@@ -150,6 +159,7 @@ impl DnsLab {
                 primary,
                 secondary,
                 proxy,
+                resolver,
                 key_secret: key_secret.clone(),
             };
             if up && wait_served(lab.secondary_addr(), "lag.test").await {
@@ -173,6 +183,13 @@ impl DnsLab {
     /// The primary (authoritative for every zone; takes UPDATEs).
     pub fn resolver(&self) -> SocketAddr {
         SocketAddr::from((PRIMARY, self.port))
+    }
+
+    /// A resolver that completes CNAME answers across zones (the primary
+    /// answers a CNAME into another of its zones with the CNAME alone), as
+    /// a CA's recursive resolver does: give it to Pebble's `-dnsserver`.
+    pub fn recursive_resolver(&self) -> SocketAddr {
+        self.resolver.addr()
     }
 
     /// The lagging secondary of `lag.test`.
@@ -343,13 +360,13 @@ async fn soa_serial(server: SocketAddr, apex: &str) -> Option<u32> {
     dns.soa_serial_at(server, apex).await.ok().flatten()
 }
 
-/// A port free on TCP and UDP at all three lab addresses.
+/// A port free on TCP and UDP at every lab address.
 fn pick_port() -> u16 {
     loop {
         let probe = TcpListener::bind((PRIMARY, 0)).unwrap();
         let port = probe.local_addr().unwrap().port();
         drop(probe);
-        let free = [PRIMARY, SECONDARY, PROXIED].iter().all(|ip| {
+        let free = [PRIMARY, SECONDARY, PROXIED, RECURSIVE].iter().all(|ip| {
             TcpListener::bind((*ip, port)).is_ok() && UdpSocket::bind((*ip, port)).is_ok()
         });
         if free {

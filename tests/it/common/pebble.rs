@@ -85,6 +85,9 @@ pub struct PebbleOptions {
     pub eab_required: bool,
     /// `externalAccountMACKeys`: (kid, base64url HMAC key without padding).
     pub eab_keys: Vec<(String, String)>,
+    /// `-dnsserver`: the DNS server Pebble's VA asks (dns-01 TXT, and the
+    /// addresses of http-01 / tls-alpn-01 names). Default: challtestsrv.
+    pub dns_server: Option<SocketAddr>,
 }
 
 impl Default for PebbleOptions {
@@ -98,6 +101,7 @@ impl Default for PebbleOptions {
             chain_length: None,
             eab_required: false,
             eab_keys: Vec::new(),
+            dns_server: None,
         }
     }
 }
@@ -215,9 +219,10 @@ impl Pebble {
         let pebble_log = dir.join("pebble.log");
         let flag = |b: bool| if b { "1" } else { "0" };
         let mut cmd = Command::new(pebble_bin);
-        cmd.arg("-config")
-            .arg(&config_path)
-            .args(["-dnsserver", &dns_addr]);
+        cmd.arg("-config").arg(&config_path).args([
+            "-dnsserver",
+            &opts.dns_server.map_or(dns_addr.clone(), |a| a.to_string()),
+        ]);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("PEBBLE_") {
                 cmd.env_remove(key);

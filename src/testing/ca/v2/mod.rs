@@ -119,6 +119,10 @@ pub(super) fn finalize_target(req: &WireRequest) -> Option<usize> {
     }
 }
 
+/// The CAA identity the test CA announces (`meta.caaIdentities`) and
+/// checks CAA records against.
+pub(super) const CAA_IDENTITY: &str = "sturdy-acme.test";
+
 impl Ca {
     pub(super) fn account_url(&self, id: usize) -> String {
         self.url(&format!("/acme/acct/{id}"))
@@ -262,7 +266,7 @@ impl Ca {
             meta: DirectoryMeta {
                 terms_of_service: Some(self.url("/terms")),
                 website: Some("https://github.com/sturdy-acme".into()),
-                caa_identities: vec!["sturdy-acme.test".into()],
+                caa_identities: vec![CAA_IDENTITY.into()],
                 external_account_required: config.eab_required,
                 profiles: if config.profiles {
                     super::renewal::PROFILES
@@ -376,7 +380,10 @@ impl Ca {
             (Route::KeyChange, Some(acct)) => self.key_change(acct, &parsed, &config),
             (Route::NewOrder, Some(acct)) => self.new_order(acct, &parsed, &config),
             (Route::Order(id), Some(acct)) => self.order(id, acct),
-            (Route::Finalize(id), Some(acct)) => self.finalize(id, acct, &parsed, &config),
+            (Route::Finalize(id), Some(acct)) => {
+                let dns_caa = self.dns_caa(id, acct, &config).await;
+                self.finalize(id, acct, &parsed, &config, dns_caa)
+            }
             (Route::Authz(id), Some(acct)) => self.authz(id, acct, &parsed),
             (Route::Challenge(a, c), Some(acct)) => {
                 self.challenge(a, c, acct, &parsed, &config).await

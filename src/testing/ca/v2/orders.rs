@@ -159,12 +159,46 @@ impl Ca {
         ))
     }
 
+    /// The CAA check through the CA's DNS resolver (real records with
+    /// [`ServerDns`](crate::testing::ServerDns)), before the state is
+    /// locked: the refusal, if any.
+    pub(super) async fn dns_caa(
+        &self,
+        id: usize,
+        acct: usize,
+        config: &Config,
+    ) -> Option<Box<crate::error::Problem>> {
+        let super::super::ValidationMode::Real { dns, .. } = &config.validation else {
+            return None;
+        };
+        let ids = {
+            let state = self.state();
+            state.orders.get(id)?.identifiers.clone()
+        };
+        let names: Vec<String> = ids
+            .iter()
+            .filter(|i| i.kind == "dns")
+            .map(|i| i.value.clone())
+            .collect();
+        let ctx = crate::caa::CaaContext {
+            ca_identities: vec![super::CAA_IDENTITY.into()],
+            account_uri: Some(self.account_url(acct)),
+            validation_methods: vec!["http-01".into(), "dns-01".into(), "tls-alpn-01".into()],
+        };
+        let reports = dns.caa(&names, &ctx).await;
+        super::super::issuance::caa_failures(super::super::issuance::dns_caa_failures(
+            &ids, &reports,
+        ))
+        .err()
+    }
+
     pub(super) fn finalize(
         &self,
         id: usize,
         acct: usize,
         parsed: &jws::Parsed,
         config: &Config,
+        dns_caa: Option<Box<crate::error::Problem>>,
     ) -> Answer {
         let csr_b64 = parsed
             .payload
@@ -179,6 +213,10 @@ impl Ca {
         let der = b64_decode(csr_b64).ok_or_else(|| bad_csr("CSR is not base64url".into()))?;
         let csr = pki::parse_csr(&der)
             .map_err(|e| bad_csr(format!("Error parsing certificate request: {e}")))?;
+        if let Some(problem) = dns_caa {
+            drop(state);
+            return Ok(self.problem_doc_response(403, &problem));
+        }
         match state.finalize_order(&self.pki, id, &csr, config) {
             Ok(()) => {}
             Err(FinalizeRefusal::Rejected(r)) => return Err(r),
