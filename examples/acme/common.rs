@@ -8,10 +8,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
+use sturdy_acme::dns::{Dns, DnsConfig, TsigKey};
+use sturdy_acme::solver::dns01::{Rfc2136Config, Rfc2136Solver};
 use sturdy_acme::solver::http01::{Http01Responder, Http01Solver};
 use sturdy_acme::solver::{ChallengeAnswer, Solver, SolverFuture};
 use sturdy_acme::store::{DynStore, FileMode, FileStore, write_file_atomic};
-use sturdy_acme::testing::{StaticDns, TestCa};
+use sturdy_acme::testing::{DnsResolver, ServerDns, StaticDns, TestCa};
 use sturdy_acme::{AccountOptions, ChallengeType, Client, Dialect, ExternalAccountKey, Issuer};
 use zeroize::Zeroizing;
 
@@ -71,9 +73,101 @@ pub struct ChallengeArgs {
     /// Address the http-01 responder binds.
     #[arg(long, default_value = "0.0.0.0")]
     pub http_bind: IpAddr,
+    /// dns-01 by RFC 2136 dynamic update: the primary nameserver that
+    /// accepts UPDATEs, `HOST:PORT`. Without it, dns-01 asks you to create
+    /// the TXT records by hand.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub rfc2136: Option<String>,
+    /// The TSIG key signing the UPDATEs, `NAME:ALGORITHM:BASE64SECRET`
+    /// (hmac-sha256 or hmac-sha512). Better in the environment variable
+    /// STURDY_ACME_TSIG_KEY, out of process listings.
+    #[arg(long, value_name = "NAME:ALGORITHM:BASE64SECRET")]
+    pub tsig_key: Option<String>,
+    /// The DNS server to ask (`HOST:PORT`): zones, nameservers, CNAMEs, and
+    /// for `--directory embedded` the test CA's own resolver. The
+    /// authoritative nameservers are asked on the same port. Default: the
+    /// system's resolvers (/etc/resolv.conf), nameservers on port 53.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub dns_server: Option<String>,
+    /// Do not read the names' CAA records before ordering (the pre-flight
+    /// runs whenever there is DNS to ask: with `--dns-server`, or the
+    /// system's resolvers for a real CA).
+    #[arg(long)]
+    pub no_caa_preflight: bool,
+}
+
+/// The environment variable holding the TSIG key.
+const TSIG_ENV: &str = "STURDY_ACME_TSIG_KEY";
+
+/// `HOST:PORT` to one socket address.
+fn socket_addr(flag: &str, text: &str) -> Result<SocketAddr, AnyError> {
+    use std::net::ToSocketAddrs;
+    text.to_socket_addrs()
+        .map_err(|e| format!("{flag} {text:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{flag} {text:?}: no address").into())
 }
 
 impl ChallengeArgs {
+    /// The DNS configuration: `--dns-server` (nameservers on its port), or
+    /// the system's resolvers; `None` when neither is there.
+    pub fn dns_config(&self) -> Result<Option<DnsConfig>, AnyError> {
+        match &self.dns_server {
+            Some(text) => {
+                let addr = socket_addr("--dns-server", text)?;
+                Ok(Some(
+                    DnsConfig::new(vec![addr]).authoritative_port(addr.port()),
+                ))
+            }
+            None => Ok(DnsConfig::system().ok()),
+        }
+    }
+
+    /// The DNS the issuer's CAA pre-flight asks: `--dns-server`, or for a
+    /// real CA the system's resolvers; none for the embedded CA without
+    /// `--dns-server` (its names exist nowhere) or with
+    /// `--no-caa-preflight`.
+    pub fn preflight_dns(&self, embedded: bool) -> Result<Option<DnsConfig>, AnyError> {
+        if self.no_caa_preflight || (embedded && self.dns_server.is_none()) {
+            return Ok(None);
+        }
+        self.dns_config()
+    }
+
+    /// The RFC 2136 solver of `--rfc2136` / `--tsig-key`, if asked for.
+    pub fn rfc2136_solver(&self) -> Result<Option<Rfc2136Solver>, AnyError> {
+        let Some(server) = &self.rfc2136 else {
+            if self.tsig_key.is_some() {
+                return Err("--tsig-key needs --rfc2136 HOST:PORT".into());
+            }
+            return Ok(None);
+        };
+        let server = socket_addr("--rfc2136", server)?;
+        let key_text = match &self.tsig_key {
+            Some(k) => {
+                step(
+                    "warning: --tsig-key puts the secret in process listings; use STURDY_ACME_TSIG_KEY",
+                );
+                Some(Zeroizing::new(k.clone()))
+            }
+            None => std::env::var(TSIG_ENV).ok().map(Zeroizing::new),
+        };
+        let key = key_text
+            .map(|k| k.parse::<TsigKey>())
+            .transpose()
+            .map_err(|e| format!("--tsig-key: {e}"))?;
+        if key.is_none() {
+            step("warning: --rfc2136 without a TSIG key: the UPDATEs are unsigned");
+        }
+        let dns = self
+            .dns_config()?
+            .ok_or("--rfc2136 needs a DNS server to find zones: --dns-server HOST:PORT")?;
+        Ok(Some(Rfc2136Solver::new(
+            Dns::new(dns),
+            Rfc2136Config::new(server, key),
+        )))
+    }
+
     pub fn challenge_type(&self) -> Result<ChallengeType, AnyError> {
         match self.challenge.as_str() {
             "http-01" => Ok(ChallengeType::Http01),
@@ -166,10 +260,20 @@ pub async fn connect(
         } else {
             Dialect::V2
         };
-        let mut builder =
-            TestCa::builder()
-                .dialect(dialect)
-                .real_validation(http_port, 0, Arc::new(dns.clone()));
+        // With --dns-server the CA validates dns-01 and checks CAA against
+        // that real server; else against the in-process records.
+        let resolver: Arc<dyn DnsResolver> = match challenge.map(|c| &c.dns_server) {
+            Some(Some(_)) => Arc::new(ServerDns::new(
+                challenge
+                    .expect("checked")
+                    .dns_config()?
+                    .expect("--dns-server given"),
+            )),
+            _ => Arc::new(dns.clone()),
+        };
+        let mut builder = TestCa::builder()
+            .dialect(dialect)
+            .real_validation(http_port, 0, resolver);
         if let Some((kid, hmac)) = &eab {
             builder = builder.eab_key(kid, hmac)?.eab_required(true);
         }
@@ -236,6 +340,11 @@ impl Connection {
     /// is not yet), the embedded CA's DNS, or a person adding TXT records.
     pub async fn solver(&mut self, c: &ChallengeArgs) -> Result<Arc<dyn Solver>, AnyError> {
         let challenge_type = c.challenge_type()?;
+        if challenge_type == ChallengeType::Dns01
+            && let Some(solver) = c.rfc2136_solver()?
+        {
+            return Ok(Arc::new(solver));
+        }
         Ok(match (&self.responder, &self.embedded, challenge_type) {
             (Some(r), _, _) => Arc::new(Http01Solver::for_responder(r)),
             (None, Some(e), ChallengeType::Dns01) => Arc::new(StaticDnsSolver(e.dns.clone())),
@@ -269,12 +378,17 @@ impl Connection {
         location: &StoreLocation,
         options: AccountOptions,
         solver: Option<Arc<dyn Solver>>,
+        dns: Option<DnsConfig>,
     ) -> Result<Issuer<Arc<dyn DynStore>>, AnyError> {
         let store = location.open().await?;
         // By hand, a renewal is made as soon as the CA's window opens.
         let mut builder = Issuer::builder(self.client.clone(), store)
             .account_options(options)
             .renew_at_window_start(true);
+        // The CAA pre-flight, whenever there is DNS to ask.
+        if let Some(dns) = dns {
+            builder = builder.dns(dns);
+        }
         if let Some(solver) = solver {
             builder = builder.solver(solver);
         }

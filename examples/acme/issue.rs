@@ -54,6 +54,12 @@ pub struct IssueArgs {
     /// its order, and runs racing for the same names issue once.
     #[arg(long, conflicts_with = "account_key")]
     pub store: Option<StoreLocation>,
+    /// Check, order nothing: print each name's CAA verdict with every
+    /// nameserver's answer time and, for dns-01, where `_acme-challenge`
+    /// leads (a CNAME into another zone, and that zone's nameservers).
+    /// Exits 4 (CAA) when a name cannot be issued.
+    #[arg(long)]
+    pub check: bool,
 }
 
 pub async fn run(args: IssueArgs) -> Result<(), AnyError> {
@@ -65,6 +71,9 @@ pub async fn run(args: IssueArgs) -> Result<(), AnyError> {
         order_request = order_request.profile(profile.clone());
     }
     let mut conn = connect(&args.common, Some(&args.challenge), &args.out).await?;
+    if args.check {
+        return check(&args, &conn, challenge_type).await;
+    }
     let account_alg: KeyAlgorithm = args.account_key_type.parse()?;
     let cert_key = match &args.cert_key {
         Some(path) => {
@@ -81,7 +90,8 @@ pub async fn run(args: IssueArgs) -> Result<(), AnyError> {
     if let Some(location) = &args.store {
         drop(cert_key);
         let solver = conn.solver(&args.challenge).await?;
-        let issuer = conn.issuer(location, options, Some(solver)).await?;
+        let dns = args.challenge.preflight_dns(conn.embedded.is_some())?;
+        let issuer = conn.issuer(location, options, Some(solver), dns).await?;
         let ensured = issuer
             .ensure(
                 &args.domains,
@@ -129,6 +139,11 @@ pub async fn run(args: IssueArgs) -> Result<(), AnyError> {
         conn.bind_responder(&args.challenge).await?;
     }
 
+    let rfc2136 = match challenge_type {
+        ChallengeType::Dns01 => args.challenge.rfc2136_solver()?,
+        _ => None,
+    };
+    let mut published = Vec::new();
     let mut to_answer = Vec::new();
     for authz in order.authorizations().await? {
         if authz.status() != AuthorizationStatus::Pending {
@@ -146,6 +161,18 @@ pub async fn run(args: IssueArgs) -> Result<(), AnyError> {
             )
         })?;
         match (&conn.responder, &conn.embedded) {
+            _ if rfc2136.is_some() => {
+                let name = challenge.dns01_record_name();
+                let value = challenge.dns01_txt_value()?;
+                let solver = rfc2136.as_ref().expect("checked");
+                let zone = solver.publish(&name, &value).await?;
+                step(format!(
+                    "added TXT {name} in zone {} by RFC 2136; all {} nameservers serve it",
+                    zone.apex,
+                    zone.nameservers.len()
+                ));
+                published.push((name, value));
+            }
             (Some(r), _) => r
                 .tokens()
                 .insert(challenge.token()?, challenge.key_authorization()?),
@@ -162,7 +189,11 @@ pub async fn run(args: IssueArgs) -> Result<(), AnyError> {
         }
         to_answer.push(challenge);
     }
-    if challenge_type == ChallengeType::Dns01 && !to_answer.is_empty() && conn.embedded.is_none() {
+    if challenge_type == ChallengeType::Dns01
+        && !to_answer.is_empty()
+        && conn.embedded.is_none()
+        && rfc2136.is_none()
+    {
         step("press Enter once the TXT records are visible in DNS");
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line)?;
@@ -175,7 +206,16 @@ pub async fn run(args: IssueArgs) -> Result<(), AnyError> {
             challenge.identifier().value
         ));
     }
-    order.wait_ready().await?;
+    let validated = order.wait_ready().await;
+    if let Some(solver) = &rfc2136 {
+        for (name, value) in &published {
+            match solver.unpublish(name, value).await {
+                Ok(()) => step(format!("deleted TXT {name}")),
+                Err(e) => step(format!("warning: could not delete TXT {name}: {e}")),
+            }
+        }
+    }
+    validated?;
     step("all identifiers validated");
     conn.responder = None;
 
@@ -257,5 +297,107 @@ fn load_or_create_account_key(
             path.display()
         ));
         Ok(key)
+    }
+}
+
+/// `--check`: the CAA verdict of every name, each nameserver's answer and
+/// time, and for dns-01 where `_acme-challenge` leads. Orders nothing.
+async fn check(
+    args: &IssueArgs,
+    conn: &Connection,
+    challenge_type: ChallengeType,
+) -> Result<(), AnyError> {
+    use sturdy_acme::caa::{CaaChecker, CaaContext};
+    use sturdy_acme::dns::Dns;
+    let dns = args
+        .challenge
+        .dns_config()?
+        .ok_or("--check needs a DNS server: --dns-server HOST:PORT")?;
+    let identities = conn.client.directory().meta.caa_identities.clone();
+    let ctx = CaaContext {
+        ca_identities: identities.clone(),
+        account_uri: None,
+        validation_methods: vec![challenge_type.to_string()],
+    };
+    println!(
+        "CA identities: {}",
+        if identities.is_empty() {
+            "none announced (issuer records cannot be judged)".to_owned()
+        } else {
+            identities.join(", ")
+        }
+    );
+    let names: Vec<&String> = args
+        .domains
+        .iter()
+        .filter(|d| d.parse::<std::net::IpAddr>().is_err())
+        .collect();
+    let reports = CaaChecker::new(Dns::new(dns.clone()))
+        .check(&names, &ctx)
+        .await;
+    let mut blocked = Vec::new();
+    for report in &reports {
+        println!("CAA {}", report.summary());
+        for q in &report.queries {
+            println!(
+                "    {:<40} {:<28} {:>7.1} ms  {}",
+                q.nameserver.to_string(),
+                q.name,
+                q.latency.as_secs_f64() * 1000.0,
+                q.outcome
+            );
+        }
+        if !report.verdict.may_issue() {
+            blocked.push(report.name.clone());
+        }
+    }
+    if challenge_type == ChallengeType::Dns01 {
+        let dns = Dns::new(dns);
+        for name in &names {
+            let record = format!("_acme-challenge.{}", name.trim_start_matches("*."));
+            match dns.follow_cname(&record).await {
+                Ok(target) => {
+                    let zone = dns.zone_of(&target).await;
+                    let zone = match &zone {
+                        Ok(z) => format!(
+                            "zone {}, nameservers {}",
+                            z.apex,
+                            z.nameservers
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        Err(e) => format!("zone not found: {e}"),
+                    };
+                    if target == record {
+                        println!("dns-01 {record}: not delegated ({zone})");
+                    } else {
+                        println!("dns-01 {record}: delegated by CNAME to {target} ({zone})");
+                    }
+                }
+                Err(e) => println!("dns-01 {record}: {e}"),
+            }
+        }
+    }
+    if blocked.is_empty() {
+        println!("check passed: the CA's CAA check should allow every name; nothing ordered");
+        Ok(())
+    } else {
+        let forbidden = reports
+            .iter()
+            .any(|r| matches!(r.verdict, sturdy_acme::caa::CaaVerdict::Forbidden { .. }));
+        Err(Box::new(sturdy_acme::Error::CaaPreflight {
+            names: blocked.clone(),
+            cause: if forbidden {
+                sturdy_acme::CaaCause::Forbidden
+            } else {
+                sturdy_acme::CaaCause::LookupFailed
+            },
+            summary: format!(
+                "{} cannot be issued now; nothing ordered",
+                blocked.join(", ")
+            ),
+        }))
     }
 }

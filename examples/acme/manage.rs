@@ -130,7 +130,12 @@ fn state(s: &CertificateStatus, now: SystemTime) -> String {
 pub async fn list(args: ListArgs) -> Result<(), AnyError> {
     let conn = connect(&args.common, None, &std::env::temp_dir()).await?;
     let issuer = conn
-        .issuer(&args.store.store, conn.account_options(&args.common)?, None)
+        .issuer(
+            &args.store.store,
+            conn.account_options(&args.common)?,
+            None,
+            None,
+        )
         .await?;
     let all = issuer.certificates().await?;
     let now = SystemTime::now();
@@ -191,6 +196,7 @@ pub async fn renew(args: RenewArgs) -> Result<(), AnyError> {
             &args.store.store,
             conn.account_options(&args.common)?,
             Some(solver),
+            args.challenge.preflight_dns(conn.embedded.is_some())?,
         )
         .await?;
     let now = SystemTime::now();
@@ -252,7 +258,12 @@ pub async fn revoke(args: RevokeArgs) -> Result<(), AnyError> {
     let reason = reason(&args.reason)?;
     let conn = connect(&args.common, None, &std::env::temp_dir()).await?;
     let issuer = conn
-        .issuer(&args.store.store, conn.account_options(&args.common)?, None)
+        .issuer(
+            &args.store.store,
+            conn.account_options(&args.common)?,
+            None,
+            None,
+        )
         .await?;
     let with = if args.with_cert_key {
         RevokeWith::CertificateKey
@@ -276,7 +287,12 @@ pub async fn revoke(args: RevokeArgs) -> Result<(), AnyError> {
 pub async fn account(args: AccountArgs) -> Result<(), AnyError> {
     let conn = connect(&args.common, None, &std::env::temp_dir()).await?;
     let issuer = conn
-        .issuer(&args.store.store, conn.account_options(&args.common)?, None)
+        .issuer(
+            &args.store.store,
+            conn.account_options(&args.common)?,
+            None,
+            None,
+        )
         .await?;
     let account = issuer.account().await?;
     let show = |url: &str, resource: &sturdy_acme::AccountResource, key: &AccountKey| {
