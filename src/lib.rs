@@ -46,6 +46,14 @@
 //! unknown outcome the client reads state, or stops with
 //! [`Error::OutcomeUnknown`].
 //!
+//! DNS is its own layer: [`dns`] asks one named nameserver one question and
+//! times the answer; on it, [`solver::dns01::Rfc2136Solver`] publishes
+//! dns-01 records by RFC 2136 UPDATE and waits for every authoritative
+//! nameserver, and [`caa`] reads the names' CAA records at the domain's own
+//! nameservers before the issuer orders ([`IssuerBuilder::dns`]), so a
+//! forbidding record or a customer's nameserver that times out is known,
+//! and named, before a newOrder is spent.
+//!
 //! `docs/ARCHITECTURE.md` in the repository maps each concern (nonces,
 //! retry decisions, exchange logging, journal writes, the dialect) to the
 //! module that owns it.

@@ -89,9 +89,9 @@ pub struct ChallengeArgs {
     /// system's resolvers (/etc/resolv.conf), nameservers on port 53.
     #[arg(long, value_name = "HOST:PORT")]
     pub dns_server: Option<String>,
-    /// Do not read the names' CAA records before ordering (the pre-flight
-    /// runs whenever there is DNS to ask: with `--dns-server`, or the
-    /// system's resolvers for a real CA).
+    /// Do not read the names' CAA records before ordering (with `--store`
+    /// the pre-flight runs whenever there is DNS to ask: `--dns-server`,
+    /// or the system's resolvers for a CA that is not on loopback).
     #[arg(long)]
     pub no_caa_preflight: bool,
 }
@@ -124,11 +124,11 @@ impl ChallengeArgs {
     }
 
     /// The DNS the issuer's CAA pre-flight asks: `--dns-server`, or for a
-    /// real CA the system's resolvers; none for the embedded CA without
-    /// `--dns-server` (its names exist nowhere) or with
-    /// `--no-caa-preflight`.
-    pub fn preflight_dns(&self, embedded: bool) -> Result<Option<DnsConfig>, AnyError> {
-        if self.no_caa_preflight || (embedded && self.dns_server.is_none()) {
+    /// CA on the internet the system's resolvers. None with
+    /// `--no-caa-preflight`, or for a test CA (embedded, or on a loopback
+    /// address) without `--dns-server`: its names exist in no public DNS.
+    pub fn preflight_dns(&self, conn: &Connection) -> Result<Option<DnsConfig>, AnyError> {
+        if self.no_caa_preflight || (conn.is_test_ca() && self.dns_server.is_none()) {
             return Ok(None);
         }
         self.dns_config()
@@ -324,6 +324,22 @@ pub async fn connect(
 }
 
 impl Connection {
+    /// Whether the CA is a test CA: the embedded one, or one on loopback.
+    pub fn is_test_ca(&self) -> bool {
+        if self.embedded.is_some() {
+            return true;
+        }
+        match url::Url::parse(self.client.directory_url()) {
+            Ok(u) => match u.host() {
+                Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            },
+            Err(_) => false,
+        }
+    }
+
     /// The account's options: terms agreed, the contact, the binding.
     pub fn account_options(&self, args: &CommonArgs) -> Result<AccountOptions, AnyError> {
         let mut options = AccountOptions::agreeing_to_terms();

@@ -90,7 +90,7 @@ pub async fn run(args: IssueArgs) -> Result<(), AnyError> {
     if let Some(location) = &args.store {
         drop(cert_key);
         let solver = conn.solver(&args.challenge).await?;
-        let dns = args.challenge.preflight_dns(conn.embedded.is_some())?;
+        let dns = args.challenge.preflight_dns(&conn)?;
         let issuer = conn.issuer(location, options, Some(solver), dns).await?;
         let ensured = issuer
             .ensure(

@@ -196,7 +196,7 @@ pub async fn renew(args: RenewArgs) -> Result<(), AnyError> {
             &args.store.store,
             conn.account_options(&args.common)?,
             Some(solver),
-            args.challenge.preflight_dns(conn.embedded.is_some())?,
+            args.challenge.preflight_dns(&conn)?,
         )
         .await?;
     let now = SystemTime::now();

@@ -317,6 +317,30 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        /// Whatever the records hold, a decision comes back (no panic), and
+        /// a set with no issue / issuewild / critical record restricts
+        /// nothing.
+        #[test]
+        fn any_records_get_a_decision(
+            records in proptest::collection::vec(
+                (proptest::num::u8::ANY, "[a-z]{0,10}", "\\PC{0,40}"), 0..6),
+            wildcard in proptest::bool::ANY,
+        ) {
+            let records: Vec<CaaRecord> = records
+                .iter()
+                .map(|(f, t, v)| CaaRecord::new(*f, t, v))
+                .collect();
+            let decision = evaluate(&records, wildcard, &ctx());
+            let restricting = records.iter().any(|r| {
+                r.tag == "issue" || r.tag == "issuewild" || r.critical()
+            });
+            if !restricting {
+                proptest::prop_assert_eq!(decision, Decision::Unrestricted);
+            }
+        }
+    }
+
     #[test]
     fn wildcards_tags_and_criticality() {
         let issue = CaaRecord::new(0, "issue", "ca.example");

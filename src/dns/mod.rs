@@ -662,6 +662,31 @@ mod tests {
         assert!(parse_name(&format!("{}.test", "a".repeat(64))).is_err());
     }
 
+    /// A server answering our ID with garbage: a typed error, no panic.
+    #[tokio::test]
+    async fn a_garbage_answer_is_malformed() {
+        let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buffer = [0u8; 512];
+            while let Ok((n, from)) = server.recv_from(&mut buffer).await {
+                if n < 2 {
+                    continue;
+                }
+                // Our ID, QR set, then counts promising records never sent.
+                let mut reply = vec![buffer[0], buffer[1], 0x80, 0, 0, 1, 0, 9, 0, 0, 0, 0];
+                reply.extend_from_slice(&[0xff; 40]);
+                let _ = server.send_to(&reply, from).await;
+            }
+        });
+        let dns = Dns::new(DnsConfig::new(vec![addr]).query_timeout(Duration::from_secs(2)));
+        let err = dns.txt_at(addr, "example.test").await.unwrap_err();
+        assert!(matches!(err, DnsError::Malformed { .. }), "{err}");
+        assert!(!err.is_transient());
+        let err = dns.zone_of("example.test").await.unwrap_err();
+        assert!(matches!(err, DnsError::Malformed { .. }), "{err}");
+    }
+
     #[test]
     fn transient_errors() {
         let server: SocketAddr = "127.0.0.1:53".parse().unwrap();

@@ -371,3 +371,48 @@ async fn the_issue_tool_checks_and_issues_through_rfc2136() {
     );
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[tokio::test]
+async fn the_issuer_answers_no_challenge_while_a_secondary_lags() {
+    use sturdy_acme::Endpoint;
+    crate::common::init_tracing();
+    let Some(lab) = DnsLab::start().await else {
+        return;
+    };
+    let ca = ca_on(&lab).await;
+    let dir = temp_store("dns01-lag");
+    let issuer = Issuer::builder(ca.client().await.unwrap(), FileStore::open(&dir).unwrap())
+        .solver(Arc::new(solver(&lab)))
+        .build();
+    let ensuring = tokio::spawn({
+        let issuer = issuer.clone();
+        async move {
+            issuer
+                .ensure(&["lag.test"], &EnsureOptions::default())
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        lab.txt(lab.resolver(), "_acme-challenge.lag.test")
+            .await
+            .len(),
+        1,
+        "the primary has the value"
+    );
+    assert_eq!(ca.ledger().requests_to(Endpoint::NewOrder), 1);
+    assert_eq!(
+        ca.ledger().requests_to(Endpoint::Challenge),
+        0,
+        "no challenge answered while ns2 lags"
+    );
+    lab.refresh_secondary().await;
+    let ensured = tokio::time::timeout(Duration::from_secs(20), ensuring)
+        .await
+        .expect("issued once both serve it")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ensured.source, CertificateSource::New);
+    assert!(ca.ledger().requests_to(Endpoint::Challenge) >= 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

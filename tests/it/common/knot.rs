@@ -129,6 +129,12 @@ impl DnsLab {
             eprintln!("skipping: knotd not installed (scripts/setup.sh installs it)");
             return None;
         };
+        // knotd binds UDP with SO_REUSEPORT: two labs that picked the same
+        // free port at once would both bind it and share its queries. Labs
+        // of this process start one at a time; once a lab is up, its port
+        // no longer looks free to `pick_port`.
+        static STARTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one_at_a_time = STARTING.lock().await;
         let dir = make_temp_dir();
         let mut secret = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).unwrap();
