@@ -10,7 +10,9 @@ use sturdy_acme::dns::Dns;
 use sturdy_acme::solver::dns01::{Rfc2136Config, Rfc2136Solver};
 use sturdy_acme::store::FileStore;
 use sturdy_acme::testing::{ServerDns, TestCa};
-use sturdy_acme::{Backoff, CaaCause, Endpoint, EnsureOptions, ErrorClass, Issuer, Jitter};
+use sturdy_acme::{
+    Backoff, CaaCause, Dialect, Endpoint, EnsureOptions, ErrorClass, Issuer, Jitter,
+};
 
 use crate::common::knot::{DnsLab, TEST_CA_IDENTITY};
 use crate::issuer::temp_store;
@@ -270,11 +272,24 @@ async fn a_forbidding_record_fails_at_once_without_an_order() {
 
 #[tokio::test]
 async fn the_embedded_ca_rechecks_caa_from_the_real_records_at_finalize() {
+    embedded_ca_rechecks_caa(Dialect::V2).await;
+}
+
+#[tokio::test]
+async fn the_embedded_v1_ca_rechecks_caa_from_the_real_records_at_new_cert() {
+    embedded_ca_rechecks_caa(Dialect::V1).await;
+}
+
+/// The embedded CA in `dialect`, resolving through the lab: a forbidding
+/// record and a nameserver that times out refuse at finalize (v2) or
+/// new-cert (v1) with Boulder's wording; an allowing record issues.
+async fn embedded_ca_rechecks_caa(dialect: Dialect) {
     crate::common::init_tracing();
     let Some(lab) = DnsLab::start().await else {
         return;
     };
     let ca = TestCa::builder()
+        .dialect(dialect)
         .real_validation(0, 0, Arc::new(ServerDns::new(lab.dns_config())))
         .start()
         .await

@@ -25,6 +25,39 @@ fn caa_policy(config: &Config, name: &str) -> CaaPolicy {
     }
 }
 
+/// The CAA identity the test CA announces (`meta.caaIdentities`, v1 and
+/// v2) and checks CAA records against.
+pub(super) const CAA_IDENTITY: &str = "sturdy-acme.test";
+
+impl super::Ca {
+    /// The CAA check through the CA's DNS resolver (real records with
+    /// [`ServerDns`](crate::testing::ServerDns)) for `ids` issued to the
+    /// account at `account_uri`, run before the state is locked: the
+    /// refusal, if any. `None` unless validation is real.
+    pub(super) async fn caa_through_dns(
+        &self,
+        ids: &[Identifier],
+        account_uri: String,
+        config: &Config,
+    ) -> Option<Box<Problem>> {
+        let super::ValidationMode::Real { dns, .. } = &config.validation else {
+            return None;
+        };
+        let names: Vec<String> = ids
+            .iter()
+            .filter(|i| i.kind == "dns")
+            .map(|i| i.value.clone())
+            .collect();
+        let ctx = crate::caa::CaaContext {
+            ca_identities: vec![CAA_IDENTITY.into()],
+            account_uri: Some(account_uri),
+            validation_methods: vec!["http-01".into(), "dns-01".into(), "tls-alpn-01".into()],
+        };
+        let reports = dns.caa(&names, &ctx).await;
+        caa_failures(dns_caa_failures(ids, &reports)).err()
+    }
+}
+
 impl State {
     /// The finalize-time CAA recheck, worded as Boulder words it.
     pub(super) fn recheck_caa(

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::{MUST_AGREE, PKIX_CERT, REVOCATION};
 use crate::crypto::b64_decode;
-use crate::error::ProblemType;
+use crate::error::{Problem, ProblemType};
 use crate::protocol::AuthorizationStatus;
 use crate::testing::ca::identifiers::MAX_IDENTIFIERS;
 use crate::testing::ca::issuance::check_csr_key;
@@ -18,7 +18,13 @@ use crate::testing::pki;
 impl Ca {
     /// `{"resource":"new-cert","csr":...}`: synchronous issuance, 201 with
     /// the DER leaf.
-    pub(super) fn v1_new_cert(&self, acct: usize, payload: &Value, config: &Config) -> Answer {
+    pub(super) fn v1_new_cert(
+        &self,
+        acct: usize,
+        payload: &Value,
+        config: &Config,
+        dns_caa: Option<Box<Problem>>,
+    ) -> Answer {
         self.v1_require_agreement(acct, MUST_AGREE)?;
         const PREFIX: &str = "Error creating new cert :: ";
         let der = payload
@@ -67,7 +73,9 @@ impl Ca {
             )));
         }
         state.check_certificate_limits(&csr.identifiers, &config.rate_limits)?;
-        if let Err(mut problem) = state.recheck_caa(&csr.identifiers, config) {
+        if let Err(mut problem) =
+            dns_caa.map_or_else(|| state.recheck_caa(&csr.identifiers, config), Err)
+        {
             drop(state);
             problem.detail = problem
                 .detail
@@ -85,6 +93,24 @@ impl Ca {
             &self.url("/acme/issuer-cert"),
             "up",
         ))
+    }
+
+    /// The CAA check through the CA's DNS resolver for the names of the
+    /// new-cert CSR in `payload`, before the state is locked: the refusal,
+    /// if any. An unreadable CSR is left to [`Ca::v1_new_cert`] to refuse.
+    pub(super) async fn v1_dns_caa(
+        &self,
+        acct: usize,
+        payload: &Value,
+        config: &Config,
+    ) -> Option<Box<Problem>> {
+        let der = payload
+            .get("csr")
+            .and_then(Value::as_str)
+            .and_then(b64_decode)?;
+        let csr = pki::parse_csr(&der).ok()?;
+        self.caa_through_dns(&csr.identifiers, self.v1_reg_url(acct), config)
+            .await
     }
 
     /// `GET /acme/cert/<serial>`: the DER leaf, `Link` up to the issuer.

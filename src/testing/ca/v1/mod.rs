@@ -424,7 +424,7 @@ impl Ca {
                 "meta".into(),
                 json!({
                     "terms-of-service": self.v1_terms_url(),
-                    "caaIdentities": ["sturdy-acme.test"],
+                    "caaIdentities": [super::issuance::CAA_IDENTITY],
                     "website": "https://github.com/sturdy-acme",
                 }),
             );
@@ -522,7 +522,10 @@ impl Ca {
             (Route::NewAuthz, Some(acct)) => self.v1_new_authz(acct, payload, &config),
             (Route::Authz(id), Some(acct)) => self.v1_authz_post(*id, acct, payload),
             (Route::Challenge(a, c), Some(acct)) => self.v1_challenge_post(*a, *c, acct, &config),
-            (Route::NewCert, Some(acct)) => self.v1_new_cert(acct, payload, &config),
+            (Route::NewCert, Some(acct)) => {
+                let dns_caa = self.v1_dns_caa(acct, payload, &config).await;
+                self.v1_new_cert(acct, payload, &config, dns_caa)
+            }
             (Route::KeyChange, Some(acct)) => self.v1_key_change(acct, payload),
             _ => Err(Rejection::unauthorized(
                 "No registration exists matching provided key",

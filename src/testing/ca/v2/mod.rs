@@ -119,10 +119,6 @@ pub(super) fn finalize_target(req: &WireRequest) -> Option<usize> {
     }
 }
 
-/// The CAA identity the test CA announces (`meta.caaIdentities`) and
-/// checks CAA records against.
-pub(super) const CAA_IDENTITY: &str = "sturdy-acme.test";
-
 impl Ca {
     pub(super) fn account_url(&self, id: usize) -> String {
         self.url(&format!("/acme/acct/{id}"))
@@ -266,7 +262,7 @@ impl Ca {
             meta: DirectoryMeta {
                 terms_of_service: Some(self.url("/terms")),
                 website: Some("https://github.com/sturdy-acme".into()),
-                caa_identities: vec![CAA_IDENTITY.into()],
+                caa_identities: vec![super::issuance::CAA_IDENTITY.into()],
                 external_account_required: config.eab_required,
                 profiles: if config.profiles {
                     super::renewal::PROFILES

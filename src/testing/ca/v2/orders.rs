@@ -159,37 +159,20 @@ impl Ca {
         ))
     }
 
-    /// The CAA check through the CA's DNS resolver (real records with
-    /// [`ServerDns`](crate::testing::ServerDns)), before the state is
-    /// locked: the refusal, if any.
+    /// The CAA check through the CA's DNS resolver for order `id`, before
+    /// the state is locked: the refusal, if any.
     pub(super) async fn dns_caa(
         &self,
         id: usize,
         acct: usize,
         config: &Config,
     ) -> Option<Box<crate::error::Problem>> {
-        let super::super::ValidationMode::Real { dns, .. } = &config.validation else {
-            return None;
-        };
         let ids = {
             let state = self.state();
             state.orders.get(id)?.identifiers.clone()
         };
-        let names: Vec<String> = ids
-            .iter()
-            .filter(|i| i.kind == "dns")
-            .map(|i| i.value.clone())
-            .collect();
-        let ctx = crate::caa::CaaContext {
-            ca_identities: vec![super::CAA_IDENTITY.into()],
-            account_uri: Some(self.account_url(acct)),
-            validation_methods: vec!["http-01".into(), "dns-01".into(), "tls-alpn-01".into()],
-        };
-        let reports = dns.caa(&names, &ctx).await;
-        super::super::issuance::caa_failures(super::super::issuance::dns_caa_failures(
-            &ids, &reports,
-        ))
-        .err()
+        self.caa_through_dns(&ids, self.account_url(acct), config)
+            .await
     }
 
     pub(super) fn finalize(
