@@ -59,6 +59,25 @@ pub struct CommonArgs {
     pub verbose: u8,
 }
 
+/// A command-line value holding a secret: zeroized when dropped, and
+/// `Debug` prints its length only.
+#[derive(Clone)]
+pub struct SecretArg(pub Zeroizing<String>);
+
+impl std::str::FromStr for SecretArg {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(Zeroizing::new(s.to_owned())))
+    }
+}
+
+impl std::fmt::Debug for SecretArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<secret, {} characters>", self.0.len())
+    }
+}
+
 /// How challenges are answered: the built-in http-01 responder, or dns-01
 /// records (published by hand, or into the embedded CA's DNS).
 #[derive(Args, Debug, Clone)]
@@ -82,7 +101,7 @@ pub struct ChallengeArgs {
     /// (hmac-sha256 or hmac-sha512). Better in the environment variable
     /// STURDY_ACME_TSIG_KEY, out of process listings.
     #[arg(long, value_name = "NAME:ALGORITHM:BASE64SECRET")]
-    pub tsig_key: Option<String>,
+    pub tsig_key: Option<SecretArg>,
     /// The DNS server to ask (`HOST:PORT`): zones, nameservers, CNAMEs, and
     /// for `--directory embedded` the test CA's own resolver. The
     /// authoritative nameservers are asked on the same port. Default: the
@@ -148,7 +167,7 @@ impl ChallengeArgs {
                 step(
                     "warning: --tsig-key puts the secret in process listings; use STURDY_ACME_TSIG_KEY",
                 );
-                Some(Zeroizing::new(k.clone()))
+                Some(Zeroizing::new(k.0.to_string()))
             }
             None => std::env::var(TSIG_ENV).ok().map(Zeroizing::new),
         };

@@ -15,11 +15,20 @@
 //! - **unreachable**: which nameserver of which zone timed out or answered
 //!   SERVFAIL, after how long. This is what a CA's "Rechecking CAA: query
 //!   timed out" will be, found out before a newOrder, an authorization or a
-//!   finalize is spent on it.
+//!   finalize is spent on it;
+//! - **inconsistent**: the zone's nameservers serve different CAA records
+//!   (a secondary that has not transferred yet), so the CA may see either;
+//! - **failed**: a lookup that asking again soon will not fix (a CNAME
+//!   loop, no zone, a lame nameserver answering without authority).
+//!
+//! A nameserver counts by its name: it has answered when one of its
+//! addresses has (an IPv6 address a host cannot route to does not make an
+//! answering nameserver unreachable), and every answering address must
+//! serve the same records.
 //!
 //! The issuer runs it before each newOrder ([`IssuerBuilder::dns`]
-//! turns it on): forbidden fails at once, unreachable is retried on the
-//! CAA schedule and then surfaces as [`ErrorClass::Caa`] with
+//! turns it on): forbidden and failed stop at once, unreachable and
+//! inconsistent are retried on the CAA schedule and then surfaces as [`ErrorClass::Caa`] with
 //! [`CaaCause::LookupFailed`], which the renewer backs off per identifier.
 //!
 //! [`IssuerBuilder::dns`]: crate::IssuerBuilder::dns
@@ -28,11 +37,12 @@
 
 mod record;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::{Name, RData, RecordType};
 
-pub use record::{CaaContext, CaaRecord, Decision, evaluate};
+pub use record::{CaaContext, CaaRecord, Decision, evaluate, permitted_methods};
 
 use crate::dns::{self, Dns, Nameserver, Zone};
 use crate::retry::Backoff;
@@ -106,6 +116,30 @@ pub enum CaaVerdict {
         /// After how long.
         after: Duration,
     },
+    /// The zone's authoritative nameservers serve different CAA records
+    /// for the name (a secondary that has not transferred the zone yet):
+    /// the CA may ask either, so this is asked again later.
+    Inconsistent {
+        /// The name being asked about.
+        at: String,
+        /// The zone.
+        zone: String,
+        /// What each nameserver serves (`ns1 (addr): 0 issue "ca"`).
+        answers: Vec<String>,
+    },
+    /// The lookup failed in a way asking again soon will not fix: a CNAME
+    /// loop, no zone found, an invalid name, a nameserver that refuses or
+    /// answers without authority (a lame delegation).
+    Failed {
+        /// The name being asked about.
+        at: String,
+        /// The zone, when it was found.
+        zone: Option<String>,
+        /// The nameserver (or resolver) concerned, `-` when none.
+        server: String,
+        /// What happened.
+        error: String,
+    },
 }
 
 impl CaaVerdict {
@@ -115,6 +149,12 @@ impl CaaVerdict {
             self,
             Self::Allowed { .. } | Self::NoRecords | Self::Undetermined { .. }
         )
+    }
+
+    /// Whether asking again later may change the verdict (unreachable,
+    /// inconsistent): the issuer retries these on the CAA schedule.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unreachable { .. } | Self::Inconsistent { .. })
     }
 }
 
@@ -127,6 +167,10 @@ pub struct CaaReport {
     pub name: String,
     /// The verdict.
     pub verdict: CaaVerdict,
+    /// The validation methods of the [`CaaContext`] the verdict leaves us
+    /// (RFC 8657 `validationmethods` may narrow them), in the context's
+    /// order; empty when the verdict does not allow issuance.
+    pub methods: Vec<String>,
     /// Every question asked, in order.
     pub queries: Vec<CaaQuery>,
 }
@@ -167,6 +211,23 @@ impl CaaReport {
                     .map(|z| format!(" of zone {z}"))
                     .unwrap_or_default(),
                 after.as_secs_f64()
+            ),
+            CaaVerdict::Inconsistent { at, zone, answers } => format!(
+                "{}: inconsistent: the nameservers of zone {zone} serve different CAA records for {at}: {}",
+                self.name,
+                answers.join("; ")
+            ),
+            CaaVerdict::Failed {
+                at,
+                zone,
+                server,
+                error,
+            } => format!(
+                "{}: failed: {server}{} for {at}: {error}",
+                self.name,
+                zone.as_deref()
+                    .map(|z| format!(" of zone {z}"))
+                    .unwrap_or_default(),
             ),
         }
     }
@@ -260,41 +321,45 @@ impl CaaChecker {
         let wildcard = name.starts_with("*.");
         let base = name.trim_start_matches("*.");
         let mut queries = Vec::new();
-        let verdict = match dns::parse_name(base) {
+        let (verdict, methods) = match dns::parse_name(base) {
             Ok(start) => self.climb(&start, wildcard, ctx, &mut queries).await,
-            Err(e) => CaaVerdict::Unreachable {
-                at: base.to_owned(),
-                zone: None,
-                server: "-".into(),
-                error: e.to_string(),
-                after: Duration::ZERO,
-            },
+            Err(e) => (
+                CaaVerdict::Failed {
+                    at: base.to_owned(),
+                    zone: None,
+                    server: "-".into(),
+                    error: e.to_string(),
+                },
+                Vec::new(),
+            ),
         };
         CaaReport {
             name: name.to_owned(),
             verdict,
+            methods,
             queries,
         }
     }
 
-    /// RFC 8659 §3: the name, then its parents up to the TLD.
+    /// RFC 8659 §3: the name, then its parents up to the TLD. The verdict,
+    /// and the validation methods it leaves.
     async fn climb(
         &self,
         start: &Name,
         wildcard: bool,
         ctx: &CaaContext,
         queries: &mut Vec<CaaQuery>,
-    ) -> CaaVerdict {
+    ) -> (CaaVerdict, Vec<String>) {
         let mut current = start.clone();
         let mut zone: Option<Zone> = None;
         loop {
             let at = dns::display_name(&current);
             let records = match self.rrset(&current, &mut zone, queries).await {
                 Ok(records) => records,
-                Err(unreachable) => return unreachable,
+                Err(failed) => return (failed, Vec::new()),
             };
             if !records.is_empty() {
-                return match evaluate(&records, wildcard, ctx) {
+                let verdict = match evaluate(&records, wildcard, ctx) {
                     Decision::Permitted { record } => CaaVerdict::Allowed {
                         at,
                         record: Some(record),
@@ -305,9 +370,15 @@ impl CaaChecker {
                     }
                     Decision::Undetermined { records } => CaaVerdict::Undetermined { at, records },
                 };
+                let methods = if verdict.may_issue() {
+                    permitted_methods(&records, wildcard, ctx)
+                } else {
+                    Vec::new()
+                };
+                return (verdict, methods);
             }
             if current.num_labels() <= 1 {
-                return CaaVerdict::NoRecords;
+                return (CaaVerdict::NoRecords, ctx.validation_methods.clone());
             }
             current = current.base_name();
         }
@@ -332,21 +403,32 @@ impl CaaChecker {
                 None => {
                     let started = Instant::now();
                     let found = self.dns.zone_of_name(&target).await.map_err(|e| {
-                        CaaVerdict::Unreachable {
-                            at: at.clone(),
-                            zone: None,
-                            server: format!(
-                                "resolver {}",
-                                self.dns
-                                    .config()
-                                    .resolvers()
-                                    .iter()
-                                    .map(ToString::to_string)
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                            error: format!("finding the zone: {e}"),
-                            after: started.elapsed(),
+                        let server = format!(
+                            "resolver {}",
+                            self.dns
+                                .config()
+                                .resolvers()
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        );
+                        let error = format!("finding the zone: {e}");
+                        if e.is_transient() {
+                            CaaVerdict::Unreachable {
+                                at: at.clone(),
+                                zone: None,
+                                server,
+                                error,
+                                after: started.elapsed(),
+                            }
+                        } else {
+                            CaaVerdict::Failed {
+                                at: at.clone(),
+                                zone: None,
+                                server,
+                                error,
+                            }
                         }
                     })?;
                     if hop == 0 {
@@ -355,7 +437,6 @@ impl CaaChecker {
                     found
                 }
             };
-            let target_text = dns::display_name(&target);
             let asked = futures_util::future::join_all(this_zone.nameservers.iter().map(|ns| {
                 let target = target.clone();
                 async move {
@@ -368,83 +449,173 @@ impl CaaChecker {
                 }
             }))
             .await;
-            let mut first = None;
-            let mut failure = None;
-            for (ns, answer, latency) in asked {
-                let (outcome, answered) = match &answer {
-                    Ok(a) => {
-                        let records = caa_records(a, &target);
-                        match (records.len(), a.cname(&target)) {
-                            (0, Some(cname)) => {
-                                (format!("CNAME to {}", dns::display_name(&cname)), true)
-                            }
-                            (0, None) => ("no CAA records".to_owned(), true),
-                            (n, _) => (format!("{n} CAA record(s)"), true),
-                        }
-                    }
-                    Err(e) => (e.to_string(), false),
-                };
-                queries.push(CaaQuery {
-                    name: target_text.clone(),
-                    zone: this_zone.apex.clone(),
-                    nameserver: ns.clone(),
-                    latency,
-                    outcome: outcome.clone(),
-                    answered,
-                });
-                match answer {
-                    Ok(a) => {
-                        first.get_or_insert(a);
-                    }
-                    Err(e) => {
-                        failure.get_or_insert(CaaVerdict::Unreachable {
-                            at: target_text.clone(),
-                            zone: Some(this_zone.apex.clone()),
-                            server: ns.to_string(),
-                            error: e.to_string(),
-                            after: latency,
-                        });
-                    }
-                }
-            }
-            // Any nameserver failing is enough: the CA's resolver may ask
-            // that one.
-            if let Some(failure) = failure {
-                return Err(failure);
-            }
-            let Some(answer) = first else {
-                return Err(CaaVerdict::Unreachable {
-                    at,
-                    zone: Some(this_zone.apex.clone()),
-                    server: "-".into(),
-                    error: "the zone lists no nameserver with an address".into(),
-                    after: Duration::ZERO,
-                });
-            };
-            let records = caa_records(&answer, &target);
+            let (records, cname) = decide(&target, &this_zone, asked, queries)?;
             if !records.is_empty() {
                 return Ok(records);
             }
-            match answer.cname(&target) {
-                Some(cname) => {
-                    // The server may have chased it already.
-                    let chased = caa_records(&answer, &cname);
-                    if !chased.is_empty() {
-                        return Ok(chased);
-                    }
-                    target = cname;
-                }
+            match cname {
+                Some(cname) => target = cname,
                 None => return Ok(Vec::new()),
             }
         }
-        Err(CaaVerdict::Unreachable {
+        Err(CaaVerdict::Failed {
             at,
             zone: None,
             server: "-".into(),
             error: format!("CNAME chain longer than {MAX_CNAME_HOPS}"),
-            after: Duration::ZERO,
         })
     }
+}
+
+/// What one address of a nameserver said, for [`decide`].
+enum Said {
+    /// An authoritative answer: the records (CNAME chased when the server
+    /// did), sorted, and the CNAME, if any.
+    Served(Vec<CaaRecord>, Option<Name>),
+    /// No usable answer; `transient` when asking again may get one.
+    Failed {
+        transient: bool,
+        error: String,
+        latency: Duration,
+    },
+}
+
+/// The zone's answer for `target` from what each nameserver address said
+/// (`asked`), each question recorded in `queries`: the records and the
+/// CNAME every answering nameserver agrees on, or the verdict that stops
+/// the climb. A nameserver counts by name (answered when one of its
+/// addresses did); any nameserver failing stops the climb, since the CA's
+/// resolver may ask that one; answering addresses must agree.
+fn decide(
+    target: &Name,
+    zone: &Zone,
+    asked: Vec<(&Nameserver, Result<dns::Answer, dns::DnsError>, Duration)>,
+    queries: &mut Vec<CaaQuery>,
+) -> Result<(Vec<CaaRecord>, Option<Name>), CaaVerdict> {
+    let target_text = dns::display_name(target);
+    let target_text = target_text.as_str();
+    let mut by_name: BTreeMap<&str, Vec<(&Nameserver, Said)>> = BTreeMap::new();
+    for (ns, answer, latency) in asked {
+        let said = match &answer {
+            Ok(a) if a.authoritative => {
+                let mut records = caa_records(a, target);
+                let cname = a.cname(target);
+                if records.is_empty()
+                    && let Some(cname) = &cname
+                {
+                    // The server may have chased it already.
+                    records = caa_records(a, cname);
+                }
+                records.sort_by(|x, y| (x.flags, &x.tag, &x.value).cmp(&(y.flags, &y.tag, &y.value)));
+                Said::Served(records, cname)
+            }
+            Ok(_) => Said::Failed {
+                transient: false,
+                error: "answered without authority (AA bit clear): not a nameserver of this zone (a lame delegation?)".into(),
+                latency,
+            },
+            Err(e) => Said::Failed {
+                transient: e.is_transient(),
+                error: e.to_string(),
+                latency,
+            },
+        };
+        let (outcome, answered) = match (&said, &answer) {
+            (Said::Served(records, cname), _) => match (records.len(), cname) {
+                (0, Some(cname)) => (format!("CNAME to {}", dns::display_name(cname)), true),
+                (0, None) => ("no CAA records".to_owned(), true),
+                (n, _) => (format!("{n} CAA record(s)"), true),
+            },
+            (Said::Failed { error, .. }, _) => (error.clone(), false),
+        };
+        queries.push(CaaQuery {
+            name: target_text.to_owned(),
+            zone: zone.apex.clone(),
+            nameserver: ns.clone(),
+            latency,
+            outcome,
+            answered,
+        });
+        by_name
+            .entry(ns.name.as_str())
+            .or_default()
+            .push((ns, said));
+    }
+    if by_name.is_empty() {
+        return Err(CaaVerdict::Failed {
+            at: target_text.to_owned(),
+            zone: Some(zone.apex.clone()),
+            server: "-".into(),
+            error: "the zone lists no nameserver with an address".into(),
+        });
+    }
+    let mut transient = None;
+    let mut permanent = None;
+    let mut served: Vec<(&Nameserver, &Vec<CaaRecord>, &Option<Name>)> = Vec::new();
+    for said in by_name.values() {
+        let answered: Vec<_> = said
+            .iter()
+            .filter_map(|(ns, s)| match s {
+                Said::Served(records, cname) => Some((*ns, records, cname)),
+                Said::Failed { .. } => None,
+            })
+            .collect();
+        if !answered.is_empty() {
+            served.extend(answered);
+            continue;
+        }
+        for (ns, s) in said {
+            if let Said::Failed {
+                transient: is_transient,
+                error,
+                latency,
+            } = s
+            {
+                if *is_transient {
+                    transient.get_or_insert(CaaVerdict::Unreachable {
+                        at: target_text.to_owned(),
+                        zone: Some(zone.apex.clone()),
+                        server: ns.to_string(),
+                        error: error.clone(),
+                        after: *latency,
+                    });
+                } else {
+                    permanent.get_or_insert(CaaVerdict::Failed {
+                        at: target_text.to_owned(),
+                        zone: Some(zone.apex.clone()),
+                        server: ns.to_string(),
+                        error: error.clone(),
+                    });
+                }
+            }
+        }
+    }
+    if let Some(verdict) = transient.or(permanent) {
+        return Err(verdict);
+    }
+    let (_, records, cname) = served[0];
+    if served.iter().any(|(_, r, c)| *r != records || *c != cname) {
+        return Err(CaaVerdict::Inconsistent {
+            at: target_text.to_owned(),
+            zone: zone.apex.clone(),
+            answers: served
+                .iter()
+                .map(|(ns, records, cname)| {
+                    let what = match (records.is_empty(), cname) {
+                        (true, Some(c)) => format!("CNAME to {}", dns::display_name(c)),
+                        (true, None) => "no CAA records".to_owned(),
+                        (false, _) => records
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    };
+                    format!("{ns}: {what}")
+                })
+                .collect(),
+        });
+    }
+    Ok((records.clone(), cname.clone()))
 }
 
 fn caa_records(answer: &dns::Answer, name: &Name) -> Vec<CaaRecord> {

@@ -115,12 +115,28 @@ fn parse_issuer_value(value: &str) -> Option<IssuerValue> {
         }
         let (tag, value) = part.split_once('=')?;
         let tag = tag.trim();
-        if tag.is_empty() || !tag.chars().all(|c| c.is_ascii_alphanumeric()) {
+        if !parameter_tag(tag) {
             return None;
         }
         parameters.push((tag.to_ascii_lowercase(), value.trim().to_owned()));
     }
     Some(IssuerValue { domain, parameters })
+}
+
+/// RFC 8659 §4.2 `tag = (ALPHA / DIGIT) *( *("-") (ALPHA / DIGIT))`:
+/// letters and digits, hyphens inside only.
+fn parameter_tag(tag: &str) -> bool {
+    let bytes = tag.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(first), Some(last)) => {
+            first.is_ascii_alphanumeric()
+                && last.is_ascii_alphanumeric()
+                && bytes
+                    .iter()
+                    .all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+        }
+        _ => false,
+    }
 }
 
 /// Decides what the relevant record set `records` (found at one name of the
@@ -176,7 +192,12 @@ pub fn evaluate(records: &[CaaRecord], wildcard: bool, ctx: &CaaContext) -> Deci
     if relevant.is_empty() {
         return Decision::Unrestricted;
     }
-    if ctx.ca_identities.is_empty() {
+    // A set none of whose records names an issuer (all `";"` or
+    // malformed) permits no CA, whoever this one is.
+    let names_an_issuer = relevant
+        .iter()
+        .any(|r| parse_issuer_value(&r.value).is_some_and(|v| v.domain.is_some()));
+    if ctx.ca_identities.is_empty() && names_an_issuer {
         return Decision::Undetermined {
             records: relevant.into_iter().cloned().collect(),
         };
@@ -201,6 +222,41 @@ pub fn evaluate(records: &[CaaRecord], wildcard: bool, ctx: &CaaContext) -> Deci
         reason
     };
     Decision::Forbidden { record, reason }
+}
+
+/// The methods of `ctx.validation_methods` that `records` lets this CA
+/// validate with (RFC 8657 `validationmethods`), in `ctx`'s order: each
+/// method is judged alone, so records permitting different methods add
+/// up. Every method when nothing restricts, none when the set forbids.
+///
+/// # Example
+///
+/// ```
+/// use sturdy_acme::caa::{permitted_methods, CaaContext, CaaRecord};
+///
+/// let ctx = CaaContext {
+///     ca_identities: vec!["letsencrypt.org".into()],
+///     account_uri: None,
+///     validation_methods: vec!["http-01".into(), "dns-01".into()],
+/// };
+/// let dns_only = [CaaRecord::new(0, "issue", "letsencrypt.org; validationmethods=dns-01")];
+/// assert_eq!(permitted_methods(&dns_only, false, &ctx), ["dns-01"]);
+/// ```
+pub fn permitted_methods(records: &[CaaRecord], wildcard: bool, ctx: &CaaContext) -> Vec<String> {
+    ctx.validation_methods
+        .iter()
+        .filter(|method| {
+            let alone = CaaContext {
+                validation_methods: vec![(*method).clone()],
+                ..ctx.clone()
+            };
+            !matches!(
+                evaluate(records, wildcard, &alone),
+                Decision::Forbidden { .. }
+            )
+        })
+        .cloned()
+        .collect()
 }
 
 /// Why `record` does not permit us, if it does not.
@@ -310,11 +366,40 @@ mod tests {
             ),
             Decision::Forbidden { .. }
         ));
-        // Unknown parameters are ignored.
+        // Unknown parameters are ignored, hyphenated tags included; a tag
+        // with an outer hyphen is malformed.
         assert!(matches!(
-            evaluate(&[r("ca.example; policy=ev")], false, &ctx()),
+            evaluate(&[r("ca.example; policy=ev; x-future-2=a")], false, &ctx()),
             Decision::Permitted { .. }
         ));
+        assert!(forbidden(&[r("ca.example; -x=a")], false).contains("malformed"));
+        assert!(forbidden(&[r("ca.example; x-=a")], false).contains("malformed"));
+    }
+
+    #[test]
+    fn methods_are_judged_one_by_one() {
+        let r = |v: &str| CaaRecord::new(0, "issue", v);
+        let mut both = ctx();
+        both.validation_methods = vec!["http-01".into(), "dns-01".into()];
+        assert_eq!(
+            permitted_methods(&[r("ca.example; validationmethods=dns-01")], false, &both),
+            ["dns-01"]
+        );
+        // Two records, one method each: both.
+        assert_eq!(
+            permitted_methods(
+                &[
+                    r("ca.example; validationmethods=http-01"),
+                    r("ca.example; validationmethods=dns-01")
+                ],
+                false,
+                &both
+            ),
+            ["http-01", "dns-01"]
+        );
+        assert_eq!(permitted_methods(&[r("ca.example")], false, &both).len(), 2);
+        assert!(permitted_methods(&[r("other.example")], false, &both).is_empty());
+        assert_eq!(permitted_methods(&[], false, &both).len(), 2);
     }
 
     proptest::proptest! {
@@ -367,10 +452,15 @@ mod tests {
         // A critical unknown tag forbids, whatever else is there.
         let critical = CaaRecord::new(128, "tbs", "x");
         assert!(forbidden(&[issue.clone(), critical], false).contains("issuer-critical"));
-        // No identities: cannot tell.
+        // No identities: cannot tell, unless no record names any issuer.
         assert!(matches!(
             evaluate(&[issue], false, &CaaContext::default()),
             Decision::Undetermined { .. }
+        ));
+        let nobody = CaaRecord::new(0, "issue", ";");
+        assert!(matches!(
+            evaluate(&[nobody], false, &CaaContext::default()),
+            Decision::Forbidden { reason, .. } if reason.contains("permits no CA")
         ));
     }
 }

@@ -254,6 +254,8 @@ pub struct Zone {
 #[derive(Debug)]
 pub(crate) struct Answer {
     pub rcode: ResponseCode,
+    /// The AA bit: the server answered from a zone it is authoritative for.
+    pub authoritative: bool,
     pub answers: Vec<Record>,
     pub authorities: Vec<Record>,
     pub additionals: Vec<Record>,
@@ -590,6 +592,7 @@ fn parse_answer(
     })?;
     Ok(Answer {
         rcode: message.metadata.response_code,
+        authoritative: message.metadata.authoritative,
         answers: message.answers,
         authorities: message.authorities,
         additionals: message.additionals,

@@ -151,6 +151,8 @@ impl FromStr for TsigKey {
     type Err = DnsError;
 
     /// `NAME:ALGORITHM:BASE64SECRET` (standard base64, padding optional).
+    /// Errors never echo a field: fields given in the wrong order would
+    /// otherwise print the secret.
     fn from_str(s: &str) -> Result<Self, DnsError> {
         let mut parts = s.splitn(3, ':');
         let (Some(name), Some(algorithm), Some(secret)) =
@@ -160,11 +162,28 @@ impl FromStr for TsigKey {
                 "expected NAME:ALGORITHM:BASE64SECRET".into(),
             ));
         };
-        let secret = Zeroizing::new(secret.trim().trim_end_matches('=').to_owned());
+        let field = |what: &str, index: usize, text: &str| {
+            DnsError::InvalidKey(format!(
+                "{what} (field {index} of NAME:ALGORITHM:BASE64SECRET, {} characters)",
+                text.len()
+            ))
+        };
+        let algorithm: TsigAlgorithm = algorithm.parse().map_err(|_| {
+            field(
+                "unsupported TSIG algorithm, expected hmac-sha256 or hmac-sha512",
+                2,
+                algorithm,
+            )
+        })?;
+        let secret_text = Zeroizing::new(secret.trim().trim_end_matches('=').to_owned());
         let secret = base64::engine::general_purpose::STANDARD_NO_PAD
-            .decode(secret.as_bytes())
-            .map_err(|e| DnsError::InvalidKey(format!("TSIG secret is not base64: {e}")))?;
-        Self::new(name, algorithm.parse()?, secret)
+            .decode(secret_text.as_bytes())
+            .map_err(|_| field("TSIG secret is not base64", 3, secret))?;
+        let name_ok = Name::from_ascii(name.trim()).is_ok() && !name.trim().is_empty();
+        if !name_ok {
+            return Err(field("TSIG key name is not a DNS name", 1, name));
+        }
+        Self::new(name, algorithm, secret)
     }
 }
 
@@ -187,6 +206,16 @@ mod tests {
             "bad name:hmac-sha256:AAAA",
         ] {
             assert!(bad.parse::<TsigKey>().is_err(), "{bad}");
+        }
+        // Fields in the wrong order: the error names the field, never its
+        // text.
+        for swapped in [
+            "k:c2VjcmV0LXNlY3JldA:hmac-sha256",
+            "k:hmac-sha256:c2VjcmV0LXNlY3JldA!",
+        ] {
+            let err = swapped.parse::<TsigKey>().err().unwrap().to_string();
+            assert!(!err.to_ascii_lowercase().contains("c2vjcmv0"), "{err}");
+            assert!(err.contains("field"), "{err}");
         }
     }
 }

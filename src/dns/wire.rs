@@ -54,7 +54,8 @@ pub(crate) async fn exchange(
             .map_err(|_| timed_out())?
             .map_err(io_error)?
     } else {
-        let udp = tokio::time::timeout_at(deadline, over_udp(server, request, id))
+        let resend = (timeout / UDP_TRIES).max(MIN_RESEND);
+        let udp = tokio::time::timeout_at(deadline, over_udp(server, request, id, resend))
             .await
             .map_err(|_| timed_out())?
             .map_err(io_error)?;
@@ -78,7 +79,22 @@ pub(crate) async fn exchange(
     })
 }
 
-async fn over_udp(server: SocketAddr, request: &[u8], id: u16) -> io::Result<Vec<u8>> {
+/// How many times a UDP question is sent within its deadline: a datagram
+/// lost on the way is asked again, as resolvers do, rather than making one
+/// lost packet a timeout.
+const UDP_TRIES: u32 = 3;
+
+/// The shortest pause before a UDP question is sent again.
+const MIN_RESEND: Duration = Duration::from_millis(50);
+
+/// Sends `request` and waits for the answer to `id`, sending it again each
+/// `resend` (the caller's deadline ends the wait).
+async fn over_udp(
+    server: SocketAddr,
+    request: &[u8],
+    id: u16,
+    resend: Duration,
+) -> io::Result<Vec<u8>> {
     let local: SocketAddr = if server.is_ipv4() {
         (Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
@@ -88,13 +104,22 @@ async fn over_udp(server: SocketAddr, request: &[u8], id: u16) -> io::Result<Vec
     socket.connect(server).await?;
     socket.send(request).await?;
     let mut buffer = vec![0u8; MAX_MESSAGE];
+    let mut next_send = tokio::time::Instant::now() + resend;
     loop {
         // A connected socket only receives from `server`; anything not
         // answering our ID (a late answer to an earlier query) is skipped.
-        let n = socket.recv(&mut buffer).await?;
-        if n >= 2 && u16::from_be_bytes([buffer[0], buffer[1]]) == id {
-            buffer.truncate(n);
-            return Ok(buffer);
+        match tokio::time::timeout_at(next_send, socket.recv(&mut buffer)).await {
+            Ok(received) => {
+                let n = received?;
+                if n >= 2 && u16::from_be_bytes([buffer[0], buffer[1]]) == id {
+                    buffer.truncate(n);
+                    return Ok(buffer);
+                }
+            }
+            Err(_) => {
+                socket.send(request).await?;
+                next_send = tokio::time::Instant::now() + resend;
+            }
         }
     }
 }
@@ -154,6 +179,33 @@ mod tests {
         assert!(!truncated(&m));
         m[2] |= 0x02;
         assert!(truncated(&m));
+    }
+
+    #[tokio::test]
+    async fn a_lost_datagram_is_sent_again() {
+        // A server that ignores the first copy of each question.
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let answering = tokio::spawn(async move {
+            let mut buffer = [0u8; 512];
+            let (_, _) = server.recv_from(&mut buffer).await.unwrap();
+            let (n, from) = server.recv_from(&mut buffer).await.unwrap();
+            buffer[2] |= 0x80;
+            server.send_to(&buffer[..n], from).await.unwrap();
+        });
+        let request = [0x12, 0x34, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let answer = exchange(
+            addr,
+            &request,
+            0x1234,
+            false,
+            Duration::from_millis(600),
+            "CAA example.test",
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer.bytes[..2], [0x12, 0x34]);
+        answering.await.unwrap();
     }
 
     #[tokio::test]

@@ -1225,6 +1225,7 @@ impl<S: Store> Issuer<S> {
             certificate_reserved: false,
             replaces: replaces.clone(),
             reserved_as: None,
+            caa_methods: Default::default(),
         };
         let loaded = match self.inner.store.load_journal(key).await {
             Ok(loaded) => loaded,
@@ -1410,6 +1411,7 @@ impl<S: Store> Issuer<S> {
             certificate_reserved: false,
             replaces: None,
             reserved_as: None,
+            caa_methods: Default::default(),
         })
     }
 
@@ -1461,7 +1463,7 @@ impl<S: Store> Issuer<S> {
         }
         // Before anything is spent: would the CA's CAA check pass?
         if let Some(checker) = &self.inner.caa {
-            self.caa_preflight(checker, key, account, options).await?;
+            journal.caa_methods = self.caa_preflight(checker, key, account, options).await?;
         }
         // Checked and counted in one atomic ledger update: the order and,
         // unless this journal already holds one, the certificate it is for.
@@ -1702,7 +1704,7 @@ impl<S: Store> Issuer<S> {
                 if authz.status() != AuthorizationStatus::Pending {
                     continue;
                 }
-                let (solver, challenge) = self.pick(&authz, options)?;
+                let (solver, challenge) = self.pick(&authz, options, journal)?;
                 let token = challenge.token()?.to_owned();
                 let key_authorization = challenge.key_authorization()?;
                 let answer = ChallengeAnswer {
@@ -1715,12 +1717,7 @@ impl<S: Store> Issuer<S> {
                 };
                 to_answer.push((solver, challenge, answer));
             }
-            let outcomes = futures_util::future::join_all(
-                to_answer
-                    .iter()
-                    .map(|(solver, _, answer)| solver.present(answer)),
-            )
-            .await;
+            let outcomes = present_all(&to_answer).await;
             let mut first_error = None;
             for ((solver, _, answer), outcome) in to_answer.iter().zip(outcomes) {
                 match outcome {
@@ -1778,16 +1775,19 @@ impl<S: Store> Issuer<S> {
         result.map_err(DriveError::Failed)
     }
 
-    /// The CAA pre-flight of a set before its newOrder: forbidden fails at
-    /// once; unreachable is asked again on the checker's schedule, then
-    /// fails. IP identifiers have no CAA (RFC 8738 §7 leaves it undefined).
+    /// The CAA pre-flight of a set before its newOrder: forbidden (or a
+    /// lookup that cannot succeed soon) fails at once; unreachable and
+    /// inconsistent are asked again on the checker's schedule, then fail.
+    /// Returns the validation methods CAA leaves each name (RFC 8657
+    /// `validationmethods`; wildcards only dns-01), for [`Self::pick`]. IP
+    /// identifiers have no CAA (RFC 8738 §7 leaves it undefined).
     async fn caa_preflight(
         &self,
         checker: &CaaChecker,
         key: &IdentifierSetKey,
         account: &Account,
         options: &EnsureOptions,
-    ) -> Result<()> {
+    ) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
         let names: Vec<String> = key
             .identifiers()
             .iter()
@@ -1795,17 +1795,9 @@ impl<S: Store> Issuer<S> {
             .map(|i| i.value.clone())
             .collect();
         if names.is_empty() {
-            return Ok(());
+            return Ok(Default::default());
         }
-        let methods: Vec<ChallengeType> = if options.challenge_types.is_empty() {
-            self.inner
-                .solvers
-                .iter()
-                .map(|s| s.challenge_type())
-                .collect()
-        } else {
-            options.challenge_types.clone()
-        };
+        let methods = self.preference(options);
         let ctx = CaaContext {
             ca_identities: checker.identities_override().map_or_else(
                 || self.inner.client.directory().meta.caa_identities.clone(),
@@ -1826,7 +1818,7 @@ impl<S: Store> Issuer<S> {
             let failed: Vec<&crate::caa::CaaReport> =
                 reports.iter().filter(|r| !r.verdict.may_issue()).collect();
             if failed.is_empty() {
-                return Ok(());
+                return caa_methods(&reports);
             }
             let forbidden = failed
                 .iter()
@@ -1844,11 +1836,14 @@ impl<S: Store> Issuer<S> {
                     .collect::<Vec<_>>()
                     .join("; "),
             };
-            if forbidden {
+            // Forbidden, or a lookup asking again soon will not fix.
+            if failed.iter().any(|r| !r.verdict.is_transient()) {
                 return Err(error);
             }
             let delay = backoff.nominal_delay(attempt - 1);
-            if attempt >= backoff.max_attempts() || started.elapsed() + delay > backoff.budget() {
+            if attempt >= backoff.max_attempts()
+                || started.elapsed().saturating_add(delay) > backoff.budget()
+            {
                 return Err(if attempt > 1 {
                     Error::GaveUp {
                         attempts: attempt,
@@ -1864,12 +1859,10 @@ impl<S: Store> Issuer<S> {
         }
     }
 
-    fn pick(
-        &self,
-        authz: &crate::client::Authorization,
-        options: &EnsureOptions,
-    ) -> Result<(Arc<dyn Solver>, crate::client::Challenge)> {
-        let preference: Vec<ChallengeType> = if options.challenge_types.is_empty() {
+    /// The challenge types in the order they are tried: the options', else
+    /// the solvers'.
+    fn preference(&self, options: &EnsureOptions) -> Vec<ChallengeType> {
+        if options.challenge_types.is_empty() {
             self.inner
                 .solvers
                 .iter()
@@ -1877,7 +1870,24 @@ impl<S: Store> Issuer<S> {
                 .collect()
         } else {
             options.challenge_types.clone()
-        };
+        }
+    }
+
+    /// The solver and challenge for `authz`: the first of the preferred
+    /// types the CA offers and CAA leaves it (the journal's
+    /// `caa_methods`).
+    fn pick(
+        &self,
+        authz: &crate::client::Authorization,
+        options: &EnsureOptions,
+        journal: &Journal,
+    ) -> Result<(Arc<dyn Solver>, crate::client::Challenge)> {
+        let caa = journal.caa_methods.get(&authz.identifier().value);
+        let preference: Vec<ChallengeType> = self
+            .preference(options)
+            .into_iter()
+            .filter(|kind| caa.is_none_or(|allowed| allowed.contains(&kind.to_string())))
+            .collect();
         for kind in &preference {
             let solver = self
                 .inner
@@ -1987,4 +1997,78 @@ impl From<Error> for DriveError {
     fn from(e: Error) -> Self {
         Self::Failed(e)
     }
+}
+
+/// The validation methods each name's CAA verdict leaves (wildcards: only
+/// dns-01, the one method a CA validates them with), or the error when
+/// one is left none.
+fn caa_methods(
+    reports: &[crate::caa::CaaReport],
+) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
+    let mut methods = std::collections::BTreeMap::new();
+    let mut none_left = Vec::new();
+    for report in reports {
+        let mut left = report.methods.clone();
+        if report.name.starts_with("*.") {
+            left.retain(|m| m == ChallengeType::Dns01.as_str());
+        }
+        if left.is_empty() {
+            none_left.push(report);
+        }
+        methods.insert(report.name.clone(), left);
+    }
+    if none_left.is_empty() {
+        return Ok(methods);
+    }
+    Err(Error::CaaPreflight {
+        names: none_left.iter().map(|r| r.name.clone()).collect(),
+        cause: CaaCause::Forbidden,
+        summary: none_left
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}; CAA validationmethods leaves none of the challenge types we would use{}",
+                    r.summary(),
+                    if r.name.starts_with("*.") {
+                        " (a wildcard is validated by dns-01 only)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    })
+}
+
+/// Presents every answer: side by side, except that dns-01 answers at one
+/// record name (a wildcard and its apex) go one after another (see
+/// [`Solver::present`]). The outcomes, in `to_answer`'s order.
+async fn present_all(
+    to_answer: &[(Arc<dyn Solver>, crate::client::Challenge, ChallengeAnswer)],
+) -> Vec<Result<()>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut by_name: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, (_, _, answer)) in to_answer.iter().enumerate() {
+        if answer.kind == ChallengeType::Dns01 {
+            if let Some(&g) = by_name.get(answer.dns_name.as_str()) {
+                groups[g].push(i);
+                continue;
+            }
+            by_name.insert(answer.dns_name.as_str(), groups.len());
+        }
+        groups.push(vec![i]);
+    }
+    let done = futures_util::future::join_all(groups.into_iter().map(|group| async move {
+        let mut outcomes = Vec::with_capacity(group.len());
+        for i in group {
+            let (solver, _, answer) = &to_answer[i];
+            outcomes.push((i, solver.present(answer).await));
+        }
+        outcomes
+    }))
+    .await;
+    let mut outcomes: Vec<(usize, Result<()>)> = done.into_iter().flatten().collect();
+    outcomes.sort_by_key(|(i, _)| *i);
+    outcomes.into_iter().map(|(_, outcome)| outcome).collect()
 }

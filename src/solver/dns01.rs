@@ -28,9 +28,12 @@ use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 use super::{ChallengeAnswer, Solver, SolverFuture};
-use crate::dns::{self, Dns, DnsError, TsigKey, Zone};
+use crate::dns::{self, Dns, DnsError, Nameserver, TsigKey, Zone};
 use crate::error::Error;
 use crate::protocol::ChallengeType;
+
+/// The shortest pause between two propagation polls.
+const MIN_POLL: Duration = Duration::from_millis(10);
 
 /// How an [`Rfc2136Solver`] updates and checks DNS.
 ///
@@ -258,10 +261,17 @@ impl Rfc2136Solver {
         let rcode = response.metadata.response_code;
         if rcode != ResponseCode::NoError {
             // A refusal is often unsigned (BADKEY, BADSIG): report the code.
+            let mut rcode_text = dns::rcode_name(rcode);
+            if matches!(rcode, ResponseCode::NotAuth | ResponseCode::NotZone) {
+                rcode_text.push_str(&format!(
+                    " ({server} does not serve zone {} as primary: where a _acme-challenge CNAME leads into a zone hosted elsewhere, that zone's updates need its own server)",
+                    dns::display_name(zone)
+                ));
+            }
             return Err(DnsError::Rcode {
                 server,
                 query: what,
-                rcode: dns::rcode_name(rcode),
+                rcode: rcode_text,
             });
         }
         if let Some(verifier) = verifier.as_mut() {
@@ -274,50 +284,78 @@ impl Rfc2136Solver {
     }
 
     /// Polls every nameserver of `zone` until each serves `value` at
-    /// `record`.
+    /// `record`. A nameserver counts by name: it serves the value when one
+    /// of its addresses does and none answers without it (an address this
+    /// host cannot reach, say IPv6 on an IPv4-only host, does not hold the
+    /// wait up once a sibling address serves).
     async fn wait_served(
         &self,
         zone: &Zone,
         record: &Name,
         value: &str,
     ) -> std::result::Result<(), DnsError> {
+        /// What one address said last.
+        enum Last {
+            Serves,
+            Lacks(String),
+            Failed(String),
+        }
         let started = Instant::now();
         let name = dns::display_name(record);
-        let mut waiting: Vec<_> = zone.nameservers.clone();
-        let mut last: HashMap<SocketAddr, String> = HashMap::new();
-        let mut interval = self.config.poll_first;
+        let mut last: HashMap<SocketAddr, Last> = HashMap::new();
+        let mut interval = self.config.poll_first.max(MIN_POLL);
         loop {
-            let mut still = Vec::new();
-            for ns in waiting {
-                match self.dns.txt_at(ns.addr, &name).await {
-                    Ok(values) if values.iter().any(|v| v == value) => {}
-                    Ok(values) => {
-                        last.insert(
-                            ns.addr,
-                            match values.len() {
-                                0 => "no TXT record".to_owned(),
-                                n => format!("{n} other value(s)"),
-                            },
-                        );
-                        still.push(ns);
-                    }
-                    Err(e) => {
-                        last.insert(ns.addr, e.to_string());
-                        still.push(ns);
-                    }
-                }
+            // Ask each address that has not served the value yet.
+            let asking: Vec<&Nameserver> = zone
+                .nameservers
+                .iter()
+                .filter(|ns| !matches!(last.get(&ns.addr), Some(Last::Serves)))
+                .collect();
+            let answers = futures_util::future::join_all(
+                asking.iter().map(|ns| self.dns.txt_at(ns.addr, &name)),
+            )
+            .await;
+            for (ns, answer) in asking.iter().zip(answers) {
+                let said = match answer {
+                    Ok(values) if values.iter().any(|v| v == value) => Last::Serves,
+                    Ok(values) => Last::Lacks(match values.len() {
+                        0 => "no TXT record".to_owned(),
+                        n => format!("{n} other value(s)"),
+                    }),
+                    Err(e) => Last::Failed(e.to_string()),
+                };
+                last.insert(ns.addr, said);
             }
-            if still.is_empty() {
+            let lagging: Vec<&Nameserver> = zone
+                .nameservers
+                .iter()
+                .filter(|ns| {
+                    let siblings = || zone.nameservers.iter().filter(|o| o.name == ns.name);
+                    match last.get(&ns.addr) {
+                        Some(Last::Serves) => false,
+                        Some(Last::Lacks(_)) | None => true,
+                        // Tolerated once another address of it serves.
+                        Some(Last::Failed(_)) => {
+                            !siblings().any(|o| matches!(last.get(&o.addr), Some(Last::Serves)))
+                        }
+                    }
+                })
+                .collect();
+            if lagging.is_empty() {
                 return Ok(());
             }
             let elapsed = started.elapsed();
             if elapsed >= self.config.propagation_timeout {
                 return Err(DnsError::NotPropagated {
                     name,
-                    lagging: still
+                    lagging: lagging
                         .iter()
                         .map(|ns| {
-                            format!("{ns}: {}", last.get(&ns.addr).map_or("?", String::as_str))
+                            let said = match last.get(&ns.addr) {
+                                Some(Last::Lacks(s) | Last::Failed(s)) => s.as_str(),
+                                Some(Last::Serves) | None => "?",
+                            };
+                            format!("{ns}: {said}")
                         })
                         .collect(),
                     after: elapsed,
@@ -325,12 +363,13 @@ impl Rfc2136Solver {
             }
             tracing::debug!(
                 target: "sturdy_acme::dns",
-                record = %name, lagging = still.len(), "waiting for nameservers to serve the TXT value"
+                record = %name, lagging = lagging.len(), "waiting for nameservers to serve the TXT value"
             );
             let pause = interval.min(self.config.propagation_timeout - elapsed);
             tokio::time::sleep(pause).await;
-            interval = (interval * 2).min(self.config.poll_max);
-            waiting = still;
+            interval = interval
+                .saturating_mul(2)
+                .min(self.config.poll_max.max(MIN_POLL));
         }
     }
 }

@@ -81,6 +81,13 @@ pub trait Solver: Send + Sync {
     /// Makes the answer visible to the CA (serve the token, publish the TXT
     /// record, install the certificate). Called before the challenge is
     /// answered; must be done when the future completes.
+    ///
+    /// The issuer presents the answers of one order side by side, except
+    /// that answers sharing a record name (a wildcard and its apex share
+    /// `_acme-challenge.<name>`) are presented one after another, so a
+    /// solver that rewrites a whole TXT record set through a provider's API
+    /// does not race with itself. Different orders may still present at
+    /// one name concurrently: add a value, never replace the set.
     fn present<'a>(&'a self, answer: &'a ChallengeAnswer) -> SolverFuture<'a>;
 
     /// Removes the answer once the authorization is decided.

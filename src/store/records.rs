@@ -1,5 +1,6 @@
 //! The records a [`Store`](super::Store) keeps.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::SystemTime;
 
@@ -391,6 +392,12 @@ pub struct Journal {
     /// only what was spent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserved_as: Option<String>,
+    /// The validation methods the CAA pre-flight left each identifier
+    /// (RFC 8657 `validationmethods`), by identifier as the order names it
+    /// (`*.` kept); an identifier absent here is not restricted. The
+    /// challenge of each authorization is picked among these.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub caa_methods: BTreeMap<String, Vec<String>>,
 }
 
 /// An error recorded in a [`Journal`].

@@ -100,6 +100,7 @@ fn journal(key: &IdentifierSetKey, step: JournalStep) -> Journal {
         certificate_reserved: false,
         replaces: None,
         reserved_as: None,
+        caa_methods: Default::default(),
     }
 }
 
@@ -268,21 +269,23 @@ pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> 
         ok(c, store.load_journal(&key_b).await)?.is_none(),
         || "another CA's journal".into(),
     )?;
-    let c = "a journal's last error reads back";
+    let c = "a journal's last error and CAA methods read back";
     let failed = Journal {
         last_error: Some(crate::store::JournalError {
             at: 1_700_000_100,
             class: "caa".into(),
             message: "CAA recheck timed out".into(),
         }),
+        caa_methods: [("*.a.example".to_owned(), vec!["dns-01".to_owned()])].into(),
         ..journal(&key_a, JournalStep::Finalizing)
     };
     ok(c, store.save_journal(&key_a, &failed).await)?;
     let read = ok(c, store.load_journal(&key_a).await)?;
     expect(
         c,
-        read.as_ref()
-            .is_some_and(|r| r.last_error == failed.last_error),
+        read.as_ref().is_some_and(|r| {
+            r.last_error == failed.last_error && r.caa_methods == failed.caa_methods
+        }),
         || format!("{read:?}"),
     )?;
     let c = "in-flight journals are listed per directory";

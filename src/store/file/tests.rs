@@ -88,6 +88,7 @@ fn journal() -> Journal {
         certificate_reserved: false,
         replaces: None,
         reserved_as: None,
+        caa_methods: Default::default(),
     }
 }
 

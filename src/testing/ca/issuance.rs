@@ -153,7 +153,19 @@ pub(super) fn dns_caa_failures(
                 "While processing CAA for {}: DNS problem: query timed out looking up CAA for {at}",
                 report.name
             ),
-            _ => continue,
+            // A real CA asks one of the nameservers; this one refuses
+            // whenever they disagree, so tests see the disagreement.
+            CaaVerdict::Inconsistent { at, zone, .. } => format!(
+                "While processing CAA for {}: DNS problem: the nameservers of {zone} serve different CAA records for {at}",
+                report.name
+            ),
+            CaaVerdict::Failed { at, .. } => format!(
+                "While processing CAA for {}: DNS problem: SERVFAIL looking up CAA for {at}",
+                report.name
+            ),
+            CaaVerdict::Allowed { .. }
+            | CaaVerdict::NoRecords
+            | CaaVerdict::Undetermined { .. } => continue,
         };
         let mut sub = Problem::new(ProblemType::Caa, detail);
         sub.identifier = ids.iter().find(|i| i.value == report.name).cloned();
