@@ -314,9 +314,35 @@ async fn check(
         .dns_config()?
         .ok_or("--check needs a DNS server: --dns-server HOST:PORT")?;
     let identities = conn.client.directory().meta.caa_identities.clone();
+    // RFC 8657 accounturi is judged against the account of --account-key,
+    // when the CA knows it (looked up, never created).
+    let account_uri = match args.account_key.as_deref().filter(|p| p.exists()) {
+        Some(path) => {
+            let key = load_or_create_account_key(Some(path), args.account_key_type.parse()?)?;
+            match conn.client.find_account(key).await {
+                Ok(account) => {
+                    println!("Account: {}", account.url());
+                    Some(account.url().to_owned())
+                }
+                Err(e) => {
+                    println!(
+                        "Account: none at this CA for {} ({e}): an accounturi record cannot match",
+                        path.display()
+                    );
+                    None
+                }
+            }
+        }
+        None => {
+            println!(
+                "Account: none given (--account-key FILE of an existing account): an accounturi record cannot match a new account"
+            );
+            None
+        }
+    };
     let ctx = CaaContext {
         ca_identities: identities.clone(),
-        account_uri: None,
+        account_uri,
         validation_methods: vec![challenge_type.to_string()],
     };
     println!(

@@ -72,9 +72,22 @@ async fn each_record_set_gets_its_verdict() {
     let star = check(&lab, "*.wild.caa.test").await;
     assert!(forbidden_reason(&star).contains("issuewild"), "{star:?}");
 
+    // issuewild only: the apex is not restricted, its wildcard nobody may
+    // issue for.
+    let apex = check(&lab, "wildonly.caa.test").await;
+    assert!(
+        matches!(&apex.verdict, CaaVerdict::Allowed { at, record: None } if at == "wildonly.caa.test"),
+        "{apex:?}"
+    );
+    let star = check(&lab, "*.wildonly.caa.test").await;
+    assert!(
+        forbidden_reason(&star).contains("permits no CA"),
+        "{star:?}"
+    );
+
     let account = check(&lab, "account.caa.test").await;
     assert!(
-        forbidden_reason(&account).contains("accounturi"),
+        forbidden_reason(&account).contains("this account is https://ca.invalid/acct/1"),
         "{account:?}"
     );
 
@@ -356,5 +369,131 @@ async fn embedded_ca_rechecks_caa(dialect: Dialect) {
         .ensure(&["allowed.caa.test"], &EnsureOptions::default())
         .await
         .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn nameservers_serving_different_records_give_an_inconsistent_verdict() {
+    crate::common::init_tracing();
+    let Some(lab) = DnsLab::start().await else {
+        return;
+    };
+    assert_eq!(check(&lab, "lag.test").await.verdict, CaaVerdict::NoRecords);
+    // A new CAA record the lagging secondary has not transferred yet.
+    lab.add_record("lag.test", "@", "CAA", "0 issue \"other-ca.example\"");
+    let split = check(&lab, "lag.test").await;
+    let CaaVerdict::Inconsistent { zone, answers, .. } = &split.verdict else {
+        panic!("{split:?}")
+    };
+    assert_eq!(zone, "lag.test");
+    assert!(
+        answers
+            .iter()
+            .any(|a| a.starts_with("ns1.lag.test") && a.contains("other-ca.example"))
+            && answers
+                .iter()
+                .any(|a| a.starts_with("ns2.lag.test") && a.contains("no CAA records")),
+        "{answers:?}"
+    );
+    assert!(split.verdict.is_transient() && !split.verdict.may_issue());
+    // Once the secondary has it, both agree: forbidden.
+    lab.refresh_secondary().await;
+    let agreed = check(&lab, "lag.test").await;
+    assert!(
+        forbidden_reason(&agreed).contains("other-ca.example"),
+        "{agreed:?}"
+    );
+}
+
+/// An http-01 solver that serves nothing and counts its presents.
+#[derive(Default)]
+struct CountingHttp01(std::sync::atomic::AtomicUsize);
+
+impl sturdy_acme::solver::Solver for CountingHttp01 {
+    fn challenge_type(&self) -> sturdy_acme::ChallengeType {
+        sturdy_acme::ChallengeType::Http01
+    }
+    fn present<'a>(
+        &'a self,
+        _: &'a sturdy_acme::solver::ChallengeAnswer,
+    ) -> sturdy_acme::solver::SolverFuture<'a> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async { Ok(()) })
+    }
+    fn cleanup<'a>(
+        &'a self,
+        _: &'a sturdy_acme::solver::ChallengeAnswer,
+    ) -> sturdy_acme::solver::SolverFuture<'a> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn validationmethods_steer_the_challenge_and_accounturi_matches_our_account() {
+    crate::common::init_tracing();
+    let Some(lab) = DnsLab::start().await else {
+        return;
+    };
+    let (ca, issuer, dir) = issuer_on(&lab).await;
+    // http-01 preferred (and unserved: the CA cannot reach it), dns-01
+    // second.
+    let http = Arc::new(CountingHttp01::default());
+    let steered = Issuer::builder(
+        ca.client().await.unwrap(),
+        FileStore::open(dir.join("steered")).unwrap(),
+    )
+    .solver(Arc::clone(&http) as Arc<dyn sturdy_acme::solver::Solver>)
+    .solver(Arc::new(Rfc2136Solver::new(
+        Dns::new(lab.dns_config()),
+        Rfc2136Config::new(lab.resolver(), Some(lab.tsig_key().parse().unwrap())),
+    )))
+    .caa_preflight(Some(
+        CaaChecker::new(Dns::new(lab.dns_config())).query_timeout(Duration::from_millis(300)),
+    ))
+    .build();
+    // Without a CAA restriction the preferred http-01 is used, and fails.
+    let err = steered
+        .ensure(&["allowed.caa.test"], &EnsureOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.class(), ErrorClass::Validation { .. }),
+        "{err}"
+    );
+    assert_eq!(http.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // validationmethods=dns-01: dns-01 is chosen, http-01 never presented.
+    let ensured = steered
+        .ensure(&["dnsonly.caa.test"], &EnsureOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(ensured.source, sturdy_acme::CertificateSource::New);
+    assert_eq!(http.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // accounturi naming our own account permits; another account's does
+    // not, and the error says which account we are.
+    let account = issuer.account().await.unwrap();
+    lab.add_record(
+        "caa.test",
+        "ours",
+        "CAA",
+        &format!(
+            "0 issue \"{TEST_CA_IDENTITY}; accounturi={}\"",
+            account.url()
+        ),
+    );
+    let ensured = issuer
+        .ensure(&["ours.caa.test"], &EnsureOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(ensured.source, sturdy_acme::CertificateSource::New);
+    let err = issuer
+        .ensure(&["account.caa.test"], &EnsureOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("this account is {}", account.url())),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -310,7 +310,16 @@ async fn the_issue_tool_checks_and_issues_through_rfc2136() {
         ),
         ("other.caa.test", 4, "names other-ca.example"),
         ("*.wild.caa.test", 4, "issuewild decides"),
-        ("account.caa.test", 4, "accounturi"),
+        ("account.caa.test", 4, "there is no account yet to match"),
+        ("wildonly.caa.test", 0, "restrict nothing here"),
+        ("*.wildonly.caa.test", 4, "issuewild \";\" permits no CA"),
+        ("dnsonly.caa.test", 0, "validationmethods=dns-01"),
+        (
+            "methods.caa.test",
+            4,
+            "validationmethods=http-01 excludes dns-01",
+        ),
+        ("critical.caa.test", 4, "issuer-critical"),
         ("aliased.caa.test", 4, "CNAME to aliased.caa-target.test"),
         ("none.caa.test", 0, "no CAA records"),
         ("www.slow.test", 0, "ns.slow.test"),
@@ -333,6 +342,7 @@ async fn the_issue_tool_checks_and_issues_through_rfc2136() {
             stdout.contains(expect),
             "{domain}: {expect:?} not in\n{stdout}"
         );
+        assert!(stdout.contains("Account: none given"), "{stdout}");
     }
     lab.proxy().drop_caa(true);
     let output = check("www.slow.test").await.unwrap();

@@ -86,6 +86,8 @@ pub const ZONES: &[(&str, &str)] = &[
          wild CAA 0 issuewild \"other-ca.example\"\n\
          account CAA 0 issue \"sturdy-acme.test; accounturi=https://ca.invalid/acct/999\"\n\
          methods CAA 0 issue \"sturdy-acme.test; validationmethods=http-01\"\n\
+         dnsonly CAA 0 issue \"sturdy-acme.test; validationmethods=dns-01\"\n\
+         wildonly CAA 0 issuewild \";\"\n\
          aliased CNAME aliased.caa-target.test.\n\
          none A 127.0.0.1\n\
          critical CAA 128 tbs \"unknown\"\n",
@@ -242,6 +244,29 @@ impl DnsLab {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Adds a record to `zone` on the primary only (a knotc transaction;
+    /// the serial goes up, the lagging secondary does not see it until
+    /// [`DnsLab::refresh_secondary`]). `rdata` in zone-file form.
+    pub fn add_record(&self, zone: &str, owner: &str, rtype: &str, rdata: &str) {
+        let knotc = |args: &[&str]| {
+            let output = Command::new(knotc())
+                .arg("-s")
+                .arg(self.dir.join("primary/knot.sock"))
+                .args(args)
+                .output()
+                .expect("run knotc");
+            assert!(
+                output.status.success(),
+                "knotc {args:?}: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        knotc(&["zone-begin", zone]);
+        knotc(&["zone-set", zone, owner, "60", rtype, rdata]);
+        knotc(&["zone-commit", zone]);
     }
 
     /// The TXT values at `name` as `server` serves them.
