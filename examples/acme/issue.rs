@@ -143,7 +143,56 @@ pub async fn run(args: IssueArgs) -> Result<(), AnyError> {
         ChallengeType::Dns01 => args.challenge.rfc2136_solver()?,
         _ => None,
     };
+    // Every record added by RFC 2136 is deleted again, whatever happens
+    // after its UPDATE was sent (a failed publish included).
     let mut published = Vec::new();
+    let validated = answer_challenges(
+        &mut order,
+        &conn,
+        challenge_type,
+        rfc2136.as_ref(),
+        &mut published,
+    )
+    .await;
+    if let Some(solver) = &rfc2136 {
+        for (name, value) in &published {
+            match solver.unpublish(name, value).await {
+                Ok(()) => step(format!("deleted TXT {name}")),
+                Err(e) => step(format!("warning: could not delete TXT {name}: {e}")),
+            }
+        }
+    }
+    validated?;
+    step("all identifiers validated");
+    conn.responder = None;
+
+    order.finalize(Csr::Key(&cert_key)).await?;
+    step("order finalized");
+    let chain = order
+        .certificate_chain(args.preferred_chain.as_deref())
+        .await?;
+    step(format!(
+        "certificate {} downloaded (serial {}, chain to {})",
+        chain.url(),
+        chain.serial_hex().unwrap_or_default(),
+        chain.top_issuer_common_name().unwrap_or_default()
+    ));
+    write_outputs(&args.out, cert_key.to_pkcs8_pem().as_bytes(), &chain)?;
+    done(&conn, started);
+    Ok(())
+}
+
+/// Presents and answers every pending authorization's challenge of
+/// `challenge_type`, then waits for the order to be ready. Each RFC 2136
+/// record is pushed onto `published` before its UPDATE is sent, so the
+/// caller deletes it whatever happens.
+async fn answer_challenges(
+    order: &mut sturdy_acme::Order,
+    conn: &Connection,
+    challenge_type: ChallengeType,
+    rfc2136: Option<&sturdy_acme::solver::dns01::Rfc2136Solver>,
+    published: &mut Vec<(String, String)>,
+) -> Result<(), AnyError> {
     let mut to_answer = Vec::new();
     for authz in order.authorizations().await? {
         if authz.status() != AuthorizationStatus::Pending {
@@ -164,14 +213,14 @@ pub async fn run(args: IssueArgs) -> Result<(), AnyError> {
             _ if rfc2136.is_some() => {
                 let name = challenge.dns01_record_name();
                 let value = challenge.dns01_txt_value()?;
-                let solver = rfc2136.as_ref().expect("checked");
+                let solver = rfc2136.expect("checked");
+                published.push((name.clone(), value.clone()));
                 let zone = solver.publish(&name, &value).await?;
                 step(format!(
                     "added TXT {name} in zone {} by RFC 2136; all {} nameservers serve it",
                     zone.apex,
                     zone.nameservers.len()
                 ));
-                published.push((name, value));
             }
             (Some(r), _) => r
                 .tokens()
@@ -206,32 +255,7 @@ pub async fn run(args: IssueArgs) -> Result<(), AnyError> {
             challenge.identifier().value
         ));
     }
-    let validated = order.wait_ready().await;
-    if let Some(solver) = &rfc2136 {
-        for (name, value) in &published {
-            match solver.unpublish(name, value).await {
-                Ok(()) => step(format!("deleted TXT {name}")),
-                Err(e) => step(format!("warning: could not delete TXT {name}: {e}")),
-            }
-        }
-    }
-    validated?;
-    step("all identifiers validated");
-    conn.responder = None;
-
-    order.finalize(Csr::Key(&cert_key)).await?;
-    step("order finalized");
-    let chain = order
-        .certificate_chain(args.preferred_chain.as_deref())
-        .await?;
-    step(format!(
-        "certificate {} downloaded (serial {}, chain to {})",
-        chain.url(),
-        chain.serial_hex().unwrap_or_default(),
-        chain.top_issuer_common_name().unwrap_or_default()
-    ));
-    write_outputs(&args.out, cert_key.to_pkcs8_pem().as_bytes(), &chain)?;
-    done(&conn, started);
+    order.wait_ready().await?;
     Ok(())
 }
 
