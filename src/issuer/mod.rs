@@ -1461,8 +1461,19 @@ impl<S: Store> Issuer<S> {
                 return Ok(order);
             }
         }
-        // Before anything is spent: would the CA's CAA check pass?
+        // Before anything is spent: would the CA's CAA check pass? (First
+        // a dry run of the ledger, nothing written: a set it would refuse
+        // now is refused before the pre-flight can spend minutes on DNS.)
         if let Some(checker) = &self.inner.caa {
+            let reserve_certificate = !journal.certificate_reserved;
+            let exemption = self.exemption(previous, journal);
+            self.with_ledger(|l| {
+                let dry_run = l
+                    .reserve_new_order(&account_url, &ids, now, reserve_certificate, exemption)
+                    .map(drop);
+                (dry_run, false)
+            })
+            .await??;
             journal.caa_methods = self.caa_preflight(checker, key, account, options).await?;
         }
         // Checked and counted in one atomic ledger update: the order and,

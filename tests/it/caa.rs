@@ -497,3 +497,49 @@ async fn validationmethods_steer_the_challenge_and_accounturi_matches_our_accoun
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_set_the_ledger_refuses_is_refused_before_any_dns_question() {
+    crate::common::init_tracing();
+    let Some(lab) = DnsLab::start().await else {
+        return;
+    };
+    let ca = TestCa::builder()
+        .real_validation(0, 0, Arc::new(ServerDns::new(lab.dns_config())))
+        .start()
+        .await
+        .unwrap();
+    let dir = temp_store("caa-ledger");
+    let issuer = Issuer::builder(ca.client().await.unwrap(), FileStore::open(&dir).unwrap())
+        .solver(Arc::new(Rfc2136Solver::new(
+            Dns::new(lab.dns_config()),
+            Rfc2136Config::new(lab.resolver(), Some(lab.tsig_key().parse().unwrap())),
+        )))
+        .rate_limits(sturdy_acme::RateLimits {
+            new_orders_per_account: Some(sturdy_acme::Limit::new(1, Duration::from_secs(3600))),
+            ..sturdy_acme::RateLimits::none()
+        })
+        .caa_preflight(Some(
+            CaaChecker::new(Dns::new(lab.dns_config())).query_timeout(Duration::from_millis(300)),
+        ))
+        .build();
+    issuer
+        .ensure(&["allowed.caa.test"], &EnsureOptions::default())
+        .await
+        .unwrap();
+    // The account's one order is spent; the customer's DNS is down too.
+    lab.proxy().drop_caa(true);
+    let started = std::time::Instant::now();
+    let err = issuer
+        .ensure(&["www.slow.test"], &EnsureOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.class(), ErrorClass::RateLimited { .. }),
+        "{err}"
+    );
+    assert_eq!(lab.proxy().caa_seen(), 0, "no CAA question was asked");
+    assert_eq!(ca.ledger().requests_to(Endpoint::NewOrder), 1);
+    eprintln!("refused after {:?}", started.elapsed());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
