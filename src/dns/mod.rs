@@ -690,6 +690,78 @@ mod tests {
         assert!(matches!(err, DnsError::Malformed { .. }), "{err}");
     }
 
+    /// A valid answer holding CNAME, TXT and CAA records, encoded.
+    fn valid_answer() -> Vec<u8> {
+        use hickory_proto::rr::rdata::{CAA, CNAME, TXT};
+        let name = parse_name("x.example.test").unwrap();
+        let mut message = Message::new(0x1234, MessageType::Response, OpCode::Query);
+        message.add_query(Query::query(name.clone(), RecordType::CAA));
+        message.add_answer(Record::from_rdata(
+            name.clone(),
+            60,
+            RData::CNAME(CNAME(parse_name("y.example.test").unwrap())),
+        ));
+        message.add_answer(Record::from_rdata(
+            name.clone(),
+            60,
+            RData::TXT(TXT::new(vec!["value".into()])),
+        ));
+        message.add_answer(Record::from_rdata(
+            name,
+            60,
+            RData::CAA(CAA::new_issue(
+                false,
+                Some(parse_name("ca.example").unwrap()),
+                vec![],
+            )),
+        ));
+        message.to_vec().unwrap()
+    }
+
+    proptest::proptest! {
+        /// Whatever bytes come back (random, or a valid answer with bytes
+        /// changed, truncated or extended), parsing and reading them gives
+        /// an answer or a typed error, never a panic.
+        #[test]
+        fn any_bytes_parse_or_fail_cleanly(
+            random in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+            flips in proptest::collection::vec((0usize..200, proptest::num::u8::ANY), 0..8),
+            cut in 0usize..200,
+        ) {
+            let server: SocketAddr = "127.0.0.1:53".parse().unwrap();
+            let name = parse_name("x.example.test").unwrap();
+            let mut mutated = valid_answer();
+            for (at, byte) in flips {
+                if let Some(b) = mutated.get_mut(at) {
+                    *b = byte;
+                }
+            }
+            mutated.truncate(cut.max(12));
+            let mut extended = valid_answer();
+            extended.extend_from_slice(&random);
+            for bytes in [random.clone(), mutated, extended] {
+                if wire::check_header(&bytes, 0x1234).is_err() {
+                    continue;
+                }
+                if let Ok(answer) = parse_answer(server, "CAA x", &bytes, Duration::ZERO) {
+                    let _ = answer.cname(&name);
+                    let _ = txt_values(&answer, &name);
+                    let _ = answer.records(&name, RecordType::CAA).count();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_valid_answer_reads_back() {
+        let server: SocketAddr = "127.0.0.1:53".parse().unwrap();
+        let name = parse_name("x.example.test").unwrap();
+        let answer = parse_answer(server, "CAA x", &valid_answer(), Duration::ZERO).unwrap();
+        assert_eq!(txt_values(&answer, &name), ["value"]);
+        assert!(answer.cname(&name).is_some());
+        assert_eq!(answer.records(&name, RecordType::CAA).count(), 1);
+    }
+
     #[test]
     fn transient_errors() {
         let server: SocketAddr = "127.0.0.1:53".parse().unwrap();

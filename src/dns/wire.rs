@@ -145,7 +145,7 @@ fn truncated(message: &[u8]) -> bool {
 }
 
 /// A response to our query: 12-byte header at least, our ID, QR set.
-fn check_header(message: &[u8], id: u16) -> Result<(), String> {
+pub(crate) fn check_header(message: &[u8], id: u16) -> Result<(), String> {
     if message.len() < 12 {
         return Err(format!(
             "{} bytes, shorter than a DNS header",
