@@ -485,7 +485,8 @@ enum Said {
 /// CNAME every answering nameserver agrees on, or the verdict that stops
 /// the climb. A nameserver counts by name (answered when one of its
 /// addresses did); any nameserver failing stops the climb, since the CA's
-/// resolver may ask that one; answering addresses must agree.
+/// resolver may ask that one (in a public suffix's zone one answering is
+/// enough); answering addresses must agree.
 fn decide(
     target: &Name,
     zone: &Zone,
@@ -590,7 +591,12 @@ fn decide(
             }
         }
     }
-    if let Some(verdict) = transient.or(permanent) {
+    // A registry's zone (a public suffix: `com`, `co.uk`) is served by many
+    // anycast servers and a CA's resolver moves on to the next: one of them
+    // answering is enough there. A customer's zone is held to every one.
+    let public_suffix = psl::suffix_str(&zone.apex) == Some(zone.apex.as_str());
+    let failed = transient.or(permanent);
+    if let Some(verdict) = failed.filter(|_| !public_suffix || served.is_empty()) {
         return Err(verdict);
     }
     let (_, records, cname) = served[0];
@@ -630,4 +636,178 @@ fn caa_records(answer: &dns::Answer, name: &Name) -> Vec<CaaRecord> {
             _ => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use hickory_proto::op::ResponseCode;
+    use hickory_proto::rr::Record;
+    use hickory_proto::rr::rdata::CAA;
+
+    use super::*;
+    use crate::dns::{Answer, DnsError};
+
+    fn ns(name: &str, addr: &str) -> Nameserver {
+        Nameserver {
+            name: name.into(),
+            addr: addr.parse().unwrap(),
+        }
+    }
+
+    fn zone(apex: &str, nameservers: Vec<Nameserver>) -> Zone {
+        Zone {
+            apex: apex.into(),
+            primary: nameservers[0].name.clone(),
+            nameservers,
+        }
+    }
+
+    fn served(target: &Name, issuer: Option<&str>, authoritative: bool) -> Answer {
+        Answer {
+            rcode: ResponseCode::NoError,
+            authoritative,
+            answers: issuer
+                .map(|i| {
+                    Record::from_rdata(
+                        target.clone(),
+                        60,
+                        RData::CAA(CAA::new_issue(
+                            false,
+                            Some(dns::parse_name(i).unwrap()),
+                            vec![],
+                        )),
+                    )
+                })
+                .into_iter()
+                .collect(),
+            authorities: vec![],
+            additionals: vec![],
+            latency: Duration::ZERO,
+        }
+    }
+
+    fn timeout(addr: &str) -> DnsError {
+        DnsError::Timeout {
+            server: addr.parse::<SocketAddr>().unwrap(),
+            query: "CAA x".into(),
+            after: Duration::from_secs(2),
+        }
+    }
+
+    fn unroutable(addr: &str) -> DnsError {
+        DnsError::Io {
+            server: addr.parse::<SocketAddr>().unwrap(),
+            query: "CAA x".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NetworkUnreachable),
+        }
+    }
+
+    #[test]
+    fn a_nameserver_counts_by_name() {
+        let target = dns::parse_name("www.example.com").unwrap();
+        let v4 = ns("ns1.example.net", "192.0.2.1:53");
+        let v6 = ns("ns1.example.net", "[2001:db8::1]:53");
+        let z = zone("example.com", vec![v4.clone(), v6.clone()]);
+        let mut queries = Vec::new();
+        // The IPv6 address cannot be reached from here; the IPv4 one answers.
+        let (records, _) = decide(
+            &target,
+            &z,
+            vec![
+                (
+                    &v4,
+                    Ok(served(&target, Some("ca.example"), true)),
+                    Duration::ZERO,
+                ),
+                (&v6, Err(unroutable("[2001:db8::1]:53")), Duration::ZERO),
+            ],
+            &mut queries,
+        )
+        .unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(queries.len(), 2);
+        assert!(queries[0].answered && !queries[1].answered);
+    }
+
+    #[test]
+    fn every_nameserver_of_a_customer_zone_must_answer() {
+        let target = dns::parse_name("www.example.com").unwrap();
+        let a = ns("ns1.example.net", "192.0.2.1:53");
+        let b = ns("ns2.example.net", "192.0.2.2:53");
+        let z = zone("example.com", vec![a.clone(), b.clone()]);
+        let verdict = decide(
+            &target,
+            &z,
+            vec![
+                (&a, Ok(served(&target, None, true)), Duration::ZERO),
+                (&b, Err(timeout("192.0.2.2:53")), Duration::from_secs(2)),
+            ],
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&verdict, CaaVerdict::Unreachable { server, .. } if server.contains("ns2.example.net")),
+            "{verdict:?}"
+        );
+        // In a public suffix's zone, one answering is enough.
+        let com = zone("com", vec![a.clone(), b.clone()]);
+        let tld = dns::parse_name("com").unwrap();
+        let (records, cname) = decide(
+            &tld,
+            &com,
+            vec![
+                (&a, Ok(served(&tld, None, true)), Duration::ZERO),
+                (&b, Err(timeout("192.0.2.2:53")), Duration::from_secs(2)),
+            ],
+            &mut Vec::new(),
+        )
+        .unwrap();
+        assert!(records.is_empty() && cname.is_none());
+    }
+
+    #[test]
+    fn lame_and_disagreeing_nameservers() {
+        let target = dns::parse_name("www.example.com").unwrap();
+        let a = ns("ns1.example.net", "192.0.2.1:53");
+        let b = ns("ns2.example.net", "192.0.2.2:53");
+        let z = zone("example.com", vec![a.clone(), b.clone()]);
+        // Without the AA bit: not an answer from this zone's server.
+        let verdict = decide(
+            &target,
+            &z,
+            vec![
+                (&a, Ok(served(&target, None, true)), Duration::ZERO),
+                (&b, Ok(served(&target, None, false)), Duration::ZERO),
+            ],
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&verdict, CaaVerdict::Failed { error, .. } if error.contains("authority")),
+            "{verdict:?}"
+        );
+        assert!(!verdict.is_transient());
+        // Two authoritative answers that differ.
+        let verdict = decide(
+            &target,
+            &z,
+            vec![
+                (
+                    &a,
+                    Ok(served(&target, Some("ca.example"), true)),
+                    Duration::ZERO,
+                ),
+                (&b, Ok(served(&target, None, true)), Duration::ZERO),
+            ],
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        let CaaVerdict::Inconsistent { answers, .. } = &verdict else {
+            panic!("{verdict:?}")
+        };
+        assert_eq!(answers.len(), 2);
+        assert!(verdict.is_transient());
+    }
 }
