@@ -543,3 +543,46 @@ async fn a_set_the_ledger_refuses_is_refused_before_any_dns_question() {
     eprintln!("refused after {:?}", started.elapsed());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn the_embedded_ca_refuses_a_method_validationmethods_excludes() {
+    crate::common::init_tracing();
+    let Some(lab) = DnsLab::start().await else {
+        return;
+    };
+    let ca = TestCa::builder()
+        .real_validation(0, 0, Arc::new(ServerDns::new(lab.dns_config())))
+        .start()
+        .await
+        .unwrap();
+    let dir = temp_store("caa-ca-methods");
+    // No pre-flight: the CA's own check at finalize is what refuses.
+    let issuer = Issuer::builder(ca.client().await.unwrap(), FileStore::open(&dir).unwrap())
+        .solver(Arc::new(Rfc2136Solver::new(
+            Dns::new(lab.dns_config()),
+            Rfc2136Config::new(lab.resolver(), Some(lab.tsig_key().parse().unwrap())),
+        )))
+        .build();
+    // validationmethods=http-01, validated by dns-01: refused.
+    let err = issuer
+        .ensure(&["methods.caa.test"], &EnsureOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.class(),
+            ErrorClass::Caa {
+                cause: CaaCause::Forbidden,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(ca.ledger().requests_to(Endpoint::Finalize), 1);
+    // validationmethods=dns-01, validated by dns-01: issued.
+    issuer
+        .ensure(&["dnsonly.caa.test"], &EnsureOptions::default())
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -33,11 +33,14 @@ impl super::Ca {
     /// The CAA check through the CA's DNS resolver (real records with
     /// [`ServerDns`](crate::testing::ServerDns)) for `ids` issued to the
     /// account at `account_uri`, run before the state is locked: the
-    /// refusal, if any. `None` unless validation is real.
+    /// refusal, if any. `used` names the challenge type each identifier was
+    /// validated with (by identifier value, `*.` kept), judged against RFC
+    /// 8657 `validationmethods`. `None` unless validation is real.
     pub(super) async fn caa_through_dns(
         &self,
         ids: &[Identifier],
         account_uri: String,
+        used: &[(String, String)],
         config: &Config,
     ) -> Option<Box<Problem>> {
         let super::ValidationMode::Real { dns, .. } = &config.validation else {
@@ -54,7 +57,7 @@ impl super::Ca {
             validation_methods: vec!["http-01".into(), "dns-01".into(), "tls-alpn-01".into()],
         };
         let reports = dns.caa(&names, &ctx).await;
-        caa_failures(dns_caa_failures(ids, &reports)).err()
+        caa_failures(dns_caa_failures(ids, &reports, used)).err()
     }
 }
 
@@ -136,15 +139,26 @@ pub(super) fn caa_failures(mut failures: Vec<Problem>) -> Result<(), Box<Problem
 
 /// The CAA check through DNS (a [`DnsResolver`](crate::testing::DnsResolver)
 /// that reads real CAA records): one subproblem per identifier whose
-/// verdict forbids issuing or could not be read.
+/// verdict forbids issuing or could not be read, or whose records'
+/// `validationmethods` exclude the challenge type it was validated with
+/// (`used`).
 pub(super) fn dns_caa_failures(
     ids: &[Identifier],
     reports: &[crate::caa::CaaReport],
+    used: &[(String, String)],
 ) -> Vec<Problem> {
     use crate::caa::CaaVerdict;
     let mut failures = Vec::new();
     for report in reports {
+        let method_excluded = used
+            .iter()
+            .find(|(name, _)| name == &report.name)
+            .is_some_and(|(_, method)| !report.methods.contains(method));
         let detail = match &report.verdict {
+            CaaVerdict::Allowed { at, .. } if method_excluded => format!(
+                "While processing CAA for {}: CAA record for {at} prevents issuance",
+                report.name
+            ),
             CaaVerdict::Forbidden { at, .. } => format!(
                 "While processing CAA for {}: CAA record for {at} prevents issuance",
                 report.name

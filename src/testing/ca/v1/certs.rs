@@ -109,7 +109,8 @@ impl Ca {
             .and_then(Value::as_str)
             .and_then(b64_decode)?;
         let csr = pki::parse_csr(&der).ok()?;
-        self.caa_through_dns(&csr.identifiers, self.v1_reg_url(acct), config)
+        // (v1 predates RFC 8657: validation methods are not judged.)
+        self.caa_through_dns(&csr.identifiers, self.v1_reg_url(acct), &[], config)
             .await
     }
 

@@ -167,11 +167,32 @@ impl Ca {
         acct: usize,
         config: &Config,
     ) -> Option<Box<crate::error::Problem>> {
-        let ids = {
+        let (ids, used) = {
             let state = self.state();
-            state.orders.get(id)?.identifiers.clone()
+            let order = state.orders.get(id)?;
+            // The challenge type each authorization was validated with.
+            let used: Vec<(String, String)> = order
+                .authzs
+                .iter()
+                .filter_map(|a| state.authzs.get(*a))
+                .filter_map(|authz| {
+                    let kind = authz
+                        .challenges
+                        .iter()
+                        .find(|c| c.status == crate::protocol::ChallengeStatus::Valid)?
+                        .kind
+                        .to_string();
+                    let name = if authz.wildcard {
+                        format!("*.{}", authz.identifier.value)
+                    } else {
+                        authz.identifier.value.clone()
+                    };
+                    Some((name, kind))
+                })
+                .collect();
+            (order.identifiers.clone(), used)
         };
-        self.caa_through_dns(&ids, self.account_url(acct), config)
+        self.caa_through_dns(&ids, self.account_url(acct), &used, config)
             .await
     }
 
