@@ -313,6 +313,11 @@ impl<S: Store> IssuerBuilder<S> {
     /// not answer is asked again on the CAA schedule, then fails with
     /// [`ErrorClass::Caa`] / [`CaaCause::LookupFailed`](crate::CaaCause)
     /// naming it, and no order, authorization or finalize is spent.
+    ///
+    /// The set's lease is held (and renewed) while the pre-flight waits:
+    /// another process ensuring the same set waits its `lease_wait`
+    /// (10 minutes by default, less than the CAA schedule's 15) and then
+    /// returns a lease error rather than asking the same DNS again.
     pub fn dns(mut self, config: DnsConfig) -> Self {
         self.caa = Some(CaaChecker::new(Dns::new(config)));
         self
