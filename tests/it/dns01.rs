@@ -237,8 +237,13 @@ async fn pebble_validates_rfc2136_records_through_the_same_server() {
     let client = pebble.client_builder().build().await.unwrap();
     let solver = Arc::new(solver(&lab));
     let dir = temp_store("dns01-pebble");
+    // The pre-flight on too (Pebble announces no CAA identity: named here).
     let issuer = Issuer::builder(client, FileStore::open(&dir).unwrap())
         .solver(solver)
+        .caa_preflight(Some(
+            sturdy_acme::caa::CaaChecker::new(Dns::new(lab.dns_config()))
+                .ca_identities(vec!["pebble.letsencrypt.org".into()]),
+        ))
         .build();
     for names in [
         &["www.example.test"][..],
