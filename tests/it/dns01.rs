@@ -14,16 +14,6 @@ use sturdy_acme::{CertificateSource, EnsureOptions, Issuer};
 use crate::common::knot::DnsLab;
 use crate::issuer::temp_store;
 
-fn solver(lab: &DnsLab) -> Rfc2136Solver {
-    let key: TsigKey = lab.tsig_key().parse().unwrap();
-    Rfc2136Solver::new(
-        Dns::new(lab.dns_config()),
-        Rfc2136Config::new(lab.resolver(), Some(key))
-            .poll_interval(Duration::from_millis(50), Duration::from_millis(200))
-            .propagation_timeout(Duration::from_secs(20)),
-    )
-}
-
 /// The embedded CA validating dns-01 through the lab's primary.
 async fn ca_on(lab: &DnsLab) -> TestCa {
     TestCa::builder()
@@ -35,7 +25,7 @@ async fn ca_on(lab: &DnsLab) -> TestCa {
 
 async fn issue(lab: &DnsLab, names: &[&str]) -> (TestCa, Arc<Rfc2136Solver>) {
     let ca = ca_on(lab).await;
-    let solver = Arc::new(solver(lab));
+    let solver = Arc::new(lab.solver());
     let dir = temp_store("dns01");
     let issuer = Issuer::builder(ca.client().await.unwrap(), FileStore::open(&dir).unwrap())
         .solver(solver.clone())
@@ -85,7 +75,7 @@ async fn a_cname_at_acme_challenge_is_followed_into_the_delegated_zone() {
     let Some(lab) = DnsLab::start().await else {
         return;
     };
-    let s = solver(&lab);
+    let s = lab.solver();
     // The record lands at the CNAME's target, in the other zone.
     let zone = s
         .publish("_acme-challenge.alias.example.test.", "delegated-value")
@@ -119,7 +109,7 @@ async fn concurrent_values_at_one_name_do_not_clobber_each_other() {
     let Some(lab) = DnsLab::start().await else {
         return;
     };
-    let s = solver(&lab);
+    let s = lab.solver();
     let name = "_acme-challenge.www.example.test";
     let (a, b) = tokio::join!(s.publish(name, "value-a"), s.publish(name, "value-b"));
     a.unwrap();
@@ -143,7 +133,7 @@ async fn the_solver_waits_for_a_lagging_secondary() {
     let Some(lab) = DnsLab::start().await else {
         return;
     };
-    let s = Arc::new(solver(&lab));
+    let s = Arc::new(lab.solver());
     let name = "_acme-challenge.lag.test";
     let publishing = tokio::spawn({
         let s = Arc::clone(&s);
@@ -235,7 +225,7 @@ async fn pebble_validates_rfc2136_records_through_the_same_server() {
         return;
     };
     let client = pebble.client_builder().build().await.unwrap();
-    let solver = Arc::new(solver(&lab));
+    let solver = Arc::new(lab.solver());
     let dir = temp_store("dns01-pebble");
     // The pre-flight on too (Pebble announces no CAA identity: named here).
     let issuer = Issuer::builder(client, FileStore::open(&dir).unwrap())
@@ -397,7 +387,7 @@ async fn the_issuer_answers_no_challenge_while_a_secondary_lags() {
     let ca = ca_on(&lab).await;
     let dir = temp_store("dns01-lag");
     let issuer = Issuer::builder(ca.client().await.unwrap(), FileStore::open(&dir).unwrap())
-        .solver(Arc::new(solver(&lab)))
+        .solver(Arc::new(lab.solver()))
         .build();
     let ensuring = tokio::spawn({
         let issuer = issuer.clone();

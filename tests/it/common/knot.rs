@@ -39,6 +39,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use sturdy_acme::dns::{Dns, DnsConfig};
+use sturdy_acme::solver::dns01::{Rfc2136Config, Rfc2136Solver};
 
 use super::dns_proxy::DnsProxy;
 
@@ -244,6 +245,17 @@ impl DnsLab {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The RFC 2136 solver of the lab: UPDATEs to the primary signed with
+    /// the lab's key, quick polls (50 ms doubling to 200 ms, 20 s at most).
+    pub fn solver(&self) -> Rfc2136Solver {
+        Rfc2136Solver::new(
+            Dns::new(self.dns_config()),
+            Rfc2136Config::new(self.resolver(), Some(self.tsig_key().parse().unwrap()))
+                .poll_interval(Duration::from_millis(50), Duration::from_millis(200))
+                .propagation_timeout(Duration::from_secs(20)),
+        )
     }
 
     /// Adds a record to `zone` on the primary only (a knotc transaction;
