@@ -143,14 +143,21 @@ async fn a_nameserver_that_does_not_answer_is_named_with_its_wait() {
     );
 }
 
-/// The embedded CA, the lab's DNS behind it, an issuer with dns-01 by
-/// RFC 2136 and the CAA pre-flight retried every 200 ms.
-async fn issuer_on(lab: &DnsLab) -> (TestCa, Issuer<FileStore>, std::path::PathBuf) {
-    let ca = TestCa::builder()
+/// The embedded CA in `dialect`, validating and checking CAA through the
+/// lab's DNS.
+async fn ca_on(lab: &DnsLab, dialect: Dialect) -> TestCa {
+    TestCa::builder()
+        .dialect(dialect)
         .real_validation(0, 0, Arc::new(ServerDns::new(lab.dns_config())))
         .start()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The embedded CA, the lab's DNS behind it, an issuer with dns-01 by
+/// RFC 2136 and the CAA pre-flight retried every 200 ms.
+async fn issuer_on(lab: &DnsLab) -> (TestCa, Issuer<FileStore>, std::path::PathBuf) {
+    let ca = ca_on(&lab, Dialect::V2).await;
     let solver = lab.solver();
     let checker = CaaChecker::new(Dns::new(lab.dns_config()))
         .query_timeout(Duration::from_millis(300))
@@ -274,12 +281,7 @@ async fn embedded_ca_rechecks_caa(dialect: Dialect) {
     let Some(lab) = DnsLab::start().await else {
         return;
     };
-    let ca = TestCa::builder()
-        .dialect(dialect)
-        .real_validation(0, 0, Arc::new(ServerDns::new(lab.dns_config())))
-        .start()
-        .await
-        .unwrap();
+    let ca = ca_on(&lab, dialect).await;
     let client = ca
         .client_builder()
         .retry_policy(sturdy_acme::RetryPolicy::no_retries())
@@ -471,11 +473,7 @@ async fn a_set_the_ledger_refuses_is_refused_before_any_dns_question() {
     let Some(lab) = DnsLab::start().await else {
         return;
     };
-    let ca = TestCa::builder()
-        .real_validation(0, 0, Arc::new(ServerDns::new(lab.dns_config())))
-        .start()
-        .await
-        .unwrap();
+    let ca = ca_on(&lab, Dialect::V2).await;
     let dir = temp_store("caa-ledger");
     let issuer = Issuer::builder(ca.client().await.unwrap(), FileStore::open(&dir).unwrap())
         .solver(Arc::new(lab.solver()))
@@ -514,11 +512,7 @@ async fn the_embedded_ca_refuses_a_method_validationmethods_excludes() {
     let Some(lab) = DnsLab::start().await else {
         return;
     };
-    let ca = TestCa::builder()
-        .real_validation(0, 0, Arc::new(ServerDns::new(lab.dns_config())))
-        .start()
-        .await
-        .unwrap();
+    let ca = ca_on(&lab, Dialect::V2).await;
     let dir = temp_store("caa-ca-methods");
     // No pre-flight: the CA's own check at finalize is what refuses.
     let issuer = Issuer::builder(ca.client().await.unwrap(), FileStore::open(&dir).unwrap())
