@@ -157,7 +157,7 @@ async fn ca_on(lab: &DnsLab, dialect: Dialect) -> TestCa {
 /// The embedded CA, the lab's DNS behind it, an issuer with dns-01 by
 /// RFC 2136 and the CAA pre-flight retried every 200 ms.
 async fn issuer_on(lab: &DnsLab) -> (TestCa, Issuer<FileStore>, std::path::PathBuf) {
-    let ca = ca_on(&lab, Dialect::V2).await;
+    let ca = ca_on(lab, Dialect::V2).await;
     let solver = lab.solver();
     let checker = CaaChecker::new(Dns::new(lab.dns_config()))
         .query_timeout(Duration::from_millis(300))
