@@ -1439,6 +1439,7 @@ impl<S: Store> Issuer<S> {
         journal.chain_pem = None;
         journal.finalize_sent_at = None;
         journal.finalize_attempts = 0;
+        journal.caa_methods.clear();
         Ok(())
     }
 

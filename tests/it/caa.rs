@@ -198,8 +198,10 @@ async fn no_new_order_is_sent_while_the_customers_nameserver_times_out() {
         0,
         "no newOrder while DNS is down"
     );
+    // Each round sends a question up to 3 times (UDP resends inside the
+    // 300 ms deadline): more than 6 means more than two rounds.
     assert!(
-        lab.proxy().caa_seen() >= 3,
+        lab.proxy().caa_seen() > 6,
         "asked again: {}",
         lab.proxy().caa_seen()
     );
