@@ -1787,3 +1787,84 @@ async fn the_store_contract_checks_catch_a_broken_store() {
     let _ = std::fs::remove_dir_all(&dir2);
     let _ = std::fs::remove_dir_all(&dir3);
 }
+
+/// A dns-01 solver that records whether two presents at one record name
+/// ever overlapped, and whether presents at different names ran side by
+/// side.
+#[derive(Default)]
+struct OverlapWatch {
+    in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    same_name_overlap: std::sync::atomic::AtomicBool,
+    max_in_flight: std::sync::atomic::AtomicUsize,
+    presents: std::sync::atomic::AtomicUsize,
+}
+
+impl sturdy_acme::solver::Solver for OverlapWatch {
+    fn challenge_type(&self) -> sturdy_acme::ChallengeType {
+        sturdy_acme::ChallengeType::Dns01
+    }
+    fn present<'a>(
+        &'a self,
+        answer: &'a sturdy_acme::solver::ChallengeAnswer,
+    ) -> sturdy_acme::solver::SolverFuture<'a> {
+        use std::sync::atomic::Ordering::SeqCst;
+        Box::pin(async move {
+            {
+                let mut in_flight = self.in_flight.lock().unwrap();
+                let here = in_flight.entry(answer.dns_name.clone()).or_default();
+                *here += 1;
+                if *here > 1 {
+                    self.same_name_overlap.store(true, SeqCst);
+                }
+                let total: usize = in_flight.values().sum();
+                self.max_in_flight.fetch_max(total, SeqCst);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            *self
+                .in_flight
+                .lock()
+                .unwrap()
+                .get_mut(&answer.dns_name)
+                .unwrap() -= 1;
+            self.presents.fetch_add(1, SeqCst);
+            Ok(())
+        })
+    }
+    fn cleanup<'a>(
+        &'a self,
+        _: &'a sturdy_acme::solver::ChallengeAnswer,
+    ) -> sturdy_acme::solver::SolverFuture<'a> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A wildcard and its apex share `_acme-challenge.<name>`: their presents
+/// run one after another; another name's present runs beside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_at_one_record_name_are_presented_one_after_another() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let ca = TestCa::start().await.unwrap();
+    let dir = temp_store("present-order");
+    let watch = Arc::new(OverlapWatch::default());
+    let issuer = Issuer::builder(ca.client().await.unwrap(), FileStore::open(&dir).unwrap())
+        .solver(Arc::clone(&watch) as Arc<dyn sturdy_acme::solver::Solver>)
+        .build();
+    issuer
+        .ensure(
+            &["shared.example", "*.shared.example", "other.example"],
+            &EnsureOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(watch.presents.load(SeqCst), 3);
+    assert!(
+        !watch.same_name_overlap.load(SeqCst),
+        "two presents at _acme-challenge.shared.example overlapped"
+    );
+    assert_eq!(
+        watch.max_in_flight.load(SeqCst),
+        2,
+        "other.example presented beside shared.example"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
