@@ -731,20 +731,33 @@ mod tests {
         assert!(queries[0].answered && !queries[1].answered);
     }
 
-    #[test]
-    fn every_nameserver_of_a_customer_zone_must_answer() {
-        let target = dns::parse_name("www.example.com").unwrap();
+    /// What [`decide`] makes of `name` in zone `apex`, served by
+    /// ns1.example.net (192.0.2.1) and ns2.example.net (192.0.2.2), from
+    /// what each said (given the name's parsed form).
+    fn two_say(
+        name: &str,
+        apex: &str,
+        ns1: impl FnOnce(&Name) -> Result<Answer, DnsError>,
+        ns2: impl FnOnce(&Name) -> Result<Answer, DnsError>,
+    ) -> Result<(Vec<CaaRecord>, Option<Name>), CaaVerdict> {
+        let target = dns::parse_name(name).unwrap();
         let a = ns("ns1.example.net", "192.0.2.1:53");
         let b = ns("ns2.example.net", "192.0.2.2:53");
-        let z = zone("example.com", vec![a.clone(), b.clone()]);
-        let verdict = decide(
-            &target,
-            &z,
-            vec![
-                (&a, Ok(served(&target, None, true)), Duration::ZERO),
-                (&b, Err(timeout("192.0.2.2:53")), Duration::from_secs(2)),
-            ],
-            &mut Vec::new(),
+        let z = zone(apex, vec![a.clone(), b.clone()]);
+        let asked = vec![
+            (&a, ns1(&target), Duration::ZERO),
+            (&b, ns2(&target), Duration::from_secs(2)),
+        ];
+        decide(&target, &z, asked, &mut Vec::new())
+    }
+
+    #[test]
+    fn every_nameserver_of_a_customer_zone_must_answer() {
+        let verdict = two_say(
+            "www.example.com",
+            "example.com",
+            |t| Ok(served(t, None, true)),
+            |_| Err(timeout("192.0.2.2:53")),
         )
         .unwrap_err();
         assert!(
@@ -752,16 +765,11 @@ mod tests {
             "{verdict:?}"
         );
         // In a public suffix's zone, one answering is enough.
-        let com = zone("com", vec![a.clone(), b.clone()]);
-        let tld = dns::parse_name("com").unwrap();
-        let (records, cname) = decide(
-            &tld,
-            &com,
-            vec![
-                (&a, Ok(served(&tld, None, true)), Duration::ZERO),
-                (&b, Err(timeout("192.0.2.2:53")), Duration::from_secs(2)),
-            ],
-            &mut Vec::new(),
+        let (records, cname) = two_say(
+            "com",
+            "com",
+            |t| Ok(served(t, None, true)),
+            |_| Err(timeout("192.0.2.2:53")),
         )
         .unwrap();
         assert!(records.is_empty() && cname.is_none());
@@ -769,19 +777,12 @@ mod tests {
 
     #[test]
     fn lame_and_disagreeing_nameservers() {
-        let target = dns::parse_name("www.example.com").unwrap();
-        let a = ns("ns1.example.net", "192.0.2.1:53");
-        let b = ns("ns2.example.net", "192.0.2.2:53");
-        let z = zone("example.com", vec![a.clone(), b.clone()]);
         // Without the AA bit: not an answer from this zone's server.
-        let verdict = decide(
-            &target,
-            &z,
-            vec![
-                (&a, Ok(served(&target, None, true)), Duration::ZERO),
-                (&b, Ok(served(&target, None, false)), Duration::ZERO),
-            ],
-            &mut Vec::new(),
+        let verdict = two_say(
+            "www.example.com",
+            "example.com",
+            |t| Ok(served(t, None, true)),
+            |t| Ok(served(t, None, false)),
         )
         .unwrap_err();
         assert!(
@@ -790,18 +791,11 @@ mod tests {
         );
         assert!(!verdict.is_transient());
         // Two authoritative answers that differ.
-        let verdict = decide(
-            &target,
-            &z,
-            vec![
-                (
-                    &a,
-                    Ok(served(&target, Some("ca.example"), true)),
-                    Duration::ZERO,
-                ),
-                (&b, Ok(served(&target, None, true)), Duration::ZERO),
-            ],
-            &mut Vec::new(),
+        let verdict = two_say(
+            "www.example.com",
+            "example.com",
+            |t| Ok(served(t, Some("ca.example"), true)),
+            |t| Ok(served(t, None, true)),
         )
         .unwrap_err();
         let CaaVerdict::Inconsistent { answers, .. } = &verdict else {
