@@ -27,9 +27,10 @@
 //! serve the same records.
 //!
 //! The issuer runs it before each newOrder ([`IssuerBuilder::dns`]
-//! turns it on): forbidden and failed stop at once, unreachable and
-//! inconsistent are retried on the CAA schedule and then surfaces as [`ErrorClass::Caa`] with
-//! [`CaaCause::LookupFailed`], which the renewer backs off per identifier.
+//! turns it on): forbidden and failed stop at once; unreachable and
+//! inconsistent are retried on the CAA schedule and then surface as
+//! [`ErrorClass::Caa`] with [`CaaCause::LookupFailed`], which the renewer
+//! backs off per identifier.
 //!
 //! [`IssuerBuilder::dns`]: crate::IssuerBuilder::dns
 //! [`ErrorClass::Caa`]: crate::ErrorClass::Caa
@@ -521,13 +522,9 @@ fn decide(
                 latency,
             },
         };
-        let (outcome, answered) = match (&said, &answer) {
-            (Said::Served(records, cname), _) => match (records.len(), cname) {
-                (0, Some(cname)) => (format!("CNAME to {}", dns::display_name(cname)), true),
-                (0, None) => ("no CAA records".to_owned(), true),
-                (n, _) => (format!("{n} CAA record(s)"), true),
-            },
-            (Said::Failed { error, .. }, _) => (error.clone(), false),
+        let (outcome, answered) = match &said {
+            Said::Served(records, cname) => (served_text(records, cname.as_ref(), false), true),
+            Said::Failed { error, .. } => (error.clone(), false),
         };
         queries.push(CaaQuery {
             name: target_text.to_owned(),
@@ -607,21 +604,27 @@ fn decide(
             answers: served
                 .iter()
                 .map(|(ns, records, cname)| {
-                    let what = match (records.is_empty(), cname) {
-                        (true, Some(c)) => format!("CNAME to {}", dns::display_name(c)),
-                        (true, None) => "no CAA records".to_owned(),
-                        (false, _) => records
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    };
-                    format!("{ns}: {what}")
+                    format!("{ns}: {}", served_text(records, cname.as_ref(), true))
                 })
                 .collect(),
         });
     }
     Ok((records.clone(), cname.clone()))
+}
+
+/// An authoritative answer in words: `CNAME to x`, `no CAA records`, or
+/// the records (in full when `full`, else their count).
+fn served_text(records: &[CaaRecord], cname: Option<&Name>, full: bool) -> String {
+    match (records.is_empty(), cname) {
+        (true, Some(c)) => format!("CNAME to {}", dns::display_name(c)),
+        (true, None) => "no CAA records".to_owned(),
+        (false, _) if full => records
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        (false, _) => format!("{} CAA record(s)", records.len()),
+    }
 }
 
 fn caa_records(answer: &dns::Answer, name: &Name) -> Vec<CaaRecord> {

@@ -1470,25 +1470,24 @@ impl<S: Store> Issuer<S> {
         // Before anything is spent: would the CA's CAA check pass? (First
         // a dry run of the ledger, nothing written: a set it would refuse
         // now is refused before the pre-flight can spend minutes on DNS.)
-        if let Some(checker) = &self.inner.caa {
-            let reserve_certificate = !journal.certificate_reserved;
-            let exemption = self.exemption(previous, journal);
-            self.with_ledger(|l| {
-                let dry_run = l
-                    .reserve_new_order(&account_url, &ids, now, reserve_certificate, exemption)
-                    .map(drop);
-                (dry_run, false)
-            })
-            .await??;
-            journal.caa_methods = self.caa_preflight(checker, key, account, options).await?;
-        }
-        // Checked and counted in one atomic ledger update: the order and,
-        // unless this journal already holds one, the certificate it is for.
         let reserve_certificate = !journal.certificate_reserved;
         let exemption = self.exemption(previous, journal);
+        let reserve = |l: &mut RateLedger, now| {
+            l.reserve_new_order(&account_url, &ids, now, reserve_certificate, exemption)
+        };
+        let now = if let Some(checker) = &self.inner.caa {
+            self.with_ledger(|l| (reserve(l, now).map(drop), false))
+                .await??;
+            journal.caa_methods = self.caa_preflight(checker, key, account, options).await?;
+            // The pre-flight may have waited minutes for a nameserver.
+            self.now()
+        } else {
+            now
+        };
+        // Checked and counted in one atomic ledger update: the order and,
+        // unless this journal already holds one, the certificate it is for.
         self.with_ledger(|l| {
-            let reserved =
-                l.reserve_new_order(&account_url, &ids, now, reserve_certificate, exemption);
+            let reserved = reserve(l, now);
             let changed = reserved.is_ok();
             (reserved, changed)
         })

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use super::Config;
 use super::state::{CertRec, State};
 use crate::error::{Problem, ProblemType};
-use crate::protocol::Identifier;
+use crate::protocol::{ChallengeType, Identifier};
 use crate::testing::CaaPolicy;
 use crate::testing::jws::Rejection;
 use crate::testing::pki::{CsrInfo, KeyKind, Pki};
@@ -54,7 +54,14 @@ impl super::Ca {
         let ctx = crate::caa::CaaContext {
             ca_identities: vec![CAA_IDENTITY.into()],
             account_uri: Some(account_uri),
-            validation_methods: vec!["http-01".into(), "dns-01".into(), "tls-alpn-01".into()],
+            validation_methods: [
+                ChallengeType::Http01,
+                ChallengeType::Dns01,
+                ChallengeType::TlsAlpn01,
+            ]
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         };
         let reports = dns.caa(&names, &ctx).await;
         caa_failures(dns_caa_failures(ids, &reports, used)).err()
@@ -154,15 +161,16 @@ pub(super) fn dns_caa_failures(
             .iter()
             .find(|(name, _)| name == &report.name)
             .is_some_and(|(_, method)| !report.methods.contains(method));
+        let prevents = |at: &str| {
+            format!(
+                "While processing CAA for {}: CAA record for {at} prevents issuance",
+                report.name
+            )
+        };
         let detail = match &report.verdict {
-            CaaVerdict::Allowed { at, .. } if method_excluded => format!(
-                "While processing CAA for {}: CAA record for {at} prevents issuance",
-                report.name
-            ),
-            CaaVerdict::Forbidden { at, .. } => format!(
-                "While processing CAA for {}: CAA record for {at} prevents issuance",
-                report.name
-            ),
+            CaaVerdict::Forbidden { at, .. } => prevents(at),
+            // Allowed, but for other validation methods only.
+            CaaVerdict::Allowed { at, .. } if method_excluded => prevents(at),
             CaaVerdict::Unreachable { at, .. } => format!(
                 "While processing CAA for {}: DNS problem: query timed out looking up CAA for {at}",
                 report.name
