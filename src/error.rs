@@ -365,6 +365,19 @@ pub enum Error {
         /// nameserver, zone and wait).
         summary: String,
     },
+
+    /// A downloaded chain is not the certificate its journal is for: the
+    /// leaf certifies another key, names other identifiers than the order,
+    /// or does not chain to the issuer it names. Nothing is stored and the
+    /// journal (with its key) is kept: the next attempt downloads again.
+    /// Classed [`ErrorClass::Protocol`] (a broken CA, not a network blip).
+    #[error("the certificate at {url} does not match its order: {reason}")]
+    CertificateMismatch {
+        /// The certificate URL.
+        url: String,
+        /// What does not match.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -502,7 +515,9 @@ impl Error {
                 _ => ErrorClass::Permanent,
             },
             Self::PollTimeout { .. } => ErrorClass::Transient,
-            Self::ProtocolViolation { .. } => ErrorClass::Protocol,
+            Self::ProtocolViolation { .. } | Self::CertificateMismatch { .. } => {
+                ErrorClass::Protocol
+            }
             Self::OutcomeUnknown { .. } => ErrorClass::Permanent,
             // Both mean "call again later": the state is kept.
             Self::OrderUnresolved { .. } | Self::LeaseLost { .. } => ErrorClass::Transient,

@@ -474,6 +474,12 @@ pub(crate) async fn prefer_chain(
     }
     for alt in alternates.iter().take(MAX_ALTERNATE_CHAINS) {
         let chain = download(account, alt).await?;
+        // An alternate chain is the same certificate under other issuers:
+        // one with another leaf is never taken.
+        if chain.leaf_der() != default.leaf_der() {
+            tracing::warn!(url = %alt, "an alternate chain has another leaf than the default chain; ignored");
+            continue;
+        }
         if chain.top_issuer_common_name().as_deref() == Some(preferred) {
             tracing::info!(issuer = preferred, url = %alt, "preferred chain selected");
             return Ok(chain);

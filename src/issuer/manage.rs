@@ -135,6 +135,7 @@ impl<S: Store> Issuer<S> {
                 .is_none_or(|ca| Some(ca.account.as_str()) == account_url.as_deref())
         };
         let mut all = std::collections::BTreeMap::new();
+        let mut stored = std::collections::BTreeMap::new();
         for key in self.inner.store.list_certificates(directory).await? {
             if !mine(&key) {
                 continue;
@@ -144,6 +145,7 @@ impl<S: Store> Issuer<S> {
                 .or_insert_with(|| CertificateStatus::new(key.clone()));
             match self.inner.store.load_certificate(&key).await {
                 Ok(Some(cert)) => {
+                    stored.insert(key.set().clone(), cert.clone());
                     status.renewal_due = Some(self.renewal_due_at(&cert));
                     status.serial = Some(cert.serial);
                     status.url = Some(cert.url);
@@ -162,6 +164,13 @@ impl<S: Store> Issuer<S> {
                 .entry(key.set().clone())
                 .or_insert_with(|| CertificateStatus::new(key.clone()));
             match self.inner.store.load_journal(&key).await {
+                // The stored certificate's own leftover is no order in
+                // flight (the next issuance settles it).
+                Ok(Some(journal))
+                    if stored.get(key.set()).is_some_and(|cert| {
+                        super::settle::judge(&journal, Some(cert))
+                            != super::settle::Leftover::Resume
+                    }) => {}
                 Ok(Some(journal)) => {
                     status.in_flight = Some(journal.step);
                     status.order_url = journal.order_url;
@@ -241,6 +250,18 @@ impl<S: Store> Issuer<S> {
                 "no certificate is stored for {key}"
             )));
         };
+        // A journal left beside this certificate is settled first: resumed
+        // later, it would store the certificate again as unrevoked.
+        if let Some(journal) = self.inner.store.load_journal(key).await? {
+            let leftover = super::settle::judge(&journal, Some(&cert));
+            if leftover != super::settle::Leftover::Resume {
+                if leftover == super::settle::Leftover::Superseded {
+                    self.inner.store.archive_journal(key, &journal).await?;
+                }
+                tracing::warn!(set = %key, ?leftover, "a journal left beside the certificate to revoke is settled");
+                self.inner.store.delete_journal_fenced(key, lease).await?;
+            }
+        }
         if cert.revoked.is_some() {
             return Ok(cert);
         }

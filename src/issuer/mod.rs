@@ -28,6 +28,8 @@ mod lease;
 mod ledger;
 pub mod limits;
 mod manage;
+mod settle;
+mod verify;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -166,6 +168,10 @@ pub enum IssuerStep {
     /// The journal was corrupted (a copy is kept aside); the order it was
     /// for was found in the account's orders list and is resumed.
     CorruptedJournalRecovered,
+    /// A journal left beside the stored certificate (its own, whose delete
+    /// never happened, or an older certificate's) was settled instead of
+    /// resumed: the stored certificate, revoked or not, wins.
+    LeftoverJournalSettled,
 }
 
 type StepObserver = Arc<dyn Fn(&IdentifierSetKey, IssuerStep) + Send + Sync>;
@@ -1241,9 +1247,17 @@ impl<S: Store> Issuer<S> {
         };
         let (mut journal, mut source) = match loaded {
             Some(j) if j.directory == directory && j.account_url == account.url() => {
-                tracing::info!(set = %key, step = ?j.step, order = ?j.order_url, "resuming an interrupted order");
-                self.observe(key, IssuerStep::Resumed(j.step));
-                (j, CertificateSource::Resumed)
+                match settle::judge(&j, previous) {
+                    settle::Leftover::Resume => {
+                        tracing::info!(set = %key, step = ?j.step, order = ?j.order_url, "resuming an interrupted order");
+                        self.observe(key, IssuerStep::Resumed(j.step));
+                        (j, CertificateSource::Resumed)
+                    }
+                    leftover => {
+                        self.settle_leftover(key, &j, leftover).await?;
+                        (fresh(), CertificateSource::New)
+                    }
+                }
             }
             Some(stale) => {
                 // Never overwritten: it may hold a certified key.
@@ -1271,10 +1285,7 @@ impl<S: Store> Issuer<S> {
                     .await
                 {
                     Ok(chain) => {
-                        journal.chain_pem = Some(chain.pem().to_owned());
-                        journal.step = JournalStep::Downloaded;
-                        self.save_journal(key, &journal).await?;
-                        self.observe(key, IssuerStep::Downloaded);
+                        self.journal_chain(key, &mut journal, &chain).await?;
                         return self.store_certificate(key, &journal, source).await;
                     }
                     Err(e) => {
@@ -1418,6 +1429,25 @@ impl<S: Store> Issuer<S> {
             reserved_as: None,
             caa_methods: Default::default(),
         })
+    }
+
+    /// Removes a journal [`settle::judge`] found to be no issuance to
+    /// finish: the stored certificate's own leftover is deleted, an older
+    /// certificate's journal archived first (it holds a key). Under the
+    /// issuance's fenced lease.
+    async fn settle_leftover(
+        &self,
+        key: &IdentifierSetKey,
+        journal: &Journal,
+        leftover: settle::Leftover,
+    ) -> Result<()> {
+        if leftover == settle::Leftover::Superseded {
+            self.inner.store.archive_journal(key, journal).await?;
+        }
+        tracing::warn!(set = %key, ?leftover, step = ?journal.step, "a journal left beside the stored certificate is settled, not resumed");
+        self.delete_journal(key).await?;
+        self.observe(key, IssuerStep::LeftoverJournalSettled);
+        Ok(())
     }
 
     /// Starts a new order in place of the journalled one, which the CA said
@@ -1629,6 +1659,11 @@ impl<S: Store> Issuer<S> {
                         // has no URL to download it again from: journalled
                         // in the same write.
                         if let Some(chain) = order.chain_in_hand() {
+                            verify::check_chain(
+                                chain,
+                                &cert_key.to_pkcs8_pem(),
+                                key.identifiers(),
+                            )?;
                             journal.chain_pem = Some(chain.pem().to_owned());
                             journal.certificate_url = order.state().certificate.clone();
                             journal.step = JournalStep::Downloaded;
@@ -1666,10 +1701,7 @@ impl<S: Store> Issuer<S> {
                     let chain = order
                         .certificate_chain(options.preferred_chain.as_deref())
                         .await?;
-                    journal.chain_pem = Some(chain.pem().to_owned());
-                    journal.step = JournalStep::Downloaded;
-                    self.save_journal(key, journal).await?;
-                    self.observe(key, IssuerStep::Downloaded);
+                    self.journal_chain(key, journal, &chain).await?;
                     return Ok(());
                 }
                 OrderStatus::Invalid => {
@@ -1924,6 +1956,30 @@ impl<S: Store> Issuer<S> {
             authz.identifier(),
             offered.join(", ")
         )))
+    }
+
+    /// Journals `chain` as downloaded once it is checked against the
+    /// journal: the leaf certifies the journalled key, for exactly the
+    /// ordered identifiers, chained to the issuers it names. Otherwise
+    /// [`Error::CertificateMismatch`] and the journal is left as it was.
+    async fn journal_chain(
+        &self,
+        key: &IdentifierSetKey,
+        journal: &mut Journal,
+        chain: &crate::client::CertificateChain,
+    ) -> Result<()> {
+        let key_pem = journal.key_pem.clone().ok_or_else(|| {
+            Error::InvalidInput("a chain was downloaded for a journal without a key".into())
+        })?;
+        if let Err(e) = verify::check_chain(chain, &key_pem, key.identifiers()) {
+            tracing::error!(set = %key, certificate = %chain.url(), error = %e, "the CA's certificate does not match the order; not stored, the journal and its key kept");
+            return Err(e);
+        }
+        journal.chain_pem = Some(chain.pem().to_owned());
+        journal.step = JournalStep::Downloaded;
+        self.save_journal(key, journal).await?;
+        self.observe(key, IssuerStep::Downloaded);
+        Ok(())
     }
 
     async fn store_certificate(
