@@ -538,6 +538,10 @@ impl<S: Store> Renewer<S> {
     /// the issuer's leases.
     pub async fn run(&self) -> Result<()> {
         self.load().await?;
+        // Declared before the tasks, so dropped after them: whatever way
+        // this run ends (shutdown, an error, its future dropped), the
+        // attempts it leaves unfinished are scheduled again.
+        let _unfinished = Unfinished(self);
         let mut tasks: JoinSet<Attempt> = JoinSet::new();
         let mut next_refresh = self.now() + self.inner.policy.refresh;
         let mut next_headroom = self.now();
@@ -578,6 +582,37 @@ impl<S: Store> Renewer<S> {
                 _ = self.inner.wake.notified() => {}
                 _ = tokio::time::sleep(sleep) => {}
             }
+        }
+    }
+
+    /// Puts back every attempt marked running: the run that started them
+    /// ended before they did (their tasks were aborted), so their budget is
+    /// released and they are due at once (the issuer's journal resumes each
+    /// order where it stopped).
+    fn abandon_running(&self) {
+        let now = self.now();
+        let mut state = self.state();
+        state.budget_in_flight = 0;
+        state.domains_in_flight.clear();
+        let running: Vec<String> = state
+            .tracked
+            .iter()
+            .filter(|(_, t)| t.running)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in running {
+            let Some(t) = state.tracked.get_mut(&id) else {
+                continue;
+            };
+            t.running = false;
+            if t.removed {
+                state.tracked.remove(&id);
+                continue;
+            }
+            t.state = ManagedState::Due;
+            let next = entry(&id, &t.stored, t.current.as_ref(), now);
+            state.queue.schedule(next, now);
+            tracing::debug!(target: "sturdy_acme::renewer", %id, "an attempt the run left unfinished is due again");
         }
     }
 
@@ -972,6 +1007,16 @@ impl<S: Store> Renewer<S> {
 }
 
 /// The queue entry of a certificate scheduled at `at`.
+/// Held by [`Renewer::run`]: its drop puts back the attempts the run
+/// leaves unfinished ([`Renewer::abandon_running`]).
+struct Unfinished<'a, S: Store>(&'a Renewer<S>);
+
+impl<S: Store> Drop for Unfinished<'_, S> {
+    fn drop(&mut self) {
+        self.0.abandon_running();
+    }
+}
+
 fn entry(id: &str, stored: &Stored, current: Option<&Current>, at: SystemTime) -> Entry {
     let (urgency, key) = match current {
         None => (Urgency::New, stored.added_at),

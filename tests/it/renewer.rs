@@ -537,3 +537,77 @@ async fn the_fleet_simulation_meets_its_goals_at_a_small_size() {
     );
     assert!(report.makespan_ratio <= 1.05, "{}", report.makespan_ratio);
 }
+
+/// Issue 27, defect 8: a run that ends while attempts are in progress
+/// (`shutdown()`, or its future dropped) leaves them due, with their
+/// budget released, so the next `run()` finishes them.
+#[tokio::test(start_paused = true)]
+async fn attempts_a_stopped_run_left_unfinished_are_picked_up_by_the_next_run() {
+    let ca = TestCa::builder().start_in_process().unwrap();
+    let (issuer, _) = issuer(&ca, MemoryStore::new(), RateLimits::lets_encrypt()).await;
+    let renewer = Renewer::builder(issuer).policy(policy()).build();
+    renewer
+        .add_all(specs((0..3).map(|i| format!("u{i}.example"))))
+        .await
+        .unwrap();
+    for stop in ["shutdown", "drop"] {
+        // Every newOrder waits out a 10-minute 503 first: the attempts are
+        // in progress when the run ends.
+        ca.set_faults(vec![FaultRule::new(
+            sturdy_acme::Endpoint::NewOrder,
+            Trigger::FirstN(1),
+            Fault::Unavailable {
+                retry_after: RetryAfterForm::Seconds(10 * MIN),
+            },
+        )]);
+        let running = start(&renewer);
+        tokio::time::sleep(Duration::from_secs(MIN)).await;
+        let status = renewer.status();
+        assert!(
+            status.count(ManagedState::Running) > 0 || status.count(ManagedState::Valid) == 3,
+            "{stop}: {status:?}"
+        );
+        match stop {
+            "shutdown" => {
+                renewer.shutdown();
+                running.await.unwrap().unwrap();
+            }
+            _ => {
+                running.abort();
+                let _ = running.await;
+            }
+        }
+        let status = renewer.status();
+        assert_eq!(
+            status.count(ManagedState::Running),
+            0,
+            "{stop}: nothing is left running: {status:?}"
+        );
+        if stop == "shutdown" {
+            assert_eq!(
+                status.count(ManagedState::Valid),
+                0,
+                "{stop}: stopped before any finished"
+            );
+        }
+    }
+    // The next run finishes every one of them.
+    ca.set_faults(Vec::new());
+    let running = start(&renewer);
+    wait_until(
+        &renewer,
+        Duration::from_secs(MIN),
+        Duration::from_secs(HOUR),
+        all_valid(3),
+    )
+    .await;
+    renewer.shutdown();
+    running.await.unwrap().unwrap();
+    for i in 0..3 {
+        assert_eq!(
+            ca.ledger().issued_for(&[format!("u{i}.example").as_str()]),
+            1,
+            "issued once"
+        );
+    }
+}
