@@ -171,7 +171,7 @@ mod transport;
 pub use client::{
     Account, AccountOptions, Authorization, CertificateChain, Challenge, Client, ClientBuilder,
     Danger, LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING, MAX_ALTERNATE_CHAINS, NewOrder, Order,
-    PollPolicy, RevocationReason, USER_AGENT,
+    PollPolicy, ReplacesRefusal, RevocationReason, USER_AGENT,
 };
 #[cfg(feature = "v1")]
 pub use client::{CertificateFinder, FindFuture};

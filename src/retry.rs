@@ -332,6 +332,19 @@ pub enum Event {
         cert_id: String,
         /// The CA's problem (type and detail).
         problem: String,
+        /// Why, typed (its [`remedy`](crate::ReplacesRefusal::remedy) says
+        /// what was done).
+        cause: crate::ReplacesRefusal,
+    },
+    /// The CA answered `alreadyReplaced`, and the replacement order it
+    /// meant was this account's own earlier one (its answer lost, or left
+    /// pending): that order is resumed instead of a new one, so the
+    /// renewal keeps its ARI exemption.
+    ReplacementResumed {
+        /// The CertID of the certificate being replaced.
+        cert_id: String,
+        /// The earlier order, resumed.
+        order_url: String,
     },
     /// Retrying stopped: the failure is returned to the caller.
     GaveUp {

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 
 use super::dialect::DialectImpl;
+use super::replaces::ReplacesRefusal;
 use super::{CertificateChain, Client, NewOrder, Order};
 use crate::crypto::jws::KeyId;
 use crate::crypto::{AccountKey, ExternalAccountKey, b64};
@@ -192,21 +193,6 @@ struct AccountInner {
     key: Arc<AccountKey>,
     url: String,
     resource: Mutex<Option<AccountResource>>,
-}
-
-/// True when the CA's answer refuses an order's `replaces`: seen from
-/// real CAs as `alreadyReplaced` (409), `conflict`, or `malformed` whose
-/// detail names `replaces`.
-fn refuses_replaces(e: &Error) -> bool {
-    let Some(p) = e.problem() else { return false };
-    match p.kind {
-        crate::ProblemType::AlreadyReplaced | crate::ProblemType::Conflict => true,
-        crate::ProblemType::Malformed => p
-            .detail
-            .as_deref()
-            .is_some_and(|d| d.to_ascii_lowercase().contains("replaces")),
-        _ => false,
-    }
 }
 
 impl Account {
@@ -393,20 +379,9 @@ impl Account {
     pub async fn new_order(&self, order: &NewOrder) -> Result<Order> {
         let order = self.client().fit_new_order(order)?;
         match self.dialect_impl().new_order(self, &order).await {
-            Err(e) if order.replaced().is_some() && refuses_replaces(&e) => {
-                let id = order
-                    .replaced()
-                    .map(ToString::to_string)
-                    .unwrap_or_default();
-                let problem = e
-                    .problem()
-                    .map(|p| format!("{}: {}", p.kind, p.detail.as_deref().unwrap_or_default()))
-                    .unwrap_or_else(|| e.to_string());
-                tracing::warn!(cert_id = %id, %problem, "the CA refused replaces; ordering once more without it (not an ARI renewal)");
-                self.client().emit(crate::Event::ReplacesDropped {
-                    cert_id: id,
-                    problem,
-                });
+            Err(e) if order.replaced().is_some() && ReplacesRefusal::of(&e).is_some() => {
+                let cause = ReplacesRefusal::of(&e).unwrap_or(ReplacesRefusal::Other);
+                self.replaces_dropped(&order, cause, &e, "ordering once more without it");
                 // If an earlier attempt of the first newOrder did create
                 // the order (its answer lost, the repeat refused), that
                 // order is the one: never a second.
@@ -419,6 +394,39 @@ impl Account {
             }
             other => other,
         }
+    }
+
+    /// Sends newOrder as it is (after the directory's checks), `replaces`
+    /// included: a refusal of `replaces` is returned, for a caller that
+    /// resolves it itself (the issuer).
+    pub(crate) async fn new_order_as_sent(&self, order: &NewOrder) -> Result<Order> {
+        let order = self.client().fit_new_order(order)?;
+        self.dialect_impl().new_order(self, &order).await
+    }
+
+    /// Logs and reports ([`Event::ReplacesDropped`](crate::Event::ReplacesDropped))
+    /// that the CA refused `order`'s `replaces` for `cause`.
+    pub(crate) fn replaces_dropped(
+        &self,
+        order: &NewOrder,
+        cause: ReplacesRefusal,
+        error: &Error,
+        resolution: &str,
+    ) {
+        let id = order
+            .replaced()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let problem = error
+            .problem()
+            .map(|p| format!("{}: {}", p.kind, p.detail.as_deref().unwrap_or_default()))
+            .unwrap_or_else(|| error.to_string());
+        tracing::warn!(cert_id = %id, %cause, %problem, remedy = cause.remedy(), "the CA refused replaces; {resolution} (not an ARI renewal)");
+        self.client().emit(crate::Event::ReplacesDropped {
+            cert_id: id,
+            problem,
+            cause,
+        });
     }
 
     /// A pending or ready order for exactly `wanted`'s identifiers among

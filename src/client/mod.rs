@@ -18,6 +18,7 @@ mod order;
 mod poll;
 mod rate_gate;
 mod renewal_info;
+mod replaces;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub use certificate::CertificateChain;
 pub use dialect::v1::{CertificateFinder, FindFuture};
 pub use order::{MAX_ALTERNATE_CHAINS, NewOrder, Order};
 pub use poll::PollPolicy;
+pub use replaces::ReplacesRefusal;
 
 use crate::crypto::jws::KeyId;
 use crate::crypto::{AccountKey, CertificateKey};

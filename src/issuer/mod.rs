@@ -1220,23 +1220,13 @@ impl<S: Store> Issuer<S> {
             .map(|id| id.as_str().to_owned());
         let directory = self.inner.client.directory_url().to_owned();
         let fresh = || Journal {
-            directory: directory.clone(),
-            account_url: account.url().to_owned(),
-            identifiers: key.identifiers().to_vec(),
-            step: JournalStep::Ordering,
-            order_url: None,
-            key_pem: None,
-            certificate_url: None,
-            chain_pem: None,
-            started_at: now_unix(),
-            order_attempts: 0,
-            finalize_sent_at: None,
-            finalize_attempts: 0,
-            last_error: None,
-            certificate_reserved: false,
             replaces: replaces.clone(),
-            reserved_as: None,
-            caa_methods: Default::default(),
+            ..Journal::new(
+                directory.clone(),
+                account.url(),
+                key.identifiers().to_vec(),
+                now_unix(),
+            )
         };
         let loaded = match self.inner.store.load_journal(key).await {
             Ok(loaded) => loaded,
@@ -1411,23 +1401,15 @@ impl<S: Store> Issuer<S> {
         tracing::warn!(set = %key, order = %url, "corrupted journal: resuming its order found in the account's orders");
         self.observe(key, IssuerStep::CorruptedJournalRecovered);
         Ok(Journal {
-            directory: self.inner.client.directory_url().to_owned(),
-            account_url: account.url().to_owned(),
-            identifiers: key.identifiers().to_vec(),
             step: JournalStep::OrderCreated,
             order_url: Some(url),
-            key_pem: None,
-            certificate_url: None,
-            chain_pem: None,
-            started_at: now_unix(),
             order_attempts: 1,
-            finalize_sent_at: None,
-            finalize_attempts: 0,
-            last_error: None,
-            certificate_reserved: false,
-            replaces: None,
-            reserved_as: None,
-            caa_methods: Default::default(),
+            ..Journal::new(
+                self.inner.client.directory_url(),
+                account.url(),
+                key.identifiers().to_vec(),
+                now_unix(),
+            )
         })
     }
 
@@ -1541,13 +1523,15 @@ impl<S: Store> Issuer<S> {
             tracing::info!(set = %key, replaces = %id, ?exemption, "renewal: the order names the certificate it replaces");
             request = request.replaces(id);
         }
-        let result = account.new_order(&request).await;
-        // Every newOrder sent counts, the repeats after a lost answer too.
-        let extra = match &result {
-            Ok(order) => order.new_order_requests.saturating_sub(1),
-            Err(Error::GaveUp { attempts, .. }) => attempts.saturating_sub(1),
-            Err(_) => 0,
-        };
+        let (result, refused) = self.send_new_order(key, account, journal, &request).await;
+        // Every newOrder sent counts, the repeats after a lost answer and a
+        // request whose `replaces` the CA refused too.
+        let extra = refused
+            + match &result {
+                Ok(order) => order.new_order_requests.saturating_sub(1),
+                Err(Error::GaveUp { attempts, .. }) => attempts.saturating_sub(1),
+                Err(_) => 0,
+            };
         if extra > 0 {
             self.spend_ledger(|l| {
                 for _ in 0..extra {
@@ -1594,6 +1578,61 @@ impl<S: Store> Issuer<S> {
                 Err(e)
             }
         }
+    }
+
+    /// Sends newOrder; when the CA refuses its `replaces`
+    /// ([`ReplacesRefusal`](crate::ReplacesRefusal)), resolves the refusal
+    /// instead of dodging it: on `alreadyReplaced` this account's own
+    /// earlier replacement order (an answer lost, an order left pending)
+    /// is looked for and resumed, keeping the ARI exemption; otherwise, or
+    /// when none is found, the refusal is journalled (never met twice for
+    /// this issuance) and the order sent without `replaces`. Returns the
+    /// outcome and the number of refused requests sent before it.
+    async fn send_new_order(
+        &self,
+        key: &IdentifierSetKey,
+        account: &Account,
+        journal: &mut Journal,
+        request: &NewOrder,
+    ) -> (Result<Order>, u32) {
+        let first = account.new_order_as_sent(request).await;
+        let (Some(cert_id), Err(e)) = (request.replaced(), &first) else {
+            return (first, 0);
+        };
+        let Some(cause) = crate::ReplacesRefusal::of(e) else {
+            return (first, 0);
+        };
+        let cert_id = cert_id.to_string();
+        if cause == crate::ReplacesRefusal::AlreadyReplaced
+            && let Some(order) = account.find_pending_order(request).await
+        {
+            tracing::info!(set = %key, %cert_id, order = %order.url(), "alreadyReplaced: resuming this account's earlier replacement order");
+            self.inner.client.emit(crate::Event::ReplacementResumed {
+                cert_id,
+                order_url: order.url().to_owned(),
+            });
+            return (Ok(order), 1);
+        }
+        let resolution = match cause {
+            crate::ReplacesRefusal::AlreadyReplaced => {
+                "no pending or ready replacement order of this account was found (the CA may \
+                 list no orders); ordering without it"
+            }
+            _ => "ordering without it",
+        };
+        account.replaces_dropped(request, cause, e, resolution);
+        journal.replaces = None;
+        journal.replaces_refused = Some(cause.name().to_owned());
+        if let Err(e) = self.save_journal(key, journal).await {
+            return (Err(e), 1);
+        }
+        if let Err(e) = self.fence(key).await {
+            return (Err(e), 1);
+        }
+        (
+            account.new_order_as_sent(&request.without_replaces()).await,
+            1,
+        )
     }
 
     /// Takes an order from whatever state it is in to a downloaded chain.

@@ -398,6 +398,46 @@ pub struct Journal {
     /// challenge of each authorization is picked among these.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub caa_methods: BTreeMap<String, Vec<String>>,
+    /// Why the CA refused this journal's `replaces`
+    /// ([`ReplacesRefusal::name`](crate::ReplacesRefusal::name)), once it
+    /// did: its orders are sent without `replaces` from then on, so a
+    /// refusal is never met twice for one issuance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces_refused: Option<String>,
+}
+
+impl Journal {
+    /// A journal at its first step ([`JournalStep::Ordering`]) for an
+    /// order of `identifiers` by `account_url` at `directory`, started at
+    /// `started_at` (seconds since the Unix epoch); every other field
+    /// empty.
+    pub fn new(
+        directory: impl Into<String>,
+        account_url: impl Into<String>,
+        identifiers: Vec<Identifier>,
+        started_at: i64,
+    ) -> Self {
+        Self {
+            directory: directory.into(),
+            account_url: account_url.into(),
+            identifiers,
+            step: JournalStep::Ordering,
+            order_url: None,
+            key_pem: None,
+            certificate_url: None,
+            chain_pem: None,
+            started_at,
+            order_attempts: 0,
+            finalize_sent_at: None,
+            finalize_attempts: 0,
+            last_error: None,
+            certificate_reserved: false,
+            replaces: None,
+            reserved_as: None,
+            caa_methods: BTreeMap::new(),
+            replaces_refused: None,
+        }
+    }
 }
 
 /// An error recorded in a [`Journal`].

@@ -101,6 +101,7 @@ fn journal(key: &IdentifierSetKey, step: JournalStep) -> Journal {
         replaces: None,
         reserved_as: None,
         caa_methods: Default::default(),
+        replaces_refused: None,
     }
 }
 
@@ -277,6 +278,7 @@ pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> 
             message: "CAA recheck timed out".into(),
         }),
         caa_methods: [("*.a.example".to_owned(), vec!["dns-01".to_owned()])].into(),
+        replaces_refused: None,
         ..journal(&key_a, JournalStep::Finalizing)
     };
     ok(c, store.save_journal(&key_a, &failed).await)?;

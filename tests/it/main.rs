@@ -24,5 +24,6 @@ mod pebble_v2;
 mod postgres_store;
 mod renewal_info;
 mod renewer;
+mod replaces;
 mod retry_policies;
 mod retry_property;

@@ -189,7 +189,7 @@ async fn an_ari_renewal_is_exempt_from_the_cas_limits() {
 /// `alreadyReplaced`: a second order replacing the same certificate is
 /// refused by the CA (409); the client sends it once more without
 /// `replaces`, and the event says so. Another account's certificate is
-/// refused (403), not dropped.
+/// refused (403): a typed cause, dropped the same way.
 #[tokio::test]
 async fn an_already_replaced_certificate_is_ordered_again_without_replaces() {
     let ca = TestCa::builder()
@@ -214,7 +214,9 @@ async fn an_already_replaced_certificate_is_ordered_again_without_replaces() {
         .unwrap()
         .iter()
         .filter_map(|e| match e {
-            Event::ReplacesDropped { cert_id, problem } => Some(format!("{cert_id} {problem}")),
+            Event::ReplacesDropped {
+                cert_id, problem, ..
+            } => Some(format!("{cert_id} {problem}")),
             _ => None,
         })
         .collect();
@@ -224,16 +226,27 @@ async fn an_already_replaced_certificate_is_ordered_again_without_replaces() {
         "{dropped:?}"
     );
     // Another account may not replace a certificate (one not yet
-    // replaced: the CA checks that first, as Boulder does).
-    let other = account_at(&ca, None).await;
-    let err = issue(
+    // replaced: the CA checks that first, as Boulder does): a typed
+    // refusal, and the order is sent without replaces.
+    let other_events = Arc::new(Mutex::new(Vec::new()));
+    let other = account_at(&ca, Some(Arc::clone(&other_events))).await;
+    let (_, echoed) = issue(
         &other,
         &names(&["replaced.example"]).replaces(cert_id(&latest)),
     )
     .await
-    .unwrap_err();
-    assert_eq!(err.status(), Some(403), "{err}");
-    assert_eq!(err.problem_type(), Some(&ProblemType::Unauthorized));
+    .unwrap();
+    assert!(echoed.get("replaces").is_none(), "{echoed}");
+    let causes: Vec<sturdy_acme::ReplacesRefusal> = other_events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            Event::ReplacesDropped { cause, .. } => Some(*cause),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(causes, [sturdy_acme::ReplacesRefusal::NotOurCertificate]);
 }
 
 /// A CA without renewal information (Pebble 2.4, or the embedded CA by

@@ -89,6 +89,7 @@ fn journal() -> Journal {
         replaces: None,
         reserved_as: None,
         caa_methods: Default::default(),
+        replaces_refused: None,
     }
 }
 
