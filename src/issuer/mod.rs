@@ -1745,9 +1745,61 @@ impl<S: Store> Issuer<S> {
                 }
                 OrderStatus::Invalid => {
                     tracing::warn!(set = %key, order = %order.url(), error = ?order.state().error, "order is invalid");
+                    self.count_unseen_failures(key, order, journal).await;
                     return Err(DriveError::Restart);
                 }
             }
+        }
+    }
+
+    /// An order found invalid when it is read (a resume) may have failed
+    /// validation while no process was waiting for it: killed between a
+    /// challenge answer and its validation, the solver gone with it. The
+    /// CA counted each failed authorization (Let's Encrypt: 5 per
+    /// identifier per account per hour), so the ledger counts them now,
+    /// unless the attempt that saw the failure counted it (its error is
+    /// journalled as a validation failure). An authorization that cannot be
+    /// read counts as failed: over-counting only waits longer.
+    async fn count_unseen_failures(
+        &self,
+        key: &IdentifierSetKey,
+        order: &Order,
+        journal: &Journal,
+    ) {
+        if journal.step < JournalStep::OrderCreated
+            || journal
+                .last_error
+                .as_ref()
+                .is_some_and(|e| e.class == "validation")
+        {
+            return;
+        }
+        let failed: Vec<String> = match order.authorizations().await {
+            Ok(authzs) => authzs
+                .iter()
+                .filter(|a| a.status() == AuthorizationStatus::Invalid)
+                .map(|a| a.identifier().value.clone())
+                .collect(),
+            Err(e) => {
+                tracing::warn!(set = %key, error = %e, "the invalid order's authorizations could not be read; counting each identifier as failed");
+                key.identifiers().iter().map(|i| i.value.clone()).collect()
+            }
+        };
+        if failed.is_empty() {
+            return;
+        }
+        tracing::warn!(set = %key, order = %order.url(), failed = ?failed, "validation failed while no process waited for it; counted in the ledger");
+        let account_url = order.account().url().to_owned();
+        let now = self.now();
+        if let Err(e) = self
+            .spend_ledger(|l| {
+                for name in &failed {
+                    l.spend_failed_authorization(&account_url, name, now);
+                }
+            })
+            .await
+        {
+            tracing::warn!(set = %key, error = %e, "could not count the failed authorizations");
         }
     }
 

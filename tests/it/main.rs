@@ -27,3 +27,4 @@ mod renewer;
 mod replaces;
 mod retry_policies;
 mod retry_property;
+mod seams;

@@ -1,0 +1,102 @@
+//! Issue 27: the issuer where its parts meet the CA's bookkeeping.
+
+use std::sync::Arc;
+
+use sturdy_acme::solver::http01::{Http01Responder, Http01Solver};
+use sturdy_acme::store::{FileStore, IdentifierSetKey, Journal, JournalStep, Store};
+use sturdy_acme::testing::TestCa;
+use sturdy_acme::{
+    AuthorizationStatus, CertificateSource, ChallengeType, EnsureOptions, Identifier, Issuer,
+    NewOrder, RateLimits,
+};
+
+use crate::issuer::temp_store;
+
+/// Killed between answering a challenge and its validation: the solver
+/// died with the process, the CA's validation failed and counted against
+/// Let's Encrypt's 5 failed authorizations per name per hour. The resumed
+/// issuance finds the order invalid, counts the failure in its ledger and
+/// orders anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validation_failed_while_no_process_waited_is_counted_once() {
+    // Real http-01 validation against a responder on loopback.
+    let responder = Http01Responder::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let ca = TestCa::builder()
+        .real_validation(
+            responder.local_addr().port(),
+            1,
+            Arc::new(sturdy_acme::testing::StaticDns::new()),
+        )
+        .start()
+        .await
+        .unwrap();
+    let dir = temp_store("unseen-failure");
+    let issuer = Issuer::builder(ca.client().await.unwrap(), FileStore::open(&dir).unwrap())
+        .solver(Arc::new(Http01Solver::for_responder(&responder)))
+        .rate_limits(RateLimits::lets_encrypt())
+        .build();
+    let names = ["unseen.example"];
+    let account = issuer.account().await.unwrap();
+    // What the killed process left: an order whose challenge was answered
+    // with nobody serving it (so its validation failed), and its journal.
+    let order = account
+        .new_order(&NewOrder::for_names(&names).unwrap())
+        .await
+        .unwrap();
+    for authz in order.authorizations().await.unwrap() {
+        authz
+            .challenge(&ChallengeType::Http01)
+            .unwrap()
+            .respond()
+            .await
+            .unwrap();
+    }
+    let mut order = account.order(order.url()).await.unwrap();
+    let _ = order.wait_ready().await; // fails: validation failed
+    assert_eq!(
+        order.authorizations().await.unwrap()[0].status(),
+        AuthorizationStatus::Invalid
+    );
+    let ids = vec![Identifier::dns(names[0]).unwrap()];
+    let key = IdentifierSetKey::for_account(&ca.directory_url(), account.url(), &ids);
+    let journal = Journal {
+        step: JournalStep::ChallengesAnswered,
+        order_url: Some(order.url().to_owned()),
+        order_attempts: 1,
+        ..Journal::new(ca.directory_url(), account.url(), ids, 0)
+    };
+    issuer.store().save_journal(&key, &journal).await.unwrap();
+
+    let failed_tokens = |issuer: &Issuer<FileStore>| {
+        let issuer = issuer.clone();
+        async move {
+            issuer
+                .rate_limit_headroom()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|h| {
+                    h.bucket.starts_with("authzfail:") && h.bucket.ends_with(":unseen.example")
+                })
+                .map(|h| h.tokens.floor())
+        }
+    };
+    assert_eq!(failed_tokens(&issuer).await, None, "nothing counted yet");
+    let ensured = issuer
+        .ensure(&names, &EnsureOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        ensured.source,
+        CertificateSource::New,
+        "the invalid order was superseded"
+    );
+    assert_eq!(
+        failed_tokens(&issuer).await,
+        Some(4.0),
+        "the failure the CA counted, counted once"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
