@@ -161,8 +161,9 @@ impl fmt::Display for TransportFailure {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The CA answered with an RFC 7807 problem document.
-    #[error("{request}: {problem}")]
+    /// The CA answered with an RFC 7807 problem document. A `caa` problem's
+    /// message says the domain's DNS decides it, not the client.
+    #[error("{request}: {problem}{hint}", hint = problem_hint(problem))]
     Problem {
         /// The exchange.
         request: Box<RequestInfo>,
@@ -748,7 +749,8 @@ impl fmt::Display for ErrorClass {
                 cause: CaaCause::LookupFailed,
             } => write!(
                 f,
-                "CAA lookup failed for {}: the domain's DNS did not answer the CA's CAA query                  (a problem of the domain's name servers, not of this client); it may succeed later",
+                "CAA lookup failed for {}: the domain's DNS did not answer the CA's CAA query \
+                 (a problem of the domain's name servers, not of this client); it may succeed later",
                 names.join(", ")
             ),
             Self::Caa {
@@ -767,6 +769,19 @@ impl fmt::Display for ErrorClass {
             },
             other => f.write_str(other.name()),
         }
+    }
+}
+
+/// What a problem's message adds to the CA's words: for `caa`, that the
+/// domain's DNS decides it (the founding story's operators could not tell
+/// it from a client fault).
+fn problem_hint(problem: &Problem) -> &'static str {
+    match problem.kind {
+        ProblemType::Caa => {
+            " (decided by the domain's DNS, not by this client: a CAA record forbids the CA, \
+             or the domain's nameservers did not answer the CA's CAA query)"
+        }
+        _ => "",
     }
 }
 

@@ -100,3 +100,30 @@ async fn a_validation_failed_while_no_process_waited_is_counted_once() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Defect 20: the library's own message for a CA's `caa` refusal says it is
+/// the domain's DNS, not the client (not only the tool's wording).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caa_refusal_says_it_is_the_domains_dns() {
+    let ca = TestCa::builder()
+        .caa(
+            "caa-refused.example",
+            sturdy_acme::testing::CaaPolicy::Forbid,
+        )
+        .start()
+        .await
+        .unwrap();
+    let dir = temp_store("caa-message");
+    let issuer = crate::issuer::issuer(&ca, &dir).await;
+    let err = issuer
+        .ensure(&["caa-refused.example"], &EnsureOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.class().name(), "caa", "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("decided by the domain's DNS, not by this client"),
+        "{message}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
