@@ -1832,6 +1832,19 @@ impl<S: Store> Issuer<S> {
         options: &EnsureOptions,
     ) -> std::result::Result<(), DriveError> {
         let account = order.account().clone();
+        // An authorization already invalid before this attempt answered
+        // anything failed an earlier attempt (a CA may leave such an order
+        // `pending`, as acme2certifier does): the order is dead, so it is
+        // superseded as an invalid one is, its failures counted once.
+        let authorizations = order.authorizations().await?;
+        if authorizations
+            .iter()
+            .any(|a| a.status() == AuthorizationStatus::Invalid)
+        {
+            tracing::warn!(set = %key, order = %order.url(), "an authorization of the order is invalid: the order is dead although the CA says pending");
+            self.count_unseen_failures(key, order, journal).await;
+            return Err(DriveError::Restart);
+        }
         let mut presented: Vec<(Arc<dyn Solver>, ChallengeAnswer)> = Vec::new();
         let result: Result<()> = async {
             // Every answer is presented before any challenge is answered:
@@ -1839,7 +1852,7 @@ impl<S: Store> Issuer<S> {
             // nameserver), so the presentations run side by side, and the
             // CA validates none of them half-done.
             let mut to_answer = Vec::new();
-            for authz in order.authorizations().await? {
+            for authz in authorizations {
                 if authz.status() != AuthorizationStatus::Pending {
                     continue;
                 }
