@@ -143,6 +143,10 @@ fn main() -> std::process::ExitCode {
         "  error answers by status:        {:?}",
         report.error_statuses
     );
+    println!(
+        "  alreadyReplaced answers:        {}, resolved by resuming the earlier order {}; replaces dropped {} (goal: every 409 resumed)",
+        report.already_replaced_409, report.replacements_resumed, report.replaces_dropped
+    );
     println!("  failed attempts by class:       {:?}", report.failures);
     for e in &report.rate_limited_errors {
         println!("  429: {e}");
@@ -152,7 +156,8 @@ fn main() -> std::process::ExitCode {
         && report.ever_expired == 0
         && report.never_issued == 0
         && report.duplicates == 0
-        && report.makespan_ratio <= 1.05;
+        && report.makespan_ratio <= 1.05
+        && report.already_replaced_409 == report.replacements_resumed;
     if met {
         std::process::ExitCode::SUCCESS
     } else {

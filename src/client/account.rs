@@ -432,8 +432,13 @@ impl Account {
     /// A pending or ready order for exactly `wanted`'s identifiers among
     /// the newest in the account's orders list (none where the CA has no
     /// list, or it cannot be read).
+    ///
+    /// CAs list an account's orders oldest first (Pebble, the test CA), so
+    /// the newest are on the last page: pages are followed up to a bound
+    /// (a busy account's list is long; this runs only after a lost newOrder
+    /// answer or an `alreadyReplaced`), and only the newest are read.
     pub(crate) async fn find_pending_order(&self, wanted: &NewOrder) -> Option<Order> {
-        const PAGES: usize = 5;
+        const PAGES: usize = 50;
         const NEWEST: usize = 20;
         let key = crate::protocol::IdentifierSet::new(wanted.identifiers());
         let urls = match self.order_urls(PAGES).await {

@@ -152,6 +152,15 @@ pub struct SimulationReport {
     pub error_statuses: BTreeMap<u16, u64>,
     /// The first 20 errors the CA's 429s gave the renewers (which limit).
     pub rate_limited_errors: Vec<String>,
+    /// `409 alreadyReplaced` answers to a renewal's newOrder (goal 0, or
+    /// each one resolved by resuming the earlier replacement order).
+    pub already_replaced_409: u64,
+    /// Renewals that resumed this account's earlier replacement order after
+    /// an `alreadyReplaced` ([`Event::ReplacementResumed`]).
+    pub replacements_resumed: u64,
+    /// Renewals sent without `replaces` after the CA refused it
+    /// ([`Event::ReplacesDropped`]), giving up the ARI exemption.
+    pub replaces_dropped: u64,
     /// Failed attempts by error class, as the renewers saw them.
     pub failures: BTreeMap<String, u64>,
     /// Attempts a local rate-limit count held back.
@@ -244,18 +253,29 @@ async fn simulate_on<S: Store>(
     let deferred = Arc::new(AtomicU64::new(0));
     let pauses = Arc::new(AtomicU64::new(0));
     let mut renewers = Vec::new();
+    // Replacement orders resumed, alreadyReplaced answers that dropped
+    // replaces, every drop.
+    let replaces: Arc<(AtomicU64, AtomicU64, AtomicU64)> = Arc::default();
     for account in 0..config.accounts.max(1) {
         let seen = Arc::clone(&statuses);
+        let replaces = Arc::clone(&replaces);
         let client = ca
             .client_builder()
             .clock(clock)
-            .on_event(move |e| {
-                if let Event::Exchange {
+            .on_event(move |e| match e {
+                Event::Exchange {
                     status: Some(s), ..
-                } = e
-                {
-                    seen.count(*s);
+                } => seen.count(*s),
+                Event::ReplacementResumed { .. } => {
+                    replaces.0.fetch_add(1, Ordering::Relaxed);
                 }
+                Event::ReplacesDropped { cause, .. } => {
+                    if *cause == crate::ReplacesRefusal::AlreadyReplaced {
+                        replaces.1.fetch_add(1, Ordering::Relaxed);
+                    }
+                    replaces.2.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
             })
             .build()
             .await?;
@@ -500,6 +520,9 @@ async fn simulate_on<S: Store>(
         },
         error_statuses: statuses.all(),
         rate_limited_errors: limited.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        already_replaced_409: statuses.get(409),
+        replacements_resumed: replaces.0.load(Ordering::Relaxed),
+        replaces_dropped: replaces.2.load(Ordering::Relaxed),
         failures,
         deferred: deferred.load(Ordering::Relaxed),
         pauses: pauses.load(Ordering::Relaxed),

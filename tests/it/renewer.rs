@@ -536,6 +536,12 @@ async fn the_fleet_simulation_meets_its_goals_at_a_small_size() {
         "CAA timeouts happened"
     );
     assert!(report.makespan_ratio <= 1.05, "{}", report.makespan_ratio);
+    // Issue 27, defect 11: every alreadyReplaced is resolved by resuming
+    // the earlier replacement order, never dodged by dropping replaces.
+    assert_eq!(
+        report.already_replaced_409, report.replacements_resumed,
+        "{report:?}"
+    );
 }
 
 /// Issue 27, defect 8: a run that ends while attempts are in progress
