@@ -17,12 +17,15 @@ use sturdy_acme::{
 
 use crate::issuer::temp_store;
 
+/// A journal file's path and bytes.
+type SavedJournal = (PathBuf, Vec<u8>);
+
 /// An issuer whose every `Downloaded` journal is copied aside as the kill
 /// right after it would leave it: `leftover()` puts the last one back.
 struct Leftovers {
     issuer: Issuer<FileStore>,
     dir: PathBuf,
-    saved: Arc<Mutex<Vec<(PathBuf, Vec<u8>)>>>,
+    saved: Arc<Mutex<Vec<SavedJournal>>>,
 }
 
 impl Leftovers {
@@ -102,7 +105,7 @@ async fn a_revoked_certificate_never_comes_back_from_a_leftover_journal() {
     assert_eq!(revoked.serial, first.certificate.serial);
     // revoke settled the leftover first.
     let key = IdentifierSetKey::for_account(
-        &ca.directory_url(),
+        ca.directory_url(),
         l.issuer.account().await.unwrap().url(),
         &[sturdy_acme::Identifier::dns("revoked.example").unwrap()],
     );

@@ -60,7 +60,7 @@ async fn a_validation_failed_while_no_process_waited_is_counted_once() {
         AuthorizationStatus::Invalid
     );
     let ids = vec![Identifier::dns(names[0]).unwrap()];
-    let key = IdentifierSetKey::for_account(&ca.directory_url(), account.url(), &ids);
+    let key = IdentifierSetKey::for_account(ca.directory_url(), account.url(), &ids);
     let journal = Journal {
         step: JournalStep::ChallengesAnswered,
         order_url: Some(order.url().to_owned()),
