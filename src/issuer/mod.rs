@@ -902,13 +902,7 @@ impl<S: Store> Issuer<S> {
                     .await?
             }
         };
-        let held = lease::HeldLease::start(Arc::clone(&self.inner), lease);
-        self.inner
-            .fences
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone(), held.state());
-        let result = async {
+        self.with_held_lease(&key, lease, async {
             // Another process may have finished while we waited; renewal
             // information is refreshed under the lease.
             let mut previous = self.stored(&key).await?;
@@ -938,19 +932,122 @@ impl<S: Store> Issuer<S> {
                 }
                 previous = Some(cert);
             }
-            self.issue(&key, options, previous.as_ref()).await
-        }
-        .await;
-        if let Err(e) = &result {
-            self.record_error(&key, e).await;
-        }
+            let result = self.issue(&key, options, previous.as_ref()).await;
+            if let Err(e) = &result {
+                self.record_error(&key, e).await;
+            }
+            result
+        })
+        .await
+    }
+
+    /// Runs `work` while `lease` (the lease of `key`'s issuance) is held:
+    /// renewed in the background and registered as the fence every journal
+    /// write of `key` checks; released when `work` is done.
+    async fn with_held_lease<T>(
+        &self,
+        key: &IdentifierSetKey,
+        lease: Lease,
+        work: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let held = lease::HeldLease::start(Arc::clone(&self.inner), lease);
         self.inner
             .fences
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
+            .insert(key.clone(), held.state());
+        let result = work.await;
+        self.inner
+            .fences
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
         held.release().await;
         result
+    }
+
+    /// The certificate stored for `names`, its renewal information asked
+    /// again first when its recheck time has come (RFC 9773; the CA's
+    /// `Retry-After`), so [`Issuer::renewal_due_at`] judges it as
+    /// [`Issuer::ensure`] would, without renewing anything. The refresh runs
+    /// under the set's lease, tried once: while another process holds it
+    /// (renewing, or refreshing), the certificate is returned as stored.
+    /// `None` when nothing is stored.
+    ///
+    /// ```
+    /// # #[cfg(feature = "testing")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), sturdy_acme::Error> {
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use sturdy_acme::solver::http01::Http01Solver;
+    /// use sturdy_acme::store::FileStore;
+    /// use sturdy_acme::testing::TestCa;
+    /// use sturdy_acme::{EnsureOptions, Issuer};
+    ///
+    /// // The CA's window opens at issuance: due at once.
+    /// let ca = TestCa::builder().renewal_info(Some(Duration::ZERO)).start().await?;
+    /// let dir = std::env::temp_dir().join(format!("sturdy-doc-{}-{}", line!(), std::process::id()));
+    /// let issuer = Issuer::builder(ca.client().await?, FileStore::open(&dir)?)
+    ///     .solver(Arc::new(Http01Solver::unserved()))
+    ///     .renew_at_window_start(true)
+    ///     .build();
+    /// issuer.ensure(&["shop.example"], &EnsureOptions::default()).await?;
+    /// let cert = issuer.checked_certificate(&["shop.example"]).await?.unwrap();
+    /// assert!(cert.renewal.is_some());
+    /// assert!(issuer.renewal_due_at(&cert) <= std::time::SystemTime::now());
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok(()) }
+    /// # #[cfg(not(feature = "testing"))]
+    /// # fn main() {}
+    /// ```
+    pub async fn checked_certificate<N: AsRef<str>>(
+        &self,
+        names: &[N],
+    ) -> Result<Option<StoredCertificate>> {
+        let ids = names
+            .iter()
+            .map(|n| Identifier::parse(n.as_ref()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let account_url = self.account().await?.url().to_owned();
+        let key =
+            IdentifierSetKey::for_account(self.inner.client.directory_url(), account_url, &ids);
+        let Some(cert) = self.stored(&key).await? else {
+            return Ok(None);
+        };
+        if self.judge(&cert) != Verdict::Recheck {
+            return Ok(Some(cert));
+        }
+        let flight = {
+            let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(flights.entry(key.clone()).or_default())
+        };
+        let _flight = flight.lock().await;
+        let lease = match self
+            .inner
+            .store
+            .acquire_lease(
+                &format!("cert-{}", key.file_stem()),
+                &self.inner.holder,
+                self.inner.lease_ttl,
+            )
+            .await
+        {
+            Ok(lease) => lease,
+            Err(StoreError::LeaseHeld { .. }) => return Ok(Some(cert)),
+            Err(e) => return Err(e.into()),
+        };
+        self.with_held_lease(&key, lease, async {
+            // Read again under the lease: another process may have renewed.
+            let Some(cert) = self.stored(&key).await? else {
+                return Ok(None);
+            };
+            if self.judge(&cert) != Verdict::Recheck {
+                return Ok(Some(cert));
+            }
+            self.refresh_renewal_info(&key, cert).await.map(Some)
+        })
+        .await
     }
 
     /// Fails with [`Error::LeaseLost`] unless this process still holds the
@@ -2150,7 +2247,6 @@ fn check_order_identifiers(key: &IdentifierSetKey, order: &Order) -> Result<()> 
     })
 }
 
-/// Why driving an order stopped.
 /// What a stored certificate means for an ensure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
