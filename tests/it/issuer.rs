@@ -1210,8 +1210,10 @@ fn any_rules(rng: &mut TestRng, endpoints: &[Endpoint]) -> Vec<FaultRule> {
         .collect()
 }
 
-/// Garbage on reads of the order and the certificate, as a resume sees it.
-fn resume_garbage(rng: &mut TestRng) -> Vec<FaultRule> {
+/// Garbage on reads of the order and the certificate, as a resume sees it;
+/// with `foreign` (another certificate of the CA, for another key and
+/// names), sometimes that chain served as this order's certificate.
+fn resume_garbage(rng: &mut TestRng, foreign: Option<&str>) -> Vec<FaultRule> {
     let answer = pick(
         rng,
         &[
@@ -1222,18 +1224,81 @@ fn resume_garbage(rng: &mut TestRng) -> Vec<FaultRule> {
         ],
     );
     let n = 1 + rng.next_u64() % 2;
+    let certificate = match foreign {
+        Some(chain) if rng.next_u64().is_multiple_of(3) => {
+            CannedAnswer::new(200, "application/pem-certificate-chain", chain.to_owned())
+        }
+        _ => answer.clone(),
+    };
     vec![
-        FaultRule::new(
-            Endpoint::Order,
-            Trigger::FirstN(n),
-            Fault::Canned(answer.clone()),
-        ),
+        FaultRule::new(Endpoint::Order, Trigger::FirstN(n), Fault::Canned(answer)),
         FaultRule::new(
             Endpoint::Certificate,
             Trigger::FirstN(n),
-            Fault::Canned(answer),
+            Fault::Canned(certificate),
         ),
     ]
+}
+
+/// A seam run after a stored certificate: its journal is put back beside
+/// it (the delete after the save never happened), then the certificate is
+/// revoked (and `ensure` must order a new one, never bring the revoked one
+/// back) or ordered again with `force_new` (a new one, never the leftover).
+/// Returns the certificates it deliberately adds for the set (1).
+async fn leftover_seam(rng: &mut TestRng, ca: &Arc<TestCa>, dir: &Path, name: &str) -> usize {
+    let issuer = campaign_issuer(ca, dir, false, None).await;
+    let account = issuer.account().await.unwrap();
+    let ids = vec![Identifier::dns(name).unwrap()];
+    let key = IdentifierSetKey::for_account(ca.directory_url(), account.url(), &ids);
+    let stored = issuer
+        .store()
+        .load_certificate(&key)
+        .await
+        .unwrap()
+        .unwrap();
+    let leftover = sturdy_acme::store::Journal {
+        step: sturdy_acme::store::JournalStep::Downloaded,
+        key_pem: Some(stored.key_pem.clone()),
+        certificate_url: Some(stored.url.clone()),
+        chain_pem: Some(stored.chain_pem.clone()),
+        certificate_reserved: true,
+        ..sturdy_acme::store::Journal::new(ca.directory_url(), account.url(), ids, 0)
+    };
+    issuer.store().save_journal(&key, &leftover).await.unwrap();
+    let revoke = rng.next_u64().is_multiple_of(2);
+    let options = if revoke {
+        issuer
+            .revoke(
+                &[name],
+                Some(sturdy_acme::RevocationReason::KeyCompromise),
+                sturdy_acme::RevokeWith::AccountKey,
+            )
+            .await
+            .unwrap();
+        EnsureOptions::default()
+    } else {
+        EnsureOptions {
+            force_new: true,
+            ..EnsureOptions::default()
+        }
+    };
+    let next = issuer.ensure(&[name], &options).await.unwrap();
+    assert_ne!(
+        next.certificate.serial, stored.serial,
+        "{name}: the leftover came back"
+    );
+    assert!(next.certificate.revoked.is_none());
+    let now = issuer
+        .store()
+        .load_certificate(&key)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        now.serial, next.certificate.serial,
+        "{name}: the new one is stored"
+    );
+    1
 }
 
 async fn campaign_issuer(
@@ -1293,15 +1358,32 @@ fn child_reached(child: &mut Child, prefix: &str) -> bool {
 }
 
 /// One run: returns whether the certificate ended up stored.
+/// Resumes that met another certificate served as their own (refused).
+static MISMATCHES_SEEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One campaign run's settings.
+struct Run<'a> {
+    name: &'a str,
+    v1: bool,
+    /// Crash by SIGKILL of a child process (else a dropped future).
+    sigkill: bool,
+    /// A chain of an earlier run a resume may be served as its certificate.
+    foreign: Option<&'a str>,
+}
+
 async fn campaign_run(
     rng: &mut TestRng,
     ca: &Arc<TestCa>,
     root: &Path,
     dir: &Path,
-    name: &str,
-    v1: bool,
-    sigkill: bool,
+    run: Run<'_>,
 ) -> bool {
+    let Run {
+        name,
+        v1,
+        sigkill,
+        foreign,
+    } = run;
     let endpoints: &[Endpoint] = if v1 {
         &[
             Endpoint::NewOrder,
@@ -1354,13 +1436,20 @@ async fn campaign_run(
         }
     }
     // Resume: first against garbage reads, then against a healthy CA.
-    ca.set_faults(if v1 { Vec::new() } else { resume_garbage(rng) });
+    ca.set_faults(if v1 {
+        Vec::new()
+    } else {
+        resume_garbage(rng, foreign)
+    });
     for attempt in 0..6 {
         if attempt == 2 {
             ca.set_faults(Vec::new());
         }
         let issuer = campaign_issuer(ca, dir, v1, None).await;
         let result = issuer.ensure(&names, &EnsureOptions::default()).await;
+        if let Err(Error::CertificateMismatch { .. }) = &result {
+            MISMATCHES_SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if attempt == 5
             && let Err(e) = &result
         {
@@ -1427,29 +1516,57 @@ async fn exactly_once_campaign() {
         let root = temp_store("campaign-root").with_extension("pem");
         std::fs::write(&root, ca.root_pem()).unwrap();
         let dir = temp_store(if v1 { "campaign-v1" } else { "campaign" });
+        // Certificates the seams add on purpose (revoke, force_new), by name.
+        let mut deliberate = std::collections::HashMap::new();
+        // A chain of an earlier run: another key, other names.
+        let mut foreign: Option<String> = None;
         for i in 0..count {
             let name = format!("run{i}-{}.example", if v1 { "v1" } else { "v2" });
             let sigkill = i % 10 == 9;
-            if campaign_run(&mut rng, &ca, &root, &dir, &name, v1, sigkill).await {
+            let run = Run {
+                name: &name,
+                v1,
+                sigkill,
+                foreign: foreign.as_deref(),
+            };
+            if campaign_run(&mut rng, &ca, &root, &dir, run).await {
                 stored += 1;
+                if !v1 && i % 5 == 4 {
+                    ca.set_faults(Vec::new());
+                    let added = leftover_seam(&mut rng, &ca, &dir, &name).await;
+                    deliberate.insert(name.clone(), added);
+                }
+                if foreign.is_none() && !v1 {
+                    let issuer = campaign_issuer(&ca, &dir, false, None).await;
+                    foreign = issuer
+                        .stored_certificate(&[name.as_str()])
+                        .await
+                        .unwrap()
+                        .map(|c| c.chain_pem);
+                }
             }
             total += 1;
         }
-        // Across the whole campaign: no identifier set was issued twice.
+        // Across the whole campaign: no identifier set was issued twice,
+        // beyond what a seam run added on purpose.
         let ledger = ca.ledger();
-        let mut sets: Vec<_> = ledger
-            .certificates
-            .iter()
-            .map(|c| c.identifiers.clone())
-            .collect();
-        let issued = sets.len();
-        sets.sort();
-        sets.dedup();
-        assert_eq!(sets.len(), issued, "a set was issued twice");
+        let mut per_set = std::collections::BTreeMap::new();
+        for c in &ledger.certificates {
+            *per_set.entry(c.identifiers.clone()).or_insert(0usize) += 1;
+        }
+        for (set, issued) in per_set {
+            let extra = deliberate.get(&set[0].value).copied().unwrap_or(0);
+            assert_eq!(issued, 1 + extra, "{set:?} was issued twice");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_file(&root).unwrap();
     }
-    eprintln!("exactly-once campaign: {stored} of {total} runs stored their one certificate");
+    let mismatches = MISMATCHES_SEEN.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "exactly-once campaign: {stored} of {total} runs stored their one certificate; \
+         {mismatches} resumes refused another certificate served as theirs"
+    );
+    assert!(mismatches > 0, "the foreign-chain fault was never met");
     // A campaign where everything fails proves nothing.
     assert!(
         stored * 10 >= total * 9,
