@@ -32,25 +32,29 @@
 //! happens next and when), with a live countdown on a terminal; the exit
 //! status tells the error class (see `--help`).
 
-mod common;
-mod exit;
-mod issue;
-mod manage;
-mod output;
+pub(crate) mod common;
+pub(crate) mod exit;
+mod hints;
+pub(crate) mod issue;
+pub(crate) mod manage;
+pub(crate) mod output;
+pub(crate) mod outputs;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The command line (its `Debug` shows no secret: every secret-carrying
+/// argument has a type whose `Debug` redacts it).
 #[derive(Parser, Debug)]
 #[command(about = "Issue and manage certificates from an ACME CA", version, after_help = exit::HELP)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
-    command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {
+pub(crate) enum Command {
     /// Order a certificate and write it out.
     #[command(after_help = exit::HELP)]
     Issue(issue::IssueArgs),
@@ -98,6 +102,10 @@ pub fn issue_compat() -> ExitCode {
 fn run(command: Command) -> ExitCode {
     let common = command.common();
     output::init(common.log_format == "json", common.verbose);
+    if common.verbose >= 2 {
+        output::step(format!("arguments: {command:?}"));
+    }
+    let hint_context = hints::Context::of(&command);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -129,6 +137,9 @@ fn run(command: Command) -> ExitCode {
             }
             let (code, what) = exit::status(e.as_ref());
             output::step(format!("exit {code}: {what}"));
+            if let Some(hint) = hints::hint(&hint_context, e.as_ref()) {
+                output::step(format!("hint: {hint}"));
+            }
             ExitCode::from(code)
         }
     }
