@@ -8,7 +8,7 @@ use std::time::Instant;
 use clap::Args;
 use sturdy_acme::store::{FileMode, write_file_atomic};
 
-use super::outputs::{OutputSet, write_set};
+use super::outputs::{OutputError, OutputSet, write_set};
 use sturdy_acme::{
     AccountKey, AuthorizationStatus, CertificateChain, CertificateKey, CertificateKeyType,
     CertificateSource, ChallengeType, Csr, EnsureOptions, KeyAlgorithm, NewOrder, OrderStatus,
@@ -340,18 +340,17 @@ pub fn done(conn: &Connection, started: Instant) {
 /// certificate).
 pub fn write_outputs(out: &Path, key_pem: &[u8], chain: &CertificateChain) -> Result<(), AnyError> {
     let serial = chain.serial_hex().unwrap_or_default();
+    let (leaf, issuers) = (chain.leaf_pem(), chain.issuers_pem());
     let set = OutputSet {
         key_pem,
-        cert_pem: chain.leaf_pem().as_bytes(),
-        chain_pem: chain.issuers_pem().as_bytes(),
+        cert_pem: leaf.as_bytes(),
+        chain_pem: issuers.as_bytes(),
         fullchain_pem: chain.pem().as_bytes(),
         label: &serial,
     };
-    let dir = write_set(out, &set).map_err(|e| {
-        format!(
-            "writing the certificate and key into {}: {e}",
-            out.display()
-        )
+    let dir = write_set(out, &set).map_err(|source| OutputError {
+        dir: out.to_path_buf(),
+        source,
     })?;
     step(format!(
         "wrote key.pem, cert.pem, chain.pem and fullchain.pem in {} (the set {})",

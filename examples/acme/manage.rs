@@ -167,7 +167,8 @@ async fn recheck_for_list(
     };
     if cert.revoked.is_some()
         || !issuer.client().offers_renewal_info()
-        || issuer.next_check_at(&cert) > now
+        // Read after the call: with no schedule yet it answers "now".
+        || issuer.next_check_at(&cert) > SystemTime::now()
     {
         return Ok(RenewalInfoSeen::NotAsked);
     }
@@ -314,7 +315,8 @@ pub async fn renew(args: RenewArgs) -> Result<(), AnyError> {
             continue;
         };
         let check = issuer.next_check_at(&cert);
-        if check <= now {
+        // Read after the call: with no schedule yet it answers "now".
+        if check <= SystemTime::now() {
             work.push((s, Work::Recheck));
         } else {
             next_check = Some(next_check.map_or(check, |n| n.min(check)));

@@ -29,6 +29,18 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Writing the output set failed (exit status 7, like the store); the set
+/// shown before is still whole.
+#[derive(Debug, thiserror::Error)]
+#[error("writing the certificate and key into {}: {source}", .dir.display())]
+pub struct OutputError {
+    /// The output directory.
+    pub dir: PathBuf,
+    /// What failed.
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// The file names of a set, in the order they are written.
 pub const NAMES: [&str; 4] = ["key.pem", "cert.pem", "chain.pem", "fullchain.pem"];
 
