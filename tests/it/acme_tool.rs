@@ -472,11 +472,6 @@ fn issue_out_writes_the_key_and_certificate_as_one_set() {
     std::fs::create_dir(plain.join("cert.pem")).unwrap();
     std::fs::write(plain.join("cert.pem").join("in-the-way"), "").unwrap();
     let (code, text) = issue(&plain);
-    assert_eq!(code, Some(7), "{text}");
-    assert!(
-        text.contains("writing the certificate and key into"),
-        "{text}"
-    );
     let key = key_spki(&std::fs::read_to_string(plain.join("key.pem")).unwrap());
     let full = cert_spki(&std::fs::read_to_string(plain.join("fullchain.pem")).unwrap());
     assert_eq!(
@@ -484,6 +479,11 @@ fn issue_out_writes_the_key_and_certificate_as_one_set() {
         "key.pem was replaced beside the old fullchain.pem: {text}"
     );
     assert_eq!(key, kept);
+    assert_eq!(code, Some(7), "{text}");
+    assert!(
+        text.contains("writing the certificate and key into"),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&out);
     let _ = std::fs::remove_dir_all(&plain);
 }
