@@ -108,7 +108,7 @@ pub fn write_set_with(
     std::fs::create_dir_all(out.join(SETS))?;
     // One writer at a time per directory (two runs naming the same --out).
     let lock = std::fs::File::create(out.join(".lock"))?;
-    lock.lock()?;
+    fs4::FileExt::lock(&lock)?;
     migrate_plain_files(out, hook)?;
     let previous = std::fs::read_link(out.join(LIVE)).ok();
 

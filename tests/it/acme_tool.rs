@@ -173,7 +173,9 @@ fn no_error_path_prints_a_secret() {
         "--out",
         o,
     ];
-    let mut cases: Vec<(&str, Vec<String>, Vec<(&str, String)>, &str)> = Vec::new();
+    // (what, arguments, environment, the secret's text)
+    type Case<'a> = (&'a str, Vec<String>, Vec<(&'a str, String)>, &'a str);
+    let mut cases: Vec<Case> = Vec::new();
     let strings = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     cases.push((
         "a bad --eab-hmac-key",
@@ -240,6 +242,21 @@ fn no_error_path_prints_a_secret() {
             strings(&[&issue[..], &dns01].concat()),
             vec![("STURDY_ACME_TSIG_KEY", key.clone())],
             secret,
+        ));
+    }
+    // Key files that do not parse: their contents are never echoed.
+    let bad_key = out.join("bad-key.pem");
+    std::fs::write(
+        &bad_key,
+        "-----BEGIN PRIVATE KEY-----\nU0VDUkVUS0VZTUFURVJJQUxTRUNSRVQ=\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    for flag in ["--cert-key", "--account-key"] {
+        cases.push((
+            "a key file that does not parse",
+            strings(&[&issue[..], &[flag, bad_key.to_str().unwrap()]].concat()),
+            vec![],
+            "U0VDUkVUS0VZTUFURVJJQUxTRUNSRVQ",
         ));
     }
     for (what, args, env, secret) in cases {
