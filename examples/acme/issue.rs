@@ -7,8 +7,6 @@ use std::time::Instant;
 
 use clap::Args;
 use sturdy_acme::store::{FileMode, write_file_atomic};
-
-use super::outputs::{OutputError, OutputSet, write_set};
 use sturdy_acme::{
     AccountKey, AuthorizationStatus, CertificateChain, CertificateKey, CertificateKeyType,
     CertificateSource, ChallengeType, Csr, EnsureOptions, KeyAlgorithm, NewOrder, OrderStatus,
@@ -16,6 +14,7 @@ use sturdy_acme::{
 
 use super::common::{AnyError, ChallengeArgs, CommonArgs, Connection, StoreLocation, connect};
 use super::output::step;
+use super::outputs::{OutputError, OutputSet, write_set};
 
 #[derive(Args, Debug)]
 pub struct IssueArgs {
@@ -110,6 +109,9 @@ impl IssueArgs {
                 "only the store's issuer runs a CAA pre-flight",
             );
         }
+        // Bad values too, before anything is sent.
+        self.key_type()?;
+        self.account_key_type()?;
         Ok(())
     }
 

@@ -383,7 +383,10 @@ pub async fn renew(args: RenewArgs) -> Result<(), AnyError> {
                     ),
                 };
                 step(line);
-                if json_output() && ensured.source != CertificateSource::Stored {
+                // Not for a certificate the recheck found not due.
+                let renewed =
+                    !(ensured.source == CertificateSource::Stored && why == Work::Recheck);
+                if json_output() && renewed {
                     json_line(serde_json::json!({
                         "event": "renewed",
                         "names": names,

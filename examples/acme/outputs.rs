@@ -19,7 +19,8 @@
 //! that must read the key and the certificate of one set even while a new
 //! one is swapped in resolves `DIR/live` once (`readlink`, or opens the
 //! directory) and reads both files from there. Older sets are removed,
-//! except the one `live` named before (a reader may be in it).
+//! except the one `live` named before (a reader may be in it). Two runs
+//! writing into one `DIR` take turns (a lock on `DIR/.lock`).
 //!
 //! A `DIR` written by an older version (plain files) is first turned into
 //! this layout with its own files as the current set, so no moment mixes
@@ -157,6 +158,7 @@ pub fn write_set_with(
 }
 
 /// `<label>.<pid>.<nanos>`: never an existing set's name.
+#[cfg_attr(not(unix), allow(dead_code))]
 fn set_name(label: &str) -> String {
     let label: String = label
         .chars()
