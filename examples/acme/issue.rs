@@ -109,6 +109,20 @@ impl IssueArgs {
                 "only the store's issuer runs a CAA pre-flight",
             );
         }
+        // --dns-server serves the store's CAA pre-flight, --check, the RFC
+        // 2136 solver and the embedded CA's resolver: nothing else.
+        if self.challenge.dns_server.is_some()
+            && self.store.is_none()
+            && !self.check
+            && self.challenge.rfc2136.is_none()
+            && !self.common.is_embedded()
+        {
+            return refuse(
+                "--dns-server",
+                "an issue without --store, --check or --rfc2136",
+                "no DNS is asked then (the CAA pre-flight runs with --store)",
+            );
+        }
         // Bad values too, before anything is sent.
         self.key_type()?;
         self.account_key_type()?;

@@ -510,7 +510,8 @@ fn issue_out_writes_the_key_and_certificate_as_one_set() {
 /// `--key-type` with `--cert-key`, `--root-ca` with the embedded CA,
 /// `--rfc2136`/`--tsig-key` with http-01, `--http-port` with dns-01,
 /// order options with `--check`, `--no-caa-preflight` without `--store`,
-/// `--account-key-type` unlike the existing `--account-key`.
+/// `--dns-server` where no DNS is asked, `--account-key-type` unlike the
+/// existing `--account-key`.
 #[test]
 fn ignored_flag_combinations_are_refused() {
     let dir = temp_dir("acme-flags");
@@ -571,11 +572,26 @@ fn ignored_flag_combinations_are_refused() {
             "--no-caa-preflight cannot be used with an issue without --store",
         ),
         (
+            vec![
+                "--directory",
+                "https://127.0.0.1:1/dir",
+                "--dns-server",
+                "127.0.0.1:53",
+            ],
+            "--dns-server cannot be used with an issue without --store, --check or --rfc2136",
+        ),
+        (
             vec!["--account-key", account_key, "--account-key-type", "es384"],
             "--account-key-type ES384 cannot be used with the existing ES256 key",
         ),
     ] {
-        let args = [&issue[..], &extra].concat();
+        // A case naming its own CA replaces the embedded one.
+        let base = if extra.contains(&"--directory") {
+            &issue[..1]
+        } else {
+            &issue[..3]
+        };
+        let args = [base, &issue[3..], &extra].concat();
         let output = Command::new(example("acme"))
             .args(&args)
             .stdin(Stdio::null())
