@@ -15,7 +15,9 @@
 //! also writes the CA's root as `ca-root.pem`: nothing but cargo is needed.
 //! `--directory embedded-v1` does the same with the test CA speaking ACME
 //! v1. Writes `cert.pem` (leaf), `chain.pem` (issuers), `fullchain.pem` and
-//! `key.pem` (0600) into `--out`; the exit status tells the error class.
+//! `key.pem` (0600) into `--out` as one set (links through `live/` to the
+//! current set under `sets/`, swapped in one step: see
+//! `acme/outputs.rs`); the exit status tells the error class.
 
 #[path = "acme/main.rs"]
 #[allow(dead_code)] // the `acme` binary's own `main`

@@ -48,7 +48,7 @@ pub struct CommonArgs {
     /// listings and shell history show it. Use `--eab-hmac-key-file` or
     /// `STURDY_ACME_EAB_HMAC_KEY`.
     #[arg(long)]
-    pub eab_hmac_key: Option<String>,
+    pub eab_hmac_key: Option<SecretArg>,
     /// How the steps and the library's events are written on stderr:
     /// `plain` (a line each, for people) or `json` (an object per line,
     /// for log systems).
@@ -57,6 +57,24 @@ pub struct CommonArgs {
     /// More detail: `-v` the library's INFO logs, `-vv` every HTTP exchange.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+impl CommonArgs {
+    /// Whether the CA is the in-process test CA.
+    pub fn is_embedded(&self) -> bool {
+        self.directory == "embedded" || self.directory == "embedded-v1"
+    }
+
+    /// Refuses flags that would be ignored.
+    pub fn validate(&self) -> Result<(), AnyError> {
+        if self.is_embedded() && self.root_ca.is_some() {
+            return Err(
+                "--root-ca is for a CA outside this process: --directory embedded trusts its own root"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// A command-line value holding a secret: zeroized when dropped, and
@@ -89,9 +107,10 @@ pub struct ChallengeArgs {
     /// `--directory embedded`, any free port).
     #[arg(long)]
     pub http_port: Option<u16>,
-    /// Address the http-01 responder binds.
-    #[arg(long, default_value = "0.0.0.0")]
-    pub http_bind: IpAddr,
+    /// Address the http-01 responder binds (default 0.0.0.0; with
+    /// `--directory embedded`, 127.0.0.1).
+    #[arg(long)]
+    pub http_bind: Option<IpAddr>,
     /// dns-01 by RFC 2136 dynamic update: the primary nameserver that
     /// accepts UPDATEs, `HOST:PORT`. Without it, dns-01 asks you to create
     /// the TXT records by hand.
@@ -153,6 +172,60 @@ impl ChallengeArgs {
         self.dns_config()
     }
 
+    /// Refuses flags this challenge type would ignore, and checks the
+    /// TSIG key, before anything is sent to the CA.
+    pub fn validate(&self) -> Result<(), AnyError> {
+        let challenge_type = self.challenge_type()?;
+        if challenge_type != ChallengeType::Dns01 {
+            for (given, flag) in [
+                (self.rfc2136.is_some(), "--rfc2136"),
+                (self.tsig_key.is_some(), "--tsig-key"),
+            ] {
+                if given {
+                    return Err(format!(
+                        "{flag} applies only to --challenge dns-01 (it would be ignored with {challenge_type})"
+                    )
+                    .into());
+                }
+            }
+        }
+        if challenge_type != ChallengeType::Http01 {
+            for (given, flag) in [
+                (self.http_port.is_some(), "--http-port"),
+                (self.http_bind.is_some(), "--http-bind"),
+            ] {
+                if given {
+                    return Err(format!(
+                        "{flag} applies only to --challenge http-01 (it would be ignored with {challenge_type})"
+                    )
+                    .into());
+                }
+            }
+        }
+        if self.rfc2136.is_none() && self.tsig_key.is_some() {
+            return Err("--tsig-key needs --rfc2136 HOST:PORT".into());
+        }
+        if self.rfc2136.is_some() {
+            self.tsig_key()?;
+        }
+        Ok(())
+    }
+
+    /// The TSIG key of `--tsig-key` or STURDY_ACME_TSIG_KEY, parsed; an
+    /// error names where it came from, never its text.
+    fn tsig_key(&self) -> Result<Option<TsigKey>, AnyError> {
+        let (text, source) = match &self.tsig_key {
+            Some(k) => (Zeroizing::new(k.0.to_string()), "--tsig-key"),
+            None => match std::env::var(TSIG_ENV) {
+                Ok(text) => (Zeroizing::new(text), TSIG_ENV),
+                Err(_) => return Ok(None),
+            },
+        };
+        text.parse::<TsigKey>()
+            .map(Some)
+            .map_err(|e| format!("{source}: {e}").into())
+    }
+
     /// The RFC 2136 solver of `--rfc2136` / `--tsig-key`, if asked for.
     pub fn rfc2136_solver(&self) -> Result<Option<Rfc2136Solver>, AnyError> {
         let Some(server) = &self.rfc2136 else {
@@ -162,19 +235,12 @@ impl ChallengeArgs {
             return Ok(None);
         };
         let server = socket_addr("--rfc2136", server)?;
-        let key_text = match &self.tsig_key {
-            Some(k) => {
-                step(
-                    "warning: --tsig-key puts the secret in process listings; use STURDY_ACME_TSIG_KEY",
-                );
-                Some(Zeroizing::new(k.0.to_string()))
-            }
-            None => std::env::var(TSIG_ENV).ok().map(Zeroizing::new),
-        };
-        let key = key_text
-            .map(|k| k.parse::<TsigKey>())
-            .transpose()
-            .map_err(|e| format!("--tsig-key: {e}"))?;
+        if self.tsig_key.is_some() {
+            step(
+                "warning: --tsig-key puts the secret in process listings; use STURDY_ACME_TSIG_KEY",
+            );
+        }
+        let key = self.tsig_key()?;
         if key.is_none() {
             step("warning: --rfc2136 without a TSIG key: the UPDATEs are unsigned");
         }
@@ -229,7 +295,7 @@ pub fn external_account(
             "warning: --eab-hmac-key puts the secret in process listings and shell history; \
              use --eab-hmac-key-file or STURDY_ACME_EAB_HMAC_KEY",
         );
-        Some(Zeroizing::new(key.clone()))
+        Some(Zeroizing::new(key.0.trim().to_owned()))
     } else {
         std::env::var(EAB_ENV)
             .ok()
@@ -255,17 +321,21 @@ pub async fn connect(
     challenge: Option<&ChallengeArgs>,
     out: &std::path::Path,
 ) -> Result<Connection, AnyError> {
+    args.validate()?;
+    if let Some(c) = challenge {
+        c.validate()?;
+    }
     let eab = external_account(args)?;
     let challenge_type = challenge.map(|c| c.challenge_type()).transpose()?;
     let mut responder = None;
-    let embedded = if args.directory == "embedded" || args.directory == "embedded-v1" {
+    let embedded = if args.is_embedded() {
         let dns = StaticDns::new();
         let http_port = match (challenge, &challenge_type) {
             (Some(c), Some(ChallengeType::Http01)) => {
-                let r = Http01Responder::bind(SocketAddr::from((
-                    [127, 0, 0, 1],
+                let r = Http01Responder::bind(SocketAddr::new(
+                    c.http_bind.unwrap_or(IpAddr::from([127, 0, 0, 1])),
                     c.http_port.unwrap_or(0),
-                )))
+                ))
                 .await
                 .map_err(|e| format!("http-01 responder: {e}"))?;
                 let port = r.local_addr().port();
@@ -397,7 +467,8 @@ impl Connection {
         c: &ChallengeArgs,
     ) -> Result<&Http01Responder, AnyError> {
         if self.responder.is_none() {
-            let addr = SocketAddr::new(c.http_bind, c.http_port.unwrap_or(80));
+            let bind = c.http_bind.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+            let addr = SocketAddr::new(bind, c.http_port.unwrap_or(80));
             let r = Http01Responder::bind(addr)
                 .await
                 .map_err(|e| format!("http-01 responder on {addr}: {e}"))?;
@@ -414,12 +485,16 @@ impl Connection {
         options: AccountOptions,
         solver: Option<Arc<dyn Solver>>,
         dns: Option<DnsConfig>,
+        account_key_algorithm: Option<sturdy_acme::KeyAlgorithm>,
     ) -> Result<Issuer<Arc<dyn DynStore>>, AnyError> {
         let store = location.open().await?;
         // By hand, a renewal is made as soon as the CA's window opens.
         let mut builder = Issuer::builder(self.client.clone(), store)
             .account_options(options)
             .renew_at_window_start(true);
+        if let Some(alg) = account_key_algorithm {
+            builder = builder.account_key_algorithm(alg);
+        }
         // The CAA pre-flight, whenever there is DNS to ask.
         if let Some(dns) = dns {
             builder = builder.dns(dns);
@@ -434,7 +509,7 @@ impl Connection {
 /// Where `--store` keeps the account, certificates and journals: a
 /// directory (FileStore, one machine) or a PostgreSQL URL (PostgresStore,
 /// shared by every machine that names it).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum StoreLocation {
     /// A FileStore directory.
     Dir(PathBuf),
@@ -455,14 +530,30 @@ impl std::str::FromStr for StoreLocation {
     }
 }
 
+/// The URL's password never shows: `Debug` is the `Display` form.
+impl std::fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Dir(dir) => f.debug_tuple("Dir").field(dir).finish(),
+            Self::Postgres(_) => f
+                .debug_tuple("Postgres")
+                .field(&format_args!("{self}"))
+                .finish(),
+        }
+    }
+}
+
 impl std::fmt::Display for StoreLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Dir(dir) => write!(f, "{}", dir.display()),
-            // The URL without a password.
+            // The URL without a password (and nothing of a URL that does
+            // not parse: it may hold one where the parser cannot see it).
             Self::Postgres(url) => match url::Url::parse(url) {
                 Ok(mut u) => {
-                    let _ = u.set_password(None);
+                    if u.password().is_some() {
+                        let _ = u.set_password(Some("***"));
+                    }
                     write!(f, "{u}")
                 }
                 Err(_) => f.write_str("postgres://…"),

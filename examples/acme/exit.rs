@@ -32,6 +32,12 @@ pub fn status(e: &(dyn std::error::Error + 'static)) -> (u8, String) {
         if e.downcast_ref::<sturdy_acme::StoreError>().is_some() {
             return (STORE, "the store failed".into());
         }
+        if e.downcast_ref::<super::outputs::OutputError>().is_some() {
+            return (
+                STORE,
+                "the output files could not be written (the set shown before is whole)".into(),
+            );
+        }
         return (INVALID_INPUT, "invalid input".into());
     };
     match e.class() {

@@ -14,6 +14,7 @@ use sturdy_acme::{
 
 use super::common::{AnyError, ChallengeArgs, CommonArgs, Connection, StoreLocation, connect};
 use super::output::step;
+use super::outputs::{OutputError, OutputSet, write_set};
 
 #[derive(Args, Debug)]
 pub struct IssueArgs {
@@ -24,23 +25,28 @@ pub struct IssueArgs {
     /// A name (or IP address) to put in the certificate; repeat for more.
     #[arg(long = "domain", required = true)]
     pub domains: Vec<String>,
-    /// Certificate key type: p256 or p384 (`--cert-key FILE` imports one, e.g. RSA).
-    #[arg(long, default_value = "p256")]
-    pub key_type: String,
+    /// Certificate key type: p256 (the default) or p384 (`--cert-key FILE`
+    /// imports one instead, e.g. RSA).
+    #[arg(long)]
+    pub key_type: Option<String>,
     /// Ask for this certificate profile (`classic`, `tlsserver`,
     /// `shortlived` at Let's Encrypt; the CA's directory lists them).
     #[arg(long)]
     pub profile: Option<String>,
-    /// Import the certificate key (PKCS#8 PEM) instead of generating one.
+    /// Import the certificate key (PKCS#8 PEM) instead of generating one
+    /// (not with `--store`, whose issuer makes and keeps each key).
     #[arg(long)]
     pub cert_key: Option<PathBuf>,
     /// Account key file (PKCS#8 PEM), created if missing.
     #[arg(long)]
     pub account_key: Option<PathBuf>,
-    /// Algorithm for a new account key: es256, es384, eddsa.
-    #[arg(long, default_value = "es256")]
-    pub account_key_type: String,
-    /// Output directory.
+    /// Algorithm for a new account key: es256 (the default), es384, eddsa.
+    #[arg(long)]
+    pub account_key_type: Option<String>,
+    /// Output directory: `key.pem` (0600), `cert.pem`, `chain.pem` and
+    /// `fullchain.pem`, links into `live/`, which names the current set
+    /// under `sets/`; a new set replaces the old one in one step, so the
+    /// key and the certificate read there always belong together.
     #[arg(long, default_value = ".")]
     pub out: PathBuf,
     /// Prefer the chain whose top certificate was issued by this common name.
@@ -62,8 +68,83 @@ pub struct IssueArgs {
     pub check: bool,
 }
 
+impl IssueArgs {
+    /// Refuses flag combinations where a flag would be ignored.
+    pub fn validate(&self) -> Result<(), AnyError> {
+        let refuse = |flag: &str, with: &str, why: &str| -> Result<(), AnyError> {
+            Err(format!("{flag} cannot be used with {with}: {why}").into())
+        };
+        if self.store.is_some() && self.cert_key.is_some() {
+            return refuse(
+                "--cert-key",
+                "--store",
+                "the store's issuer makes and keeps a new key for each certificate it \
+                 orders (a renewal needs one too); choose its type with --key-type",
+            );
+        }
+        if self.cert_key.is_some() && self.key_type.is_some() {
+            return refuse(
+                "--key-type",
+                "--cert-key",
+                "the imported key is used as it is",
+            );
+        }
+        if self.check {
+            for (given, flag) in [
+                (self.store.is_some(), "--store"),
+                (self.cert_key.is_some(), "--cert-key"),
+                (self.key_type.is_some(), "--key-type"),
+                (self.profile.is_some(), "--profile"),
+                (self.preferred_chain.is_some(), "--preferred-chain"),
+                (self.challenge.no_caa_preflight, "--no-caa-preflight"),
+            ] {
+                if given {
+                    return refuse(flag, "--check", "--check orders nothing");
+                }
+            }
+        } else if self.store.is_none() && self.challenge.no_caa_preflight {
+            return refuse(
+                "--no-caa-preflight",
+                "an issue without --store",
+                "only the store's issuer runs a CAA pre-flight",
+            );
+        }
+        // --dns-server serves the store's CAA pre-flight, --check, the RFC
+        // 2136 solver and the embedded CA's resolver: nothing else.
+        if self.challenge.dns_server.is_some()
+            && self.store.is_none()
+            && !self.check
+            && self.challenge.rfc2136.is_none()
+            && !self.common.is_embedded()
+        {
+            return refuse(
+                "--dns-server",
+                "an issue without --store, --check or --rfc2136",
+                "no DNS is asked then (the CAA pre-flight runs with --store)",
+            );
+        }
+        // Bad values too, before anything is sent.
+        self.key_type()?;
+        self.account_key_type()?;
+        Ok(())
+    }
+
+    fn key_type(&self) -> Result<CertificateKeyType, AnyError> {
+        Ok(self.key_type.as_deref().unwrap_or("p256").parse()?)
+    }
+
+    fn account_key_type(&self) -> Result<Option<KeyAlgorithm>, AnyError> {
+        Ok(self
+            .account_key_type
+            .as_deref()
+            .map(str::parse)
+            .transpose()?)
+    }
+}
+
 pub async fn run(args: IssueArgs) -> Result<(), AnyError> {
     let started = Instant::now();
+    args.validate()?;
     let challenge_type = args.challenge.challenge_type()?;
     // Check the names before anything else happens.
     let mut order_request = NewOrder::for_names(&args.domains)?;
@@ -74,29 +155,22 @@ pub async fn run(args: IssueArgs) -> Result<(), AnyError> {
     if args.check {
         return check(&args, &conn, challenge_type).await;
     }
-    let account_alg: KeyAlgorithm = args.account_key_type.parse()?;
-    let cert_key = match &args.cert_key {
-        Some(path) => {
-            let pem = std::fs::read_to_string(path)
-                .map_err(|e| format!("reading certificate key {}: {e}", path.display()))?;
-            CertificateKey::from_pkcs8_pem(&pem)?
-        }
-        None => CertificateKey::generate(args.key_type.parse::<CertificateKeyType>()?)?,
-    };
+    let account_alg = args.account_key_type()?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("creating output directory {}: {e}", args.out.display()))?;
     let options = conn.account_options(&args.common)?;
 
     if let Some(location) = &args.store {
-        drop(cert_key);
         let solver = conn.solver(&args.challenge).await?;
         let dns = args.challenge.preflight_dns(&conn)?;
-        let issuer = conn.issuer(location, options, Some(solver), dns).await?;
+        let issuer = conn
+            .issuer(location, options, Some(solver), dns, account_alg)
+            .await?;
         let ensured = issuer
             .ensure(
                 &args.domains,
                 &EnsureOptions {
-                    key_type: args.key_type.parse()?,
+                    key_type: args.key_type()?,
                     preferred_chain: args.preferred_chain.clone(),
                     profile: args.profile.clone(),
                     ..EnsureOptions::default()
@@ -125,6 +199,17 @@ pub async fn run(args: IssueArgs) -> Result<(), AnyError> {
         return Ok(());
     }
 
+    let cert_key = match &args.cert_key {
+        Some(path) => {
+            let pem = zeroize::Zeroizing::new(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("reading certificate key {}: {e}", path.display()))?,
+            );
+            CertificateKey::from_pkcs8_pem(&pem)
+                .map_err(|e| format!("certificate key {}: {e}", path.display()))?
+        }
+        None => CertificateKey::generate(args.key_type()?)?,
+    };
     let account_key = load_or_create_account_key(args.account_key.as_deref(), account_alg)?;
     let account = conn.client.create_account(account_key, &options).await?;
     step(format!("account {}", account.url()));
@@ -236,7 +321,7 @@ async fn answer_challenges(
                 challenge.dns01_txt_value()?
             )),
         }
-        to_answer.push(challenge);
+        to_answer.push((authz.identifier().value, challenge));
     }
     if challenge_type == ChallengeType::Dns01
         && !to_answer.is_empty()
@@ -247,13 +332,10 @@ async fn answer_challenges(
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line)?;
     }
-    for challenge in &mut to_answer {
+    for (ordered, challenge) in &mut to_answer {
         challenge.respond().await?;
-        step(format!(
-            "answered {} for {}",
-            challenge.kind(),
-            challenge.identifier().value
-        ));
+        // The identifier as ordered (`*.` kept for a wildcard).
+        step(format!("answered {} for {ordered}", challenge.kind()));
     }
     order.wait_ready().await?;
     Ok(())
@@ -269,30 +351,36 @@ pub fn done(conn: &Connection, started: Instant) {
     ));
 }
 
-/// Writes key.pem (0600), cert.pem, chain.pem and fullchain.pem atomically.
+/// Writes key.pem (0600), cert.pem, chain.pem and fullchain.pem as one
+/// set (see `outputs.rs`: a reader never pairs the key with another
+/// certificate).
 pub fn write_outputs(out: &Path, key_pem: &[u8], chain: &CertificateChain) -> Result<(), AnyError> {
-    for (name, data, mode) in [
-        ("key.pem", key_pem, FileMode::Private),
-        ("cert.pem", chain.leaf_pem().as_bytes(), FileMode::Public),
-        (
-            "chain.pem",
-            chain.issuers_pem().as_bytes(),
-            FileMode::Public,
-        ),
-        ("fullchain.pem", chain.pem().as_bytes(), FileMode::Public),
-    ] {
-        let path = out.join(name);
-        write_file_atomic(&path, data, mode)
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
-        step(format!("wrote {}", path.display()));
-    }
+    let serial = chain.serial_hex().unwrap_or_default();
+    let (leaf, issuers) = (chain.leaf_pem(), chain.issuers_pem());
+    let set = OutputSet {
+        key_pem,
+        cert_pem: leaf.as_bytes(),
+        chain_pem: issuers.as_bytes(),
+        fullchain_pem: chain.pem().as_bytes(),
+        label: &serial,
+    };
+    let dir = write_set(out, &set).map_err(|source| OutputError {
+        dir: out.to_path_buf(),
+        source,
+    })?;
+    step(format!(
+        "wrote key.pem, cert.pem, chain.pem and fullchain.pem in {} (the set {})",
+        out.display(),
+        dir.display()
+    ));
     Ok(())
 }
 
 fn load_or_create_account_key(
     path: Option<&Path>,
-    alg: KeyAlgorithm,
+    wanted: Option<KeyAlgorithm>,
 ) -> Result<AccountKey, AnyError> {
+    let alg = wanted.unwrap_or(KeyAlgorithm::Es256);
     let Some(path) = path else {
         step(format!(
             "generating a throwaway {} account key",
@@ -301,10 +389,23 @@ fn load_or_create_account_key(
         return Ok(AccountKey::generate(alg)?);
     };
     if path.exists() {
-        let pem = std::fs::read_to_string(path)
-            .map_err(|e| format!("reading account key {}: {e}", path.display()))?;
+        let pem = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("reading account key {}: {e}", path.display()))?,
+        );
         let key = AccountKey::from_pkcs8_pem(&pem)
             .map_err(|e| format!("account key {}: {e}", path.display()))?;
+        if let Some(wanted) = wanted
+            && wanted != key.algorithm()
+        {
+            return Err(format!(
+                "--account-key-type {} cannot be used with the existing {} key in {}",
+                wanted.jws_name(),
+                key.algorithm().jws_name(),
+                path.display()
+            )
+            .into());
+        }
         step(format!(
             "loaded {} account key from {}",
             key.algorithm().jws_name(),
@@ -342,7 +443,7 @@ async fn check(
     // when the CA knows it (looked up, never created).
     let account_uri = match args.account_key.as_deref().filter(|p| p.exists()) {
         Some(path) => {
-            let key = load_or_create_account_key(Some(path), args.account_key_type.parse()?)?;
+            let key = load_or_create_account_key(Some(path), args.account_key_type()?)?;
             match conn.client.find_account(key).await {
                 Ok(account) => {
                     println!("Account: {}", account.url());

@@ -14,43 +14,58 @@
 //! ```
 //!
 //! - `issue`: order a certificate and write `cert.pem`, `chain.pem`,
-//!   `fullchain.pem` and `key.pem` (0600) into `--out`. With `--store`, the
+//!   `fullchain.pem` and `key.pem` (0600) into `--out`, as one set that
+//!   replaces the previous one in a single step (`outputs.rs`: a reader
+//!   never pairs a key with another certificate). With `--store`, the
 //!   exactly-once issuer does it: a second run returns the stored
 //!   certificate, an interrupted run resumes its order. `--directory
 //!   embedded` starts the crate's test CA in this process (really
 //!   validating http-01 or dns-01) and writes its root as `ca-root.pem`.
 //! - `list`: the store's certificates: names, CA, serial, expiry, when
-//!   renewal is due, revoked or in flight, and the last error.
-//! - `renew`: renew what is due in the store (and finish interrupted orders).
+//!   renewal is due, revoked or in flight, and the last error. When the
+//!   issuer's time to ask the CA's renewal information (ARI) again has
+//!   come, it is asked and judged as the issuer judges it (not stored).
+//! - `renew`: renew what is due in the store (and finish interrupted
+//!   orders); a certificate whose renewal information is due to be asked
+//!   again goes through the issuer, which asks it and renews if the CA's
+//!   window says so.
 //! - `revoke`: revoke a stored certificate, signed by the account key or
-//!   the certificate's own key, with a reason.
+//!   the certificate's own key, with a reason (a certificate already
+//!   revoked is said so, and nothing is sent).
 //! - `account`: show it, update its contacts, roll its key over, deactivate it.
 //!
 //! `cargo run --example issue -- …` is `acme issue …` with the same flags.
 //!
 //! Every wait is a line on stderr before it starts (what the CA said, what
 //! happens next and when), with a live countdown on a terminal; the exit
-//! status tells the error class (see `--help`).
+//! status tells the error class (see `--help`), and a refusal the person
+//! can work around comes with a `hint:` line. A flag the command would
+//! ignore is refused. No secret is printed: the arguments' `Debug` (shown
+//! at `-vv`) redacts the EAB and TSIG keys and the database password.
 
-mod common;
-mod exit;
-mod issue;
-mod manage;
-mod output;
+pub(crate) mod common;
+pub(crate) mod exit;
+mod hints;
+pub(crate) mod issue;
+pub(crate) mod manage;
+pub(crate) mod output;
+pub(crate) mod outputs;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The command line (its `Debug` shows no secret: every secret-carrying
+/// argument has a type whose `Debug` redacts it).
 #[derive(Parser, Debug)]
 #[command(about = "Issue and manage certificates from an ACME CA", version, after_help = exit::HELP)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
-    command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {
+pub(crate) enum Command {
     /// Order a certificate and write it out.
     #[command(after_help = exit::HELP)]
     Issue(issue::IssueArgs),
@@ -98,6 +113,10 @@ pub fn issue_compat() -> ExitCode {
 fn run(command: Command) -> ExitCode {
     let common = command.common();
     output::init(common.log_format == "json", common.verbose);
+    if common.verbose >= 2 {
+        output::step(format!("arguments: {command:?}"));
+    }
+    let hint_context = hints::Context::of(&command);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -129,6 +148,9 @@ fn run(command: Command) -> ExitCode {
             }
             let (code, what) = exit::status(e.as_ref());
             output::step(format!("exit {code}: {what}"));
+            if let Some(hint) = hints::hint(&hint_context, e.as_ref()) {
+                output::step(format!("hint: {hint}"));
+            }
             ExitCode::from(code)
         }
     }

@@ -1,13 +1,15 @@
 //! `list`, `renew`, `revoke` and `account`: what is in a store, and what
 //! to do with it.
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use clap::{Args, Subcommand};
+use sturdy_acme::store::{DynStore, RenewalSchedule};
 use sturdy_acme::timestamp::DisplayTime;
 use sturdy_acme::{
-    AccountKey, CertificateKeyType, CertificateSource, CertificateStatus, EnsureOptions,
-    KeyAlgorithm, RevocationReason, RevokeWith,
+    AccountKey, CertId, CertificateKeyType, CertificateSource, CertificateStatus, Endpoint,
+    EnsureOptions, Issuer, KeyAlgorithm, RevocationReason, RevokeWith,
 };
 
 use super::common::{AnyError, ChallengeArgs, CommonArgs, StoreLocation, connect};
@@ -127,6 +129,72 @@ fn state(s: &CertificateStatus, now: SystemTime) -> String {
     }
 }
 
+/// The names of a status line's set, as the issuer takes them.
+fn names_of(s: &CertificateStatus) -> Vec<String> {
+    s.identifiers.iter().map(|i| i.value.clone()).collect()
+}
+
+/// What `list` learnt of the CA's renewal information for a certificate.
+enum RenewalInfoSeen {
+    /// Not asked: the issuer's recheck time has not come (or nothing to ask).
+    NotAsked,
+    /// Asked now: the window it gave.
+    Asked {
+        window_start: SystemTime,
+        window_end: SystemTime,
+    },
+    /// Asked now, and it failed: decided on what was known.
+    Failed(String),
+}
+
+/// The renewal time `list` shows, decided as the issuer decides: when the
+/// issuer's recheck time for the certificate has come
+/// ([`Issuer::next_check_at`]), the CA's renewal information is asked now
+/// (what an `ensure` would ask first) and [`Issuer::renewal_due_at`] judges
+/// the certificate with it, the window's start being the chosen time as
+/// for every issuer this tool builds. The store is not changed (`renew`
+/// records it, under the set's lease).
+async fn recheck_for_list(
+    issuer: &Issuer<Arc<dyn DynStore>>,
+    s: &mut CertificateStatus,
+    now: SystemTime,
+) -> Result<RenewalInfoSeen, AnyError> {
+    if s.serial.is_none() || s.revoked.is_some() {
+        return Ok(RenewalInfoSeen::NotAsked);
+    }
+    let Some(mut cert) = issuer.stored_certificate(&names_of(s)).await? else {
+        return Ok(RenewalInfoSeen::NotAsked);
+    };
+    if cert.revoked.is_some()
+        || !issuer.client().offers_renewal_info()
+        // Read after the call: with no schedule yet it answers "now".
+        || issuer.next_check_at(&cert) > SystemTime::now()
+    {
+        return Ok(RenewalInfoSeen::NotAsked);
+    }
+    let info = match CertId::from_pem(&cert.chain_pem) {
+        Ok(id) => issuer.client().renewal_info(&id).await,
+        Err(why) => return Ok(RenewalInfoSeen::Failed(why.to_string())),
+    };
+    match info {
+        Ok(info) => {
+            cert.renewal = Some(RenewalSchedule {
+                window_start: Some(info.window_start),
+                window_end: Some(info.window_end),
+                renew_at: Some(info.renewal_time(0.0, now)),
+                check_again_at: info.check_again_at,
+                explanation_url: info.explanation_url.clone(),
+            });
+            s.renewal_due = Some(issuer.renewal_due_at(&cert));
+            Ok(RenewalInfoSeen::Asked {
+                window_start: info.window_start,
+                window_end: info.window_end,
+            })
+        }
+        Err(e) => Ok(RenewalInfoSeen::Failed(e.to_string())),
+    }
+}
+
 pub async fn list(args: ListArgs) -> Result<(), AnyError> {
     let conn = connect(&args.common, None, &std::env::temp_dir()).await?;
     let issuer = conn
@@ -135,18 +203,32 @@ pub async fn list(args: ListArgs) -> Result<(), AnyError> {
             conn.account_options(&args.common)?,
             None,
             None,
+            None,
         )
         .await?;
-    let all = issuer.certificates().await?;
+    let mut all = issuer.certificates().await?;
     let now = SystemTime::now();
     let time = |t: Option<SystemTime>| t.map(|t| DisplayTime(t).to_string());
-    for s in &all {
+    for s in &mut all {
+        let seen = recheck_for_list(&issuer, s, now).await?;
         let names: Vec<&str> = s.identifiers.iter().map(|i| i.value.as_str()).collect();
         let ca = s.key.ca().map(|c| c.directory.as_str()).unwrap_or("?");
         let last_error = s
             .last_error
             .as_ref()
             .map(|e| format!("{} at {}: {}", e.class, e.at, e.message));
+        let renewal_info = match &seen {
+            RenewalInfoSeen::NotAsked => None,
+            RenewalInfoSeen::Asked {
+                window_start,
+                window_end,
+            } => Some(format!(
+                "asked now: window {} to {}",
+                DisplayTime(*window_start),
+                DisplayTime(*window_end)
+            )),
+            RenewalInfoSeen::Failed(e) => Some(format!("asked now, failed ({e})")),
+        };
         if json_output() {
             let line = serde_json::json!({
                 "names": names,
@@ -159,16 +241,20 @@ pub async fn list(args: ListArgs) -> Result<(), AnyError> {
                 "order_url": s.order_url,
                 "last_error": last_error,
                 "unreadable": s.unreadable,
+                "renewal_info": renewal_info,
             });
             println!("{line}");
         } else {
             println!(
-                "{}\n  ca {ca}\n  serial {}  not after {}  renewal due {}\n  state: {}{}{}",
+                "{}\n  ca {ca}\n  serial {}  not after {}  renewal due {}\n  state: {}{}{}{}",
                 names.join(", "),
                 s.serial.as_deref().unwrap_or("-"),
                 time(s.not_after).as_deref().unwrap_or("-"),
                 time(s.renewal_due).as_deref().unwrap_or("-"),
                 state(s, now),
+                renewal_info
+                    .map(|e| format!("\n  renewal information: {e}"))
+                    .unwrap_or_default(),
                 last_error
                     .map(|e| format!("\n  last error: {e}"))
                     .unwrap_or_default(),
@@ -187,6 +273,17 @@ pub async fn list(args: ListArgs) -> Result<(), AnyError> {
     Ok(())
 }
 
+/// Why `renew` takes up a set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Work {
+    /// Due (or revoked, or an order in flight): renewed.
+    Due,
+    /// Not due on what is known, but the issuer's time to ask the CA's
+    /// renewal information again has come: the issuer asks it, and renews
+    /// if it says so.
+    Recheck,
+}
+
 pub async fn renew(args: RenewArgs) -> Result<(), AnyError> {
     let started = Instant::now();
     let mut conn = connect(&args.common, Some(&args.challenge), &std::env::temp_dir()).await?;
@@ -197,17 +294,47 @@ pub async fn renew(args: RenewArgs) -> Result<(), AnyError> {
             conn.account_options(&args.common)?,
             Some(solver),
             args.challenge.preflight_dns(&conn)?,
+            None,
         )
         .await?;
     let now = SystemTime::now();
     let all = issuer.certificates().await?;
-    let due: Vec<&CertificateStatus> = all.iter().filter(|s| s.needs_work(now)).collect();
-    if due.is_empty() {
+    // The issuer's own judgement: due now, or its renewal information to
+    // ask again (an ensure asks it first, then renews if it says so).
+    let mut work = Vec::new();
+    let mut next_check: Option<SystemTime> = None;
+    for s in &all {
+        if s.needs_work(now) {
+            work.push((s, Work::Due));
+            continue;
+        }
+        if s.serial.is_none() {
+            continue;
+        }
+        let Some(cert) = issuer.stored_certificate(&names_of(s)).await? else {
+            continue;
+        };
+        let check = issuer.next_check_at(&cert);
+        // Read after the call: with no schedule yet it answers "now".
+        if check <= SystemTime::now() {
+            work.push((s, Work::Recheck));
+        } else {
+            next_check = Some(next_check.map_or(check, |n| n.min(check)));
+        }
+    }
+    if work.is_empty() {
         let next = all.iter().filter_map(|s| s.renewal_due).min();
         step(format!(
-            "nothing due among {} certificate(s){}",
+            "nothing due among {} certificate(s){}{}",
             all.len(),
             next.map(|t| format!("; the next renewal is due at {}", DisplayTime(t)))
+                .unwrap_or_default(),
+            next_check
+                .filter(|c| next.is_none_or(|n| *c < n))
+                .map(|t| format!(
+                    "; the CA's renewal information is asked again at {}",
+                    DisplayTime(t)
+                ))
                 .unwrap_or_default()
         ));
         return Ok(());
@@ -218,26 +345,53 @@ pub async fn renew(args: RenewArgs) -> Result<(), AnyError> {
         ..EnsureOptions::default()
     };
     let mut first_error: Option<AnyError> = None;
-    for s in due {
-        let names: Vec<String> = s.identifiers.iter().map(|i| i.value.clone()).collect();
-        step(format!("renewing {} ({})", names.join(", "), state(s, now)));
+    for (s, why) in work {
+        let names = names_of(s);
+        step(match why {
+            Work::Due => format!("renewing {} ({})", names.join(", "), state(s, now)),
+            Work::Recheck => format!(
+                "{}: asking the CA's renewal information (its time to be asked again has come)",
+                names.join(", ")
+            ),
+        });
         match issuer.ensure(&names, &options).await {
             Ok(ensured) => {
-                let how = match ensured.source {
-                    CertificateSource::Resumed => "finished the interrupted order",
-                    CertificateSource::Stored => "already renewed by another process",
-                    _ => "renewed",
+                if let Some(id) = &ensured.replaces {
+                    step(format!("renewal: the order replaces {id} (ARI)"));
+                }
+                let line = match (ensured.source, why) {
+                    (CertificateSource::Stored, Work::Recheck) => format!(
+                        "{}: not due, serial {}: the renewal is due at {}",
+                        names.join(", "),
+                        ensured.certificate.serial,
+                        DisplayTime(issuer.renewal_due_at(&ensured.certificate))
+                    ),
+                    (CertificateSource::Stored, Work::Due) => format!(
+                        "{}: already renewed by another process, serial {}",
+                        names.join(", "),
+                        ensured.certificate.serial
+                    ),
+                    (CertificateSource::Resumed, _) => format!(
+                        "{}: finished the interrupted order, serial {}",
+                        names.join(", "),
+                        ensured.certificate.serial
+                    ),
+                    _ => format!(
+                        "{}: renewed, serial {}",
+                        names.join(", "),
+                        ensured.certificate.serial
+                    ),
                 };
-                step(format!(
-                    "{}: {how}, serial {}",
-                    names.join(", "),
-                    ensured.certificate.serial
-                ));
-                if json_output() {
+                step(line);
+                // Not for a certificate the recheck found not due.
+                let renewed =
+                    !(ensured.source == CertificateSource::Stored && why == Work::Recheck);
+                if json_output() && renewed {
                     json_line(serde_json::json!({
                         "event": "renewed",
                         "names": names,
                         "serial": ensured.certificate.serial,
+                        "replaces": ensured.replaces.as_ref().map(ToString::to_string),
                     }));
                 }
             }
@@ -254,6 +408,20 @@ pub async fn renew(args: RenewArgs) -> Result<(), AnyError> {
     }
 }
 
+/// The name of a revocation reason code (RFC 5280 §5.3.1), as `--reason`
+/// spells it.
+fn reason_name(code: Option<u8>) -> String {
+    match code {
+        None | Some(0) => "unspecified".into(),
+        Some(1) => "key-compromise".into(),
+        Some(3) => "affiliation-changed".into(),
+        Some(4) => "superseded".into(),
+        Some(5) => "cessation-of-operation".into(),
+        Some(9) => "privilege-withdrawn".into(),
+        Some(other) => format!("code {other}"),
+    }
+}
+
 pub async fn revoke(args: RevokeArgs) -> Result<(), AnyError> {
     let reason = reason(&args.reason)?;
     let conn = connect(&args.common, None, &std::env::temp_dir()).await?;
@@ -263,6 +431,7 @@ pub async fn revoke(args: RevokeArgs) -> Result<(), AnyError> {
             conn.account_options(&args.common)?,
             None,
             None,
+            None,
         )
         .await?;
     let with = if args.with_cert_key {
@@ -270,7 +439,28 @@ pub async fn revoke(args: RevokeArgs) -> Result<(), AnyError> {
     } else {
         RevokeWith::AccountKey
     };
+    let before = conn.client.request_stats();
     let cert = issuer.revoke(&args.domains, reason, with).await?;
+    let sent = conn
+        .client
+        .request_stats()
+        .since(&before)
+        .get(Endpoint::Revoke);
+    let revoked = cert.revoked.as_ref();
+    if sent == 0 {
+        // The store had it revoked already: nothing was sent.
+        step(format!(
+            "serial {} was already revoked{}{}: nothing sent to the CA",
+            cert.serial,
+            revoked
+                .map(|r| format!(" (recorded at {})", DisplayTime(r.at)))
+                .unwrap_or_default(),
+            revoked
+                .map(|r| format!(", reason {}", reason_name(r.reason)))
+                .unwrap_or_default(),
+        ));
+        return Ok(());
+    }
     step(format!(
         "revoked serial {} ({}, signed with the {} key); the next issue or renew orders a new one",
         cert.serial,
@@ -290,6 +480,7 @@ pub async fn account(args: AccountArgs) -> Result<(), AnyError> {
         .issuer(
             &args.store.store,
             conn.account_options(&args.common)?,
+            None,
             None,
             None,
         )

@@ -40,7 +40,7 @@ pub(crate) fn example(name: &str) -> PathBuf {
     path
 }
 
-fn temp_dir(name: &str) -> PathBuf {
+pub(crate) fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("sturdy-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
@@ -130,7 +130,7 @@ async fn start_test_ca(root_path: &std::path::Path) -> (tokio::process::Child, S
 }
 
 /// [`start_test_ca`] with more arguments for it.
-async fn start_test_ca_with(
+pub(crate) async fn start_test_ca_with(
     root_path: &std::path::Path,
     extra: &[&std::ffi::OsStr],
 ) -> (tokio::process::Child, String) {

@@ -2,6 +2,8 @@
 //! (`common/`) and one module per behaviour. One binary links the crate's
 //! tests once instead of once per file.
 
+mod acme_manage;
+mod acme_tool;
 mod caa;
 mod common;
 mod dns01;
