@@ -8,8 +8,8 @@ use clap::{Args, Subcommand};
 use sturdy_acme::store::{DynStore, RenewalSchedule};
 use sturdy_acme::timestamp::DisplayTime;
 use sturdy_acme::{
-    AccountKey, CertId, CertificateKeyType, CertificateSource, CertificateStatus, Endpoint,
-    EnsureOptions, Issuer, KeyAlgorithm, RevocationReason, RevokeWith,
+    AccountKey, CertificateKeyType, CertificateSource, CertificateStatus, Endpoint, EnsureOptions,
+    Issuer, KeyAlgorithm, RevocationReason, RevokeWith,
 };
 
 use super::common::{AnyError, ChallengeArgs, CommonArgs, StoreLocation, connect};
@@ -149,50 +149,48 @@ enum RenewalInfoSeen {
 
 /// The renewal time `list` shows, decided as the issuer decides: when the
 /// issuer's recheck time for the certificate has come
-/// ([`Issuer::next_check_at`]), the CA's renewal information is asked now
-/// (what an `ensure` would ask first) and [`Issuer::renewal_due_at`] judges
-/// the certificate with it, the window's start being the chosen time as
-/// for every issuer this tool builds. The store is not changed (`renew`
-/// records it, under the set's lease).
+/// ([`Issuer::next_check_at`]), [`Issuer::checked_certificate`] asks the
+/// CA's renewal information (what an `ensure` would ask first) and records
+/// it under the set's lease, and [`Issuer::renewal_due_at`] judges the
+/// certificate with it.
 async fn recheck_for_list(
     issuer: &Issuer<Arc<dyn DynStore>>,
     s: &mut CertificateStatus,
-    now: SystemTime,
 ) -> Result<RenewalInfoSeen, AnyError> {
     if s.serial.is_none() || s.revoked.is_some() {
         return Ok(RenewalInfoSeen::NotAsked);
     }
-    let Some(mut cert) = issuer.stored_certificate(&names_of(s)).await? else {
+    let names = names_of(s);
+    let Some(before) = issuer.stored_certificate(&names).await? else {
         return Ok(RenewalInfoSeen::NotAsked);
     };
-    if cert.revoked.is_some()
+    if before.revoked.is_some()
         || !issuer.client().offers_renewal_info()
         // Read after the call: with no schedule yet it answers "now".
-        || issuer.next_check_at(&cert) > SystemTime::now()
+        || issuer.next_check_at(&before) > SystemTime::now()
     {
         return Ok(RenewalInfoSeen::NotAsked);
     }
-    let info = match CertId::from_pem(&cert.chain_pem) {
-        Ok(id) => issuer.client().renewal_info(&id).await,
-        Err(why) => return Ok(RenewalInfoSeen::Failed(why.to_string())),
+    let Some(cert) = issuer.checked_certificate(&names).await? else {
+        return Ok(RenewalInfoSeen::NotAsked);
     };
-    match info {
-        Ok(info) => {
-            cert.renewal = Some(RenewalSchedule {
-                window_start: Some(info.window_start),
-                window_end: Some(info.window_end),
-                renew_at: Some(info.renewal_time(0.0, now)),
-                check_again_at: info.check_again_at,
-                explanation_url: info.explanation_url.clone(),
-            });
-            s.renewal_due = Some(issuer.renewal_due_at(&cert));
-            Ok(RenewalInfoSeen::Asked {
-                window_start: info.window_start,
-                window_end: info.window_end,
-            })
-        }
-        Err(e) => Ok(RenewalInfoSeen::Failed(e.to_string())),
-    }
+    s.renewal_due = Some(issuer.renewal_due_at(&cert));
+    let asked = cert.renewal != before.renewal;
+    Ok(match &cert.renewal {
+        // Another process holds the set's lease: judged on what is known.
+        _ if !asked => RenewalInfoSeen::NotAsked,
+        Some(RenewalSchedule {
+            window_start: Some(start),
+            window_end: Some(end),
+            ..
+        }) => RenewalInfoSeen::Asked {
+            window_start: *start,
+            window_end: *end,
+        },
+        _ => RenewalInfoSeen::Failed(
+            "no usable answer; renewing by the certificate's lifetime until the next check".into(),
+        ),
+    })
 }
 
 pub async fn list(args: ListArgs) -> Result<(), AnyError> {
@@ -207,10 +205,11 @@ pub async fn list(args: ListArgs) -> Result<(), AnyError> {
         )
         .await?;
     let mut all = issuer.certificates().await?;
-    let now = SystemTime::now();
     let time = |t: Option<SystemTime>| t.map(|t| DisplayTime(t).to_string());
     for s in &mut all {
-        let seen = recheck_for_list(&issuer, s, now).await?;
+        let seen = recheck_for_list(&issuer, s).await?;
+        // Judged after the recheck (a window that opens now is due).
+        let now = SystemTime::now();
         let names: Vec<&str> = s.identifiers.iter().map(|i| i.value.as_str()).collect();
         let ca = s.key.ca().map(|c| c.directory.as_str()).unwrap_or("?");
         let last_error = s
