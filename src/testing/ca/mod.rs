@@ -181,6 +181,12 @@ fn now() -> std::time::SystemTime {
     crate::Clock::tokio().now()
 }
 
+/// A serial as Boulder spells it in its messages (`core.SerialToString`:
+/// 36 lowercase hex digits, zero-padded), from the CA's hex form.
+fn boulder_serial(hex: &str) -> String {
+    format!("{:0>36}", hex.trim_start_matches('0'))
+}
+
 /// A header value (an invalid one becomes `invalid`).
 fn header(value: &str) -> HeaderValue {
     HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
