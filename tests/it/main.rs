@@ -25,3 +25,4 @@ mod renewal_info;
 mod renewer;
 mod retry_policies;
 mod retry_property;
+mod test_ca_like_le;
