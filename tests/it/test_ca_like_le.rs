@@ -92,6 +92,7 @@ fn csr_der(names: &[&str], must_staple: bool) -> Vec<u8> {
     let mut params =
         rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
             .unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
     if must_staple {
         // RFC 7633 id-pe-tlsfeature, SEQUENCE { INTEGER 5 (status_request) }.
         params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
