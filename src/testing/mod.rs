@@ -461,6 +461,18 @@ impl TestCaBuilder {
         self
     }
 
+    /// Whether a CAA recheck failing at finalize makes the order `invalid`
+    /// with the `caa` problem as its error (default `true`: Boulder since
+    /// 2026, `CAARechecksFailOrder`, boulder#8610; the finalize request
+    /// gets the problem, or `processing` under
+    /// [`TestCaBuilder::finalize_processing`]). `false`: the older Boulder,
+    /// whose recheck ran before processing: the finalize request gets the
+    /// problem and the order stays `ready` for another finalize.
+    pub fn caa_recheck_fails_order(mut self, fails: bool) -> Self {
+        self.config.caa_recheck_fails_order = fails;
+        self
+    }
+
     /// Offer Let's Encrypt's certificate profiles (`meta.profiles`):
     /// `classic` (90 days, at most 100 names; the default), `tlsserver`
     /// (45 days, 25 names) and `shortlived` (160 hours, 25 names, the only

@@ -9,7 +9,10 @@
 //! problem as its `error`. Answered at once (no `finalize_processing`), the
 //! finalize request gets that problem (403); with `finalize_processing` the
 //! request gets the order `processing`, which turns `invalid` when the delay
-//! is over, as Boulder's asynchronous finalization does.
+//! is over, as Boulder's asynchronous finalization does. With
+//! [`caa_recheck_fails_order`](crate::testing::TestCaBuilder::caa_recheck_fails_order)
+//! off, the older Boulder: the refusal answers the finalize request and the
+//! order stays `ready`.
 
 use ring::rand::SecureRandom;
 use time::OffsetDateTime;
@@ -242,6 +245,11 @@ impl State {
         }
         let now = Instant::now();
         if let Err(problem) = dns_caa.map_or_else(|| self.recheck_caa(&ids, config), Err) {
+            if !config.caa_recheck_fails_order {
+                // Boulder before `CAARechecksFailOrder`: the recheck runs
+                // before processing; the order stays ready.
+                return Err(FinalizeRefusal::Caa(problem));
+            }
             let order = &mut self.orders[id];
             if config.finalize_processing.is_zero() {
                 order.status = OrderStatus::Invalid;

@@ -197,6 +197,18 @@ fn caa_forbidding_issuance_refuses_finalization() {
         "{error:?}"
     );
     assert!(state.ready_for_finalization(id).is_err());
+
+    // The older Boulder: the order stays ready for another finalize.
+    config.caa_recheck_fails_order = false;
+    // (Its authorization is the valid one reused.)
+    let id = order_for(&mut state, &config, &["www.a.example"]);
+    assert_eq!(state.orders[id].status, OrderStatus::Ready);
+    assert!(matches!(
+        state.finalize_order(&pki, id, &csr, &config, None),
+        Err(FinalizeRefusal::Caa(_))
+    ));
+    assert_eq!(state.orders[id].status, OrderStatus::Ready);
+    assert!(state.orders[id].error.is_none());
 }
 
 /// Asynchronous finalization: the request is answered `processing`; the
