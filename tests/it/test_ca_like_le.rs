@@ -277,6 +277,25 @@ async fn an_account_holding_authorizations_for_every_name_may_revoke_the_certifi
             "{err}"
         );
     }
+    // Signed with another key than the certificate's: Boulder's words.
+    let err = holder
+        .client()
+        .revoke_with_certificate_key(
+            &der,
+            &CertificateKey::generate(Default::default()).unwrap(),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        problem_of(&err),
+        (
+            Some(403),
+            Some(ProblemType::Unauthorized),
+            "Unable to revoke :: JWK embedded in revocation request must be the same public key as the cert to be revoked".to_owned()
+        ),
+        "{err}"
+    );
     assert_eq!(ca.ledger().certificates[0].revoked, None);
     holder
         .revoke_certificate(&der, Some(RevocationReason::KeyCompromise))
