@@ -84,7 +84,7 @@ struct Args {
     /// a random moment in it (RFC 9773 §4.2, certbot) renews at once; a
     /// `replaces` naming such a certificate stays exempt from the rate
     /// limits until it expires.
-    #[arg(long)]
+    #[arg(long, value_name = "SECS")]
     ari_renew_after: Option<u64>,
     /// Offer the profiles classic (90 days), tlsserver (45 days) and
     /// shortlived (160 hours, IP addresses).
