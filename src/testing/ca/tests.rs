@@ -438,3 +438,62 @@ fn finalize_requests_are_recorded_with_the_status_they_found() {
         vec![(id, OrderStatus::Pending), (id, OrderStatus::Ready)]
     );
 }
+
+/// Boulder's `ReplacementOrderExists`: a pending or ready replacement order
+/// holds `replaces` until it expires; then a new one may name the
+/// certificate again. A CertID naming another issuer is 404.
+#[test]
+fn an_expired_replacement_order_frees_replaces() {
+    let config = Config {
+        renewal_info: Some(super::AriPolicy {
+            renew_after: None,
+            retry_after_secs: 21600,
+        }),
+        ..Config::default()
+    };
+    let pki = Pki::generate("unit", false).unwrap();
+    let (mut state, _) = state_with_account(&config);
+    let id = order_for(&mut state, &config, &["r.example"]);
+    validate_all(&mut state, &config, id, Ok(()));
+    let (_key, csr) = csr_for(&["r.example"]);
+    state.finalize_order(&pki, id, &csr, &config, None).unwrap();
+    let cert_id = crate::protocol::CertId::from_der(&state.certs[0].leaf_der).unwrap();
+    let payload = serde_json::json!({"replaces": cert_id.as_str()});
+    let ids = names(&["r.example"]);
+    let now = std::time::SystemTime::now();
+    let key_id = pki.issuer_key_id().to_vec();
+    let terms = state
+        .order_terms(0, &ids, &payload, &config, &key_id, now)
+        .unwrap();
+    assert_eq!(terms.replaces, Some(0));
+    let replacement = order_for(&mut state, &config, &["r.example"]);
+    state.ari.replaced_by.insert(0, replacement);
+    assert_eq!(state.orders[replacement].status, OrderStatus::Ready);
+    let refused = state
+        .order_terms(0, &ids, &payload, &config, &key_id, now)
+        .unwrap_err();
+    assert_eq!(
+        (refused.kind, refused.status),
+        (ProblemType::AlreadyReplaced, 409)
+    );
+    // The replacement order expires, still ready: replaces is free again.
+    state.orders[replacement].expires = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    assert!(
+        state
+            .order_terms(0, &ids, &payload, &config, &key_id, now)
+            .is_ok()
+    );
+    // Another issuer's key identifier.
+    let refused = state
+        .order_terms(0, &ids, &payload, &config, &[9u8; 20], now)
+        .unwrap_err();
+    assert_eq!(
+        (refused.kind, refused.status),
+        (ProblemType::Malformed, 404)
+    );
+    assert!(
+        refused.detail.ends_with("did not match a known issuer"),
+        "{}",
+        refused.detail
+    );
+}
