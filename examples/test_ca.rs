@@ -15,6 +15,13 @@
 //! `[{"endpoint": "finalize", "trigger": {"nth": 1}, "fault": "drop_after_commit"}]`
 //! (see `sturdy_acme::testing::FaultRule`); a rate-limits file is the JSON
 //! form of `sturdy_acme::RateLimits` (limits in seconds).
+//!
+//! Renewal information (`--ari`, `--ari-renew-after SECS`): with `--ari`
+//! Boulder's window (around two thirds of the lifetime, ± a hundredth);
+//! with `--ari-renew-after SECS` a window that opens SECS after issuance
+//! and lasts one hour; with `--ari-renew-after 0` a window already past
+//! ("renew now", as Boulder answers for a revoked certificate). `HEAD` is
+//! answered like `GET`, without a body.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,14 +78,20 @@ struct Args {
     #[arg(long)]
     ari: bool,
     /// Serve renewal information whose suggested window opens SECS after
-    /// each certificate's issuance (0: at once) and lasts an hour.
-    #[arg(long)]
+    /// each certificate's issuance and lasts exactly an hour. 0: "renew
+    /// now": the window Boulder serves for a revoked certificate (from an
+    /// hour ago to half an hour ago, whenever asked), so a client picking
+    /// a random moment in it (RFC 9773 §4.2, certbot) renews at once; a
+    /// `replaces` naming such a certificate stays exempt from the rate
+    /// limits until it expires.
+    #[arg(long, value_name = "SECS")]
     ari_renew_after: Option<u64>,
     /// Offer the profiles classic (90 days), tlsserver (45 days) and
     /// shortlived (160 hours, IP addresses).
     #[arg(long)]
     profiles: bool,
-    /// Require external account binding with `KID=HMAC_KEY_BASE64URL` (repeatable).
+    /// Require external account binding with `KID=HMAC_KEY_BASE64URL`
+    /// (repeatable); HS256, HS384 and HS512 bindings are accepted.
     #[arg(long)]
     eab: Vec<String>,
 }

@@ -338,7 +338,8 @@ impl Parsed {
 }
 
 /// Verifies an external account binding (RFC 8555 §7.3.4) against `keys`
-/// (kid → HMAC key); returns the kid.
+/// (kid → HMAC key), MAC'd with HS256, HS384 or HS512 (as Pebble accepts
+/// them); returns the kid.
 pub(crate) fn verify_eab(
     eab: &Value,
     outer_jwk: &Value,
@@ -350,9 +351,17 @@ pub(crate) fn verify_eab(
     let header: Value = b64_decode(&jws.protected)
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(|| Rejection::malformed("EAB protected header is invalid"))?;
-    if header.get("alg").and_then(Value::as_str) != Some("HS256") {
-        return Err(Rejection::malformed("EAB alg must be HS256"));
-    }
+    // RFC 8555 §7.3.4: a MAC algorithm the CA supports; Pebble's three.
+    let algorithm = match header.get("alg").and_then(Value::as_str) {
+        Some("HS256") => ring::hmac::HMAC_SHA256,
+        Some("HS384") => ring::hmac::HMAC_SHA384,
+        Some("HS512") => ring::hmac::HMAC_SHA512,
+        _ => {
+            return Err(Rejection::malformed(
+                "EAB alg must be HS256, HS384 or HS512",
+            ));
+        }
+    };
     if header.get("nonce").is_some() {
         return Err(Rejection::malformed("EAB must not carry a nonce"));
     }
@@ -375,7 +384,7 @@ pub(crate) fn verify_eab(
     let sig = b64_decode(&jws.signature).unwrap_or_default();
     let input = format!("{}.{}", jws.protected, jws.payload);
     ring::hmac::verify(
-        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key),
+        &ring::hmac::Key::new(algorithm, key),
         input.as_bytes(),
         &sig,
     )

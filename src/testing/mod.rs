@@ -19,6 +19,14 @@
 //! The [`Ledger`] records every certificate issued and every request per
 //! endpoint, so a test can assert "exactly one certificate for this set".
 //!
+//! Its certificates are what Let's Encrypt issues now: the serverAuth EKU
+//! only (no clientAuth since 2026), no OCSP URL, `notBefore` backdated as
+//! Boulder backdates it (58 min 30 s); a CSR asking for OCSP Must-Staple is
+//! refused at finalize (403 `unauthorized`, Boulder's words). As Boulder
+//! does (RFC 8555 §7.6), an account holding valid authorizations for every
+//! name of a certificate may revoke it (recorded as cessationOfOperation),
+//! and a CAA recheck failing at finalize makes the order `invalid`.
+//!
 //! With [`Dialect::V1`] the same CA speaks ACME v1 instead, exactly as Let's
 //! Encrypt's Boulder served it at `acme-v01` (directory keys `new-reg`,
 //! `new-authz`, `new-cert`, ..., `resource` in every payload, DER
@@ -400,7 +408,9 @@ impl TestCaBuilder {
         self
     }
 
-    /// Adds an external account binding key (kid, base64url HMAC key).
+    /// Adds an external account binding key (kid, base64url HMAC key). A
+    /// binding MAC'd with it by HS256, HS384 or HS512 is accepted (RFC 8555
+    /// lets the CA choose; Pebble accepts these three).
     pub fn eab_key(mut self, kid: &str, hmac_b64url: &str) -> Result<Self> {
         let key = crate::crypto::b64_decode(hmac_b64url)
             .ok_or_else(|| Error::InvalidInput("EAB key is not base64url".into()))?;
@@ -415,13 +425,23 @@ impl TestCaBuilder {
     }
 
     /// Serve ACME Renewal Information (RFC 9773; off by default, as in
-    /// Pebble 2.4): `renewalInfo` in the directory, `replaces` validated
-    /// as Boulder does (unknown CertID 404, another account's certificate
-    /// 403, already replaced 409 `alreadyReplaced`) and an ARI renewal
-    /// inside its window exempt from every rate limit. `renew_after`:
-    /// every certificate's window opens that long after issuance (and lasts
-    /// an hour); `None`: Boulder's window (a third of the lifetime before
-    /// expiry, half for 10 days or less, ± a hundredth of it).
+    /// Pebble 2.4): `renewalInfo` in the directory (GET or HEAD),
+    /// `replaces` validated as Boulder does (another CA's CertID 404,
+    /// another account's certificate 403, no shared identifier 400, already
+    /// replaced by a pending, ready, processing or valid order 409
+    /// `alreadyReplaced`; the exact wording is in the module docs of the
+    /// CA's renewal code) and an ARI renewal inside its window exempt from
+    /// every rate limit. `renew_after`:
+    /// - `Some(d)`, `d > 0`: every certificate's window opens `d` after
+    ///   issuance and lasts exactly an hour;
+    /// - `Some(Duration::ZERO)`: "renew now": Boulder's window for a
+    ///   revoked certificate, from an hour ago to half an hour ago whenever
+    ///   asked, so a client picking a random moment in it (RFC 9773 §4.2)
+    ///   always finds it past; a `replaces` naming such a certificate is
+    ///   still exempt until the certificate expires;
+    /// - `None`: Boulder's window (a third of the lifetime before expiry,
+    ///   half for 10 days or less, ± a hundredth of it).
+    ///
     /// `Retry-After` on each answer: 21600 s, as Pebble sends (see
     /// [`TestCaBuilder::renewal_info_retry_after`]).
     pub fn renewal_info(mut self, renew_after: Option<Duration>) -> Self {
@@ -441,10 +461,24 @@ impl TestCaBuilder {
         self
     }
 
+    /// Whether a CAA recheck failing at finalize makes the order `invalid`
+    /// with the `caa` problem as its error (default `true`: Boulder since
+    /// 2026, `CAARechecksFailOrder`, boulder#8610; the finalize request
+    /// gets the problem, or `processing` under
+    /// [`TestCaBuilder::finalize_processing`]). `false`: the older Boulder,
+    /// whose recheck ran before processing: the finalize request gets the
+    /// problem and the order stays `ready` for another finalize.
+    pub fn caa_recheck_fails_order(mut self, fails: bool) -> Self {
+        self.config.caa_recheck_fails_order = fails;
+        self
+    }
+
     /// Offer Let's Encrypt's certificate profiles (`meta.profiles`):
     /// `classic` (90 days, at most 100 names; the default), `tlsserver`
     /// (45 days, 25 names) and `shortlived` (160 hours, 25 names, the only
-    /// one allowing IP addresses); anything else is `invalidProfile`.
+    /// one allowing IP addresses); anything else is `invalidProfile`. As
+    /// Boulder answers: an IP address under `classic` or `tlsserver` is
+    /// `rejectedIdentifier`, too many names `malformed`.
     pub fn profiles(mut self, enabled: bool) -> Self {
         self.config.profiles = enabled;
         self

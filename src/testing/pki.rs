@@ -56,6 +56,9 @@ pub(crate) struct Pki {
     alternate: Option<(CaCert, CaCert)>,
     /// Signs end-entity certificates (the intermediate's name and key).
     issuer: Issuer<'static, KeyPair>,
+    /// The intermediate's Subject Key Identifier: the AKI of every
+    /// certificate it issues, and the first half of their ARI CertIDs.
+    issuer_key_id: Vec<u8>,
     listener: Arc<rustls::ServerConfig>,
 }
 
@@ -109,10 +112,12 @@ impl Pki {
         };
 
         let listener = listener_config(name, &root_issuer, now)?;
+        let issuer_key_id = subject_key_id(intermediate_cert.der())?;
 
         Ok(Pki {
             root: CaCert::new(&root_cert),
             intermediate: CaCert::new(&intermediate_cert),
+            issuer_key_id,
             alternate,
             issuer: Issuer::new(intermediate_params, intermediate_key),
             listener,
@@ -135,6 +140,12 @@ impl Pki {
         self.root.der.clone()
     }
 
+    /// The issuing intermediate's Subject Key Identifier (the cross-signed
+    /// copy has the same key, hence the same identifier).
+    pub(crate) fn issuer_key_id(&self) -> &[u8] {
+        &self.issuer_key_id
+    }
+
     /// The issuing intermediate certificate, DER (ACME v1's `issuer-cert`).
     pub(crate) fn intermediate_der(&self) -> Vec<u8> {
         self.intermediate.der.clone()
@@ -151,8 +162,10 @@ impl Pki {
     /// key, valid from `not_before` to `not_after`, signed by the
     /// intermediate: a random positive 16-byte serial, the identifiers as
     /// DNS / IP SANs, the first DNS name (if at most 64 characters) as CN,
-    /// EKU serverAuth + clientAuth, KU digitalSignature (+ keyEncipherment
-    /// for RSA keys), basicConstraints CA:false, AKI and SKI.
+    /// EKU serverAuth only (as every Let's Encrypt profile since 2026: no
+    /// clientAuth), KU digitalSignature (+ keyEncipherment for RSA keys),
+    /// basicConstraints CA:false, AKI and SKI; no Authority Information
+    /// Access OCSP URL (Let's Encrypt dropped OCSP in 2025).
     ///
     /// Fails for keys it cannot put into a certificate ([`KeyKind::Other`]);
     /// whether a key is acceptable (e.g. RSA size) is the caller's policy.
@@ -208,10 +221,9 @@ impl Pki {
         if matches!(csr.key, KeyKind::Rsa { .. }) {
             params.key_usages.push(KeyUsagePurpose::KeyEncipherment);
         }
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        // serverAuth only: Let's Encrypt dropped clientAuth from `classic`
+        // on 2026-02-11 and ended `tlsclient` on 2026-07-08.
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
 
         let leaf = params
@@ -230,6 +242,20 @@ impl Pki {
             alternate_chain_pem,
         })
     }
+}
+
+/// The Subject Key Identifier of a DER certificate.
+fn subject_key_id(der: &[u8]) -> Result<Vec<u8>, String> {
+    use x509_parser::prelude::X509Certificate;
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| format!("parsing a CA certificate: {e}"))?;
+    cert.extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+            _ => None,
+        })
+        .ok_or_else(|| "the intermediate has no Subject Key Identifier".to_owned())
 }
 
 /// An issued certificate.
@@ -257,7 +283,16 @@ pub(crate) struct CsrInfo {
     pub(crate) public_key_der: Vec<u8>,
     /// The kind of key.
     pub(crate) key: KeyKind,
+    /// Whether it asks for OCSP Must-Staple: a TLS Feature extension
+    /// (RFC 7633, `id-pe-tlsfeature`) whose value is exactly
+    /// `status_request`, as Boulder's `containsMustStaple` matches it.
+    pub(crate) must_staple: bool,
 }
+
+/// RFC 7633 `id-pe-tlsfeature`.
+const TLS_FEATURE_OID: &str = "1.3.6.1.5.5.7.1.24";
+/// `SEQUENCE { INTEGER 5 }`: the `status_request` feature (RFC 6066).
+const MUST_STAPLE_VALUE: [u8; 5] = [0x30, 0x03, 0x02, 0x01, 0x05];
 
 /// The kind of a CSR's public key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,11 +356,21 @@ pub(crate) fn parse_csr(der: &[u8]) -> Result<CsrInfo, String> {
         return Err("CSR contains no identifiers (no subjectAltName, no common name)".into());
     }
 
+    let must_staple = info.iter_attributes().any(|attr| {
+        matches!(
+            attr.parsed_attribute(),
+            x509_parser::cri_attributes::ParsedCriAttribute::ExtensionRequest(request)
+                if request.extensions.iter().any(|ext| {
+                    ext.oid.to_id_string() == TLS_FEATURE_OID && ext.value == MUST_STAPLE_VALUE
+                })
+        )
+    });
     let spki = &info.subject_pki;
     Ok(CsrInfo {
         identifiers,
         public_key_der: spki.raw.to_vec(),
         key: key_kind(spki),
+        must_staple,
     })
 }
 

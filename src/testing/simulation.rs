@@ -82,6 +82,10 @@ pub struct SimulationConfig {
     /// directory under `dir`; `None`: on a [`MemoryStore`] (the issuer's
     /// and renewer's logic alone, without the file system's cost).
     pub file_store_root: Option<PathBuf>,
+    /// Whether the CA fails an order whose CAA recheck fails at finalize
+    /// (Boulder since 2026; default), see
+    /// [`TestCaBuilder::caa_recheck_fails_order`](crate::testing::TestCaBuilder::caa_recheck_fails_order).
+    pub caa_recheck_fails_order: bool,
 }
 
 impl Default for SimulationConfig {
@@ -108,6 +112,7 @@ impl Default for SimulationConfig {
             renewal_info_retry_after: Duration::from_secs(DAY),
             seed: 1,
             file_store_root: None,
+            caa_recheck_fails_order: true,
         }
     }
 }
@@ -240,6 +245,7 @@ async fn simulate_on<S: Store>(
         .renewal_info(None)
         .renewal_info_retry_after(config.renewal_info_retry_after.as_secs())
         .profiles(true)
+        .caa_recheck_fails_order(config.caa_recheck_fails_order)
         .start_in_process()?;
     let ca = Arc::new(ca);
     let base_faults = transient_faults(config.transient, config.seed);

@@ -147,9 +147,14 @@ async fn caa_forbid_and_recheck_timeouts_at_finalize() {
     let names: Vec<&str> = err.identifiers().iter().map(|i| i.value.as_str()).collect();
     assert_eq!(names, ["forbidden.example", "www.forbidden.example"]);
     assert!(err.to_string().contains("prevents issuance"), "{err}");
-    // The order stays ready (the recheck runs before processing).
+    // As Boulder (CAARechecksFailOrder, boulder#8610): the whole order
+    // fails, with the caa problem as its error.
     order.refresh().await.unwrap();
-    assert_eq!(order.status(), sturdy_acme::OrderStatus::Ready);
+    assert_eq!(order.status(), sturdy_acme::OrderStatus::Invalid);
+    assert_eq!(
+        order.state().error.as_ref().map(|e| &e.kind),
+        Some(&ProblemType::Caa)
+    );
 
     let mut order = try_ready_order(&account, &["slowdns.example"])
         .await
@@ -162,11 +167,14 @@ async fn caa_forbid_and_recheck_timeouts_at_finalize() {
          DNS problem: query timed out looking up CAA for slowdns.example"
     );
 
-    let mut order = try_ready_order(&account, &["flaky.example"]).await.unwrap();
+    // Each failed recheck fails its order: a new order for the next try
+    // (its authorization reused).
     for _ in 0..2 {
+        let mut order = try_ready_order(&account, &["flaky.example"]).await.unwrap();
         let err = order.finalize(Csr::Key(&key)).await.unwrap_err();
         assert_eq!(err.problem_type(), Some(&ProblemType::Caa));
     }
+    let mut order = try_ready_order(&account, &["flaky.example"]).await.unwrap();
     order.finalize(Csr::Key(&key)).await.unwrap();
     order.certificate().await.unwrap();
     assert_eq!(ca.ledger().issued_for(&["flaky.example"]), 1);

@@ -471,6 +471,9 @@ async fn issue_explains_every_wait_in_plain_and_json() {
         async move {
             let ca = TestCa::builder()
                 .caa("slow-dns.example", CaaPolicy::TimeoutTimes(1))
+                // Boulder before CAARechecksFailOrder (the order stays
+                // ready); issue 27 #11: the default now fails the order.
+                .caa_recheck_fails_order(false)
                 .start()
                 .await
                 .unwrap();

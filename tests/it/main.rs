@@ -30,3 +30,4 @@ mod replaces;
 mod retry_policies;
 mod retry_property;
 mod seams;
+mod test_ca_like_le;

@@ -275,7 +275,8 @@ async fn without_renewal_info_replaces_is_not_sent() {
 /// Profiles: listed from the directory; an unknown one refused locally
 /// (no newOrder sent); `tlsserver` issues 45-day certificates,
 /// `shortlived` 160-hour ones and is the only one allowing IP
-/// addresses; `classic` with an IP is the CA's typed `invalidProfile`;
+/// addresses; `classic` with an IP is the CA's typed `rejectedIdentifier`
+/// (as Boulder answers);
 /// too many names for `tlsserver` is refused.
 #[tokio::test]
 async fn profiles_are_offered_checked_and_honoured() {
@@ -328,7 +329,7 @@ async fn profiles_are_offered_checked_and_honoured() {
         .unwrap_err();
     assert_eq!(
         err.problem_type(),
-        Some(&ProblemType::InvalidProfile),
+        Some(&ProblemType::RejectedIdentifier),
         "{err}"
     );
     let many: Vec<String> = (0..26).map(|i| format!("n{i}.many.example")).collect();

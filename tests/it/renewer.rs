@@ -246,6 +246,9 @@ async fn a_renewal_does_not_wait_behind_new_orders_held_by_the_account_budget() 
 async fn caa_timeouts_back_off_per_identifier_and_it_issues_once_dns_answers() {
     let ca = TestCa::builder()
         .caa("slow.example", CaaPolicy::Timeout)
+        // Boulder before CAARechecksFailOrder (the order stays ready);
+        // issue 27 #11: the default now fails the order.
+        .caa_recheck_fails_order(false)
         .start_in_process()
         .unwrap();
     let (issuer, statuses) = issuer(&ca, MemoryStore::new(), RateLimits::lets_encrypt()).await;
@@ -517,6 +520,9 @@ async fn the_fleet_simulation_meets_its_goals_at_a_small_size() {
         // The second burst arrives during the outage.
         outage_at: Duration::from_secs(6 * HOUR - 10 * MIN),
         file_store_root: None,
+        // Boulder before CAARechecksFailOrder (a failed recheck leaves the
+        // order ready); issue 27 #11: the default now fails the order.
+        caa_recheck_fails_order: false,
         ..SimulationConfig::default()
     })
     .await

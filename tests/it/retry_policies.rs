@@ -267,7 +267,11 @@ async fn caa_recheck_timeouts_follow_the_caa_schedule_and_forbid_fails_at_once()
         TestCa::builder()
             .caa("slow.example", CaaPolicy::TimeoutTimes(2))
             .caa("never.example", CaaPolicy::Timeout)
-            .caa("forbidden.example", CaaPolicy::Forbid),
+            .caa("forbidden.example", CaaPolicy::Forbid)
+            // Boulder before CAARechecksFailOrder (the order stays ready,
+            // finalize is retried on it); issue 27 #11: the default now
+            // fails the order.
+            .caa_recheck_fails_order(false),
     );
     let retries = Retries::default();
     let client = retries

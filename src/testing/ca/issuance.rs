@@ -209,6 +209,19 @@ pub(super) fn check_csr_key(key: &KeyKind) -> Result<(), String> {
     }
 }
 
+/// How far before issuance a certificate's `notBefore` is set when the
+/// order does not ask for one: Boulder's `GenerateValidity` backdates by
+/// 90% of the profile's `maxValidityBackdate` (1 h 5 min in Boulder's
+/// configurations), 58 min 30 s, to the second, so a client whose clock
+/// runs a little behind still sees the new certificate as valid.
+pub(crate) const BACKDATE: time::Duration = time::Duration::seconds(58 * 60 + 30);
+
+/// The `notBefore` of a certificate issued now for an order that does not
+/// ask for one: now less [`BACKDATE`], to the second.
+pub(super) fn backdated_not_before() -> OffsetDateTime {
+    super::now_utc() - BACKDATE
+}
+
 /// `not_before` plus the configured certificate lifetime, if that is a
 /// date `time` can represent.
 pub(super) fn default_not_after(

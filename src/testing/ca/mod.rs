@@ -95,6 +95,10 @@ pub(crate) struct Config {
     pub(crate) renewal_info: Option<renewal::AriPolicy>,
     /// The profiles `classic`, `tlsserver`, `shortlived` (off by default).
     pub(crate) profiles: bool,
+    /// A failed CAA recheck at finalize makes the order `invalid` (Boulder
+    /// since 2026, `CAARechecksFailOrder`; default); else the order stays
+    /// `ready` (Boulder before).
+    pub(crate) caa_recheck_fails_order: bool,
 }
 
 impl Default for Config {
@@ -123,6 +127,7 @@ impl Default for Config {
             latency: Duration::ZERO,
             renewal_info: None,
             profiles: false,
+            caa_recheck_fails_order: true,
         }
     }
 }
@@ -179,6 +184,12 @@ fn now_utc() -> OffsetDateTime {
 /// Now on the CA's calendar.
 fn now() -> std::time::SystemTime {
     crate::Clock::tokio().now()
+}
+
+/// A serial as Boulder spells it in its messages (`core.SerialToString`:
+/// 36 lowercase hex digits, zero-padded), from the CA's hex form.
+fn boulder_serial(hex: &str) -> String {
+    format!("{:0>36}", hex.trim_start_matches('0'))
 }
 
 /// A header value (an invalid one becomes `invalid`).

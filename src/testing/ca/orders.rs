@@ -1,6 +1,18 @@
 //! Orders (v2): creation with their authorizations (reusing valid ones),
 //! the status machine pending → ready → processing → valid (or invalid),
 //! and finalization.
+//!
+//! Finalization follows Boulder (with `CAARechecksFailOrder`, boulder#8610):
+//! the CSR is checked first (a refusal, e.g. `badCSR` or OCSP Must-Staple's
+//! `unauthorized`, leaves the order `ready` for another CSR); a failed CAA
+//! recheck then fails the whole order: it turns `invalid` with the `caa`
+//! problem as its `error`. Answered at once (no `finalize_processing`), the
+//! finalize request gets that problem (403); with `finalize_processing` the
+//! request gets the order `processing`, which turns `invalid` when the delay
+//! is over, as Boulder's asynchronous finalization does. With
+//! [`caa_recheck_fails_order`](crate::testing::TestCaBuilder::caa_recheck_fails_order)
+//! off, the older Boulder: the refusal answers the finalize request and the
+//! order stays `ready`.
 
 use ring::rand::SecureRandom;
 use time::OffsetDateTime;
@@ -30,6 +42,10 @@ impl From<Rejection> for FinalizeRefusal {
     }
 }
 
+/// Boulder's refusal of a CSR asking for OCSP Must-Staple (Let's Encrypt
+/// refuses them since 2025-01-30), with the WFE's finalize prefix.
+pub(super) const MUST_STAPLE_REFUSED: &str = "Error finalizing order :: OCSP must-staple extension is no longer available: see https://letsencrypt.org/2024/12/05/ending-ocsp";
+
 /// How long a new order and its new authorizations live.
 const ORDER_LIFETIME_DAYS: i64 = 7;
 
@@ -55,11 +71,18 @@ impl State {
                 }
             }
             OrderStatus::Processing if order.ready_at.is_none_or(|t| Instant::now() >= t) => {
-                OrderStatus::Valid
+                if order.failure.is_some() {
+                    OrderStatus::Invalid
+                } else {
+                    OrderStatus::Valid
+                }
             }
             other => other,
         };
         let order = &mut self.orders[id];
+        if status == OrderStatus::Invalid && order.error.is_none() {
+            order.error = order.failure.take().map(|p| *p);
+        }
         if status == OrderStatus::Invalid && order.error.is_none() {
             let mut p = Problem::new(
                 ProblemType::Unauthorized,
@@ -161,6 +184,7 @@ impl State {
             error: None,
             cert: None,
             ready_at: None,
+            failure: None,
             replaces: None,
             exemption: Default::default(),
             profile: None,
@@ -186,9 +210,12 @@ impl State {
         Ok(())
     }
 
-    /// Finalizes ready order `id` with `csr`: the CSR must name exactly the
-    /// order's identifiers with an acceptable key that is no account's, CAA
-    /// must allow it; then the certificate is issued and the order turns
+    /// Finalizes ready order `id` with `csr`: the CSR must not ask for
+    /// OCSP Must-Staple and must name exactly the order's identifiers with
+    /// an acceptable key that is no account's (else the order stays
+    /// `ready`); CAA must allow it (`dns_caa`, the check through the CA's
+    /// resolver, if it ran; else the configured policies), else the order
+    /// turns `invalid`; then the certificate is issued and the order turns
     /// `valid`, or `processing` for `finalize_processing`.
     pub(super) fn finalize_order(
         &mut self,
@@ -196,7 +223,13 @@ impl State {
         id: usize,
         csr: &CsrInfo,
         config: &Config,
+        dns_caa: Option<Box<Problem>>,
     ) -> Result<(), FinalizeRefusal> {
+        if csr.must_staple {
+            // Boulder's `validateFinalizeRequest`: an UnauthorizedError
+            // (403), wrapped by the WFE's "Error finalizing order".
+            return Err(Rejection::unauthorized(MUST_STAPLE_REFUSED).into());
+        }
         let bad_csr = |d: String| Rejection::new(ProblemType::BadCsr, 400, d);
         let ids = self.orders[id].identifiers.clone();
         if csr.identifiers != ids {
@@ -210,11 +243,28 @@ impl State {
         {
             return Err(bad_csr("CSR contains a public key for a known account".into()).into());
         }
-        self.recheck_caa(&ids, config)
-            .map_err(FinalizeRefusal::Caa)?;
         let now = Instant::now();
+        if let Err(problem) = dns_caa.map_or_else(|| self.recheck_caa(&ids, config), Err) {
+            if !config.caa_recheck_fails_order {
+                // Boulder before `CAARechecksFailOrder`: the recheck runs
+                // before processing; the order stays ready.
+                return Err(FinalizeRefusal::Caa(problem));
+            }
+            let order = &mut self.orders[id];
+            if config.finalize_processing.is_zero() {
+                order.status = OrderStatus::Invalid;
+                order.error = Some((*problem).clone());
+                return Err(FinalizeRefusal::Caa(problem));
+            }
+            order.status = OrderStatus::Processing;
+            order.ready_at = Some(now + config.finalize_processing);
+            order.failure = Some(problem);
+            return Ok(());
+        }
         let acct = self.orders[id].account;
-        let nb = self.orders[id].not_before.unwrap_or_else(now_utc);
+        let nb = self.orders[id]
+            .not_before
+            .unwrap_or_else(super::issuance::backdated_not_before);
         let na = self.orders[id].not_after;
         let cert_id = self.issue_certificate(pki, acct, Some(id), csr, nb, na, config)?;
         let order = &mut self.orders[id];

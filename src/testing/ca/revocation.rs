@@ -5,7 +5,7 @@
 
 use super::now_utc;
 use super::state::State;
-use crate::protocol::{AccountStatus, AuthorizationStatus};
+use crate::protocol::{AccountStatus, AuthorizationStatus, Identifier};
 use crate::testing::jws::PublicJwk;
 
 /// The reason codes accepted (RFC 5280 §5.3.1 as Let's Encrypt takes
@@ -33,21 +33,29 @@ pub(super) struct Revoker<'a> {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct RevocationPolicy {
     /// An account holding valid authorizations for all the certificate's
-    /// names may revoke it, too (Boulder's v1), not only the account that
-    /// got it.
+    /// names may revoke it, too (RFC 8555 §7.6, a MUST; Boulder's v1 and
+    /// v2), not only the account that got it.
     pub(super) authorization_holders: bool,
+    /// The reason recorded when such an account (not the one that got it)
+    /// revokes: Boulder's v2 overrides whatever was asked with
+    /// cessationOfOperation (5) ("the subscriber no longer owns the
+    /// domain names"); `None`: the reason asked for.
+    pub(super) holder_reason: Option<u8>,
     /// "Already revoked" is answered before "not allowed" (Boulder's v1
     /// order); else after.
     pub(super) revoked_first: bool,
 }
 
 /// Why a revocation was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum RevokeRefusal {
     /// No certificate with that DER.
     NotFound,
-    /// The requester may not revoke it.
-    NotAllowed,
+    /// The requester may not revoke it (the certificate's serial, hex).
+    NotAllowed {
+        /// The certificate's serial, lowercase hex without leading zeros.
+        serial: String,
+    },
     /// It is revoked already.
     AlreadyRevoked,
 }
@@ -70,9 +78,15 @@ impl State {
         if revoked && policy.revoked_first {
             return Err(RevokeRefusal::AlreadyRevoked);
         }
-        if !self.may_revoke(index, by, policy) {
-            return Err(RevokeRefusal::NotAllowed);
-        }
+        let reason = match self.may_revoke(index, by, policy) {
+            Some(Standing::Subscriber) => reason,
+            Some(Standing::Holder) => policy.holder_reason.unwrap_or(reason),
+            None => {
+                return Err(RevokeRefusal::NotAllowed {
+                    serial: self.certs[index].serial.clone(),
+                });
+            }
+        };
         if revoked {
             return Err(RevokeRefusal::AlreadyRevoked);
         }
@@ -80,24 +94,51 @@ impl State {
         Ok(())
     }
 
-    /// Whether `by` may revoke certificate `index`: its key, the account
-    /// that got it, or (where the policy allows) an account holding valid
-    /// authorizations for all its names.
-    fn may_revoke(&self, index: usize, by: Revoker<'_>, policy: RevocationPolicy) -> bool {
+    /// Whether `by` may revoke certificate `index`: as its subscriber (its
+    /// key, the account that got it) or (where the policy allows) as an
+    /// account holding valid authorizations for all its names (a wildcard
+    /// name by an authorization for its base name, wildcard or not).
+    fn may_revoke(
+        &self,
+        index: usize,
+        by: Revoker<'_>,
+        policy: RevocationPolicy,
+    ) -> Option<Standing> {
         let cert = &self.certs[index];
         let utc = now_utc();
         let account = by
             .account
             .filter(|a| self.accounts[*a].status == AccountStatus::Valid);
-        let holds_authorizations = |a: usize| {
-            cert.identifiers.iter().all(|id| {
-                self.find_authz(a, id, false, AuthorizationStatus::Valid, utc)
+        let holds = |a: usize, id: &Identifier| {
+            let base = Identifier {
+                kind: id.kind.clone(),
+                value: id.base_name().to_owned(),
+            };
+            let valid = |wildcard| {
+                self.find_authz(a, &base, wildcard, AuthorizationStatus::Valid, utc)
                     .is_some()
-            })
+            };
+            valid(false) || (id.is_wildcard() && valid(true))
         };
-        by.key.is_some_and(|key| key.matches_spki(&cert.spki))
-            || account.is_some_and(|a| {
-                a == cert.account || (policy.authorization_holders && holds_authorizations(a))
-            })
+        if by.key.is_some_and(|key| key.matches_spki(&cert.spki))
+            || account.is_some_and(|a| a == cert.account)
+        {
+            Some(Standing::Subscriber)
+        } else if policy.authorization_holders
+            && account.is_some_and(|a| cert.identifiers.iter().all(|id| holds(a, id)))
+        {
+            Some(Standing::Holder)
+        } else {
+            None
+        }
     }
+}
+
+/// On what grounds a requester may revoke a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    /// Its key, or the account that got it.
+    Subscriber,
+    /// An account holding valid authorizations for all its names.
+    Holder,
 }

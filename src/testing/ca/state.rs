@@ -47,8 +47,12 @@ pub(super) struct OrderRec {
     pub(super) expires: OffsetDateTime,
     pub(super) error: Option<Problem>,
     pub(super) cert: Option<usize>,
-    /// When a `processing` order turns `valid`.
+    /// When a `processing` order turns `valid` (or `invalid`, with
+    /// `failure`).
     pub(super) ready_at: Option<Instant>,
+    /// Why a `processing` order turns `invalid` at `ready_at` (a failed
+    /// CAA recheck under asynchronous finalization).
+    pub(super) failure: Option<Box<Problem>>,
     /// The certificate it replaces (ARI `replaces`), and the CertID sent.
     pub(super) replaces: Option<(usize, String)>,
     /// Which rate limits it is exempt from.

@@ -18,15 +18,9 @@ use crate::testing::CaaPolicy;
 use crate::testing::jws::PublicJwk;
 use crate::testing::pki::{self, Pki};
 
-const V2: RevocationPolicy = RevocationPolicy {
-    authorization_holders: false,
-    revoked_first: false,
-};
-
-const V1: RevocationPolicy = RevocationPolicy {
-    authorization_holders: true,
-    revoked_first: true,
-};
+/// The dialects' own policies.
+const V2: RevocationPolicy = super::v2::REVOCATION;
+const V1: RevocationPolicy = super::v1::REVOCATION;
 
 /// Issues a certificate for `values` to account 0, outside any order;
 /// returns its DER.
@@ -152,14 +146,14 @@ async fn finalize_goes_ready_processing_valid() {
     state.ready_for_finalization(id).unwrap();
 
     let (_other_key, wrong) = csr_for(&["b.example"]);
-    match state.finalize_order(&pki, id, &wrong, &config) {
+    match state.finalize_order(&pki, id, &wrong, &config, None) {
         Err(FinalizeRefusal::Rejected(r)) => assert_eq!(r.kind, ProblemType::BadCsr),
         other => panic!("a CSR for other names: {other:?}"),
     }
     assert!(state.certs.is_empty());
 
     let (_key, csr) = csr_for(&["a.example"]);
-    state.finalize_order(&pki, id, &csr, &config).unwrap();
+    state.finalize_order(&pki, id, &csr, &config, None).unwrap();
     assert_eq!(state.orders[id].status, OrderStatus::Processing);
     assert_eq!(state.orders[id].cert, Some(0));
     assert_eq!(state.certs.len(), 1);
@@ -183,7 +177,7 @@ fn caa_forbidding_issuance_refuses_finalization() {
     let id = order_for(&mut state, &config, &["www.a.example"]);
     validate_all(&mut state, &config, id, Ok(()));
     let (_key, csr) = csr_for(&["www.a.example"]);
-    match state.finalize_order(&pki, id, &csr, &config) {
+    match state.finalize_order(&pki, id, &csr, &config, None) {
         Err(FinalizeRefusal::Caa(p)) => {
             assert_eq!(p.kind, ProblemType::Caa);
             assert_eq!(p.subproblems.len(), 1);
@@ -191,9 +185,57 @@ fn caa_forbidding_issuance_refuses_finalization() {
         other => panic!("CAA forbids it: {other:?}"),
     }
     assert!(state.certs.is_empty());
-    // The order stays ready: finalize may be retried.
-    state.ready_for_finalization(id).unwrap();
+    // As Boulder (CAARechecksFailOrder): the whole order fails, with the
+    // caa problem as its error; finalize is not tried again.
+    assert_eq!(state.orders[id].status, OrderStatus::Invalid);
+    let error = state.orders[id].error.clone().expect("the order's error");
+    assert_eq!(error.kind, ProblemType::Caa);
+    assert!(
+        error.detail.as_deref().unwrap_or_default().starts_with(
+            "Error finalizing order :: rechecking caa: While processing CAA for www.a.example"
+        ),
+        "{error:?}"
+    );
+    assert!(state.ready_for_finalization(id).is_err());
+
+    // The older Boulder: the order stays ready for another finalize.
+    config.caa_recheck_fails_order = false;
+    // (Its authorization is the valid one reused.)
+    let id = order_for(&mut state, &config, &["www.a.example"]);
     assert_eq!(state.orders[id].status, OrderStatus::Ready);
+    assert!(matches!(
+        state.finalize_order(&pki, id, &csr, &config, None),
+        Err(FinalizeRefusal::Caa(_))
+    ));
+    assert_eq!(state.orders[id].status, OrderStatus::Ready);
+    assert!(state.orders[id].error.is_none());
+}
+
+/// Asynchronous finalization: the request is answered `processing`; the
+/// order then turns `invalid` with the caa problem, never `valid`.
+#[tokio::test(start_paused = true)]
+async fn caa_failing_under_async_finalization_turns_the_order_invalid() {
+    let mut config = Config {
+        finalize_processing: Duration::from_secs(5),
+        ..Config::default()
+    };
+    config.caa.insert("a.example".into(), CaaPolicy::Timeout);
+    let pki = Pki::generate("unit", false).unwrap();
+    let (mut state, _) = state_with_account(&config);
+    let id = order_for(&mut state, &config, &["a.example"]);
+    validate_all(&mut state, &config, id, Ok(()));
+    let (_key, csr) = csr_for(&["a.example"]);
+    state.finalize_order(&pki, id, &csr, &config, None).unwrap();
+    assert_eq!(state.orders[id].status, OrderStatus::Processing);
+    assert!(state.orders[id].error.is_none(), "not before it is over");
+    tokio::time::advance(Duration::from_secs(6)).await;
+    state.refresh_order(id);
+    assert_eq!(state.orders[id].status, OrderStatus::Invalid);
+    assert_eq!(
+        state.orders[id].error.as_ref().map(|e| e.kind.clone()),
+        Some(ProblemType::Caa)
+    );
+    assert!(state.certs.is_empty());
 }
 
 #[test]
@@ -238,7 +280,9 @@ fn a_deactivated_account_loses_its_authorizations() {
     };
     assert_eq!(
         state.revoke(&der, 0, by, V2),
-        Err(RevokeRefusal::NotAllowed)
+        Err(RevokeRefusal::NotAllowed {
+            serial: state.certs[0].serial.clone()
+        })
     );
 }
 
@@ -291,7 +335,9 @@ fn revocation_twice_is_already_revoked() {
     );
     assert_eq!(
         state.revoke(&der, 1, other, V2),
-        Err(RevokeRefusal::NotAllowed)
+        Err(RevokeRefusal::NotAllowed {
+            serial: state.certs[0].serial.clone()
+        })
     );
     assert_eq!(state.certs[0].revoked, None);
     state.revoke(&der, 4, owner, V2).unwrap();
@@ -304,7 +350,9 @@ fn revocation_twice_is_already_revoked() {
     // The policies differ on who learns "already revoked".
     assert_eq!(
         state.revoke(&der, 1, other, V2),
-        Err(RevokeRefusal::NotAllowed)
+        Err(RevokeRefusal::NotAllowed {
+            serial: state.certs[0].serial.clone()
+        })
     );
     assert_eq!(
         state.revoke(&der, 1, other, V1),
@@ -337,12 +385,31 @@ fn holders_of_valid_authorizations_may_revoke_where_the_policy_says() {
         key: None,
         account: Some(1),
     };
+    // An account with no authorizations for it may not (account 2).
+    state.create_account(&account_key(), Vec::new(), None);
+    let stranger = Revoker {
+        key: None,
+        account: Some(2),
+    };
+    let serial = state.certs[0].serial.clone();
     assert_eq!(
-        state.revoke(&der, 0, by, V2),
-        Err(RevokeRefusal::NotAllowed)
+        state.revoke(&der, 0, stranger, V2),
+        Err(RevokeRefusal::NotAllowed {
+            serial: serial.clone()
+        })
     );
-    state.revoke(&der, 0, by, V1).unwrap();
-    assert_eq!(state.certs[0].revoked, Some(0));
+    assert_eq!(
+        state.revoke(&der, 0, stranger, V1),
+        Err(RevokeRefusal::NotAllowed { serial })
+    );
+    // RFC 8555 §7.6 (a MUST), as Boulder's v2: the holder may, and the
+    // reason becomes cessationOfOperation whatever it asked.
+    state.revoke(&der, 1, by, V2).unwrap();
+    assert_eq!(state.certs[0].revoked, Some(5));
+    // v1 keeps the reason asked for.
+    let der = issue_to_account_0(&mut state, &config, &["a.example"]);
+    state.revoke(&der, 4, by, V1).unwrap();
+    assert_eq!(state.certs[1].revoked, Some(4));
 }
 
 #[test]
@@ -369,5 +436,64 @@ fn finalize_requests_are_recorded_with_the_status_they_found() {
     assert_eq!(
         seen,
         vec![(id, OrderStatus::Pending), (id, OrderStatus::Ready)]
+    );
+}
+
+/// Boulder's `ReplacementOrderExists`: a pending or ready replacement order
+/// holds `replaces` until it expires; then a new one may name the
+/// certificate again. A CertID naming another issuer is 404.
+#[test]
+fn an_expired_replacement_order_frees_replaces() {
+    let config = Config {
+        renewal_info: Some(super::AriPolicy {
+            renew_after: None,
+            retry_after_secs: 21600,
+        }),
+        ..Config::default()
+    };
+    let pki = Pki::generate("unit", false).unwrap();
+    let (mut state, _) = state_with_account(&config);
+    let id = order_for(&mut state, &config, &["r.example"]);
+    validate_all(&mut state, &config, id, Ok(()));
+    let (_key, csr) = csr_for(&["r.example"]);
+    state.finalize_order(&pki, id, &csr, &config, None).unwrap();
+    let cert_id = crate::protocol::CertId::from_der(&state.certs[0].leaf_der).unwrap();
+    let payload = serde_json::json!({"replaces": cert_id.as_str()});
+    let ids = names(&["r.example"]);
+    let now = std::time::SystemTime::now();
+    let key_id = pki.issuer_key_id().to_vec();
+    let terms = state
+        .order_terms(0, &ids, &payload, &config, &key_id, now)
+        .unwrap();
+    assert_eq!(terms.replaces, Some(0));
+    let replacement = order_for(&mut state, &config, &["r.example"]);
+    state.ari.replaced_by.insert(0, replacement);
+    assert_eq!(state.orders[replacement].status, OrderStatus::Ready);
+    let refused = state
+        .order_terms(0, &ids, &payload, &config, &key_id, now)
+        .unwrap_err();
+    assert_eq!(
+        (refused.kind, refused.status),
+        (ProblemType::AlreadyReplaced, 409)
+    );
+    // The replacement order expires, still ready: replaces is free again.
+    state.orders[replacement].expires = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    assert!(
+        state
+            .order_terms(0, &ids, &payload, &config, &key_id, now)
+            .is_ok()
+    );
+    // Another issuer's key identifier.
+    let refused = state
+        .order_terms(0, &ids, &payload, &config, &[9u8; 20], now)
+        .unwrap_err();
+    assert_eq!(
+        (refused.kind, refused.status),
+        (ProblemType::Malformed, 404)
+    );
+    assert!(
+        refused.detail.ends_with("did not match a known issuer"),
+        "{}",
+        refused.detail
     );
 }

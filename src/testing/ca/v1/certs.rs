@@ -82,7 +82,9 @@ impl Ca {
                 .map(|d| d.replacen("Error finalizing order :: ", PREFIX, 1));
             return Ok(self.v1_problem_doc(403, &problem));
         }
-        let cert = state.issue_certificate(&self.pki, acct, None, &csr, utc, None, config)?;
+        let not_before = crate::testing::ca::issuance::backdated_not_before();
+        let cert =
+            state.issue_certificate(&self.pki, acct, None, &csr, not_before, None, config)?;
         let leaf = state.certs[cert].leaf_der.clone();
         let url = self.v1_cert_url(&state.certs[cert].serial);
         drop(state);
@@ -178,7 +180,7 @@ impl Ca {
                     409,
                     "Certificate already revoked",
                 ),
-                RevokeRefusal::NotAllowed => Rejection::unauthorized(
+                RevokeRefusal::NotAllowed { .. } => Rejection::unauthorized(
                     "Revocation request must be signed by private key of cert to be revoked, by the account key of the account that issued it, or by the account key of an account that holds valid authorizations for all names in the certificate.",
                 ),
             })?;

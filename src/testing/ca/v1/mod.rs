@@ -89,8 +89,9 @@ pub(super) const BAD_NONCE: &str = "JWS has invalid anti-replay nonce";
 /// Boulder's v1 rules: the certificate's key, the account that got it, or
 /// an account with valid authorizations for all its names may revoke it;
 /// "already revoked" is answered first.
-const REVOCATION: RevocationPolicy = RevocationPolicy {
+pub(in crate::testing::ca) const REVOCATION: RevocationPolicy = RevocationPolicy {
     authorization_holders: true,
+    holder_reason: None,
     revoked_first: true,
 };
 

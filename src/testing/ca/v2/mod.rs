@@ -18,10 +18,13 @@ use crate::testing::jws::{self, Rejection, Signer};
 use crate::testing::wire::{WireRequest, WireResponse};
 use crate::transport::Endpoint;
 
-/// RFC 8555 §7.6: the account that got a certificate or its key may
-/// revoke it; "already revoked" only to those allowed.
-const REVOCATION: RevocationPolicy = RevocationPolicy {
-    authorization_holders: false,
+/// RFC 8555 §7.6 as Boulder's v2 applies it: the certificate's key, the
+/// account that got it, or an account holding valid authorizations for all
+/// its names may revoke it (the last for cessationOfOperation, whatever it
+/// asked); "already revoked" only to those allowed.
+pub(in crate::testing::ca) const REVOCATION: RevocationPolicy = RevocationPolicy {
+    authorization_holders: true,
+    holder_reason: Some(5),
     revoked_first: false,
 };
 
@@ -192,7 +195,10 @@ impl Ca {
 
     pub(super) async fn v2_route(self: &Arc<Self>, req: &WireRequest) -> WireResponse {
         if let Some(cert_id) = renewal_info_target(&req.path) {
-            if req.method != Method::GET {
+            // Boulder serves it to GET and HEAD (Go's HEAD: the same
+            // status and headers, no body).
+            let head = req.method == Method::HEAD;
+            if req.method != Method::GET && !head {
                 return self.problem_response(&Rejection::new(
                     ProblemType::Malformed,
                     405,
@@ -201,9 +207,21 @@ impl Ca {
             }
             let config = self.config();
             let state = self.state();
-            let answer = state.renewal_info(cert_id, &config, crate::testing::ca::now());
+            let answer = state.renewal_info(
+                cert_id,
+                &config,
+                self.pki.issuer_key_id(),
+                crate::testing::ca::now(),
+            );
             drop(state);
-            return answer.unwrap_or_else(|r| self.problem_response(&r));
+            let mut response = answer.unwrap_or_else(|r| self.problem_response(&r));
+            if head {
+                response
+                    .headers
+                    .insert("content-length", header(&response.body.len().to_string()));
+                response.body = Bytes::new();
+            }
+            return response;
         }
         let route = Route::parse(&req.path);
         let answer = match (route, &req.method) {

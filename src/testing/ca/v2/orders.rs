@@ -17,7 +17,7 @@ use crate::testing::ca::link;
 use crate::testing::ca::orders::FinalizeRefusal;
 use crate::testing::ca::revocation::{RevokeRefusal, Revoker, reason_code};
 use crate::testing::ca::state::State;
-use crate::testing::ca::{Answer, Ca, Config, header, to_second};
+use crate::testing::ca::{Answer, Ca, Config, boulder_serial, header, to_second};
 use crate::testing::jws::{self, Rejection, Signer};
 use crate::testing::pki;
 
@@ -76,7 +76,14 @@ impl Ca {
         }
         let now = Instant::now();
         let mut state = self.state();
-        let terms = state.order_terms(acct, &ids, payload, config, crate::testing::ca::now())?;
+        let terms = state.order_terms(
+            acct,
+            &ids,
+            payload,
+            config,
+            self.pki.issuer_key_id(),
+            crate::testing::ca::now(),
+        )?;
         if let Err((rejection, wait)) =
             state.check_order_limits(acct, &ids, &config.rate_limits, now, terms.exemption)
         {
@@ -217,11 +224,7 @@ impl Ca {
         let der = b64_decode(csr_b64).ok_or_else(|| bad_csr("CSR is not base64url".into()))?;
         let csr = pki::parse_csr(&der)
             .map_err(|e| bad_csr(format!("Error parsing certificate request: {e}")))?;
-        if let Some(problem) = dns_caa {
-            drop(state);
-            return Ok(self.problem_doc_response(403, &problem));
-        }
-        match state.finalize_order(&self.pki, id, &csr, config) {
+        match state.finalize_order(&self.pki, id, &csr, config, dns_caa) {
             Ok(()) => {}
             Err(FinalizeRefusal::Rejected(r)) => return Err(r),
             Err(FinalizeRefusal::Caa(problem)) => {
@@ -322,9 +325,14 @@ impl Ca {
                     404,
                     "Unable to find specified certificate",
                 ),
-                RevokeRefusal::NotAllowed => Rejection::unauthorized(
-                    "The key used to sign the request is not authorized to revoke this certificate",
-                ),
+                // Boulder's words, by how the request is signed.
+                RevokeRefusal::NotAllowed { serial } => Rejection::unauthorized(match key {
+                    Some(_) => "Unable to revoke :: JWK embedded in revocation request must be the same public key as the cert to be revoked".to_owned(),
+                    None => format!(
+                        "Unable to revoke :: requester does not control all identifiers in cert with serial {:?}",
+                        boulder_serial(&serial)
+                    ),
+                }),
                 RevokeRefusal::AlreadyRevoked => Rejection::new(
                     ProblemType::AlreadyRevoked,
                     400,
