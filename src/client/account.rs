@@ -176,6 +176,14 @@ pub(crate) async fn revoke(
     }
 }
 
+/// Pages of the account's orders list read for the order a lost newOrder
+/// answer created (every lost answer pays them).
+pub(crate) const LOST_ANSWER_PAGES: usize = 5;
+
+/// Pages read for this account's earlier replacement order after an
+/// `alreadyReplaced` (rare, and the ARI exemption is worth them).
+pub(crate) const REPLACEMENT_SEARCH_PAGES: usize = 50;
+
 /// An ACME account: its key and URL (`kid`) at one CA.
 ///
 /// Cheap to clone. Orders, authorizations and challenges obtained through
@@ -385,7 +393,7 @@ impl Account {
                 // If an earlier attempt of the first newOrder did create
                 // the order (its answer lost, the repeat refused), that
                 // order is the one: never a second.
-                if let Some(found) = self.find_pending_order(&order).await {
+                if let Some(found) = self.find_pending_order(&order, LOST_ANSWER_PAGES).await {
                     return Ok(found);
                 }
                 self.dialect_impl()
@@ -434,14 +442,18 @@ impl Account {
     /// list, or it cannot be read).
     ///
     /// CAs list an account's orders oldest first (Pebble, the test CA), so
-    /// the newest are on the last page: pages are followed up to a bound
-    /// (a busy account's list is long; this runs only after a lost newOrder
-    /// answer or an `alreadyReplaced`), and only the newest are read.
-    pub(crate) async fn find_pending_order(&self, wanted: &NewOrder) -> Option<Order> {
-        const PAGES: usize = 50;
+    /// the newest are on the last page: `pages` pages are followed (a busy
+    /// account's list is long: [`LOST_ANSWER_PAGES`] after a lost newOrder
+    /// answer, [`REPLACEMENT_SEARCH_PAGES`] after an `alreadyReplaced`), and
+    /// only the newest are read.
+    pub(crate) async fn find_pending_order(
+        &self,
+        wanted: &NewOrder,
+        pages: usize,
+    ) -> Option<Order> {
         const NEWEST: usize = 20;
         let key = crate::protocol::IdentifierSet::new(wanted.identifiers());
-        let urls = match self.order_urls(PAGES).await {
+        let urls = match self.order_urls(pages).await {
             Ok(urls) => urls,
             Err(e) => {
                 tracing::debug!(error = %e, "the account's orders list could not be read");

@@ -27,6 +27,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 pub use account::{Account, AccountOptions, RevocationReason};
+pub(crate) use account::{LOST_ANSWER_PAGES, REPLACEMENT_SEARCH_PAGES};
 pub use authorization::{Authorization, Challenge};
 pub use certificate::CertificateChain;
 #[cfg(feature = "v1")]

@@ -1567,7 +1567,10 @@ impl<S: Store> Issuer<S> {
         // have been sent. Look for the order it created before sending one.
         if journal.step == JournalStep::Ordering && journal.order_attempts > 0 {
             let wanted = NewOrder::new(ids.clone())?;
-            if let Some(order) = account.find_pending_order(&wanted).await {
+            if let Some(order) = account
+                .find_pending_order(&wanted, crate::client::LOST_ANSWER_PAGES)
+                .await
+            {
                 tracing::info!(set = %key, order = %order.url(), "the interrupted newOrder's order was found in the account's orders list");
                 journal.order_url = Some(order.url().to_owned());
                 journal.step = JournalStep::OrderCreated;
@@ -1701,7 +1704,9 @@ impl<S: Store> Issuer<S> {
         };
         let cert_id = cert_id.to_string();
         if cause == crate::ReplacesRefusal::AlreadyReplaced
-            && let Some(order) = account.find_pending_order(request).await
+            && let Some(order) = account
+                .find_pending_order(request, crate::client::REPLACEMENT_SEARCH_PAGES)
+                .await
         {
             tracing::info!(set = %key, %cert_id, order = %order.url(), "alreadyReplaced: resuming this account's earlier replacement order");
             self.inner.client.emit(crate::Event::ReplacementResumed {
@@ -1717,7 +1722,6 @@ impl<S: Store> Issuer<S> {
             }
             _ => "ordering without it",
         };
-        account.replaces_dropped(request, cause, e, resolution);
         journal.replaces = None;
         journal.replaces_refused = Some(cause.name().to_owned());
         if let Err(e) = self.save_journal(key, journal).await {
@@ -1726,10 +1730,33 @@ impl<S: Store> Issuer<S> {
         if let Err(e) = self.fence(key).await {
             return (Err(e), 1);
         }
-        (
-            account.new_order_as_sent(&request.without_replaces()).await,
-            1,
-        )
+        let second = account.new_order_as_sent(&request.without_replaces()).await;
+        // A CA that hands back a pending order for the same names (Boulder)
+        // answers with the earlier replacement order itself: resumed.
+        let echoed = second.as_ref().ok().and_then(|order| {
+            order
+                .state()
+                .extra
+                .get("replaces")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        });
+        if cause == crate::ReplacesRefusal::AlreadyReplaced && echoed.as_deref() == Some(&cert_id) {
+            let url = second
+                .as_ref()
+                .map(|o| o.url().to_owned())
+                .unwrap_or_default();
+            tracing::info!(set = %key, %cert_id, order = %url, "alreadyReplaced: the CA handed back this account's earlier replacement order");
+            journal.replaces = Some(cert_id.clone());
+            journal.replaces_refused = None;
+            self.inner.client.emit(crate::Event::ReplacementResumed {
+                cert_id,
+                order_url: url,
+            });
+        } else {
+            account.replaces_dropped(request, cause, e, resolution);
+        }
+        (second, 1)
     }
 
     /// Takes an order from whatever state it is in to a downloaded chain.

@@ -331,7 +331,11 @@ async fn new_order(account: &Account, order: &NewOrder) -> Result<Order> {
                 client
                     .rate_gate()
                     .record(account.url(), order.identifiers(), &e);
-                if unknown && let Some(mut found) = account.find_pending_order(order).await {
+                if unknown
+                    && let Some(mut found) = account
+                        .find_pending_order(order, crate::client::account::LOST_ANSWER_PAGES)
+                        .await
+                {
                     tracing::info!(order = %found.url(), "the lost newOrder answer's order was found in the account's orders list; not sending newOrder again");
                     found.new_order_requests = sent;
                     return Ok(found);

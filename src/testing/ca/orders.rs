@@ -109,9 +109,15 @@ impl State {
         }
     }
 
-    /// A pending or ready, unexpired order of `acct` for exactly `ids`
-    /// (Boulder hands it back instead of a new one).
-    pub(super) fn reusable_order(&mut self, acct: usize, ids: &[Identifier]) -> Option<usize> {
+    /// A pending or ready, unexpired order of `acct` for exactly `ids` and
+    /// the same `profile` (Boulder hands it back instead of a new one, a
+    /// replacement order too: `replaces` is the order's, not the request's).
+    pub(super) fn reusable_order(
+        &mut self,
+        acct: usize,
+        ids: &[Identifier],
+        profile: Option<super::renewal::Profile>,
+    ) -> Option<usize> {
         let utc = now_utc();
         // Only this account's orders for exactly these names (an index,
         // not a scan of every order the CA ever had).
@@ -127,6 +133,7 @@ impl State {
                 && order.identifiers == ids
                 && matches!(order.status, OrderStatus::Pending | OrderStatus::Ready)
                 && order.expires > utc
+                && order.profile == profile
             {
                 return Some(o);
             }

@@ -244,8 +244,12 @@ fn a_pending_order_is_reused_and_valid_authorizations_too() {
     let (mut state, _) = state_with_account(&config);
     let first = order_for(&mut state, &config, &["a.example"]);
     let ids = state.orders[first].identifiers.clone();
-    assert_eq!(state.reusable_order(0, &ids), Some(first));
-    assert_eq!(state.reusable_order(1, &ids), None, "another account's");
+    assert_eq!(state.reusable_order(0, &ids, None), Some(first));
+    assert_eq!(
+        state.reusable_order(1, &ids, None),
+        None,
+        "another account's"
+    );
 
     validate_all(&mut state, &config, first, Ok(()));
     let second = order_for(&mut state, &config, &["a.example", "b.example"]);

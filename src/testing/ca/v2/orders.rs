@@ -99,14 +99,16 @@ impl Ca {
             );
             return Ok(response);
         }
-        // Boulder hands back an existing pending order for the same names.
-        let reused = if config.reuse_pending_orders {
-            state.reusable_order(acct, &ids)
+        // Boulder hands back an existing pending order for the same names
+        // and profile (not to a request naming a certificate it replaces,
+        // which the replacement checks above judged).
+        let reused = if config.reuse_pending_orders && terms.replaces.is_none() {
+            state.reusable_order(acct, &ids, terms.profile)
         } else {
             None
         };
         let id = match reused {
-            Some(id) if terms.replaces.is_none() && terms.profile.is_none() => id,
+            Some(id) => id,
             _ => {
                 let id = state.create_order(acct, ids, not_before, not_after, config, &self.rng);
                 let order = &mut state.orders[id];
