@@ -251,6 +251,13 @@ impl Challenge {
                     self.state = state;
                     break;
                 }
+                Err(e) if e.is_unusable_answer() => {
+                    // A success answer that is not a challenge: the CA took
+                    // the answer; the challenge read back says the rest.
+                    tracing::warn!(challenge = %url, error = %e, "the CA's answer to a challenge response is unreadable; reading the challenge");
+                    self.refresh().await?;
+                    break;
+                }
                 Err(e) => {
                     let unknown = e.class() == crate::error::ErrorClass::Transient;
                     retrying.pause_or_fail(e).await?;

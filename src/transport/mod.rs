@@ -233,8 +233,10 @@ impl Transport {
             .map(|(_, r)| r)
     }
 
-    /// Like [`Transport::get`], with the body parsed inside the retry loop
-    /// (an answer that is cut short or unparseable is retried).
+    /// Like [`Transport::get`], with the body parsed inside the retry loop:
+    /// an answer cut short is retried; a success answer read in full that
+    /// does not parse is a protocol error, returned at once
+    /// ([`Error::is_unusable_answer`]).
     pub(crate) async fn get_parsed<T>(
         &self,
         endpoint: Endpoint,
@@ -285,8 +287,9 @@ impl Transport {
     }
 
     /// Like [`Transport::post`], with the body parsed inside the retry loop,
-    /// so an answer that is cut short or not the expected JSON is retried
-    /// like any other transient failure.
+    /// so an answer cut short is retried like any other transient failure,
+    /// and a success answer read in full that is not the expected JSON is a
+    /// protocol error, returned at once ([`Error::is_unusable_answer`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn post_parsed<T>(
         &self,

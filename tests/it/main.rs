@@ -17,6 +17,7 @@ mod hostile_input;
 mod integrator;
 mod issuer;
 mod issuer_management;
+mod lenient_ca;
 mod pebble_harness;
 mod pebble_v2;
 #[cfg(feature = "postgres")]
