@@ -108,6 +108,7 @@ impl Authorization {
             "authorization",
             "pending",
             &url,
+            client.round_trip(),
         );
         while self.state.status == AuthorizationStatus::Pending {
             poller.wait("pending", self.last_retry_after).await?;

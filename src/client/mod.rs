@@ -712,6 +712,11 @@ impl Client {
         &self.inner.rate_gate
     }
 
+    /// The quickest answered exchange with the CA so far.
+    pub(crate) fn round_trip(&self) -> Option<Duration> {
+        self.transport().round_trip()
+    }
+
     pub(crate) fn poll_learner(&self) -> &poll::PollLearner {
         &self.inner.poll_learner
     }

@@ -382,6 +382,7 @@ impl Order {
             "order",
             status.as_str(),
             &url,
+            client.round_trip(),
         );
         // While pending, the authorizations tell what the order may not.
         let mut watch = (status == OrderStatus::Pending && !self.wire.status_from_authorizations())

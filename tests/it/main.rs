@@ -20,6 +20,7 @@ mod issuer_management;
 mod lenient_ca;
 mod pebble_harness;
 mod pebble_v2;
+mod poll_figures;
 #[cfg(feature = "postgres")]
 mod postgres_store;
 mod renewal_info;
