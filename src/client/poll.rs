@@ -181,8 +181,10 @@ impl PollLearner {
         let mut steps = self.steps.lock().unwrap_or_else(|p| p.into_inner());
         let times = steps.entry(step).or_insert_with(|| VecDeque::from([seed]));
         let time = match (first, polls) {
-            // Done by then: perhaps the CA is faster still.
-            (Some(_), 1) => elapsed.mul_f64(HIT_SHRINK),
+            // Done by then: perhaps the CA is faster still. (The estimate,
+            // not when the poll went: a timer wakes late, by a millisecond
+            // or so, which would push a small estimate up at every hit.)
+            (Some(first), 1) => first.mul_f64(HIT_SHRINK),
             // Found done after rechecks (or on the fixed schedule): about
             // when it was done.
             _ => elapsed,
