@@ -165,7 +165,12 @@ pub struct DnsConfig {
     resolvers: Vec<SocketAddr>,
     authoritative_port: u16,
     query_timeout: Duration,
+    max_in_flight: usize,
 }
+
+/// The default of [`DnsConfig::max_in_flight`]: questions (and so
+/// sockets) one [`Dns`] client and its clones have open at once.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 
 impl DnsConfig {
     /// Discovery through these resolvers (tried in order), authoritative
@@ -175,6 +180,7 @@ impl DnsConfig {
             resolvers,
             authoritative_port: 53,
             query_timeout: Duration::from_secs(2),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
 
@@ -207,6 +213,21 @@ impl DnsConfig {
     pub fn query_timeout(mut self, timeout: Duration) -> Self {
         self.query_timeout = timeout;
         self
+    }
+
+    /// At most this many questions in flight at once (default
+    /// [`DEFAULT_MAX_IN_FLIGHT`], at least 1), over every clone of the
+    /// [`Dns`] client built from this configuration: each question holds a
+    /// socket, so a 100-name certificate checked at a renewer's concurrency
+    /// waits its turn instead of running out of file descriptors.
+    pub fn max_in_flight(mut self, questions: usize) -> Self {
+        self.max_in_flight = questions.max(1);
+        self
+    }
+
+    /// The bound on questions in flight.
+    pub fn in_flight_limit(&self) -> usize {
+        self.max_in_flight
     }
 
     /// The resolvers.
@@ -248,6 +269,27 @@ pub struct Zone {
     pub primary: String,
     /// Every nameserver of the NS set, at each of its addresses.
     pub nameservers: Vec<Nameserver>,
+    /// The names of the NS set that resolve to no address (a "dangling"
+    /// NS record, common after a move to another DNS provider): left out
+    /// of `nameservers`, as a CA's resolver skips them.
+    pub dangling: Vec<DanglingNameserver>,
+}
+
+/// A name of a zone's NS set that resolves to no address, and why.
+///
+/// Example: [`Dns`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DanglingNameserver {
+    /// Its name (lower case, no trailing dot).
+    pub name: String,
+    /// What resolving it gave.
+    pub reason: String,
+}
+
+impl std::fmt::Display for DanglingNameserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name, self.reason)
+    }
 }
 
 /// An answer, parsed.
@@ -313,12 +355,32 @@ impl Answer {
 #[derive(Debug, Clone)]
 pub struct Dns {
     config: DnsConfig,
+    /// Questions in flight, over every clone ([`DnsConfig::max_in_flight`]).
+    in_flight: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Dns {
     /// A client over `config`.
     pub fn new(config: DnsConfig) -> Self {
-        Self { config }
+        Self {
+            in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
+            config,
+        }
+    }
+
+    /// One exchange ([`wire::exchange`]) holding a place among the
+    /// questions in flight for as long as its socket is open.
+    pub(crate) async fn exchange(
+        &self,
+        server: SocketAddr,
+        request: &[u8],
+        id: u16,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<wire::RawAnswer, DnsError> {
+        // The semaphore is never closed.
+        let _place = self.in_flight.acquire().await.ok();
+        wire::exchange(server, request, id, false, timeout, what).await
     }
 
     /// Its configuration.
@@ -345,7 +407,9 @@ impl Dns {
             name: display_name(name),
             reason: e.to_string(),
         })?;
-        let raw = wire::exchange(server, &bytes, message.metadata.id, false, timeout, &what).await;
+        let raw = self
+            .exchange(server, &bytes, message.metadata.id, timeout, &what)
+            .await;
         let raw = match raw {
             Ok(raw) => raw,
             Err(e) => {
@@ -434,20 +498,46 @@ impl Dns {
                 reason: format!("{} has no NS records", display_name(&apex)),
             });
         }
+        // A name of the NS set that resolves to nothing is skipped, as a
+        // CA's resolver skips it; the zone works while one resolves.
+        let mut dangling = Vec::new();
+        let mut first_error = None;
         for ns in ns_names {
-            for ip in self.addresses_of(&ns, &answer).await? {
-                nameservers.push(Nameserver {
+            match self.addresses_of(&ns, &answer).await {
+                Ok(ips) => nameservers.extend(ips.into_iter().map(|ip| Nameserver {
                     name: display_name(&ns),
                     addr: SocketAddr::new(ip, self.config.authoritative_port),
-                });
+                })),
+                Err(e) => {
+                    tracing::warn!(
+                        target: "sturdy_acme::dns",
+                        zone = %display_name(&apex), nameserver = %display_name(&ns), error = %e,
+                        "a nameserver of the zone resolves to no address (a dangling NS record): skipped, as a CA's resolver skips it"
+                    );
+                    dangling.push(DanglingNameserver {
+                        name: display_name(&ns),
+                        reason: e.to_string(),
+                    });
+                    first_error.get_or_insert(e);
+                }
             }
+        }
+        if nameservers.is_empty()
+            && let Some(e) = first_error
+        {
+            // None resolves: the zone cannot be asked (a transient failure
+            // stays transient).
+            return Err(e);
         }
         nameservers.sort_by(|a, b| (&a.name, a.addr).cmp(&(&b.name, b.addr)));
         nameservers.dedup();
+        dangling.sort_by(|a, b| a.name.cmp(&b.name));
+        dangling.dedup_by(|a, b| a.name == b.name);
         Ok(Zone {
             apex: display_name(&apex),
             primary: display_name(&primary),
             nameservers,
+            dangling,
         })
     }
 
@@ -504,17 +594,21 @@ impl Dns {
                 .collect()
         };
         let mut ips = glue(&answer.additionals);
+        let mut failed = None;
         if ips.is_empty() {
             for rtype in [RecordType::A, RecordType::AAAA] {
-                let a = self.resolve(ns, rtype).await?;
-                ips.extend(glue(&a.answers));
+                // One family failing does not hide the other's addresses.
+                match self.resolve(ns, rtype).await {
+                    Ok(a) => ips.extend(glue(&a.answers)),
+                    Err(e) => failed = Some(e),
+                }
             }
         }
         if ips.is_empty() {
-            return Err(DnsError::NoZone {
+            return Err(failed.unwrap_or_else(|| DnsError::NoZone {
                 name: display_name(ns),
                 reason: "nameserver has no address".into(),
-            });
+            }));
         }
         Ok(ips)
     }

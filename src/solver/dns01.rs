@@ -244,15 +244,16 @@ impl Rfc2136Solver {
             name: dns::display_name(record),
             reason: e.to_string(),
         })?;
-        let raw = dns::wire::exchange(
-            server,
-            &bytes,
-            message.metadata.id,
-            false,
-            self.dns.config().timeout(),
-            &what,
-        )
-        .await?;
+        let raw = self
+            .dns
+            .exchange(
+                server,
+                &bytes,
+                message.metadata.id,
+                self.dns.config().timeout(),
+                &what,
+            )
+            .await?;
         let response = Message::from_vec(&raw.bytes).map_err(|e| DnsError::Malformed {
             server,
             query: what.clone(),
