@@ -784,6 +784,63 @@ mod tests {
         assert!(matches!(err, DnsError::Malformed { .. }), "{err}");
     }
 
+    /// Issue 27, defect 5: however many questions are asked at once, no
+    /// more than `max_in_flight` are out (each holds a socket). A slow
+    /// loopback server counts the questions it holds unanswered.
+    #[tokio::test]
+    async fn questions_in_flight_are_bounded() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let server = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let addr = server.local_addr().unwrap();
+        let (held, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        {
+            let (server, held, peak) = (server.clone(), held.clone(), peak.clone());
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 512];
+                while let Ok((n, from)) = server.recv_from(&mut buffer).await {
+                    let now = held.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    // An empty NOERROR answer to the question, 50 ms later.
+                    let mut reply = buffer[..n].to_vec();
+                    reply[2] |= 0x80;
+                    let (server, held) = (server.clone(), held.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        held.fetch_sub(1, Ordering::SeqCst);
+                        let _ = server.send_to(&reply, from).await;
+                    });
+                }
+            });
+        }
+        let dns = Dns::new(
+            DnsConfig::new(vec![addr])
+                .query_timeout(Duration::from_secs(10))
+                .max_in_flight(8),
+        );
+        assert_eq!(dns.config().in_flight_limit(), 8);
+        let asked = futures_util::future::join_all(
+            (0..100).map(|i| dns.clone().txt_at_owned(addr, format!("n{i}.example.test"))),
+        )
+        .await;
+        assert!(asked.iter().all(Result::is_ok), "{asked:?}");
+        assert_eq!(peak.load(Ordering::SeqCst), 8, "at most 8 out, and 8 used");
+        assert_eq!(
+            DnsConfig::new(vec![addr]).in_flight_limit(),
+            DEFAULT_MAX_IN_FLIGHT
+        );
+    }
+
+    impl Dns {
+        async fn txt_at_owned(
+            self,
+            server: SocketAddr,
+            name: String,
+        ) -> Result<Vec<String>, DnsError> {
+            self.txt_at(server, &name).await
+        }
+    }
+
     /// A valid answer holding CNAME, TXT and CAA records, encoded.
     fn valid_answer() -> Vec<u8> {
         use hickory_proto::rr::rdata::{CAA, CNAME, TXT};
