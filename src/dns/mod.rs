@@ -330,7 +330,10 @@ impl Answer {
 
 /// The DNS client of the solver and the CAA pre-flight.
 ///
-/// Cheap to clone; holds no sockets between questions.
+/// Cheap to clone; holds no sockets between questions. Clones share one
+/// bound on the questions in flight ([`DnsConfig::max_in_flight`]): give
+/// the CAA checker and the dns-01 solver clones of one client, and the
+/// process's DNS sockets stay within that bound.
 ///
 /// # Example
 ///
