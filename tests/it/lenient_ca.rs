@@ -411,3 +411,59 @@ async fn every_request_carries_accept_language() {
         .unwrap_err();
     assert_eq!(err.class(), ErrorClass::InvalidInput, "{err}");
 }
+
+/// Defect 18 through the issuer: `ensure` against a CA that leaves the
+/// order of a failed validation pending ends with the validation's error
+/// after a few polls (before: polled until the poll budget ran out, then
+/// "try again later"), and the next `ensure` does not wait on the dead
+/// order again.
+#[tokio::test]
+async fn the_issuer_ends_at_an_invalid_authorization_of_a_pending_order() {
+    use sturdy_acme::solver::http01::Http01Solver;
+    use sturdy_acme::store::FileStore;
+    use sturdy_acme::{EnsureOptions, Issuer, RateLimits};
+
+    let ca = TestCa::builder()
+        .http01_port(1)
+        .faults(vec![FaultRule::new(
+            Endpoint::Order,
+            Trigger::Always,
+            Fault::InvalidOrderStaysPending,
+        )])
+        .start()
+        .await
+        .unwrap();
+    let polls = PollPolicy::default()
+        .with_adaptive(false)
+        .with_first_delay(Duration::from_millis(20))
+        .with_max_delay(Duration::from_millis(40))
+        .with_max_polls(200)
+        .with_timeout(Duration::from_secs(60));
+    let client = ca
+        .client_builder()
+        .retry_policy(patient())
+        .poll_policy(polls)
+        .build()
+        .await
+        .unwrap();
+    let dir = crate::issuer::temp_store("lenient-ca");
+    let issuer = Issuer::builder(client, FileStore::open(&dir).unwrap())
+        .solver(Arc::new(Http01Solver::unserved()))
+        .rate_limits(RateLimits::none())
+        .build();
+    for run in 0..2 {
+        let before = ca.ledger().requests_to(Endpoint::Order);
+        let err = issuer
+            .ensure(&["dead.example"], &EnsureOptions::default())
+            .await
+            .unwrap_err();
+        let order_polls = ca.ledger().requests_to(Endpoint::Order) - before;
+        assert!(
+            matches!(err.class(), ErrorClass::Validation { .. }),
+            "run {run}: {err}"
+        );
+        // The CA validates on its own time: a few polls, never the budget.
+        assert!(order_polls < 20, "run {run}: {order_polls} order polls");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
