@@ -256,7 +256,8 @@ impl Order {
     /// ([`Error::ValidationFailed`]) when one can be found.
     ///
     /// While the order stays `pending` after a poll, its authorizations not
-    /// yet seen `valid` are read too (each `valid` one once): some CAs
+    /// yet seen `valid` are read too (at most 8 per poll, in turns; each
+    /// `valid` one once): some CAs
     /// (acme2certifier) mark a failed authorization `invalid` and leave the
     /// order `pending`, contrary to RFC 8555 §7.1.6. An `invalid`
     /// authorization ends the wait at once with the same
@@ -409,22 +410,37 @@ impl Order {
     }
 }
 
-/// The authorizations of a pending order, read while it is polled: the
-/// ones seen `valid` are not read again.
+/// At most this many authorizations are read per poll of a pending order
+/// (a large order's are read in turns), so a conformant CA, whose order
+/// itself turns `invalid`, is not asked much more than the order.
+const WATCHED_PER_POLL: usize = 8;
+
+/// The authorizations of a pending order, read while it is polled: at most
+/// [`WATCHED_PER_POLL`] per poll, in turns; the ones seen `valid` are not
+/// read again.
 #[derive(Debug, Default)]
 struct AuthorizationWatch {
     valid: std::collections::HashSet<String>,
+    /// Where the next turn starts in the order's list.
+    next: usize,
 }
 
 impl AuthorizationWatch {
-    /// The first of the order's authorizations (not yet seen valid) that is
+    /// The first authorization read this turn (not yet seen valid) that is
     /// `invalid` now.
     async fn failed(&mut self, order: &OrderCore) -> Result<Option<Authorization>> {
         check_listed(order)?;
-        for url in &order.state.authorizations {
-            if self.valid.contains(url) {
-                continue;
-            }
+        let listed = &order.state.authorizations;
+        let watched: Vec<&String> = (0..listed.len())
+            .map(|i| &listed[(self.next + i) % listed.len()])
+            .filter(|url| !self.valid.contains(*url))
+            .take(WATCHED_PER_POLL)
+            .collect();
+        if let Some(last) = watched.last() {
+            let at = listed.iter().position(|u| u == *last).unwrap_or(0);
+            self.next = (at + 1) % listed.len();
+        }
+        for url in watched {
             let authz = Authorization::fetch(order.account.clone(), url).await?;
             match authz.status() {
                 AuthorizationStatus::Valid => {
