@@ -467,3 +467,76 @@ async fn the_issuer_ends_at_an_invalid_authorization_of_a_pending_order() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Defect 18, a large order: its authorizations are read at most 8 per
+/// poll, in turns, and the failed one (the 11th of 12) is still found
+/// within two polls.
+#[tokio::test]
+async fn a_large_pending_order_is_watched_in_turns() {
+    use sturdy_acme::testing::StaticDns;
+    let dns = Arc::new(StaticDns::new());
+    let ca = TestCa::builder()
+        .real_validation(0, 0, dns.clone())
+        .faults(vec![FaultRule::new(
+            Endpoint::Order,
+            Trigger::Always,
+            Fault::InvalidOrderStaysPending,
+        )])
+        .start()
+        .await
+        .unwrap();
+    let polls = PollPolicy::default()
+        .with_adaptive(false)
+        .with_first_delay(Duration::from_millis(20))
+        .with_max_delay(Duration::from_millis(40))
+        .with_max_polls(40);
+    let client = ca
+        .client_builder()
+        .poll_policy(polls)
+        .build()
+        .await
+        .unwrap();
+    let account = crate::common::suite::account(&client, KeyAlgorithm::Es256).await;
+    let names: Vec<String> = (0..12).map(|i| format!("n{i}.large.example")).collect();
+    let mut order = account
+        .new_order(&NewOrder::for_names(&names).unwrap())
+        .await
+        .unwrap();
+    let mut authzs = order.authorizations().await.unwrap();
+    for (i, authz) in authzs.iter().enumerate() {
+        let mut challenge = authz.challenge(&sturdy_acme::ChallengeType::Dns01).unwrap();
+        if i != 10 {
+            dns.add_txt(
+                &challenge.dns01_record_name(),
+                &challenge.dns01_txt_value().unwrap(),
+            );
+        }
+        challenge.respond().await.unwrap();
+    }
+    // Every validation is over before the wait starts.
+    for authz in &mut authzs {
+        for _ in 0..200 {
+            if authz.refresh().await.unwrap().status != sturdy_acme::AuthorizationStatus::Pending {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    assert_eq!(
+        authzs[10].status(),
+        sturdy_acme::AuthorizationStatus::Invalid
+    );
+    let (orders, reads) = (
+        ca.ledger().requests_to(Endpoint::Order),
+        ca.ledger().requests_to(Endpoint::Authorization),
+    );
+    let err = order.wait_ready().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::ValidationFailed { identifier, .. } if identifier.value == authzs[10].identifier().value),
+        "{err:?}"
+    );
+    // Poll 1 reads the first 8 (valid, not read again), poll 2 the next
+    // three: the failed one.
+    assert_eq!(ca.ledger().requests_to(Endpoint::Order) - orders, 2);
+    assert_eq!(ca.ledger().requests_to(Endpoint::Authorization) - reads, 11);
+}
