@@ -194,7 +194,10 @@ pub enum Error {
     },
 
     /// The CA answered, but the answer was unusable: invalid JSON, a missing
-    /// header, an oversized or truncated body, a URL that is not HTTPS.
+    /// header, a URL that is not HTTPS. A success (2xx) answer read in full
+    /// that is unusable is a [`ErrorClass::Protocol`] error, not retried
+    /// ([`Error::is_unusable_answer`]); a body cut short is a
+    /// [`Error::Transport`] reset.
     #[error("{request}: invalid response: {reason}")]
     InvalidResponse {
         /// The exchange.
@@ -459,6 +462,22 @@ impl Error {
         }
     }
 
+    /// True when the CA answered with a success status, the body was read
+    /// in full, and the answer is unusable (not the expected JSON, a
+    /// required header missing): a [`ErrorClass::Protocol`] error. The
+    /// request reached the CA and it acted, so for a request that is not
+    /// idempotent the outcome is known to be "done" and is read back, never
+    /// repeated.
+    pub fn is_unusable_answer(&self) -> bool {
+        match self {
+            Self::InvalidResponse { request, .. } => {
+                request.status.is_some_and(|s| (200..300).contains(&s))
+            }
+            Self::GaveUp { source, .. } => source.is_unusable_answer(),
+            _ => false,
+        }
+    }
+
     /// True for a `badNonce` problem.
     pub fn is_bad_nonce(&self) -> bool {
         self.problem_type() == Some(&ProblemType::BadNonce)
@@ -503,6 +522,11 @@ impl Error {
                 Some(408) => ErrorClass::Transient,
                 _ => ErrorClass::Permanent,
             },
+            // A 2xx answer read in full that is unusable (not the expected
+            // JSON, no Location): the CA acted and said something this
+            // client cannot read; asking again gets the same. Anything else
+            // (a body cut short is a `Transport` reset) may be a blip.
+            Self::InvalidResponse { .. } if self.is_unusable_answer() => ErrorClass::Protocol,
             Self::Transport { .. } | Self::InvalidResponse { .. } => ErrorClass::Transient,
             Self::ResponseTooLarge { .. } => ErrorClass::Protocol,
             Self::ValidationFailed {
@@ -705,7 +729,7 @@ pub enum ErrorClass {
         problems: Vec<(Identifier, Option<Problem>)>,
     },
     /// Worth retrying after a backoff: 5xx, `serverInternal`, timeouts,
-    /// connection failures and resets, truncated or invalid bodies. For a
+    /// connection failures and resets, truncated bodies. For a
     /// request that is not idempotent, the outcome is unknown: read the
     /// state before repeating it.
     Transient,
@@ -713,7 +737,8 @@ pub enum ErrorClass {
     /// (`malformed`, `rejectedIdentifier`, `badCSR`, `unauthorized`, ...).
     Permanent,
     /// The CA broke the protocol in a way retrying will not fix (an
-    /// oversized body).
+    /// oversized body; a success answer, read in full, that is not what
+    /// RFC 8555 says it is).
     Protocol,
     /// The caller's input was invalid (nothing was sent).
     InvalidInput,

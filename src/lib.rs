@@ -170,8 +170,9 @@ mod transport;
 // The protocol client.
 pub use client::{
     Account, AccountOptions, Authorization, CertificateChain, Challenge, Client, ClientBuilder,
-    Danger, LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING, MAX_ALTERNATE_CHAINS, NewOrder, Order,
-    PollPolicy, ReplacesRefusal, RevocationReason, USER_AGENT,
+    DEFAULT_ACCEPT_LANGUAGE, Danger, LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING,
+    MAX_ALTERNATE_CHAINS, NewOrder, Order, PollPolicy, ReplacesRefusal, RevocationReason,
+    USER_AGENT,
 };
 #[cfg(feature = "v1")]
 pub use client::{CertificateFinder, FindFuture};

@@ -45,7 +45,7 @@ use hickory_proto::rr::{Name, RData, RecordType};
 
 pub use record::{CaaContext, CaaRecord, Decision, evaluate, permitted_methods};
 
-use crate::dns::{self, Dns, Nameserver, Zone};
+use crate::dns::{self, DanglingNameserver, Dns, Nameserver, Zone};
 use crate::retry::Backoff;
 
 /// How many CNAMEs one CAA lookup follows.
@@ -174,11 +174,28 @@ pub struct CaaReport {
     pub methods: Vec<String>,
     /// Every question asked, in order.
     pub queries: Vec<CaaQuery>,
+    /// Nameservers of the zones on the climb that resolve to no address
+    /// (dangling NS records): not asked, as a CA's resolver skips them.
+    /// The verdict stands on the others.
+    pub dangling: Vec<DanglingNameserver>,
 }
 
 impl CaaReport {
-    /// One line: the name, the verdict and its evidence.
+    /// One line: the name, the verdict and its evidence, and the dangling
+    /// nameservers skipped.
     pub fn summary(&self) -> String {
+        let verdict = self.verdict_summary();
+        if self.dangling.is_empty() {
+            return verdict;
+        }
+        let skipped: Vec<String> = self.dangling.iter().map(ToString::to_string).collect();
+        format!(
+            "{verdict} (skipped, as a CA's resolver does, nameserver(s) without an address: {})",
+            skipped.join("; ")
+        )
+    }
+
+    fn verdict_summary(&self) -> String {
         match &self.verdict {
             CaaVerdict::Allowed {
                 at,
@@ -322,8 +339,12 @@ impl CaaChecker {
         let wildcard = name.starts_with("*.");
         let base = name.trim_start_matches("*.");
         let mut queries = Vec::new();
+        let mut dangling = Vec::new();
         let (verdict, methods) = match dns::parse_name(base) {
-            Ok(start) => self.climb(&start, wildcard, ctx, &mut queries).await,
+            Ok(start) => {
+                self.climb(&start, wildcard, ctx, &mut queries, &mut dangling)
+                    .await
+            }
             Err(e) => (
                 CaaVerdict::Failed {
                     at: base.to_owned(),
@@ -339,6 +360,7 @@ impl CaaChecker {
             verdict,
             methods,
             queries,
+            dangling,
         }
     }
 
@@ -350,12 +372,13 @@ impl CaaChecker {
         wildcard: bool,
         ctx: &CaaContext,
         queries: &mut Vec<CaaQuery>,
+        dangling: &mut Vec<DanglingNameserver>,
     ) -> (CaaVerdict, Vec<String>) {
         let mut current = start.clone();
         let mut zone: Option<Zone> = None;
         loop {
             let at = dns::display_name(&current);
-            let records = match self.rrset(&current, &mut zone, queries).await {
+            let records = match self.rrset(&current, &mut zone, queries, dangling).await {
                 Ok(records) => records,
                 Err(failed) => return (failed, Vec::new()),
             };
@@ -392,6 +415,7 @@ impl CaaChecker {
         name: &Name,
         zone: &mut Option<Zone>,
         queries: &mut Vec<CaaQuery>,
+        dangling: &mut Vec<DanglingNameserver>,
     ) -> Result<Vec<CaaRecord>, CaaVerdict> {
         let at = dns::display_name(name);
         let mut target = name.clone();
@@ -432,6 +456,11 @@ impl CaaChecker {
                             }
                         }
                     })?;
+                    for d in &found.dangling {
+                        if !dangling.contains(d) {
+                            dangling.push(d.clone());
+                        }
+                    }
                     if hop == 0 {
                         *zone = Some(found.clone());
                     }
@@ -664,6 +693,7 @@ mod tests {
             apex: apex.into(),
             primary: nameservers[0].name.clone(),
             nameservers,
+            dangling: Vec::new(),
         }
     }
 

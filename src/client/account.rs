@@ -278,8 +278,9 @@ impl Account {
             .await
     }
 
-    /// An idempotent signed POST whose JSON answer is parsed (and retried
-    /// when unparseable) inside the retry loop.
+    /// An idempotent signed POST whose JSON answer is parsed inside the
+    /// retry loop (an answer cut short is retried; a complete one that does
+    /// not parse is a protocol error).
     pub(crate) async fn post_json<T: serde::de::DeserializeOwned>(
         &self,
         endpoint: Endpoint,

@@ -108,6 +108,7 @@ impl Authorization {
             "authorization",
             "pending",
             &url,
+            client.round_trip(),
         );
         while self.state.status == AuthorizationStatus::Pending {
             poller.wait("pending", self.last_retry_after).await?;
@@ -249,6 +250,13 @@ impl Challenge {
             match result {
                 Ok(state) => {
                     self.state = state;
+                    break;
+                }
+                Err(e) if e.is_unusable_answer() => {
+                    // A success answer that is not a challenge: the CA took
+                    // the answer; the challenge read back says the rest.
+                    tracing::warn!(challenge = %url, error = %e, "the CA's answer to a challenge response is unreadable; reading the challenge");
+                    self.refresh().await?;
                     break;
                 }
                 Err(e) => {

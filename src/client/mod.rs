@@ -54,6 +54,10 @@ pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt
 /// The user agent every request carries (RFC 8555 §6.1).
 pub const USER_AGENT: &str = concat!("sturdy-acme/", env!("CARGO_PKG_VERSION"));
 
+/// The `Accept-Language` every request carries unless
+/// [`ClientBuilder::accept_language`] says otherwise (RFC 8555 §6.1).
+pub const DEFAULT_ACCEPT_LANGUAGE: &str = "en";
+
 /// A connection to one ACME CA, built from its directory URL.
 ///
 /// Cheap to clone; clones share the HTTP connection pool, the nonce pool and
@@ -194,6 +198,7 @@ pub struct ClientBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     user_agent_suffix: Option<String>,
+    accept_language: String,
     transport: TransportConfig,
     poll: PollPolicy,
     dialect: Option<Dialect>,
@@ -250,6 +255,16 @@ impl ClientBuilder {
     /// Text appended to the `sturdy-acme/<version>` user agent.
     pub fn user_agent(mut self, suffix: impl Into<String>) -> Self {
         self.user_agent_suffix = Some(suffix.into());
+        self
+    }
+
+    /// The `Accept-Language` sent with every request (RFC 8555 §6.1: the
+    /// language the CA's problem details should be written in; default
+    /// [`DEFAULT_ACCEPT_LANGUAGE`], `"en"`). An empty value sends none; a
+    /// value that is not a valid header value is refused by
+    /// [`ClientBuilder::build`].
+    pub fn accept_language(mut self, tags: impl Into<String>) -> Self {
+        self.accept_language = tags.into();
         self
     }
 
@@ -434,9 +449,26 @@ impl ClientBuilder {
             Some(s) => format!("{USER_AGENT} {s}"),
             None => USER_AGENT.to_owned(),
         };
+        let mut headers = http::HeaderMap::new();
+        if !self.accept_language.is_empty() {
+            let value = http::HeaderValue::from_str(&self.accept_language)
+                .ok()
+                .filter(|_| {
+                    self.accept_language
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic() || b == b' ')
+                })
+                .ok_or_else(|| {
+                    Error::InvalidInput(
+                        "accept_language: not a valid Accept-Language header value".into(),
+                    )
+                })?;
+            headers.insert(http::header::ACCEPT_LANGUAGE, value);
+        }
         let mut http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .user_agent(user_agent)
+            .default_headers(headers)
             .tcp_nodelay(true)
             // No more connections kept than requests may be in flight.
             .pool_max_idle_per_host(self.transport.governor.max_in_flight())
@@ -517,6 +549,7 @@ impl Client {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             user_agent_suffix: None,
+            accept_language: DEFAULT_ACCEPT_LANGUAGE.to_owned(),
             transport: TransportConfig {
                 max_body: 1 << 20,
                 nonce_pool_size: 32,
@@ -680,6 +713,11 @@ impl Client {
 
     pub(crate) fn rate_gate(&self) -> &rate_gate::RateGate {
         &self.inner.rate_gate
+    }
+
+    /// The quickest answered exchange with the CA so far.
+    pub(crate) fn round_trip(&self) -> Option<Duration> {
+        self.transport().round_trip()
     }
 
     pub(crate) fn poll_learner(&self) -> &poll::PollLearner {

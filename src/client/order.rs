@@ -254,6 +254,16 @@ impl Order {
     /// Polls until the order leaves `pending`. `ready` (or later) is
     /// success; `invalid` fails with the failed authorization's problem
     /// ([`Error::ValidationFailed`]) when one can be found.
+    ///
+    /// While the order stays `pending` after a poll, its authorizations not
+    /// yet seen `valid` are read too (at most 8 per poll, in turns; each
+    /// `valid` one once): some CAs
+    /// (acme2certifier) mark a failed authorization `invalid` and leave the
+    /// order `pending`, contrary to RFC 8555 §7.1.6. An `invalid`
+    /// authorization ends the wait at once with the same
+    /// [`Error::ValidationFailed`] an invalid order gives (class
+    /// [`ErrorClass::Validation`](crate::ErrorClass::Validation)), the
+    /// order's status still `pending` as the CA says.
     pub async fn wait_ready(&mut self) -> Result<OrderStatus> {
         self.poll_while(OrderStatus::Pending).await?;
         match self.core.state.status {
@@ -373,20 +383,80 @@ impl Order {
             "order",
             status.as_str(),
             &url,
+            client.round_trip(),
         );
+        // While pending, the authorizations tell what the order may not.
+        let mut watch = (status == OrderStatus::Pending && !self.wire.status_from_authorizations())
+            .then(AuthorizationWatch::default);
         while self.core.state.status == status {
             poller
                 .wait(status.as_str(), self.core.last_retry_after)
                 .await?;
             self.refresh().await?;
+            if self.core.state.status == status
+                && let Some(watch) = &mut watch
+                && let Some(failed) = watch.failed(&self.core).await?
+            {
+                tracing::warn!(
+                    order = %self.core.url,
+                    authorization = %failed.url(),
+                    "an authorization of a pending order is invalid (the CA left the order pending): the order cannot become ready"
+                );
+                return Err(failed.failure());
+            }
         }
         poller.done();
         Ok(())
     }
 }
 
-/// The order's authorizations, checked against what was ordered.
-async fn authorizations(order: &OrderCore) -> Result<Vec<Authorization>> {
+/// At most this many authorizations are read per poll of a pending order
+/// (a large order's are read in turns), so a conformant CA, whose order
+/// itself turns `invalid`, is not asked much more than the order.
+const WATCHED_PER_POLL: usize = 8;
+
+/// The authorizations of a pending order, read while it is polled: at most
+/// [`WATCHED_PER_POLL`] per poll, in turns; the ones seen `valid` are not
+/// read again.
+#[derive(Debug, Default)]
+struct AuthorizationWatch {
+    valid: std::collections::HashSet<String>,
+    /// Where the next turn starts in the order's list.
+    next: usize,
+}
+
+impl AuthorizationWatch {
+    /// The first authorization read this turn (not yet seen valid) that is
+    /// `invalid` now.
+    async fn failed(&mut self, order: &OrderCore) -> Result<Option<Authorization>> {
+        check_listed(order)?;
+        let listed = &order.state.authorizations;
+        let watched: Vec<&String> = (0..listed.len())
+            .map(|i| &listed[(self.next + i) % listed.len()])
+            .filter(|url| !self.valid.contains(*url))
+            .take(WATCHED_PER_POLL)
+            .collect();
+        if let Some(last) = watched.last() {
+            let at = listed.iter().position(|u| u == *last).unwrap_or(0);
+            self.next = (at + 1) % listed.len();
+        }
+        for url in watched {
+            let authz = Authorization::fetch(order.account.clone(), url).await?;
+            match authz.status() {
+                AuthorizationStatus::Valid => {
+                    self.valid.insert(url.clone());
+                }
+                AuthorizationStatus::Invalid => return Ok(Some(authz)),
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// No more authorizations than the order has identifiers (a hostile list
+/// is never fanned out).
+fn check_listed(order: &OrderCore) -> Result<()> {
     let listed = order.state.authorizations.len();
     let ordered = order.state.identifiers.len();
     if listed > ordered.max(1) {
@@ -395,7 +465,13 @@ async fn authorizations(order: &OrderCore) -> Result<Vec<Authorization>> {
             reason: format!("the order lists {listed} authorizations for {ordered} identifiers"),
         });
     }
-    let mut out = Vec::with_capacity(listed);
+    Ok(())
+}
+
+/// The order's authorizations, checked against what was ordered.
+async fn authorizations(order: &OrderCore) -> Result<Vec<Authorization>> {
+    check_listed(order)?;
+    let mut out = Vec::with_capacity(order.state.authorizations.len());
     for url in &order.state.authorizations {
         let authz = Authorization::fetch(order.account.clone(), url).await?;
         if !covers(order, &authz.state().identifier, authz.state().wildcard) {
@@ -492,8 +568,8 @@ pub(crate) async fn prefer_chain(
     Ok(default)
 }
 
-/// Downloads a chain; a body that is not a valid PEM chain is retried like
-/// any other broken answer.
+/// Downloads a chain; a body cut short is retried, a success answer read in
+/// full that is not a valid PEM chain is a protocol error (not retried).
 pub(crate) async fn download(account: &Account, url: &str) -> Result<CertificateChain> {
     let parse = |response: &crate::transport::Response| {
         let text = response.text()?;

@@ -2,7 +2,7 @@
 //! per step), then quick rechecks backing off exponentially; Retry-After
 //! honoured.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -28,8 +28,13 @@ use crate::error::{Error, Result, RetryAfter};
 /// first poll there; a poll that finds the resource not yet done is
 /// followed by quick rechecks (an eighth of the estimate, doubling). A
 /// fast CA is polled once, right when it is done; a slow one is not polled
-/// early. `first_delay` is the first poll's delay until something is
-/// learned. A `Retry-After` always wins.
+/// early. The estimate is a high percentile (p90) of the step's last 32
+/// times, never longer than `max_learned`, so one slow step (a 60 s
+/// validation) moves nothing. Before a step has been seen, the first poll
+/// is placed from the CA's round trip (the quickest exchange with it so
+/// far), so a fresh client is as quick as a trained one; `first_delay`
+/// is the first poll's delay only when nothing at all is known. A
+/// `Retry-After` always wins.
 ///
 /// [`PollPolicy::default`] changed with the `with_` setters.
 ///
@@ -53,6 +58,7 @@ pub struct PollPolicy {
     timeout: Duration,
     max_polls: u32,
     adaptive: bool,
+    max_learned: Duration,
 }
 
 crate::retry::knobs!(PollPolicy {
@@ -70,6 +76,9 @@ crate::retry::knobs!(PollPolicy {
     timeout, with_timeout: Duration;
     /// Give up after this many polls of one resource.
     max_polls, with_max_polls: u32;
+    /// The longest learned first-poll delay (adaptive polling): a CA that
+    /// is slow for a while is still polled at least this often at first.
+    max_learned, with_max_learned: Duration;
 });
 
 impl Default for PollPolicy {
@@ -82,6 +91,7 @@ impl Default for PollPolicy {
             timeout: Duration::from_secs(300),
             max_polls: 500,
             adaptive: true,
+            max_learned: Duration::from_secs(10),
         }
     }
 }
@@ -105,49 +115,101 @@ impl PollPolicy {
 /// The shortest learned first delay.
 const MIN_LEARNED: Duration = Duration::from_millis(1);
 
+/// How many of a step's latest times the estimate is taken from.
+const WINDOW: usize = 32;
+
+/// The percentile of those times the first poll is placed at: most first
+/// polls find the step done, about one in ten needs a quick recheck.
+const PERCENTILE: f64 = 0.9;
+
+/// What a first poll that found the step done records: the step took at
+/// most that long, perhaps less (so the estimate can come down).
+const HIT_SHRINK: f64 = 0.85;
+
+/// A step is seeded at this many round trips (a validation or an issuance
+/// is a request to the CA plus its own work).
+const SEED_ROUND_TRIPS: u32 = 2;
+
 /// What a client learned about how long its CA takes, per step (the
-/// resource polled and the status it is polled in): a running estimate of
-/// the time from the request that started the step to the CA being done.
+/// resource polled and the status it is polled in): the step's latest
+/// times, from the request that started it to the CA being done.
 ///
-/// The estimate follows an upper edge: a first poll that finds the step
-/// done lowers it a little (the CA may be faster still), one that does not
-/// raises it to just above the time the step really took. So most first
-/// polls find the step done, and an extra poll is the exception.
+/// The first poll goes at a high percentile of those times (never the
+/// single longest of a short history, never beyond the policy's
+/// `max_learned`): one slow step is one sample among 32, not the new
+/// estimate. A first poll that finds the step done records a little less
+/// than it waited (the CA may be faster still), one that does not records
+/// when the step was found done.
 #[derive(Debug, Default)]
 pub(crate) struct PollLearner {
-    estimates: Mutex<HashMap<(&'static str, &'static str), Duration>>,
+    steps: Mutex<HashMap<(&'static str, &'static str), VecDeque<Duration>>>,
 }
 
 impl PollLearner {
-    fn estimate(&self, step: (&'static str, &'static str)) -> Option<Duration> {
-        self.estimates
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&step)
-            .copied()
+    /// Where the first poll of `step` goes: the estimate from its times,
+    /// else (a step not seen yet) from the CA's `round_trip`, else
+    /// nothing (the policy's fixed schedule).
+    fn estimate(
+        &self,
+        step: (&'static str, &'static str),
+        round_trip: Option<Duration>,
+        cap: Duration,
+    ) -> Option<Duration> {
+        let steps = self.steps.lock().unwrap_or_else(|p| p.into_inner());
+        let estimate = match steps.get(&step) {
+            Some(times) if !times.is_empty() => percentile(times),
+            _ => seed(round_trip?),
+        };
+        Some(estimate.min(cap).max(MIN_LEARNED))
     }
 
     /// Learns from one step found done by poll number `polls` (1: the
-    /// first) after `elapsed`, whose first poll was placed at `first` (a
-    /// learned estimate) or on the fixed schedule (`None`).
+    /// first), sent `elapsed` after the step started, whose first poll was placed at `first` (an
+    /// estimate) or on the fixed schedule (`None`). A fresh step's history
+    /// starts with `seed` (what was known before it: the first poll's
+    /// place from the round trip, or the policy's first delay), so its
+    /// first real time, which may be an outlier, is never the estimate
+    /// alone: a second one must agree.
     fn learn(
         &self,
         step: (&'static str, &'static str),
         first: Option<Duration>,
         polls: u32,
         elapsed: Duration,
+        seed: Duration,
     ) {
-        let mut estimates = self.estimates.lock().unwrap_or_else(|p| p.into_inner());
-        let next = match (first, polls) {
-            // Done by then: perhaps the CA is faster still.
-            (Some(est), 1) => est.mul_f64(0.99),
-            // Not done at the estimate, done soon after: a little later.
-            (Some(est), _) => est.mul_f64(1.2),
-            // Nothing learned yet: about when it was found done.
-            (None, _) => elapsed.mul_f64(1.05),
+        let mut steps = self.steps.lock().unwrap_or_else(|p| p.into_inner());
+        let times = steps.entry(step).or_insert_with(|| VecDeque::from([seed]));
+        let time = match (first, polls) {
+            // Done by then: perhaps the CA is faster still. (The estimate,
+            // not when the poll went: a timer wakes late, by a millisecond
+            // or so, which would push a small estimate up at every hit.)
+            (Some(first), 1) => first.mul_f64(HIT_SHRINK),
+            // Found done after rechecks (or on the fixed schedule): about
+            // when it was done.
+            _ => elapsed,
         };
-        estimates.insert(step, next.max(MIN_LEARNED));
+        if times.len() == WINDOW {
+            times.pop_front();
+        }
+        times.push_back(time.max(MIN_LEARNED));
     }
+}
+
+/// The first-poll delay of a step not seen yet, from the CA's round trip.
+fn seed(round_trip: Duration) -> Duration {
+    round_trip.saturating_mul(SEED_ROUND_TRIPS).max(MIN_LEARNED)
+}
+
+/// The [`PERCENTILE`] of `times` (nearest rank), but never the longest of
+/// two or more: a single outlier is ignored however short the history.
+fn percentile(times: &VecDeque<Duration>) -> Duration {
+    let mut sorted: Vec<Duration> = times.iter().copied().collect();
+    sorted.sort_unstable();
+    let n = sorted.len();
+    let rank = ((n as f64 * PERCENTILE).ceil() as usize).max(1);
+    let index = if n >= 2 { rank.min(n - 1) } else { rank } - 1;
+    sorted[index]
 }
 
 /// One resource being polled: counts polls and time against the policy.
@@ -159,6 +221,10 @@ pub(crate) struct Poller<'a> {
     polls: u32,
     learning: Option<(&'a PollLearner, &'static str)>,
     learned: Option<Duration>,
+    round_trip: Option<Duration>,
+    /// When the latest poll was sent, from the start (its own round trip
+    /// is no part of the step).
+    last_poll: Option<Duration>,
     told: bool,
 }
 
@@ -173,23 +239,29 @@ impl<'a> Poller<'a> {
             polls: 0,
             learning: None,
             learned: None,
+            round_trip: None,
+            last_poll: None,
             told: false,
         }
     }
 
     /// Polling `what` in `status`, with the first poll placed where
-    /// `learner` says the CA is usually done (when the policy is adaptive).
+    /// `learner` says the CA is usually done (when the policy is adaptive),
+    /// or for a step not seen yet, from the CA's `round_trip` (the
+    /// quickest exchange with it so far).
     pub(crate) fn learning(
         policy: &'a PollPolicy,
         learner: &'a PollLearner,
         what: &'static str,
         status: &'static str,
         url: &'a str,
+        round_trip: Option<Duration>,
     ) -> Self {
         let mut poller = Self::new(policy, what, url);
         if policy.adaptive {
-            poller.learned = learner.estimate((what, status));
+            poller.learned = learner.estimate((what, status), round_trip, policy.max_learned);
             poller.learning = Some((learner, status));
+            poller.round_trip = round_trip;
         }
         poller
     }
@@ -211,18 +283,20 @@ impl<'a> Poller<'a> {
         }
     }
 
-    /// The resource left the polled status: learn how long it took (unless
-    /// the CA said when to come back, or nothing was polled).
+    /// The resource left the polled status: learn when the poll that found
+    /// it so was sent (unless the CA said when to come back, or nothing
+    /// was polled).
     pub(crate) fn done(&self) {
         if let Some((learner, status)) = self.learning
-            && self.polls > 0
+            && let Some(found) = self.last_poll
             && !self.told
         {
             learner.learn(
                 (self.what, status),
                 self.learned,
                 self.polls,
-                self.started.elapsed(),
+                found,
+                self.round_trip.map_or(self.policy.first_delay, seed),
             );
         }
     }
@@ -245,6 +319,7 @@ impl<'a> Poller<'a> {
         self.told |= retry_after.is_some();
         sleep(self.next_delay(retry_after)).await;
         self.polls += 1;
+        self.last_poll = Some(self.started.elapsed());
         Ok(())
     }
 }
@@ -271,70 +346,196 @@ mod tests {
         assert_eq!(p.delay(0, Some(ra)), Duration::from_secs(60));
     }
 
+    /// Runs one step of a CA that is done `done_after` after the step
+    /// starts; returns the polls and the time until it was found done.
+    async fn step(
+        policy: &PollPolicy,
+        learner: &PollLearner,
+        round_trip: Option<Duration>,
+        done_after: Duration,
+    ) -> (u32, Duration) {
+        let mut poller = Poller::learning(
+            policy,
+            learner,
+            "order",
+            "processing",
+            "https://ca/o/1",
+            round_trip,
+        );
+        let started = Instant::now();
+        let mut polls = 0;
+        while started.elapsed() < done_after {
+            poller.wait("processing", None).await.unwrap();
+            polls += 1;
+        }
+        poller.done();
+        (polls, started.elapsed())
+    }
+
+    /// The estimate the next step of `learner` starts from.
+    fn next_first_poll(learner: &PollLearner, round_trip: Option<Duration>) -> Duration {
+        let policy = PollPolicy::default();
+        Poller::learning(&policy, learner, "order", "processing", "u", round_trip).next_delay(None)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_first_poll_moves_to_when_the_ca_is_done() {
         let policy = PollPolicy::default();
         let learner = PollLearner::default();
-        // A CA that takes 300 ms: the first step is polled on the default
-        // backoff (10, 20, 40, 80, 160 ms: found done at 310 ms, poll 5).
-        let run = |done_after: Duration| {
-            let learner = &learner;
-            async move {
-                let mut poller =
-                    Poller::learning(&policy, learner, "order", "processing", "https://ca/o/1");
-                let started = Instant::now();
-                let mut polls = 0;
-                while started.elapsed() < done_after {
-                    poller.wait("processing", None).await.unwrap();
-                    polls += 1;
-                }
-                poller.done();
-                (polls, started.elapsed())
-            }
-        };
+        // A CA that takes 300 ms, nothing known of it (no round trip): the
+        // first step is polled on the default backoff (10, 20, 40, 80,
+        // 160 ms: found done at 310 ms, poll 5).
         let slow = Duration::from_millis(300);
-        assert_eq!(run(slow).await, (5, Duration::from_millis(310)));
-        // Learned: next time one poll, at 1.05 × 310 ms.
-        let (polls, took) = run(slow).await;
-        assert_eq!(polls, 1);
-        // (tokio's timer rounds up to the millisecond)
-        assert!(
-            took >= Duration::from_micros(325_500) && took <= Duration::from_millis(327),
-            "{took:?}"
-        );
-        // The estimate creeps down while first polls find it done, and a
-        // miss costs one quick recheck, never a long backoff.
-        let mut extra = 0;
-        for _ in 0..40 {
-            let (polls, took) = run(slow).await;
-            extra += polls - 1;
-            assert!(took < Duration::from_millis(360), "{took:?}");
-        }
-        assert!(extra <= 4, "{extra} extra polls in 40 steps");
-        // Another step of the same CA learns on its own.
-        let (polls, _) = {
-            let mut poller =
-                Poller::learning(&policy, &learner, "order", "pending", "https://ca/o/1");
-            poller.wait("pending", None).await.unwrap();
-            (poller.polls, poller.done())
-        };
-        assert_eq!(polls, 1);
         assert_eq!(
-            learner.estimate(("order", "pending")),
-            Some(Duration::from_micros(10_500))
+            step(&policy, &learner, None, slow).await,
+            (5, Duration::from_millis(310))
+        );
+        // One time is not trusted alone (it may be an outlier): the next
+        // step starts from the first delay again, with fine rechecks (an
+        // eighth of it, doubling), found done at 330 ms.
+        let (polls, took) = step(&policy, &learner, None, slow).await;
+        assert!(
+            polls > 1 && took <= Duration::from_millis(340),
+            "{polls} {took:?}"
+        );
+        // Two agree: learned, one poll.
+        let (polls, took) = step(&policy, &learner, None, slow).await;
+        assert_eq!(polls, 1);
+        assert!(took <= Duration::from_millis(331), "{took:?}");
+        // The estimate creeps down while first polls find it done, and a
+        // miss costs quick rechecks, never a long backoff.
+        let mut extra = 0;
+        for _ in 0..60 {
+            let (polls, took) = step(&policy, &learner, None, slow).await;
+            extra += polls - 1;
+            assert!(took < Duration::from_millis(400), "{took:?}");
+        }
+        assert!(extra <= 15, "{extra} extra polls in 60 steps");
+        // Another step of the same CA learns on its own.
+        let mut poller = Poller::learning(
+            &policy,
+            &learner,
+            "order",
+            "pending",
+            "https://ca/o/1",
+            None,
+        );
+        poller.wait("pending", None).await.unwrap();
+        assert_eq!(poller.polls, 1);
+        poller.done();
+        assert_eq!(
+            learner.estimate(("order", "pending"), None, policy.max_learned),
+            Some(Duration::from_millis(10))
         );
         // A Retry-After wins, and teaches nothing.
         let ra = RetryAfter::after(Duration::from_secs(2), SystemTime::now());
-        let mut poller = Poller::learning(&policy, &learner, "authorization", "pending", "u");
+        let mut poller = Poller::learning(&policy, &learner, "authorization", "pending", "u", None);
         let started = Instant::now();
         poller.wait("pending", Some(ra)).await.unwrap();
         assert!(started.elapsed() > Duration::from_secs(1));
         poller.done();
-        assert_eq!(learner.estimate(("authorization", "pending")), None);
-        // Not adaptive: the fixed schedule.
+        assert_eq!(
+            learner.estimate(("authorization", "pending"), None, policy.max_learned),
+            None
+        );
+        // Not adaptive: the fixed schedule, round trip or not.
         let fixed = PollPolicy::default().with_adaptive(false);
-        let poller = Poller::learning(&fixed, &learner, "order", "processing", "u");
+        let rtt = Some(Duration::from_millis(1));
+        let poller = Poller::learning(&fixed, &learner, "order", "processing", "u", rtt);
         assert_eq!(poller.next_delay(None), Duration::from_millis(10));
+    }
+
+    /// Issue 27, defect 9: one 60 s step (a slow validation) does not make
+    /// the next steps wait a minute. A trained client ignores it; a fresh
+    /// one, whose first step it is, is bounded by `max_learned` at worst
+    /// and back at the CA's usual time within a few steps.
+    #[tokio::test(start_paused = true)]
+    async fn one_slow_step_neither_stalls_nor_lingers() {
+        let policy = PollPolicy::default();
+        let fast = Duration::from_millis(15);
+        let minute = Duration::from_secs(60);
+        let rtt = Some(Duration::from_millis(2));
+
+        // Trained on 40 fast steps, then one of 60 s.
+        let learner = PollLearner::default();
+        for _ in 0..40 {
+            step(&policy, &learner, rtt, fast).await;
+        }
+        let trained = next_first_poll(&learner, rtt);
+        assert!(trained <= fast * 2, "{trained:?}");
+        step(&policy, &learner, rtt, minute).await;
+        let after = next_first_poll(&learner, rtt);
+        assert!(
+            after <= trained,
+            "{after:?} after the slow step, {trained:?} before"
+        );
+        let (polls, took) = step(&policy, &learner, rtt, fast).await;
+        assert!(took < fast * 2 && polls <= 2, "{polls} polls, {took:?}");
+
+        // A fresh client whose very first step takes 60 s.
+        for round_trip in [rtt, None] {
+            let learner = PollLearner::default();
+            step(&policy, &learner, round_trip, minute).await;
+            let next = next_first_poll(&learner, round_trip);
+            assert!(next <= policy.max_learned, "{next:?} ({round_trip:?})");
+            // Within a few fast steps, back near the fast figure.
+            let mut took = Duration::ZERO;
+            for _ in 0..4 {
+                took = step(&policy, &learner, round_trip, fast).await.1;
+            }
+            assert!(took < fast * 2, "{took:?} ({round_trip:?})");
+            assert!(
+                next_first_poll(&learner, round_trip) < fast * 2,
+                "{:?} ({round_trip:?})",
+                next_first_poll(&learner, round_trip)
+            );
+        }
+    }
+
+    /// Issue 27, defect 9: a fresh client places its first poll from the
+    /// CA's round trip, and its first step is found done within twice the
+    /// CA's time (the fixed schedule's 10, 20, 40 ms would find a 12 ms
+    /// step at 30 ms).
+    #[tokio::test(start_paused = true)]
+    async fn a_fresh_client_polls_from_the_round_trip() {
+        let policy = PollPolicy::default();
+        let learner = PollLearner::default();
+        let rtt = Duration::from_micros(1500);
+        assert_eq!(next_first_poll(&learner, Some(rtt)), rtt * SEED_ROUND_TRIPS);
+        assert_eq!(next_first_poll(&learner, None), policy.first_delay);
+        let ca = Duration::from_millis(12);
+        let (_, took) = step(&policy, &learner, Some(rtt), ca).await;
+        assert!(took <= ca * 2, "{took:?}");
+        // And the steps after it stay there.
+        for _ in 0..20 {
+            let (_, took) = step(&policy, &learner, Some(rtt), ca).await;
+            assert!(took <= ca * 2, "{took:?}");
+        }
+        // A CA far away (100 ms round trip) is not polled before it can
+        // have answered.
+        let far = PollLearner::default();
+        let first = next_first_poll(&far, Some(Duration::from_millis(100)));
+        assert_eq!(first, Duration::from_millis(200));
+    }
+
+    /// The round trip a fresh client's first polls are placed from is
+    /// known once the directory is read, and is the quickest exchange.
+    #[cfg(feature = "testing")]
+    #[tokio::test]
+    async fn a_client_knows_its_round_trip_from_the_first_answers() {
+        let ca = crate::testing::TestCa::start().await.unwrap();
+        let client = ca.client().await.unwrap();
+        let first = client.round_trip().expect("the directory's exchange");
+        assert!(first > Duration::ZERO);
+        let account = client
+            .create_account(
+                crate::AccountKey::generate(crate::KeyAlgorithm::Es256).unwrap(),
+                &crate::AccountOptions::agreeing_to_terms(),
+            )
+            .await
+            .unwrap();
+        let _ = account.refresh().await.unwrap();
+        assert!(client.round_trip().unwrap() <= first);
     }
 
     /// Issue 16, defect 7: `Retry-After: 0` or a date in the past never

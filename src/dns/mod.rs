@@ -165,7 +165,12 @@ pub struct DnsConfig {
     resolvers: Vec<SocketAddr>,
     authoritative_port: u16,
     query_timeout: Duration,
+    max_in_flight: usize,
 }
+
+/// The default of [`DnsConfig::max_in_flight`]: questions (and so
+/// sockets) one [`Dns`] client and its clones have open at once.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
 
 impl DnsConfig {
     /// Discovery through these resolvers (tried in order), authoritative
@@ -175,6 +180,7 @@ impl DnsConfig {
             resolvers,
             authoritative_port: 53,
             query_timeout: Duration::from_secs(2),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
 
@@ -207,6 +213,21 @@ impl DnsConfig {
     pub fn query_timeout(mut self, timeout: Duration) -> Self {
         self.query_timeout = timeout;
         self
+    }
+
+    /// At most this many questions in flight at once (default
+    /// [`DEFAULT_MAX_IN_FLIGHT`], at least 1), over every clone of the
+    /// [`Dns`] client built from this configuration: each question holds a
+    /// socket, so a 100-name certificate checked at a renewer's concurrency
+    /// waits its turn instead of running out of file descriptors.
+    pub fn max_in_flight(mut self, questions: usize) -> Self {
+        self.max_in_flight = questions.max(1);
+        self
+    }
+
+    /// The bound on questions in flight.
+    pub fn in_flight_limit(&self) -> usize {
+        self.max_in_flight
     }
 
     /// The resolvers.
@@ -248,6 +269,27 @@ pub struct Zone {
     pub primary: String,
     /// Every nameserver of the NS set, at each of its addresses.
     pub nameservers: Vec<Nameserver>,
+    /// The names of the NS set that resolve to no address (a "dangling"
+    /// NS record, common after a move to another DNS provider): left out
+    /// of `nameservers`, as a CA's resolver skips them.
+    pub dangling: Vec<DanglingNameserver>,
+}
+
+/// A name of a zone's NS set that resolves to no address, and why.
+///
+/// Example: [`Dns`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DanglingNameserver {
+    /// Its name (lower case, no trailing dot).
+    pub name: String,
+    /// What resolving it gave.
+    pub reason: String,
+}
+
+impl std::fmt::Display for DanglingNameserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name, self.reason)
+    }
 }
 
 /// An answer, parsed.
@@ -288,7 +330,10 @@ impl Answer {
 
 /// The DNS client of the solver and the CAA pre-flight.
 ///
-/// Cheap to clone; holds no sockets between questions.
+/// Cheap to clone; holds no sockets between questions. Clones share one
+/// bound on the questions in flight ([`DnsConfig::max_in_flight`]): give
+/// the CAA checker and the dns-01 solver clones of one client, and the
+/// process's DNS sockets stay within that bound.
 ///
 /// # Example
 ///
@@ -313,12 +358,32 @@ impl Answer {
 #[derive(Debug, Clone)]
 pub struct Dns {
     config: DnsConfig,
+    /// Questions in flight, over every clone ([`DnsConfig::max_in_flight`]).
+    in_flight: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Dns {
     /// A client over `config`.
     pub fn new(config: DnsConfig) -> Self {
-        Self { config }
+        Self {
+            in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
+            config,
+        }
+    }
+
+    /// One exchange ([`wire::exchange`]) holding a place among the
+    /// questions in flight for as long as its socket is open.
+    pub(crate) async fn exchange(
+        &self,
+        server: SocketAddr,
+        request: &[u8],
+        id: u16,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<wire::RawAnswer, DnsError> {
+        // The semaphore is never closed.
+        let _place = self.in_flight.acquire().await.ok();
+        wire::exchange(server, request, id, false, timeout, what).await
     }
 
     /// Its configuration.
@@ -345,7 +410,9 @@ impl Dns {
             name: display_name(name),
             reason: e.to_string(),
         })?;
-        let raw = wire::exchange(server, &bytes, message.metadata.id, false, timeout, &what).await;
+        let raw = self
+            .exchange(server, &bytes, message.metadata.id, timeout, &what)
+            .await;
         let raw = match raw {
             Ok(raw) => raw,
             Err(e) => {
@@ -434,20 +501,46 @@ impl Dns {
                 reason: format!("{} has no NS records", display_name(&apex)),
             });
         }
+        // A name of the NS set that resolves to nothing is skipped, as a
+        // CA's resolver skips it; the zone works while one resolves.
+        let mut dangling = Vec::new();
+        let mut first_error = None;
         for ns in ns_names {
-            for ip in self.addresses_of(&ns, &answer).await? {
-                nameservers.push(Nameserver {
+            match self.addresses_of(&ns, &answer).await {
+                Ok(ips) => nameservers.extend(ips.into_iter().map(|ip| Nameserver {
                     name: display_name(&ns),
                     addr: SocketAddr::new(ip, self.config.authoritative_port),
-                });
+                })),
+                Err(e) => {
+                    tracing::warn!(
+                        target: "sturdy_acme::dns",
+                        zone = %display_name(&apex), nameserver = %display_name(&ns), error = %e,
+                        "a nameserver of the zone resolves to no address (a dangling NS record): skipped, as a CA's resolver skips it"
+                    );
+                    dangling.push(DanglingNameserver {
+                        name: display_name(&ns),
+                        reason: e.to_string(),
+                    });
+                    first_error.get_or_insert(e);
+                }
             }
+        }
+        if nameservers.is_empty()
+            && let Some(e) = first_error
+        {
+            // None resolves: the zone cannot be asked (a transient failure
+            // stays transient).
+            return Err(e);
         }
         nameservers.sort_by(|a, b| (&a.name, a.addr).cmp(&(&b.name, b.addr)));
         nameservers.dedup();
+        dangling.sort_by(|a, b| a.name.cmp(&b.name));
+        dangling.dedup_by(|a, b| a.name == b.name);
         Ok(Zone {
             apex: display_name(&apex),
             primary: display_name(&primary),
             nameservers,
+            dangling,
         })
     }
 
@@ -504,17 +597,21 @@ impl Dns {
                 .collect()
         };
         let mut ips = glue(&answer.additionals);
+        let mut failed = None;
         if ips.is_empty() {
             for rtype in [RecordType::A, RecordType::AAAA] {
-                let a = self.resolve(ns, rtype).await?;
-                ips.extend(glue(&a.answers));
+                // One family failing does not hide the other's addresses.
+                match self.resolve(ns, rtype).await {
+                    Ok(a) => ips.extend(glue(&a.answers)),
+                    Err(e) => failed = Some(e),
+                }
             }
         }
         if ips.is_empty() {
-            return Err(DnsError::NoZone {
+            return Err(failed.unwrap_or_else(|| DnsError::NoZone {
                 name: display_name(ns),
                 reason: "nameserver has no address".into(),
-            });
+            }));
         }
         Ok(ips)
     }
@@ -651,132 +748,4 @@ pub(crate) fn random_id() -> u16 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_normalized_and_checked() {
-        assert_eq!(
-            display_name(&parse_name("_ACME-Challenge.Example.Test.").unwrap()),
-            "_acme-challenge.example.test"
-        );
-        assert!(parse_name("").is_err());
-        assert!(parse_name("a..b").is_err());
-        assert!(parse_name(&format!("{}.test", "a".repeat(64))).is_err());
-    }
-
-    /// A server answering our ID with garbage: a typed error, no panic.
-    #[tokio::test]
-    async fn a_garbage_answer_is_malformed() {
-        let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = server.local_addr().unwrap();
-        tokio::spawn(async move {
-            let mut buffer = [0u8; 512];
-            while let Ok((n, from)) = server.recv_from(&mut buffer).await {
-                if n < 2 {
-                    continue;
-                }
-                // Our ID, QR set, then counts promising records never sent.
-                let mut reply = vec![buffer[0], buffer[1], 0x80, 0, 0, 1, 0, 9, 0, 0, 0, 0];
-                reply.extend_from_slice(&[0xff; 40]);
-                let _ = server.send_to(&reply, from).await;
-            }
-        });
-        let dns = Dns::new(DnsConfig::new(vec![addr]).query_timeout(Duration::from_secs(2)));
-        let err = dns.txt_at(addr, "example.test").await.unwrap_err();
-        assert!(matches!(err, DnsError::Malformed { .. }), "{err}");
-        assert!(!err.is_transient());
-        let err = dns.zone_of("example.test").await.unwrap_err();
-        assert!(matches!(err, DnsError::Malformed { .. }), "{err}");
-    }
-
-    /// A valid answer holding CNAME, TXT and CAA records, encoded.
-    fn valid_answer() -> Vec<u8> {
-        use hickory_proto::rr::rdata::{CAA, CNAME, TXT};
-        let name = parse_name("x.example.test").unwrap();
-        let mut message = Message::new(0x1234, MessageType::Response, OpCode::Query);
-        message.add_query(Query::query(name.clone(), RecordType::CAA));
-        message.add_answer(Record::from_rdata(
-            name.clone(),
-            60,
-            RData::CNAME(CNAME(parse_name("y.example.test").unwrap())),
-        ));
-        message.add_answer(Record::from_rdata(
-            name.clone(),
-            60,
-            RData::TXT(TXT::new(vec!["value".into()])),
-        ));
-        message.add_answer(Record::from_rdata(
-            name,
-            60,
-            RData::CAA(CAA::new_issue(
-                false,
-                Some(parse_name("ca.example").unwrap()),
-                vec![],
-            )),
-        ));
-        message.to_vec().unwrap()
-    }
-
-    proptest::proptest! {
-        /// Whatever bytes come back (random, or a valid answer with bytes
-        /// changed, truncated or extended), parsing and reading them gives
-        /// an answer or a typed error, never a panic.
-        #[test]
-        fn any_bytes_parse_or_fail_cleanly(
-            random in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
-            flips in proptest::collection::vec((0usize..200, proptest::num::u8::ANY), 0..8),
-            cut in 0usize..200,
-        ) {
-            let server: SocketAddr = "127.0.0.1:53".parse().unwrap();
-            let name = parse_name("x.example.test").unwrap();
-            let mut mutated = valid_answer();
-            for (at, byte) in flips {
-                if let Some(b) = mutated.get_mut(at) {
-                    *b = byte;
-                }
-            }
-            mutated.truncate(cut.max(12));
-            let mut extended = valid_answer();
-            extended.extend_from_slice(&random);
-            for bytes in [random.clone(), mutated, extended] {
-                if wire::check_header(&bytes, 0x1234).is_err() {
-                    continue;
-                }
-                if let Ok(answer) = parse_answer(server, "CAA x", &bytes, Duration::ZERO) {
-                    let _ = answer.cname(&name);
-                    let _ = txt_values(&answer, &name);
-                    let _ = answer.records(&name, RecordType::CAA).count();
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn the_valid_answer_reads_back() {
-        let server: SocketAddr = "127.0.0.1:53".parse().unwrap();
-        let name = parse_name("x.example.test").unwrap();
-        let answer = parse_answer(server, "CAA x", &valid_answer(), Duration::ZERO).unwrap();
-        assert_eq!(txt_values(&answer, &name), ["value"]);
-        assert!(answer.cname(&name).is_some());
-        assert_eq!(answer.records(&name, RecordType::CAA).count(), 1);
-    }
-
-    #[test]
-    fn transient_errors() {
-        let server: SocketAddr = "127.0.0.1:53".parse().unwrap();
-        let servfail = DnsError::Rcode {
-            server,
-            query: "CAA x".into(),
-            rcode: "SERVFAIL".into(),
-        };
-        assert!(servfail.is_transient());
-        let refused = DnsError::Rcode {
-            server,
-            query: "UPDATE x".into(),
-            rcode: "REFUSED".into(),
-        };
-        assert!(!refused.is_transient());
-        assert!(!DnsError::InvalidKey("x".into()).is_transient());
-    }
-}
+mod tests;

@@ -127,7 +127,9 @@ impl Rfc2136Solver {
     }
 
     /// Adds `value` at `name` (after its CNAMEs) and waits until every
-    /// authoritative nameserver serves it. Returns the zone written.
+    /// authoritative nameserver serves it. Returns the zone written. A
+    /// name of the zone's NS set that resolves to no address is not waited
+    /// for ([`Zone::dangling`]), as a CA's resolver does not ask it.
     pub async fn publish(&self, name: &str, value: &str) -> std::result::Result<Zone, DnsError> {
         let asked = dns::parse_name(name)?;
         let record = self.dns.follow_cname_name(&asked).await?;
@@ -139,7 +141,9 @@ impl Rfc2136Solver {
         tracing::info!(
             target: "sturdy_acme::dns",
             record = %dns::display_name(&record), zone = %zone.apex,
-            nameservers = zone.nameservers.len(), "dns-01 TXT record added"
+            nameservers = zone.nameservers.len(),
+            dangling = ?zone.dangling.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+            "dns-01 TXT record added"
         );
         self.wait_served(&zone, &record, value).await?;
         tracing::info!(
@@ -244,15 +248,16 @@ impl Rfc2136Solver {
             name: dns::display_name(record),
             reason: e.to_string(),
         })?;
-        let raw = dns::wire::exchange(
-            server,
-            &bytes,
-            message.metadata.id,
-            false,
-            self.dns.config().timeout(),
-            &what,
-        )
-        .await?;
+        let raw = self
+            .dns
+            .exchange(
+                server,
+                &bytes,
+                message.metadata.id,
+                self.dns.config().timeout(),
+                &what,
+            )
+            .await?;
         let response = Message::from_vec(&raw.bytes).map_err(|e| DnsError::Malformed {
             server,
             query: what.clone(),

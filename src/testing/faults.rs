@@ -90,6 +90,18 @@ pub enum Fault {
     Canned(CannedAnswer),
     /// Do the work, then answer this instead of the real response.
     CannedAfterCommit(CannedAnswer),
+    /// Do the work, then answer with the real status and headers
+    /// (`Location`, the nonce) but this body: acme2certifier answers a
+    /// known key's newAccount `200` with its `Location` and a body of `{}`.
+    BodyAfterCommit {
+        /// The body sent instead of the real one.
+        body: String,
+    },
+    /// Do the work, then answer an order that is `invalid` as `pending`,
+    /// without its `error` (its authorizations tell the truth):
+    /// acme2certifier leaves the order of a failed validation pending.
+    /// For order reads and finalize; other answers pass unchanged.
+    InvalidOrderStaysPending,
 }
 
 /// A scripted answer for [`Fault::Canned`] and [`Fault::CannedAfterCommit`].
@@ -152,6 +164,8 @@ impl Fault {
                 | Self::TruncatedAfterCommit
                 | Self::InvalidJsonAfterCommit
                 | Self::CannedAfterCommit(_)
+                | Self::BodyAfterCommit { .. }
+                | Self::InvalidOrderStaysPending
         )
     }
 }

@@ -42,7 +42,7 @@ use governor::{Admission, Governor, PauseScope};
 #[cfg(feature = "testing")]
 pub(crate) use in_process::{InProcessAnswer, InProcessCa};
 use nonce::NoncePool;
-use stats::Counters;
+use stats::{Counters, RoundTrip};
 
 /// The media type of JWS request bodies.
 const JOSE_JSON: &str = "application/jose+json";
@@ -155,6 +155,7 @@ pub(crate) struct Transport {
     new_nonce_url: OnceLock<String>,
     shape: OnceLock<Box<dyn WireShape>>,
     counters: Counters,
+    round_trip: RoundTrip,
     rng: Rng,
     governor: Governor,
 }
@@ -184,6 +185,7 @@ impl Transport {
             new_nonce_url: OnceLock::new(),
             shape: OnceLock::new(),
             counters: Counters::default(),
+            round_trip: RoundTrip::default(),
         }
     }
 
@@ -221,6 +223,12 @@ impl Transport {
         self.counters.snapshot()
     }
 
+    /// The quickest answered exchange with the CA so far (where a fresh
+    /// client places its first polls).
+    pub(crate) fn round_trip(&self) -> Option<Duration> {
+        self.round_trip.get()
+    }
+
     pub(crate) fn governor_stats(&self) -> GovernorStats {
         self.governor.stats()
     }
@@ -233,8 +241,10 @@ impl Transport {
             .map(|(_, r)| r)
     }
 
-    /// Like [`Transport::get`], with the body parsed inside the retry loop
-    /// (an answer that is cut short or unparseable is retried).
+    /// Like [`Transport::get`], with the body parsed inside the retry loop:
+    /// an answer cut short is retried; a success answer read in full that
+    /// does not parse is a protocol error, returned at once
+    /// ([`Error::is_unusable_answer`]).
     pub(crate) async fn get_parsed<T>(
         &self,
         endpoint: Endpoint,
@@ -285,8 +295,9 @@ impl Transport {
     }
 
     /// Like [`Transport::post`], with the body parsed inside the retry loop,
-    /// so an answer that is cut short or not the expected JSON is retried
-    /// like any other transient failure.
+    /// so an answer cut short is retried like any other transient failure,
+    /// and a success answer read in full that is not the expected JSON is a
+    /// protocol error, returned at once ([`Error::is_unusable_answer`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn post_parsed<T>(
         &self,
@@ -578,6 +589,15 @@ impl Transport {
         };
 
         let elapsed_ms = started.elapsed().as_millis() as u64;
+        // An answer (an error status included) measures the round trip; a
+        // failure below HTTP does not.
+        if ex
+            .result
+            .as_ref()
+            .map_or_else(|e| e.status().is_some(), |_| true)
+        {
+            self.round_trip.record(started.elapsed());
+        }
         let (status, problem, retry_after, failure) = match &ex.result {
             Ok(r) => (Some(r.status), None, r.retry_after(), None),
             Err(e) => (

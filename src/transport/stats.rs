@@ -1,7 +1,9 @@
-//! Request counters per ACME endpoint, for measurement and tests.
+//! Request counters per ACME endpoint, for measurement and tests, and the
+//! CA's round trip (the quickest exchange with it so far).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::protocol::Endpoint;
 
@@ -25,6 +27,33 @@ impl Counters {
             .filter(|(_, n)| *n > 0)
             .collect();
         RequestStats { by_endpoint }
+    }
+}
+
+/// The quickest answered exchange with the CA so far: its round trip plus
+/// the least work it does for a request, what a poll of a step that is
+/// already done costs. Kept in microseconds (0: none yet).
+#[derive(Debug, Default)]
+pub(crate) struct RoundTrip(AtomicU64);
+
+impl RoundTrip {
+    /// Records one answered exchange that took `took` (sending to the end
+    /// of the body).
+    pub(crate) fn record(&self, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+                (now == 0 || micros < now).then_some(micros)
+            });
+    }
+
+    /// The quickest exchange so far, if any was answered.
+    pub(crate) fn get(&self) -> Option<Duration> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            micros => Some(Duration::from_micros(micros)),
+        }
     }
 }
 
@@ -84,5 +113,22 @@ impl std::fmt::Display for RequestStats {
             .map(|(e, n)| format!("{e}={n}"))
             .collect();
         write!(f, "{} ({})", self.total(), parts.join(" "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_round_trip_is_the_quickest_exchange() {
+        let rtt = RoundTrip::default();
+        assert_eq!(rtt.get(), None);
+        rtt.record(Duration::from_millis(40));
+        rtt.record(Duration::from_millis(3));
+        rtt.record(Duration::from_millis(9));
+        assert_eq!(rtt.get(), Some(Duration::from_millis(3)));
+        rtt.record(Duration::ZERO);
+        assert_eq!(rtt.get(), Some(Duration::from_micros(1)));
     }
 }

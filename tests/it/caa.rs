@@ -504,3 +504,44 @@ async fn a_set_the_ledger_refuses_is_refused_before_any_dns_question() {
     eprintln!("refused after {:?}", started.elapsed());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 27, defect 5: a zone with a second NS record whose name has no
+/// address (after a move to another DNS provider) is checked at the
+/// nameserver that answers, as a CA's resolver does: the verdict is the
+/// records' (not `Failed`), and the report names the dangling nameserver.
+#[tokio::test]
+async fn a_dangling_nameserver_is_skipped_and_named() {
+    crate::common::init_tracing();
+    let Some(lab) = DnsLab::start().await else {
+        return;
+    };
+    let zone = Dns::new(lab.dns_config())
+        .zone_of("www.dangling.test")
+        .await
+        .unwrap();
+    assert_eq!(zone.apex, "dangling.test");
+    let names: Vec<&str> = zone.nameservers.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["ns1.example.test"]);
+    assert_eq!(zone.dangling.len(), 1, "{zone:?}");
+    assert_eq!(zone.dangling[0].name, "ns-gone.example.test");
+
+    let allowed = check(&lab, "allowed.dangling.test").await;
+    assert!(
+        matches!(&allowed.verdict, CaaVerdict::Allowed { at, record: Some(_) } if at == "allowed.dangling.test"),
+        "{allowed:?}"
+    );
+    let none = check(&lab, "www.dangling.test").await;
+    assert_eq!(none.verdict, CaaVerdict::NoRecords, "{none:?}");
+    for report in [&allowed, &none] {
+        assert_eq!(report.dangling, zone.dangling, "{report:?}");
+        assert!(
+            report.summary().contains("ns-gone.example.test"),
+            "{}",
+            report.summary()
+        );
+        assert!(report.queries.iter().all(|q| q.answered), "{report:?}");
+    }
+    // A zone without one is reported without any.
+    let clean = check(&lab, "allowed.caa.test").await;
+    assert!(clean.dangling.is_empty(), "{clean:?}");
+}

@@ -421,3 +421,31 @@ async fn the_issuer_answers_no_challenge_while_a_secondary_lags() {
     assert!(ca.ledger().requests_to(Endpoint::Challenge) >= 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 27, defect 5: a zone whose NS set names a nameserver without an
+/// address: the record is published, waited for at the nameserver that
+/// answers, and the certificate issued.
+#[tokio::test]
+async fn a_zone_with_a_dangling_nameserver_still_publishes() {
+    crate::common::init_tracing();
+    let Some(lab) = DnsLab::start().await else {
+        return;
+    };
+    let s = lab.solver();
+    let zone = s
+        .publish("_acme-challenge.www.dangling.test", "dangling-value")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
+    assert_eq!(zone.apex, "dangling.test");
+    assert_eq!(zone.nameservers.len(), 1, "{zone:?}");
+    assert_eq!(zone.dangling[0].name, "ns-gone.example.test");
+    assert_eq!(
+        lab.txt(lab.resolver(), "_acme-challenge.www.dangling.test")
+            .await,
+        ["dangling-value"]
+    );
+    s.unpublish("_acme-challenge.www.dangling.test", "dangling-value")
+        .await
+        .unwrap();
+    issue(&lab, &["www.dangling.test"]).await;
+}

@@ -20,8 +20,10 @@ mod integrator;
 mod issuer;
 mod issuer_management;
 mod leftover_journal;
+mod lenient_ca;
 mod pebble_harness;
 mod pebble_v2;
+mod poll_figures;
 #[cfg(feature = "postgres")]
 mod postgres_store;
 mod renewal_info;

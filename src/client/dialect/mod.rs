@@ -167,6 +167,13 @@ pub(crate) trait OrderWire: Send + Sync + Debug {
     fn chain_in_hand(&self) -> Option<&CertificateChain> {
         None
     }
+
+    /// True when the order's status is computed from its authorizations
+    /// on every refresh (ACME v1's client-side order), so a pending order
+    /// needs no watch of its authorizations.
+    fn status_from_authorizations(&self) -> bool {
+        false
+    }
 }
 
 impl Clone for Box<dyn OrderWire> {

@@ -251,25 +251,36 @@ async fn new_account_request(
             KeyId::Jwk,
             Some(&payload),
             None,
-            |r| {
-                let location = r.location()?;
-                // Some CAs answer an existing account with an empty body.
-                let resource = if r.body.is_empty() {
-                    None
-                } else {
-                    Some(r.json::<AccountResource>()?)
-                };
-                Ok((location, resource))
-            },
+            |r| Ok((r.location()?, account_body(r)?)),
         )
         .await?;
     tracing::info!(account = %account_url, created = response.status == 201, "ACME account");
-    Ok(Account::from_parts(
-        client,
-        Arc::new(key),
-        account_url,
-        resource,
-    ))
+    let account = Account::from_parts(client, Arc::new(key), account_url, resource);
+    if account.resource().is_none() {
+        // The account is at `Location` (the CA's word on whose it is); its
+        // object is read from there.
+        tracing::info!(
+            account = %account.url(),
+            status = response.status,
+            "the CA's newAccount answer is not the account object; reading the account"
+        );
+        account.refresh().await?;
+    }
+    Ok(account)
+}
+
+/// The account object in a newAccount answer: `None` when the body is
+/// not one (empty, as some CAs answer a known key, or a JSON object
+/// without the `status` every account has, as acme2certifier's `{}`);
+/// anything else that does not parse is refused (a protocol error).
+fn account_body(response: &Response) -> Result<Option<AccountResource>> {
+    if response.body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    match serde_json::from_slice::<Value>(&response.body) {
+        Ok(Value::Object(fields)) if !fields.contains_key("status") => Ok(None),
+        _ => response.json().map(Some),
+    }
 }
 
 /// True when `key` already finds this account (onlyReturnExisting).
@@ -437,12 +448,26 @@ async fn finalize(order: &mut OrderCore, der: Vec<u8>) -> Result<OrderStatus> {
                 return Ok(order.state.status);
             }
             Err(e) => {
-                let unknown = e.class() == ErrorClass::Transient;
-                retrying.pause_or_fail(e).await?;
-                if unknown {
+                // A success answer that is not an order: the CA took the
+                // request, its order says what came of it (never a repeat).
+                let unusable = if e.is_unusable_answer() {
+                    Some(e)
+                } else {
+                    let unknown = e.class() == ErrorClass::Transient;
+                    retrying.pause_or_fail(e).await?;
+                    if !unknown {
+                        continue;
+                    }
+                    None
+                };
+                {
                     refresh(order).await?;
                     match order.state.status {
                         OrderStatus::Ready => {
+                            if let Some(e) = unusable {
+                                // It said yes and its order says no.
+                                return Err(e);
+                            }
                             tracing::info!(order = %order.url, "finalize did not take effect; sending it again");
                         }
                         OrderStatus::Processing | OrderStatus::Valid => {

@@ -103,6 +103,27 @@ pub(super) fn after_commit(fault: Fault, response: WireResponse) -> Reply {
             body: Bytes::from_static(b"{\"status\": \"val"),
         }),
         Fault::CannedAfterCommit(answer) => Reply::Normal(canned(&answer)),
+        Fault::BodyAfterCommit { body } => Reply::Normal(WireResponse {
+            body: Bytes::from(body),
+            ..response
+        }),
+        Fault::InvalidOrderStaysPending => Reply::Normal(pending_if_invalid(response)),
         _ => Reply::Normal(response),
     }
+}
+
+/// `response` with an `invalid` order in its body answered as `pending`,
+/// without its `error` (any other body unchanged).
+fn pending_if_invalid(mut response: WireResponse) -> WireResponse {
+    let Ok(serde_json::Value::Object(mut order)) = serde_json::from_slice(&response.body) else {
+        return response;
+    };
+    if order.get("status").and_then(|s| s.as_str()) == Some("invalid")
+        && order.contains_key("authorizations")
+    {
+        order.insert("status".into(), "pending".into());
+        order.remove("error");
+        response.body = Bytes::from(serde_json::Value::Object(order).to_string());
+    }
+    response
 }

@@ -24,7 +24,8 @@
 //! `acme-delegated.test` (where `_acme-challenge.alias.example.test` points),
 //! `lag.test` (two nameservers, one lagging), `caa.test` (CAA cases),
 //! `caa-target.test` (a CNAME target with CAA), `slow.test` (behind the
-//! proxy).
+//! proxy), `dangling.test` (a second NS record, `ns-gone.example.test`,
+//! whose name has no address: a dangling nameserver).
 //!
 //! `knotd` comes from Debian's `knot` package (`scripts/setup.sh`). When it
 //! is missing the lab is skipped, except in CI (`CI=true`), where that
@@ -104,6 +105,14 @@ pub const ZONES: &[(&str, &str)] = &[
          ns A 127.0.0.3\n\
          @ A 127.0.0.1\n\
          www A 127.0.0.1\n",
+    ),
+    (
+        "dangling.test",
+        "@ NS ns1.example.test.\n\
+         @ NS ns-gone.example.test.\n\
+         @ A 127.0.0.1\n\
+         www A 127.0.0.1\n\
+         allowed CAA 0 issue \"sturdy-acme.test\"\n",
     ),
 ];
 

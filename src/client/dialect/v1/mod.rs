@@ -444,6 +444,12 @@ impl OrderWire for V1Order {
     fn chain_in_hand(&self) -> Option<&CertificateChain> {
         self.chain.as_ref()
     }
+
+    /// Every refresh reads the pending authorizations: an invalid one makes
+    /// the order invalid.
+    fn status_from_authorizations(&self) -> bool {
+        true
+    }
 }
 
 /// ACME v1 on the wire (see the module docs).
