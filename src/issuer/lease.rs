@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use super::{Inner, now_unix};
+use super::Inner;
 use crate::error::{Error, Result};
 use crate::store::{IdentifierSetKey, Journal, Lease, Store, StoreError};
 
@@ -41,11 +41,14 @@ impl LeaseState {
     }
 
     /// `Ok` while the lease is still this holder's: not marked lost, not
-    /// expired by the local clock, and the store's current token.
+    /// expired (its [`Lease::validity`], on the monotonic clock), and the
+    /// store's current token.
     ///
     /// An answer that arrives after the lease's expiry does not count (it
     /// may have been delayed by a partition while another process took the
-    /// lease over): the lease is then lost.
+    /// lease over): the lease is then lost. Expiry is the time left the
+    /// store reported, counted from when that request was sent, so neither
+    /// clock's offset from the other moves it.
     pub(super) async fn fence<S: Store>(&self, store: &S) -> Result<()> {
         let lease = self.usable()?;
         self.judged(&lease, store.check_lease(&lease).await)?;
@@ -81,23 +84,22 @@ impl LeaseState {
         self.judged(&lease, store.delete_journal_fenced(key, &lease).await)
     }
 
-    /// `Ok` unless the lease is already known lost or expired by the local
-    /// clock (no store round trip): checked before each step of an order,
-    /// so a process resumed after a pause notices before it acts on what it
-    /// knew.
+    /// `Ok` unless the lease is already known lost or expired on the
+    /// monotonic clock (no store round trip): checked before each step of
+    /// an order, so a process resumed after a pause notices before it acts
+    /// on what it knew.
     pub(super) fn check_local(&self) -> Result<()> {
         self.usable().map(drop)
     }
 
-    /// The lease, unless it is already known lost or expired by the local
-    /// clock.
+    /// The lease, unless it is already known lost or expired on the
+    /// monotonic clock.
     fn usable(&self) -> Result<Lease> {
         let lease = self.lease();
         if let Some(reason) = self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             return Err(self.lost_error(&lease, reason));
         }
-        if now_unix() >= lease.until as i64 {
-            let reason = "it expired before it was renewed".to_owned();
+        if let Some(reason) = expired(&lease) {
             self.mark_lost(reason.clone());
             return Err(self.lost_error(&lease, reason));
         }
@@ -114,6 +116,21 @@ impl LeaseState {
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// Why `lease` must be taken as expired now, if it must: judged only by its
+/// [`Lease::validity`] (the store's time left, on this process's monotonic
+/// clock), never by comparing its `until` with this machine's time of day.
+fn expired(lease: &Lease) -> Option<String> {
+    match &lease.validity {
+        Some(v) if v.expired() => Some("it expired before it was renewed".to_owned()),
+        Some(_) => None,
+        None => Some(
+            "the store did not say how long the lease is valid (a Store must set \
+             Lease::validity; see testing::check_store)"
+                .to_owned(),
+        ),
     }
 }
 
@@ -192,7 +209,7 @@ async fn renew<S: Store>(inner: Arc<Inner<S>>, state: Arc<LeaseState>) {
         tokio::time::sleep(delay).await;
         delay = period;
         let lease = state.lease();
-        if now_unix() >= lease.until as i64 {
+        if expired(&lease).is_some() {
             state.mark_lost(
                 "not renewed before it expired (the process was paused or the store unreachable)"
                     .into(),

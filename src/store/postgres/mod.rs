@@ -30,7 +30,7 @@ use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use serde::Serialize;
@@ -410,6 +410,26 @@ impl PostgresStore {
         .await
     }
 
+    /// [`Self::db_query_opt`], with the instant the successful attempt's
+    /// statement was sent: what the row says (a lease's time left, by the
+    /// database's clock) was true at some moment after it.
+    async fn db_query_opt_sent<'a>(
+        &'a self,
+        what: &'static str,
+        sql: &'static str,
+        params: &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> StoreResult<(Option<tokio_postgres::Row>, Instant)> {
+        self.run(what, |c| {
+            Box::pin(async move {
+                let stmt = c.prepare_cached(sql).await.map_err(|e| classify(&e))?;
+                let sent = Instant::now();
+                let row = c.query_opt(&stmt, params).await.map_err(|e| classify(&e))?;
+                Ok((row, sent))
+            })
+        })
+        .await
+    }
+
     /// [`Self::db_query`] for a statement without rows: how many it changed.
     async fn db_execute<'a>(
         &'a self,
@@ -560,6 +580,7 @@ impl PostgresStore {
                 pid: row.get::<_, i64>(4).clamp(0, u32::MAX.into()) as u32,
                 start_time: row.get::<_, i64>(5).max(0) as u64,
                 pid_ns: row.get(6),
+                validity: None,
             };
             (lease, row.get::<_, bool>(7))
         }))
@@ -619,6 +640,13 @@ fn wipe(value: &mut Value) {
         Value::Object(fields) => fields.values_mut().for_each(wipe),
         _ => {}
     }
+}
+
+/// The time left of a lease, column `i` of a row: milliseconds computed by
+/// the database from its own clock (`until - now()`, rounded down), never
+/// from this machine's.
+fn remaining(row: &tokio_postgres::Row, i: usize) -> Duration {
+    Duration::from_millis(row.get::<_, i64>(i).max(0) as u64)
 }
 
 fn ttl_ms(ttl: Duration) -> i64 {
@@ -1170,8 +1198,11 @@ impl Store for PostgresStore {
         let ms = ttl_ms(ttl);
         let pid = i64::from(me.pid);
         let start_time = i64::try_from(me.start_time).unwrap_or(0);
-        let row = self
-            .db_query_opt("acquire lease", "INSERT INTO sturdy_leases AS l \
+        // Taken only once expired, whoever held it: the same holder asking
+        // again waits too (a revoke must not race an ensure of the same
+        // issuer); a crashed holder's row is taken over below.
+        let (row, sent) = self
+            .db_query_opt_sent("acquire lease", "INSERT INTO sturdy_leases AS l \
                                (name, holder, token, until, host, pid, start_time, pid_ns) \
                              VALUES ($1, $2, nextval('sturdy_lease_tokens'), \
                                now() + $3::bigint * interval '1 millisecond', $4, $5, $6, $7) \
@@ -1179,22 +1210,27 @@ impl Store for PostgresStore {
                                token = excluded.token, until = excluded.until, host = excluded.host, \
                                pid = excluded.pid, start_time = excluded.start_time, \
                                pid_ns = excluded.pid_ns \
-                             WHERE l.until <= now() OR l.holder = excluded.holder \
-                             RETURNING token, floor(extract(epoch FROM until))::bigint", &[&name, &holder, &ms, &host, &pid, &start_time, &me.pid_ns])
+                             WHERE l.until <= now() \
+                             RETURNING token, floor(extract(epoch FROM until))::bigint, \
+                               greatest(0, floor(extract(epoch FROM until - now()) * 1000))::bigint", &[&name, &holder, &ms, &host, &pid, &start_time, &me.pid_ns])
             .await?;
         self.count(1, 1);
-        let lease = |token: i64, until: i64| Lease {
-            name: name.to_owned(),
-            holder: holder.to_owned(),
-            until: until.max(0) as u64,
-            token: token.max(0) as u64,
-            host: tag.clone(),
-            pid: me.pid,
-            start_time: me.start_time,
-            pid_ns: me.pid_ns.clone(),
+        let lease = |row: tokio_postgres::Row, sent: Instant| {
+            Lease {
+                name: name.to_owned(),
+                holder: holder.to_owned(),
+                until: row.get::<_, i64>(1).max(0) as u64,
+                token: row.get::<_, i64>(0).max(0) as u64,
+                host: tag.clone(),
+                pid: me.pid,
+                start_time: me.start_time,
+                pid_ns: me.pid_ns.clone(),
+                validity: None,
+            }
+            .valid_for(remaining(&row, 2), sent)
         };
         if let Some(row) = row {
-            return Ok(lease(row.get(0), row.get(1)));
+            return Ok(lease(row, sent));
         }
         let Some((current, live)) = self.lease_row(name).await? else {
             return Err(StoreError::LeaseHeld {
@@ -1220,16 +1256,17 @@ impl Store for PostgresStore {
         // now, if nobody else did in between.
         tracing::warn!(lease = %name, holder = %current.holder, pid = current.pid, "taking over the lease of a process that is gone");
         let seen = i64::try_from(current.token).unwrap_or(i64::MAX);
-        let row = self
-            .db_query_opt("take over lease", "UPDATE sturdy_leases SET holder = $2, token = nextval('sturdy_lease_tokens'), \
+        let (row, sent) = self
+            .db_query_opt_sent("take over lease", "UPDATE sturdy_leases SET holder = $2, token = nextval('sturdy_lease_tokens'), \
                                until = now() + $3::bigint * interval '1 millisecond', host = $4, pid = $5, \
                                start_time = $6, pid_ns = $7 \
                              WHERE name = $1 AND token = $8 \
-                             RETURNING token, floor(extract(epoch FROM until))::bigint", &[&name, &holder, &ms, &host, &pid, &start_time, &me.pid_ns, &seen])
+                             RETURNING token, floor(extract(epoch FROM until))::bigint, \
+                               greatest(0, floor(extract(epoch FROM until - now()) * 1000))::bigint", &[&name, &holder, &ms, &host, &pid, &start_time, &me.pid_ns, &seen])
             .await?;
         self.count(1, 1);
         match row {
-            Some(row) => Ok(lease(row.get(0), row.get(1))),
+            Some(row) => Ok(lease(row, sent)),
             None => Err(StoreError::LeaseHeld {
                 name: name.to_owned(),
                 holder: current.holder,
@@ -1241,12 +1278,13 @@ impl Store for PostgresStore {
     async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> StoreResult<Lease> {
         let ms = ttl_ms(ttl);
         let token = i64::try_from(lease.token).unwrap_or(i64::MAX);
-        let row = self
-            .db_query_opt(
+        let (row, sent) = self
+            .db_query_opt_sent(
                 "renew lease",
                 "UPDATE sturdy_leases SET until = now() + $4::bigint * interval '1 millisecond' \
                              WHERE name = $1 AND holder = $2 AND token = $3 \
-                             RETURNING floor(extract(epoch FROM until))::bigint",
+                             RETURNING floor(extract(epoch FROM until))::bigint, \
+                               greatest(0, floor(extract(epoch FROM until - now()) * 1000))::bigint",
                 &[&lease.name, &lease.holder, &token, &ms],
             )
             .await?;
@@ -1255,7 +1293,8 @@ impl Store for PostgresStore {
             return Ok(Lease {
                 until: row.get::<_, i64>(0).max(0) as u64,
                 ..lease.clone()
-            });
+            }
+            .valid_for(remaining(&row, 1), sent));
         }
         let (holder, until) = match self.lease_row(&lease.name).await? {
             Some((current, _)) => (current.holder, current.until),
