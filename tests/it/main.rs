@@ -20,6 +20,8 @@ mod issuer_management;
 mod pebble_harness;
 mod pebble_v2;
 #[cfg(feature = "postgres")]
+mod postgres_seams;
+#[cfg(feature = "postgres")]
 mod postgres_store;
 mod renewal_info;
 mod renewer;

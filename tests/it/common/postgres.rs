@@ -21,6 +21,10 @@
 //! package), or else as a system user `sturdy-pg` created on first use, through
 //! `runuser`.
 //!
+//! [`Postgres::start_with_clock_offset`] runs the server under libfaketime
+//! (Debian `faketime`): its clock (`now()`) is off from the test's by a
+//! fixed number of seconds, as a database on another machine may be.
+//!
 //! `pg_ctl` detaches the server from the test process: a test binary killed
 //! hard (SIGKILL, timeout) leaks it together with its temp dir
 //! (`sturdy-pg-*` in the temp directory). A normal exit or a panic stops it.
@@ -50,6 +54,8 @@ const WAIT_ARGS: [&str; 3] = ["-w", "-t", "60"];
 const START_ATTEMPTS: usize = 3;
 /// How many log lines [`Postgres::log_tail`] returns.
 const LOG_TAIL_LINES: usize = 40;
+/// libfaketime, as Debian's `faketime` package installs it.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 /// The server binaries that must all be present in one directory.
 const SERVER_BINARIES: [&str; 3] = ["initdb", "pg_ctl", "postgres"];
 
@@ -75,6 +81,9 @@ pub struct Postgres {
     /// Set when a panic message already carried the log tail, so that `Drop`
     /// does not print it a second time.
     log_reported: AtomicBool,
+    /// How far the server's clock is off from ours, in seconds (run under
+    /// libfaketime when not 0).
+    clock_offset: i64,
 }
 
 impl Postgres {
@@ -87,6 +96,26 @@ impl Postgres {
     /// the server log tail when the cluster cannot be created or the server
     /// does not come up within 60 s.
     pub fn start() -> Option<Postgres> {
+        Self::start_with(0)
+    }
+
+    /// [`Postgres::start`], with the server's clock `seconds` ahead of this
+    /// process's (behind when negative): the server runs under libfaketime
+    /// (`FAKETIME=+N`, the monotonic clock left alone), so `now()` in SQL is
+    /// shifted and nothing else. Returns `None` (after printing why) when
+    /// libfaketime is not installed, unless `CI=true`, where that panics.
+    pub fn start_with_clock_offset(seconds: i64) -> Option<Postgres> {
+        if !Path::new(LIBFAKETIME).is_file() {
+            if super::in_ci() {
+                panic!("{LIBFAKETIME} not found: install Debian's faketime package");
+            }
+            eprintln!("skipping: libfaketime not installed (apt-get install faketime)");
+            return None;
+        }
+        Self::start_with(seconds)
+    }
+
+    fn start_with(clock_offset: i64) -> Option<Postgres> {
         let Some(bindir) = find_bindir() else {
             if super::in_ci() {
                 panic!(
@@ -113,6 +142,7 @@ impl Postgres {
             port: 0,
             database,
             log_reported: AtomicBool::new(false),
+            clock_offset,
         };
         if let Some(user) = server_user {
             make_ancestors_traversable(&pg.dir);
@@ -286,6 +316,11 @@ impl Postgres {
     /// harness's settings).
     fn prepare(&self, cmd: &mut Command) {
         cmd.current_dir(&self.dir).stdin(Stdio::null());
+        if self.clock_offset != 0 {
+            cmd.env("LD_PRELOAD", LIBFAKETIME)
+                .env("FAKETIME", format!("{:+}", self.clock_offset))
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
         for (key, _) in std::env::vars_os() {
             if key.to_str().is_some_and(|k| k.starts_with("PG")) {
                 cmd.env_remove(key);

@@ -1,0 +1,150 @@
+//! Issue 27: PostgresStore where it meets the rest of the world, against a
+//! real PostgreSQL server: a database whose clock is off from the node's
+//! (libfaketime on the server), and a COMMIT answered late.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sturdy_acme::solver::http01::Http01Solver;
+use sturdy_acme::store::PostgresStore;
+use sturdy_acme::testing::TestCa;
+use sturdy_acme::{CertificateSource, Endpoint, EnsureOptions, Error, Issuer, IssuerStep};
+
+use crate::common::postgres::Postgres;
+use crate::postgres_store::{fresh_database, sql};
+
+/// The database's clock against the node's: 5 minutes and an hour, each
+/// way (positive: the database is ahead, i.e. the node is behind).
+const OFFSETS: [i64; 4] = [300, -300, 3600, -3600];
+
+/// A server whose clock is `offset` seconds off from ours, a fresh database
+/// on it, and proof that the offset is real (so a test cannot pass on an
+/// unskewed server).
+async fn skewed(offset: i64) -> Option<(Postgres, String)> {
+    let pg = Postgres::start_with_clock_offset(offset)?;
+    let url = fresh_database(&pg).await;
+    let db_now: f64 = sql(&url)
+        .await
+        .query_one("SELECT extract(epoch FROM now())::float8", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let ours = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let seen = db_now - ours;
+    println!("database clock offset {offset:+} s: measured {seen:+.1} s");
+    assert!(
+        (seen - offset as f64).abs() < 30.0,
+        "the server's clock is {seen:+.1} s off, not {offset:+} s"
+    );
+    Some((pg, url))
+}
+
+/// Issue 27, defect 2: a node whose clock is 5 minutes or an hour ahead of
+/// (or behind) the database issues as usual. Before, a node ahead took
+/// every lease for expired ("it expired before it was renewed").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_off_the_databases_clock_keeps_its_lease() {
+    let ca = TestCa::start().await.unwrap();
+    for offset in OFFSETS {
+        let Some((_pg, url)) = skewed(offset).await else {
+            return;
+        };
+        let issuer = Issuer::builder(
+            ca.client().await.unwrap(),
+            PostgresStore::connect(&url).await.unwrap(),
+        )
+        .solver(Arc::new(Http01Solver::unserved()))
+        .lease_ttl(Duration::from_secs(30))
+        .build();
+        let name = format!("skew{}.clock.test", offset.unsigned_abs());
+        let name = if offset < 0 {
+            format!("behind-{name}")
+        } else {
+            name
+        };
+        let ensured = issuer
+            .ensure(&[name.as_str()], &EnsureOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("database {offset:+} s: {e}"));
+        assert_eq!(ensured.source, CertificateSource::New, "{offset:+} s");
+    }
+}
+
+/// Issue 27, defect 2, the other way: an answer that arrives after the
+/// lease expired does not count, however far the node's clock is from the
+/// database's. The fenced journal write before finalize is held up (a
+/// session holds the lease row locked) until well past the lease's TTL;
+/// the write then succeeds (PostgreSQL judged the lease at the statement's
+/// start), but its answer comes too late: the issuance stops with
+/// `LeaseLost` and never finalizes. Before, a node behind the database
+/// took the lease for valid for as long as it was behind (an hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_answer_after_expiry_does_not_count_however_the_clocks_differ() {
+    let ca = TestCa::start().await.unwrap();
+    for offset in OFFSETS {
+        let Some((_pg, url)) = skewed(offset).await else {
+            return;
+        };
+        let blocker = Arc::new(sql(&url).await);
+        let locked = Arc::new(tokio::sync::Notify::new());
+        let store = PostgresStore::builder(url.clone())
+            // The held-up write is waited for, not abandoned.
+            .operation_timeout(Duration::from_secs(30))
+            .open()
+            .await
+            .unwrap();
+        let issuer = {
+            let (blocker, locked) = (Arc::clone(&blocker), Arc::clone(&locked));
+            Issuer::builder(ca.client().await.unwrap(), store)
+                .solver(Arc::new(Http01Solver::unserved()))
+                .lease_ttl(Duration::from_secs(2))
+                .on_step(move |_, step| {
+                    if step != IssuerStep::ChallengesAnswered {
+                        return;
+                    }
+                    // Locked before the issuer goes on to its next write.
+                    tokio::task::block_in_place(|| {
+                        tokio::runtime::Handle::current().block_on(async {
+                            blocker
+                                .batch_execute(
+                                    "BEGIN; SELECT 1 FROM sturdy_leases \
+                                     WHERE name LIKE 'cert-%' FOR UPDATE",
+                                )
+                                .await
+                                .unwrap();
+                        })
+                    });
+                    locked.notify_one();
+                })
+                .build()
+        };
+        let name = format!("late{}-{}.clock.test", offset.unsigned_abs(), offset < 0);
+        let finalized_before = ca.ledger().requests_to(Endpoint::Finalize);
+        let task = tokio::spawn({
+            let name = name.clone();
+            async move { issuer.ensure(&[name], &EnsureOptions::default()).await }
+        });
+        tokio::time::timeout(Duration::from_secs(60), locked.notified())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("database {offset:+} s: the issuance never answered its challenges")
+            });
+        // Twice the TTL: the lease expires (its renewal is held up too).
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        blocker.batch_execute("COMMIT").await.unwrap();
+        let outcome = task.await.unwrap();
+        assert!(
+            matches!(outcome, Err(Error::LeaseLost { .. })),
+            "database {offset:+} s: {outcome:?}"
+        );
+        assert_eq!(
+            ca.ledger().requests_to(Endpoint::Finalize),
+            finalized_before,
+            "database {offset:+} s: finalized after its lease expired"
+        );
+        assert_eq!(ca.ledger().issued_for(&[name.as_str()]), 0);
+    }
+}
