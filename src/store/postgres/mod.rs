@@ -24,6 +24,7 @@
 //!   [`DatabaseErrorKind::Integrity`] and never retried.
 
 mod schema;
+mod tls;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -73,8 +74,10 @@ struct Counters {
 
 /// Options for opening a [`PostgresStore`].
 ///
+/// Its `Debug` shows the URL without its password.
+///
 /// Example: [`PostgresStore`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PostgresStoreBuilder {
     url: String,
     current_key: Option<KeyEncryptionKey>,
@@ -84,6 +87,23 @@ pub struct PostgresStoreBuilder {
     retry_for: Duration,
     root_certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
     allow_unsealed: bool,
+    accept_plaintext: bool,
+}
+
+impl std::fmt::Debug for PostgresStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStoreBuilder")
+            .field("url", &tls::Redacted(&self.url))
+            .field("current_key", &self.current_key)
+            .field("previous_keys", &self.previous_keys)
+            .field("max_connections", &self.max_connections)
+            .field("operation_timeout", &self.operation_timeout)
+            .field("retry_for", &self.retry_for)
+            .field("root_certificates", &self.root_certificates.len())
+            .field("allow_unsealed", &self.allow_unsealed)
+            .field("danger_accept_plaintext", &self.accept_plaintext)
+            .finish()
+    }
 }
 
 /// A [`Store`] on PostgreSQL (feature `postgres`); see the
@@ -190,15 +210,35 @@ impl PostgresStoreBuilder {
         Ok(self)
     }
 
+    /// Danger: lets connections to a host that is not loopback (nor a Unix
+    /// socket) go without TLS (`sslmode=prefer` or `disable`). Off by
+    /// default: such a URL is refused with
+    /// [`StoreError::PlaintextConnection`], since whoever sits on the path
+    /// could then read private keys (without a key-encryption key) and
+    /// rewrite journals and leases. Only for a network you trust
+    /// completely; a warning is logged at open.
+    pub fn danger_accept_plaintext(mut self, accept: bool) -> Self {
+        self.accept_plaintext = accept;
+        self
+    }
+
     /// Connects (retrying transient failures for [`Self::retry_for`]),
     /// applies the schema migrations and returns the store.
+    ///
+    /// A host that is not loopback (nor a Unix socket) must have
+    /// `sslmode=require` (TLS or no connection; the server's certificate is
+    /// verified against the Web PKI roots and
+    /// [`Self::root_certificates_pem`]): otherwise
+    /// [`StoreError::PlaintextConnection`], unless
+    /// [`Self::danger_accept_plaintext`].
     pub async fn open(self) -> StoreResult<PostgresStore> {
         let mut config =
             tokio_postgres::Config::from_str(&self.url).map_err(|e| StoreError::Database {
                 kind: DatabaseErrorKind::Configuration,
                 code: None,
-                message: format!("the PostgreSQL URL does not parse: {e}"),
+                message: format!("the PostgreSQL URL does not parse: {}", without_echo(&e)),
             })?;
+        tls::check_transport(&config, self.accept_plaintext)?;
         if config.get_application_name().is_none() {
             config.application_name("sturdy-acme");
         }
@@ -206,22 +246,6 @@ impl PostgresStoreBuilder {
         // A peer that stops acknowledging is given up on by the kernel.
         config.tcp_user_timeout(self.operation_timeout.max(Duration::from_secs(5)));
         config.keepalives_idle(Duration::from_secs(30));
-        let remote = config.get_hosts().iter().any(|h| match h {
-            tokio_postgres::config::Host::Tcp(name) => {
-                !(name == "localhost"
-                    || name
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback()))
-            }
-            #[cfg(unix)]
-            tokio_postgres::config::Host::Unix(_) => false,
-        });
-        if remote && config.get_ssl_mode() != tokio_postgres::config::SslMode::Require {
-            tracing::warn!(
-                "PostgreSQL store on a remote host without sslmode=require: the connection may \
-                 fall back to plain text (add ?sslmode=require to the URL)"
-            );
-        }
         let manager = Manager::from_config(
             config,
             tokio_postgres_rustls::MakeRustlsConnect::new(self.tls_config()?),
@@ -290,7 +314,8 @@ type DbFuture<'a, T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send + 'a>>
 
 impl PostgresStore {
     /// Options for a store at `url` (`postgres://USER[:PASSWORD]@HOST:PORT/DB`,
-    /// with `?sslmode=require` for TLS).
+    /// with `?sslmode=require` for TLS, which any host but loopback and Unix
+    /// sockets must have).
     pub fn builder(url: impl Into<String>) -> PostgresStoreBuilder {
         PostgresStoreBuilder {
             url: url.into(),
@@ -301,6 +326,7 @@ impl PostgresStore {
             retry_for: Duration::from_secs(30),
             root_certificates: Vec::new(),
             allow_unsealed: false,
+            accept_plaintext: false,
         }
     }
 
@@ -672,6 +698,16 @@ async fn commit(tx: deadpool_postgres::Transaction<'_>) -> StoreResult<()> {
             other => other,
         }
     })
+}
+
+/// A connection string's parse error without the text it quotes (the
+/// parser may quote a character of the password).
+fn without_echo(e: &tokio_postgres::Error) -> String {
+    let text = e.to_string();
+    match text.find(" but got `") {
+        Some(cut) => text[..cut].to_owned(),
+        None => text,
+    }
 }
 
 /// A database error, classified.
