@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sturdy_acme::solver::http01::Http01Solver;
-use sturdy_acme::store::PostgresStore;
+use sturdy_acme::store::{PostgresStore, RateLimitRecord, Store};
 use sturdy_acme::testing::TestCa;
-use sturdy_acme::{CertificateSource, Endpoint, EnsureOptions, Error, Issuer, IssuerStep};
+use sturdy_acme::{
+    CertificateSource, Endpoint, EnsureOptions, Error, Issuer, IssuerStep, StoreError,
+};
 
 use crate::common::postgres::Postgres;
 use crate::postgres_store::{fresh_database, sql};
@@ -146,5 +148,94 @@ async fn an_answer_after_expiry_does_not_count_however_the_clocks_differ() {
             "database {offset:+} s: finalized after its lease expired"
         );
         assert_eq!(ca.ledger().issued_for(&[name.as_str()]), 0);
+    }
+}
+
+/// The ledger's spend count at `directory` (0: none yet).
+async fn spent(store: &PostgresStore, directory: &str) -> u64 {
+    store
+        .load_ledger(directory)
+        .await
+        .unwrap()
+        .and_then(|r| r.state["spent"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Issue 27, defect 7: a COMMIT that succeeds but answers after the
+/// store's per-attempt timeout (a deferred constraint trigger sleeps 3 s
+/// in it, once; the timeout is 1 s) is not retried as a transient failure:
+/// the store reads the outcome back, recognises its own request, and the
+/// ledger is spent exactly once; the caller sees the applied run's result.
+/// Before, the update ran again once the first COMMIT was through, and
+/// spent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_answered_late_spends_the_ledger_once() {
+    const DIR: &str = "https://ca.example/late-commit";
+    let Some(pg) = Postgres::start() else { return };
+    let url = fresh_database(&pg).await;
+    let store = PostgresStore::builder(url.clone())
+        .operation_timeout(Duration::from_secs(1))
+        .open()
+        .await
+        .unwrap();
+    let db = sql(&url).await;
+    db.batch_execute(
+        "CREATE TABLE slow_once (n int);
+         CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF EXISTS (SELECT 1 FROM slow_once) THEN
+             DELETE FROM slow_once;
+             PERFORM pg_sleep(3);
+           END IF;
+           RETURN NULL;
+         END $$;
+         CREATE CONSTRAINT TRIGGER slow_commit AFTER UPDATE ON sturdy_ledgers
+           DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();",
+    )
+    .await
+    .unwrap();
+    let spend = |store: PostgresStore| async move {
+        let mut seen = Vec::new();
+        let result = store
+            .update_ledger(DIR, &mut |current| {
+                let n = current.and_then(|r| r.state["spent"].as_u64()).unwrap_or(0);
+                seen.push(n + 1);
+                Some(RateLimitRecord {
+                    state: serde_json::json!({ "spent": n + 1 }),
+                })
+            })
+            .await;
+        (result, seen)
+    };
+    // A quick one first: the trigger is harmless without its row.
+    let (quick, _) = spend(store.clone()).await;
+    quick.unwrap();
+    assert_eq!(spent(&store, DIR).await, 1);
+
+    db.batch_execute("INSERT INTO slow_once VALUES (1)")
+        .await
+        .unwrap();
+    let retries_before = store.stats().retries;
+    let started = std::time::Instant::now();
+    let (result, seen) = spend(store.clone()).await;
+    println!(
+        "late COMMIT: {:?} after {:?}, update run {} time(s) (values {seen:?}), {} store retries",
+        result.as_ref().map(drop),
+        started.elapsed(),
+        seen.len(),
+        store.stats().retries - retries_before
+    );
+    let slow_left: i64 = db
+        .query_one("SELECT count(*) FROM slow_once", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(slow_left, 0, "the slow COMMIT happened");
+    assert_eq!(spent(&store, DIR).await, 2, "spent exactly once more");
+    match result {
+        // Read back: the applied run's result is the caller's.
+        Ok(()) => assert_eq!(seen.last(), Some(&2), "{seen:?}"),
+        Err(StoreError::CommitUnknown { .. }) => {}
+        Err(other) => panic!("{other}"),
     }
 }

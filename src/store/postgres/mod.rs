@@ -359,25 +359,48 @@ impl PostgresStore {
         what: &'static str,
         mut op: impl FnMut(Object) -> DbFuture<'a, T> + Send + 'a,
     ) -> StoreResult<T> {
+        self.run_tx(what, move |c, _| op(c)).await
+    }
+
+    /// [`Self::run`] for an operation that commits a transaction (through
+    /// [`commit`], which marks the attempt's [`CommitSent`]): an attempt
+    /// that times out after its `COMMIT` was sent is not retried, it is
+    /// [`StoreError::CommitUnknown`] (the transaction may have been
+    /// applied). Failures before the `COMMIT` are retried as [`Self::run`]
+    /// retries them (nothing was applied).
+    async fn run_tx<'a, T>(
+        &'a self,
+        what: &'static str,
+        mut op: impl FnMut(Object, CommitSent) -> DbFuture<'a, T> + Send,
+    ) -> StoreResult<T> {
         let started = tokio::time::Instant::now();
         let mut backoff = Duration::from_millis(50);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            let sent = CommitSent::default();
             let result = tokio::time::timeout(self.inner.operation_timeout, async {
                 let client = self.inner.pool.get().await.map_err(pool_error)?;
-                op(client).await
+                op(client, sent.clone()).await
             })
             .await
             .unwrap_or_else(|_| {
-                Err(StoreError::Database {
-                    kind: DatabaseErrorKind::Transient,
-                    code: None,
-                    message: format!(
-                        "no answer within {:?} (server or network unresponsive)",
-                        self.inner.operation_timeout
-                    ),
-                })
+                let message = format!(
+                    "no answer within {:?} (server or network unresponsive)",
+                    self.inner.operation_timeout
+                );
+                if sent.get() {
+                    Err(StoreError::CommitUnknown {
+                        operation: what.to_owned(),
+                        message: format!("COMMIT sent, {message}"),
+                    })
+                } else {
+                    Err(StoreError::Database {
+                        kind: DatabaseErrorKind::Transient,
+                        code: None,
+                        message,
+                    })
+                }
             });
             match result {
                 Err(StoreError::Database {
@@ -397,6 +420,31 @@ impl PostgresStore {
                     self.inner.counters.retries.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs an idempotent transaction (`op` recognises its own earlier
+    /// application) until its outcome is known: a [`StoreError::CommitUnknown`]
+    /// is followed by another run, which reads back whether the first was
+    /// applied (it waits for the row locks the first held, so it sees its
+    /// final outcome) and applies it only if not. Still unknown once the
+    /// retry budget is spent: the error is returned.
+    async fn run_until_known<'a, T>(
+        &'a self,
+        what: &'static str,
+        mut op: impl FnMut(Object, CommitSent) -> DbFuture<'a, T> + Send,
+    ) -> StoreResult<T> {
+        let started = tokio::time::Instant::now();
+        loop {
+            match self.run_tx(what, &mut op).await {
+                Err(StoreError::CommitUnknown { operation, message })
+                    if started.elapsed() < self.inner.retry_for =>
+                {
+                    tracing::warn!(operation = %operation, error = %message, "PostgreSQL store: a COMMIT's outcome is unknown; reading it back");
+                    self.inner.counters.retries.fetch_add(1, Ordering::Relaxed);
                 }
                 other => return other,
             }
@@ -679,24 +727,40 @@ fn ttl_ms(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2)
 }
 
-/// Commits; a failure is [`DatabaseErrorKind::OutcomeUnknown`] (the
-/// connection may have broken after the server committed), which the
-/// store never repeats.
-async fn commit(tx: deadpool_postgres::Transaction<'_>) -> StoreResult<()> {
-    tx.commit().await.map_err(|e| {
-        let classified = classify(&e);
-        match classified {
-            StoreError::Database {
-                kind: DatabaseErrorKind::Transient,
-                code,
-                message,
-            } => StoreError::Database {
-                kind: DatabaseErrorKind::OutcomeUnknown,
-                code,
-                message: format!("COMMIT: {message}"),
-            },
-            other => other,
-        }
+/// Whether an attempt sent its `COMMIT`: from then on its outcome is
+/// unknown until the answer comes.
+#[derive(Debug, Clone, Default)]
+struct CommitSent(Arc<std::sync::atomic::AtomicBool>);
+
+impl CommitSent {
+    fn mark(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Commits, marking `sent` first; a failure that leaves the outcome open
+/// (the connection broke after the `COMMIT` went out) is
+/// [`StoreError::CommitUnknown`], never a transient failure to repeat.
+async fn commit(
+    tx: deadpool_postgres::Transaction<'_>,
+    what: &str,
+    sent: &CommitSent,
+) -> StoreResult<()> {
+    sent.mark();
+    tx.commit().await.map_err(|e| match classify(&e) {
+        StoreError::Database {
+            kind: DatabaseErrorKind::Transient | DatabaseErrorKind::OutcomeUnknown,
+            message,
+            ..
+        } => StoreError::CommitUnknown {
+            operation: what.to_owned(),
+            message,
+        },
+        other => other,
     })
 }
 
@@ -868,7 +932,9 @@ impl Store for PostgresStore {
 
     /// One transaction under a per-key advisory lock: the previous
     /// certificate moves to the history, then the new one replaces it, so
-    /// concurrent saves of one set each keep the one they replace.
+    /// concurrent saves of one set each keep the one they replace. Saving
+    /// the same certificate again changes nothing, so a `COMMIT` whose
+    /// outcome is unknown is settled by running it again.
     async fn save_certificate(
         &self,
         key: &IdentifierSetKey,
@@ -878,7 +944,7 @@ impl Store for PostgresStore {
         let (record, sealed) = self.split(&identity("certificate", &id), certificate)?;
         let directory = key.ca().map(|ca| ca.directory.as_str());
         let (id, record, sealed) = (&id, &record, &sealed);
-        self.run("save certificate", |mut c| {
+        self.run_until_known("save certificate", |mut c, sent| {
             Box::pin(async move {
                 let tx = c.transaction().await.map_err(|e| classify(&e))?;
                 let lock = tx
@@ -905,7 +971,7 @@ impl Store for PostgresStore {
                 tx.execute(&save, &[id, &directory, record, &sealed.bytes.as_slice(), &sealed.kek_id])
                     .await
                     .map_err(|e| classify(&e))?;
-                commit(tx).await
+                commit(tx, "save certificate", &sent).await
             })
         })
         .await?;
@@ -1164,15 +1230,22 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    /// One transaction under the ledger row's lock, recorded with a
+    /// request id of its own: a `COMMIT` whose answer never came is read
+    /// back by running the transaction again, which finds its request id
+    /// (the update was applied: `update` is not called again, and what it
+    /// captured from the applied run stands) or not (it was not: applied
+    /// now). The ledger is never spent or refunded twice for one call.
     async fn update_ledger(
         &self,
         directory: &str,
         update: &mut LedgerUpdate<'_>,
     ) -> StoreResult<()> {
+        let request = request_id()?;
         let update = std::sync::Mutex::new(update);
-        let update = &update;
-        let wrote = self
-            .run("update ledger", |mut c| {
+        let (update, request) = (&update, request.as_str());
+        let outcome = self
+            .run_until_known("update ledger", |mut c, sent| {
                 Box::pin(async move {
                     let tx = c.transaction().await.map_err(|e| classify(&e))?;
                     // The row exists (empty) before it is locked, so the
@@ -1187,16 +1260,25 @@ impl Store for PostgresStore {
                     tx.execute(&ensure, &[&directory])
                         .await
                         .map_err(|e| classify(&e))?;
+                    // Under the row lock, which an earlier run of this very
+                    // update held until its COMMIT ended: whether it was
+                    // applied is final here.
                     let lock = tx
                         .prepare_cached(
-                            "SELECT state FROM sturdy_ledgers WHERE directory = $1 FOR UPDATE",
+                            "SELECT state, EXISTS (SELECT 1 FROM sturdy_ledger_requests \
+                               WHERE directory = $1 AND request_id = $2) \
+                             FROM sturdy_ledgers WHERE directory = $1 FOR UPDATE",
                         )
                         .await
                         .map_err(|e| classify(&e))?;
                     let row = tx
-                        .query_one(&lock, &[&directory])
+                        .query_one(&lock, &[&directory, &request])
                         .await
                         .map_err(|e| classify(&e))?;
+                    if row.get::<_, bool>(1) {
+                        tx.rollback().await.map_err(|e| classify(&e))?;
+                        return Ok(LedgerOutcome::AlreadyApplied);
+                    }
                     let current = row
                         .get::<_, Option<Value>>(0)
                         .map(|state| RateLimitRecord { state });
@@ -1206,24 +1288,43 @@ impl Store for PostgresStore {
                     };
                     let Some(next) = next else {
                         tx.rollback().await.map_err(|e| classify(&e))?;
-                        return Ok(false);
+                        return Ok(LedgerOutcome::Unchanged);
                     };
+                    // The new state, this request's id, and the ids too old
+                    // to be read back any more gone, in one statement.
                     let write = tx
                         .prepare_cached(
-                            "UPDATE sturdy_ledgers SET state = $2, updated_at = now() \
+                            "WITH done AS ( \
+                               INSERT INTO sturdy_ledger_requests (directory, request_id) \
+                               VALUES ($1, $3) \
+                             ), pruned AS ( \
+                               DELETE FROM sturdy_ledger_requests WHERE directory = $1 \
+                               AND applied_at < now() - interval '1 day' \
+                             ) \
+                             UPDATE sturdy_ledgers SET state = $2, updated_at = now() \
                              WHERE directory = $1",
                         )
                         .await
                         .map_err(|e| classify(&e))?;
-                    tx.execute(&write, &[&directory, &next.state])
+                    tx.execute(&write, &[&directory, &next.state, &request])
                         .await
                         .map_err(|e| classify(&e))?;
-                    commit(tx).await?;
-                    Ok(true)
+                    commit(tx, "update ledger", &sent).await?;
+                    Ok(LedgerOutcome::Written)
                 })
             })
             .await?;
-        self.count(if wrote { 5 } else { 4 }, u64::from(wrote));
+        match outcome {
+            LedgerOutcome::Written => self.count(5, 1),
+            LedgerOutcome::Unchanged => self.count(4, 0),
+            LedgerOutcome::AlreadyApplied => {
+                tracing::info!(
+                    directory,
+                    "PostgreSQL store: a ledger update whose COMMIT went unanswered was applied"
+                );
+                self.count(4, 0)
+            }
+        }
         Ok(())
     }
 
@@ -1366,6 +1467,27 @@ impl Store for PostgresStore {
         self.count(1, 1);
         Ok(())
     }
+}
+
+/// What one run of a ledger update did.
+enum LedgerOutcome {
+    /// Applied and committed.
+    Written,
+    /// `update` wanted no change.
+    Unchanged,
+    /// An earlier run of the same call had been applied (its `COMMIT`
+    /// went unanswered): nothing done again.
+    AlreadyApplied,
+}
+
+/// A fresh id for one ledger update (128 random bits, hex).
+fn request_id() -> StoreResult<String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| StoreError::Other("no randomness for a ledger request id".into()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The directory a journal is listed under: its key's CA, or (a legacy

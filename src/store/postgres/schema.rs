@@ -85,6 +85,18 @@ CREATE TABLE sturdy_managed (
     PRIMARY KEY (directory, id)
 );
 "#,
+    // Issue 27: each ledger update records its request id with the new
+    // state, so a COMMIT whose answer was lost is recognised when read
+    // back (never applied twice). Ids older than a day are pruned.
+    r#"
+CREATE TABLE sturdy_ledger_requests (
+    directory   text NOT NULL,
+    request_id  text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (directory, request_id)
+);
+CREATE INDEX sturdy_ledger_requests_age ON sturdy_ledger_requests (directory, applied_at);
+"#,
 ];
 
 /// Brings the schema to [`LATEST`], or fails with a
