@@ -239,3 +239,98 @@ async fn a_commit_answered_late_spends_the_ledger_once() {
         Err(other) => panic!("{other}"),
     }
 }
+
+/// An http-01 solver that takes a while to present: an issuance that stays
+/// in flight long enough for a revoke to come in.
+struct SlowSolver(Http01Solver, Duration);
+
+impl sturdy_acme::solver::Solver for SlowSolver {
+    fn challenge_type(&self) -> sturdy_acme::ChallengeType {
+        self.0.challenge_type()
+    }
+    fn present<'a>(
+        &'a self,
+        answer: &'a sturdy_acme::solver::ChallengeAnswer,
+    ) -> sturdy_acme::solver::SolverFuture<'a> {
+        Box::pin(async move {
+            tokio::time::sleep(self.1).await;
+            self.0.present(answer).await
+        })
+    }
+    fn cleanup<'a>(
+        &'a self,
+        answer: &'a sturdy_acme::solver::ChallengeAnswer,
+    ) -> sturdy_acme::solver::SolverFuture<'a> {
+        self.0.cleanup(answer)
+    }
+}
+
+/// Issue 27, defect 8: one `Issuer` revoking a set while its own `ensure`
+/// of that set is renewing it: the revoke waits for the lease (the same
+/// holder is refused like any other) and then revokes the certificate the
+/// ensure stored. Before, the revoke re-took its own holder's lease, revoked
+/// the old certificate under the renewal's feet, and the renewal lost its
+/// lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_waits_for_an_ensure_of_the_same_issuer() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = fresh_database(&pg).await;
+    let ca = TestCa::start().await.unwrap();
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let in_flight = Arc::new(tokio::sync::Notify::new());
+    let issuer = {
+        let (armed, in_flight) = (Arc::clone(&armed), Arc::clone(&in_flight));
+        Issuer::builder(
+            ca.client().await.unwrap(),
+            PostgresStore::connect(&url).await.unwrap(),
+        )
+        .solver(Arc::new(SlowSolver(
+            Http01Solver::unserved(),
+            Duration::from_millis(1500),
+        )))
+        .on_step(move |_, step| {
+            if step == IssuerStep::OrderCreated && armed.load(std::sync::atomic::Ordering::SeqCst) {
+                in_flight.notify_one();
+            }
+        })
+        .build()
+    };
+    let names = ["race.revoke.test"];
+    let first = issuer
+        .ensure(&names, &EnsureOptions::default())
+        .await
+        .unwrap();
+    armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let renewing = tokio::spawn({
+        let issuer = issuer.clone();
+        async move {
+            let force = EnsureOptions {
+                force_new: true,
+                ..EnsureOptions::default()
+            };
+            issuer.ensure(&names, &force).await
+        }
+    });
+    in_flight.notified().await;
+    let revoked = issuer
+        .revoke(&names, None, sturdy_acme::RevokeWith::AccountKey)
+        .await
+        .unwrap();
+    let renewed = renewing.await.unwrap().expect("the renewal kept its lease");
+    assert_ne!(renewed.certificate.serial, first.certificate.serial);
+    assert_eq!(
+        revoked.serial, renewed.certificate.serial,
+        "the revoke waited and revoked what the renewal stored"
+    );
+    let ledger = ca.ledger();
+    let at_ca = |serial: &str| {
+        ledger
+            .certificates
+            .iter()
+            .find(|c| c.serial.eq_ignore_ascii_case(serial))
+            .unwrap_or_else(|| panic!("{serial} at the CA"))
+            .revoked
+    };
+    assert!(at_ca(&renewed.certificate.serial).is_some());
+    assert_eq!(at_ca(&first.certificate.serial), None);
+}
