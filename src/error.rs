@@ -1005,10 +1005,10 @@ pub enum DatabaseErrorKind {
     /// starting or shutting down, a transaction hit a serialization
     /// failure or deadlock, or an operation timed out.
     Transient,
-    /// A commit whose outcome is unknown: the connection broke after it was
-    /// sent, so it may or may not have been applied. The store does not
-    /// repeat it (it could apply twice); the caller re-reads state. Classed
-    /// [`ErrorClass::Transient`] for the issuer, whose next attempt does.
+    /// The server said a statement's completion is unknown (SQLSTATE
+    /// 40003). The store does not repeat it; the caller re-reads state.
+    /// Classed [`ErrorClass::Transient`] for the issuer, whose next attempt
+    /// does. (A `COMMIT` left unanswered is [`StoreError::CommitUnknown`].)
     OutcomeUnknown,
     /// The database refused a write as inconsistent (a constraint
     /// violation): a bug in the store or a database changed by hand, never

@@ -262,6 +262,12 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// The issuer checks and spends its rate-limit tokens in one such
     /// update, so N processes never spend more than a limit between them.
+    ///
+    /// One call is applied at most once: a backend whose write can go
+    /// unanswered (a database `COMMIT` that times out) must find out whether
+    /// it was applied before running `update` again (PostgresStore records
+    /// a request id with the new state and reads it back), or fail with
+    /// [`StoreError::CommitUnknown`]; never repeat it as if it had failed.
     fn update_ledger(
         &self,
         directory: &str,

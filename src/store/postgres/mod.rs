@@ -7,9 +7,13 @@
 //!   rate-limit ledger, leases.
 //! - **Leases are rows with fencing tokens** from a sequence; expiry is
 //!   judged by the database's clock (`now()`), so the machines' clocks do
-//!   not decide who holds a lease. A fenced journal write checks the token
-//!   in the same statement (under a share lock on the lease row, so a
-//!   takeover cannot interleave).
+//!   not decide who holds a lease: the time left is computed in SQL
+//!   (`until - now()`) and the holder counts it down on its monotonic
+//!   clock from when it sent the request ([`Lease::validity`]). A held
+//!   lease is refused to every other acquisition, its own holder's too
+//!   (a crashed process's row on this machine is taken over). A fenced
+//!   journal write checks the token in the same statement (under a share
+//!   lock on the lease row, so a takeover cannot interleave).
 //! - **The ledger is updated under a row lock** (`SELECT … FOR UPDATE`) in
 //!   one transaction, so issuers never spend more than a limit between
 //!   them, and a 429 recorded by one node is seen by all.
@@ -22,6 +26,25 @@
 //!   while ([`PostgresStoreBuilder::retry_for`]) and then reported as
 //!   [`DatabaseErrorKind::Transient`]; a constraint violation is
 //!   [`DatabaseErrorKind::Integrity`] and never retried.
+//! - **A COMMIT left unanswered is never taken for failed nor repeated
+//!   blindly**: it is [`StoreError::CommitUnknown`]. The ledger update
+//!   records a request id with the new state and reads its outcome back
+//!   (it is never spent or refunded twice); a certificate save is settled
+//!   by running it again (it is idempotent). Single-statement writes
+//!   (journals, fenced or not, leases, renewer records) are upserts or
+//!   deletes that repeat harmlessly, so a lost answer is retried: a
+//!   fenced write retried after the lease was lost says `LeaseLost`, and
+//!   the newer holder reads whatever the first attempt wrote. An archived
+//!   journal may then be archived twice.
+//! - **TLS is required off this machine**: a host that is not loopback
+//!   (nor a Unix socket) must have `sslmode=require` (the server's
+//!   certificate verified), or opening fails with
+//!   [`StoreError::PlaintextConnection`], unless
+//!   [`PostgresStoreBuilder::danger_accept_plaintext`].
+//!
+//! This file holds the store and its statements (over 800 lines: one
+//! `Store` implementation, each method next to its SQL); the schema and the
+//! connection's TLS decision live in their own modules.
 
 mod schema;
 mod tls;
