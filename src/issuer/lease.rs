@@ -234,3 +234,68 @@ async fn renew<S: Store>(inner: Arc<Inner<S>>, state: Arc<LeaseState>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+    use super::*;
+    use crate::store::LeaseValidity;
+
+    fn state(until: u64, validity: Option<LeaseValidity>) -> LeaseState {
+        LeaseState {
+            lease: Mutex::new(Lease {
+                name: "cert-x".into(),
+                holder: "me".into(),
+                until,
+                token: 7,
+                host: String::new(),
+                pid: 0,
+                start_time: 0,
+                pid_ns: String::new(),
+                validity,
+            }),
+            lost: Mutex::new(None),
+        }
+    }
+
+    fn unix_now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    /// Issue 27, defect 2: the holder judges expiry by the time left the
+    /// store reported, on the monotonic clock, and never by `until` (the
+    /// store's time of day) against its own clock.
+    #[test]
+    fn expiry_is_the_stores_time_left_never_until_against_this_clock() {
+        // A database an hour behind: `until` long past by this clock, yet
+        // 30 s left by the store's: usable.
+        let behind = state(
+            unix_now() - 3600,
+            Some(LeaseValidity::new(Duration::from_secs(30), Instant::now())),
+        );
+        assert!(behind.check_local().is_ok());
+        // A database an hour ahead: `until` far off by this clock, but the
+        // time left, counted from the send, is spent: lost, and stays lost.
+        let sent = Instant::now()
+            .checked_sub(Duration::from_secs(2))
+            .expect("a monotonic clock two seconds old");
+        let ahead = state(
+            unix_now() + 3600,
+            Some(LeaseValidity::new(Duration::from_secs(1), sent)),
+        );
+        assert!(matches!(ahead.check_local(), Err(Error::LeaseLost { .. })));
+        assert!(matches!(ahead.check_local(), Err(Error::LeaseLost { .. })));
+        // A store that did not say: lost, saying why (never guessed).
+        let unknown = state(unix_now() + 3600, None);
+        match unknown.check_local() {
+            Err(Error::LeaseLost { reason, .. }) => {
+                assert!(reason.contains("Lease::validity"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
