@@ -334,3 +334,49 @@ async fn a_revoke_waits_for_an_ensure_of_the_same_issuer() {
     assert!(at_ca(&renewed.certificate.serial).is_some());
     assert_eq!(at_ca(&first.certificate.serial), None);
 }
+
+/// Issue 27, defects 7 and 8 together: an acquisition whose answer is lost
+/// (its statement commits, slowly, after the store's per-attempt timeout)
+/// is retried and recognised as this very call (its claim), so the lease
+/// is taken rather than refused to its own holder until it expires; any
+/// other acquisition by the same holder is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquisition_whose_answer_was_lost_takes_its_own_lease() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = fresh_database(&pg).await;
+    let store = PostgresStore::builder(url.clone())
+        .operation_timeout(Duration::from_secs(1))
+        .open()
+        .await
+        .unwrap();
+    let db = sql(&url).await;
+    db.batch_execute(
+        "CREATE TABLE slow_once (n int);
+         INSERT INTO slow_once VALUES (1);
+         CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF EXISTS (SELECT 1 FROM slow_once) THEN
+             DELETE FROM slow_once;
+             PERFORM pg_sleep(3);
+           END IF;
+           RETURN NULL;
+         END $$;
+         CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT OR UPDATE ON sturdy_leases
+           DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();",
+    )
+    .await
+    .unwrap();
+    let ttl = Duration::from_secs(60);
+    let retries = store.stats().retries;
+    let lease = store
+        .acquire_lease("lost-answer", "holder-a", ttl)
+        .await
+        .unwrap();
+    assert!(store.stats().retries > retries, "the first answer was lost");
+    store.check_lease(&lease).await.unwrap();
+    assert!(lease.validity.is_some_and(|v| !v.expired()));
+    assert!(matches!(
+        store.acquire_lease("lost-answer", "holder-a", ttl).await,
+        Err(StoreError::LeaseHeld { .. })
+    ));
+}

@@ -1360,19 +1360,22 @@ impl Store for PostgresStore {
         let start_time = i64::try_from(me.start_time).unwrap_or(0);
         // Taken only once expired, whoever held it: the same holder asking
         // again waits too (a revoke must not race an ensure of the same
-        // issuer); a crashed holder's row is taken over below.
+        // issuer); a crashed holder's row is taken over below. The one
+        // exception is this very call retried after its answer was lost
+        // (the row carries this call's claim): it takes the row again.
+        let claim = request_id()?;
         let (row, sent) = self
             .db_query_opt_sent("acquire lease", "INSERT INTO sturdy_leases AS l \
-                               (name, holder, token, until, host, pid, start_time, pid_ns) \
+                               (name, holder, token, until, host, pid, start_time, pid_ns, claim) \
                              VALUES ($1, $2, nextval('sturdy_lease_tokens'), \
-                               now() + $3::bigint * interval '1 millisecond', $4, $5, $6, $7) \
+                               now() + $3::bigint * interval '1 millisecond', $4, $5, $6, $7, $8) \
                              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
                                token = excluded.token, until = excluded.until, host = excluded.host, \
                                pid = excluded.pid, start_time = excluded.start_time, \
-                               pid_ns = excluded.pid_ns \
-                             WHERE l.until <= now() \
+                               pid_ns = excluded.pid_ns, claim = excluded.claim \
+                             WHERE l.until <= now() OR l.claim = excluded.claim \
                              RETURNING token, floor(extract(epoch FROM until))::bigint, \
-                               greatest(0, floor(extract(epoch FROM until - now()) * 1000))::bigint", &[&name, &holder, &ms, &host, &pid, &start_time, &me.pid_ns])
+                               greatest(0, floor(extract(epoch FROM until - now()) * 1000))::bigint", &[&name, &holder, &ms, &host, &pid, &start_time, &me.pid_ns, &claim])
             .await?;
         self.count(1, 1);
         let lease = |row: tokio_postgres::Row, sent: Instant| {
@@ -1419,10 +1422,10 @@ impl Store for PostgresStore {
         let (row, sent) = self
             .db_query_opt_sent("take over lease", "UPDATE sturdy_leases SET holder = $2, token = nextval('sturdy_lease_tokens'), \
                                until = now() + $3::bigint * interval '1 millisecond', host = $4, pid = $5, \
-                               start_time = $6, pid_ns = $7 \
+                               start_time = $6, pid_ns = $7, claim = $9 \
                              WHERE name = $1 AND token = $8 \
                              RETURNING token, floor(extract(epoch FROM until))::bigint, \
-                               greatest(0, floor(extract(epoch FROM until - now()) * 1000))::bigint", &[&name, &holder, &ms, &host, &pid, &start_time, &me.pid_ns, &seen])
+                               greatest(0, floor(extract(epoch FROM until - now()) * 1000))::bigint", &[&name, &holder, &ms, &host, &pid, &start_time, &me.pid_ns, &seen, &claim])
             .await?;
         self.count(1, 1);
         match row {
@@ -1503,7 +1506,8 @@ enum LedgerOutcome {
     AlreadyApplied,
 }
 
-/// A fresh id for one ledger update (128 random bits, hex).
+/// A fresh id for one ledger update or lease acquisition (128 random
+/// bits, hex).
 fn request_id() -> StoreResult<String> {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 16];
