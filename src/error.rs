@@ -908,7 +908,8 @@ pub enum StoreError {
         name: String,
         /// Who holds it.
         holder: String,
-        /// When it expires (seconds since the Unix epoch).
+        /// When it expires, seconds since the Unix epoch by the store's
+        /// clock (for display: a holder never compares it with its own).
         until: u64,
     },
     /// The lease is no longer this holder's: another holder took it (its
