@@ -54,8 +54,9 @@ const WAIT_ARGS: [&str; 3] = ["-w", "-t", "60"];
 const START_ATTEMPTS: usize = 3;
 /// How many log lines [`Postgres::log_tail`] returns.
 const LOG_TAIL_LINES: usize = 40;
-/// libfaketime, as Debian's `faketime` package installs it.
-const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+/// libfaketime, as Debian's `faketime` package installs it, under
+/// `/usr/lib/<multiarch triplet>/`.
+const LIBFAKETIME: &str = "faketime/libfaketime.so.1";
 /// The server binaries that must all be present in one directory.
 const SERVER_BINARIES: [&str; 3] = ["initdb", "pg_ctl", "postgres"];
 
@@ -81,9 +82,9 @@ pub struct Postgres {
     /// Set when a panic message already carried the log tail, so that `Drop`
     /// does not print it a second time.
     log_reported: AtomicBool,
-    /// How far the server's clock is off from ours, in seconds (run under
-    /// libfaketime when not 0).
-    clock_offset: i64,
+    /// How far the server's clock is off from ours, in seconds, and the
+    /// libfaketime it runs under to be so (`None`: the real clock).
+    clock: Option<(i64, PathBuf)>,
 }
 
 impl Postgres {
@@ -96,7 +97,7 @@ impl Postgres {
     /// the server log tail when the cluster cannot be created or the server
     /// does not come up within 60 s.
     pub fn start() -> Option<Postgres> {
-        Self::start_with(0)
+        Self::start_with(None)
     }
 
     /// [`Postgres::start`], with the server's clock `seconds` ahead of this
@@ -105,17 +106,20 @@ impl Postgres {
     /// shifted and nothing else. Returns `None` (after printing why) when
     /// libfaketime is not installed, unless `CI=true`, where that panics.
     pub fn start_with_clock_offset(seconds: i64) -> Option<Postgres> {
-        if !Path::new(LIBFAKETIME).is_file() {
+        let Some(faketime) = find_libfaketime() else {
             if super::in_ci() {
-                panic!("{LIBFAKETIME} not found: install Debian's faketime package");
+                panic!(
+                    "/usr/lib/*/{LIBFAKETIME} not found: missing test tools are failures in CI \
+                     (scripts/setup.sh installs Debian's faketime)"
+                );
             }
             eprintln!("skipping: libfaketime not installed (apt-get install faketime)");
             return None;
-        }
-        Self::start_with(seconds)
+        };
+        Self::start_with(Some((seconds, faketime)))
     }
 
-    fn start_with(clock_offset: i64) -> Option<Postgres> {
+    fn start_with(clock: Option<(i64, PathBuf)>) -> Option<Postgres> {
         let Some(bindir) = find_bindir() else {
             if super::in_ci() {
                 panic!(
@@ -142,7 +146,7 @@ impl Postgres {
             port: 0,
             database,
             log_reported: AtomicBool::new(false),
-            clock_offset,
+            clock,
         };
         if let Some(user) = server_user {
             make_ancestors_traversable(&pg.dir);
@@ -316,9 +320,9 @@ impl Postgres {
     /// harness's settings).
     fn prepare(&self, cmd: &mut Command) {
         cmd.current_dir(&self.dir).stdin(Stdio::null());
-        if self.clock_offset != 0 {
-            cmd.env("LD_PRELOAD", LIBFAKETIME)
-                .env("FAKETIME", format!("{:+}", self.clock_offset))
+        if let Some((offset, faketime)) = &self.clock {
+            cmd.env("LD_PRELOAD", faketime)
+                .env("FAKETIME", format!("{offset:+}"))
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         }
         for (key, _) in std::env::vars_os() {
@@ -414,6 +418,15 @@ fn find_bindir() -> Option<PathBuf> {
         .collect();
     versions.sort();
     versions.pop().map(|(_, bin)| bin)
+}
+
+/// `/usr/lib/<triplet>/faketime/libfaketime.so.1`, if installed.
+fn find_libfaketime() -> Option<PathBuf> {
+    fs::read_dir("/usr/lib")
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path().join(LIBFAKETIME))
+        .find(|lib| lib.is_file())
 }
 
 /// `"15"` -> `[15]`, `"9.6"` -> `[9, 6]`; `None` for anything else.
