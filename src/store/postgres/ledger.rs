@@ -8,14 +8,13 @@ use super::{PostgresStore, classify, commit, request_id};
 use crate::store::{LedgerUpdate, RateLimitRecord, StoreResult};
 
 impl PostgresStore {
-    /// One transaction under the ledger row's lock, recorded with a
-    /// request id of its own: a `COMMIT` whose answer never came is read
-    /// back by running the transaction again, which finds its request id
-    /// (the update was applied: `update` is not called again, and what it
-    /// captured from the applied run stands) or not (it was not: applied
-    /// now). The ledger is never spent or refunded twice for one call.
     /// [`Store::update_ledger`](crate::store::Store::update_ledger), applied
-    /// at most once.
+    /// at most once: one transaction under the ledger row's lock, recorded
+    /// with a request id of its own. A `COMMIT` whose answer never came is
+    /// read back by running the transaction again, which finds its request
+    /// id (the update was applied: `update` is not called again, and what
+    /// it captured from the applied run stands) or not (it was not: applied
+    /// now). The ledger is never spent or refunded twice for one call.
     pub(super) async fn update_ledger_once(
         &self,
         directory: &str,
