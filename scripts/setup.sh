@@ -23,6 +23,9 @@ have_initdb || need_apt+=(postgresql)
 # Knot DNS: the authoritative servers of the dns-01 / CAA tests
 # (tests/it/common/knot.rs runs knotd and knotc).
 [ -x /usr/sbin/knotd ] || command -v knotd >/dev/null 2>&1 || need_apt+=(knot)
+# libfaketime: the PostgreSQL server of the clock-skew tests runs under it
+# (tests/it/common/postgres.rs, Postgres::start_with_clock_offset).
+compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || need_apt+=(faketime)
 # The architecture and documentation checks in .ci/run are Python scripts.
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -963,7 +963,8 @@ pub enum StoreError {
         name: String,
         /// Who holds it.
         holder: String,
-        /// When it expires (seconds since the Unix epoch).
+        /// When it expires, seconds since the Unix epoch by the store's
+        /// clock (for display: a holder never compares it with its own).
         until: u64,
     },
     /// The lease is no longer this holder's: another holder took it (its
@@ -1008,6 +1009,46 @@ pub enum StoreError {
     /// Anything a backend reports that fits nowhere else.
     #[error("store: {0}")]
     Other(String),
+    /// A key-encryption key could not be read or built
+    /// ([`KeyEncryptionKey::parse`](crate::store::KeyEncryptionKey::parse)):
+    /// says which part is wrong, never what it holds (given in the wrong
+    /// order, the "id" is the secret).
+    #[error("key-encryption key: {reason}")]
+    InvalidKeyEncryptionKey {
+        /// What is wrong, naming the part (`id`, `key`), never its text.
+        reason: String,
+    },
+    /// A database connection that could be downgraded to plain text was
+    /// refused: a host that is not loopback (nor a Unix socket) with a
+    /// `sslmode` other than `require`. Without TLS an attacker on the path
+    /// reads private keys (without a key-encryption key) and can rewrite
+    /// journals and leases.
+    #[error(
+        "PostgreSQL host {host} with sslmode={sslmode}: refused, the connection could run in plain \
+         text (add sslmode=require to the URL; only loopback and Unix sockets may go without \
+         TLS, unless PostgresStoreBuilder::danger_accept_plaintext is set)"
+    )]
+    PlaintextConnection {
+        /// The first host that is not loopback.
+        host: String,
+        /// The `sslmode` asked for (`disable` or `prefer`).
+        sslmode: &'static str,
+    },
+    /// A transaction's `COMMIT` was sent but its answer did not come (a
+    /// timeout, a broken connection): it may or may not have been applied.
+    /// The store does not repeat it blindly; where it can (the rate-limit
+    /// ledger) it reads the outcome back first, and reports this only when
+    /// even that failed. Not [`ErrorClass::Transient`]: the caller must
+    /// read the state before doing the same again.
+    #[error(
+        "{operation}: the COMMIT's outcome is unknown ({message}); read the state before repeating it"
+    )]
+    CommitUnknown {
+        /// The operation whose commit is in doubt.
+        operation: String,
+        /// What happened to the answer.
+        message: String,
+    },
 }
 
 /// What kind of database failure a [`StoreError::Database`] is.
@@ -1020,10 +1061,10 @@ pub enum DatabaseErrorKind {
     /// starting or shutting down, a transaction hit a serialization
     /// failure or deadlock, or an operation timed out.
     Transient,
-    /// A commit whose outcome is unknown: the connection broke after it was
-    /// sent, so it may or may not have been applied. The store does not
-    /// repeat it (it could apply twice); the caller re-reads state. Classed
-    /// [`ErrorClass::Transient`] for the issuer, whose next attempt does.
+    /// The server said a statement's completion is unknown (SQLSTATE
+    /// 40003). The store does not repeat it; the caller re-reads state.
+    /// Classed [`ErrorClass::Transient`] for the issuer, whose next attempt
+    /// does. (A `COMMIT` left unanswered is [`StoreError::CommitUnknown`].)
     OutcomeUnknown,
     /// The database refused a write as inconsistent (a constraint
     /// violation): a bug in the store or a database changed by hand, never

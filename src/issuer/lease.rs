@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use super::{Inner, now_unix};
+use super::Inner;
 use crate::error::{Error, Result};
 use crate::store::{IdentifierSetKey, Journal, Lease, Store, StoreError};
 
@@ -41,11 +41,14 @@ impl LeaseState {
     }
 
     /// `Ok` while the lease is still this holder's: not marked lost, not
-    /// expired by the local clock, and the store's current token.
+    /// expired (its [`Lease::validity`], on the monotonic clock), and the
+    /// store's current token.
     ///
     /// An answer that arrives after the lease's expiry does not count (it
     /// may have been delayed by a partition while another process took the
-    /// lease over): the lease is then lost.
+    /// lease over): the lease is then lost. Expiry is the time left the
+    /// store reported, counted from when that request was sent, so neither
+    /// clock's offset from the other moves it.
     pub(super) async fn fence<S: Store>(&self, store: &S) -> Result<()> {
         let lease = self.usable()?;
         self.judged(&lease, store.check_lease(&lease).await)?;
@@ -81,23 +84,22 @@ impl LeaseState {
         self.judged(&lease, store.delete_journal_fenced(key, &lease).await)
     }
 
-    /// `Ok` unless the lease is already known lost or expired by the local
-    /// clock (no store round trip): checked before each step of an order,
-    /// so a process resumed after a pause notices before it acts on what it
-    /// knew.
+    /// `Ok` unless the lease is already known lost or expired on the
+    /// monotonic clock (no store round trip): checked before each step of
+    /// an order, so a process resumed after a pause notices before it acts
+    /// on what it knew.
     pub(super) fn check_local(&self) -> Result<()> {
         self.usable().map(drop)
     }
 
-    /// The lease, unless it is already known lost or expired by the local
-    /// clock.
+    /// The lease, unless it is already known lost or expired on the
+    /// monotonic clock.
     fn usable(&self) -> Result<Lease> {
         let lease = self.lease();
         if let Some(reason) = self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             return Err(self.lost_error(&lease, reason));
         }
-        if now_unix() >= lease.until as i64 {
-            let reason = "it expired before it was renewed".to_owned();
+        if let Some(reason) = expired(&lease) {
             self.mark_lost(reason.clone());
             return Err(self.lost_error(&lease, reason));
         }
@@ -114,6 +116,21 @@ impl LeaseState {
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// Why `lease` must be taken as expired now, if it must: judged only by its
+/// [`Lease::validity`] (the store's time left, on this process's monotonic
+/// clock), never by comparing its `until` with this machine's time of day.
+fn expired(lease: &Lease) -> Option<String> {
+    match &lease.validity {
+        Some(v) if v.expired() => Some("it expired before it was renewed".to_owned()),
+        Some(_) => None,
+        None => Some(
+            "the store did not say how long the lease is valid (a Store must set \
+             Lease::validity; see testing::check_store)"
+                .to_owned(),
+        ),
     }
 }
 
@@ -192,7 +209,7 @@ async fn renew<S: Store>(inner: Arc<Inner<S>>, state: Arc<LeaseState>) {
         tokio::time::sleep(delay).await;
         delay = period;
         let lease = state.lease();
-        if now_unix() >= lease.until as i64 {
+        if expired(&lease).is_some() {
             state.mark_lost(
                 "not renewed before it expired (the process was paused or the store unreachable)"
                     .into(),
@@ -214,6 +231,71 @@ async fn renew<S: Store>(inner: Arc<Inner<S>>, state: Arc<LeaseState>) {
                 // Retried often until the lease would expire.
                 delay = Duration::from_millis(200).min(period);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+    use super::*;
+    use crate::store::LeaseValidity;
+
+    fn state(until: u64, validity: Option<LeaseValidity>) -> LeaseState {
+        LeaseState {
+            lease: Mutex::new(Lease {
+                name: "cert-x".into(),
+                holder: "me".into(),
+                until,
+                token: 7,
+                host: String::new(),
+                pid: 0,
+                start_time: 0,
+                pid_ns: String::new(),
+                validity,
+            }),
+            lost: Mutex::new(None),
+        }
+    }
+
+    fn unix_now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    /// Issue 27, defect 2: the holder judges expiry by the time left the
+    /// store reported, on the monotonic clock, and never by `until` (the
+    /// store's time of day) against its own clock.
+    #[test]
+    fn expiry_is_the_stores_time_left_never_until_against_this_clock() {
+        // A database an hour behind: `until` long past by this clock, yet
+        // 30 s left by the store's: usable.
+        let behind = state(
+            unix_now() - 3600,
+            Some(LeaseValidity::new(Duration::from_secs(30), Instant::now())),
+        );
+        assert!(behind.check_local().is_ok());
+        // A database an hour ahead: `until` far off by this clock, but the
+        // time left, counted from the send, is spent: lost, and stays lost.
+        let sent = Instant::now()
+            .checked_sub(Duration::from_secs(2))
+            .expect("a monotonic clock two seconds old");
+        let ahead = state(
+            unix_now() + 3600,
+            Some(LeaseValidity::new(Duration::from_secs(1), sent)),
+        );
+        assert!(matches!(ahead.check_local(), Err(Error::LeaseLost { .. })));
+        assert!(matches!(ahead.check_local(), Err(Error::LeaseLost { .. })));
+        // A store that did not say: lost, saying why (never guessed).
+        let unknown = state(unix_now() + 3600, None);
+        match unknown.check_local() {
+            Err(Error::LeaseLost { reason, .. }) => {
+                assert!(reason.contains("Lease::validity"), "{reason}")
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{
     IdentifierSetKey, Journal, Lease, LedgerUpdate, ManagedRecord, RateLimitRecord, Store,
@@ -67,8 +67,11 @@ impl MemoryStore {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    secs(SystemTime::now())
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
@@ -264,12 +267,15 @@ impl Store for MemoryStore {
         holder: &str,
         ttl: Duration,
     ) -> impl Future<Output = StoreResult<Lease>> + Send {
+        let sent = Instant::now();
         self.with(|s| {
-            let now = unix_now();
+            let wall = SystemTime::now();
+            let now = secs(wall);
             let current = s.leases.get(name);
+            // Held, also by this holder: the second acquisition waits (no
+            // process here can have crashed and left it behind).
             if let Some(c) = current
                 && c.until > now
-                && c.holder != holder
             {
                 return Err(StoreError::LeaseHeld {
                     name: name.to_owned(),
@@ -286,9 +292,11 @@ impl Store for MemoryStore {
                 pid: std::process::id(),
                 start_time: 0,
                 pid_ns: String::new(),
+                validity: None,
             };
             s.leases.insert(name.to_owned(), lease.clone());
-            Ok(lease)
+            let left = super::remaining_until(lease.until, wall);
+            Ok(lease.valid_for(left, sent))
         })
     }
 
@@ -297,10 +305,13 @@ impl Store for MemoryStore {
         lease: &Lease,
         ttl: Duration,
     ) -> impl Future<Output = StoreResult<Lease>> + Send {
+        let sent = Instant::now();
         self.with(|s| match s.leases.get_mut(&lease.name) {
             Some(c) if c.holder == lease.holder && c.token == lease.token => {
-                c.until = unix_now().saturating_add(ttl_secs(ttl));
-                Ok(c.clone())
+                let wall = SystemTime::now();
+                c.until = secs(wall).saturating_add(ttl_secs(ttl));
+                let left = super::remaining_until(c.until, wall);
+                Ok(c.clone().valid_for(left, sent))
             }
             other => Err(StoreError::LeaseHeld {
                 name: lease.name.clone(),

@@ -63,8 +63,8 @@ pub use memory::MemoryStore;
 pub use postgres::{PostgresStats, PostgresStore, PostgresStoreBuilder};
 pub(crate) use process::unique_holder;
 pub use records::{
-    CaScope, IdentifierSetKey, Journal, JournalError, JournalStep, Lease, ManagedRecord,
-    RateLimitRecord, RenewalSchedule, Revoked, StoredAccount, StoredCertificate,
+    CaScope, IdentifierSetKey, Journal, JournalError, JournalStep, Lease, LeaseValidity,
+    ManagedRecord, RateLimitRecord, RenewalSchedule, Revoked, StoredAccount, StoredCertificate,
 };
 pub use sealing::KeyEncryptionKey;
 
@@ -101,6 +101,17 @@ pub(crate) fn judge_lease(current: Option<&Lease>, lease: &Lease, now: u64) -> S
     }
 }
 
+/// What is left of a lease that expires at `until` (seconds since the Unix
+/// epoch, by the store's own clock) at `now` on that same clock, to the
+/// sub-second: the [`Lease::validity`] of the stores that judge leases by
+/// the local clock.
+pub(crate) fn remaining_until(until: u64, now: std::time::SystemTime) -> Duration {
+    let now = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    Duration::from_secs(until).saturating_sub(now)
+}
+
 /// `Result` with [`StoreError`].
 pub type StoreResult<T> = std::result::Result<T, StoreError>;
 
@@ -130,13 +141,22 @@ pub type StoreResult<T> = std::result::Result<T, StoreError>;
 ///   are stored readable by the owner only, and never logged.
 /// - **Leases are mutual exclusion across every process sharing the
 ///   store.** `acquire_lease` fails with [`StoreError::LeaseHeld`] while
-///   another holder's lease is unexpired; each acquisition gets a fencing
+///   the lease is unexpired, whoever holds it: the same holder asking
+///   again waits too (two tasks of one issuer must not both hold it), the
+///   only exception being a lease a store can prove is the leftover of a
+///   crashed process (FileStore and PostgresStore check the holder's
+///   process on the same host). Each acquisition gets a fencing
 ///   token larger than any before it for that name (also across release);
 ///   `check_lease` fails with [`StoreError::LeaseLost`] once a newer token
 ///   exists or the lease expired, and the issuer calls it before every
-///   journal write and every non-idempotent request. Expiry should be
-///   judged by one clock (FileStore uses the local one, so it is for one
-///   machine; a shared database should use its own).
+///   journal write and every non-idempotent request. Expiry is judged by
+///   one clock, the store's (FileStore uses the local one, so it is for one
+///   machine; PostgresStore the database's `now()`), and `acquire_lease`
+///   and `renew_lease` say how long the lease is valid in
+///   [`Lease::validity`]: the time left by the store's clock, counted from
+///   when the request was sent ([`Lease::valid_for`]). The holder judges
+///   expiry only by that, on its monotonic clock; a lease returned without
+///   it is taken as lost.
 /// - **Keys.** Records are keyed by [`IdentifierSetKey`] (identifier set,
 ///   CA and account) and the directory URL; records for one CA are never
 ///   returned for another.
@@ -242,6 +262,12 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// The issuer checks and spends its rate-limit tokens in one such
     /// update, so N processes never spend more than a limit between them.
+    ///
+    /// One call is applied at most once: a backend whose write can go
+    /// unanswered (a database `COMMIT` that times out) must find out whether
+    /// it was applied before running `update` again (PostgresStore records
+    /// a request id with the new state and reads it back), or fail with
+    /// [`StoreError::CommitUnknown`]; never repeat it as if it had failed.
     fn update_ledger(
         &self,
         directory: &str,
@@ -302,8 +328,11 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Takes the lease `name` for `holder` for `ttl`, or fails with
-    /// [`StoreError::LeaseHeld`] while another holder's lease has not
-    /// expired. A holder that crashed loses its lease when it expires.
+    /// [`StoreError::LeaseHeld`] while the lease has not expired, also when
+    /// `holder` itself holds it (the caller waits, as for another holder).
+    /// A holder that crashed loses its lease when it expires (or earlier,
+    /// where the store can prove its process is gone). The lease returned
+    /// carries its [`Lease::validity`].
     fn acquire_lease(
         &self,
         name: &str,
@@ -312,7 +341,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Lease>> + Send;
 
     /// Extends a lease this holder still has; [`StoreError::LeaseHeld`] if
-    /// it was lost to another holder.
+    /// it was lost to another holder. The lease returned carries its new
+    /// [`Lease::validity`].
     fn renew_lease(
         &self,
         lease: &Lease,

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -493,6 +493,12 @@ pub struct ManagedRecord {
 
 /// A held lease.
 ///
+/// Its expiry is judged by two clocks that never meet: the store judges
+/// `until` by its own clock (a database's `now()`), and the holder judges
+/// [`Lease::validity`] on its own monotonic clock. The holder never
+/// compares `until` with its time of day, so a node whose clock is off
+/// from the database's neither loses its leases nor keeps one too long.
+///
 /// Example: [`FileStore`](super::FileStore).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
@@ -500,7 +506,9 @@ pub struct Lease {
     pub name: String,
     /// The holder.
     pub holder: String,
-    /// Expiry, seconds since the Unix epoch.
+    /// Expiry by the store's own clock, seconds since the Unix epoch: for
+    /// the store's own judgement and for display. A holder never compares
+    /// it with its clock; it reads [`Lease::validity`].
     pub until: u64,
     /// The fencing token: strictly greater every time the lease is
     /// acquired (by anyone), the same while it is renewed. A holder whose
@@ -521,4 +529,75 @@ pub struct Lease {
     /// in the namespace it belongs to.
     #[serde(default)]
     pub pid_ns: String,
+    /// How long the lease is still valid, as the store that returned it
+    /// said: the time left by the store's own clock, counted on this
+    /// process's monotonic clock from when the request was sent. Set by
+    /// [`Store::acquire_lease`](super::Store::acquire_lease) and
+    /// [`Store::renew_lease`](super::Store::renew_lease) (with
+    /// [`Lease::valid_for`]); never stored (`None` in a lease read from a
+    /// record).
+    #[serde(skip)]
+    pub validity: Option<LeaseValidity>,
+}
+
+/// How long a [`Lease`] is valid, on the holder's monotonic clock: the
+/// time the store said was left (computed by the store's own clock, e.g.
+/// `until - now()` in SQL), counted from when the request that got the
+/// answer was sent. The answer was true at some moment between sending
+/// and receiving, so counting from the send is the conservative start: the
+/// lease never looks valid to its holder after the store deems it expired,
+/// whatever the two machines' clocks say.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use sturdy_acme::store::LeaseValidity;
+///
+/// let sent = Instant::now();
+/// let v = LeaseValidity::new(Duration::from_secs(30), sent);
+/// assert!(!v.expired_at(sent + Duration::from_secs(29)));
+/// assert!(v.expired_at(sent + Duration::from_secs(30)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseValidity {
+    remaining: Duration,
+    sent: Instant,
+}
+
+impl LeaseValidity {
+    /// `remaining` (by the store's clock) counted from `sent`, the instant
+    /// the request that got it was sent.
+    pub fn new(remaining: Duration, sent: Instant) -> Self {
+        Self { remaining, sent }
+    }
+
+    /// The time left that the store reported.
+    pub fn remaining(&self) -> Duration {
+        self.remaining
+    }
+
+    /// The instant after which the holder must take the lease as expired.
+    pub fn deadline(&self) -> Instant {
+        self.sent
+            .checked_add(self.remaining)
+            .unwrap_or(self.sent + Duration::from_secs(365 * 24 * 3600))
+    }
+
+    /// Whether the lease is expired at `now` (monotonic).
+    pub fn expired_at(&self, now: Instant) -> bool {
+        now >= self.deadline()
+    }
+
+    /// Whether the lease is expired now.
+    pub fn expired(&self) -> bool {
+        self.expired_at(Instant::now())
+    }
+}
+
+impl Lease {
+    /// This lease with its validity: `remaining` by the store's own clock,
+    /// counted from `sent` (when the request was sent). For stores.
+    pub fn valid_for(mut self, remaining: Duration, sent: Instant) -> Self {
+        self.validity = Some(LeaseValidity::new(remaining, sent));
+        self
+    }
 }

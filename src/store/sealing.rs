@@ -52,13 +52,10 @@ impl KeyEncryptionKey {
     /// 32 secret bytes.
     pub fn new(id: impl Into<String>, secret: [u8; 32]) -> Result<Self, StoreError> {
         let id = id.into();
-        let usable = !id.is_empty()
-            && id.len() <= 64
-            && id.bytes().all(|b| b.is_ascii_graphic() && b != b':');
-        if !usable {
-            return Err(StoreError::Other(format!(
-                "key-encryption key id {id:?}: 1 to 64 printable ASCII characters without ':'"
-            )));
+        if !usable_id(&id) {
+            return Err(invalid(
+                "the id must be 1 to 64 printable ASCII characters without ':'".into(),
+            ));
         }
         Ok(Self {
             id,
@@ -68,24 +65,48 @@ impl KeyEncryptionKey {
 
     /// A key written as `ID:BASE64` (standard or URL-safe base64 of 32
     /// bytes), as configuration and environment variables carry it.
+    ///
+    /// An error names the part that is wrong (and says so when the two
+    /// parts look swapped), never the text given: written in the wrong
+    /// order, the part taken for the id is the secret.
+    ///
+    /// ```
+    /// use sturdy_acme::store::KeyEncryptionKey;
+    ///
+    /// let secret = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+    /// let err = KeyEncryptionKey::parse(&format!("{secret}:2026-12")).unwrap_err();
+    /// assert!(err.to_string().contains("ID:BASE64"));
+    /// assert!(!err.to_string().contains(secret) && !format!("{err:?}").contains(secret));
+    /// ```
     pub fn parse(text: &str) -> Result<Self, StoreError> {
-        use base64::Engine;
-        let (id, encoded) = text
-            .trim()
-            .split_once(':')
-            .ok_or_else(|| StoreError::Other("a key-encryption key is written ID:BASE64".into()))?;
-        let bytes = Zeroizing::new(
-            base64::engine::general_purpose::STANDARD
-                .decode(encoded)
-                .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded))
-                .map_err(|_| StoreError::Other(format!("key-encryption key {id:?}: not base64")))?,
-        );
+        let Some((id, encoded)) = text.trim().split_once(':') else {
+            return Err(invalid(
+                "written ID:BASE64, and there is no ':' (the text is not repeated here)".into(),
+            ));
+        };
+        let swapped = || decode(id).is_some_and(|b| b.len() == 32);
+        let bytes = decode(encoded);
+        if bytes.as_ref().is_none_or(|b| b.len() != 32) && swapped() {
+            return Err(invalid(
+                "the part before ':' is a 32-byte base64 key and the part after it is not: \
+                 the two look swapped (write ID:BASE64)"
+                    .into(),
+            ));
+        }
+        let Some(bytes) = bytes else {
+            return Err(invalid("the key (after ':') is not base64".into()));
+        };
         let secret: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-            StoreError::Other(format!(
-                "key-encryption key {id:?}: {} bytes, AES-256 needs 32",
+            invalid(format!(
+                "the key (after ':') is {} bytes once decoded, AES-256 needs 32",
                 bytes.len()
             ))
         })?;
+        if !usable_id(id) {
+            return Err(invalid(
+                "the id (before ':') must be 1 to 64 printable ASCII characters".into(),
+            ));
+        }
         Self::new(id, secret)
     }
 
@@ -97,6 +118,25 @@ impl KeyEncryptionKey {
     fn aead(&self) -> LessSafeKey {
         LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &self.secret[..]).expect("32-byte key"))
     }
+}
+
+/// Whether `id` can name a key: 1 to 64 printable ASCII characters, no `:`.
+fn usable_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+}
+
+/// `text` decoded as standard or URL-safe base64.
+fn decode(text: &str) -> Option<Zeroizing<Vec<u8>>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text))
+        .ok()
+        .map(Zeroizing::new)
+}
+
+fn invalid(reason: String) -> StoreError {
+    StoreError::InvalidKeyEncryptionKey { reason }
 }
 
 /// The keys a store seals with (the current one) and opens with (it and
@@ -306,6 +346,46 @@ mod tests {
         );
         assert!(sealer.open("account:x", &[], None).is_err());
         assert!(sealer.open("account:x", &[9, 1, 2], None).is_err());
+    }
+
+    /// Issue 27, defect 3: a key given in the wrong order (`BASE64:ID`),
+    /// or malformed, is refused with an error that names the part, and
+    /// neither its Display nor its Debug holds any of the text given.
+    #[test]
+    fn a_bad_key_is_refused_without_repeating_it() {
+        let secret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTEyMzQ=";
+        assert_eq!(decode(secret).unwrap().len(), 32);
+        let short = "c2VjcmV0LXNlY3JldA==";
+        let cases = [
+            (format!("{secret}:2026-12"), "swapped"),
+            (format!("{secret}:k1"), "swapped"),
+            (format!("  {secret}:prod-key  "), "swapped"),
+            (secret.to_owned(), "no ':'"),
+            (format!("k1:{short}"), "bytes"),
+            (format!("k1:{secret}!!"), "not base64"),
+            (format!("{short}:{secret}xyz"), "not base64"),
+            (format!(" :{secret}"), "id"),
+            (format!("{}:{secret}", "i".repeat(65)), "id"),
+        ];
+        for (text, says) in cases {
+            let err = KeyEncryptionKey::parse(&text).unwrap_err();
+            assert!(
+                matches!(err, StoreError::InvalidKeyEncryptionKey { .. }),
+                "{err:?}"
+            );
+            let (display, debug) = (err.to_string(), format!("{err:?}"));
+            assert!(display.contains(says), "{text}: {display}");
+            for part in text.trim().split(':').filter(|p| p.len() >= 4) {
+                assert!(
+                    !display.contains(part) && !debug.contains(part),
+                    "{text}: the error repeats {part:?}: {display} / {debug}"
+                );
+            }
+        }
+        // A good key's Debug shows its id only.
+        let good = KeyEncryptionKey::parse(&format!("k1:{secret}")).unwrap();
+        assert!(!format!("{good:?}").contains(secret));
+        assert!(!format!("{good:?}").contains("secret-secret"));
     }
 
     #[test]

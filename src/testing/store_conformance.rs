@@ -49,6 +49,24 @@ fn expect(
     }
 }
 
+/// A lease just acquired or renewed for `ttl` carries its validity, a time
+/// left between nothing and the TTL (rounded up to the next second at most),
+/// not yet expired.
+fn check_validity(
+    check: &'static str,
+    lease: &crate::store::Lease,
+    ttl: Duration,
+) -> Result<(), ConformanceFailure> {
+    let Some(v) = lease.validity else {
+        return Err(fail(check, "Lease::validity is None"));
+    };
+    expect(
+        check,
+        !v.expired() && v.remaining() <= ttl + Duration::from_secs(1),
+        || format!("{v:?} for a TTL of {ttl:?}"),
+    )
+}
+
 /// A real certificate and its key, so stores that look inside records can.
 fn certificate(names: &[&str]) -> StoredCertificate {
     let key = rcgen::KeyPair::generate().expect("P-256 key");
@@ -428,6 +446,13 @@ pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> 
         Err(StoreError::LeaseHeld { .. }) => {}
         other => return Err(fail(c, format!("holder-b got {other:?}"))),
     }
+    let c = "a held lease is refused to its own holder too (the second acquisition waits)";
+    match store.acquire_lease("conformance-1", "holder-a", ttl).await {
+        Err(StoreError::LeaseHeld { .. }) => {}
+        other => return Err(fail(c, format!("holder-a again got {other:?}"))),
+    }
+    let c = "an acquired lease says how long it is valid, by the store's clock";
+    check_validity(c, &a, ttl)?;
     ok(
         "a current lease passes check_lease",
         store.check_lease(&a).await,
@@ -437,6 +462,11 @@ pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> 
     expect(c, renewed.token == a.token, || {
         format!("{} became {}", a.token, renewed.token)
     })?;
+    check_validity(
+        "a renewed lease says how long it is valid, by the store's clock",
+        &renewed,
+        ttl,
+    )?;
     let c = "fencing tokens only grow, across release";
     ok(c, store.release_lease(&renewed).await)?;
     let b = ok(
@@ -498,6 +528,11 @@ pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> 
         store
             .acquire_lease("conformance-2", "holder-a", Duration::ZERO)
             .await,
+    )?;
+    expect(
+        "a lease taken for no time is expired for its holder at once",
+        expired.validity.is_some_and(|v| v.expired()),
+        || format!("{:?}", expired.validity),
     )?;
     let taken = ok(
         c,

@@ -25,6 +25,8 @@ mod pebble_harness;
 mod pebble_v2;
 mod poll_figures;
 #[cfg(feature = "postgres")]
+mod postgres_seams;
+#[cfg(feature = "postgres")]
 mod postgres_store;
 mod renewal_info;
 mod renewer;

@@ -43,7 +43,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
@@ -359,18 +359,20 @@ impl Store for FileStore {
     }
 
     /// Takes the lease under an exclusive `flock(2)` on `leases/<name>.lock`
-    /// (held only for the read-modify-write). The same holder may take its
-    /// own lease again; it gets a new token. A TTL is rounded up to whole
-    /// seconds; a zero TTL gives a lease that has already expired.
+    /// (held only for the read-modify-write). A lease still held is
+    /// refused, also to its own holder, unless its holder's process on this
+    /// host is gone. A TTL is rounded up to whole seconds; a zero TTL gives
+    /// a lease that has already expired.
     fn acquire_lease(
         &self,
         name: &str,
         holder: &str,
         ttl: Duration,
     ) -> impl Future<Output = StoreResult<Lease>> + Send {
+        let sent = Instant::now();
         self.offload(
-            (name.to_owned(), holder.to_owned(), ttl),
-            |s, (n, h, ttl)| s.acquire_lease(&n, &h, ttl),
+            (name.to_owned(), holder.to_owned(), ttl, sent),
+            |s, (n, h, ttl, sent)| s.acquire_lease(&n, &h, ttl, sent),
         )
     }
 
@@ -383,8 +385,9 @@ impl Store for FileStore {
         lease: &Lease,
         ttl: Duration,
     ) -> impl Future<Output = StoreResult<Lease>> + Send {
-        self.offload((lease.clone(), ttl), |s, (lease, ttl)| {
-            s.renew_lease(&lease, ttl)
+        let sent = Instant::now();
+        self.offload((lease.clone(), ttl, sent), |s, (lease, ttl, sent)| {
+            s.renew_lease(&lease, ttl, sent)
         })
     }
 
@@ -1124,14 +1127,22 @@ impl Inner {
         Ok(Some(lease))
     }
 
-    fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> StoreResult<Lease> {
+    fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        sent: Instant,
+    ) -> StoreResult<Lease> {
         let (path, lock) = self.lease_paths(name);
         let _lock = self.lock(&lock)?;
-        let now = unix_now();
+        let wall = SystemTime::now();
+        let now = secs(wall);
         let current = self.read_lease(&path, name)?;
+        // Held (by another holder or by this one: a second acquisition
+        // waits), unless its holder's process is provably gone.
         if let Some(current) = &current
             && current.until > now
-            && current.holder != holder
             && !holder_is_dead(current)
         {
             return Err(StoreError::LeaseHeld {
@@ -1145,7 +1156,6 @@ impl Inner {
         let token = current.as_ref().map_or(1, |c| c.token.saturating_add(1));
         if let Some(current) = &current
             && current.until > now
-            && current.holder != holder
         {
             tracing::warn!(lease = %name, holder = %current.holder, pid = current.pid, "taking over the lease of a process that is gone");
         }
@@ -1159,22 +1169,26 @@ impl Inner {
             pid: me.pid,
             start_time: me.start_time,
             pid_ns: me.pid_ns.clone(),
+            validity: None,
         };
         self.write_record(&path, "lease", &lease, FileMode::Private)?;
-        Ok(lease)
+        let left = super::remaining_until(lease.until, wall);
+        Ok(lease.valid_for(left, sent))
     }
 
-    fn renew_lease(&self, lease: &Lease, ttl: Duration) -> StoreResult<Lease> {
+    fn renew_lease(&self, lease: &Lease, ttl: Duration, sent: Instant) -> StoreResult<Lease> {
         let (path, lock) = self.lease_paths(&lease.name);
         let _lock = self.lock(&lock)?;
         match self.read_lease(&path, &lease.name)? {
             Some(current) if current.holder == lease.holder && current.token == lease.token => {
+                let wall = SystemTime::now();
                 let renewed = Lease {
-                    until: unix_now().saturating_add(ceil_secs(ttl)),
+                    until: secs(wall).saturating_add(ceil_secs(ttl)),
                     ..current
                 };
                 self.write_record(&path, "lease", &renewed, FileMode::Private)?;
-                Ok(renewed)
+                let left = super::remaining_until(renewed.until, wall);
+                Ok(renewed.valid_for(left, sent))
             }
             Some(current) => Err(StoreError::LeaseHeld {
                 name: lease.name.clone(),
@@ -1379,8 +1393,11 @@ fn safe_name(name: &str) -> String {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    secs(SystemTime::now())
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }

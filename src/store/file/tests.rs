@@ -760,6 +760,23 @@ async fn the_lease_of_a_dead_process_on_this_host_is_taken_over() {
         store.acquire_lease("crashy", "c", hour).await,
         Err(StoreError::LeaseHeld { .. })
     ));
+    // Also by itself: the same holder asking again waits.
+    assert!(matches!(
+        store.acquire_lease("crashy", "b", hour).await,
+        Err(StoreError::LeaseHeld { .. })
+    ));
+    // But the same holder's leftover from a process that is gone is taken
+    // back at once (crash recovery is kept).
+    let leftover = Lease {
+        pid: dead_pid,
+        ..b.clone()
+    };
+    store
+        .inner
+        .write_record(&path, "lease", &leftover, FileMode::Private)
+        .unwrap();
+    let again = store.acquire_lease("crashy", "b", hour).await.unwrap();
+    assert!(again.token > b.token);
 }
 
 /// Issue 16, defect 4: fencing tokens only grow (across release and
@@ -825,7 +842,15 @@ async fn lease_lifecycle() {
     // Other names are independent.
     store.acquire_lease("other", "b", minute).await.unwrap();
 
-    // The same holder takes it again with a new token.
+    // The same holder asking again while it holds the lease waits too
+    // (issue 27, defect 8: a revoke must not race an ensure of the same
+    // issuer).
+    assert!(matches!(
+        store.acquire_lease("issuer", "a", minute).await,
+        Err(StoreError::LeaseHeld { .. })
+    ));
+    // Released, the same holder takes it again with a new token.
+    store.release_lease(&a).await.unwrap();
     let a2 = store.acquire_lease("issuer", "a", minute).await.unwrap();
     assert_ne!(a2.token, a.token);
     // The old token no longer renews.

@@ -7,9 +7,13 @@
 //!   rate-limit ledger, leases.
 //! - **Leases are rows with fencing tokens** from a sequence; expiry is
 //!   judged by the database's clock (`now()`), so the machines' clocks do
-//!   not decide who holds a lease. A fenced journal write checks the token
-//!   in the same statement (under a share lock on the lease row, so a
-//!   takeover cannot interleave).
+//!   not decide who holds a lease: the time left is computed in SQL
+//!   (`until - now()`) and the holder counts it down on its monotonic
+//!   clock from when it sent the request ([`Lease::validity`]). A held
+//!   lease is refused to every other acquisition, its own holder's too
+//!   (a crashed process's row on this machine is taken over). A fenced
+//!   journal write checks the token in the same statement (under a share
+//!   lock on the lease row, so a takeover cannot interleave).
 //! - **The ledger is updated under a row lock** (`SELECT … FOR UPDATE`) in
 //!   one transaction, so issuers never spend more than a limit between
 //!   them, and a 429 recorded by one node is seen by all.
@@ -22,8 +26,31 @@
 //!   while ([`PostgresStoreBuilder::retry_for`]) and then reported as
 //!   [`DatabaseErrorKind::Transient`]; a constraint violation is
 //!   [`DatabaseErrorKind::Integrity`] and never retried.
+//! - **A COMMIT left unanswered is never taken for failed nor repeated
+//!   blindly**: it is [`StoreError::CommitUnknown`]. The ledger update
+//!   records a request id with the new state and reads its outcome back
+//!   (it is never spent or refunded twice); a certificate save is settled
+//!   by running it again (it is idempotent). Single-statement writes
+//!   (journals, fenced or not, leases, renewer records) are upserts or
+//!   deletes that repeat harmlessly, so a lost answer is retried: a
+//!   fenced write retried after the lease was lost says `LeaseLost`, and
+//!   the newer holder reads whatever the first attempt wrote. An archived
+//!   journal may then be archived twice.
+//! - **TLS is required off this machine**: a host that is not loopback
+//!   (nor a Unix socket) must have `sslmode=require` (the server's
+//!   certificate verified), or opening fails with
+//!   [`StoreError::PlaintextConnection`], unless
+//!   [`PostgresStoreBuilder::danger_accept_plaintext`].
+//!
+//! This file holds the store, its retry loop and the records' statements
+//! (over 800 lines: one `Store` implementation, each method next to its
+//! SQL); leases, the ledger's update, the schema and the connection's TLS
+//! decision live in their own modules.
 
+mod lease;
+mod ledger;
 mod schema;
+mod tls;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -73,8 +100,10 @@ struct Counters {
 
 /// Options for opening a [`PostgresStore`].
 ///
+/// Its `Debug` shows the URL without its password.
+///
 /// Example: [`PostgresStore`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PostgresStoreBuilder {
     url: String,
     current_key: Option<KeyEncryptionKey>,
@@ -84,6 +113,23 @@ pub struct PostgresStoreBuilder {
     retry_for: Duration,
     root_certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
     allow_unsealed: bool,
+    accept_plaintext: bool,
+}
+
+impl std::fmt::Debug for PostgresStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStoreBuilder")
+            .field("url", &tls::Redacted(&self.url))
+            .field("current_key", &self.current_key)
+            .field("previous_keys", &self.previous_keys)
+            .field("max_connections", &self.max_connections)
+            .field("operation_timeout", &self.operation_timeout)
+            .field("retry_for", &self.retry_for)
+            .field("root_certificates", &self.root_certificates.len())
+            .field("allow_unsealed", &self.allow_unsealed)
+            .field("danger_accept_plaintext", &self.accept_plaintext)
+            .finish()
+    }
 }
 
 /// A [`Store`] on PostgreSQL (feature `postgres`); see the
@@ -190,15 +236,35 @@ impl PostgresStoreBuilder {
         Ok(self)
     }
 
+    /// Danger: lets connections to a host that is not loopback (nor a Unix
+    /// socket) go without TLS (`sslmode=prefer` or `disable`). Off by
+    /// default: such a URL is refused with
+    /// [`StoreError::PlaintextConnection`], since whoever sits on the path
+    /// could then read private keys (without a key-encryption key) and
+    /// rewrite journals and leases. Only for a network you trust
+    /// completely; a warning is logged at open.
+    pub fn danger_accept_plaintext(mut self, accept: bool) -> Self {
+        self.accept_plaintext = accept;
+        self
+    }
+
     /// Connects (retrying transient failures for [`Self::retry_for`]),
     /// applies the schema migrations and returns the store.
+    ///
+    /// A host that is not loopback (nor a Unix socket) must have
+    /// `sslmode=require` (TLS or no connection; the server's certificate is
+    /// verified against the Web PKI roots and
+    /// [`Self::root_certificates_pem`]): otherwise
+    /// [`StoreError::PlaintextConnection`], unless
+    /// [`Self::danger_accept_plaintext`].
     pub async fn open(self) -> StoreResult<PostgresStore> {
         let mut config =
             tokio_postgres::Config::from_str(&self.url).map_err(|e| StoreError::Database {
                 kind: DatabaseErrorKind::Configuration,
                 code: None,
-                message: format!("the PostgreSQL URL does not parse: {e}"),
+                message: format!("the PostgreSQL URL does not parse: {}", without_echo(&e)),
             })?;
+        tls::check_transport(&config, self.accept_plaintext)?;
         if config.get_application_name().is_none() {
             config.application_name("sturdy-acme");
         }
@@ -206,22 +272,6 @@ impl PostgresStoreBuilder {
         // A peer that stops acknowledging is given up on by the kernel.
         config.tcp_user_timeout(self.operation_timeout.max(Duration::from_secs(5)));
         config.keepalives_idle(Duration::from_secs(30));
-        let remote = config.get_hosts().iter().any(|h| match h {
-            tokio_postgres::config::Host::Tcp(name) => {
-                !(name == "localhost"
-                    || name
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback()))
-            }
-            #[cfg(unix)]
-            tokio_postgres::config::Host::Unix(_) => false,
-        });
-        if remote && config.get_ssl_mode() != tokio_postgres::config::SslMode::Require {
-            tracing::warn!(
-                "PostgreSQL store on a remote host without sslmode=require: the connection may \
-                 fall back to plain text (add ?sslmode=require to the URL)"
-            );
-        }
         let manager = Manager::from_config(
             config,
             tokio_postgres_rustls::MakeRustlsConnect::new(self.tls_config()?),
@@ -290,7 +340,8 @@ type DbFuture<'a, T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send + 'a>>
 
 impl PostgresStore {
     /// Options for a store at `url` (`postgres://USER[:PASSWORD]@HOST:PORT/DB`,
-    /// with `?sslmode=require` for TLS).
+    /// with `?sslmode=require` for TLS, which any host but loopback and Unix
+    /// sockets must have).
     pub fn builder(url: impl Into<String>) -> PostgresStoreBuilder {
         PostgresStoreBuilder {
             url: url.into(),
@@ -301,6 +352,7 @@ impl PostgresStore {
             retry_for: Duration::from_secs(30),
             root_certificates: Vec::new(),
             allow_unsealed: false,
+            accept_plaintext: false,
         }
     }
 
@@ -333,25 +385,48 @@ impl PostgresStore {
         what: &'static str,
         mut op: impl FnMut(Object) -> DbFuture<'a, T> + Send + 'a,
     ) -> StoreResult<T> {
+        self.run_tx(what, move |c, _| op(c)).await
+    }
+
+    /// [`Self::run`] for an operation that commits a transaction (through
+    /// [`commit`], which marks the attempt's [`CommitSent`]): an attempt
+    /// that times out after its `COMMIT` was sent is not retried, it is
+    /// [`StoreError::CommitUnknown`] (the transaction may have been
+    /// applied). Failures before the `COMMIT` are retried as [`Self::run`]
+    /// retries them (nothing was applied).
+    async fn run_tx<'a, T>(
+        &'a self,
+        what: &'static str,
+        mut op: impl FnMut(Object, CommitSent) -> DbFuture<'a, T> + Send,
+    ) -> StoreResult<T> {
         let started = tokio::time::Instant::now();
         let mut backoff = Duration::from_millis(50);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            let sent = CommitSent::default();
             let result = tokio::time::timeout(self.inner.operation_timeout, async {
                 let client = self.inner.pool.get().await.map_err(pool_error)?;
-                op(client).await
+                op(client, sent.clone()).await
             })
             .await
             .unwrap_or_else(|_| {
-                Err(StoreError::Database {
-                    kind: DatabaseErrorKind::Transient,
-                    code: None,
-                    message: format!(
-                        "no answer within {:?} (server or network unresponsive)",
-                        self.inner.operation_timeout
-                    ),
-                })
+                let message = format!(
+                    "no answer within {:?} (server or network unresponsive)",
+                    self.inner.operation_timeout
+                );
+                if sent.get() {
+                    Err(StoreError::CommitUnknown {
+                        operation: what.to_owned(),
+                        message: format!("COMMIT sent, {message}"),
+                    })
+                } else {
+                    Err(StoreError::Database {
+                        kind: DatabaseErrorKind::Transient,
+                        code: None,
+                        message,
+                    })
+                }
             });
             match result {
                 Err(StoreError::Database {
@@ -371,6 +446,31 @@ impl PostgresStore {
                     self.inner.counters.retries.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs an idempotent transaction (`op` recognises its own earlier
+    /// application) until its outcome is known: a [`StoreError::CommitUnknown`]
+    /// is followed by another run, which reads back whether the first was
+    /// applied (it waits for the row locks the first held, so it sees its
+    /// final outcome) and applies it only if not. Still unknown once the
+    /// retry budget is spent: the error is returned.
+    async fn run_until_known<'a, T>(
+        &'a self,
+        what: &'static str,
+        mut op: impl FnMut(Object, CommitSent) -> DbFuture<'a, T> + Send,
+    ) -> StoreResult<T> {
+        let started = tokio::time::Instant::now();
+        loop {
+            match self.run_tx(what, &mut op).await {
+                Err(StoreError::CommitUnknown { operation, message })
+                    if started.elapsed() < self.inner.retry_for =>
+                {
+                    tracing::warn!(operation = %operation, error = %message, "PostgreSQL store: a COMMIT's outcome is unknown; reading it back");
+                    self.inner.counters.retries.fetch_add(1, Ordering::Relaxed);
                 }
                 other => return other,
             }
@@ -539,66 +639,6 @@ impl PostgresStore {
         self.count(1, 1);
         Ok(())
     }
-
-    async fn lease_row(&self, name: &str) -> StoreResult<Option<(Lease, bool)>> {
-        let row = self
-            .db_query_opt(
-                "read lease",
-                "SELECT holder, token, floor(extract(epoch FROM until))::bigint, host, pid, \
-                             start_time, pid_ns, until > now() FROM sturdy_leases WHERE name = $1",
-                &[&name],
-            )
-            .await?;
-        self.count(1, 0);
-        Ok(row.map(|row| {
-            let lease = Lease {
-                name: name.to_owned(),
-                holder: row.get(0),
-                token: row.get::<_, i64>(1).max(0) as u64,
-                until: row.get::<_, i64>(2).max(0) as u64,
-                host: row.get(3),
-                pid: row.get::<_, i64>(4).clamp(0, u32::MAX.into()) as u32,
-                start_time: row.get::<_, i64>(5).max(0) as u64,
-                pid_ns: row.get(6),
-            };
-            (lease, row.get::<_, bool>(7))
-        }))
-    }
-
-    /// Why `lease` is no longer current, as the store sees it now.
-    async fn lost_reason(&self, lease: &Lease) -> StoreResult<Option<String>> {
-        Ok(match self.lease_row(&lease.name).await? {
-            Some((current, live))
-                if current.holder == lease.holder && current.token == lease.token =>
-            {
-                (!live).then(|| "it expired (by the database's clock)".to_owned())
-            }
-            Some((current, _)) => Some(format!(
-                "now held by {:?} with token {}",
-                current.holder, current.token
-            )),
-            None => Some("its row is gone".into()),
-        })
-    }
-}
-
-/// This machine as a lease row records it: the host name and the kernel's
-/// boot id, so a process is only ever looked up on the machine (and boot)
-/// it ran on.
-fn machine_tag() -> String {
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|b| b.trim().to_owned())
-        .unwrap_or_default();
-    if boot.is_empty() {
-        // Unknown: never equal to another row's tag, so no early takeover.
-        format!(
-            "{}#unknown-{}",
-            process::current().host,
-            process::unique_holder(None)
-        )
-    } else {
-        format!("{}#{boot}", process::current().host)
-    }
 }
 
 /// The identity a record's secrets are sealed for (their associated data).
@@ -621,29 +661,51 @@ fn wipe(value: &mut Value) {
     }
 }
 
-fn ttl_ms(ttl: Duration) -> i64 {
-    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2)
+/// Whether an attempt sent its `COMMIT`: from then on its outcome is
+/// unknown until the answer comes.
+#[derive(Debug, Clone, Default)]
+struct CommitSent(Arc<std::sync::atomic::AtomicBool>);
+
+impl CommitSent {
+    fn mark(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
-/// Commits; a failure is [`DatabaseErrorKind::OutcomeUnknown`] (the
-/// connection may have broken after the server committed), which the
-/// store never repeats.
-async fn commit(tx: deadpool_postgres::Transaction<'_>) -> StoreResult<()> {
-    tx.commit().await.map_err(|e| {
-        let classified = classify(&e);
-        match classified {
-            StoreError::Database {
-                kind: DatabaseErrorKind::Transient,
-                code,
-                message,
-            } => StoreError::Database {
-                kind: DatabaseErrorKind::OutcomeUnknown,
-                code,
-                message: format!("COMMIT: {message}"),
-            },
-            other => other,
-        }
+/// Commits, marking `sent` first; a failure that leaves the outcome open
+/// (the connection broke after the `COMMIT` went out) is
+/// [`StoreError::CommitUnknown`], never a transient failure to repeat.
+async fn commit(
+    tx: deadpool_postgres::Transaction<'_>,
+    what: &str,
+    sent: &CommitSent,
+) -> StoreResult<()> {
+    sent.mark();
+    tx.commit().await.map_err(|e| match classify(&e) {
+        StoreError::Database {
+            kind: DatabaseErrorKind::Transient | DatabaseErrorKind::OutcomeUnknown,
+            message,
+            ..
+        } => StoreError::CommitUnknown {
+            operation: what.to_owned(),
+            message,
+        },
+        other => other,
     })
+}
+
+/// A connection string's parse error without the text it quotes (the
+/// parser may quote a character of the password).
+fn without_echo(e: &tokio_postgres::Error) -> String {
+    let text = e.to_string();
+    match text.find(" but got `") {
+        Some(cut) => text[..cut].to_owned(),
+        None => text,
+    }
 }
 
 /// A database error, classified.
@@ -804,7 +866,9 @@ impl Store for PostgresStore {
 
     /// One transaction under a per-key advisory lock: the previous
     /// certificate moves to the history, then the new one replaces it, so
-    /// concurrent saves of one set each keep the one they replace.
+    /// concurrent saves of one set each keep the one they replace. Saving
+    /// the same certificate again changes nothing, so a `COMMIT` whose
+    /// outcome is unknown is settled by running it again.
     async fn save_certificate(
         &self,
         key: &IdentifierSetKey,
@@ -814,7 +878,7 @@ impl Store for PostgresStore {
         let (record, sealed) = self.split(&identity("certificate", &id), certificate)?;
         let directory = key.ca().map(|ca| ca.directory.as_str());
         let (id, record, sealed) = (&id, &record, &sealed);
-        self.run("save certificate", |mut c| {
+        self.run_until_known("save certificate", |mut c, sent| {
             Box::pin(async move {
                 let tx = c.transaction().await.map_err(|e| classify(&e))?;
                 let lock = tx
@@ -841,7 +905,7 @@ impl Store for PostgresStore {
                 tx.execute(&save, &[id, &directory, record, &sealed.bytes.as_slice(), &sealed.kek_id])
                     .await
                     .map_err(|e| classify(&e))?;
-                commit(tx).await
+                commit(tx, "save certificate", &sent).await
             })
         })
         .await?;
@@ -1105,192 +1169,35 @@ impl Store for PostgresStore {
         directory: &str,
         update: &mut LedgerUpdate<'_>,
     ) -> StoreResult<()> {
-        let update = std::sync::Mutex::new(update);
-        let update = &update;
-        let wrote = self
-            .run("update ledger", |mut c| {
-                Box::pin(async move {
-                    let tx = c.transaction().await.map_err(|e| classify(&e))?;
-                    // The row exists (empty) before it is locked, so the
-                    // first update of a new ledger is serialized too.
-                    let ensure = tx
-                        .prepare_cached(
-                            "INSERT INTO sturdy_ledgers (directory, state) VALUES ($1, NULL) \
-                             ON CONFLICT (directory) DO NOTHING",
-                        )
-                        .await
-                        .map_err(|e| classify(&e))?;
-                    tx.execute(&ensure, &[&directory])
-                        .await
-                        .map_err(|e| classify(&e))?;
-                    let lock = tx
-                        .prepare_cached(
-                            "SELECT state FROM sturdy_ledgers WHERE directory = $1 FOR UPDATE",
-                        )
-                        .await
-                        .map_err(|e| classify(&e))?;
-                    let row = tx
-                        .query_one(&lock, &[&directory])
-                        .await
-                        .map_err(|e| classify(&e))?;
-                    let current = row
-                        .get::<_, Option<Value>>(0)
-                        .map(|state| RateLimitRecord { state });
-                    let next = {
-                        let mut f = update.lock().unwrap_or_else(|p| p.into_inner());
-                        (**f)(current.as_ref())
-                    };
-                    let Some(next) = next else {
-                        tx.rollback().await.map_err(|e| classify(&e))?;
-                        return Ok(false);
-                    };
-                    let write = tx
-                        .prepare_cached(
-                            "UPDATE sturdy_ledgers SET state = $2, updated_at = now() \
-                             WHERE directory = $1",
-                        )
-                        .await
-                        .map_err(|e| classify(&e))?;
-                    tx.execute(&write, &[&directory, &next.state])
-                        .await
-                        .map_err(|e| classify(&e))?;
-                    commit(tx).await?;
-                    Ok(true)
-                })
-            })
-            .await?;
-        self.count(if wrote { 5 } else { 4 }, u64::from(wrote));
-        Ok(())
+        self.update_ledger_once(directory, update).await
     }
 
     async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> StoreResult<Lease> {
-        let me = process::current();
-        let tag = machine_tag();
-        let host = &tag;
-        let ms = ttl_ms(ttl);
-        let pid = i64::from(me.pid);
-        let start_time = i64::try_from(me.start_time).unwrap_or(0);
-        let row = self
-            .db_query_opt("acquire lease", "INSERT INTO sturdy_leases AS l \
-                               (name, holder, token, until, host, pid, start_time, pid_ns) \
-                             VALUES ($1, $2, nextval('sturdy_lease_tokens'), \
-                               now() + $3::bigint * interval '1 millisecond', $4, $5, $6, $7) \
-                             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
-                               token = excluded.token, until = excluded.until, host = excluded.host, \
-                               pid = excluded.pid, start_time = excluded.start_time, \
-                               pid_ns = excluded.pid_ns \
-                             WHERE l.until <= now() OR l.holder = excluded.holder \
-                             RETURNING token, floor(extract(epoch FROM until))::bigint", &[&name, &holder, &ms, &host, &pid, &start_time, &me.pid_ns])
-            .await?;
-        self.count(1, 1);
-        let lease = |token: i64, until: i64| Lease {
-            name: name.to_owned(),
-            holder: holder.to_owned(),
-            until: until.max(0) as u64,
-            token: token.max(0) as u64,
-            host: tag.clone(),
-            pid: me.pid,
-            start_time: me.start_time,
-            pid_ns: me.pid_ns.clone(),
-        };
-        if let Some(row) = row {
-            return Ok(lease(row.get(0), row.get(1)));
-        }
-        let Some((current, live)) = self.lease_row(name).await? else {
-            return Err(StoreError::LeaseHeld {
-                name: name.to_owned(),
-                holder: String::new(),
-                until: 0,
-            });
-        };
-        // Only a holder provably on this machine and boot (the host name
-        // alone repeats across cloned machines, and so does the initial PID
-        // namespace) is looked up in this machine's /proc.
-        let dead = live
-            && current.host == tag
-            && process::holder_is_dead(&me.host, current.pid, current.start_time, &current.pid_ns);
-        if !dead {
-            return Err(StoreError::LeaseHeld {
-                name: name.to_owned(),
-                holder: current.holder,
-                until: current.until,
-            });
-        }
-        // The holder was a process on this host that is gone: taken over
-        // now, if nobody else did in between.
-        tracing::warn!(lease = %name, holder = %current.holder, pid = current.pid, "taking over the lease of a process that is gone");
-        let seen = i64::try_from(current.token).unwrap_or(i64::MAX);
-        let row = self
-            .db_query_opt("take over lease", "UPDATE sturdy_leases SET holder = $2, token = nextval('sturdy_lease_tokens'), \
-                               until = now() + $3::bigint * interval '1 millisecond', host = $4, pid = $5, \
-                               start_time = $6, pid_ns = $7 \
-                             WHERE name = $1 AND token = $8 \
-                             RETURNING token, floor(extract(epoch FROM until))::bigint", &[&name, &holder, &ms, &host, &pid, &start_time, &me.pid_ns, &seen])
-            .await?;
-        self.count(1, 1);
-        match row {
-            Some(row) => Ok(lease(row.get(0), row.get(1))),
-            None => Err(StoreError::LeaseHeld {
-                name: name.to_owned(),
-                holder: current.holder,
-                until: current.until,
-            }),
-        }
+        self.take_lease(name, holder, ttl).await
     }
 
     async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> StoreResult<Lease> {
-        let ms = ttl_ms(ttl);
-        let token = i64::try_from(lease.token).unwrap_or(i64::MAX);
-        let row = self
-            .db_query_opt(
-                "renew lease",
-                "UPDATE sturdy_leases SET until = now() + $4::bigint * interval '1 millisecond' \
-                             WHERE name = $1 AND holder = $2 AND token = $3 \
-                             RETURNING floor(extract(epoch FROM until))::bigint",
-                &[&lease.name, &lease.holder, &token, &ms],
-            )
-            .await?;
-        self.count(1, 1);
-        if let Some(row) = row {
-            return Ok(Lease {
-                until: row.get::<_, i64>(0).max(0) as u64,
-                ..lease.clone()
-            });
-        }
-        let (holder, until) = match self.lease_row(&lease.name).await? {
-            Some((current, _)) => (current.holder, current.until),
-            None => (String::new(), 0),
-        };
-        Err(StoreError::LeaseHeld {
-            name: lease.name.clone(),
-            holder,
-            until,
-        })
+        self.extend_lease(lease, ttl).await
     }
 
     async fn check_lease(&self, lease: &Lease) -> StoreResult<()> {
-        match self.lost_reason(lease).await? {
-            None => Ok(()),
-            Some(reason) => Err(StoreError::LeaseLost {
-                name: lease.name.clone(),
-                token: lease.token,
-                reason,
-            }),
-        }
+        self.judge_lease_row(lease).await
     }
 
     async fn release_lease(&self, lease: &Lease) -> StoreResult<()> {
-        let token = i64::try_from(lease.token).unwrap_or(i64::MAX);
-        self.db_execute(
-            "release lease",
-            "UPDATE sturdy_leases SET holder = '', until = to_timestamp(0) \
-                         WHERE name = $1 AND holder = $2 AND token = $3",
-            &[&lease.name, &lease.holder, &token],
-        )
-        .await?;
-        self.count(1, 1);
-        Ok(())
+        self.give_up_lease(lease).await
     }
+}
+
+/// A fresh id for one ledger update or lease acquisition (128 random
+/// bits, hex).
+pub(super) fn request_id() -> StoreResult<String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| StoreError::Other("no randomness for a ledger request id".into()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The directory a journal is listed under: its key's CA, or (a legacy

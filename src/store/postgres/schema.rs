@@ -85,6 +85,23 @@ CREATE TABLE sturdy_managed (
     PRIMARY KEY (directory, id)
 );
 "#,
+    // Issue 27: each ledger update records its request id with the new
+    // state, so a COMMIT whose answer was lost is recognised when read
+    // back (never applied twice). Ids older than a day are pruned. Leases
+    // record the acquisition that took them.
+    r#"
+CREATE TABLE sturdy_ledger_requests (
+    directory   text NOT NULL,
+    request_id  text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (directory, request_id)
+);
+CREATE INDEX sturdy_ledger_requests_age ON sturdy_ledger_requests (directory, applied_at);
+-- Each acquisition names itself, so its own retry (the first answer lost)
+-- is recognised while any other acquisition, the same holder's included,
+-- is refused.
+ALTER TABLE sturdy_leases ADD COLUMN claim text NOT NULL DEFAULT '';
+"#,
 ];
 
 /// Brings the schema to [`LATEST`], or fails with a

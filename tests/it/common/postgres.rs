@@ -21,6 +21,10 @@
 //! package), or else as a system user `sturdy-pg` created on first use, through
 //! `runuser`.
 //!
+//! [`Postgres::start_with_clock_offset`] runs the server under libfaketime
+//! (Debian `faketime`): its clock (`now()`) is off from the test's by a
+//! fixed number of seconds, as a database on another machine may be.
+//!
 //! `pg_ctl` detaches the server from the test process: a test binary killed
 //! hard (SIGKILL, timeout) leaks it together with its temp dir
 //! (`sturdy-pg-*` in the temp directory). A normal exit or a panic stops it.
@@ -50,6 +54,9 @@ const WAIT_ARGS: [&str; 3] = ["-w", "-t", "60"];
 const START_ATTEMPTS: usize = 3;
 /// How many log lines [`Postgres::log_tail`] returns.
 const LOG_TAIL_LINES: usize = 40;
+/// libfaketime, as Debian's `faketime` package installs it, under
+/// `/usr/lib/<multiarch triplet>/`.
+const LIBFAKETIME: &str = "faketime/libfaketime.so.1";
 /// The server binaries that must all be present in one directory.
 const SERVER_BINARIES: [&str; 3] = ["initdb", "pg_ctl", "postgres"];
 
@@ -75,6 +82,9 @@ pub struct Postgres {
     /// Set when a panic message already carried the log tail, so that `Drop`
     /// does not print it a second time.
     log_reported: AtomicBool,
+    /// How far the server's clock is off from ours, in seconds, and the
+    /// libfaketime it runs under to be so (`None`: the real clock).
+    clock: Option<(i64, PathBuf)>,
 }
 
 impl Postgres {
@@ -87,6 +97,29 @@ impl Postgres {
     /// the server log tail when the cluster cannot be created or the server
     /// does not come up within 60 s.
     pub fn start() -> Option<Postgres> {
+        Self::start_with(None)
+    }
+
+    /// [`Postgres::start`], with the server's clock `seconds` ahead of this
+    /// process's (behind when negative): the server runs under libfaketime
+    /// (`FAKETIME=+N`, the monotonic clock left alone), so `now()` in SQL is
+    /// shifted and nothing else. Returns `None` (after printing why) when
+    /// libfaketime is not installed, unless `CI=true`, where that panics.
+    pub fn start_with_clock_offset(seconds: i64) -> Option<Postgres> {
+        let Some(faketime) = find_libfaketime() else {
+            if super::in_ci() {
+                panic!(
+                    "/usr/lib/*/{LIBFAKETIME} not found: missing test tools are failures in CI \
+                     (scripts/setup.sh installs Debian's faketime)"
+                );
+            }
+            eprintln!("skipping: libfaketime not installed (apt-get install faketime)");
+            return None;
+        };
+        Self::start_with(Some((seconds, faketime)))
+    }
+
+    fn start_with(clock: Option<(i64, PathBuf)>) -> Option<Postgres> {
         let Some(bindir) = find_bindir() else {
             if super::in_ci() {
                 panic!(
@@ -113,6 +146,7 @@ impl Postgres {
             port: 0,
             database,
             log_reported: AtomicBool::new(false),
+            clock,
         };
         if let Some(user) = server_user {
             make_ancestors_traversable(&pg.dir);
@@ -286,6 +320,11 @@ impl Postgres {
     /// harness's settings).
     fn prepare(&self, cmd: &mut Command) {
         cmd.current_dir(&self.dir).stdin(Stdio::null());
+        if let Some((offset, faketime)) = &self.clock {
+            cmd.env("LD_PRELOAD", faketime)
+                .env("FAKETIME", format!("{offset:+}"))
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
         for (key, _) in std::env::vars_os() {
             if key.to_str().is_some_and(|k| k.starts_with("PG")) {
                 cmd.env_remove(key);
@@ -379,6 +418,15 @@ fn find_bindir() -> Option<PathBuf> {
         .collect();
     versions.sort();
     versions.pop().map(|(_, bin)| bin)
+}
+
+/// `/usr/lib/<triplet>/faketime/libfaketime.so.1`, if installed.
+fn find_libfaketime() -> Option<PathBuf> {
+    fs::read_dir("/usr/lib")
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path().join(LIBFAKETIME))
+        .find(|lib| lib.is_file())
 }
 
 /// `"15"` -> `[15]`, `"9.6"` -> `[9, 6]`; `None` for anything else.

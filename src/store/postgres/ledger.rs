@@ -1,0 +1,120 @@
+//! The rate-limit ledger's atomic update: under the row's lock, with a
+//! request id recorded next to the new state so a `COMMIT` whose answer
+//! was lost is read back, never applied twice.
+
+use serde_json::Value;
+
+use super::{PostgresStore, classify, commit, request_id};
+use crate::store::{LedgerUpdate, RateLimitRecord, StoreResult};
+
+impl PostgresStore {
+    /// [`Store::update_ledger`](crate::store::Store::update_ledger), applied
+    /// at most once: one transaction under the ledger row's lock, recorded
+    /// with a request id of its own. A `COMMIT` whose answer never came is
+    /// read back by running the transaction again, which finds its request
+    /// id (the update was applied: `update` is not called again, and what
+    /// it captured from the applied run stands) or not (it was not: applied
+    /// now). The ledger is never spent or refunded twice for one call.
+    pub(super) async fn update_ledger_once(
+        &self,
+        directory: &str,
+        update: &mut LedgerUpdate<'_>,
+    ) -> StoreResult<()> {
+        let request = request_id()?;
+        let update = std::sync::Mutex::new(update);
+        let (update, request) = (&update, request.as_str());
+        let outcome = self
+            .run_until_known("update ledger", |mut c, sent| {
+                Box::pin(async move {
+                    let tx = c.transaction().await.map_err(|e| classify(&e))?;
+                    // The row exists (empty) before it is locked, so the
+                    // first update of a new ledger is serialized too.
+                    let ensure = tx
+                        .prepare_cached(
+                            "INSERT INTO sturdy_ledgers (directory, state) VALUES ($1, NULL) \
+                             ON CONFLICT (directory) DO NOTHING",
+                        )
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    tx.execute(&ensure, &[&directory])
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    // Under the row lock, which an earlier run of this very
+                    // update held until its COMMIT ended: whether it was
+                    // applied is final here.
+                    let lock = tx
+                        .prepare_cached(
+                            "SELECT state, EXISTS (SELECT 1 FROM sturdy_ledger_requests \
+                               WHERE directory = $1 AND request_id = $2) \
+                             FROM sturdy_ledgers WHERE directory = $1 FOR UPDATE",
+                        )
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    let row = tx
+                        .query_one(&lock, &[&directory, &request])
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    if row.get::<_, bool>(1) {
+                        tx.rollback().await.map_err(|e| classify(&e))?;
+                        return Ok(LedgerOutcome::AlreadyApplied);
+                    }
+                    let current = row
+                        .get::<_, Option<Value>>(0)
+                        .map(|state| RateLimitRecord { state });
+                    let next = {
+                        let mut f = update.lock().unwrap_or_else(|p| p.into_inner());
+                        (**f)(current.as_ref())
+                    };
+                    let Some(next) = next else {
+                        tx.rollback().await.map_err(|e| classify(&e))?;
+                        return Ok(LedgerOutcome::Unchanged);
+                    };
+                    // The new state, this request's id, and the ids too old
+                    // to be read back any more gone, in one statement.
+                    let write = tx
+                        .prepare_cached(
+                            "WITH done AS ( \
+                               INSERT INTO sturdy_ledger_requests (directory, request_id) \
+                               VALUES ($1, $3) \
+                             ), pruned AS ( \
+                               DELETE FROM sturdy_ledger_requests WHERE directory = $1 \
+                               AND applied_at < now() - interval '1 day' \
+                             ) \
+                             UPDATE sturdy_ledgers SET state = $2, updated_at = now() \
+                             WHERE directory = $1",
+                        )
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    tx.execute(&write, &[&directory, &next.state, &request])
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    commit(tx, "update ledger", &sent).await?;
+                    Ok(LedgerOutcome::Written)
+                })
+            })
+            .await?;
+        match outcome {
+            LedgerOutcome::Written => self.count(5, 1),
+            LedgerOutcome::Unchanged => self.count(4, 0),
+            LedgerOutcome::AlreadyApplied => {
+                tracing::info!(
+                    directory,
+                    "PostgreSQL store: a ledger update whose COMMIT went unanswered was applied"
+                );
+                self.count(4, 0)
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one run of a ledger update did.
+enum LedgerOutcome {
+    /// Applied and committed.
+    Written,
+    /// `update` wanted no change.
+    Unchanged,
+    /// An earlier run of the same call had been applied (its `COMMIT`
+    /// went unanswered): nothing done again.
+    AlreadyApplied,
+}
