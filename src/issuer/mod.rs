@@ -1536,11 +1536,11 @@ impl<S: Store> Issuer<S> {
         if journal.key_pem.is_some() {
             self.inner.store.archive_journal(key, journal).await?;
         }
-        // A reservation made for this journal stays with it unless finalize
-        // was sent: that attempt used it.
-        if journal.step >= JournalStep::Finalizing {
-            journal.certificate_reserved = false;
-        }
+        // A reservation made for this journal stays with it for the next
+        // order: the order superseded is invalid (the CA's definitive word
+        // that it yields no certificate, a finalize sent to it included: a
+        // CAA recheck that failed at finalize fails the order) or was gone
+        // before finalize, so no certificate used it.
         journal.step = JournalStep::Ordering;
         journal.order_url = None;
         journal.key_pem = None;

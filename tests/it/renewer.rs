@@ -245,10 +245,9 @@ async fn a_renewal_does_not_wait_behind_new_orders_held_by_the_account_budget() 
 #[tokio::test(start_paused = true)]
 async fn caa_timeouts_back_off_per_identifier_and_it_issues_once_dns_answers() {
     let ca = TestCa::builder()
+        // A failed recheck fails the order, as Let's Encrypt does: each
+        // attempt after the back-off supersedes it with a new one.
         .caa("slow.example", CaaPolicy::Timeout)
-        // Boulder before CAARechecksFailOrder (the order stays ready);
-        // issue 27 #11: the default now fails the order.
-        .caa_recheck_fails_order(false)
         .start_in_process()
         .unwrap();
     let (issuer, statuses) = issuer(&ca, MemoryStore::new(), RateLimits::lets_encrypt()).await;
@@ -520,9 +519,6 @@ async fn the_fleet_simulation_meets_its_goals_at_a_small_size() {
         // The second burst arrives during the outage.
         outage_at: Duration::from_secs(6 * HOUR - 10 * MIN),
         file_store_root: None,
-        // Boulder before CAARechecksFailOrder (a failed recheck leaves the
-        // order ready); issue 27 #11: the default now fails the order.
-        caa_recheck_fails_order: false,
         ..SimulationConfig::default()
     })
     .await

@@ -448,6 +448,18 @@ async fn finalize(order: &mut OrderCore, der: Vec<u8>) -> Result<OrderStatus> {
                 return Ok(order.state.status);
             }
             Err(e) => {
+                // A CAA recheck that failed at finalize fails the order at
+                // Let's Encrypt (since 2026): sending finalize again after
+                // the CAA wait would only be refused. Read the order first;
+                // an invalid one ends here with the CA's caa problem (the
+                // issuer supersedes it on its next attempt).
+                if matches!(e.class(), ErrorClass::Caa { .. }) {
+                    refresh(order).await?;
+                    if order.state.status == OrderStatus::Invalid {
+                        tracing::warn!(order = %order.url, error = %e, "the CAA recheck at finalize failed the order");
+                        return Err(e);
+                    }
+                }
                 // A success answer that is not an order: the CA took the
                 // request, its order says what came of it (never a repeat).
                 let unusable = if e.is_unusable_answer() {
