@@ -518,26 +518,6 @@ mod tests {
         assert_eq!(first, Duration::from_millis(200));
     }
 
-    /// The round trip a fresh client's first polls are placed from is
-    /// known once the directory is read, and is the quickest exchange.
-    #[cfg(feature = "testing")]
-    #[tokio::test]
-    async fn a_client_knows_its_round_trip_from_the_first_answers() {
-        let ca = crate::testing::TestCa::start().await.unwrap();
-        let client = ca.client().await.unwrap();
-        let first = client.round_trip().expect("the directory's exchange");
-        assert!(first > Duration::ZERO);
-        let account = client
-            .create_account(
-                crate::AccountKey::generate(crate::KeyAlgorithm::Es256).unwrap(),
-                &crate::AccountOptions::agreeing_to_terms(),
-            )
-            .await
-            .unwrap();
-        let _ = account.refresh().await.unwrap();
-        assert!(client.round_trip().unwrap() <= first);
-    }
-
     /// Issue 16, defect 7: `Retry-After: 0` or a date in the past never
     /// polls faster than the first delay, and the number of polls is capped.
     #[tokio::test(start_paused = true)]
