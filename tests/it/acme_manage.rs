@@ -98,7 +98,13 @@ async fn renew_and_list_decide_with_the_cas_renewal_information() {
                 &directory,
                 &root,
                 &store,
-                &["issue", "--domain", "ari2.example"],
+                &[
+                    "issue",
+                    "--domain",
+                    "ari2.example",
+                    "--out",
+                    dir.join("out2").to_str().unwrap(),
+                ],
             );
             assert_eq!(code, Some(0), "{stderr}");
             let (code, _, stderr) = acme_at(&directory, &root, &store, &["renew"]);
