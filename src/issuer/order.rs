@@ -1,0 +1,215 @@
+//! newOrder under the ledger and the fence: the lost answer's order looked
+//! for first, the CAA pre-flight, the reservation, and a CA's refusal of
+//! `replaces` resolved (alreadyReplaced resumes this account's earlier
+//! replacement order).
+
+use super::*;
+
+impl<S: Store> Issuer<S> {
+    pub(super) async fn new_order(
+        &self,
+        key: &IdentifierSetKey,
+        account: &Account,
+        journal: &mut Journal,
+        options: &EnsureOptions,
+        previous: Option<&StoredCertificate>,
+    ) -> Result<Order> {
+        let ids = key.identifiers().to_vec();
+        let account_url = account.url().to_owned();
+        let now = self.now();
+        // A journal left at Ordering by an earlier process: its newOrder may
+        // have been sent. Look for the order it created before sending one.
+        if journal.step == JournalStep::Ordering && journal.order_attempts > 0 {
+            let wanted = NewOrder::new(ids.clone())?;
+            if let Some(order) = account
+                .find_pending_order(&wanted, crate::client::LOST_ANSWER_PAGES)
+                .await
+            {
+                tracing::info!(set = %key, order = %order.url(), "the interrupted newOrder's order was found in the account's orders list");
+                journal.order_url = Some(order.url().to_owned());
+                journal.step = JournalStep::OrderCreated;
+                self.save_journal(key, journal).await?;
+                self.observe(key, IssuerStep::OrderCreated);
+                return Ok(order);
+            }
+        }
+        // Before anything is spent: would the CA's CAA check pass? (First
+        // a dry run of the ledger, nothing written: a set it would refuse
+        // now is refused before the pre-flight can spend minutes on DNS.)
+        let reserve_certificate = !journal.certificate_reserved;
+        let exemption = self.exemption(previous, journal);
+        let reserve = |l: &mut RateLedger, now| {
+            l.reserve_new_order(&account_url, &ids, now, reserve_certificate, exemption)
+        };
+        let now = if let Some(checker) = &self.inner.caa {
+            self.with_ledger(|l| (reserve(l, now).map(drop), false))
+                .await??;
+            journal.caa_methods = self.caa_preflight(checker, key, account, options).await?;
+            // The pre-flight may have waited minutes for a nameserver.
+            self.now()
+        } else {
+            now
+        };
+        // Checked and counted in one atomic ledger update: the order and,
+        // unless this journal already holds one, the certificate it is for.
+        self.with_ledger(|l| {
+            let reserved = reserve(l, now);
+            let changed = reserved.is_ok();
+            (reserved, changed)
+        })
+        .await??;
+        if reserve_certificate {
+            journal.reserved_as = exemption.name().map(str::to_owned);
+        }
+        journal.certificate_reserved = true;
+        journal.step = JournalStep::Ordering;
+        journal.order_attempts += 1;
+        // A failure from here on keeps what was spent: the journal write may
+        // have landed (reserved) even if its answer was lost, and giving the
+        // reservation back then would let the order be finalized uncounted.
+        self.save_journal(key, journal).await?;
+        self.fence(key).await?;
+        let mut request = NewOrder::new(ids.clone())?;
+        if let Some(profile) = &options.profile {
+            request = request.profile(profile.clone());
+        }
+        if let Some(id) = journal.replaces.as_deref().and_then(CertId::parse) {
+            tracing::info!(set = %key, replaces = %id, ?exemption, "renewal: the order names the certificate it replaces");
+            request = request.replaces(id);
+        }
+        let (result, refused) = self.send_new_order(key, account, journal, &request).await;
+        // Every newOrder sent counts, the repeats after a lost answer and a
+        // request whose `replaces` the CA refused too.
+        let extra = refused
+            + match &result {
+                Ok(order) => order.new_order_requests.saturating_sub(1),
+                Err(Error::GaveUp { attempts, .. }) => attempts.saturating_sub(1),
+                Err(_) => 0,
+            };
+        if extra > 0 {
+            self.spend_ledger(|l| {
+                for _ in 0..extra {
+                    l.spend_order(&account_url, now);
+                }
+            })
+            .await?;
+        }
+        match result {
+            Ok(order) => {
+                // Reserved as an ARI renewal, but the CA did not take it as
+                // one (it refused `replaces`, or does not echo it): counted
+                // as the order it is after all.
+                let reserved = Exemption::from_name(journal.reserved_as.as_deref());
+                if reserved == Exemption::Ari && !order.state().extra.contains_key("replaces") {
+                    let as_now = match self.exemption(
+                        previous,
+                        &Journal {
+                            replaces: None,
+                            ..journal.clone()
+                        },
+                    ) {
+                        Exemption::Ari => Exemption::None,
+                        other => other,
+                    };
+                    tracing::info!(set = %key, ?as_now, "the order is not an ARI renewal at the CA; counted as one");
+                    self.spend_ledger(|l| l.spend_as(&account_url, &ids, now, as_now, true))
+                        .await?;
+                    journal.reserved_as = as_now.name().map(str::to_owned);
+                    journal.replaces = None;
+                }
+                journal.order_url = Some(order.url().to_owned());
+                journal.step = JournalStep::OrderCreated;
+                self.save_journal(key, journal).await?;
+                self.observe(key, IssuerStep::OrderCreated);
+                Ok(order)
+            }
+            Err(e) => {
+                if e.is_rate_limited() {
+                    let now = self.now();
+                    self.spend_ledger(|l| l.record_server_limit(&account_url, &ids, &e, now))
+                        .await?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends newOrder; when the CA refuses its `replaces`
+    /// ([`ReplacesRefusal`](crate::ReplacesRefusal)), resolves the refusal
+    /// instead of dodging it: on `alreadyReplaced` this account's own
+    /// earlier replacement order (an answer lost, an order left pending)
+    /// is looked for and resumed, keeping the ARI exemption; otherwise, or
+    /// when none is found, the refusal is journalled (never met twice for
+    /// this issuance) and the order sent without `replaces`. Returns the
+    /// outcome and the number of refused requests sent before it.
+    pub(super) async fn send_new_order(
+        &self,
+        key: &IdentifierSetKey,
+        account: &Account,
+        journal: &mut Journal,
+        request: &NewOrder,
+    ) -> (Result<Order>, u32) {
+        let first = account.new_order_as_sent(request).await;
+        let (Some(cert_id), Err(e)) = (request.replaced(), &first) else {
+            return (first, 0);
+        };
+        let Some(cause) = crate::ReplacesRefusal::of(e) else {
+            return (first, 0);
+        };
+        let cert_id = cert_id.to_string();
+        if cause == crate::ReplacesRefusal::AlreadyReplaced
+            && let Some(order) = account
+                .find_pending_order(request, crate::client::REPLACEMENT_SEARCH_PAGES)
+                .await
+        {
+            tracing::info!(set = %key, %cert_id, order = %order.url(), "alreadyReplaced: resuming this account's earlier replacement order");
+            self.inner.client.emit(crate::Event::ReplacementResumed {
+                cert_id,
+                order_url: order.url().to_owned(),
+            });
+            return (Ok(order), 1);
+        }
+        let resolution = match cause {
+            crate::ReplacesRefusal::AlreadyReplaced => {
+                "no pending or ready replacement order of this account was found (the CA may \
+                 list no orders); ordering without it"
+            }
+            _ => "ordering without it",
+        };
+        journal.replaces = None;
+        journal.replaces_refused = Some(cause.name().to_owned());
+        if let Err(e) = self.save_journal(key, journal).await {
+            return (Err(e), 1);
+        }
+        if let Err(e) = self.fence(key).await {
+            return (Err(e), 1);
+        }
+        let second = account.new_order_as_sent(&request.without_replaces()).await;
+        // A CA that hands back a pending order for the same names (Boulder)
+        // answers with the earlier replacement order itself: resumed.
+        let echoed = second.as_ref().ok().and_then(|order| {
+            order
+                .state()
+                .extra
+                .get("replaces")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        });
+        if cause == crate::ReplacesRefusal::AlreadyReplaced && echoed.as_deref() == Some(&cert_id) {
+            let url = second
+                .as_ref()
+                .map(|o| o.url().to_owned())
+                .unwrap_or_default();
+            tracing::info!(set = %key, %cert_id, order = %url, "alreadyReplaced: the CA handed back this account's earlier replacement order");
+            journal.replaces = Some(cert_id.clone());
+            journal.replaces_refused = None;
+            self.inner.client.emit(crate::Event::ReplacementResumed {
+                cert_id,
+                order_url: url,
+            });
+        } else {
+            account.replaces_dropped(request, cause, e, resolution);
+        }
+        (second, 1)
+    }
+}

@@ -1,0 +1,214 @@
+//! When a stored certificate is due: the lifetime rule, the CA's renewal
+//! information (ARI, refreshed under the lease) and the rate-limit
+//! exemption a renewal of it has.
+
+use super::*;
+
+impl<S: Store> Issuer<S> {
+    /// When `cert` is due for renewal: at once when it was revoked; at the
+    /// time chosen in the CA's suggested window when its renewal
+    /// information said one ([`StoredCertificate::renewal`]); else at 2/3
+    /// of its lifetime, or 1/2 when the lifetime is 10 days or less (or the
+    /// fraction set with [`IssuerBuilder::renew_after_fraction`]).
+    ///
+    /// ```
+    /// # use std::time::{Duration, UNIX_EPOCH};
+    /// # use sturdy_acme::store::StoredCertificate;
+    /// # async fn run(issuer: sturdy_acme::Issuer<sturdy_acme::store::FileStore>, mut cert: StoredCertificate) {
+    /// // A 160-hour (shortlived) certificate is renewed after 80 hours.
+    /// cert.not_before = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    /// cert.not_after = cert.not_before + Duration::from_secs(160 * 3600);
+    /// assert_eq!(issuer.renewal_due_at(&cert), cert.not_before + Duration::from_secs(80 * 3600));
+    /// # }
+    /// ```
+    pub fn renewal_due_at(&self, cert: &StoredCertificate) -> SystemTime {
+        if cert.revoked.is_some() {
+            return cert.not_before.min(self.now());
+        }
+        let lifetime = cert
+            .not_after
+            .duration_since(cert.not_before)
+            .unwrap_or_default();
+        if let Some(at) = cert.renewal.as_ref().and_then(|r| r.renew_at) {
+            // Never later than 90% of the lifetime, whatever was stored.
+            let latest = cert
+                .not_after
+                .checked_sub(lifetime / 10)
+                .unwrap_or(cert.not_after);
+            return at.min(latest);
+        }
+        let fraction =
+            self.inner
+                .renew_after
+                .unwrap_or(if lifetime <= Duration::from_secs(10 * 24 * 3600) {
+                    0.5
+                } else {
+                    2.0 / 3.0
+                });
+        cert.not_before + lifetime.mul_f64(fraction)
+    }
+
+    /// When an [`Issuer::ensure`] for `cert`'s set would next do more than
+    /// return it: its renewal time, or sooner the time to ask the CA's
+    /// renewal information again (when the CA offers it). A renewer sleeps
+    /// until then.
+    pub fn next_check_at(&self, cert: &StoredCertificate) -> SystemTime {
+        let due = self.renewal_due_at(cert).min(cert.not_after);
+        if cert.revoked.is_some() || !self.inner.client.offers_renewal_info() {
+            return due;
+        }
+        match &cert.renewal {
+            Some(r) => due.min(r.check_again_at),
+            None => self.now(),
+        }
+    }
+
+    /// What `cert` means for an ensure now.
+    pub(super) fn judge(&self, cert: &StoredCertificate) -> Verdict {
+        let now = self.now();
+        // An expired certificate is renewed, not polled for (RFC 9773).
+        if now >= cert.not_after {
+            return Verdict::Due;
+        }
+        if cert.revoked.is_none()
+            && self.inner.client.offers_renewal_info()
+            && cert
+                .renewal
+                .as_ref()
+                .is_none_or(|r| now >= r.check_again_at)
+        {
+            return Verdict::Recheck;
+        }
+        if now >= self.renewal_due_at(cert) {
+            Verdict::Due
+        } else {
+            Verdict::Usable
+        }
+    }
+
+    /// Fetches the CA's renewal information for `cert` and stores the
+    /// schedule it gives (under the issuance's lease). An answer that
+    /// cannot be used falls back to the lifetime rule until the next check
+    /// (6 hours), logged once per certificate.
+    pub(super) async fn refresh_renewal_info(
+        &self,
+        key: &IdentifierSetKey,
+        mut cert: StoredCertificate,
+    ) -> Result<StoredCertificate> {
+        let now = self.now();
+        let fallback = |why: String, cert: &StoredCertificate| {
+            let recheck = now + crate::protocol::renewal_info::DEFAULT_RECHECK;
+            // A window already known stays (and its chosen time) until an
+            // answer replaces it.
+            if let Some(old) = cert.renewal.as_ref().filter(|r| r.window_start.is_some()) {
+                tracing::warn!(set = %key, reason = %why, "renewal information unavailable; keeping the window known so far until the next check");
+                return RenewalSchedule {
+                    check_again_at: recheck,
+                    ..old.clone()
+                };
+            }
+            if cert.renewal.is_none() {
+                tracing::warn!(set = %key, reason = %why, "no usable renewal information; renewing by the certificate's lifetime until the next check");
+            }
+            RenewalSchedule {
+                window_start: None,
+                window_end: None,
+                renew_at: None,
+                check_again_at: recheck,
+                explanation_url: None,
+            }
+        };
+        let schedule = match CertId::from_pem(&cert.chain_pem) {
+            Err(why) => fallback(why, &cert),
+            Ok(id) => match self.inner.client.renewal_info(&id).await {
+                Ok(info) => {
+                    // The chosen time stays while the window does.
+                    let renew_at = match &cert.renewal {
+                        Some(old)
+                            if old.window_start == Some(info.window_start)
+                                && old.window_end == Some(info.window_end)
+                                && old.renew_at.is_some() =>
+                        {
+                            old.renew_at
+                        }
+                        _ => Some(info.renewal_time(
+                            if self.inner.renew_at_window_start {
+                                0.0
+                            } else {
+                                crate::protocol::renewal_info::random_fraction()
+                            },
+                            now,
+                        )),
+                    };
+                    if let Some(url) = &info.explanation_url {
+                        tracing::info!(set = %key, explanation = %url, "the CA explains this certificate's renewal window");
+                    }
+                    RenewalSchedule {
+                        window_start: Some(info.window_start),
+                        window_end: Some(info.window_end),
+                        renew_at,
+                        check_again_at: info.check_again_at,
+                        explanation_url: info.explanation_url,
+                    }
+                }
+                Err(e) => fallback(e.to_string(), &cert),
+            },
+        };
+        // A window a broken or hostile CA puts at or past the expiry would
+        // let the certificate expire: never later than 90% of its life.
+        let lifetime = cert
+            .not_after
+            .duration_since(cert.not_before)
+            .unwrap_or_default();
+        let latest = cert
+            .not_after
+            .checked_sub(lifetime / 10)
+            .unwrap_or(cert.not_after);
+        let mut schedule = schedule;
+        if let Some(at) = schedule.renew_at
+            && at > latest
+        {
+            tracing::warn!(set = %key, "the CA's suggested window ends too close to (or after) the expiry; renewing at 90% of the lifetime instead");
+            schedule.renew_at = Some(latest.max(now));
+        }
+        cert.renewal = Some(schedule);
+        self.fence(key).await?;
+        self.inner.store.save_certificate(key, &cert).await?;
+        Ok(cert)
+    }
+
+    /// Which renewal exemption an order renewing `previous` has, as Let's
+    /// Encrypt counts them.
+    pub(super) fn exemption(
+        &self,
+        previous: Option<&StoredCertificate>,
+        journal: &Journal,
+    ) -> Exemption {
+        let Some(prev) = previous.filter(|p| p.revoked.is_none()) else {
+            return Exemption::None;
+        };
+        let now = self.now();
+        let in_window = prev.renewal.as_ref().is_some_and(
+            |r| matches!((r.window_start, r.window_end), (Some(s), Some(e)) if s <= now && now < e),
+        );
+        if journal.replaces.is_some() && self.inner.client.offers_renewal_info() && in_window {
+            return Exemption::Ari;
+        }
+        const EXACT_SET_WINDOW: Duration = Duration::from_secs(120 * 24 * 3600);
+        if now.duration_since(prev.not_before).unwrap_or_default() < EXACT_SET_WINDOW {
+            return Exemption::ExactSetRenewal;
+        }
+        Exemption::None
+    }
+}
+
+/// What a stored certificate means for an ensure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Not due: returned as it is.
+    Usable,
+    /// Due for renewal.
+    Due,
+    /// The CA's renewal information is to be fetched (again) first.
+    Recheck,
+}
