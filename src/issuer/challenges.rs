@@ -2,8 +2,8 @@
 //! the solvers (and the methods CAA leaves), every answer presented before
 //! any is answered, cleaned up after, failed validations counted.
 
-use super::*;
 use super::run::DriveError;
+use super::*;
 
 impl<S: Store> Issuer<S> {
     pub(super) async fn answer_challenges(

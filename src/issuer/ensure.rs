@@ -2,8 +2,8 @@
 //! issuance run under the set's lease; `ensure_all`; the stored certificate
 //! read (and its renewal information checked) for listings.
 
-use super::*;
 use super::schedule::Verdict;
+use super::*;
 
 impl<S: Store> Issuer<S> {
     /// [`Issuer::ensure`] for many identifier sets, at most `concurrency`

@@ -258,6 +258,10 @@ impl<S: Store> Issuer<S> {
         journal.chain_pem = None;
         journal.finalize_sent_at = None;
         journal.finalize_attempts = 0;
+        // The next newOrder is this journal's first for its order: no lost
+        // answer of it to look for (the superseded order, which a CA may
+        // still call pending, is never taken back).
+        journal.order_attempts = 0;
         journal.caa_methods.clear();
         Ok(())
     }
@@ -324,17 +328,28 @@ impl<S: Store> Issuer<S> {
                         // A chain in hand (found by the certificate finder)
                         // has no URL to download it again from: journalled
                         // in the same write.
+                        // The order URL is journalled whatever the check
+                        // says: it names the certificate new-cert issued, so
+                        // a later run reads it instead of sending new-cert.
+                        let mut mismatch = None;
                         if let Some(chain) = order.chain_in_hand() {
-                            verify::check_chain(
+                            journal.certificate_url = order.state().certificate.clone();
+                            match verify::check_chain(
                                 chain,
                                 &cert_key.to_pkcs8_pem(),
                                 key.identifiers(),
-                            )?;
-                            journal.chain_pem = Some(chain.pem().to_owned());
-                            journal.certificate_url = order.state().certificate.clone();
-                            journal.step = JournalStep::Downloaded;
+                            ) {
+                                Ok(()) => {
+                                    journal.chain_pem = Some(chain.pem().to_owned());
+                                    journal.step = JournalStep::Downloaded;
+                                }
+                                Err(e) => mismatch = Some(e),
+                            }
                         }
                         self.save_journal(key, journal).await?;
+                        if let Some(e) = mismatch {
+                            return Err(e.into());
+                        }
                     }
                     self.observe(key, IssuerStep::FinalizeSent);
                     if journal.step == JournalStep::Downloaded {

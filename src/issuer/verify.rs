@@ -1,7 +1,9 @@
 //! A downloaded chain is checked against what the journal says it is for
 //! before it is journalled as downloaded: the leaf certifies the journalled
-//! key, for exactly the ordered identifiers, and each certificate is
-//! issued (name and signature) by the next one in the chain.
+//! key and names every ordered identifier (a name the CA adds is logged),
+//! and each certificate is issued (name and signature) by another of the
+//! chain. A signature algorithm this build cannot verify is logged, not
+//! taken for a mismatch: the check must not strand a good certificate.
 //!
 //! A broken CA, or a journal resumed with another key than the one an
 //! earlier finalize sent, would otherwise store a certificate that does not
@@ -19,8 +21,8 @@ use crate::error::{Error, Result};
 use crate::protocol::Identifier;
 
 /// Fails with [`Error::CertificateMismatch`] unless `chain` is a
-/// certificate for `key_pem`'s key and exactly `identifiers`, chained to
-/// the issuers it names.
+/// certificate for `key_pem`'s key naming every one of `identifiers`,
+/// each certificate issued by another of the chain.
 pub(super) fn check_chain(
     chain: &CertificateChain,
     key_pem: &str,
@@ -48,32 +50,63 @@ pub(super) fn check_chain(
     }
     let theirs = leaf_names(leaf).map_err(mismatch)?;
     let ours: BTreeSet<Name> = identifiers.iter().filter_map(Name::of).collect();
-    if theirs != ours {
-        let show = |set: &BTreeSet<Name>| {
-            set.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+    let show = |set: &BTreeSet<Name>| {
+        set.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let missing: BTreeSet<Name> = ours.difference(&theirs).cloned().collect();
+    if !missing.is_empty() {
         return Err(mismatch(format!(
-            "the leaf names [{}], the order [{}]",
-            show(&theirs),
-            show(&ours)
+            "the leaf does not name [{}] (it names [{}])",
+            show(&missing),
+            show(&theirs)
         )));
     }
-    for (i, pair) in parsed.windows(2).enumerate() {
-        let (child, parent) = (&pair[0], &pair[1]);
-        if child.issuer().as_raw() != parent.subject().as_raw() {
-            return Err(mismatch(format!(
-                "certificate {i} of the chain names the issuer \"{}\", the next one is \"{}\"",
-                child.issuer(),
-                parent.subject()
-            )));
+    let extra: BTreeSet<Name> = theirs.difference(&ours).cloned().collect();
+    if !extra.is_empty() {
+        // Some CAs add a name (the apex beside www): the certificate still
+        // serves every ordered name.
+        tracing::warn!(certificate = %chain.url(), extra = %show(&extra), "the certificate names more than the order");
+    }
+    // Each certificate is issued by another of the chain (RFC 8555 wants
+    // them in order; a CA that shuffles them is read tolerantly): its
+    // issuer's name, and its signature under that key. The top one's
+    // issuer (a root the CA leaves out) may be missing, the leaf's may not
+    // (unless the leaf comes alone); a self-issued root is not checked.
+    let mut loose = 0;
+    for (i, child) in parsed.iter().enumerate() {
+        if parsed.len() == 1 || child.issuer().as_raw() == child.subject().as_raw() {
+            continue;
         }
-        if let Err(e) = child.verify_signature(Some(parent.public_key())) {
-            return Err(mismatch(format!(
-                "certificate {i} of the chain is not signed by the next one's key ({e})"
-            )));
+        let Some(parent) = parsed
+            .iter()
+            .enumerate()
+            .find(|(j, p)| *j != i && p.subject().as_raw() == child.issuer().as_raw())
+            .map(|(_, p)| p)
+        else {
+            loose += 1;
+            if i == 0 || loose > 1 {
+                return Err(mismatch(format!(
+                    "certificate {i} of the chain names the issuer \"{}\", which the chain does not hold",
+                    child.issuer()
+                )));
+            }
+            continue;
+        };
+        match child.verify_signature(Some(parent.public_key())) {
+            Ok(()) => {}
+            // An algorithm the verifier does not know (ECDSA with SHA-512,
+            // P-521) is not a mismatch: unchecked, said so.
+            Err(x509_parser::error::X509Error::SignatureUnsupportedAlgorithm) => {
+                tracing::warn!(certificate = %chain.url(), index = i, "a signature of the chain uses an algorithm this build cannot verify; not checked");
+            }
+            Err(e) => {
+                return Err(mismatch(format!(
+                    "certificate {i} of the chain is not signed by its issuer's key ({e})"
+                )));
+            }
         }
     }
     Ok(())
@@ -204,14 +237,18 @@ mod tests {
     }
 
     #[test]
-    fn a_leaf_for_other_names_is_refused() {
+    fn a_leaf_without_an_ordered_name_is_refused_one_with_more_is_not() {
         let pki = pki("Root A");
         let key = CertificateKey::generate(CertificateKeyType::P256).unwrap();
-        for names in [&["a.example"][..], &["a.example", "b.example", "c.example"]] {
-            let pem = leaf(&pki, &key, names);
-            let err = check(&pem, &key, &["a.example", "b.example"]).unwrap_err();
-            assert!(err.to_string().contains("the leaf names"), "{err}");
-        }
+        let pem = leaf(&pki, &key, &["a.example"]);
+        let err = check(&pem, &key, &["a.example", "b.example"]).unwrap_err();
+        assert!(
+            err.to_string().contains("does not name [b.example]"),
+            "{err}"
+        );
+        // A CA that adds a name: every ordered name is served.
+        let pem = leaf(&pki, &key, &["a.example", "b.example", "c.example"]);
+        check(&pem, &key, &["a.example", "b.example"]).unwrap();
     }
 
     #[test]
@@ -222,12 +259,40 @@ mod tests {
         // The leaf of A followed by B's root: names do not chain.
         let pem = leaf(&a, &key, &["a.example"]).replace(&a.root.pem(), &b.root.pem());
         let err = check(&pem, &key, &["a.example"]).unwrap_err();
-        assert!(err.to_string().contains("names the issuer"), "{err}");
+        assert!(err.to_string().contains("does not hold"), "{err}");
         // Same name, another key: the signature does not verify.
         let c = pki("Root A");
         let pem = leaf(&a, &key, &["a.example"]).replace(&a.root.pem(), &c.root.pem());
         let err = check(&pem, &key, &["a.example"]).unwrap_err();
         assert!(err.to_string().contains("not signed"), "{err}");
+    }
+
+    #[test]
+    fn a_chain_out_of_order_is_read_tolerantly() {
+        // Root -> intermediate -> leaf, served leaf, root, intermediate.
+        let root = pki("Root A");
+        let inter_key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Intermediate A");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let inter = params.clone().signed_by(&inter_key, &root.issuer).unwrap();
+        let inter_issuer = rcgen::Issuer::new(params, inter_key);
+        let key = CertificateKey::generate(CertificateKeyType::P256).unwrap();
+        let pair = rcgen::KeyPair::from_pem(&key.to_pkcs8_pem()).unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["a.example".to_owned()])
+            .unwrap()
+            .signed_by(&pair, &inter_issuer)
+            .unwrap();
+        let in_order = format!("{}{}{}", leaf.pem(), inter.pem(), root.root.pem());
+        check(&in_order, &key, &["a.example"]).unwrap();
+        let shuffled = format!("{}{}{}", leaf.pem(), root.root.pem(), inter.pem());
+        check(&shuffled, &key, &["a.example"]).unwrap();
+        // Without the intermediate, the leaf's issuer is not there.
+        let missing = format!("{}{}", leaf.pem(), root.root.pem());
+        let err = check(&missing, &key, &["a.example"]).unwrap_err();
+        assert!(err.to_string().contains("does not hold"), "{err}");
     }
 
     #[test]

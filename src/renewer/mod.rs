@@ -547,6 +547,15 @@ impl<S: Store> Renewer<S> {
         let mut next_headroom = self.now();
         loop {
             if self.inner.stop.load(Ordering::SeqCst) {
+                // Attempts already finished are recorded (their backoff
+                // kept); only those still running are put back as due.
+                while let Some(done) = tasks.try_join_next() {
+                    match done {
+                        Ok(attempt) => self.finish(attempt).await,
+                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                        Err(_) => {}
+                    }
+                }
                 tasks.shutdown().await;
                 self.inner.stop.store(false, Ordering::SeqCst);
                 return Ok(());

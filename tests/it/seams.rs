@@ -19,6 +19,18 @@ use crate::issuer::temp_store;
 /// orders anew.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_validation_failed_while_no_process_waited_is_counted_once() {
+    unseen_failure(false).await;
+}
+
+/// The same against a CA that leaves the dead order `pending`
+/// (acme2certifier): superseded all the same, and the order the lost-answer
+/// search could find again (it says pending) is never taken back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_order_the_ca_calls_pending_is_superseded_not_taken_back() {
+    unseen_failure(true).await;
+}
+
+async fn unseen_failure(ca_says_pending: bool) {
     // Real http-01 validation against a responder on loopback.
     let responder = Http01Responder::bind("127.0.0.1:0".parse().unwrap())
         .await
@@ -32,7 +44,11 @@ async fn a_validation_failed_while_no_process_waited_is_counted_once() {
         .start()
         .await
         .unwrap();
-    let dir = temp_store("unseen-failure");
+    let dir = temp_store(if ca_says_pending {
+        "unseen-pending"
+    } else {
+        "unseen-failure"
+    });
     let issuer = Issuer::builder(ca.client().await.unwrap(), FileStore::open(&dir).unwrap())
         .solver(Arc::new(Http01Solver::for_responder(&responder)))
         .rate_limits(RateLimits::lets_encrypt())
@@ -68,6 +84,13 @@ async fn a_validation_failed_while_no_process_waited_is_counted_once() {
         ..Journal::new(ca.directory_url(), account.url(), ids, 0)
     };
     issuer.store().save_journal(&key, &journal).await.unwrap();
+    if ca_says_pending {
+        ca.set_faults(vec![sturdy_acme::testing::FaultRule::new(
+            sturdy_acme::Endpoint::Order,
+            sturdy_acme::testing::Trigger::Always,
+            sturdy_acme::testing::Fault::InvalidOrderStaysPending,
+        )]);
+    }
 
     let failed_tokens = |issuer: &Issuer<FileStore>| {
         let issuer = issuer.clone();

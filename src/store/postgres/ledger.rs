@@ -39,22 +39,37 @@ impl PostgresStore {
                     tx.execute(&ensure, &[&directory])
                         .await
                         .map_err(|e| classify(&e))?;
-                    // Under the row lock, which an earlier run of this very
-                    // update held until its COMMIT ended: whether it was
-                    // applied is final here.
+                    // The row lock first: an earlier run of this very
+                    // update held it until its COMMIT ended, and the row is
+                    // read as that COMMIT left it.
                     let lock = tx
                         .prepare_cached(
-                            "SELECT state, EXISTS (SELECT 1 FROM sturdy_ledger_requests \
-                               WHERE directory = $1 AND request_id = $2) \
-                             FROM sturdy_ledgers WHERE directory = $1 FOR UPDATE",
+                            "SELECT state FROM sturdy_ledgers WHERE directory = $1 FOR UPDATE",
                         )
                         .await
                         .map_err(|e| classify(&e))?;
                     let row = tx
-                        .query_one(&lock, &[&directory, &request])
+                        .query_one(&lock, &[&directory])
                         .await
                         .map_err(|e| classify(&e))?;
-                    if row.get::<_, bool>(1) {
+                    // Then whether that run was applied, in a statement of
+                    // its own: under READ COMMITTED each statement takes a
+                    // fresh snapshot, so it sees a COMMIT that ended while
+                    // the lock was awaited (a subquery of the locking
+                    // statement would judge by the snapshot taken before
+                    // the wait and apply the update twice).
+                    let applied = tx
+                        .prepare_cached(
+                            "SELECT EXISTS (SELECT 1 FROM sturdy_ledger_requests \
+                               WHERE directory = $1 AND request_id = $2)",
+                        )
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    let seen = tx
+                        .query_one(&applied, &[&directory, &request])
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    if seen.get::<_, bool>(0) {
                         tx.rollback().await.map_err(|e| classify(&e))?;
                         return Ok(LedgerOutcome::AlreadyApplied);
                     }
