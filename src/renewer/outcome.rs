@@ -1,0 +1,263 @@
+//! What an attempt's outcome does to its certificate's schedule: a success
+//! schedules the next check by the new certificate; a failure backs off by
+//! its class (a rate limit until the CA's time, CAA on its schedule, an
+//! outage as a pause for every start) and is kept in the store, so a
+//! restart resumes the backoff.
+
+use super::*;
+
+impl<S: Store> Renewer<S> {
+    /// Records an attempt's outcome and schedules the next one.
+    pub(super) async fn finish(&self, attempt: Attempt) {
+        let now = self.now();
+        let id = attempt.id;
+        let removed = {
+            let mut state = self.state();
+            if let Some(domains) = &attempt.spends {
+                state.budget_in_flight = state.budget_in_flight.saturating_sub(1);
+                for d in domains {
+                    if let Some(n) = state.domains_in_flight.get_mut(d) {
+                        *n = n.saturating_sub(1);
+                        if *n == 0 {
+                            state.domains_in_flight.remove(d);
+                        }
+                    }
+                }
+            }
+            match state.tracked.get_mut(&id) {
+                Some(t) => {
+                    t.running = false;
+                    if t.removed {
+                        state.tracked.remove(&id);
+                        true
+                    } else {
+                        false
+                    }
+                }
+                None => true,
+            }
+        };
+        if removed {
+            return;
+        }
+        let persist = match attempt.result {
+            Ok(ensured) => self.succeeded(&id, ensured, attempt.took, now),
+            Err(e) => self.failed(&id, &e, now),
+        };
+        if let Some(record) = persist
+            && let Err(e) = self
+                .inner
+                .issuer
+                .store()
+                .save_managed(&self.directory(), &record)
+                .await
+        {
+            tracing::warn!(target: "sturdy_acme::renewer", %id, error = %e, "could not record the certificate's failures in the store");
+        }
+    }
+
+    /// Returns the record to persist, if its failures changed.
+    pub(super) fn succeeded(
+        &self,
+        id: &str,
+        ensured: Ensured,
+        took: Duration,
+        now: SystemTime,
+    ) -> Option<crate::store::ManagedRecord> {
+        let cert = &ensured.certificate;
+        let current = self.current(cert);
+        // Never sooner than a minute: a CA answering "check again now"
+        // forever is not a reason to spin.
+        let next = self
+            .inner
+            .issuer
+            .next_check_at(cert)
+            .max(now + Duration::from_secs(60));
+        let mut state = self.state();
+        let t = state.tracked.get_mut(id)?;
+        let renewal = t.current.as_ref().is_some_and(|c| c.serial != cert.serial);
+        let fresh = ensured.source != CertificateSource::Stored;
+        t.current = Some(current.clone());
+        t.state = ManagedState::Valid;
+        let persist = (t.stored.failures != Failures::default()).then(|| {
+            t.stored.failures = Failures::default();
+            t.stored.to_record()
+        });
+        let entry = entry(id, &t.stored, Some(&current), next);
+        state.queue.schedule(entry, next);
+        drop(state);
+        if fresh {
+            let kind = if renewal { "renewal" } else { "new" };
+            metrics::counter!(metric::ISSUED, "kind" => kind).increment(1);
+            metrics::histogram!(metric::ORDER_SECONDS, "kind" => kind).record(took.as_secs_f64());
+            self.emit(RenewerEvent::Issued {
+                id: id.to_owned(),
+                serial: cert.serial.clone(),
+                renewal,
+                not_after: cert.not_after,
+                took,
+            });
+        } else {
+            self.emit(RenewerEvent::Checked {
+                id: id.to_owned(),
+                next,
+            });
+        }
+        persist
+    }
+
+    /// Schedules the next attempt after `error` by its class; returns the
+    /// record to persist.
+    pub(super) fn failed(
+        &self,
+        id: &str,
+        error: &Error,
+        now: SystemTime,
+    ) -> Option<crate::store::ManagedRecord> {
+        let policy = &self.inner.policy;
+        let class = error.class();
+        metrics::counter!(metric::ERRORS, "class" => class.name()).increment(1);
+        let mut state = self.state();
+        let t = state.tracked.get(id)?;
+        let names = t.stored.spec.names().to_vec();
+        let current = t.current.clone();
+
+        // Held by a rate limit: counted locally, nothing was sent. Every
+        // certificate spending the same bucket waits with it.
+        if let Error::RateLimitedLocally {
+            retry_at,
+            limit,
+            scope,
+            ..
+        } = error
+        {
+            let until = (*retry_at).max(now + Duration::from_secs(1));
+            if let Some(block) = Block::of(scope, id) {
+                state.queue.block(block, until);
+            }
+            let t = state.tracked.get_mut(id)?;
+            t.state = ManagedState::WaitingForLimit;
+            let entry = entry(id, &t.stored, current.as_ref(), until);
+            state.queue.schedule(entry, until);
+            drop(state);
+            metrics::counter!(metric::DEFERRED).increment(1);
+            self.emit(RenewerEvent::Deferred {
+                id: id.to_owned(),
+                limit: limit.clone(),
+                until,
+            });
+            return None;
+        }
+        // Another node is doing it.
+        if matches!(error, Error::Store(StoreError::LeaseHeld { .. })) {
+            let at = now + policy.elsewhere_retry;
+            let t = state.tracked.get_mut(id)?;
+            t.state = ManagedState::Elsewhere;
+            let entry = entry(id, &t.stored, current.as_ref(), at);
+            state.queue.schedule(entry, at);
+            drop(state);
+            self.emit(RenewerEvent::Elsewhere { id: id.to_owned() });
+            return None;
+        }
+        // The CA is down: nothing starts until it says. (The answer that
+        // says so may be the last of retries the transport gave up on.)
+        let mut last = error;
+        while let Error::GaveUp { source, .. } = last {
+            last = source;
+        }
+        let wait = |e: &Error| {
+            e.retry_after()
+                .map(|r| r.delay())
+                .or_else(|| match e.class() {
+                    ErrorClass::RateLimited {
+                        retry_at: Some(at), ..
+                    } => Some(at.duration_since(SystemTime::now()).unwrap_or_default()),
+                    _ => None,
+                })
+        };
+        if last.status() == Some(503)
+            && let Some(delay) = wait(last)
+        {
+            let until = now + delay.max(Duration::from_secs(1));
+            state.paused_until = Some(state.paused_until.map_or(until, |p| p.max(until)));
+            let t = state.tracked.get_mut(id)?;
+            t.state = ManagedState::BackingOff;
+            let entry = entry(id, &t.stored, current.as_ref(), until);
+            state.queue.schedule(entry, until);
+            drop(state);
+            self.emit(RenewerEvent::Paused {
+                until,
+                error: error.to_string(),
+            });
+            return None;
+        }
+        let unit = self.inner.rng.next_f64();
+        let t = state.tracked.get_mut(id)?;
+        let retry = t.stored.failures.consecutive;
+        let (delay, backoff_names): (Duration, Vec<String>) = match &class {
+            ErrorClass::RateLimited { .. } => {
+                // The CA's count and ours disagreed.
+                let delay = wait(last).unwrap_or(policy.transient_max);
+                metrics::counter!(metric::CA_RATE_LIMITED).increment(1);
+                (delay.max(Duration::from_secs(1)), Vec::new())
+            }
+            ErrorClass::Caa { names: caa, .. } => (
+                backoff_delay(policy.caa_base, policy.caa_max, retry, unit),
+                if caa.is_empty() {
+                    names.clone()
+                } else {
+                    caa.clone()
+                },
+            ),
+            ErrorClass::Validation { problems } => (
+                backoff_delay(policy.validation_base, policy.validation_max, retry, unit),
+                if problems.is_empty() {
+                    names.clone()
+                } else {
+                    problems.iter().map(|(i, _)| i.value.clone()).collect()
+                },
+            ),
+            ErrorClass::Permanent | ErrorClass::InvalidInput | ErrorClass::Crypto => {
+                (policy.permanent_retry, Vec::new())
+            }
+            _ => (
+                backoff_delay(policy.transient_base, policy.transient_max, retry, unit),
+                Vec::new(),
+            ),
+        };
+        let until = now + delay;
+        t.stored.failures.consecutive = retry.saturating_add(1);
+        t.stored.failures.retry_at_ms = to_ms(until);
+        t.stored.failures.last_class = Some(class.name().to_owned());
+        t.stored.failures.last_error = Some(error.to_string());
+        t.state = ManagedState::BackingOff;
+        let consecutive = t.stored.failures.consecutive;
+        let record = t.stored.to_record();
+        let entry = entry(id, &t.stored, current.as_ref(), until);
+        state.queue.schedule(entry, until);
+        if !backoff_names.is_empty() {
+            state.queue.back_off(&backoff_names, until);
+        }
+        if let ErrorClass::RateLimited { scope, .. } = &class {
+            if let Some(block) = Block::of(scope, id) {
+                state.queue.block(block, until);
+            }
+            drop(state);
+            self.emit(RenewerEvent::RateLimitedByCa {
+                id: id.to_owned(),
+                until,
+            });
+        } else {
+            drop(state);
+        }
+        tracing::warn!(target: "sturdy_acme::renewer", %id, class = class.name(), consecutive, retry_in_s = delay.as_secs(), error = %error, "attempt failed");
+        self.emit(RenewerEvent::Failed {
+            id: id.to_owned(),
+            class: class.name(),
+            error: error.to_string(),
+            consecutive,
+            retry_at: until,
+        });
+        Some(record)
+    }
+}
