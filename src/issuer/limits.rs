@@ -4,6 +4,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// Let's Encrypt's renewal of the exact same set of identifiers: an order
+/// for a set whose previous certificate is younger than this is exempt from
+/// the new-orders and per-domain limits (still counted against the
+/// exact-set and failed-authorization limits). The one place the rule's
+/// length is written (issuer, renewer and test CA read it).
+pub(crate) const EXACT_SET_RENEWAL_WINDOW: std::time::Duration =
+    std::time::Duration::from_secs(120 * 24 * 3600);
+
 /// One limit: `burst` requests, refilled evenly over `period` (a token
 /// bucket, as Let's Encrypt computes its limits).
 ///

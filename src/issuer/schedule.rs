@@ -194,8 +194,9 @@ impl<S: Store> Issuer<S> {
         if journal.replaces.is_some() && self.inner.client.offers_renewal_info() && in_window {
             return Exemption::Ari;
         }
-        const EXACT_SET_WINDOW: Duration = Duration::from_secs(120 * 24 * 3600);
-        if now.duration_since(prev.not_before).unwrap_or_default() < EXACT_SET_WINDOW {
+        if now.duration_since(prev.not_before).unwrap_or_default()
+            < limits::EXACT_SET_RENEWAL_WINDOW
+        {
             return Exemption::ExactSetRenewal;
         }
         Exemption::None

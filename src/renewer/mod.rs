@@ -82,6 +82,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::error::{Error, ErrorClass, Result, StoreError};
+use crate::issuer::limits::EXACT_SET_RENEWAL_WINDOW;
 use crate::issuer::{CertificateSource, Ensured, Issuer};
 use crate::retry::Rng;
 use crate::store::{Store, StoredCertificate};
@@ -94,11 +95,6 @@ pub use status::{
 
 use queue::{Block, Budget, Entry, Queue, backoff_delay};
 use spec::{Failures, Stored, from_ms, to_ms};
-
-/// A renewal Let's Encrypt counts as renewing the exact set (exempt from
-/// the new-order and per-domain limits): within this of the previous
-/// certificate's issuance, as the issuer's ledger counts it.
-const EXACT_SET_RENEWAL_WINDOW: Duration = Duration::from_secs(120 * 24 * 3600);
 
 /// How the renewer paces and retries (defaults in [`RenewerPolicy::default`]).
 ///

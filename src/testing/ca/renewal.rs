@@ -86,9 +86,7 @@ use crate::protocol::{Identifier, OrderStatus, ProblemType};
 use crate::testing::jws::Rejection;
 use crate::testing::wire::WireResponse;
 
-/// How long Boulder treats an order for an exact set issued before as a
-/// renewal (`FQDNSetTimestampsForWindow`).
-pub(super) const EXACT_SET_RENEWAL_WINDOW: Duration = Duration::from_secs(120 * 24 * 3600);
+pub(super) use crate::issuer::limits::EXACT_SET_RENEWAL_WINDOW;
 
 /// What the test CA's `renewalInfo` answers by default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
