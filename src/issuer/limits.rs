@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 /// the new-orders and per-domain limits (still counted against the
 /// exact-set and failed-authorization limits). The one place the rule's
 /// length is written (issuer, renewer and test CA read it).
-pub(crate) const EXACT_SET_RENEWAL_WINDOW: std::time::Duration =
-    std::time::Duration::from_secs(120 * 24 * 3600);
+pub(crate) const EXACT_SET_RENEWAL_WINDOW: Duration = Duration::from_secs(120 * 24 * 3600);
 
 /// One limit: `burst` requests, refilled evenly over `period` (a token
 /// bucket, as Let's Encrypt computes its limits).
