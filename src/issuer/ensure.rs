@@ -100,14 +100,45 @@ impl<S: Store> Issuer<S> {
         &self,
         names: &[N],
     ) -> Result<Option<StoredCertificate>> {
-        let ids = names
-            .iter()
-            .map(|n| Identifier::parse(n.as_ref()))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let account_url = self.account().await?.url().to_owned();
-        let key =
-            IdentifierSetKey::for_account(self.inner.client.directory_url(), account_url, &ids);
+        let key = self.set_key(&parse_names(names)?).await?;
         self.stored(&key).await
+    }
+
+    /// The store's key of `ids` at this CA and account (registering the
+    /// account on first use): a store shared with another CA (staging and
+    /// production) never mixes their records.
+    pub(super) async fn set_key(&self, ids: &[Identifier]) -> Result<IdentifierSetKey> {
+        let account_url = self.account().await?.url().to_owned();
+        Ok(IdentifierSetKey::for_account(
+            self.inner.client.directory_url(),
+            account_url,
+            ids,
+        ))
+    }
+
+    /// This process's single-flight lock of `key`'s issuance.
+    fn flight(&self, key: &IdentifierSetKey) -> Arc<tokio::sync::Mutex<()>> {
+        let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(flights.entry(key.clone()).or_default())
+    }
+
+    /// One try at `key`'s issuance lease (`None`: another holder has it),
+    /// for work worth doing only when nobody else is.
+    async fn try_lease(&self, key: &IdentifierSetKey) -> Result<Option<Lease>> {
+        match self
+            .inner
+            .store
+            .acquire_lease(
+                &format!("cert-{}", key.file_stem()),
+                &self.inner.holder,
+                self.inner.lease_ttl,
+            )
+            .await
+        {
+            Ok(lease) => Ok(Some(lease)),
+            Err(StoreError::LeaseHeld { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Returns a valid certificate for `names`: the stored one if it is not
@@ -118,25 +149,15 @@ impl<S: Store> Issuer<S> {
         names: &[N],
         options: &EnsureOptions,
     ) -> Result<Ensured> {
-        let ids = names
-            .iter()
-            .map(|n| Identifier::parse(n.as_ref()))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let ids = parse_names(names)?;
         if ids.is_empty() {
             return Err(Error::InvalidInput("ensure needs at least one name".into()));
         }
         self.check_challenge_types(&ids, options)?;
-        // Every record is this CA's and this account's: a store shared with
-        // another CA (staging and production) never mixes them.
-        let account_url = self.account().await?.url().to_owned();
-        let key =
-            IdentifierSetKey::for_account(self.inner.client.directory_url(), account_url, &ids);
+        let key = self.set_key(&ids).await?;
 
         // One issuance per set in this process.
-        let flight = {
-            let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(flights.entry(key.clone()).or_default())
-        };
+        let flight = self.flight(&key);
         let _flight = flight.lock().await;
         let mut taken = None;
         if !options.force_new
@@ -153,19 +174,9 @@ impl<S: Store> Issuer<S> {
                 // on what is known: worth one try at the lease, not a wait
                 // (a node holding it is refreshing or renewing it).
                 Verdict::Recheck if self.now() < self.renewal_due_at(&cert) => {
-                    match self
-                        .inner
-                        .store
-                        .acquire_lease(
-                            &format!("cert-{}", key.file_stem()),
-                            &self.inner.holder,
-                            self.inner.lease_ttl,
-                        )
-                        .await
-                    {
-                        Ok(lease) => taken = Some(lease),
-                        Err(StoreError::LeaseHeld { .. }) => return Ok(stored(cert)),
-                        Err(e) => return Err(e.into()),
+                    match self.try_lease(&key).await? {
+                        Some(lease) => taken = Some(lease),
+                        None => return Ok(stored(cert)),
                     }
                 }
                 _ => {}
@@ -259,37 +270,17 @@ impl<S: Store> Issuer<S> {
         &self,
         names: &[N],
     ) -> Result<Option<StoredCertificate>> {
-        let ids = names
-            .iter()
-            .map(|n| Identifier::parse(n.as_ref()))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let account_url = self.account().await?.url().to_owned();
-        let key =
-            IdentifierSetKey::for_account(self.inner.client.directory_url(), account_url, &ids);
+        let key = self.set_key(&parse_names(names)?).await?;
         let Some(cert) = self.stored(&key).await? else {
             return Ok(None);
         };
         if self.judge(&cert) != Verdict::Recheck {
             return Ok(Some(cert));
         }
-        let flight = {
-            let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(flights.entry(key.clone()).or_default())
-        };
+        let flight = self.flight(&key);
         let _flight = flight.lock().await;
-        let lease = match self
-            .inner
-            .store
-            .acquire_lease(
-                &format!("cert-{}", key.file_stem()),
-                &self.inner.holder,
-                self.inner.lease_ttl,
-            )
-            .await
-        {
-            Ok(lease) => lease,
-            Err(StoreError::LeaseHeld { .. }) => return Ok(Some(cert)),
-            Err(e) => return Err(e.into()),
+        let Some(lease) = self.try_lease(&key).await? else {
+            return Ok(Some(cert));
         };
         self.with_held_lease(&key, lease, async {
             // Read again under the lease: another process may have renewed.
@@ -346,4 +337,12 @@ impl<S: Store> Issuer<S> {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// `names` parsed as identifiers (a bad one is the error).
+pub(super) fn parse_names<N: AsRef<str>>(names: &[N]) -> Result<Vec<Identifier>> {
+    names
+        .iter()
+        .map(|n| Identifier::parse(n.as_ref()).map_err(Error::from))
+        .collect()
 }

@@ -222,13 +222,8 @@ impl<S: Store> Issuer<S> {
         reason: Option<RevocationReason>,
         with: RevokeWith,
     ) -> Result<StoredCertificate> {
-        let ids = names
-            .iter()
-            .map(|n| Identifier::parse(n.as_ref()))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let key = self.set_key(&super::ensure::parse_names(names)?).await?;
         let account = self.account().await?;
-        let key =
-            IdentifierSetKey::for_account(self.inner.client.directory_url(), account.url(), &ids);
         let lease = self.acquire_lease(&key).await?;
         let result = self
             .revoke_under_lease(&account, &key, reason, with, &lease)

@@ -102,24 +102,16 @@ fn journal(key: &IdentifierSetKey, step: JournalStep) -> Journal {
         account: String::new(),
     });
     Journal {
-        directory: ca.directory,
-        account_url: ca.account,
-        identifiers: key.identifiers().to_vec(),
         step,
         order_url: Some("https://ca.example/order/1".into()),
         key_pem: Some(Zeroizing::new("-----BEGIN PRIVATE KEY-----\n...".into())),
-        certificate_url: None,
-        chain_pem: None,
-        started_at: 1_700_000_000,
         order_attempts: 1,
-        finalize_sent_at: None,
-        finalize_attempts: 0,
-        last_error: None,
-        certificate_reserved: false,
-        replaces: None,
-        reserved_as: None,
-        caa_methods: Default::default(),
-        replaces_refused: None,
+        ..Journal::new(
+            ca.directory,
+            ca.account,
+            key.identifiers().to_vec(),
+            1_700_000_000,
+        )
     }
 }
 

@@ -72,24 +72,16 @@ fn certificate(serial: &str) -> StoredCertificate {
 
 fn journal() -> Journal {
     Journal {
-        directory: "https://ca.example/directory".into(),
-        account_url: "https://ca.example/acct/1".into(),
-        identifiers: cert_key().identifiers().to_vec(),
         step: JournalStep::Finalizing,
         order_url: Some("https://ca.example/order/7".into()),
         key_pem: Some(key_pem()),
-        certificate_url: None,
-        chain_pem: None,
-        started_at: 1_700_000_000,
         order_attempts: 2,
-        finalize_sent_at: None,
-        finalize_attempts: 0,
-        last_error: None,
-        certificate_reserved: false,
-        replaces: None,
-        reserved_as: None,
-        caa_methods: Default::default(),
-        replaces_refused: None,
+        ..Journal::new(
+            "https://ca.example/directory",
+            "https://ca.example/acct/1",
+            cert_key().identifiers().to_vec(),
+            1_700_000_000,
+        )
     }
 }
 
