@@ -201,7 +201,10 @@ pub use protocol::{
 };
 // Retry policies and events.
 pub use retry::{Backoff, Event, Jitter, RetryPolicy};
-pub use transport::{GovernorPolicy, GovernorStats, RateGroup, RequestRates, RequestStats};
+pub use transport::{
+    GovernorPolicy, GovernorStats, HttpAnswer, HttpClient, HttpRequest, RateGroup, RequestRates,
+    RequestStats,
+};
 
 /// The README's code compiles.
 #[cfg(doctest)]

@@ -206,8 +206,7 @@ pub struct ClientBuilder {
     danger: Danger,
     bad_nonce_retries: Option<u32>,
     clock: crate::Clock,
-    #[cfg(feature = "testing")]
-    in_process: Option<Arc<dyn crate::transport::InProcessCa>>,
+    http_client: Option<Arc<dyn crate::transport::HttpClient>>,
 }
 
 impl ClientBuilder {
@@ -220,10 +219,15 @@ impl ClientBuilder {
         self
     }
 
-    /// Reaches an in-process test CA instead of the network.
-    #[cfg(feature = "testing")]
-    pub(crate) fn in_process(mut self, ca: Arc<dyn crate::transport::InProcessCa>) -> Self {
-        self.in_process = Some(ca);
+    /// Sends every request through this [`HttpClient`](crate::HttpClient)
+    /// instead of the built-in HTTPS client (reqwest with rustls): an
+    /// embedded test CA in this process, a proxy, a recorder. The
+    /// governor, nonces, signing, timeouts (handed to the hook as
+    /// [`HttpRequest::timeout`](crate::HttpRequest::timeout)), body caps and
+    /// retries stay the client's; the root certificates and connect
+    /// settings of this builder are then the hook's business.
+    pub fn http_client(mut self, client: Arc<dyn crate::transport::HttpClient>) -> Self {
+        self.http_client = Some(client);
         self
     }
 
@@ -465,6 +469,10 @@ impl ClientBuilder {
                 })?;
             headers.insert(http::header::ACCEPT_LANGUAGE, value);
         }
+        let mut hook_headers = headers.clone();
+        if let Ok(agent) = http::HeaderValue::from_str(&user_agent) {
+            hook_headers.insert(http::header::USER_AGENT, agent);
+        }
         let mut http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .user_agent(user_agent)
@@ -482,16 +490,14 @@ impl ClientBuilder {
         let http = http
             .build()
             .map_err(|e| Error::InvalidInput(format!("HTTP client: {e}")))?;
-        #[cfg(feature = "testing")]
-        let http = match self.in_process {
-            Some(ca) => Http::InProcess {
-                ca,
+        let http = match self.http_client {
+            Some(client) => Http::Hook {
+                client,
+                headers: hook_headers,
                 timeout: self.timeout,
             },
             None => Http::Network(http),
         };
-        #[cfg(not(feature = "testing"))]
-        let http = Http::Network(http);
 
         let transport = Transport::new(http, transport_config, &self.directory_url);
         let response = transport
@@ -564,8 +570,7 @@ impl Client {
             danger: Danger::default(),
             bad_nonce_retries: None,
             clock: crate::Clock::system(),
-            #[cfg(feature = "testing")]
-            in_process: None,
+            http_client: None,
         }
     }
 

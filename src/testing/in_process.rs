@@ -10,15 +10,13 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, header};
 
 use super::server::Handler;
 use super::wire::{Reply, WireRequest};
 use crate::error::TransportFailure;
-use crate::transport::{InProcessAnswer, InProcessCa};
+use crate::transport::{HttpAnswer, HttpClient, HttpRequest};
 
 /// The embedded CA, reached in-process (see the module docs).
 #[derive(Clone)]
@@ -41,34 +39,25 @@ impl InProcess {
         Self { handler, base }
     }
 
-    async fn answer(
-        &self,
-        method: Method,
-        url: &str,
-        body: Option<Vec<u8>>,
-        accept: Option<&str>,
-        timeout: Duration,
-        max_body: usize,
-    ) -> InProcessAnswer {
+    async fn answer(&self, request: HttpRequest<'_>) -> HttpAnswer {
+        let HttpRequest {
+            method,
+            url,
+            headers,
+            body,
+            timeout,
+            max_body,
+            ..
+        } = request;
         let Some(path) = url
             .strip_prefix(&self.base)
             .filter(|p| p.is_empty() || p.starts_with('/'))
         else {
-            return InProcessAnswer::Failed {
+            return HttpAnswer::Failed {
                 failure: TransportFailure::Connect,
                 reason: format!("{url} is not a URL of the in-process CA at {}", self.base),
             };
         };
-        let mut headers = HeaderMap::new();
-        if body.is_some() {
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/jose+json"),
-            );
-        }
-        if let Some(accept) = accept.and_then(|a| HeaderValue::from_str(a).ok()) {
-            headers.insert(header::ACCEPT, accept);
-        }
         let request = WireRequest {
             method,
             path: if path.is_empty() {
@@ -77,7 +66,7 @@ impl InProcess {
                 path.to_owned()
             },
             headers,
-            body: body.map(Bytes::from).unwrap_or_default(),
+            body: body.unwrap_or_default(),
         };
         let answer = async {
             match (self.handler)(request).await {
@@ -89,30 +78,30 @@ impl InProcess {
             }
         };
         let Ok(reply) = tokio::time::timeout(timeout, answer).await else {
-            return InProcessAnswer::Failed {
+            return HttpAnswer::Failed {
                 failure: TransportFailure::Timeout,
                 reason: format!("no answer within {timeout:?}"),
             };
         };
-        let broken = |reason: &str| InProcessAnswer::Failed {
+        let broken = |reason: &str| HttpAnswer::Failed {
             failure: TransportFailure::Reset,
             reason: reason.to_owned(),
         };
         match reply {
             Reply::Normal(r) | Reply::Delayed(_, r) if r.body.len() > max_body => {
-                InProcessAnswer::TooLarge {
+                HttpAnswer::TooLarge {
                     status: r.status.as_u16(),
                     headers: r.headers,
                 }
             }
-            Reply::Normal(r) | Reply::Delayed(_, r) => InProcessAnswer::Answered {
+            Reply::Normal(r) | Reply::Delayed(_, r) => HttpAnswer::Answered {
                 status: r.status.as_u16(),
                 headers: r.headers,
                 body: r.body,
             },
             Reply::Drop => broken("the connection closed without an answer"),
             Reply::Truncated(_) => broken("the connection closed in the middle of the body"),
-            Reply::Endless { status, headers } => InProcessAnswer::TooLarge {
+            Reply::Endless { status, headers } => HttpAnswer::TooLarge {
                 status: status.as_u16(),
                 headers,
             },
@@ -122,12 +111,12 @@ impl InProcess {
                 len,
             } => {
                 if len > max_body as u64 {
-                    InProcessAnswer::TooLarge {
+                    HttpAnswer::TooLarge {
                         status: status.as_u16(),
                         headers,
                     }
                 } else {
-                    InProcessAnswer::Answered {
+                    HttpAnswer::Answered {
                         status: status.as_u16(),
                         headers,
                         body: Bytes::from(vec![b'x'; len as usize]),
@@ -138,16 +127,11 @@ impl InProcess {
     }
 }
 
-impl InProcessCa for InProcess {
+impl HttpClient for InProcess {
     fn exchange<'a>(
         &'a self,
-        method: Method,
-        url: &'a str,
-        body: Option<Vec<u8>>,
-        accept: Option<&'a str>,
-        timeout: Duration,
-        max_body: usize,
-    ) -> Pin<Box<dyn Future<Output = InProcessAnswer> + Send + 'a>> {
-        Box::pin(self.answer(method, url, body, accept, timeout, max_body))
+        request: HttpRequest<'a>,
+    ) -> Pin<Box<dyn Future<Output = HttpAnswer> + Send + 'a>> {
+        Box::pin(self.answer(request))
     }
 }

@@ -807,7 +807,7 @@ impl TestCa {
             .built_in_roots(false);
         match &self.front {
             Front::Https(_) => builder,
-            Front::InProcess(ca) => builder.in_process(Arc::new(ca.clone())),
+            Front::InProcess(ca) => builder.http_client(Arc::new(ca.clone())),
         }
     }
 

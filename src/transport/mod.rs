@@ -36,11 +36,9 @@ use crate::crypto::AccountKey;
 use crate::crypto::jws::{self, JwsHeader, KeyId};
 use crate::error::{Error, Problem, RequestInfo, Result, RetryAfter, TransportFailure};
 use crate::retry::{Event, Events, RetryPolicy, Retrying, Rng};
-#[cfg(feature = "testing")]
-mod in_process;
+mod http_client;
 use governor::{Admission, Governor, PauseScope};
-#[cfg(feature = "testing")]
-pub(crate) use in_process::{InProcessAnswer, InProcessCa};
+pub use http_client::{HttpAnswer, HttpClient, HttpRequest};
 use nonce::NoncePool;
 use stats::{Counters, RoundTrip};
 
@@ -135,12 +133,14 @@ struct Exchange {
 pub(crate) enum Http {
     /// Over the network.
     Network(reqwest::Client),
-    /// Handed to an embedded test CA in this process (no sockets), so a
-    /// simulation on tokio's paused clock is not disturbed by I/O.
-    #[cfg(feature = "testing")]
-    InProcess {
-        /// The CA.
-        ca: std::sync::Arc<dyn InProcessCa>,
+    /// Handed to the caller's [`HttpClient`] (an embedded test CA in this
+    /// process, so a simulation on tokio's paused clock is not disturbed by
+    /// I/O; a proxy; a recorder).
+    Hook {
+        /// The hook.
+        client: std::sync::Arc<dyn HttpClient>,
+        /// Headers every request carries (`User-Agent`, `Accept-Language`).
+        headers: HeaderMap,
         /// The overall timeout of one exchange.
         timeout: Duration,
     },
@@ -550,11 +550,31 @@ impl Transport {
                 }
                 Box::pin(self.send(request, method_name, url, also_ok)).await
             }
-            #[cfg(feature = "testing")]
-            Http::InProcess { ca, timeout } => {
+            Http::Hook {
+                client,
+                headers: common,
+                timeout,
+            } => {
                 let timeout = own_timeout.unwrap_or(*timeout);
                 let max = self.config.max_body;
-                let answer = ca.exchange(method, url, body, accept, timeout, max);
+                let mut headers = common.clone();
+                if body.is_some() {
+                    headers.insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static(JOSE_JSON),
+                    );
+                }
+                if let Some(accept) = accept.and_then(|a| http::HeaderValue::from_str(a).ok()) {
+                    headers.insert(http::header::ACCEPT, accept);
+                }
+                let answer = client.exchange(HttpRequest {
+                    method,
+                    url,
+                    headers,
+                    body: body.map(Bytes::from),
+                    timeout,
+                    max_body: max,
+                });
                 let request = |status: Option<u16>, headers: Option<&HeaderMap>| {
                     Box::new(RequestInfo {
                         method: method_name,
@@ -564,19 +584,19 @@ impl Transport {
                     })
                 };
                 match Box::pin(answer).await {
-                    InProcessAnswer::Answered {
+                    HttpAnswer::Answered {
                         status,
                         headers,
                         body,
                     } => self.answered(method_name, url, also_ok, status, headers, body),
-                    InProcessAnswer::TooLarge { status, headers } => Exchange {
+                    HttpAnswer::TooLarge { status, headers } => Exchange {
                         nonce: None,
                         result: Err(Error::ResponseTooLarge {
                             request: request(Some(status), Some(&headers)),
                             limit: max,
                         }),
                     },
-                    InProcessAnswer::Failed { failure, reason } => Exchange {
+                    HttpAnswer::Failed { failure, reason } => Exchange {
                         nonce: None,
                         result: Err(Error::Transport {
                             request: request(None, None),
