@@ -10,12 +10,12 @@
 
 use std::time::{Duration, Instant};
 
-use sturdy_acme::testing::{Fault, FaultRule, RetryAfterForm, TestCa, Trigger};
 use sturdy_acme::{
     AccountKey, AccountOptions, CertificateKey, ChallengeType, Csr, Endpoint, KeyAlgorithm,
     NewOrder,
 };
 use sturdy_acme::{Jitter, RetryPolicy};
+use sturdy_acme_testca::{Fault, FaultRule, RetryAfterForm, TestCa, Trigger};
 
 async fn issue(ca: &TestCa) -> Result<(), sturdy_acme::Error> {
     let defaults = RetryPolicy::default();

@@ -4,7 +4,7 @@
 //! cost. Run several at once for the same names: each set is issued once.
 //!
 //! ```text
-//! cargo run --release --example test_ca -- --port 14000 --root-out /tmp/root.pem &
+//! cargo run --release -p sturdy-acme-testca --bin sturdy-test-ca -- --port 14000 --root-out /tmp/root.pem &
 //! for i in 1 2 3 4; do
 //!   cargo run --release --features postgres --example fleet -- \
 //!     --directory https://127.0.0.1:14000/dir --root-ca /tmp/root.pem \

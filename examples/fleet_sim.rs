@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use sturdy_acme::testing::simulation::{SimulationConfig, simulate};
+use sturdy_acme_testca::simulation::{SimulationConfig, simulate};
 
 #[derive(Parser, Debug)]
 #[command(about = "Simulate a fleet of renewers in virtual time")]

@@ -10,11 +10,11 @@ use std::time::Instant;
 
 use sturdy_acme::solver::http01::Http01Solver;
 use sturdy_acme::store::FileStore;
-use sturdy_acme::testing::TestCa;
 use sturdy_acme::{
     AccountKey, AccountOptions, CertificateKey, ChallengeType, Csr, EnsureOptions, Issuer,
     KeyAlgorithm, NewOrder,
 };
+use sturdy_acme_testca::TestCa;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

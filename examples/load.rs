@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! # the embedded CA in a separate process (always-valid challenges)
-//! cargo run --release --example test_ca -- --port 14000 --root-out /tmp/root.pem &
+//! cargo run --release -p sturdy-acme-testca --bin sturdy-test-ca -- --port 14000 --root-out /tmp/root.pem &
 //! cargo run --release --example load -- --directory https://127.0.0.1:14000/dir \
 //!     --root-ca /tmp/root.pem -n 10000 -c 100,10000 --ca-pid $!
 //! # in-process, or through the exactly-once issuer on a FileStore
@@ -25,11 +25,11 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use sturdy_acme::solver::http01::Http01Solver;
 use sturdy_acme::store::FileStore;
-use sturdy_acme::testing::TestCa;
 use sturdy_acme::{
     Account, AccountKey, AccountOptions, CertificateKey, ChallengeType, Client, Csr, Endpoint,
     EnsureOptions, GovernorPolicy, Issuer, KeyAlgorithm, NewOrder, PollPolicy,
 };
+use sturdy_acme_testca::TestCa;
 use tokio::sync::Semaphore;
 
 #[derive(Parser, Debug)]

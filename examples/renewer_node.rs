@@ -6,7 +6,7 @@
 //! issued.
 //!
 //! ```text
-//! cargo run --example test_ca -- --port 14000 --root-out /tmp/root.pem &
+//! cargo run -p sturdy-acme-testca --bin sturdy-test-ca -- --port 14000 --root-out /tmp/root.pem &
 //! cargo run --example renewer_node -- --directory https://127.0.0.1:14000/dir \
 //!     --root-ca /tmp/root.pem --store /tmp/fleet --add shop.example --add blog.example --until-valid
 //! ```

@@ -5,7 +5,7 @@
 #   bash scripts/bench-fleet.sh [SETS]      (default 1000)
 #
 # Starts a private PostgreSQL (initdb in a temp dir, a free loopback port;
-# as the `postgres` user when run as root) and examples/test_ca, then runs
+# as the `postgres` user when run as root) and the sturdy-test-ca server, then runs
 # examples/fleet:
 #   1. FileStore, one process, SETS sets;
 #   2. PostgresStore, one process, SETS sets;
@@ -18,7 +18,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SETS="${1:-1000}"
 
-cargo build --release --all-features --example fleet --example test_ca >/dev/null
+cargo build --release --all-features --example fleet >/dev/null
+cargo build --release -p sturdy-acme-testca --bin sturdy-test-ca >/dev/null
 BIN=target/release/examples
 WORK="$(mktemp -d /tmp/sturdy-bench-fleet.XXXXXX)"
 chmod 755 "$WORK"
@@ -38,7 +39,7 @@ cleanup() {
 trap cleanup EXIT
 "$PGBIN/createdb" -h 127.0.0.1 -p "$PORT" -U sturdy acme
 
-"$BIN/test_ca" --port 0 --root-out "$WORK/root.pem" > "$WORK/ca.out" 2>/dev/null &
+"$BIN/../sturdy-test-ca" --port 0 --root-out "$WORK/root.pem" > "$WORK/ca.out" 2>/dev/null &
 CA_PID=$!
 for _ in $(seq 100); do [ -s "$WORK/ca.out" ] && break; sleep 0.1; done
 DIR="$(head -1 "$WORK/ca.out")"

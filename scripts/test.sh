@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo test --all-features --all-targets "$@"
-cargo test --all-features --doc
+cargo test --workspace --all-features --all-targets "$@"
+cargo test --workspace --all-features --doc

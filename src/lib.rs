@@ -66,13 +66,12 @@
 //! the stored certificate without a request.
 //!
 //! ```
-//! # #[cfg(feature = "testing")]
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), sturdy_acme::Error> {
 //! use std::sync::Arc;
 //! use sturdy_acme::solver::http01::Http01Solver;
 //! use sturdy_acme::store::FileStore;
-//! use sturdy_acme::testing::TestCa;
+//! use sturdy_acme_testca::TestCa;
 //! use sturdy_acme::{CertificateSource, EnsureOptions, Issuer};
 //!
 //! let (builder, responder) = TestCa::builder().with_http01_responder().await?;
@@ -89,8 +88,6 @@
 //! assert_eq!(again.certificate.serial, first.certificate.serial);
 //! # std::fs::remove_dir_all(&dir).ok();
 //! # Ok(()) }
-//! # #[cfg(not(feature = "testing"))]
-//! # fn main() {}
 //! ```
 //!
 //! The client alone, against a real CA:
@@ -163,16 +160,14 @@ pub mod renewer;
 mod retry;
 pub mod solver;
 pub mod store;
-#[cfg(feature = "testing")]
-pub mod testing;
 mod transport;
 
 // The protocol client.
 pub use client::{
     Account, AccountOptions, Authorization, CertificateChain, Challenge, Client, ClientBuilder,
     DEFAULT_ACCEPT_LANGUAGE, Danger, LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING,
-    MAX_ALTERNATE_CHAINS, NewOrder, Order, PollPolicy, ReplacesRefusal, RevocationReason,
-    USER_AGENT,
+    MAX_ALTERNATE_CHAINS, NewOrder, Order, PollPolicy, RawAnswer, ReplacesRefusal,
+    RevocationReason, USER_AGENT,
 };
 #[cfg(feature = "v1")]
 pub use client::{CertificateFinder, FindFuture};

@@ -220,12 +220,11 @@ impl RetryPolicy {
 /// Metrics from events: requests per endpoint and re-sends per class.
 ///
 /// ```
-/// # #[cfg(feature = "testing")]
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), sturdy_acme::Error> {
 /// use std::collections::BTreeMap;
 /// use std::sync::{Arc, Mutex};
-/// use sturdy_acme::testing::TestCa;
+/// use sturdy_acme_testca::TestCa;
 /// use sturdy_acme::{Event, Endpoint};
 ///
 /// let ca = TestCa::start().await?;
@@ -246,8 +245,6 @@ impl RetryPolicy {
 ///     .await?;
 /// assert_eq!(counts.lock().unwrap()[&format!("{} Some(200)", Endpoint::Directory)], 1);
 /// # Ok(()) }
-/// # #[cfg(not(feature = "testing"))]
-/// # fn main() {}
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]

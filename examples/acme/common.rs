@@ -13,8 +13,8 @@ use sturdy_acme::solver::dns01::{Rfc2136Config, Rfc2136Solver};
 use sturdy_acme::solver::http01::{Http01Responder, Http01Solver};
 use sturdy_acme::solver::{ChallengeAnswer, Solver, SolverFuture};
 use sturdy_acme::store::{DynStore, FileMode, FileStore, write_file_atomic};
-use sturdy_acme::testing::{DnsResolver, ServerDns, StaticDns, TestCa};
 use sturdy_acme::{AccountOptions, ChallengeType, Client, Dialect, ExternalAccountKey, Issuer};
+use sturdy_acme_testca::{DnsResolver, ServerDns, StaticDns, TestCa};
 use zeroize::Zeroizing;
 
 use super::output::{WaitReporter, step};

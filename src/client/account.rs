@@ -64,10 +64,9 @@ impl AccountOptions {
 /// # Example
 ///
 /// ```
-/// # #[cfg(feature = "testing")]
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), sturdy_acme::Error> {
-/// use sturdy_acme::testing::TestCa;
+/// use sturdy_acme_testca::TestCa;
 /// use sturdy_acme::{AccountKey, AccountOptions, CertificateKey, Csr, KeyAlgorithm, NewOrder, RevocationReason};
 ///
 /// let ca = TestCa::start().await?;
@@ -87,8 +86,6 @@ impl AccountOptions {
 /// account.revoke_certificate(chain.leaf_der(), Some(RevocationReason::KeyCompromise)).await?;
 /// assert_eq!(ca.ledger().certificates[0].revoked, Some(RevocationReason::KeyCompromise.code()));
 /// # Ok(()) }
-/// # #[cfg(not(feature = "testing"))]
-/// # fn main() {}
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -276,6 +273,43 @@ impl Account {
                 None,
             )
             .await
+    }
+
+    /// A signed request the typed API does not cover (a CA's extension, a
+    /// conformance probe): `payload` `None` is a POST-as-GET. It is sent
+    /// once: only `badNonce` is retried (the CA did nothing), because the
+    /// library cannot know whether repeating it is safe; a failure whose
+    /// outcome is unknown comes back as it is. An error status is an
+    /// [`Error`](crate::Error) carrying the CA's problem, as everywhere.
+    ///
+    /// ```no_run
+    /// # async fn run(account: sturdy_acme::Account) -> sturdy_acme::Result<()> {
+    /// use sturdy_acme::Endpoint;
+    ///
+    /// let url = account.url().to_owned();
+    /// let answer = account.post_raw(Endpoint::Account, &url, None).await?;
+    /// assert_eq!(answer.status(), 200);
+    /// let account_object: serde_json::Value = answer.json()?;
+    /// # let _ = account_object; Ok(()) }
+    /// ```
+    pub async fn post_raw(
+        &self,
+        endpoint: Endpoint,
+        url: &str,
+        payload: Option<&Value>,
+    ) -> Result<RawAnswer> {
+        let transport = self.inner.client.transport();
+        let mut retrying = transport.retrying(endpoint, url);
+        let response = transport
+            .post_once(
+                &mut retrying,
+                &self.inner.key,
+                KeyId::Kid(&self.inner.url),
+                payload,
+                None,
+            )
+            .await?;
+        Ok(RawAnswer(response))
     }
 
     /// An idempotent signed POST whose JSON answer is parsed inside the
@@ -525,5 +559,40 @@ impl Account {
             reason,
         )
         .await
+    }
+}
+
+/// What the CA answered to [`Account::post_raw`].
+///
+/// Example: [`Account::post_raw`].
+#[derive(Debug)]
+pub struct RawAnswer(Response);
+
+impl RawAnswer {
+    /// The HTTP status (a success: error statuses are errors).
+    pub fn status(&self) -> u16 {
+        self.0.status
+    }
+
+    /// The response headers (`Location`, `Link`, `Retry-After`, ...).
+    pub fn headers(&self) -> &http::HeaderMap {
+        &self.0.headers
+    }
+
+    /// The body as received.
+    pub fn body(&self) -> &[u8] {
+        &self.0.body
+    }
+
+    /// The body parsed as JSON; a body that does not parse is
+    /// [`Error::InvalidResponse`](crate::Error::InvalidResponse).
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        self.0.json()
+    }
+
+    /// The targets of the `Link` headers with this `rel` (e.g. `"next"`,
+    /// `"up"`, `"alternate"`), in the order the CA sent them.
+    pub fn links(&self, rel: &str) -> Vec<String> {
+        crate::transport::links(&self.0.headers, rel)
     }
 }

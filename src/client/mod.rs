@@ -26,7 +26,7 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-pub use account::{Account, AccountOptions, RevocationReason};
+pub use account::{Account, AccountOptions, RawAnswer, RevocationReason};
 pub(crate) use account::{LOST_ANSWER_PAGES, REPLACEMENT_SEARCH_PAGES};
 pub use authorization::{Authorization, Challenge};
 pub use certificate::CertificateChain;
@@ -66,10 +66,9 @@ pub const DEFAULT_ACCEPT_LANGUAGE: &str = "en";
 /// # Example
 ///
 /// ```
-/// # #[cfg(feature = "testing")]
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), sturdy_acme::Error> {
-/// use sturdy_acme::testing::TestCa;
+/// use sturdy_acme_testca::TestCa;
 /// use sturdy_acme::{Client, Danger, Dialect};
 ///
 /// let ca = TestCa::start().await?;
@@ -82,8 +81,6 @@ pub const DEFAULT_ACCEPT_LANGUAGE: &str = "en";
 /// assert_eq!(client.dialect(), Dialect::V2);
 /// assert!(!client.directory().new_order.is_empty());
 /// # Ok(()) }
-/// # #[cfg(not(feature = "testing"))]
-/// # fn main() {}
 /// ```
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -160,13 +157,12 @@ impl Danger {
 /// # Example
 ///
 /// ```
-/// # #[cfg(feature = "testing")]
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), sturdy_acme::Error> {
 /// use std::sync::atomic::{AtomicU64, Ordering};
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use sturdy_acme::testing::TestCa;
+/// use sturdy_acme_testca::TestCa;
 /// use sturdy_acme::{Event, PollPolicy, RetryPolicy};
 ///
 /// let ca = TestCa::start().await?;
@@ -187,8 +183,6 @@ impl Danger {
 /// assert_eq!(exchanges.load(Ordering::Relaxed), 1); // the directory
 /// # drop(client);
 /// # Ok(()) }
-/// # #[cfg(not(feature = "testing"))]
-/// # fn main() {}
 /// ```
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {

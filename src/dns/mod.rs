@@ -478,6 +478,40 @@ impl Dns {
         }
     }
 
+    /// The TXT values at `name` as the resolvers see it (CNAMEs followed;
+    /// each record's strings joined): `Ok(None)` when the name does not
+    /// exist (NXDOMAIN), `Ok(Some(vec![]))` when it exists without TXT.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), sturdy_acme::dns::DnsError> {
+    /// use sturdy_acme::dns::{Dns, DnsConfig};
+    ///
+    /// let dns = Dns::new(DnsConfig::new(vec!["127.0.0.1:53".parse().unwrap()]));
+    /// if let Some(values) = dns.txt("_acme-challenge.example.com").await? {
+    ///     println!("{values:?}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn txt(&self, name: &str) -> Result<Option<Vec<String>>, DnsError> {
+        let start = parse_name(name)?;
+        let mut current = start.clone();
+        for _ in 0..=MAX_CNAME_CHAIN {
+            let answer = self.resolve(&current, RecordType::TXT).await?;
+            let values = txt_values(&answer, &current);
+            if !values.is_empty() {
+                return Ok(Some(values));
+            }
+            match answer.cname(&current) {
+                Some(target) => current = target,
+                None if answer.rcode == ResponseCode::NXDomain => return Ok(None),
+                None => return Ok(Some(Vec::new())),
+            }
+        }
+        Err(DnsError::CnameLoop {
+            name: display_name(&start),
+        })
+    }
+
     /// The zone holding `name`: its apex (the closest enclosing SOA) and
     /// its authoritative nameservers with their addresses.
     pub async fn zone_of(&self, name: &str) -> Result<Zone, DnsError> {

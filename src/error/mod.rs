@@ -84,10 +84,9 @@ impl fmt::Display for TransportFailure {
 /// HTTP status and the class that decides what to do next.
 ///
 /// ```
-/// # #[cfg(feature = "testing")]
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), sturdy_acme::Error> {
-/// use sturdy_acme::testing::TestCa;
+/// use sturdy_acme_testca::TestCa;
 /// use sturdy_acme::{AccountKey, AccountOptions, Error, ErrorClass, KeyAlgorithm, NewOrder, ProblemType};
 ///
 /// let ca = TestCa::builder().blocked_domains(&["blocked.example"]).start().await?;
@@ -102,8 +101,6 @@ impl fmt::Display for TransportFailure {
 /// assert_eq!(err.class(), ErrorClass::Permanent); // repeating will not help
 /// assert!(!err.is_rate_limited() && err.retry_after().is_none());
 /// # Ok(()) }
-/// # #[cfg(not(feature = "testing"))]
-/// # fn main() {}
 /// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

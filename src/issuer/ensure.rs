@@ -17,13 +17,12 @@ impl<S: Store> Issuer<S> {
     /// a burst is refused locally once a limit is spent rather than sent.
     ///
     /// ```
-    /// # #[cfg(feature = "testing")]
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), sturdy_acme::Error> {
     /// use std::sync::Arc;
     /// use sturdy_acme::solver::http01::Http01Solver;
     /// use sturdy_acme::store::FileStore;
-    /// use sturdy_acme::testing::TestCa;
+    /// use sturdy_acme_testca::TestCa;
     /// use sturdy_acme::{EnsureOptions, Issuer};
     ///
     /// let (builder, responder) = TestCa::builder().with_http01_responder().await?;
@@ -40,8 +39,6 @@ impl<S: Store> Issuer<S> {
     /// assert_eq!(ca.ledger().certificates.len(), 6);
     /// # std::fs::remove_dir_all(&dir).ok();
     /// # Ok(()) }
-    /// # #[cfg(not(feature = "testing"))]
-    /// # fn main() {}
     /// ```
     pub async fn ensure_all<I, N>(
         &self,
@@ -240,14 +237,13 @@ impl<S: Store> Issuer<S> {
     /// `None` when nothing is stored.
     ///
     /// ```
-    /// # #[cfg(feature = "testing")]
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), sturdy_acme::Error> {
     /// use std::sync::Arc;
     /// use std::time::Duration;
     /// use sturdy_acme::solver::http01::Http01Solver;
     /// use sturdy_acme::store::FileStore;
-    /// use sturdy_acme::testing::TestCa;
+    /// use sturdy_acme_testca::TestCa;
     /// use sturdy_acme::{EnsureOptions, Issuer};
     ///
     /// // The CA's window opens at issuance: due at once.
@@ -263,8 +259,6 @@ impl<S: Store> Issuer<S> {
     /// assert!(issuer.renewal_due_at(&cert) <= std::time::SystemTime::now());
     /// # std::fs::remove_dir_all(&dir).ok();
     /// # Ok(()) }
-    /// # #[cfg(not(feature = "testing"))]
-    /// # fn main() {}
     /// ```
     pub async fn checked_certificate<N: AsRef<str>>(
         &self,

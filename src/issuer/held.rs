@@ -170,13 +170,12 @@ impl<S: Store> Issuer<S> {
     /// new-order bucket always included). For metrics and dashboards.
     ///
     /// ```
-    /// # #[cfg(feature = "testing")]
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), sturdy_acme::Error> {
     /// use std::sync::Arc;
     /// use sturdy_acme::solver::http01::Http01Solver;
     /// use sturdy_acme::store::FileStore;
-    /// use sturdy_acme::testing::TestCa;
+    /// use sturdy_acme_testca::TestCa;
     /// use sturdy_acme::{EnsureOptions, Issuer, RateLimits};
     ///
     /// let ca = TestCa::builder().start_in_process()?;
@@ -191,8 +190,6 @@ impl<S: Store> Issuer<S> {
     /// assert_eq!(orders.tokens.floor(), 299.0); // 300 per 3 hours, one spent
     /// # std::fs::remove_dir_all(&dir).ok();
     /// # Ok(()) }
-    /// # #[cfg(not(feature = "testing"))]
-    /// # fn main() {}
     /// ```
     pub async fn rate_limit_headroom(&self) -> Result<Vec<Headroom>> {
         let account = self.account().await?.url().to_owned();

@@ -4,13 +4,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Let's Encrypt's renewal of the exact same set of identifiers: an order
-/// for a set whose previous certificate is younger than this is exempt from
-/// the new-orders and per-domain limits (still counted against the
-/// exact-set and failed-authorization limits). The one place the rule's
-/// length is written (issuer, renewer and test CA read it).
-pub(crate) const EXACT_SET_RENEWAL_WINDOW: Duration = Duration::from_secs(120 * 24 * 3600);
-
 /// One limit: `burst` requests, refilled evenly over `period` (a token
 /// bucket, as Let's Encrypt computes its limits).
 ///
@@ -50,7 +43,7 @@ impl Limit {
     /// (refilled evenly, capped at `burst`). A full bucket starts at
     /// [`Limit::burst`]. The one token-bucket rule, for the issuer's
     /// ledger (wall clock, persisted) and the embedded CA (tokio's clock).
-    pub(crate) fn refilled(&self, tokens: f64, elapsed: Duration) -> f64 {
+    pub fn refilled(&self, tokens: f64, elapsed: Duration) -> f64 {
         let cap = f64::from(self.burst);
         let rate = cap / self.period.as_secs_f64().max(1e-9);
         (tokens + elapsed.as_secs_f64() * rate).min(cap)
@@ -58,7 +51,7 @@ impl Limit {
 
     /// How long until a bucket at `tokens` holds a whole token again
     /// (`None`: it holds one now).
-    pub(crate) fn wait_for_token(&self, tokens: f64) -> Option<Duration> {
+    pub fn wait_for_token(&self, tokens: f64) -> Option<Duration> {
         (tokens < 1.0 - 1e-9).then(|| self.refill_interval().mul_f64(1.0 - tokens))
     }
 }
@@ -152,6 +145,14 @@ pub struct RateLimits {
 }
 
 impl RateLimits {
+    /// Let's Encrypt's renewal of the exact same set of identifiers: an
+    /// order for a set whose previous certificate is younger than this is
+    /// exempt from the new-orders and per-domain limits (still counted
+    /// against the exact-set and failed-authorization limits). The one
+    /// place the rule's length is written (issuer, renewer and test CA
+    /// read it).
+    pub const EXACT_SET_RENEWAL_WINDOW: Duration = Duration::from_secs(120 * 24 * 3600);
+
     /// Let's Encrypt's production limits.
     pub fn lets_encrypt() -> Self {
         const DAY: u64 = 24 * 3600;

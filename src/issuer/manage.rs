@@ -95,13 +95,12 @@ impl<S: Store> Issuer<S> {
     /// registered when the store has none.
     ///
     /// ```
-    /// # #[cfg(feature = "testing")]
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), sturdy_acme::Error> {
     /// use std::sync::Arc;
     /// use sturdy_acme::solver::http01::Http01Solver;
     /// use sturdy_acme::store::FileStore;
-    /// use sturdy_acme::testing::TestCa;
+    /// use sturdy_acme_testca::TestCa;
     /// use sturdy_acme::{EnsureOptions, Issuer};
     ///
     /// let ca = TestCa::start().await?;
@@ -115,8 +114,6 @@ impl<S: Store> Issuer<S> {
     /// assert!(all[0].serial.is_some() && all[0].in_flight.is_none());
     /// # std::fs::remove_dir_all(&dir).ok();
     /// # Ok(()) }
-    /// # #[cfg(not(feature = "testing"))]
-    /// # fn main() {}
     /// ```
     pub async fn certificates(&self) -> Result<Vec<CertificateStatus>> {
         let directory = self.inner.client.directory_url();
@@ -191,13 +188,12 @@ impl<S: Store> Issuer<S> {
     /// store lease, so it cannot race a renewal of the same set.
     ///
     /// ```
-    /// # #[cfg(feature = "testing")]
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), sturdy_acme::Error> {
     /// use std::sync::Arc;
     /// use sturdy_acme::solver::http01::Http01Solver;
     /// use sturdy_acme::store::FileStore;
-    /// use sturdy_acme::testing::TestCa;
+    /// use sturdy_acme_testca::TestCa;
     /// use sturdy_acme::{EnsureOptions, Issuer, RevocationReason, RevokeWith};
     ///
     /// let ca = TestCa::start().await?;
@@ -213,8 +209,6 @@ impl<S: Store> Issuer<S> {
     /// assert_eq!(ca.ledger().certificates[0].revoked, Some(4));
     /// # std::fs::remove_dir_all(&dir).ok();
     /// # Ok(()) }
-    /// # #[cfg(not(feature = "testing"))]
-    /// # fn main() {}
     /// ```
     pub async fn revoke<N: AsRef<str>>(
         &self,
@@ -297,11 +291,10 @@ impl<S: Store> Issuer<S> {
     /// afterwards use the new key.
     ///
     /// ```
-    /// # #[cfg(feature = "testing")]
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), sturdy_acme::Error> {
     /// use sturdy_acme::store::{FileStore, Store};
-    /// use sturdy_acme::testing::TestCa;
+    /// use sturdy_acme_testca::TestCa;
     /// use sturdy_acme::{AccountKey, Issuer, KeyAlgorithm};
     ///
     /// let ca = TestCa::start().await?;
@@ -314,8 +307,6 @@ impl<S: Store> Issuer<S> {
     /// assert!(stored.next_key_pem.is_none());
     /// # std::fs::remove_dir_all(&dir).ok();
     /// # Ok(()) }
-    /// # #[cfg(not(feature = "testing"))]
-    /// # fn main() {}
     /// ```
     pub async fn rotate_account_key(&self, new_key: AccountKey) -> Result<Account> {
         let old = self.account().await?;

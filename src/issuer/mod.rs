@@ -77,13 +77,12 @@ const RECOVERY_ORDERS: usize = 100;
 /// # Example
 ///
 /// ```
-/// # #[cfg(feature = "testing")]
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), sturdy_acme::Error> {
 /// use std::sync::Arc;
 /// use sturdy_acme::solver::http01::Http01Solver;
 /// use sturdy_acme::store::FileStore;
-/// use sturdy_acme::testing::TestCa;
+/// use sturdy_acme_testca::TestCa;
 /// use sturdy_acme::{CertificateSource, EnsureOptions, Issuer};
 ///
 /// let ca = TestCa::start().await?;
@@ -101,8 +100,6 @@ const RECOVERY_ORDERS: usize = 100;
 /// assert_ne!(again.certificate.serial, first.certificate.serial);
 /// # std::fs::remove_dir_all(&dir).ok();
 /// # Ok(()) }
-/// # #[cfg(not(feature = "testing"))]
-/// # fn main() {}
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct EnsureOptions {
@@ -194,13 +191,12 @@ type StepObserver = Arc<dyn Fn(&IdentifierSetKey, IssuerStep) + Send + Sync>;
 /// # Example
 ///
 /// ```
-/// # #[cfg(feature = "testing")]
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), sturdy_acme::Error> {
 /// use std::sync::Arc;
 /// use sturdy_acme::solver::http01::Http01Solver;
 /// use sturdy_acme::store::FileStore;
-/// use sturdy_acme::testing::TestCa;
+/// use sturdy_acme_testca::TestCa;
 /// use sturdy_acme::{CertificateSource, EnsureOptions, Issuer};
 ///
 /// let ca = TestCa::start().await?;
@@ -221,8 +217,6 @@ type StepObserver = Arc<dyn Fn(&IdentifierSetKey, IssuerStep) + Send + Sync>;
 /// assert!(steps.lock().unwrap().contains(&IssuerStep::Downloaded));
 /// # std::fs::remove_dir_all(&dir).ok();
 /// # Ok(()) }
-/// # #[cfg(not(feature = "testing"))]
-/// # fn main() {}
 /// ```
 pub struct IssuerBuilder<S: Store> {
     client: Client,
@@ -402,13 +396,12 @@ struct Inner<S: Store> {
 /// # Example
 ///
 /// ```
-/// # #[cfg(feature = "testing")]
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), sturdy_acme::Error> {
 /// use std::sync::Arc;
 /// use sturdy_acme::solver::http01::Http01Solver;
 /// use sturdy_acme::store::FileStore;
-/// use sturdy_acme::testing::TestCa;
+/// use sturdy_acme_testca::TestCa;
 /// use sturdy_acme::{CertificateSource, EnsureOptions, Issuer};
 ///
 /// let ca = TestCa::start().await?;
@@ -421,8 +414,6 @@ struct Inner<S: Store> {
 /// assert!(ensured.certificate.chain_pem.starts_with("-----BEGIN CERTIFICATE-----"));
 /// # std::fs::remove_dir_all(&dir).ok();
 /// # Ok(()) }
-/// # #[cfg(not(feature = "testing"))]
-/// # fn main() {}
 /// ```
 pub struct Issuer<S: Store> {
     inner: Arc<Inner<S>>,

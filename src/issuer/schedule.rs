@@ -195,7 +195,7 @@ impl<S: Store> Issuer<S> {
             return Exemption::Ari;
         }
         if now.duration_since(prev.not_before).unwrap_or_default()
-            < limits::EXACT_SET_RENEWAL_WINDOW
+            < limits::RateLimits::EXACT_SET_RENEWAL_WINDOW
         {
             return Exemption::ExactSetRenewal;
         }

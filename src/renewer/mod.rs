@@ -32,14 +32,13 @@
 //! paused clock a fleet's months run in seconds (`examples/fleet_sim.rs`).
 //!
 //! ```
-//! # #[cfg(feature = "testing")]
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), sturdy_acme::Error> {
 //! use std::sync::Arc;
 //! use sturdy_acme::renewer::{CertificateSpec, ManagedState, Renewer};
 //! use sturdy_acme::solver::http01::Http01Solver;
 //! use sturdy_acme::store::FileStore;
-//! use sturdy_acme::testing::TestCa;
+//! use sturdy_acme_testca::TestCa;
 //! use sturdy_acme::Issuer;
 //!
 //! let ca = TestCa::builder().start_in_process()?;
@@ -64,8 +63,6 @@
 //! assert_eq!(ca.ledger().certificates.len(), 2);
 //! # std::fs::remove_dir_all(&dir).ok();
 //! # Ok(()) }
-//! # #[cfg(not(feature = "testing"))]
-//! # fn main() {}
 //! ```
 
 mod outcome;
@@ -82,7 +79,6 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::error::{Error, ErrorClass, Result, StoreError};
-use crate::issuer::limits::EXACT_SET_RENEWAL_WINDOW;
 use crate::issuer::{CertificateSource, Ensured, Issuer};
 use crate::retry::Rng;
 use crate::store::{Store, StoredCertificate};
@@ -779,7 +775,8 @@ fn entry(id: &str, stored: &Stored, current: Option<&Current>, at: SystemTime) -
         None => true,
         Some(c) => {
             c.revoked
-                || at.duration_since(c.not_before).unwrap_or_default() >= EXACT_SET_RENEWAL_WINDOW
+                || at.duration_since(c.not_before).unwrap_or_default()
+                    >= crate::RateLimits::EXACT_SET_RENEWAL_WINDOW
         }
     };
     Entry {

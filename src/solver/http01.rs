@@ -24,7 +24,7 @@ const PREFIX: &str = "/.well-known/acme-challenge/";
 /// the caller's own web server through [`Http01Tokens::response_for_path`]).
 ///
 /// Example: [`Http01Solver`], and real validation against it in
-/// [`TestCaBuilder::with_http01_responder`](crate::testing::TestCaBuilder::with_http01_responder).
+/// `sturdy_acme_testca::TestCaBuilder::with_http01_responder`.
 #[derive(Debug, Clone, Default)]
 pub struct Http01Tokens {
     map: Arc<RwLock<HashMap<String, String>>>,
@@ -85,7 +85,6 @@ impl Http01Tokens {
 /// # Example
 ///
 /// ```
-/// # #[cfg(feature = "testing")]
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), sturdy_acme::Error> {
 /// use std::sync::Arc;
@@ -101,8 +100,6 @@ impl Http01Tokens {
 /// tokens.insert("tok", "tok.thumb");
 /// assert_eq!(tokens.response_for_path("/.well-known/acme-challenge/tok").as_deref(), Some("tok.thumb"));
 /// # Ok(()) }
-/// # #[cfg(not(feature = "testing"))]
-/// # fn main() {}
 /// ```
 #[derive(Debug, Clone)]
 pub struct Http01Solver {
@@ -177,7 +174,7 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// are retried with a growing pause instead of in a busy loop.
 ///
 /// Example: [`Http01Solver`], and real validation against it in
-/// [`TestCaBuilder::with_http01_responder`](crate::testing::TestCaBuilder::with_http01_responder).
+/// `sturdy_acme_testca::TestCaBuilder::with_http01_responder`.
 #[derive(Debug)]
 pub struct Http01Responder {
     tokens: Http01Tokens,
@@ -191,7 +188,7 @@ pub struct Http01Responder {
 /// [`Http01Responder::builder`].
 ///
 /// Example: [`Http01Solver`], and real validation against it in
-/// [`TestCaBuilder::with_http01_responder`](crate::testing::TestCaBuilder::with_http01_responder).
+/// `sturdy_acme_testca::TestCaBuilder::with_http01_responder`.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct Http01ResponderBuilder {

@@ -15,7 +15,7 @@ use super::{
 /// The [`Store`] contract in memory (leases judged by the system clock, as
 /// [`FileStore`](super::FileStore) judges them). Clones share one store,
 /// so several issuers in one process can share it as nodes share a
-/// database. Passes [`testing::check_store`](crate::testing::check_store).
+/// database. Passes `sturdy_acme_testca::check_store`.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]

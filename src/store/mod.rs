@@ -21,7 +21,7 @@
 //!   ledger is updated under a row lock, and private keys are sealed with
 //!   AES-256-GCM under a [`KeyEncryptionKey`]. Another engine can meet the
 //!   contract on [`Store`]: check it with
-//!   [`testing::check_store`](crate::testing::check_store), and pass it as
+//!   `sturdy_acme_testca::check_store`, and pass it as
 //!   `Arc<dyn DynStore>` if it is chosen at run time.
 //! - **Leases are fenced.** Each acquisition gets a larger token; the
 //!   issuer checks it before every journal write, newOrder and finalize,

@@ -17,6 +17,8 @@ use http::{HeaderMap, Method};
 use crate::error::TransportFailure;
 
 /// One request the client hands to an [`HttpClient`].
+///
+/// Example: [`HttpClient`].
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct HttpRequest<'a> {
@@ -38,6 +40,8 @@ pub struct HttpRequest<'a> {
 }
 
 /// What one exchange through an [`HttpClient`] came to.
+///
+/// Example: [`HttpClient`].
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum HttpAnswer {
@@ -69,7 +73,10 @@ pub enum HttpAnswer {
     },
 }
 
-/// Sends the client's HTTP requests (see the [module](self) documentation).
+/// Sends the client's HTTP requests in place of the built-in HTTPS client:
+/// everything above it (the governor, nonces, signing, classification and
+/// retries) stays the client's; the hook only carries one request and
+/// reports what came back.
 ///
 /// The future must honour [`HttpRequest::timeout`] and
 /// [`HttpRequest::max_body`]; it must not follow redirects.

@@ -63,18 +63,15 @@ impl RoundTrip {
 /// # Example
 ///
 /// ```
-/// # #[cfg(feature = "testing")]
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), sturdy_acme::Error> {
-/// use sturdy_acme::testing::TestCa;
+/// use sturdy_acme_testca::TestCa;
 /// use sturdy_acme::Endpoint;
 ///
 /// let ca = TestCa::start().await?;
 /// let client = ca.client().await?;
 /// assert_eq!(client.request_stats().get(Endpoint::Directory), 1);
 /// # Ok(()) }
-/// # #[cfg(not(feature = "testing"))]
-/// # fn main() {}
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestStats {

@@ -192,7 +192,7 @@ fn dns01_lines_name_a_wildcard_as_ordered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_come_with_a_hint_of_what_to_try() {
     use sturdy_acme::Endpoint;
-    use sturdy_acme::testing::{CannedAnswer, Fault, FaultRule, TestCa, Trigger};
+    use sturdy_acme_testca::{CannedAnswer, Fault, FaultRule, TestCa, Trigger};
     let problem = |status: u16, kind: &str, detail: &str| {
         Fault::Canned(CannedAnswer {
             status,

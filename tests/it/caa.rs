@@ -8,10 +8,10 @@ use std::time::Duration;
 use sturdy_acme::caa::{CaaChecker, CaaContext, CaaReport, CaaVerdict};
 use sturdy_acme::dns::Dns;
 use sturdy_acme::store::FileStore;
-use sturdy_acme::testing::{ServerDns, TestCa};
 use sturdy_acme::{
     Backoff, CaaCause, Dialect, Endpoint, EnsureOptions, ErrorClass, Issuer, Jitter,
 };
+use sturdy_acme_testca::{ServerDns, TestCa};
 
 use crate::common::knot::{DnsLab, TEST_CA_IDENTITY};
 use crate::issuer::temp_store;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use sturdy_acme::dns::{Dns, TsigKey};
 use sturdy_acme::solver::dns01::{Rfc2136Config, Rfc2136Solver};
 use sturdy_acme::store::FileStore;
-use sturdy_acme::testing::{ServerDns, TestCa};
 use sturdy_acme::{CertificateSource, EnsureOptions, Issuer};
+use sturdy_acme_testca::{ServerDns, TestCa};
 
 use crate::common::knot::DnsLab;
 use crate::issuer::temp_store;

@@ -9,12 +9,12 @@ use common::suite::try_ready_order;
 use std::time::Duration;
 
 use sturdy_acme::RetryPolicy;
-use sturdy_acme::testing::{CaaPolicy, TestCa};
 use sturdy_acme::{
     Account, AccountKey, AccountOptions, CertificateKey, Csr, Error, KeyAlgorithm, NewOrder,
     ProblemType,
 };
 use sturdy_acme::{Limit, RateLimits};
+use sturdy_acme_testca::{CaaPolicy, TestCa};
 
 /// Raw CA behaviour: no client retries (the retry policies are pinned in
 /// tests/retry_policies.rs).
@@ -257,7 +257,7 @@ async fn failed_authorizations_limit_new_orders_for_that_identifier() {
         .real_validation(
             1,
             1,
-            std::sync::Arc::new(sturdy_acme::testing::StaticDns::new()),
+            std::sync::Arc::new(sturdy_acme_testca::StaticDns::new()),
         )
         .rate_limits(RateLimits {
             failed_authorizations: Some(Limit::new(1, Duration::from_secs(3600))),

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use sturdy_acme::RetryPolicy;
 use sturdy_acme::TransportFailure;
-use sturdy_acme::testing::{Fault, FaultRule, RetryAfterForm, TestCa, Trigger};
 use sturdy_acme::{
     Account, AccountKey, AccountOptions, CertificateKey, Client, Csr, Endpoint, Error,
     KeyAlgorithm, NewOrder, ProblemType,
 };
+use sturdy_acme_testca::{Fault, FaultRule, RetryAfterForm, TestCa, Trigger};
 
 async fn setup(rules: Vec<FaultRule>) -> (TestCa, Client, Account) {
     let ca = TestCa::builder().faults(rules).start().await.unwrap();
@@ -327,7 +327,7 @@ async fn endless_and_oversized_bodies_stop_at_the_cap() {
 /// any solver sees it.
 #[tokio::test]
 async fn hostile_authorization_lists_are_refused_before_any_fetch() {
-    use sturdy_acme::testing::CannedAnswer;
+    use sturdy_acme_testca::CannedAnswer;
     let (ca, _client, account) = setup(Vec::new()).await;
     let mut order = account
         .new_order(&NewOrder::for_names(&["fanout.example"]).unwrap())

@@ -21,13 +21,13 @@ use sturdy_acme::AuthorizationStatus;
 use sturdy_acme::Dialect;
 use sturdy_acme::FindFuture;
 use sturdy_acme::RateLimitScope;
-use sturdy_acme::testing::{Fault, FaultRule, TestCa, TestCaBuilder, Trigger};
 use sturdy_acme::{
     AccountKey, AccountOptions, CertificateFinder, CertificateKey, CertificateKeyType,
     ChallengeType, Client, Csr, Endpoint, Error, ExternalAccountKey, Identifier, KeyAlgorithm,
     NewOrder, OrderStatus, ProblemType, RevocationReason,
 };
 use sturdy_acme::{Event, Jitter, RetryPolicy};
+use sturdy_acme_testca::{Fault, FaultRule, TestCa, TestCaBuilder, Trigger};
 
 // ---------------------------------------------------------------------------
 // The shared suite.
@@ -960,7 +960,7 @@ async fn a_lost_new_cert_is_not_repeated_blind_by_default() {
 /// its Location instead.
 #[tokio::test]
 async fn a_committed_new_cert_with_a_broken_answer_is_never_sent_again() {
-    use sturdy_acme::testing::CannedAnswer;
+    use sturdy_acme_testca::CannedAnswer;
     for (i, fault) in [
         Fault::TruncatedAfterCommit,
         Fault::CannedAfterCommit(CannedAnswer::new(201, "application/pkix-cert", "garbage")),

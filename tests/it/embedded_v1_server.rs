@@ -14,13 +14,11 @@ use common::verify;
 use http::HeaderMap;
 use serde_json::{Value, json};
 use sturdy_acme::solver::http01::Http01Responder;
-use sturdy_acme::testing::{
-    CaaPolicy, Fault, FaultRule, StaticDns, TestCa, TestCaBuilder, Trigger,
-};
 use sturdy_acme::{
     AccountKey, CertificateKey, CertificateKeyType, Endpoint, Identifier, KeyAlgorithm,
 };
 use sturdy_acme::{Dialect, Limit, RateLimits};
+use sturdy_acme_testca::{CaaPolicy, Fault, FaultRule, StaticDns, TestCa, TestCaBuilder, Trigger};
 
 // ---------------------------------------------------------------------------
 // A minimal hand-rolled v1 client.

@@ -11,11 +11,11 @@ use common::embedded::{EmbeddedV2, free_port};
 use common::suite::{self, AcmeServer, ServerOptions, Solvers, issue};
 use common::verify;
 use serde_json::{Value, json};
-use sturdy_acme::testing::{StaticDns, TestCa};
 use sturdy_acme::{
     AccountKey, CertificateKey, CertificateKeyType, ChallengeType, Csr, Endpoint, Identifier,
     KeyAlgorithm, NewOrder, OrderStatus, ProblemType,
 };
+use sturdy_acme_testca::{StaticDns, TestCa};
 
 shared_suite!(EmbeddedV2);
 
@@ -248,7 +248,7 @@ async fn rejects_what_real_cas_reject_in_jws() {
 #[tokio::test]
 async fn finalize_rules_not_ready_extra_names_twice() {
     let ca = TestCa::builder()
-        .validation(sturdy_acme::testing::ValidationMode::Real {
+        .validation(sturdy_acme_testca::ValidationMode::Real {
             http_port: free_port(),
             tls_port: free_port(),
             dns: Arc::new(StaticDns::new()),

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sturdy_acme::testing::{Fault, FaultRule, RetryAfterForm, TestCa, Trigger};
 use sturdy_acme::{
     AccountKey, AccountOptions, CertificateKey, Csr, Endpoint, ErrorClass, Event, Jitter,
     KeyAlgorithm, RetryPolicy,
 };
+use sturdy_acme_testca::{Fault, FaultRule, RetryAfterForm, TestCa, Trigger};
 
 use crate::common::suite::ready_order;
 

@@ -12,12 +12,26 @@ use common::verify;
 /// features this test build has, so nothing is compiled twice) to be sure
 /// it is the current source's.
 pub(crate) fn example(name: &str) -> PathBuf {
+    built(
+        &["--all-features", "--example", name],
+        &format!("examples/{name}"),
+    )
+}
+
+/// The path of a workspace crate's binary, built once per test run (see
+/// [`example`]).
+pub(crate) fn binary(package: &str, name: &str) -> PathBuf {
+    built(&["-p", package, "--bin", name], name)
+}
+
+/// Runs `cargo build ARGS` once per test run and returns
+/// `target/debug/RELATIVE`.
+fn built(args: &[&str], relative: &str) -> PathBuf {
     static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
-    let path = dir.join(name);
+    let path = exe.parent().unwrap().parent().unwrap().join(relative);
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if !built.iter().any(|b| b == name) {
+    if !built.iter().any(|b| b == relative) {
         let mut cargo = Command::new(env!("CARGO"));
         // Without the variables `cargo test` sets for this process: build
         // scripts that watch them would otherwise rebuild (ring does).
@@ -30,12 +44,13 @@ pub(crate) fn example(name: &str) -> PathBuf {
             }
         }
         let status = cargo
-            .args(["build", "--all-features", "--example", name])
+            .arg("build")
+            .args(args)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .unwrap();
-        assert!(status.success(), "building example {name}");
-        built.push(name.to_owned());
+        assert!(status.success(), "cargo build {args:?}");
+        built.push(relative.to_owned());
     }
     path
 }
@@ -134,7 +149,7 @@ pub(crate) async fn start_test_ca_with(
     root_path: &std::path::Path,
     extra: &[&std::ffi::OsStr],
 ) -> (tokio::process::Child, String) {
-    let mut child = tokio::process::Command::new(example("test_ca"))
+    let mut child = tokio::process::Command::new(binary("sturdy-acme-testca", "sturdy-test-ca"))
         .args(["--port", "0", "--root-out"])
         .arg(root_path)
         .args(extra)
@@ -396,7 +411,7 @@ fn issue_takes_the_eab_key_from_a_file_or_the_environment() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_exits_with_a_status_per_error_class() {
     use sturdy_acme::Endpoint;
-    use sturdy_acme::testing::{CaaPolicy, Fault, FaultRule, TestCa, Trigger};
+    use sturdy_acme_testca::{CaaPolicy, Fault, FaultRule, TestCa, Trigger};
 
     let ca = TestCa::builder()
         .faults(vec![FaultRule::new(
@@ -462,7 +477,7 @@ async fn issue_exits_with_a_status_per_error_class() {
 /// and the same run as JSON lines that parse and carry each retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_explains_every_wait_in_plain_and_json() {
-    use sturdy_acme::testing::{CaaPolicy, TestCa};
+    use sturdy_acme_testca::{CaaPolicy, TestCa};
 
     let dir = temp_dir("waits");
     std::fs::create_dir_all(&dir).unwrap();

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use sturdy_acme::solver::http01::Http01Solver;
 use sturdy_acme::store::FileStore;
-use sturdy_acme::testing::{Fault, FaultRule, RetryAfterForm, TestCa, Trigger};
 use sturdy_acme::{Endpoint, EnsureOptions, Event, GovernorPolicy, Issuer, NewOrder};
+use sturdy_acme_testca::{Fault, FaultRule, RetryAfterForm, TestCa, Trigger};
 
 use crate::common;
 
@@ -100,7 +100,7 @@ async fn a_503_on_new_order_pauses_every_order_until_retry_after() {
     );
 }
 
-async fn fifty_certificates(max_in_flight: usize) -> (sturdy_acme::testing::Ledger, u64) {
+async fn fifty_certificates(max_in_flight: usize) -> (sturdy_acme_testca::Ledger, u64) {
     // 20 ms per answer, as from a CA across the internet: requests overlap.
     let ca = TestCa::builder()
         .latency(Duration::from_millis(20))

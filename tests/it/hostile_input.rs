@@ -84,7 +84,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sturdy_acme::Dialect;
-use sturdy_acme::testing::{CannedAnswer, Fault, FaultRule, TestCa, Trigger};
 use sturdy_acme::timestamp::{self, DisplayTime, MAX_UNIX_SECONDS};
 use sturdy_acme::{
     AccountKey, AccountOptions, CertificateChain, CertificateKey, CertificateKeyType,
@@ -96,6 +95,7 @@ use sturdy_acme::{
 };
 use sturdy_acme::{Backoff, Jitter, RetryPolicy};
 use sturdy_acme::{RateLimitScope, RequestInfo};
+use sturdy_acme_testca::{CannedAnswer, Fault, FaultRule, TestCa, Trigger};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 // ---------------------------------------------------------------------------

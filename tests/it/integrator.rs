@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use sturdy_acme::solver::http01::Http01Solver;
 use sturdy_acme::store::FileStore;
-use sturdy_acme::testing::{Fault, FaultRule, RetryAfterForm, TestCa, Trigger};
 use sturdy_acme::{
     CertificateSource, Endpoint, EnsureOptions, Event, IdentifierSet, Issuer, Jitter, RetryPolicy,
 };
+use sturdy_acme_testca::{Fault, FaultRule, RetryAfterForm, TestCa, Trigger};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_customers_ten_at_a_time_with_faults_then_again() {

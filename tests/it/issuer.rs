@@ -13,9 +13,9 @@ use std::future::Future;
 use sturdy_acme::StoreError;
 use sturdy_acme::solver::http01::Http01Solver;
 use sturdy_acme::store::{FileStore, IdentifierSetKey, Store, StoreResult};
-use sturdy_acme::testing::TestCa;
 use sturdy_acme::{CertificateSource, IssuerStep, Limit, RateLimits};
 use sturdy_acme::{Endpoint, EnsureOptions, Error, ErrorClass, Identifier, Issuer};
+use sturdy_acme_testca::TestCa;
 
 pub(crate) fn temp_store(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -547,7 +547,7 @@ async fn tls_alpn01_solver_through_a_rustls_resolver() {
     });
 
     let ca = TestCa::builder()
-        .real_validation(1, port, Arc::new(sturdy_acme::testing::StaticDns::new()))
+        .real_validation(1, port, Arc::new(sturdy_acme_testca::StaticDns::new()))
         .start()
         .await
         .unwrap();
@@ -573,7 +573,7 @@ async fn tls_alpn01_solver_through_a_rustls_resolver() {
 // ---------------------------------------------------------------------------
 // Issue 16: exactly once when the CA answers resume with garbage.
 
-use sturdy_acme::testing::{CannedAnswer, Fault, FaultRule, Trigger};
+use sturdy_acme_testca::{CannedAnswer, Fault, FaultRule, Trigger};
 
 /// An issuer whose client retries transient failures within milliseconds.
 async fn fast_issuer(ca: &TestCa, store: &Path) -> Issuer<FileStore> {
@@ -1178,7 +1178,7 @@ fn any_fault(rng: &mut TestRng) -> Fault {
         0 => Fault::Empty500,
         1 => Fault::Empty500AfterCommit,
         2 => Fault::Unavailable {
-            retry_after: sturdy_acme::testing::RetryAfterForm::Seconds(0),
+            retry_after: sturdy_acme_testca::RetryAfterForm::Seconds(0),
         },
         3 => Fault::BadNonce,
         4 => Fault::DropAfterCommit,
@@ -1717,7 +1717,7 @@ async fn a_store_behind_a_trait_object_serves_the_issuer() {
 #[tokio::test]
 async fn file_store_passes_the_store_contract_checks() {
     use sturdy_acme::store::DynStore;
-    use sturdy_acme::testing::check_store;
+    use sturdy_acme_testca::check_store;
     let dir = temp_store("conformance");
     check_store(&FileStore::open(&dir).unwrap()).await.unwrap();
     check_store(&sturdy_acme::store::MemoryStore::new())
@@ -1737,7 +1737,7 @@ async fn the_store_contract_checks_catch_a_broken_store() {
     use sturdy_acme::store::{
         DynStore, Journal, Lease, RateLimitRecord, StoreFuture, StoredAccount, StoredCertificate,
     };
-    use sturdy_acme::testing::check_store;
+    use sturdy_acme_testca::check_store;
 
     struct Broken {
         inner: FileStore,

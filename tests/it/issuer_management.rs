@@ -3,11 +3,11 @@
 //! `ensure`), and account key rollovers that a crash cannot lose.
 
 use sturdy_acme::store::{FileStore, JournalStep, Store, StoredAccount};
-use sturdy_acme::testing::{CaaPolicy, TestCa};
 use sturdy_acme::{
     AccountKey, CertificateChain, CertificateSource, EnsureOptions, KeyAlgorithm, RevocationReason,
     RevokeWith,
 };
+use sturdy_acme_testca::{CaaPolicy, TestCa};
 
 use crate::issuer::{issuer as new_issuer, temp_store};
 

@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 
 use sturdy_acme::solver::http01::Http01Solver;
 use sturdy_acme::store::{FileStore, IdentifierSetKey, JournalStep, Store};
-use sturdy_acme::testing::{CannedAnswer, Fault, FaultRule, TestCa, Trigger};
 use sturdy_acme::{
     CertificateSource, Endpoint, EnsureOptions, Error, Issuer, IssuerStep, RevocationReason,
     RevokeWith,
 };
+use sturdy_acme_testca::{CannedAnswer, Fault, FaultRule, TestCa, Trigger};
 
 use crate::issuer::temp_store;
 

@@ -9,11 +9,11 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sturdy_acme::testing::{Fault, FaultRule, TestCa, Trigger};
 use sturdy_acme::{
     AccountKey, AccountOptions, Client, Danger, Endpoint, Error, ErrorClass, KeyAlgorithm,
     NewOrder, OrderStatus, PollPolicy, RetryPolicy,
 };
+use sturdy_acme_testca::{Fault, FaultRule, TestCa, Trigger};
 
 /// A retry policy that would retry a transient failure several times, so
 /// a test sees whether an answer is taken for one.
@@ -473,7 +473,7 @@ async fn the_issuer_ends_at_an_invalid_authorization_of_a_pending_order() {
 /// within two polls.
 #[tokio::test]
 async fn a_large_pending_order_is_watched_in_turns() {
-    use sturdy_acme::testing::StaticDns;
+    use sturdy_acme_testca::StaticDns;
     let dns = Arc::new(StaticDns::new());
     let ca = TestCa::builder()
         .real_validation(0, 0, dns.clone())

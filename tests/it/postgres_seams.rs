@@ -7,10 +7,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sturdy_acme::solver::http01::Http01Solver;
 use sturdy_acme::store::{PostgresStore, RateLimitRecord, Store};
-use sturdy_acme::testing::TestCa;
 use sturdy_acme::{
     CertificateSource, Endpoint, EnsureOptions, Error, Issuer, IssuerStep, StoreError,
 };
+use sturdy_acme_testca::TestCa;
 
 use crate::common::postgres::Postgres;
 use crate::postgres_store::{fresh_database, sql};

@@ -14,11 +14,11 @@ use sturdy_acme::solver::http01::Http01Solver;
 use sturdy_acme::store::{
     FileStore, IdentifierSetKey, KeyEncryptionKey, PostgresStore, Store, StoredAccount,
 };
-use sturdy_acme::testing::{TestCa, check_store};
 use sturdy_acme::{
     DatabaseErrorKind, Endpoint, EnsureOptions, Error, ErrorClass, Identifier, Issuer, IssuerStep,
     Limit, RateLimits, StoreError,
 };
+use sturdy_acme_testca::{TestCa, check_store};
 use zeroize::Zeroizing;
 
 use crate::common::postgres::Postgres;

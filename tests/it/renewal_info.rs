@@ -5,11 +5,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use sturdy_acme::testing::{RenewalInfoAnswer, TestCa};
 use sturdy_acme::{
     Account, AuthorizationStatus, CertId, CertificateChain, CertificateKey, ChallengeType, Csr,
     Endpoint, Error, Event, KeyAlgorithm, Limit, NewOrder, ProblemType, RateLimits, RetryPolicy,
 };
+use sturdy_acme_testca::{RenewalInfoAnswer, TestCa};
 
 use crate::common;
 use sturdy_acme::store::Store as _;

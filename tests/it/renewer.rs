@@ -13,9 +13,9 @@ use sturdy_acme::renewer::{
 };
 use sturdy_acme::solver::http01::Http01Solver;
 use sturdy_acme::store::{FileStore, MemoryStore, Store};
-use sturdy_acme::testing::simulation::{SimulationConfig, simulate};
-use sturdy_acme::testing::{CaaPolicy, Fault, FaultRule, RetryAfterForm, TestCa, Trigger};
 use sturdy_acme::{Clock, Event, Issuer, Limit, RateLimits};
+use sturdy_acme_testca::simulation::{SimulationConfig, simulate};
+use sturdy_acme_testca::{CaaPolicy, Fault, FaultRule, RetryAfterForm, TestCa, Trigger};
 
 use crate::issuer::temp_store;
 

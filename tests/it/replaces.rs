@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use sturdy_acme::solver::http01::Http01Solver;
 use sturdy_acme::store::FileStore;
-use sturdy_acme::testing::{CannedAnswer, Fault, FaultRule, TestCa, Trigger};
 use sturdy_acme::{
     Account, AuthorizationStatus, CertId, CertificateKey, ChallengeType, Csr, Endpoint,
     EnsureOptions, Event, Issuer, NewOrder, ReplacesRefusal,
 };
+use sturdy_acme_testca::{CannedAnswer, Fault, FaultRule, TestCa, Trigger};
 
 use crate::issuer::temp_store;
 

@@ -10,13 +10,13 @@ use std::time::{Duration, SystemTime};
 
 use common::ca_thread::CaThread;
 use common::suite::ready_order;
-use sturdy_acme::testing::{CaaPolicy, Fault, FaultRule, TestCa, Trigger};
 use sturdy_acme::{
     Account, AccountKey, AccountOptions, CertificateKey, Client, ClientBuilder, Csr, Endpoint,
     Error, KeyAlgorithm, NewOrder, OrderStatus,
 };
 use sturdy_acme::{Backoff, Event, Jitter, RetryPolicy};
 use sturdy_acme::{CaaCause, ErrorClass, RateLimitScope};
+use sturdy_acme_testca::{CaaPolicy, Fault, FaultRule, TestCa, Trigger};
 
 /// A retry as observed: endpoint, class name, delay.
 type Observed = (Endpoint, &'static str, Duration);

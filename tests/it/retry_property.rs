@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
-use sturdy_acme::testing::{Fault, FaultRule, RetryAfterForm, TestCa, Trigger};
 use sturdy_acme::{
     AccountKey, AccountOptions, CertificateKey, ChallengeType, Csr, Endpoint, KeyAlgorithm,
     NewOrder, OrderStatus,
 };
 use sturdy_acme::{Backoff, Jitter, RetryPolicy};
+use sturdy_acme_testca::{Fault, FaultRule, RetryAfterForm, TestCa, Trigger};
 
 fn endpoint() -> impl Strategy<Value = Endpoint> {
     prop_oneof![

@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use sturdy_acme::solver::http01::{Http01Responder, Http01Solver};
 use sturdy_acme::store::{FileStore, IdentifierSetKey, Journal, JournalStep, Store};
-use sturdy_acme::testing::TestCa;
 use sturdy_acme::{
     AuthorizationStatus, CertificateSource, ChallengeType, EnsureOptions, Identifier, Issuer,
     NewOrder, RateLimits,
 };
+use sturdy_acme_testca::TestCa;
 
 use crate::issuer::temp_store;
 
@@ -39,7 +39,7 @@ async fn unseen_failure(ca_says_pending: bool) {
         .real_validation(
             responder.local_addr().port(),
             1,
-            Arc::new(sturdy_acme::testing::StaticDns::new()),
+            Arc::new(sturdy_acme_testca::StaticDns::new()),
         )
         .start()
         .await
@@ -85,10 +85,10 @@ async fn unseen_failure(ca_says_pending: bool) {
     };
     issuer.store().save_journal(&key, &journal).await.unwrap();
     if ca_says_pending {
-        ca.set_faults(vec![sturdy_acme::testing::FaultRule::new(
+        ca.set_faults(vec![sturdy_acme_testca::FaultRule::new(
             sturdy_acme::Endpoint::Order,
-            sturdy_acme::testing::Trigger::Always,
-            sturdy_acme::testing::Fault::InvalidOrderStaysPending,
+            sturdy_acme_testca::Trigger::Always,
+            sturdy_acme_testca::Fault::InvalidOrderStaysPending,
         )]);
     }
 
@@ -129,10 +129,7 @@ async fn unseen_failure(ca_says_pending: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caa_refusal_says_it_is_the_domains_dns() {
     let ca = TestCa::builder()
-        .caa(
-            "caa-refused.example",
-            sturdy_acme::testing::CaaPolicy::Forbid,
-        )
+        .caa("caa-refused.example", sturdy_acme_testca::CaaPolicy::Forbid)
         .start()
         .await
         .unwrap();

@@ -15,12 +15,12 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
-use sturdy_acme::testing::{CaaPolicy, TestCa};
 use sturdy_acme::{
     Account, AccountKey, AccountOptions, AuthorizationStatus, CertId, CertificateChain,
     CertificateKey, ChallengeType, Csr, Error, KeyAlgorithm, NewOrder, Order, OrderStatus,
     ProblemType, RetryPolicy, RevocationReason,
 };
+use sturdy_acme_testca::{CaaPolicy, TestCa};
 
 use crate::common;
 

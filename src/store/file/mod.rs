@@ -87,7 +87,6 @@ const KEY_PEM_NEW: &str = "key.pem.new";
 /// # Example
 ///
 /// ```
-/// # #[cfg(feature = "testing")]
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), sturdy_acme::Error> {
 /// use sturdy_acme::store::{FileStore, IdentifierSetKey, Store};
@@ -108,8 +107,6 @@ const KEY_PEM_NEW: &str = "key.pem.new";
 /// store.release_lease(&lease).await?;
 /// # std::fs::remove_dir_all(&dir).ok();
 /// # Ok(()) }
-/// # #[cfg(not(feature = "testing"))]
-/// # fn main() {}
 /// ```
 #[derive(Clone)]
 pub struct FileStore {

@@ -5,7 +5,7 @@
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use sturdy_acme::testing::{TestCa, TestCaBuilder};
+use sturdy_acme_testca::{TestCa, TestCaBuilder};
 
 /// A test CA served by a runtime on another thread. Stops when dropped.
 pub struct CaThread {

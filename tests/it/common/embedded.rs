@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sturdy_acme::ClientBuilder;
 use sturdy_acme::Dialect;
-use sturdy_acme::testing::{StaticDns, TestCa};
+use sturdy_acme_testca::{StaticDns, TestCa};
 
 use super::suite::{AcmeServer, ServerOptions};
 

@@ -129,14 +129,14 @@ pub fn spki_of(der: &[u8]) -> Vec<u8> {
 /// the logs; counts its calls.
 pub struct LedgerFinder {
     /// The CA whose ledger is searched.
-    pub ca: Arc<sturdy_acme::testing::TestCa>,
+    pub ca: Arc<sturdy_acme_testca::TestCa>,
     /// How many times it was asked.
     pub calls: std::sync::atomic::AtomicUsize,
 }
 
 impl LedgerFinder {
     /// A finder over `ca`'s ledger.
-    pub fn new(ca: &Arc<sturdy_acme::testing::TestCa>) -> Self {
+    pub fn new(ca: &Arc<sturdy_acme_testca::TestCa>) -> Self {
         Self {
             ca: Arc::clone(ca),
             calls: std::sync::atomic::AtomicUsize::new(0),

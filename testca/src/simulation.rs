@@ -1,0 +1,696 @@
+//! A fleet in virtual time: [`Renewer`]s (one per account) against the
+//! embedded CA with Let's Encrypt's limits, on tokio's paused clock, so a
+//! quarter of a year of arrivals, renewals and injected faults runs in
+//! seconds to minutes. What `examples/fleet_sim.rs` prints and a test
+//! checks at a smaller size.
+//!
+//! The figures come from the CA's side (its ledger of certificates, the
+//! client's record of every answer), not from the renewer's own account:
+//!
+//! - 429s the CA answered;
+//! - certificates that ever expired: a set whose next certificate came
+//!   after the previous one's expiry, or whose last one expired before the
+//!   end;
+//! - duplicates beyond renewals: a certificate issued before half of the
+//!   previous one's lifetime for the same set (no renewal rule renews that
+//!   early);
+//! - requests per certificate;
+//! - the makespan of initial issuance (from the first arrival to the last
+//!   set's first certificate) against the least the limits allow for that
+//!   arrival pattern: each limit's token bucket served greedily in arrival
+//!   order (optimal for one bucket); the largest over every bucket is a
+//!   lower bound for all of them together.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{CaaPolicy, Fault, FaultRule, RetryAfterForm, TestCa, Trigger};
+use crate::codec::Rng;
+use sturdy_acme::Event;
+use sturdy_acme::renewer::{CertificateSpec, Renewer, RenewerEvent, RenewerPolicy};
+use sturdy_acme::solver::http01::Http01Solver;
+use sturdy_acme::store::{FileStore, MemoryStore, Store};
+use sturdy_acme::{Error, Result};
+use sturdy_acme::{Issuer, Limit, RateLimits};
+
+const HOUR: u64 = 3600;
+const DAY: u64 = 24 * HOUR;
+
+/// What to simulate.
+///
+/// Example: [`simulate`].
+#[derive(Debug, Clone)]
+pub struct SimulationConfig {
+    /// Certificates in all (one name each).
+    pub certificates: usize,
+    /// Registered domains they are under (each belongs to one account).
+    pub domains: usize,
+    /// ACME accounts (one issuer, store and renewer each).
+    pub accounts: usize,
+    /// Simulated days.
+    pub days: u64,
+    /// The certificates arrive in this many equal bursts ...
+    pub bursts: usize,
+    /// ... this far apart.
+    pub burst_every: Duration,
+    /// Share of certificates with the `tlsserver` profile (45 days); the
+    /// rest are `classic` (90 days).
+    pub tlsserver_share: f64,
+    /// Chance of a transient failure per request (an empty 500, a fifth of
+    /// them after the CA did the work).
+    pub transient: f64,
+    /// Share of domains whose CAA lookups time out for a day ...
+    pub caa_share: f64,
+    /// ... starting this far in.
+    pub caa_at: Duration,
+    /// The CA answers every request with 503 for this long ...
+    pub outage: Duration,
+    /// ... starting this far in.
+    pub outage_at: Duration,
+    /// The renewers' limits (and the CA's).
+    pub limits: RateLimits,
+    /// Attempts in flight per renewer.
+    pub concurrency: usize,
+    /// The CA's `Retry-After` on renewal information (how often each
+    /// certificate's window is checked).
+    pub renewal_info_retry_after: Duration,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// `Some(dir)`: each account on a [`FileStore`] in a temporary
+    /// directory under `dir`; `None`: on a [`MemoryStore`] (the issuer's
+    /// and renewer's logic alone, without the file system's cost).
+    pub file_store_root: Option<PathBuf>,
+    /// Whether the CA fails an order whose CAA recheck fails at finalize
+    /// (Boulder since 2026; default), see
+    /// [`TestCaBuilder::caa_recheck_fails_order`](crate::TestCaBuilder::caa_recheck_fails_order).
+    pub caa_recheck_fails_order: bool,
+}
+
+impl Default for SimulationConfig {
+    /// The issue's full size: 20,000 certificates over 500 domains and 10
+    /// accounts, in 4 bursts 6 hours apart, 90 days, 30% tlsserver, 5%
+    /// transient failures, CAA timeouts on 2% of domains for day 29, a
+    /// 1-hour outage at hour 1, Let's Encrypt's limits.
+    fn default() -> Self {
+        Self {
+            certificates: 20_000,
+            domains: 500,
+            accounts: 10,
+            days: 90,
+            bursts: 4,
+            burst_every: Duration::from_secs(6 * HOUR),
+            tlsserver_share: 0.3,
+            transient: 0.05,
+            caa_share: 0.02,
+            caa_at: Duration::from_secs(29 * DAY),
+            outage: Duration::from_secs(HOUR),
+            outage_at: Duration::from_secs(HOUR),
+            limits: RateLimits::lets_encrypt(),
+            concurrency: 32,
+            renewal_info_retry_after: Duration::from_secs(DAY),
+            seed: 1,
+            file_store_root: None,
+            caa_recheck_fails_order: true,
+        }
+    }
+}
+
+/// What the simulation measured.
+///
+/// Example: [`simulate`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SimulationReport {
+    /// Certificates managed.
+    pub managed: usize,
+    /// Certificates the CA issued (initial ones and renewals).
+    pub issued: usize,
+    /// Renewals among them (a set's second or later certificate that is
+    /// not a duplicate).
+    pub renewals: usize,
+    /// 429 answers the CA gave (goal 0).
+    pub rate_limited_429: u64,
+    /// 503 answers (the outage).
+    pub unavailable_503: u64,
+    /// Sets that were ever without a valid certificate after their first
+    /// one (goal 0).
+    pub ever_expired: usize,
+    /// Sets never issued by the end.
+    pub never_issued: usize,
+    /// Certificates issued before half of the previous one's lifetime
+    /// (goal 0).
+    pub duplicates: usize,
+    /// Requests the CA received.
+    pub requests: u64,
+    /// Requests per certificate issued.
+    pub requests_per_certificate: f64,
+    /// Requests per managed certificate per simulated day.
+    pub requests_per_certificate_day: f64,
+    /// From the first arrival to the last set's first certificate, seconds.
+    pub initial_makespan_s: f64,
+    /// The least the limits allow for the arrival pattern, seconds.
+    pub initial_makespan_bound_s: f64,
+    /// `initial_makespan_s / initial_makespan_bound_s` (goal ≤ 1.05).
+    pub makespan_ratio: f64,
+    /// Error answers by HTTP status, as the clients saw them.
+    pub error_statuses: BTreeMap<u16, u64>,
+    /// The first 20 errors the CA's 429s gave the renewers (which limit).
+    pub rate_limited_errors: Vec<String>,
+    /// `409 alreadyReplaced` answers to a renewal's newOrder (goal 0, or
+    /// each one resolved by resuming the earlier replacement order).
+    pub already_replaced_409: u64,
+    /// Renewals that resumed this account's earlier replacement order after
+    /// an `alreadyReplaced` ([`Event::ReplacementResumed`]).
+    pub replacements_resumed: u64,
+    /// Renewals sent without `replaces` after the CA refused it
+    /// ([`Event::ReplacesDropped`]), giving up the ARI exemption.
+    pub replaces_dropped: u64,
+    /// Failed attempts by error class, as the renewers saw them.
+    pub failures: BTreeMap<String, u64>,
+    /// Attempts a local rate-limit count held back.
+    pub deferred: u64,
+    /// Pauses for the CA's outage.
+    pub pauses: u64,
+    /// Simulated days.
+    pub days: u64,
+    /// Wall-clock seconds the simulation took.
+    pub wall_s: f64,
+}
+
+/// One certificate of the fleet.
+struct Planned {
+    spec: CertificateSpec,
+    account: usize,
+    domain: usize,
+    burst: usize,
+}
+
+/// Runs the simulation. Call it on tokio's paused clock (a current-thread
+/// runtime built with `start_paused(true)`), or it takes as long as it
+/// simulates.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), sturdy_acme::Error> {
+/// use std::time::Duration;
+/// use sturdy_acme_testca::simulation::{SimulationConfig, simulate};
+///
+/// let report = simulate(SimulationConfig {
+///     certificates: 40,
+///     domains: 4,
+///     accounts: 2,
+///     days: 10,
+///     transient: 0.0,
+///     caa_share: 0.0,
+///     outage: Duration::ZERO,
+///     ..SimulationConfig::default()
+/// })
+/// .await?;
+/// assert_eq!(report.rate_limited_429, 0);
+/// assert_eq!(report.never_issued, 0);
+/// # Ok(()) }
+/// ```
+pub async fn simulate(config: SimulationConfig) -> Result<SimulationReport> {
+    let dir = config.file_store_root.as_ref().map(|root| {
+        root.join(format!(
+            "sturdy-fleet-sim-{}-{}",
+            std::process::id(),
+            config.seed
+        ))
+    });
+    match dir {
+        Some(dir) => {
+            let _cleanup = RemoveOnDrop(dir.clone());
+            simulate_on(config, |account| {
+                Ok(FileStore::open(dir.join(format!("account-{account}")))?)
+            })
+            .await
+        }
+        None => simulate_on(config, |_| Ok(MemoryStore::new())).await,
+    }
+}
+
+async fn simulate_on<S: Store>(
+    config: SimulationConfig,
+    store: impl Fn(usize) -> Result<S>,
+) -> Result<SimulationReport> {
+    let wall = Instant::now();
+    let clock = sturdy_acme::Clock::tokio();
+    let start = clock.now();
+    let rng = Rng::new(config.seed);
+
+    let ca = TestCa::builder()
+        .rate_limits(config.limits.clone())
+        .renewal_info(None)
+        .renewal_info_retry_after(config.renewal_info_retry_after.as_secs())
+        .profiles(true)
+        .caa_recheck_fails_order(config.caa_recheck_fails_order)
+        .start_in_process()?;
+    let ca = Arc::new(ca);
+    let base_faults = transient_faults(config.transient, config.seed);
+    ca.set_faults(base_faults.clone());
+
+    // Who answered what, from the clients' side.
+    let statuses: Arc<Mutex429> = Arc::default();
+
+    let failures: Arc<std::sync::Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let limited: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let deferred = Arc::new(AtomicU64::new(0));
+    let pauses = Arc::new(AtomicU64::new(0));
+    let mut renewers = Vec::new();
+    // Replacement orders resumed, alreadyReplaced answers that dropped
+    // replaces, every drop.
+    let replaces: Arc<(AtomicU64, AtomicU64, AtomicU64)> = Arc::default();
+    for account in 0..config.accounts.max(1) {
+        let seen = Arc::clone(&statuses);
+        let replaces = Arc::clone(&replaces);
+        let client = ca
+            .client_builder()
+            .clock(clock)
+            .on_event(move |e| match e {
+                Event::Exchange {
+                    status: Some(s), ..
+                } => seen.count(*s),
+                Event::ReplacementResumed { .. } => {
+                    replaces.0.fetch_add(1, Ordering::Relaxed);
+                }
+                Event::ReplacesDropped { cause, .. } => {
+                    if *cause == sturdy_acme::ReplacesRefusal::AlreadyReplaced {
+                        replaces.1.fetch_add(1, Ordering::Relaxed);
+                    }
+                    replaces.2.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            })
+            .build()
+            .await?;
+        let store = store(account)?;
+        let issuer = Issuer::builder(client, store)
+            .solver(Arc::new(Http01Solver::unserved()))
+            .rate_limits(config.limits.clone())
+            .holder(format!("sim-{account}"))
+            .build();
+        let limited = Arc::clone(&limited);
+        let (failures, deferred, pauses) = (
+            Arc::clone(&failures),
+            Arc::clone(&deferred),
+            Arc::clone(&pauses),
+        );
+        let renewer = Renewer::builder(issuer)
+            .policy(RenewerPolicy {
+                concurrency: config.concurrency,
+                seed: Some(config.seed.wrapping_add(account as u64)),
+                refresh: Duration::from_secs(DAY),
+                headroom_interval: Duration::from_secs(HOUR),
+                ..RenewerPolicy::default()
+            })
+            .on_event(move |e| match e {
+                RenewerEvent::RateLimitedByCa { .. } => {}
+                RenewerEvent::Failed { class, error, .. } => {
+                    if *class == "rate_limited" {
+                        let mut l = limited.lock().unwrap_or_else(|p| p.into_inner());
+                        if l.len() < 20 {
+                            l.push(error.clone());
+                        }
+                    }
+                    *failures
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry((*class).to_owned())
+                        .or_default() += 1;
+                }
+                RenewerEvent::Deferred { .. } => {
+                    deferred.fetch_add(1, Ordering::Relaxed);
+                }
+                RenewerEvent::Paused { .. } => {
+                    pauses.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            })
+            .build();
+        renewers.push(renewer);
+    }
+
+    // The fleet: certificate i under domain i % domains, domain d with
+    // account d % accounts, arriving in burst i % bursts.
+    let domains = config.domains.max(1);
+    let bursts = config.bursts.max(1);
+    let mut plan = Vec::with_capacity(config.certificates);
+    for i in 0..config.certificates {
+        let domain = i % domains;
+        let name = format!("s{}.cust{domain}.example", i / domains);
+        let mut spec = CertificateSpec::new([name])?;
+        spec = if rng.next_f64() < config.tlsserver_share {
+            spec.profile("tlsserver")
+        } else {
+            spec.profile("classic")
+        };
+        plan.push(Planned {
+            spec,
+            account: domain % config.accounts.max(1),
+            domain,
+            burst: i % bursts,
+        });
+    }
+    let arrival = |burst: usize| start + config.burst_every * burst as u32;
+
+    let running: Vec<_> = renewers
+        .iter()
+        .map(|r| {
+            let r = r.clone();
+            tokio::spawn(async move { r.run().await })
+        })
+        .collect();
+
+    // Arrivals.
+    let arrivals = {
+        let mut by_burst: Vec<Vec<Vec<CertificateSpec>>> =
+            vec![vec![Vec::new(); renewers.len()]; bursts];
+        for p in &plan {
+            by_burst[p.burst][p.account].push(p.spec.clone());
+        }
+        let renewers = renewers.clone();
+        let every = config.burst_every;
+        tokio::spawn(async move {
+            for (b, per_account) in by_burst.into_iter().enumerate() {
+                if b > 0 {
+                    tokio::time::sleep(every).await;
+                }
+                for (account, specs) in per_account.into_iter().enumerate() {
+                    renewers[account].add_all(specs).await?;
+                }
+            }
+            Ok::<(), Error>(())
+        })
+    };
+
+    // Faults on a timeline.
+    let caa_domains: Vec<String> = (0..domains)
+        .filter(|_| rng.next_f64() < config.caa_share)
+        .map(|d| format!("cust{d}.example"))
+        .collect();
+    let mut timeline: Vec<(Duration, FaultStep)> = Vec::new();
+    if !config.outage.is_zero() {
+        timeline.push((config.outage_at, FaultStep::OutageStarts));
+        timeline.push((config.outage_at + config.outage, FaultStep::OutageEnds));
+    }
+    if !caa_domains.is_empty() {
+        timeline.push((config.caa_at, FaultStep::CaaTimeouts(CaaPolicy::Timeout)));
+        timeline.push((
+            config.caa_at + Duration::from_secs(DAY),
+            FaultStep::CaaTimeouts(CaaPolicy::Allow),
+        ));
+    }
+    timeline.sort_by_key(|(at, _)| *at);
+    let faults = {
+        let ca = Arc::clone(&ca);
+        let outage = config.outage;
+        tokio::spawn(async move {
+            let mut now = Duration::ZERO;
+            for (at, step) in timeline {
+                tokio::time::sleep(at.saturating_sub(now)).await;
+                now = at;
+                match step {
+                    FaultStep::OutageStarts => {
+                        let mut rules = vec![FaultRule::everywhere(
+                            Trigger::Always,
+                            Fault::Unavailable {
+                                retry_after: RetryAfterForm::Seconds(outage.as_secs()),
+                            },
+                        )];
+                        rules.extend(base_faults.iter().cloned());
+                        ca.set_faults(rules);
+                    }
+                    FaultStep::OutageEnds => ca.set_faults(base_faults.clone()),
+                    FaultStep::CaaTimeouts(policy) => {
+                        for d in &caa_domains {
+                            ca.set_caa(d, policy);
+                        }
+                    }
+                }
+            }
+        })
+    };
+
+    tokio::time::sleep(Duration::from_secs(config.days * DAY)).await;
+    let end = clock.now();
+    for r in &renewers {
+        r.shutdown();
+    }
+    for r in running {
+        r.await
+            .map_err(|e| Error::InvalidInput(format!("a renewer task failed: {e}")))??;
+    }
+    arrivals
+        .await
+        .map_err(|e| Error::InvalidInput(format!("the arrivals task failed: {e}")))??;
+    faults.abort();
+
+    // The CA's side of the story.
+    let ledger = ca.ledger();
+    let mut by_set: HashMap<String, Vec<(SystemTime, SystemTime, SystemTime)>> = HashMap::new();
+    for cert in &ledger.certificates {
+        let id = cert
+            .identifiers
+            .iter()
+            .map(|i| i.value.clone())
+            .collect::<Vec<_>>()
+            .join(",");
+        let (not_before, not_after) = validity(&cert.leaf_der)?;
+        by_set
+            .entry(id)
+            .or_default()
+            .push((cert.issued_at, not_before, not_after));
+    }
+    let (mut ever_expired, mut never_issued, mut duplicates, mut renewals) = (0, 0, 0, 0);
+    let mut first_issued: HashMap<String, SystemTime> = HashMap::new();
+    for p in &plan {
+        let Some(certs) = by_set.get_mut(&p.spec.id()) else {
+            never_issued += 1;
+            continue;
+        };
+        certs.sort();
+        first_issued.insert(p.spec.id(), certs[0].0);
+        let mut expired = false;
+        for pair in certs.windows(2) {
+            let ((_, nb, na), (issued, ..)) = (pair[0], pair[1]);
+            if issued > na {
+                expired = true;
+            }
+            let half = nb + na.duration_since(nb).unwrap_or_default() / 2;
+            if issued < half {
+                duplicates += 1;
+            } else {
+                renewals += 1;
+            }
+        }
+        if certs.last().is_some_and(|(_, _, na)| *na < end) {
+            expired = true;
+        }
+        if expired {
+            ever_expired += 1;
+        }
+    }
+    let makespan = first_issued
+        .values()
+        .max()
+        .map(|t| t.duration_since(start).unwrap_or_default())
+        .unwrap_or_default();
+    let bound = makespan_bound(&plan, &config.limits, |b| {
+        arrival(b).duration_since(start).unwrap_or_default()
+    });
+    let requests: u64 = ledger.requests.values().sum();
+    let issued = ledger.certificates.len();
+    let failures = failures.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok(SimulationReport {
+        managed: plan.len(),
+        issued,
+        renewals,
+        rate_limited_429: statuses.get(429),
+        unavailable_503: statuses.get(503),
+        ever_expired,
+        never_issued,
+        duplicates,
+        requests,
+        requests_per_certificate: requests as f64 / issued.max(1) as f64,
+        requests_per_certificate_day: requests as f64
+            / plan.len().max(1) as f64
+            / config.days.max(1) as f64,
+        initial_makespan_s: makespan.as_secs_f64(),
+        initial_makespan_bound_s: bound.as_secs_f64(),
+        makespan_ratio: if bound.is_zero() {
+            1.0
+        } else {
+            makespan.as_secs_f64() / bound.as_secs_f64()
+        },
+        error_statuses: statuses.all(),
+        rate_limited_errors: limited.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        already_replaced_409: statuses.get(409),
+        replacements_resumed: replaces.0.load(Ordering::Relaxed),
+        replaces_dropped: replaces.2.load(Ordering::Relaxed),
+        failures,
+        deferred: deferred.load(Ordering::Relaxed),
+        pauses: pauses.load(Ordering::Relaxed),
+        days: config.days,
+        wall_s: wall.elapsed().as_secs_f64(),
+    })
+}
+
+enum FaultStep {
+    OutageStarts,
+    OutageEnds,
+    CaaTimeouts(CaaPolicy),
+}
+
+/// 5% transient failures: four in five an empty 500 before the work, one
+/// in five after it (the outcome unknown to the client).
+fn transient_faults(p: f64, seed: u64) -> Vec<FaultRule> {
+    if p <= 0.0 {
+        return Vec::new();
+    }
+    vec![
+        FaultRule::everywhere(
+            Trigger::Probability {
+                p: p * 0.8,
+                seed: seed ^ 0x5eed,
+            },
+            Fault::Empty500,
+        ),
+        FaultRule::everywhere(
+            Trigger::Probability {
+                p: p * 0.2 / (1.0 - p * 0.8),
+                seed: seed ^ 0xc0de,
+            },
+            Fault::Empty500AfterCommit,
+        ),
+    ]
+}
+
+/// The least time, from the first arrival, in which every planned
+/// certificate's first order can go out: each bucket (the accounts' new
+/// orders, the domains' certificates) served greedily in arrival order,
+/// the slowest of them.
+fn makespan_bound(
+    plan: &[Planned],
+    limits: &RateLimits,
+    arrival: impl Fn(usize) -> Duration,
+) -> Duration {
+    let mut buckets: HashMap<(u8, usize), Vec<Duration>> = HashMap::new();
+    for p in plan {
+        let at = arrival(p.burst);
+        if limits.new_orders_per_account.is_some() {
+            buckets.entry((0, p.account)).or_default().push(at);
+        }
+        if limits.certificates_per_domain.is_some() {
+            buckets.entry((1, p.domain)).or_default().push(at);
+        }
+    }
+    let mut worst = plan
+        .iter()
+        .map(|p| arrival(p.burst))
+        .max()
+        .unwrap_or_default();
+    for ((kind, _), mut arrivals) in buckets {
+        let limit = if kind == 0 {
+            limits.new_orders_per_account
+        } else {
+            limits.certificates_per_domain
+        };
+        let Some(limit) = limit else { continue };
+        arrivals.sort();
+        worst = worst.max(greedy_finish(&limit, &arrivals));
+    }
+    worst
+}
+
+/// When the last of `arrivals` (sorted) is served by a token bucket that
+/// starts full, each served as soon as it has arrived and a token is there.
+fn greedy_finish(limit: &Limit, arrivals: &[Duration]) -> Duration {
+    let interval = limit.refill_interval().as_secs_f64();
+    let cap = f64::from(limit.burst);
+    let (mut t, mut tokens) = (0.0f64, cap);
+    for a in arrivals {
+        let a = a.as_secs_f64();
+        if a > t {
+            tokens = (tokens + (a - t) / interval).min(cap);
+            t = a;
+        }
+        if tokens < 1.0 {
+            t += (1.0 - tokens) * interval;
+            tokens = 1.0;
+        }
+        tokens -= 1.0;
+    }
+    Duration::from_secs_f64(t)
+}
+
+fn validity(der: &[u8]) -> Result<(SystemTime, SystemTime)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| Error::InvalidInput(format!("an issued certificate does not parse: {e}")))?;
+    let at = |t: i64| sturdy_acme::timestamp::from_unix(t);
+    Ok((
+        at(cert.validity().not_before.timestamp()),
+        at(cert.validity().not_after.timestamp()),
+    ))
+}
+
+/// Answers counted by status.
+#[derive(Default)]
+struct Mutex429(std::sync::Mutex<HashMap<u16, u64>>);
+
+impl Mutex429 {
+    fn count(&self, status: u16) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(status)
+            .or_default() += 1;
+    }
+    fn all(&self) -> BTreeMap<u16, u64> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(s, _)| **s >= 400)
+            .map(|(s, n)| (*s, *n))
+            .collect()
+    }
+    fn get(&self, status: u16) -> u64 {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&status)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_serves_its_burst_at_once_then_one_per_refill() {
+        let limit = Limit::new(300, Duration::from_secs(3 * HOUR));
+        let at_once = vec![Duration::ZERO; 300];
+        assert_eq!(greedy_finish(&limit, &at_once), Duration::ZERO);
+        let more = vec![Duration::ZERO; 2000];
+        // 1,700 beyond the burst, one per 36 s.
+        assert_eq!(greedy_finish(&limit, &more).as_secs(), 1700 * 36);
+        // A later burst finds the bucket refilled meanwhile.
+        let mut two = vec![Duration::ZERO; 300];
+        two.extend(vec![Duration::from_secs(3 * HOUR); 300]);
+        assert_eq!(greedy_finish(&limit, &two), Duration::from_secs(3 * HOUR));
+    }
+}

@@ -1,0 +1,545 @@
+//! The store contract as checks a team runs against its own [`Store`]
+//! (the crate runs them against [`FileStore`](sturdy_acme::store::FileStore) and
+//! `Arc<dyn DynStore>`).
+
+use std::time::{Duration, SystemTime};
+
+use zeroize::Zeroizing;
+
+use sturdy_acme::Identifier;
+use sturdy_acme::StoreError;
+use sturdy_acme::store::{
+    IdentifierSetKey, Journal, JournalStep, RateLimitRecord, Store, StoredAccount,
+    StoredCertificate,
+};
+
+/// A check of the store contract that failed: which one, and what was seen.
+///
+/// Example: [`check_store`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("store contract, {check}: {detail}")]
+pub struct ConformanceFailure {
+    /// The check, e.g. `"a certificate reads back as written"`.
+    pub check: &'static str,
+    /// What the store did instead.
+    pub detail: String,
+}
+
+fn fail(check: &'static str, detail: impl Into<String>) -> ConformanceFailure {
+    ConformanceFailure {
+        check,
+        detail: detail.into(),
+    }
+}
+
+/// Unwraps a store result, naming the check when the store failed.
+fn ok<T>(check: &'static str, r: Result<T, StoreError>) -> Result<T, ConformanceFailure> {
+    r.map_err(|e| fail(check, format!("the store failed: {e}")))
+}
+
+fn expect(
+    check: &'static str,
+    holds: bool,
+    detail: impl FnOnce() -> String,
+) -> Result<(), ConformanceFailure> {
+    if holds {
+        Ok(())
+    } else {
+        Err(fail(check, detail()))
+    }
+}
+
+/// A lease just acquired or renewed for `ttl` carries its validity, a time
+/// left between nothing and the TTL (rounded up to the next second at most),
+/// not yet expired.
+fn check_validity(
+    check: &'static str,
+    lease: &sturdy_acme::store::Lease,
+    ttl: Duration,
+) -> Result<(), ConformanceFailure> {
+    let Some(v) = lease.validity else {
+        return Err(fail(check, "Lease::validity is None"));
+    };
+    expect(
+        check,
+        !v.expired() && v.remaining() <= ttl + Duration::from_secs(1),
+        || format!("{v:?} for a TTL of {ttl:?}"),
+    )
+}
+
+/// A real certificate and its key, so stores that look inside records can.
+fn certificate(names: &[&str]) -> StoredCertificate {
+    let key = rcgen::KeyPair::generate().expect("P-256 key");
+    let params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("names");
+    let cert = params.self_signed(&key).expect("self-signed certificate");
+    let now = SystemTime::now();
+    StoredCertificate {
+        identifiers: names
+            .iter()
+            .map(|n| Identifier::dns(n).expect("name"))
+            .collect(),
+        chain_pem: cert.pem(),
+        key_pem: Zeroizing::new(key.serialize_pem()),
+        url: format!("https://ca.example/cert/{}", names[0]),
+        not_before: now,
+        not_after: now + Duration::from_secs(90 * 24 * 3600),
+        serial: format!(
+            "{:x}",
+            now.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        ),
+        revoked: None,
+        renewal: None,
+    }
+}
+
+fn journal(key: &IdentifierSetKey, step: JournalStep) -> Journal {
+    let ca = key
+        .ca()
+        .cloned()
+        .unwrap_or_else(|| sturdy_acme::store::CaScope {
+            directory: String::new(),
+            account: String::new(),
+        });
+    Journal {
+        step,
+        order_url: Some("https://ca.example/order/1".into()),
+        key_pem: Some(Zeroizing::new("-----BEGIN PRIVATE KEY-----\n...".into())),
+        order_attempts: 1,
+        ..Journal::new(
+            ca.directory,
+            ca.account,
+            key.identifiers().to_vec(),
+            1_700_000_000,
+        )
+    }
+}
+
+/// Runs every check of the store contract (see [`Store`]) against `store`,
+/// which must be empty and not shared with anything else while it runs;
+/// the first failure is returned. Leases are exercised with names starting
+/// `conformance-` and TTLs of a few seconds.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use sturdy_acme::store::FileStore;
+/// use sturdy_acme_testca::check_store;
+///
+/// let dir = std::env::temp_dir().join(format!("sturdy-doc-conformance-{}", std::process::id()));
+/// check_store(&FileStore::open(&dir)?).await?;
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok(()) }
+/// ```
+pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> {
+    const DIR_A: &str = "https://ca-a.example/dir";
+    const DIR_B: &str = "https://ca-b.example/dir";
+    let ids = [
+        Identifier::dns("conformance.example").expect("name"),
+        Identifier::dns("www.conformance.example").expect("name"),
+    ];
+    let key_a = IdentifierSetKey::for_account(DIR_A, "https://ca-a.example/acct/1", &ids);
+    let key_b = IdentifierSetKey::for_account(DIR_B, "https://ca-b.example/acct/1", &ids);
+
+    // Absence.
+    let c = "an empty store has nothing";
+    expect(c, ok(c, store.load_account(DIR_A).await)?.is_none(), || {
+        "an account".into()
+    })?;
+    expect(
+        c,
+        ok(c, store.load_certificate(&key_a).await)?.is_none(),
+        || "a certificate".into(),
+    )?;
+    expect(
+        c,
+        ok(c, store.load_journal(&key_a).await)?.is_none(),
+        || "a journal".into(),
+    )?;
+    expect(c, ok(c, store.load_ledger(DIR_A).await)?.is_none(), || {
+        "a ledger".into()
+    })?;
+
+    // Accounts, per directory.
+    let c = "an account reads back as written, per directory";
+    let account = StoredAccount {
+        url: "https://ca-a.example/acct/1".into(),
+        key_pem: Zeroizing::new("-----BEGIN PRIVATE KEY-----\naccount".into()),
+        next_key_pem: None,
+    };
+    ok(c, store.save_account(DIR_A, &account).await)?;
+    let read = ok(c, store.load_account(DIR_A).await)?;
+    expect(
+        c,
+        read.as_ref()
+            .is_some_and(|r| r.url == account.url && r.key_pem == account.key_pem),
+        || format!("{read:?}"),
+    )?;
+    expect(c, ok(c, store.load_account(DIR_B).await)?.is_none(), || {
+        "another directory's account".into()
+    })?;
+    let c = "an account's pending key rollover reads back, and its end";
+    let rolling = StoredAccount {
+        next_key_pem: Some(Zeroizing::new("-----BEGIN PRIVATE KEY-----\nnext".into())),
+        ..account.clone()
+    };
+    ok(c, store.save_account(DIR_A, &rolling).await)?;
+    let read = ok(c, store.load_account(DIR_A).await)?;
+    expect(
+        c,
+        read.as_ref().is_some_and(|r| {
+            r.next_key_pem == rolling.next_key_pem && r.key_pem == account.key_pem
+        }),
+        || format!("{read:?}"),
+    )?;
+    ok(c, store.save_account(DIR_A, &account).await)?;
+    let read = ok(c, store.load_account(DIR_A).await)?;
+    expect(
+        c,
+        read.as_ref().is_some_and(|r| r.next_key_pem.is_none()),
+        || format!("{read:?}"),
+    )?;
+
+    // Certificates, per CA and account; replaced, not merged.
+    let c = "a certificate reads back as written, and only for its CA";
+    let first = certificate(&["conformance.example", "www.conformance.example"]);
+    ok(c, store.save_certificate(&key_a, &first).await)?;
+    let read =
+        ok(c, store.load_certificate(&key_a).await)?.ok_or_else(|| fail(c, "nothing read back"))?;
+    expect(
+        c,
+        read.serial == first.serial
+            && read.chain_pem == first.chain_pem
+            && read.key_pem == first.key_pem
+            && read.url == first.url,
+        || format!("read {read:?}"),
+    )?;
+    let secs = sturdy_acme::timestamp::to_unix;
+    expect(c, secs(read.not_after) == secs(first.not_after), || {
+        "not_after changed".into()
+    })?;
+    expect(
+        c,
+        ok(c, store.load_certificate(&key_b).await)?.is_none(),
+        || "another CA's certificate".into(),
+    )?;
+    let c = "a saved certificate replaces the previous one";
+    let second = certificate(&["conformance.example", "www.conformance.example"]);
+    ok(c, store.save_certificate(&key_a, &second).await)?;
+    let read = ok(c, store.load_certificate(&key_a).await)?;
+    expect(
+        c,
+        read.as_ref()
+            .is_some_and(|r| r.serial == second.serial && r.key_pem == second.key_pem),
+        || format!("{read:?}"),
+    )?;
+
+    let c = "a revoked certificate reads back revoked";
+    let revoked = StoredCertificate {
+        revoked: Some(sturdy_acme::store::Revoked {
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            reason: Some(4),
+        }),
+        ..second.clone()
+    };
+    ok(c, store.save_certificate(&key_a, &revoked).await)?;
+    let read = ok(c, store.load_certificate(&key_a).await)?;
+    expect(
+        c,
+        read.as_ref().is_some_and(|r| r.revoked == revoked.revoked),
+        || format!("{read:?}"),
+    )?;
+    let c = "certificates are listed per directory";
+    let listed = ok(c, store.list_certificates(DIR_A).await)?;
+    expect(c, listed == [key_a.clone()], || {
+        format!("{DIR_A}: {listed:?}")
+    })?;
+    let listed = ok(c, store.list_certificates(DIR_B).await)?;
+    expect(c, listed.is_empty(), || format!("{DIR_B}: {listed:?}"))?;
+
+    // Journals.
+    let c = "a journal reads back as written, step by step";
+    for step in [
+        JournalStep::Ordering,
+        JournalStep::OrderCreated,
+        JournalStep::Finalizing,
+    ] {
+        let j = journal(&key_a, step);
+        ok(c, store.save_journal(&key_a, &j).await)?;
+        let read = ok(c, store.load_journal(&key_a).await)?;
+        expect(
+            c,
+            read.as_ref().is_some_and(|r| {
+                r.step == step && r.order_url == j.order_url && r.key_pem == j.key_pem
+            }),
+            || format!("{read:?}"),
+        )?;
+    }
+    expect(
+        c,
+        ok(c, store.load_journal(&key_b).await)?.is_none(),
+        || "another CA's journal".into(),
+    )?;
+    let c = "a journal's last error and CAA methods read back";
+    let failed = Journal {
+        last_error: Some(sturdy_acme::store::JournalError {
+            at: 1_700_000_100,
+            class: "caa".into(),
+            message: "CAA recheck timed out".into(),
+        }),
+        caa_methods: [("*.a.example".to_owned(), vec!["dns-01".to_owned()])].into(),
+        replaces_refused: None,
+        ..journal(&key_a, JournalStep::Finalizing)
+    };
+    ok(c, store.save_journal(&key_a, &failed).await)?;
+    let read = ok(c, store.load_journal(&key_a).await)?;
+    expect(
+        c,
+        read.as_ref().is_some_and(|r| {
+            r.last_error == failed.last_error && r.caa_methods == failed.caa_methods
+        }),
+        || format!("{read:?}"),
+    )?;
+    let c = "in-flight journals are listed per directory";
+    let listed = ok(c, store.list_journals(DIR_A).await)?;
+    expect(c, listed == [key_a.clone()], || {
+        format!("{DIR_A}: {listed:?}")
+    })?;
+    let listed = ok(c, store.list_journals(DIR_B).await)?;
+    expect(c, listed.is_empty(), || format!("{DIR_B}: {listed:?}"))?;
+    let c = "archiving a journal keeps the live one readable";
+    ok(
+        c,
+        store
+            .archive_journal(&key_a, &journal(&key_a, JournalStep::ChallengesAnswered))
+            .await,
+    )?;
+    expect(
+        c,
+        ok(c, store.load_journal(&key_a).await)?.is_some_and(|r| r.step == JournalStep::Finalizing),
+        || "the live journal changed".into(),
+    )?;
+    let c = "a deleted journal is gone";
+    ok(c, store.delete_journal(&key_a).await)?;
+    expect(
+        c,
+        ok(c, store.load_journal(&key_a).await)?.is_none(),
+        || "still there".into(),
+    )?;
+    ok(
+        "deleting a missing journal is not an error",
+        store.delete_journal(&key_a).await,
+    )?;
+    let c = "a deleted journal is no longer listed";
+    let listed = ok(c, store.list_journals(DIR_A).await)?;
+    expect(c, listed.is_empty(), || format!("{listed:?}"))?;
+
+    // The renewer's records.
+    let c = "renewer records read back as written, replaced by id, per directory";
+    expect(
+        c,
+        ok(c, store.list_managed(DIR_A).await)?.is_empty(),
+        || "records in an empty store".into(),
+    )?;
+    let record = |id: &str, n: u64| sturdy_acme::store::ManagedRecord {
+        id: id.to_owned(),
+        value: serde_json::json!({ "names": [id], "n": n }),
+    };
+    ok(c, store.save_managed(DIR_A, &record("b.example", 1)).await)?;
+    ok(c, store.save_managed(DIR_A, &record("a.example", 1)).await)?;
+    ok(c, store.save_managed(DIR_A, &record("b.example", 2)).await)?;
+    let mut listed = ok(c, store.list_managed(DIR_A).await)?;
+    listed.sort_by(|x, y| x.id.cmp(&y.id));
+    expect(
+        c,
+        listed == vec![record("a.example", 1), record("b.example", 2)],
+        || format!("{listed:?}"),
+    )?;
+    expect(
+        c,
+        ok(c, store.list_managed(DIR_B).await)?.is_empty(),
+        || "another directory's records".into(),
+    )?;
+    let c = "a deleted renewer record is gone, and deleting it again is no error";
+    ok(c, store.delete_managed(DIR_A, "a.example").await)?;
+    ok(c, store.delete_managed(DIR_A, "a.example").await)?;
+    let listed = ok(c, store.list_managed(DIR_A).await)?;
+    expect(c, listed == vec![record("b.example", 2)], || {
+        format!("{listed:?}")
+    })?;
+    ok(c, store.delete_managed(DIR_A, "b.example").await)?;
+
+    // The ledger.
+    let c = "the rate-limit ledger reads back as written, per directory";
+    let ledger = RateLimitRecord {
+        state: serde_json::json!({"buckets": {"set:a": {"tokens": 3.5, "at_ms": 1}}}),
+    };
+    ok(c, store.save_ledger(DIR_A, &ledger).await)?;
+    let read = ok(c, store.load_ledger(DIR_A).await)?;
+    expect(
+        c,
+        read.as_ref().is_some_and(|r| r.state == ledger.state),
+        || format!("{read:?}"),
+    )?;
+    expect(c, ok(c, store.load_ledger(DIR_B).await)?.is_none(), || {
+        "another directory's ledger".into()
+    })?;
+
+    let c = "ledger updates are atomic: concurrent increments all count";
+    let increment = || async {
+        for _ in 0..5 {
+            store
+                .update_ledger(DIR_B, &mut |current| {
+                    let n = current
+                        .and_then(|r| r.state.get("n").and_then(serde_json::Value::as_u64))
+                        .unwrap_or(0);
+                    Some(RateLimitRecord {
+                        state: serde_json::json!({ "n": n + 1 }),
+                    })
+                })
+                .await?;
+        }
+        Ok::<(), StoreError>(())
+    };
+    let (a, b, d, e) = tokio::join!(increment(), increment(), increment(), increment());
+    for r in [a, b, d, e] {
+        ok(c, r)?;
+    }
+    let read = ok(c, store.load_ledger(DIR_B).await)?;
+    expect(
+        c,
+        read.as_ref().and_then(|r| r.state.get("n")) == Some(&serde_json::json!(20)),
+        || format!("20 increments left {read:?}"),
+    )?;
+    let c = "a ledger update that returns nothing changes nothing";
+    let mut seen = None;
+    ok(
+        c,
+        store
+            .update_ledger(DIR_B, &mut |current| {
+                seen = current.cloned();
+                None
+            })
+            .await,
+    )?;
+    let after = ok(c, store.load_ledger(DIR_B).await)?;
+    expect(c, seen == read && after == read, || {
+        format!("saw {seen:?}, then {after:?}")
+    })?;
+
+    // Leases: mutual exclusion and fencing.
+    let ttl = Duration::from_secs(30);
+    let c = "a held lease is refused to another holder";
+    let a = ok(
+        c,
+        store.acquire_lease("conformance-1", "holder-a", ttl).await,
+    )?;
+    match store.acquire_lease("conformance-1", "holder-b", ttl).await {
+        Err(StoreError::LeaseHeld { .. }) => {}
+        other => return Err(fail(c, format!("holder-b got {other:?}"))),
+    }
+    let c = "a held lease is refused to its own holder too (the second acquisition waits)";
+    match store.acquire_lease("conformance-1", "holder-a", ttl).await {
+        Err(StoreError::LeaseHeld { .. }) => {}
+        other => return Err(fail(c, format!("holder-a again got {other:?}"))),
+    }
+    let c = "an acquired lease says how long it is valid, by the store's clock";
+    check_validity(c, &a, ttl)?;
+    ok(
+        "a current lease passes check_lease",
+        store.check_lease(&a).await,
+    )?;
+    let c = "renewing keeps the fencing token";
+    let renewed = ok(c, store.renew_lease(&a, ttl).await)?;
+    expect(c, renewed.token == a.token, || {
+        format!("{} became {}", a.token, renewed.token)
+    })?;
+    check_validity(
+        "a renewed lease says how long it is valid, by the store's clock",
+        &renewed,
+        ttl,
+    )?;
+    let c = "fencing tokens only grow, across release";
+    ok(c, store.release_lease(&renewed).await)?;
+    let b = ok(
+        c,
+        store.acquire_lease("conformance-1", "holder-b", ttl).await,
+    )?;
+    expect(c, b.token > a.token, || {
+        format!("{} after {}", b.token, a.token)
+    })?;
+    let c = "an older holder's lease fails check_lease with LeaseLost";
+    match store.check_lease(&a).await {
+        Err(StoreError::LeaseLost { .. }) => {}
+        other => return Err(fail(c, format!("{other:?}"))),
+    }
+    let c = "an older holder cannot renew a lease taken over";
+    match store.renew_lease(&a, ttl).await {
+        Err(StoreError::LeaseHeld { .. } | StoreError::LeaseLost { .. }) => {}
+        other => return Err(fail(c, format!("{other:?}"))),
+    }
+    let c = "a fenced journal write fails with LeaseLost for an older holder, and writes nothing";
+    let stale = journal(&key_a, JournalStep::Finalizing);
+    match store.save_journal_fenced(&key_a, &stale, &a).await {
+        Err(StoreError::LeaseLost { .. }) => {}
+        other => return Err(fail(c, format!("{other:?}"))),
+    }
+    expect(
+        c,
+        ok(c, store.load_journal(&key_a).await)?.is_none(),
+        || "the stale holder's journal was written".into(),
+    )?;
+    let c = "a fenced journal write by the current holder is written";
+    ok(c, store.save_journal_fenced(&key_a, &stale, &b).await)?;
+    expect(
+        c,
+        ok(c, store.load_journal(&key_a).await)?.is_some_and(|j| j.step == JournalStep::Finalizing),
+        || "not written".into(),
+    )?;
+    let c = "a fenced delete by an older holder fails with LeaseLost, and deletes nothing";
+    match store.delete_journal_fenced(&key_a, &a).await {
+        Err(StoreError::LeaseLost { .. }) => {}
+        other => return Err(fail(c, format!("{other:?}"))),
+    }
+    expect(
+        c,
+        ok(c, store.load_journal(&key_a).await)?.is_some(),
+        || "the stale holder deleted the journal".into(),
+    )?;
+    let c = "a fenced delete by the current holder deletes";
+    ok(c, store.delete_journal_fenced(&key_a, &b).await)?;
+    expect(
+        c,
+        ok(c, store.load_journal(&key_a).await)?.is_none(),
+        || "still there".into(),
+    )?;
+    ok(c, store.release_lease(&b).await)?;
+    let c = "an expired lease can be taken, and its old holder is fenced out";
+    let expired = ok(
+        c,
+        store
+            .acquire_lease("conformance-2", "holder-a", Duration::ZERO)
+            .await,
+    )?;
+    expect(
+        "a lease taken for no time is expired for its holder at once",
+        expired.validity.is_some_and(|v| v.expired()),
+        || format!("{:?}", expired.validity),
+    )?;
+    let taken = ok(
+        c,
+        store.acquire_lease("conformance-2", "holder-b", ttl).await,
+    )?;
+    expect(c, taken.token > expired.token, || {
+        format!("{} after {}", taken.token, expired.token)
+    })?;
+    match store.check_lease(&expired).await {
+        Err(StoreError::LeaseLost { .. }) => {}
+        other => return Err(fail(c, format!("{other:?}"))),
+    }
+    ok(c, store.release_lease(&taken).await)?;
+    Ok(())
+}
