@@ -28,11 +28,12 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use sturdy_acme::solver::http01::Http01Solver;
-use sturdy_acme::store::{FileStore, KeyEncryptionKey, PostgresStore, Store};
+use sturdy_acme::store::{FileStore, KeyEncryptionKey, Store};
 use sturdy_acme::{
     CertificateSource, Client, EnsureOptions, Error, ErrorClass, Issuer, IssuerStep, RateLimits,
     StoreError,
 };
+use sturdy_acme_postgres::PostgresStore;
 use tokio::sync::Semaphore;
 
 #[derive(Parser, Debug)]

@@ -571,9 +571,8 @@ impl StoreLocation {
     pub async fn open(&self) -> Result<Arc<dyn DynStore>, AnyError> {
         match self {
             Self::Dir(dir) => Ok(Arc::new(FileStore::open(dir)?)),
-            #[cfg(feature = "postgres")]
             Self::Postgres(url) => {
-                let mut builder = sturdy_acme::store::PostgresStore::builder(url.clone());
+                let mut builder = sturdy_acme_postgres::PostgresStore::builder(url.clone());
                 if let Ok(text) = std::env::var(KEK_ENV) {
                     builder = builder.key_encryption_key(
                         sturdy_acme::store::KeyEncryptionKey::parse(&text)
@@ -581,10 +580,6 @@ impl StoreLocation {
                     );
                 }
                 Ok(Arc::new(builder.open().await?))
-            }
-            #[cfg(not(feature = "postgres"))]
-            Self::Postgres(_) => {
-                Err("this build has no PostgreSQL store: build with --features postgres".into())
             }
         }
     }

@@ -51,14 +51,12 @@ pub enum StoreError {
         /// What happened.
         reason: String,
     },
-    /// A database behind the store failed ([`PostgresStore`]: the
+    /// A database behind the store failed (`sturdy_acme_postgres::PostgresStore`: the
     /// server, the connection or a statement), classified so the caller
     /// knows what to do: [`DatabaseErrorKind::Transient`] failures (a lost
     /// connection, a serialization failure, a restarting server) were
     /// already retried by the store for a while and are worth retrying
     /// later; the others are not.
-    ///
-    /// [`PostgresStore`]: crate::store::PostgresStore
     #[error("database ({kind:?}{}): {message}", code.as_deref().map(|c| format!(", SQLSTATE {c}")).unwrap_or_default())]
     Database {
         /// What kind of failure it is.

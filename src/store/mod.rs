@@ -15,7 +15,7 @@
 //!   journal that says an order is in flight, and the lease that says who
 //!   drives it. [`FileStore`] is for one machine (its leases are files
 //!   locked with `flock(2)` and judged by the local clock); processes on
-//!   several machines share a `PostgresStore` (feature `postgres`): leases
+//!   several machines share a `PostgresStore` (crate `sturdy-acme-postgres`): leases
 //!   are rows fenced by a sequence and judged by the database's clock,
 //!   journal writes carry the fencing token in the same statement, the
 //!   ledger is updated under a row lock, and private keys are sealed with
@@ -44,12 +44,8 @@ mod atomic;
 mod dyn_store;
 mod file;
 mod memory;
-#[cfg(feature = "postgres")]
-mod postgres;
 mod process;
 mod records;
-// Only PostgresStore seals so far; the key type is public either way.
-#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 mod sealing;
 
 use std::future::Future;
@@ -59,14 +55,13 @@ pub use atomic::{FileMode, write_file_atomic};
 pub use dyn_store::{DynStore, StoreFuture};
 pub use file::FileStore;
 pub use memory::MemoryStore;
-#[cfg(feature = "postgres")]
-pub use postgres::{PostgresStats, PostgresStore, PostgresStoreBuilder};
+pub use process::ProcessIdentity;
 pub(crate) use process::unique_holder;
 pub use records::{
     CaScope, IdentifierSetKey, Journal, JournalError, JournalStep, Lease, LeaseValidity,
     ManagedRecord, RateLimitRecord, RenewalSchedule, Revoked, StoredAccount, StoredCertificate,
 };
-pub use sealing::KeyEncryptionKey;
+pub use sealing::{KeyEncryptionKey, Sealed, Sealer};
 
 pub(crate) use crate::error::StoreError;
 

@@ -6,18 +6,69 @@
 use std::fs;
 use std::sync::OnceLock;
 
-/// This process as a lease records it.
+/// A process as a lease records it, so a store can take over the lease of
+/// a crashed holder on the same host at once (a backend's building block:
+/// [`Lease`](super::Lease) carries the same fields).
+///
+/// ```
+/// use sturdy_acme::store::ProcessIdentity;
+///
+/// let me = ProcessIdentity::current();
+/// assert_eq!(me.pid, std::process::id());
+/// assert!(!me.is_dead()); // this process runs
+/// let holder = ProcessIdentity::unique_holder(Some("node-a"));
+/// assert!(holder.starts_with("node-a@"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ProcessIdentity {
+#[non_exhaustive]
+pub struct ProcessIdentity {
     /// The host name.
-    pub(crate) host: String,
+    pub host: String,
     /// The process id.
-    pub(crate) pid: u32,
+    pub pid: u32,
     /// The start time in clock ticks since boot (`/proc/<pid>/stat` field
     /// 22; 0: unknown).
-    pub(crate) start_time: u64,
+    pub start_time: u64,
     /// The PID namespace (`/proc/self/ns/pid` link text; empty: unknown).
-    pub(crate) pid_ns: String,
+    pub pid_ns: String,
+}
+
+impl ProcessIdentity {
+    /// A process as a store recorded it.
+    pub fn new(
+        host: impl Into<String>,
+        pid: u32,
+        start_time: u64,
+        pid_ns: impl Into<String>,
+    ) -> Self {
+        Self {
+            host: host.into(),
+            pid,
+            start_time,
+            pid_ns: pid_ns.into(),
+        }
+    }
+
+    /// This process.
+    pub fn current() -> &'static ProcessIdentity {
+        current()
+    }
+
+    /// A holder name unique to this process: host, pid, start time and a
+    /// random part, after `label` (if any). Two processes given the same
+    /// label never share a lease.
+    pub fn unique_holder(label: Option<&str>) -> String {
+        unique_holder(label)
+    }
+
+    /// True only when this process is provably gone: on this host, in this
+    /// PID namespace, and its PID no longer exists or belongs to a process
+    /// started at another time (PID reuse). Anything unknown (another
+    /// host, another namespace, no start time) is not dead: its lease is
+    /// waited out.
+    pub fn is_dead(&self) -> bool {
+        holder_is_dead(&self.host, self.pid, self.start_time, &self.pid_ns)
+    }
 }
 
 /// This process.

@@ -139,10 +139,26 @@ fn invalid(reason: String) -> StoreError {
     StoreError::InvalidKeyEncryptionKey { reason }
 }
 
-/// The keys a store seals with (the current one) and opens with (it and
-/// the previous ones).
+/// The keys a store seals private keys with (the current one) and opens
+/// them with (it and the previous ones): AES-256-GCM, the record's
+/// identity bound as associated data, so a sealed key copied onto another
+/// record does not open. A backend's building block (`PostgresStore` seals
+/// with it).
+///
+/// ```
+/// use sturdy_acme::store::{KeyEncryptionKey, Sealer};
+///
+/// let kek = KeyEncryptionKey::new("2026", [7u8; 32])?;
+/// let sealer = Sealer::new(Some(kek), Vec::new());
+/// let sealed = sealer.seal("cert/example.com", b"-----BEGIN PRIVATE KEY-----")?;
+/// assert_eq!(sealed.kek_id(), Some("2026"));
+/// let plain = sealer.open("cert/example.com", sealed.bytes(), sealed.kek_id())?;
+/// assert_eq!(&plain[..], b"-----BEGIN PRIVATE KEY-----");
+/// assert!(sealer.open("cert/other.example", sealed.bytes(), sealed.kek_id()).is_err());
+/// # Ok::<(), sturdy_acme::StoreError>(())
+/// ```
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Sealer {
+pub struct Sealer {
     current: Option<KeyEncryptionKey>,
     previous: Vec<KeyEncryptionKey>,
     /// Whether a record stored in the clear is accepted while a key is
@@ -152,13 +168,40 @@ pub(crate) struct Sealer {
 
 /// A sealed secret and the id of the key that sealed it (`None`: stored
 /// in the clear).
-pub(crate) struct Sealed {
-    pub(crate) bytes: Zeroizing<Vec<u8>>,
-    pub(crate) kek_id: Option<String>,
+///
+/// Example: [`Sealer`].
+pub struct Sealed {
+    bytes: Zeroizing<Vec<u8>>,
+    kek_id: Option<String>,
+}
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealed")
+            .field("len", &self.bytes.len())
+            .field("kek_id", &self.kek_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sealed {
+    /// What to store: a version byte, then the nonce and the ciphertext
+    /// (or the plaintext, when no key is configured).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The id of the key that sealed it, to store beside it (`None`: in
+    /// the clear).
+    pub fn kek_id(&self) -> Option<&str> {
+        self.kek_id.as_deref()
+    }
 }
 
 impl Sealer {
-    pub(crate) fn new(current: Option<KeyEncryptionKey>, previous: Vec<KeyEncryptionKey>) -> Self {
+    /// Seals with `current` (none: secrets are stored in the clear), opens
+    /// with it and `previous` (keys being rotated out).
+    pub fn new(current: Option<KeyEncryptionKey>, previous: Vec<KeyEncryptionKey>) -> Self {
         Self {
             current,
             previous,
@@ -168,18 +211,18 @@ impl Sealer {
 
     /// Accepts records stored in the clear even with a key configured (to
     /// read, and reseal on their next write, what was stored before).
-    pub(crate) fn allowing_plain(mut self, allow: bool) -> Self {
+    pub fn allowing_plain(mut self, allow: bool) -> Self {
         self.allow_plain = allow;
         self
     }
 
     /// True when secrets are encrypted.
-    pub(crate) fn encrypts(&self) -> bool {
+    pub fn encrypts(&self) -> bool {
         self.current.is_some()
     }
 
     /// Seals `plain` for the record `identity`.
-    pub(crate) fn seal(&self, identity: &str, plain: &[u8]) -> Result<Sealed, StoreError> {
+    pub fn seal(&self, identity: &str, plain: &[u8]) -> Result<Sealed, StoreError> {
         let Some(kek) = &self.current else {
             let mut bytes = Zeroizing::new(Vec::with_capacity(plain.len() + 1));
             bytes.push(PLAIN);
@@ -215,7 +258,7 @@ impl Sealer {
     }
 
     /// Opens a secret sealed for `identity` with the key `kek_id`.
-    pub(crate) fn open(
+    pub fn open(
         &self,
         identity: &str,
         bytes: &[u8],

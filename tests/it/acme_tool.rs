@@ -276,7 +276,6 @@ fn no_error_path_prints_a_secret() {
     // A database URL with a password, against a real PostgreSQL without
     // that database (and with a password it does not need): the store
     // fails, the password is never printed.
-    #[cfg(feature = "postgres")]
     if let Some(pg) = crate::common::postgres::Postgres::start() {
         let url = format!(
             "postgres://sturdy:{DB_PASSWORD}@127.0.0.1:{}/no_such_database",
@@ -305,7 +304,6 @@ fn no_error_path_prints_a_secret() {
 /// without printing the key. The message comes from the library's parser
 /// (`KeyEncryptionKey::parse`, src/store/): this fails until that parser
 /// names the field instead of echoing it.
-#[cfg(feature = "postgres")]
 #[test]
 fn a_kek_in_the_wrong_order_is_not_printed() {
     let kek_secret = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=";

@@ -24,9 +24,7 @@ mod lenient_ca;
 mod pebble_harness;
 mod pebble_v2;
 mod poll_figures;
-#[cfg(feature = "postgres")]
 mod postgres_seams;
-#[cfg(feature = "postgres")]
 mod postgres_store;
 mod renewal_info;
 mod renewer;

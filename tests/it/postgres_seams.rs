@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sturdy_acme::solver::http01::Http01Solver;
-use sturdy_acme::store::{PostgresStore, RateLimitRecord, Store};
+use sturdy_acme::store::{RateLimitRecord, Store};
 use sturdy_acme::{
     CertificateSource, Endpoint, EnsureOptions, Error, Issuer, IssuerStep, StoreError,
 };
+use sturdy_acme_postgres::PostgresStore;
 use sturdy_acme_testca::TestCa;
 
 use crate::common::postgres::Postgres;

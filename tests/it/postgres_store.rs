@@ -11,13 +11,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use sturdy_acme::solver::http01::Http01Solver;
-use sturdy_acme::store::{
-    FileStore, IdentifierSetKey, KeyEncryptionKey, PostgresStore, Store, StoredAccount,
-};
+use sturdy_acme::store::{FileStore, IdentifierSetKey, KeyEncryptionKey, Store, StoredAccount};
 use sturdy_acme::{
     DatabaseErrorKind, Endpoint, EnsureOptions, Error, ErrorClass, Identifier, Issuer, IssuerStep,
     Limit, RateLimits, StoreError,
 };
+use sturdy_acme_postgres::PostgresStore;
 use sturdy_acme_testca::{TestCa, check_store};
 use zeroize::Zeroizing;
 

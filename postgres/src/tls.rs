@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use tokio_postgres::config::{Config, Host, SslMode};
 
-use crate::error::StoreError;
+use sturdy_acme::StoreError;
 
 /// `Ok` when every connection `config` can make either requires TLS
 /// (`sslmode=require`: TLS or no connection, the server's certificate
@@ -177,9 +177,8 @@ mod tests {
         );
         assert!(!shown.contains("hunter2"), "{shown}");
         // The builder's Debug, and a URL that does not parse at open.
-        let builder = super::super::PostgresStore::builder(
-            "postgres://acme:hunter2-secret@db.example.com/acme",
-        );
+        let builder =
+            crate::PostgresStore::builder("postgres://acme:hunter2-secret@db.example.com/acme");
         let shown = format!("{builder:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("db.example.com"), "{shown}");
@@ -192,21 +191,17 @@ mod tests {
             "postgres://acme:hunter2@db.example.com:notaport/acme",
             "host=db.example.com password='hunter2",
         ] {
-            let err = super::super::PostgresStore::builder(url)
-                .open()
-                .await
-                .unwrap_err();
+            let err = crate::PostgresStore::builder(url).open().await.unwrap_err();
             let (display, debug) = (err.to_string(), format!("{err:?}"));
             assert!(
                 !display.contains("hunter2") && !debug.contains("hunter2"),
                 "{display}"
             );
         }
-        let err =
-            super::super::PostgresStore::builder("postgres://acme:hunter2@db.example.com/acme")
-                .open()
-                .await
-                .unwrap_err();
+        let err = crate::PostgresStore::builder("postgres://acme:hunter2@db.example.com/acme")
+            .open()
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, StoreError::PlaintextConnection { .. }),
             "{err:?}"

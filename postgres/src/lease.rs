@@ -5,8 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::{PostgresStore, classify, process, request_id};
-use crate::store::{Lease, StoreError, StoreResult};
+use super::{PostgresStore, classify, request_id};
+use sturdy_acme::StoreError;
+use sturdy_acme::store::ProcessIdentity;
+use sturdy_acme::store::{Lease, StoreResult};
 
 impl PostgresStore {
     /// [`Self::db_query_opt`], with the instant the successful attempt's
@@ -29,14 +31,14 @@ impl PostgresStore {
         .await
     }
 
-    /// [`Store::acquire_lease`](crate::store::Store::acquire_lease).
+    /// [`Store::acquire_lease`](sturdy_acme::store::Store::acquire_lease).
     pub(super) async fn take_lease(
         &self,
         name: &str,
         holder: &str,
         ttl: Duration,
     ) -> StoreResult<Lease> {
-        let me = process::current();
+        let me = ProcessIdentity::current();
         let tag = machine_tag();
         let host = &tag;
         let ms = ttl_ms(ttl);
@@ -91,7 +93,13 @@ impl PostgresStore {
         // namespace) is looked up in this machine's /proc.
         let dead = live
             && current.host == tag
-            && process::holder_is_dead(&me.host, current.pid, current.start_time, &current.pid_ns);
+            && ProcessIdentity::new(
+                me.host.clone(),
+                current.pid,
+                current.start_time,
+                current.pid_ns.clone(),
+            )
+            .is_dead();
         if !dead {
             return Err(StoreError::LeaseHeld {
                 name: name.to_owned(),
@@ -122,7 +130,7 @@ impl PostgresStore {
         }
     }
 
-    /// [`Store::renew_lease`](crate::store::Store::renew_lease).
+    /// [`Store::renew_lease`](sturdy_acme::store::Store::renew_lease).
     pub(super) async fn extend_lease(&self, lease: &Lease, ttl: Duration) -> StoreResult<Lease> {
         let ms = ttl_ms(ttl);
         let token = i64::try_from(lease.token).unwrap_or(i64::MAX);
@@ -155,7 +163,7 @@ impl PostgresStore {
         })
     }
 
-    /// [`Store::check_lease`](crate::store::Store::check_lease), by the
+    /// [`Store::check_lease`](sturdy_acme::store::Store::check_lease), by the
     /// database's clock.
     pub(super) async fn judge_lease_row(&self, lease: &Lease) -> StoreResult<()> {
         match self.lost_reason(lease).await? {
@@ -168,7 +176,7 @@ impl PostgresStore {
         }
     }
 
-    /// [`Store::release_lease`](crate::store::Store::release_lease).
+    /// [`Store::release_lease`](sturdy_acme::store::Store::release_lease).
     pub(super) async fn give_up_lease(&self, lease: &Lease) -> StoreResult<()> {
         let token = i64::try_from(lease.token).unwrap_or(i64::MAX);
         self.db_execute(
@@ -236,11 +244,11 @@ fn machine_tag() -> String {
         // Unknown: never equal to another row's tag, so no early takeover.
         format!(
             "{}#unknown-{}",
-            process::current().host,
-            process::unique_holder(None)
+            ProcessIdentity::current().host,
+            ProcessIdentity::unique_holder(None)
         )
     } else {
-        format!("{}#{boot}", process::current().host)
+        format!("{}#{boot}", ProcessIdentity::current().host)
     }
 }
 

@@ -42,6 +42,10 @@
 //!   [`StoreError::PlaintextConnection`], unless
 //!   [`PostgresStoreBuilder::danger_accept_plaintext`].
 //!
+//! Built only on the library's public [`Store`] contract (and its
+//! building blocks [`Sealer`] and [`ProcessIdentity`](sturdy_acme::store::ProcessIdentity)): what this crate
+//! does, a third party can do for another database.
+//!
 //! This file holds the store, its retry loop and the records' statements
 //! (over 800 lines: one `Store` implementation, each method next to its
 //! SQL); leases, the ledger's update, the schema and the connection's TLS
@@ -65,14 +69,11 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use zeroize::{Zeroize, Zeroizing};
 
-use super::file::same_origin;
-use super::process;
-use super::sealing::{Sealed, Sealer};
-use super::{
+use sturdy_acme::store::{
     IdentifierSetKey, Journal, KeyEncryptionKey, Lease, LedgerUpdate, ManagedRecord,
-    RateLimitRecord, Store, StoreError, StoreResult, StoredAccount, StoredCertificate,
+    RateLimitRecord, Sealed, Sealer, Store, StoreResult, StoredAccount, StoredCertificate,
 };
-use crate::error::DatabaseErrorKind;
+use sturdy_acme::{DatabaseErrorKind, StoreError};
 
 /// The fields of a record that hold private keys: sealed, never in the
 /// `record` column.
@@ -133,7 +134,7 @@ impl std::fmt::Debug for PostgresStoreBuilder {
 }
 
 /// A [`Store`] on PostgreSQL (feature `postgres`); see the
-/// [module](crate::store) documentation for running a fleet on it.
+/// [module](sturdy_acme::store) documentation for running a fleet on it.
 ///
 /// Cloning is cheap and shares the connection pool.
 ///
@@ -142,7 +143,8 @@ impl std::fmt::Debug for PostgresStoreBuilder {
 /// ```no_run
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), sturdy_acme::StoreError> {
-/// use sturdy_acme::store::{KeyEncryptionKey, PostgresStore};
+/// use sturdy_acme::store::KeyEncryptionKey;
+/// use sturdy_acme_postgres::PostgresStore;
 ///
 /// let store = PostgresStore::builder("postgres://acme@db.internal:5432/acme?sslmode=require")
 ///     .key_encryption_key(KeyEncryptionKey::parse(&std::env::var("ACME_KEK").unwrap())?)
@@ -622,7 +624,8 @@ impl PostgresStore {
         self.run(what, |c| {
             Box::pin(async move {
                 let stmt = c.prepare_cached(sql).await.map_err(|e| classify(&e))?;
-                let bytes: &[u8] = &sealed.bytes;
+                let bytes: &[u8] = sealed.bytes();
+                let kek_id = sealed.kek_id();
                 let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&id];
                 if let Some(directory) = &directory {
                     params.push(directory);
@@ -630,7 +633,7 @@ impl PostgresStore {
                 params.extend([
                     record as &(dyn tokio_postgres::types::ToSql + Sync),
                     &bytes,
-                    &sealed.kek_id,
+                    &kek_id,
                 ]);
                 c.execute(&stmt, &params).await.map_err(|e| classify(&e))
             })
@@ -902,7 +905,7 @@ impl Store for PostgresStore {
                     .prepare_cached(SAVE_CERTIFICATE)
                     .await
                     .map_err(|e| classify(&e))?;
-                tx.execute(&save, &[id, &directory, record, &sealed.bytes.as_slice(), &sealed.kek_id])
+                tx.execute(&save, &[id, &directory, record, &sealed.bytes(), &sealed.kek_id()])
                     .await
                     .map_err(|e| classify(&e))?;
                 commit(tx, "save certificate", &sent).await
@@ -1005,8 +1008,8 @@ impl Store for PostgresStore {
                     id,
                     &directory,
                     record,
-                    &sealed.bytes.as_slice(),
-                    &sealed.kek_id,
+                    &sealed.bytes(),
+                    &sealed.kek_id(),
                     &lease.name,
                     &lease.holder,
                     &token,
@@ -1191,7 +1194,7 @@ impl Store for PostgresStore {
 
 /// A fresh id for one ledger update or lease acquisition (128 random
 /// bits, hex).
-pub(super) fn request_id() -> StoreResult<String> {
+pub(crate) fn request_id() -> StoreResult<String> {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 16];
     ring::rand::SystemRandom::new()
@@ -1207,3 +1210,16 @@ fn journal_directory<'a>(key: &'a IdentifierSetKey, journal: &'a Journal) -> &'a
         .map(|ca| ca.directory.as_str())
         .unwrap_or(journal.directory.as_str())
 }
+
+/// True when both URLs have the same scheme, host and port.
+fn same_origin(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin() && a.origin().is_tuple(),
+        _ => false,
+    }
+}
+
+/// The README's code compiles.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

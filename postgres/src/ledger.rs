@@ -5,10 +5,10 @@
 use serde_json::Value;
 
 use super::{PostgresStore, classify, commit, request_id};
-use crate::store::{LedgerUpdate, RateLimitRecord, StoreResult};
+use sturdy_acme::store::{LedgerUpdate, RateLimitRecord, StoreResult};
 
 impl PostgresStore {
-    /// [`Store::update_ledger`](crate::store::Store::update_ledger), applied
+    /// [`Store::update_ledger`](sturdy_acme::store::Store::update_ledger), applied
     /// at most once: one transaction under the ledger row's lock, recorded
     /// with a request id of its own. A `COMMIT` whose answer never came is
     /// read back by running the transaction again, which finds its request

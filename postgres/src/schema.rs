@@ -5,7 +5,7 @@
 use tokio_postgres::GenericClient;
 
 use super::classify;
-use crate::error::{DatabaseErrorKind, StoreError};
+use sturdy_acme::{DatabaseErrorKind, StoreError};
 
 /// The advisory lock key every node takes while migrating.
 const MIGRATION_LOCK: i64 = 0x5354_5552_4459_0001;
