@@ -7,7 +7,7 @@
 # uses runuser (util-linux, always present on Debian) when run as root.
 set -euo pipefail
 
-# The PostgreSQL harness (tests/it/common/postgres.rs) looks in the same places.
+# The PostgreSQL harness (tests/support/src/postgres.rs) looks in the same places.
 have_initdb() {
   command -v initdb >/dev/null 2>&1 && return 0
   local bin
@@ -21,10 +21,10 @@ need_apt=()
 command -v pebble >/dev/null 2>&1 || need_apt+=(pebble)
 have_initdb || need_apt+=(postgresql)
 # Knot DNS: the authoritative servers of the dns-01 / CAA tests
-# (tests/it/common/knot.rs runs knotd and knotc).
+# (tests/support/src/knot.rs runs knotd and knotc).
 [ -x /usr/sbin/knotd ] || command -v knotd >/dev/null 2>&1 || need_apt+=(knot)
 # libfaketime: the PostgreSQL server of the clock-skew tests runs under it
-# (tests/it/common/postgres.rs, Postgres::start_with_clock_offset).
+# (tests/support/src/postgres.rs, Postgres::start_with_clock_offset).
 compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || need_apt+=(faketime)
 # The architecture and documentation checks in .ci/run are Python scripts.
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)

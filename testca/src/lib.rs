@@ -113,6 +113,7 @@
 // `ca` also holds `v1` (ca/v1/): the ACME v1 dialect.
 mod ca;
 mod codec;
+pub mod command;
 mod faults;
 mod in_process;
 mod jws;

@@ -629,7 +629,7 @@ mod tests {
         webpki::ring::RSA_PKCS1_2048_8192_SHA256,
     ];
 
-    const RSA_PEM: &str = include_str!("../../tests/it/data/rsa2048-cert.pk8.pem");
+    const RSA_PEM: &str = include_str!("../testdata/rsa2048-cert.pk8.pem");
 
     fn ids() -> Vec<Identifier> {
         vec![

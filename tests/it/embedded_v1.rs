@@ -6,7 +6,7 @@
 
 use crate::common;
 use crate::common::{LedgerFinder, spki_of};
-use crate::shared_suite;
+use sturdy_acme_test_support::shared_suite;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};

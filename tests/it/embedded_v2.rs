@@ -3,7 +3,7 @@
 //! which the embedded CA must make too.
 
 use crate::common;
-use crate::shared_suite;
+use sturdy_acme_test_support::shared_suite;
 
 use std::sync::Arc;
 

@@ -1783,7 +1783,7 @@ fn canned_campaign(
         );
     }
     // What the CA records stays within its documented default cap (4096
-    // signed requests; src/testing/recorded.rs).
+    // signed requests; testca/src/recorded.rs).
     assert!(ca.recorded_jws().len() <= 4096);
 }
 

@@ -2,10 +2,11 @@
 //! (`common/`) and one module per behaviour. One binary links the crate's
 //! tests once instead of once per file.
 
-mod acme_manage;
-mod acme_tool;
+// The harness (real Pebble, PostgreSQL and Knot; certificate checks) is
+// a crate of its own, shared with the command-line tool's tests.
+use sturdy_acme_test_support as common;
+
 mod caa;
-mod common;
 mod dns01;
 mod embedded_ca_behaviour;
 mod embedded_faults;

@@ -4,77 +4,14 @@
 //! acmeIdentifier certificate): the shared suite plus Pebble-only checks.
 
 use crate::common;
-use crate::shared_suite;
+use sturdy_acme_test_support::shared_suite;
 
 use std::time::Instant;
 
 use common::pebble::{Pebble, PebbleOptions};
-use common::suite::{self, AcmeServer, ServerOptions, Solvers, issue};
+use common::suite::{self, AcmeServer, Solvers, issue};
 use common::verify;
-use sturdy_acme::{
-    CertificateKey, CertificateKeyType, ChallengeType, ClientBuilder, Endpoint, KeyAlgorithm,
-};
-
-impl AcmeServer for Pebble {
-    async fn start(options: ServerOptions) -> Option<Self> {
-        let (eab_required, eab_keys) = match options.eab {
-            Some(key) => (true, vec![key]),
-            None => (false, Vec::new()),
-        };
-        Pebble::start(PebbleOptions {
-            always_valid: !options.real_validation,
-            alternate_roots: if options.alternate_chain { 2 } else { 0 },
-            eab_required,
-            eab_keys,
-            ..Default::default()
-        })
-        .await
-    }
-
-    fn client_builder(&self) -> ClientBuilder {
-        sturdy_acme::Client::builder(self.directory_url())
-            .root_certificates_pem(self.listener_root_pem())
-            .built_in_roots(false)
-    }
-
-    fn http_port(&self) -> u16 {
-        Pebble::http_port(self)
-    }
-
-    fn tls_port(&self) -> u16 {
-        Pebble::tls_port(self)
-    }
-
-    async fn set_txt(&self, host: &str, value: &str) {
-        Pebble::set_txt(self, host, value).await
-    }
-
-    async fn issuing_roots(&self) -> Vec<String> {
-        let mut roots = vec![self.issuing_root_pem(0).await];
-        // Alternate roots exist only when Pebble was started with them.
-        for i in 1..=2 {
-            let url = format!("{}/roots/{i}", self.management_url());
-            if let Ok(r) = self.http_client().get(&url).send().await
-                && r.status().is_success()
-            {
-                roots.push(r.text().await.unwrap());
-            }
-        }
-        roots
-    }
-
-    async fn revocation_reason(&self, serial_hex: &str) -> Option<Option<u64>> {
-        let status = self.cert_status(serial_hex).await;
-        match status["Status"].as_str()? {
-            "Revoked" => Some(Some(status["Reason"].as_u64().unwrap_or(0))),
-            _ => Some(None),
-        }
-    }
-
-    fn issued_count(&self) -> usize {
-        Pebble::issued_count(self)
-    }
-}
+use sturdy_acme::{CertificateKey, CertificateKeyType, ChallengeType, Endpoint, KeyAlgorithm};
 
 shared_suite!(Pebble);
 

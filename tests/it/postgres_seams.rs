@@ -14,7 +14,8 @@ use sturdy_acme_postgres::PostgresStore;
 use sturdy_acme_testca::TestCa;
 
 use crate::common::postgres::Postgres;
-use crate::postgres_store::{fresh_database, sql};
+use crate::common::postgres::fresh_database;
+use crate::postgres_store::sql;
 
 /// The database's clock against the node's: 5 minutes and an hour, each
 /// way (positive: the database is ahead, i.e. the node is behind).

@@ -7,14 +7,15 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+
 use std::time::Duration;
 
+use crate::common::postgres::fresh_database;
 use sturdy_acme::solver::http01::Http01Solver;
-use sturdy_acme::store::{FileStore, IdentifierSetKey, KeyEncryptionKey, Store, StoredAccount};
+use sturdy_acme::store::{FileStore, KeyEncryptionKey, Store, StoredAccount};
 use sturdy_acme::{
-    DatabaseErrorKind, Endpoint, EnsureOptions, Error, ErrorClass, Identifier, Issuer, IssuerStep,
-    Limit, RateLimits, StoreError,
+    DatabaseErrorKind, Endpoint, EnsureOptions, Error, ErrorClass, Issuer, IssuerStep, Limit,
+    RateLimits, StoreError,
 };
 use sturdy_acme_postgres::PostgresStore;
 use sturdy_acme_testca::{TestCa, check_store};
@@ -22,25 +23,6 @@ use zeroize::Zeroizing;
 
 use crate::common::postgres::Postgres;
 use crate::common::tcp_proxy::TcpProxy;
-
-/// A new, empty database on `pg`, and its URL.
-pub(crate) async fn fresh_database(pg: &Postgres) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let name = format!(
-        "t{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test server");
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create a database");
-    format!("postgres://sturdy@127.0.0.1:{}/{name}", pg.port())
-}
 
 /// Runs SQL on the database at `url` (for looking at what it holds).
 pub(crate) async fn sql(url: &str) -> tokio_postgres::Client {
@@ -53,10 +35,6 @@ pub(crate) async fn sql(url: &str) -> tokio_postgres::Client {
 
 fn kek(id: &str, byte: u8) -> KeyEncryptionKey {
     KeyEncryptionKey::new(id, [byte; 32]).unwrap()
-}
-
-fn dns(names: &[&str]) -> Vec<Identifier> {
-    names.iter().map(|n| Identifier::dns(n).unwrap()).collect()
 }
 
 /// The one store contract, run against both stores (and each behind
@@ -681,84 +659,6 @@ async fn a_fleet_with_kills_and_a_database_restart_issues_each_set_once() {
             .count();
         assert_eq!(cas, 1, "the stored certificate is the CA's");
     }
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// The race against Pebble: three `acme issue --store postgres://…`
-/// processes started at once for one name: one certificate at the CA
-/// (one newOrder, one finalize), all three exit 0 with the same serial.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_issue_processes_racing_on_one_database_get_one_certificate_from_pebble() {
-    use crate::common::pebble::{Pebble, PebbleOptions};
-    let Some(pg) = Postgres::start() else { return };
-    let Some(pebble) = Pebble::start(PebbleOptions {
-        always_valid: true,
-        ..PebbleOptions::default()
-    })
-    .await
-    else {
-        return;
-    };
-    let url = fresh_database(&pg).await;
-    let dir = crate::issuer::temp_store("pg-race");
-    std::fs::create_dir_all(&dir).unwrap();
-    let root = dir.join("pebble-root.pem");
-    std::fs::write(&root, pebble.listener_root_pem()).unwrap();
-    let exe = crate::examples::example("acme");
-    let racers: Vec<std::process::Child> = (0..3)
-        .map(|i| {
-            let out = dir.join(format!("out{i}"));
-            Command::new(&exe)
-                .args(["issue", "--directory", &pebble.directory_url(), "--root-ca"])
-                .arg(&root)
-                .args([
-                    "--domain",
-                    "race.example",
-                    "--http-port",
-                    "0",
-                    "--store",
-                    &url,
-                    "--out",
-                ])
-                .arg(&out)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for racer in racers {
-        let out = racer.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let serials: Vec<String> = (0..3)
-        .map(|i| {
-            let leaf = std::fs::read(dir.join(format!("out{i}")).join("cert.pem")).unwrap();
-            crate::common::verify::serial_hex(leaf)
-        })
-        .collect();
-    assert!(serials.windows(2).all(|w| w[0] == w[1]), "{serials:?}");
-    assert_eq!(pebble.count_requests("POST /order-plz"), 1);
-    assert_eq!(pebble.count_requests("POST /finalize-order/"), 1);
-    let store = PostgresStore::connect(&url).await.unwrap();
-    let key = IdentifierSetKey::new(&dns(&["race.example"]));
-    assert!(
-        store.load_certificate(&key).await.unwrap().is_none(),
-        "stored under its CA's key"
-    );
-    assert_eq!(
-        store
-            .list_certificates(&pebble.directory_url())
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -23,78 +23,10 @@
 //! ("renew now", as Boulder answers for a revoked certificate). `HEAD` is
 //! answered like `GET`, without a body.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
-use sturdy_acme::RateLimits;
-use sturdy_acme_testca::{CaaPolicy, FaultRule, StaticDns, TestCa};
-
-#[derive(Parser, Debug)]
-#[command(about = "Run sturdy-acme's embedded ACME test CA as a server", version)]
-struct Args {
-    /// Port on 127.0.0.1 (0: any free port).
-    #[arg(long, default_value_t = 14000)]
-    port: u16,
-    /// Where to write the root certificate (PEM).
-    #[arg(long, default_value = "test-ca-root.pem")]
-    root_out: PathBuf,
-    /// `always-valid` or `real` (http-01, tls-alpn-01 on 127.0.0.1; dns-01 from --txt).
-    #[arg(long, default_value = "always-valid")]
-    validation: String,
-    /// http-01 port for real validation.
-    #[arg(long, default_value_t = 5002)]
-    http_port: u16,
-    /// tls-alpn-01 port for real validation.
-    #[arg(long, default_value_t = 5001)]
-    tls_port: u16,
-    /// A TXT record for dns-01, `NAME=VALUE` (repeatable).
-    #[arg(long)]
-    txt: Vec<String>,
-    /// `none`, `lets-encrypt`, or a JSON file.
-    #[arg(long, default_value = "none")]
-    rate_limits: String,
-    /// A JSON fault script file.
-    #[arg(long)]
-    faults: Option<PathBuf>,
-    /// CAA for a domain: `DOMAIN=allow|forbid|timeout|timeout:N` (repeatable).
-    #[arg(long)]
-    caa: Vec<String>,
-    /// Answer finalize with `processing` for this many milliseconds.
-    #[arg(long, default_value_t = 0)]
-    finalize_processing_ms: u64,
-    /// Send `Retry-After` with this many seconds on pending resources.
-    #[arg(long)]
-    poll_retry_after: Option<u64>,
-    /// Offer an alternate chain to a second root.
-    #[arg(long)]
-    alternate_chain: bool,
-    /// Delay every answer this many milliseconds (a CA far away).
-    #[arg(long, default_value_t = 0)]
-    latency_ms: u64,
-    /// Serve renewal information (RFC 9773) with Boulder's windows.
-    #[arg(long)]
-    ari: bool,
-    /// Serve renewal information whose suggested window opens SECS after
-    /// each certificate's issuance and lasts exactly an hour. 0: "renew
-    /// now": the window Boulder serves for a revoked certificate (from an
-    /// hour ago to half an hour ago, whenever asked), so a client picking
-    /// a random moment in it (RFC 9773 §4.2, certbot) renews at once; a
-    /// `replaces` naming such a certificate stays exempt from the rate
-    /// limits until it expires.
-    #[arg(long, value_name = "SECS")]
-    ari_renew_after: Option<u64>,
-    /// Offer the profiles classic (90 days), tlsserver (45 days) and
-    /// shortlived (160 hours, IP addresses).
-    #[arg(long)]
-    profiles: bool,
-    /// Require external account binding with `KID=HMAC_KEY_BASE64URL`
-    /// (repeatable); HS256, HS384 and HS512 bindings are accepted.
-    #[arg(long)]
-    eab: Vec<String>,
-}
+use sturdy_acme_testca::command::ServerArgs;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -105,93 +37,33 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(Args::parse()).await {
+    match run(ServerArgs::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("test_ca: error: {e}");
+            eprintln!("sturdy-test-ca: error: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let mut builder = TestCa::builder()
-        .bind(([127, 0, 0, 1], args.port).into())
-        .alternate_chain(args.alternate_chain)
-        .finalize_processing(Duration::from_millis(args.finalize_processing_ms))
-        .latency(Duration::from_millis(args.latency_ms))
-        .profiles(args.profiles);
-    if let Some(secs) = args.ari_renew_after {
-        builder = builder.renewal_info(Some(Duration::from_secs(secs)));
-    } else if args.ari {
-        builder = builder.renewal_info(None);
-    }
-    match args.validation.as_str() {
-        "always-valid" => {}
-        "real" => {
-            let dns = StaticDns::new();
-            for record in &args.txt {
-                let (name, value) = record
-                    .split_once('=')
-                    .ok_or_else(|| format!("--txt {record:?}: expected NAME=VALUE"))?;
-                dns.add_txt(name, value);
-            }
-            builder = builder.real_validation(args.http_port, args.tls_port, Arc::new(dns));
-        }
-        other => return Err(format!("--validation {other:?}: always-valid or real").into()),
-    }
-    let limits = match args.rate_limits.as_str() {
-        "none" => RateLimits::default(),
-        "lets-encrypt" => RateLimits::lets_encrypt(),
-        file => serde_json::from_slice(&std::fs::read(file)?)
-            .map_err(|e| format!("rate limits file {file}: {e}"))?,
-    };
-    builder = builder.rate_limits(limits);
-    if let Some(file) = &args.faults {
-        let rules: Vec<FaultRule> = serde_json::from_slice(&std::fs::read(file)?)
-            .map_err(|e| format!("fault script {}: {e}", file.display()))?;
-        builder = builder.faults(rules);
-    }
-    for entry in &args.caa {
-        let (domain, policy) = entry
-            .split_once('=')
-            .ok_or_else(|| format!("--caa {entry:?}: expected DOMAIN=POLICY"))?;
-        let policy = match policy {
-            "allow" => CaaPolicy::Allow,
-            "forbid" => CaaPolicy::Forbid,
-            "timeout" => CaaPolicy::Timeout,
-            p => match p.strip_prefix("timeout:").and_then(|n| n.parse().ok()) {
-                Some(n) => CaaPolicy::TimeoutTimes(n),
-                None => return Err(format!("--caa {entry:?}: unknown policy").into()),
-            },
-        };
-        builder = builder.caa(domain, policy);
-    }
-    if let Some(secs) = args.poll_retry_after {
-        builder = builder.poll_retry_after(secs);
-    }
-    for entry in &args.eab {
-        let (kid, key) = entry
-            .split_once('=')
-            .ok_or_else(|| format!("--eab {entry:?}: expected KID=KEY"))?;
-        builder = builder.eab_key(kid, key)?.eab_required(true);
-    }
+async fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let builder = args.builder()?;
     let ca = builder.start().await?;
     sturdy_acme::store::write_file_atomic(
-        &args.root_out,
+        args.root_out(),
         ca.root_pem().as_bytes(),
         sturdy_acme::store::FileMode::Public,
     )?;
     println!("{}", ca.directory_url());
     eprintln!(
-        "test_ca: serving {} (root written to {}); Ctrl-C to stop",
+        "sturdy-test-ca: serving {} (root written to {}); Ctrl-C to stop",
         ca.directory_url(),
-        args.root_out.display()
+        args.root_out().display()
     );
     tokio::signal::ctrl_c().await?;
     let ledger = ca.ledger();
     eprintln!(
-        "test_ca: issued {} certificates; requests: {:?}",
+        "sturdy-test-ca: issued {} certificates; requests: {:?}",
         ledger.certificates.len(),
         ledger.requests
     );

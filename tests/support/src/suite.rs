@@ -3,7 +3,7 @@
 //! embedded CA must not be friendlier than a real one.
 //!
 //! A test file implements [`AcmeServer`] for its server and expands
-//! [`shared_suite!`] to get one `#[tokio::test]` per suite function.
+//! [`shared_suite!`](crate::shared_suite) to get one `#[tokio::test]` per suite function.
 //!
 //! The functions also run against an ACME v1 server (tests/embedded_v1.rs)
 //! where v1 has what they use; where v1 lacks one step (looking an account

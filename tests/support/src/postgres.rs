@@ -34,7 +34,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The superuser `initdb` creates, and the user in [`Postgres::url`].
@@ -567,3 +567,22 @@ fn make_ancestors_traversable(dir: &Path) {
 
 #[cfg(not(unix))]
 fn make_ancestors_traversable(_dir: &Path) {}
+
+/// A new, empty database on `pg`, and its URL.
+pub async fn fresh_database(pg: &Postgres) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "t{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test server");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create a database");
+    format!("postgres://sturdy@127.0.0.1:{}/{name}", pg.port())
+}

@@ -1,4 +1,4 @@
-//! Issue 27, the command-line tool `acme` (examples/acme), managing a
+//! Issue 27, the command-line tool `acme` (cli/), managing a
 //! store: `renew` and `list` deciding with the CA's renewal information,
 //! what `revoke` says of a certificate already revoked, the dns-01 lines of
 //! a wildcard, and the hints after a refusal.
@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::acme_tool::both;
-use crate::examples::{example, start_test_ca_with, temp_dir};
+use crate::harness::{acme, acme_issue, start_test_ca_with, temp_dir};
+use crate::tool::both;
 
 // ---- Defect 19: renew and list decide with the CA's renewal information ----
 
@@ -19,7 +19,7 @@ pub(crate) fn acme_at(
     store: &Path,
     sub: &[&str],
 ) -> (Option<i32>, String, String) {
-    let mut cmd = Command::new(example("acme"));
+    let mut cmd = Command::new(acme());
     cmd.arg(sub[0])
         .args(["--directory", directory, "--root-ca"])
         .arg(root)
@@ -171,7 +171,7 @@ async fn a_second_revoke_says_it_was_already_revoked() {
 #[test]
 fn dns01_lines_name_a_wildcard_as_ordered() {
     let out = temp_dir("acme-wildcard");
-    let output = Command::new(example("issue"))
+    let output = acme_issue()
         .args(["--directory", "embedded", "--challenge", "dns-01"])
         .args(["--domain", "d1.test", "--domain", "*.d1.test", "--out"])
         .arg(&out)

@@ -98,7 +98,7 @@ fn clock(d: Duration) -> String {
 }
 
 /// On a terminal, rewrites one line every second until `delay` has passed
-/// (or the next line is printed): "waiting for <what>: 1:23 left".
+/// (or the next line is printed): `waiting for <what>: 1:23 left`.
 fn start_countdown(what: String, delay: Duration) {
     if json_output() || delay < COUNTDOWN_FROM || !std::io::stderr().is_terminal() {
         return;

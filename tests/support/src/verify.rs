@@ -202,3 +202,50 @@ fn describe(der: &CertificateDer<'_>) -> String {
         Err(e) => format!("<unparsable certificate: {e}>"),
     }
 }
+
+/// The SubjectPublicKeyInfo (DER) of the first certificate in `pem`.
+pub fn cert_spki(pem: &str) -> Vec<u8> {
+    let block = pem::parse_many(pem)
+        .unwrap()
+        .into_iter()
+        .find(|p| p.tag() == "CERTIFICATE")
+        .expect("a certificate");
+    let (_, cert) = x509_parser::parse_x509_certificate(block.contents()).unwrap();
+    cert.tbs_certificate.subject_pki.raw.to_vec()
+}
+
+/// The SubjectPublicKeyInfo (DER) of a PKCS#8 key.
+pub fn key_spki(pem: &str) -> Vec<u8> {
+    sturdy_acme::CertificateKey::from_pkcs8_pem(pem)
+        .unwrap()
+        .public_key_der()
+}
+
+/// Panics unless `out/key.pem` belongs to `out/cert.pem` and to the leaf of
+/// `out/fullchain.pem` (read through the paths a server is given); returns
+/// the key's SubjectPublicKeyInfo.
+pub fn assert_pairs(out: &std::path::Path) -> Vec<u8> {
+    let key = key_spki(&std::fs::read_to_string(out.join("key.pem")).unwrap());
+    for name in ["cert.pem", "fullchain.pem"] {
+        let cert = cert_spki(&std::fs::read_to_string(out.join(name)).unwrap());
+        assert_eq!(
+            key,
+            cert,
+            "key.pem does not belong to {name} in {}",
+            out.display()
+        );
+    }
+    key
+}
+
+/// A key and its self-signed certificate, as PEM.
+pub fn key_and_cert(name: &str) -> (String, String) {
+    let key = sturdy_acme::CertificateKey::generate(Default::default()).unwrap();
+    let key_pem = key.to_pkcs8_pem().to_string();
+    let pair = rcgen::KeyPair::from_pem(&key_pem).unwrap();
+    let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+        .unwrap()
+        .self_signed(&pair)
+        .unwrap();
+    (key_pem.to_string(), cert.pem())
+}

@@ -1,4 +1,4 @@
-//! Shared test harness for the integration tests (`mod common;`).
+//! The shared test harness of the workspace's integration tests (the library's `tests/it` and the command-line tool's `cli/tests`): real servers, started and stopped per test.
 //!
 //! * [`pebble`]: starts a private Pebble ACME server plus `pebble-challtestsrv`
 //!   (as its DNS server) on free loopback ports, one pair per test.

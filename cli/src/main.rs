@@ -4,13 +4,13 @@
 //! options (`--log-format plain|json`, `-v`/`-vv`).
 //!
 //! ```text
-//! cargo run --example acme -- issue --directory letsencrypt-staging \
+//! acme issue --directory letsencrypt-staging \
 //!     --domain example.com --store state/ --out certs/
-//! cargo run --example acme -- list   --directory letsencrypt-staging --store state/
-//! cargo run --example acme -- renew  --directory letsencrypt-staging --store state/
-//! cargo run --example acme -- revoke --directory letsencrypt-staging --store state/ \
+//! acme list   --directory letsencrypt-staging --store state/
+//! acme renew  --directory letsencrypt-staging --store state/
+//! acme revoke --directory letsencrypt-staging --store state/ \
 //!     --domain example.com --reason superseded
-//! cargo run --example acme -- account --directory letsencrypt-staging --store state/ show
+//! acme account --directory letsencrypt-staging --store state/ show
 //! ```
 //!
 //! - `issue`: order a certificate and write `cert.pem`, `chain.pem`,
@@ -34,7 +34,8 @@
 //!   revoked is said so, and nothing is sent).
 //! - `account`: show it, update its contacts, roll its key over, deactivate it.
 //!
-//! `cargo run --example issue -- …` is `acme issue …` with the same flags.
+//! Install with `cargo install --path cli` (from the workspace root); in
+//! the workspace, `cargo run -p sturdy-acme-cli -- issue …`.
 //!
 //! Every wait is a line on stderr before it starts (what the CA said, what
 //! happens next and when), with a live countdown on a terminal; the exit
@@ -99,17 +100,6 @@ fn main() -> ExitCode {
     run(Cli::parse().command)
 }
 
-/// `examples/issue`: today's flags, no subcommand.
-pub fn issue_compat() -> ExitCode {
-    #[derive(Parser, Debug)]
-    #[command(name = "issue", about = "Issue a certificate from an ACME CA", version, after_help = exit::HELP)]
-    struct IssueCli {
-        #[command(flatten)]
-        args: issue::IssueArgs,
-    }
-    run(Command::Issue(IssueCli::parse().args))
-}
-
 fn run(command: Command) -> ExitCode {
     let common = command.common();
     output::init(common.log_format == "json", common.verbose);
@@ -155,3 +145,6 @@ fn run(command: Command) -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

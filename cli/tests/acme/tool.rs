@@ -1,23 +1,18 @@
-//! Issue 27, the command-line tool `acme` (examples/acme): no secret in
+//! Issue 27, the command-line tool `acme` (cli/): no secret in
 //! its `Debug` or on any error path, the output files swapped in as one
 //! set, ignored flag combinations refused. (`renew`, `list`, `revoke` and
 //! the hints: `acme_manage.rs`.)
 //!
-//! The tool's own modules are compiled in here too, so its argument types
-//! and its output writer are tested directly; the rest runs the built
-//! example as a person runs it.
+//! The tool's argument types and its output writer are tested directly in
+//! the crate (`cli/src/tests.rs`); here the built binary runs as a person
+//! runs it.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use clap::Parser;
-use sturdy_acme::CertificateKey;
+use crate::harness::{acme, acme_issue, temp_dir};
 
-use crate::examples::{example, temp_dir};
-
-#[path = "../../examples/acme/main.rs"]
-#[allow(dead_code)] // the tool's `main` and what only it calls
-mod tool;
+use crate::common::verify::{assert_pairs, cert_spki, key_and_cert, key_spki};
 
 /// stdout and stderr of a finished run, together.
 pub(crate) fn both(output: &Output) -> String {
@@ -28,114 +23,18 @@ pub(crate) fn both(output: &Output) -> String {
     )
 }
 
-/// The SubjectPublicKeyInfo (DER) of the first certificate in `pem`.
-fn cert_spki(pem: &str) -> Vec<u8> {
-    let block = pem::parse_many(pem)
-        .unwrap()
-        .into_iter()
-        .find(|p| p.tag() == "CERTIFICATE")
-        .expect("a certificate");
-    let (_, cert) = x509_parser::parse_x509_certificate(block.contents()).unwrap();
-    cert.tbs_certificate.subject_pki.raw.to_vec()
-}
-
-/// The SubjectPublicKeyInfo (DER) of a PKCS#8 key.
-fn key_spki(pem: &str) -> Vec<u8> {
-    CertificateKey::from_pkcs8_pem(pem)
-        .unwrap()
-        .public_key_der()
-}
-
-/// Panics unless `out/key.pem` belongs to `out/cert.pem` and to the leaf of
-/// `out/fullchain.pem` (read through the paths a server is given); returns
-/// the key's SubjectPublicKeyInfo.
-fn assert_pairs(out: &Path) -> Vec<u8> {
-    let key = key_spki(&std::fs::read_to_string(out.join("key.pem")).unwrap());
-    for name in ["cert.pem", "fullchain.pem"] {
-        let cert = cert_spki(&std::fs::read_to_string(out.join(name)).unwrap());
-        assert_eq!(
-            key,
-            cert,
-            "key.pem does not belong to {name} in {}",
-            out.display()
-        );
-    }
-    key
-}
-
 // ---- Defect 3: no secret in Debug or on an error path ----
 
-const EAB_SECRET: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
 const TSIG_SECRET: &str = "c2VjcmV0LXRzaWctc2VjcmV0LXRzaWc=";
 const DB_PASSWORD: &str = "hunter2-db-password";
-
-/// The derived `Debug` of every subcommand's arguments shows no secret
-/// given on the command line: the EAB HMAC key, the TSIG key, the
-/// database URL's password.
-#[test]
-fn the_arguments_debug_shows_no_secret() {
-    let store = format!("postgres://acme:{DB_PASSWORD}@127.0.0.1:5432/acme");
-    let tsig = format!("key.example:hmac-sha256:{TSIG_SECRET}");
-    let common = [
-        "--directory",
-        "embedded",
-        "--eab-kid",
-        "kid-1",
-        "--eab-hmac-key",
-        EAB_SECRET,
-    ];
-    let commands: Vec<Vec<&str>> = vec![
-        [&["acme", "issue"][..], &common, &["--domain", "a.example"]].concat(),
-        [
-            &["acme", "issue"][..],
-            &common,
-            &["--domain", "a.example", "--store", &store],
-            &["--challenge", "dns-01", "--rfc2136", "127.0.0.1:53"],
-            &["--tsig-key", &tsig],
-        ]
-        .concat(),
-        [&["acme", "list"][..], &common, &["--store", &store]].concat(),
-        [
-            &["acme", "renew"][..],
-            &common,
-            &["--store", &store, "--challenge", "dns-01"],
-            &["--rfc2136", "127.0.0.1:53", "--tsig-key", &tsig],
-        ]
-        .concat(),
-        [
-            &["acme", "revoke"][..],
-            &common,
-            &["--store", &store, "--domain", "a.example"],
-        ]
-        .concat(),
-        [
-            &["acme", "account"][..],
-            &common,
-            &["--store", &store, "show"],
-        ]
-        .concat(),
-    ];
-    for args in commands {
-        let cli = tool::Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
-        let shown = format!("{cli:?}");
-        for secret in [EAB_SECRET, TSIG_SECRET, DB_PASSWORD] {
-            assert!(!shown.contains(secret), "{args:?} shows a secret: {shown}");
-        }
-        // What is not secret still shows.
-        assert!(shown.contains("kid-1"), "{shown}");
-        if args.contains(&store.as_str()) {
-            assert!(
-                shown.contains("postgres://acme:***@127.0.0.1:5432/acme"),
-                "{shown}"
-            );
-        }
-    }
-}
 
 /// Runs the tool with `args` (and `env`), at `-vv` so the arguments and
 /// every log line are printed too; returns the exit code and stdout+stderr.
 fn run_tool(name: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let mut cmd = Command::new(example(name));
+    let mut cmd = Command::new(acme());
+    if name == "issue" {
+        cmd.arg("issue");
+    }
     cmd.args(args)
         .arg("-vv")
         .env_remove("STURDY_ACME_EAB_HMAC_KEY")
@@ -330,117 +229,7 @@ fn a_kek_in_the_wrong_order_is_not_printed() {
     }
 }
 
-// ---- Defect 10: the output files are one set ----
-
-/// A key and its self-signed certificate, as PEM.
-fn key_and_cert(name: &str) -> (String, String) {
-    let key = CertificateKey::generate(Default::default()).unwrap();
-    let key_pem = key.to_pkcs8_pem().to_string();
-    let pair = rcgen::KeyPair::from_pem(&key_pem).unwrap();
-    let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
-        .unwrap()
-        .self_signed(&pair)
-        .unwrap();
-    (key_pem.to_string(), cert.pem())
-}
-
-/// The tool's output set for a key and a certificate.
-fn output_set<'a>(key: &'a str, cert: &'a str, label: &'a str) -> tool::outputs::OutputSet<'a> {
-    tool::outputs::OutputSet {
-        key_pem: key.as_bytes(),
-        cert_pem: cert.as_bytes(),
-        chain_pem: b"",
-        fullchain_pem: cert.as_bytes(),
-        label,
-    }
-}
-
-/// The files an older version wrote: plain files, each on its own.
-fn write_plain(out: &Path, key: &str, cert: &str) {
-    std::fs::create_dir_all(out).unwrap();
-    for (name, data) in [
-        ("key.pem", key),
-        ("cert.pem", cert),
-        ("chain.pem", ""),
-        ("fullchain.pem", cert),
-    ] {
-        std::fs::write(out.join(name), data).unwrap();
-    }
-}
-
-/// A new set replacing an old one, stopped (as by a crash) after each of
-/// its steps in turn, from the tool's own layout and from an older
-/// version's plain files: the files shown are always the old set or the
-/// new one, whole, never a key beside another certificate. Then a write
-/// that runs to the end shows the new set, the key 0600, and keeps no
-/// more than the current and the previous set.
-#[test]
-fn the_output_set_is_never_mixed_whenever_the_write_stops() {
-    use tool::outputs::{Stage, write_set, write_set_with};
-    let (old_key, old_cert) = key_and_cert("old.example");
-    let (new_key, new_cert) = key_and_cert("new.example");
-    let old = key_spki(&old_key);
-    let new = key_spki(&new_key);
-    let base = temp_dir("acme-output-set");
-    for plain in [false, true] {
-        let mut stopped_at = 0;
-        loop {
-            let out = base.join(format!("plain-{plain}-{stopped_at}"));
-            if plain {
-                write_plain(&out, &old_key, &old_cert);
-            } else {
-                write_set(&out, &output_set(&old_key, &old_cert, "01")).unwrap();
-            }
-            assert_eq!(assert_pairs(&out), old);
-            let mut steps = 0;
-            let mut seen = Vec::new();
-            let result = write_set_with(
-                &out,
-                &output_set(&new_key, &new_cert, "02"),
-                &mut |stage: Stage| {
-                    seen.push(stage);
-                    steps += 1;
-                    if steps > stopped_at {
-                        Err(std::io::Error::other("crash"))
-                    } else {
-                        Ok(())
-                    }
-                },
-            );
-            let shown = assert_pairs(&out);
-            match result {
-                Err(_) => {
-                    assert!(shown == old || shown == new, "after {seen:?}");
-                    // Before the flip the old set shows; after it the new.
-                    let flipped = seen.contains(&Stage::Flipped);
-                    assert_eq!(shown == new, flipped, "after {seen:?}");
-                    // The next write, to the end, shows the new set.
-                    write_set(&out, &output_set(&new_key, &new_cert, "03")).unwrap();
-                    assert_eq!(assert_pairs(&out), new);
-                    stopped_at += 1;
-                }
-                Ok(_) => {
-                    assert_eq!(shown, new);
-                    // Every step was stopped at once before this run.
-                    assert!(stopped_at >= 4 + 1 + 1 + 4, "{seen:?}");
-                    #[cfg(unix)]
-                    {
-                        use std::os::unix::fs::PermissionsExt;
-                        let mode = std::fs::metadata(out.join("key.pem"))
-                            .unwrap()
-                            .permissions()
-                            .mode();
-                        assert_eq!(mode & 0o777, 0o600);
-                        let sets = std::fs::read_dir(out.join("sets")).unwrap().count();
-                        assert!(sets <= 2, "{sets} sets kept");
-                    }
-                    break;
-                }
-            }
-        }
-    }
-    let _ = std::fs::remove_dir_all(&base);
-}
+// ---- Defect 10: the output files are one set (the writer itself: cli/src/tests.rs) ----
 
 /// `issue --out` twice into one directory: each time the key belongs to
 /// the certificate (a new pair the second time). Then a re-issue whose
@@ -451,7 +240,7 @@ fn the_output_set_is_never_mixed_whenever_the_write_stops() {
 fn issue_out_writes_the_key_and_certificate_as_one_set() {
     let out = temp_dir("acme-out-set");
     let issue = |out: &Path| {
-        let output = Command::new(example("issue"))
+        let output = acme_issue()
             .args([
                 "--directory",
                 "embedded",
@@ -590,7 +379,7 @@ fn ignored_flag_combinations_are_refused() {
             &issue[..3]
         };
         let args = [base, &issue[3..], &extra].concat();
-        let output = Command::new(example("acme"))
+        let output = Command::new(acme())
             .args(&args)
             .stdin(Stdio::null())
             .output()
