@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SETS="${1:-1000}"
 
-cargo build --release --all-features --example fleet >/dev/null
+cargo build --release --example fleet >/dev/null
 cargo build --release -p sturdy-acme-testca --bin sturdy-test-ca >/dev/null
 BIN=target/release/examples
 WORK="$(mktemp -d /tmp/sturdy-bench-fleet.XXXXXX)"

@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo test --workspace --all-features --all-targets "$@"
-cargo test --workspace --all-features --doc
+cargo test --workspace --all-targets "$@"
+cargo test --workspace --doc

@@ -175,7 +175,7 @@ pub use client::{CertificateFinder, FindFuture};
 pub use clock::Clock;
 pub use crypto::{
     AccountKey, CertificateKey, CertificateKeyType, Csr, ExternalAccountKey, KeyAlgorithm,
-    challenge, thumbprint_of_jwk,
+    challenge, thumbprint_of_jwk, tls_provider,
 };
 // Errors and what a retry policy needs from them.
 pub use error::{

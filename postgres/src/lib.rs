@@ -327,7 +327,7 @@ impl PostgresStoreBuilder {
                 .map_err(|e| StoreError::Other(format!("root certificate: {e}")))?;
         }
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
+            (*sturdy_acme::tls_provider()).clone(),
         ))
         .with_safe_default_protocol_versions()
         .map_err(|e| StoreError::Other(format!("TLS: {e}")))?

@@ -437,7 +437,7 @@ impl ClientBuilder {
                 ));
             }
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = crate::crypto::tls_provider();
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::Crypto(e.to_string()))?

@@ -10,10 +10,12 @@ pub mod challenge;
 mod csr;
 mod jwk;
 pub(crate) mod jws;
+mod tls_provider;
 
 pub use account_key::{AccountKey, KeyAlgorithm};
 pub use csr::{CertificateKey, CertificateKeyType, Csr};
 pub use jwk::thumbprint_of_jwk;
 pub use jws::ExternalAccountKey;
+pub use tls_provider::tls_provider;
 
 pub(crate) use crate::protocol::{b64, b64_decode};

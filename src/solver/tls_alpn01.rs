@@ -23,9 +23,7 @@ use crate::protocol::ChallengeType;
 /// # use std::sync::Arc;
 /// use sturdy_acme::solver::tls_alpn01::TlsAlpn01Resolver;
 /// let resolver = Arc::new(TlsAlpn01Resolver::new(None));
-/// let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-///     rustls::crypto::ring::default_provider(),
-/// ))
+/// let mut config = rustls::ServerConfig::builder_with_provider(sturdy_acme::tls_provider())
 /// .with_safe_default_protocol_versions()
 /// .unwrap()
 /// .with_no_client_auth()
@@ -89,7 +87,9 @@ impl TlsAlpn01Resolver {
         key_pkcs8_der: Vec<u8>,
     ) -> Result<()> {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8_der));
-        let signer = rustls::crypto::ring::sign::any_supported_type(&key)
+        let signer = crate::crypto::tls_provider()
+            .key_provider
+            .load_private_key(key)
             .map_err(|e| Error::Crypto(format!("tls-alpn-01 key: {e}")))?;
         let certified = CertifiedKey::new(vec![cert_der.into()], signer);
         self.certs

@@ -576,7 +576,7 @@ fn listener_config(
         .signed_by(&key, root)
         .map_err(|e| format!("signing the listener certificate: {e}"))?;
 
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = sturdy_acme::tls_provider();
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("listener TLS versions: {e}"))?
@@ -972,7 +972,7 @@ mod tests {
             roots.add(cert).unwrap();
         }
         let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
+            (*sturdy_acme::tls_provider()).clone(),
         ))
         .with_safe_default_protocol_versions()
         .unwrap()

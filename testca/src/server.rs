@@ -615,7 +615,7 @@ mod tests {
         let cert_der = key.cert.der().clone();
         let key_der =
             rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = sturdy_acme::tls_provider();
         let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
             .unwrap()

@@ -9,10 +9,7 @@ use std::process::Command;
 /// features this test build has, so nothing is compiled twice) to be sure
 /// it is the current source's.
 pub(crate) fn example(name: &str) -> PathBuf {
-    built(
-        &["--all-features", "--example", name],
-        &format!("examples/{name}"),
-    )
+    built(&["--example", name], &format!("examples/{name}"))
 }
 
 /// Runs `cargo build ARGS` once per test run and returns

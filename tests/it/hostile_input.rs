@@ -39,10 +39,10 @@
 //!
 //! ```text
 //! # The CI campaign (about 12 s of tests in a debug build on 2 cores):
-//! cargo test --all-features --test it hostile_input
+//! cargo test --test it hostile_input
 //! # 100 000 cases of every pure property, 2 000 of every server-backed
 //! # one (about 8 1/2 minutes in a debug build on 2 cores):
-//! HOSTILE_CASES=100000 cargo test --all-features --test it hostile_input -- --nocapture
+//! HOSTILE_CASES=100000 cargo test --test it hostile_input -- --nocapture
 //! ```
 //!
 //! * `HOSTILE_CASES=N`: `N` cases for every pure property (layer 1), and
@@ -2764,7 +2764,7 @@ fn tls_trusting(root_pem: &str) -> rustls::ClientConfig {
             ))
             .unwrap();
     }
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    rustls::ClientConfig::builder_with_provider(sturdy_acme::tls_provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)

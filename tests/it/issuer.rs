@@ -524,7 +524,7 @@ async fn tls_alpn01_solver_through_a_rustls_resolver() {
     use sturdy_acme::solver::tls_alpn01::{TlsAlpn01Resolver, TlsAlpn01Solver};
     let resolver = Arc::new(TlsAlpn01Resolver::new(None));
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        (*sturdy_acme::tls_provider()).clone(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()

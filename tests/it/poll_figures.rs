@@ -4,7 +4,7 @@
 //! and with the protocol's floor (polls back to back every millisecond).
 //!
 //! ```text
-//! cargo test --all-features --test it poll_figures -- --ignored --nocapture
+//! cargo test --test it poll_figures -- --ignored --nocapture
 //! ```
 
 use std::time::{Duration, Instant};

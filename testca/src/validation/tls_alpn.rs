@@ -131,7 +131,7 @@ fn reverse_dns_name(ip: IpAddr) -> String {
 /// The rustls client configuration of tls-alpn-01: ring, ALPN `acme-tls/1`
 /// only, any certificate accepted.
 fn tls_alpn01_client_config() -> Result<Arc<rustls::ClientConfig>, Problem> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = sturdy_acme::tls_provider();
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| Problem::new(ProblemType::ServerInternal, format!("TLS client: {e}")))?
@@ -420,7 +420,7 @@ mod tests {
 
     async fn tls_server(cert_der: Vec<u8>, key_der: Vec<u8>, alpn: &[&[u8]]) -> TlsServer {
         let sni = Arc::new(Mutex::new(Vec::new()));
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = sturdy_acme::tls_provider();
         // `with_single_cert` would reject the critical acmeIdentifier
         // extension (webpki does not know it); a CertifiedKey is not checked.
         let key = provider

@@ -31,7 +31,7 @@ use rustls::pki_types::CertificateDer;
 
 /// The ring crypto provider, as an `Arc` ready for the rustls builders.
 pub fn ring_provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    sturdy_acme::tls_provider()
 }
 
 /// True when running under CI (`CI=true`), where a missing Pebble is a failure

@@ -135,7 +135,9 @@ impl TlsAlpnResponder {
     /// Panics if the key is not a usable PKCS#8 key.
     pub fn set(&self, server_name: &str, cert_der: Vec<u8>, key_pkcs8_der: Vec<u8>) {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8_der));
-        let signer = rustls::crypto::ring::sign::any_supported_type(&key)
+        let signer = sturdy_acme::tls_provider()
+            .key_provider
+            .load_private_key(key)
             .unwrap_or_else(|e| panic!("tls-alpn-01 responder: unusable private key: {e}"));
         let certified = Arc::new(CertifiedKey::new(
             vec![CertificateDer::from(cert_der)],
