@@ -23,7 +23,8 @@ for d, _, files in os.walk(root):
             total += 1
             j = i - 1
             doc = []
-            while j >= 0 and (lines[j].startswith("///") or lines[j].startswith("#[")):
+            # Doc lines and attributes, an attribute spread over lines included.
+            while j >= 0 and (lines[j].startswith(("///", "#[", ")]", "    "))):
                 doc.append(lines[j])
                 j -= 1
             text = "\n".join(doc)

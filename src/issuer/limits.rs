@@ -204,6 +204,31 @@ impl RateLimits {
         }
     }
 
+    /// The directory `meta` member in which a CA announces the limits it
+    /// enforces, as this type's JSON (the embedded test CA does, whenever
+    /// it enforces any): `"sturdyRateLimits"`.
+    pub const ANNOUNCEMENT: &'static str = "sturdyRateLimits";
+
+    /// The table a CA announces in its directory's `meta`
+    /// ([`RateLimits::ANNOUNCEMENT`]): `None` when it announces none, or
+    /// announces something that is not such a table.
+    ///
+    /// ```
+    /// use sturdy_acme::{DirectoryMeta, RateLimits};
+    ///
+    /// let mut meta = DirectoryMeta::default();
+    /// assert_eq!(RateLimits::announced(&meta), None);
+    /// meta.extra.insert(
+    ///     RateLimits::ANNOUNCEMENT.into(),
+    ///     serde_json::to_value(RateLimits::lets_encrypt()).unwrap(),
+    /// );
+    /// assert_eq!(RateLimits::announced(&meta), Some(RateLimits::lets_encrypt()));
+    /// ```
+    pub fn announced(meta: &crate::DirectoryMeta) -> Option<Self> {
+        let value = meta.extra.get(Self::ANNOUNCEMENT)?;
+        serde_json::from_value(value.clone()).ok()
+    }
+
     /// The effective horizon of a remembered 429.
     pub(crate) fn block_horizon(&self) -> Duration {
         self.server_block_horizon

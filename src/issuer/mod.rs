@@ -265,8 +265,11 @@ impl<S: Store> IssuerBuilder<S> {
 
     /// The CA's rate limits to count locally. Default: the table the
     /// directory URL names ([`RateLimits::for_directory`]: Let's Encrypt's
-    /// for its production and staging directories, none for other CAs,
-    /// the embedded test CA and Pebble included).
+    /// for its production and staging directories), else the table the CA
+    /// announces in its directory ([`RateLimits::announced`]: the embedded
+    /// test CA does when it enforces limits), else none (Pebble). A table
+    /// set here that differs from the one the CA announces is used, with a
+    /// warning at build.
     pub fn rate_limits(mut self, limits: RateLimits) -> Self {
         self.limits = Some(limits);
         self
@@ -345,9 +348,28 @@ impl<S: Store> IssuerBuilder<S> {
 
     /// The issuer.
     pub fn build(self) -> Issuer<S> {
-        let limits = self
-            .limits
-            .unwrap_or_else(|| RateLimits::for_directory(self.client.directory_url()));
+        let announced = RateLimits::announced(&self.client.directory().meta);
+        let limits = match (self.limits, announced) {
+            (Some(set), Some(announced)) => {
+                if set != announced {
+                    tracing::warn!(
+                        target: "sturdy_acme::issuer",
+                        directory = self.client.directory_url(),
+                        "the rate limits set on this issuer differ from the table the CA \
+                         announces in its directory: counting the ones set here"
+                    );
+                }
+                set
+            }
+            (Some(set), None) => set,
+            (None, announced) => {
+                let named = RateLimits::for_directory(self.client.directory_url());
+                match announced {
+                    Some(announced) if named == RateLimits::none() => announced,
+                    _ => named,
+                }
+            }
+        };
         Issuer {
             inner: Arc::new(Inner {
                 client: self.client,

@@ -20,9 +20,11 @@ use std::time::Duration;
 use clap::Parser;
 use sturdy_acme::RateLimits;
 
-use crate::{CaaPolicy, FaultRule, StaticDns, TestCa, TestCaBuilder};
+use crate::{FaultRule, StaticDns, TestCa, TestCaBuilder};
 
 /// The flags of `sturdy-test-ca` (`--help` lists them with their defaults).
+///
+/// Example: the [module](self) documentation.
 #[derive(Parser, Debug)]
 #[command(
     name = "sturdy-test-ca",
@@ -85,6 +87,11 @@ pub struct ServerArgs {
     /// shortlived (160 hours, IP addresses).
     #[arg(long)]
     profiles: bool,
+    /// Serve the management interface (GET /ledger, GET /rate-limits,
+    /// PUT /faults, PUT /caa/DOMAIN, GET /root) on this port of 127.0.0.1
+    /// (0: any free port); its URL is the second line on stdout.
+    #[arg(long, value_name = "PORT")]
+    management_port: Option<u16>,
     /// Require external account binding with `KID=HMAC_KEY_BASE64URL`
     /// (repeatable); HS256, HS384 and HS512 bindings are accepted.
     #[arg(long)]
@@ -95,6 +102,13 @@ impl ServerArgs {
     /// Where the root certificate is to be written (`--root-out`).
     pub fn root_out(&self) -> &Path {
         &self.root_out
+    }
+
+    /// The management interface's address, if `--management-port` asks
+    /// for one.
+    pub fn management_addr(&self) -> Option<std::net::SocketAddr> {
+        self.management_port
+            .map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
     }
 
     /// A builder configured as these flags say (not started).
@@ -141,15 +155,8 @@ impl ServerArgs {
             let (domain, policy) = entry
                 .split_once('=')
                 .ok_or_else(|| format!("--caa {entry:?}: expected DOMAIN=POLICY"))?;
-            let policy = match policy {
-                "allow" => CaaPolicy::Allow,
-                "forbid" => CaaPolicy::Forbid,
-                "timeout" => CaaPolicy::Timeout,
-                p => match p.strip_prefix("timeout:").and_then(|n| n.parse().ok()) {
-                    Some(n) => CaaPolicy::TimeoutTimes(n),
-                    None => return Err(format!("--caa {entry:?}: unknown policy").into()),
-                },
-            };
+            let policy = crate::management::parse_caa_policy(policy)
+                .map_err(|e| format!("--caa {entry:?}: {e}"))?;
             builder = builder.caa(domain, policy);
         }
         if let Some(secs) = args.poll_retry_after {

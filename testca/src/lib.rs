@@ -118,6 +118,7 @@ mod faults;
 mod in_process;
 mod jws;
 mod limits;
+pub mod management;
 mod pki;
 mod recorded;
 mod server;
@@ -851,12 +852,13 @@ impl TestCa {
 
     /// Changes the CAA behaviour for a domain.
     pub fn set_caa(&self, domain: &str, policy: CaaPolicy) {
-        self.ca
-            .config
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .caa
-            .insert(domain.to_ascii_lowercase(), policy);
+        self.ca.set_caa(domain, policy);
+    }
+
+    /// The rate limits it enforces (announced in its directory's `meta` as
+    /// `sturdyRateLimits` when not empty).
+    pub fn enforced_rate_limits(&self) -> RateLimits {
+        self.ca.rate_limits()
     }
 
     /// Changes the rate limits.

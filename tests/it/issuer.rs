@@ -1682,6 +1682,53 @@ async fn default_limits_follow_the_ca_two_hundred_under_one_domain_issue() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Issue 28: a test CA enforcing a limits table announces it in its
+/// directory, and an issuer told nothing counts the same table: the sixth
+/// duplicate is refused locally, with no newOrder sent (before, the issuer
+/// counted no limits against such a CA and the CA answered 429).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_counts_the_limits_its_test_ca_announces() {
+    let week = Duration::from_secs(7 * 24 * 3600);
+    let limits = RateLimits {
+        duplicate_certificates: Some(Limit::new(5, week)),
+        ..RateLimits::none()
+    };
+    let ca = TestCa::builder()
+        .rate_limits(limits.clone())
+        .start()
+        .await
+        .unwrap();
+    let client = ca.client().await.unwrap();
+    assert_eq!(
+        RateLimits::announced(&client.directory().meta),
+        Some(limits.clone())
+    );
+    assert_eq!(ca.enforced_rate_limits(), limits);
+    let dir = temp_store("announced-limits");
+    let issuer = Issuer::builder(client, FileStore::open(&dir).unwrap())
+        .solver(Arc::new(Http01Solver::unserved()))
+        .build();
+    let force = EnsureOptions {
+        force_new: true,
+        ..EnsureOptions::default()
+    };
+    for _ in 0..5 {
+        issuer.ensure(&["announced.example"], &force).await.unwrap();
+    }
+    let orders = ca.ledger().requests_to(Endpoint::NewOrder);
+    let err = issuer
+        .ensure(&["announced.example"], &force)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::RateLimitedLocally { .. }), "{err}");
+    assert_eq!(ca.ledger().requests_to(Endpoint::NewOrder), orders);
+    // A CA enforcing nothing announces nothing.
+    let plain = TestCa::start().await.unwrap();
+    let client = plain.client().await.unwrap();
+    assert_eq!(RateLimits::announced(&client.directory().meta), None);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Issue 14: a store chosen at run time, as `Arc<dyn DynStore>`, serves the
 /// issuer like the concrete one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -55,12 +55,21 @@ async fn run(args: ServerArgs) -> Result<(), Box<dyn std::error::Error + Send + 
         sturdy_acme::store::FileMode::Public,
     )?;
     println!("{}", ca.directory_url());
+    let management = match args.management_addr() {
+        Some(addr) => {
+            let management = ca.serve_management(addr).await?;
+            println!("{}", management.url());
+            Some(management)
+        }
+        None => None,
+    };
     eprintln!(
         "sturdy-test-ca: serving {} (root written to {}); Ctrl-C to stop",
         ca.directory_url(),
         args.root_out().display()
     );
     tokio::signal::ctrl_c().await?;
+    drop(management);
     let ledger = ca.ledger();
     eprintln!(
         "sturdy-test-ca: issued {} certificates; requests: {:?}",

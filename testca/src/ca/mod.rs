@@ -295,6 +295,24 @@ impl Ca {
     }
 
     /// A snapshot of what happened, for assertions.
+    /// Sets the CAA answer for `domain` from now on.
+    pub(crate) fn set_caa(&self, domain: &str, policy: CaaPolicy) {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .caa
+            .insert(domain.to_ascii_lowercase(), policy);
+    }
+
+    /// The limits table it enforces.
+    pub(crate) fn rate_limits(&self) -> RateLimits {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rate_limits
+            .clone()
+    }
+
     pub(crate) fn ledger(&self) -> Ledger {
         let v1 = self.dialect() == Dialect::V1;
         let state = self.state();

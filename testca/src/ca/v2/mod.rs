@@ -291,7 +291,7 @@ impl Ca {
                 } else {
                     Default::default()
                 },
-                ..Default::default()
+                extra: announced_limits(&config.rate_limits),
             },
             extra: Default::default(),
         };
@@ -406,4 +406,19 @@ impl Ca {
             )),
         }
     }
+}
+
+/// The directory `meta` member announcing the limits this CA enforces
+/// (`RateLimits::ANNOUNCEMENT`), so an issuer pointed at it counts the same
+/// ones; nothing when it enforces none.
+pub(super) fn announced_limits(
+    limits: &sturdy_acme::RateLimits,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut extra = serde_json::Map::new();
+    if *limits != sturdy_acme::RateLimits::none()
+        && let Ok(value) = serde_json::to_value(limits)
+    {
+        extra.insert(sturdy_acme::RateLimits::ANNOUNCEMENT.into(), value);
+    }
+    extra
 }
