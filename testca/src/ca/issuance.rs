@@ -275,11 +275,11 @@ impl State {
             })?;
         match exemption {
             // An ARI renewal spends nothing.
-            super::renewal::Exemption::Ari => {}
-            super::renewal::Exemption::ExactSetRenewal => {
+            super::records::Exemption::Ari => {}
+            super::records::Exemption::ExactSetRenewal => {
                 self.spend_duplicate_limit(&ids, &config.rate_limits)
             }
-            super::renewal::Exemption::None => {
+            super::records::Exemption::None => {
                 self.spend_certificate_limits(&ids, &config.rate_limits)
             }
         }

@@ -8,15 +8,17 @@
 
 mod accounts;
 mod authorizations;
+mod config;
 mod faults;
 mod identifiers;
 mod issuance;
 mod nonces;
 mod orders;
 mod rate_limits;
+mod records;
 mod renewal;
-pub(crate) use renewal::AriPolicy;
-pub use renewal::RenewalInfoAnswer;
+pub(crate) use records::AriPolicy;
+pub use records::RenewalInfoAnswer;
 mod revocation;
 mod state;
 #[cfg(test)]
@@ -24,9 +26,7 @@ mod tests;
 mod v1;
 mod v2;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
 
 use http::{HeaderValue, Method};
 use ring::rand::SystemRandom;
@@ -37,100 +37,12 @@ use super::jws::{self, Rejection};
 use super::limits::RateLimits;
 use super::pki::Pki;
 use super::recorded;
-use super::server::ServerLimits;
-use super::validation::DnsResolver;
 use super::wire::{Reply, WireRequest, WireResponse};
 use super::{CaaPolicy, Dialect, FinalizeRecord, IssuedCertificate, Ledger, RecordedJws};
 use state::State;
 
-/// How the test CA validates challenges.
-#[derive(Debug, Clone)]
-pub enum ValidationMode {
-    /// Every challenge answered is valid at once, nothing is contacted.
-    AlwaysValid,
-    /// Real validation: http-01 on `127.0.0.1:http_port`, tls-alpn-01 on
-    /// `127.0.0.1:tls_port` (every DNS name resolves to 127.0.0.1; only
-    /// loopback IP identifiers can be validated), dns-01 through `dns`.
-    Real {
-        /// Port for http-01.
-        http_port: u16,
-        /// Port for tls-alpn-01.
-        tls_port: u16,
-        /// TXT lookups for dns-01.
-        dns: Arc<dyn DnsResolver>,
-    },
-}
-
-/// The test CA's settings (see [`TestCaBuilder`](super::TestCaBuilder)).
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) validation: ValidationMode,
-    pub(crate) validation_delay: Duration,
-    pub(crate) finalize_processing: Duration,
-    pub(crate) poll_retry_after: Option<u64>,
-    pub(crate) rate_limits: RateLimits,
-    pub(crate) caa: HashMap<String, CaaPolicy>,
-    pub(crate) eab_required: bool,
-    pub(crate) eab_keys: HashMap<String, Vec<u8>>,
-    pub(crate) alternate_chain: bool,
-    pub(crate) accept_eddsa: bool,
-    pub(crate) reuse_pending_orders: bool,
-    pub(crate) reuse_valid_authorizations: bool,
-    pub(crate) certificate_lifetime: Duration,
-    pub(crate) orders_per_page: usize,
-    pub(crate) blocked_domains: Vec<String>,
-    pub(crate) dialect: Dialect,
-    /// Signed requests kept for [`TestCa::recorded_jws`](super::TestCa::recorded_jws):
-    /// at most this many (0: none) ...
-    pub(crate) recorded_jws_entries: usize,
-    /// ... taking at most about this much memory.
-    pub(crate) recorded_jws_bytes: usize,
-    /// Finalize requests kept for [`Ledger::finalizations`].
-    pub(crate) recorded_finalizations: usize,
-    /// The HTTP server's connection and read limits.
-    pub(crate) server: ServerLimits,
-    /// Added to every answer (a CA far away, or a busy one).
-    pub(crate) latency: Duration,
-    /// `renewalInfo` (RFC 9773), off by default (as in Pebble 2.4).
-    pub(crate) renewal_info: Option<renewal::AriPolicy>,
-    /// The profiles `classic`, `tlsserver`, `shortlived` (off by default).
-    pub(crate) profiles: bool,
-    /// A failed CAA recheck at finalize makes the order `invalid` (Boulder
-    /// since 2026, `CAARechecksFailOrder`; default); else the order stays
-    /// `ready` (Boulder before).
-    pub(crate) caa_recheck_fails_order: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            validation: ValidationMode::AlwaysValid,
-            validation_delay: Duration::ZERO,
-            finalize_processing: Duration::ZERO,
-            poll_retry_after: None,
-            rate_limits: RateLimits::default(),
-            caa: HashMap::new(),
-            eab_required: false,
-            eab_keys: HashMap::new(),
-            alternate_chain: false,
-            accept_eddsa: false,
-            reuse_pending_orders: true,
-            reuse_valid_authorizations: true,
-            certificate_lifetime: Duration::from_secs(90 * 24 * 3600),
-            orders_per_page: 10,
-            blocked_domains: Vec::new(),
-            dialect: Dialect::V2,
-            recorded_jws_entries: recorded::DEFAULT_JWS_ENTRIES,
-            recorded_jws_bytes: recorded::DEFAULT_JWS_BYTES,
-            recorded_finalizations: recorded::DEFAULT_FINALIZATIONS,
-            server: ServerLimits::default(),
-            latency: Duration::ZERO,
-            renewal_info: None,
-            profiles: false,
-            caa_recheck_fails_order: true,
-        }
-    }
-}
+pub(crate) use config::Config;
+pub use config::ValidationMode;
 
 const JSON: &str = "application/json";
 const PROBLEM_JSON: &str = "application/problem+json";
@@ -274,7 +186,7 @@ impl Ca {
     ) {
         self.state().ari.scripts.insert(
             serial.to_ascii_lowercase(),
-            renewal::Scripted {
+            records::Scripted {
                 answer,
                 retry_after_secs,
             },

@@ -116,7 +116,7 @@ impl State {
         &mut self,
         acct: usize,
         ids: &[Identifier],
-        profile: Option<super::renewal::Profile>,
+        profile: Option<super::records::Profile>,
     ) -> Option<usize> {
         let utc = now_utc();
         // Only this account's orders for exactly these names (an index,

@@ -60,9 +60,9 @@ impl State {
         ids: &[Identifier],
         limits: &RateLimits,
         now: Instant,
-        exemption: super::renewal::Exemption,
+        exemption: super::records::Exemption,
     ) -> Result<(), (Rejection, Duration)> {
-        use super::renewal::Exemption;
+        use super::records::Exemption;
         if exemption == Exemption::Ari {
             return Ok(());
         }

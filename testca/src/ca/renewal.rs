@@ -73,7 +73,6 @@
 //! was asked for), and too many names is 400 `malformed` `Error creating
 //! new order :: Order cannot contain more than 25 identifiers`.
 
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -81,6 +80,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value;
 
 use super::Config;
+use super::records::{Exemption, OrderTerms, PROFILES, Profile, RenewalInfoAnswer, Scripted};
 use super::state::State;
 use crate::jws::Rejection;
 use crate::wire::WireResponse;
@@ -88,121 +88,6 @@ use sturdy_acme::{Identifier, OrderStatus, ProblemType};
 
 pub(super) const EXACT_SET_RENEWAL_WINDOW: std::time::Duration =
     sturdy_acme::RateLimits::EXACT_SET_RENEWAL_WINDOW;
-
-/// What the test CA's `renewalInfo` answers by default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct AriPolicy {
-    /// `Some(d)`, `d > 0`: every certificate's window opens `d` after
-    /// issuance and lasts an hour; `Some(0)`: Boulder's "renew now" window
-    /// (from an hour ago to half an hour ago, whenever asked); `None`:
-    /// Boulder's window (a third of the lifetime before expiry, half for 10
-    /// days or less, ± a hundredth). See the [module docs](self).
-    pub(crate) renew_after: Option<Duration>,
-    /// The `Retry-After` sent with each answer, seconds (Pebble: 21600).
-    pub(crate) retry_after_secs: u64,
-}
-
-/// A scripted `renewalInfo` answer for one certificate.
-///
-/// Example: [`TestCa::set_renewal_info`](crate::TestCa::set_renewal_info).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RenewalInfoAnswer {
-    /// This window.
-    Window {
-        /// Start.
-        start: SystemTime,
-        /// End.
-        end: SystemTime,
-        /// An `explanationURL`, if any.
-        explanation_url: Option<String>,
-    },
-    /// This body (status 200), e.g. something that is not renewal info.
-    Body(String),
-    /// A problem document with this HTTP status.
-    Error(u16),
-}
-
-/// A scripted answer and its `Retry-After` (`None`: the policy's).
-#[derive(Debug, Clone)]
-pub(super) struct Scripted {
-    pub(super) answer: RenewalInfoAnswer,
-    pub(super) retry_after_secs: Option<u64>,
-}
-
-/// A certificate profile the test CA offers (Let's Encrypt's table).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Profile {
-    pub(super) name: &'static str,
-    pub(super) description: &'static str,
-    pub(super) lifetime: Duration,
-    pub(super) max_names: usize,
-    pub(super) ip: bool,
-    pub(super) common_name: bool,
-}
-
-/// `classic`, `tlsserver`, `shortlived`.
-pub(super) const PROFILES: [Profile; 3] = [
-    Profile {
-        name: "classic",
-        description: "90 days, up to 100 names, a common name",
-        lifetime: Duration::from_secs(90 * 24 * 3600),
-        max_names: 100,
-        ip: false,
-        common_name: true,
-    },
-    Profile {
-        name: "tlsserver",
-        description: "45 days, up to 25 names, no common name",
-        lifetime: Duration::from_secs(45 * 24 * 3600),
-        max_names: 25,
-        ip: false,
-        common_name: false,
-    },
-    Profile {
-        name: "shortlived",
-        description: "160 hours, up to 25 names, IP addresses allowed",
-        lifetime: Duration::from_secs(160 * 3600),
-        max_names: 25,
-        ip: true,
-        common_name: false,
-    },
-];
-
-/// What the CA remembers for ARI.
-#[derive(Debug, Default)]
-pub(super) struct AriState {
-    /// Certificate index by serial (lowercase hex, no leading zeros).
-    pub(super) by_serial: HashMap<String, usize>,
-    /// The order that replaced a certificate, by certificate index.
-    pub(super) replaced_by: HashMap<usize, usize>,
-    /// Scripted answers by certificate serial (hex).
-    pub(super) scripts: HashMap<String, Scripted>,
-    /// When each exact identifier set was last issued.
-    pub(super) last_issued: HashMap<Vec<Identifier>, SystemTime>,
-}
-
-/// Which of Boulder's exemptions an order has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(super) enum Exemption {
-    /// None: every limit applies.
-    #[default]
-    None,
-    /// The exact set was issued within 120 days: exempt from new orders
-    /// per account and certificates per registered domain.
-    ExactSetRenewal,
-    /// An ARI renewal within its window: exempt from every limit.
-    Ari,
-}
-
-/// What a newOrder's `replaces` and `profile` come to.
-#[derive(Debug, Clone, Default)]
-pub(super) struct OrderTerms {
-    pub(super) replaces: Option<usize>,
-    pub(super) replaces_text: Option<String>,
-    pub(super) exemption: Exemption,
-    pub(super) profile: Option<Profile>,
-}
 
 impl State {
     /// Records an issued certificate for ARI (its CertID, its set).

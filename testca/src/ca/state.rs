@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::Config;
 use super::nonces::Nonces;
-use super::v1::V1State;
+use super::v1::state::V1State;
 use crate::RecordedJws;
 use crate::jws::PublicJwk;
 use crate::limits::Buckets;
@@ -56,9 +56,9 @@ pub(super) struct OrderRec {
     /// The certificate it replaces (ARI `replaces`), and the CertID sent.
     pub(super) replaces: Option<(usize, String)>,
     /// Which rate limits it is exempt from.
-    pub(super) exemption: super::renewal::Exemption,
+    pub(super) exemption: super::records::Exemption,
     /// Its profile (when the CA offers profiles).
-    pub(super) profile: Option<super::renewal::Profile>,
+    pub(super) profile: Option<super::records::Profile>,
 }
 
 /// A challenge of an authorization.
@@ -124,7 +124,7 @@ pub(super) struct State {
     pub(super) caa_timeouts_seen: HashMap<String, u32>,
     pub(super) v1: V1State,
     pub(super) jws_log: Ring<RecordedJws>,
-    pub(super) ari: super::renewal::AriState,
+    pub(super) ari: super::records::AriState,
 }
 
 impl State {

@@ -61,8 +61,8 @@
 mod authz;
 mod certs;
 mod registrations;
+pub(super) mod state;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -100,15 +100,6 @@ const V1_ERROR_NS: &str = "urn:acme:error:";
 const RANDOM_ENTRY_EXPLANATION: &str =
     "https://community.letsencrypt.org/t/adding-random-entries-to-the-directory/33417";
 const MUST_AGREE: &str = "Must agree to subscriber agreement before any further actions";
-
-/// What only v1 keeps about a registration.
-#[derive(Debug, Default)]
-pub(super) struct V1State {
-    /// The agreement URL each registration agreed to.
-    agreements: HashMap<usize, String>,
-    /// When each registration was created.
-    created: HashMap<usize, OffsetDateTime>,
-}
 
 /// A v1 request's route.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -279,7 +279,7 @@ impl Ca {
                 caa_identities: vec![super::issuance::CAA_IDENTITY.into()],
                 external_account_required: config.eab_required,
                 profiles: if config.profiles {
-                    super::renewal::PROFILES
+                    super::records::PROFILES
                         .iter()
                         .map(|p| {
                             (
