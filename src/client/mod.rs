@@ -285,6 +285,7 @@ impl ClientBuilder {
     /// The transport settings with every override applied.
     fn transport_config(&self) -> TransportConfig {
         let mut config = self.transport.clone();
+        config.clock = self.clock;
         if let Some(retries) = self.bad_nonce_retries {
             config.retry = config
                 .retry
@@ -557,6 +558,7 @@ impl Client {
                 retry: RetryPolicy::default(),
                 events: Events::default(),
                 governor: GovernorPolicy::default(),
+                clock: crate::Clock::system(),
             },
             poll: PollPolicy::default(),
             dialect: None,

@@ -56,6 +56,8 @@ pub(crate) struct TransportConfig {
     pub(crate) retry: RetryPolicy,
     pub(crate) events: Events,
     pub(crate) governor: GovernorPolicy,
+    /// The client's calendar, against which a `Retry-After` date is read.
+    pub(crate) clock: crate::Clock,
 }
 
 /// A successful (2xx) response.
@@ -66,6 +68,9 @@ pub(crate) struct Response {
     pub(crate) status: u16,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
+    /// Its `Retry-After`, parsed once on arrival against the client's
+    /// clock.
+    pub(crate) retry_after: Option<RetryAfter>,
 }
 
 impl Response {
@@ -74,7 +79,7 @@ impl Response {
             method: self.method,
             url: self.url.clone(),
             status: Some(self.status),
-            retry_after: self.retry_after(),
+            retry_after: self.retry_after,
         })
     }
 
@@ -102,8 +107,10 @@ impl Response {
             .map(str::to_owned)
     }
 
+    /// The `Retry-After` it carried (parsed on arrival, on the client's
+    /// clock).
     pub(crate) fn retry_after(&self) -> Option<RetryAfter> {
-        retry_after(&self.headers)
+        self.retry_after
     }
 
     /// The body as UTF-8 text.
@@ -115,11 +122,13 @@ impl Response {
     }
 }
 
-fn retry_after(headers: &HeaderMap) -> Option<RetryAfter> {
+/// The `Retry-After` of an answer, parsed against `now` (the client's
+/// clock): the one place the header is read.
+fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<RetryAfter> {
     headers
         .get(http::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| RetryAfter::parse(v, SystemTime::now()))
+        .and_then(|v| RetryAfter::parse(v, now))
 }
 
 /// The result of one exchange plus the nonce its response carried.
@@ -580,7 +589,7 @@ impl Transport {
                         method: method_name,
                         url: url.to_owned(),
                         status,
-                        retry_after: headers.and_then(retry_after),
+                        retry_after: headers.and_then(|h| retry_after(h, self.config.clock.now())),
                     })
                 };
                 match Box::pin(answer).await {
@@ -763,7 +772,7 @@ impl Transport {
             .get("replay-nonce")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let retry_after = retry_after(&headers);
+        let retry_after = retry_after(&headers, self.config.clock.now());
         let fail = |result| Exchange {
             result,
             nonce: nonce.clone(),
@@ -812,7 +821,7 @@ impl Transport {
             .get("replay-nonce")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let retry_after = retry_after(&headers);
+        let retry_after = retry_after(&headers, self.config.clock.now());
         if (200..300).contains(&status) || also_ok.contains(&status) {
             return Exchange {
                 result: Ok(Response {
@@ -821,6 +830,7 @@ impl Transport {
                     status,
                     headers,
                     body,
+                    retry_after,
                 }),
                 nonce,
             };

@@ -444,3 +444,61 @@ async fn truncated_invalid_and_oversized_bodies() {
         before + 1
     );
 }
+
+/// Issue 28: a `Retry-After` is parsed once, on the client's clock. A
+/// client on tokio's paused clock, ten days ahead of the system's, gets an
+/// HTTP-date `Retry-After` two minutes ahead of its own clock: the wait is
+/// two minutes (it was parsed against the system clock: ten days, capped).
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_read_on_the_clients_clock() {
+    use std::future::Future;
+    use std::pin::Pin;
+    use sturdy_acme::{Clock, HttpAnswer, HttpClient, HttpRequest, RetryPolicy};
+
+    /// Answers every request with a 503 whose `Retry-After` is an HTTP
+    /// date two minutes after the tokio clock's time of day.
+    #[derive(Debug)]
+    struct Busy;
+    impl HttpClient for Busy {
+        fn exchange<'a>(
+            &'a self,
+            _request: HttpRequest<'a>,
+        ) -> Pin<Box<dyn Future<Output = HttpAnswer> + Send + 'a>> {
+            Box::pin(async move {
+                let when = Clock::tokio().now() + Duration::from_secs(120);
+                let mut headers = http::HeaderMap::new();
+                headers.insert(
+                    "retry-after",
+                    httpdate::fmt_http_date(when).parse().unwrap(),
+                );
+                HttpAnswer::Answered {
+                    status: 503,
+                    headers,
+                    body: bytes::Bytes::new(),
+                }
+            })
+        }
+    }
+
+    tokio::time::advance(Duration::from_secs(10 * 24 * 3600)).await;
+    let err = sturdy_acme::Client::builder("https://busy.example/directory")
+        .clock(Clock::tokio())
+        .retry_policy(RetryPolicy::no_retries())
+        .http_client(std::sync::Arc::new(Busy))
+        .build()
+        .await
+        .unwrap_err();
+    let retry_after = err.retry_after().expect("the 503's Retry-After");
+    // HTTP dates have whole seconds.
+    assert!(
+        retry_after.delay() <= Duration::from_secs(120)
+            && retry_after.delay() >= Duration::from_secs(118),
+        "{:?}",
+        retry_after.delay()
+    );
+    let ahead = retry_after
+        .at()
+        .duration_since(Clock::tokio().now())
+        .unwrap_or_default();
+    assert!(ahead <= Duration::from_secs(120), "{ahead:?}");
+}
