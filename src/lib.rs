@@ -146,6 +146,7 @@
 //!   with fault injection, for your own integration tests.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 pub mod caa;

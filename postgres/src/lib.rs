@@ -51,6 +51,10 @@
 //! SQL); leases, the ledger's update, the schema and the connection's TLS
 //! decision live in their own modules.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod lease;
 mod ledger;
 mod schema;

@@ -110,6 +110,10 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 // `ca` also holds `v1` (ca/v1/): the ACME v1 dialect.
 mod ca;
 mod codec;
