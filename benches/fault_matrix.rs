@@ -3,7 +3,7 @@
 //! issuance with the default retry classes does: its outcome, the requests
 //! it made and the certificates the CA issued.
 //!
-//! `cargo run --release --example fault_matrix`
+//! `cargo bench --bench fault_matrix`
 //!
 //! Delays are shortened (transient backoff from 5 ms, CAA unused) so the
 //! whole matrix runs in seconds; the decisions are the default policy's.

@@ -3,7 +3,7 @@
 //! embedded test CA (always-valid challenges, so the CA is not the
 //! bottleneck).
 //!
-//! `cargo run --release --example issuer_bench -- [N]` (default 40)
+//! `cargo bench --bench issuer_bench -- [N]` (default 40)
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,8 +18,10 @@ use sturdy_acme_testca::TestCa;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // `cargo bench` adds `--bench`: not one of ours.
     let n: usize = std::env::args()
-        .nth(1)
+        .skip(1)
+        .find(|a| a != "--bench")
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(40);

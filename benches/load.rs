@@ -4,13 +4,13 @@
 //! ```text
 //! # the embedded CA in a separate process (always-valid challenges)
 //! cargo run --release -p sturdy-acme-testca --bin sturdy-test-ca -- --port 14000 --root-out /tmp/root.pem &
-//! cargo run --release --example load -- --directory https://127.0.0.1:14000/dir \
+//! cargo bench --bench load -- --directory https://127.0.0.1:14000/dir \
 //!     --root-ca /tmp/root.pem -n 10000 -c 100,10000 --ca-pid $!
 //! # in-process, or through the exactly-once issuer on a FileStore
-//! cargo run --release --example load -- --directory embedded -n 2000 -c 1,100
-//! cargo run --release --example load -- --directory embedded -n 2000 -c 100 --issuer /tmp/store
+//! cargo bench --bench load -- --directory embedded -n 2000 -c 1,100
+//! cargo bench --bench load -- --directory embedded -n 2000 -c 100 --issuer /tmp/store
 //! # the protocol floor: polls back to back, nothing learned
-//! cargo run --release --example load -- --directory embedded -n 200 -c 1 --poll-floor
+//! cargo bench --bench load -- --directory embedded -n 200 -c 1 --poll-floor
 //! ```
 //!
 //! Prints, per concurrency: certificates per second, p50/p99 latency per
@@ -138,7 +138,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+    // `cargo bench` adds `--bench`: not one of ours.
+    let args = Args::parse_from(std::env::args().filter(|a| a != "--bench"));
     let embedded = if args.directory == "embedded" {
         Some(
             TestCa::builder()
