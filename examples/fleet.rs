@@ -6,7 +6,7 @@
 //! ```text
 //! cargo run --release -p sturdy-acme-testca --bin sturdy-test-ca -- --port 14000 --root-out /tmp/root.pem &
 //! for i in 1 2 3 4; do
-//!   cargo run --release --features postgres --example fleet -- \
+//!   cargo run --release --example fleet -- \
 //!     --directory https://127.0.0.1:14000/dir --root-ca /tmp/root.pem \
 //!     --store postgres://acme@127.0.0.1:5432/acme --sets 1000 --concurrency 50 --seed $i &
 //! done; wait

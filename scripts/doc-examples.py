@@ -23,10 +23,21 @@ for d, _, files in os.walk(root):
             total += 1
             j = i - 1
             doc = []
-            # Doc lines and attributes, an attribute spread over lines included.
-            while j >= 0 and (lines[j].startswith(("///", "#[", ")]", "    "))):
-                doc.append(lines[j])
-                j -= 1
+            # Doc lines and attributes; an attribute spread over lines
+            # (`#[command(` ... `)]`) is skipped whole, nothing else.
+            while j >= 0:
+                if lines[j].startswith(("///", "#[")):
+                    doc.append(lines[j])
+                    j -= 1
+                elif lines[j].startswith(")]"):
+                    k = j - 1
+                    while k >= 0 and lines[k].startswith("    "):
+                        k -= 1
+                    if k < 0 or not lines[k].startswith("#[") or lines[k].rstrip().endswith("]"):
+                        break
+                    j = k
+                else:
+                    break
             text = "\n".join(doc)
             if "```" not in text and "Example:" not in text:
                 missing.append(f"{path}:{i+1} {m.group(2)}")

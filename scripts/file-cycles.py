@@ -61,9 +61,8 @@ def expand(tree):
             if p:
                 walk(prefix + head, p)
 
-    walk([], re.sub(r'as[A-Za-z_]\w*', '', tree) if False else tree.replace('as', ' as ') if False else tree)
-    # `x as y`: keep x
-    return [[s.split('as')[0] if False else s for s in segs] for segs in out]
+    walk([], tree)
+    return out
 
 
 class Crate:
@@ -166,7 +165,7 @@ class Crate:
                     target = self.resolve(g + [name], seen + 1)
                     if target:
                         return target
-                return f if k < len(segs) and not name[0].isupper() and name.islower() and False else None
+                return None
         return None
 
     def edges(self):

@@ -5,7 +5,7 @@
 //! on tokio's paused clock gives the [`Client`](crate::Client) a
 //! [`Clock::tokio`] instead: its time of day moves with tokio's clock, so
 //! months of certificate lifetimes, renewal windows and refilling rate
-//! limits pass in seconds. The embedded test CA (feature `testing`) always
+//! limits pass in seconds. The embedded test CA (`sturdy-acme-testca`) always
 //! reads [`Clock::tokio`], so the two agree.
 //!
 //! What is *not* on this calendar: store leases (a lease is a real-time

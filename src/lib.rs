@@ -17,7 +17,7 @@
 //!   concurrent issuers, and a client-side ledger counts the CA's rate
 //!   limits, so a timeout, a crash or a restart resumes the same order and
 //!   the CA issues one certificate. [`store::FileStore`] is the embedded
-//!   store for one machine; `store::PostgresStore` (feature `postgres`)
+//!   store for one machine; `PostgresStore` (crate `sturdy-acme-postgres`)
 //!   is the one a fleet of machines shares; [`store::Store`] is the trait
 //!   others implement.
 //! - **The renewer** ([`renewer::Renewer`]) keeps a standing set of
@@ -60,8 +60,8 @@
 //!
 //! ## Example
 //!
-//! Issuing through the issuer against the embedded test CA (feature
-//! `testing`) with real http-01 validation (the CA fetches the token from
+//! Issuing through the issuer against the embedded test CA (crate
+//! `sturdy-acme-testca`, a dev-dependency) with real http-01 validation (the CA fetches the token from
 //! the crate's own responder on loopback), twice: the second call returns
 //! the stored certificate without a request.
 //!
@@ -134,7 +134,8 @@
 //!
 //! Every public name has one path: the protocol client, keys, errors, the
 //! issuer, retry policies and wire vocabulary at the crate root; the
-//! pluggable parts in their modules ([`store`], [`solver`], `testing`);
+//! pluggable parts in their modules ([`store`], [`solver`], [`dns`],
+//! [`caa`], [`renewer`]);
 //! [`timestamp`] and [`challenge`] hold free functions.
 //!
 //! ## Feature flags
@@ -142,8 +143,13 @@
 //! - `v1` (default): ACME v1. Without it a v1 directory is refused with a
 //!   clear error, and the v1-only knobs ([`ClientBuilder::new_cert_budget`]
 //!   and the like) are gone.
-//! - `testing`: `testing::TestCa`, an embedded ACME test CA (both dialects)
-//!   with fault injection, for your own integration tests.
+//! - `ring` (default) or `aws-lc-rs`: rustls's crypto provider for every
+//!   TLS connection ([`tls_provider`]); `aws-lc-rs` prefers the
+//!   post-quantum X25519MLKEM768.
+//!
+//! The embedded test CA (`sturdy-acme-testca`, with fault injection, for
+//! your own integration tests) and the PostgreSQL store
+//! (`sturdy-acme-postgres`) are crates of their own.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

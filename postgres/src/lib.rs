@@ -137,7 +137,7 @@ impl std::fmt::Debug for PostgresStoreBuilder {
     }
 }
 
-/// A [`Store`] on PostgreSQL (feature `postgres`); see the
+/// A [`Store`] on PostgreSQL; see the
 /// [module](sturdy_acme::store) documentation for running a fleet on it.
 ///
 /// Cloning is cheap and shares the connection pool.

@@ -281,6 +281,8 @@ impl Account {
     /// library cannot know whether repeating it is safe; a failure whose
     /// outcome is unknown comes back as it is. An error status is an
     /// [`Error`](crate::Error) carrying the CA's problem, as everywhere.
+    /// It bypasses the client's memory of 429s and the issuer's rate-limit
+    /// ledger: a newOrder sent this way is counted by neither.
     ///
     /// ```no_run
     /// # async fn run(account: sturdy_acme::Account) -> sturdy_acme::Result<()> {

@@ -128,7 +128,7 @@ fn expired(lease: &Lease) -> Option<String> {
         Some(_) => None,
         None => Some(
             "the store did not say how long the lease is valid (a Store must set \
-             Lease::validity; see testing::check_store)"
+             Lease::validity; see sturdy_acme_testca::check_store)"
                 .to_owned(),
         ),
     }

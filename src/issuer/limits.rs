@@ -107,8 +107,9 @@ mod opt_secs {
 ///
 /// The issuer picks the table from the directory URL
 /// ([`RateLimits::for_directory`]): Let's Encrypt's production and staging
-/// tables for their directories, none for any other CA (a private CA, the
-/// embedded test CA, Pebble) unless one is set with
+/// tables for their directories; for any other CA the table it announces
+/// ([`RateLimits::announced`]: the embedded test CA does when it enforces
+/// one), else none (a private CA, Pebble), unless one is set with
 /// [`IssuerBuilder::rate_limits`](crate::IssuerBuilder::rate_limits).
 /// The CA's own 429s are remembered for every CA whatever the table.
 ///
@@ -211,7 +212,10 @@ impl RateLimits {
 
     /// The table a CA announces in its directory's `meta`
     /// ([`RateLimits::ANNOUNCEMENT`]): `None` when it announces none, or
-    /// announces something that is not such a table.
+    /// announces something that is not such a table. The CA is untrusted
+    /// input: a limit with no burst, no period or a period over a year
+    /// refuses the whole announcement, and its `server_block_horizon` is
+    /// never taken (how long a 429 is remembered is this client's choice).
     ///
     /// ```
     /// use sturdy_acme::{DirectoryMeta, RateLimits};
@@ -223,10 +227,30 @@ impl RateLimits {
     ///     serde_json::to_value(RateLimits::lets_encrypt()).unwrap(),
     /// );
     /// assert_eq!(RateLimits::announced(&meta), Some(RateLimits::lets_encrypt()));
+    /// // A hostile table is refused whole.
+    /// meta.extra.insert(
+    ///     RateLimits::ANNOUNCEMENT.into(),
+    ///     serde_json::json!({"new_orders_per_account": {"burst": 1, "period": u64::MAX}}),
+    /// );
+    /// assert_eq!(RateLimits::announced(&meta), None);
     /// ```
     pub fn announced(meta: &crate::DirectoryMeta) -> Option<Self> {
+        const YEAR: Duration = Duration::from_secs(366 * 24 * 3600);
         let value = meta.extra.get(Self::ANNOUNCEMENT)?;
-        serde_json::from_value(value.clone()).ok()
+        let mut table: Self = serde_json::from_value(value.clone()).ok()?;
+        table.server_block_horizon = None;
+        let sane = |limit: &Option<Limit>| {
+            limit.is_none_or(|l| l.burst >= 1 && !l.period.is_zero() && l.period <= YEAR)
+        };
+        let all_sane = [
+            &table.duplicate_certificates,
+            &table.certificates_per_domain,
+            &table.new_orders_per_account,
+            &table.failed_authorizations,
+        ]
+        .into_iter()
+        .all(sane);
+        all_sane.then_some(table)
     }
 
     /// The effective horizon of a remembered 429.

@@ -43,7 +43,7 @@ pub(crate) fn b64_decode(data: &str) -> Option<Vec<u8>> {
 ///
 /// A [`Client`](crate::Client) learns it from the directory (or is told with
 /// [`ClientBuilder::dialect`](crate::ClientBuilder::dialect)); the embedded
-/// test CA (feature `testing`) serves either.
+/// test CA (crate `sturdy-acme-testca`) serves either.
 ///
 /// Example: [`Client`](crate::Client).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]

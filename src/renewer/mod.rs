@@ -29,7 +29,7 @@
 //!   node holding the set's lease means it is doing the work.
 //!
 //! Everything is on the client's [`Clock`](crate::Clock), so on tokio's
-//! paused clock a fleet's months run in seconds (`examples/fleet_sim.rs`).
+//! paused clock a fleet's months run in seconds (`benches/fleet_sim.rs`).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]

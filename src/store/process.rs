@@ -66,6 +66,12 @@ impl ProcessIdentity {
     /// started at another time (PID reuse). Anything unknown (another
     /// host, another namespace, no start time) is not dead: its lease is
     /// waited out.
+    ///
+    /// Only for a holder known to have run on this machine: host names and
+    /// the initial PID namespace repeat across cloned machines, so a store
+    /// shared between machines must first tell that the holder ran here (a
+    /// boot id recorded with the lease, as `PostgresStore` does) before
+    /// asking this.
     pub fn is_dead(&self) -> bool {
         holder_is_dead(&self.host, self.pid, self.start_time, &self.pid_ns)
     }

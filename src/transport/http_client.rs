@@ -106,6 +106,7 @@ pub enum HttpAnswer {
 ///
 /// # async fn run() {
 /// let built = sturdy_acme::Client::builder("https://ca.example/directory")
+///     .retry_policy(sturdy_acme::RetryPolicy::no_retries())
 ///     .http_client(std::sync::Arc::new(Offline))
 ///     .build()
 ///     .await;

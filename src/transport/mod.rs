@@ -592,12 +592,32 @@ impl Transport {
                         retry_after: headers.and_then(|h| retry_after(h, self.config.clock.now())),
                     })
                 };
-                match Box::pin(answer).await {
+                // The hook is told the timeout and the cap; the client holds
+                // it to both, so a hook that ignores them cannot hang a
+                // request (and its governor slot) or hand over any body.
+                let answer = tokio::time::timeout(timeout, Box::pin(answer))
+                    .await
+                    .unwrap_or_else(|_| HttpAnswer::Failed {
+                        failure: TransportFailure::Timeout,
+                        reason: format!("no answer within {timeout:?}"),
+                    });
+                match answer {
                     HttpAnswer::Answered {
                         status,
                         headers,
                         body,
-                    } => self.answered(method_name, url, also_ok, status, headers, body),
+                    } if body.len() <= max => {
+                        self.answered(method_name, url, also_ok, status, headers, body)
+                    }
+                    HttpAnswer::Answered {
+                        status, headers, ..
+                    } => Exchange {
+                        nonce: None,
+                        result: Err(Error::ResponseTooLarge {
+                            request: request(Some(status), Some(&headers)),
+                            limit: max,
+                        }),
+                    },
                     HttpAnswer::TooLarge { status, headers } => Exchange {
                         nonce: None,
                         result: Err(Error::ResponseTooLarge {

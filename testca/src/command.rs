@@ -25,7 +25,7 @@ use crate::{FaultRule, StaticDns, TestCa, TestCaBuilder};
 /// The flags of `sturdy-test-ca` (`--help` lists them with their defaults).
 ///
 /// Example: the [module](self) documentation.
-#[derive(Parser, Debug)]
+#[derive(Parser)]
 #[command(
     name = "sturdy-test-ca",
     about = "Run sturdy-acme's embedded ACME test CA as a server",
@@ -98,6 +98,18 @@ pub struct ServerArgs {
     eab: Vec<String>,
 }
 
+/// Shows the listening flags only: `--eab` carries HMAC keys.
+impl std::fmt::Debug for ServerArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerArgs")
+            .field("port", &self.port)
+            .field("management_port", &self.management_port)
+            .field("root_out", &self.root_out)
+            .field("eab_keys", &self.eab.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl ServerArgs {
     /// Where the root certificate is to be written (`--root-out`).
     pub fn root_out(&self) -> &Path {
@@ -165,7 +177,7 @@ impl ServerArgs {
         for entry in &args.eab {
             let (kid, key) = entry
                 .split_once('=')
-                .ok_or_else(|| format!("--eab {entry:?}: expected KID=KEY"))?;
+                .ok_or("--eab: expected KID=KEY (the value is not shown: it may be the key)")?;
             builder = builder.eab_key(kid, key)?.eab_required(true);
         }
         Ok(builder)

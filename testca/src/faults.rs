@@ -35,7 +35,11 @@ impl RetryAfterForm {
     pub fn header_value(&self) -> String {
         match self {
             Self::Seconds(s) => s.to_string(),
-            Self::DateIn(s) => httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(*s)),
+            // Clamped to a year: a hostile script's `u64::MAX` must not
+            // overflow the clock or httpdate's four-digit year.
+            Self::DateIn(s) => httpdate::fmt_http_date(
+                SystemTime::now() + Duration::from_secs((*s).min(366 * 24 * 3600)),
+            ),
         }
     }
 }

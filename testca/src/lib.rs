@@ -423,7 +423,7 @@ impl TestCaBuilder {
     pub fn eab_key(mut self, kid: &str, hmac_b64url: &str) -> Result<Self> {
         let key = crate::codec::b64_decode(hmac_b64url)
             .ok_or_else(|| Error::InvalidInput("EAB key is not base64url".into()))?;
-        self.config.eab_keys.insert(kid.to_owned(), key);
+        self.config.eab_keys.0.insert(kid.to_owned(), key);
         Ok(self)
     }
 
@@ -732,7 +732,6 @@ enum Front {
 /// # Example
 ///
 /// ```
-/// # #[cfg(feature = "testing")]
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), sturdy_acme::Error> {
 /// use sturdy_acme_testca::{Fault, FaultRule, TestCa, Trigger};
@@ -750,8 +749,6 @@ enum Front {
 /// assert!(account.url().starts_with(&ca.directory_url().replace("/dir", "")));
 /// assert_eq!(ca.ledger().requests_to(Endpoint::NewAccount), 2);
 /// # Ok(()) }
-/// # #[cfg(not(feature = "testing"))]
-/// # fn main() {}
 /// ```
 #[derive(Debug)]
 pub struct TestCa {

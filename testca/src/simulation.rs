@@ -1,7 +1,7 @@
 //! A fleet in virtual time: [`Renewer`]s (one per account) against the
 //! embedded CA with Let's Encrypt's limits, on tokio's paused clock, so a
 //! quarter of a year of arrivals, renewals and injected faults runs in
-//! seconds to minutes. What `examples/fleet_sim.rs` prints and a test
+//! seconds to minutes. What `benches/fleet_sim.rs` prints and a test
 //! checks at a smaller size.
 //!
 //! The figures come from the CA's side (its ledger of certificates, the

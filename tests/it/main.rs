@@ -1,5 +1,5 @@
-//! The integration tests, one binary: the shared Pebble/embedded-CA suite
-//! (`common/`) and one module per behaviour. One binary links the crate's
+//! The library's integration tests, one binary: the shared Pebble/embedded-CA suite
+//! (the harness crate `tests/support`, as `common`) and one module per behaviour. One binary links the crate's
 //! tests once instead of once per file.
 
 // The harness (real Pebble, PostgreSQL and Knot; certificate checks) is

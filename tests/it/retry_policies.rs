@@ -502,3 +502,71 @@ async fn retry_after_is_read_on_the_clients_clock() {
         .unwrap_or_default();
     assert!(ahead <= Duration::from_secs(120), "{ahead:?}");
 }
+
+/// Issue 28: a transport hook is held to the timeout and the body cap it
+/// is given. A hook that never answers ends in a timeout (the request does
+/// not hang), and one that hands over a body past the cap gets
+/// `ResponseTooLarge` (the body is not used).
+#[tokio::test(start_paused = true)]
+async fn a_transport_hook_is_held_to_its_timeout_and_body_cap() {
+    use std::future::Future;
+    use std::pin::Pin;
+    use sturdy_acme::{HttpAnswer, HttpClient, HttpRequest, TransportFailure};
+
+    /// Never answers.
+    #[derive(Debug)]
+    struct Silent;
+    impl HttpClient for Silent {
+        fn exchange<'a>(
+            &'a self,
+            _request: HttpRequest<'a>,
+        ) -> Pin<Box<dyn Future<Output = HttpAnswer> + Send + 'a>> {
+            Box::pin(std::future::pending())
+        }
+    }
+    /// Answers with 2 MiB, whatever the cap.
+    #[derive(Debug)]
+    struct Flood;
+    impl HttpClient for Flood {
+        fn exchange<'a>(
+            &'a self,
+            _request: HttpRequest<'a>,
+        ) -> Pin<Box<dyn Future<Output = HttpAnswer> + Send + 'a>> {
+            Box::pin(async {
+                HttpAnswer::Answered {
+                    status: 200,
+                    headers: http::HeaderMap::new(),
+                    body: bytes::Bytes::from(vec![b'{'; 2 << 20]),
+                }
+            })
+        }
+    }
+
+    let err = sturdy_acme::Client::builder("https://silent.example/directory")
+        .timeout(Duration::from_secs(5))
+        .retry_policy(RetryPolicy::no_retries())
+        .http_client(Arc::new(Silent))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            sturdy_acme::Error::Transport {
+                failure: TransportFailure::Timeout,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = sturdy_acme::Client::builder("https://flood.example/directory")
+        .retry_policy(RetryPolicy::no_retries())
+        .http_client(Arc::new(Flood))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, sturdy_acme::Error::ResponseTooLarge { .. }),
+        "{err:?}"
+    );
+}

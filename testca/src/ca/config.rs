@@ -44,7 +44,7 @@ pub(crate) struct Config {
     pub(crate) rate_limits: RateLimits,
     pub(crate) caa: HashMap<String, CaaPolicy>,
     pub(crate) eab_required: bool,
-    pub(crate) eab_keys: HashMap<String, Vec<u8>>,
+    pub(crate) eab_keys: EabKeys,
     pub(crate) alternate_chain: bool,
     pub(crate) accept_eddsa: bool,
     pub(crate) reuse_pending_orders: bool,
@@ -84,7 +84,7 @@ impl Default for Config {
             rate_limits: RateLimits::default(),
             caa: HashMap::new(),
             eab_required: false,
-            eab_keys: HashMap::new(),
+            eab_keys: EabKeys::default(),
             alternate_chain: false,
             accept_eddsa: false,
             reuse_pending_orders: true,
@@ -102,5 +102,15 @@ impl Default for Config {
             profiles: false,
             caa_recheck_fails_order: true,
         }
+    }
+}
+
+/// The EAB HMAC keys by key id; `Debug` shows the ids only.
+#[derive(Clone, Default)]
+pub(crate) struct EabKeys(pub(crate) HashMap<String, Vec<u8>>);
+
+impl std::fmt::Debug for EabKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
     }
 }

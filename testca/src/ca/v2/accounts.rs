@@ -62,7 +62,7 @@ impl Ca {
                 eab,
                 &key.jwk,
                 &self.url("/acme/new-account"),
-                &config.eab_keys,
+                &config.eab_keys.0,
             )?),
             None if config.eab_required => {
                 return Err(Rejection::new(
