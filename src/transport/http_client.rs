@@ -39,6 +39,29 @@ pub struct HttpRequest<'a> {
     pub max_body: usize,
 }
 
+impl<'a> HttpRequest<'a> {
+    /// A request as the client would hand it over (for a hook's own
+    /// tests): no headers, no body, a 10 s timeout and a 1 MiB cap.
+    ///
+    /// ```
+    /// use sturdy_acme::HttpRequest;
+    ///
+    /// let mut request = HttpRequest::new(http::Method::GET, "https://ca.example/directory");
+    /// request.timeout = std::time::Duration::from_secs(2);
+    /// assert_eq!(request.max_body, 1 << 20);
+    /// ```
+    pub fn new(method: Method, url: &'a str) -> Self {
+        Self {
+            method,
+            url,
+            headers: HeaderMap::new(),
+            body: None,
+            timeout: Duration::from_secs(10),
+            max_body: 1 << 20,
+        }
+    }
+}
+
 /// What one exchange through an [`HttpClient`] came to.
 ///
 /// Example: [`HttpClient`].

@@ -141,7 +141,7 @@ pub use faults::{CannedAnswer, Fault, FaultRule, RetryAfterForm, Trigger};
 use in_process::InProcess;
 pub use store_conformance::{ConformanceFailure, check_store};
 use sturdy_acme::RateLimits;
-pub use validation::{CaaFuture, DnsError, DnsFuture, DnsResolver, ServerDns, StaticDns};
+pub use validation::{CaaFuture, DnsFuture, DnsResolver, LookupError, ServerDns, StaticDns};
 
 use sturdy_acme::Endpoint;
 use sturdy_acme::Identifier;

@@ -15,7 +15,8 @@ use sturdy_acme::dns::{Dns, DnsConfig};
 use sturdy_acme::{Problem, ProblemType};
 
 /// The future a [`DnsResolver`] answers with.
-pub type DnsFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<String>, DnsError>> + Send + 'a>>;
+pub type DnsFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<String>, LookupError>> + Send + 'a>>;
 
 /// Answers the test CA's DNS questions (the TXT lookups of dns-01).
 ///
@@ -51,7 +52,7 @@ pub type CaaFuture<'a> = Pin<Box<dyn Future<Output = Vec<CaaReport>> + Send + 'a
 /// Example: [`StaticDns`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum DnsError {
+pub enum LookupError {
     /// The name does not exist.
     #[error("NXDOMAIN")]
     NxDomain,
@@ -68,7 +69,7 @@ struct Zone {
     /// Normalized name -> TXT records (empty: the name exists without TXT).
     txt: HashMap<String, Vec<String>>,
     /// Normalized name -> the error every lookup of it gets.
-    failures: HashMap<String, DnsError>,
+    failures: HashMap<String, LookupError>,
 }
 
 /// An in-memory [`DnsResolver`]: TXT records and failures set by the test.
@@ -80,13 +81,13 @@ struct Zone {
 /// # Example
 ///
 /// ```
-/// use sturdy_acme_testca::{DnsError, StaticDns};
+/// use sturdy_acme_testca::{LookupError, StaticDns};
 ///
 /// let dns = StaticDns::new();
 /// dns.add_txt("_acme-challenge.example.test.", "value");
 /// assert_eq!(dns.lookup("_ACME-challenge.example.test").unwrap(), ["value"]);
-/// dns.fail("_acme-challenge.broken.test", DnsError::ServFail);
-/// assert!(matches!(dns.lookup("_acme-challenge.broken.test"), Err(DnsError::ServFail)));
+/// dns.fail("_acme-challenge.broken.test", LookupError::ServFail);
+/// assert!(matches!(dns.lookup("_acme-challenge.broken.test"), Err(LookupError::ServFail)));
 /// ```
 #[derive(Debug, Default, Clone)]
 pub struct StaticDns {
@@ -124,7 +125,7 @@ impl StaticDns {
     }
 
     /// Makes every lookup of `name` fail with `error` until [`StaticDns::recover`].
-    pub fn fail(&self, name: &str, error: DnsError) {
+    pub fn fail(&self, name: &str, error: LookupError) {
         self.write().failures.insert(normalize(name), error);
     }
 
@@ -140,13 +141,13 @@ impl StaticDns {
 
 impl StaticDns {
     /// The TXT records at `name` now (what [`DnsResolver::txt`] answers).
-    pub fn lookup(&self, name: &str) -> Result<Vec<String>, DnsError> {
+    pub fn lookup(&self, name: &str) -> Result<Vec<String>, LookupError> {
         let name = normalize(name);
         let zone = self.zone.read().unwrap_or_else(|e| e.into_inner());
         if let Some(error) = zone.failures.get(&name) {
             return Err(*error);
         }
-        zone.txt.get(&name).cloned().ok_or(DnsError::NxDomain)
+        zone.txt.get(&name).cloned().ok_or(LookupError::NxDomain)
     }
 }
 
@@ -190,14 +191,14 @@ impl ServerDns {
         }
     }
 
-    async fn lookup(&self, name: &str) -> Result<Vec<String>, DnsError> {
+    async fn lookup(&self, name: &str) -> Result<Vec<String>, LookupError> {
         use sturdy_acme::dns::DnsError as Lookup;
         match self.dns.txt(name).await {
             Ok(Some(values)) => Ok(values),
-            Ok(None) => Err(DnsError::NxDomain),
-            Err(Lookup::InvalidName { .. }) => Err(DnsError::NxDomain),
-            Err(Lookup::Timeout { .. } | Lookup::Io { .. }) => Err(DnsError::Timeout),
-            Err(_) => Err(DnsError::ServFail),
+            Ok(None) => Err(LookupError::NxDomain),
+            Err(Lookup::InvalidName { .. }) => Err(LookupError::NxDomain),
+            Err(Lookup::Timeout { .. } | Lookup::Io { .. }) => Err(LookupError::Timeout),
+            Err(_) => Err(LookupError::ServFail),
         }
     }
 }
@@ -241,15 +242,17 @@ pub(crate) async fn validate_dns01(
     tracing::debug!(%identifier, name, "dns-01 validation");
     let records = resolver.txt(&name).await.map_err(|e| {
         let detail = match e {
-            DnsError::NxDomain => format!(
+            LookupError::NxDomain => format!(
                 "DNS problem: NXDOMAIN looking up TXT for {name} - \
                  check that a DNS record exists for this domain"
             ),
-            DnsError::ServFail => format!(
+            LookupError::ServFail => format!(
                 "DNS problem: SERVFAIL looking up TXT for {name} - \
                  the domain's nameservers may be malfunctioning"
             ),
-            DnsError::Timeout => format!("DNS problem: query timed out looking up TXT for {name}"),
+            LookupError::Timeout => {
+                format!("DNS problem: query timed out looking up TXT for {name}")
+            }
         };
         Problem::new(ProblemType::Dns, detail)
     })?;
@@ -324,11 +327,11 @@ mod tests {
 
         // Failures.
         dns_zone.add_txt("_acme-challenge.example.test", &value);
-        dns_zone.fail("_acme-challenge.example.test", DnsError::ServFail);
+        dns_zone.fail("_acme-challenge.example.test", LookupError::ServFail);
         let p = validate_dns01(&dns_zone, &id, KA).await.unwrap_err();
         assert_eq!(p.kind, ProblemType::Dns);
         assert!(detail(&p).starts_with("DNS problem: SERVFAIL looking up TXT"));
-        dns_zone.fail("_acme-challenge.example.test", DnsError::Timeout);
+        dns_zone.fail("_acme-challenge.example.test", LookupError::Timeout);
         let p = validate_dns01(&dns_zone, &id, KA).await.unwrap_err();
         assert_eq!(p.kind, ProblemType::Dns);
         assert_eq!(
@@ -342,7 +345,7 @@ mod tests {
         dns_zone.clone().clear_txt("_acme-challenge.example.test");
         assert_eq!(
             dns_zone.lookup("_acme-challenge.example.test"),
-            Err(DnsError::NxDomain)
+            Err(LookupError::NxDomain)
         );
 
         // Long wrong values are cut in the detail.

@@ -8,14 +8,14 @@
 //! records and failures the test sets, [`ServerDns`] asks a real DNS server.
 //!
 //! ```
-//! use sturdy_acme_testca::{DnsError, StaticDns};
+//! use sturdy_acme_testca::{LookupError, StaticDns};
 //!
 //! let dns = StaticDns::new();
 //! dns.add_txt("_acme-challenge.example.test.", "value");
 //! assert_eq!(dns.lookup("_ACME-challenge.example.test").unwrap(), ["value"]);
-//! dns.fail("_acme-challenge.broken.test", DnsError::ServFail);
-//! assert!(matches!(dns.lookup("_acme-challenge.broken.test"), Err(DnsError::ServFail)));
-//! assert!(matches!(dns.lookup("unknown.test"), Err(DnsError::NxDomain)));
+//! dns.fail("_acme-challenge.broken.test", LookupError::ServFail);
+//! assert!(matches!(dns.lookup("_acme-challenge.broken.test"), Err(LookupError::ServFail)));
+//! assert!(matches!(dns.lookup("unknown.test"), Err(LookupError::NxDomain)));
 //! ```
 #![allow(
     clippy::result_large_err,
@@ -30,7 +30,7 @@ mod tls_alpn;
 use std::io;
 
 pub(crate) use dns::validate_dns01;
-pub use dns::{CaaFuture, DnsError, DnsFuture, DnsResolver, ServerDns, StaticDns};
+pub use dns::{CaaFuture, DnsFuture, DnsResolver, LookupError, ServerDns, StaticDns};
 pub(crate) use http01::validate_http01;
 pub(crate) use tls_alpn::validate_tls_alpn01;
 
