@@ -5,13 +5,8 @@
 use std::path::Path;
 
 use clap::Parser;
+use sturdy_acme_test_support::temp_dir;
 use sturdy_acme_test_support::verify::{assert_pairs, key_and_cert, key_spki};
-
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("sturdy-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
 
 const EAB_SECRET: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
 const TSIG_SECRET: &str = "c2VjcmV0LXRzaWctc2VjcmV0LXRzaWc=";

@@ -2,16 +2,11 @@
 //! runs it: a separate process on a free port, its root written to a file,
 //! its directory URL on stdout.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 
+use sturdy_acme_test_support::temp_dir;
 use tokio::io::AsyncBufReadExt;
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sturdy-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
 
 /// Starts the server on a free port, its root written to `root_path`;
 /// returns the process and its directory URL.

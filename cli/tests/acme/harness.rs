@@ -24,12 +24,7 @@ pub(crate) fn acme_issue() -> Command {
     command
 }
 
-/// A fresh scratch directory name for this process (not created).
-pub(crate) fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sturdy-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+pub(crate) use sturdy_acme_test_support::temp_dir;
 
 /// A served test CA; stops when killed or dropped.
 pub(crate) struct ServedCa(Option<CaThread>);

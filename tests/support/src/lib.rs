@@ -34,6 +34,14 @@ pub fn ring_provider() -> Arc<CryptoProvider> {
     sturdy_acme::tls_provider()
 }
 
+/// A fresh scratch directory name for this process (removed if a previous
+/// run left it; not created).
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sturdy-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 /// True when running under CI (`CI=true`), where a missing Pebble is a failure
 /// instead of a skip.
 pub fn in_ci() -> bool {
