@@ -168,6 +168,7 @@ mod retry;
 pub mod solver;
 pub mod store;
 mod transport;
+mod wait;
 
 // The protocol client.
 pub use client::{

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use crate::error::{CaaCause, Error, ErrorClass};
 use crate::protocol::Endpoint;
+use crate::wait::Wait;
 
 /// How delays are randomized.
 ///
@@ -284,7 +285,7 @@ pub enum Event {
         status: u16,
         /// When requests resume.
         until: std::time::SystemTime,
-        /// How long from now.
+        /// How long the CA asked for (from its answer; capped at an hour).
         delay: Duration,
         /// The failure that asked for it.
         error: String,
@@ -427,6 +428,7 @@ pub(crate) struct Retrying<'a> {
     policy: &'a RetryPolicy,
     events: &'a Events,
     rng: &'a Rng,
+    clock: crate::Clock,
     endpoint: Endpoint,
     url: String,
     started: Instant,
@@ -442,6 +444,7 @@ impl<'a> Retrying<'a> {
         policy: &'a RetryPolicy,
         events: &'a Events,
         rng: &'a Rng,
+        clock: crate::Clock,
         endpoint: Endpoint,
         url: &str,
     ) -> Self {
@@ -449,6 +452,7 @@ impl<'a> Retrying<'a> {
             policy,
             events,
             rng,
+            clock,
             endpoint,
             url: url.to_owned(),
             started: Instant::now(),
@@ -503,15 +507,15 @@ impl<'a> Retrying<'a> {
     pub(crate) async fn pause_or_fail(&mut self, error: Error) -> Result<(), Error> {
         let class = error.class();
         let elapsed = self.started.elapsed();
+        let wait = Wait::of(&error, self.clock.now());
         let decision = match &class {
             ErrorClass::Transient => {
                 let backoff = &self.policy.transient;
                 self.next(backoff, self.transient).map(|d| {
                     self.transient += 1;
                     // A 503's Retry-After wins over the computed delay.
-                    error
-                        .retry_after()
-                        .map(|r| r.delay().min(backoff.max_delay))
+                    wait.as_ref()
+                        .map(|w| w.delay.min(backoff.max_delay))
                         .unwrap_or(d)
                 })
             }
@@ -525,14 +529,8 @@ impl<'a> Retrying<'a> {
                 }
                 d
             }
-            ErrorClass::RateLimited {
-                retry_at: Some(at),
-                local: false,
-                ..
-            } if self.rate == 0 => {
-                let wait = at
-                    .duration_since(std::time::SystemTime::now())
-                    .unwrap_or(Duration::ZERO);
+            ErrorClass::RateLimited { local: false, .. } if self.rate == 0 && wait.is_some() => {
+                let wait = wait.as_ref().map_or(Duration::ZERO, |w| w.delay);
                 if wait <= self.policy.rate_limit_max_wait
                     && !self.policy.rate_limit_max_wait.is_zero()
                 {

@@ -16,7 +16,6 @@ mod certificate;
 mod dialect;
 mod order;
 mod poll;
-mod rate_gate;
 mod renewal_info;
 mod replaces;
 
@@ -90,7 +89,6 @@ pub struct Client {
 #[derive(Debug)]
 struct ClientInner {
     transport: Transport,
-    rate_gate: rate_gate::RateGate,
     directory: Directory,
     directory_url: String,
     poll: PollPolicy,
@@ -528,7 +526,6 @@ impl ClientBuilder {
         Ok(Client {
             inner: Arc::new(ClientInner {
                 transport,
-                rate_gate: Default::default(),
                 directory,
                 directory_url: self.directory_url,
                 poll: self.poll,
@@ -712,13 +709,16 @@ impl Client {
         Ok(order.clone())
     }
 
-    pub(crate) fn rate_gate(&self) -> &rate_gate::RateGate {
-        &self.inner.rate_gate
-    }
-
     /// The quickest answered exchange with the CA so far.
     pub(crate) fn round_trip(&self) -> Option<Duration> {
         self.transport().round_trip()
+    }
+
+    /// Until when (on this client's clock) a pause the CA asked for holds
+    /// some of its requests: an issuance should not start before.
+    pub(crate) fn paused_until(&self) -> Option<std::time::SystemTime> {
+        let until = self.transport().waits().any_paused_until()?;
+        Some(crate::wait::wall_clock(until, self.clock().now()))
     }
 
     pub(crate) fn poll_learner(&self) -> &poll::PollLearner {

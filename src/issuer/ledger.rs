@@ -9,9 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::limits::{Headroom, Limit, RateLimits, registered_domain};
-use crate::error::{Error, ErrorClass, RateLimitScope};
+use crate::error::{Error, RateLimitScope};
 use crate::protocol::timestamp;
 use crate::protocol::{Identifier, IdentifierSet};
+use crate::wait::Wait;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Bucket {
@@ -479,20 +480,17 @@ impl RateLedger {
         self.spend(&format!("authzfail:{account}:{name}"), limit, now);
     }
 
-    /// Remembers a server 429 for a request about `ids`.
+    /// Remembers the CA's 429 for a request about `ids` (its [`Wait`]),
+    /// for every node of the fleet, until its time is up on the ledger's
+    /// calendar (`now`, the clock the wait was read on).
     pub(crate) fn record_server_limit(
         &mut self,
         account: &str,
         ids: &[Identifier],
-        error: &Error,
+        wait: &Wait,
         now: SystemTime,
     ) {
-        let ErrorClass::RateLimited {
-            retry_at: Some(retry_at),
-            scope,
-            local: false,
-        } = error.class()
-        else {
+        let Some(scope) = &wait.limit else {
             return;
         };
         let key = match scope {
@@ -501,21 +499,12 @@ impl RateLedger {
             RateLimitScope::Identifier(n) => format!("identifier:{n}"),
             _ => set_key(ids),
         };
-        let reason = error
-            .problem()
-            .and_then(|p| p.detail.clone())
-            .unwrap_or_else(|| error.to_string());
-        // The CA's date is on the system clock; the ledger's on the
-        // calendar `now` is read from.
-        let wait = retry_at
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
-        let retry_at = timestamp::clamp(now + wait, now, self.limits.block_horizon());
+        let retry_at = timestamp::clamp(now + wait.delay, now, self.limits.block_horizon());
         self.state.blocks.push(Block {
             account: account.to_owned(),
             key,
             retry_at_ms: ms(retry_at),
-            reason,
+            reason: wait.reason.clone(),
         });
     }
 }
@@ -523,6 +512,7 @@ impl RateLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorClass;
 
     fn ids(names: &[&str]) -> Vec<Identifier> {
         names.iter().map(|n| Identifier::dns(n).unwrap()).collect()

@@ -1,6 +1,6 @@
 //! The CA's published rate limits, as a table of token buckets.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -153,6 +153,23 @@ impl RateLimits {
     /// place the rule's length is written (issuer, renewer and test CA
     /// read it).
     pub const EXACT_SET_RENEWAL_WINDOW: Duration = Duration::from_secs(120 * 24 * 3600);
+
+    /// Whether an order at `at` for the exact identifiers of a certificate
+    /// valid from `not_before` is such a renewal: the one place the rule is
+    /// applied (the issuer's exemption and the renewer's budget ask it).
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use sturdy_acme::RateLimits;
+    ///
+    /// let issued = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    /// let day = Duration::from_secs(24 * 3600);
+    /// assert!(RateLimits::renews_exact_set(issued, issued + 60 * day));
+    /// assert!(!RateLimits::renews_exact_set(issued, issued + 120 * day));
+    /// ```
+    pub fn renews_exact_set(not_before: SystemTime, at: SystemTime) -> bool {
+        at.duration_since(not_before).unwrap_or_default() < Self::EXACT_SET_RENEWAL_WINDOW
+    }
 
     /// Let's Encrypt's production limits.
     pub fn lets_encrypt() -> Self {

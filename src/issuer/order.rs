@@ -4,6 +4,7 @@
 //! replacement order).
 
 use super::*;
+use crate::wait::Wait;
 
 impl<S: Store> Issuer<S> {
     pub(super) async fn new_order(
@@ -124,9 +125,9 @@ impl<S: Store> Issuer<S> {
                 Ok(order)
             }
             Err(e) => {
-                if e.is_rate_limited() {
-                    let now = self.now();
-                    self.spend_ledger(|l| l.record_server_limit(&account_url, &ids, &e, now))
+                let now = self.now();
+                if let Some(wait) = Wait::of(&e, now).filter(|w| w.limit.is_some()) {
+                    self.spend_ledger(|l| l.record_server_limit(&account_url, &ids, &wait, now))
                         .await?;
                 }
                 Err(e)

@@ -194,9 +194,7 @@ impl<S: Store> Issuer<S> {
         if journal.replaces.is_some() && self.inner.client.offers_renewal_info() && in_window {
             return Exemption::Ari;
         }
-        if now.duration_since(prev.not_before).unwrap_or_default()
-            < limits::RateLimits::EXACT_SET_RENEWAL_WINDOW
-        {
+        if limits::RateLimits::renews_exact_set(prev.not_before, now) {
             return Exemption::ExactSetRenewal;
         }
         Exemption::None

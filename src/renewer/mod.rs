@@ -258,7 +258,6 @@ struct Tracked {
 struct State {
     tracked: HashMap<String, Tracked>,
     queue: Queue,
-    paused_until: Option<SystemTime>,
     loaded: bool,
     /// Attempts running that spend the new-order budget ...
     budget_in_flight: usize,
@@ -406,7 +405,12 @@ impl<S: Store> Renewer<S> {
         RenewerStatus {
             certificates,
             backlog: state.queue.backlog(),
-            paused_until: state.paused_until.filter(|t| *t > self.now()),
+            paused_until: self
+                .inner
+                .issuer
+                .client()
+                .paused_until()
+                .filter(|t| *t > self.now()),
         }
     }
 
@@ -670,11 +674,10 @@ impl<S: Store> Renewer<S> {
     fn pick(&self, now: SystemTime, free: usize, mut budget: Budget) -> (Vec<Entry>, SystemTime) {
         let mut state = self.state();
         let far = now + self.inner.policy.refresh;
-        if let Some(until) = state.paused_until {
-            if until > now {
-                return (Vec::new(), until);
-            }
-            state.paused_until = None;
+        if let Some(until) = self.inner.issuer.client().paused_until()
+            && until > now
+        {
+            return (Vec::new(), until);
         }
         let starts = state.queue.take(now, free, &mut budget);
         for e in &starts {
@@ -773,11 +776,7 @@ fn entry(id: &str, stored: &Stored, current: Option<&Current>, at: SystemTime) -
     };
     let spends_budget = match current {
         None => true,
-        Some(c) => {
-            c.revoked
-                || at.duration_since(c.not_before).unwrap_or_default()
-                    >= crate::RateLimits::EXACT_SET_RENEWAL_WINDOW
-        }
+        Some(c) => c.revoked || !crate::RateLimits::renews_exact_set(c.not_before, at),
     };
     Entry {
         id: id.to_owned(),

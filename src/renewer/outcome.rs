@@ -5,6 +5,7 @@
 //! restart resumes the backoff.
 
 use super::*;
+use crate::wait::{MAX_PAUSE, Wait};
 
 impl<S: Store> Renewer<S> {
     /// Records an attempt's outcome and schedules the next one.
@@ -159,27 +160,12 @@ impl<S: Store> Renewer<S> {
             self.emit(RenewerEvent::Elsewhere { id: id.to_owned() });
             return None;
         }
-        // The CA is down: nothing starts until it says. (The answer that
-        // says so may be the last of retries the transport gave up on.)
-        let mut last = error;
-        while let Error::GaveUp { source, .. } = last {
-            last = source;
-        }
-        let wait = |e: &Error| {
-            e.retry_after()
-                .map(|r| r.delay())
-                .or_else(|| match e.class() {
-                    ErrorClass::RateLimited {
-                        retry_at: Some(at), ..
-                    } => Some(at.duration_since(SystemTime::now()).unwrap_or_default()),
-                    _ => None,
-                })
-        };
-        if last.status() == Some(503)
-            && let Some(delay) = wait(last)
-        {
-            let until = now + delay.max(Duration::from_secs(1));
-            state.paused_until = Some(state.paused_until.map_or(until, |p| p.max(until)));
+        // The CA is down: nothing starts while its pause lasts (the
+        // client's waits hold it; `pick` asks them). This certificate is
+        // tried again when it ends.
+        let wait = Wait::of(error, now);
+        if let Some(w) = wait.as_ref().filter(|w| w.is_outage()) {
+            let until = now + w.delay.clamp(Duration::from_secs(1), MAX_PAUSE);
             let t = state.tracked.get_mut(id)?;
             t.state = ManagedState::BackingOff;
             let entry = entry(id, &t.stored, current.as_ref(), until);
@@ -197,7 +183,7 @@ impl<S: Store> Renewer<S> {
         let (delay, backoff_names): (Duration, Vec<String>) = match &class {
             ErrorClass::RateLimited { .. } => {
                 // The CA's count and ours disagreed.
-                let delay = wait(last).unwrap_or(policy.transient_max);
+                let delay = wait.map_or(policy.transient_max, |w| w.delay);
                 metrics::counter!(metric::CA_RATE_LIMITED).increment(1);
                 (delay.max(Duration::from_secs(1)), Vec::new())
             }

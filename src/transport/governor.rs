@@ -9,20 +9,19 @@
 //!   per request in arrival order) at the CA's published requests per
 //!   second ([`RequestRates::lets_encrypt`] for Let's Encrypt's
 //!   directories, none for other CAs unless configured).
-//! - **Pauses**: a 503 with `Retry-After` (or a 429 the crate cannot tie to
-//!   an issuance limit, i.e. a request-rate limit) pauses that endpoint for
-//!   every order until the time given; a 503 on the directory, or one that
-//!   says the service is in maintenance, pauses the whole CA.
+//! - **Pauses**: while the CA's pause covers an endpoint (a 503 with
+//!   `Retry-After`, a request-rate 429; see [`crate::wait`], which owns
+//!   them), every request to it waits.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
 use crate::protocol::Endpoint;
+use crate::wait::Waits;
 
 /// The endpoint groups a CA publishes request rates for (Let's Encrypt:
 /// per IP, per second; exceeding one is answered with 503 + Retry-After).
@@ -225,13 +224,6 @@ impl Bucket {
     }
 }
 
-/// What paused an endpoint or the CA.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum PauseScope {
-    Endpoint(Endpoint),
-    All,
-}
-
 /// A request's admission: its place on the wire until dropped.
 #[derive(Debug)]
 pub(crate) struct Admission<'a> {
@@ -253,15 +245,13 @@ pub(crate) struct Governor {
     slots: Semaphore,
     max_in_flight: usize,
     buckets: Mutex<[Option<Bucket>; 6]>,
-    pauses: Mutex<HashMap<PauseScope, Instant>>,
+    /// The CA's pauses (and limits) this governor holds requests for.
+    pub(crate) waits: Waits,
     in_flight: AtomicU64,
     peak_in_flight: AtomicU64,
     queued_ns: AtomicU64,
     admitted: AtomicU64,
 }
-
-/// The longest a pause may last, whatever the CA says.
-const MAX_PAUSE: Duration = Duration::from_secs(3600);
 
 impl Governor {
     pub(crate) fn new(policy: GovernorPolicy, rates: RequestRates) -> Self {
@@ -269,7 +259,7 @@ impl Governor {
             slots: Semaphore::new(policy.max_in_flight()),
             max_in_flight: policy.max_in_flight(),
             buckets: Mutex::new(RateGroup::ALL.map(|g| rates.per_second(g).map(Bucket::new))),
-            pauses: Mutex::new(HashMap::new()),
+            waits: Waits::default(),
             in_flight: AtomicU64::new(0),
             peak_in_flight: AtomicU64::new(0),
             queued_ns: AtomicU64::new(0),
@@ -279,16 +269,6 @@ impl Governor {
 
     pub(crate) fn max_in_flight(&self) -> usize {
         self.max_in_flight
-    }
-
-    /// Until when `endpoint` is paused, if it is.
-    fn paused_until(&self, endpoint: Endpoint, now: Instant) -> Option<Instant> {
-        let mut pauses = self.pauses.lock().unwrap_or_else(|p| p.into_inner());
-        pauses.retain(|_, until| *until > now);
-        [PauseScope::Endpoint(endpoint), PauseScope::All]
-            .iter()
-            .filter_map(|s| pauses.get(s).copied())
-            .max()
     }
 
     /// Waits for `endpoint`'s rate slot (no place in flight taken): for a
@@ -308,7 +288,7 @@ impl Governor {
     /// Waits while a pause covers `endpoint` (for a request that already
     /// holds its place in flight: the nonce fetch of a POST).
     pub(crate) async fn wait_unpaused(&self, endpoint: Endpoint) {
-        while let Some(until) = self.paused_until(endpoint, Instant::now()) {
+        while let Some(until) = self.waits.paused_until(endpoint) {
             tokio::time::sleep_until(until).await;
         }
     }
@@ -318,7 +298,7 @@ impl Governor {
     pub(crate) async fn admit(&self, endpoint: Endpoint) -> Admission<'_> {
         let started = Instant::now();
         loop {
-            if let Some(until) = self.paused_until(endpoint, Instant::now()) {
+            if let Some(until) = self.waits.paused_until(endpoint) {
                 tokio::time::sleep_until(until).await;
                 continue;
             }
@@ -329,7 +309,7 @@ impl Governor {
                 .await
                 .expect("the governor's semaphore is never closed");
             // A pause may have begun while this request waited its turn.
-            if self.paused_until(endpoint, Instant::now()).is_some() {
+            if self.waits.paused_until(endpoint).is_some() {
                 drop(permit);
                 continue;
             }
@@ -344,21 +324,6 @@ impl Governor {
                 governor: self,
                 queued,
             };
-        }
-    }
-
-    /// Pauses `scope` for `delay` for every request (a later end wins;
-    /// capped at an hour). True if this began or extended the pause.
-    pub(crate) fn pause(&self, scope: PauseScope, delay: Duration) -> bool {
-        let now = Instant::now();
-        let until = now + delay.min(MAX_PAUSE);
-        let mut pauses = self.pauses.lock().unwrap_or_else(|p| p.into_inner());
-        match pauses.get(&scope) {
-            Some(current) if *current >= until => false,
-            _ => {
-                pauses.insert(scope, until);
-                true
-            }
         }
     }
 
@@ -387,14 +352,10 @@ pub struct GovernorStats {
     pub queued: Duration,
 }
 
-/// When a pause set now ends, in wall-clock time (for events and logs).
-pub(crate) fn wall_clock_after(delay: Duration) -> SystemTime {
-    SystemTime::now() + delay.min(MAX_PAUSE)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wait::Pause;
     use std::sync::Arc;
 
     #[tokio::test(start_paused = true)]
@@ -484,10 +445,11 @@ mod tests {
             RequestRates::none(),
         ));
         let start = Instant::now();
-        assert!(governor.pause(
-            PauseScope::Endpoint(Endpoint::NewOrder),
-            Duration::from_secs(30)
-        ));
+        assert!(
+            governor
+                .waits
+                .pause(Pause::Endpoint(Endpoint::NewOrder), Duration::from_secs(30))
+        );
         let mut tasks = Vec::new();
         for _ in 0..50 {
             let g = Arc::clone(&governor);
@@ -506,7 +468,7 @@ mod tests {
             assert_eq!(t.await.unwrap(), Duration::from_secs(30));
         }
         // A whole-CA pause holds everything.
-        governor.pause(PauseScope::All, Duration::from_secs(5));
+        governor.waits.pause(Pause::Ca, Duration::from_secs(5));
         let before = Instant::now();
         let a = governor.admit(Endpoint::Authorization).await;
         assert_eq!(before.elapsed(), Duration::from_secs(5));

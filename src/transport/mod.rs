@@ -37,7 +37,8 @@ use crate::crypto::jws::{self, JwsHeader, KeyId};
 use crate::error::{Error, Problem, RequestInfo, Result, RetryAfter, TransportFailure};
 use crate::retry::{Event, Events, RetryPolicy, Retrying, Rng};
 mod http_client;
-use governor::{Admission, Governor, PauseScope};
+use crate::wait::{Wait, Waits};
+use governor::{Admission, Governor};
 pub use http_client::{HttpAnswer, HttpClient, HttpRequest};
 use nonce::NoncePool;
 use stats::{Counters, RoundTrip};
@@ -205,6 +206,7 @@ impl Transport {
             &self.config.retry,
             &self.config.events,
             &self.rng,
+            self.config.clock,
             endpoint,
             url,
         )
@@ -686,61 +688,42 @@ impl Transport {
         ex
     }
 
-    /// A 503 with Retry-After, or a 429 on a request rate (one this crate
-    /// cannot tie to an issuance limit), pauses the endpoint for every
-    /// request of this client; a 503 on the directory, or one saying the
-    /// service is in maintenance, pauses the whole CA.
+    /// Remembers the pause a failed answer asks for (see [`crate::wait`]),
+    /// for every request of this client.
     fn pause_on(&self, endpoint: Endpoint, url: &str, ex: &Exchange) {
         let Err(e) = &ex.result else {
             return;
         };
-        let (Some(status), Some(retry_after)) = (e.status(), e.retry_after()) else {
+        let now = self.config.clock.now();
+        let Some(wait) = Wait::of(e, now) else {
             return;
         };
-        let detail = e
-            .problem()
-            .and_then(|p| p.detail.as_deref())
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let scope = match status {
-            503 if endpoint == Endpoint::Directory || detail.contains("maintenance") => {
-                PauseScope::All
-            }
-            503 => PauseScope::Endpoint(endpoint),
-            429 if matches!(
-                e.class(),
-                crate::error::ErrorClass::RateLimited {
-                    scope: crate::error::RateLimitScope::Unknown,
-                    ..
-                }
-            ) =>
-            {
-                PauseScope::Endpoint(endpoint)
-            }
-            _ => return,
+        let Some(pause) = wait.pause(endpoint) else {
+            return;
         };
-        let delay = retry_after.delay();
-        if self.governor.pause(scope, delay) {
-            let paused = match scope {
-                PauseScope::Endpoint(e) => Some(e),
-                PauseScope::All => None,
-            };
+        if self.governor.waits.pause(pause, wait.delay) {
+            let delay = wait.asked.min(crate::wait::MAX_PAUSE);
             tracing::warn!(
                 target: "sturdy_acme::http",
-                endpoint = paused.map(|e| e.as_str()),
+                endpoint = pause.endpoint().map(|e| e.as_str()),
                 url,
-                status,
+                status = wait.status,
                 retry_after_s = delay.as_secs(),
                 "the CA asked for a pause: holding every request to it until then"
             );
             self.config.events.emit(Event::Paused {
-                endpoint: paused,
-                status,
-                until: governor::wall_clock_after(delay),
+                endpoint: pause.endpoint(),
+                status: wait.status.unwrap_or_default(),
+                until: now + wait.delay.min(crate::wait::MAX_PAUSE),
                 delay,
                 error: e.to_string(),
             });
         }
+    }
+
+    /// The pauses and limits this client is under.
+    pub(crate) fn waits(&self) -> &Waits {
+        &self.governor.waits
     }
 
     async fn send(

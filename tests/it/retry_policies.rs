@@ -232,6 +232,47 @@ async fn rate_limited_new_order_is_not_repeated_before_retry_at() {
     );
 }
 
+/// Issue 28: a 429 the client remembers ends on the client's clock. On a
+/// paused runtime with `Clock::tokio`, an hour later by that clock the
+/// newOrder goes to the CA again (it was compared with the system clock,
+/// which had not moved: refused for as long as the process lived).
+#[tokio::test(start_paused = true)]
+async fn a_remembered_429_ends_on_the_clients_clock() {
+    use sturdy_acme::Clock;
+    let ca = TestCa::builder()
+        .faults(vec![FaultRule::new(
+            Endpoint::NewOrder,
+            Trigger::FirstN(1),
+            Fault::RateLimited {
+                retry_after_secs: 3600,
+            },
+        )])
+        .start_in_process()
+        .unwrap();
+    let client = ca
+        .client_builder()
+        .clock(Clock::tokio())
+        .build()
+        .await
+        .unwrap();
+    let account = account(&client).await;
+    let order = NewOrder::for_names(&["later.example"]).unwrap();
+    let first = account.new_order(&order).await.unwrap_err();
+    assert!(
+        matches!(first.class(), ErrorClass::RateLimited { local: false, .. }),
+        "{first}"
+    );
+    let again = account.new_order(&order).await.unwrap_err();
+    assert!(matches!(again, Error::RateLimitedLocally { .. }), "{again}");
+    assert_eq!(ca.ledger().requests_to(Endpoint::NewOrder), 1);
+    tokio::time::advance(Duration::from_secs(3601)).await;
+    account
+        .new_order(&order)
+        .await
+        .expect("sent again once the hour is up");
+    assert_eq!(ca.ledger().requests_to(Endpoint::NewOrder), 2);
+}
+
 #[tokio::test]
 async fn rate_limit_scopes_come_from_boulder_details() {
     for (detail, scope) in [

@@ -1,5 +1,6 @@
 //! RFC 8555 (ACME v2): the dialect every current CA speaks.
 
+use crate::wait::Wait;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -319,8 +320,9 @@ async fn new_order(account: &Account, order: &NewOrder) -> Result<Order> {
     // earlier 429 does not stop it; the CA decides whether it is one.
     if order.replaced().is_none() {
         client
-            .rate_gate()
-            .check(account.url(), order.identifiers())?;
+            .transport()
+            .waits()
+            .check_new_order(account.url(), order.identifiers())?;
     }
     let payload = order.payload()?;
     let url = client.directory().new_order.clone();
@@ -339,9 +341,12 @@ async fn new_order(account: &Account, order: &NewOrder) -> Result<Order> {
         match result {
             Ok(created) => break created,
             Err(e) => {
-                client
-                    .rate_gate()
-                    .record(account.url(), order.identifiers(), &e);
+                if let Some(wait) = Wait::of(&e, client.clock().now()) {
+                    client
+                        .transport()
+                        .waits()
+                        .hold(account.url(), order.identifiers(), &wait);
+                }
                 if unknown
                     && let Some(mut found) = account
                         .find_pending_order(order, crate::client::account::LOST_ANSWER_PAGES)

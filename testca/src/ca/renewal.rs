@@ -86,9 +86,6 @@ use crate::jws::Rejection;
 use crate::wire::WireResponse;
 use sturdy_acme::{Identifier, OrderStatus, ProblemType};
 
-pub(super) const EXACT_SET_RENEWAL_WINDOW: std::time::Duration =
-    sturdy_acme::RateLimits::EXACT_SET_RENEWAL_WINDOW;
-
 impl State {
     /// Records an issued certificate for ARI (its CertID, its set).
     pub(super) fn remember_for_ari(&mut self, cert: usize) {
@@ -120,7 +117,7 @@ impl State {
             .ari
             .last_issued
             .get(&set)
-            .is_some_and(|t| now.duration_since(*t).unwrap_or_default() < EXACT_SET_RENEWAL_WINDOW)
+            .is_some_and(|t| sturdy_acme::RateLimits::renews_exact_set(*t, now))
         {
             terms.exemption = Exemption::ExactSetRenewal;
         }

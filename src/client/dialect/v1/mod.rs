@@ -190,8 +190,9 @@ impl DialectImpl for V1 {
             requests::check_order(order)?;
             account
                 .client()
-                .rate_gate()
-                .check(account.url(), order.identifiers())?;
+                .transport()
+                .waits()
+                .check_new_order(account.url(), order.identifiers())?;
             let (reference, states) =
                 requests::new_authorizations(account, &self.state, order).await?;
             let statuses = states.iter().map(|a| a.status).collect();

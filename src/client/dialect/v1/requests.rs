@@ -1,6 +1,7 @@
 //! ACME v1 registration, key change, `new-authz` and the client-side
 //! order's synthesized state.
 
+use crate::wait::Wait;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -263,9 +264,12 @@ pub(super) async fn new_authorizations(
             match result {
                 Ok(created) => break created,
                 Err(e) => {
-                    client
-                        .rate_gate()
-                        .record(account.url(), order.identifiers(), &e);
+                    if let Some(wait) = Wait::of(&e, client.clock().now()) {
+                        client
+                            .transport()
+                            .waits()
+                            .hold(account.url(), order.identifiers(), &wait);
+                    }
                     retrying.pause_or_fail(e).await?;
                 }
             }
