@@ -65,12 +65,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let issued = Arc::new(Mutex::new(Vec::new()));
     let mine = Arc::clone(&issued);
     let renewer = Renewer::builder(issuer)
-        .policy(RenewerPolicy {
-            concurrency: args.concurrency,
-            elsewhere_retry: Duration::from_millis(500),
-            refresh: Duration::from_secs(1),
-            ..RenewerPolicy::default()
-        })
+        .policy(
+            RenewerPolicy::default()
+                .with_concurrency(args.concurrency)
+                .with_elsewhere_retry(Duration::from_millis(500))
+                .with_refresh(Duration::from_secs(1)),
+        )
         .on_event(move |e| {
             if let RenewerEvent::Issued { serial, .. } = e {
                 mine.lock().unwrap().push(serial.clone());

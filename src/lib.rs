@@ -104,7 +104,7 @@
 //! let account = client
 //!     .create_account(
 //!         AccountKey::generate(KeyAlgorithm::Es256)?,
-//!         &AccountOptions::agreeing_to_terms().contact("admin@example.com"),
+//!         &AccountOptions::agreeing_to_terms().with_contact("admin@example.com"),
 //!     )
 //!     .await?;
 //!
@@ -192,8 +192,8 @@ pub use error::{
 };
 // Exactly-once issuance.
 pub use issuer::{
-    CertificateSource, CertificateStatus, EnsureOptions, Ensured, Headroom, Issuer, IssuerBuilder,
-    IssuerStep, Limit, RateLimits, RevokeWith, registered_domain,
+    CertificateOptions, CertificateSource, CertificateStatus, EnsureOptions, Ensured, Headroom,
+    Issuer, IssuerBuilder, IssuerStep, Limit, RateLimits, RevokeWith, registered_domain,
 };
 // Wire vocabulary and resources.
 pub use protocol::{

@@ -433,10 +433,10 @@ impl Connection {
     pub fn account_options(&self, args: &CommonArgs) -> Result<AccountOptions, AnyError> {
         let mut options = AccountOptions::agreeing_to_terms();
         if let Some(contact) = &args.contact {
-            options = options.contact(contact);
+            options = options.with_contact(contact);
         }
         if let Some((kid, hmac)) = &self.eab {
-            options = options.external_account(ExternalAccountKey::new(kid, hmac)?);
+            options = options.with_external_account(ExternalAccountKey::new(kid, hmac)?);
         }
         Ok(options)
     }

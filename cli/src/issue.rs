@@ -9,7 +9,8 @@ use clap::Args;
 use sturdy_acme::store::{FileMode, write_file_atomic};
 use sturdy_acme::{
     AccountKey, AuthorizationStatus, CertificateChain, CertificateKey, CertificateKeyType,
-    CertificateSource, ChallengeType, Csr, EnsureOptions, KeyAlgorithm, NewOrder, OrderStatus,
+    CertificateOptions, CertificateSource, ChallengeType, Csr, EnsureOptions, KeyAlgorithm,
+    NewOrder, OrderStatus,
 };
 
 use super::common::{AnyError, ChallengeArgs, CommonArgs, Connection, StoreLocation, connect};
@@ -149,7 +150,7 @@ pub async fn run(args: IssueArgs) -> Result<(), AnyError> {
     // Check the names before anything else happens.
     let mut order_request = NewOrder::for_names(&args.domains)?;
     if let Some(profile) = &args.profile {
-        order_request = order_request.profile(profile.clone());
+        order_request = order_request.with_profile(profile.clone());
     }
     let mut conn = connect(&args.common, Some(&args.challenge), &args.out).await?;
     if args.check {
@@ -169,12 +170,12 @@ pub async fn run(args: IssueArgs) -> Result<(), AnyError> {
         let ensured = issuer
             .ensure(
                 &args.domains,
-                &EnsureOptions {
-                    key_type: args.key_type()?,
-                    preferred_chain: args.preferred_chain.clone(),
-                    profile: args.profile.clone(),
-                    ..EnsureOptions::default()
-                },
+                &EnsureOptions::from(
+                    CertificateOptions::default()
+                        .with_key_type(args.key_type()?)
+                        .with_preferred_chain(args.preferred_chain.clone())
+                        .with_profile(args.profile.clone()),
+                ),
             )
             .await?;
         if let Some(id) = &ensured.replaces {

@@ -8,8 +8,8 @@ use clap::{Args, Subcommand};
 use sturdy_acme::store::{DynStore, RenewalSchedule};
 use sturdy_acme::timestamp::DisplayTime;
 use sturdy_acme::{
-    AccountKey, CertificateKeyType, CertificateSource, CertificateStatus, Endpoint, EnsureOptions,
-    Issuer, KeyAlgorithm, RevocationReason, RevokeWith,
+    AccountKey, CertificateKeyType, CertificateOptions, CertificateSource, CertificateStatus,
+    Endpoint, EnsureOptions, Issuer, KeyAlgorithm, RevocationReason, RevokeWith,
 };
 
 use super::common::{AnyError, ChallengeArgs, CommonArgs, StoreLocation, connect};
@@ -338,11 +338,11 @@ pub async fn renew(args: RenewArgs) -> Result<(), AnyError> {
         ));
         return Ok(());
     }
-    let options = EnsureOptions {
-        key_type: args.key_type.parse::<CertificateKeyType>()?,
-        preferred_chain: args.preferred_chain.clone(),
-        ..EnsureOptions::default()
-    };
+    let options = EnsureOptions::from(
+        CertificateOptions::default()
+            .with_key_type(args.key_type.parse::<CertificateKeyType>()?)
+            .with_preferred_chain(args.preferred_chain.clone()),
+    );
     let mut first_error: Option<AnyError> = None;
     for (s, why) in work {
         let names = names_of(s);

@@ -55,6 +55,7 @@ const MAX_CNAME_HOPS: usize = 8;
 ///
 /// Example: [`CaaChecker`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct CaaQuery {
     /// The name asked about.
     pub name: String,
@@ -163,6 +164,7 @@ impl CaaVerdict {
 ///
 /// Example: [`CaaChecker`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct CaaReport {
     /// The identifier as given (`*.example.com` for a wildcard).
     pub name: String,

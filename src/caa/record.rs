@@ -6,6 +6,7 @@ use std::fmt;
 ///
 /// Example: [`evaluate`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct CaaRecord {
     /// The flags octet (bit 7, value 128, is issuer-critical).
     pub flags: u8,

@@ -21,15 +21,19 @@ use crate::transport::{Endpoint, Response};
 
 /// What to register an account with.
 ///
-/// Example: the client example on the [crate root](crate).
+/// ```
+/// use sturdy_acme::AccountOptions;
+///
+/// let options = AccountOptions::agreeing_to_terms().with_contact("ops@example.com");
+/// assert_eq!(options.contact(), ["mailto:ops@example.com"]);
+/// assert!(options.terms_of_service_agreed() && options.external_account().is_none());
+/// ```
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct AccountOptions {
-    /// Contact URLs, e.g. `mailto:admin@example.com`.
-    pub contact: Vec<String>,
-    /// Agree to the CA's terms of service (most CAs require it).
-    pub terms_of_service_agreed: bool,
-    /// External account binding, for CAs that require one.
-    pub external_account: Option<ExternalAccountKey>,
+    pub(crate) contact: Vec<String>,
+    pub(crate) terms_of_service_agreed: bool,
+    pub(crate) external_account: Option<ExternalAccountKey>,
 }
 
 impl AccountOptions {
@@ -41,8 +45,13 @@ impl AccountOptions {
         }
     }
 
+    /// Contact URLs, e.g. `mailto:admin@example.com`.
+    pub fn contact(&self) -> &[String] {
+        &self.contact
+    }
+
     /// Adds a contact URL (`mailto:` is added to a bare e-mail address).
-    pub fn contact(mut self, contact: impl Into<String>) -> Self {
+    pub fn with_contact(mut self, contact: impl Into<String>) -> Self {
         let contact = contact.into();
         self.contact.push(if contact.contains(':') {
             contact
@@ -52,8 +61,24 @@ impl AccountOptions {
         self
     }
 
-    /// Sets the external account binding.
-    pub fn external_account(mut self, eab: ExternalAccountKey) -> Self {
+    /// Whether the CA's terms of service are agreed to (most CAs require it).
+    pub fn terms_of_service_agreed(&self) -> bool {
+        self.terms_of_service_agreed
+    }
+
+    /// Sets [`AccountOptions::terms_of_service_agreed`].
+    pub fn with_terms_of_service_agreed(mut self, agreed: bool) -> Self {
+        self.terms_of_service_agreed = agreed;
+        self
+    }
+
+    /// The external account binding, for CAs that require one.
+    pub fn external_account(&self) -> Option<&ExternalAccountKey> {
+        self.external_account.as_ref()
+    }
+
+    /// Sets [`AccountOptions::external_account`].
+    pub fn with_external_account(mut self, eab: ExternalAccountKey) -> Self {
         self.external_account = Some(eab);
         self
     }
@@ -424,7 +449,7 @@ impl Account {
     pub async fn new_order(&self, order: &NewOrder) -> Result<Order> {
         let order = self.client().fit_new_order(order)?;
         match self.dialect_impl().new_order(self, &order).await {
-            Err(e) if order.replaced().is_some() && ReplacesRefusal::of(&e).is_some() => {
+            Err(e) if order.replaces().is_some() && ReplacesRefusal::of(&e).is_some() => {
                 let cause = ReplacesRefusal::of(&e).unwrap_or(ReplacesRefusal::Other);
                 self.replaces_dropped(&order, cause, &e, "ordering once more without it");
                 // If an earlier attempt of the first newOrder did create
@@ -459,7 +484,7 @@ impl Account {
         resolution: &str,
     ) {
         let id = order
-            .replaced()
+            .replaces()
             .map(ToString::to_string)
             .unwrap_or_default();
         let problem = error

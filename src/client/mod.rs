@@ -687,12 +687,12 @@ impl Client {
     /// information (RFC 9773: SHOULD NOT be sent then).
     pub(crate) fn fit_new_order(&self, order: &NewOrder) -> Result<NewOrder> {
         let profiles = &self.directory().meta.profiles;
-        if order.profile_name().is_some() && self.dialect() == Dialect::V1 {
+        if order.profile().is_some() && self.dialect() == Dialect::V1 {
             return Err(Error::Unsupported(
                 "ACME v1 has no certificate profiles".into(),
             ));
         }
-        if let Some(name) = order.profile_name()
+        if let Some(name) = order.profile()
             && !profiles.is_empty()
             && !profiles.contains_key(name)
         {
@@ -702,7 +702,7 @@ impl Client {
                 offered.join(", ")
             )));
         }
-        if order.replaced().is_some() && !self.offers_renewal_info() {
+        if order.replaces().is_some() && !self.offers_renewal_info() {
             tracing::debug!("the CA offers no renewal information: replaces not sent");
             return Ok(order.without_replaces());
         }

@@ -73,13 +73,13 @@ impl NewOrder {
     }
 
     /// Requests a notBefore (not every CA honours it; Let's Encrypt refuses it).
-    pub fn not_before(mut self, t: OffsetDateTime) -> Self {
+    pub fn with_not_before(mut self, t: OffsetDateTime) -> Self {
         self.not_before = Some(t);
         self
     }
 
     /// Requests a notAfter.
-    pub fn not_after(mut self, t: OffsetDateTime) -> Self {
+    pub fn with_not_after(mut self, t: OffsetDateTime) -> Self {
         self.not_after = Some(t);
         self
     }
@@ -91,7 +91,7 @@ impl NewOrder {
     /// it (`alreadyReplaced`, `conflict`, or `malformed` about `replaces`)
     /// the order is sent once more without it and
     /// [`Event::ReplacesDropped`](crate::Event::ReplacesDropped) says so.
-    pub fn replaces(mut self, id: CertId) -> Self {
+    pub fn with_replaces(mut self, id: CertId) -> Self {
         self.replaces = Some(id);
         self
     }
@@ -99,7 +99,7 @@ impl NewOrder {
     /// Asks for a certificate profile (`meta.profiles` in the directory,
     /// e.g. Let's Encrypt's `classic`, `tlsserver`, `shortlived`). A name
     /// the directory does not list is refused locally when it lists any.
-    pub fn profile(mut self, name: impl Into<String>) -> Self {
+    pub fn with_profile(mut self, name: impl Into<String>) -> Self {
         self.profile = Some(name.into());
         self
     }
@@ -110,12 +110,12 @@ impl NewOrder {
     }
 
     /// The certificate this order replaces, if named.
-    pub fn replaced(&self) -> Option<&CertId> {
+    pub fn replaces(&self) -> Option<&CertId> {
         self.replaces.as_ref()
     }
 
     /// The profile asked for, if any.
-    pub fn profile_name(&self) -> Option<&str> {
+    pub fn profile(&self) -> Option<&str> {
         self.profile.as_deref()
     }
 

@@ -38,6 +38,7 @@ pub const ACME_TLS_ALPN_PROTOCOL: &[u8] = b"acme-tls/1";
 /// A self-signed tls-alpn-01 validation certificate (RFC 8737 §3) and its key.
 ///
 /// Example: [`TlsAlpn01Resolver`](crate::solver::tls_alpn01::TlsAlpn01Resolver).
+#[non_exhaustive]
 pub struct TlsAlpn01Certificate {
     /// The certificate, DER.
     pub certificate_der: Vec<u8>,

@@ -74,7 +74,7 @@ pub(crate) fn sign(
 /// // The key id and base64url HMAC key the CA's portal shows.
 /// let eab = ExternalAccountKey::new("kid-1", "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W")?;
 /// assert_eq!(eab.kid(), "kid-1");
-/// let _options = AccountOptions::agreeing_to_terms().external_account(eab);
+/// let _options = AccountOptions::agreeing_to_terms().with_external_account(eab);
 /// # Ok::<(), sturdy_acme::Error>(())
 /// ```
 #[derive(Clone)]

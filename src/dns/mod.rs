@@ -245,6 +245,7 @@ impl DnsConfig {
 ///
 /// Example: [`Dns`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct Nameserver {
     /// Its name (lower case, no trailing dot), from the zone's NS records.
     pub name: String,
@@ -262,6 +263,7 @@ impl std::fmt::Display for Nameserver {
 ///
 /// Example: [`Dns`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct Zone {
     /// The apex (lower case, no trailing dot).
     pub apex: String,
@@ -279,6 +281,7 @@ pub struct Zone {
 ///
 /// Example: [`Dns`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct DanglingNameserver {
     /// Its name (lower case, no trailing dot).
     pub name: String,

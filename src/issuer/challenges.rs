@@ -112,14 +112,14 @@ impl<S: Store> Issuer<S> {
     /// The challenge types in the order they are tried: the options', else
     /// the solvers'.
     pub(super) fn preference(&self, options: &EnsureOptions) -> Vec<ChallengeType> {
-        if options.challenge_types.is_empty() {
+        if options.certificate.challenge_types.is_empty() {
             self.inner
                 .solvers
                 .iter()
                 .map(|s| s.challenge_type())
                 .collect()
         } else {
-            options.challenge_types.clone()
+            options.certificate.challenge_types.clone()
         }
     }
 

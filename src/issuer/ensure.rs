@@ -304,8 +304,11 @@ impl<S: Store> Issuer<S> {
             .solvers
             .iter()
             .any(|s| s.challenge_type() == ChallengeType::Dns01)
-            && (options.challenge_types.is_empty()
-                || options.challenge_types.contains(&ChallengeType::Dns01));
+            && (options.certificate.challenge_types.is_empty()
+                || options
+                    .certificate
+                    .challenge_types
+                    .contains(&ChallengeType::Dns01));
         if dns01 {
             return Ok(());
         }

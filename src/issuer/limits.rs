@@ -61,6 +61,7 @@ impl Limit {
 ///
 /// Example: [`Issuer::rate_limit_headroom`](crate::Issuer::rate_limit_headroom).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Headroom {
     /// The bucket: `orders:<account URL>`, `domain:<registered domain>`,
     /// `set:<names>` or `authzfail:<account URL>:<name>`.

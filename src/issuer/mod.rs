@@ -28,7 +28,8 @@
 // due (schedule), what an issuance holds (held: lease, fence, journal
 // writes, ledger), the account, newOrder (order), one issuance's run from
 // its journal (run), the challenges, the CAA pre-flight, a leftover journal
-// (settle), the chain check (verify), and managing what is kept (manage).
+// (settle), the chain check (verify), managing what is kept (manage), and
+// what a certificate is ordered with (options).
 mod account;
 mod challenges;
 mod ensure;
@@ -37,6 +38,7 @@ mod lease;
 mod ledger;
 pub mod limits;
 mod manage;
+mod options;
 mod order;
 mod preflight;
 mod run;
@@ -52,10 +54,11 @@ use zeroize::Zeroizing;
 
 pub use limits::{Headroom, Limit, RateLimits, registered_domain};
 pub use manage::{CertificateStatus, RevokeWith};
+pub use options::{CertificateOptions, EnsureOptions};
 
 use crate::caa::{CaaChecker, CaaContext, CaaVerdict};
 use crate::client::{Account, AccountOptions, Client, NewOrder, Order};
-use crate::crypto::{AccountKey, CertificateKey, CertificateKeyType, Csr, KeyAlgorithm};
+use crate::crypto::{AccountKey, CertificateKey, Csr, KeyAlgorithm};
 use crate::dns::{Dns, DnsConfig};
 use crate::error::{CaaCause, Error, ErrorClass, Result};
 use crate::protocol::CertId;
@@ -71,57 +74,6 @@ use ledger::{Exemption, RateLedger};
 const RECOVERY_ORDER_PAGES: usize = 10;
 /// The newest orders looked at to recover a corrupted journal.
 const RECOVERY_ORDERS: usize = 100;
-
-/// What `ensure` is asked for beyond the names.
-///
-/// # Example
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), sturdy_acme::Error> {
-/// use std::sync::Arc;
-/// use sturdy_acme::solver::http01::Http01Solver;
-/// use sturdy_acme::store::FileStore;
-/// use sturdy_acme_testca::TestCa;
-/// use sturdy_acme::{CertificateSource, EnsureOptions, Issuer};
-///
-/// let ca = TestCa::start().await?;
-/// let dir = std::env::temp_dir().join(format!("sturdy-doc-{}-{}", line!(), std::process::id()));
-/// use sturdy_acme::CertificateKeyType;
-///
-/// let issuer = Issuer::builder(ca.client().await?, FileStore::open(&dir)?)
-///     .solver(Arc::new(Http01Solver::unserved()))
-///     .build();
-/// let options = EnsureOptions { key_type: CertificateKeyType::P384, ..EnsureOptions::default() };
-/// let first = issuer.ensure(&["p384.example"], &options).await?;
-/// // `force_new` orders again although the stored one is still good.
-/// let again = issuer.ensure(&["p384.example"], &EnsureOptions { force_new: true, ..options }).await?;
-/// assert_eq!(again.source, CertificateSource::New);
-/// assert_ne!(again.certificate.serial, first.certificate.serial);
-/// # std::fs::remove_dir_all(&dir).ok();
-/// # Ok(()) }
-/// ```
-#[derive(Debug, Clone, Default)]
-pub struct EnsureOptions {
-    /// The certificate key type (P-256 by default).
-    pub key_type: CertificateKeyType,
-    /// Challenge types in order of preference (empty: the solvers' order).
-    pub challenge_types: Vec<ChallengeType>,
-    /// Prefer the chain to this root (issuer common name).
-    pub preferred_chain: Option<String>,
-    /// Order a new certificate even if a stored one is still good (a
-    /// deliberate duplicate; the rate-limit ledger still applies).
-    pub force_new: bool,
-    /// The certificate profile to ask for (`meta.profiles`: Let's
-    /// Encrypt's `classic`, `tlsserver`, `shortlived`); `None`: the CA's
-    /// default.
-    pub profile: Option<String>,
-    /// How long to wait while another process holds this set's lease
-    /// (`None`: [`IssuerBuilder::lease_wait`]); `Some(Duration::ZERO)`
-    /// tries once and fails with [`StoreError::LeaseHeld`](crate::store::StoreError)
-    /// at once, as a renewer sharing the work with other nodes wants.
-    pub lease_wait: Option<Duration>,
-}
 
 /// Where the certificate `ensure` returned came from.
 ///
@@ -141,6 +93,7 @@ pub enum CertificateSource {
 ///
 /// Example: [`Issuer`] and [`EnsureOptions`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Ensured {
     /// The certificate and its key.
     pub certificate: StoredCertificate,
@@ -208,7 +161,7 @@ type StepObserver = Arc<dyn Fn(&IdentifierSetKey, IssuerStep) + Send + Sync>;
 /// let seen = steps.clone();
 /// let issuer = Issuer::builder(ca.client().await?, FileStore::open(&dir)?)
 ///     .solver(Arc::new(Http01Solver::unserved()))
-///     .account_options(AccountOptions::agreeing_to_terms().contact("ops@example.com"))
+///     .account_options(AccountOptions::agreeing_to_terms().with_contact("ops@example.com"))
 ///     .rate_limits(RateLimits::none()) // the default follows the directory
 ///     .renew_after_fraction(0.5)
 ///     .on_step(move |_, step| seen.lock().unwrap().push(step))

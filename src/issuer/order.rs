@@ -71,12 +71,12 @@ impl<S: Store> Issuer<S> {
         self.save_journal(key, journal).await?;
         self.fence(key).await?;
         let mut request = NewOrder::new(ids.clone())?;
-        if let Some(profile) = &options.profile {
-            request = request.profile(profile.clone());
+        if let Some(profile) = &options.certificate.profile {
+            request = request.with_profile(profile.clone());
         }
         if let Some(id) = journal.replaces.as_deref().and_then(CertId::parse) {
             tracing::info!(set = %key, replaces = %id, ?exemption, "renewal: the order names the certificate it replaces");
-            request = request.replaces(id);
+            request = request.with_replaces(id);
         }
         let (result, refused) = self.send_new_order(key, account, journal, &request).await;
         // Every newOrder sent counts, the repeats after a lost answer and a
@@ -151,7 +151,7 @@ impl<S: Store> Issuer<S> {
         request: &NewOrder,
     ) -> (Result<Order>, u32) {
         let first = account.new_order_as_sent(request).await;
-        let (Some(cert_id), Err(e)) = (request.replaced(), &first) else {
+        let (Some(cert_id), Err(e)) = (request.replaces(), &first) else {
             return (first, 0);
         };
         let Some(cause) = crate::ReplacesRefusal::of(e) else {

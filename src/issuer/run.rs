@@ -74,7 +74,7 @@ impl<S: Store> Issuer<S> {
                 // A known certificate URL first: the certificate may be
                 // downloadable even when the order no longer is.
                 match account
-                    .certificate_chain(&url, options.preferred_chain.as_deref())
+                    .certificate_chain(&url, options.certificate.preferred_chain.as_deref())
                     .await
                 {
                     Ok(chain) => {
@@ -298,7 +298,7 @@ impl<S: Store> Issuer<S> {
                 OrderStatus::Ready => {
                     let cert_key = match &journal.key_pem {
                         Some(pem) => CertificateKey::from_pkcs8_pem(pem)?,
-                        None => CertificateKey::generate(options.key_type)?,
+                        None => CertificateKey::generate(options.certificate.key_type)?,
                     };
                     // Counted first (a crash after it over-counts, never
                     // under-counts); then the fenced journal write, and the
@@ -380,7 +380,7 @@ impl<S: Store> Issuer<S> {
                         self.observe(key, IssuerStep::CertificateUrlKnown);
                     }
                     let chain = order
-                        .certificate_chain(options.preferred_chain.as_deref())
+                        .certificate_chain(options.certificate.preferred_chain.as_deref())
                         .await?;
                     self.journal_chain(key, journal, &chain).await?;
                     return Ok(());

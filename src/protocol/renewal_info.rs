@@ -102,6 +102,7 @@ impl fmt::Display for CertId {
 ///
 /// Example: [`Client::renewal_info`](crate::Client::renewal_info).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RenewalInfo {
     /// The start of the suggested window.
     pub window_start: SystemTime,

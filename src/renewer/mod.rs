@@ -94,42 +94,67 @@ use spec::{Failures, Stored, from_ms, to_ms};
 
 /// How the renewer paces and retries (defaults in [`RenewerPolicy::default`]).
 ///
-/// Example: [`RenewerBuilder::policy`].
+/// ```
+/// use std::time::Duration;
+/// use sturdy_acme::renewer::RenewerPolicy;
+///
+/// let policy = RenewerPolicy::default()
+///     .with_concurrency(64)
+///     .with_caa_base(Duration::from_secs(300));
+/// assert_eq!(policy.concurrency(), 64);
+/// assert_eq!(policy.caa_max(), Duration::from_secs(6 * 3600));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RenewerPolicy {
+    concurrency: usize,
+    validation_base: Duration,
+    validation_max: Duration,
+    caa_base: Duration,
+    caa_max: Duration,
+    transient_base: Duration,
+    transient_max: Duration,
+    permanent_retry: Duration,
+    elsewhere_retry: Duration,
+    refresh: Duration,
+    headroom_interval: Duration,
+    seed: Option<u64>,
+}
+
+crate::retry::knobs!(RenewerPolicy {
     /// Attempts running at once (at least 1). Default 16.
-    pub concurrency: usize,
+    concurrency, with_concurrency: usize;
     /// First retry after a validation failure, doubling up to
     /// `validation_max`. Default 30 minutes, up to a day.
-    pub validation_base: Duration,
+    validation_base, with_validation_base: Duration;
     /// See `validation_base`.
-    pub validation_max: Duration,
+    validation_max, with_validation_max: Duration;
     /// First retry after a CAA failure (the CA's recheck timed out, or a
     /// record forbids it), doubling up to `caa_max`. Default 10 minutes, up
     /// to 6 hours.
-    pub caa_base: Duration,
+    caa_base, with_caa_base: Duration;
     /// See `caa_base`.
-    pub caa_max: Duration,
+    caa_max, with_caa_max: Duration;
     /// First retry after a transient failure (5xx, timeouts, the store),
     /// doubling up to `transient_max`. Default 1 minute, up to an hour.
-    pub transient_base: Duration,
+    transient_base, with_transient_base: Duration;
     /// See `transient_base`.
-    pub transient_max: Duration,
+    transient_max, with_transient_max: Duration;
     /// Retry after a permanent failure (the CA refuses the names). Default
     /// a day: the customer may fix it.
-    pub permanent_retry: Duration,
+    permanent_retry, with_permanent_retry: Duration;
     /// Look again after another node was found holding the lease. Default
     /// 1 minute.
-    pub elsewhere_retry: Duration,
+    elsewhere_retry, with_elsewhere_retry: Duration;
     /// How often the specs are read again from the store (added or removed
     /// by other nodes). Default 5 minutes.
-    pub refresh: Duration,
+    refresh, with_refresh: Duration;
     /// How often rate-limit headroom is read for the metrics. Default 1
     /// minute.
-    pub headroom_interval: Duration,
+    headroom_interval, with_headroom_interval: Duration;
     /// Seed of the jitter (`None`: from the OS).
-    pub seed: Option<u64>,
-}
+    seed, with_seed: Option<u64>;
+});
 
 impl Default for RenewerPolicy {
     fn default() -> Self {
@@ -163,14 +188,7 @@ pub struct RenewerBuilder<S: Store> {
 }
 
 impl<S: Store> RenewerBuilder<S> {
-    /// Pacing and retries.
-    ///
-    /// ```
-    /// use sturdy_acme::renewer::RenewerPolicy;
-    ///
-    /// let policy = RenewerPolicy { concurrency: 64, ..RenewerPolicy::default() };
-    /// assert_eq!(policy.caa_base.as_secs(), 600);
-    /// ```
+    /// Pacing and retries (example: [`RenewerPolicy`]).
     pub fn policy(mut self, policy: RenewerPolicy) -> Self {
         self.policy = policy;
         self

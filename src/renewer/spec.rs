@@ -8,30 +8,31 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::CertificateKeyType;
 use crate::error::{Error, Result};
-use crate::issuer::EnsureOptions;
+use crate::issuer::{CertificateOptions, EnsureOptions};
 use crate::protocol::{ChallengeType, Identifier, IdentifierSet};
 use crate::store::ManagedRecord;
 
 /// One certificate to keep valid: its names and how to order it.
 ///
 /// ```
-/// use sturdy_acme::CertificateKeyType;
+/// use sturdy_acme::{CertificateKeyType, CertificateOptions};
 /// use sturdy_acme::renewer::CertificateSpec;
 ///
-/// let spec = CertificateSpec::new(["WWW.Shop.example", "shop.example"])?
-///     .key_type(CertificateKeyType::P384)
-///     .profile("tlsserver");
+/// let spec = CertificateSpec::new(["WWW.Shop.example", "shop.example"])?.with_options(
+///     CertificateOptions::default()
+///         .with_key_type(CertificateKeyType::P384)
+///         .with_profile(Some("tlsserver".into())),
+/// );
+/// assert_eq!(spec.options().profile(), Some("tlsserver"));
 /// // One id per set of names, whatever their order and case.
 /// assert_eq!(spec.id(), "shop.example,www.shop.example");
 /// # Ok::<(), sturdy_acme::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CertificateSpec {
     names: Vec<String>,
-    key_type: CertificateKeyType,
-    profile: Option<String>,
-    preferred_chain: Option<String>,
-    challenge_types: Vec<ChallengeType>,
+    options: CertificateOptions,
 }
 
 impl CertificateSpec {
@@ -54,45 +55,24 @@ impl CertificateSpec {
         let set = IdentifierSet::new(&ids);
         Ok(Self {
             names: set.values().into_iter().map(str::to_owned).collect(),
-            key_type: CertificateKeyType::default(),
-            profile: None,
-            preferred_chain: None,
-            challenge_types: Vec::new(),
+            options: CertificateOptions::default(),
         })
     }
 
-    /// The key type of its keys.
-    pub fn key_type(mut self, key_type: CertificateKeyType) -> Self {
-        self.key_type = key_type;
-        self
+    /// How it is ordered.
+    pub fn options(&self) -> &CertificateOptions {
+        &self.options
     }
 
-    /// The certificate profile to ask for (`classic`, `tlsserver`, ...).
-    pub fn profile(mut self, profile: impl Into<String>) -> Self {
-        self.profile = Some(profile.into());
-        self
-    }
-
-    /// Prefer the chain to this root (issuer common name).
-    pub fn preferred_chain(mut self, issuer_cn: impl Into<String>) -> Self {
-        self.preferred_chain = Some(issuer_cn.into());
-        self
-    }
-
-    /// Challenge types in order of preference.
-    pub fn challenge_types(mut self, types: Vec<ChallengeType>) -> Self {
-        self.challenge_types = types;
+    /// Sets [`CertificateSpec::options`].
+    pub fn with_options(mut self, options: CertificateOptions) -> Self {
+        self.options = options;
         self
     }
 
     /// Its names, canonical (lower case, sorted, each once).
     pub fn names(&self) -> &[String] {
         &self.names
-    }
-
-    /// Its profile, if one is asked for.
-    pub fn profile_name(&self) -> Option<&str> {
-        self.profile.as_deref()
     }
 
     /// Its id: the canonical names joined by commas (one per set).
@@ -102,16 +82,9 @@ impl CertificateSpec {
 
     /// The options of its `ensure`.
     pub(crate) fn ensure_options(&self) -> EnsureOptions {
-        EnsureOptions {
-            key_type: self.key_type,
-            challenge_types: self.challenge_types.clone(),
-            preferred_chain: self.preferred_chain.clone(),
-            profile: self.profile.clone(),
-            // Another node holding the set's lease is doing the work: try
-            // once, come back later.
-            lease_wait: Some(Duration::ZERO),
-            ..EnsureOptions::default()
-        }
+        // Another node holding the set's lease is doing the work: try once,
+        // come back later.
+        EnsureOptions::from(self.options.clone()).with_lease_wait(Some(Duration::ZERO))
     }
 }
 
@@ -168,10 +141,10 @@ impl Stored {
     pub(crate) fn to_record(&self) -> ManagedRecord {
         let record = Record {
             names: self.spec.names.clone(),
-            key_type: self.spec.key_type.as_str().to_owned(),
-            profile: self.spec.profile.clone(),
-            preferred_chain: self.spec.preferred_chain.clone(),
-            challenge_types: self.spec.challenge_types.clone(),
+            key_type: self.spec.options.key_type.as_str().to_owned(),
+            profile: self.spec.options.profile.clone(),
+            preferred_chain: self.spec.options.preferred_chain.clone(),
+            challenge_types: self.spec.options.challenge_types.clone(),
             added_at_ms: to_ms(self.added_at),
             failures: self.failures.clone(),
         };
@@ -190,12 +163,15 @@ impl Stored {
             .key_type
             .parse::<CertificateKeyType>()
             .map_err(|e| format!("renewer record {:?}: {e}", record.id))?;
-        let mut spec = CertificateSpec::new(&r.names)
+        let spec = CertificateSpec::new(&r.names)
             .map_err(|e| format!("renewer record {:?}: {e}", record.id))?
-            .key_type(key_type)
-            .challenge_types(r.challenge_types);
-        spec.profile = r.profile;
-        spec.preferred_chain = r.preferred_chain;
+            .with_options(
+                CertificateOptions::default()
+                    .with_key_type(key_type)
+                    .with_challenge_types(r.challenge_types)
+                    .with_profile(r.profile)
+                    .with_preferred_chain(r.preferred_chain),
+            );
         if spec.id() != record.id {
             return Err(format!(
                 "renewer record {:?} holds the names of {:?}",
@@ -220,8 +196,11 @@ mod tests {
         let stored = Stored {
             spec: CertificateSpec::new(["b.example", "A.example"])
                 .unwrap()
-                .key_type(CertificateKeyType::P384)
-                .profile("tlsserver"),
+                .with_options(
+                    CertificateOptions::default()
+                        .with_key_type(CertificateKeyType::P384)
+                        .with_profile(Some("tlsserver".into())),
+                ),
             added_at: from_ms(1_800_000_000_000),
             failures: Failures {
                 consecutive: 2,

@@ -63,6 +63,7 @@ impl ManagedState {
 ///
 /// Example: [the module](crate::renewer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct LastError {
     /// Its class ([`ErrorClass::name`](crate::ErrorClass::name)).
     pub class: String,
@@ -74,6 +75,7 @@ pub struct LastError {
 ///
 /// Example: [the module](crate::renewer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ManagedCertificate {
     /// Its names.
     pub names: Vec<String>,
@@ -95,6 +97,7 @@ pub struct ManagedCertificate {
 ///
 /// Example: [the module](crate::renewer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct RenewerStatus {
     /// Every certificate, by names.
     pub certificates: Vec<ManagedCertificate>,

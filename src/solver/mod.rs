@@ -26,6 +26,7 @@ pub type SolverFuture<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>
 ///
 /// Example: [`Solver`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ChallengeAnswer {
     /// The identifier being validated (without `*.`).
     pub identifier: Identifier,

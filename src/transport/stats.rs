@@ -74,6 +74,7 @@ impl RoundTrip {
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RequestStats {
     /// Requests per endpoint (endpoints never used are absent).
     pub by_endpoint: BTreeMap<Endpoint, u64>,

@@ -33,7 +33,7 @@ use sturdy_acme::Event;
 use sturdy_acme::renewer::{CertificateSpec, Renewer, RenewerEvent, RenewerPolicy};
 use sturdy_acme::solver::http01::Http01Solver;
 use sturdy_acme::store::{FileStore, MemoryStore, Store};
-use sturdy_acme::{Error, Result};
+use sturdy_acme::{CertificateOptions, Error, Result};
 use sturdy_acme::{Issuer, Limit, RateLimits};
 
 const HOUR: u64 = 3600;
@@ -299,13 +299,13 @@ async fn simulate_on<S: Store>(
             Arc::clone(&pauses),
         );
         let renewer = Renewer::builder(issuer)
-            .policy(RenewerPolicy {
-                concurrency: config.concurrency,
-                seed: Some(config.seed.wrapping_add(account as u64)),
-                refresh: Duration::from_secs(DAY),
-                headroom_interval: Duration::from_secs(HOUR),
-                ..RenewerPolicy::default()
-            })
+            .policy(
+                RenewerPolicy::default()
+                    .with_concurrency(config.concurrency)
+                    .with_seed(Some(config.seed.wrapping_add(account as u64)))
+                    .with_refresh(Duration::from_secs(DAY))
+                    .with_headroom_interval(Duration::from_secs(HOUR)),
+            )
             .on_event(move |e| match e {
                 RenewerEvent::RateLimitedByCa { .. } => {}
                 RenewerEvent::Failed { class, error, .. } => {
@@ -341,12 +341,13 @@ async fn simulate_on<S: Store>(
     for i in 0..config.certificates {
         let domain = i % domains;
         let name = format!("s{}.cust{domain}.example", i / domains);
-        let mut spec = CertificateSpec::new([name])?;
-        spec = if rng.next_f64() < config.tlsserver_share {
-            spec.profile("tlsserver")
+        let profile = if rng.next_f64() < config.tlsserver_share {
+            "tlsserver"
         } else {
-            spec.profile("classic")
+            "classic"
         };
+        let spec = CertificateSpec::new([name])?
+            .with_options(CertificateOptions::default().with_profile(Some(profile.into())));
         plan.push(Planned {
             spec,
             account: domain % config.accounts.max(1),

@@ -76,7 +76,7 @@ async fn v1_account(client: &Client) -> sturdy_acme::Account {
     client
         .create_account(
             AccountKey::generate(KeyAlgorithm::Es256).unwrap(),
-            &AccountOptions::agreeing_to_terms().contact("v1@example.com"),
+            &AccountOptions::agreeing_to_terms().with_contact("v1@example.com"),
         )
         .await
         .unwrap()
@@ -96,7 +96,7 @@ async fn what_v1_lacks_is_unsupported_without_a_request() {
         NewOrder::for_names(&["ok.example", "192.0.2.1"]).unwrap(),
         NewOrder::for_names(&["window.example"])
             .unwrap()
-            .not_after(time::OffsetDateTime::now_utc() + time::Duration::days(3)),
+            .with_not_after(time::OffsetDateTime::now_utc() + time::Duration::days(3)),
     ] {
         let err = account.new_order(&order).await.unwrap_err();
         assert_v1_unsupported(&err);
@@ -113,7 +113,7 @@ async fn what_v1_lacks_is_unsupported_without_a_request() {
     let err = client
         .create_account(
             AccountKey::generate(KeyAlgorithm::Es256).unwrap(),
-            &AccountOptions::agreeing_to_terms().external_account(eab),
+            &AccountOptions::agreeing_to_terms().with_external_account(eab),
         )
         .await
         .unwrap_err();
@@ -319,7 +319,7 @@ async fn every_v1_request_is_signed_with_alg_jwk_nonce_and_names_its_resource() 
     let account = client
         .create_account(
             key,
-            &AccountOptions::agreeing_to_terms().contact("w@example.com"),
+            &AccountOptions::agreeing_to_terms().with_contact("w@example.com"),
         )
         .await
         .unwrap();

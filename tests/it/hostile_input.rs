@@ -1630,7 +1630,7 @@ async fn issuance(
     let account = client
         .create_account(
             AccountKey::generate(KeyAlgorithm::Es256)?,
-            &AccountOptions::agreeing_to_terms().contact("mailto:hostile@example.com"),
+            &AccountOptions::agreeing_to_terms().with_contact("mailto:hostile@example.com"),
         )
         .await?;
     let _ = (account.url(), format!("{:?}", account.resource()));
@@ -3672,10 +3672,10 @@ async fn new_orders_with_extreme_validity_windows_are_sent_or_refused() {
                 let name = format!("w{n}.hostile.example");
                 let mut order = NewOrder::for_names(&[name.as_str()]).unwrap();
                 if let Some(t) = not_before {
-                    order = order.not_before(t);
+                    order = order.with_not_before(t);
                 }
                 if let Some(t) = not_after {
-                    order = order.not_after(t);
+                    order = order.with_not_after(t);
                 }
                 match handle.block_on(in_time("newOrder", account.new_order(&order)))? {
                     Ok(order) => touch_order(&order),

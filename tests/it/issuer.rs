@@ -341,10 +341,7 @@ async fn the_ledger_refuses_the_sixth_duplicate_locally_across_restarts() {
         .await
         .unwrap();
     let dir = temp_store("ledger");
-    let force = EnsureOptions {
-        force_new: true,
-        ..EnsureOptions::default()
-    };
+    let force = EnsureOptions::default().with_force_new(true);
     let client = ca.client().await.unwrap();
     let issuer = Issuer::builder(client, FileStore::open(&dir).unwrap())
         .solver(Arc::new(Http01Solver::unserved()))
@@ -1277,10 +1274,7 @@ async fn leftover_seam(rng: &mut TestRng, ca: &Arc<TestCa>, dir: &Path, name: &s
             .unwrap();
         EnsureOptions::default()
     } else {
-        EnsureOptions {
-            force_new: true,
-            ..EnsureOptions::default()
-        }
+        EnsureOptions::default().with_force_new(true)
     };
     let next = issuer.ensure(&[name], &options).await.unwrap();
     assert_ne!(
@@ -1708,10 +1702,7 @@ async fn an_issuer_counts_the_limits_its_test_ca_announces() {
     let issuer = Issuer::builder(client, FileStore::open(&dir).unwrap())
         .solver(Arc::new(Http01Solver::unserved()))
         .build();
-    let force = EnsureOptions {
-        force_new: true,
-        ..EnsureOptions::default()
-    };
+    let force = EnsureOptions::default().with_force_new(true);
     for _ in 0..5 {
         issuer.ensure(&["announced.example"], &force).await.unwrap();
     }

@@ -168,10 +168,7 @@ async fn force_new_beside_a_leftover_journal_orders_anew() {
     l.leftover();
     // (A second apart: certificates are ordered by their notBefore.)
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let forced = EnsureOptions {
-        force_new: true,
-        ..EnsureOptions::default()
-    };
+    let forced = EnsureOptions::default().with_force_new(true);
     let second = l.issuer.ensure(&names, &forced).await.unwrap();
     assert_eq!(second.source, CertificateSource::New);
     assert_ne!(second.certificate.serial, first.certificate.serial);

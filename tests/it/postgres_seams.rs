@@ -306,10 +306,7 @@ async fn a_revoke_waits_for_an_ensure_of_the_same_issuer() {
     let renewing = tokio::spawn({
         let issuer = issuer.clone();
         async move {
-            let force = EnsureOptions {
-                force_new: true,
-                ..EnsureOptions::default()
-            };
+            let force = EnsureOptions::default().with_force_new(true);
             issuer.ensure(&names, &force).await
         }
     });

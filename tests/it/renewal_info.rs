@@ -180,7 +180,7 @@ async fn an_ari_renewal_is_exempt_from_the_cas_limits() {
         .await
         .unwrap_err();
     assert!(err.is_rate_limited(), "{err}");
-    let renewal = names(&["a.limited.test"]).replaces(cert_id(&first));
+    let renewal = names(&["a.limited.test"]).with_replaces(cert_id(&first));
     let (_, echoed) = issue(&account, &renewal).await.unwrap();
     assert_eq!(echoed["replaces"], cert_id(&first).as_str());
     assert_eq!(ca.ledger().certificates.len(), 3);
@@ -203,7 +203,7 @@ async fn an_already_replaced_certificate_is_ordered_again_without_replaces() {
         .await
         .unwrap();
     let id = cert_id(&first);
-    let renewal = names(&["replaced.example"]).replaces(id.clone());
+    let renewal = names(&["replaced.example"]).with_replaces(id.clone());
     let (_, echoed) = issue(&account, &renewal).await.unwrap();
     assert_eq!(echoed["replaces"], id.as_str());
     // The same replaces again: alreadyReplaced, then without it.
@@ -232,7 +232,7 @@ async fn an_already_replaced_certificate_is_ordered_again_without_replaces() {
     let other = account_at(&ca, Some(Arc::clone(&other_events))).await;
     let (_, echoed) = issue(
         &other,
-        &names(&["replaced.example"]).replaces(cert_id(&latest)),
+        &names(&["replaced.example"]).with_replaces(cert_id(&latest)),
     )
     .await
     .unwrap();
@@ -259,7 +259,7 @@ async fn without_renewal_info_replaces_is_not_sent() {
     let (first, _) = issue(&account, &names(&["plain.example"])).await.unwrap();
     let (_, echoed) = issue(
         &account,
-        &names(&["plain.example"]).replaces(cert_id(&first)),
+        &names(&["plain.example"]).with_replaces(cert_id(&first)),
     )
     .await
     .unwrap();
@@ -290,7 +290,7 @@ async fn profiles_are_offered_checked_and_honoured() {
         .collect();
     assert_eq!(offered, ["classic", "shortlived", "tlsserver"]);
     let err = account
-        .new_order(&names(&["p.example"]).profile("bogus"))
+        .new_order(&names(&["p.example"]).with_profile("bogus"))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::InvalidInput(_)), "{err}");
@@ -303,7 +303,7 @@ async fn profiles_are_offered_checked_and_honoured() {
         let (nb, na) = chain.validity().unwrap();
         Duration::from_secs((na - nb) as u64)
     };
-    let (tls, echoed) = issue(&account, &names(&["t.example"]).profile("tlsserver"))
+    let (tls, echoed) = issue(&account, &names(&["t.example"]).with_profile("tlsserver"))
         .await
         .unwrap();
     assert_eq!(echoed["profile"], "tlsserver");
@@ -316,7 +316,7 @@ async fn profiles_are_offered_checked_and_honoured() {
     );
     let (short, _) = issue(
         &account,
-        &names(&["s.example", "192.0.2.7"]).profile("shortlived"),
+        &names(&["s.example", "192.0.2.7"]).with_profile("shortlived"),
     )
     .await
     .unwrap();
@@ -324,7 +324,7 @@ async fn profiles_are_offered_checked_and_honoured() {
     let (classic, echoed) = issue(&account, &names(&["c.example"])).await.unwrap();
     assert_eq!(echoed["profile"], "classic", "the default");
     assert_eq!(lifetime(&classic), Duration::from_secs(90 * 86400));
-    let err = issue(&account, &names(&["192.0.2.8"]).profile("classic"))
+    let err = issue(&account, &names(&["192.0.2.8"]).with_profile("classic"))
         .await
         .unwrap_err();
     assert_eq!(
@@ -335,7 +335,9 @@ async fn profiles_are_offered_checked_and_honoured() {
     let many: Vec<String> = (0..26).map(|i| format!("n{i}.many.example")).collect();
     let err = issue(
         &account,
-        &NewOrder::for_names(&many).unwrap().profile("tlsserver"),
+        &NewOrder::for_names(&many)
+            .unwrap()
+            .with_profile("tlsserver"),
     )
     .await
     .unwrap_err();
@@ -528,10 +530,9 @@ async fn the_issuer_orders_the_profile_asked_for_and_times_shortlived_at_half() 
     let ca = TestCa::builder().profiles(true).start().await.unwrap();
     let dir = crate::issuer::temp_store("profiles");
     let issuer = ari_issuer(&ca, &dir).await;
-    let options = sturdy_acme::EnsureOptions {
-        profile: Some("shortlived".into()),
-        ..Default::default()
-    };
+    let options = sturdy_acme::EnsureOptions::from(
+        sturdy_acme::CertificateOptions::default().with_profile(Some("shortlived".into())),
+    );
     let short = issuer.ensure(&["s.profile.test"], &options).await.unwrap();
     let cert = &short.certificate;
     assert_eq!(

@@ -60,11 +60,9 @@ async fn issuer<S: Store>(ca: &TestCa, store: S, limits: RateLimits) -> (Issuer<
 }
 
 fn policy() -> RenewerPolicy {
-    RenewerPolicy {
-        concurrency: 32,
-        seed: Some(7),
-        ..RenewerPolicy::default()
-    }
+    RenewerPolicy::default()
+        .with_concurrency(32)
+        .with_seed(Some(7))
 }
 
 /// Starts `renewer.run()` in the background.

@@ -45,7 +45,7 @@ async fn replacement_order(
     finalize: bool,
 ) -> String {
     let mut order = account
-        .new_order(&NewOrder::for_names(names).unwrap().replaces(replaces))
+        .new_order(&NewOrder::for_names(names).unwrap().with_replaces(replaces))
         .await
         .unwrap();
     assert!(

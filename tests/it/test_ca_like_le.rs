@@ -394,8 +394,8 @@ async fn an_ip_address_outside_shortlived_is_a_rejected_identifier() {
     let account = account_at(&ca).await;
     let ip = || NewOrder::for_names(&["192.0.2.8"]).unwrap();
     for (order, who) in [
-        (ip().profile("classic"), "Profile \"classic\""),
-        (ip().profile("tlsserver"), "Profile \"tlsserver\""),
+        (ip().with_profile("classic"), "Profile \"classic\""),
+        (ip().with_profile("tlsserver"), "Profile \"tlsserver\""),
         (ip(), "Default profile"),
     ] {
         let err = account.new_order(&order).await.unwrap_err();
@@ -412,12 +412,16 @@ async fn an_ip_address_outside_shortlived_is_a_rejected_identifier() {
         );
     }
     account
-        .new_order(&ip().profile("shortlived"))
+        .new_order(&ip().with_profile("shortlived"))
         .await
         .expect("shortlived allows IP addresses");
     let many: Vec<String> = (0..26).map(|i| format!("n{i}.many.example")).collect();
     let err = account
-        .new_order(&NewOrder::for_names(&many).unwrap().profile("tlsserver"))
+        .new_order(
+            &NewOrder::for_names(&many)
+                .unwrap()
+                .with_profile("tlsserver"),
+        )
         .await
         .unwrap_err();
     assert_eq!(

@@ -318,7 +318,7 @@ async fn new_order(account: &Account, order: &NewOrder) -> Result<Order> {
     let client = account.client();
     // An ARI renewal is exempt from the CA's limits (Let's Encrypt), so an
     // earlier 429 does not stop it; the CA decides whether it is one.
-    if order.replaced().is_none() {
+    if order.replaces().is_none() {
         client
             .transport()
             .waits()

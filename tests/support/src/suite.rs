@@ -138,7 +138,7 @@ pub async fn account(client: &Client, alg: KeyAlgorithm) -> Account {
     client
         .create_account(
             AccountKey::generate(alg).unwrap(),
-            &AccountOptions::agreeing_to_terms().contact("admin@example.com"),
+            &AccountOptions::agreeing_to_terms().with_contact("admin@example.com"),
         )
         .await
         .expect("newAccount")
@@ -407,7 +407,7 @@ pub async fn external_account_binding_required<S: AcmeServer>() {
     let err = client
         .create_account(
             AccountKey::generate(KeyAlgorithm::Es256).unwrap(),
-            &AccountOptions::agreeing_to_terms().external_account(wrong),
+            &AccountOptions::agreeing_to_terms().with_external_account(wrong),
         )
         .await
         .unwrap_err();
@@ -423,7 +423,7 @@ pub async fn external_account_binding_required<S: AcmeServer>() {
     let err = client
         .create_account(
             AccountKey::generate(KeyAlgorithm::Es256).unwrap(),
-            &AccountOptions::agreeing_to_terms().external_account(unknown),
+            &AccountOptions::agreeing_to_terms().with_external_account(unknown),
         )
         .await
         .unwrap_err();
@@ -434,7 +434,7 @@ pub async fn external_account_binding_required<S: AcmeServer>() {
     let account = client
         .create_account(
             AccountKey::generate(KeyAlgorithm::Es256).unwrap(),
-            &AccountOptions::agreeing_to_terms().external_account(eab),
+            &AccountOptions::agreeing_to_terms().with_external_account(eab),
         )
         .await
         .expect("account with EAB");
@@ -531,7 +531,7 @@ pub async fn account_lookup_update_and_deactivation<S: AcmeServer>() {
     let account = client
         .create_account(
             key,
-            &AccountOptions::agreeing_to_terms().contact("a@example.com"),
+            &AccountOptions::agreeing_to_terms().with_contact("a@example.com"),
         )
         .await
         .unwrap();
