@@ -35,6 +35,9 @@
 //! [`IssuerBuilder::dns`]: crate::IssuerBuilder::dns
 //! [`ErrorClass::Caa`]: crate::ErrorClass::Caa
 //! [`CaaCause::LookupFailed`]: crate::CaaCause::LookupFailed
+//!
+//! (Over 800 lines: the checker is under 700; the rest are its tests, which
+//! answer each RFC 8659 case from a real zone and stay beside the walk.)
 
 mod record;
 

@@ -18,13 +18,11 @@ mod link;
 mod nonce;
 mod stats;
 
-use std::borrow::Cow;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::HeaderMap;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use crate::protocol::Endpoint;
@@ -33,14 +31,20 @@ pub(crate) use link::links;
 pub use stats::RequestStats;
 
 use crate::crypto::AccountKey;
-use crate::crypto::jws::{self, JwsHeader, KeyId};
+use crate::crypto::jws::{self, KeyId};
 use crate::error::{Error, Problem, RequestInfo, Result, RetryAfter, TransportFailure};
 use crate::retry::{Event, Events, RetryPolicy, Retrying, Rng};
 mod http_client;
+mod response;
+mod shape;
+mod wire;
 use crate::wait::{Wait, Waits};
 use governor::{Admission, Governor};
 pub use http_client::{HttpAnswer, HttpClient, HttpRequest};
 use nonce::NoncePool;
+pub(crate) use response::Response;
+use response::retry_after;
+pub(crate) use shape::{Rfc8555Shape, WireShape};
 use stats::{Counters, RoundTrip};
 
 /// The media type of JWS request bodies.
@@ -59,77 +63,6 @@ pub(crate) struct TransportConfig {
     pub(crate) governor: GovernorPolicy,
     /// The client's calendar, against which a `Retry-After` date is read.
     pub(crate) clock: crate::Clock,
-}
-
-/// A successful (2xx) response.
-#[derive(Debug)]
-pub(crate) struct Response {
-    pub(crate) method: &'static str,
-    pub(crate) url: String,
-    pub(crate) status: u16,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
-    /// Its `Retry-After`, parsed once on arrival against the client's
-    /// clock.
-    pub(crate) retry_after: Option<RetryAfter>,
-}
-
-impl Response {
-    pub(crate) fn info(&self) -> Box<RequestInfo> {
-        Box::new(RequestInfo {
-            method: self.method,
-            url: self.url.clone(),
-            status: Some(self.status),
-            retry_after: self.retry_after,
-        })
-    }
-
-    /// The body as JSON of type `T`.
-    pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_slice(&self.body).map_err(|e| Error::InvalidResponse {
-            request: self.info(),
-            reason: format!("body is not the expected JSON: {e}"),
-        })
-    }
-
-    /// The `Location` header, required.
-    pub(crate) fn location(&self) -> Result<String> {
-        self.header("location")
-            .ok_or_else(|| Error::InvalidResponse {
-                request: self.info(),
-                reason: "no Location header".into(),
-            })
-    }
-
-    pub(crate) fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    }
-
-    /// The `Retry-After` it carried (parsed on arrival, on the client's
-    /// clock).
-    pub(crate) fn retry_after(&self) -> Option<RetryAfter> {
-        self.retry_after
-    }
-
-    /// The body as UTF-8 text.
-    pub(crate) fn text(&self) -> Result<String> {
-        String::from_utf8(self.body.to_vec()).map_err(|_| Error::InvalidResponse {
-            request: self.info(),
-            reason: "body is not UTF-8".into(),
-        })
-    }
-}
-
-/// The `Retry-After` of an answer, parsed against `now` (the client's
-/// clock): the one place the header is read.
-fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<RetryAfter> {
-    headers
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| RetryAfter::parse(v, now))
 }
 
 /// The result of one exchange plus the nonce its response carried.
@@ -725,199 +658,4 @@ impl Transport {
     pub(crate) fn waits(&self) -> &Waits {
         &self.governor.waits
     }
-
-    async fn send(
-        &self,
-        request: reqwest::RequestBuilder,
-        method: &'static str,
-        url: &str,
-        also_ok: &[u16],
-    ) -> Exchange {
-        let info = |status: Option<u16>, retry_after: Option<RetryAfter>| {
-            Box::new(RequestInfo {
-                method,
-                url: url.to_owned(),
-                status,
-                retry_after,
-            })
-        };
-        let transport_error = |status, source: reqwest::Error| {
-            // A connect failure (timed out or refused) means the request
-            // was never written: checked first.
-            let failure = if source.is_connect() {
-                TransportFailure::Connect
-            } else if source.is_timeout() {
-                TransportFailure::Timeout
-            } else if source.is_body() || source.is_request() || source.is_decode() {
-                TransportFailure::Reset
-            } else {
-                TransportFailure::Other
-            };
-            Error::Transport {
-                request: info(status, None),
-                failure,
-                source: Box::new(source),
-            }
-        };
-
-        let mut response = match request.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                return Exchange {
-                    result: Err(transport_error(None, e)),
-                    nonce: None,
-                };
-            }
-        };
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let nonce = headers
-            .get("replay-nonce")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let retry_after = retry_after(&headers, self.config.clock.now());
-        let fail = |result| Exchange {
-            result,
-            nonce: nonce.clone(),
-        };
-
-        // Read the body, refusing to buffer more than the cap.
-        let max = self.config.max_body;
-        if response.content_length().is_some_and(|n| n > max as u64) {
-            return fail(Err(Error::ResponseTooLarge {
-                request: info(Some(status), retry_after),
-                limit: max,
-            }));
-        }
-        let mut body = Vec::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > max {
-                        return fail(Err(Error::ResponseTooLarge {
-                            request: info(Some(status), retry_after),
-                            limit: max,
-                        }));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => return fail(Err(transport_error(Some(status), e))),
-            }
-        }
-
-        self.answered(method, url, also_ok, status, headers, body.into())
-    }
-
-    /// The exchange for an answer read in full: the response, or the error
-    /// its status and body say.
-    fn answered(
-        &self,
-        method: &'static str,
-        url: &str,
-        also_ok: &[u16],
-        status: u16,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> Exchange {
-        let nonce = headers
-            .get("replay-nonce")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let retry_after = retry_after(&headers, self.config.clock.now());
-        if (200..300).contains(&status) || also_ok.contains(&status) {
-            return Exchange {
-                result: Ok(Response {
-                    method,
-                    url: url.to_owned(),
-                    status,
-                    headers,
-                    body,
-                    retry_after,
-                }),
-                nonce,
-            };
-        }
-        let request = Box::new(RequestInfo {
-            method,
-            url: url.to_owned(),
-            status: Some(status),
-            retry_after,
-        });
-        let result = match serde_json::from_slice::<Value>(&body) {
-            Ok(v) if v.get("type").is_some() || v.get("detail").is_some() => {
-                match serde_json::from_value::<Problem>(v) {
-                    Ok(problem) => Err(Error::Problem {
-                        request,
-                        problem: Box::new(problem),
-                    }),
-                    Err(e) => Err(Error::InvalidResponse {
-                        request,
-                        reason: format!("malformed problem document: {e}"),
-                    }),
-                }
-            }
-            _ => Err(Error::Status {
-                request,
-                body: excerpt(&body, &headers),
-            }),
-        };
-        Exchange { result, nonce }
-    }
-}
-
-/// How a dialect shapes requests on the wire (see the module docs).
-pub(crate) trait WireShape: Send + Sync + std::fmt::Debug {
-    /// The JWS protected header form.
-    fn header(&self) -> JwsHeader;
-    /// The payload as sent to `endpoint` at `url` (`None`: POST-as-GET).
-    fn payload<'a>(
-        &self,
-        endpoint: Endpoint,
-        url: &str,
-        payload: Option<&'a Value>,
-    ) -> Result<Option<Cow<'a, Value>>>;
-    /// True when a fresh nonce is taken by `HEAD`ing the request's own URL
-    /// (a CA without newNonce).
-    fn nonce_from_request_url(&self) -> bool;
-    /// A timeout of its own for a POST to `endpoint`.
-    fn post_timeout(&self, endpoint: Endpoint) -> Option<Duration>;
-}
-
-/// RFC 8555's wire: payloads as given, nonces from newNonce.
-#[derive(Debug)]
-pub(crate) struct Rfc8555Shape;
-
-impl WireShape for Rfc8555Shape {
-    fn header(&self) -> JwsHeader {
-        JwsHeader::Rfc8555
-    }
-    fn payload<'a>(
-        &self,
-        _: Endpoint,
-        _: &str,
-        payload: Option<&'a Value>,
-    ) -> Result<Option<Cow<'a, Value>>> {
-        Ok(payload.map(Cow::Borrowed))
-    }
-    fn nonce_from_request_url(&self) -> bool {
-        false
-    }
-    fn post_timeout(&self, _: Endpoint) -> Option<Duration> {
-        None
-    }
-}
-
-/// A short printable description of a non-problem error body.
-fn excerpt(body: &[u8], headers: &HeaderMap) -> String {
-    if body.is_empty() {
-        let names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
-        return format!("empty body; headers: [{}]", names.join(", "));
-    }
-    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-    let clean: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    format!("{} bytes: {clean:?}", body.len())
 }

@@ -109,6 +109,10 @@
 //! # std::fs::remove_dir_all(&dir).ok();
 //! # Ok(()) }
 //! ```
+//!
+//! (Over 800 lines: mostly documentation. `TestCa`, its builder and the
+//! crate's guide are the product's front page; the CA's logic lives in
+//! `ca/`, the server in `server.rs`.)
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

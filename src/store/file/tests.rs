@@ -1,4 +1,7 @@
 //! FileStore's unit tests: atomic writes, envelopes, corruption, leases.
+//!
+//! (Over 800 lines: one test per failure mode of the file store, which share
+//! their fixtures; split by concept they would repeat them.)
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Barrier;
 
