@@ -164,8 +164,9 @@ impl<S: Store> Issuer<S> {
                 certificate: cert,
                 source: CertificateSource::Stored,
                 replaces: None,
+                requested_by_ca: None,
             };
-            match self.judge(&cert) {
+            match self.judge_for(&cert, options) {
                 Verdict::Usable => return Ok(stored(cert)),
                 // Renewal information to refresh, on a certificate not due
                 // on what is known: worth one try at the lease, not a wait
@@ -194,7 +195,7 @@ impl<S: Store> Issuer<S> {
             // information is refreshed under the lease.
             let mut previous = self.stored(&key).await?;
             if let Some(cert) = previous.take() {
-                let cert = match self.judge(&cert) {
+                let cert = match self.judge_for(&cert, options) {
                     Verdict::Recheck => match self.refresh_renewal_info(&key, cert.clone()).await {
                         Ok(fresh) => fresh,
                         Err(e) => {
@@ -215,15 +216,23 @@ impl<S: Store> Issuer<S> {
                         certificate: cert,
                         source: CertificateSource::Stored,
                         replaces: None,
+                        requested_by_ca: None,
                     });
                 }
                 previous = Some(cert);
             }
+            let asked_early = previous
+                .as_ref()
+                .and_then(|p| p.renewal.clone())
+                .filter(|r| r.requested_early);
             let result = self.issue(&key, options, previous.as_ref()).await;
             if let Err(e) = &result {
                 self.record_error(&key, e).await;
             }
-            result
+            result.map(|ensured| Ensured {
+                requested_by_ca: asked_early.filter(|_| ensured.source != CertificateSource::Stored),
+                ..ensured
+            })
         })
         .await
     }

@@ -102,6 +102,10 @@ pub struct Ensured {
     /// For a renewal sent as an ARI renewal: the CertID of the certificate
     /// it replaces (the `replaces` of its newOrder).
     pub replaces: Option<String>,
+    /// When the certificate it renews was one whose replacement the CA had
+    /// asked for early ([`RenewalSchedule::requested_early`](crate::store::RenewalSchedule::requested_early)):
+    /// that certificate's schedule (the window the CA moved).
+    pub requested_by_ca: Option<RenewalSchedule>,
 }
 
 /// A step of an issuance, reported to [`IssuerBuilder::on_step`] right
@@ -180,6 +184,7 @@ pub struct IssuerBuilder<S: Store> {
     limits: Option<RateLimits>,
     renew_after: Option<f64>,
     renew_at_window_start: bool,
+    ari_recheck_max: Duration,
     lease_ttl: Duration,
     lease_wait: Duration,
     holder: String,
@@ -234,6 +239,15 @@ impl<S: Store> IssuerBuilder<S> {
     /// tool run by hand, and for tests.
     pub fn renew_at_window_start(mut self, enabled: bool) -> Self {
         self.renew_at_window_start = enabled;
+        self
+    }
+
+    /// The longest the CA's renewal information goes unchecked, whatever
+    /// its `Retry-After` says (default 6 hours, at least a minute). A CA
+    /// that moves windows into the past (a mass revocation, an incident)
+    /// is heard within this bound.
+    pub fn ari_recheck_max(mut self, max: Duration) -> Self {
+        self.ari_recheck_max = max.max(crate::protocol::renewal_info::MIN_RECHECK);
         self
     }
 
@@ -332,6 +346,7 @@ impl<S: Store> IssuerBuilder<S> {
                 solvers: self.solvers,
                 renew_after: self.renew_after,
                 renew_at_window_start: self.renew_at_window_start,
+                ari_recheck_max: self.ari_recheck_max,
                 lease_ttl: self.lease_ttl,
                 lease_wait: self.lease_wait,
                 holder: self.holder,
@@ -354,6 +369,7 @@ struct Inner<S: Store> {
     solvers: Vec<Arc<dyn Solver>>,
     renew_after: Option<f64>,
     renew_at_window_start: bool,
+    ari_recheck_max: Duration,
     lease_ttl: Duration,
     lease_wait: Duration,
     holder: String,
@@ -430,6 +446,7 @@ impl<S: Store> Issuer<S> {
             limits: None,
             renew_after: None,
             renew_at_window_start: false,
+            ari_recheck_max: crate::protocol::renewal_info::DEFAULT_RECHECK,
             lease_ttl: Duration::from_secs(60),
             lease_wait: Duration::from_secs(600),
             holder: crate::store::unique_holder(None),

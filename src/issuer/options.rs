@@ -115,6 +115,7 @@ pub struct EnsureOptions {
     pub(crate) certificate: CertificateOptions,
     pub(crate) force_new: bool,
     pub(crate) lease_wait: Option<Duration>,
+    pub(crate) recheck_renewal_info: bool,
 }
 
 impl From<CertificateOptions> for EnsureOptions {
@@ -163,6 +164,19 @@ impl EnsureOptions {
     /// Sets [`EnsureOptions::lease_wait`].
     pub fn with_lease_wait(mut self, wait: Option<Duration>) -> Self {
         self.lease_wait = wait;
+        self
+    }
+
+    /// Whether the CA's renewal information is fetched again now, whatever
+    /// the stored schedule says (an operator who read the CA's
+    /// announcement of a mass revocation). Default false.
+    pub fn recheck_renewal_info(&self) -> bool {
+        self.recheck_renewal_info
+    }
+
+    /// Sets [`EnsureOptions::recheck_renewal_info`].
+    pub fn with_recheck_renewal_info(mut self, recheck: bool) -> Self {
+        self.recheck_renewal_info = recheck;
         self
     }
 }

@@ -537,6 +537,7 @@ impl<S: Store> Issuer<S> {
             certificate,
             source,
             replaces: journal.replaces.clone(),
+            requested_by_ca: None,
         })
     }
 }

@@ -37,6 +37,16 @@ impl<S: Store> Issuer<S> {
                 .unwrap_or(cert.not_after);
             return at.min(latest);
         }
+        self.lifetime_due_at(cert)
+    }
+
+    /// When the lifetime rule alone would renew `cert`: 2/3 of its
+    /// lifetime, 1/2 for 10 days or less, or the fraction set.
+    fn lifetime_due_at(&self, cert: &StoredCertificate) -> SystemTime {
+        let lifetime = cert
+            .not_after
+            .duration_since(cert.not_before)
+            .unwrap_or_default();
         let fraction =
             self.inner
                 .renew_after
@@ -60,6 +70,22 @@ impl<S: Store> Issuer<S> {
         match &cert.renewal {
             Some(r) => due.min(r.check_again_at),
             None => self.now(),
+        }
+    }
+
+    /// What `cert` means for an ensure with `options`: as [`judge`](Self::judge),
+    /// except that an ensure asked to recheck the renewal information
+    /// rechecks it on a certificate otherwise usable.
+    pub(super) fn judge_for(&self, cert: &StoredCertificate, options: &EnsureOptions) -> Verdict {
+        match self.judge(cert) {
+            Verdict::Usable
+                if options.recheck_renewal_info
+                    && cert.revoked.is_none()
+                    && self.inner.client.offers_renewal_info() =>
+            {
+                Verdict::Recheck
+            }
+            other => other,
         }
     }
 
@@ -116,12 +142,29 @@ impl<S: Store> Issuer<S> {
                 renew_at: None,
                 check_again_at: recheck,
                 explanation_url: None,
+                requested_early: false,
             }
         };
+        let lifetime = cert
+            .not_after
+            .duration_since(cert.not_before)
+            .unwrap_or_default();
         let schedule = match CertId::from_pem(&cert.chain_pem) {
             Err(why) => fallback(why, &cert),
             Ok(id) => match self.inner.client.renewal_info(&id).await {
                 Ok(info) => {
+                    // Heard again within the configured bound, whatever
+                    // the CA's Retry-After says.
+                    let check_again_at = info.check_again_at.min(now + self.inner.ari_recheck_max);
+                    // The CA wants it replaced well before the lifetime
+                    // rule would: its window moved into the past (a mass
+                    // revocation, an incident). Renewed at once, not at a
+                    // random time in the window, while the window lasts
+                    // (the renewal is then an exempt ARI renewal).
+                    let requested_early = cert.revoked.is_none()
+                        && info.window_start <= now
+                        && now < info.window_end
+                        && info.window_start + lifetime / 10 < self.lifetime_due_at(&cert);
                     // The chosen time stays while the window does.
                     let renew_at = match &cert.renewal {
                         Some(old)
@@ -131,6 +174,7 @@ impl<S: Store> Issuer<S> {
                         {
                             old.renew_at
                         }
+                        _ if requested_early => Some(now),
                         _ => Some(info.renewal_time(
                             if self.inner.renew_at_window_start {
                                 0.0
@@ -143,12 +187,17 @@ impl<S: Store> Issuer<S> {
                     if let Some(url) = &info.explanation_url {
                         tracing::info!(set = %key, explanation = %url, "the CA explains this certificate's renewal window");
                     }
+                    if requested_early && !cert.renewal.as_ref().is_some_and(|r| r.requested_early)
+                    {
+                        tracing::warn!(set = %key, serial = %cert.serial, window_start = %timestamp::DisplayTime(info.window_start), "the CA asks for this certificate's replacement now (its renewal window moved into the past): renewing at once");
+                    }
                     RenewalSchedule {
                         window_start: Some(info.window_start),
                         window_end: Some(info.window_end),
                         renew_at,
-                        check_again_at: info.check_again_at,
+                        check_again_at,
                         explanation_url: info.explanation_url,
+                        requested_early,
                     }
                 }
                 Err(e) => fallback(e.to_string(), &cert),
@@ -156,10 +205,6 @@ impl<S: Store> Issuer<S> {
         };
         // A window a broken or hostile CA puts at or past the expiry would
         // let the certificate expire: never later than 90% of its life.
-        let lifetime = cert
-            .not_after
-            .duration_since(cert.not_before)
-            .unwrap_or_default();
         let latest = cert
             .not_after
             .checked_sub(lifetime / 10)

@@ -257,6 +257,9 @@ struct Current {
     not_before: SystemTime,
     not_after: SystemTime,
     revoked: bool,
+    /// The CA asked for its replacement early (a window moved into the
+    /// past): [`Urgency::Requested`], an exempt ARI renewal.
+    requested_early: bool,
     /// Halfway from its renewal time to its expiry: past it, a renewal is
     /// [`Urgency::Expiring`].
     urgent_at: SystemTime,
@@ -270,6 +273,9 @@ struct Tracked {
     running: bool,
     /// Removed while running: dropped when the attempt ends.
     removed: bool,
+    /// Its next attempt asks the CA's renewal information again, whatever
+    /// the stored schedule says ([`Renewer::recheck_all`]).
+    recheck: bool,
 }
 
 #[derive(Debug, Default)]
@@ -429,7 +435,42 @@ impl<S: Store> Renewer<S> {
                 .client()
                 .paused_until()
                 .filter(|t| *t > self.now()),
+            replacements_requested: state
+                .tracked
+                .values()
+                .filter(|t| !t.removed && t.current.as_ref().is_some_and(|c| c.requested_early))
+                .count(),
         }
+    }
+
+    /// Asks the CA's renewal information again for every certificate now,
+    /// whatever its stored schedule says: for an operator who read the
+    /// CA's announcement of a mass revocation or an incident. A window the
+    /// CA moved into the past is then renewed at once
+    /// ([`RenewerEvent::ReplacementRequested`]). Returns how many
+    /// certificates will be asked (those with a current certificate).
+    pub fn recheck_all(&self) -> usize {
+        let now = self.now();
+        let mut state = self.state();
+        let mut asked = Vec::new();
+        for (id, t) in state.tracked.iter_mut() {
+            if t.removed || t.current.is_none() {
+                continue;
+            }
+            t.recheck = true;
+            // Only what waits for its time is moved up; a certificate
+            // backing off keeps its schedule (and asks at that attempt).
+            if !t.running && t.state == ManagedState::Valid {
+                asked.push(entry(id, &t.stored, t.current.as_ref(), now));
+            }
+        }
+        let n = state.tracked.values().filter(|t| t.recheck).count();
+        for e in asked {
+            state.queue.schedule(e, now);
+        }
+        drop(state);
+        self.inner.wake.notify_one();
+        n
     }
 
     /// Asks [`Renewer::run`] to return: running attempts are dropped at
@@ -528,6 +569,7 @@ impl<S: Store> Renewer<S> {
                 },
                 running,
                 removed: false,
+                recheck: false,
             },
         );
         if !running {
@@ -544,6 +586,8 @@ impl<S: Store> Renewer<S> {
             not_before: cert.not_before,
             not_after: cert.not_after,
             revoked: cert.revoked.is_some(),
+            requested_early: cert.revoked.is_none()
+                && cert.renewal.as_ref().is_some_and(|r| r.requested_early),
             urgent_at: due + to_expiry / 2,
         }
     }
@@ -716,11 +760,11 @@ impl<S: Store> Renewer<S> {
     }
 
     fn start(&self, tasks: &mut JoinSet<Attempt>, entry: Entry) {
-        let Some(spec) = self
+        let Some((spec, recheck)) = self
             .state()
             .tracked
-            .get(&entry.id)
-            .map(|t| t.stored.spec.clone())
+            .get_mut(&entry.id)
+            .map(|t| (t.stored.spec.clone(), std::mem::take(&mut t.recheck)))
         else {
             return;
         };
@@ -731,7 +775,7 @@ impl<S: Store> Renewer<S> {
         let issuer = self.inner.issuer.clone();
         tasks.spawn(async move {
             let started = tokio::time::Instant::now();
-            let options = spec.ensure_options();
+            let options = spec.ensure_options().with_recheck_renewal_info(recheck);
             let result = issuer.ensure(spec.names(), &options).await;
             Attempt {
                 spends: entry.spends_budget.then(|| entry.domains()),
@@ -790,6 +834,7 @@ fn entry(id: &str, stored: &Stored, current: Option<&Current>, at: SystemTime) -
     let (urgency, key) = match current {
         None => (Urgency::New, stored.added_at),
         Some(c) if at >= c.urgent_at => (Urgency::Expiring, c.not_after),
+        Some(c) if c.requested_early => (Urgency::Requested, c.not_after),
         Some(c) => (Urgency::Renewal, c.not_after),
     };
     let spends_budget = match current {

@@ -78,6 +78,23 @@ impl<S: Store> Renewer<S> {
         let t = state.tracked.get_mut(id)?;
         let renewal = t.current.as_ref().is_some_and(|c| c.serial != cert.serial);
         let fresh = ensured.source != CertificateSource::Stored;
+        // The CA asked for a replacement early, news to this renewer: seen
+        // on the certificate kept (its window moved), or on the one just
+        // renewed (moved and replaced in the same attempt).
+        let known_early = t.current.as_ref().is_some_and(|c| c.requested_early);
+        let asked: Option<(String, crate::store::RenewalSchedule)> = if renewal {
+            ensured
+                .requested_by_ca
+                .clone()
+                .filter(|_| !known_early)
+                .zip(t.current.as_ref().map(|c| c.serial.clone()))
+                .map(|(schedule, serial)| (serial, schedule))
+        } else if current.requested_early && !known_early {
+            cert.renewal.clone().map(|r| (cert.serial.clone(), r))
+        } else {
+            None
+        };
+        let requested_by_ca = renewal && (known_early || ensured.requested_by_ca.is_some());
         t.current = Some(current.clone());
         t.state = ManagedState::Valid;
         let persist = (t.stored.failures != Failures::default()).then(|| {
@@ -87,6 +104,19 @@ impl<S: Store> Renewer<S> {
         let entry = entry(id, &t.stored, Some(&current), next);
         state.queue.schedule(entry, next);
         drop(state);
+        if let Some((serial, schedule)) = asked {
+            metrics::counter!(metric::REPLACEMENTS_REQUESTED).increment(1);
+            self.emit(RenewerEvent::ReplacementRequested {
+                id: id.to_owned(),
+                serial,
+                window_start: schedule.window_start.unwrap_or(now),
+                window_end: schedule.window_end.unwrap_or(now),
+                explanation_url: schedule.explanation_url,
+            });
+        }
+        if requested_by_ca {
+            metrics::counter!(metric::REPLACEMENTS_DONE).increment(1);
+        }
         if fresh {
             let kind = if renewal { "renewal" } else { "new" };
             metrics::counter!(metric::ISSUED, "kind" => kind).increment(1);
@@ -95,6 +125,7 @@ impl<S: Store> Renewer<S> {
                 id: id.to_owned(),
                 serial: cert.serial.clone(),
                 renewal,
+                requested_by_ca,
                 not_after: cert.not_after,
                 took,
             });

@@ -19,6 +19,10 @@ pub enum Urgency {
     /// A renewal past halfway from its renewal time to its expiry (or
     /// expired): it would otherwise expire. Soonest expiry first.
     Expiring,
+    /// A replacement the CA asked for early (its renewal window moved into
+    /// the past: a mass revocation, an incident): an exempt ARI renewal,
+    /// ahead of everything that has time. Soonest expiry first.
+    Requested,
     /// A certificate never issued: first added, first served.
     New,
     /// A renewal that has time: soonest expiry first.
@@ -30,6 +34,7 @@ impl Urgency {
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Expiring => "expiring",
+            Self::Requested => "requested",
             Self::New => "new",
             Self::Renewal => "renewal",
         }
@@ -204,7 +209,12 @@ impl Queue {
         let mut started = Vec::new();
         let mut held = Vec::new();
         let account_blocked = self.blocks.contains_key(&Block::Account);
-        for urgency in [Urgency::Expiring, Urgency::New, Urgency::Renewal] {
+        for urgency in [
+            Urgency::Expiring,
+            Urgency::Requested,
+            Urgency::New,
+            Urgency::Renewal,
+        ] {
             if started.len() >= free {
                 break;
             }

@@ -105,6 +105,9 @@ pub struct RenewerStatus {
     pub backlog: usize,
     /// While the CA asked for a pause: until when.
     pub paused_until: Option<SystemTime>,
+    /// Certificates whose replacement the CA asked for early (a window
+    /// moved into the past) and that are not replaced yet.
+    pub replacements_requested: usize,
 }
 
 impl RenewerStatus {
@@ -149,6 +152,9 @@ pub enum RenewerEvent {
         serial: String,
         /// Whether it renews an earlier certificate.
         renewal: bool,
+        /// Whether the CA had asked for that renewal early
+        /// ([`RenewerEvent::ReplacementRequested`]).
+        requested_by_ca: bool,
         /// Its expiry.
         not_after: SystemTime,
         /// How long the attempt took (tokio's clock).
@@ -195,6 +201,21 @@ pub enum RenewerEvent {
         /// Its id.
         id: String,
     },
+    /// The CA asked for this certificate's replacement early: its renewal
+    /// window moved into the past (a mass revocation, an incident). It is
+    /// renewed at once, ahead of the queue, as an exempt ARI renewal.
+    ReplacementRequested {
+        /// Its id.
+        id: String,
+        /// The certificate to replace.
+        serial: String,
+        /// The CA's new window.
+        window_start: SystemTime,
+        /// Its end.
+        window_end: SystemTime,
+        /// The CA's explanation, if it gave one.
+        explanation_url: Option<String>,
+    },
     /// The CA is down (503 with Retry-After): nothing starts until `until`.
     Paused {
         /// Until when.
@@ -222,6 +243,11 @@ pub mod metric {
     pub const DEFERRED: &str = "sturdy_acme_renewer_deferred_total";
     /// Counter: 429s the CA answered (goal 0).
     pub const CA_RATE_LIMITED: &str = "sturdy_acme_renewer_ca_rate_limited_total";
+    /// Counter: certificates whose replacement the CA asked for early (a
+    /// renewal window moved into the past).
+    pub const REPLACEMENTS_REQUESTED: &str = "sturdy_acme_renewer_replacements_requested_total";
+    /// Counter: those replaced.
+    pub const REPLACEMENTS_DONE: &str = "sturdy_acme_renewer_replacements_done_total";
     /// Histogram, label `kind`: seconds from an attempt's start to its
     /// certificate.
     pub const ORDER_SECONDS: &str = "sturdy_acme_renewer_order_seconds";

@@ -253,6 +253,11 @@ pub struct RenewalSchedule {
     /// The CA's `explanationURL`, if it sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explanation_url: Option<String>,
+    /// The CA asked for this certificate's replacement well before its
+    /// lifetime rule would have renewed it: the window moved into the past
+    /// (a mass revocation, an incident). It is renewed at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requested_early: bool,
 }
 
 /// [`unix_seconds`] for an optional time.

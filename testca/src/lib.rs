@@ -850,6 +850,36 @@ impl TestCa {
         self.ca.set_renewal_info(serial, answer, retry_after_secs);
     }
 
+    /// A mass-revocation drill, as Let's Encrypt ran on 2026-03-19: the
+    /// renewal windows of `share` (0 to 1) of the live certificates move
+    /// into the past, to `(now - 1 h, now + end_after)`, with this
+    /// `explanationURL`. A client that rechecks its renewal information
+    /// replaces them at once, as exempt ARI renewals. The draw is seeded:
+    /// one seed moves the same certificates every run. Returns their
+    /// serials.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), sturdy_acme::Error> {
+    /// use std::time::Duration;
+    /// use sturdy_acme_testca::TestCa;
+    ///
+    /// let ca = TestCa::start().await?;
+    /// // Nothing issued yet: nothing to move.
+    /// assert!(ca.drill_renewal_windows(0.1, 7, Duration::from_secs(86_400), None).is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub fn drill_renewal_windows(
+        &self,
+        share: f64,
+        seed: u64,
+        end_after: Duration,
+        explanation_url: Option<String>,
+    ) -> Vec<String> {
+        self.ca
+            .drill_renewal_windows(share, seed, end_after, explanation_url)
+    }
+
     /// Replaces the fault script (counters restart).
     pub fn set_faults(&self, rules: Vec<FaultRule>) {
         self.ca.faults.replace(rules);

@@ -19,16 +19,16 @@ use sturdy_acme_testca::{CaaPolicy, Fault, FaultRule, RetryAfterForm, TestCa, Tr
 
 use crate::issuer::temp_store;
 
-const MIN: u64 = 60;
-const HOUR: u64 = 3600;
-const DAY: u64 = 24 * HOUR;
+pub(crate) const MIN: u64 = 60;
+pub(crate) const HOUR: u64 = 3600;
+pub(crate) const DAY: u64 = 24 * HOUR;
 
 /// Answers by status, as the client saw them.
 #[derive(Default)]
-struct Statuses(Mutex<BTreeMap<u16, u64>>);
+pub(crate) struct Statuses(Mutex<BTreeMap<u16, u64>>);
 
 impl Statuses {
-    fn get(&self, status: u16) -> u64 {
+    pub(crate) fn get(&self, status: u16) -> u64 {
         self.0.lock().unwrap().get(&status).copied().unwrap_or(0)
     }
 }
@@ -36,6 +36,16 @@ impl Statuses {
 /// An issuer on `store` for the in-process `ca`, on the tokio calendar,
 /// with `limits` in its ledger; the statuses the CA answered are counted.
 async fn issuer<S: Store>(ca: &TestCa, store: S, limits: RateLimits) -> (Issuer<S>, Arc<Statuses>) {
+    issuer_with(ca, store, limits, |b| b).await
+}
+
+/// [`issuer`], with the builder adjusted by `adjust`.
+pub(crate) async fn issuer_with<S: Store>(
+    ca: &TestCa,
+    store: S,
+    limits: RateLimits,
+    adjust: impl FnOnce(sturdy_acme::IssuerBuilder<S>) -> sturdy_acme::IssuerBuilder<S>,
+) -> (Issuer<S>, Arc<Statuses>) {
     let statuses = Arc::new(Statuses::default());
     let seen = Arc::clone(&statuses);
     let client = ca
@@ -52,27 +62,31 @@ async fn issuer<S: Store>(ca: &TestCa, store: S, limits: RateLimits) -> (Issuer<
         .build()
         .await
         .unwrap();
-    let issuer = Issuer::builder(client, store)
-        .solver(Arc::new(Http01Solver::unserved()))
-        .rate_limits(limits)
-        .build();
+    let issuer = adjust(
+        Issuer::builder(client, store)
+            .solver(Arc::new(Http01Solver::unserved()))
+            .rate_limits(limits),
+    )
+    .build();
     (issuer, statuses)
 }
 
-fn policy() -> RenewerPolicy {
+pub(crate) fn policy() -> RenewerPolicy {
     RenewerPolicy::default()
         .with_concurrency(32)
         .with_seed(Some(7))
 }
 
 /// Starts `renewer.run()` in the background.
-fn start<S: Store>(renewer: &Renewer<S>) -> tokio::task::JoinHandle<sturdy_acme::Result<()>> {
+pub(crate) fn start<S: Store>(
+    renewer: &Renewer<S>,
+) -> tokio::task::JoinHandle<sturdy_acme::Result<()>> {
     let r = renewer.clone();
     tokio::spawn(async move { r.run().await })
 }
 
 /// Sleeps (virtual time) in steps of `step` until `done(status)` or `limit`.
-async fn wait_until<S: Store>(
+pub(crate) async fn wait_until<S: Store>(
     renewer: &Renewer<S>,
     step: Duration,
     limit: Duration,
@@ -98,11 +112,11 @@ async fn wait_until<S: Store>(
     }
 }
 
-fn all_valid(n: usize) -> impl Fn(&RenewerStatus) -> bool {
+pub(crate) fn all_valid(n: usize) -> impl Fn(&RenewerStatus) -> bool {
     move |s| s.certificates.len() == n && s.count(ManagedState::Valid) == n
 }
 
-fn specs(names: impl IntoIterator<Item = String>) -> Vec<CertificateSpec> {
+pub(crate) fn specs(names: impl IntoIterator<Item = String>) -> Vec<CertificateSpec> {
     names
         .into_iter()
         .map(|n| CertificateSpec::new([n]).unwrap())

@@ -409,6 +409,7 @@ async fn certificate_round_trip_permissions_and_backup() {
             renew_at: Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_900_000_100)),
             check_again_at: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_021_600),
             explanation_url: None,
+            requested_early: true,
         }),
         ..third.clone()
     };

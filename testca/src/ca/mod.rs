@@ -178,6 +178,72 @@ impl Ca {
             .clone()
     }
 
+    /// A mass-revocation drill (Let's Encrypt's of 2026-03-19): the renewal
+    /// windows of a share of the live certificates move into the past. Each
+    /// chosen certificate's window becomes `(now - 1 h, now + end_after)`:
+    /// its replacement is due at once and, made before the window ends, is
+    /// an exempt ARI renewal. Live: the newest certificate of its exact
+    /// identifier set, neither revoked nor expired. The choice is a seeded
+    /// draw (`share` of them, at least one when `share > 0`), so one seed
+    /// moves the same certificates every run. Returns their serials.
+    pub(crate) fn drill_renewal_windows(
+        &self,
+        share: f64,
+        seed: u64,
+        end_after: std::time::Duration,
+        explanation_url: Option<String>,
+    ) -> Vec<String> {
+        let now = now();
+        let mut state = self.state();
+        let mut newest: std::collections::BTreeMap<Vec<sturdy_acme::Identifier>, usize> =
+            Default::default();
+        for (i, c) in state.certs.iter().enumerate() {
+            if c.revoked.is_some() || c.not_after <= now {
+                continue;
+            }
+            let mut set = c.identifiers.clone();
+            set.sort();
+            newest.insert(set, i);
+        }
+        let live: Vec<usize> = newest.into_values().collect();
+        let share = share.clamp(0.0, 1.0);
+        let want = ((live.len() as f64 * share).round() as usize)
+            .max(usize::from(share > 0.0 && !live.is_empty()))
+            .min(live.len());
+        // A seeded partial Fisher-Yates shuffle: the first `want` of it.
+        let mut order = live;
+        let mut rng = seed;
+        for i in 0..want {
+            let j = i + (crate::codec::splitmix64(&mut rng) % (order.len() - i) as u64) as usize;
+            order.swap(i, j);
+        }
+        order.truncate(want);
+        order.sort_unstable();
+        let start = now - std::time::Duration::from_secs(3600);
+        let end = now + end_after;
+        let mut serials = Vec::with_capacity(order.len());
+        for i in order {
+            let serial = state.certs[i].serial.to_ascii_lowercase();
+            state.ari.scripts.insert(
+                serial.clone(),
+                records::Scripted {
+                    answer: RenewalInfoAnswer::Window {
+                        start,
+                        end,
+                        explanation_url: explanation_url.clone(),
+                    },
+                    retry_after_secs: None,
+                },
+            );
+            serials.push(serial);
+        }
+        tracing::info!(
+            moved = serials.len(),
+            "test CA: renewal windows moved into the past (a mass-revocation drill)"
+        );
+        serials
+    }
+
     pub(crate) fn set_renewal_info(
         &self,
         serial: &str,
