@@ -172,8 +172,8 @@ mod wait;
 
 // The protocol client.
 pub use client::{
-    Account, AccountOptions, Authorization, CertificateChain, Challenge, Client, ClientBuilder,
-    DEFAULT_ACCEPT_LANGUAGE, Danger, LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING,
+    Account, AccountOptions, Authorization, CertificateChain, ChainPreference, Challenge, Client,
+    ClientBuilder, DEFAULT_ACCEPT_LANGUAGE, Danger, LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING,
     MAX_ALTERNATE_CHAINS, NewOrder, Order, PollPolicy, RawAnswer, ReplacesRefusal,
     RevocationReason, USER_AGENT,
 };

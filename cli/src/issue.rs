@@ -9,8 +9,8 @@ use clap::Args;
 use sturdy_acme::store::{FileMode, write_file_atomic};
 use sturdy_acme::{
     AccountKey, AuthorizationStatus, CertificateChain, CertificateKey, CertificateKeyType,
-    CertificateOptions, CertificateSource, ChallengeType, Csr, EnsureOptions, KeyAlgorithm,
-    NewOrder, OrderStatus,
+    CertificateOptions, CertificateSource, ChainPreference, ChallengeType, Csr, EnsureOptions,
+    KeyAlgorithm, NewOrder, OrderStatus,
 };
 
 use super::common::{AnyError, ChallengeArgs, CommonArgs, Connection, StoreLocation, connect};
@@ -173,7 +173,9 @@ pub async fn run(args: IssueArgs) -> Result<(), AnyError> {
                 &EnsureOptions::from(
                     CertificateOptions::default()
                         .with_key_type(args.key_type()?)
-                        .with_preferred_chain(args.preferred_chain.clone())
+                        .with_preferred_chain(
+                            args.preferred_chain.clone().map(ChainPreference::RootName),
+                        )
                         .with_profile(args.profile.clone()),
                 ),
             )
@@ -255,7 +257,12 @@ pub async fn run(args: IssueArgs) -> Result<(), AnyError> {
     order.finalize(Csr::Key(&cert_key)).await?;
     step("order finalized");
     let chain = order
-        .certificate_chain(args.preferred_chain.as_deref())
+        .certificate_chain(
+            args.preferred_chain
+                .clone()
+                .map(ChainPreference::RootName)
+                .as_ref(),
+        )
         .await?;
     step(format!(
         "certificate {} downloaded (serial {}, chain to {})",

@@ -9,7 +9,7 @@ use sturdy_acme::store::{DynStore, RenewalSchedule};
 use sturdy_acme::timestamp::DisplayTime;
 use sturdy_acme::{
     AccountKey, CertificateKeyType, CertificateOptions, CertificateSource, CertificateStatus,
-    Endpoint, EnsureOptions, Issuer, KeyAlgorithm, RevocationReason, RevokeWith,
+    ChainPreference, Endpoint, EnsureOptions, Issuer, KeyAlgorithm, RevocationReason, RevokeWith,
 };
 
 use super::common::{AnyError, ChallengeArgs, CommonArgs, StoreLocation, connect};
@@ -341,7 +341,7 @@ pub async fn renew(args: RenewArgs) -> Result<(), AnyError> {
     let options = EnsureOptions::from(
         CertificateOptions::default()
             .with_key_type(args.key_type.parse::<CertificateKeyType>()?)
-            .with_preferred_chain(args.preferred_chain.clone()),
+            .with_preferred_chain(args.preferred_chain.clone().map(ChainPreference::RootName)),
     );
     let mut first_error: Option<AnyError> = None;
     for (s, why) in work {

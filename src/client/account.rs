@@ -547,16 +547,16 @@ impl Account {
 
     /// Downloads the certificate chain at a certificate URL (an order's
     /// `certificate`, e.g. one journalled before a restart), preferring the
-    /// chain to `preferred_issuer` among the alternates like
+    /// chain to the `preferred` root among the alternates like
     /// [`Order::certificate_chain`]. ACME v1: a plain GET of the certificate
     /// URL, following `Link: rel="up"` to its issuers.
     pub async fn certificate_chain(
         &self,
         url: &str,
-        preferred_issuer: Option<&str>,
+        preferred: Option<&super::ChainPreference>,
     ) -> Result<CertificateChain> {
         let default = self.dialect_impl().download_chain(self, url).await?;
-        super::order::prefer_chain(self, default, preferred_issuer).await
+        super::order::prefer_chain(self, default, preferred).await
     }
 
     /// The URLs in the account's orders list (RFC 8555 §7.1.2.1), following

@@ -1,6 +1,37 @@
-//! Downloaded certificate chains.
+//! Downloaded certificate chains, and which of the CA's chains is preferred.
 
-use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::prelude::{FromDer, SubjectPublicKeyInfo, X509Certificate};
+
+/// Which of the chains a CA offers (the default and its `Link:
+/// rel="alternate"` ones) to take: the first that leads to this root.
+///
+/// ```
+/// use sturdy_acme::ChainPreference;
+///
+/// let by_name = ChainPreference::root_name("ISRG Root X1");
+/// assert_eq!(by_name, ChainPreference::RootName("ISRG Root X1".into()));
+/// // By the root's key (its SubjectPublicKeyInfo, DER): the topmost
+/// // certificate of the chain must be signed by it, whatever the root's
+/// // name (a re-issued root keeps its key).
+/// let by_key = ChainPreference::RootKey(vec![0x30, 0x59]);
+/// assert!(matches!(by_key, ChainPreference::RootKey(_)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChainPreference {
+    /// The root's common name: the topmost certificate's issuer CN.
+    RootName(String),
+    /// The root's public key (SubjectPublicKeyInfo, DER): the topmost
+    /// certificate's signature verifies under it.
+    RootKey(Vec<u8>),
+}
+
+impl ChainPreference {
+    /// [`ChainPreference::RootName`].
+    pub fn root_name(name: impl Into<String>) -> Self {
+        Self::RootName(name.into())
+    }
+}
 
 /// A PEM certificate chain as the CA served it: the leaf first, then its issuers.
 ///
@@ -128,6 +159,37 @@ impl CertificateChain {
             .next()
             .and_then(|cn| cn.as_str().ok())
             .map(str::to_owned)
+    }
+
+    /// The issuer common name of the leaf: the intermediate that issued it.
+    pub fn leaf_issuer_common_name(&self) -> Option<String> {
+        let (_, cert) = X509Certificate::from_der(self.der.first()?).ok()?;
+        cert.issuer()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_owned)
+    }
+
+    /// Whether this chain leads to the root `preference` names.
+    pub fn leads_to(&self, preference: &ChainPreference) -> bool {
+        match preference {
+            ChainPreference::RootName(name) => {
+                self.top_issuer_common_name().as_deref() == Some(name.as_str())
+            }
+            ChainPreference::RootKey(spki) => {
+                let Some(last) = self.der.last() else {
+                    return false;
+                };
+                let (Ok((_, top)), Ok((_, key))) = (
+                    X509Certificate::from_der(last),
+                    SubjectPublicKeyInfo::from_der(spki),
+                ) else {
+                    return false;
+                };
+                top.verify_signature(Some(&key)).is_ok()
+            }
+        }
     }
 
     /// The leaf's validity end.

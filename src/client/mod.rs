@@ -28,7 +28,7 @@ use rustls::pki_types::pem::PemObject;
 pub use account::{Account, AccountOptions, RawAnswer, RevocationReason};
 pub(crate) use account::{LOST_ANSWER_PAGES, REPLACEMENT_SEARCH_PAGES};
 pub use authorization::{Authorization, Challenge};
-pub use certificate::CertificateChain;
+pub use certificate::{CertificateChain, ChainPreference};
 #[cfg(feature = "v1")]
 pub use dialect::v1::{CertificateFinder, FindFuture};
 pub use order::{MAX_ALTERNATE_CHAINS, NewOrder, Order};

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use super::dialect::OrderWire;
 use super::poll::Poller;
-use super::{Account, Authorization, CertificateChain};
+use super::{Account, Authorization, CertificateChain, ChainPreference};
 use crate::crypto::Csr;
 use crate::error::{Error, Result, RetryAfter};
 use crate::protocol::{
@@ -358,19 +358,19 @@ impl Order {
         self.certificate_chain(None).await
     }
 
-    /// Downloads the certificate; with `preferred_issuer`, picks the first
-    /// chain (default, then each `Link: rel="alternate"`) whose topmost
-    /// certificate was issued by a CA with that common name, else the default.
+    /// Downloads the certificate; with `preferred`, picks the first chain
+    /// (default, then each `Link: rel="alternate"`) that leads to that root
+    /// ([`CertificateChain::leads_to`]), else the default.
     ///
     /// ACME v1 offers one chain (the leaf, then its `Link: rel="up"`
     /// issuers), so a preference only ever gets the default.
     pub async fn certificate_chain(
         &mut self,
-        preferred_issuer: Option<&str>,
+        preferred: Option<&ChainPreference>,
     ) -> Result<CertificateChain> {
         let url = self.wait_certificate().await?;
         let default = self.wire.download(&self.core, &url).await?;
-        prefer_chain(&self.core.account, default, preferred_issuer).await
+        prefer_chain(&self.core.account, default, preferred).await
     }
 
     async fn poll_while(&mut self, status: OrderStatus) -> Result<()> {
@@ -527,17 +527,16 @@ pub(crate) async fn invalid_error(order: &OrderCore) -> Error {
 pub const MAX_ALTERNATE_CHAINS: usize = 4;
 
 /// `default`, or the first alternate chain (at most
-/// [`MAX_ALTERNATE_CHAINS`] are fetched) whose topmost certificate was
-/// issued by `preferred_issuer`.
+/// [`MAX_ALTERNATE_CHAINS`] are fetched) that leads to the `preferred` root.
 pub(crate) async fn prefer_chain(
     account: &Account,
     default: CertificateChain,
-    preferred_issuer: Option<&str>,
+    preferred: Option<&ChainPreference>,
 ) -> Result<CertificateChain> {
-    let Some(preferred) = preferred_issuer else {
+    let Some(preferred) = preferred else {
         return Ok(default);
     };
-    if default.top_issuer_common_name().as_deref() == Some(preferred) {
+    if default.leads_to(preferred) {
         return Ok(default);
     }
     let alternates = default.alternate_urls();
@@ -556,14 +555,14 @@ pub(crate) async fn prefer_chain(
             tracing::warn!(url = %alt, "an alternate chain has another leaf than the default chain; ignored");
             continue;
         }
-        if chain.top_issuer_common_name().as_deref() == Some(preferred) {
-            tracing::info!(issuer = preferred, url = %alt, "preferred chain selected");
+        if chain.leads_to(preferred) {
+            tracing::info!(?preferred, url = %alt, "preferred chain selected");
             return Ok(chain);
         }
     }
     tracing::info!(
-        issuer = preferred,
-        "no chain from the preferred issuer; using the default"
+        ?preferred,
+        "no chain leads to the preferred root; using the default"
     );
     Ok(default)
 }

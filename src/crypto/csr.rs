@@ -198,6 +198,15 @@ mod tests {
             }
         }
         assert_eq!(sans, ["a.example", "*.b.example", "[192, 0, 2, 7]"]);
+        // It asks only for the names: no extended key usage, so never
+        // clientAuth (gone from Let's Encrypt's profiles in 2026; Google
+        // Trust Services refuses CSRs that ask for it).
+        let requested: Vec<_> = csr.requested_extensions().unwrap().collect();
+        assert_eq!(requested.len(), 1);
+        assert!(matches!(
+            requested[0],
+            ParsedExtension::SubjectAlternativeName(_)
+        ));
         assert!(
             csr.certification_request_info
                 .subject

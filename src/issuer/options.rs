@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use crate::client::ChainPreference;
 use crate::crypto::CertificateKeyType;
 use crate::protocol::ChallengeType;
 
@@ -29,7 +30,7 @@ use crate::protocol::ChallengeType;
 pub struct CertificateOptions {
     pub(crate) key_type: CertificateKeyType,
     pub(crate) challenge_types: Vec<ChallengeType>,
-    pub(crate) preferred_chain: Option<String>,
+    pub(crate) preferred_chain: Option<ChainPreference>,
     pub(crate) profile: Option<String>,
 }
 
@@ -57,14 +58,15 @@ impl CertificateOptions {
         self
     }
 
-    /// The root (issuer common name) whose chain is preferred, if any.
-    pub fn preferred_chain(&self) -> Option<&str> {
-        self.preferred_chain.as_deref()
+    /// The root whose chain is preferred among those the CA offers, by
+    /// name or by key ([`ChainPreference`]), if any.
+    pub fn preferred_chain(&self) -> Option<&ChainPreference> {
+        self.preferred_chain.as_ref()
     }
 
     /// Sets [`CertificateOptions::preferred_chain`].
-    pub fn with_preferred_chain(mut self, issuer_cn: Option<String>) -> Self {
-        self.preferred_chain = issuer_cn;
+    pub fn with_preferred_chain(mut self, preference: Option<ChainPreference>) -> Self {
+        self.preferred_chain = preference;
         self
     }
 

@@ -74,7 +74,7 @@ impl<S: Store> Issuer<S> {
                 // A known certificate URL first: the certificate may be
                 // downloadable even when the order no longer is.
                 match account
-                    .certificate_chain(&url, options.certificate.preferred_chain.as_deref())
+                    .certificate_chain(&url, options.certificate.preferred_chain.as_ref())
                     .await
                 {
                     Ok(chain) => {
@@ -380,7 +380,7 @@ impl<S: Store> Issuer<S> {
                         self.observe(key, IssuerStep::CertificateUrlKnown);
                     }
                     let chain = order
-                        .certificate_chain(options.certificate.preferred_chain.as_deref())
+                        .certificate_chain(options.certificate.preferred_chain.as_ref())
                         .await?;
                     self.journal_chain(key, journal, &chain).await?;
                     return Ok(());

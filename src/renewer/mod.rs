@@ -260,6 +260,9 @@ struct Current {
     /// The CA asked for its replacement early (a window moved into the
     /// past): [`Urgency::Requested`], an exempt ARI renewal.
     requested_early: bool,
+    /// Its chain: the intermediate that issued it and the root it leads to
+    /// (issuer common names), to notice a renewal under another chain.
+    chain: (Option<String>, Option<String>),
     /// Halfway from its renewal time to its expiry: past it, a renewal is
     /// [`Urgency::Expiring`].
     urgent_at: SystemTime,
@@ -588,6 +591,9 @@ impl<S: Store> Renewer<S> {
             revoked: cert.revoked.is_some(),
             requested_early: cert.revoked.is_none()
                 && cert.renewal.as_ref().is_some_and(|r| r.requested_early),
+            chain: crate::CertificateChain::parse_pem("", &cert.chain_pem)
+                .map(|c| (c.leaf_issuer_common_name(), c.top_issuer_common_name()))
+                .unwrap_or_default(),
             urgent_at: due + to_expiry / 2,
         }
     }

@@ -95,6 +95,12 @@ impl<S: Store> Renewer<S> {
             None
         };
         let requested_by_ca = renewal && (known_early || ensured.requested_by_ca.is_some());
+        // Renewed under another chain (a new intermediate, another root).
+        let chain_changed = t
+            .current
+            .as_ref()
+            .filter(|c| renewal && c.chain != current.chain && c.chain != (None, None))
+            .map(|c| (c.chain.clone(), current.chain.clone()));
         t.current = Some(current.clone());
         t.state = ManagedState::Valid;
         let persist = (t.stored.failures != Failures::default()).then(|| {
@@ -116,6 +122,17 @@ impl<S: Store> Renewer<S> {
         }
         if requested_by_ca {
             metrics::counter!(metric::REPLACEMENTS_DONE).increment(1);
+        }
+        if let Some(((from_issuer, from_root), (to_issuer, to_root))) = chain_changed {
+            tracing::info!(target: "sturdy_acme::renewer", %id, ?from_issuer, ?from_root, ?to_issuer, ?to_root, "renewed under another chain");
+            metrics::counter!(metric::CHAIN_CHANGED).increment(1);
+            self.emit(RenewerEvent::ChainChanged {
+                id: id.to_owned(),
+                from_issuer,
+                from_root,
+                to_issuer,
+                to_root,
+            });
         }
         if fresh {
             let kind = if renewal { "renewal" } else { "new" };

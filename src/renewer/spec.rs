@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::client::ChainPreference;
 use crate::crypto::CertificateKeyType;
 use crate::error::{Error, Result};
 use crate::issuer::{CertificateOptions, EnsureOptions};
@@ -108,8 +109,12 @@ struct Record {
     key_type: String,
     #[serde(default)]
     profile: Option<String>,
+    /// The preferred root by name.
     #[serde(default)]
     preferred_chain: Option<String>,
+    /// The preferred root by key (SubjectPublicKeyInfo DER, base64url).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    preferred_root_key: Option<String>,
     #[serde(default)]
     challenge_types: Vec<ChallengeType>,
     /// When it was added (ms since the Unix epoch): new certificates are
@@ -143,7 +148,14 @@ impl Stored {
             names: self.spec.names.clone(),
             key_type: self.spec.options.key_type.as_str().to_owned(),
             profile: self.spec.options.profile.clone(),
-            preferred_chain: self.spec.options.preferred_chain.clone(),
+            preferred_chain: match &self.spec.options.preferred_chain {
+                Some(ChainPreference::RootName(name)) => Some(name.clone()),
+                _ => None,
+            },
+            preferred_root_key: match &self.spec.options.preferred_chain {
+                Some(ChainPreference::RootKey(spki)) => Some(crate::crypto::b64(spki)),
+                _ => None,
+            },
             challenge_types: self.spec.options.challenge_types.clone(),
             added_at_ms: to_ms(self.added_at),
             failures: self.failures.clone(),
@@ -163,6 +175,18 @@ impl Stored {
             .key_type
             .parse::<CertificateKeyType>()
             .map_err(|e| format!("renewer record {:?}: {e}", record.id))?;
+        let preferred = match (r.preferred_chain, r.preferred_root_key) {
+            (_, Some(key)) => Some(ChainPreference::RootKey(
+                crate::crypto::b64_decode(&key).ok_or_else(|| {
+                    format!(
+                        "renewer record {:?}: the preferred root key is not base64url",
+                        record.id
+                    )
+                })?,
+            )),
+            (Some(name), None) => Some(ChainPreference::RootName(name)),
+            (None, None) => None,
+        };
         let spec = CertificateSpec::new(&r.names)
             .map_err(|e| format!("renewer record {:?}: {e}", record.id))?
             .with_options(
@@ -170,7 +194,7 @@ impl Stored {
                     .with_key_type(key_type)
                     .with_challenge_types(r.challenge_types)
                     .with_profile(r.profile)
-                    .with_preferred_chain(r.preferred_chain),
+                    .with_preferred_chain(preferred),
             );
         if spec.id() != record.id {
             return Err(format!(

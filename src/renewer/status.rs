@@ -216,6 +216,22 @@ pub enum RenewerEvent {
         /// The CA's explanation, if it gave one.
         explanation_url: Option<String>,
     },
+    /// A renewal came under another chain than the certificate it renews
+    /// (a new intermediate, another root: a CA's hierarchy change): the
+    /// servers that serve it may need the new chain or trust.
+    ChainChanged {
+        /// Its id.
+        id: String,
+        /// The intermediate that issued the certificate renewed (its
+        /// issuer common name).
+        from_issuer: Option<String>,
+        /// The root its chain led to.
+        from_root: Option<String>,
+        /// The intermediate of the new certificate.
+        to_issuer: Option<String>,
+        /// The root the new chain leads to.
+        to_root: Option<String>,
+    },
     /// The CA is down (503 with Retry-After): nothing starts until `until`.
     Paused {
         /// Until when.
@@ -248,6 +264,9 @@ pub mod metric {
     pub const REPLACEMENTS_REQUESTED: &str = "sturdy_acme_renewer_replacements_requested_total";
     /// Counter: those replaced.
     pub const REPLACEMENTS_DONE: &str = "sturdy_acme_renewer_replacements_done_total";
+    /// Counter: renewals that came under another chain than the
+    /// certificate they renew.
+    pub const CHAIN_CHANGED: &str = "sturdy_acme_renewer_chain_changed_total";
     /// Histogram, label `kind`: seconds from an attempt's start to its
     /// certificate.
     pub const ORDER_SECONDS: &str = "sturdy_acme_renewer_order_seconds";

@@ -896,6 +896,20 @@ impl TestCa {
         self.ca.rate_limits()
     }
 
+    /// A chain change for new issuance (as Let's Encrypt's move to its Gen Y
+    /// hierarchy in 2026): with `true`, a new certificate's default chain
+    /// leads to the alternate root (the cross-signed intermediate), and the
+    /// chain to the first root becomes its alternate. Needs
+    /// [`TestCaBuilder::alternate_chain`]; certificates already issued keep
+    /// their chains.
+    pub fn set_default_to_alternate_root(&self, alternate: bool) {
+        self.ca
+            .config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .default_to_alternate_root = alternate;
+    }
+
     /// Changes the rate limits.
     pub fn set_rate_limits(&self, limits: RateLimits) {
         self.ca

@@ -175,3 +175,62 @@ async fn recheck_all_hears_a_moved_window_at_once() {
     renewer.shutdown();
     running.await.unwrap().unwrap();
 }
+
+/// The CA changes the chain of new issuance (a new root, as Let's
+/// Encrypt's Gen Y move). Each certificate's next renewal is reported once,
+/// naming the chain it left and the one it came under; the renewal after
+/// that (same chain) is not reported again.
+#[tokio::test(start_paused = true)]
+async fn a_chain_change_is_reported_once_per_certificate_on_its_next_renewal() {
+    let ca = TestCa::builder()
+        .alternate_chain(true)
+        .renewal_info(Some(Duration::from_secs(2 * DAY)))
+        .start_in_process()
+        .unwrap();
+    let (issuer, _) = issuer_with(&ca, MemoryStore::new(), RateLimits::lets_encrypt(), |b| {
+        b.renew_at_window_start(true)
+    })
+    .await;
+    let changes = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&changes);
+    let renewer = Renewer::builder(issuer)
+        .policy(policy())
+        .on_event(move |e| {
+            if let RenewerEvent::ChainChanged {
+                id,
+                from_root,
+                to_root,
+                ..
+            } = e
+            {
+                log.lock()
+                    .unwrap()
+                    .push((id.clone(), from_root.clone(), to_root.clone()));
+            }
+        })
+        .build();
+    renewer
+        .add_all(specs((0..6).map(|i| format!("chain{i}.example"))))
+        .await
+        .unwrap();
+    let running = start(&renewer);
+    wait_until(
+        &renewer,
+        Duration::from_secs(MIN),
+        Duration::from_secs(HOUR),
+        all_valid(6),
+    )
+    .await;
+    ca.set_default_to_alternate_root(true);
+    // Two renewal rounds: each window opens two days after issuance.
+    tokio::time::sleep(Duration::from_secs(5 * DAY)).await;
+    assert!(ca.ledger().certificates.len() >= 18, "two renewals each");
+    let changes = changes.lock().unwrap().clone();
+    assert_eq!(changes.len(), 6, "{changes:?}");
+    for (_, from, to) in &changes {
+        assert_eq!(from.as_deref(), Some("sturdy-acme Test Root CA"));
+        assert_eq!(to.as_deref(), Some("sturdy-acme Test Alternate Root CA"));
+    }
+    renewer.shutdown();
+    running.await.unwrap().unwrap();
+}

@@ -145,7 +145,12 @@ async fn v1_has_one_chain_and_a_preference_falls_back_to_it() {
     order.finalize(Csr::Key(&key)).await.unwrap();
     let default = order.certificate().await.unwrap();
     assert!(default.alternate_urls().is_empty());
-    let preferred = order.certificate_chain(Some("No Such Root")).await.unwrap();
+    let preferred = order
+        .certificate_chain(Some(&sturdy_acme::ChainPreference::root_name(
+            "No Such Root",
+        )))
+        .await
+        .unwrap();
     assert_eq!(preferred, default);
     verify::verify_chain(default.pem(), &[ca.root_pem()], &["chain.example"], &[]);
 }

@@ -46,6 +46,10 @@ pub(crate) struct Config {
     pub(crate) eab_required: bool,
     pub(crate) eab_keys: EabKeys,
     pub(crate) alternate_chain: bool,
+    /// New issuance's default chain leads to the alternate root (a chain
+    /// change, as Let's Encrypt's move to its Gen Y hierarchy); the other
+    /// chain is then the alternate.
+    pub(crate) default_to_alternate_root: bool,
     pub(crate) accept_eddsa: bool,
     pub(crate) reuse_pending_orders: bool,
     pub(crate) reuse_valid_authorizations: bool,
@@ -86,6 +90,7 @@ impl Default for Config {
             eab_required: false,
             eab_keys: EabKeys::default(),
             alternate_chain: false,
+            default_to_alternate_root: false,
             accept_eddsa: false,
             reuse_pending_orders: true,
             reuse_valid_authorizations: true,

@@ -264,7 +264,7 @@ impl State {
                 .ok_or_else(|| Rejection::malformed("notBefore is too far in the future"))?,
         };
         let common_name = profile.is_none_or(|p| p.common_name);
-        let issued = pki
+        let mut issued = pki
             .issue_with(csr, not_before, na, common_name)
             .map_err(|e| {
                 Rejection::new(
@@ -273,6 +273,11 @@ impl State {
                     format!("issuance failed: {e}"),
                 )
             })?;
+        if config.default_to_alternate_root
+            && let Some(alternate) = issued.alternate_chain_pem.take()
+        {
+            issued.alternate_chain_pem = Some(std::mem::replace(&mut issued.chain_pem, alternate));
+        }
         match exemption {
             // An ARI renewal spends nothing.
             super::records::Exemption::Ari => {}

@@ -699,8 +699,18 @@ pub async fn alternate_chains_and_preferred_issuer<S: AcmeServer>() {
     );
 
     for (i, cn) in root_cns.iter().enumerate() {
-        let chain = order.certificate_chain(Some(cn)).await.unwrap();
+        let by_name = sturdy_acme::ChainPreference::root_name(cn.as_str());
+        let chain = order.certificate_chain(Some(&by_name)).await.unwrap();
         assert_eq!(chain.top_issuer_common_name().as_deref(), Some(cn.as_str()));
+        // The same chain chosen by the root's key instead of its name.
+        let by_key = sturdy_acme::ChainPreference::RootKey(verify::cert_spki(&roots[i]));
+        let keyed = order.certificate_chain(Some(&by_key)).await.unwrap();
+        assert_eq!(keyed.pem(), chain.pem(), "by key as by name: {cn}");
+        assert!(keyed.leads_to(&by_key));
+        if roots.len() > 1 {
+            let other = verify::cert_spki(&roots[(i + 1) % roots.len()]);
+            assert!(!keyed.leads_to(&sturdy_acme::ChainPreference::RootKey(other)));
+        }
         verify::verify_chain(
             chain.pem(),
             std::slice::from_ref(&roots[i]),
@@ -714,7 +724,8 @@ pub async fn alternate_chains_and_preferred_issuer<S: AcmeServer>() {
         );
     }
     // An unknown preference falls back to the default chain.
-    let chain = order.certificate_chain(Some("No Such Root")).await.unwrap();
+    let unknown = sturdy_acme::ChainPreference::root_name("No Such Root");
+    let chain = order.certificate_chain(Some(&unknown)).await.unwrap();
     assert_eq!(chain.pem(), default.pem());
 }
 
