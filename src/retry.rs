@@ -322,6 +322,16 @@ pub enum Event {
         /// When to ask again (its `Retry-After`, clamped).
         check_again_at: std::time::SystemTime,
     },
+    /// The profile asked for is no longer offered (the CA's directory does
+    /// not list it, or the CA refused it as `invalidProfile`): the order
+    /// asks for the configured fallback instead
+    /// ([`CertificateOptions::with_profile_fallback`](crate::CertificateOptions::with_profile_fallback)).
+    ProfileFallback {
+        /// The profile the certificate's options ask for.
+        wanted: String,
+        /// The profile asked instead (`None`: the CA's default).
+        used: Option<String>,
+    },
     /// The CA refused an order's `replaces` (the certificate was already
     /// replaced, or it did not accept the CertID): the order was sent once
     /// more without it, so it is a plain order, not an ARI renewal.

@@ -93,6 +93,9 @@ struct ClientInner {
     directory_url: String,
     poll: PollPolicy,
     poll_learner: poll::PollLearner,
+    /// Profiles the CA refused with `invalidProfile` since its directory
+    /// was read (withdrawn).
+    withdrawn_profiles: std::sync::Mutex<std::collections::BTreeSet<String>>,
     dialect: Arc<dyn DialectImpl>,
     clock: crate::Clock,
 }
@@ -530,6 +533,7 @@ impl ClientBuilder {
                 directory_url: self.directory_url,
                 poll: self.poll,
                 poll_learner: Default::default(),
+                withdrawn_profiles: Default::default(),
                 dialect,
                 clock: self.clock,
             }),
@@ -680,6 +684,29 @@ impl Client {
                 (name.clone(), text)
             })
             .collect()
+    }
+
+    /// Whether the CA offers the profile `name`: its directory lists it (or
+    /// lists none), and it has not refused it as `invalidProfile` since.
+    pub(crate) fn offers_profile(&self, name: &str) -> bool {
+        let profiles = &self.directory().meta.profiles;
+        (profiles.is_empty() || profiles.contains_key(name))
+            && !self
+                .inner
+                .withdrawn_profiles
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(name)
+    }
+
+    /// Remembers that the CA refused the profile `name` (`invalidProfile`):
+    /// withdrawn since its directory was read.
+    pub(crate) fn profile_refused(&self, name: &str) {
+        self.inner
+            .withdrawn_profiles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned());
     }
 
     /// `order` as it can be sent to this CA: a profile it does not list is

@@ -206,11 +206,12 @@ impl<S: Store> Issuer<S> {
                     },
                     _ => cert,
                 };
-                let usable = match self.judge(&cert) {
-                    Verdict::Usable => true,
-                    Verdict::Due => false,
-                    Verdict::Recheck => self.now() < self.renewal_due_at(&cert),
-                };
+                let usable = !self.profile_changed(&cert, options)
+                    && match self.judge(&cert) {
+                        Verdict::Usable => true,
+                        Verdict::Due => false,
+                        Verdict::Recheck => self.now() < self.renewal_due_at(&cert),
+                    };
                 if !options.force_new && usable {
                     return Ok(Ensured {
                         certificate: cert,

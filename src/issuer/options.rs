@@ -32,6 +32,7 @@ pub struct CertificateOptions {
     pub(crate) challenge_types: Vec<ChallengeType>,
     pub(crate) preferred_chain: Option<ChainPreference>,
     pub(crate) profile: Option<String>,
+    pub(crate) profile_fallback: Option<String>,
 }
 
 impl CertificateOptions {
@@ -79,6 +80,21 @@ impl CertificateOptions {
     /// Sets [`CertificateOptions::profile`].
     pub fn with_profile(mut self, profile: Option<String>) -> Self {
         self.profile = profile;
+        self
+    }
+
+    /// The profile asked for instead when [`CertificateOptions::profile`]
+    /// is no longer offered (a CA withdrew it: its directory no longer
+    /// lists it, or it answers `invalidProfile`), so renewals go on rather
+    /// than fail; `None`, the default: the CA's default profile. Either way
+    /// [`Event::ProfileFallback`](crate::Event::ProfileFallback) says so.
+    pub fn profile_fallback(&self) -> Option<&str> {
+        self.profile_fallback.as_deref()
+    }
+
+    /// Sets [`CertificateOptions::profile_fallback`].
+    pub fn with_profile_fallback(mut self, profile: Option<String>) -> Self {
+        self.profile_fallback = profile;
         self
     }
 }

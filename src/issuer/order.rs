@@ -4,6 +4,8 @@
 //! replacement order).
 
 use super::*;
+use crate::ProblemType;
+use crate::store::AskedProfile;
 use crate::wait::Wait;
 
 impl<S: Store> Issuer<S> {
@@ -65,20 +67,52 @@ impl<S: Store> Issuer<S> {
         journal.certificate_reserved = true;
         journal.step = JournalStep::Ordering;
         journal.order_attempts += 1;
+        let (profile, fell_back) = self.profile_to_ask(options);
+        if let Some(wanted) = fell_back {
+            self.profile_fell_back(key, wanted, profile.clone());
+        }
+        journal.profile = AskedProfile::from(profile.clone());
         // A failure from here on keeps what was spent: the journal write may
         // have landed (reserved) even if its answer was lost, and giving the
         // reservation back then would let the order be finalized uncounted.
         self.save_journal(key, journal).await?;
         self.fence(key).await?;
-        let mut request = NewOrder::new(ids.clone())?;
-        if let Some(profile) = &options.certificate.profile {
-            request = request.with_profile(profile.clone());
+        let request = |profile: Option<String>, journal: &Journal| -> Result<NewOrder> {
+            let mut request = NewOrder::new(ids.clone())?;
+            if let Some(profile) = profile {
+                request = request.with_profile(profile);
+            }
+            if let Some(id) = journal.replaces.as_deref().and_then(CertId::parse) {
+                request = request.with_replaces(id);
+            }
+            Ok(request)
+        };
+        if journal.replaces.is_some() {
+            tracing::info!(set = %key, replaces = journal.replaces.as_deref(), ?exemption, "renewal: the order names the certificate it replaces");
         }
-        if let Some(id) = journal.replaces.as_deref().and_then(CertId::parse) {
-            tracing::info!(set = %key, replaces = %id, ?exemption, "renewal: the order names the certificate it replaces");
-            request = request.with_replaces(id);
+        let first = request(profile.clone(), journal)?;
+        let (mut result, mut refused) = self.send_new_order(key, account, journal, &first).await;
+        // The CA withdrew the profile since its directory was read: refused
+        // (`invalidProfile`), so no order exists. Asked once more with the
+        // fallback, recorded first.
+        if let (Err(e), Some(asked)) = (&result, profile.as_deref())
+            && e.problem_type() == Some(&ProblemType::InvalidProfile)
+        {
+            let asked = asked.to_owned();
+            self.inner.client.profile_refused(&asked);
+            let (instead, _) = self.profile_to_ask(options);
+            if instead.as_deref() != Some(asked.as_str()) {
+                self.profile_fell_back(key, asked, instead.clone());
+                journal.profile = AskedProfile::from(instead.clone());
+                self.save_journal(key, journal).await?;
+                self.fence(key).await?;
+                let again = request(instead, journal)?;
+                let (second, refused_again) =
+                    self.send_new_order(key, account, journal, &again).await;
+                result = second;
+                refused += 1 + refused_again;
+            }
         }
-        let (result, refused) = self.send_new_order(key, account, journal, &request).await;
         // Every newOrder sent counts, the repeats after a lost answer and a
         // request whose `replaces` the CA refused too.
         let extra = refused
@@ -143,6 +177,15 @@ impl<S: Store> Issuer<S> {
     /// when none is found, the refusal is journalled (never met twice for
     /// this issuance) and the order sent without `replaces`. Returns the
     /// outcome and the number of refused requests sent before it.
+    /// Reports that an order asks for `used` instead of the profile
+    /// `wanted`, which the CA no longer offers.
+    fn profile_fell_back(&self, key: &IdentifierSetKey, wanted: String, used: Option<String>) {
+        tracing::warn!(set = %key, %wanted, used = used.as_deref().unwrap_or("(the CA's default)"), "the profile asked for is no longer offered by the CA: ordering with the fallback");
+        self.inner
+            .client
+            .emit(crate::Event::ProfileFallback { wanted, used });
+    }
+
     pub(super) async fn send_new_order(
         &self,
         key: &IdentifierSetKey,

@@ -525,6 +525,7 @@ impl<S: Store> Issuer<S> {
             serial: chain.serial_hex().unwrap_or_default(),
             revoked: None,
             renewal: None,
+            profile: journal.profile.clone(),
         };
         // Only the lease holder replaces the stored certificate; the chain
         // stays journalled (Downloaded) for it otherwise.

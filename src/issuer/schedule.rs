@@ -73,10 +73,49 @@ impl<S: Store> Issuer<S> {
         }
     }
 
+    /// The profile an order for `options` asks for: the one wanted while
+    /// the CA offers it, else the fallback (if offered), else the CA's
+    /// default. With the profile wanted, when it fell back.
+    pub(super) fn profile_to_ask(
+        &self,
+        options: &EnsureOptions,
+    ) -> (Option<String>, Option<String>) {
+        let client = &self.inner.client;
+        let Some(wanted) = options.certificate.profile.clone() else {
+            return (None, None);
+        };
+        if client.offers_profile(&wanted) {
+            return (Some(wanted), None);
+        }
+        let fallback = options
+            .certificate
+            .profile_fallback
+            .clone()
+            .filter(|f| client.offers_profile(f));
+        (fallback, Some(wanted))
+    }
+
+    /// Whether `cert` was ordered with another profile than an order for
+    /// `options` would ask for now (never for a certificate whose profile
+    /// was not recorded).
+    pub(crate) fn profile_changed(
+        &self,
+        cert: &StoredCertificate,
+        options: &EnsureOptions,
+    ) -> bool {
+        !cert.profile.is_unknown()
+            && cert.profile != crate::store::AskedProfile::from(self.profile_to_ask(options).0)
+    }
+
     /// What `cert` means for an ensure with `options`: as [`judge`](Self::judge),
-    /// except that an ensure asked to recheck the renewal information
-    /// rechecks it on a certificate otherwise usable.
+    /// except that a certificate ordered with another profile than the
+    /// options now ask for is due at once, and an ensure asked to recheck
+    /// the renewal information rechecks it on a certificate otherwise
+    /// usable.
     pub(super) fn judge_for(&self, cert: &StoredCertificate, options: &EnsureOptions) -> Verdict {
+        if cert.revoked.is_none() && self.profile_changed(cert, options) {
+            return Verdict::Due;
+        }
         match self.judge(cert) {
             Verdict::Usable
                 if options.recheck_renewal_info

@@ -544,9 +544,16 @@ impl<S: Store> Renewer<S> {
         };
         let now = self.now();
         let current = cert.as_ref().map(|c| self.current(c));
-        let mut at = cert
-            .as_ref()
-            .map_or(now, |c| self.inner.issuer.next_check_at(c));
+        // A certificate ordered with another profile than the spec now
+        // asks for is renewed at once.
+        let options = stored.spec.ensure_options();
+        let mut at = cert.as_ref().map_or(now, |c| {
+            if self.inner.issuer.profile_changed(c, &options) {
+                now
+            } else {
+                self.inner.issuer.next_check_at(c)
+            }
+        });
         let hold = from_ms(stored.failures.retry_at_ms);
         if hold > at {
             at = hold;

@@ -58,8 +58,9 @@ pub use memory::MemoryStore;
 pub use process::ProcessIdentity;
 pub(crate) use process::unique_holder;
 pub use records::{
-    CaScope, IdentifierSetKey, Journal, JournalError, JournalStep, Lease, LeaseValidity,
-    ManagedRecord, RateLimitRecord, RenewalSchedule, Revoked, StoredAccount, StoredCertificate,
+    AskedProfile, CaScope, IdentifierSetKey, Journal, JournalError, JournalStep, Lease,
+    LeaseValidity, ManagedRecord, RateLimitRecord, RenewalSchedule, Revoked, StoredAccount,
+    StoredCertificate,
 };
 pub use sealing::{KeyEncryptionKey, Sealed, Sealer};
 

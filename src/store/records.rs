@@ -229,6 +229,46 @@ pub struct StoredCertificate {
     /// `check_again_at`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewal: Option<RenewalSchedule>,
+    /// The profile it was ordered with: a spec that now wants another is
+    /// renewed at once.
+    #[serde(default, skip_serializing_if = "AskedProfile::is_unknown")]
+    pub profile: AskedProfile,
+}
+
+/// The certificate profile an order asked for, as the issuer recorded it.
+///
+/// ```
+/// use sturdy_acme::store::AskedProfile;
+///
+/// assert_eq!(AskedProfile::from(Some("tlsserver".to_owned())), AskedProfile::Named("tlsserver".into()));
+/// assert_eq!(AskedProfile::from(None), AskedProfile::CaDefault);
+/// assert!(AskedProfile::default().is_unknown());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AskedProfile {
+    /// Not recorded (stored before 0.3.0, or by another tool): never a
+    /// reason to renew.
+    #[default]
+    Unknown,
+    /// No profile asked: the CA's default.
+    CaDefault,
+    /// This profile.
+    Named(String),
+}
+
+impl AskedProfile {
+    /// Whether it was not recorded.
+    pub fn is_unknown(&self) -> bool {
+        *self == Self::Unknown
+    }
+}
+
+impl From<Option<String>> for AskedProfile {
+    fn from(profile: Option<String>) -> Self {
+        profile.map_or(Self::CaDefault, Self::Named)
+    }
 }
 
 /// A certificate's renewal schedule from the CA's renewal information.
@@ -314,6 +354,7 @@ impl fmt::Debug for StoredCertificate {
                 "not_after",
                 &crate::protocol::timestamp::DisplayTime(self.not_after),
             )
+            .field("profile", &self.profile)
             .finish_non_exhaustive()
     }
 }
@@ -403,6 +444,10 @@ pub struct Journal {
     /// challenge of each authorization is picked among these.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub caa_methods: BTreeMap<String, Vec<String>>,
+    /// The profile the order asks for (recorded before newOrder, so the
+    /// certificate it yields is stored with it).
+    #[serde(default, skip_serializing_if = "AskedProfile::is_unknown")]
+    pub profile: AskedProfile,
     /// Why the CA refused this journal's `replaces`
     /// ([`ReplacesRefusal::name`](crate::ReplacesRefusal::name)), once it
     /// did: its orders are sent without `replaces` from then on, so a
@@ -440,6 +485,7 @@ impl Journal {
             replaces: None,
             reserved_as: None,
             caa_methods: BTreeMap::new(),
+            profile: AskedProfile::Unknown,
             replaces_refused: None,
         }
     }

@@ -910,6 +910,19 @@ impl TestCa {
             .default_to_alternate_root = alternate;
     }
 
+    /// Withdraws a certificate profile at run time (as a CA retires one):
+    /// the directory no longer lists it and a newOrder asking for it is
+    /// refused with `invalidProfile`. A client that read the directory
+    /// before still asks for it.
+    pub fn withdraw_profile(&self, name: &str) {
+        self.ca
+            .config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .withdrawn_profiles
+            .push(name.to_owned());
+    }
+
     /// Changes the rate limits.
     pub fn set_rate_limits(&self, limits: RateLimits) {
         self.ca

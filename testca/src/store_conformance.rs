@@ -93,6 +93,8 @@ fn certificate(names: &[&str]) -> StoredCertificate {
         ),
         revoked: None,
         renewal: None,
+        // Kept by every backend (a spec that changes profile is renewed).
+        profile: sturdy_acme::store::AskedProfile::Named("tlsserver".into()),
     }
 }
 

@@ -6,7 +6,7 @@
 // a crate of its own, shared with the command-line tool's tests.
 use sturdy_acme_test_support as common;
 
-mod ari_events;
+mod ca_events;
 mod caa;
 mod dns01;
 mod embedded_ca_behaviour;

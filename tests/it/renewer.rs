@@ -23,13 +23,22 @@ pub(crate) const MIN: u64 = 60;
 pub(crate) const HOUR: u64 = 3600;
 pub(crate) const DAY: u64 = 24 * HOUR;
 
-/// Answers by status, as the client saw them.
+/// Answers by status, as the client saw them (and the profile fallbacks
+/// it reported).
 #[derive(Default)]
-pub(crate) struct Statuses(Mutex<BTreeMap<u16, u64>>);
+pub(crate) struct Statuses(
+    Mutex<BTreeMap<u16, u64>>,
+    Mutex<Vec<(String, Option<String>)>>,
+);
 
 impl Statuses {
     pub(crate) fn get(&self, status: u16) -> u64 {
         self.0.lock().unwrap().get(&status).copied().unwrap_or(0)
+    }
+
+    /// The `Event::ProfileFallback`s: (wanted, used).
+    pub(crate) fn fallbacks(&self) -> Vec<(String, Option<String>)> {
+        self.1.lock().unwrap().clone()
     }
 }
 
@@ -51,13 +60,14 @@ pub(crate) async fn issuer_with<S: Store>(
     let client = ca
         .client_builder()
         .clock(Clock::tokio())
-        .on_event(move |e| {
-            if let Event::Exchange {
+        .on_event(move |e| match e {
+            Event::Exchange {
                 status: Some(s), ..
-            } = e
-            {
-                *seen.0.lock().unwrap().entry(*s).or_default() += 1;
+            } => *seen.0.lock().unwrap().entry(*s).or_default() += 1,
+            Event::ProfileFallback { wanted, used } => {
+                seen.1.lock().unwrap().push((wanted.clone(), used.clone()))
             }
+            _ => {}
         })
         .build()
         .await

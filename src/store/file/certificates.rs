@@ -68,6 +68,7 @@ impl Inner {
             serial: data.serial,
             revoked: data.revoked,
             renewal: data.renewal,
+            profile: data.profile,
         }))
     }
 
@@ -145,6 +146,7 @@ impl Inner {
             key_sha256: sha256_hex(cert.key_pem.as_bytes()),
             revoked: cert.revoked,
             renewal: cert.renewal.clone(),
+            profile: cert.profile.clone(),
         };
         // The commit point: from here on a load returns the new certificate.
         self.write_record(&dir.join(CERT_JSON), "certificate", &data, FileMode::Public)?;

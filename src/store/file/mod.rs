@@ -455,6 +455,8 @@ struct CertData {
     revoked: Option<Revoked>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     renewal: Option<super::RenewalSchedule>,
+    #[serde(default, skip_serializing_if = "super::AskedProfile::is_unknown")]
+    profile: super::AskedProfile,
 }
 
 // ---------------------------------------------------------------------------

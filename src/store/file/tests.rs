@@ -70,6 +70,7 @@ fn certificate(serial: &str) -> StoredCertificate {
         serial: serial.to_owned(),
         revoked: None,
         renewal: None,
+        profile: crate::store::AskedProfile::CaDefault,
     }
 }
 

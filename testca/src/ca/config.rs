@@ -72,6 +72,9 @@ pub(crate) struct Config {
     pub(crate) renewal_info: Option<AriPolicy>,
     /// The profiles `classic`, `tlsserver`, `shortlived` (off by default).
     pub(crate) profiles: bool,
+    /// Profiles withdrawn at run time: no longer listed, refused with
+    /// `invalidProfile`.
+    pub(crate) withdrawn_profiles: Vec<String>,
     /// A failed CAA recheck at finalize makes the order `invalid` (Boulder
     /// since 2026, `CAARechecksFailOrder`; default); else the order stays
     /// `ready` (Boulder before).
@@ -105,6 +108,7 @@ impl Default for Config {
             latency: Duration::ZERO,
             renewal_info: None,
             profiles: false,
+            withdrawn_profiles: Vec::new(),
             caa_recheck_fails_order: true,
         }
     }

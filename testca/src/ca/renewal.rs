@@ -245,13 +245,17 @@ impl State {
             };
         }
         let name = asked.unwrap_or("classic");
-        let profile = PROFILES.iter().find(|p| p.name == name).ok_or_else(|| {
-            Rejection::new(
-                ProblemType::InvalidProfile,
-                400,
-                format!("profile name {name:?} not recognized"),
-            )
-        })?;
+        let profile = PROFILES
+            .iter()
+            .filter(|p| !config.withdrawn_profiles.iter().any(|w| w == p.name))
+            .find(|p| p.name == name)
+            .ok_or_else(|| {
+                Rejection::new(
+                    ProblemType::InvalidProfile,
+                    400,
+                    format!("profile name {name:?} not recognized"),
+                )
+            })?;
         // Boulder's RA (`NewOrder`), wrapped by the WFE.
         if ids.len() > profile.max_names {
             return Err(Rejection::malformed(format!(

@@ -281,6 +281,7 @@ impl Ca {
                 profiles: if config.profiles {
                     super::records::PROFILES
                         .iter()
+                        .filter(|p| !config.withdrawn_profiles.iter().any(|w| w == p.name))
                         .map(|p| {
                             (
                                 p.name.to_owned(),

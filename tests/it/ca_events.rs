@@ -1,14 +1,16 @@
-//! Reacting to the CA's events through ARI (issue 29), against the embedded
-//! CA on tokio's paused clock: a mass-revocation drill is noticed within
-//! the recheck bound and replaced at once as exempt ARI renewals, and
-//! `recheck_all` hears it at once.
+//! Reacting to the CA's events (issue 29), against the embedded CA on
+//! tokio's paused clock: a mass-revocation drill is noticed within the
+//! recheck bound and replaced at once as exempt ARI renewals, and
+//! `recheck_all` hears it at once; a chain change is reported once per
+//! certificate; a profile that changes in the spec, or that the CA
+//! withdraws, is handled without a failed renewal.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sturdy_acme::renewer::{Renewer, RenewerEvent};
-use sturdy_acme::store::MemoryStore;
-use sturdy_acme::{Limit, RateLimits};
+use sturdy_acme::renewer::{CertificateSpec, Renewer, RenewerEvent};
+use sturdy_acme::store::{AskedProfile, MemoryStore};
+use sturdy_acme::{CertificateOptions, Limit, RateLimits};
 use sturdy_acme_testca::TestCa;
 
 use crate::renewer::{DAY, HOUR, MIN, all_valid, issuer_with, policy, specs, start, wait_until};
@@ -231,6 +233,152 @@ async fn a_chain_change_is_reported_once_per_certificate_on_its_next_renewal() {
         assert_eq!(from.as_deref(), Some("sturdy-acme Test Root CA"));
         assert_eq!(to.as_deref(), Some("sturdy-acme Test Alternate Root CA"));
     }
+    renewer.shutdown();
+    running.await.unwrap().unwrap();
+}
+
+/// The certificate's lifetime and the profile it was stored with.
+async fn issued_as<S: sturdy_acme::store::Store>(
+    issuer: &sturdy_acme::Issuer<S>,
+    name: &str,
+) -> (Duration, AskedProfile) {
+    let cert = issuer.stored_certificate(&[name]).await.unwrap().unwrap();
+    (
+        cert.not_after.duration_since(cert.not_before).unwrap(),
+        cert.profile,
+    )
+}
+
+fn spec_with(name: &str, options: CertificateOptions) -> CertificateSpec {
+    CertificateSpec::new([name]).unwrap().with_options(options)
+}
+
+/// A spec whose profile changes (classic to tlsserver) is renewed at once
+/// under the new profile, once: not at its renewal time, and not again.
+#[tokio::test(start_paused = true)]
+async fn a_spec_whose_profile_changes_is_renewed_at_once_under_the_new_one() {
+    let ca = TestCa::builder()
+        .profiles(true)
+        .renewal_info(None)
+        .start_in_process()
+        .unwrap();
+    let (issuer, _) = issuer_with(&ca, MemoryStore::new(), RateLimits::lets_encrypt(), |b| b).await;
+    let renewer = Renewer::builder(issuer.clone()).policy(policy()).build();
+    let classic = CertificateOptions::default().with_profile(Some("classic".into()));
+    renewer.add(spec_with("p.example", classic)).await.unwrap();
+    let running = start(&renewer);
+    wait_until(
+        &renewer,
+        Duration::from_secs(MIN),
+        Duration::from_secs(HOUR),
+        all_valid(1),
+    )
+    .await;
+    assert_eq!(
+        issued_as(&issuer, "p.example").await,
+        (
+            Duration::from_secs(90 * DAY),
+            AskedProfile::Named("classic".into())
+        )
+    );
+    tokio::time::sleep(Duration::from_secs(DAY)).await;
+    let tls = CertificateOptions::default().with_profile(Some("tlsserver".into()));
+    renewer.add(spec_with("p.example", tls)).await.unwrap();
+    wait_until(
+        &renewer,
+        Duration::from_secs(MIN),
+        Duration::from_secs(HOUR),
+        |_| ca.ledger().certificates.len() == 2,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2 * DAY)).await;
+    assert_eq!(ca.ledger().certificates.len(), 2, "renewed once");
+    assert_eq!(
+        issued_as(&issuer, "p.example").await,
+        (
+            Duration::from_secs(45 * DAY),
+            AskedProfile::Named("tlsserver".into())
+        )
+    );
+    renewer.shutdown();
+    running.await.unwrap().unwrap();
+}
+
+/// The CA withdraws the profile certificates were ordered with, after the
+/// client read its directory: the renewals are refused (`invalidProfile`)
+/// once, then ordered with the configured fallback, reported, and no
+/// renewal fails; the fallback's certificate is not renewed again for the
+/// profile it could not have.
+#[tokio::test(start_paused = true)]
+async fn a_withdrawn_profile_falls_back_instead_of_failing_every_renewal() {
+    let ca = TestCa::builder()
+        .profiles(true)
+        .renewal_info(Some(Duration::from_secs(2 * DAY)))
+        .start_in_process()
+        .unwrap();
+    let (issuer, statuses) =
+        issuer_with(&ca, MemoryStore::new(), RateLimits::lets_encrypt(), |b| {
+            b.renew_at_window_start(true)
+        })
+        .await;
+    let failed = Arc::new(Mutex::new(0usize));
+    let seen = Arc::clone(&failed);
+    let renewer = Renewer::builder(issuer.clone())
+        .policy(policy())
+        .on_event(move |e| {
+            if let RenewerEvent::Failed { .. } = e {
+                *seen.lock().unwrap() += 1;
+            }
+        })
+        .build();
+    let options = CertificateOptions::default()
+        .with_profile(Some("tlsserver".into()))
+        .with_profile_fallback(Some("classic".into()));
+    renewer
+        .add_all(
+            (0..3)
+                .map(|i| spec_with(&format!("w{i}.example"), options.clone()))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let running = start(&renewer);
+    wait_until(
+        &renewer,
+        Duration::from_secs(MIN),
+        Duration::from_secs(HOUR),
+        all_valid(3),
+    )
+    .await;
+    assert_eq!(
+        issued_as(&issuer, "w0.example").await.0,
+        Duration::from_secs(45 * DAY)
+    );
+    ca.withdraw_profile("tlsserver");
+    // The windows open two days after issuance; then a few days more.
+    tokio::time::sleep(Duration::from_secs(3 * DAY)).await;
+    let ledger = ca.ledger();
+    assert_eq!(ledger.certificates.len(), 6, "each renewed once");
+    for i in 0..3 {
+        assert_eq!(
+            issued_as(&issuer, &format!("w{i}.example")).await,
+            (
+                Duration::from_secs(90 * DAY),
+                AskedProfile::Named("classic".into())
+            )
+        );
+    }
+    assert_eq!(*failed.lock().unwrap(), 0, "no renewal failed");
+    let fallbacks = statuses.fallbacks();
+    assert!(!fallbacks.is_empty());
+    assert!(
+        fallbacks
+            .iter()
+            .all(|f| *f == ("tlsserver".to_owned(), Some("classic".to_owned()))),
+        "{fallbacks:?}"
+    );
+    // One refusal by the CA, then the client knows.
+    assert_eq!(statuses.get(400), 1);
     renewer.shutdown();
     running.await.unwrap().unwrap();
 }
