@@ -6,7 +6,15 @@
 //! ```text
 //! cargo bench --bench fleet_sim                 # the full size
 //! cargo bench --bench fleet_sim -- --certificates 2000 --domains 50 --days 30
+//! cargo bench --bench fleet_sim -- --drills --ari-share 1.0 --runs 2
 //! ```
+//!
+//! `--drills` plays the CA's events of issue 29: on day 20 the CA moves a
+//! share of the windows into the past (`--ari-share`, 10% by default), on
+//! day 25 it revokes 2% behind the client's back (CRL only), on day 30 new
+//! issuance moves to another chain, on day 40 `tlsserver` is withdrawn.
+//! `--runs 2` runs twice with one seed and says whether the figures are
+//! identical.
 //!
 //! It prints the figures (429s, certificates that ever expired, duplicate
 //! certificates beyond renewals, requests per certificate, the initial
@@ -16,7 +24,9 @@
 use std::time::Duration;
 
 use clap::Parser;
-use sturdy_acme_testca::simulation::{SimulationConfig, simulate};
+use sturdy_acme_testca::simulation::{Drills, SimulationConfig, simulate};
+
+const DAY: u64 = 24 * 3600;
 
 #[derive(Parser, Debug)]
 #[command(about = "Simulate a fleet of renewers in virtual time")]
@@ -67,6 +77,15 @@ struct Args {
     /// /dev/shm) instead of in memory.
     #[arg(long)]
     file_store: Option<std::path::PathBuf>,
+    /// Play the CA's events (see the top of this file).
+    #[arg(long)]
+    drills: bool,
+    /// The share of windows the day-20 drill moves.
+    #[arg(long, default_value_t = 0.1)]
+    ari_share: f64,
+    /// Runs with the same seed (2: check that the figures are identical).
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
 }
 
 fn main() -> std::process::ExitCode {
@@ -88,20 +107,36 @@ fn main() -> std::process::ExitCode {
         concurrency: args.concurrency,
         seed: args.seed,
         file_store_root: args.file_store.clone(),
+        drills: if args.drills {
+            Drills {
+                ari: Some((Duration::from_secs(20 * DAY), args.ari_share)),
+                crl: Some((Duration::from_secs(25 * DAY), 0.02)),
+                chain_change_at: Some(Duration::from_secs(30 * DAY)),
+                withdraw_tlsserver_at: Some(Duration::from_secs(40 * DAY)),
+            }
+        } else {
+            Drills::default()
+        },
         ..SimulationConfig::default()
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .expect("a tokio runtime");
-    let report = match runtime.block_on(simulate(config)) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("simulation failed: {e}");
-            return std::process::ExitCode::from(2);
+    let mut reports = Vec::new();
+    for _ in 0..args.runs.max(1) {
+        // A runtime per run: each starts from a fresh paused clock.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("a tokio runtime");
+        match runtime.block_on(simulate(config.clone())) {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                eprintln!("simulation failed: {e}");
+                return std::process::ExitCode::from(2);
+            }
         }
-    };
+    }
+    let identical = reports.windows(2).all(|w| w[0].figures() == w[1].figures());
+    let report = reports.remove(0);
     println!(
         "{} certificates over {} domains and {} accounts, {} simulated days in {:.1} s",
         report.managed, args.domains, args.accounts, report.days, report.wall_s
@@ -152,13 +187,44 @@ fn main() -> std::process::ExitCode {
     for e in &report.rate_limited_errors {
         println!("  429: {e}");
     }
+    if args.drills {
+        let d = &report.drills;
+        println!(
+            "  drill (day 20): {} windows moved, {} replaced ({} as exempt ARI renewals), the slowest after {:.2} h (goal: all within 6 h, all exempt)",
+            d.ari_moved,
+            d.ari_replaced,
+            d.ari_replaced_exempt,
+            d.ari_slowest_replacement_s / 3600.0
+        );
+        println!(
+            "  CRL only (day 25): {} revoked, {} replaced, the slowest after {:.2} h (goal: all within the 6 h cadence and the renewal)",
+            d.crl_revoked,
+            d.crl_replaced,
+            d.crl_slowest_replacement_s / 3600.0
+        );
+        println!(
+            "  chain change (day 30): {} reports for {} sets renewed after it, {} reported twice (goal: one each)",
+            d.chain_changes_reported, d.renewed_after_chain_change, d.chain_changes_reported_twice
+        );
+        println!(
+            "  tlsserver withdrawn (day 40): {} orders fell back to classic, {} failed attempts after it",
+            d.profile_fallbacks, d.failures_after_withdrawal
+        );
+    }
+    if args.runs > 1 {
+        println!(
+            "  {} runs with seed {}: figures identical: {identical}",
+            args.runs, args.seed
+        );
+    }
     println!("{}", serde_json::to_string(&report).unwrap_or_default());
     let met = report.rate_limited_429 == 0
         && report.ever_expired == 0
         && report.never_issued == 0
         && report.duplicates == 0
         && report.makespan_ratio <= 1.05
-        && report.already_replaced_409 == report.replacements_resumed;
+        && report.already_replaced_409 == report.replacements_resumed
+        && identical;
     if met {
         std::process::ExitCode::SUCCESS
     } else {

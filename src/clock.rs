@@ -28,6 +28,7 @@
 //! # }
 //! ```
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime};
 
@@ -53,7 +54,54 @@ fn anchor() -> (SystemTime, Instant) {
     *ANCHOR.get_or_init(|| (SystemTime::now(), Instant::now()))
 }
 
+thread_local! {
+    /// This thread's pinned calendar ([`Clock::pin_tokio_calendar`]).
+    static PINNED: Cell<Option<(SystemTime, Instant)>> = const { Cell::new(None) };
+}
+
+/// While held, [`Clock::tokio`] on this thread reads the calendar pinned by
+/// [`Clock::pin_tokio_calendar`]; dropped, the one before is back.
+///
+/// Example: [`Clock::pin_tokio_calendar`].
+#[derive(Debug)]
+#[must_use = "the calendar is pinned only while this is held"]
+pub struct PinnedCalendar {
+    previous: Option<(SystemTime, Instant)>,
+}
+
+impl Drop for PinnedCalendar {
+    fn drop(&mut self) {
+        PINNED.with(|p| p.set(self.previous));
+    }
+}
+
 impl Clock {
+    /// Pins, on this thread, the calendar every [`Clock::tokio`] reads:
+    /// `wall` at tokio's instant now, moving with tokio's clock from
+    /// there. For a simulation on a current-thread runtime with a paused
+    /// clock: every run then sees the same dates to the nanosecond (the
+    /// process-wide calendar starts at the wall time it was first read, so
+    /// two runs would differ by their start). Other threads keep theirs.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use sturdy_acme::Clock;
+    ///
+    /// let start = UNIX_EPOCH + Duration::from_secs(1_796_601_600); // 2026-12-07
+    /// let _pinned = Clock::pin_tokio_calendar(start);
+    /// tokio::time::sleep(Duration::from_secs(3600)).await;
+    /// assert_eq!(Clock::tokio().now(), start + Duration::from_secs(3600));
+    /// # }
+    /// ```
+    pub fn pin_tokio_calendar(wall: SystemTime) -> PinnedCalendar {
+        let at = tokio::time::Instant::now().into_std();
+        PinnedCalendar {
+            previous: PINNED.with(|p| p.replace(Some((wall, at)))),
+        }
+    }
+
     /// The system clock (the default).
     pub fn system() -> Self {
         Self { kind: Kind::System }
@@ -79,7 +127,7 @@ impl Clock {
         match self.kind {
             Kind::System => SystemTime::now(),
             Kind::Tokio => {
-                let (wall, at) = anchor();
+                let (wall, at) = PINNED.with(Cell::get).unwrap_or_else(anchor);
                 let now = tokio::time::Instant::now().into_std();
                 // A paused runtime's clock may stand before the anchor.
                 match now.checked_duration_since(at) {

@@ -158,6 +158,7 @@
 pub mod caa;
 mod client;
 mod clock;
+pub mod crl;
 mod crypto;
 pub mod dns;
 mod error;
@@ -180,7 +181,7 @@ pub use client::{
 #[cfg(feature = "v1")]
 pub use client::{CertificateFinder, FindFuture};
 // Keys, CSRs and challenge values.
-pub use clock::Clock;
+pub use clock::{Clock, PinnedCalendar};
 pub use crypto::{
     AccountKey, CertificateKey, CertificateKeyType, Csr, ExternalAccountKey, KeyAlgorithm,
     challenge, thumbprint_of_jwk, tls_provider,

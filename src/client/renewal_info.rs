@@ -6,6 +6,20 @@ use crate::error::{Error, Result};
 use crate::protocol::{CertId, Endpoint, RenewalInfo};
 
 impl Client {
+    /// A conditional GET through this client's transport (its governor,
+    /// retries, clock and trust): for a revocation list ([`crate::crl`]).
+    pub(crate) async fn get_conditional(
+        &self,
+        endpoint: Endpoint,
+        url: &str,
+        validators: &[(http::HeaderName, &str)],
+    ) -> Result<crate::transport::Response> {
+        self.inner
+            .transport
+            .get_conditional(endpoint, url, validators)
+            .await
+    }
+
     /// True when the CA offers renewal information (`renewalInfo` in its
     /// directory).
     pub fn offers_renewal_info(&self) -> bool {

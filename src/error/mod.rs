@@ -276,6 +276,18 @@ pub enum Error {
         /// What does not match.
         reason: String,
     },
+
+    /// A revocation list that cannot be trusted: it does not parse, is not
+    /// signed by the certificate's issuer, or is another shard's (see
+    /// [`crate::crl`]). Classed [`ErrorClass::Protocol`]: fetching it again
+    /// gets the same list.
+    #[error("the revocation list at {url} is refused: {reason}")]
+    InvalidCrl {
+        /// Where it was fetched from.
+        url: String,
+        /// Why it is refused.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -434,9 +446,9 @@ impl Error {
                 _ => ErrorClass::Permanent,
             },
             Self::PollTimeout { .. } => ErrorClass::Transient,
-            Self::ProtocolViolation { .. } | Self::CertificateMismatch { .. } => {
-                ErrorClass::Protocol
-            }
+            Self::ProtocolViolation { .. }
+            | Self::CertificateMismatch { .. }
+            | Self::InvalidCrl { .. } => ErrorClass::Protocol,
             Self::OutcomeUnknown { .. } => ErrorClass::Permanent,
             // Both mean "call again later": the state is kept.
             Self::OrderUnresolved { .. } | Self::LeaseLost { .. } => ErrorClass::Transient,

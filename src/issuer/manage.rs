@@ -275,11 +275,51 @@ impl<S: Store> Issuer<S> {
         cert.revoked = Some(Revoked {
             at: self.now(),
             reason: reason.map(|r| r.code()),
+            found_in_crl: false,
         });
         self.inner.store.check_lease(lease).await?;
         self.inner.store.save_certificate(key, &cert).await?;
         tracing::info!(set = %key, serial = %cert.serial, "certificate revoked");
         Ok(cert)
+    }
+
+    /// Records that the CA revoked the stored certificate for `names`
+    /// whose serial is `serial` (found in its revocation list,
+    /// [`crate::crl`], with the list's `reason`): it is stored as revoked
+    /// ([`Revoked::found_in_crl`]), so the next [`ensure`](Issuer::ensure)
+    /// replaces it at once. Nothing is sent to the CA. Returns the stored
+    /// certificate, or `None` when the one stored now has another serial
+    /// (already replaced) or none is stored. Runs under the set's lease.
+    pub async fn record_revocation<N: AsRef<str>>(
+        &self,
+        names: &[N],
+        serial: &str,
+        reason: Option<u8>,
+    ) -> Result<Option<StoredCertificate>> {
+        let key = self.set_key(&super::ensure::parse_names(names)?).await?;
+        let lease = self.acquire_lease(&key).await?;
+        let result = async {
+            let Some(mut cert) = self.inner.store.load_certificate(&key).await? else {
+                return Ok(None);
+            };
+            if !cert.serial.eq_ignore_ascii_case(serial) {
+                return Ok(None);
+            }
+            if cert.revoked.is_none() {
+                cert.revoked = Some(Revoked {
+                    at: self.now(),
+                    reason,
+                    found_in_crl: true,
+                });
+                self.inner.store.check_lease(&lease).await?;
+                self.inner.store.save_certificate(&key, &cert).await?;
+                tracing::warn!(set = %key, serial = %cert.serial, ?reason, "the CA's revocation list says the certificate is revoked; it is replaced at once");
+            }
+            Ok(Some(cert))
+        }
+        .await;
+        self.release_named_lease(&lease).await;
+        result
     }
 
     /// Replaces the account key with `new_key` (RFC 8555 §7.3.5) without

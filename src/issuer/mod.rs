@@ -184,6 +184,7 @@ pub struct IssuerBuilder<S: Store> {
     limits: Option<RateLimits>,
     renew_after: Option<f64>,
     renew_at_window_start: bool,
+    window_seed: Option<u64>,
     ari_recheck_max: Duration,
     lease_ttl: Duration,
     lease_wait: Duration,
@@ -239,6 +240,15 @@ impl<S: Store> IssuerBuilder<S> {
     /// tool run by hand, and for tests.
     pub fn renew_at_window_start(mut self, enabled: bool) -> Self {
         self.renew_at_window_start = enabled;
+        self
+    }
+
+    /// Draws the time inside each suggested window from `seed` and the
+    /// certificate's serial instead of from the system's randomness: the
+    /// same fleet renews at the same times every run (a simulation that is
+    /// replayed; `None`, the default, for production).
+    pub fn window_seed(mut self, seed: Option<u64>) -> Self {
+        self.window_seed = seed;
         self
     }
 
@@ -346,6 +356,7 @@ impl<S: Store> IssuerBuilder<S> {
                 solvers: self.solvers,
                 renew_after: self.renew_after,
                 renew_at_window_start: self.renew_at_window_start,
+                window_seed: self.window_seed,
                 ari_recheck_max: self.ari_recheck_max,
                 lease_ttl: self.lease_ttl,
                 lease_wait: self.lease_wait,
@@ -369,6 +380,7 @@ struct Inner<S: Store> {
     solvers: Vec<Arc<dyn Solver>>,
     renew_after: Option<f64>,
     renew_at_window_start: bool,
+    window_seed: Option<u64>,
     ari_recheck_max: Duration,
     lease_ttl: Duration,
     lease_wait: Duration,
@@ -446,6 +458,7 @@ impl<S: Store> Issuer<S> {
             limits: None,
             renew_after: None,
             renew_at_window_start: false,
+            window_seed: None,
             ari_recheck_max: crate::protocol::renewal_info::DEFAULT_RECHECK,
             lease_ttl: Duration::from_secs(60),
             lease_wait: Duration::from_secs(600),

@@ -217,6 +217,8 @@ impl<S: Store> Issuer<S> {
                         _ => Some(info.renewal_time(
                             if self.inner.renew_at_window_start {
                                 0.0
+                            } else if let Some(seed) = self.inner.window_seed {
+                                crate::protocol::renewal_info::seeded_fraction(seed, &cert.serial)
                             } else {
                                 crate::protocol::renewal_info::random_fraction()
                             },

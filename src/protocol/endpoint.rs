@@ -43,12 +43,15 @@ pub enum Endpoint {
     Revoke,
     /// renewalInfo (RFC 9773; an unauthenticated GET).
     RenewalInfo,
+    /// A certificate revocation list (RFC 5280; an unauthenticated,
+    /// conditional GET, often plain HTTP on another host).
+    Crl,
     /// Anything else.
     Other,
 }
 
 impl Endpoint {
-    pub(crate) const ALL: [Endpoint; 15] = [
+    pub(crate) const ALL: [Endpoint; 16] = [
         Self::Directory,
         Self::NewNonce,
         Self::NewAccount,
@@ -63,6 +66,7 @@ impl Endpoint {
         Self::Certificate,
         Self::Revoke,
         Self::RenewalInfo,
+        Self::Crl,
         Self::Other,
     ];
 
@@ -83,6 +87,7 @@ impl Endpoint {
             Self::Certificate => "certificate",
             Self::Revoke => "revokeCert",
             Self::RenewalInfo => "renewalInfo",
+            Self::Crl => "crl",
             Self::Other => "other",
         }
     }

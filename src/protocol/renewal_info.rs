@@ -185,6 +185,22 @@ pub(crate) fn random_fraction() -> f64 {
     (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// A uniform draw in `0.0..1.0` from `seed` and `key` alone (FNV-1a,
+/// then SplitMix64's finalizer): the same pair gives the same draw, in
+/// any order of calls.
+pub(crate) fn seeded_fraction(seed: u64, key: &str) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let mut z = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,5 +266,11 @@ yNQwCgYIKoZIzj0EAwIDRwAwRAIge09+S5TZAlw5tgtiVvuERV6cT4mfutXIlwTb
         }
         let f = random_fraction();
         assert!((0.0..1.0).contains(&f));
+        // Seeded: one pair, one draw; another serial or seed, another.
+        let a = seeded_fraction(5, "4a1f");
+        assert!((0.0..1.0).contains(&a));
+        assert_eq!(a, seeded_fraction(5, "4a1f"));
+        assert_ne!(a, seeded_fraction(5, "4a20"));
+        assert_ne!(a, seeded_fraction(6, "4a1f"));
     }
 }

@@ -67,6 +67,7 @@
 
 mod outcome;
 mod queue;
+mod revocation;
 mod spec;
 mod status;
 
@@ -118,6 +119,7 @@ pub struct RenewerPolicy {
     elsewhere_retry: Duration,
     refresh: Duration,
     headroom_interval: Duration,
+    crl_check_every: Option<Duration>,
     seed: Option<u64>,
 }
 
@@ -152,6 +154,10 @@ crate::retry::knobs!(RenewerPolicy {
     /// How often rate-limit headroom is read for the metrics. Default 1
     /// minute.
     headroom_interval, with_headroom_interval: Duration;
+    /// How often every certificate is checked against its CA's revocation
+    /// list ([`Renewer::check_crls`]; `None`: never). Default 6 hours (Let's
+    /// Encrypt publishes its lists several times a day).
+    crl_check_every, with_crl_check_every: Option<Duration>;
     /// Seed of the jitter (`None`: from the OS).
     seed, with_seed: Option<u64>;
 });
@@ -171,6 +177,7 @@ impl Default for RenewerPolicy {
             elsewhere_retry: Duration::from_secs(MIN),
             refresh: Duration::from_secs(5 * MIN),
             headroom_interval: Duration::from_secs(MIN),
+            crl_check_every: Some(Duration::from_secs(6 * 60 * MIN)),
             seed: None,
         }
     }
@@ -209,6 +216,7 @@ impl<S: Store> RenewerBuilder<S> {
                 policy: self.policy,
                 observer: self.observer,
                 rng,
+                crl: crate::crl::CrlCache::new(),
                 state: Mutex::new(State::default()),
                 wake: Notify::new(),
                 stop: AtomicBool::new(false),
@@ -245,6 +253,7 @@ struct Inner<S: Store> {
     policy: RenewerPolicy,
     observer: Option<Observer>,
     rng: Rng,
+    crl: crate::crl::CrlCache,
     state: Mutex<State>,
     wake: Notify,
     stop: AtomicBool,
@@ -266,6 +275,17 @@ struct Current {
     /// Halfway from its renewal time to its expiry: past it, a renewal is
     /// [`Urgency::Expiring`].
     urgent_at: SystemTime,
+    /// Where its revocation is published (shared by every certificate of
+    /// one shard).
+    crl: Option<Arc<CrlSource>>,
+}
+
+/// A revocation list and the issuer certificate (DER) it is verified with
+/// (checked in `revocation.rs`).
+#[derive(Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct CrlSource {
+    url: String,
+    issuer: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -290,6 +310,8 @@ struct State {
     budget_in_flight: usize,
     /// ... and each registered domain's.
     domains_in_flight: HashMap<String, usize>,
+    /// The revocation lists the certificates name, each held once.
+    crl_sources: std::collections::HashSet<Arc<CrlSource>>,
 }
 
 /// The outcome of one attempt, for [`Renewer::finish`].
@@ -543,7 +565,7 @@ impl<S: Store> Renewer<S> {
             }
         };
         let now = self.now();
-        let current = cert.as_ref().map(|c| self.current(c));
+        let mut current = cert.as_ref().map(|c| self.current(c));
         // A certificate ordered with another profile than the spec now
         // asks for is renewed at once.
         let options = stored.spec.ensure_options();
@@ -565,6 +587,9 @@ impl<S: Store> Renewer<S> {
             (Some(_), _) => ManagedState::Valid,
         };
         let mut state = self.state();
+        if let Some(c) = current.as_mut() {
+            c.crl = c.crl.take().map(|source| state.intern_crl(source));
+        }
         let running = state.tracked.get(&id).is_some_and(|t| t.running);
         let entry = entry(&id, &stored, current.as_ref(), at);
         state.tracked.insert(
@@ -591,6 +616,7 @@ impl<S: Store> Renewer<S> {
     fn current(&self, cert: &StoredCertificate) -> Current {
         let due = self.inner.issuer.renewal_due_at(cert).min(cert.not_after);
         let to_expiry = cert.not_after.duration_since(due).unwrap_or_default();
+        let parsed = crate::CertificateChain::parse_pem("", &cert.chain_pem).ok();
         Current {
             serial: cert.serial.clone(),
             not_before: cert.not_before,
@@ -598,10 +624,18 @@ impl<S: Store> Renewer<S> {
             revoked: cert.revoked.is_some(),
             requested_early: cert.revoked.is_none()
                 && cert.renewal.as_ref().is_some_and(|r| r.requested_early),
-            chain: crate::CertificateChain::parse_pem("", &cert.chain_pem)
+            chain: parsed
+                .as_ref()
                 .map(|c| (c.leaf_issuer_common_name(), c.top_issuer_common_name()))
                 .unwrap_or_default(),
             urgent_at: due + to_expiry / 2,
+            crl: parsed.as_ref().and_then(|c| {
+                let url = crate::crl::distribution_points(c.leaf_der())
+                    .into_iter()
+                    .next()?;
+                let issuer = c.certificates_der().get(1)?.clone();
+                Some(Arc::new(CrlSource { url, issuer }))
+            }),
         }
     }
 
@@ -617,6 +651,11 @@ impl<S: Store> Renewer<S> {
         let mut tasks: JoinSet<Attempt> = JoinSet::new();
         let mut next_refresh = self.now() + self.inner.policy.refresh;
         let mut next_headroom = self.now();
+        // The revocation lists are read beside the attempts (a slow list
+        // never holds up a renewal), first when the run starts; the set is
+        // dropped (its check aborted) with the run.
+        let mut next_crl_check = self.inner.policy.crl_check_every.map(|_| self.now());
+        let mut crl_checks: JoinSet<()> = JoinSet::new();
         loop {
             if self.inner.stop.load(Ordering::SeqCst) {
                 // Attempts already finished are recorded (their backoff
@@ -643,6 +682,18 @@ impl<S: Store> Renewer<S> {
                 self.record_headroom().await;
                 next_headroom = now + self.inner.policy.headroom_interval;
             }
+            while crl_checks.try_join_next().is_some() {}
+            if let (Some(at), Some(every)) = (next_crl_check, self.inner.policy.crl_check_every)
+                && now >= at
+            {
+                if crl_checks.is_empty() {
+                    let this = self.clone();
+                    crl_checks.spawn(async move {
+                        this.check_crls().await;
+                    });
+                }
+                next_crl_check = Some(now + every);
+            }
             let free = self.inner.policy.concurrency.max(1)
                 - tasks.len().min(self.inner.policy.concurrency.max(1));
             let (budget, token_at) = self.budget(now).await;
@@ -653,8 +704,13 @@ impl<S: Store> Renewer<S> {
             }
             self.record_gauges(now);
             let wake = wake.min(next_refresh).min(next_headroom);
+            let wake = next_crl_check.map_or(wake, |at| wake.min(at));
             let sleep = wake.duration_since(self.now()).unwrap_or_default();
+            // Biased: a finished attempt is recorded before anything else
+            // is looked at, so one seed gives one run (tokio's random
+            // branch order is seeded per runtime from the OS).
             tokio::select! {
+                biased;
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => match done {
                     Ok(attempt) => self.finish(attempt).await,
                     Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

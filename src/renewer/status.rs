@@ -216,6 +216,29 @@ pub enum RenewerEvent {
         /// The CA's explanation, if it gave one.
         explanation_url: Option<String>,
     },
+    /// The CA's revocation list says a certificate is revoked (behind this
+    /// client's back: a third party's report, the CA's own finding): it is
+    /// recorded as revoked and replaced at once.
+    RevokedFound {
+        /// Its id.
+        id: String,
+        /// The revoked certificate.
+        serial: String,
+        /// The reason code the list gives, if any (1: keyCompromise).
+        reason: Option<u8>,
+        /// The list that says so.
+        crl: String,
+    },
+    /// A revocation list could not be fetched or trusted; its
+    /// certificates are checked again at the next check.
+    RevocationListFailed {
+        /// The list.
+        url: String,
+        /// Why.
+        error: String,
+        /// How many certificates name it.
+        certificates: usize,
+    },
     /// A renewal came under another chain than the certificate it renews
     /// (a new intermediate, another root: a CA's hierarchy change): the
     /// servers that serve it may need the new chain or trust.
@@ -267,6 +290,10 @@ pub mod metric {
     /// Counter: renewals that came under another chain than the
     /// certificate they renew.
     pub const CHAIN_CHANGED: &str = "sturdy_acme_renewer_chain_changed_total";
+    /// Counter: certificates found revoked in the CA's revocation lists.
+    pub const REVOKED_FOUND: &str = "sturdy_acme_renewer_revoked_found_total";
+    /// Counter, label `result` (`ok`, `failed`): revocation lists checked.
+    pub const CRL_CHECKS: &str = "sturdy_acme_renewer_crl_checks_total";
     /// Histogram, label `kind`: seconds from an attempt's start to its
     /// certificate.
     pub const ORDER_SECONDS: &str = "sturdy_acme_renewer_order_seconds";

@@ -187,7 +187,8 @@ impl fmt::Debug for StoredAccount {
     }
 }
 
-/// That a stored certificate was revoked, and when.
+/// That a stored certificate was revoked, and when (revoked through this
+/// client, or found revoked in the CA's list).
 ///
 /// Example: [`Issuer::revoke`](crate::Issuer::revoke).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,8 +196,14 @@ pub struct Revoked {
     /// When the CA accepted the revocation (or said it was already revoked).
     #[serde(with = "unix_seconds")]
     pub at: SystemTime,
-    /// The reason code sent (RFC 5280 §5.3.1), if one was.
+    /// The reason code sent (RFC 5280 §5.3.1), if one was; for a
+    /// revocation found in the CA's list, the reason the list gives.
     pub reason: Option<u8>,
+    /// Found in the CA's revocation list ([`crate::crl`]): revoked behind
+    /// this client's back (a third party's key-compromise report, the
+    /// CA's own finding), not through [`Issuer::revoke`](crate::Issuer::revoke).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub found_in_crl: bool,
 }
 
 /// An issued certificate with its key.

@@ -51,6 +51,17 @@ use stats::{Counters, RoundTrip};
 const JOSE_JSON: &str = "application/jose+json";
 /// The media type of a PEM certificate chain.
 pub(crate) const PEM_CHAIN: &str = "application/pem-certificate-chain";
+/// The largest revocation list read (a CA's shard during a mass
+/// revocation can hold hundreds of thousands of entries).
+const MAX_CRL_BODY: usize = 64 << 20;
+
+/// The `Accept` header for a request, if it asks for a type.
+fn accept_header(accept: Option<&str>) -> Vec<(http::HeaderName, &str)> {
+    accept
+        .map(|a| (http::header::ACCEPT, a))
+        .into_iter()
+        .collect()
+}
 
 /// Settings of the transport, set through [`ClientBuilder`](crate::ClientBuilder).
 #[derive(Debug, Clone)]
@@ -185,6 +196,42 @@ impl Transport {
             .map(|(_, r)| r)
     }
 
+    /// A conditional GET (RFC 9110 §13): `validators` are sent as
+    /// `If-None-Match` / `If-Modified-Since`; a `304 Not Modified` is a
+    /// success (the caller's copy is current). Plain HTTP is allowed for
+    /// [`Endpoint::Crl`] (revocation lists are signed, and RFC 5280 serves
+    /// them over HTTP).
+    pub(crate) async fn get_conditional(
+        &self,
+        endpoint: Endpoint,
+        url: &str,
+        validators: &[(http::HeaderName, &str)],
+    ) -> Result<Response> {
+        self.check_url_for(endpoint, url)?;
+        let mut retrying = self.retrying(endpoint, url);
+        loop {
+            let admission = self.governor.admit(endpoint).await;
+            let ex = self
+                .exchange(
+                    endpoint,
+                    http::Method::GET,
+                    url,
+                    None,
+                    validators,
+                    "none",
+                    retrying.next_attempt(),
+                    &[304],
+                    admission.queued,
+                )
+                .await;
+            drop(admission);
+            match ex.result {
+                Ok(r) => return Ok(r),
+                Err(e) => retrying.pause_or_fail(e).await?,
+            }
+        }
+    }
+
     /// Like [`Transport::get`], with the body parsed inside the retry loop:
     /// an answer cut short is retried; a success answer read in full that
     /// does not parse is a protocol error, returned at once
@@ -206,7 +253,7 @@ impl Transport {
                     http::Method::GET,
                     url,
                     None,
-                    accept,
+                    &accept_header(accept),
                     "none",
                     retrying.next_attempt(),
                     &[],
@@ -315,7 +362,7 @@ impl Transport {
                     http::Method::POST,
                     url,
                     Some(body),
-                    accept,
+                    &accept_header(accept),
                     source,
                     retrying.next_attempt(),
                     also_ok,
@@ -408,7 +455,7 @@ impl Transport {
                 http::Method::HEAD,
                 url,
                 None,
-                None,
+                &[],
                 "none",
                 retrying.next_attempt(),
                 &[],
@@ -431,8 +478,15 @@ impl Transport {
 
     /// Refuses URLs that are not HTTPS (plain HTTP only when the directory was).
     fn check_url(&self, url: &str) -> Result<()> {
+        self.check_url_for(Endpoint::Other, url)
+    }
+
+    /// [`Transport::check_url`], with plain HTTP also allowed for a
+    /// revocation list.
+    fn check_url_for(&self, endpoint: Endpoint, url: &str) -> Result<()> {
+        let http_ok = self.config.allow_http || endpoint == Endpoint::Crl;
         let ok = match url::Url::parse(url) {
-            Ok(u) => u.scheme() == "https" || (u.scheme() == "http" && self.config.allow_http),
+            Ok(u) => u.scheme() == "https" || (u.scheme() == "http" && http_ok),
             Err(_) => false,
         };
         if ok {
@@ -458,7 +512,7 @@ impl Transport {
         method: http::Method,
         url: &str,
         body: Option<Vec<u8>>,
-        accept: Option<&str>,
+        extra_headers: &[(http::HeaderName, &str)],
         nonce_source: &'static str,
         attempt: u32,
         also_ok: &[u16],
@@ -471,6 +525,12 @@ impl Transport {
             _ => "POST",
         };
         self.counters.count(endpoint);
+        // A revocation list may be far larger than any ACME answer.
+        let max_body = if endpoint == Endpoint::Crl {
+            self.config.max_body.max(MAX_CRL_BODY)
+        } else {
+            self.config.max_body
+        };
         let own_timeout = match method {
             http::Method::POST => self.shape().post_timeout(endpoint),
             _ => None,
@@ -489,10 +549,10 @@ impl Transport {
                         .header(http::header::CONTENT_TYPE, JOSE_JSON)
                         .body(body);
                 }
-                if let Some(accept) = accept {
-                    request = request.header(http::header::ACCEPT, accept);
+                for (name, value) in extra_headers {
+                    request = request.header(name, *value);
                 }
-                Box::pin(self.send(request, method_name, url, also_ok)).await
+                Box::pin(self.send(request, method_name, url, also_ok, max_body)).await
             }
             Http::Hook {
                 client,
@@ -500,7 +560,7 @@ impl Transport {
                 timeout,
             } => {
                 let timeout = own_timeout.unwrap_or(*timeout);
-                let max = self.config.max_body;
+                let max = max_body;
                 let mut headers = common.clone();
                 if body.is_some() {
                     headers.insert(
@@ -508,8 +568,10 @@ impl Transport {
                         http::HeaderValue::from_static(JOSE_JSON),
                     );
                 }
-                if let Some(accept) = accept.and_then(|a| http::HeaderValue::from_str(a).ok()) {
-                    headers.insert(http::header::ACCEPT, accept);
+                for (name, value) in extra_headers {
+                    if let Ok(value) = http::HeaderValue::from_str(value) {
+                        headers.insert(name.clone(), value);
+                    }
                 }
                 let answer = client.exchange(HttpRequest {
                     method,

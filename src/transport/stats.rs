@@ -8,14 +8,14 @@ use std::time::Duration;
 use crate::protocol::Endpoint;
 
 #[derive(Debug, Default)]
-pub(crate) struct Counters([AtomicU64; 14]);
+pub(crate) struct Counters([AtomicU64; Endpoint::ALL.len()]);
 
 impl Counters {
     pub(crate) fn count(&self, endpoint: Endpoint) {
         let i = Endpoint::ALL
             .iter()
             .position(|e| *e == endpoint)
-            .unwrap_or(13);
+            .unwrap_or(Endpoint::ALL.len() - 1);
         self.0[i].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -128,5 +128,19 @@ mod tests {
         assert_eq!(rtt.get(), Some(Duration::from_millis(3)));
         rtt.record(Duration::ZERO);
         assert_eq!(rtt.get(), Some(Duration::from_micros(1)));
+    }
+
+    #[test]
+    fn every_endpoint_is_counted_on_its_own() {
+        let counters = Counters::default();
+        for (i, e) in Endpoint::ALL.iter().enumerate() {
+            for _ in 0..=i {
+                counters.count(*e);
+            }
+        }
+        let stats = counters.snapshot();
+        for (i, e) in Endpoint::ALL.iter().enumerate() {
+            assert_eq!(stats.by_endpoint.get(e), Some(&(i as u64 + 1)), "{e}");
+        }
     }
 }

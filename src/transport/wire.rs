@@ -11,6 +11,7 @@ impl Transport {
         method: &'static str,
         url: &str,
         also_ok: &[u16],
+        max: usize,
     ) -> Exchange {
         let info = |status: Option<u16>, retry_after: Option<RetryAfter>| {
             Box::new(RequestInfo {
@@ -61,7 +62,6 @@ impl Transport {
         };
 
         // Read the body, refusing to buffer more than the cap.
-        let max = self.config.max_body;
         if response.content_length().is_some_and(|n| n > max as u64) {
             return fail(Err(Error::ResponseTooLarge {
                 request: info(Some(status), retry_after),

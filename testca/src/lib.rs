@@ -191,6 +191,9 @@ pub struct IssuedCertificate {
     pub issued_at: SystemTime,
     /// The revocation reason, once revoked.
     pub revoked: Option<u8>,
+    /// Issued for an ARI renewal (a `replaces` inside the replaced
+    /// certificate's window): it spent no rate-limit token.
+    pub ari_exempt: bool,
     /// The leaf certificate, DER (e.g. for a test
     /// [`CertificateFinder`](sturdy_acme::CertificateFinder) searching the CA's
     /// ledger as it would a Certificate Transparency log).
@@ -500,6 +503,14 @@ impl TestCaBuilder {
     /// Offer an alternate chain (leaf + cross-signed intermediate, to an alternate root).
     pub fn alternate_chain(mut self, enabled: bool) -> Self {
         self.config.alternate_chain = enabled;
+        self
+    }
+
+    /// How many shards its revocation lists are cut into (default 4; 0:
+    /// certificates name no revocation list). A v2 certificate names its
+    /// shard's list, `{base}/crl/{shard}`, in its CRL Distribution Points.
+    pub fn crl_shards(mut self, shards: u8) -> Self {
+        self.config.crl_shards = shards;
         self
     }
 
@@ -921,6 +932,72 @@ impl TestCa {
             .unwrap_or_else(|p| p.into_inner())
             .withdrawn_profiles
             .push(name.to_owned());
+    }
+
+    /// Changes the lifetime of certificates issued from `from` on (the
+    /// CA's clock) for `profile` (`None`: the default and `classic`), as
+    /// Let's Encrypt's `classic` goes to 64 days on 2027-02-10 and 45 days
+    /// on 2028-02-16. Certificates issued before keep theirs. The latest
+    /// change in force wins.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), sturdy_acme::Error> {
+    /// use std::sync::Arc;
+    /// use std::time::{Duration, SystemTime};
+    /// use sturdy_acme::solver::http01::Http01Solver;
+    /// use sturdy_acme::store::FileStore;
+    /// use sturdy_acme::{EnsureOptions, Issuer};
+    /// use sturdy_acme_testca::TestCa;
+    ///
+    /// let ca = TestCa::start().await?;
+    /// ca.change_lifetime_on(SystemTime::now(), None, Duration::from_secs(64 * 86_400));
+    /// let dir = std::env::temp_dir().join(format!("sturdy-doc-lifetime-{}", std::process::id()));
+    /// let issuer = Issuer::builder(ca.client().await?, FileStore::open(&dir)?)
+    ///     .solver(Arc::new(Http01Solver::unserved()))
+    ///     .build();
+    /// let cert = issuer.ensure(&["shop.example"], &EnsureOptions::default()).await?.certificate;
+    /// let lifetime = cert.not_after.duration_since(cert.not_before).unwrap();
+    /// assert_eq!(lifetime.as_secs() / 86_400, 64);
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok(()) }
+    /// ```
+    pub fn change_lifetime_on(&self, from: SystemTime, profile: Option<&str>, lifetime: Duration) {
+        self.ca
+            .config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .lifetime_changes
+            .push(ca::LifetimeChange {
+                from,
+                profile: profile.map(str::to_owned),
+                lifetime,
+            });
+    }
+
+    /// A revocation behind the client's back (a third party's
+    /// key-compromise report, a CA's own finding): the unrevoked
+    /// certificate with hex serial `serial` is revoked for RFC 5280 reason
+    /// code `reason` and listed in its revocation list, while its renewal
+    /// information stays as it was, so only a client that reads the CRL
+    /// notices. False if no unrevoked certificate has that serial.
+    ///
+    /// Example: [`sturdy_acme::crl`].
+    pub fn revoke_quietly(&self, serial: &str, reason: u8) -> bool {
+        self.ca.revoke_quietly(serial, reason)
+    }
+
+    /// [`TestCa::revoke_quietly`] for a seeded `share` of the live
+    /// certificates (the newest of each identifier set, unrevoked and
+    /// unexpired; one seed picks the same ones every run). Returns their
+    /// serials.
+    pub fn revoke_share_quietly(&self, share: f64, seed: u64, reason: u8) -> Vec<String> {
+        self.ca.revoke_share_quietly(share, seed, reason)
+    }
+
+    /// Revocation lists served so far: `(in full, 304 Not Modified)`.
+    pub fn crl_served(&self) -> (u64, u64) {
+        self.ca.crl_served()
     }
 
     /// Changes the rate limits.

@@ -179,17 +179,19 @@ impl Pki {
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> Result<Issued, String> {
-        self.issue_with(csr, not_before, not_after, true)
+        self.issue_with(csr, not_before, not_after, true, None)
     }
 
     /// [`Pki::issue`], with a subject common name (the first DNS name that
-    /// fits) or none (Let's Encrypt's `tlsserver` and `shortlived`).
+    /// fits) or none (Let's Encrypt's `tlsserver` and `shortlived`), and
+    /// the URL of its revocation list (CRL Distribution Points) if any.
     pub(crate) fn issue_with(
         &self,
         csr: &CsrInfo,
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
         common_name: bool,
+        crl_url: Option<String>,
     ) -> Result<Issued, String> {
         if csr.identifiers.is_empty() {
             return Err("no identifiers to issue for".into());
@@ -228,6 +230,10 @@ impl Pki {
         // on 2026-02-11 and ended `tlsclient` on 2026-07-08.
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
+        params.crl_distribution_points = crl_url
+            .into_iter()
+            .map(|url| rcgen::CrlDistributionPoint { uris: vec![url] })
+            .collect();
 
         let leaf = params
             .signed_by(&public_key, &self.issuer)
@@ -245,6 +251,76 @@ impl Pki {
             alternate_chain_pem,
         })
     }
+}
+
+impl Pki {
+    /// A revocation list (DER, signed by the intermediate) for the shard at
+    /// `url`: its Issuing Distribution Point names `url` (user
+    /// certificates only), as Let's Encrypt's sharded CRLs do.
+    pub(crate) fn crl(
+        &self,
+        url: &str,
+        number: u64,
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+        revoked: &[(String, OffsetDateTime, u8)],
+    ) -> Result<Vec<u8>, String> {
+        let revoked_certs = revoked
+            .iter()
+            .map(|(serial_hex, at, reason)| {
+                let padded = if serial_hex.len() % 2 == 1 {
+                    format!("0{serial_hex}")
+                } else {
+                    serial_hex.clone()
+                };
+                let bytes = (0..padded.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&padded[i..i + 2], 16))
+                    .collect::<Result<Vec<u8>, _>>()
+                    .map_err(|e| format!("serial {serial_hex}: {e}"))?;
+                Ok(rcgen::RevokedCertParams {
+                    serial_number: SerialNumber::from(bytes),
+                    revocation_time: *at,
+                    reason_code: revocation_reason(*reason),
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        rcgen::CertificateRevocationListParams {
+            this_update,
+            next_update,
+            crl_number: SerialNumber::from(number.to_be_bytes().to_vec()),
+            issuing_distribution_point: Some(rcgen::CrlIssuingDistributionPoint {
+                distribution_point: rcgen::CrlDistributionPoint {
+                    uris: vec![url.to_owned()],
+                },
+                scope: Some(rcgen::CrlScope::UserCertsOnly),
+            }),
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.issuer)
+        .map(|crl| crl.der().to_vec())
+        .map_err(|e| format!("signing the revocation list: {e}"))
+    }
+}
+
+/// The CRL entry reason for an RFC 5280 reason code (0, unspecified, is
+/// left out, as RFC 5280 §5.3.1 asks).
+fn revocation_reason(code: u8) -> Option<rcgen::RevocationReason> {
+    use rcgen::RevocationReason as R;
+    Some(match code {
+        1 => R::KeyCompromise,
+        2 => R::CaCompromise,
+        3 => R::AffiliationChanged,
+        4 => R::Superseded,
+        5 => R::CessationOfOperation,
+        6 => R::CertificateHold,
+        8 => R::RemoveFromCrl,
+        9 => R::PrivilegeWithdrawn,
+        10 => R::AaCompromise,
+        _ => return None,
+    })
 }
 
 /// The Subject Key Identifier of a DER certificate.

@@ -244,6 +244,7 @@ pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> 
         revoked: Some(sturdy_acme::store::Revoked {
             at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
             reason: Some(4),
+            found_in_crl: true,
         }),
         ..second.clone()
     };

@@ -382,3 +382,146 @@ async fn a_withdrawn_profile_falls_back_instead_of_failing_every_renewal() {
     renewer.shutdown();
     running.await.unwrap().unwrap();
 }
+
+/// 8 certificates over 4 CRL shards; on day 2 the CA revokes 2 of them
+/// behind the client's back (keyCompromise, listed in its CRL only: their
+/// renewal information does not move). The renewer's CRL check (every 6
+/// hours) finds both, records them revoked and replaces them with fresh
+/// keys; the others are left alone. Each shard is fetched once per check
+/// and, unchanged, answered 304.
+#[tokio::test(start_paused = true)]
+async fn a_certificate_revoked_behind_the_clients_back_is_found_in_the_crl_and_replaced() {
+    let ca = TestCa::builder()
+        .renewal_info(None)
+        .crl_shards(4)
+        .start_in_process()
+        .unwrap();
+    let (issuer, _) = issuer_with(&ca, MemoryStore::new(), RateLimits::lets_encrypt(), |b| b).await;
+    let found = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&found);
+    let renewer = Renewer::builder(issuer.clone())
+        .policy(policy().with_crl_check_every(Some(Duration::from_secs(6 * HOUR))))
+        .on_event(move |e| {
+            if let RenewerEvent::RevokedFound {
+                serial,
+                reason,
+                crl,
+                ..
+            } = e
+            {
+                log.lock()
+                    .unwrap()
+                    .push((serial.clone(), *reason, crl.clone()));
+            }
+        })
+        .build();
+    let names: Vec<String> = (0..8).map(|i| format!("crl{i}.example")).collect();
+    renewer.add_all(specs(names.clone())).await.unwrap();
+    let running = start(&renewer);
+    wait_until(
+        &renewer,
+        Duration::from_secs(MIN),
+        Duration::from_secs(HOUR),
+        all_valid(8),
+    )
+    .await;
+    let before: Vec<_> = {
+        let mut v = Vec::new();
+        for n in &names {
+            v.push(issuer.stored_certificate(&[n]).await.unwrap().unwrap());
+        }
+        v
+    };
+    tokio::time::sleep(Duration::from_secs(2 * DAY)).await;
+    let (full_before, not_modified_before) = ca.crl_served();
+    assert_eq!(full_before % 4, 0, "each shard in full once per change");
+    assert!(not_modified_before > 0, "unchanged lists answered 304");
+    assert!(found.lock().unwrap().is_empty(), "nothing revoked yet");
+
+    assert!(ca.revoke_quietly(&before[1].serial, 1));
+    assert!(ca.revoke_quietly(&before[6].serial, 1));
+    // Within one CRL cadence (and the replacement's minutes).
+    tokio::time::sleep(Duration::from_secs(6 * HOUR + 30 * MIN)).await;
+    let found = found.lock().unwrap().clone();
+    let mut serials: Vec<&str> = found.iter().map(|(s, _, _)| s.as_str()).collect();
+    serials.sort();
+    let mut expected = vec![before[1].serial.as_str(), before[6].serial.as_str()];
+    expected.sort();
+    assert_eq!(serials, expected, "{found:?}");
+    assert!(
+        found
+            .iter()
+            .all(|(_, reason, crl)| *reason == Some(1) && crl.contains("/crl/"))
+    );
+    for (i, (name, old)) in names.iter().zip(&before).enumerate() {
+        let now = issuer.stored_certificate(&[name]).await.unwrap().unwrap();
+        if i == 1 || i == 6 {
+            assert_ne!(now.serial, old.serial, "{name} replaced");
+            assert_ne!(*now.key_pem, *old.key_pem, "{name} under a fresh key");
+            assert!(now.revoked.is_none());
+        } else {
+            assert_eq!(now.serial, old.serial, "{name} left alone");
+        }
+    }
+    // The CA's ARI never moved: only the CRL told.
+    assert_eq!(ca.ledger().certificates.len(), 10);
+    renewer.shutdown();
+    running.await.unwrap().unwrap();
+}
+
+/// The simulation with every drill, small: on day 5 the CA changes the
+/// chain, on day 8 it withdraws `tlsserver`, on day 10 (3 hours past the
+/// renewers' 6-hourly checks) it moves every window into the past, on day
+/// 12 (2 hours past) it revokes 5% behind the client's back (CRL only).
+/// Every moved certificate is replaced within the 6-hour recheck bound as
+/// an exempt ARI renewal, every revoked one within the CRL cadence, each
+/// chain change reported once, no renewal fails for the withdrawn profile
+/// (tlsserver falls back to classic), no 429, nothing expired, no
+/// duplicate. Run twice with one seed, the figures are identical.
+#[tokio::test(start_paused = true)]
+async fn the_simulation_plays_every_drill_and_replays_identically() {
+    use sturdy_acme_testca::simulation::{Drills, SimulationConfig, simulate};
+    let config = SimulationConfig {
+        certificates: 240,
+        domains: 12,
+        accounts: 2,
+        days: 30,
+        caa_share: 0.0,
+        outage: Duration::ZERO,
+        drills: Drills {
+            ari: Some((Duration::from_secs(10 * DAY + 3 * HOUR), 1.0)),
+            crl: Some((Duration::from_secs(12 * DAY + 2 * HOUR), 0.05)),
+            chain_change_at: Some(Duration::from_secs(5 * DAY)),
+            withdraw_tlsserver_at: Some(Duration::from_secs(8 * DAY)),
+        },
+        seed: 5,
+        ..SimulationConfig::default()
+    };
+    let first = simulate(config.clone()).await.unwrap();
+    let second = simulate(config).await.unwrap();
+    eprintln!("{}", serde_json::to_string(&first).unwrap());
+    assert_eq!(first.figures(), second.figures(), "one seed, one run");
+    assert_eq!(first.rate_limited_429, 0);
+    assert_eq!(first.ever_expired, 0);
+    assert_eq!(first.duplicates, 0);
+    let d = &first.drills;
+    assert_eq!(d.ari_moved, 240, "every live certificate");
+    assert_eq!(d.ari_replaced, d.ari_moved, "{d:?}");
+    assert_eq!(d.ari_replaced_exempt, d.ari_moved, "{d:?}");
+    // Noticed within the 6-hour recheck bound, then issued.
+    assert!(d.ari_slowest_replacement_s <= (6 * HOUR) as f64, "{d:?}");
+    assert_eq!(d.crl_revoked, 12);
+    assert_eq!(d.crl_replaced, d.crl_revoked, "{d:?}");
+    assert!(d.crl_slowest_replacement_s <= (6 * HOUR) as f64, "{d:?}");
+    assert!(d.renewed_after_chain_change > 0);
+    assert_eq!(
+        d.chain_changes_reported, d.renewed_after_chain_change as u64,
+        "{d:?}"
+    );
+    assert_eq!(d.chain_changes_reported_twice, 0);
+    assert!(
+        d.profile_fallbacks > 0,
+        "tlsserver renewals fell back: {d:?}"
+    );
+    assert_eq!(d.failures_after_withdrawal, 0, "{d:?}");
+}

@@ -79,6 +79,47 @@ pub(crate) struct Config {
     /// since 2026, `CAARechecksFailOrder`; default); else the order stays
     /// `ready` (Boulder before).
     pub(crate) caa_recheck_fails_order: bool,
+    /// Where its revocation lists are served (`{base}/crl`), known once
+    /// the server listens; v2 certificates name `{crl_base}/{shard}`.
+    pub(crate) crl_base: Option<String>,
+    /// How many shards its revocation lists are cut into (0: certificates
+    /// name no list).
+    pub(crate) crl_shards: u8,
+    /// Lifetimes that change on a date (Let's Encrypt's 90 → 64 → 45
+    /// days), applied to certificates issued from then on.
+    pub(crate) lifetime_changes: Vec<LifetimeChange>,
+}
+
+/// A certificate lifetime that changes on a date.
+#[derive(Debug, Clone)]
+pub(crate) struct LifetimeChange {
+    /// From when (the CA's clock).
+    pub(crate) from: std::time::SystemTime,
+    /// For which profile (`None`: the default, and `classic`).
+    pub(crate) profile: Option<String>,
+    /// The new lifetime.
+    pub(crate) lifetime: Duration,
+}
+
+impl Config {
+    /// The lifetime changed on a date that applies now to an order with
+    /// `profile`, if any (the latest change in force).
+    pub(crate) fn changed_lifetime(
+        &self,
+        profile: Option<&str>,
+        now: std::time::SystemTime,
+    ) -> Option<Duration> {
+        self.lifetime_changes
+            .iter()
+            .filter(|c| c.from <= now)
+            .filter(|c| match (c.profile.as_deref(), profile) {
+                (None, None | Some("classic")) => true,
+                (Some(a), Some(b)) => a == b,
+                _ => false,
+            })
+            .max_by_key(|c| c.from)
+            .map(|c| c.lifetime)
+    }
 }
 
 impl Default for Config {
@@ -110,6 +151,9 @@ impl Default for Config {
             profiles: false,
             withdrawn_profiles: Vec::new(),
             caa_recheck_fails_order: true,
+            crl_base: None,
+            crl_shards: 4,
+            lifetime_changes: Vec::new(),
         }
     }
 }

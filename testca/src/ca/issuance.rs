@@ -254,8 +254,13 @@ impl State {
         let ids = csr.identifiers.clone();
         let profile = order.and_then(|o| self.orders[o].profile);
         let exemption = order.map(|o| self.orders[o].exemption).unwrap_or_default();
+        let changed = config.changed_lifetime(profile.map(|p| p.name), super::now());
         let na = match (not_after, profile) {
             (Some(na), _) => na,
+            (None, _) if changed.is_some() => changed
+                .and_then(|l| time::Duration::try_from(l).ok())
+                .and_then(|l| not_before.checked_add(l))
+                .ok_or_else(|| Rejection::malformed("notBefore is too far in the future"))?,
             (None, Some(p)) => time::Duration::try_from(p.lifetime)
                 .ok()
                 .and_then(|l| not_before.checked_add(l))
@@ -264,8 +269,17 @@ impl State {
                 .ok_or_else(|| Rejection::malformed("notBefore is too far in the future"))?,
         };
         let common_name = profile.is_none_or(|p| p.common_name);
+        // v2 certificates name their revocation-list shard (by issuance
+        // order, so the shards fill evenly).
+        let crl_shard = order
+            .and(config.crl_base.as_ref())
+            .filter(|_| config.crl_shards > 0)
+            .map(|_| (self.certs.len() % usize::from(config.crl_shards)) as u8);
+        let crl_url = crl_shard
+            .zip(config.crl_base.as_ref())
+            .map(|(shard, base)| format!("{base}/{shard}"));
         let mut issued = pki
-            .issue_with(csr, not_before, na, common_name)
+            .issue_with(csr, not_before, na, common_name, crl_url)
             .map_err(|e| {
                 Rejection::new(
                     ProblemType::ServerInternal,
@@ -300,6 +314,9 @@ impl State {
             alternate_chain_pem: issued.alternate_chain_pem,
             issued_at: super::now(),
             revoked: None,
+            revoked_at: None,
+            crl_only: false,
+            crl_shard,
             not_before: sturdy_acme::timestamp::from_unix(not_before.unix_timestamp()),
             not_after: sturdy_acme::timestamp::from_unix(na.unix_timestamp()),
         });

@@ -9,6 +9,7 @@
 mod accounts;
 mod authorizations;
 mod config;
+mod crl;
 mod faults;
 mod identifiers;
 mod issuance;
@@ -41,8 +42,8 @@ use super::wire::{Reply, WireRequest, WireResponse};
 use super::{CaaPolicy, Dialect, FinalizeRecord, IssuedCertificate, Ledger, RecordedJws};
 use state::State;
 
-pub(crate) use config::Config;
 pub use config::ValidationMode;
+pub(crate) use config::{Config, LifetimeChange};
 
 const JSON: &str = "application/json";
 const PROBLEM_JSON: &str = "application/problem+json";
@@ -138,6 +139,11 @@ impl Ca {
 
     /// Sets `https://127.0.0.1:PORT` once the listener is bound.
     pub(crate) fn set_base(&self, base: String) {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .crl_base
+            .get_or_insert_with(|| format!("{base}/crl"));
         let _ = self.base.set(base);
     }
 
@@ -171,6 +177,52 @@ impl Ca {
             .clone()
     }
 
+    /// A revocation behind the subscriber's back (a third party's
+    /// key-compromise report, a CA's own finding): certificate `serial`
+    /// is revoked for `reason` and listed in its revocation list, while
+    /// its renewal information stays as it was. False if no unrevoked
+    /// certificate has that serial.
+    pub(crate) fn revoke_quietly(&self, serial: &str, reason: u8) -> bool {
+        let serial = serial.to_ascii_lowercase();
+        let mut state = self.state();
+        let Some(cert) = state
+            .certs
+            .iter_mut()
+            .find(|c| c.serial == serial && c.revoked.is_none())
+        else {
+            return false;
+        };
+        cert.revoked = Some(reason);
+        cert.revoked_at = Some(now());
+        cert.crl_only = true;
+        true
+    }
+
+    /// [`Ca::revoke_quietly`] for a seeded `share` of the live
+    /// certificates (as [`Ca::drill_renewal_windows`] chooses them).
+    /// Returns their serials.
+    pub(crate) fn revoke_share_quietly(&self, share: f64, seed: u64, reason: u8) -> Vec<String> {
+        let now = now();
+        let mut state = self.state();
+        let chosen = state.live_share(share, seed, now);
+        chosen
+            .into_iter()
+            .map(|i| {
+                let cert = &mut state.certs[i];
+                cert.revoked = Some(reason);
+                cert.revoked_at = Some(now);
+                cert.crl_only = true;
+                cert.serial.clone()
+            })
+            .collect()
+    }
+
+    /// Revocation lists served: in full, and `304 Not Modified`.
+    pub(crate) fn crl_served(&self) -> (u64, u64) {
+        let state = self.state();
+        (state.crl_downloads, state.crl_not_modified)
+    }
+
     fn config(&self) -> Config {
         self.config
             .lock()
@@ -195,30 +247,7 @@ impl Ca {
     ) -> Vec<String> {
         let now = now();
         let mut state = self.state();
-        let mut newest: std::collections::BTreeMap<Vec<sturdy_acme::Identifier>, usize> =
-            Default::default();
-        for (i, c) in state.certs.iter().enumerate() {
-            if c.revoked.is_some() || c.not_after <= now {
-                continue;
-            }
-            let mut set = c.identifiers.clone();
-            set.sort();
-            newest.insert(set, i);
-        }
-        let live: Vec<usize> = newest.into_values().collect();
-        let share = share.clamp(0.0, 1.0);
-        let want = ((live.len() as f64 * share).round() as usize)
-            .max(usize::from(share > 0.0 && !live.is_empty()))
-            .min(live.len());
-        // A seeded partial Fisher-Yates shuffle: the first `want` of it.
-        let mut order = live;
-        let mut rng = seed;
-        for i in 0..want {
-            let j = i + (crate::codec::splitmix64(&mut rng) % (order.len() - i) as u64) as usize;
-            order.swap(i, j);
-        }
-        order.truncate(want);
-        order.sort_unstable();
+        let order = state.live_share(share, seed, now);
         let start = now - std::time::Duration::from_secs(3600);
         let end = now + end_after;
         let mut serials = Vec::with_capacity(order.len());
@@ -312,6 +341,9 @@ impl Ca {
                     },
                     issued_at: c.issued_at,
                     revoked: c.revoked,
+                    ari_exempt: c
+                        .order
+                        .is_some_and(|o| state.orders[o].exemption == records::Exemption::Ari),
                     leaf_der: c.leaf_der.clone(),
                 })
                 .collect(),

@@ -296,7 +296,7 @@ impl State {
         {
             return (*start, *end);
         }
-        if rec.revoked.is_some() {
+        if rec.revoked.is_some() && !rec.crl_only {
             return immediate(now);
         }
         let validity = rec

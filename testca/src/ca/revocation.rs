@@ -91,6 +91,7 @@ impl State {
             return Err(RevokeRefusal::AlreadyRevoked);
         }
         self.certs[index].revoked = Some(reason);
+        self.certs[index].revoked_at = Some(super::now());
         Ok(())
     }
 

@@ -97,6 +97,14 @@ pub(super) struct CertRec {
     pub(super) alternate_chain_pem: Option<String>,
     pub(super) issued_at: SystemTime,
     pub(super) revoked: Option<u8>,
+    /// When it was revoked (its CRL entry's revocation date).
+    pub(super) revoked_at: Option<SystemTime>,
+    /// Revoked behind its subscriber's back: shown in the revocation list
+    /// only, not in the renewal information (a third party's report the
+    /// ARI does not reflect).
+    pub(super) crl_only: bool,
+    /// The revocation-list shard it names, if any.
+    pub(super) crl_shard: Option<u8>,
     /// Its validity.
     pub(super) not_before: SystemTime,
     pub(super) not_after: SystemTime,
@@ -125,6 +133,12 @@ pub(super) struct State {
     pub(super) v1: V1State,
     pub(super) jws_log: Ring<RecordedJws>,
     pub(super) ari: super::records::AriState,
+    /// Each shard's last signed revocation list, by its number.
+    pub(super) crl_cache: HashMap<u8, (u64, bytes::Bytes)>,
+    /// Revocation lists sent in full ...
+    pub(super) crl_downloads: u64,
+    /// ... and conditional GETs answered `304 Not Modified`.
+    pub(super) crl_not_modified: u64,
 }
 
 impl State {
@@ -147,7 +161,41 @@ impl State {
             v1: V1State::default(),
             jws_log: Ring::new(config.recorded_jws_entries, config.recorded_jws_bytes),
             ari: Default::default(),
+            crl_cache: HashMap::new(),
+            crl_downloads: 0,
+            crl_not_modified: 0,
         }
+    }
+
+    /// A seeded share of the live certificates (the newest of each exact
+    /// identifier set, neither revoked nor expired): `share` of them, at
+    /// least one when `share > 0`, chosen by a seeded partial
+    /// Fisher-Yates shuffle so one seed picks the same ones every run.
+    /// Their indexes, ascending.
+    pub(super) fn live_share(&self, share: f64, seed: u64, now: SystemTime) -> Vec<usize> {
+        let mut newest: BTreeMap<Vec<Identifier>, usize> = BTreeMap::new();
+        for (i, c) in self.certs.iter().enumerate() {
+            if c.revoked.is_some() || c.not_after <= now {
+                continue;
+            }
+            let mut set = c.identifiers.clone();
+            set.sort();
+            newest.insert(set, i);
+        }
+        let live: Vec<usize> = newest.into_values().collect();
+        let share = share.clamp(0.0, 1.0);
+        let want = ((live.len() as f64 * share).round() as usize)
+            .max(usize::from(share > 0.0 && !live.is_empty()))
+            .min(live.len());
+        let mut order = live;
+        let mut rng = seed;
+        for i in 0..want {
+            let j = i + (crate::codec::splitmix64(&mut rng) % (order.len() - i) as u64) as usize;
+            order.swap(i, j);
+        }
+        order.truncate(want);
+        order.sort_unstable();
+        order
     }
 
     /// Counts a request to `endpoint` and records its decoded JWS, if any.

@@ -104,6 +104,9 @@ pub(super) fn endpoint(req: &WireRequest) -> Endpoint {
     if renewal_info_target(&req.path).is_some() {
         return Endpoint::RenewalInfo;
     }
+    if super::crl::crl_target(&req.path).is_some() {
+        return Endpoint::Crl;
+    }
     Route::parse(&req.path).endpoint()
 }
 
@@ -194,6 +197,9 @@ impl Ca {
     }
 
     pub(super) async fn v2_route(self: &Arc<Self>, req: &WireRequest) -> WireResponse {
+        if let Some(shard) = super::crl::crl_target(&req.path) {
+            return self.crl_response(shard, req);
+        }
         if let Some(cert_id) = renewal_info_target(&req.path) {
             // Boulder serves it to GET and HEAD (Go's HEAD: the same
             // status and headers, no body).

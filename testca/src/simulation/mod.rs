@@ -21,6 +21,10 @@
 //!   order (optimal for one bucket); the largest over every bucket is a
 //!   lower bound for all of them together.
 
+mod drills;
+
+pub use drills::{DrillReport, Drills};
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -87,6 +91,12 @@ pub struct SimulationConfig {
     /// (Boulder since 2026; default), see
     /// [`TestCaBuilder::caa_recheck_fails_order`](crate::TestCaBuilder::caa_recheck_fails_order).
     pub caa_recheck_fails_order: bool,
+    /// The simulated calendar's first moment (default 2026-12-07 00:00
+    /// UTC): pinned, so one seed gives the same dates, and the same
+    /// figures, every run.
+    pub start: SystemTime,
+    /// The CA's events to play (none by default).
+    pub drills: Drills,
 }
 
 impl Default for SimulationConfig {
@@ -114,6 +124,8 @@ impl Default for SimulationConfig {
             seed: 1,
             file_store_root: None,
             caa_recheck_fails_order: true,
+            start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_601_600),
+            drills: Drills::default(),
         }
     }
 }
@@ -175,8 +187,21 @@ pub struct SimulationReport {
     pub pauses: u64,
     /// Simulated days.
     pub days: u64,
+    /// What the drills came to.
+    pub drills: DrillReport,
     /// Wall-clock seconds the simulation took.
     pub wall_s: f64,
+}
+
+impl SimulationReport {
+    /// The figures alone: the report without its wall-clock time, what two
+    /// runs with one seed must agree on.
+    pub fn figures(&self) -> Self {
+        Self {
+            wall_s: 0.0,
+            ..self.clone()
+        }
+    }
 }
 
 /// One certificate of the fleet.
@@ -237,11 +262,16 @@ async fn simulate_on<S: Store>(
     store: impl Fn(usize) -> Result<S>,
 ) -> Result<SimulationReport> {
     let wall = Instant::now();
+    // One calendar, pinned: the same dates every run (the CA and the
+    // clients read it on this thread).
+    let _calendar = sturdy_acme::Clock::pin_tokio_calendar(config.start);
     let clock = sturdy_acme::Clock::tokio();
     let start = clock.now();
     let rng = Rng::new(config.seed);
+    let log: drills::SharedLog = Arc::default();
 
     let ca = TestCa::builder()
+        .alternate_chain(true)
         .rate_limits(config.limits.clone())
         .renewal_info(None)
         .renewal_info_retry_after(config.renewal_info_retry_after.as_secs())
@@ -266,10 +296,24 @@ async fn simulate_on<S: Store>(
     for account in 0..config.accounts.max(1) {
         let seen = Arc::clone(&statuses);
         let replaces = Arc::clone(&replaces);
+        let drill_log = Arc::clone(&log);
         let client = ca
             .client_builder()
             .clock(clock)
+            // Seeded jitter, and first polls not learned from real round
+            // trips: nothing of the run depends on the machine.
+            .retry_policy(
+                sturdy_acme::RetryPolicy::default()
+                    .with_seed(Some(config.seed ^ 0xc11e ^ account as u64)),
+            )
+            .poll_policy(sturdy_acme::PollPolicy::default().with_adaptive(false))
             .on_event(move |e| match e {
+                Event::ProfileFallback { .. } => {
+                    drill_log
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .fallbacks += 1;
+                }
                 Event::Exchange {
                     status: Some(s), ..
                 } => seen.count(*s),
@@ -291,6 +335,10 @@ async fn simulate_on<S: Store>(
             .solver(Arc::new(Http01Solver::unserved()))
             .rate_limits(config.limits.clone())
             .holder(format!("sim-{account}"))
+            .window_seed(Some(config.seed ^ (account as u64) << 32))
+            // One issuer per store: nobody contends for a lease, and the
+            // memory store's leases run on real time.
+            .lease_ttl(Duration::from_secs(DAY))
             .build();
         let limited = Arc::clone(&limited);
         let (failures, deferred, pauses) = (
@@ -298,6 +346,7 @@ async fn simulate_on<S: Store>(
             Arc::clone(&deferred),
             Arc::clone(&pauses),
         );
+        let drill_log = Arc::clone(&log);
         let renewer = Renewer::builder(issuer)
             .policy(
                 RenewerPolicy::default()
@@ -308,7 +357,21 @@ async fn simulate_on<S: Store>(
             )
             .on_event(move |e| match e {
                 RenewerEvent::RateLimitedByCa { .. } => {}
+                RenewerEvent::ChainChanged { id, .. } => {
+                    *drill_log
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .chain_reports
+                        .entry(id.clone())
+                        .or_default() += 1;
+                }
                 RenewerEvent::Failed { class, error, .. } => {
+                    {
+                        let mut l = drill_log.lock().unwrap_or_else(|p| p.into_inner());
+                        if l.withdrawn.is_some_and(|at| clock.now() >= at) {
+                            l.failures_after_withdrawal += 1;
+                        }
+                    }
                     if *class == "rate_limited" {
                         let mut l = limited.lock().unwrap_or_else(|p| p.into_inner());
                         if l.len() < 20 {
@@ -346,8 +409,12 @@ async fn simulate_on<S: Store>(
         } else {
             "classic"
         };
-        let spec = CertificateSpec::new([name])?
-            .with_options(CertificateOptions::default().with_profile(Some(profile.into())));
+        // A tlsserver spec falls back to classic if the CA withdraws it.
+        let spec = CertificateSpec::new([name])?.with_options(
+            CertificateOptions::default()
+                .with_profile(Some(profile.into()))
+                .with_profile_fallback((profile == "tlsserver").then(|| "classic".into())),
+        );
         plan.push(Planned {
             spec,
             account: domain % config.accounts.max(1),
@@ -404,10 +471,26 @@ async fn simulate_on<S: Store>(
             FaultStep::CaaTimeouts(CaaPolicy::Allow),
         ));
     }
+    let d = &config.drills;
+    if let Some((at, share)) = d.ari {
+        timeline.push((at, FaultStep::AriDrill(share)));
+    }
+    if let Some(at) = d.chain_change_at {
+        timeline.push((at, FaultStep::ChainChange));
+    }
+    if let Some((at, share)) = d.crl {
+        timeline.push((at, FaultStep::CrlRevocations(share)));
+    }
+    if let Some(at) = d.withdraw_tlsserver_at {
+        timeline.push((at, FaultStep::WithdrawTlsserver));
+    }
+    // Stable: steps at one time keep the order above.
     timeline.sort_by_key(|(at, _)| *at);
     let faults = {
         let ca = Arc::clone(&ca);
         let outage = config.outage;
+        let log = Arc::clone(&log);
+        let seed = config.seed;
         tokio::spawn(async move {
             let mut now = Duration::ZERO;
             for (at, step) in timeline {
@@ -430,6 +513,31 @@ async fn simulate_on<S: Store>(
                             ca.set_caa(d, policy);
                         }
                     }
+                    FaultStep::AriDrill(share) => {
+                        let moved = ca.drill_renewal_windows(
+                            share,
+                            seed ^ 0xa41,
+                            Duration::from_secs(DAY),
+                            None,
+                        );
+                        log.lock().unwrap_or_else(|p| p.into_inner()).ari =
+                            Some((clock.now(), moved));
+                    }
+                    FaultStep::ChainChange => {
+                        ca.set_default_to_alternate_root(true);
+                        log.lock().unwrap_or_else(|p| p.into_inner()).chain_change =
+                            Some(clock.now());
+                    }
+                    FaultStep::CrlRevocations(share) => {
+                        // keyCompromise, reported by a third party.
+                        let revoked = ca.revoke_share_quietly(share, seed ^ 0xc41, 1);
+                        log.lock().unwrap_or_else(|p| p.into_inner()).crl =
+                            Some((clock.now(), revoked));
+                    }
+                    FaultStep::WithdrawTlsserver => {
+                        ca.withdraw_profile("tlsserver");
+                        log.lock().unwrap_or_else(|p| p.into_inner()).withdrawn = Some(clock.now());
+                    }
                 }
             }
         })
@@ -451,7 +559,18 @@ async fn simulate_on<S: Store>(
 
     // The CA's side of the story.
     let ledger = ca.ledger();
-    let mut by_set: HashMap<String, Vec<(SystemTime, SystemTime, SystemTime)>> = HashMap::new();
+    // Certificates the CA asked to replace early (a drill, a revocation):
+    // their replacements are renewals, however early.
+    let asked: std::collections::HashSet<String> = {
+        let log = log.lock().unwrap_or_else(|p| p.into_inner());
+        log.ari
+            .iter()
+            .chain(log.crl.iter())
+            .flat_map(|(_, serials)| serials.iter().cloned())
+            .collect()
+    };
+    type Issued = (SystemTime, SystemTime, SystemTime, bool);
+    let mut by_set: HashMap<String, Vec<Issued>> = HashMap::new();
     for cert in &ledger.certificates {
         let id = cert
             .identifiers
@@ -460,10 +579,12 @@ async fn simulate_on<S: Store>(
             .collect::<Vec<_>>()
             .join(",");
         let (not_before, not_after) = validity(&cert.leaf_der)?;
-        by_set
-            .entry(id)
-            .or_default()
-            .push((cert.issued_at, not_before, not_after));
+        by_set.entry(id).or_default().push((
+            cert.issued_at,
+            not_before,
+            not_after,
+            asked.contains(&cert.serial),
+        ));
     }
     let (mut ever_expired, mut never_issued, mut duplicates, mut renewals) = (0, 0, 0, 0);
     let mut first_issued: HashMap<String, SystemTime> = HashMap::new();
@@ -476,18 +597,18 @@ async fn simulate_on<S: Store>(
         first_issued.insert(p.spec.id(), certs[0].0);
         let mut expired = false;
         for pair in certs.windows(2) {
-            let ((_, nb, na), (issued, ..)) = (pair[0], pair[1]);
+            let ((_, nb, na, asked), (issued, ..)) = (pair[0], pair[1]);
             if issued > na {
                 expired = true;
             }
             let half = nb + na.duration_since(nb).unwrap_or_default() / 2;
-            if issued < half {
+            if issued < half && !asked {
                 duplicates += 1;
             } else {
                 renewals += 1;
             }
         }
-        if certs.last().is_some_and(|(_, _, na)| *na < end) {
+        if certs.last().is_some_and(|(_, _, na, _)| *na < end) {
             expired = true;
         }
         if expired {
@@ -535,6 +656,7 @@ async fn simulate_on<S: Store>(
         deferred: deferred.load(Ordering::Relaxed),
         pauses: pauses.load(Ordering::Relaxed),
         days: config.days,
+        drills: drills::report(&log.lock().unwrap_or_else(|p| p.into_inner()), &ledger),
         wall_s: wall.elapsed().as_secs_f64(),
     })
 }
@@ -543,6 +665,10 @@ enum FaultStep {
     OutageStarts,
     OutageEnds,
     CaaTimeouts(CaaPolicy),
+    AriDrill(f64),
+    ChainChange,
+    CrlRevocations(f64),
+    WithdrawTlsserver,
 }
 
 /// 5% transient failures: four in five an empty 500 before the work, one
