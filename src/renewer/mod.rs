@@ -70,6 +70,7 @@ mod queue;
 mod revocation;
 mod spec;
 mod status;
+mod track;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -504,139 +505,6 @@ impl<S: Store> Renewer<S> {
     pub fn shutdown(&self) {
         self.inner.stop.store(true, Ordering::SeqCst);
         self.inner.wake.notify_one();
-    }
-
-    /// Reads the specs from the store (every node's additions), and
-    /// schedules each: a certificate already stored at its next check, a
-    /// new one at once, one that was failing when its backoff ends.
-    async fn load(&self) -> Result<()> {
-        let records = self
-            .inner
-            .issuer
-            .store()
-            .list_managed(&self.directory())
-            .await?;
-        let mut seen = std::collections::HashSet::new();
-        for record in &records {
-            match Stored::from_record(record) {
-                Ok(stored) => {
-                    seen.insert(stored.spec.id());
-                    let known = self.state().tracked.contains_key(&stored.spec.id());
-                    if !known {
-                        self.track(stored).await?;
-                    }
-                }
-                Err(reason) => {
-                    tracing::warn!(target: "sturdy_acme::renewer", %reason, "a renewer record cannot be used; skipped");
-                }
-            }
-        }
-        // Removed by another node.
-        let mut state = self.state();
-        let gone: Vec<String> = state
-            .tracked
-            .iter()
-            .filter(|(id, t)| !seen.contains(*id) && !t.running)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in gone {
-            state.queue.forget(&id);
-            state.tracked.remove(&id);
-        }
-        state.loaded = true;
-        Ok(())
-    }
-
-    /// Starts tracking `stored`, scheduled from its stored certificate.
-    async fn track(&self, stored: Stored) -> Result<()> {
-        let id = stored.spec.id();
-        // Unknown when the account cannot be had (the CA is down): looked
-        // at once, and the attempt finds out.
-        let cert = match self
-            .inner
-            .issuer
-            .stored_certificate(stored.spec.names())
-            .await
-        {
-            Ok(cert) => cert,
-            Err(e) => {
-                tracing::debug!(target: "sturdy_acme::renewer", id = %stored.spec.id(), error = %e, "the stored certificate could not be read; looking at it at once");
-                None
-            }
-        };
-        let now = self.now();
-        let mut current = cert.as_ref().map(|c| self.current(c));
-        // A certificate ordered with another profile than the spec now
-        // asks for is renewed at once.
-        let options = stored.spec.ensure_options();
-        let mut at = cert.as_ref().map_or(now, |c| {
-            if self.inner.issuer.profile_changed(c, &options) {
-                now
-            } else {
-                self.inner.issuer.next_check_at(c)
-            }
-        });
-        let hold = from_ms(stored.failures.retry_at_ms);
-        if hold > at {
-            at = hold;
-        }
-        let state_now = match (&current, stored.failures.consecutive) {
-            (_, n) if n > 0 && hold > now => ManagedState::BackingOff,
-            (None, _) => ManagedState::Pending,
-            (Some(_), _) if at <= now => ManagedState::Due,
-            (Some(_), _) => ManagedState::Valid,
-        };
-        let mut state = self.state();
-        if let Some(c) = current.as_mut() {
-            c.crl = c.crl.take().map(|source| state.intern_crl(source));
-        }
-        let running = state.tracked.get(&id).is_some_and(|t| t.running);
-        let entry = entry(&id, &stored, current.as_ref(), at);
-        state.tracked.insert(
-            id.clone(),
-            Tracked {
-                stored,
-                current,
-                state: if running {
-                    ManagedState::Running
-                } else {
-                    state_now
-                },
-                running,
-                removed: false,
-                recheck: false,
-            },
-        );
-        if !running {
-            state.queue.schedule(entry, at);
-        }
-        Ok(())
-    }
-
-    fn current(&self, cert: &StoredCertificate) -> Current {
-        let due = self.inner.issuer.renewal_due_at(cert).min(cert.not_after);
-        let to_expiry = cert.not_after.duration_since(due).unwrap_or_default();
-        let parsed = crate::CertificateChain::parse_pem("", &cert.chain_pem).ok();
-        Current {
-            serial: cert.serial.clone(),
-            not_before: cert.not_before,
-            not_after: cert.not_after,
-            revoked: cert.revoked.is_some(),
-            requested_early: cert.revoked.is_none()
-                && cert.renewal.as_ref().is_some_and(|r| r.requested_early),
-            chain: parsed
-                .as_ref()
-                .map(|c| (c.leaf_issuer_common_name(), c.top_issuer_common_name()))
-                .unwrap_or_default(),
-            urgent_at: due + to_expiry / 2,
-            crl: parsed.as_ref().and_then(|c| {
-                let url = crate::crl::distribution_points(c.leaf_der())
-                    .into_iter()
-                    .next()?;
-                let issuer = c.certificates_der().get(1)?.clone();
-                Some(Arc::new(CrlSource { url, issuer }))
-            }),
-        }
     }
 
     /// Runs until [`Renewer::shutdown`]: keeps every certificate valid.
