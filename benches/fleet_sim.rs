@@ -16,6 +16,14 @@
 //! `--runs 2` runs twice with one seed and says whether the figures are
 //! identical.
 //!
+//! `--plan` is the capacity planner: for the fleet given (certificates,
+//! domains), each step of Let's Encrypt's timeline for `classic` (90 days
+//! and 30-day authorization reuse; 64 and 10 days from 2027-02-10; 45 days
+//! and 7 hours from 2028-02-16) runs with 1, 2, 4, ... accounts (up to
+//! `--max-accounts`) until one meets 0 429s, 0 expiries and everything
+//! issued, and prints the requests per day by endpoint and the peak use
+//! of each limit.
+//!
 //! It prints the figures (429s, certificates that ever expired, duplicate
 //! certificates beyond renewals, requests per certificate, the initial
 //! issuance's makespan next to the least the limits allow) and, last, a
@@ -24,7 +32,9 @@
 use std::time::Duration;
 
 use clap::Parser;
-use sturdy_acme_testca::simulation::{Drills, SimulationConfig, simulate};
+use sturdy_acme_testca::simulation::{
+    Drills, SimulationConfig, fewest_accounts, lets_encrypt_timeline, simulate,
+};
 
 const DAY: u64 = 24 * 3600;
 
@@ -86,6 +96,12 @@ struct Args {
     /// Runs with the same seed (2: check that the figures are identical).
     #[arg(long, default_value_t = 1)]
     runs: usize,
+    /// Run the capacity planner (see the top of this file).
+    #[arg(long)]
+    plan: bool,
+    /// The most accounts the planner tries.
+    #[arg(long, default_value_t = 16)]
+    max_accounts: usize,
 }
 
 fn main() -> std::process::ExitCode {
@@ -119,6 +135,9 @@ fn main() -> std::process::ExitCode {
         },
         ..SimulationConfig::default()
     };
+    if args.plan {
+        return plan(&config, args.max_accounts);
+    }
     let mut reports = Vec::new();
     for _ in 0..args.runs.max(1) {
         // A runtime per run: each starts from a fresh paused clock.
@@ -229,6 +248,62 @@ fn main() -> std::process::ExitCode {
         std::process::ExitCode::SUCCESS
     } else {
         eprintln!("a goal was missed");
+        std::process::ExitCode::from(1)
+    }
+}
+
+/// The capacity planner: a row per step of the timeline.
+fn plan(fleet: &SimulationConfig, max_accounts: usize) -> std::process::ExitCode {
+    println!(
+        "capacity plan: {} certificates over {} registered domains, {} days per step, seed {}",
+        fleet.certificates, fleet.domains, fleet.days, fleet.seed
+    );
+    let mut rows = Vec::new();
+    for phase in lets_encrypt_timeline() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("a tokio runtime");
+        match runtime.block_on(fewest_accounts(fleet, &phase, max_accounts)) {
+            Ok(row) => {
+                let r = &row.report;
+                let per_day = |e: &str| r.requests_per_day.get(e).copied().unwrap_or(0.0);
+                let peak = |k: &str| r.peak_limit_use.get(k).copied().unwrap_or(0.0) * 100.0;
+                println!(
+                    "  {}: fewest accounts {} (tried {:?}); requests/day {:.0} (newOrder {:.0}, authz {:.0}, challenge {:.0}, finalize {:.0}, renewalInfo {:.0}, crl {:.1}); peak use: new orders/account {:.0}%, certificates/domain {:.0}%, exact set {:.0}%; 429s {}, expired {}, never issued {}, initial makespan {:.1} h; {:.0} s",
+                    row.phase,
+                    row.accounts,
+                    row.tried,
+                    r.requests_per_day.values().sum::<f64>(),
+                    per_day("newOrder"),
+                    per_day("authz"),
+                    per_day("challenge"),
+                    per_day("finalize"),
+                    per_day("renewalInfo"),
+                    per_day("crl"),
+                    peak("orders"),
+                    peak("domain"),
+                    peak("fqdnset"),
+                    r.rate_limited_429,
+                    r.ever_expired,
+                    r.never_issued,
+                    r.initial_makespan_s / 3600.0,
+                    r.wall_s,
+                );
+                rows.push(row);
+            }
+            Err(e) => {
+                eprintln!("simulation failed: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        }
+    }
+    println!("{}", serde_json::to_string(&rows).unwrap_or_default());
+    if rows.iter().all(|r| r.accounts > 0) {
+        std::process::ExitCode::SUCCESS
+    } else {
+        eprintln!("a step met no goal within --max-accounts");
         std::process::ExitCode::from(1)
     }
 }

@@ -533,6 +533,21 @@ impl TestCaBuilder {
         self
     }
 
+    /// How long a validated authorization stays valid for reuse (default
+    /// 30 days, Let's Encrypt's `classic` until 2027-02-10; 10 days then,
+    /// 7 hours from 2028-02-16).
+    pub fn authorization_reuse(mut self, reuse: Duration) -> Self {
+        self.config.authorization_reuse = reuse;
+        self
+    }
+
+    /// The certificate lifetime for orders without a profile (default 90
+    /// days).
+    pub fn certificate_lifetime(mut self, lifetime: Duration) -> Self {
+        self.config.certificate_lifetime = lifetime;
+        self
+    }
+
     /// Refuse these domains (and their subdomains) with `rejectedIdentifier`.
     pub fn blocked_domains(mut self, domains: &[&str]) -> Self {
         self.config.blocked_domains = domains.iter().map(|d| d.to_ascii_lowercase()).collect();
@@ -993,6 +1008,14 @@ impl TestCa {
     /// serials.
     pub fn revoke_share_quietly(&self, share: f64, seed: u64, reason: u8) -> Vec<String> {
         self.ca.revoke_share_quietly(share, seed, reason)
+    }
+
+    /// The most of each kind of rate-limit bucket spent at once, as a
+    /// share of its capacity (`orders`: new orders per account, `domain`:
+    /// certificates per registered domain, `set`: per exact set, ...):
+    /// 1.0 means a bucket was emptied.
+    pub fn peak_limit_use(&self) -> BTreeMap<String, f64> {
+        self.ca.limit_peaks()
     }
 
     /// Revocation lists served so far: `(in full, 304 Not Modified)`.

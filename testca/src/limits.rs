@@ -17,6 +17,9 @@ struct Bucket {
 #[derive(Debug, Default)]
 pub(crate) struct Buckets {
     buckets: HashMap<String, Bucket>,
+    /// The most of a bucket ever spent at once, by kind (the key up to
+    /// its `:`), as a share of its capacity.
+    peaks: HashMap<String, f64>,
 }
 
 impl Buckets {
@@ -44,7 +47,17 @@ impl Buckets {
         self.level(key, limit, now);
         if let Some(b) = self.buckets.get_mut(key) {
             b.tokens = (b.tokens - 1.0).max(0.0);
+            let used = 1.0 - b.tokens / f64::from(limit.burst.max(1));
+            let kind = key.split(':').next().unwrap_or(key);
+            let peak = self.peaks.entry(kind.to_owned()).or_default();
+            *peak = peak.max(used);
         }
+    }
+
+    /// The most of any bucket of each kind spent at once, as a share of
+    /// its capacity (1.0: a bucket was emptied).
+    pub(crate) fn peaks(&self) -> std::collections::BTreeMap<String, f64> {
+        self.peaks.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 }
 
@@ -69,5 +82,6 @@ mod tests {
         assert!(b.check("other", &limit, now).is_ok());
         let later = now + wait;
         assert!(b.check("k", &limit, later).is_ok());
+        assert_eq!(b.peaks().get("k"), Some(&1.0), "emptied once");
     }
 }

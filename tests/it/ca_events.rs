@@ -525,3 +525,38 @@ async fn the_simulation_plays_every_drill_and_replays_identically() {
     );
     assert_eq!(d.failures_after_withdrawal, 0, "{d:?}");
 }
+
+/// Authorization reuse is never assumed: with Let's Encrypt's 2028 reuse
+/// of 7 hours, an order an hour later reuses the valid authorization (no
+/// challenge answered), and one 8 hours later gets it `pending` again and
+/// validates it again, both issued.
+#[tokio::test(start_paused = true)]
+async fn authorizations_that_come_back_pending_are_validated_again() {
+    let ca = TestCa::builder()
+        .authorization_reuse(Duration::from_secs(7 * HOUR))
+        .start_in_process()
+        .unwrap();
+    let (issuer, _) =
+        issuer_with(&ca, MemoryStore::new(), RateLimits::lets_encrypt(), |b| b).await;
+    let challenges = || {
+        ca.ledger()
+            .requests
+            .get(&sturdy_acme::Endpoint::Challenge)
+            .copied()
+            .unwrap_or(0)
+    };
+    let again = sturdy_acme::EnsureOptions::default().with_force_new(true);
+    issuer
+        .ensure(&["reuse.example"], &sturdy_acme::EnsureOptions::default())
+        .await
+        .unwrap();
+    let first = challenges();
+    assert!(first > 0);
+    tokio::time::sleep(Duration::from_secs(HOUR)).await;
+    issuer.ensure(&["reuse.example"], &again).await.unwrap();
+    assert_eq!(challenges(), first, "reused within 7 hours");
+    tokio::time::sleep(Duration::from_secs(8 * HOUR)).await;
+    issuer.ensure(&["reuse.example"], &again).await.unwrap();
+    assert!(challenges() > first, "validated again after 7 hours");
+    assert_eq!(ca.ledger().certificates.len(), 3);
+}

@@ -17,9 +17,6 @@ use crate::validation;
 use sturdy_acme::{AuthorizationStatus, ChallengeStatus, ChallengeType, Identifier};
 use sturdy_acme::{Problem, ProblemType};
 
-/// How long a validated authorization stays valid.
-const VALID_AUTHZ_DAYS: i64 = 30;
-
 /// The challenges offered for `id`: dns-01 only for a wildcard, no dns-01
 /// for an IP address.
 pub(super) fn challenge_kinds(id: &Identifier) -> &'static [ChallengeType] {
@@ -182,8 +179,8 @@ impl State {
     }
 
     /// The outcome of validating challenge `c` of authorization `authz`
-    /// (ignored unless the authorization is still pending): valid for
-    /// 30 days, or invalid with the problem (spending a failed validation).
+    /// (ignored unless the authorization is still pending): valid for the
+    /// configured reuse period (30 days by default), or invalid with the problem (spending a failed validation).
     pub(super) fn record_validation(
         &mut self,
         authz: usize,
@@ -203,7 +200,9 @@ impl State {
                 a.challenges[c].status = ChallengeStatus::Valid;
                 a.challenges[c].validated = Some(now);
                 a.status = AuthorizationStatus::Valid;
-                a.expires = now + time::Duration::days(VALID_AUTHZ_DAYS);
+                a.expires = now
+                    + time::Duration::try_from(config.authorization_reuse)
+                        .unwrap_or(time::Duration::days(30));
             }
             Err(mut problem) => {
                 problem.status = Some(400);

@@ -88,6 +88,9 @@ pub(crate) struct Config {
     /// Lifetimes that change on a date (Let's Encrypt's 90 → 64 → 45
     /// days), applied to certificates issued from then on.
     pub(crate) lifetime_changes: Vec<LifetimeChange>,
+    /// How long a validated authorization can be reused (Let's Encrypt:
+    /// 30 days, 10 days from 2027-02-10, 7 hours from 2028-02-16).
+    pub(crate) authorization_reuse: Duration,
 }
 
 /// A certificate lifetime that changes on a date.
@@ -154,6 +157,7 @@ impl Default for Config {
             crl_base: None,
             crl_shards: 4,
             lifetime_changes: Vec::new(),
+            authorization_reuse: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }

@@ -217,6 +217,11 @@ impl Ca {
             .collect()
     }
 
+    /// The most of each kind of rate-limit bucket spent at once.
+    pub(crate) fn limit_peaks(&self) -> std::collections::BTreeMap<String, f64> {
+        self.state().buckets.peaks()
+    }
+
     /// Revocation lists served: in full, and `304 Not Modified`.
     pub(crate) fn crl_served(&self) -> (u64, u64) {
         let state = self.state();

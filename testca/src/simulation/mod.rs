@@ -21,9 +21,11 @@
 //!   order (optimal for one bucket); the largest over every bucket is a
 //!   lower bound for all of them together.
 
+mod capacity;
 mod drills;
 mod measure;
 
+pub use capacity::{CapacityRow, Phase, fewest_accounts, lets_encrypt_timeline};
 pub use drills::{DrillReport, Drills};
 
 use std::collections::{BTreeMap, HashMap};
@@ -99,6 +101,12 @@ pub struct SimulationConfig {
     pub start: SystemTime,
     /// The CA's events to play (none by default).
     pub drills: Drills,
+    /// The lifetime of `classic` certificates (Let's Encrypt: 90 days, 64
+    /// from 2027-02-10, 45 from 2028-02-16).
+    pub classic_lifetime: Duration,
+    /// How long a validated authorization is reused (30 days, 10 days from
+    /// 2027-02-10, 7 hours from 2028-02-16).
+    pub authorization_reuse: Duration,
 }
 
 impl Default for SimulationConfig {
@@ -128,6 +136,8 @@ impl Default for SimulationConfig {
             caa_recheck_fails_order: true,
             start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_601_600),
             drills: Drills::default(),
+            classic_lifetime: Duration::from_secs(90 * DAY),
+            authorization_reuse: Duration::from_secs(30 * DAY),
         }
     }
 }
@@ -191,6 +201,12 @@ pub struct SimulationReport {
     pub days: u64,
     /// What the drills came to.
     pub drills: DrillReport,
+    /// Requests per simulated day, by endpoint (the CA's count).
+    pub requests_per_day: BTreeMap<String, f64>,
+    /// The most of each kind of rate-limit bucket spent at once (1.0: one
+    /// was emptied): `orders` per account, `domain` per registered domain,
+    /// `fqdnset` per exact set.
+    pub peak_limit_use: BTreeMap<String, f64>,
     /// Wall-clock seconds the simulation took.
     pub wall_s: f64,
 }
@@ -274,12 +290,16 @@ async fn simulate_on<S: Store>(
 
     let ca = TestCa::builder()
         .alternate_chain(true)
+        .authorization_reuse(config.authorization_reuse)
         .rate_limits(config.limits.clone())
         .renewal_info(None)
         .renewal_info_retry_after(config.renewal_info_retry_after.as_secs())
         .profiles(true)
         .caa_recheck_fails_order(config.caa_recheck_fails_order)
         .start_in_process()?;
+    if config.classic_lifetime != Duration::from_secs(90 * DAY) {
+        ca.change_lifetime_on(SystemTime::UNIX_EPOCH, None, config.classic_lifetime);
+    }
     let ca = Arc::new(ca);
     let base_faults = transient_faults(config.transient, config.seed);
     ca.set_faults(base_faults.clone());
@@ -659,6 +679,12 @@ async fn simulate_on<S: Store>(
         pauses: pauses.load(Ordering::Relaxed),
         days: config.days,
         drills: drills::report(&log.lock().unwrap_or_else(|p| p.into_inner()), &ledger),
+        requests_per_day: ledger
+            .requests
+            .iter()
+            .map(|(e, n)| (e.to_string(), *n as f64 / config.days.max(1) as f64))
+            .collect(),
+        peak_limit_use: ca.peak_limit_use(),
         wall_s: wall.elapsed().as_secs_f64(),
     })
 }
