@@ -102,6 +102,10 @@ struct Args {
     /// The most accounts the planner tries.
     #[arg(long, default_value_t = 16)]
     max_accounts: usize,
+    /// Plan only this step of the timeline (0: today, 1: 2027, 2: 2028),
+    /// so the steps can run side by side.
+    #[arg(long)]
+    phase: Option<usize>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -136,7 +140,7 @@ fn main() -> std::process::ExitCode {
         ..SimulationConfig::default()
     };
     if args.plan {
-        return plan(&config, args.max_accounts);
+        return plan(&config, args.max_accounts, args.phase);
     }
     let mut reports = Vec::new();
     for _ in 0..args.runs.max(1) {
@@ -253,13 +257,20 @@ fn main() -> std::process::ExitCode {
 }
 
 /// The capacity planner: a row per step of the timeline.
-fn plan(fleet: &SimulationConfig, max_accounts: usize) -> std::process::ExitCode {
+fn plan(
+    fleet: &SimulationConfig,
+    max_accounts: usize,
+    only: Option<usize>,
+) -> std::process::ExitCode {
     println!(
         "capacity plan: {} certificates over {} registered domains, {} days per step, seed {}",
         fleet.certificates, fleet.domains, fleet.days, fleet.seed
     );
     let mut rows = Vec::new();
-    for phase in lets_encrypt_timeline() {
+    for (i, phase) in lets_encrypt_timeline().into_iter().enumerate() {
+        if only.is_some_and(|o| o != i) {
+            continue;
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .start_paused(true)

@@ -243,8 +243,9 @@ impl<S: Store> IssuerBuilder<S> {
         self
     }
 
-    /// Draws the time inside each suggested window from `seed` and the
-    /// certificate's serial instead of from the system's randomness: the
+    /// Draws the time inside each suggested window from `seed`, the
+    /// certificate's names and its `notBefore` instead of from the
+    /// system's randomness: the
     /// same fleet renews at the same times every run (a simulation that is
     /// replayed; `None`, the default, for production).
     pub fn window_seed(mut self, seed: Option<u64>) -> Self {

@@ -218,7 +218,15 @@ impl<S: Store> Issuer<S> {
                             if self.inner.renew_at_window_start {
                                 0.0
                             } else if let Some(seed) = self.inner.window_seed {
-                                crate::protocol::renewal_info::seeded_fraction(seed, &cert.serial)
+                                // By the set and the certificate's start (a
+                                // serial is the CA's random draw).
+                                crate::protocol::renewal_info::seeded_fraction(
+                                    seed,
+                                    &format!(
+                                        "{key}|{}",
+                                        crate::protocol::timestamp::to_unix(cert.not_before)
+                                    ),
+                                )
                             } else {
                                 crate::protocol::renewal_info::random_fraction()
                             },
