@@ -208,28 +208,9 @@ impl Transport {
         validators: &[(http::HeaderName, &str)],
     ) -> Result<Response> {
         self.check_url_for(endpoint, url)?;
-        let mut retrying = self.retrying(endpoint, url);
-        loop {
-            let admission = self.governor.admit(endpoint).await;
-            let ex = self
-                .exchange(
-                    endpoint,
-                    http::Method::GET,
-                    url,
-                    None,
-                    validators,
-                    "none",
-                    retrying.next_attempt(),
-                    &[304],
-                    admission.queued,
-                )
-                .await;
-            drop(admission);
-            match ex.result {
-                Ok(r) => return Ok(r),
-                Err(e) => retrying.pause_or_fail(e).await?,
-            }
-        }
+        self.get_loop(endpoint, url, validators, &[304], |_| Ok(()))
+            .await
+            .map(|(_, r)| r)
     }
 
     /// Like [`Transport::get`], with the body parsed inside the retry loop:
@@ -244,6 +225,20 @@ impl Transport {
         parse: impl Fn(&Response) -> Result<T>,
     ) -> Result<(T, Response)> {
         self.check_url(url)?;
+        self.get_loop(endpoint, url, &accept_header(accept), &[], parse)
+            .await
+    }
+
+    /// The one GET retry loop: through the governor, each answer (and
+    /// `also_ok` statuses) parsed inside it.
+    async fn get_loop<T>(
+        &self,
+        endpoint: Endpoint,
+        url: &str,
+        headers: &[(http::HeaderName, &str)],
+        also_ok: &[u16],
+        parse: impl Fn(&Response) -> Result<T>,
+    ) -> Result<(T, Response)> {
         let mut retrying = self.retrying(endpoint, url);
         loop {
             let admission = self.governor.admit(endpoint).await;
@@ -253,10 +248,10 @@ impl Transport {
                     http::Method::GET,
                     url,
                     None,
-                    &accept_header(accept),
+                    headers,
                     "none",
                     retrying.next_attempt(),
-                    &[],
+                    also_ok,
                     admission.queued,
                 )
                 .await;
