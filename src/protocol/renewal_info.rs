@@ -64,12 +64,18 @@ impl CertId {
     }
 
     /// The CertID of the first (leaf) certificate of a PEM chain.
+    ///
+    /// Only the leaf's block is decoded (a renewer asks this of every
+    /// certificate at every renewal information check; the rest of the
+    /// chain is not needed).
     pub fn from_pem(chain_pem: &str) -> Result<Self, String> {
-        let blocks = pem::parse_many(chain_pem).map_err(|e| format!("not PEM: {e}"))?;
-        let leaf = blocks
-            .iter()
-            .find(|b| b.tag() == "CERTIFICATE")
+        const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+        const END: &str = "-----END CERTIFICATE-----";
+        let end = chain_pem.find(END).ok_or("no CERTIFICATE in the chain")? + END.len();
+        let begin = chain_pem[..end]
+            .rfind(BEGIN)
             .ok_or("no CERTIFICATE in the chain")?;
+        let leaf = pem::parse(&chain_pem[begin..end]).map_err(|e| format!("not PEM: {e}"))?;
         Self::from_der(leaf.contents())
     }
 
@@ -223,6 +229,26 @@ yNQwCgYIKoZIzj0EAwIDRwAwRAIge09+S5TZAlw5tgtiVvuERV6cT4mfutXIlwTb
         assert_eq!(
             CertId::from_pem(pem).unwrap().as_str(),
             "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
+        );
+        // The leaf is the first block, whatever follows it; a key before
+        // it is not a certificate.
+        let chain = format!("{pem}-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+        assert_eq!(
+            CertId::from_pem(&chain).unwrap().as_str(),
+            "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
+        );
+        let keyed = format!("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n{pem}");
+        assert_eq!(
+            CertId::from_pem(&keyed).unwrap().as_str(),
+            "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
+        );
+        assert!(
+            CertId::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+                .is_err()
+        );
+        assert!(
+            CertId::from_pem("-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n")
+                .is_err()
         );
         assert!(CertId::parse("aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE").is_some());
         assert!(CertId::parse("no-dot").is_none());

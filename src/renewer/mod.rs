@@ -68,6 +68,7 @@
 mod outcome;
 mod queue;
 mod revocation;
+mod roster;
 mod spec;
 mod status;
 mod track;
@@ -92,6 +93,7 @@ pub use status::{
 };
 
 use queue::{Block, Budget, Entry, Queue, backoff_delay};
+use roster::{Classed, Roster};
 use spec::{Failures, Stored, from_ms, to_ms};
 
 /// How the renewer paces and retries (defaults in [`RenewerPolicy::default`]).
@@ -272,7 +274,7 @@ struct Current {
     requested_early: bool,
     /// Its chain: the intermediate that issued it and the root it leads to
     /// (issuer common names), to notice a renewal under another chain.
-    chain: (Option<String>, Option<String>),
+    chain: ChainNames,
     /// Halfway from its renewal time to its expiry: past it, a renewal is
     /// [`Urgency::Expiring`].
     urgent_at: SystemTime,
@@ -280,6 +282,10 @@ struct Current {
     /// one shard).
     crl: Option<Arc<CrlSource>>,
 }
+
+/// The common names of the intermediate that issued a certificate and of
+/// the root its chain leads to.
+type ChainNames = (Option<String>, Option<String>);
 
 /// A revocation list and the issuer certificate (DER) it is verified with
 /// (checked in `revocation.rs`).
@@ -302,9 +308,17 @@ struct Tracked {
     recheck: bool,
 }
 
+impl Classed for Tracked {
+    type Class = ManagedState;
+    fn class(&self) -> ManagedState {
+        self.state
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
-    tracked: HashMap<String, Tracked>,
+    /// Counted by state as they change: the gauges never walk it.
+    tracked: Roster<Tracked>,
     queue: Queue,
     loaded: bool,
     /// Attempts running that spend the new-order budget ...
@@ -410,14 +424,15 @@ impl<S: Store> Renewer<S> {
         let found = {
             let mut state = self.state();
             state.queue.forget(&id);
-            match state.tracked.get_mut(&id) {
-                Some(t) if t.running => {
+            let running = match state.tracked.get_mut(&id) {
+                Some(mut t) if t.running => {
                     t.removed = true;
                     true
                 }
-                Some(_) => state.tracked.remove(&id).is_some(),
-                None => false,
-            }
+                Some(_) => false,
+                None => return Ok(false),
+            };
+            running || state.tracked.remove(&id).is_some()
         };
         if found {
             self.emit(RenewerEvent::Removed { id });
@@ -479,9 +494,9 @@ impl<S: Store> Renewer<S> {
         let now = self.now();
         let mut state = self.state();
         let mut asked = Vec::new();
-        for (id, t) in state.tracked.iter_mut() {
+        state.tracked.for_each_mut(|id, t| {
             if t.removed || t.current.is_none() {
-                continue;
+                return;
             }
             t.recheck = true;
             // Only what waits for its time is moved up; a certificate
@@ -489,7 +504,7 @@ impl<S: Store> Renewer<S> {
             if !t.running && t.state == ManagedState::Valid {
                 asked.push(entry(id, &t.stored, t.current.as_ref(), now));
             }
-        }
+        });
         let n = state.tracked.values().filter(|t| t.recheck).count();
         for e in asked {
             state.queue.schedule(e, now);
@@ -599,23 +614,20 @@ impl<S: Store> Renewer<S> {
         let mut state = self.state();
         state.budget_in_flight = 0;
         state.domains_in_flight.clear();
-        let running: Vec<String> = state
-            .tracked
-            .iter()
-            .filter(|(_, t)| t.running)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let running = state.tracked.ids_where(|t| t.running);
         for id in running {
-            let Some(t) = state.tracked.get_mut(&id) else {
+            let Some(mut t) = state.tracked.get_mut(&id) else {
                 continue;
             };
             t.running = false;
             if t.removed {
+                drop(t);
                 state.tracked.remove(&id);
                 continue;
             }
             t.state = ManagedState::Due;
             let next = entry(&id, &t.stored, t.current.as_ref(), now);
+            drop(t);
             state.queue.schedule(next, now);
             tracing::debug!(target: "sturdy_acme::renewer", %id, "an attempt the run left unfinished is due again");
         }
@@ -686,7 +698,7 @@ impl<S: Store> Renewer<S> {
                     *state.domains_in_flight.entry(d).or_default() += 1;
                 }
             }
-            if let Some(t) = state.tracked.get_mut(&e.id) {
+            if let Some(mut t) = state.tracked.get_mut(&e.id) {
                 t.running = true;
                 t.state = ManagedState::Running;
             }
@@ -701,7 +713,7 @@ impl<S: Store> Renewer<S> {
             .state()
             .tracked
             .get_mut(&entry.id)
-            .map(|t| (t.stored.spec.clone(), std::mem::take(&mut t.recheck)))
+            .map(|mut t| (t.stored.spec.clone(), std::mem::take(&mut t.recheck)))
         else {
             return;
         };
@@ -723,15 +735,13 @@ impl<S: Store> Renewer<S> {
         });
     }
 
+    /// Sets the gauges from the counts kept as states change: no walk
+    /// over the certificates, whatever their number.
     fn record_gauges(&self, now: SystemTime) {
         let state = self.state();
-        let mut counts: HashMap<ManagedState, usize> = HashMap::new();
-        for t in state.tracked.values() {
-            *counts.entry(t.state).or_default() += 1;
-        }
         for s in ManagedState::ALL {
             metrics::gauge!(metric::CERTIFICATES, "state" => s.as_str())
-                .set(counts.get(&s).copied().unwrap_or(0) as f64);
+                .set(state.tracked.count(s) as f64);
         }
         metrics::gauge!(metric::BACKLOG).set(state.queue.backlog() as f64);
         if let Some(next) = state.queue.next_scheduled() {

@@ -25,18 +25,17 @@ impl<S: Store> Renewer<S> {
                     }
                 }
             }
-            match state.tracked.get_mut(&id) {
-                Some(t) => {
+            let removed = match state.tracked.get_mut(&id) {
+                Some(mut t) => {
                     t.running = false;
-                    if t.removed {
-                        state.tracked.remove(&id);
-                        true
-                    } else {
-                        false
-                    }
+                    t.removed
                 }
-                None => true,
+                None => return,
+            };
+            if removed {
+                state.tracked.remove(&id);
             }
+            removed
         };
         if removed {
             return;
@@ -66,7 +65,6 @@ impl<S: Store> Renewer<S> {
         now: SystemTime,
     ) -> Option<crate::store::ManagedRecord> {
         let cert = &ensured.certificate;
-        let current = self.current(cert);
         // Never sooner than a minute: a CA answering "check again now"
         // forever is not a reason to spin.
         let next = self
@@ -75,7 +73,9 @@ impl<S: Store> Renewer<S> {
             .next_check_at(cert)
             .max(now + Duration::from_secs(60));
         let mut state = self.state();
-        let t = state.tracked.get_mut(id)?;
+        let mut current = self.current(cert, state.tracked.get(id)?.current.as_ref());
+        current.crl = current.crl.take().map(|source| state.intern_crl(source));
+        let mut t = state.tracked.get_mut(id)?;
         let renewal = t.current.as_ref().is_some_and(|c| c.serial != cert.serial);
         let fresh = ensured.source != CertificateSource::Stored;
         // The CA asked for a replacement early, news to this renewer: seen
@@ -108,6 +108,7 @@ impl<S: Store> Renewer<S> {
             t.stored.to_record()
         });
         let entry = entry(id, &t.stored, Some(&current), next);
+        drop(t);
         state.queue.schedule(entry, next);
         drop(state);
         if let Some((serial, schedule)) = asked {
@@ -184,9 +185,10 @@ impl<S: Store> Renewer<S> {
             if let Some(block) = Block::of(scope, id) {
                 state.queue.block(block, until);
             }
-            let t = state.tracked.get_mut(id)?;
+            let mut t = state.tracked.get_mut(id)?;
             t.state = ManagedState::WaitingForLimit;
             let entry = entry(id, &t.stored, current.as_ref(), until);
+            drop(t);
             state.queue.schedule(entry, until);
             drop(state);
             metrics::counter!(metric::DEFERRED).increment(1);
@@ -200,9 +202,10 @@ impl<S: Store> Renewer<S> {
         // Another node is doing it.
         if matches!(error, Error::Store(StoreError::LeaseHeld { .. })) {
             let at = now + policy.elsewhere_retry;
-            let t = state.tracked.get_mut(id)?;
+            let mut t = state.tracked.get_mut(id)?;
             t.state = ManagedState::Elsewhere;
             let entry = entry(id, &t.stored, current.as_ref(), at);
+            drop(t);
             state.queue.schedule(entry, at);
             drop(state);
             self.emit(RenewerEvent::Elsewhere { id: id.to_owned() });
@@ -214,9 +217,10 @@ impl<S: Store> Renewer<S> {
         let wait = Wait::of(error, now);
         if let Some(w) = wait.as_ref().filter(|w| w.is_outage()) {
             let until = now + w.delay.clamp(Duration::from_secs(1), MAX_PAUSE);
-            let t = state.tracked.get_mut(id)?;
+            let mut t = state.tracked.get_mut(id)?;
             t.state = ManagedState::BackingOff;
             let entry = entry(id, &t.stored, current.as_ref(), until);
+            drop(t);
             state.queue.schedule(entry, until);
             drop(state);
             self.emit(RenewerEvent::Paused {
@@ -226,7 +230,7 @@ impl<S: Store> Renewer<S> {
             return None;
         }
         let unit = self.inner.rng.next_f64();
-        let t = state.tracked.get_mut(id)?;
+        let mut t = state.tracked.get_mut(id)?;
         let retry = t.stored.failures.consecutive;
         let (delay, backoff_names): (Duration, Vec<String>) = match &class {
             ErrorClass::RateLimited { .. } => {
@@ -268,6 +272,7 @@ impl<S: Store> Renewer<S> {
         let consecutive = t.stored.failures.consecutive;
         let record = t.stored.to_record();
         let entry = entry(id, &t.stored, current.as_ref(), until);
+        drop(t);
         state.queue.schedule(entry, until);
         if !backoff_names.is_empty() {
             state.queue.back_off(&backoff_names, until);

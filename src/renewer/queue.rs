@@ -144,6 +144,9 @@ pub(crate) struct Queue {
     at: HashMap<String, SystemTime>,
     /// Their time has come: (urgency, key, id), with the entry.
     ready: BTreeSet<(Urgency, SystemTime, String)>,
+    /// How many of `ready` spend the new-order budget (so asking whether
+    /// any does is not a walk over a backlog of thousands).
+    ready_spending: usize,
     entries: HashMap<String, Entry>,
     /// Rate-limit blocks in force, until when.
     blocks: HashMap<Block, SystemTime>,
@@ -165,8 +168,11 @@ impl Queue {
         if let Some(at) = self.at.remove(id) {
             self.timeline.remove(&(at, id.to_owned()));
         }
-        if let Some(e) = self.entries.remove(id) {
-            self.ready.remove(&(e.urgency, e.key, e.id));
+        if let Some(e) = self.entries.remove(id)
+            && self.ready.remove(&(e.urgency, e.key, e.id))
+            && e.spends_budget
+        {
+            self.ready_spending -= 1;
         }
     }
 
@@ -206,7 +212,10 @@ impl Queue {
     /// ends.
     pub(crate) fn take(&mut self, now: SystemTime, free: usize, budget: &mut Budget) -> Vec<Entry> {
         self.promote(now);
-        let mut started = Vec::new();
+        // Chosen on a read-only walk that stops once `free` are found (a
+        // backlog of thousands is not copied at every wake-up), then
+        // applied.
+        let mut chosen = Vec::new();
         let mut held = Vec::new();
         let account_blocked = self.blocks.contains_key(&Block::Account);
         for urgency in [
@@ -215,22 +224,16 @@ impl Queue {
             Urgency::New,
             Urgency::Renewal,
         ] {
-            if started.len() >= free {
+            if chosen.len() >= free {
                 break;
             }
             let lo = (urgency, SystemTime::UNIX_EPOCH, String::new());
-            let candidates: Vec<(Urgency, SystemTime, String)> = self
-                .ready
-                .range(lo..)
-                .take_while(|(u, ..)| *u == urgency)
-                .cloned()
-                .collect();
-            for item in candidates {
-                if started.len() >= free {
+            for item in self.ready.range(lo..).take_while(|(u, ..)| *u == urgency) {
+                if chosen.len() >= free {
                     break;
                 }
+                // Every ready item has its entry (`forget` removes both).
                 let Some(e) = self.entries.get(&item.2) else {
-                    self.ready.remove(&item);
                     continue;
                 };
                 // The account's budget is shared by every order that
@@ -242,20 +245,31 @@ impl Queue {
                     continue;
                 }
                 if let Some(until) = self.backoff_of(e) {
-                    held.push((until, item));
+                    held.push((until, item.clone()));
                     continue;
                 }
                 if self.blocked(e) || !budget.take(e) {
                     continue;
                 }
-                self.ready.remove(&item);
-                if let Some(e) = self.entries.remove(&item.2) {
-                    started.push(e);
+                chosen.push(item.clone());
+            }
+        }
+        let mut started = Vec::with_capacity(chosen.len());
+        for item in chosen {
+            self.ready.remove(&item);
+            if let Some(e) = self.entries.remove(&item.2) {
+                if e.spends_budget {
+                    self.ready_spending -= 1;
                 }
+                started.push(e);
             }
         }
         for (until, item) in held {
-            self.ready.remove(&item);
+            if self.ready.remove(&item)
+                && self.entries.get(&item.2).is_some_and(|e| e.spends_budget)
+            {
+                self.ready_spending -= 1;
+            }
             self.timeline.insert((until, item.2.clone()));
             self.at.insert(item.2, until);
         }
@@ -303,8 +317,11 @@ impl Queue {
             }
             self.timeline.pop_first();
             self.at.remove(&id);
-            if let Some(e) = self.entries.get(&id) {
-                self.ready.insert((e.urgency, e.key, id));
+            if let Some(e) = self.entries.get(&id)
+                && self.ready.insert((e.urgency, e.key, id))
+                && e.spends_budget
+            {
+                self.ready_spending += 1;
             }
         }
     }
@@ -312,9 +329,7 @@ impl Queue {
     /// Whether a ready entry spends the new-order budget (after
     /// [`Queue::promote`]).
     pub(crate) fn budget_wanted(&self) -> bool {
-        self.ready
-            .iter()
-            .any(|(_, _, id)| self.entries.get(id).is_some_and(|e| e.spends_budget))
+        self.ready_spending > 0
     }
 
     /// When something may change: the next scheduled time or the end of a
@@ -520,6 +535,36 @@ mod tests {
         assert_eq!(q.backlog(), 7);
         q.forget("n5.example");
         assert_eq!(q.take(t(0), 100, &mut Budget::unlimited()).len(), 6);
+    }
+
+    proptest::proptest! {
+        /// Whether a ready entry spends the budget is counted, not walked
+        /// for: the count always equals a walk, whatever is scheduled,
+        /// taken, forgotten or backed off.
+        #[test]
+        fn budget_wanted_always_equals_a_walk(
+            ops in proptest::collection::vec((0u8..4, 0u8..6, 0u64..20, proptest::bool::ANY), 0..120)
+        ) {
+            let mut q = Queue::default();
+            let mut now = 0;
+            for (op, id, at, new) in ops {
+                let id = format!("c{id}.example");
+                let urgency = if new { Urgency::New } else { Urgency::Renewal };
+                match op {
+                    0 => q.schedule(entry(&id, urgency, at), t(now + at % 5)),
+                    1 => q.forget(&id),
+                    2 => q.back_off(&[id], t(now + at)),
+                    _ => {
+                        now += at % 4;
+                        let mut budget = Budget { orders: (at % 3) as usize, domains: HashMap::new() };
+                        q.take(t(now), (at % 4) as usize, &mut budget);
+                    }
+                }
+                q.promote(t(now));
+                let walked = q.ready.iter().any(|(_, _, id)| q.entries.get(id).is_some_and(|e| e.spends_budget));
+                proptest::prop_assert_eq!(q.budget_wanted(), walked);
+            }
+        }
     }
 
     #[test]

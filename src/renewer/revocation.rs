@@ -36,7 +36,7 @@ impl<S: Store> Renewer<S> {
         let mut by_list: BTreeMap<Arc<CrlSource>, Vec<(String, String)>> = BTreeMap::new();
         {
             let mut state = self.state();
-            for (id, t) in &state.tracked {
+            for (id, t) in state.tracked.iter() {
                 let Some(c) = t.current.as_ref().filter(|c| !t.removed && !c.revoked) else {
                     continue;
                 };

@@ -65,7 +65,12 @@ impl<S: Store> Renewer<S> {
             }
         };
         let now = self.now();
-        let mut current = cert.as_ref().map(|c| self.current(c));
+        let known = self
+            .state()
+            .tracked
+            .get(&id)
+            .and_then(|t| t.current.clone());
+        let mut current = cert.as_ref().map(|c| self.current(c, known.as_ref()));
         // A certificate ordered with another profile than the spec now
         // asks for is renewed at once.
         let options = stored.spec.ensure_options();
@@ -113,10 +118,16 @@ impl<S: Store> Renewer<S> {
         Ok(())
     }
 
-    pub(super) fn current(&self, cert: &StoredCertificate) -> Current {
+    /// What scheduling keeps of `cert`. Its chain is parsed only when it
+    /// is another certificate than `known` (the one tracked until now):
+    /// a check that found the same certificate costs no parsing.
+    pub(super) fn current(&self, cert: &StoredCertificate, known: Option<&Current>) -> Current {
         let due = self.inner.issuer.renewal_due_at(cert).min(cert.not_after);
         let to_expiry = cert.not_after.duration_since(due).unwrap_or_default();
-        let parsed = crate::CertificateChain::parse_pem("", &cert.chain_pem).ok();
+        let (chain, crl) = match known.filter(|k| k.serial == cert.serial) {
+            Some(k) => (k.chain.clone(), k.crl.clone()),
+            None => Self::chain_of(cert),
+        };
         Current {
             serial: cert.serial.clone(),
             not_before: cert.not_before,
@@ -124,18 +135,28 @@ impl<S: Store> Renewer<S> {
             revoked: cert.revoked.is_some(),
             requested_early: cert.revoked.is_none()
                 && cert.renewal.as_ref().is_some_and(|r| r.requested_early),
-            chain: parsed
+            chain,
+            urgent_at: due + to_expiry / 2,
+            crl,
+        }
+    }
+
+    /// The chain's issuer and root names, and where its revocation is
+    /// published (not yet interned).
+    fn chain_of(cert: &StoredCertificate) -> (ChainNames, Option<Arc<CrlSource>>) {
+        let parsed = crate::CertificateChain::parse_pem("", &cert.chain_pem).ok();
+        (
+            parsed
                 .as_ref()
                 .map(|c| (c.leaf_issuer_common_name(), c.top_issuer_common_name()))
                 .unwrap_or_default(),
-            urgent_at: due + to_expiry / 2,
-            crl: parsed.as_ref().and_then(|c| {
+            parsed.as_ref().and_then(|c| {
                 let url = crate::crl::distribution_points(c.leaf_der())
                     .into_iter()
                     .next()?;
                 let issuer = c.certificates_der().get(1)?.clone();
                 Some(Arc::new(CrlSource { url, issuer }))
             }),
-        }
+        )
     }
 }
