@@ -9,8 +9,9 @@
 //!   [`Issuer::next_check_at`]: its ARI renewal time or lifetime rule, or
 //!   sooner the next renewal information check. A new one at once.
 //! - **In which order.** Of those whose time has come, renewals that would
-//!   otherwise expire go first (soonest expiry first), then new
-//!   certificates (first added, first served), then other renewals; at most
+//!   otherwise expire go first (soonest expiry first), then the
+//!   replacements the CA asked for early and new certificates (first
+//!   added, first served), taking turns, then other renewals; at most
 //!   [`RenewerPolicy::concurrency`] run at once.
 //! - **Within the limits.** The issuer's rate-limit ledger refuses an
 //!   order locally before the CA would; the renewer then holds back every

@@ -21,7 +21,9 @@ pub enum Urgency {
     Expiring,
     /// A replacement the CA asked for early (its renewal window moved into
     /// the past: a mass revocation, an incident): an exempt ARI renewal,
-    /// ahead of everything that has time. Soonest expiry first.
+    /// ahead of everything that has time, taking turns with new
+    /// certificates (a drill of thousands does not hold back a new
+    /// customer). Soonest expiry first.
     Requested,
     /// A certificate never issued: first added, first served.
     New,
@@ -218,29 +220,28 @@ impl Queue {
         let mut chosen = Vec::new();
         let mut held = Vec::new();
         let account_blocked = self.blocks.contains_key(&Block::Account);
-        for urgency in [
-            Urgency::Expiring,
-            Urgency::Requested,
-            Urgency::New,
-            Urgency::Renewal,
-        ] {
-            if chosen.len() >= free {
-                break;
-            }
+        let of = |urgency: Urgency| {
             let lo = (urgency, SystemTime::UNIX_EPOCH, String::new());
-            for item in self.ready.range(lo..).take_while(|(u, ..)| *u == urgency) {
-                if chosen.len() >= free {
-                    break;
-                }
+            self.ready
+                .range(lo..)
+                .take_while(move |(u, ..)| *u == urgency)
+        };
+        // The next entry of `items` that can start now (`None`: none left,
+        // or none can while the account's budget is spent).
+        let next = |items: &mut dyn Iterator<Item = &(Urgency, SystemTime, String)>,
+                    budget: &mut Budget,
+                    held: &mut Vec<_>| {
+            for item in items {
                 // Every ready item has its entry (`forget` removes both).
                 let Some(e) = self.entries.get(&item.2) else {
                     continue;
                 };
                 // The account's budget is shared by every order that
-                // spends it: none of them can go.
+                // spends it: none of them can go (new certificates all
+                // spend it, so the walk stops).
                 if (account_blocked || budget.orders == 0) && e.spends_budget {
-                    if urgency == Urgency::New {
-                        break;
+                    if item.0 == Urgency::New {
+                        return None;
                     }
                     continue;
                 }
@@ -251,8 +252,48 @@ impl Queue {
                 if self.blocked(e) || !budget.take(e) {
                     continue;
                 }
-                chosen.push(item.clone());
+                return Some(item.clone());
             }
+            None
+        };
+        // Certificates that would expire first.
+        let mut expiring = of(Urgency::Expiring);
+        while chosen.len() < free {
+            let Some(item) = next(&mut expiring, budget, &mut held) else {
+                break;
+            };
+            chosen.push(item);
+        }
+        // Then the CA's early replacements and new certificates, taking
+        // turns: a mass revocation of thousands jumps ahead of every other
+        // renewal but does not hold back a new customer's first
+        // certificate for hours.
+        let (mut requested, mut fresh) = (of(Urgency::Requested), of(Urgency::New));
+        let (mut requested_left, mut fresh_left) = (true, true);
+        let mut turn_fresh = false;
+        while chosen.len() < free && (requested_left || fresh_left) {
+            let from_fresh = (turn_fresh && fresh_left) || !requested_left;
+            let item = if from_fresh {
+                next(&mut fresh, budget, &mut held)
+            } else {
+                next(&mut requested, budget, &mut held)
+            };
+            match item {
+                Some(item) => {
+                    chosen.push(item);
+                    turn_fresh = !from_fresh;
+                }
+                None if from_fresh => fresh_left = false,
+                None => requested_left = false,
+            }
+        }
+        // Then the renewals that have time.
+        let mut renewals = of(Urgency::Renewal);
+        while chosen.len() < free {
+            let Some(item) = next(&mut renewals, budget, &mut held) else {
+                break;
+            };
+            chosen.push(item);
         }
         let mut started = Vec::with_capacity(chosen.len());
         for item in chosen {
@@ -523,6 +564,39 @@ mod tests {
             .collect();
         assert_eq!(ids, ["a.full.example", "c.other.example"]);
         assert_eq!(budget.domains["full.example"], 0);
+    }
+
+    #[test]
+    fn a_mass_revocation_takes_turns_with_new_certificates() {
+        let mut q = Queue::default();
+        for i in 0..10 {
+            q.schedule(entry(&format!("r{i}.example"), Urgency::Requested, i), t(0));
+        }
+        for i in 0..2 {
+            q.schedule(entry(&format!("n{i}.example"), Urgency::New, i), t(0));
+        }
+        q.schedule(entry("x.example", Urgency::Expiring, 0), t(0));
+        let ids = |v: Vec<Entry>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(q.take(t(1), 4, &mut Budget::unlimited())),
+            ["x.example", "r0.example", "n0.example", "r1.example"]
+        );
+        // Each wake-up starts with a replacement; when new certificates
+        // run out, the replacements take every slot.
+        assert_eq!(
+            ids(q.take(t(1), 4, &mut Budget::unlimited())),
+            ["r2.example", "n1.example", "r3.example", "r4.example"]
+        );
+        // With no budget for new orders, only the exempt go.
+        q.schedule(entry("n2.example", Urgency::New, 5), t(0));
+        let mut spent = Budget {
+            orders: 0,
+            domains: HashMap::new(),
+        };
+        assert_eq!(
+            ids(q.take(t(1), 2, &mut spent)),
+            ["r5.example", "r6.example"]
+        );
     }
 
     #[test]

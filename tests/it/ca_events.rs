@@ -490,6 +490,7 @@ async fn the_simulation_plays_every_drill_and_replays_identically() {
         outage: Duration::ZERO,
         drills: Drills {
             ari: Some((Duration::from_secs(10 * DAY + 3 * HOUR), 1.0)),
+            new_customers_at_ari: 6,
             crl: Some((Duration::from_secs(12 * DAY + 2 * HOUR), 0.05)),
             chain_change_at: Some(Duration::from_secs(5 * DAY)),
             withdraw_tlsserver_at: Some(Duration::from_secs(8 * DAY)),
@@ -510,6 +511,10 @@ async fn the_simulation_plays_every_drill_and_replays_identically() {
     assert_eq!(d.ari_replaced_exempt, d.ari_moved, "{d:?}");
     // Noticed within the 6-hour recheck bound, then issued.
     assert!(d.ari_slowest_replacement_s <= (6 * HOUR) as f64, "{d:?}");
+    // New customers arriving with the drill are not held back by it.
+    assert_eq!(d.new_customers, 6);
+    assert_eq!(d.new_customers_issued, 6, "{d:?}");
+    assert!(d.new_customers_slowest_issue_s <= HOUR as f64, "{d:?}");
     assert_eq!(d.crl_revoked, 12);
     assert_eq!(d.crl_replaced, d.crl_revoked, "{d:?}");
     assert!(d.crl_slowest_replacement_s <= (6 * HOUR) as f64, "{d:?}");

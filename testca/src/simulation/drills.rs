@@ -5,11 +5,13 @@
 //! ledger (when each affected certificate was replaced, and whether as an
 //! exempt ARI renewal) and from the renewers' events.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::Ledger;
+use crate::{IssuedCertificate, Ledger};
+use sturdy_acme::Identifier;
+use sturdy_acme::renewer::CertificateSpec;
 
 /// The drills to play, each at a time from the simulation's start.
 ///
@@ -20,6 +22,11 @@ pub struct Drills {
     /// CA moves this share of the live certificates' renewal windows into
     /// the past.
     pub ari: Option<(Duration, f64)>,
+    /// New customers who arrive the moment the mass revocation starts
+    /// (each a new certificate under one of the fleet's registered
+    /// domains): their first certificates should not wait behind the
+    /// replacements.
+    pub new_customers_at_ari: usize,
     /// New issuance moves to another chain (a new root) at this time.
     pub chain_change_at: Option<Duration>,
     /// At this time the CA revokes this share of the live certificates
@@ -44,6 +51,13 @@ pub struct DrillReport {
     /// The longest from the drill to a moved certificate's replacement,
     /// seconds.
     pub ari_slowest_replacement_s: f64,
+    /// New customers who arrived with the drill ...
+    pub new_customers: usize,
+    /// ... those issued by the end ...
+    pub new_customers_issued: usize,
+    /// ... and the longest from their arrival to their first
+    /// certificate, seconds.
+    pub new_customers_slowest_issue_s: f64,
     /// Chain changes the renewers reported.
     pub chain_changes_reported: u64,
     /// Certificates reported more than once (goal 0).
@@ -67,6 +81,7 @@ pub struct DrillReport {
 #[derive(Debug, Default)]
 pub(super) struct DrillLog {
     pub(super) ari: Option<(SystemTime, Vec<String>)>,
+    pub(super) new_customers: Option<(SystemTime, Vec<String>)>,
     pub(super) chain_change: Option<SystemTime>,
     pub(super) crl: Option<(SystemTime, Vec<String>)>,
     pub(super) withdrawn: Option<SystemTime>,
@@ -77,33 +92,62 @@ pub(super) struct DrillLog {
 
 pub(super) type SharedLog = Arc<Mutex<DrillLog>>;
 
-/// One affected certificate's replacement: the first certificate of its
-/// set issued after `at`, and whether it was ARI-exempt.
+/// The certificates of `ledger` by identifier set, oldest first.
+fn by_set(ledger: &Ledger) -> HashMap<&[Identifier], Vec<&IssuedCertificate>> {
+    let mut sets: HashMap<&[Identifier], Vec<&IssuedCertificate>> = HashMap::new();
+    for c in &ledger.certificates {
+        sets.entry(&c.identifiers).or_default().push(c);
+    }
+    sets
+}
+
+/// The affected certificates' replacements (each the first certificate of
+/// its set issued after `at`): how many, how many were ARI-exempt, and the
+/// slowest, seconds.
 fn replacements(ledger: &Ledger, serials: &[String], at: SystemTime) -> (usize, usize, f64) {
+    let sets = by_set(ledger);
+    let by_serial: HashMap<&str, &IssuedCertificate> = ledger
+        .certificates
+        .iter()
+        .map(|c| (c.serial.as_str(), c))
+        .collect();
     let (mut replaced, mut exempt, mut slowest) = (0, 0, 0.0f64);
     for serial in serials {
-        let Some(old) = ledger.certificates.iter().find(|c| &c.serial == serial) else {
+        let Some(old) = by_serial.get(serial.as_str()) else {
             continue;
         };
-        let next = ledger
-            .certificates
+        let next = sets[old.identifiers.as_slice()]
             .iter()
-            .filter(|c| {
-                c.identifiers == old.identifiers && c.issued_at >= at && c.serial != *serial
-            })
+            .filter(|c| c.issued_at >= at && c.serial != *serial)
             .min_by_key(|c| c.issued_at);
         if let Some(next) = next {
             replaced += 1;
             exempt += usize::from(next.ari_exempt);
-            slowest = slowest.max(
-                next.issued_at
-                    .duration_since(at)
-                    .unwrap_or_default()
-                    .as_secs_f64(),
-            );
+            slowest = slowest.max(since(next.issued_at, at));
         }
     }
     (replaced, exempt, slowest)
+}
+
+fn since(t: SystemTime, at: SystemTime) -> f64 {
+    t.duration_since(at).unwrap_or_default().as_secs_f64()
+}
+
+/// The specs of `n` new customers, by account: customer `j` is
+/// `new{j}.cust{d}.example` under registered domain `d = j % domains`,
+/// whose account is `d % accounts` (as the fleet's own certificates).
+pub(super) fn new_customers(
+    n: usize,
+    domains: usize,
+    accounts: usize,
+) -> sturdy_acme::Result<Vec<Vec<CertificateSpec>>> {
+    let mut by_account = vec![Vec::new(); accounts.max(1)];
+    for j in 0..n {
+        let d = j % domains.max(1);
+        by_account[d % accounts.max(1)]
+            .push(CertificateSpec::new([format!("new{j}.cust{d}.example")])?);
+    }
+    Ok(by_account)
 }
 
 /// The figures of the drills played.
@@ -116,6 +160,21 @@ pub(super) fn report(log: &DrillLog, ledger: &Ledger) -> DrillReport {
             r.ari_replaced_exempt,
             r.ari_slowest_replacement_s,
         ) = replacements(ledger, serials, *at);
+    }
+    if let Some((at, names)) = &log.new_customers {
+        r.new_customers = names.len();
+        let sets = by_set(ledger);
+        for name in names {
+            let first = Identifier::dns(name).ok().and_then(|id| {
+                sets.get([id].as_slice())
+                    .and_then(|certs| certs.iter().find(|c| c.issued_at >= *at))
+            });
+            if let Some(c) = first {
+                r.new_customers_issued += 1;
+                r.new_customers_slowest_issue_s =
+                    r.new_customers_slowest_issue_s.max(since(c.issued_at, *at));
+            }
+        }
     }
     if let Some((at, serials)) = &log.crl {
         r.crl_revoked = serials.len();

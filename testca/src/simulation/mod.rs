@@ -508,8 +508,10 @@ async fn simulate_on<S: Store>(
     }
     // Stable: steps at one time keep the order above.
     timeline.sort_by_key(|(at, _)| *at);
+    let newcomers = drills::new_customers(d.new_customers_at_ari, domains, config.accounts)?;
     let faults = {
         let ca = Arc::clone(&ca);
+        let renewers = renewers.clone();
         let outage = config.outage;
         let log = Arc::clone(&log);
         let seed = config.seed;
@@ -544,6 +546,15 @@ async fn simulate_on<S: Store>(
                         );
                         log.lock().unwrap_or_else(|p| p.into_inner()).ari =
                             Some((clock.now(), moved));
+                        let mut names = Vec::new();
+                        for (account, specs) in newcomers.iter().enumerate() {
+                            names.extend(specs.iter().map(|s| s.names()[0].clone()));
+                            if let Err(e) = renewers[account].add_all(specs.clone()).await {
+                                tracing::warn!(error = %e, "new customers could not be added");
+                            }
+                        }
+                        log.lock().unwrap_or_else(|p| p.into_inner()).new_customers =
+                            Some((clock.now(), names));
                     }
                     FaultStep::ChainChange => {
                         ca.set_default_to_alternate_root(true);
