@@ -75,6 +75,11 @@ impl CertId {
         let begin = chain_pem[..end]
             .rfind(BEGIN)
             .ok_or("no CERTIFICATE in the chain")?;
+        // The leaf's own block: a leaf cut short (no END of its own) must
+        // not pass for the certificate after it.
+        if chain_pem.find(BEGIN) != Some(begin) {
+            return Err("the first CERTIFICATE block is not complete".into());
+        }
         let leaf = pem::parse(&chain_pem[begin..end]).map_err(|e| format!("not PEM: {e}"))?;
         Self::from_der(leaf.contents())
     }
@@ -250,6 +255,9 @@ yNQwCgYIKoZIzj0EAwIDRwAwRAIge09+S5TZAlw5tgtiVvuERV6cT4mfutXIlwTb
             CertId::from_pem("-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n")
                 .is_err()
         );
+        // A leaf cut short is refused, not read as the next certificate.
+        let truncated = format!("-----BEGIN CERTIFICATE-----\nMIIBQzCB\n{pem}");
+        assert!(CertId::from_pem(&truncated).is_err());
         assert!(CertId::parse("aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE").is_some());
         assert!(CertId::parse("no-dot").is_none());
         assert!(CertId::parse("a.b/c").is_none());

@@ -276,6 +276,9 @@ struct Current {
     /// Its chain: the intermediate that issued it and the root it leads to
     /// (issuer common names), to notice a renewal under another chain.
     chain: ChainNames,
+    /// A hash of its chain's text (with the serial, what tells a check of
+    /// the same certificate from a new one).
+    chain_hash: u64,
     /// Halfway from its renewal time to its expiry: past it, a renewal is
     /// [`Urgency::Expiring`].
     urgent_at: SystemTime,

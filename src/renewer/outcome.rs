@@ -72,8 +72,10 @@ impl<S: Store> Renewer<S> {
             .issuer
             .next_check_at(cert)
             .max(now + Duration::from_secs(60));
+        // Parsed (when it is another certificate) outside the lock.
+        let known = self.state().tracked.get(id)?.current.clone();
+        let mut current = self.current(cert, known.as_ref());
         let mut state = self.state();
-        let mut current = self.current(cert, state.tracked.get(id)?.current.as_ref());
         current.crl = current.crl.take().map(|source| state.intern_crl(source));
         let mut t = state.tracked.get_mut(id)?;
         let renewal = t.current.as_ref().is_some_and(|c| c.serial != cert.serial);

@@ -149,6 +149,10 @@ pub(crate) struct Queue {
     /// How many of `ready` spend the new-order budget (so asking whether
     /// any does is not a walk over a backlog of thousands).
     ready_spending: usize,
+    /// Whose turn it is between the CA's early replacements and new
+    /// certificates: kept across wake-ups, since a busy renewer frees one
+    /// slot at a time.
+    fresh_next: bool,
     entries: HashMap<String, Entry>,
     /// Rate-limit blocks in force, until when.
     blocks: HashMap<Block, SystemTime>,
@@ -270,9 +274,9 @@ impl Queue {
         // certificate for hours.
         let (mut requested, mut fresh) = (of(Urgency::Requested), of(Urgency::New));
         let (mut requested_left, mut fresh_left) = (true, true);
-        let mut turn_fresh = false;
+        let mut fresh_next = self.fresh_next;
         while chosen.len() < free && (requested_left || fresh_left) {
-            let from_fresh = (turn_fresh && fresh_left) || !requested_left;
+            let from_fresh = (fresh_next && fresh_left) || !requested_left;
             let item = if from_fresh {
                 next(&mut fresh, budget, &mut held)
             } else {
@@ -281,7 +285,7 @@ impl Queue {
             match item {
                 Some(item) => {
                     chosen.push(item);
-                    turn_fresh = !from_fresh;
+                    fresh_next = !from_fresh;
                 }
                 None if from_fresh => fresh_left = false,
                 None => requested_left = false,
@@ -295,6 +299,7 @@ impl Queue {
             };
             chosen.push(item);
         }
+        self.fresh_next = fresh_next;
         let mut started = Vec::with_capacity(chosen.len());
         for item in chosen {
             self.ready.remove(&item);
@@ -581,11 +586,11 @@ mod tests {
             ids(q.take(t(1), 4, &mut Budget::unlimited())),
             ["x.example", "r0.example", "n0.example", "r1.example"]
         );
-        // Each wake-up starts with a replacement; when new certificates
-        // run out, the replacements take every slot.
+        // The turn is kept across wake-ups; when new certificates run
+        // out, the replacements take every slot.
         assert_eq!(
             ids(q.take(t(1), 4, &mut Budget::unlimited())),
-            ["r2.example", "n1.example", "r3.example", "r4.example"]
+            ["n1.example", "r2.example", "r3.example", "r4.example"]
         );
         // With no budget for new orders, only the exempt go.
         q.schedule(entry("n2.example", Urgency::New, 5), t(0));
@@ -596,6 +601,33 @@ mod tests {
         assert_eq!(
             ids(q.take(t(1), 2, &mut spent)),
             ["r5.example", "r6.example"]
+        );
+    }
+
+    /// A busy renewer frees one slot at a time: the turns still alternate.
+    #[test]
+    fn one_slot_at_a_time_still_takes_turns() {
+        let mut q = Queue::default();
+        for i in 0..6 {
+            q.schedule(entry(&format!("r{i}.example"), Urgency::Requested, i), t(0));
+        }
+        for i in 0..2 {
+            q.schedule(entry(&format!("n{i}.example"), Urgency::New, i), t(0));
+        }
+        let order: Vec<String> = (0..6)
+            .flat_map(|_| q.take(t(1), 1, &mut Budget::unlimited()))
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "r0.example",
+                "n0.example",
+                "r1.example",
+                "n1.example",
+                "r2.example",
+                "r3.example"
+            ]
         );
     }
 

@@ -119,15 +119,18 @@ impl<S: Store> Renewer<S> {
     }
 
     /// What scheduling keeps of `cert`. Its chain is parsed only when it
-    /// is another certificate than `known` (the one tracked until now):
-    /// a check that found the same certificate costs no parsing.
+    /// is another certificate than `known` (the one tracked until now: the
+    /// same serial and the same chain text): a check that found the same
+    /// certificate costs no parsing.
     pub(super) fn current(&self, cert: &StoredCertificate, known: Option<&Current>) -> Current {
         let due = self.inner.issuer.renewal_due_at(cert).min(cert.not_after);
         let to_expiry = cert.not_after.duration_since(due).unwrap_or_default();
-        let (chain, crl) = match known.filter(|k| k.serial == cert.serial) {
-            Some(k) => (k.chain.clone(), k.crl.clone()),
-            None => Self::chain_of(cert),
-        };
+        let chain_hash = hash_of(&cert.chain_pem);
+        let (chain, crl) =
+            match known.filter(|k| k.serial == cert.serial && k.chain_hash == chain_hash) {
+                Some(k) => (k.chain.clone(), k.crl.clone()),
+                None => Self::chain_of(cert),
+            };
         Current {
             serial: cert.serial.clone(),
             not_before: cert.not_before,
@@ -136,6 +139,7 @@ impl<S: Store> Renewer<S> {
             requested_early: cert.revoked.is_none()
                 && cert.renewal.as_ref().is_some_and(|r| r.requested_early),
             chain,
+            chain_hash,
             urgent_at: due + to_expiry / 2,
             crl,
         }
@@ -159,4 +163,12 @@ impl<S: Store> Renewer<S> {
             }),
         )
     }
+}
+
+/// A hash of a chain's text, to tell the same certificate from another.
+fn hash_of(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
 }

@@ -546,6 +546,7 @@ async fn simulate_on<S: Store>(
                         );
                         log.lock().unwrap_or_else(|p| p.into_inner()).ari =
                             Some((clock.now(), moved));
+                        let arrived = clock.now();
                         let mut names = Vec::new();
                         for (account, specs) in newcomers.iter().enumerate() {
                             names.extend(specs.iter().map(|s| s.names()[0].clone()));
@@ -554,7 +555,7 @@ async fn simulate_on<S: Store>(
                             }
                         }
                         log.lock().unwrap_or_else(|p| p.into_inner()).new_customers =
-                            Some((clock.now(), names));
+                            Some((arrived, names));
                     }
                     FaultStep::ChainChange => {
                         ca.set_default_to_alternate_root(true);
