@@ -331,6 +331,22 @@ struct State {
     domains_in_flight: HashMap<String, usize>,
     /// The revocation lists the certificates name, each held once.
     crl_sources: std::collections::HashSet<Arc<CrlSource>>,
+    /// The ledger's levels as last read, reused until they may have
+    /// changed (`None`: read them again).
+    levels: Option<Levels>,
+}
+
+/// What the budget needs of the ledger: read once and reused until an
+/// attempt that spent from it ends, the next token is due, or
+/// [`RenewerPolicy::headroom_interval`] has passed (another node's spending
+/// shows then; meanwhile the ledger itself still refuses an overspend).
+#[derive(Debug, Clone)]
+struct Levels {
+    read_at: SystemTime,
+    valid_until: SystemTime,
+    /// The account's new orders and the spent registered domains'
+    /// certificates.
+    buckets: Arc<[crate::Headroom]>,
 }
 
 /// The outcome of one attempt, for [`Renewer::finish`].
@@ -643,22 +659,40 @@ impl<S: Store> Renewer<S> {
     /// of refused in a crowd), and when the next token comes for a bucket
     /// with none left.
     async fn budget(&self, now: SystemTime) -> (Budget, Option<SystemTime>) {
-        let (wanted, running, running_domains) = {
+        let (wanted, running, running_domains, cached) = {
             let mut state = self.state();
             state.queue.promote(now);
             (
                 state.queue.budget_wanted(),
                 state.budget_in_flight,
                 state.domains_in_flight.clone(),
+                state.levels.clone().filter(|l| now < l.valid_until),
             )
         };
         if !wanted {
             return (Budget::unlimited(), None);
         }
-        let levels = match self.inner.issuer.rate_limit_headroom().await {
-            Ok(levels) => levels,
-            // The ledger still refuses what would overspend.
-            Err(_) => return (Budget::unlimited(), None),
+        let levels = match cached {
+            Some(levels) => levels,
+            None => match self.inner.issuer.rate_limit_headroom().await {
+                Ok(all) => {
+                    let buckets: Arc<[crate::Headroom]> = all
+                        .into_iter()
+                        .filter(|h| {
+                            h.bucket.starts_with("orders:") || h.bucket.starts_with("domain:")
+                        })
+                        .collect();
+                    let levels = Levels {
+                        read_at: now,
+                        valid_until: now + self.inner.policy.headroom_interval,
+                        buckets,
+                    };
+                    self.state().levels = Some(levels.clone());
+                    levels
+                }
+                // The ledger still refuses what would overspend.
+                Err(_) => return (Budget::unlimited(), None),
+            },
         };
         let mut budget = Budget::unlimited();
         let mut wake: Option<SystemTime> = None;
@@ -667,19 +701,26 @@ impl<S: Store> Renewer<S> {
             let left = (whole as usize).saturating_sub(running);
             if left == 0 {
                 let short = whole + running as f64 + 1.0 - h.tokens;
-                let at = now
+                let at = levels.read_at
                     + h.limit.refill_interval().mul_f64(short.max(0.0))
                     + Duration::from_millis(1);
                 wake = Some(wake.map_or(at, |w| w.min(at)));
             }
             left
         };
-        for h in &levels {
+        for h in levels.buckets.iter() {
             if h.bucket.starts_with("orders:") {
                 budget.orders = left(h, running);
             } else if let Some(d) = h.bucket.strip_prefix("domain:") {
                 let running = running_domains.get(d).copied().unwrap_or(0);
                 budget.domains.insert(d.to_owned(), left(h, running));
+            }
+        }
+        // Read again when the next token is due.
+        if let Some(at) = wake {
+            let mut state = self.state();
+            if let Some(l) = state.levels.as_mut() {
+                l.valid_until = l.valid_until.min(at);
             }
         }
         (budget, wake)

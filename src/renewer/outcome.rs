@@ -15,6 +15,8 @@ impl<S: Store> Renewer<S> {
         let removed = {
             let mut state = self.state();
             if let Some(domains) = &attempt.spends {
+                // It spent from the ledger (or gave back): read it again.
+                state.levels = None;
                 state.budget_in_flight = state.budget_in_flight.saturating_sub(1);
                 for d in domains {
                     if let Some(n) = state.domains_in_flight.get_mut(d) {
