@@ -31,6 +31,7 @@ pub use authorization::{Authorization, Challenge};
 pub use certificate::{CertificateChain, ChainPreference};
 #[cfg(feature = "v1")]
 pub use dialect::v1::{CertificateFinder, FindFuture};
+pub(crate) use order::RepeatGate;
 pub use order::{MAX_ALTERNATE_CHAINS, NewOrder, Order};
 pub use poll::PollPolicy;
 pub use replaces::ReplacesRefusal;

@@ -38,6 +38,28 @@ pub struct NewOrder {
     not_after: Option<OffsetDateTime>,
     replaces: Option<CertId>,
     profile: Option<String>,
+    repeat_gate: Option<RepeatGate>,
+}
+
+/// Asked before a newOrder is sent once more (its earlier answer was lost
+/// and its order not found, or the CA refused its `replaces`): the CA
+/// counts every newOrder it receives against the account's limit, so the
+/// issuer spends a token from its ledger for each repeat first, and a
+/// refusal stops the repeats (the journal keeps the order to look for).
+/// The argument says whether the repeat names the certificate it replaces.
+/// Whether one more newOrder may go (its argument: whether it names the
+/// certificate it replaces).
+pub(crate) type RepeatAllowed = dyn Fn(bool) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>
+    + Send
+    + Sync;
+
+#[derive(Clone)]
+pub(crate) struct RepeatGate(pub(crate) std::sync::Arc<RepeatAllowed>);
+
+impl std::fmt::Debug for RepeatGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RepeatGate")
+    }
 }
 
 impl NewOrder {
@@ -59,6 +81,7 @@ impl NewOrder {
             not_after: None,
             replaces: None,
             profile: None,
+            repeat_gate: None,
         })
     }
 
@@ -120,6 +143,20 @@ impl NewOrder {
     }
 
     /// The same order without `replaces`.
+    /// Asks `gate` before sending this order once more.
+    pub(crate) fn with_repeat_gate(mut self, gate: RepeatGate) -> Self {
+        self.repeat_gate = Some(gate);
+        self
+    }
+
+    /// Waits for the repeat gate, if any, to allow one more newOrder.
+    pub(crate) async fn allow_repeat(&self) -> Result<()> {
+        match &self.repeat_gate {
+            Some(gate) => (gate.0)(self.replaces.is_some()).await,
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn without_replaces(&self) -> Self {
         Self {
             replaces: None,

@@ -77,8 +77,22 @@ impl<S: Store> Issuer<S> {
         // reservation back then would let the order be finalized uncounted.
         self.save_journal(key, journal).await?;
         self.fence(key).await?;
+        // Every newOrder sent after the first (a lost answer whose order
+        // was not found, a refused `replaces`, a withdrawn profile) spends
+        // its own token before it goes: the CA counts each one.
+        let without_replaces = match self.exemption(
+            previous,
+            &Journal {
+                replaces: None,
+                ..journal.clone()
+            },
+        ) {
+            Exemption::Ari => Exemption::None,
+            other => other,
+        };
+        let gate = self.repeat_gate(account_url.clone(), ids.clone(), without_replaces);
         let request = |profile: Option<String>, journal: &Journal| -> Result<NewOrder> {
-            let mut request = NewOrder::new(ids.clone())?;
+            let mut request = NewOrder::new(ids.clone())?.with_repeat_gate(gate.clone());
             if let Some(profile) = profile {
                 request = request.with_profile(profile);
             }
@@ -91,7 +105,7 @@ impl<S: Store> Issuer<S> {
             tracing::info!(set = %key, replaces = journal.replaces.as_deref(), ?exemption, "renewal: the order names the certificate it replaces");
         }
         let first = request(profile.clone(), journal)?;
-        let (mut result, mut refused) = self.send_new_order(key, account, journal, &first).await;
+        let mut result = self.send_new_order(key, account, journal, &first).await;
         // The CA withdrew the profile since its directory was read: refused
         // (`invalidProfile`), so no order exists. Asked once more with the
         // fallback, recorded first.
@@ -107,27 +121,11 @@ impl<S: Store> Issuer<S> {
                 self.save_journal(key, journal).await?;
                 self.fence(key).await?;
                 let again = request(instead, journal)?;
-                let (second, refused_again) =
-                    self.send_new_order(key, account, journal, &again).await;
-                result = second;
-                refused += 1 + refused_again;
+                result = match again.allow_repeat().await {
+                    Ok(()) => self.send_new_order(key, account, journal, &again).await,
+                    Err(e) => Err(e),
+                };
             }
-        }
-        // Every newOrder sent counts, the repeats after a lost answer and a
-        // request whose `replaces` the CA refused too.
-        let extra = refused
-            + match &result {
-                Ok(order) => order.new_order_requests.saturating_sub(1),
-                Err(Error::GaveUp { attempts, .. }) => attempts.saturating_sub(1),
-                Err(_) => 0,
-            };
-        if extra > 0 {
-            self.spend_ledger(|l| {
-                for _ in 0..extra {
-                    l.spend_order(&account_url, now);
-                }
-            })
-            .await?;
         }
         match result {
             Ok(order) => {
@@ -176,7 +174,7 @@ impl<S: Store> Issuer<S> {
     /// is looked for and resumed, keeping the ARI exemption; otherwise, or
     /// when none is found, the refusal is journalled (never met twice for
     /// this issuance) and the order sent without `replaces`. Returns the
-    /// outcome and the number of refused requests sent before it.
+    /// outcome.
     /// Reports that an order asks for `used` instead of the profile
     /// `wanted`, which the CA no longer offers.
     fn profile_fell_back(&self, key: &IdentifierSetKey, wanted: String, used: Option<String>) {
@@ -192,13 +190,13 @@ impl<S: Store> Issuer<S> {
         account: &Account,
         journal: &mut Journal,
         request: &NewOrder,
-    ) -> (Result<Order>, u32) {
+    ) -> Result<Order> {
         let first = account.new_order_as_sent(request).await;
         let (Some(cert_id), Err(e)) = (request.replaces(), &first) else {
-            return (first, 0);
+            return first;
         };
         let Some(cause) = crate::ReplacesRefusal::of(e) else {
-            return (first, 0);
+            return first;
         };
         let cert_id = cert_id.to_string();
         if cause == crate::ReplacesRefusal::AlreadyReplaced
@@ -211,7 +209,7 @@ impl<S: Store> Issuer<S> {
                 cert_id,
                 order_url: order.url().to_owned(),
             });
-            return (Ok(order), 1);
+            return Ok(order);
         }
         let resolution = match cause {
             crate::ReplacesRefusal::AlreadyReplaced => {
@@ -222,13 +220,11 @@ impl<S: Store> Issuer<S> {
         };
         journal.replaces = None;
         journal.replaces_refused = Some(cause.name().to_owned());
-        if let Err(e) = self.save_journal(key, journal).await {
-            return (Err(e), 1);
-        }
-        if let Err(e) = self.fence(key).await {
-            return (Err(e), 1);
-        }
-        let second = account.new_order_as_sent(&request.without_replaces()).await;
+        self.save_journal(key, journal).await?;
+        self.fence(key).await?;
+        let without = request.without_replaces();
+        without.allow_repeat().await?;
+        let second = account.new_order_as_sent(&without).await;
         // A CA that hands back a pending order for the same names (Boulder)
         // answers with the earlier replacement order itself: resumed.
         let echoed = second.as_ref().ok().and_then(|order| {
@@ -254,6 +250,43 @@ impl<S: Store> Issuer<S> {
         } else {
             account.replaces_dropped(request, cause, e, resolution);
         }
-        (second, 1)
+        second
+    }
+
+    /// The gate every repeated newOrder of one issuance passes: one order
+    /// reserved in the ledger (an ARI renewal's repeat spends nothing; one
+    /// without `replaces` counts as `without_replaces` says), or refused
+    /// with [`Error::RateLimitedLocally`] when none is left.
+    fn repeat_gate(
+        &self,
+        account_url: String,
+        ids: Vec<Identifier>,
+        without_replaces: Exemption,
+    ) -> crate::client::RepeatGate {
+        let issuer = self.clone();
+        crate::client::RepeatGate(Arc::new(move |replaces: bool| {
+            let issuer = issuer.clone();
+            let account_url = account_url.clone();
+            let ids = ids.clone();
+            let exemption = if replaces {
+                Exemption::Ari
+            } else {
+                without_replaces
+            };
+            Box::pin(async move {
+                if exemption == Exemption::Ari {
+                    return Ok(());
+                }
+                let now = issuer.now();
+                issuer
+                    .with_ledger(|l| {
+                        let reserved =
+                            l.reserve_new_order(&account_url, &ids, now, false, exemption);
+                        let changed = reserved.is_ok();
+                        (reserved, changed)
+                    })
+                    .await?
+            })
+        }))
     }
 }

@@ -611,3 +611,51 @@ async fn a_transport_hook_is_held_to_its_timeout_and_body_cap() {
         "{err:?}"
     );
 }
+
+/// A newOrder whose answer was lost, and whose order is too deep in the
+/// account's orders list to be found, is sent again only with a token of
+/// the account's new-order budget for the repeat: the CA counts every
+/// newOrder it receives. With the budget spent, the repeat is refused
+/// locally (the journal keeps the order to look for) instead of earning a
+/// 429 from the CA.
+#[tokio::test(start_paused = true)]
+async fn a_lost_new_order_is_repeated_only_within_the_accounts_budget() {
+    use sturdy_acme::store::MemoryStore;
+    use sturdy_acme::{EnsureOptions, Limit, RateLimits};
+    let limits = RateLimits {
+        new_orders_per_account: Some(Limit::new(6, Duration::from_secs(3 * 3600))),
+        ..RateLimits::lets_encrypt()
+    };
+    let ca = TestCa::builder()
+        .rate_limits(limits.clone())
+        .orders_per_page(1)
+        .reuse_pending_orders(false)
+        .start_in_process()
+        .unwrap();
+    let (issuer, statuses) =
+        crate::renewer::issuer_with(&ca, MemoryStore::new(), limits, |b| b).await;
+    let options = EnsureOptions::default();
+    for i in 0..5 {
+        issuer
+            .ensure(&[format!("early{i}.example")], &options)
+            .await
+            .unwrap();
+    }
+    // The sixth order spends the last token; its answer is lost after the
+    // CA created it, and five pages of one order each do not reach it.
+    ca.set_faults(vec![FaultRule::new(
+        Endpoint::NewOrder,
+        Trigger::Nth(1),
+        Fault::Empty500AfterCommit,
+    )]);
+    let err = issuer
+        .ensure(&["late.example"], &options)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::RateLimitedLocally { .. }),
+        "refused locally, not sent: {err}"
+    );
+    assert_eq!(ca.ledger().requests_to(Endpoint::NewOrder), 6);
+    assert_eq!(statuses.get(429), 0, "the CA never had to refuse");
+}

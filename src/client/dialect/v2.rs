@@ -366,6 +366,12 @@ async fn new_order(account: &Account, order: &NewOrder) -> Result<Order> {
                     },
                     other => other,
                 })?;
+                // Sent once more only if the issuer's ledger allows one
+                // more newOrder now (the CA counts each one it receives;
+                // the first was reserved before it was sent).
+                if sent > 0 {
+                    order.allow_repeat().await?;
+                }
             }
         }
     };
