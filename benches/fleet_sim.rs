@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use sturdy_acme_testca::simulation::{
-    Drills, SimulationConfig, fewest_accounts, lets_encrypt_timeline, simulate,
+    Drills, SimulationConfig, fewest_accounts_from, lets_encrypt_timeline, simulate,
 };
 
 const DAY: u64 = 24 * 3600;
@@ -103,6 +103,9 @@ struct Args {
     /// The most accounts the planner tries.
     #[arg(long, default_value_t = 16)]
     max_accounts: usize,
+    /// The fewest accounts the planner tries (its search starts there).
+    #[arg(long, default_value_t = 1)]
+    start_accounts: usize,
     /// Plan only this step of the timeline (0: today, 1: 2027, 2: 2028),
     /// so the steps can run side by side.
     #[arg(long)]
@@ -143,7 +146,7 @@ fn main() -> std::process::ExitCode {
         ..SimulationConfig::default()
     };
     if args.plan {
-        return plan(&config, args.max_accounts, args.phase);
+        return plan(&config, args.start_accounts, args.max_accounts, args.phase);
     }
     let mut reports = Vec::new();
     for _ in 0..args.runs.max(1) {
@@ -287,6 +290,7 @@ fn drills_met(d: &sturdy_acme_testca::simulation::DrillReport) -> bool {
 /// The capacity planner: a row per step of the timeline.
 fn plan(
     fleet: &SimulationConfig,
+    start_accounts: usize,
     max_accounts: usize,
     only: Option<usize>,
 ) -> std::process::ExitCode {
@@ -304,7 +308,12 @@ fn plan(
             .start_paused(true)
             .build()
             .expect("a tokio runtime");
-        match runtime.block_on(fewest_accounts(fleet, &phase, max_accounts)) {
+        match runtime.block_on(fewest_accounts_from(
+            fleet,
+            &phase,
+            start_accounts,
+            max_accounts,
+        )) {
             Ok(row) => {
                 let r = &row.report;
                 let per_day = |e: &str| r.requests_per_day.get(e).copied().unwrap_or(0.0);

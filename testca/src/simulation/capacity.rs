@@ -98,8 +98,21 @@ pub async fn fewest_accounts(
     phase: &Phase,
     max_accounts: usize,
 ) -> Result<CapacityRow> {
+    fewest_accounts_from(base, phase, 1, max_accounts).await
+}
+
+/// [`fewest_accounts`] starting the search at `from` accounts (a large
+/// fleet whose initial issuance one account cannot carry within the days
+/// simulated skips the runs that cannot meet the goals; a row found this
+/// way says only that fewer were not tried).
+pub async fn fewest_accounts_from(
+    base: &SimulationConfig,
+    phase: &Phase,
+    from: usize,
+    max_accounts: usize,
+) -> Result<CapacityRow> {
     let mut tried = Vec::new();
-    let mut accounts = 1;
+    let mut accounts = from.max(1);
     loop {
         let report = simulate(SimulationConfig {
             accounts,

@@ -25,7 +25,9 @@ mod capacity;
 mod drills;
 mod measure;
 
-pub use capacity::{CapacityRow, Phase, fewest_accounts, lets_encrypt_timeline};
+pub use capacity::{
+    CapacityRow, Phase, fewest_accounts, fewest_accounts_from, lets_encrypt_timeline,
+};
 pub use drills::{DrillReport, Drills};
 
 use std::collections::{BTreeMap, HashMap};
