@@ -96,15 +96,19 @@ impl<S: Store> Issuer<S> {
     }
 
     /// Whether `cert` was ordered with another profile than an order for
-    /// `options` would ask for now (never for a certificate whose profile
-    /// was not recorded).
+    /// `options` would ask for now, and than the one the options want
+    /// (never for a certificate whose profile was not recorded). A
+    /// certificate of a profile the CA withdrew is not changed: it is still
+    /// valid and renews under the fallback at its own time.
     pub(crate) fn profile_changed(
         &self,
         cert: &StoredCertificate,
         options: &EnsureOptions,
     ) -> bool {
+        use crate::store::AskedProfile;
         !cert.profile.is_unknown()
-            && cert.profile != crate::store::AskedProfile::from(self.profile_to_ask(options).0)
+            && cert.profile != AskedProfile::from(self.profile_to_ask(options).0)
+            && cert.profile != AskedProfile::from(options.certificate.profile.clone())
     }
 
     /// What `cert` means for an ensure with `options`: as [`judge`](Self::judge),
