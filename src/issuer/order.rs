@@ -134,16 +134,7 @@ impl<S: Store> Issuer<S> {
                 // as the order it is after all.
                 let reserved = Exemption::from_name(journal.reserved_as.as_deref());
                 if reserved == Exemption::Ari && !order.state().extra.contains_key("replaces") {
-                    let as_now = match self.exemption(
-                        previous,
-                        &Journal {
-                            replaces: None,
-                            ..journal.clone()
-                        },
-                    ) {
-                        Exemption::Ari => Exemption::None,
-                        other => other,
-                    };
+                    let as_now = without_replaces;
                     tracing::info!(set = %key, ?as_now, "the order is not an ARI renewal at the CA; counted as one");
                     self.spend_ledger(|l| l.spend_as(&account_url, &ids, now, as_now, true))
                         .await?;
