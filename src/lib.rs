@@ -155,6 +155,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+pub mod ca_set;
 pub mod caa;
 mod client;
 mod clock;

@@ -521,13 +521,14 @@ impl<'a> Retrying<'a> {
         let decision = match &class {
             ErrorClass::Transient => {
                 let backoff = &self.policy.transient;
-                self.next(backoff, self.transient).map(|d| {
+                // A 503's Retry-After wins over the computed delay, and
+                // counts against the budget as the delay it is.
+                let asked = wait.as_ref().map(|w| w.delay.min(backoff.max_delay));
+                let d = self.next_with(backoff, self.transient, asked);
+                if d.is_some() {
                     self.transient += 1;
-                    // A 503's Retry-After wins over the computed delay.
-                    wait.as_ref()
-                        .map(|w| w.delay.min(backoff.max_delay))
-                        .unwrap_or(d)
-                })
+                }
+                d
             }
             ErrorClass::Caa {
                 cause: CaaCause::LookupFailed,
@@ -620,10 +621,17 @@ impl<'a> Retrying<'a> {
 
     /// The delay of the next retry for `backoff`, if attempts and budget allow.
     fn next(&self, backoff: &Backoff, used: u32) -> Option<Duration> {
+        self.next_with(backoff, used, None)
+    }
+
+    /// The delay before the next attempt (`asked`, the CA's, instead of
+    /// the schedule's when given), or `None` when the attempts or the
+    /// budget would be exceeded by waiting it.
+    fn next_with(&self, backoff: &Backoff, used: u32, asked: Option<Duration>) -> Option<Duration> {
         if used + 1 >= backoff.max_attempts {
             return None;
         }
-        let delay = backoff.delay(used, self.rng);
+        let delay = asked.unwrap_or_else(|| backoff.delay(used, self.rng));
         if self.started.elapsed() + delay > backoff.budget {
             return None;
         }

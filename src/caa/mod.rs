@@ -40,6 +40,7 @@
 //! answer each RFC 8659 case from a real zone and stay beside the walk.)
 
 mod record;
+mod settle;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -329,85 +330,94 @@ impl CaaChecker {
 
     /// Checks each name (DNS names; `*.` for wildcards) side by side.
     pub async fn check<N: AsRef<str>>(&self, names: &[N], ctx: &CaaContext) -> Vec<CaaReport> {
-        let mut ctx = ctx.clone();
-        if let Some(ids) = &self.identities {
-            ctx.ca_identities = ids.clone();
-        }
-        for id in &mut ctx.ca_identities {
-            *id = id.to_ascii_lowercase();
-        }
-        let ctx = &ctx;
-        futures_util::future::join_all(names.iter().map(|n| self.check_one(n.as_ref(), ctx))).await
+        let mut each = self.check_each(names, std::slice::from_ref(ctx)).await;
+        each.pop().unwrap_or_default()
     }
 
-    async fn check_one(&self, name: &str, ctx: &CaaContext) -> CaaReport {
+    /// Checks each name for several CAs at once: the records are read once
+    /// (one climb per name, at every authoritative nameserver) and judged
+    /// for each context. The result has one list of reports per context,
+    /// in the order of `contexts`, each list in the order of `names`; the
+    /// reports of one name share their questions.
+    pub async fn check_each<N: AsRef<str>>(
+        &self,
+        names: &[N],
+        contexts: &[CaaContext],
+    ) -> Vec<Vec<CaaReport>> {
+        let contexts: Vec<CaaContext> = contexts
+            .iter()
+            .map(|ctx| {
+                let mut ctx = ctx.clone();
+                if let Some(ids) = &self.identities {
+                    ctx.ca_identities = ids.clone();
+                }
+                for id in &mut ctx.ca_identities {
+                    *id = id.to_ascii_lowercase();
+                }
+                ctx
+            })
+            .collect();
+        let contexts = &contexts;
+        let per_name: Vec<Vec<CaaReport>> = futures_util::future::join_all(
+            names.iter().map(|n| self.check_one(n.as_ref(), contexts)),
+        )
+        .await;
+        (0..contexts.len())
+            .map(|c| per_name.iter().map(|reports| reports[c].clone()).collect())
+            .collect()
+    }
+
+    /// One name, judged for each context.
+    async fn check_one(&self, name: &str, contexts: &[CaaContext]) -> Vec<CaaReport> {
         let wildcard = name.starts_with("*.");
         let base = name.trim_start_matches("*.");
         let mut queries = Vec::new();
         let mut dangling = Vec::new();
-        let (verdict, methods) = match dns::parse_name(base) {
-            Ok(start) => {
-                self.climb(&start, wildcard, ctx, &mut queries, &mut dangling)
-                    .await
-            }
-            Err(e) => (
-                CaaVerdict::Failed {
-                    at: base.to_owned(),
-                    zone: None,
-                    server: "-".into(),
-                    error: e.to_string(),
-                },
-                Vec::new(),
-            ),
+        let found = match dns::parse_name(base) {
+            Ok(start) => self.climb(&start, &mut queries, &mut dangling).await,
+            Err(e) => Found::Failed(CaaVerdict::Failed {
+                at: base.to_owned(),
+                zone: None,
+                server: "-".into(),
+                error: e.to_string(),
+            }),
         };
-        CaaReport {
-            name: name.to_owned(),
-            verdict,
-            methods,
-            queries,
-            dangling,
-        }
+        contexts
+            .iter()
+            .map(|ctx| {
+                let (verdict, methods) = found.judge(wildcard, ctx);
+                CaaReport {
+                    name: name.to_owned(),
+                    verdict,
+                    methods,
+                    queries: queries.clone(),
+                    dangling: dangling.clone(),
+                }
+            })
+            .collect()
     }
 
-    /// RFC 8659 §3: the name, then its parents up to the TLD. The verdict,
-    /// and the validation methods it leaves.
+    /// RFC 8659 §3: the name, then its parents up to the TLD, until a
+    /// non-empty CAA RRset (the relevant one, whoever asks).
     async fn climb(
         &self,
         start: &Name,
-        wildcard: bool,
-        ctx: &CaaContext,
         queries: &mut Vec<CaaQuery>,
         dangling: &mut Vec<DanglingNameserver>,
-    ) -> (CaaVerdict, Vec<String>) {
+    ) -> Found {
         let mut current = start.clone();
         let mut zone: Option<Zone> = None;
         loop {
             let at = dns::display_name(&current);
             let records = match self.rrset(&current, &mut zone, queries, dangling).await {
                 Ok(records) => records,
-                Err(failed) => return (failed, Vec::new()),
+                Err(failed) => return Found::Failed(failed),
             };
             if !records.is_empty() {
-                let verdict = match evaluate(&records, wildcard, ctx) {
-                    Decision::Permitted { record } => CaaVerdict::Allowed {
-                        at,
-                        record: Some(record),
-                    },
-                    Decision::Unrestricted => CaaVerdict::Allowed { at, record: None },
-                    Decision::Forbidden { record, reason } => {
-                        CaaVerdict::Forbidden { at, record, reason }
-                    }
-                    Decision::Undetermined { records } => CaaVerdict::Undetermined { at, records },
-                };
-                let methods = if verdict.may_issue() {
-                    permitted_methods(&records, wildcard, ctx)
-                } else {
-                    Vec::new()
-                };
-                return (verdict, methods);
+                return Found::Records { at, records };
             }
             if current.num_labels() <= 1 {
-                return (CaaVerdict::NoRecords, ctx.validation_methods.clone());
+                return Found::Nothing;
             }
             current = current.base_name();
         }
@@ -673,6 +683,46 @@ fn caa_records(answer: &dns::Answer, name: &Name) -> Vec<CaaRecord> {
             _ => None,
         })
         .collect()
+}
+
+/// What a climb found, before anyone's records are judged.
+enum Found {
+    /// The relevant RRset and where.
+    Records { at: String, records: Vec<CaaRecord> },
+    /// No CAA records up to the TLD.
+    Nothing,
+    /// The lookup failed (its verdict is the same for every CA).
+    Failed(CaaVerdict),
+}
+
+impl Found {
+    /// The verdict for one CA, and the validation methods it leaves.
+    fn judge(&self, wildcard: bool, ctx: &CaaContext) -> (CaaVerdict, Vec<String>) {
+        match self {
+            Self::Failed(verdict) => (verdict.clone(), Vec::new()),
+            Self::Nothing => (CaaVerdict::NoRecords, ctx.validation_methods.clone()),
+            Self::Records { at, records } => {
+                let at = at.clone();
+                let verdict = match evaluate(records, wildcard, ctx) {
+                    Decision::Permitted { record } => CaaVerdict::Allowed {
+                        at,
+                        record: Some(record),
+                    },
+                    Decision::Unrestricted => CaaVerdict::Allowed { at, record: None },
+                    Decision::Forbidden { record, reason } => {
+                        CaaVerdict::Forbidden { at, record, reason }
+                    }
+                    Decision::Undetermined { records } => CaaVerdict::Undetermined { at, records },
+                };
+                let methods = if verdict.may_issue() {
+                    permitted_methods(records, wildcard, ctx)
+                } else {
+                    Vec::new()
+                };
+                (verdict, methods)
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -744,6 +744,13 @@ impl Client {
 
     /// Until when (on this client's clock) a pause the CA asked for holds
     /// some of its requests: an issuance should not start before.
+    /// How long the longest pause the CA asked for still runs, on the
+    /// monotonic clock (`None`: no pause).
+    pub(crate) fn pause_left(&self) -> Option<std::time::Duration> {
+        let until = self.transport().waits().any_paused_until()?;
+        Some(until.saturating_duration_since(tokio::time::Instant::now()))
+    }
+
     pub(crate) fn paused_until(&self) -> Option<std::time::SystemTime> {
         let until = self.transport().waits().any_paused_until()?;
         Some(crate::wait::wall_clock(until, self.clock().now()))

@@ -264,6 +264,39 @@ pub enum Error {
         summary: String,
     },
 
+    /// A [`CaSet`](crate::ca_set::CaSet) could not fail over: the CA named
+    /// holds an order for the set that may have been finalized (its
+    /// journal is at finalize or later), and it could not be resolved
+    /// there (`source`). Nothing is ordered at another CA until it is: the
+    /// journal and key are kept and the next `ensure` resumes it. Classed
+    /// as `source` is (usually transient: call again later).
+    #[error(
+        "{set}: the order at CA {ca} may have been finalized and is resolved there before any other CA is asked: {source}"
+    )]
+    FailoverBlocked {
+        /// The identifier set.
+        set: String,
+        /// The CA holding the order.
+        ca: String,
+        /// Why it could not be resolved now.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// No CA of a [`CaSet`](crate::ca_set::CaSet) may or can issue for the
+    /// set now: each was passed over, with its reason. Classed by the
+    /// reasons: all forbidden by CAA is [`ErrorClass::Caa`]; any rate limit
+    /// (and no CA down) is [`ErrorClass::RateLimited`] until the earliest;
+    /// a refusal by every CA is permanent; else transient.
+    #[error("{set}: no CA may issue now ({})", skipped.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    NoEligibleCa {
+        /// The identifier set.
+        set: String,
+        /// Every CA of the set, in order of preference, with why it was
+        /// passed over.
+        skipped: Vec<crate::protocol::choice::SkippedCa>,
+    },
+
     /// A downloaded chain is not the certificate its journal is for: the
     /// leaf certifies another key, names other identifiers than the order,
     /// or does not chain to the issuer it names. Nothing is stored and the
@@ -466,6 +499,8 @@ impl Error {
             },
             Self::Dns(e) if e.is_transient() => ErrorClass::Transient,
             Self::Dns(_) => ErrorClass::Permanent,
+            Self::FailoverBlocked { source, .. } => source.class(),
+            Self::NoEligibleCa { set, skipped } => no_eligible_ca_class(set, skipped),
         }
     }
 
@@ -498,6 +533,57 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl From<crate::protocol::identifier::InvalidIdentifier> for Error {
     fn from(e: crate::protocol::identifier::InvalidIdentifier) -> Self {
         Error::InvalidInput(e.0)
+    }
+}
+
+/// The class of [`Error::NoEligibleCa`], from why each CA was passed over.
+fn no_eligible_ca_class(set: &str, skipped: &[crate::protocol::choice::SkippedCa]) -> ErrorClass {
+    use crate::protocol::choice::SkipReason;
+    let all =
+        |f: fn(&SkipReason) -> bool| !skipped.is_empty() && skipped.iter().all(|s| f(&s.reason));
+    let names = || {
+        set.trim_matches(|c| c == '[' || c == ']')
+            .split(", ")
+            .map(str::to_owned)
+            .collect()
+    };
+    if all(|r| matches!(r, SkipReason::CaaForbidden { .. } | SkipReason::NotAllowed)) {
+        return ErrorClass::Caa {
+            names: names(),
+            cause: CaaCause::Forbidden,
+        };
+    }
+    if all(|r| {
+        matches!(
+            r,
+            SkipReason::Refused { .. } | SkipReason::CaaForbidden { .. } | SkipReason::NotAllowed
+        )
+    }) {
+        return ErrorClass::Permanent;
+    }
+    let down = skipped.iter().any(|s| {
+        matches!(
+            s.reason,
+            SkipReason::Down { .. }
+                | SkipReason::Failed { .. }
+                | SkipReason::Paused { .. }
+                | SkipReason::NoAccount { .. }
+        )
+    });
+    let earliest = skipped
+        .iter()
+        .filter_map(|s| match s.reason {
+            SkipReason::RateLimited { until, .. } => Some(until),
+            _ => None,
+        })
+        .min();
+    match earliest {
+        Some(until) if !down => ErrorClass::RateLimited {
+            retry_at: Some(timestamp::from_unix(until)),
+            scope: RateLimitScope::Unknown,
+            local: true,
+        },
+        _ => ErrorClass::Transient,
     }
 }
 

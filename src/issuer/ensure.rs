@@ -114,7 +114,7 @@ impl<S: Store> Issuer<S> {
     }
 
     /// This process's single-flight lock of `key`'s issuance.
-    fn flight(&self, key: &IdentifierSetKey) -> Arc<tokio::sync::Mutex<()>> {
+    pub(super) fn flight(&self, key: &IdentifierSetKey) -> Arc<tokio::sync::Mutex<()>> {
         let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(flights.entry(key.clone()).or_default())
     }
@@ -190,7 +190,7 @@ impl<S: Store> Issuer<S> {
                     .await?
             }
         };
-        self.with_held_lease(&key, lease, async {
+        self.with_held_lease(&key, lease, options, async {
             // Another process may have finished while we waited; renewal
             // information is refreshed under the lease.
             let mut previous = self.stored(&key).await?;
@@ -286,7 +286,7 @@ impl<S: Store> Issuer<S> {
         let Some(lease) = self.try_lease(&key).await? else {
             return Ok(Some(cert));
         };
-        self.with_held_lease(&key, lease, async {
+        self.with_held_lease(&key, lease, &EnsureOptions::default(), async {
             // Read again under the lease: another process may have renewed.
             let Some(cert) = self.stored(&key).await? else {
                 return Ok(None);

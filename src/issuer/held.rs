@@ -13,9 +13,14 @@ impl<S: Store> Issuer<S> {
         &self,
         key: &IdentifierSetKey,
         lease: Lease,
+        options: &EnsureOptions,
         work: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        let held = lease::HeldLease::start(Arc::clone(&self.inner), lease);
+        let outer = options
+            .within_set
+            .as_ref()
+            .map(|w| Arc::clone(&w.set_lease));
+        let held = lease::HeldLease::start(Arc::clone(&self.inner), lease, outer);
         self.inner
             .fences
             .lock()
@@ -39,7 +44,7 @@ impl<S: Store> Issuer<S> {
     }
 
     /// The fenced lease state of `key`'s issuance in this process.
-    pub(super) fn lease_state(&self, key: &IdentifierSetKey) -> Result<Arc<lease::LeaseState>> {
+    pub(super) fn lease_state(&self, key: &IdentifierSetKey) -> Result<Arc<fence::LeaseState>> {
         let state = self
             .inner
             .fences

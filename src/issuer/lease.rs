@@ -1,138 +1,15 @@
-//! The store lease an issuance runs under: renewed in the background,
-//! checked (fenced) before every journal write and non-idempotent request,
-//! released when the issuance ends or its future is dropped.
+//! The store lease an issuance runs under: renewed in the background
+//! (its fenced state is `fence.rs`), released when the issuance ends or
+//! its future is dropped.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
 use super::Inner;
-use crate::error::{Error, Result};
-use crate::store::{IdentifierSetKey, Journal, Lease, Store, StoreError};
-
-/// The lease as the renewer and the fence share it.
-pub(super) struct LeaseState {
-    lease: Mutex<Lease>,
-    /// Why the lease was lost, once it was.
-    lost: Mutex<Option<String>>,
-}
-
-impl LeaseState {
-    fn lease(&self) -> Lease {
-        self.lease.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn mark_lost(&self, reason: String) {
-        let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
-        if lost.is_none() {
-            let lease = self.lease();
-            tracing::error!(lease = %lease.name, token = lease.token, %reason, "lease lost; the issuance stops before its next step");
-            *lost = Some(reason);
-        }
-    }
-
-    fn lost_error(&self, lease: &Lease, reason: String) -> Error {
-        Error::LeaseLost {
-            name: lease.name.clone(),
-            token: lease.token,
-            reason,
-        }
-    }
-
-    /// `Ok` while the lease is still this holder's: not marked lost, not
-    /// expired (its [`Lease::validity`], on the monotonic clock), and the
-    /// store's current token.
-    ///
-    /// An answer that arrives after the lease's expiry does not count (it
-    /// may have been delayed by a partition while another process took the
-    /// lease over): the lease is then lost. Expiry is the time left the
-    /// store reported, counted from when that request was sent, so neither
-    /// clock's offset from the other moves it.
-    pub(super) async fn fence<S: Store>(&self, store: &S) -> Result<()> {
-        let lease = self.usable()?;
-        self.judged(&lease, store.check_lease(&lease).await)?;
-        self.usable().map(drop)
-    }
-
-    /// Writes the journal through the store's fenced write (the token
-    /// checked with the write where the store can), after the local checks
-    /// of [`Self::fence`].
-    pub(super) async fn save_journal<S: Store>(
-        &self,
-        store: &S,
-        key: &IdentifierSetKey,
-        journal: &Journal,
-    ) -> Result<()> {
-        let lease = self.usable()?;
-        self.judged(
-            &lease,
-            store.save_journal_fenced(key, journal, &lease).await,
-        )?;
-        // An answer delayed past the expiry does not count (the request
-        // that depends on this write must not go out).
-        self.usable().map(drop)
-    }
-
-    /// Deletes the journal through the store's fenced delete.
-    pub(super) async fn delete_journal<S: Store>(
-        &self,
-        store: &S,
-        key: &IdentifierSetKey,
-    ) -> Result<()> {
-        let lease = self.usable()?;
-        self.judged(&lease, store.delete_journal_fenced(key, &lease).await)
-    }
-
-    /// `Ok` unless the lease is already known lost or expired on the
-    /// monotonic clock (no store round trip): checked before each step of
-    /// an order, so a process resumed after a pause notices before it acts
-    /// on what it knew.
-    pub(super) fn check_local(&self) -> Result<()> {
-        self.usable().map(drop)
-    }
-
-    /// The lease, unless it is already known lost or expired on the
-    /// monotonic clock.
-    fn usable(&self) -> Result<Lease> {
-        let lease = self.lease();
-        if let Some(reason) = self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone() {
-            return Err(self.lost_error(&lease, reason));
-        }
-        if let Some(reason) = expired(&lease) {
-            self.mark_lost(reason.clone());
-            return Err(self.lost_error(&lease, reason));
-        }
-        Ok(lease)
-    }
-
-    /// A store's answer about the lease: `LeaseLost` marks it lost.
-    fn judged(&self, lease: &Lease, answer: std::result::Result<(), StoreError>) -> Result<()> {
-        match answer {
-            Ok(()) => Ok(()),
-            Err(StoreError::LeaseLost { reason, .. }) => {
-                self.mark_lost(reason.clone());
-                Err(self.lost_error(lease, reason))
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-}
-
-/// Why `lease` must be taken as expired now, if it must: judged only by its
-/// [`Lease::validity`] (the store's time left, on this process's monotonic
-/// clock), never by comparing its `until` with this machine's time of day.
-fn expired(lease: &Lease) -> Option<String> {
-    match &lease.validity {
-        Some(v) if v.expired() => Some("it expired before it was renewed".to_owned()),
-        Some(_) => None,
-        None => Some(
-            "the store did not say how long the lease is valid (a Store must set \
-             Lease::validity; see sturdy_acme_testca::check_store)"
-                .to_owned(),
-        ),
-    }
-}
+use super::fence::{LeaseState, expired};
+use crate::store::{Lease, Store, StoreError};
 
 /// A lease held for one issuance. Dropping it (also when the `ensure`
 /// future is cancelled) stops the renewer and releases the lease.
@@ -144,12 +21,14 @@ pub(super) struct HeldLease<S: Store> {
 }
 
 impl<S: Store> HeldLease<S> {
-    /// Starts renewing `lease` every third of the TTL.
-    pub(super) fn start(inner: Arc<Inner<S>>, lease: Lease) -> Self {
-        let state = Arc::new(LeaseState {
-            lease: Mutex::new(lease),
-            lost: Mutex::new(None),
-        });
+    /// Starts renewing `lease` every third of the TTL; `outer` is a lease
+    /// every fence of this one checks too (a CA set's lease of the set).
+    pub(super) fn start(
+        inner: Arc<Inner<S>>,
+        lease: Lease,
+        outer: Option<Arc<LeaseState>>,
+    ) -> Self {
+        let state = Arc::new(LeaseState::new(lease, outer));
         let renewer = tokio::spawn(renew(Arc::clone(&inner), Arc::clone(&state)));
         Self {
             inner,
@@ -217,7 +96,7 @@ async fn renew<S: Store>(inner: Arc<Inner<S>>, state: Arc<LeaseState>) {
             return;
         }
         match inner.store.renew_lease(&lease, inner.lease_ttl).await {
-            Ok(renewed) => *state.lease.lock().unwrap_or_else(|p| p.into_inner()) = renewed,
+            Ok(renewed) => state.set_lease(renewed),
             Err(StoreError::LeaseHeld { holder, .. }) => {
                 state.mark_lost(format!("taken over by {holder:?}"));
                 return;
@@ -231,71 +110,6 @@ async fn renew<S: Store>(inner: Arc<Inner<S>>, state: Arc<LeaseState>) {
                 // Retried often until the lease would expire.
                 delay = Duration::from_millis(200).min(period);
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
-    use super::*;
-    use crate::store::LeaseValidity;
-
-    fn state(until: u64, validity: Option<LeaseValidity>) -> LeaseState {
-        LeaseState {
-            lease: Mutex::new(Lease {
-                name: "cert-x".into(),
-                holder: "me".into(),
-                until,
-                token: 7,
-                host: String::new(),
-                pid: 0,
-                start_time: 0,
-                pid_ns: String::new(),
-                validity,
-            }),
-            lost: Mutex::new(None),
-        }
-    }
-
-    fn unix_now() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-    }
-
-    /// Issue 27, defect 2: the holder judges expiry by the time left the
-    /// store reported, on the monotonic clock, and never by `until` (the
-    /// store's time of day) against its own clock.
-    #[test]
-    fn expiry_is_the_stores_time_left_never_until_against_this_clock() {
-        // A database an hour behind: `until` long past by this clock, yet
-        // 30 s left by the store's: usable.
-        let behind = state(
-            unix_now() - 3600,
-            Some(LeaseValidity::new(Duration::from_secs(30), Instant::now())),
-        );
-        assert!(behind.check_local().is_ok());
-        // A database an hour ahead: `until` far off by this clock, but the
-        // time left, counted from the send, is spent: lost, and stays lost.
-        let sent = Instant::now()
-            .checked_sub(Duration::from_secs(2))
-            .expect("a monotonic clock two seconds old");
-        let ahead = state(
-            unix_now() + 3600,
-            Some(LeaseValidity::new(Duration::from_secs(1), sent)),
-        );
-        assert!(matches!(ahead.check_local(), Err(Error::LeaseLost { .. })));
-        assert!(matches!(ahead.check_local(), Err(Error::LeaseLost { .. })));
-        // A store that did not say: lost, saying why (never guessed).
-        let unknown = state(unix_now() + 3600, None);
-        match unknown.check_local() {
-            Err(Error::LeaseLost { reason, .. }) => {
-                assert!(reason.contains("Lease::validity"), "{reason}")
-            }
-            other => panic!("{other:?}"),
         }
     }
 }

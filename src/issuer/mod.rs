@@ -33,6 +33,7 @@
 mod account;
 mod challenges;
 mod ensure;
+mod fence;
 mod held;
 mod lease;
 mod ledger;
@@ -45,6 +46,7 @@ mod run;
 mod schedule;
 mod settle;
 mod verify;
+pub(crate) mod within_set;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -392,7 +394,7 @@ struct Inner<S: Store> {
     account: tokio::sync::RwLock<Option<Account>>,
     limits: RateLimits,
     flights: Mutex<HashMap<IdentifierSetKey, Arc<tokio::sync::Mutex<()>>>>,
-    fences: Mutex<HashMap<IdentifierSetKey, Arc<lease::LeaseState>>>,
+    fences: Mutex<HashMap<IdentifierSetKey, Arc<fence::LeaseState>>>,
 }
 
 /// Ensures certificates exactly once; see the module docs. Cheap to clone.

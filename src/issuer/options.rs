@@ -33,6 +33,7 @@ pub struct CertificateOptions {
     pub(crate) preferred_chain: Option<ChainPreference>,
     pub(crate) profile: Option<String>,
     pub(crate) profile_fallback: Option<String>,
+    pub(crate) allowed_cas: Vec<String>,
 }
 
 impl CertificateOptions {
@@ -97,6 +98,23 @@ impl CertificateOptions {
         self.profile_fallback = profile;
         self
     }
+
+    /// The CAs of a [`CaSet`](crate::ca_set::CaSet) this certificate may
+    /// be issued by, by their names in the set (empty, the default: any).
+    /// An issuer used on its own ignores it.
+    pub fn allowed_cas(&self) -> &[String] {
+        &self.allowed_cas
+    }
+
+    /// Sets [`CertificateOptions::allowed_cas`].
+    pub fn with_allowed_cas<I, N>(mut self, cas: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: Into<String>,
+    {
+        self.allowed_cas = cas.into_iter().map(Into::into).collect();
+        self
+    }
 }
 
 /// What one [`Issuer::ensure`](super::Issuer::ensure) is asked for beyond
@@ -134,7 +152,40 @@ pub struct EnsureOptions {
     pub(crate) force_new: bool,
     pub(crate) lease_wait: Option<Duration>,
     pub(crate) recheck_renewal_info: bool,
+    /// Set by a CA set: what its choice, its CAA pre-flight and its lease
+    /// add to the one CA's issuance.
+    pub(crate) within_set: Option<WithinSet>,
 }
+
+/// What a [`CaSet`](crate::ca_set::CaSet) hands the issuer of the CA it
+/// chose: the choice to journal, the validation methods its CAA pre-flight
+/// left (so the issuer does not ask the DNS again), and the set's lease,
+/// which every fence of the issuance checks too.
+#[derive(Clone)]
+pub(crate) struct WithinSet {
+    pub(crate) choice: crate::store::CaChoice,
+    pub(crate) caa_methods: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    pub(crate) set_lease: std::sync::Arc<super::fence::LeaseState>,
+}
+
+impl std::fmt::Debug for WithinSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WithinSet")
+            .field("choice", &self.choice)
+            .field("caa_methods", &self.caa_methods)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for WithinSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.choice == other.choice
+            && self.caa_methods == other.caa_methods
+            && std::sync::Arc::ptr_eq(&self.set_lease, &other.set_lease)
+    }
+}
+
+impl Eq for WithinSet {}
 
 impl From<CertificateOptions> for EnsureOptions {
     fn from(certificate: CertificateOptions) -> Self {

@@ -44,7 +44,15 @@ impl<S: Store> Issuer<S> {
         let reserve = |l: &mut RateLedger, now| {
             l.reserve_new_order(&account_url, &ids, now, reserve_certificate, exemption)
         };
-        let now = if let Some(checker) = &self.inner.caa {
+        let checked = options
+            .within_set
+            .as_ref()
+            .and_then(|w| w.caa_methods.clone());
+        let now = if let Some(methods) = checked {
+            // The CA set's pre-flight asked the DNS for every CA at once.
+            journal.caa_methods = methods;
+            now
+        } else if let Some(checker) = &self.inner.caa {
             self.with_ledger(|l| (reserve(l, now).map(drop), false))
                 .await??;
             journal.caa_methods = self.caa_preflight(checker, key, account, options).await?;

@@ -26,73 +26,52 @@ impl<S: Store> Issuer<S> {
         if names.is_empty() {
             return Ok(Default::default());
         }
-        let methods = self.preference(options);
+        let ctx = self
+            .caa_context(checker.identities_override(), options)
+            .await;
         let ctx = CaaContext {
-            ca_identities: checker.identities_override().map_or_else(
-                || self.inner.client.directory().meta.caa_identities.clone(),
-                <[String]>::to_vec,
-            ),
             account_uri: Some(account.url().to_owned()),
-            validation_methods: methods.iter().map(ToString::to_string).collect(),
+            ..ctx
         };
-        let backoff = *checker.retry_backoff();
-        let started = std::time::Instant::now();
-        let mut attempt: u32 = 0;
-        loop {
-            attempt += 1;
-            let reports = checker.check(&names, &ctx).await;
-            for report in &reports {
-                tracing::info!(set = %key, name = %report.name, verdict = %report.summary(), "CAA pre-flight");
-            }
-            let failed: Vec<&crate::caa::CaaReport> =
-                reports.iter().filter(|r| !r.verdict.may_issue()).collect();
-            if failed.is_empty() {
-                return caa_methods(&reports);
-            }
-            let forbidden = failed
-                .iter()
-                .any(|r| matches!(r.verdict, CaaVerdict::Forbidden { .. }));
-            let error = Error::CaaPreflight {
-                names: failed.iter().map(|r| r.name.clone()).collect(),
-                cause: if forbidden {
-                    CaaCause::Forbidden
-                } else {
-                    CaaCause::LookupFailed
-                },
-                summary: failed
-                    .iter()
-                    .map(|r| r.summary())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            };
-            // Forbidden, or a lookup asking again soon will not fix.
-            if failed.iter().any(|r| !r.verdict.is_transient()) {
-                return Err(error);
-            }
-            let delay = backoff.nominal_delay(attempt - 1);
-            if attempt >= backoff.max_attempts()
-                || started.elapsed().saturating_add(delay) > backoff.budget()
-            {
-                return Err(if attempt > 1 {
-                    Error::GaveUp {
-                        attempts: attempt,
-                        elapsed: started.elapsed(),
-                        source: Box::new(error),
-                    }
-                } else {
-                    error
-                });
-            }
-            tracing::warn!(set = %key, error = %error, retry_in = ?delay, "CAA pre-flight: a nameserver did not answer; no order until it does");
-            tokio::time::sleep(delay).await;
-        }
+        let mut each = checker
+            .check_settled(&names, std::slice::from_ref(&ctx), key)
+            .await?;
+        let reports = each.pop().unwrap_or_default();
+        forbidden(&reports)?;
+        caa_methods(&reports)
     }
+}
+
+/// The error when a verdict of `reports` forbids issuance (their
+/// lookups all answered).
+pub(crate) fn forbidden(reports: &[crate::caa::CaaReport]) -> Result<()> {
+    let failed: Vec<&crate::caa::CaaReport> =
+        reports.iter().filter(|r| !r.verdict.may_issue()).collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(Error::CaaPreflight {
+        names: failed.iter().map(|r| r.name.clone()).collect(),
+        cause: if failed
+            .iter()
+            .any(|r| matches!(r.verdict, CaaVerdict::Forbidden { .. }))
+        {
+            CaaCause::Forbidden
+        } else {
+            CaaCause::LookupFailed
+        },
+        summary: failed
+            .iter()
+            .map(|r| r.summary())
+            .collect::<Vec<_>>()
+            .join("; "),
+    })
 }
 
 /// The validation methods each name's CAA verdict leaves (wildcards: only
 /// dns-01, the one method a CA validates them with), or the error when
 /// one is left none.
-pub(super) fn caa_methods(
+pub(crate) fn caa_methods(
     reports: &[crate::caa::CaaReport],
 ) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
     let mut methods = std::collections::BTreeMap::new();

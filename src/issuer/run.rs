@@ -24,6 +24,7 @@ impl<S: Store> Issuer<S> {
         let directory = self.inner.client.directory_url().to_owned();
         let fresh = || Journal {
             replaces: replaces.clone(),
+            chosen: options.within_set.as_ref().map(|w| w.choice.clone()),
             ..Journal::new(
                 directory.clone(),
                 account.url(),

@@ -5,6 +5,7 @@
 //! RFC 8555 request payloads and [`v1`] what the pre-RFC dialect (Boulder's
 //! `acme-v01`) spelled differently.
 
+pub mod choice;
 pub mod endpoint;
 pub mod identifier;
 pub mod problem;

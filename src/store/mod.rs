@@ -51,6 +51,7 @@ mod sealing;
 use std::future::Future;
 use std::time::Duration;
 
+pub use crate::protocol::choice::{CaChoice, SkipReason, SkippedCa};
 pub use atomic::{FileMode, write_file_atomic};
 pub use dyn_store::{DynStore, StoreFuture};
 pub use file::FileStore;

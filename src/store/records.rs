@@ -461,6 +461,10 @@ pub struct Journal {
     /// refusal is never met twice for one issuance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaces_refused: Option<String>,
+    /// The CA of a [`CaSet`](crate::ca_set::CaSet) this issuance went to
+    /// and why (absent for an issuer used on its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen: Option<super::CaChoice>,
 }
 
 impl Journal {
@@ -494,6 +498,7 @@ impl Journal {
             caa_methods: BTreeMap::new(),
             profile: AskedProfile::Unknown,
             replaces_refused: None,
+            chosen: None,
         }
     }
 }
@@ -522,6 +527,7 @@ impl fmt::Debug for Journal {
             .field("has_key", &self.key_pem.is_some())
             .field("has_chain", &self.chain_pem.is_some())
             .field("last_error", &self.last_error)
+            .field("chosen", &self.chosen)
             .finish_non_exhaustive()
     }
 }

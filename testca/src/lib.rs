@@ -489,6 +489,15 @@ impl TestCaBuilder {
         self
     }
 
+    /// The CAA identity the CA announces in its directory
+    /// (`caaIdentities`) and checks CAA records against (default
+    /// `sturdy-acme.test`): two test CAs with different identities play
+    /// two CAs a customer's CAA records tell apart.
+    pub fn caa_identity(mut self, identity: impl Into<String>) -> Self {
+        self.config.caa_identity = identity.into().to_ascii_lowercase();
+        self
+    }
+
     /// Offer Let's Encrypt's certificate profiles (`meta.profiles`):
     /// `classic` (90 days, at most 100 names; the default), `tlsserver`
     /// (45 days, 25 names) and `shortlived` (160 hours, 25 names, the only

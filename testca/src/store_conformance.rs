@@ -286,7 +286,7 @@ pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> 
         ok(c, store.load_journal(&key_b).await)?.is_none(),
         || "another CA's journal".into(),
     )?;
-    let c = "a journal's last error and CAA methods read back";
+    let c = "a journal's last error, CAA methods and CA choice read back";
     let failed = Journal {
         last_error: Some(sturdy_acme::store::JournalError {
             at: 1_700_000_100,
@@ -295,6 +295,17 @@ pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> 
         }),
         caa_methods: [("*.a.example".to_owned(), vec!["dns-01".to_owned()])].into(),
         replaces_refused: None,
+        chosen: Some(sturdy_acme::store::CaChoice {
+            ca: "backup".into(),
+            resumed: false,
+            skipped: vec![sturdy_acme::store::SkippedCa {
+                ca: "primary".into(),
+                reason: sturdy_acme::store::SkipReason::RateLimited {
+                    limit: "orders".into(),
+                    until: 1_700_000_200,
+                },
+            }],
+        }),
         ..journal(&key_a, JournalStep::Finalizing)
     };
     ok(c, store.save_journal(&key_a, &failed).await)?;
@@ -302,7 +313,9 @@ pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> 
     expect(
         c,
         read.as_ref().is_some_and(|r| {
-            r.last_error == failed.last_error && r.caa_methods == failed.caa_methods
+            r.last_error == failed.last_error
+                && r.caa_methods == failed.caa_methods
+                && r.chosen == failed.chosen
         }),
         || format!("{read:?}"),
     )?;

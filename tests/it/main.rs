@@ -23,6 +23,7 @@ mod issuer;
 mod issuer_management;
 mod leftover_journal;
 mod lenient_ca;
+mod multi_ca;
 mod pebble_harness;
 mod pebble_v2;
 mod poll_figures;

@@ -659,3 +659,62 @@ async fn a_lost_new_order_is_repeated_only_within_the_accounts_budget() {
     assert_eq!(ca.ledger().requests_to(Endpoint::NewOrder), 6);
     assert_eq!(statuses.get(429), 0, "the CA never had to refuse");
 }
+
+/// A 503's `Retry-After` counts against the transient budget as the wait it
+/// is: asked to wait 20 s with 2 s of budget, the client gives up at once
+/// (a CA set then fails over within the failing CA's budget) instead of
+/// sleeping past the budget it was given. Before, the budget was checked
+/// against the schedule's own 50 ms and the 20 s were waited.
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_longer_than_the_budget_is_not_waited() {
+    let ca = CaThread::start(TestCa::builder());
+    let client = ca
+        .ca()
+        .client_builder()
+        .danger(sturdy_acme::Danger::new().no_timeouts())
+        .retry_policy(RetryPolicy::default().with_transient(
+            Backoff::new(3, Duration::from_millis(50)).with_budget(Duration::from_secs(2)),
+        ))
+        .build()
+        .await
+        .unwrap();
+    let account = account(&client).await;
+    ca.ca().set_faults(vec![FaultRule::new(
+        Endpoint::NewOrder,
+        Trigger::Always,
+        Fault::Unavailable {
+            retry_after: sturdy_acme_testca::RetryAfterForm::Seconds(20),
+        },
+    )]);
+    let err = account
+        .new_order(&NewOrder::for_names(&["later.example"]).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Transient, "{err}");
+    assert_eq!(ca.ca().ledger().requests_to(Endpoint::NewOrder), 1);
+    // Within the budget, the CA's wait is honoured as before.
+    ca.ca().set_faults(vec![FaultRule::new(
+        Endpoint::NewOrder,
+        Trigger::Nth(1),
+        Fault::Unavailable {
+            retry_after: sturdy_acme_testca::RetryAfterForm::Seconds(1),
+        },
+    )]);
+    let before = ca.ca().ledger().requests_to(Endpoint::NewOrder);
+    let client = ca
+        .ca()
+        .client_builder()
+        .danger(sturdy_acme::Danger::new().no_timeouts())
+        .retry_policy(RetryPolicy::default().with_transient(
+            Backoff::new(3, Duration::from_millis(50)).with_budget(Duration::from_secs(2)),
+        ))
+        .build()
+        .await
+        .unwrap();
+    let account = self::account(&client).await;
+    account
+        .new_order(&NewOrder::for_names(&["soon.example"]).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(ca.ca().ledger().requests_to(Endpoint::NewOrder), before + 2);
+}

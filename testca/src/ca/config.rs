@@ -79,6 +79,8 @@ pub(crate) struct Config {
     /// since 2026, `CAARechecksFailOrder`; default); else the order stays
     /// `ready` (Boulder before).
     pub(crate) caa_recheck_fails_order: bool,
+    /// The CAA identity announced (`caaIdentities`) and checked.
+    pub(crate) caa_identity: String,
     /// Where its revocation lists are served (`{base}/crl`), known once
     /// the server listens; v2 certificates name `{crl_base}/{shard}`.
     pub(crate) crl_base: Option<String>,
@@ -154,6 +156,7 @@ impl Default for Config {
             profiles: false,
             withdrawn_profiles: Vec::new(),
             caa_recheck_fails_order: true,
+            caa_identity: super::issuance::CAA_IDENTITY.into(),
             crl_base: None,
             crl_shards: 4,
             lifetime_changes: Vec::new(),

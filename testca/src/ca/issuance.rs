@@ -26,7 +26,9 @@ fn caa_policy(config: &Config, name: &str) -> CaaPolicy {
 }
 
 /// The CAA identity the test CA announces (`meta.caaIdentities`, v1 and
-/// v2) and checks CAA records against.
+/// v2) and checks CAA records against, unless
+/// [`TestCaBuilder::caa_identity`](crate::TestCaBuilder::caa_identity)
+/// names another.
 pub(super) const CAA_IDENTITY: &str = "sturdy-acme.test";
 
 impl super::Ca {
@@ -52,7 +54,7 @@ impl super::Ca {
             .map(|i| i.value.clone())
             .collect();
         let ctx = sturdy_acme::caa::CaaContext {
-            ca_identities: vec![CAA_IDENTITY.into()],
+            ca_identities: vec![config.caa_identity.clone()],
             account_uri: Some(account_uri),
             validation_methods: [
                 ChallengeType::Http01,

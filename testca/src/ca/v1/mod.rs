@@ -418,7 +418,7 @@ impl Ca {
                 "meta".into(),
                 json!({
                     "terms-of-service": self.v1_terms_url(),
-                    "caaIdentities": [super::issuance::CAA_IDENTITY],
+                    "caaIdentities": [self.config().caa_identity.clone()],
                     "website": "https://github.com/sturdy-acme",
                 }),
             );

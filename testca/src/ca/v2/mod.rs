@@ -282,7 +282,7 @@ impl Ca {
             meta: DirectoryMeta {
                 terms_of_service: Some(self.url("/terms")),
                 website: Some("https://github.com/sturdy-acme".into()),
-                caa_identities: vec![super::issuance::CAA_IDENTITY.into()],
+                caa_identities: vec![config.caa_identity.clone()],
                 external_account_required: config.eab_required,
                 profiles: if config.profiles {
                     super::records::PROFILES

@@ -1,0 +1,473 @@
+//! `CaSet::ensure`: under the set's lease, what every CA holds; an order
+//! that may have been finalized resolved where it is; the newest
+//! certificate while it is good; else the CAA verdicts for every CA, the
+//! choice, and failover without duplicates.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::failover::{self, Judged};
+use super::health::Gate;
+use super::{CaEnsured, CaSet, CaSetEvent};
+use crate::error::{Error, Result};
+use crate::issuer::within_set::{CurrentIs, InFlight, WithinSet};
+use crate::issuer::{CertificateSource, EnsureOptions, Ensured};
+use crate::protocol::Identifier;
+use crate::store::{CaChoice, IdentifierSetKey, SkipReason, SkippedCa, Store, StoredCertificate};
+
+/// One CA's CAA verdict for the set: the validation methods it leaves
+/// (`None`: no pre-flight), or why it forbids.
+type CaaVerdictFor = std::result::Result<Option<BTreeMap<String, Vec<String>>>, String>;
+
+/// What one CA holds for the set.
+struct Held {
+    key: Option<IdentifierSetKey>,
+    in_flight: InFlight,
+    certificate: Option<StoredCertificate>,
+}
+
+/// `names` parsed as identifiers (a bad one is the error).
+pub(super) fn parse_names<N: AsRef<str>>(names: &[N]) -> Result<Vec<Identifier>> {
+    names
+        .iter()
+        .map(|n| Identifier::parse(n.as_ref()).map_err(Error::from))
+        .collect()
+}
+
+/// Whether `a` is newer than `b` (issued later).
+pub(super) fn newer(a: &StoredCertificate, b: &StoredCertificate) -> bool {
+    (a.not_before, a.not_after) > (b.not_before, b.not_after)
+}
+
+impl<S: Store> CaSet<S> {
+    /// Returns a valid certificate for `names` from one CA of the set: the
+    /// newest one any CA holds while it is good, else the one an
+    /// interrupted order gets, else a new one at the CA the choice names;
+    /// see the [module docs](super). Never two CAs with finalized orders
+    /// for one set because of a failover.
+    pub async fn ensure<N: AsRef<str>>(
+        &self,
+        names: &[N],
+        options: &EnsureOptions,
+    ) -> Result<CaEnsured> {
+        let ids = parse_names(names)?;
+        if ids.is_empty() {
+            return Err(Error::InvalidInput("ensure needs at least one name".into()));
+        }
+        let set = IdentifierSetKey::new(&ids);
+        let names: Vec<String> = ids.iter().map(|i| i.value.clone()).collect();
+        let label = set.to_string();
+        let first = &self.inner.members[0].issuer;
+        first
+            .with_lease(
+                format!("ca-set-{}", set.file_stem()),
+                self.inner.lease_wait,
+                |set_lease| self.ensure_held(&ids, &names, &label, options, set_lease),
+            )
+            .await
+    }
+
+    async fn ensure_held(
+        &self,
+        ids: &[Identifier],
+        names: &[String],
+        label: &str,
+        options: &EnsureOptions,
+        set_lease: Arc<crate::issuer::within_set::SetLease>,
+    ) -> Result<CaEnsured> {
+        let members = &self.inner.members;
+        let mut held = Vec::with_capacity(members.len());
+        for m in members {
+            let key = m.issuer.known_key(ids).await?;
+            let (in_flight, certificate) = match &key {
+                Some(key) => (
+                    m.issuer.in_flight(key).await?,
+                    m.issuer.stored_for(key).await?,
+                ),
+                None => (InFlight::Nothing, None),
+            };
+            held.push(Held {
+                key,
+                in_flight,
+                certificate,
+            });
+        }
+        let within = |choice: CaChoice, caa_methods| WithinSet {
+            choice,
+            caa_methods,
+            set_lease: Arc::clone(&set_lease),
+        };
+
+        // An order that may have been finalized is resolved where it is,
+        // before anything else.
+        if let Some(i) = held
+            .iter()
+            .position(|h| h.in_flight == InFlight::MaybeFinalized)
+        {
+            let choice = CaChoice {
+                ca: members[i].name.clone(),
+                resumed: true,
+                skipped: Vec::new(),
+            };
+            self.emit(CaSetEvent::Chosen {
+                set: label.to_owned(),
+                choice: choice.clone(),
+            });
+            return match self
+                .issue_at(i, names, options, within(choice.clone(), None))
+                .await
+            {
+                Ok(ensured) => Ok(self.done(i, ensured, Some(choice))),
+                Err(e) => Err(self.after_failure(i, ids, label, e).await),
+            };
+        }
+
+        // The newest certificate anywhere, while it is good.
+        let current = held
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| h.certificate.as_ref().map(|c| (i, c)))
+            .reduce(|a, b| if newer(b.1, a.1) { b } else { a })
+            .map(|(i, c)| (i, c.clone()));
+        let now = members[0].issuer.client().clock().now();
+        let mut needed_by = now;
+        if let Some((i, cert)) = &current {
+            let member = &members[*i];
+            match member.issuer.current_is(cert, options) {
+                CurrentIs::Usable => return Ok(self.stored(*i, cert.clone())),
+                CurrentIs::Recheck => {
+                    // Its CA's renewal information first (and a renewal
+                    // there with `replaces` if the CA moved its window).
+                    if member.health.is_down() || self.paused_too_long(*i).is_some() {
+                        return Ok(self.stored(*i, cert.clone()));
+                    }
+                    let choice = CaChoice::preferred(member.name.clone());
+                    return match self
+                        .issue_at(*i, names, options, within(choice.clone(), None))
+                        .await
+                    {
+                        Ok(ensured) => {
+                            let choice =
+                                (ensured.source != CertificateSource::Stored).then_some(choice);
+                            Ok(self.done(*i, ensured, choice))
+                        }
+                        Err(e) => {
+                            let e = self.after_failure(*i, ids, label, e).await;
+                            if matches!(e, Error::FailoverBlocked { .. }) {
+                                return Err(e);
+                            }
+                            tracing::warn!(set = %label, ca = %member.name, error = %e, "renewal information could not be checked; the certificate, not due, stays in use");
+                            Ok(self.stored(*i, cert.clone()))
+                        }
+                    };
+                }
+                CurrentIs::Due => {
+                    if cert.revoked.is_none() {
+                        let lifetime = cert
+                            .not_after
+                            .duration_since(cert.not_before)
+                            .unwrap_or_default();
+                        needed_by = cert
+                            .not_after
+                            .checked_sub(lifetime.mul_f64(self.inner.needed_margin))
+                            .unwrap_or(now)
+                            .max(now);
+                    }
+                }
+            }
+        }
+
+        // Who may issue: the allow-list, then CAA for every CA at once.
+        let allowed = options.certificate().allowed_cas();
+        let mut caa: Vec<CaaVerdictFor> = vec![Ok(None); members.len()];
+        if let Some(checker) = &self.inner.caa {
+            let dns_names: Vec<String> = ids
+                .iter()
+                .filter(|i| i.kind == "dns")
+                .map(|i| i.value.clone())
+                .collect();
+            if !dns_names.is_empty() {
+                let mut contexts = Vec::with_capacity(members.len());
+                for m in members {
+                    contexts.push(
+                        m.issuer
+                            .caa_context(m.caa_identities.as_deref(), &self.mapped(m, options))
+                            .await,
+                    );
+                }
+                let each = checker.check_settled(&dns_names, &contexts, &label).await?;
+                caa = each
+                    .iter()
+                    .map(|reports| {
+                        crate::issuer::within_set::forbidden(reports)
+                            .and_then(|()| crate::issuer::within_set::caa_methods(reports))
+                            .map(Some)
+                            .map_err(|e| match e {
+                                Error::CaaPreflight { summary, .. } => summary,
+                                other => other.to_string(),
+                            })
+                    })
+                    .collect();
+            }
+        }
+
+        let mut skipped: Vec<SkippedCa> = Vec::new();
+        for (i, m) in members.iter().enumerate() {
+            let skip = |reason| SkippedCa {
+                ca: m.name.clone(),
+                reason,
+            };
+            if !allowed.is_empty() && !allowed.contains(&m.name) {
+                skipped.push(skip(SkipReason::NotAllowed));
+                continue;
+            }
+            let methods = match &caa[i] {
+                Ok(methods) => methods.clone(),
+                Err(summary) => {
+                    skipped.push(skip(SkipReason::CaaForbidden {
+                        summary: summary.clone(),
+                    }));
+                    continue;
+                }
+            };
+            let probe = match m.health.gate() {
+                Gate::Down(error) => {
+                    skipped.push(skip(SkipReason::Down { error }));
+                    continue;
+                }
+                Gate::Probe => true,
+                Gate::Open => false,
+            };
+            if let Some(left) = self.paused_too_long(i) {
+                if probe {
+                    m.health.probe_ended();
+                }
+                skipped.push(skip(SkipReason::Paused {
+                    seconds: left.as_secs(),
+                }));
+                continue;
+            }
+            // Orders never finalized at the other CAs are given up first:
+            // nobody finalizes them later.
+            for (j, h) in held.iter_mut().enumerate() {
+                if j == i || !matches!(h.in_flight, InFlight::Unfinalized(_)) {
+                    continue;
+                }
+                let Some(key) = &h.key else { continue };
+                let choice = CaChoice::preferred(members[j].name.clone());
+                match members[j]
+                    .issuer
+                    .abandon_unfinalized(key, &within(choice, None))
+                    .await?
+                {
+                    InFlight::MaybeFinalized => {
+                        // Finalized meanwhile (another process): resolved
+                        // there first.
+                        return Err(self.blocked(
+                            j,
+                            label,
+                            Error::InvalidInput(
+                                "an order at this CA reached finalize while another CA was chosen"
+                                    .into(),
+                            ),
+                        ));
+                    }
+                    InFlight::Unfinalized(_) => self.emit(CaSetEvent::Abandoned {
+                        set: label.to_owned(),
+                        ca: members[j].name.clone(),
+                    }),
+                    InFlight::Nothing => {}
+                }
+                h.in_flight = InFlight::Nothing;
+            }
+            let choice = CaChoice {
+                ca: m.name.clone(),
+                resumed: matches!(held[i].in_flight, InFlight::Unfinalized(_)),
+                skipped: skipped.clone(),
+            };
+            tracing::info!(set = %label, choice = %choice, "CA chosen");
+            self.emit(CaSetEvent::Chosen {
+                set: label.to_owned(),
+                choice: choice.clone(),
+            });
+            let error = match self
+                .issue_at(i, names, options, within(choice.clone(), methods))
+                .await
+            {
+                Ok(ensured) => return Ok(self.done(i, ensured, Some(choice))),
+                Err(e) => e,
+            };
+            let key = m.issuer.known_key(ids).await?;
+            if let Some(key) = &key
+                && m.issuer.in_flight(key).await? == InFlight::MaybeFinalized
+            {
+                return Err(self.after_failure(i, ids, label, error).await);
+            }
+            match failover::judge(&error, needed_by, m.issuer.client().clock().now()) {
+                Judged::Stop => {
+                    if probe {
+                        m.health.probe_ended();
+                    }
+                    return Err(error);
+                }
+                Judged::Next { reason, outage } => {
+                    tracing::warn!(set = %label, ca = %m.name, error = %error, "passing to the next CA of the set");
+                    if outage {
+                        self.mark_down(i, &error);
+                    } else if probe {
+                        m.health.probe_ended();
+                    }
+                    if let Some(key) = &key {
+                        match m
+                            .issuer
+                            .abandon_unfinalized(key, &within(choice, None))
+                            .await?
+                        {
+                            InFlight::MaybeFinalized => {
+                                return Err(self.blocked(i, label, error));
+                            }
+                            InFlight::Unfinalized(_) => self.emit(CaSetEvent::Abandoned {
+                                set: label.to_owned(),
+                                ca: m.name.clone(),
+                            }),
+                            InFlight::Nothing => {}
+                        }
+                    }
+                    held[i].in_flight = InFlight::Nothing;
+                    skipped.push(skip(reason));
+                }
+            }
+        }
+        Err(Error::NoEligibleCa {
+            set: label.to_owned(),
+            skipped,
+        })
+    }
+
+    /// `options` as CA `m` is asked: the set's profile intents mapped to
+    /// its profile names.
+    fn mapped(&self, m: &super::CaMember<S>, options: &EnsureOptions) -> EnsureOptions {
+        let mut options = options.clone();
+        let map =
+            |p: Option<&str>| p.map(|p| m.profiles.get(p).cloned().unwrap_or_else(|| p.to_owned()));
+        let certificate = options.certificate().clone();
+        let profile = map(certificate.profile());
+        let fallback = map(certificate.profile_fallback());
+        options = options.with_certificate(
+            certificate
+                .with_profile(profile)
+                .with_profile_fallback(fallback),
+        );
+        options
+    }
+
+    /// One issuance at CA `i`, within the set.
+    async fn issue_at(
+        &self,
+        i: usize,
+        names: &[String],
+        options: &EnsureOptions,
+        within: WithinSet,
+    ) -> Result<Ensured> {
+        let m = &self.inner.members[i];
+        let mut options = self.mapped(m, options);
+        options.within_set = Some(within);
+        m.issuer.ensure(names, &options).await
+    }
+
+    /// How long CA `i`'s pause still runs, when longer than the set's
+    /// bound.
+    fn paused_too_long(&self, i: usize) -> Option<std::time::Duration> {
+        self.inner.members[i]
+            .issuer
+            .client()
+            .pause_left()
+            .filter(|left| *left > self.inner.max_pause)
+    }
+
+    /// After CA `i` failed: an order there that may have been finalized
+    /// blocks any failover (the error says so); else the error as it is.
+    /// An outage marks the CA down either way.
+    async fn after_failure(
+        &self,
+        i: usize,
+        ids: &[Identifier],
+        label: &str,
+        error: Error,
+    ) -> Error {
+        let m = &self.inner.members[i];
+        let now = m.issuer.client().clock().now();
+        if matches!(
+            failover::judge(&error, now, now),
+            Judged::Next { outage: true, .. }
+        ) {
+            self.mark_down(i, &error);
+        }
+        let committed = match m.issuer.known_key(ids).await {
+            Ok(Some(key)) => !matches!(
+                m.issuer.in_flight(&key).await,
+                Ok(InFlight::Nothing | InFlight::Unfinalized(_))
+            ),
+            Ok(None) => false,
+            Err(_) => true,
+        };
+        if committed {
+            self.blocked(i, label, error)
+        } else {
+            error
+        }
+    }
+
+    /// [`Error::FailoverBlocked`] at CA `i`, reported.
+    fn blocked(&self, i: usize, label: &str, source: Error) -> Error {
+        let ca = self.inner.members[i].name.clone();
+        tracing::warn!(set = %label, %ca, error = %source, "an order there may have been finalized: nothing is ordered at another CA until it is resolved");
+        self.emit(CaSetEvent::FailoverBlocked {
+            set: label.to_owned(),
+            ca: ca.clone(),
+        });
+        Error::FailoverBlocked {
+            set: label.to_owned(),
+            ca,
+            source: Box::new(source),
+        }
+    }
+
+    fn mark_down(&self, i: usize, error: &Error) {
+        let m = &self.inner.members[i];
+        m.health.failed(error.to_string(), self.inner.down_for);
+        tracing::warn!(ca = %m.name, error = %error, skipped_for = ?self.inner.down_for, "CA down: skipped by this set for a while");
+        self.emit(CaSetEvent::Down {
+            ca: m.name.clone(),
+            error: error.to_string(),
+            skipped_for: self.inner.down_for,
+        });
+    }
+
+    /// CA `i` answered: up again if it was down.
+    fn done(&self, i: usize, ensured: Ensured, choice: Option<CaChoice>) -> CaEnsured {
+        let m = &self.inner.members[i];
+        if m.health.succeeded() {
+            tracing::info!(ca = %m.name, "CA answers again");
+            self.emit(CaSetEvent::Up { ca: m.name.clone() });
+        }
+        CaEnsured {
+            ca: m.name.clone(),
+            ensured,
+            choice,
+        }
+    }
+
+    fn stored(&self, i: usize, certificate: StoredCertificate) -> CaEnsured {
+        CaEnsured {
+            ca: self.inner.members[i].name.clone(),
+            ensured: Ensured {
+                certificate,
+                source: CertificateSource::Stored,
+                replaces: None,
+                requested_by_ca: None,
+            },
+            choice: None,
+        }
+    }
+}
