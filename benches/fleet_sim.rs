@@ -17,6 +17,17 @@
 //! `--runs 2` runs twice with one seed and says whether the figures are
 //! identical.
 //!
+//! `--second-ca` adds a second CA (issue 30): every renewer issues through
+//! a CA set that prefers the first, so the first CA's outage
+//! (`--outage-minutes`, `--outage-hour`) fails over to the second, and
+//! the failover's figures are printed (certificates at each CA, requests
+//! that reached the down CA, the slowest certificate that arrived during
+//! the outage):
+//!
+//! ```text
+//! cargo bench --bench fleet_sim -- --second-ca --outage-minutes 360 --outage-hour 6 --days 30
+//! ```
+//!
 //! `--plan` is the capacity planner: for the fleet given (certificates,
 //! domains), each step of Let's Encrypt's timeline for `classic` (90 days
 //! and 30-day authorization reuse; 64 and 10 days from 2027-02-10; 45 days
@@ -34,7 +45,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use sturdy_acme_testca::simulation::{
-    Drills, SimulationConfig, fewest_accounts_from, lets_encrypt_timeline, simulate,
+    Drills, SecondCa, SimulationConfig, fewest_accounts_from, lets_encrypt_timeline, simulate,
 };
 
 const DAY: u64 = 24 * 3600;
@@ -91,6 +102,12 @@ struct Args {
     /// Play the CA's events (see the top of this file).
     #[arg(long)]
     drills: bool,
+    /// A second CA the renewers fail over to (see the top of this file).
+    #[arg(long)]
+    second_ca: bool,
+    /// Minutes a CA that failed with an outage is skipped by the set.
+    #[arg(long, default_value_t = 5)]
+    down_for_minutes: u64,
     /// The share of windows the day-20 drill moves.
     #[arg(long, default_value_t = 0.1)]
     ari_share: f64,
@@ -143,6 +160,11 @@ fn main() -> std::process::ExitCode {
         } else {
             Drills::default()
         },
+        second_ca: args.second_ca.then(|| {
+            let mut second = SecondCa::default();
+            second.down_for = Duration::from_secs(args.down_for_minutes * 60);
+            second
+        }),
         ..SimulationConfig::default()
     };
     if args.plan {
@@ -244,6 +266,21 @@ fn main() -> std::process::ExitCode {
         println!(
             "  tlsserver withdrawn (day 40): {} orders fell back to classic, {} failed attempts after it",
             d.profile_fallbacks, d.failures_after_withdrawal
+        );
+    }
+    if let Some(s) = &report.second_ca {
+        println!(
+            "  two CAs: {} issued at the first, {} at the second ({} while the first was down, {} after it came back)",
+            s.issued_first,
+            s.issued_second,
+            s.issued_second_during_outage,
+            s.issued_second_after_outage
+        );
+        println!(
+            "  the first CA's outage: {} requests reached it while down; {} certificates arrived during it, the slowest issued after {:.1} min",
+            s.requests_to_down_ca,
+            s.arrived_during_outage,
+            s.slowest_during_outage_s / 60.0
         );
     }
     if args.runs > 1 {

@@ -519,12 +519,19 @@ impl<'a> Retrying<'a> {
         let elapsed = self.started.elapsed();
         let wait = Wait::of(&error, self.clock.now());
         let decision = match &class {
-            ErrorClass::Transient => {
+            // A pause longer than this client holds a request for is not
+            // waited out here either (a CA set asks another CA).
+            ErrorClass::Transient if !matches!(error, Error::Paused { .. }) => {
                 let backoff = &self.policy.transient;
                 // A 503's Retry-After wins over the computed delay, and
                 // counts against the budget as the delay it is.
-                let asked = wait.as_ref().map(|w| w.delay.min(backoff.max_delay));
-                let d = self.next_with(backoff, self.transient, asked);
+                // (The governor holds the next request until the CA's
+                // pause ends, whatever this loop sleeps: the whole wait is
+                // what the budget is checked against.)
+                let asked = wait.as_ref().map(|w| w.delay);
+                let d = self
+                    .next_with(backoff, self.transient, asked)
+                    .map(|d| d.min(backoff.max_delay));
                 if d.is_some() {
                     self.transient += 1;
                 }

@@ -10,7 +10,7 @@ use super::failover::{self, Judged};
 use super::health::Gate;
 use super::{CaEnsured, CaSet, CaSetEvent};
 use crate::error::{Error, Result};
-use crate::issuer::within_set::{CurrentIs, InFlight, WithinSet};
+use crate::issuer::within_set::{CurrentIs, InFlight, SetLease, WithinSet};
 use crate::issuer::{CertificateSource, EnsureOptions, Ensured};
 use crate::protocol::Identifier;
 use crate::store::{CaChoice, IdentifierSetKey, SkipReason, SkippedCa, Store, StoredCertificate};
@@ -18,6 +18,28 @@ use crate::store::{CaChoice, IdentifierSetKey, SkipReason, SkippedCa, Store, Sto
 /// One CA's CAA verdict for the set: the validation methods it leaves
 /// (`None`: no pre-flight), or why it forbids.
 type CaaVerdictFor = std::result::Result<Option<BTreeMap<String, Vec<String>>>, String>;
+
+/// How many times one `ensure` decides again after the store changed
+/// under it.
+const MAX_ROUNDS: usize = 3;
+
+/// One decision's end.
+enum Round {
+    /// The certificate.
+    Done(Box<CaEnsured>),
+    /// What this CA holds changed meanwhile: decide again.
+    Changed(String),
+}
+
+/// What a failure at one CA means for the set.
+enum After {
+    /// An order there may have been finalized: no failover.
+    Blocked,
+    /// Stop with the error.
+    Stop,
+    /// Pass to the next CA for this reason; whether it was an outage.
+    Next(SkipReason, bool),
+}
 
 /// What one CA holds for the set.
 struct Held {
@@ -67,17 +89,38 @@ impl<S: Store> CaSet<S> {
             .await
     }
 
+    /// The decision under the set's lease. It starts again from what the
+    /// store holds when giving up another CA's order finds that it changed
+    /// meanwhile (another process finished it or gave it up): the choice
+    /// is never made on a stale view.
     async fn ensure_held(
         &self,
         ids: &[Identifier],
         names: &[String],
         label: &str,
         options: &EnsureOptions,
-        set_lease: Arc<crate::issuer::within_set::SetLease>,
+        set_lease: Arc<SetLease>,
     ) -> Result<CaEnsured> {
-        let members = &self.inner.members;
-        let mut held = Vec::with_capacity(members.len());
-        for m in members {
+        let mut changed = String::new();
+        for _ in 0..MAX_ROUNDS {
+            match self.decide(ids, names, label, options, &set_lease).await? {
+                Round::Done(got) => return Ok(*got),
+                Round::Changed(ca) => {
+                    tracing::info!(set = %label, %ca, "what a CA holds for the set changed meanwhile; deciding again from the store");
+                    changed = ca;
+                }
+            }
+        }
+        Err(Error::SetChanged {
+            set: label.to_owned(),
+            ca: changed,
+        })
+    }
+
+    /// What every CA holds for the set.
+    async fn holdings(&self, ids: &[Identifier]) -> Result<Vec<Held>> {
+        let mut held = Vec::with_capacity(self.inner.members.len());
+        for m in &self.inner.members {
             let key = m.issuer.known_key(ids).await?;
             let (in_flight, certificate) = match &key {
                 Some(key) => (
@@ -92,14 +135,31 @@ impl<S: Store> CaSet<S> {
                 certificate,
             });
         }
-        let within = |choice: CaChoice, caa_methods| WithinSet {
+        Ok(held)
+    }
+
+    async fn decide(
+        &self,
+        ids: &[Identifier],
+        names: &[String],
+        label: &str,
+        options: &EnsureOptions,
+        set_lease: &Arc<SetLease>,
+    ) -> Result<Round> {
+        let members = &self.inner.members;
+        let mut held = self.holdings(ids).await?;
+        let within = |choice: CaChoice, caa_methods, resolve_only| WithinSet {
             choice,
             caa_methods,
-            set_lease: Arc::clone(&set_lease),
+            set_lease: Arc::clone(set_lease),
+            resolve_only,
         };
+        let mut skipped: Vec<SkippedCa> = Vec::new();
+        let mut passed = vec![false; members.len()];
 
         // An order that may have been finalized is resolved where it is,
-        // before anything else.
+        // before anything else; proven invalid there, it is given up and
+        // the choice goes on without that CA.
         if let Some(i) = held
             .iter()
             .position(|h| h.in_flight == InFlight::MaybeFinalized)
@@ -113,13 +173,36 @@ impl<S: Store> CaSet<S> {
                 set: label.to_owned(),
                 choice: choice.clone(),
             });
-            return match self
-                .issue_at(i, names, options, within(choice.clone(), None))
+            let error = match self
+                .issue_at(i, names, options, within(choice.clone(), None, true))
                 .await
             {
-                Ok(ensured) => Ok(self.done(i, ensured, Some(choice))),
-                Err(e) => Err(self.after_failure(i, ids, label, e).await),
+                Ok(ensured) => {
+                    return Ok(Round::Done(Box::new(self.done(i, ensured, Some(choice)))));
+                }
+                Err(e) => self.after_failure(i, ids, label, e).await,
             };
+            if matches!(error, Error::FailoverBlocked { .. }) {
+                return Err(error);
+            }
+            let now = members[i].issuer.client().clock().now();
+            match failover::judge(&error, now, now) {
+                Judged::Stop => return Err(error),
+                Judged::Next { reason, .. } => {
+                    if let Some(key) = &held[i].key {
+                        members[i]
+                            .issuer
+                            .abandon_unfinalized(key, &within(choice, None, false))
+                            .await?;
+                    }
+                    held[i].in_flight = InFlight::Nothing;
+                    passed[i] = true;
+                    skipped.push(SkippedCa {
+                        ca: members[i].name.clone(),
+                        reason,
+                    });
+                }
+            }
         }
 
         // The newest certificate anywhere, while it is good.
@@ -133,23 +216,26 @@ impl<S: Store> CaSet<S> {
         let mut needed_by = now;
         if let Some((i, cert)) = &current {
             let member = &members[*i];
-            match member.issuer.current_is(cert, options) {
-                CurrentIs::Usable => return Ok(self.stored(*i, cert.clone())),
+            let mapped = self.mapped(member, options);
+            match member.issuer.current_is(cert, &mapped) {
+                CurrentIs::Usable => {
+                    return Ok(Round::Done(Box::new(self.stored(*i, cert.clone()))));
+                }
                 CurrentIs::Recheck => {
                     // Its CA's renewal information first (and a renewal
                     // there with `replaces` if the CA moved its window).
                     if member.health.is_down() || self.paused_too_long(*i).is_some() {
-                        return Ok(self.stored(*i, cert.clone()));
+                        return Ok(Round::Done(Box::new(self.stored(*i, cert.clone()))));
                     }
                     let choice = CaChoice::preferred(member.name.clone());
                     return match self
-                        .issue_at(*i, names, options, within(choice.clone(), None))
+                        .issue_at(*i, names, options, within(choice.clone(), None, false))
                         .await
                     {
                         Ok(ensured) => {
                             let choice =
                                 (ensured.source != CertificateSource::Stored).then_some(choice);
-                            Ok(self.done(*i, ensured, choice))
+                            Ok(Round::Done(Box::new(self.done(*i, ensured, choice))))
                         }
                         Err(e) => {
                             let e = self.after_failure(*i, ids, label, e).await;
@@ -157,7 +243,7 @@ impl<S: Store> CaSet<S> {
                                 return Err(e);
                             }
                             tracing::warn!(set = %label, ca = %member.name, error = %e, "renewal information could not be checked; the certificate, not due, stays in use");
-                            Ok(self.stored(*i, cert.clone()))
+                            Ok(Round::Done(Box::new(self.stored(*i, cert.clone()))))
                         }
                     };
                 }
@@ -179,40 +265,12 @@ impl<S: Store> CaSet<S> {
 
         // Who may issue: the allow-list, then CAA for every CA at once.
         let allowed = options.certificate().allowed_cas();
-        let mut caa: Vec<CaaVerdictFor> = vec![Ok(None); members.len()];
-        if let Some(checker) = &self.inner.caa {
-            let dns_names: Vec<String> = ids
-                .iter()
-                .filter(|i| i.kind == "dns")
-                .map(|i| i.value.clone())
-                .collect();
-            if !dns_names.is_empty() {
-                let mut contexts = Vec::with_capacity(members.len());
-                for m in members {
-                    contexts.push(
-                        m.issuer
-                            .caa_context(m.caa_identities.as_deref(), &self.mapped(m, options))
-                            .await,
-                    );
-                }
-                let each = checker.check_settled(&dns_names, &contexts, &label).await?;
-                caa = each
-                    .iter()
-                    .map(|reports| {
-                        crate::issuer::within_set::forbidden(reports)
-                            .and_then(|()| crate::issuer::within_set::caa_methods(reports))
-                            .map(Some)
-                            .map_err(|e| match e {
-                                Error::CaaPreflight { summary, .. } => summary,
-                                other => other.to_string(),
-                            })
-                    })
-                    .collect();
-            }
-        }
+        let caa = self.caa_for_each(ids, options, label).await?;
 
-        let mut skipped: Vec<SkippedCa> = Vec::new();
         for (i, m) in members.iter().enumerate() {
+            if passed[i] {
+                continue;
+            }
             let skip = |reason| SkippedCa {
                 ca: m.name.clone(),
                 reason,
@@ -230,8 +288,20 @@ impl<S: Store> CaSet<S> {
                     continue;
                 }
             };
-            let probe = match m.health.gate() {
-                Gate::Down(error) => {
+            let mut gate = m.health.gate(self.inner.down_for);
+            // Another issuance is trying the CA again: its outcome decides
+            // (bounded), rather than sending this one elsewhere.
+            let waited_until = tokio::time::Instant::now() + self.inner.max_pause;
+            while let Gate::Probing(_) = gate {
+                let left = waited_until.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                m.health.probe_settled(left).await;
+                gate = m.health.gate(self.inner.down_for);
+            }
+            let probe = match gate {
+                Gate::Down(error) | Gate::Probing(error) => {
                     skipped.push(skip(SkipReason::Down { error }));
                     continue;
                 }
@@ -255,30 +325,47 @@ impl<S: Store> CaSet<S> {
                 }
                 let Some(key) = &h.key else { continue };
                 let choice = CaChoice::preferred(members[j].name.clone());
-                match members[j]
+                let found = members[j]
                     .issuer
-                    .abandon_unfinalized(key, &within(choice, None))
-                    .await?
-                {
-                    InFlight::MaybeFinalized => {
-                        // Finalized meanwhile (another process): resolved
-                        // there first.
-                        return Err(self.blocked(
-                            j,
-                            label,
-                            Error::InvalidInput(
-                                "an order at this CA reached finalize while another CA was chosen"
-                                    .into(),
-                            ),
-                        ));
+                    .abandon_unfinalized(key, &within(choice, None, false))
+                    .await;
+                let found = match found {
+                    Ok(found) => found,
+                    Err(e) => {
+                        if probe {
+                            m.health.probe_ended();
+                        }
+                        return Err(e);
                     }
+                };
+                if probe && !matches!(found, InFlight::Unfinalized(_)) {
+                    m.health.probe_ended();
+                }
+                match found {
                     InFlight::Unfinalized(_) => self.emit(CaSetEvent::Abandoned {
                         set: label.to_owned(),
                         ca: members[j].name.clone(),
                     }),
-                    InFlight::Nothing => {}
+                    // Finished, given up or finalized by another process
+                    // meanwhile: decide again from the store.
+                    InFlight::Nothing | InFlight::MaybeFinalized => {
+                        return Ok(Round::Changed(members[j].name.clone()));
+                    }
                 }
                 h.in_flight = InFlight::Nothing;
+            }
+            // (Two CAs holding orders that may be finalized predate the set:
+            // the first was resolved above; nothing goes anywhere else
+            // while another stays unresolved.)
+            if let Some(j) = held
+                .iter()
+                .enumerate()
+                .position(|(j, h)| j != i && h.in_flight == InFlight::MaybeFinalized)
+            {
+                if probe {
+                    m.health.probe_ended();
+                }
+                return Ok(Round::Changed(members[j].name.clone()));
             }
             let choice = CaChoice {
                 ca: m.name.clone(),
@@ -290,37 +377,31 @@ impl<S: Store> CaSet<S> {
                 set: label.to_owned(),
                 choice: choice.clone(),
             });
-            let error = match self
-                .issue_at(i, names, options, within(choice.clone(), methods))
-                .await
-            {
-                Ok(ensured) => return Ok(self.done(i, ensured, Some(choice))),
+            let result = self
+                .issue_at(i, names, options, within(choice.clone(), methods, false))
+                .await;
+            let error = match result {
+                Ok(ensured) => {
+                    return Ok(Round::Done(Box::new(self.done(i, ensured, Some(choice)))));
+                }
                 Err(e) => e,
             };
-            let key = m.issuer.known_key(ids).await?;
-            if let Some(key) = &key
-                && m.issuer.in_flight(key).await? == InFlight::MaybeFinalized
-            {
-                return Err(self.after_failure(i, ids, label, error).await);
+            // Whatever happens next, the probe (if this was one) reports.
+            let outcome = self.next_after(i, ids, label, &error, needed_by).await;
+            if probe && !matches!(outcome, Ok(After::Next(_, true))) {
+                m.health.probe_ended();
             }
-            match failover::judge(&error, needed_by, m.issuer.client().clock().now()) {
-                Judged::Stop => {
-                    if probe {
-                        m.health.probe_ended();
-                    }
-                    return Err(error);
-                }
-                Judged::Next { reason, outage } => {
-                    tracing::warn!(set = %label, ca = %m.name, error = %error, "passing to the next CA of the set");
+            match outcome? {
+                After::Blocked => return Err(self.blocked(i, label, error)),
+                After::Stop => return Err(error),
+                After::Next(reason, outage) => {
                     if outage {
                         self.mark_down(i, &error);
-                    } else if probe {
-                        m.health.probe_ended();
                     }
-                    if let Some(key) = &key {
+                    if let Some(key) = &m.issuer.known_key(ids).await? {
                         match m
                             .issuer
-                            .abandon_unfinalized(key, &within(choice, None))
+                            .abandon_unfinalized(key, &within(choice, None, false))
                             .await?
                         {
                             InFlight::MaybeFinalized => {
@@ -344,9 +425,90 @@ impl<S: Store> CaSet<S> {
         })
     }
 
+    /// After CA `i` failed an issuance with `error`: blocked (an order
+    /// there may have been finalized: [`Error::FailoverBlocked`] with the
+    /// error as its source, its class kept), stop with the error, or pass
+    /// to the next CA for a reason (and whether it was an outage).
+    async fn next_after(
+        &self,
+        i: usize,
+        ids: &[Identifier],
+        label: &str,
+        error: &Error,
+        needed_by: std::time::SystemTime,
+    ) -> Result<After> {
+        let m = &self.inner.members[i];
+        if let Some(key) = &m.issuer.known_key(ids).await?
+            && m.issuer.in_flight(key).await? == InFlight::MaybeFinalized
+        {
+            let now = m.issuer.client().clock().now();
+            if matches!(
+                failover::judge(error, now, now),
+                Judged::Next { outage: true, .. }
+            ) {
+                self.mark_down(i, error);
+            }
+            return Ok(After::Blocked);
+        }
+        Ok(
+            match failover::judge(error, needed_by, m.issuer.client().clock().now()) {
+                Judged::Stop => After::Stop,
+                Judged::Next { reason, outage } => {
+                    tracing::warn!(set = %label, ca = %m.name, error = %error, "passing to the next CA of the set");
+                    After::Next(reason, outage)
+                }
+            },
+        )
+    }
+
+    /// Each CA's CAA verdict for the set, from one lookup (all `Ok(None)`
+    /// when the set has no pre-flight or the set has no DNS name).
+    async fn caa_for_each(
+        &self,
+        ids: &[Identifier],
+        options: &EnsureOptions,
+        label: &str,
+    ) -> Result<Vec<CaaVerdictFor>> {
+        let members = &self.inner.members;
+        let none = || vec![Ok(None); members.len()];
+        let Some(checker) = &self.inner.caa else {
+            return Ok(none());
+        };
+        let dns_names: Vec<String> = ids
+            .iter()
+            .filter(|i| i.kind == "dns")
+            .map(|i| i.value.clone())
+            .collect();
+        if dns_names.is_empty() {
+            return Ok(none());
+        }
+        let mut contexts = Vec::with_capacity(members.len());
+        for m in members {
+            contexts.push(
+                m.issuer
+                    .caa_context(m.caa_identities.as_deref(), &self.mapped(m, options))
+                    .await,
+            );
+        }
+        let label: &(dyn std::fmt::Display + Sync) = &label;
+        let each = checker.check_settled(&dns_names, &contexts, label).await?;
+        Ok(each
+            .iter()
+            .map(|reports| {
+                crate::issuer::within_set::forbidden(reports)
+                    .and_then(|()| crate::issuer::within_set::caa_methods(reports))
+                    .map(Some)
+                    .map_err(|e| match e {
+                        Error::CaaPreflight { summary, .. } => summary,
+                        other => other.to_string(),
+                    })
+            })
+            .collect())
+    }
+
     /// `options` as CA `m` is asked: the set's profile intents mapped to
     /// its profile names.
-    fn mapped(&self, m: &super::CaMember<S>, options: &EnsureOptions) -> EnsureOptions {
+    pub(super) fn mapped(&self, m: &super::CaMember<S>, options: &EnsureOptions) -> EnsureOptions {
         let mut options = options.clone();
         let map =
             |p: Option<&str>| p.map(|p| m.profiles.get(p).cloned().unwrap_or_else(|| p.to_owned()));

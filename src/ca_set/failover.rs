@@ -30,11 +30,16 @@ const UNSTATED_LIMIT: Duration = Duration::from_secs(3600);
 /// certificate needed by `needed_by` (`now` for a new set).
 pub(super) fn judge(error: &Error, needed_by: SystemTime, now: SystemTime) -> Judged {
     let root = root(error);
-    if let Some(problem) = problem_of(root)
-        && matches!(
-            problem.kind,
+    let refuses = |kind: &ProblemType| {
+        matches!(
+            kind,
             ProblemType::RejectedIdentifier | ProblemType::UnsupportedIdentifier | ProblemType::Caa
         )
+    };
+    // RFC 8555 §6.7.1: a `malformed` whose subproblems name the refused
+    // identifiers refuses them too.
+    if let Some(problem) = problem_of(root)
+        && (refuses(&problem.kind) || problem.subproblems.iter().any(|p| refuses(&p.kind)))
     {
         return Judged::Next {
             reason: SkipReason::Refused {
@@ -42,6 +47,38 @@ pub(super) fn judge(error: &Error, needed_by: SystemTime, now: SystemTime) -> Ju
             },
             outage: false,
         };
+    }
+    match root {
+        // What this CA does not offer (a profile, a key type, an
+        // identifier type): another CA may.
+        Error::Unsupported(what) => {
+            return Judged::Next {
+                reason: SkipReason::Refused {
+                    problem: what.clone(),
+                },
+                outage: false,
+            };
+        }
+        // The CA asked for a pause longer than the set waits.
+        Error::Paused { left, .. } => {
+            return Judged::Next {
+                reason: SkipReason::Paused {
+                    seconds: left.as_secs(),
+                },
+                outage: false,
+            };
+        }
+        // Authorizations or an order the CA does not move (its validation
+        // is down): the journal was checked before finalize first.
+        Error::PollTimeout { .. } => {
+            return Judged::Next {
+                reason: SkipReason::Failed {
+                    error: error.to_string(),
+                },
+                outage: true,
+            };
+        }
+        _ => {}
     }
     match error.class() {
         ErrorClass::Caa {
@@ -162,6 +199,42 @@ mod tests {
         assert!(matches!(
             judge(&local_limit(1), now(), now()),
             Judged::Next { .. }
+        ));
+    }
+
+    #[test]
+    fn what_this_ca_will_not_do_another_may() {
+        let mut malformed =
+            crate::protocol::Problem::new(ProblemType::Malformed, "some identifiers are refused");
+        malformed.subproblems = vec![crate::protocol::Problem::new(
+            ProblemType::RejectedIdentifier,
+            "not this one",
+        )];
+        let refused = Error::OrderInvalid {
+            url: "https://ca/order/1".into(),
+            problem: Some(Box::new(malformed)),
+        };
+        for error in [refused, Error::Unsupported("the profile shortlived".into())] {
+            assert!(
+                matches!(
+                    judge(&error, now(), now()),
+                    Judged::Next {
+                        reason: SkipReason::Refused { .. },
+                        outage: false
+                    }
+                ),
+                "{error}"
+            );
+        }
+        let stuck = Error::PollTimeout {
+            what: "authorization",
+            url: "https://ca/authz/1".into(),
+            status: "pending".into(),
+            waited: Duration::from_secs(600),
+        };
+        assert!(matches!(
+            judge(&stuck, now(), now()),
+            Judged::Next { outage: true, .. }
         ));
     }
 

@@ -84,7 +84,7 @@ use std::time::Duration;
 use crate::caa::{CaaChecker, CaaReport};
 use crate::dns::{Dns, DnsConfig};
 use crate::error::{Error, Result};
-use crate::issuer::{Ensured, Issuer};
+use crate::issuer::{EnsureOptions, Ensured, Issuer};
 use crate::store::{CaChoice, Store, StoredCertificate};
 use health::Health;
 
@@ -279,7 +279,9 @@ impl<S: Store> CaSetBuilder<S> {
     }
 
     /// How long a CA that failed an issuance with an outage is skipped
-    /// before one issuance tries it again (default 5 minutes).
+    /// before one issuance tries it again (default 5 minutes). While that
+    /// probe runs, the set's other issuances wait for its outcome (at most
+    /// [`CaSetBuilder::max_pause`]) instead of going elsewhere.
     pub fn down_for(mut self, down_for: Duration) -> Self {
         self.down_for = down_for;
         self
@@ -287,7 +289,11 @@ impl<S: Store> CaSetBuilder<S> {
 
     /// A CA that asked for a pause longer than this (503 or a request-rate
     /// 429 with `Retry-After`) is passed over until the pause ends
-    /// (default 1 minute; a shorter pause is waited out).
+    /// (default 1 minute; a shorter pause is waited out). It is set on
+    /// every member's client: a request there that such a pause would hold
+    /// fails at once with [`Error::Paused`], also in an issuance already
+    /// under way (so share a member's client only with work that accepts
+    /// that).
     pub fn max_pause(mut self, max_pause: Duration) -> Self {
         self.max_pause = max_pause;
         self
@@ -316,8 +322,8 @@ impl<S: Store> CaSetBuilder<S> {
         self
     }
 
-    /// The set; [`Error::InvalidInput`] without a CA or with two of one
-    /// name.
+    /// The set; [`Error::InvalidInput`] without a CA, or with two of one
+    /// name or one directory.
     pub fn build(self) -> Result<CaSet<S>> {
         if self.members.is_empty() {
             return Err(Error::InvalidInput("a CA set needs at least one CA".into()));
@@ -329,6 +335,23 @@ impl<S: Store> CaSetBuilder<S> {
                 "two CAs of a set are named {:?}",
                 w[0]
             )));
+        }
+        let mut directories: Vec<&str> = self
+            .members
+            .iter()
+            .map(|m| m.issuer.client().directory_url())
+            .collect();
+        directories.sort_unstable();
+        if let Some(w) = directories.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::InvalidInput(format!(
+                "two CAs of a set use the directory {}: one CA is one member",
+                w[0]
+            )));
+        }
+        // A pause longer than the set waits fails the request at once
+        // (another CA serves), also in an issuance already under way.
+        for m in &self.members {
+            m.issuer.client().set_pause_hold_limit(Some(self.max_pause));
         }
         Ok(CaSet {
             inner: Arc::new(Inner {
@@ -471,6 +494,15 @@ impl<S: Store> CaSet<S> {
                 .zip(each)
                 .collect(),
         )
+    }
+
+    /// `options` as the set asks CA `ca` (an index into
+    /// [`CaSet::members`]): profile intents mapped to that CA's names.
+    pub(crate) fn options_for(&self, ca: usize, options: &EnsureOptions) -> EnsureOptions {
+        match self.inner.members.get(ca) {
+            Some(m) => self.mapped(m, options),
+            None => options.clone(),
+        }
     }
 
     fn emit(&self, event: CaSetEvent) {

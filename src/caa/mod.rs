@@ -330,7 +330,11 @@ impl CaaChecker {
 
     /// Checks each name (DNS names; `*.` for wildcards) side by side.
     pub async fn check<N: AsRef<str>>(&self, names: &[N], ctx: &CaaContext) -> Vec<CaaReport> {
-        let mut each = self.check_each(names, std::slice::from_ref(ctx)).await;
+        let mut ctx = ctx.clone();
+        if let Some(ids) = &self.identities {
+            ctx.ca_identities = ids.clone();
+        }
+        let mut each = self.check_each(names, std::slice::from_ref(&ctx)).await;
         each.pop().unwrap_or_default()
     }
 
@@ -338,7 +342,9 @@ impl CaaChecker {
     /// (one climb per name, at every authoritative nameserver) and judged
     /// for each context. The result has one list of reports per context,
     /// in the order of `contexts`, each list in the order of `names`; the
-    /// reports of one name share their questions.
+    /// reports of one name share their questions. Each context's CA
+    /// identities stand ([`CaaChecker::ca_identities`] is for
+    /// [`CaaChecker::check`]'s one CA).
     pub async fn check_each<N: AsRef<str>>(
         &self,
         names: &[N],
@@ -348,9 +354,6 @@ impl CaaChecker {
             .iter()
             .map(|ctx| {
                 let mut ctx = ctx.clone();
-                if let Some(ids) = &self.identities {
-                    ctx.ca_identities = ids.clone();
-                }
                 for id in &mut ctx.ca_identities {
                     *id = id.to_ascii_lowercase();
                 }

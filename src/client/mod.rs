@@ -744,10 +744,24 @@ impl Client {
 
     /// Until when (on this client's clock) a pause the CA asked for holds
     /// some of its requests: an issuance should not start before.
-    /// How long the longest pause the CA asked for still runs, on the
-    /// monotonic clock (`None`: no pause).
+    /// Sets how long a pause the CA asks for may hold one of this client's
+    /// requests (`None`: as long as the CA asks); past it the request
+    /// fails with [`Error::Paused`](crate::Error::Paused). A CA set sets
+    /// its `max_pause` on every member's client.
+    pub(crate) fn set_pause_hold_limit(&self, limit: Option<std::time::Duration>) {
+        self.transport().set_pause_hold_limit(limit);
+    }
+
+    /// How long the pause the CA asked for on newOrder, newNonce or
+    /// finalize (or on the whole CA) still runs, on the monotonic clock
+    /// (`None`: none): an issuance cannot go through before.
     pub(crate) fn pause_left(&self) -> Option<std::time::Duration> {
-        let until = self.transport().waits().any_paused_until()?;
+        use crate::protocol::Endpoint;
+        let waits = self.transport().waits();
+        let until = [Endpoint::NewOrder, Endpoint::NewNonce, Endpoint::Finalize]
+            .into_iter()
+            .filter_map(|e| waits.paused_until(e))
+            .max()?;
         Some(until.saturating_duration_since(tokio::time::Instant::now()))
     }
 

@@ -283,6 +283,33 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// The CA asked for a pause of `endpoint` (a 503 or a request-rate 429
+    /// with `Retry-After`) that runs longer than this client holds a
+    /// request for (a [`CaSet`](crate::ca_set::CaSet) member's
+    /// [`max_pause`](crate::ca_set::CaSetBuilder::max_pause)): nothing was
+    /// sent. Classed transient; the retry loop does not wait it out.
+    #[error("the CA asked to pause {endpoint} for {left:?} more: not waited here, nothing sent")]
+    Paused {
+        /// The endpoint.
+        endpoint: &'static str,
+        /// How long the pause still runs.
+        left: Duration,
+    },
+
+    /// What a CA of a [`CaSet`](crate::ca_set::CaSet) holds for the set
+    /// kept changing while the set decided (another process issuing for
+    /// the names at that CA without going through the set): nothing was
+    /// ordered. Classed transient: call again.
+    #[error(
+        "{set}: what CA {ca} holds for the set kept changing while the CA set decided (another process issues for it outside the set?); nothing was ordered"
+    )]
+    SetChanged {
+        /// The identifier set.
+        set: String,
+        /// The CA.
+        ca: String,
+    },
+
     /// No CA of a [`CaSet`](crate::ca_set::CaSet) may or can issue for the
     /// set now: each was passed over, with its reason. Classed by the
     /// reasons: all forbidden by CAA is [`ErrorClass::Caa`]; any rate limit
@@ -378,6 +405,8 @@ impl Error {
                 ..
             } => request.status.is_none(),
             Self::GaveUp { source, .. } => source.is_not_sent(),
+            // Refused by this client's hold limit before the wire.
+            Self::Paused { .. } => true,
             _ => false,
         }
     }
@@ -500,6 +529,7 @@ impl Error {
             Self::Dns(e) if e.is_transient() => ErrorClass::Transient,
             Self::Dns(_) => ErrorClass::Permanent,
             Self::FailoverBlocked { source, .. } => source.class(),
+            Self::SetChanged { .. } | Self::Paused { .. } => ErrorClass::Transient,
             Self::NoEligibleCa { set, skipped } => no_eligible_ca_class(set, skipped),
         }
     }

@@ -92,8 +92,9 @@ impl LeaseState {
             store.save_journal_fenced(key, journal, &lease).await,
         )?;
         // An answer delayed past the expiry does not count (the request
-        // that depends on this write must not go out).
-        self.usable().map(drop)
+        // that depends on this write must not go out), the set's lease's
+        // included.
+        self.check_local()
     }
 
     /// Deletes the journal through the store's fenced delete.

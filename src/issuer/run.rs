@@ -116,6 +116,19 @@ impl<S: Store> Issuer<S> {
             check_order_identifiers(key, &order)?;
             match self.drive(key, &mut order, &mut journal, options).await {
                 Ok(()) => return self.store_certificate(key, &journal, source).await,
+                Err(DriveError::Restart)
+                    if options.within_set.as_ref().is_some_and(|w| w.resolve_only) =>
+                {
+                    // A CA set resolving this order: proven invalid, it is
+                    // given up here (nothing was issued for it) and the
+                    // set chooses where the next order goes.
+                    self.supersede(key, &mut journal).await?;
+                    self.save_journal(key, &journal).await?;
+                    return Err(Error::OrderInvalid {
+                        url: order.url().to_owned(),
+                        problem: order.state().error.clone().map(Box::new),
+                    });
+                }
                 Err(DriveError::Restart) if restarts == 0 => {
                     restarts += 1;
                     self.supersede(key, &mut journal).await?;
@@ -317,6 +330,11 @@ impl<S: Store> Issuer<S> {
                     journal.finalize_sent_at = Some(now_unix());
                     journal.finalize_attempts = journal.finalize_attempts.saturating_add(1);
                     self.save_journal(key, journal).await?;
+                    // (A finalize refused by this client's hold limit never
+                    // left, but an error of the same kind from reading the
+                    // order after a sent finalize would look alike: the
+                    // journal stays at finalize either way, and the CA set
+                    // resolves it at this CA once its pause ends.)
                     if let Err(e) = order.finalize(Csr::Key(&cert_key)).await {
                         self.after_refused_new_cert(key, order, journal, &e).await?;
                         return Err(e.into());

@@ -83,7 +83,13 @@ impl<S: Store> Issuer<S> {
         match self.inner.store.load_journal(key).await {
             Ok(None) => Ok(InFlight::Nothing),
             Ok(Some(j)) if j.step >= JournalStep::Finalizing && j.key_pem.is_some() => {
-                Ok(InFlight::MaybeFinalized)
+                // A journal left beside the certificate it stored (or an
+                // older one's) is settled, never resumed: nothing in flight.
+                let stored = self.stored(key).await?;
+                Ok(match super::settle::judge(&j, stored.as_ref()) {
+                    super::settle::Leftover::Resume => InFlight::MaybeFinalized,
+                    _ => InFlight::Nothing,
+                })
             }
             Ok(Some(j)) => Ok(InFlight::Unfinalized(j.step)),
             Err(StoreError::Corrupted { .. }) => Ok(InFlight::MaybeFinalized),
@@ -109,6 +115,8 @@ impl<S: Store> Issuer<S> {
             within_set: Some(within.clone()),
             ..EnsureOptions::default()
         };
+        // The same directory twice in a set would make another CA's journal
+        // this one's (refused by the set's builder).
         self.with_held_lease(key, lease, &options, async {
             let found = self.in_flight(key).await?;
             if let InFlight::Unfinalized(step) = found {

@@ -72,6 +72,7 @@ mod revocation;
 mod roster;
 mod spec;
 mod status;
+mod through;
 mod track;
 
 use std::collections::HashMap;
@@ -82,10 +83,12 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+use crate::ca_set::CaSet;
 use crate::error::{Error, ErrorClass, Result, StoreError};
 use crate::issuer::{CertificateSource, Ensured, Issuer};
 use crate::retry::Rng;
 use crate::store::{Store, StoredCertificate};
+use through::Through;
 
 pub use queue::Urgency;
 pub use spec::CertificateSpec;
@@ -193,7 +196,7 @@ type Observer = Arc<dyn Fn(&RenewerEvent) + Send + Sync>;
 ///
 /// Example: [the module](self).
 pub struct RenewerBuilder<S: Store> {
-    issuer: Issuer<S>,
+    through: Through<S>,
     policy: RenewerPolicy,
     observer: Option<Observer>,
 }
@@ -216,7 +219,7 @@ impl<S: Store> RenewerBuilder<S> {
         let rng = Rng::new(self.policy.seed);
         Renewer {
             inner: Arc::new(Inner {
-                issuer: self.issuer,
+                through: self.through,
                 policy: self.policy,
                 observer: self.observer,
                 rng,
@@ -247,13 +250,14 @@ impl<S: Store> Clone for Renewer<S> {
 impl<S: Store> std::fmt::Debug for Renewer<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Renewer")
-            .field("issuer", &self.inner.issuer)
+            .field("issuer", self.inner.through.home())
+            .field("ca_set", &self.inner.through.set())
             .finish_non_exhaustive()
     }
 }
 
 struct Inner<S: Store> {
-    issuer: Issuer<S>,
+    through: Through<S>,
     policy: RenewerPolicy,
     observer: Option<Observer>,
     rng: Rng,
@@ -266,6 +270,9 @@ struct Inner<S: Store> {
 /// The current certificate, as far as scheduling needs it.
 #[derive(Debug, Clone)]
 struct Current {
+    /// The CA that holds it (an index into the set; 0 for one issuer):
+    /// its issuer schedules it.
+    ca: usize,
     serial: String,
     not_before: SystemTime,
     not_after: SystemTime,
@@ -295,6 +302,8 @@ type ChainNames = (Option<String>, Option<String>);
 /// (checked in `revocation.rs`).
 #[derive(Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct CrlSource {
+    /// The CA whose client fetches it.
+    ca: usize,
     url: String,
     issuer: Vec<u8>,
 }
@@ -352,6 +361,8 @@ struct Levels {
 /// The outcome of one attempt, for [`Renewer::finish`].
 struct Attempt {
     id: String,
+    /// The CA that holds the result.
+    ca: usize,
     /// The registered domains whose budget it spends (none: exempt).
     spends: Option<Vec<String>>,
     result: Result<Ensured>,
@@ -362,23 +373,49 @@ impl<S: Store> Renewer<S> {
     /// A renewer over `issuer` with [`RenewerPolicy::default`].
     pub fn builder(issuer: Issuer<S>) -> RenewerBuilder<S> {
         RenewerBuilder {
-            issuer,
+            through: Through::One(issuer),
             policy: RenewerPolicy::default(),
             observer: None,
         }
     }
 
-    /// The issuer.
+    /// A renewer whose issuances go through `set`, which chooses the CA of
+    /// each (see [`crate::ca_set`]), with [`RenewerPolicy::default`]. Each
+    /// certificate is scheduled by the CA that holds it; the renewer's
+    /// records live under the set's first CA. New certificates are not
+    /// held back by the first CA's budget: the set passes a spent budget
+    /// to another CA, and each CA's ledger refuses locally what it would
+    /// overspend.
+    pub fn for_set(set: CaSet<S>) -> RenewerBuilder<S> {
+        RenewerBuilder {
+            through: Through::Set(set),
+            policy: RenewerPolicy::default(),
+            observer: None,
+        }
+    }
+
+    /// The issuer: its own, or the first CA's of its set.
     pub fn issuer(&self) -> &Issuer<S> {
-        &self.inner.issuer
+        self.inner.through.home()
+    }
+
+    /// The set of CAs it issues through, if it was built with
+    /// [`Renewer::for_set`].
+    pub fn ca_set(&self) -> Option<&CaSet<S>> {
+        self.inner.through.set()
     }
 
     fn now(&self) -> SystemTime {
-        self.inner.issuer.client().clock().now()
+        self.inner.through.home().client().clock().now()
     }
 
     fn directory(&self) -> String {
-        self.inner.issuer.client().directory_url().to_owned()
+        self.inner
+            .through
+            .home()
+            .client()
+            .directory_url()
+            .to_owned()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -421,7 +458,8 @@ impl<S: Store> Renewer<S> {
                 }
             };
             self.inner
-                .issuer
+                .through
+                .home()
                 .store()
                 .save_managed(&directory, &stored.to_record())
                 .await?;
@@ -437,7 +475,8 @@ impl<S: Store> Renewer<S> {
     pub async fn remove<N: AsRef<str>>(&self, names: &[N]) -> Result<bool> {
         let id = CertificateSpec::new(names)?.id();
         self.inner
-            .issuer
+            .through
+            .home()
             .store()
             .delete_managed(&self.directory(), &id)
             .await?;
@@ -472,6 +511,11 @@ impl<S: Store> Renewer<S> {
                 names: t.stored.spec.names().to_vec(),
                 state: t.state,
                 serial: t.current.as_ref().map(|c| c.serial.clone()),
+                ca: t
+                    .current
+                    .as_ref()
+                    .and_then(|c| self.inner.through.ca_name(c.ca))
+                    .map(str::to_owned),
                 not_after: t.current.as_ref().map(|c| c.not_after),
                 next_attempt: state.queue.scheduled_at(id),
                 consecutive_failures: t.stored.failures.consecutive,
@@ -490,12 +534,7 @@ impl<S: Store> Renewer<S> {
         RenewerStatus {
             certificates,
             backlog: state.queue.backlog(),
-            paused_until: self
-                .inner
-                .issuer
-                .client()
-                .paused_until()
-                .filter(|t| *t > self.now()),
+            paused_until: self.inner.through.paused_until(self.now()),
             replacements_requested: state
                 .tracked
                 .values()
@@ -669,12 +708,12 @@ impl<S: Store> Renewer<S> {
                 state.levels.clone().filter(|l| now < l.valid_until),
             )
         };
-        if !wanted {
+        if !wanted || !self.inner.through.paces_by_ledger() {
             return (Budget::unlimited(), None);
         }
         let levels = match cached {
             Some(levels) => levels,
-            None => match self.inner.issuer.rate_limit_headroom().await {
+            None => match self.inner.through.home().rate_limit_headroom().await {
                 Ok(all) => {
                     let buckets: Arc<[crate::Headroom]> = all
                         .into_iter()
@@ -730,9 +769,7 @@ impl<S: Store> Renewer<S> {
     fn pick(&self, now: SystemTime, free: usize, mut budget: Budget) -> (Vec<Entry>, SystemTime) {
         let mut state = self.state();
         let far = now + self.inner.policy.refresh;
-        if let Some(until) = self.inner.issuer.client().paused_until()
-            && until > now
-        {
+        if let Some(until) = self.inner.through.paused_until(now) {
             return (Vec::new(), until);
         }
         let starts = state.queue.take(now, free, &mut budget);
@@ -766,12 +803,13 @@ impl<S: Store> Renewer<S> {
             id: entry.id.clone(),
             urgency: entry.urgency,
         });
-        let issuer = self.inner.issuer.clone();
+        let through = self.inner.through.clone();
         tasks.spawn(async move {
             let started = tokio::time::Instant::now();
             let options = spec.ensure_options().with_recheck_renewal_info(recheck);
-            let result = issuer.ensure(spec.names(), &options).await;
+            let (ca, result) = through.ensure(spec.names(), &options).await;
             Attempt {
+                ca,
                 spends: entry.spends_budget.then(|| entry.domains()),
                 id: entry.id,
                 result,
@@ -796,7 +834,7 @@ impl<S: Store> Renewer<S> {
     }
 
     async fn record_headroom(&self) {
-        match self.inner.issuer.rate_limit_headroom().await {
+        match self.inner.through.home().rate_limit_headroom().await {
             Ok(levels) => {
                 for h in levels {
                     let (kind, bucket) = h.bucket.split_once(':').unwrap_or(("", &h.bucket));

@@ -43,13 +43,14 @@ impl<S: Store> Renewer<S> {
             return;
         }
         let persist = match attempt.result {
-            Ok(ensured) => self.succeeded(&id, ensured, attempt.took, now),
+            Ok(ensured) => self.succeeded(&id, attempt.ca, ensured, attempt.took, now),
             Err(e) => self.failed(&id, &e, now),
         };
         if let Some(record) = persist
             && let Err(e) = self
                 .inner
-                .issuer
+                .through
+                .home()
                 .store()
                 .save_managed(&self.directory(), &record)
                 .await
@@ -62,6 +63,7 @@ impl<S: Store> Renewer<S> {
     pub(super) fn succeeded(
         &self,
         id: &str,
+        ca: usize,
         ensured: Ensured,
         took: Duration,
         now: SystemTime,
@@ -71,12 +73,13 @@ impl<S: Store> Renewer<S> {
         // forever is not a reason to spin.
         let next = self
             .inner
-            .issuer
+            .through
+            .issuer(ca)
             .next_check_at(cert)
             .max(now + Duration::from_secs(60));
         // Parsed (when it is another certificate) outside the lock.
         let known = self.state().tracked.get(id)?.current.clone();
-        let mut current = self.current(cert, known.as_ref());
+        let mut current = self.current(ca, cert, known.as_ref());
         let mut state = self.state();
         current.crl = current.crl.take().map(|source| state.intern_crl(source));
         let mut t = state.tracked.get_mut(id)?;
@@ -147,6 +150,7 @@ impl<S: Store> Renewer<S> {
                 id: id.to_owned(),
                 serial: cert.serial.clone(),
                 renewal,
+                ca: self.inner.through.ca_name(ca).map(str::to_owned),
                 requested_by_ca,
                 not_after: cert.not_after,
                 took,

@@ -59,14 +59,18 @@ impl<S: Store> Renewer<S> {
             match self
                 .inner
                 .crl
-                .fetch(self.inner.issuer.client(), &url, &source.issuer)
+                .fetch(
+                    self.inner.through.issuer(source.ca).client(),
+                    &url,
+                    &source.issuer,
+                )
                 .await
             {
                 Ok(list) => {
                     metrics::counter!(metric::CRL_CHECKS, "result" => "ok").increment(1);
                     for (id, serial) in certs {
                         if let Some(reason) = list.revoked(&serial) {
-                            found.push((id, serial, reason, url.clone()));
+                            found.push((id, serial, reason, url.clone(), source.ca));
                         }
                     }
                 }
@@ -82,8 +86,8 @@ impl<S: Store> Renewer<S> {
             }
         }
         let mut recorded = 0;
-        for (id, serial, reason, url) in found {
-            if self.revoked_found(&id, &serial, reason, url).await {
+        for (id, serial, reason, url, ca) in found {
+            if self.revoked_found(&id, &serial, reason, url, ca).await {
                 recorded += 1;
             }
         }
@@ -94,13 +98,22 @@ impl<S: Store> Renewer<S> {
     /// schedules its replacement at once. False when it could not be
     /// recorded (another node holds the set's lease, the store failed, or
     /// it was replaced meanwhile): the next check finds it again.
-    async fn revoked_found(&self, id: &str, serial: &str, reason: Option<u8>, url: String) -> bool {
+    /// `ca` is the CA whose list named it (its certificate's CA).
+    async fn revoked_found(
+        &self,
+        id: &str,
+        serial: &str,
+        reason: Option<u8>,
+        url: String,
+        ca: usize,
+    ) -> bool {
         let Some(stored) = self.state().tracked.get(id).map(|t| t.stored.clone()) else {
             return false;
         };
         match self
             .inner
-            .issuer
+            .through
+            .issuer(ca)
             .record_revocation(stored.spec.names(), serial, reason)
             .await
         {

@@ -83,6 +83,9 @@ pub struct ManagedCertificate {
     pub state: ManagedState,
     /// The current certificate's serial, if there is one.
     pub serial: Option<String>,
+    /// The CA of a [`CaSet`](crate::ca_set::CaSet) that issued it (`None`
+    /// for a renewer over one issuer, or no certificate yet).
+    pub ca: Option<String>,
     /// Its expiry.
     pub not_after: Option<SystemTime>,
     /// When the renewer looks at it next (`None`: running now).
@@ -152,6 +155,9 @@ pub enum RenewerEvent {
         serial: String,
         /// Whether it renews an earlier certificate.
         renewal: bool,
+        /// The CA of the renewer's [`CaSet`](crate::ca_set::CaSet) that
+        /// issued it (`None` for a renewer over one issuer).
+        ca: Option<String>,
         /// Whether the CA had asked for that renewal early
         /// ([`RenewerEvent::ReplacementRequested`]).
         requested_by_ca: bool,

@@ -12,7 +12,8 @@ impl<S: Store> Renewer<S> {
     pub(super) async fn load(&self) -> Result<()> {
         let records = self
             .inner
-            .issuer
+            .through
+            .home()
             .store()
             .list_managed(&self.directory())
             .await?;
@@ -52,12 +53,7 @@ impl<S: Store> Renewer<S> {
         let id = stored.spec.id();
         // Unknown when the account cannot be had (the CA is down): looked
         // at once, and the attempt finds out.
-        let cert = match self
-            .inner
-            .issuer
-            .stored_certificate(stored.spec.names())
-            .await
-        {
+        let cert = match self.inner.through.current(stored.spec.names()).await {
             Ok(cert) => cert,
             Err(e) => {
                 tracing::debug!(target: "sturdy_acme::renewer", id = %stored.spec.id(), error = %e, "the stored certificate could not be read; looking at it at once");
@@ -70,15 +66,18 @@ impl<S: Store> Renewer<S> {
             .tracked
             .get(&id)
             .and_then(|t| t.current.clone());
-        let mut current = cert.as_ref().map(|c| self.current(c, known.as_ref()));
+        let mut current = cert
+            .as_ref()
+            .map(|(ca, c)| self.current(*ca, c, known.as_ref()));
         // A certificate ordered with another profile than the spec now
         // asks for is renewed at once.
         let options = stored.spec.ensure_options();
-        let mut at = cert.as_ref().map_or(now, |c| {
-            if self.inner.issuer.profile_changed(c, &options) {
+        let mut at = cert.as_ref().map_or(now, |(ca, c)| {
+            let issuer = self.inner.through.issuer(*ca);
+            if issuer.profile_changed(c, &self.inner.through.options_for(*ca, &options)) {
                 now
             } else {
-                self.inner.issuer.next_check_at(c)
+                issuer.next_check_at(c)
             }
         });
         let hold = from_ms(stored.failures.retry_at_ms);
@@ -122,16 +121,28 @@ impl<S: Store> Renewer<S> {
     /// is another certificate than `known` (the one tracked until now: the
     /// same serial and the same chain text): a check that found the same
     /// certificate costs no parsing.
-    pub(super) fn current(&self, cert: &StoredCertificate, known: Option<&Current>) -> Current {
-        let due = self.inner.issuer.renewal_due_at(cert).min(cert.not_after);
+    pub(super) fn current(
+        &self,
+        ca: usize,
+        cert: &StoredCertificate,
+        known: Option<&Current>,
+    ) -> Current {
+        let due = self
+            .inner
+            .through
+            .issuer(ca)
+            .renewal_due_at(cert)
+            .min(cert.not_after);
         let to_expiry = cert.not_after.duration_since(due).unwrap_or_default();
         let chain_hash = hash_of(&cert.chain_pem);
-        let (chain, crl) =
-            match known.filter(|k| k.serial == cert.serial && k.chain_hash == chain_hash) {
-                Some(k) => (k.chain.clone(), k.crl.clone()),
-                None => Self::chain_of(cert),
-            };
+        let (chain, crl) = match known
+            .filter(|k| k.ca == ca && k.serial == cert.serial && k.chain_hash == chain_hash)
+        {
+            Some(k) => (k.chain.clone(), k.crl.clone()),
+            None => Self::chain_of(ca, cert),
+        };
         Current {
+            ca,
             serial: cert.serial.clone(),
             not_before: cert.not_before,
             not_after: cert.not_after,
@@ -147,7 +158,7 @@ impl<S: Store> Renewer<S> {
 
     /// The chain's issuer and root names, and where its revocation is
     /// published (not yet interned).
-    fn chain_of(cert: &StoredCertificate) -> (ChainNames, Option<Arc<CrlSource>>) {
+    fn chain_of(ca: usize, cert: &StoredCertificate) -> (ChainNames, Option<Arc<CrlSource>>) {
         let parsed = crate::CertificateChain::parse_pem("", &cert.chain_pem).ok();
         (
             parsed
@@ -159,7 +170,7 @@ impl<S: Store> Renewer<S> {
                     .into_iter()
                     .next()?;
                 let issuer = c.certificates_der().get(1)?.clone();
-                Some(Arc::new(CrlSource { url, issuer }))
+                Some(Arc::new(CrlSource { ca, url, issuer }))
             }),
         )
     }

@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
+use crate::error::Error;
 use crate::protocol::Endpoint;
 use crate::wait::Waits;
 
@@ -251,6 +252,10 @@ pub(crate) struct Governor {
     peak_in_flight: AtomicU64,
     queued_ns: AtomicU64,
     admitted: AtomicU64,
+    /// The longest a pause may hold a request, in milliseconds (`u64::MAX`:
+    /// as long as the CA asks); past it the request fails with
+    /// [`Error::Paused`] (a CA set's member: another CA serves instead).
+    hold_limit_ms: AtomicU64,
 }
 
 impl Governor {
@@ -264,7 +269,30 @@ impl Governor {
             peak_in_flight: AtomicU64::new(0),
             queued_ns: AtomicU64::new(0),
             admitted: AtomicU64::new(0),
+            hold_limit_ms: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// Sets how long a pause may hold a request (`None`: as long as the CA
+    /// asks).
+    pub(crate) fn set_hold_limit(&self, limit: Option<Duration>) {
+        let ms = limit.map_or(u64::MAX, |d| d.as_millis().min(u64::MAX as u128 - 1) as u64);
+        self.hold_limit_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Waits out a pause of `endpoint` ending at `until`, or refuses when
+    /// it runs longer than the hold limit.
+    async fn hold(&self, endpoint: Endpoint, until: Instant) -> Result<(), Error> {
+        let left = until.saturating_duration_since(Instant::now());
+        let limit = self.hold_limit_ms.load(Ordering::Relaxed);
+        if limit != u64::MAX && left > Duration::from_millis(limit) {
+            return Err(Error::Paused {
+                endpoint: endpoint.as_str(),
+                left,
+            });
+        }
+        tokio::time::sleep_until(until).await;
+        Ok(())
     }
 
     pub(crate) fn max_in_flight(&self) -> usize {
@@ -287,19 +315,21 @@ impl Governor {
 
     /// Waits while a pause covers `endpoint` (for a request that already
     /// holds its place in flight: the nonce fetch of a POST).
-    pub(crate) async fn wait_unpaused(&self, endpoint: Endpoint) {
+    pub(crate) async fn wait_unpaused(&self, endpoint: Endpoint) -> Result<(), Error> {
         while let Some(until) = self.waits.paused_until(endpoint) {
-            tokio::time::sleep_until(until).await;
+            self.hold(endpoint, until).await?;
         }
+        Ok(())
     }
 
     /// Waits until a request to `endpoint` may go on the wire: no pause in
     /// force, its rate slot reached, a place in flight free (FIFO).
-    pub(crate) async fn admit(&self, endpoint: Endpoint) -> Admission<'_> {
+    /// A pause longer than the hold limit fails it with [`Error::Paused`].
+    pub(crate) async fn admit(&self, endpoint: Endpoint) -> Result<Admission<'_>, Error> {
         let started = Instant::now();
         loop {
             if let Some(until) = self.waits.paused_until(endpoint) {
-                tokio::time::sleep_until(until).await;
+                self.hold(endpoint, until).await?;
                 continue;
             }
             self.pace(endpoint).await;
@@ -319,11 +349,11 @@ impl Governor {
             self.queued_ns
                 .fetch_add(queued.as_nanos() as u64, Ordering::Relaxed);
             self.admitted.fetch_add(1, Ordering::Relaxed);
-            return Admission {
+            return Ok(Admission {
                 _permit: permit,
                 governor: self,
                 queued,
-            };
+            });
         }
     }
 
@@ -369,7 +399,7 @@ mod tests {
         for i in 0..1000u32 {
             let g = Arc::clone(&governor);
             tasks.push(tokio::spawn(async move {
-                let a = g.admit(Endpoint::NewOrder).await;
+                let a = g.admit(Endpoint::NewOrder).await.unwrap();
                 let at = Instant::now() - start;
                 drop(a);
                 (i, at)
@@ -400,7 +430,7 @@ mod tests {
         assert!(by_time.windows(2).all(|w| w[0].0 < w[1].0), "{by_time:?}");
         // Other groups are not held back.
         let before = Instant::now();
-        let a = governor.admit(Endpoint::Finalize).await;
+        let a = governor.admit(Endpoint::Finalize).await.unwrap();
         assert_eq!(Instant::now(), before);
         drop(a);
     }
@@ -416,7 +446,7 @@ mod tests {
             let g = Arc::clone(&governor);
             tasks.push(tokio::spawn(async move {
                 let asked = Instant::now();
-                let a = g.admit(Endpoint::Order).await;
+                let a = g.admit(Endpoint::Order).await.unwrap();
                 let waited = asked.elapsed();
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 drop(a);
@@ -454,14 +484,14 @@ mod tests {
         for _ in 0..50 {
             let g = Arc::clone(&governor);
             tasks.push(tokio::spawn(async move {
-                let a = g.admit(Endpoint::NewOrder).await;
+                let a = g.admit(Endpoint::NewOrder).await.unwrap();
                 let at = start.elapsed();
                 drop(a);
                 at
             }));
         }
         // Another endpoint goes through meanwhile.
-        let a = governor.admit(Endpoint::Authorization).await;
+        let a = governor.admit(Endpoint::Authorization).await.unwrap();
         assert_eq!(start.elapsed(), Duration::ZERO);
         drop(a);
         for t in tasks {
@@ -470,8 +500,45 @@ mod tests {
         // A whole-CA pause holds everything.
         governor.waits.pause(Pause::Ca, Duration::from_secs(5));
         let before = Instant::now();
-        let a = governor.admit(Endpoint::Authorization).await;
+        let a = governor.admit(Endpoint::Authorization).await.unwrap();
         assert_eq!(before.elapsed(), Duration::from_secs(5));
+        drop(a);
+    }
+
+    /// A CA set's member: a pause longer than the hold limit fails the
+    /// request at once (another CA serves), a shorter one is waited out.
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_past_the_hold_limit_fails_at_once() {
+        let governor = Governor::new(GovernorPolicy::default(), RequestRates::none());
+        governor.set_hold_limit(Some(Duration::from_secs(10)));
+        governor.waits.pause(
+            Pause::Endpoint(Endpoint::NewOrder),
+            Duration::from_secs(600),
+        );
+        let before = Instant::now();
+        match governor.admit(Endpoint::NewOrder).await {
+            Err(Error::Paused { endpoint, left }) => {
+                assert_eq!(endpoint, "newOrder");
+                assert_eq!(left, Duration::from_secs(600));
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("held and admitted"),
+        }
+        assert_eq!(before.elapsed(), Duration::ZERO);
+        assert!(matches!(
+            governor.wait_unpaused(Endpoint::NewOrder).await,
+            Err(Error::Paused { .. })
+        ));
+        governor.waits.pause(Pause::Ca, Duration::from_secs(5));
+        let a = governor.admit(Endpoint::Authorization).await.unwrap();
+        assert_eq!(before.elapsed(), Duration::from_secs(5));
+        drop(a);
+        governor.set_hold_limit(None);
+        governor
+            .waits
+            .pause(Pause::Endpoint(Endpoint::Order), Duration::from_secs(600));
+        let a = governor.admit(Endpoint::Order).await.unwrap();
+        assert_eq!(before.elapsed(), Duration::from_secs(605));
         drop(a);
     }
 

@@ -241,7 +241,7 @@ impl Transport {
     ) -> Result<(T, Response)> {
         let mut retrying = self.retrying(endpoint, url);
         loop {
-            let admission = self.governor.admit(endpoint).await;
+            let admission = self.governor.admit(endpoint).await?;
             let ex = self
                 .exchange(
                     endpoint,
@@ -420,13 +420,13 @@ impl Transport {
         let (url, any_status) = self.nonce_source(target)?;
         let mut retrying = None;
         loop {
-            let admission = self.governor.admit(endpoint).await;
+            let admission = self.governor.admit(endpoint).await?;
             if let Some(n) = self.nonces.take() {
                 return Ok((admission, n, "pool"));
             }
             let retrying = retrying.get_or_insert_with(|| self.retrying(Endpoint::NewNonce, url));
             // A pause the CA asked for on newNonce holds the fetch too.
-            self.governor.wait_unpaused(Endpoint::NewNonce).await;
+            self.governor.wait_unpaused(Endpoint::NewNonce).await?;
             self.governor.pace(Endpoint::NewNonce).await;
             match self.fresh_nonce_once(retrying, url, any_status).await {
                 Ok(n) => return Ok((admission, n, "fetched")),
@@ -714,5 +714,11 @@ impl Transport {
     /// The pauses and limits this client is under.
     pub(crate) fn waits(&self) -> &Waits {
         &self.governor.waits
+    }
+
+    /// Sets how long a pause may hold one request (`None`: as long as the
+    /// CA asks).
+    pub(crate) fn set_pause_hold_limit(&self, limit: Option<std::time::Duration>) {
+        self.governor.set_hold_limit(limit);
     }
 }

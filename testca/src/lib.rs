@@ -282,9 +282,20 @@ pub struct TestCaBuilder {
     faults: Vec<FaultRule>,
     bind: SocketAddr,
     name: String,
+    in_process_host: String,
 }
 
 impl TestCaBuilder {
+    /// The host of an in-process CA's URLs (default
+    /// `in-process.test-ca.invalid`, see [`TestCaBuilder::start_in_process`]):
+    /// two in-process CAs behind one client library (a CA set, a
+    /// simulation with two CAs) need two, as the store keys records by the
+    /// directory URL.
+    pub fn in_process_host(mut self, host: impl Into<String>) -> Self {
+        self.in_process_host = host.into();
+        self
+    }
+
     /// How challenges are validated (default: always valid).
     pub fn validation(mut self, mode: ValidationMode) -> Self {
         self.config.validation = mode;
@@ -694,7 +705,8 @@ impl TestCaBuilder {
     /// the calling task. For simulations on tokio's paused clock (where a
     /// socket's wait would let the clock jump past every timeout) and for
     /// scale runs that should not measure the loopback stack. Its URLs are
-    /// under `https://in-process.test-ca.invalid`; challenges are not
+    /// under `https://in-process.test-ca.invalid` (or
+    /// [`TestCaBuilder::in_process_host`]); challenges are not
     /// validated over the network, so use [`ValidationMode::AlwaysValid`]
     /// (the default) or a DNS resolver.
     ///
@@ -712,8 +724,8 @@ impl TestCaBuilder {
     /// # Ok(()) }
     /// ```
     pub fn start_in_process(self) -> Result<TestCa> {
+        let base = format!("https://{}", self.in_process_host);
         let (ca, handler, _, _) = self.into_ca()?;
-        let base = "https://in-process.test-ca.invalid".to_owned();
         ca.set_base(base.clone());
         Ok(TestCa {
             ca,
@@ -807,6 +819,7 @@ impl TestCa {
             faults: Vec::new(),
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             name: "sturdy-acme Test".into(),
+            in_process_host: "in-process.test-ca.invalid".into(),
         }
     }
 

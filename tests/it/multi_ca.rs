@@ -321,6 +321,9 @@ async fn an_order_that_may_be_finalized_is_resolved_at_its_ca_before_any_other()
         matches!(&err, Error::FailoverBlocked { ca, .. } if ca == "a"),
         "{err}"
     );
+    // Classed as what stopped it (the CA's outage): a renewer calls again
+    // soon, not a day later as for a permanent failure.
+    assert_eq!(err.class(), sturdy_acme::ErrorClass::Transient, "{err}");
     assert_eq!(lab.a.ledger().issued_for(&names), 1, "A issued");
     // The journal at A keeps the key and says why A was chosen.
     let account = lab
@@ -482,4 +485,149 @@ async fn after_the_preferred_ca_recovers_issuance_returns_to_it() {
     assert_eq!(lab.a.ledger().issued_for(&["during.example"]), 1);
     let current = set.current(&["during.example"]).await.unwrap().unwrap();
     assert_eq!(current.0, "a");
+}
+
+/// A renewer over the set: with A down, every certificate it keeps is
+/// issued at B, once each, and its status and events name B. The
+/// renewer's records stay under the first CA; each certificate is
+/// scheduled by the CA holding it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewer_over_a_set_keeps_every_certificate_through_an_outage() {
+    use sturdy_acme::renewer::{ManagedState, Renewer, RenewerEvent};
+    crate::common::init_tracing();
+    let Some(lab) = lab("renewer", TestCa::builder()).await else {
+        return;
+    };
+    let (set, _) = set_of(&lab, |b| b, |s| s).await;
+    lab.a.set_faults(down(600));
+    let issued_at = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&issued_at);
+    let renewer = Renewer::for_set(set)
+        .policy(crate::renewer::policy())
+        .on_event(move |e| {
+            if let RenewerEvent::Issued { ca, .. } = e {
+                seen.lock().unwrap().push(ca.clone());
+            }
+        })
+        .build();
+    renewer
+        .add_all(crate::renewer::specs(
+            (0..4).map(|i| format!("kept{i}.example")),
+        ))
+        .await
+        .unwrap();
+    let running = crate::renewer::start(&renewer);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let status = renewer.status();
+        if status.count(ManagedState::Valid) == 4 {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for c in &status.certificates {
+        assert_eq!(c.ca.as_deref(), Some("b"), "{c:?}");
+    }
+    assert_eq!(*issued_at.lock().unwrap(), vec![Some("b".to_owned()); 4]);
+    assert_eq!(lab.a.ledger().certificates.len(), 0);
+    assert_eq!(lab.b.ledger().certificates.len(), 4);
+    assert_eq!(lab.pebble.issued_count(), 0);
+    renewer.shutdown();
+    running.await.unwrap().unwrap();
+}
+
+/// A set's profile intents are asked of each CA by its own name, and the
+/// certificate issued under the mapped name is judged by it: still good,
+/// it is returned as it is (judged by the intent's name, it would count as
+/// "another profile" and be renewed on every call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_intent_is_asked_by_each_cas_name_and_judged_by_it() {
+    crate::common::init_tracing();
+    let Some(lab) = lab("profiles", TestCa::builder().profiles(true)).await else {
+        return;
+    };
+    let a = lab
+        .a
+        .client_builder()
+        .retry_policy(quick())
+        .build()
+        .await
+        .unwrap();
+    let b = lab
+        .b
+        .client_builder()
+        .retry_policy(quick())
+        .build()
+        .await
+        .unwrap();
+    let set = CaSet::builder()
+        .ca(CaMember::new("a", issuer(a, &lab.store).build()).with_profile("short", "tlsserver"))
+        .ca(CaMember::new("b", issuer(b, &lab.store).build()))
+        .build()
+        .unwrap();
+    let options = EnsureOptions::default().with_certificate(
+        sturdy_acme::CertificateOptions::default().with_profile(Some("short".into())),
+    );
+    let names = ["profiled.example"];
+    let got = set.ensure(&names, &options).await.unwrap();
+    assert_eq!(got.ca, "a");
+    assert_eq!(
+        got.ensured.certificate.profile,
+        sturdy_acme::store::AskedProfile::Named("tlsserver".into())
+    );
+    let again = set.ensure(&names, &options).await.unwrap();
+    assert_eq!(again.ensured.source, CertificateSource::Stored);
+    assert_eq!(lab.a.ledger().issued_for(&names), 1);
+    // One CA is one member: the same directory twice is refused.
+    let c = lab.a.client_builder().build().await.unwrap();
+    let d = lab.a.client_builder().build().await.unwrap();
+    let twice = CaSet::builder()
+        .ca(CaMember::new("one", issuer(c, &lab.store).build()))
+        .ca(CaMember::new("two", issuer(d, &lab.store).build()))
+        .build();
+    assert!(matches!(twice, Err(Error::InvalidInput(_))));
+}
+
+/// The fleet simulation with two CAs (issue 30): the preferred CA is down
+/// for 6 simulated hours while the second burst arrives. Every certificate
+/// that arrives meanwhile is issued at the second CA; none expires, none
+/// is issued twice, the down CA hears only a bounded number of requests
+/// (each renewer's first try, then nothing while it is skipped), and after
+/// it every certificate goes to the preferred CA again.
+#[tokio::test(start_paused = true)]
+async fn the_fleet_fails_over_during_a_six_hour_outage_without_duplicates() {
+    use sturdy_acme_testca::simulation::{SecondCa, SimulationConfig, simulate};
+    const HOUR: u64 = 3600;
+    let report = simulate(SimulationConfig {
+        certificates: 400,
+        domains: 20,
+        accounts: 2,
+        days: 20,
+        outage_at: Duration::from_secs(6 * HOUR - 600),
+        outage: Duration::from_secs(6 * HOUR),
+        second_ca: Some(SecondCa::default()),
+        ..SimulationConfig::default()
+    })
+    .await
+    .unwrap();
+    eprintln!("{}", serde_json::to_string(&report).unwrap());
+    let second = report.second_ca.clone().unwrap();
+    assert_eq!(report.ever_expired, 0, "{report:?}");
+    assert_eq!(report.never_issued, 0);
+    assert_eq!(report.duplicates, 0);
+    assert_eq!(report.rate_limited_429, 0);
+    assert!(second.arrived_during_outage > 0, "{second:?}");
+    assert!(
+        second.issued_second_during_outage >= second.arrived_during_outage,
+        "{second:?}"
+    );
+    // Failover within the down CA's transient budget and the set's bound,
+    // never the outage's 6 hours.
+    assert!(second.slowest_during_outage_s < 3600.0, "{second:?}");
+    assert!(second.requests_to_down_ca < 100, "{second:?}");
+    assert!(second.issued_first > 0);
+    // Once it is back, everything goes to the preferred CA again: the
+    // first issuance probes it and the others wait for that outcome.
+    assert_eq!(second.issued_second_after_outage, 0, "{second:?}");
 }

@@ -661,10 +661,11 @@ async fn a_lost_new_order_is_repeated_only_within_the_accounts_budget() {
 }
 
 /// A 503's `Retry-After` counts against the transient budget as the wait it
-/// is: asked to wait 20 s with 2 s of budget, the client gives up at once
-/// (a CA set then fails over within the failing CA's budget) instead of
-/// sleeping past the budget it was given. Before, the budget was checked
-/// against the schedule's own 50 ms and the 20 s were waited.
+/// is, uncapped (the governor holds the next request until the CA's pause
+/// ends, whatever the loop sleeps): asked to wait 20 s with 15 s of budget
+/// and a 10 s cap on one delay, the client gives up at once (a CA set then
+/// fails over within the failing CA's budget). Before, the budget was
+/// checked against the schedule's own 50 ms and the wait was taken.
 #[tokio::test(start_paused = true)]
 async fn a_retry_after_longer_than_the_budget_is_not_waited() {
     let ca = CaThread::start(TestCa::builder());
@@ -672,9 +673,13 @@ async fn a_retry_after_longer_than_the_budget_is_not_waited() {
         .ca()
         .client_builder()
         .danger(sturdy_acme::Danger::new().no_timeouts())
-        .retry_policy(RetryPolicy::default().with_transient(
-            Backoff::new(3, Duration::from_millis(50)).with_budget(Duration::from_secs(2)),
-        ))
+        .retry_policy(
+            RetryPolicy::default().with_transient(
+                Backoff::new(3, Duration::from_millis(50))
+                    .with_max_delay(Duration::from_secs(10))
+                    .with_budget(Duration::from_secs(15)),
+            ),
+        )
         .build()
         .await
         .unwrap();

@@ -14,6 +14,12 @@ use crate::recorded;
 use crate::server::ServerLimits;
 use crate::validation::DnsResolver;
 
+/// The CAA identity the test CA announces (`meta.caaIdentities`, v1 and
+/// v2) and checks CAA records against, unless
+/// [`TestCaBuilder::caa_identity`](crate::TestCaBuilder::caa_identity)
+/// names another.
+pub(crate) const CAA_IDENTITY: &str = "sturdy-acme.test";
+
 /// How the test CA validates challenges.
 ///
 /// Example: [`TestCaBuilder::real_validation`](crate::TestCaBuilder::real_validation).
@@ -156,7 +162,7 @@ impl Default for Config {
             profiles: false,
             withdrawn_profiles: Vec::new(),
             caa_recheck_fails_order: true,
-            caa_identity: super::issuance::CAA_IDENTITY.into(),
+            caa_identity: CAA_IDENTITY.into(),
             crl_base: None,
             crl_shards: 4,
             lifetime_changes: Vec::new(),

@@ -25,12 +25,6 @@ fn caa_policy(config: &Config, name: &str) -> CaaPolicy {
     }
 }
 
-/// The CAA identity the test CA announces (`meta.caaIdentities`, v1 and
-/// v2) and checks CAA records against, unless
-/// [`TestCaBuilder::caa_identity`](crate::TestCaBuilder::caa_identity)
-/// names another.
-pub(super) const CAA_IDENTITY: &str = "sturdy-acme.test";
-
 impl super::Ca {
     /// The CAA check through the CA's DNS resolver (real records with
     /// [`ServerDns`](crate::ServerDns)) for `ids` issued to the

@@ -1,6 +1,7 @@
 //! Measuring a run: the least time a token bucket needs to serve the
 //! arrivals (the makespan's lower bound), an issued certificate's
-//! validity, and the answers counted by status.
+//! validity, the answers counted by status, and the tally of what was
+//! issued per set (expiries, duplicates, renewals).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
@@ -69,6 +70,81 @@ impl Mutex429 {
             .copied()
             .unwrap_or(0)
     }
+}
+
+/// What the certificates issued for a fleet came to, per set.
+pub(super) struct Tally {
+    pub(super) ever_expired: usize,
+    pub(super) never_issued: usize,
+    /// Certificates issued before half of their predecessor's lifetime
+    /// without the CA asking.
+    pub(super) duplicates: usize,
+    pub(super) renewals: usize,
+    /// Each set's first certificate.
+    pub(super) first_issued: HashMap<String, SystemTime>,
+}
+
+/// Tallies `issued` (from every CA) for the sets `ids`, by the end of the
+/// run `end`; `asked` are the serials the CA asked to replace early (their
+/// replacements are renewals, however early).
+pub(super) fn tally(
+    issued: &[&crate::IssuedCertificate],
+    ids: &[String],
+    asked: &std::collections::HashSet<String>,
+    end: SystemTime,
+) -> Result<Tally> {
+    type Issued = (SystemTime, SystemTime, SystemTime, bool);
+    let mut by_set: HashMap<String, Vec<Issued>> = HashMap::new();
+    for cert in issued {
+        let id = cert
+            .identifiers
+            .iter()
+            .map(|i| i.value.clone())
+            .collect::<Vec<_>>()
+            .join(",");
+        let (not_before, not_after) = validity(&cert.leaf_der)?;
+        by_set.entry(id).or_default().push((
+            cert.issued_at,
+            not_before,
+            not_after,
+            asked.contains(&cert.serial),
+        ));
+    }
+    let mut tally = Tally {
+        ever_expired: 0,
+        never_issued: 0,
+        duplicates: 0,
+        renewals: 0,
+        first_issued: HashMap::new(),
+    };
+    for id in ids {
+        let Some(certs) = by_set.get_mut(id) else {
+            tally.never_issued += 1;
+            continue;
+        };
+        certs.sort();
+        tally.first_issued.insert(id.clone(), certs[0].0);
+        let mut expired = false;
+        for pair in certs.windows(2) {
+            let ((_, nb, na, asked), (issued, ..)) = (pair[0], pair[1]);
+            if issued > na {
+                expired = true;
+            }
+            let half = nb + na.duration_since(nb).unwrap_or_default() / 2;
+            if issued < half && !asked {
+                tally.duplicates += 1;
+            } else {
+                tally.renewals += 1;
+            }
+        }
+        if certs.last().is_some_and(|(_, _, na, _)| *na < end) {
+            expired = true;
+        }
+        if expired {
+            tally.ever_expired += 1;
+        }
+    }
+    Ok(tally)
 }
 
 #[cfg(test)]

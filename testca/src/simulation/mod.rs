@@ -24,11 +24,14 @@
 mod capacity;
 mod drills;
 mod measure;
+mod node;
+mod second;
 
 pub use capacity::{
     CapacityRow, Phase, fewest_accounts, fewest_accounts_from, lets_encrypt_timeline,
 };
 pub use drills::{DrillReport, Drills};
+pub use second::{SecondCa, SecondCaReport};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -38,13 +41,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{CaaPolicy, Fault, FaultRule, RetryAfterForm, TestCa, Trigger};
 use crate::codec::Rng;
-use measure::{Mutex429, greedy_finish, validity};
-use sturdy_acme::Event;
+use measure::{Mutex429, greedy_finish};
+use sturdy_acme::RateLimits;
+use sturdy_acme::ca_set::{CaMember, CaSet};
 use sturdy_acme::renewer::{CertificateSpec, Renewer, RenewerEvent, RenewerPolicy};
-use sturdy_acme::solver::http01::Http01Solver;
 use sturdy_acme::store::{FileStore, MemoryStore, Store};
 use sturdy_acme::{CertificateOptions, Error, Result};
-use sturdy_acme::{Issuer, RateLimits};
 
 const HOUR: u64 = 3600;
 const DAY: u64 = 24 * HOUR;
@@ -109,6 +111,9 @@ pub struct SimulationConfig {
     /// How long a validated authorization is reused (30 days, 10 days from
     /// 2027-02-10, 7 hours from 2028-02-16).
     pub authorization_reuse: Duration,
+    /// A second CA: the renewers issue through a set preferring the first,
+    /// whose `outage` then fails over (none by default).
+    pub second_ca: Option<SecondCa>,
 }
 
 impl Default for SimulationConfig {
@@ -140,6 +145,7 @@ impl Default for SimulationConfig {
             drills: Drills::default(),
             classic_lifetime: Duration::from_secs(90 * DAY),
             authorization_reuse: Duration::from_secs(30 * DAY),
+            second_ca: None,
         }
     }
 }
@@ -188,10 +194,10 @@ pub struct SimulationReport {
     /// each one resolved by resuming the earlier replacement order).
     pub already_replaced_409: u64,
     /// Renewals that resumed this account's earlier replacement order after
-    /// an `alreadyReplaced` ([`Event::ReplacementResumed`]).
+    /// an `alreadyReplaced` ([`Event::ReplacementResumed`](sturdy_acme::Event::ReplacementResumed)).
     pub replacements_resumed: u64,
     /// Renewals sent without `replaces` after the CA refused it
-    /// ([`Event::ReplacesDropped`]), giving up the ARI exemption.
+    /// ([`Event::ReplacesDropped`](sturdy_acme::Event::ReplacesDropped)), giving up the ARI exemption.
     pub replaces_dropped: u64,
     /// Failed attempts by error class, as the renewers saw them.
     pub failures: BTreeMap<String, u64>,
@@ -209,6 +215,8 @@ pub struct SimulationReport {
     /// was emptied): `orders` per account, `domain` per registered domain,
     /// `fqdnset` per exact set.
     pub peak_limit_use: BTreeMap<String, f64>,
+    /// With a second CA: the failover's figures.
+    pub second_ca: Option<SecondCaReport>,
     /// Wall-clock seconds the simulation took.
     pub wall_s: f64,
 }
@@ -277,7 +285,7 @@ pub async fn simulate(config: SimulationConfig) -> Result<SimulationReport> {
     }
 }
 
-async fn simulate_on<S: Store>(
+async fn simulate_on<S: Store + Clone>(
     config: SimulationConfig,
     store: impl Fn(usize) -> Result<S>,
 ) -> Result<SimulationReport> {
@@ -290,21 +298,22 @@ async fn simulate_on<S: Store>(
     let rng = Rng::new(config.seed);
     let log: drills::SharedLog = Arc::default();
 
-    let ca = TestCa::builder()
-        .alternate_chain(true)
-        .authorization_reuse(config.authorization_reuse)
-        .rate_limits(config.limits.clone())
-        .renewal_info(None)
-        .renewal_info_retry_after(config.renewal_info_retry_after.as_secs())
-        .profiles(true)
-        .caa_recheck_fails_order(config.caa_recheck_fails_order)
-        .start_in_process()?;
-    if config.classic_lifetime != Duration::from_secs(90 * DAY) {
-        ca.change_lifetime_on(SystemTime::UNIX_EPOCH, None, config.classic_lifetime);
-    }
-    let ca = Arc::new(ca);
+    let ca = Arc::new(sim_ca(&config, None)?);
     let base_faults = transient_faults(config.transient, config.seed);
     ca.set_faults(base_faults.clone());
+    // The second CA (issue 30): as the first, its own ledger and limits.
+    let second = match &config.second_ca {
+        Some(_) => {
+            let b = sim_ca(&config, Some("second.in-process.test-ca.invalid"))?;
+            b.set_faults(transient_faults(config.transient, config.seed ^ 0xb));
+            Some(Arc::new(b))
+        }
+        None => None,
+    };
+    let cas: Vec<Arc<TestCa>> = std::iter::once(Arc::clone(&ca))
+        .chain(second.iter().cloned())
+        .collect();
+    let outage_log: Arc<std::sync::Mutex<second::OutageLog>> = Arc::default();
 
     // Who answered what, from the clients' side.
     let statuses: Arc<Mutex429> = Arc::default();
@@ -318,52 +327,36 @@ async fn simulate_on<S: Store>(
     // replaces, every drop.
     let replaces: Arc<(AtomicU64, AtomicU64, AtomicU64)> = Arc::default();
     for account in 0..config.accounts.max(1) {
-        let seen = Arc::clone(&statuses);
-        let replaces = Arc::clone(&replaces);
-        let drill_log = Arc::clone(&log);
-        let client = ca
-            .client_builder()
-            .clock(clock)
-            // Seeded jitter, and first polls not learned from real round
-            // trips: nothing of the run depends on the machine.
-            .retry_policy(
-                sturdy_acme::RetryPolicy::default()
-                    .with_seed(Some(config.seed ^ 0xc11e ^ account as u64)),
-            )
-            .poll_policy(sturdy_acme::PollPolicy::default().with_adaptive(false))
-            .on_event(move |e| match e {
-                Event::ProfileFallback { .. } => {
-                    drill_log
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .fallbacks += 1;
-                }
-                Event::Exchange {
-                    status: Some(s), ..
-                } => seen.count(*s),
-                Event::ReplacementResumed { .. } => {
-                    replaces.0.fetch_add(1, Ordering::Relaxed);
-                }
-                Event::ReplacesDropped { cause, .. } => {
-                    if *cause == sturdy_acme::ReplacesRefusal::AlreadyReplaced {
-                        replaces.1.fetch_add(1, Ordering::Relaxed);
-                    }
-                    replaces.2.fetch_add(1, Ordering::Relaxed);
-                }
-                _ => {}
-            })
-            .build()
-            .await?;
         let store = store(account)?;
-        let issuer = Issuer::builder(client, store)
-            .solver(Arc::new(Http01Solver::unserved()))
-            .rate_limits(config.limits.clone())
-            .holder(format!("sim-{account}"))
-            .window_seed(Some(config.seed ^ (account as u64) << 32))
-            // One issuer per store: nobody contends for a lease, and the
-            // memory store's leases run on real time.
-            .lease_ttl(Duration::from_secs(DAY))
-            .build();
+        let issuers = node::issuers(
+            &config,
+            account,
+            &cas,
+            &store,
+            clock,
+            node::Seen {
+                statuses: Arc::clone(&statuses),
+                replaces: Arc::clone(&replaces),
+                log: Arc::clone(&log),
+            },
+        )
+        .await?;
+        let mut issuers = issuers.into_iter();
+        let first = issuers.next().expect("the first CA");
+        let builder = match (&config.second_ca, issuers.next()) {
+            (Some(second), Some(other)) => Renewer::for_set(
+                CaSet::builder()
+                    .ca(CaMember::new("first", first))
+                    .ca(CaMember::new("second", other))
+                    .down_for(second.down_for)
+                    .on_event({
+                        let outage_log = Arc::clone(&outage_log);
+                        move |e| outage_log.lock().unwrap_or_else(|p| p.into_inner()).saw(e)
+                    })
+                    .build()?,
+            ),
+            _ => Renewer::builder(first),
+        };
         let limited = Arc::clone(&limited);
         let (failures, deferred, pauses) = (
             Arc::clone(&failures),
@@ -371,7 +364,7 @@ async fn simulate_on<S: Store>(
             Arc::clone(&pauses),
         );
         let drill_log = Arc::clone(&log);
-        let renewer = Renewer::builder(issuer)
+        let renewer = builder
             .policy(
                 RenewerPolicy::default()
                     .with_concurrency(config.concurrency)
@@ -516,6 +509,7 @@ async fn simulate_on<S: Store>(
         let renewers = renewers.clone();
         let outage = config.outage;
         let log = Arc::clone(&log);
+        let outage_log = Arc::clone(&outage_log);
         let seed = config.seed;
         tokio::spawn(async move {
             let mut now = Duration::ZERO;
@@ -532,8 +526,16 @@ async fn simulate_on<S: Store>(
                         )];
                         rules.extend(base_faults.iter().cloned());
                         ca.set_faults(rules);
+                        let answered = ca.ledger().requests.values().sum();
+                        outage_log.lock().unwrap_or_else(|p| p.into_inner()).started =
+                            Some((clock.now(), answered));
                     }
-                    FaultStep::OutageEnds => ca.set_faults(base_faults.clone()),
+                    FaultStep::OutageEnds => {
+                        ca.set_faults(base_faults.clone());
+                        let answered = ca.ledger().requests.values().sum();
+                        outage_log.lock().unwrap_or_else(|p| p.into_inner()).ended =
+                            Some((clock.now(), answered));
+                    }
                     FaultStep::CaaTimeouts(policy) => {
                         for d in &caa_domains {
                             ca.set_caa(d, policy);
@@ -593,8 +595,9 @@ async fn simulate_on<S: Store>(
         .map_err(|e| Error::InvalidInput(format!("the arrivals task failed: {e}")))??;
     faults.abort();
 
-    // The CA's side of the story.
+    // The CA's side of the story (with a second CA: both CAs').
     let ledger = ca.ledger();
+    let ledger_second = second.as_ref().map(|b| b.ledger());
     // Certificates the CA asked to replace early (a drill, a revocation):
     // their replacements are renewals, however early.
     let asked: std::collections::HashSet<String> = {
@@ -605,52 +608,20 @@ async fn simulate_on<S: Store>(
             .flat_map(|(_, serials)| serials.iter().cloned())
             .collect()
     };
-    type Issued = (SystemTime, SystemTime, SystemTime, bool);
-    let mut by_set: HashMap<String, Vec<Issued>> = HashMap::new();
-    for cert in &ledger.certificates {
-        let id = cert
-            .identifiers
-            .iter()
-            .map(|i| i.value.clone())
-            .collect::<Vec<_>>()
-            .join(",");
-        let (not_before, not_after) = validity(&cert.leaf_der)?;
-        by_set.entry(id).or_default().push((
-            cert.issued_at,
-            not_before,
-            not_after,
-            asked.contains(&cert.serial),
-        ));
-    }
-    let (mut ever_expired, mut never_issued, mut duplicates, mut renewals) = (0, 0, 0, 0);
-    let mut first_issued: HashMap<String, SystemTime> = HashMap::new();
-    for p in &plan {
-        let Some(certs) = by_set.get_mut(&p.spec.id()) else {
-            never_issued += 1;
-            continue;
-        };
-        certs.sort();
-        first_issued.insert(p.spec.id(), certs[0].0);
-        let mut expired = false;
-        for pair in certs.windows(2) {
-            let ((_, nb, na, asked), (issued, ..)) = (pair[0], pair[1]);
-            if issued > na {
-                expired = true;
-            }
-            let half = nb + na.duration_since(nb).unwrap_or_default() / 2;
-            if issued < half && !asked {
-                duplicates += 1;
-            } else {
-                renewals += 1;
-            }
-        }
-        if certs.last().is_some_and(|(_, _, na, _)| *na < end) {
-            expired = true;
-        }
-        if expired {
-            ever_expired += 1;
-        }
-    }
+    let issued_certs: Vec<&crate::IssuedCertificate> = ledger
+        .certificates
+        .iter()
+        .chain(ledger_second.iter().flat_map(|l| l.certificates.iter()))
+        .collect();
+    let ids: Vec<String> = plan.iter().map(|p| p.spec.id()).collect();
+    let tally = measure::tally(&issued_certs, &ids, &asked, end)?;
+    let (ever_expired, never_issued, duplicates, renewals, first_issued) = (
+        tally.ever_expired,
+        tally.never_issued,
+        tally.duplicates,
+        tally.renewals,
+        tally.first_issued,
+    );
     let makespan = first_issued
         .values()
         .max()
@@ -659,8 +630,22 @@ async fn simulate_on<S: Store>(
     let bound = makespan_bound(&plan, &config.limits, |b| {
         arrival(b).duration_since(start).unwrap_or_default()
     });
-    let requests: u64 = ledger.requests.values().sum();
-    let issued = ledger.certificates.len();
+    let requests: u64 = ledger.requests.values().sum::<u64>()
+        + ledger_second
+            .iter()
+            .map(|l| l.requests.values().sum::<u64>())
+            .sum::<u64>();
+    let issued =
+        ledger.certificates.len() + ledger_second.as_ref().map_or(0, |l| l.certificates.len());
+    let second_ca = ledger_second.as_ref().map(|b| {
+        second::report(
+            &ledger,
+            b,
+            &outage_log.lock().unwrap_or_else(|p| p.into_inner()),
+            plan.iter()
+                .map(|p| (arrival(p.burst), first_issued.get(&p.spec.id()).copied())),
+        )
+    });
     let failures = failures.lock().unwrap_or_else(|p| p.into_inner()).clone();
     Ok(SimulationReport {
         managed: plan.len(),
@@ -699,8 +684,30 @@ async fn simulate_on<S: Store>(
             .map(|(e, n)| (e.to_string(), *n as f64 / config.days.max(1) as f64))
             .collect(),
         peak_limit_use: ca.peak_limit_use(),
+        second_ca,
         wall_s: wall.elapsed().as_secs_f64(),
     })
+}
+
+/// A simulation's CA (in process, under `host` when given): Let's
+/// Encrypt's behaviour as configured.
+fn sim_ca(config: &SimulationConfig, host: Option<&str>) -> Result<TestCa> {
+    let mut builder = TestCa::builder()
+        .alternate_chain(true)
+        .authorization_reuse(config.authorization_reuse)
+        .rate_limits(config.limits.clone())
+        .renewal_info(None)
+        .renewal_info_retry_after(config.renewal_info_retry_after.as_secs())
+        .profiles(true)
+        .caa_recheck_fails_order(config.caa_recheck_fails_order);
+    if let Some(host) = host {
+        builder = builder.in_process_host(host);
+    }
+    let ca = builder.start_in_process()?;
+    if config.classic_lifetime != Duration::from_secs(90 * DAY) {
+        ca.change_lifetime_on(SystemTime::UNIX_EPOCH, None, config.classic_lifetime);
+    }
+    Ok(ca)
 }
 
 enum FaultStep {
