@@ -26,12 +26,19 @@ pub type AnyError = Box<dyn std::error::Error + Send + Sync>;
 pub struct CommonArgs {
     /// Directory URL (ACME v2 or v1), or `letsencrypt`,
     /// `letsencrypt-staging`, `embedded` (an in-process test CA) or
-    /// `embedded-v1` (the same, speaking ACME v1).
+    /// `embedded-v1` (the same, speaking ACME v1). `issue` takes several,
+    /// in order of preference: a CA set chooses among them (the customer's
+    /// CAA, each CA's health) and fails over without issuing twice.
+    #[arg(long = "directory", required = true)]
+    pub directories: Vec<String>,
+    /// Extra root certificate (PEM) to trust for the CAs' HTTPS (test
+    /// CAs); repeat for more.
     #[arg(long)]
-    pub directory: String,
-    /// Extra root certificate (PEM) to trust for the CA's HTTPS (test CAs).
-    #[arg(long)]
-    pub root_ca: Option<PathBuf>,
+    pub root_ca: Vec<PathBuf>,
+    /// The external account binding of a CA after the first, as
+    /// `DIRECTORY=KID:FILE` (FILE holds the HMAC key); repeat per CA.
+    #[arg(long = "eab-for")]
+    pub eab_for: Vec<String>,
     /// Contact e-mail for the account.
     #[arg(long)]
     pub contact: Option<String>,
@@ -60,20 +67,68 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
+    /// The first (preferred) CA's directory.
+    pub fn directory(&self) -> &str {
+        self.directories.first().map_or("", String::as_str)
+    }
+
     /// Whether the CA is the in-process test CA.
     pub fn is_embedded(&self) -> bool {
-        self.directory == "embedded" || self.directory == "embedded-v1"
+        self.directories
+            .iter()
+            .any(|d| d == "embedded" || d == "embedded-v1")
     }
 
     /// Refuses flags that would be ignored.
     pub fn validate(&self) -> Result<(), AnyError> {
-        if self.is_embedded() && self.root_ca.is_some() {
+        if self.is_embedded() && !self.root_ca.is_empty() {
             return Err(
                 "--root-ca is for a CA outside this process: --directory embedded trusts its own root"
                     .into(),
             );
         }
+        if self.is_embedded() && self.directories.len() > 1 {
+            return Err("--directory embedded is one CA: several --directory need URLs".into());
+        }
+        if self.directories.len() < 2 && !self.eab_for.is_empty() {
+            return Err(
+                "--eab-for is for the CAs after the first: the first takes --eab-kid".into(),
+            );
+        }
         Ok(())
+    }
+
+    /// Refuses several directories (every subcommand but `issue`).
+    pub fn single(&self) -> Result<(), AnyError> {
+        if self.directories.len() > 1 {
+            return Err("only `issue` takes several --directory".into());
+        }
+        Ok(())
+    }
+
+    /// The binding given for `directory` with `--eab-for DIRECTORY=KID:FILE`.
+    pub fn eab_for(
+        &self,
+        directory: &str,
+    ) -> Result<Option<(String, Zeroizing<String>)>, AnyError> {
+        for given in &self.eab_for {
+            let (dir, rest) = given
+                .split_once('=')
+                .ok_or("--eab-for takes DIRECTORY=KID:FILE")?;
+            if dir != directory {
+                continue;
+            }
+            let (kid, file) = rest
+                .split_once(':')
+                .ok_or("--eab-for takes DIRECTORY=KID:FILE")?;
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("reading the --eab-for key file {file}: {e}"))?;
+            return Ok(Some((
+                kid.to_owned(),
+                Zeroizing::new(text.trim().to_owned()),
+            )));
+        }
+        Ok(None)
     }
 }
 
@@ -344,7 +399,7 @@ pub async fn connect(
             }
             _ => 0,
         };
-        let dialect = if args.directory == "embedded-v1" {
+        let dialect = if args.directory() == "embedded-v1" {
             Dialect::V1
         } else {
             Dialect::V2
@@ -380,19 +435,46 @@ pub async fn connect(
     } else {
         None
     };
-    let directory = match (&embedded, args.directory.as_str()) {
-        (Some(e), _) => e.ca.directory_url(),
-        (None, "letsencrypt") => sturdy_acme::LETS_ENCRYPT_PRODUCTION.to_owned(),
-        (None, "letsencrypt-staging") => sturdy_acme::LETS_ENCRYPT_STAGING.to_owned(),
-        (None, url) => url.to_owned(),
+    let client = match &embedded {
+        Some(e) => client_for(args, e.ca.client_builder(), &e.ca.directory_url(), false).await?,
+        None => client_of(args, args.directory()).await?,
     };
-    let mut builder = match &embedded {
-        Some(e) => e.ca.client_builder(),
-        None => Client::builder(&directory),
-    };
-    if let (Some(root), None) = (&args.root_ca, &embedded) {
-        let pem = std::fs::read(root).map_err(|e| format!("reading {}: {e}", root.display()))?;
-        builder = builder.root_certificates_pem(pem);
+    Ok(Connection {
+        client,
+        embedded,
+        responder,
+        eab,
+    })
+}
+
+/// The directory URL a `--directory` value names.
+pub fn directory_url(given: &str) -> String {
+    match given {
+        "letsencrypt" => sturdy_acme::LETS_ENCRYPT_PRODUCTION.to_owned(),
+        "letsencrypt-staging" => sturdy_acme::LETS_ENCRYPT_STAGING.to_owned(),
+        url => url.to_owned(),
+    }
+}
+
+/// A client of the CA at `given` (a `--directory` value), trusting the
+/// `--root-ca` roots.
+pub async fn client_of(args: &CommonArgs, given: &str) -> Result<Client, AnyError> {
+    let directory = directory_url(given);
+    client_for(args, Client::builder(&directory), &directory, true).await
+}
+
+async fn client_for(
+    args: &CommonArgs,
+    mut builder: sturdy_acme::ClientBuilder,
+    directory: &str,
+    roots: bool,
+) -> Result<Client, AnyError> {
+    if roots {
+        for root in &args.root_ca {
+            let pem =
+                std::fs::read(root).map_err(|e| format!("reading {}: {e}", root.display()))?;
+            builder = builder.root_certificates_pem(pem);
+        }
     }
     let reporter = WaitReporter::new(&sturdy_acme::RetryPolicy::default());
     let events = reporter.clone();
@@ -404,12 +486,7 @@ pub async fn connect(
         "directory {directory} loaded ({})",
         client.dialect()
     ));
-    Ok(Connection {
-        client,
-        embedded,
-        responder,
-        eab,
-    })
+    Ok(client)
 }
 
 impl Connection {

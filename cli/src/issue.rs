@@ -124,13 +124,20 @@ impl IssueArgs {
                 "no DNS is asked then (the CAA pre-flight runs with --store)",
             );
         }
+        if self.common.directories.len() > 1 && self.store.is_none() && !self.check {
+            return refuse(
+                "several --directory",
+                "an issue without --store or --check",
+                "choosing among CAs exactly once needs the store's journal (--store)",
+            );
+        }
         // Bad values too, before anything is sent.
         self.key_type()?;
         self.account_key_type()?;
         Ok(())
     }
 
-    fn key_type(&self) -> Result<CertificateKeyType, AnyError> {
+    pub(crate) fn key_type(&self) -> Result<CertificateKeyType, AnyError> {
         Ok(self.key_type.as_deref().unwrap_or("p256").parse()?)
     }
 
@@ -153,6 +160,9 @@ pub async fn run(args: IssueArgs) -> Result<(), AnyError> {
         order_request = order_request.with_profile(profile.clone());
     }
     let mut conn = connect(&args.common, Some(&args.challenge), &args.out).await?;
+    if args.common.directories.len() > 1 {
+        return super::several::run(&args, &mut conn, challenge_type, started).await;
+    }
     if args.check {
         return check(&args, &conn, challenge_type).await;
     }

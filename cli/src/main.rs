@@ -51,6 +51,7 @@ pub(crate) mod issue;
 pub(crate) mod manage;
 pub(crate) mod output;
 pub(crate) mod outputs;
+pub(crate) mod several;
 
 use std::process::ExitCode;
 
@@ -120,10 +121,22 @@ fn run(command: Command) -> ExitCode {
     let result = runtime.block_on(async {
         match command {
             Command::Issue(a) => issue::run(a).await,
-            Command::List(a) => manage::list(a).await,
-            Command::Renew(a) => manage::renew(a).await,
-            Command::Revoke(a) => manage::revoke(a).await,
-            Command::Account(a) => manage::account(a).await,
+            Command::List(a) => match a.common.single() {
+                Ok(()) => manage::list(a).await,
+                Err(e) => Err(e),
+            },
+            Command::Renew(a) => match a.common.single() {
+                Ok(()) => manage::renew(a).await,
+                Err(e) => Err(e),
+            },
+            Command::Revoke(a) => match a.common.single() {
+                Ok(()) => manage::revoke(a).await,
+                Err(e) => Err(e),
+            },
+            Command::Account(a) => match a.common.single() {
+                Ok(()) => manage::account(a).await,
+                Err(e) => Err(e),
+            },
         }
     });
     output::summary();

@@ -469,11 +469,13 @@ impl<S: Store> CaSet<S> {
     }
 
     /// The CAA verdicts of `names` for every CA of the set, read once (the
-    /// set's checker; `None` when the set has none): what `acme issue
-    /// --check` prints.
+    /// set's checker; `None` when the set has none), judged for a
+    /// certificate ordered with `options` (its challenge types, for RFC
+    /// 8657 `validationmethods`): what `acme issue --check` prints.
     pub async fn caa_verdicts<N: AsRef<str>>(
         &self,
         names: &[N],
+        options: &EnsureOptions,
     ) -> Option<Vec<(String, Vec<CaaReport>)>> {
         let checker = self.inner.caa.as_ref()?;
         let names: Vec<String> = names.iter().map(|n| n.as_ref().to_owned()).collect();
@@ -481,7 +483,7 @@ impl<S: Store> CaSet<S> {
         for m in &self.inner.members {
             contexts.push(
                 m.issuer
-                    .caa_context(m.caa_identities.as_deref(), &Default::default())
+                    .caa_context(m.caa_identities.as_deref(), &self.mapped(m, options))
                     .await,
             );
         }

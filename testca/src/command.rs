@@ -96,6 +96,11 @@ pub struct ServerArgs {
     /// (repeatable); HS256, HS384 and HS512 bindings are accepted.
     #[arg(long)]
     eab: Vec<String>,
+    /// The CAA identity announced in the directory (`caaIdentities`) and
+    /// checked against CAA records (default `sturdy-acme.test`): two test
+    /// CAs a customer's CAA records tell apart.
+    #[arg(long)]
+    caa_identity: Option<String>,
 }
 
 /// Shows the listening flags only: `--eab` carries HMAC keys.
@@ -173,6 +178,9 @@ impl ServerArgs {
         }
         if let Some(secs) = args.poll_retry_after {
             builder = builder.poll_retry_after(secs);
+        }
+        if let Some(identity) = &args.caa_identity {
+            builder = builder.caa_identity(identity.clone());
         }
         for entry in &args.eab {
             let (kid, key) = entry

@@ -188,7 +188,10 @@ async fn the_customers_caa_sends_the_order_to_the_one_ca_it_names() {
             .any(|e| matches!(e, CaSetEvent::Chosen { choice, .. } if choice.ca == "b"))
     );
     // The set's verdicts for every CA, read once: what `--check` prints.
-    let verdicts = set.caa_verdicts(&names).await.unwrap();
+    let verdicts = set
+        .caa_verdicts(&names, &EnsureOptions::default())
+        .await
+        .unwrap();
     let may: Vec<(String, bool)> = verdicts
         .iter()
         .map(|(ca, r)| (ca.clone(), r.iter().all(|r| r.verdict.may_issue())))

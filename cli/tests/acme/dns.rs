@@ -123,3 +123,109 @@ async fn the_issue_tool_checks_and_issues_through_rfc2136() {
     );
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// `acme issue` with two `--directory` (two served test CAs, the second
+/// announcing the CAA identity `other-ca.example`) and Knot as the DNS:
+/// `--check` prints the verdict of every CA from one lookup, and `--store`
+/// issues at the one CA the customer's CAA records name, saying why the
+/// first was passed over.
+#[tokio::test]
+async fn the_issue_tool_chooses_among_several_cas_by_caa() {
+    let Some(lab) = DnsLab::start().await else {
+        return;
+    };
+    let scratch = crate::harness::temp_dir("several-cas");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let (root1, root2) = (scratch.join("root1.pem"), scratch.join("root2.pem"));
+    let (_first, dir1) = crate::harness::start_test_ca(&root1).await;
+    let (_second, dir2) = crate::harness::start_test_ca_with(
+        &root2,
+        &["--caa-identity".as_ref(), "other-ca.example".as_ref()],
+    )
+    .await;
+    let exe = crate::harness::acme();
+    let dns_server = lab.resolver().to_string();
+    let out = scratch.join("out").to_string_lossy().into_owned();
+    let common: Vec<String> = vec![
+        "issue".into(),
+        "--directory".into(),
+        dir1.clone(),
+        "--directory".into(),
+        dir2.clone(),
+        "--root-ca".into(),
+        root1.to_string_lossy().into_owned(),
+        "--root-ca".into(),
+        root2.to_string_lossy().into_owned(),
+        "--dns-server".into(),
+        dns_server.clone(),
+        "--out".into(),
+        out.clone(),
+    ];
+    let run = |extra: Vec<String>| {
+        let exe = exe.clone();
+        let mut args = common.clone();
+        args.extend(extra);
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(exe)
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap()
+        })
+    };
+    // The verdict for each CA, from one lookup.
+    let output = run(vec![
+        "--check".into(),
+        "--domain".into(),
+        "other.caa.test".into(),
+    ])
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("$ issue --check (two CAs)\n{stdout}\n{stderr}");
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("CA 127.0.0.1#1: forbidden for some name"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("CA 127.0.0.1#2: may issue every name"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("names other-ca.example"), "{stdout}");
+    assert!(
+        stdout.contains("the set would choose 127.0.0.1#2 first"),
+        "{stdout}"
+    );
+    // Issued at the second CA, through the store, the choice said.
+    let store = scratch.join("store").to_string_lossy().into_owned();
+    let output = run(vec![
+        "--domain".into(),
+        "shop.other.caa.test".into(),
+        "--store".into(),
+        store,
+    ])
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("$ issue --store (two CAs)\n{stderr}");
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("CA: 127.0.0.1#2 (passed over: 127.0.0.1#1: CAA forbids it"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("at 127.0.0.1#2"), "{stderr}");
+    assert!(std::path::Path::new(&out).join("fullchain.pem").exists());
+    // Several directories only where a set makes sense.
+    let output = run(vec!["--domain".into(), "x.other.caa.test".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+}
