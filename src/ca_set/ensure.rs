@@ -148,11 +148,10 @@ impl<S: Store> CaSet<S> {
     ) -> Result<Round> {
         let members = &self.inner.members;
         let mut held = self.holdings(ids).await?;
-        let within = |choice: CaChoice, caa_methods, resolve_only| WithinSet {
+        let within = |choice: CaChoice, caa_methods| WithinSet {
             choice,
             caa_methods,
             set_lease: Arc::clone(set_lease),
-            resolve_only,
         };
         let mut skipped: Vec<SkippedCa> = Vec::new();
         let mut passed = vec![false; members.len()];
@@ -174,7 +173,7 @@ impl<S: Store> CaSet<S> {
                 choice: choice.clone(),
             });
             let error = match self
-                .issue_at(i, names, options, within(choice.clone(), None, true))
+                .issue_at(i, names, options, within(choice.clone(), None))
                 .await
             {
                 Ok(ensured) => {
@@ -192,7 +191,7 @@ impl<S: Store> CaSet<S> {
                     if let Some(key) = &held[i].key {
                         members[i]
                             .issuer
-                            .abandon_unfinalized(key, &within(choice, None, false))
+                            .abandon_unfinalized(key, &within(choice, None))
                             .await?;
                     }
                     held[i].in_flight = InFlight::Nothing;
@@ -229,7 +228,7 @@ impl<S: Store> CaSet<S> {
                     }
                     let choice = CaChoice::preferred(member.name.clone());
                     return match self
-                        .issue_at(*i, names, options, within(choice.clone(), None, false))
+                        .issue_at(*i, names, options, within(choice.clone(), None))
                         .await
                     {
                         Ok(ensured) => {
@@ -327,7 +326,7 @@ impl<S: Store> CaSet<S> {
                 let choice = CaChoice::preferred(members[j].name.clone());
                 let found = members[j]
                     .issuer
-                    .abandon_unfinalized(key, &within(choice, None, false))
+                    .abandon_unfinalized(key, &within(choice, None))
                     .await;
                 let found = match found {
                     Ok(found) => found,
@@ -378,7 +377,7 @@ impl<S: Store> CaSet<S> {
                 choice: choice.clone(),
             });
             let result = self
-                .issue_at(i, names, options, within(choice.clone(), methods, false))
+                .issue_at(i, names, options, within(choice.clone(), methods))
                 .await;
             let error = match result {
                 Ok(ensured) => {
@@ -401,7 +400,7 @@ impl<S: Store> CaSet<S> {
                     if let Some(key) = &m.issuer.known_key(ids).await? {
                         match m
                             .issuer
-                            .abandon_unfinalized(key, &within(choice, None, false))
+                            .abandon_unfinalized(key, &within(choice, None))
                             .await?
                         {
                             InFlight::MaybeFinalized => {

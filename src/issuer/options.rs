@@ -166,11 +166,6 @@ pub(crate) struct WithinSet {
     pub(crate) choice: crate::store::CaChoice,
     pub(crate) caa_methods: Option<std::collections::BTreeMap<String, Vec<String>>>,
     pub(crate) set_lease: std::sync::Arc<super::fence::LeaseState>,
-    /// Only resolve the journal's order: an order proven invalid is given
-    /// up (its journal back before finalize, its key archived) and the
-    /// error returned, instead of ordering again at this CA; the set then
-    /// chooses.
-    pub(crate) resolve_only: bool,
 }
 
 impl std::fmt::Debug for WithinSet {
@@ -178,7 +173,6 @@ impl std::fmt::Debug for WithinSet {
         f.debug_struct("WithinSet")
             .field("choice", &self.choice)
             .field("caa_methods", &self.caa_methods)
-            .field("resolve_only", &self.resolve_only)
             .finish_non_exhaustive()
     }
 }
@@ -187,7 +181,6 @@ impl PartialEq for WithinSet {
     fn eq(&self, other: &Self) -> bool {
         self.choice == other.choice
             && self.caa_methods == other.caa_methods
-            && self.resolve_only == other.resolve_only
             && std::sync::Arc::ptr_eq(&self.set_lease, &other.set_lease)
     }
 }

@@ -116,12 +116,12 @@ impl<S: Store> Issuer<S> {
             check_order_identifiers(key, &order)?;
             match self.drive(key, &mut order, &mut journal, options).await {
                 Ok(()) => return self.store_certificate(key, &journal, source).await,
-                Err(DriveError::Restart)
-                    if options.within_set.as_ref().is_some_and(|w| w.resolve_only) =>
-                {
-                    // A CA set resolving this order: proven invalid, it is
-                    // given up here (nothing was issued for it) and the
-                    // set chooses where the next order goes.
+                Err(DriveError::Restart) if options.within_set.is_some() => {
+                    // Within a CA set: an order proven invalid (the CA's
+                    // definitive word that it yields no certificate) is
+                    // given up here, its journal back before finalize (the
+                    // key archived), and the set chooses where the next
+                    // order goes, this CA or another.
                     self.supersede(key, &mut journal).await?;
                     self.save_journal(key, &journal).await?;
                     return Err(Error::OrderInvalid {
@@ -336,7 +336,16 @@ impl<S: Store> Issuer<S> {
                     // journal stays at finalize either way, and the CA set
                     // resolves it at this CA once its pause ends.)
                     if let Err(e) = order.finalize(Csr::Key(&cert_key)).await {
-                        self.after_refused_new_cert(key, order, journal, &e).await?;
+                        if options.within_set.is_some() && order.status() == OrderStatus::Invalid {
+                            // Read back invalid (a CAA recheck that failed
+                            // at finalize): the CA's definitive word that
+                            // this order yields nothing. Within a CA set it
+                            // is given up here, so the set may go elsewhere.
+                            self.supersede(key, journal).await?;
+                            self.save_journal(key, journal).await?;
+                        } else {
+                            self.after_refused_new_cert(key, order, journal, &e).await?;
+                        }
                         return Err(e.into());
                     }
                     // v1: the order's URL now names its certificate; journal

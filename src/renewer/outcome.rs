@@ -144,7 +144,13 @@ impl<S: Store> Renewer<S> {
         }
         if fresh {
             let kind = if renewal { "renewal" } else { "new" };
-            metrics::counter!(metric::ISSUED, "kind" => kind).increment(1);
+            let ca_label = self
+                .inner
+                .through
+                .ca_name(ca)
+                .unwrap_or_default()
+                .to_owned();
+            metrics::counter!(metric::ISSUED, "kind" => kind, "ca" => ca_label).increment(1);
             metrics::histogram!(metric::ORDER_SECONDS, "kind" => kind).record(took.as_secs_f64());
             self.emit(RenewerEvent::Issued {
                 id: id.to_owned(),

@@ -282,7 +282,9 @@ pub mod metric {
     pub const LIMIT_HEADROOM: &str = "sturdy_acme_rate_limit_headroom";
     /// Counter, label `class`: failed attempts by error class.
     pub const ERRORS: &str = "sturdy_acme_renewer_errors_total";
-    /// Counter, label `kind` (`new`, `renewal`): certificates issued.
+    /// Counter, labels `kind` (`new`, `renewal`) and `ca` (the CA of a
+    /// [`CaSet`](crate::ca_set::CaSet) that issued it; empty for a renewer
+    /// over one issuer): certificates issued.
     pub const ISSUED: &str = "sturdy_acme_renewer_issued_total";
     /// Counter: attempts a rate limit held back locally.
     pub const DEFERRED: &str = "sturdy_acme_renewer_deferred_total";

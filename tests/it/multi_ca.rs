@@ -634,3 +634,37 @@ async fn the_fleet_fails_over_during_a_six_hour_outage_without_duplicates() {
     // first issuance probes it and the others wait for that outcome.
     assert_eq!(second.issued_second_after_outage, 0, "{second:?}");
 }
+
+/// The CA's CAA recheck at finalize fails the order at A (Boulder since
+/// 2026: the order becomes `invalid`, the CA's definitive word that it
+/// yields no certificate). Within a set that order is given up at once,
+/// not ordered again at A, and the set passes to B: issued there, one
+/// certificate in all. (Before, A's issuer ordered again at A and the
+/// second invalid order's journal blocked every failover.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_the_ca_fails_at_finalize_passes_to_the_next_ca() {
+    crate::common::init_tracing();
+    let Some(lab) = lab(
+        "refused",
+        TestCa::builder().caa("refused.example", sturdy_acme_testca::CaaPolicy::Forbid),
+    )
+    .await
+    else {
+        return;
+    };
+    let (set, _) = set_of(&lab, |b| b, |s| s).await;
+    let names = ["refused.example"];
+    let got = set.ensure(&names, &EnsureOptions::default()).await.unwrap();
+    assert_eq!(got.ca, "b");
+    let choice = got.choice.unwrap();
+    assert!(
+        matches!(&choice.skipped[0].reason, SkipReason::Refused { problem } if problem.contains("caa")),
+        "{choice}"
+    );
+    assert_eq!(
+        lab.a.ledger().requests_to(Endpoint::NewOrder),
+        1,
+        "not ordered again at A"
+    );
+    assert_eq!(issued(&lab, &names), (0, 1, 0));
+}
