@@ -668,3 +668,46 @@ async fn an_order_the_ca_fails_at_finalize_passes_to_the_next_ca() {
     );
     assert_eq!(issued(&lab, &names), (0, 1, 0));
 }
+
+/// A journal left beside the certificate it stored (a crash between the
+/// save and the journal's delete) is not an order in flight: the set's
+/// choice, not that CA, decides where the next certificate goes (here the
+/// allow-list names only B).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_left_beside_its_certificate_does_not_pin_the_set_to_its_ca() {
+    crate::common::init_tracing();
+    let Some(lab) = lab("leftover", TestCa::builder()).await else {
+        return;
+    };
+    let (set, _) = set_of(&lab, |b| b, |s| s).await;
+    let names = ["leftover.example"];
+    let first = set.ensure(&names, &EnsureOptions::default()).await.unwrap();
+    assert_eq!(first.ca, "a");
+    // The journal of that issuance, left at Downloaded beside it.
+    let cert = first.ensured.certificate.clone();
+    let account = lab
+        .store
+        .load_account(&lab.a.directory_url())
+        .await
+        .unwrap()
+        .unwrap();
+    let ids: Vec<sturdy_acme::Identifier> = names
+        .iter()
+        .map(|n| sturdy_acme::Identifier::parse(n).unwrap())
+        .collect();
+    let key = IdentifierSetKey::for_account(lab.a.directory_url(), account.url.clone(), &ids);
+    let mut journal =
+        sturdy_acme::store::Journal::new(lab.a.directory_url(), account.url, ids.clone(), 0);
+    journal.step = JournalStep::Downloaded;
+    journal.key_pem = Some(cert.key_pem.clone());
+    journal.certificate_url = Some(cert.url.clone());
+    journal.chain_pem = Some(cert.chain_pem.clone());
+    lab.store.save_journal(&key, &journal).await.unwrap();
+    let options = EnsureOptions::default()
+        .with_force_new(true)
+        .with_certificate(sturdy_acme::CertificateOptions::default().with_allowed_cas(["b"]));
+    let next = set.ensure(&names, &options).await.unwrap();
+    assert_eq!(next.ca, "b");
+    assert_eq!(lab.a.ledger().issued_for(&names), 1);
+    assert_eq!(lab.b.ledger().issued_for(&names), 1);
+}
