@@ -213,6 +213,25 @@ impl<S: Store> Renewer<S> {
             });
             return None;
         }
+        // A CA set whose every CA that may issue is held by a rate limit
+        // (counted locally: nothing was sent): waiting for the first to
+        // refill, as for one CA's limit.
+        if let Some((until, limit)) = set_held_by_limits(error) {
+            let until = until.max(now + Duration::from_secs(1));
+            let mut t = state.tracked.get_mut(id)?;
+            t.state = ManagedState::WaitingForLimit;
+            let entry = entry(id, &t.stored, current.as_ref(), until);
+            drop(t);
+            state.queue.schedule(entry, until);
+            drop(state);
+            metrics::counter!(metric::DEFERRED).increment(1);
+            self.emit(RenewerEvent::Deferred {
+                id: id.to_owned(),
+                limit,
+                until,
+            });
+            return None;
+        }
         // Another node is doing it.
         if matches!(error, Error::Store(StoreError::LeaseHeld { .. })) {
             let at = now + policy.elsewhere_retry;
@@ -313,4 +332,27 @@ impl<S: Store> Renewer<S> {
         });
         Some(record)
     }
+}
+
+/// When a CA set passed over every CA for rate limits (and for reasons
+/// that do not change by waiting, such as the allow-list or CAA, none
+/// down or failing): when the first limit refills, and the limits.
+fn set_held_by_limits(error: &Error) -> Option<(SystemTime, String)> {
+    use crate::store::SkipReason;
+    let Error::NoEligibleCa { skipped, .. } = error else {
+        return None;
+    };
+    let mut earliest: Option<i64> = None;
+    let mut limits = Vec::new();
+    for s in skipped {
+        match &s.reason {
+            SkipReason::RateLimited { limit, until } => {
+                earliest = Some(earliest.map_or(*until, |e| e.min(*until)));
+                limits.push(format!("{}: {limit}", s.ca));
+            }
+            SkipReason::NotAllowed | SkipReason::CaaForbidden { .. } => {}
+            _ => return None,
+        }
+    }
+    earliest.map(|at| (crate::protocol::timestamp::from_unix(at), limits.join("; ")))
 }

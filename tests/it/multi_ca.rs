@@ -711,3 +711,80 @@ async fn a_journal_left_beside_its_certificate_does_not_pin_the_set_to_its_ca() 
     assert_eq!(lab.a.ledger().issued_for(&names), 1);
     assert_eq!(lab.b.ledger().issued_for(&names), 1);
 }
+
+/// A renewer over a set whose CAs have all spent their new-order budget:
+/// the certificates left wait for the first refill as held by a limit
+/// (`WaitingForLimit`, `RenewerEvent::Deferred`, nothing sent), not as
+/// failures backing off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewer_over_a_set_waits_when_every_ca_is_rate_limited() {
+    use sturdy_acme::renewer::{ManagedState, Renewer, RenewerEvent};
+    crate::common::init_tracing();
+    let one = RateLimits {
+        new_orders_per_account: Some(Limit::new(1, Duration::from_secs(3 * 3600))),
+        ..RateLimits::none()
+    };
+    let Some(lab) = lab("limited", TestCa::builder().rate_limits(one.clone())).await else {
+        return;
+    };
+    let a = lab
+        .a
+        .client_builder()
+        .retry_policy(quick())
+        .build()
+        .await
+        .unwrap();
+    let b = lab
+        .b
+        .client_builder()
+        .retry_policy(quick())
+        .build()
+        .await
+        .unwrap();
+    let set = CaSet::builder()
+        .ca(CaMember::new(
+            "a",
+            issuer(a, &lab.store).rate_limits(one.clone()).build(),
+        ))
+        .ca(CaMember::new(
+            "b",
+            issuer(b, &lab.store).rate_limits(one.clone()).build(),
+        ))
+        .build()
+        .unwrap();
+    let seen = Arc::new(Mutex::new((0usize, 0usize)));
+    let log = Arc::clone(&seen);
+    let renewer = Renewer::for_set(set)
+        .policy(crate::renewer::policy())
+        .on_event(move |e| match e {
+            RenewerEvent::Deferred { .. } => log.lock().unwrap().0 += 1,
+            RenewerEvent::Failed { .. } => log.lock().unwrap().1 += 1,
+            _ => {}
+        })
+        .build();
+    renewer
+        .add_all(crate::renewer::specs(
+            (0..4).map(|i| format!("held{i}.example")),
+        ))
+        .await
+        .unwrap();
+    let running = crate::renewer::start(&renewer);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let status = renewer.status();
+        if status.count(ManagedState::Valid) == 2
+            && status.count(ManagedState::WaitingForLimit) == 2
+        {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (deferred, failed) = *seen.lock().unwrap();
+    assert!(deferred >= 2, "{status:?}");
+    assert_eq!(failed, 0, "held by limits is not a failure");
+    assert_eq!(lab.a.ledger().certificates.len(), 1);
+    assert_eq!(lab.b.ledger().certificates.len(), 1);
+    renewer.shutdown();
+    running.await.unwrap().unwrap();
+}
