@@ -66,6 +66,11 @@
 //! # Ok(()) }
 //! ```
 
+// (Over 800 lines: the policy and builder, the shared state types and the
+// run loop with its budget; each other concern is a child module: specs
+// tracked (track), outcomes (outcome), the queue, revocation lists, the
+// roster, the status snapshot, and one issuer or a CA set (through). The
+// policy and builder are the next to move out.)
 mod outcome;
 mod queue;
 mod revocation;
