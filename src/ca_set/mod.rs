@@ -328,26 +328,27 @@ impl<S: Store> CaSetBuilder<S> {
         if self.members.is_empty() {
             return Err(Error::InvalidInput("a CA set needs at least one CA".into()));
         }
-        let mut names: Vec<&str> = self.members.iter().map(|m| m.name.as_str()).collect();
-        names.sort_unstable();
-        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(Error::InvalidInput(format!(
-                "two CAs of a set are named {:?}",
-                w[0]
-            )));
-        }
-        let mut directories: Vec<&str> = self
-            .members
-            .iter()
-            .map(|m| m.issuer.client().directory_url())
-            .collect();
-        directories.sort_unstable();
-        if let Some(w) = directories.windows(2).find(|w| w[0] == w[1]) {
-            return Err(Error::InvalidInput(format!(
-                "two CAs of a set use the directory {}: one CA is one member",
-                w[0]
-            )));
-        }
+        let twice = |what: &str, mut values: Vec<&str>| -> Result<()> {
+            values.sort_unstable();
+            match values.windows(2).find(|w| w[0] == w[1]) {
+                Some(w) => Err(Error::InvalidInput(format!(
+                    "two CAs of a set share the {what} {:?}: one CA is one member",
+                    w[0]
+                ))),
+                None => Ok(()),
+            }
+        };
+        twice(
+            "name",
+            self.members.iter().map(|m| m.name.as_str()).collect(),
+        )?;
+        twice(
+            "directory",
+            self.members
+                .iter()
+                .map(|m| m.issuer.client().directory_url())
+                .collect(),
+        )?;
         // A pause longer than the set waits fails the request at once
         // (another CA serves), also in an issuance already under way.
         for m in &self.members {

@@ -186,38 +186,23 @@ impl<S: Store> Renewer<S> {
         let names = t.stored.spec.names().to_vec();
         let current = t.current.clone();
 
-        // Held by a rate limit: counted locally, nothing was sent. Every
-        // certificate spending the same bucket waits with it.
-        if let Error::RateLimitedLocally {
-            retry_at,
-            limit,
-            scope,
-            ..
-        } = error
-        {
-            let until = (*retry_at).max(now + Duration::from_secs(1));
-            if let Some(block) = Block::of(scope, id) {
+        // Held by a rate limit: counted locally, nothing was sent (one
+        // CA's ledger, or every CA of a set passed over for limits). Every
+        // certificate spending the same bucket of one CA waits with it.
+        let held = match error {
+            Error::RateLimitedLocally {
+                retry_at,
+                limit,
+                scope,
+                ..
+            } => Some((*retry_at, limit.clone(), Block::of(scope, id))),
+            _ => set_held_by_limits(error).map(|(until, limit)| (until, limit, None)),
+        };
+        if let Some((until, limit, block)) = held {
+            let until = until.max(now + Duration::from_secs(1));
+            if let Some(block) = block {
                 state.queue.block(block, until);
             }
-            let mut t = state.tracked.get_mut(id)?;
-            t.state = ManagedState::WaitingForLimit;
-            let entry = entry(id, &t.stored, current.as_ref(), until);
-            drop(t);
-            state.queue.schedule(entry, until);
-            drop(state);
-            metrics::counter!(metric::DEFERRED).increment(1);
-            self.emit(RenewerEvent::Deferred {
-                id: id.to_owned(),
-                limit: limit.clone(),
-                until,
-            });
-            return None;
-        }
-        // A CA set whose every CA that may issue is held by a rate limit
-        // (counted locally: nothing was sent): waiting for the first to
-        // refill, as for one CA's limit.
-        if let Some((until, limit)) = set_held_by_limits(error) {
-            let until = until.max(now + Duration::from_secs(1));
             let mut t = state.tracked.get_mut(id)?;
             t.state = ManagedState::WaitingForLimit;
             let entry = entry(id, &t.stored, current.as_ref(), until);
