@@ -74,8 +74,9 @@ use serde_json::Value;
 use zeroize::{Zeroize, Zeroizing};
 
 use sturdy_acme::store::{
-    IdentifierSetKey, Journal, KeyEncryptionKey, Lease, LedgerUpdate, ManagedRecord,
-    RateLimitRecord, Sealed, Sealer, Store, StoreResult, StoredAccount, StoredCertificate,
+    DirectoryRecord, IdentifierSetKey, Journal, KeyEncryptionKey, Lease, LedgerUpdate,
+    ManagedRecord, RateLimitRecord, Sealed, Sealer, Store, StoreResult, StoredAccount,
+    StoredCertificate,
 };
 use sturdy_acme::{DatabaseErrorKind, StoreError};
 
@@ -1105,6 +1106,41 @@ impl Store for PostgresStore {
             &sealed,
         )
         .await
+    }
+
+    async fn load_directory(&self, directory: &str) -> StoreResult<Option<DirectoryRecord>> {
+        let row = self
+            .db_query_opt(
+                "load directory",
+                "SELECT record FROM sturdy_directories WHERE directory = $1",
+                &[&directory],
+            )
+            .await?;
+        self.count(1, 0);
+        let Some(value) = row.map(|row| row.get::<_, Value>(0)) else {
+            return Ok(None);
+        };
+        serde_json::from_value(value)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupted {
+                path: format!("postgres:sturdy_directories/{directory}").into(),
+                reason: format!("not a directory record: {e}"),
+            })
+    }
+
+    async fn save_directory(&self, directory: &str, record: &DirectoryRecord) -> StoreResult<()> {
+        let value = serde_json::to_value(record).map_err(|e| {
+            StoreError::Other(format!("encoding the directory of {directory}: {e}"))
+        })?;
+        self.db_execute(
+            "save directory",
+            "INSERT INTO sturdy_directories (directory, record) VALUES ($1, $2) \
+             ON CONFLICT (directory) DO UPDATE SET record = excluded.record",
+            &[&directory, &value],
+        )
+        .await?;
+        self.count(1, 1);
+        Ok(())
     }
 
     async fn load_ledger(&self, directory: &str) -> StoreResult<Option<RateLimitRecord>> {

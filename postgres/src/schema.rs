@@ -102,6 +102,14 @@ CREATE INDEX sturdy_ledger_requests_age ON sturdy_ledger_requests (directory, ap
 -- is refused.
 ALTER TABLE sturdy_leases ADD COLUMN claim text NOT NULL DEFAULT '';
 "#,
+    // 4: the directory each CA last served, so a client can be built while
+    // its CA is down.
+    r#"
+CREATE TABLE sturdy_directories (
+    directory text PRIMARY KEY,
+    record    jsonb NOT NULL
+);
+"#,
 ];
 
 /// Brings the schema to [`LATEST`], or fails with a

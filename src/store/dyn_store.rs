@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    IdentifierSetKey, Journal, Lease, LedgerUpdate, ManagedRecord, RateLimitRecord, Store,
-    StoreResult, StoredAccount, StoredCertificate,
+    DirectoryRecord, IdentifierSetKey, Journal, Lease, LedgerUpdate, ManagedRecord,
+    RateLimitRecord, Store, StoreResult, StoredAccount, StoredCertificate,
 };
 
 /// A boxed, sendable future of a store operation.
@@ -103,6 +103,8 @@ contract! {
     fn save_journal(key: ref IdentifierSetKey, journal: ref Journal) -> ();
     fn delete_journal(key: ref IdentifierSetKey) -> ();
     fn archive_journal(key: ref IdentifierSetKey, journal: ref Journal) -> ();
+    fn load_directory(directory: ref str) -> Option<DirectoryRecord>;
+    fn save_directory(directory: ref str, record: ref DirectoryRecord) -> ();
     fn load_ledger(directory: ref str) -> Option<RateLimitRecord>;
     fn save_ledger(directory: ref str, ledger: ref RateLimitRecord) -> ();
     fn list_managed(directory: ref str) -> Vec<ManagedRecord>;

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{
-    IdentifierSetKey, Journal, Lease, LedgerUpdate, ManagedRecord, RateLimitRecord, Store,
-    StoreError, StoreResult, StoredAccount, StoredCertificate,
+    DirectoryRecord, IdentifierSetKey, Journal, Lease, LedgerUpdate, ManagedRecord,
+    RateLimitRecord, Store, StoreError, StoreResult, StoredAccount, StoredCertificate,
 };
 
 /// The [`Store`] contract in memory (leases judged by the system clock, as
@@ -40,6 +40,7 @@ struct Inner {
     journals: BTreeMap<IdentifierSetKey, Journal>,
     archive: Vec<(IdentifierSetKey, Journal)>,
     ledgers: HashMap<String, RateLimitRecord>,
+    directories: HashMap<String, DirectoryRecord>,
     managed: HashMap<String, BTreeMap<String, ManagedRecord>>,
     leases: HashMap<String, Lease>,
 }
@@ -186,6 +187,24 @@ impl Store for MemoryStore {
     ) -> impl Future<Output = StoreResult<()>> + Send {
         self.with(|s| {
             s.archive.push((key.clone(), journal.clone()));
+            Ok(())
+        })
+    }
+
+    fn load_directory(
+        &self,
+        directory: &str,
+    ) -> impl Future<Output = StoreResult<Option<DirectoryRecord>>> + Send {
+        self.with(|s| Ok(s.directories.get(directory).cloned()))
+    }
+
+    fn save_directory(
+        &self,
+        directory: &str,
+        record: &DirectoryRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.with(|s| {
+            s.directories.insert(directory.to_owned(), record.clone());
             Ok(())
         })
     }

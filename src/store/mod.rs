@@ -59,8 +59,8 @@ pub use memory::MemoryStore;
 pub use process::ProcessIdentity;
 pub(crate) use process::unique_holder;
 pub use records::{
-    AskedProfile, CaScope, IdentifierSetKey, Journal, JournalError, JournalStep, Lease,
-    LeaseValidity, ManagedRecord, RateLimitRecord, RenewalSchedule, Revoked, StoredAccount,
+    AskedProfile, CaScope, DirectoryRecord, IdentifierSetKey, Journal, JournalError, JournalStep,
+    Lease, LeaseValidity, ManagedRecord, RateLimitRecord, RenewalSchedule, Revoked, StoredAccount,
     StoredCertificate,
 };
 pub use sealing::{KeyEncryptionKey, Sealed, Sealer};
@@ -233,6 +233,20 @@ pub trait Store: Send + Sync + 'static {
         &self,
         key: &IdentifierSetKey,
         journal: &Journal,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The directory document last remembered for a directory URL
+    /// ([`ClientBuilder::build_remembered`](crate::ClientBuilder::build_remembered)).
+    fn load_directory(
+        &self,
+        directory: &str,
+    ) -> impl Future<Output = StoreResult<Option<DirectoryRecord>>> + Send;
+
+    /// Remembers the directory document a CA served (replacing the last).
+    fn save_directory(
+        &self,
+        directory: &str,
+        record: &DirectoryRecord,
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// The client-side rate-limit ledger for a directory URL.

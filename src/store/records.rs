@@ -532,6 +532,23 @@ impl fmt::Debug for Journal {
     }
 }
 
+/// The last directory document a CA served, as
+/// [`ClientBuilder::build_remembered`](crate::ClientBuilder::build_remembered)
+/// keeps it: a client built while the CA is down starts from it (and
+/// finds the CA down at its first request) instead of failing to exist,
+/// so the journals and certificates of that CA stay readable.
+///
+/// Example: [`ClientBuilder::build_remembered`](crate::ClientBuilder::build_remembered).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryRecord {
+    /// The directory's body, as the CA served it (JSON).
+    pub document: String,
+    /// When it was fetched, by the clock of the machine that fetched it
+    /// (for people reading it; never compared with another clock).
+    #[serde(with = "unix_seconds")]
+    pub fetched_at: SystemTime,
+}
+
 /// The client-side rate-limit ledger, as the issuer persists it: an opaque
 /// JSON document the issuer's ledger reads and writes.
 ///

@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 use sturdy_acme::Identifier;
 use sturdy_acme::StoreError;
 use sturdy_acme::store::{
-    IdentifierSetKey, Journal, JournalStep, RateLimitRecord, Store, StoredAccount,
+    DirectoryRecord, IdentifierSetKey, Journal, JournalStep, RateLimitRecord, Store, StoredAccount,
     StoredCertificate,
 };
 
@@ -445,6 +445,31 @@ pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> 
     expect(c, seen == read && after == read, || {
         format!("saw {seen:?}, then {after:?}")
     })?;
+
+    // The remembered directory.
+    let c = "a remembered directory reads back as written, per directory, the last one kept";
+    expect(
+        c,
+        ok(c, store.load_directory(DIR_A).await)?.is_none(),
+        || "a directory before any was saved".into(),
+    )?;
+    let first = DirectoryRecord {
+        document: r#"{"newNonce":"https://ca-a.example/nonce"}"#.into(),
+        fetched_at: std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+    };
+    let second = DirectoryRecord {
+        document: r#"{"newNonce":"https://ca-a.example/nonce2"}"#.into(),
+        fetched_at: std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_600),
+    };
+    ok(c, store.save_directory(DIR_A, &first).await)?;
+    ok(c, store.save_directory(DIR_A, &second).await)?;
+    let read = ok(c, store.load_directory(DIR_A).await)?;
+    expect(c, read.as_ref() == Some(&second), || format!("{read:?}"))?;
+    expect(
+        c,
+        ok(c, store.load_directory(DIR_B).await)?.is_none(),
+        || "another directory's document".into(),
+    )?;
 
     // Leases: mutual exclusion and fencing.
     let ttl = Duration::from_secs(30);

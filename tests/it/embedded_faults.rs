@@ -370,3 +370,72 @@ async fn hostile_authorization_lists_are_refused_before_any_fetch() {
         "{err}"
     );
 }
+
+/// A client built while its CA is down comes from the directory the store
+/// remembers, and finds the CA down at its first request; with nothing
+/// remembered, or when the CA answers something that is not a directory,
+/// the fetch's error is returned and nothing is made up.
+#[tokio::test]
+async fn a_client_built_during_an_outage_starts_from_the_remembered_directory() {
+    use sturdy_acme::store::{MemoryStore, Store};
+    let ca = TestCa::start().await.unwrap();
+    let store = MemoryStore::new();
+    let quick = || ca.client_builder().retry_policy(RetryPolicy::no_retries());
+    let down = |ca: &TestCa| {
+        ca.set_faults(vec![FaultRule::everywhere(
+            Trigger::Always,
+            Fault::Unavailable {
+                retry_after: RetryAfterForm::Seconds(1),
+            },
+        )])
+    };
+    // Down before anything was remembered: the fetch's error.
+    down(&ca);
+    let err = quick().build_remembered(&store).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Problem { .. } | Error::Status { .. }),
+        "{err:?}"
+    );
+    assert!(
+        store
+            .load_directory(&ca.directory_url())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Up: the directory is remembered, once.
+    ca.set_faults(Vec::new());
+    let up = quick().build_remembered(&store).await.unwrap();
+    let remembered = store
+        .load_directory(&ca.directory_url())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(remembered.document.contains(&up.directory().new_order));
+    quick().build_remembered(&store).await.unwrap();
+    assert_eq!(
+        store.load_directory(&ca.directory_url()).await.unwrap(),
+        Some(remembered),
+        "an unchanged directory is not written again"
+    );
+    // Down again: the client exists, and its first request finds the CA down.
+    down(&ca);
+    let client = quick().build_remembered(&store).await.unwrap();
+    assert_eq!(client.directory().new_order, up.directory().new_order);
+    let err = client
+        .create_account(
+            AccountKey::generate(KeyAlgorithm::Es256).unwrap(),
+            &AccountOptions::agreeing_to_terms(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), sturdy_acme::ErrorClass::Transient, "{err:?}");
+    // An answer that is not a directory is the CA's error, not an outage.
+    ca.set_faults(vec![FaultRule::new(
+        Endpoint::Directory,
+        Trigger::Always,
+        Fault::InvalidJsonAfterCommit,
+    )]);
+    let err = quick().build_remembered(&store).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidResponse { .. }), "{err:?}");
+}

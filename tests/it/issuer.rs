@@ -922,6 +922,19 @@ impl Store for FailingRenewals {
     ) -> impl Future<Output = StoreResult<()>> + Send {
         self.0.archive_journal(k, j)
     }
+    fn load_directory(
+        &self,
+        d: &str,
+    ) -> impl Future<Output = StoreResult<Option<sturdy_acme::store::DirectoryRecord>>> + Send {
+        self.0.load_directory(d)
+    }
+    fn save_directory(
+        &self,
+        d: &str,
+        r: &sturdy_acme::store::DirectoryRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.0.save_directory(d, r)
+    }
     fn load_ledger(
         &self,
         d: &str,
@@ -1846,6 +1859,19 @@ async fn the_store_contract_checks_catch_a_broken_store() {
             j: &'a Journal,
         ) -> StoreFuture<'a, ()> {
             Box::pin(Store::archive_journal(&self.inner, k, j))
+        }
+        fn load_directory<'a>(
+            &'a self,
+            d: &'a str,
+        ) -> StoreFuture<'a, Option<sturdy_acme::store::DirectoryRecord>> {
+            Box::pin(Store::load_directory(&self.inner, d))
+        }
+        fn save_directory<'a>(
+            &'a self,
+            d: &'a str,
+            r: &'a sturdy_acme::store::DirectoryRecord,
+        ) -> StoreFuture<'a, ()> {
+            Box::pin(Store::save_directory(&self.inner, d, r))
         }
         fn load_ledger<'a>(&'a self, d: &'a str) -> StoreFuture<'a, Option<RateLimitRecord>> {
             Box::pin(Store::load_ledger(&self.inner, d))

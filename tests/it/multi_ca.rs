@@ -95,22 +95,24 @@ async fn set_with(
     a_issuer: impl FnOnce(IssuerBuilder<FileStore>) -> IssuerBuilder<FileStore>,
     set: impl FnOnce(CaSetBuilder<FileStore>) -> CaSetBuilder<FileStore>,
 ) -> (CaSet<FileStore>, Arc<Mutex<Vec<CaSetEvent>>>) {
+    // Each client remembers its CA's directory in the store, so a set can
+    // be built again while a CA is down.
     let a = a_client(lab.a.client_builder().retry_policy(quick()))
-        .build()
+        .build_remembered(&lab.store)
         .await
         .unwrap();
     let b = lab
         .b
         .client_builder()
         .retry_policy(quick())
-        .build()
+        .build_remembered(&lab.store)
         .await
         .unwrap();
     let c = lab
         .pebble
         .client_builder()
         .retry_policy(quick())
-        .build()
+        .build_remembered(&lab.store)
         .await
         .unwrap();
     let events = Arc::new(Mutex::new(Vec::new()));
@@ -261,8 +263,10 @@ async fn a_ca_that_answers_503_to_everything_is_failed_over_once() {
 }
 
 /// (3) Finalize at A loses its answer (the CA issued), then A goes down:
-/// nothing is ordered at B or Pebble while A's order is unresolved; once A
-/// answers again its certificate is downloaded and stored: one in all.
+/// nothing is ordered at B or Pebble while A's order is unresolved, by
+/// this process nor by one started during the outage (A's client built
+/// from the directory the store remembers); once A answers again its
+/// certificate is downloaded and stored: one in all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_that_may_be_finalized_is_resolved_at_its_ca_before_any_other() {
     crate::common::init_tracing();
@@ -358,7 +362,32 @@ async fn an_order_that_may_be_finalized_is_resolved_at_its_ca_before_any_other()
             .iter()
             .any(|e| matches!(e, CaSetEvent::FailoverBlocked { ca, .. } if ca == "a"))
     );
-    // A answers again: its certificate is downloaded and stored.
+    // The process restarts while A is still down: A's client cannot be
+    // built from its directory, but from the one the store remembers, so
+    // the set exists and is blocked the same way (a set built without A
+    // would order at B while A may hold the certificate).
+    drop(set);
+    assert!(
+        lab.a
+            .client_builder()
+            .retry_policy(quick())
+            .build()
+            .await
+            .is_err(),
+        "A's directory cannot be fetched"
+    );
+    let (set, _) = set_of(&lab, |b| b, |s| s.down_for(Duration::from_secs(3600))).await;
+    let err = set
+        .ensure(&names, &EnsureOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::FailoverBlocked { ca, .. } if ca == "a"),
+        "{err}"
+    );
+    assert_eq!(lab.b.ledger().requests_to(Endpoint::NewOrder), 0);
+    assert_eq!(lab.pebble.count_requests("POST /order-plz"), 0);
+    // A answers again: the restarted set downloads its certificate.
     lab.a.set_faults(Vec::new());
     let got = set.ensure(&names, &EnsureOptions::default()).await.unwrap();
     assert_eq!(got.ca, "a");

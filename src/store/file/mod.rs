@@ -16,6 +16,7 @@
 //!   journals/<IdentifierSetKey::file_stem()>.json    0600  kind "journal" (holds the certificate key)
 //!   journals/archive/<stem>.<unix>-<n>.json 0600  superseded journals, never deleted
 //!   ledger/<sha256(directory URL)>.json     0600  kind "ledger"
+//!   directories/<sha256(directory URL)>.json 0644 kind "directory" (the CA's last directory)
 //!   leases/<name>.lease                     0600  kind "lease"
 //!   leases/<name>.lock                            flock(2) target for the lease's read-modify-write
 //! ```
@@ -58,8 +59,8 @@ mod records;
 use super::atomic::{FileMode, write_file_atomic_counted};
 use super::process;
 use super::{
-    IdentifierSetKey, Journal, Lease, LedgerUpdate, ManagedRecord, RateLimitRecord, Revoked, Store,
-    StoreError, StoreResult, StoredAccount, StoredCertificate,
+    DirectoryRecord, IdentifierSetKey, Journal, Lease, LedgerUpdate, ManagedRecord,
+    RateLimitRecord, Revoked, Store, StoreError, StoreResult, StoredAccount, StoredCertificate,
 };
 use crate::protocol::{Identifier, timestamp};
 use envelope::{envelope, open_envelope, sha256_hex};
@@ -68,6 +69,7 @@ const ACCOUNTS: &str = "accounts";
 const CERTS: &str = "certs";
 const JOURNALS: &str = "journals";
 const LEDGER: &str = "ledger";
+const DIRECTORIES: &str = "directories";
 const LEASES: &str = "leases";
 const MANAGED: &str = "managed";
 const ARCHIVE: &str = "archive";
@@ -140,7 +142,15 @@ impl FileStore {
             fsyncs: AtomicU64::new(0),
         };
         inner.create_root()?;
-        for sub in [ACCOUNTS, CERTS, JOURNALS, LEDGER, LEASES, MANAGED] {
+        for sub in [
+            ACCOUNTS,
+            CERTS,
+            JOURNALS,
+            LEDGER,
+            LEASES,
+            MANAGED,
+            DIRECTORIES,
+        ] {
             inner.ensure_dir(&inner.root.join(sub))?;
         }
         Ok(FileStore {
@@ -277,6 +287,26 @@ impl Store for FileStore {
         self.offload(JournalData::new(key, journal), |s, data| {
             s.archive_journal(&data)
         })
+    }
+
+    /// One file per directory URL, `directories/<hash>.json`.
+    fn load_directory(
+        &self,
+        directory: &str,
+    ) -> impl Future<Output = StoreResult<Option<DirectoryRecord>>> + Send {
+        self.offload(directory.to_owned(), |s, d| s.load_directory(&d))
+    }
+
+    fn save_directory(
+        &self,
+        directory: &str,
+        record: &DirectoryRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        let data = DirectoryData {
+            directory: directory.to_owned(),
+            record: record.clone(),
+        };
+        self.offload(data, |s, data| s.save_directory(&data))
     }
 
     fn load_ledger(
@@ -417,6 +447,12 @@ struct AccountData {
 struct ManagedData {
     directory: String,
     record: ManagedRecord,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DirectoryData {
+    directory: String,
+    record: DirectoryRecord,
 }
 
 #[derive(Serialize, Deserialize)]

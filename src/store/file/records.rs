@@ -97,6 +97,33 @@ impl Inner {
         self.path(LEDGER, format!("{}.lock", sha256_hex(directory.as_bytes())))
     }
 
+    pub(super) fn load_directory(&self, directory: &str) -> StoreResult<Option<DirectoryRecord>> {
+        let path = self.path(
+            DIRECTORIES,
+            format!("{}.json", sha256_hex(directory.as_bytes())),
+        );
+        let Some(data) = self.read_record::<DirectoryData>(&path, "directory")? else {
+            return Ok(None);
+        };
+        if data.directory != directory {
+            let reason = format!(
+                "holds the directory of {:?}, not {directory:?}",
+                data.directory
+            );
+            return Err(self.corrupted_file(&path, reason));
+        }
+        Ok(Some(data.record))
+    }
+
+    /// Public data: written 0644 like certificates.
+    pub(super) fn save_directory(&self, data: &DirectoryData) -> StoreResult<()> {
+        let path = self.path(
+            DIRECTORIES,
+            format!("{}.json", sha256_hex(data.directory.as_bytes())),
+        );
+        self.write_record(&path, "directory", data, FileMode::Public)
+    }
+
     pub(super) fn save_ledger(&self, data: &LedgerData) -> StoreResult<()> {
         let path = self.path(
             LEDGER,

@@ -150,13 +150,19 @@ async fn open_creates_private_layout() {
     assert_eq!(
         names(&root),
         [
-            "accounts", "certs", "journals", "leases", "ledger", "managed"
+            "accounts",
+            "certs",
+            "directories",
+            "journals",
+            "leases",
+            "ledger",
+            "managed"
         ]
     );
     for sub in names(&root) {
         assert_eq!(mode(&root.join(sub)), 0o700);
     }
-    assert!(store.fsync_count() >= 6);
+    assert!(store.fsync_count() >= 7);
     // Opening again changes nothing and needs no fsync.
     let again = FileStore::open(&root).unwrap();
     assert_eq!(again.fsync_count(), 0);
@@ -916,7 +922,13 @@ async fn lease_names_become_safe_file_names() {
     assert_eq!(
         names(&tmp.0),
         [
-            "accounts", "certs", "journals", "leases", "ledger", "managed"
+            "accounts",
+            "certs",
+            "directories",
+            "journals",
+            "leases",
+            "ledger",
+            "managed"
         ]
     );
 }
