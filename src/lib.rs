@@ -167,6 +167,7 @@ mod issuer;
 mod protocol;
 pub mod renewer;
 mod retry;
+pub mod serve;
 pub mod solver;
 pub mod store;
 mod transport;

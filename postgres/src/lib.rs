@@ -55,6 +55,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod feed;
 mod lease;
 mod ledger;
 mod schema;
@@ -74,9 +75,9 @@ use serde_json::Value;
 use zeroize::{Zeroize, Zeroizing};
 
 use sturdy_acme::store::{
-    DirectoryRecord, IdentifierSetKey, Journal, KeyEncryptionKey, Lease, LedgerUpdate,
-    ManagedRecord, RateLimitRecord, Sealed, Sealer, Store, StoreResult, StoredAccount,
-    StoredCertificate,
+    ChangeKind, ChangePage, DirectoryRecord, FeedSnapshot, IdentifierSetKey, Journal,
+    KeyEncryptionKey, Lease, LedgerUpdate, ManagedRecord, RateLimitRecord, Sealed, Sealer, Store,
+    StoreResult, StoredAccount, StoredCertificate,
 };
 use sturdy_acme::{DatabaseErrorKind, StoreError};
 
@@ -120,6 +121,7 @@ pub struct PostgresStoreBuilder {
     root_certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
     allow_unsealed: bool,
     accept_plaintext: bool,
+    feed_retention: u64,
 }
 
 impl std::fmt::Debug for PostgresStoreBuilder {
@@ -134,6 +136,7 @@ impl std::fmt::Debug for PostgresStoreBuilder {
             .field("root_certificates", &self.root_certificates.len())
             .field("allow_unsealed", &self.allow_unsealed)
             .field("danger_accept_plaintext", &self.accept_plaintext)
+            .field("feed_retention", &self.feed_retention)
             .finish()
     }
 }
@@ -171,6 +174,10 @@ struct Inner {
     operation_timeout: Duration,
     retry_for: Duration,
     counters: Counters,
+    /// The connection on `LISTEN` for the change feed.
+    listener: Arc<feed::Listener>,
+    /// How many changes the feed keeps.
+    feed_retention: i64,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -255,6 +262,14 @@ impl PostgresStoreBuilder {
         self
     }
 
+    /// Keeps only about the last `changes` of the change feed (pruned
+    /// every 1,024 revisions; at least one; 100,000 by default). A reader
+    /// further behind starts again from `Store::feed_snapshot`.
+    pub fn feed_retention(mut self, changes: u64) -> Self {
+        self.feed_retention = changes.max(1);
+        self
+    }
+
     /// Connects (retrying transient failures for [`Self::retry_for`]),
     /// applies the schema migrations and returns the store.
     ///
@@ -279,9 +294,11 @@ impl PostgresStoreBuilder {
         // A peer that stops acknowledging is given up on by the kernel.
         config.tcp_user_timeout(self.operation_timeout.max(Duration::from_secs(5)));
         config.keepalives_idle(Duration::from_secs(30));
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(self.tls_config()?);
+        let listener = Arc::new(feed::Listener::new(config.clone(), tls.clone()));
         let manager = Manager::from_config(
             config,
-            tokio_postgres_rustls::MakeRustlsConnect::new(self.tls_config()?),
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -302,6 +319,8 @@ impl PostgresStoreBuilder {
                 operation_timeout: self.operation_timeout,
                 retry_for: self.retry_for,
                 counters: Counters::default(),
+                listener,
+                feed_retention: i64::try_from(self.feed_retention.max(1)).unwrap_or(i64::MAX),
             }),
         };
         let found = store
@@ -360,6 +379,7 @@ impl PostgresStore {
             root_certificates: Vec::new(),
             allow_unsealed: false,
             accept_plaintext: false,
+            feed_retention: sturdy_acme::store::feed::DEFAULT_FEED_RETENTION,
         }
     }
 
@@ -550,6 +570,17 @@ impl PostgresStore {
         let plain = Zeroizing::new(serde_json::to_vec(&secrets).expect("JSON object encodes"));
         wipe(&mut secrets);
         Ok((value, self.inner.sealer.seal(identity, &plain)?))
+    }
+
+    /// The change feed's head revision.
+    async fn feed_head(&self) -> StoreResult<u64> {
+        let rows = self
+            .db_query("read the feed's head", feed::HEAD, &[])
+            .await?;
+        self.count(1, 0);
+        Ok(rows
+            .first()
+            .map_or(0, |row| row.get::<_, i64>(0).max(0) as u64))
     }
 
     /// The record from its columns.
@@ -886,6 +917,7 @@ impl Store for PostgresStore {
         let (record, sealed) = self.split(&identity("certificate", &id), certificate)?;
         let directory = key.ca().map(|ca| ca.directory.as_str());
         let (id, record, sealed) = (&id, &record, &sealed);
+        let retention = self.inner.feed_retention;
         self.run_until_known("save certificate", |mut c, sent| {
             Box::pin(async move {
                 let tx = c.transaction().await.map_err(|e| classify(&e))?;
@@ -894,6 +926,27 @@ impl Store for PostgresStore {
                     .await
                     .map_err(|e| classify(&e))?;
                 tx.execute(&lock, &[id]).await.map_err(|e| classify(&e))?;
+                // What the change feed hears of: the record replaced.
+                let before = tx
+                    .prepare_cached(
+                        "SELECT record->>'serial', record->>'chain_pem', \
+                         COALESCE(jsonb_typeof(record->'revoked') = 'object', false) \
+                         FROM sturdy_certificates WHERE record_key = $1",
+                    )
+                    .await
+                    .map_err(|e| classify(&e))?;
+                let old = tx.query_opt(&before, &[id]).await.map_err(|e| classify(&e))?;
+                let old: Option<(String, String, bool)> = old.map(|row| {
+                    (
+                        row.get::<_, Option<String>>(0).unwrap_or_default(),
+                        row.get::<_, Option<String>>(1).unwrap_or_default(),
+                        row.get(2),
+                    )
+                });
+                let change = ChangeKind::of(
+                    old.as_ref().map(|(s, c, r)| (s.as_str(), c.as_str(), *r)),
+                    certificate,
+                );
                 let history = tx
                     .prepare_cached(
                         "INSERT INTO sturdy_certificate_history (record_key, record, sealed, kek_id) \
@@ -913,6 +966,9 @@ impl Store for PostgresStore {
                 tx.execute(&save, &[id, &directory, record, &sealed.bytes(), &sealed.kek_id()])
                     .await
                     .map_err(|e| classify(&e))?;
+                if let Some(kind) = change {
+                    feed::record(&tx, id, kind, &certificate.serial, retention).await?;
+                }
                 commit(tx, "save certificate", &sent).await
             })
         })
@@ -1106,6 +1162,52 @@ impl Store for PostgresStore {
             &sealed,
         )
         .await
+    }
+
+    async fn changes_since(&self, after: u64, limit: usize) -> StoreResult<ChangePage> {
+        let after_db = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit_db = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .db_query("read changes", feed::PAGE, &[&after_db, &limit_db])
+            .await?;
+        self.count(1, 0);
+        feed::page(after, &rows)
+    }
+
+    /// Wakes on the `NOTIFY` of the listening connection, and reads the
+    /// head from the database before and after (a lost notification
+    /// costs at most `timeout`).
+    async fn wait_for_changes(&self, after: u64, timeout: Duration) -> StoreResult<u64> {
+        let mut heard = self.inner.listener.subscribe();
+        let head = self.feed_head().await?;
+        if head > after {
+            return Ok(head);
+        }
+        let _ = tokio::time::timeout(timeout, heard.wait_for(|h| *h > after)).await;
+        self.feed_head().await
+    }
+
+    async fn feed_snapshot(&self) -> StoreResult<FeedSnapshot> {
+        let revision = self.feed_head().await?;
+        let rows = self
+            .db_query(
+                "list every certificate",
+                "SELECT record_key FROM sturdy_certificates ORDER BY record_key",
+                &[],
+            )
+            .await?;
+        self.count(1, 0);
+        let mut keys = Vec::with_capacity(rows.len());
+        for row in rows {
+            let text: String = row.get(0);
+            match serde_json::from_str::<IdentifierSetKey>(&text) {
+                Ok(key) => keys.push(key),
+                Err(e) => {
+                    tracing::warn!(key = %text, error = %e, "a certificate row's key does not parse; not listed")
+                }
+            }
+        }
+        Ok(FeedSnapshot { revision, keys })
     }
 
     async fn load_directory(&self, directory: &str) -> StoreResult<Option<DirectoryRecord>> {

@@ -110,6 +110,22 @@ CREATE TABLE sturdy_directories (
     record    jsonb NOT NULL
 );
 "#,
+    // 5: the change feed (see feed.rs).
+    r#"
+CREATE SEQUENCE sturdy_change_revisions;
+CREATE TABLE sturdy_changes (
+    revision     bigint PRIMARY KEY,
+    record_key   text NOT NULL,
+    kind         text NOT NULL,
+    serial       text NOT NULL,
+    committed_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE sturdy_feed_state (
+    id             integer PRIMARY KEY CHECK (id = 1),
+    pruned_through bigint NOT NULL
+);
+INSERT INTO sturdy_feed_state (id, pruned_through) VALUES (1, 0);
+"#,
 ];
 
 /// Brings the schema to [`LATEST`], or fails with a

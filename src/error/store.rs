@@ -105,6 +105,19 @@ pub enum StoreError {
         /// The `sslmode` asked for (`disable` or `prefer`).
         sslmode: &'static str,
     },
+    /// The change feed no longer holds the changes after `after` (it
+    /// keeps a bounded number): the reader starts again from
+    /// [`Store::feed_snapshot`](crate::store::Store::feed_snapshot).
+    #[error(
+        "the change feed no longer holds the changes after revision {after} (it keeps them from \
+         {oldest}): start again from a snapshot"
+    )]
+    FeedBehind {
+        /// The revision the reader asked after.
+        after: u64,
+        /// The oldest revision the feed still holds.
+        oldest: u64,
+    },
     /// A transaction's `COMMIT` was sent but its answer did not come (a
     /// timeout, a broken connection): it may or may not have been applied.
     /// The store does not repeat it blindly; where it can (the rate-limit

@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    DirectoryRecord, IdentifierSetKey, Journal, Lease, LedgerUpdate, ManagedRecord,
-    RateLimitRecord, Store, StoreResult, StoredAccount, StoredCertificate,
+    ChangePage, DirectoryRecord, FeedSnapshot, IdentifierSetKey, Journal, Lease, LedgerUpdate,
+    ManagedRecord, RateLimitRecord, Store, StoreResult, StoredAccount, StoredCertificate,
 };
 
 /// A boxed, sendable future of a store operation.
@@ -103,6 +103,9 @@ contract! {
     fn save_journal(key: ref IdentifierSetKey, journal: ref Journal) -> ();
     fn delete_journal(key: ref IdentifierSetKey) -> ();
     fn archive_journal(key: ref IdentifierSetKey, journal: ref Journal) -> ();
+    fn changes_since(after: val u64, limit: val usize) -> ChangePage;
+    fn wait_for_changes(after: val u64, timeout: val Duration) -> u64;
+    fn feed_snapshot() -> FeedSnapshot;
     fn load_directory(directory: ref str) -> Option<DirectoryRecord>;
     fn save_directory(directory: ref str, record: ref DirectoryRecord) -> ();
     fn load_ledger(directory: ref str) -> Option<RateLimitRecord>;

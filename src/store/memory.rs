@@ -2,14 +2,16 @@
 //! and simulations. Nothing survives the process: never use it for
 //! certificates that matter.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::feed::DEFAULT_FEED_RETENTION;
 use super::{
-    DirectoryRecord, IdentifierSetKey, Journal, Lease, LedgerUpdate, ManagedRecord,
-    RateLimitRecord, Store, StoreError, StoreResult, StoredAccount, StoredCertificate,
+    Change, ChangeKind, ChangePage, DirectoryRecord, FeedSnapshot, IdentifierSetKey, Journal,
+    Lease, LedgerUpdate, ManagedRecord, RateLimitRecord, Store, StoreError, StoreResult,
+    StoredAccount, StoredCertificate,
 };
 
 /// The [`Store`] contract in memory (leases judged by the system clock, as
@@ -26,9 +28,23 @@ use super::{
 /// assert!(store.load_account("https://ca.example/dir").await?.is_none());
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
+    /// The feed's head revision, for [`Store::wait_for_changes`].
+    head: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner {
+                feed_retention: DEFAULT_FEED_RETENTION,
+                ..Inner::default()
+            })),
+            head: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -41,6 +57,11 @@ struct Inner {
     archive: Vec<(IdentifierSetKey, Journal)>,
     ledgers: HashMap<String, RateLimitRecord>,
     directories: HashMap<String, DirectoryRecord>,
+    /// The change feed's last changes, oldest first.
+    feed: VecDeque<Change>,
+    /// The last revision given.
+    feed_head: u64,
+    feed_retention: u64,
     managed: HashMap<String, BTreeMap<String, ManagedRecord>>,
     leases: HashMap<String, Lease>,
 }
@@ -49,6 +70,13 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Keeps only the last `changes` of the change feed (at least one;
+    /// [`DEFAULT_FEED_RETENTION`] by default).
+    pub fn with_feed_retention(self, changes: u64) -> Self {
+        self.lock().feed_retention = changes.max(1);
+        self
     }
 
     /// The certificates a save replaced for `key`, oldest first.
@@ -116,14 +144,32 @@ impl Store for MemoryStore {
         key: &IdentifierSetKey,
         certificate: &StoredCertificate,
     ) -> impl Future<Output = StoreResult<()>> + Send {
-        self.with(|s| {
-            if let Some(old) = s.certificates.insert(key.clone(), certificate.clone())
+        let head = self.with(|s| {
+            let old = s.certificates.insert(key.clone(), certificate.clone());
+            let kind = ChangeKind::between(old.as_ref(), certificate);
+            if let Some(old) = old
                 && old.serial != certificate.serial
             {
                 s.backups.entry(key.clone()).or_default().push(old);
             }
-            Ok(())
-        })
+            kind.map(|kind| {
+                s.feed_head += 1;
+                s.feed.push_back(Change {
+                    revision: s.feed_head,
+                    key: key.clone(),
+                    kind,
+                    serial: certificate.serial.clone(),
+                });
+                while s.feed.len() as u64 > s.feed_retention {
+                    s.feed.pop_front();
+                }
+                s.feed_head
+            })
+        });
+        if let Some(head) = head.into_inner() {
+            self.head.send_replace(head);
+        }
+        std::future::ready(Ok(()))
     }
 
     fn list_certificates(
@@ -188,6 +234,47 @@ impl Store for MemoryStore {
         self.with(|s| {
             s.archive.push((key.clone(), journal.clone()));
             Ok(())
+        })
+    }
+
+    fn changes_since(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<ChangePage>> + Send {
+        self.with(|s| {
+            let oldest = s.feed.front().map_or(s.feed_head + 1, |c| c.revision);
+            if after + 1 < oldest && after < s.feed_head {
+                return Err(StoreError::FeedBehind { after, oldest });
+            }
+            let skip = (after + 1).saturating_sub(oldest) as usize;
+            Ok(ChangePage {
+                changes: s.feed.iter().skip(skip).take(limit).cloned().collect(),
+                head: s.feed_head,
+            })
+        })
+    }
+
+    fn wait_for_changes(
+        &self,
+        after: u64,
+        timeout: Duration,
+    ) -> impl Future<Output = StoreResult<u64>> + Send {
+        let mut head = self.head.subscribe();
+        async move {
+            // The sender lives as long as any clone of the store.
+            let _ = tokio::time::timeout(timeout, head.wait_for(|h| *h > after)).await;
+            let now = *head.borrow();
+            Ok(now)
+        }
+    }
+
+    fn feed_snapshot(&self) -> impl Future<Output = StoreResult<FeedSnapshot>> + Send {
+        self.with(|s| {
+            Ok(FeedSnapshot {
+                revision: s.feed_head,
+                keys: s.certificates.keys().cloned().collect(),
+            })
         })
     }
 

@@ -42,6 +42,7 @@
 
 mod atomic;
 mod dyn_store;
+pub mod feed;
 mod file;
 mod memory;
 mod process;
@@ -54,6 +55,7 @@ use std::time::Duration;
 pub use crate::protocol::choice::{CaChoice, SkipReason, SkippedCa};
 pub use atomic::{FileMode, write_file_atomic};
 pub use dyn_store::{DynStore, StoreFuture};
+pub use feed::{Change, ChangeKind, ChangePage, FeedSnapshot};
 pub use file::FileStore;
 pub use memory::MemoryStore;
 pub use process::ProcessIdentity;
@@ -234,6 +236,33 @@ pub trait Store: Send + Sync + 'static {
         key: &IdentifierSetKey,
         journal: &Journal,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The changes of the [change feed](feed) after revision `after`, at
+    /// most `limit`, oldest first, with the head revision read before them.
+    /// Every save of a certificate that changes what an edge serves
+    /// ([`ChangeKind`]) is given the next revision in the same commit as
+    /// the save, in commit order: a reader that applied everything up to
+    /// [`ChangePage::next_after`] never misses a change. Fails with
+    /// [`StoreError::FeedBehind`] when changes after `after` were dropped.
+    fn changes_since(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<ChangePage>> + Send;
+
+    /// Returns the head revision once it is past `after`, or when
+    /// `timeout` has passed (then it may be `after` or less). A wake-up
+    /// the backend loses (a notification sent while disconnected) only
+    /// delays a reader until the timeout, never loses a change.
+    fn wait_for_changes(
+        &self,
+        after: u64,
+        timeout: Duration,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// The head revision, then every stored certificate's key, in every
+    /// directory: where a reader starts ([`FeedSnapshot`]).
+    fn feed_snapshot(&self) -> impl Future<Output = StoreResult<FeedSnapshot>> + Send;
 
     /// The directory document last remembered for a directory URL
     /// ([`ClientBuilder::build_remembered`](crate::ClientBuilder::build_remembered)).

@@ -143,7 +143,7 @@ use std::time::{Duration, SystemTime};
 pub use ca::{RenewalInfoAnswer, ValidationMode};
 pub use faults::{CannedAnswer, Fault, FaultRule, RetryAfterForm, Trigger};
 use in_process::InProcess;
-pub use store_conformance::{ConformanceFailure, check_store};
+pub use store_conformance::{ConformanceFailure, check_feed, check_store};
 use sturdy_acme::RateLimits;
 pub use validation::{CaaFuture, DnsFuture, DnsResolver, LookupError, ServerDns, StaticDns};
 

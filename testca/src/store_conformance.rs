@@ -9,8 +9,8 @@ use zeroize::Zeroizing;
 use sturdy_acme::Identifier;
 use sturdy_acme::StoreError;
 use sturdy_acme::store::{
-    DirectoryRecord, IdentifierSetKey, Journal, JournalStep, RateLimitRecord, Store, StoredAccount,
-    StoredCertificate,
+    ChangeKind, DirectoryRecord, IdentifierSetKey, Journal, JournalStep, RateLimitRecord, Store,
+    StoredAccount, StoredCertificate,
 };
 
 /// A check of the store contract that failed: which one, and what was seen.
@@ -582,5 +582,170 @@ pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> 
         other => return Err(fail(c, format!("{other:?}"))),
     }
     ok(c, store.release_lease(&taken).await)?;
+    check_feed(store).await
+}
+
+/// The change feed's part of [`check_store`] (it runs last there), on its
+/// own: a revision per change an edge serves, in order, none for
+/// bookkeeping, pages that resume without losing a change, a wake-up, and
+/// a snapshot. The store must not hold certificates for
+/// `https://ca-feed.example/dir` yet.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// sturdy_acme_testca::check_feed(&sturdy_acme::store::MemoryStore::new()).await?;
+/// # Ok(()) }
+/// ```
+pub async fn check_feed<S: Store>(store: &S) -> Result<(), ConformanceFailure> {
+    const DIR: &str = "https://ca-feed.example/dir";
+    let key = |name: &str| {
+        IdentifierSetKey::for_account(
+            DIR,
+            "https://ca-feed.example/acct/1",
+            &[Identifier::dns(name).expect("name")],
+        )
+    };
+    let c = "the feed starts from a snapshot's revision";
+    let start = ok(c, store.feed_snapshot().await)?;
+    let page = ok(c, store.changes_since(start.revision, 100).await)?;
+    expect(
+        c,
+        page.changes.is_empty() && page.head == start.revision,
+        || format!("{page:?} after {}", start.revision),
+    )?;
+
+    let c = "each change an edge serves gets the next revision, bookkeeping none";
+    let one = key("one.feed.example");
+    let first = certificate(&["one.feed.example"]);
+    ok(c, store.save_certificate(&one, &first).await)?;
+    let rescheduled = StoredCertificate {
+        renewal: Some(sturdy_acme::store::RenewalSchedule {
+            window_start: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000)),
+            window_end: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_086_400)),
+            renew_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_100)),
+            check_again_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            explanation_url: None,
+            requested_early: false,
+        }),
+        ..first.clone()
+    };
+    ok(c, store.save_certificate(&one, &rescheduled).await)?;
+    let revoked = StoredCertificate {
+        revoked: Some(sturdy_acme::store::Revoked {
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            reason: Some(4),
+            found_in_crl: false,
+        }),
+        ..rescheduled.clone()
+    };
+    ok(c, store.save_certificate(&one, &revoked).await)?;
+    let renewed = certificate(&["one.feed.example"]);
+    ok(c, store.save_certificate(&one, &renewed).await)?;
+    let other_chain = StoredCertificate {
+        chain_pem: format!("{}{}", renewed.chain_pem, first.chain_pem),
+        ..renewed.clone()
+    };
+    ok(c, store.save_certificate(&one, &other_chain).await)?;
+    let page = ok(c, store.changes_since(start.revision, 100).await)?;
+    let kinds: Vec<(ChangeKind, &str)> = page
+        .changes
+        .iter()
+        .map(|ch| (ch.kind, ch.serial.as_str()))
+        .collect();
+    expect(
+        c,
+        kinds
+            == [
+                (ChangeKind::Issued, first.serial.as_str()),
+                (ChangeKind::Revoked, first.serial.as_str()),
+                (ChangeKind::Issued, renewed.serial.as_str()),
+                (ChangeKind::Chain, renewed.serial.as_str()),
+            ]
+            && page.changes.iter().all(|ch| ch.key == one),
+        || format!("{kinds:?}"),
+    )?;
+    let increasing = page
+        .changes
+        .windows(2)
+        .all(|w| w[0].revision < w[1].revision);
+    expect(
+        c,
+        increasing
+            && page
+                .changes
+                .first()
+                .is_some_and(|ch| ch.revision > start.revision)
+            && page.changes.last().map(|ch| ch.revision) == Some(page.head),
+        || format!("revisions {page:?}"),
+    )?;
+
+    let c = "concurrent saves each get a revision, none lost, and pages resume";
+    let head = page.head;
+    let names: Vec<String> = (0..8).map(|i| format!("c{i}.feed.example")).collect();
+    let saves = names.iter().map(|n| {
+        let k = key(n);
+        let cert = certificate(&[n.as_str()]);
+        async move { store.save_certificate(&k, &cert).await }
+    });
+    for r in futures_util::future::join_all(saves).await {
+        ok(c, r)?;
+    }
+    let mut after = head;
+    let mut seen = Vec::new();
+    loop {
+        let page = ok(c, store.changes_since(after, 3).await)?;
+        expect(c, page.changes.len() <= 3, || format!("{page:?}"))?;
+        let next = page.next_after(after, 3);
+        seen.extend(page.changes);
+        if next == after {
+            break;
+        }
+        after = next;
+    }
+    let mut keys: Vec<IdentifierSetKey> = seen.iter().map(|ch| ch.key.clone()).collect();
+    keys.sort();
+    keys.dedup();
+    expect(
+        c,
+        seen.len() == 8
+            && keys.len() == 8
+            && seen.windows(2).all(|w| w[0].revision < w[1].revision),
+        || format!("{seen:?}"),
+    )?;
+
+    let c = "a waiting reader returns at its timeout with nothing new, and wakes on a change";
+    let now = ok(
+        c,
+        store
+            .wait_for_changes(after, Duration::from_millis(150))
+            .await,
+    )?;
+    expect(c, now == after, || format!("head {now}, expected {after}"))?;
+    let late = key("late.feed.example");
+    let late_cert = certificate(&["late.feed.example"]);
+    let waited = std::time::Instant::now();
+    let (woke, saved) = tokio::join!(
+        store.wait_for_changes(after, Duration::from_secs(10)),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            store.save_certificate(&late, &late_cert).await
+        }
+    );
+    ok(c, saved)?;
+    let woke = ok(c, woke)?;
+    expect(
+        c,
+        woke > after && waited.elapsed() < Duration::from_secs(9),
+        || format!("head {woke} after {:?}", waited.elapsed()),
+    )?;
+
+    let c = "a snapshot lists every certificate at its revision";
+    let snapshot = ok(c, store.feed_snapshot().await)?;
+    expect(
+        c,
+        snapshot.revision >= woke && snapshot.keys.contains(&one) && snapshot.keys.contains(&late),
+        || format!("{snapshot:?}"),
+    )?;
     Ok(())
 }

@@ -922,6 +922,25 @@ impl Store for FailingRenewals {
     ) -> impl Future<Output = StoreResult<()>> + Send {
         self.0.archive_journal(k, j)
     }
+    fn changes_since(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<sturdy_acme::store::ChangePage>> + Send {
+        self.0.changes_since(after, limit)
+    }
+    fn wait_for_changes(
+        &self,
+        after: u64,
+        timeout: Duration,
+    ) -> impl Future<Output = StoreResult<u64>> + Send {
+        self.0.wait_for_changes(after, timeout)
+    }
+    fn feed_snapshot(
+        &self,
+    ) -> impl Future<Output = StoreResult<sturdy_acme::store::FeedSnapshot>> + Send {
+        self.0.feed_snapshot()
+    }
     fn load_directory(
         &self,
         d: &str,
@@ -1794,6 +1813,8 @@ async fn the_store_contract_checks_catch_a_broken_store() {
         inner: FileStore,
         keep_journals: bool,
         racy_ledger: bool,
+        /// Loses every change with an even revision.
+        lossy_feed: bool,
     }
     impl DynStore for Broken {
         fn load_account<'a>(&'a self, d: &'a str) -> StoreFuture<'a, Option<StoredAccount>> {
@@ -1859,6 +1880,25 @@ async fn the_store_contract_checks_catch_a_broken_store() {
             j: &'a Journal,
         ) -> StoreFuture<'a, ()> {
             Box::pin(Store::archive_journal(&self.inner, k, j))
+        }
+        fn changes_since<'a>(
+            &'a self,
+            after: u64,
+            limit: usize,
+        ) -> StoreFuture<'a, sturdy_acme::store::ChangePage> {
+            Box::pin(async move {
+                let mut page = Store::changes_since(&self.inner, after, limit).await?;
+                if self.lossy_feed {
+                    page.changes.retain(|c| c.revision % 2 == 1);
+                }
+                Ok(page)
+            })
+        }
+        fn wait_for_changes<'a>(&'a self, after: u64, timeout: Duration) -> StoreFuture<'a, u64> {
+            Box::pin(Store::wait_for_changes(&self.inner, after, timeout))
+        }
+        fn feed_snapshot<'a>(&'a self) -> StoreFuture<'a, sturdy_acme::store::FeedSnapshot> {
+            Box::pin(Store::feed_snapshot(&self.inner))
         }
         fn load_directory<'a>(
             &'a self,
@@ -1940,6 +1980,7 @@ async fn the_store_contract_checks_catch_a_broken_store() {
         inner: FileStore::open(&dir).unwrap(),
         keep_journals: true,
         racy_ledger: false,
+        lossy_feed: false,
     });
     let err = check_store(&store).await.unwrap_err();
     assert_eq!(err.check, "a deleted journal is gone", "{err}");
@@ -1948,6 +1989,7 @@ async fn the_store_contract_checks_catch_a_broken_store() {
         inner: FileStore::open(&dir2).unwrap(),
         keep_journals: false,
         racy_ledger: false,
+        lossy_feed: false,
     });
     let err = check_store(&store).await.unwrap_err();
     assert!(
@@ -1961,9 +2003,20 @@ async fn the_store_contract_checks_catch_a_broken_store() {
         inner: FileStore::open(&dir3).unwrap(),
         keep_journals: false,
         racy_ledger: true,
+        lossy_feed: false,
     });
     let err = check_store(&store).await.unwrap_err();
     assert!(err.check.contains("atomic"), "{err}");
+    let dir4 = temp_store("broken-feed");
+    let store: Arc<dyn DynStore> = Arc::new(Broken {
+        inner: FileStore::open(&dir4).unwrap(),
+        keep_journals: false,
+        racy_ledger: false,
+        lossy_feed: true,
+    });
+    let err = sturdy_acme_testca::check_feed(&store).await.unwrap_err();
+    assert!(err.check.contains("revision"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir4);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&dir2);
     let _ = std::fs::remove_dir_all(&dir3);

@@ -8,6 +8,7 @@ use sturdy_acme_test_support as common;
 
 mod ca_events;
 mod caa;
+mod change_feed;
 mod dns01;
 mod embedded_ca_behaviour;
 mod embedded_faults;
@@ -35,4 +36,5 @@ mod replaces;
 mod retry_policies;
 mod retry_property;
 mod seams;
+mod serve;
 mod test_ca_like_le;

@@ -124,10 +124,19 @@ impl Inner {
 
         // The same certificate with new metadata (a renewal schedule, a
         // revocation) replaces nothing worth a backup.
-        let same = matches!(
-            self.read_record::<CertData>(&dir.join(CERT_JSON), "certificate"),
-            Ok(Some(old)) if old.serial == cert.serial
-                && old.key_sha256 == sha256_hex(cert.key_pem.as_bytes())
+        let old = self
+            .read_record::<CertData>(&dir.join(CERT_JSON), "certificate")
+            .ok()
+            .flatten();
+        let same = old.as_ref().is_some_and(|old| {
+            old.serial == cert.serial && old.key_sha256 == sha256_hex(cert.key_pem.as_bytes())
+        });
+        // What the change feed hears of (an unreadable old record: a new
+        // certificate, at worst a notice too many).
+        let change = ChangeKind::of(
+            old.as_ref()
+                .map(|o| (o.serial.as_str(), o.chain_pem.as_str(), o.revoked.is_some())),
+            cert,
         );
         if !same {
             self.backup_certificate(&dir)?;
@@ -148,8 +157,14 @@ impl Inner {
             renewal: cert.renewal.clone(),
             profile: cert.profile.clone(),
         };
+        // The change is in the feed before the commit, and no reader sees
+        // it until the feed's lock is released after the commit.
+        let feed = change
+            .map(|kind| self.append_change(key, kind, &cert.serial))
+            .transpose()?;
         // The commit point: from here on a load returns the new certificate.
         self.write_record(&dir.join(CERT_JSON), "certificate", &data, FileMode::Public)?;
+        drop(feed);
         // Not fsynced and not an error if it fails: a load accepts the key
         // under either name, by its hash.
         let key_pem = dir.join(KEY_PEM);

@@ -17,6 +17,8 @@
 //!   journals/archive/<stem>.<unix>-<n>.json 0600  superseded journals, never deleted
 //!   ledger/<sha256(directory URL)>.json     0600  kind "ledger"
 //!   directories/<sha256(directory URL)>.json 0644 kind "directory" (the CA's last directory)
+//!   feed/changes.log                        0644  the change feed, a JSON line per change (see `feed.rs`)
+//!   feed/.lock                                    flock(2): writers exclusive until their save commits
 //!   leases/<name>.lease                     0600  kind "lease"
 //!   leases/<name>.lock                            flock(2) target for the lease's read-modify-write
 //! ```
@@ -52,6 +54,7 @@ use zeroize::Zeroizing;
 
 mod certificates;
 mod envelope;
+mod feed;
 mod journals;
 mod leases;
 mod records;
@@ -59,8 +62,9 @@ mod records;
 use super::atomic::{FileMode, write_file_atomic_counted};
 use super::process;
 use super::{
-    DirectoryRecord, IdentifierSetKey, Journal, Lease, LedgerUpdate, ManagedRecord,
-    RateLimitRecord, Revoked, Store, StoreError, StoreResult, StoredAccount, StoredCertificate,
+    ChangeKind, ChangePage, DirectoryRecord, FeedSnapshot, IdentifierSetKey, Journal, Lease,
+    LedgerUpdate, ManagedRecord, RateLimitRecord, Revoked, Store, StoreError, StoreResult,
+    StoredAccount, StoredCertificate,
 };
 use crate::protocol::{Identifier, timestamp};
 use envelope::{envelope, open_envelope, sha256_hex};
@@ -70,6 +74,9 @@ const CERTS: &str = "certs";
 const JOURNALS: &str = "journals";
 const LEDGER: &str = "ledger";
 const DIRECTORIES: &str = "directories";
+const FEED: &str = "feed";
+/// How often [`Store::wait_for_changes`] looks at the change log.
+const FEED_POLL: Duration = Duration::from_millis(50);
 const LEASES: &str = "leases";
 const MANAGED: &str = "managed";
 const ARCHIVE: &str = "archive";
@@ -131,6 +138,8 @@ impl std::fmt::Debug for FileStore {
 struct Inner {
     root: PathBuf,
     fsyncs: AtomicU64,
+    /// How many changes the feed keeps.
+    feed_retention: AtomicU64,
 }
 
 impl FileStore {
@@ -140,6 +149,7 @@ impl FileStore {
         let inner = Inner {
             root: dir.into(),
             fsyncs: AtomicU64::new(0),
+            feed_retention: AtomicU64::new(crate::store::feed::DEFAULT_FEED_RETENTION),
         };
         inner.create_root()?;
         for sub in [
@@ -150,12 +160,23 @@ impl FileStore {
             LEASES,
             MANAGED,
             DIRECTORIES,
+            FEED,
         ] {
             inner.ensure_dir(&inner.root.join(sub))?;
         }
         Ok(FileStore {
             inner: Arc::new(inner),
         })
+    }
+
+    /// Keeps only the last `changes` of the change feed (at least one;
+    /// [`DEFAULT_FEED_RETENTION`](crate::store::feed::DEFAULT_FEED_RETENTION)
+    /// by default).
+    pub fn with_feed_retention(self, changes: u64) -> Self {
+        self.inner
+            .feed_retention
+            .store(changes.max(1), Ordering::Relaxed);
+        self
     }
 
     /// The store's directory.
@@ -287,6 +308,48 @@ impl Store for FileStore {
         self.offload(JournalData::new(key, journal), |s, data| {
             s.archive_journal(&data)
         })
+    }
+
+    fn changes_since(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<ChangePage>> + Send {
+        self.offload((after, limit), |s, (after, limit)| {
+            s.changes_since(after, limit)
+        })
+    }
+
+    /// Polls the log every 50 ms (one machine: its length and
+    /// modification time, then its last line when they moved).
+    fn wait_for_changes(
+        &self,
+        after: u64,
+        timeout: Duration,
+    ) -> impl Future<Output = StoreResult<u64>> + Send {
+        let this = self.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut seen = None;
+            loop {
+                let mark = this.inner.feed_mark();
+                if mark.is_none() || mark != seen {
+                    seen = mark;
+                    let head = this.offload((), |s, ()| s.feed_head()).await?;
+                    if head > after || tokio::time::Instant::now() >= deadline {
+                        return Ok(head);
+                    }
+                } else if tokio::time::Instant::now() >= deadline {
+                    return this.offload((), |s, ()| s.feed_head()).await;
+                }
+                tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + FEED_POLL))
+                    .await;
+            }
+        }
+    }
+
+    fn feed_snapshot(&self) -> impl Future<Output = StoreResult<FeedSnapshot>> + Send {
+        self.offload((), |s, ()| s.feed_snapshot())
     }
 
     /// One file per directory URL, `directories/<hash>.json`.

@@ -166,6 +166,17 @@ impl Inner {
     }
 
     pub(super) fn list_certificates(&self, directory: &str) -> StoreResult<Vec<IdentifierSetKey>> {
+        self.certificates_where(|data| match data.key.ca() {
+            Some(ca) => ca.directory == directory,
+            None => same_origin(&data.url, directory),
+        })
+    }
+
+    /// The keys of the stored certificates `ours` accepts.
+    pub(super) fn certificates_where(
+        &self,
+        ours: impl Fn(&CertData) -> bool,
+    ) -> StoreResult<Vec<IdentifierSetKey>> {
         let mut keys = Vec::new();
         for dir in self.entries(CERTS)? {
             let path = dir.join(CERT_JSON);
@@ -180,11 +191,7 @@ impl Inner {
                     continue;
                 }
             };
-            let ours = match data.key.ca() {
-                Some(ca) => ca.directory == directory,
-                None => same_origin(&data.url, directory),
-            };
-            if ours {
+            if ours(&data) {
                 keys.push(data.key);
             }
         }

@@ -1,0 +1,230 @@
+//! [`FeedFollower`]: keeps a [`CertificateResolver`] equal to what the
+//! store holds, from a snapshot and then the change feed.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use super::resolver::{CertificateResolver, Update};
+use crate::error::StoreError;
+use crate::store::{IdentifierSetKey, Store, StoredCertificate};
+
+/// How many certificates are loaded at once.
+const LOADS_IN_FLIGHT: usize = 16;
+
+/// Where a [`FeedFollower`] stands: for an edge's health endpoint.
+///
+/// Example: [`FeedFollower::status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FeedStatus {
+    /// The revision every change up to which is applied.
+    pub applied: u64,
+    /// The newest revision the store reported.
+    pub head: u64,
+    /// Times it started again from a snapshot (the first load included).
+    pub snapshots: u64,
+    /// Stored certificates it could not serve (see the log for which).
+    pub refused: u64,
+}
+
+impl FeedStatus {
+    /// Revisions committed but not applied yet.
+    pub fn lag(&self) -> u64 {
+        self.head.saturating_sub(self.applied)
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    applied: AtomicU64,
+    head: AtomicU64,
+    snapshots: AtomicU64,
+    refused: AtomicU64,
+    synced: AtomicBool,
+}
+
+/// Follows a store's change feed into a [`CertificateResolver`]: loads
+/// every certificate from a snapshot, then applies each page of changes
+/// (loading the certificate each change names, so never one older than
+/// the change), and starts again from a snapshot when the store says the
+/// reader fell behind its retention.
+///
+/// Example: [the module docs](super).
+pub struct FeedFollower<S: Store> {
+    store: S,
+    resolver: Arc<CertificateResolver>,
+    page: usize,
+    counters: Arc<Counters>,
+}
+
+impl<S: Store> std::fmt::Debug for FeedFollower<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedFollower")
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Store> FeedFollower<S> {
+    /// A follower of `store` into `resolver`, 1,000 changes a page.
+    pub fn new(store: S, resolver: Arc<CertificateResolver>) -> Self {
+        Self {
+            store,
+            resolver,
+            page: 1000,
+            counters: Arc::default(),
+        }
+    }
+
+    /// Reads `changes` a page (at least one).
+    pub fn page_size(mut self, changes: usize) -> Self {
+        self.page = changes.max(1);
+        self
+    }
+
+    /// Where it stands.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), sturdy_acme::StoreError> {
+    /// use std::sync::Arc;
+    /// use sturdy_acme::serve::{CertificateResolver, FeedFollower};
+    /// use sturdy_acme::store::MemoryStore;
+    ///
+    /// let follower = FeedFollower::new(MemoryStore::new(), Arc::new(CertificateResolver::new()));
+    /// follower.sync_once(std::time::Duration::ZERO).await?;
+    /// let status = follower.status();
+    /// assert_eq!((status.applied, status.lag(), status.snapshots), (0, 0, 1));
+    /// # Ok(()) }
+    /// ```
+    pub fn status(&self) -> FeedStatus {
+        let c = &self.counters;
+        FeedStatus {
+            applied: c.applied.load(Ordering::SeqCst),
+            head: c.head.load(Ordering::SeqCst),
+            snapshots: c.snapshots.load(Ordering::SeqCst),
+            refused: c.refused.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Catches up (from a snapshot the first time, or when behind), then
+    /// waits up to `wait` for a change and applies what came. Returns the
+    /// revision applied.
+    pub async fn sync_once(&self, wait: Duration) -> Result<u64, StoreError> {
+        if !self.counters.synced.load(Ordering::SeqCst) {
+            self.resync().await?;
+        }
+        self.catch_up().await?;
+        if !wait.is_zero() {
+            let applied = self.counters.applied.load(Ordering::SeqCst);
+            let head = self.store.wait_for_changes(applied, wait).await?;
+            self.counters.head.fetch_max(head, Ordering::SeqCst);
+            if head > applied {
+                self.catch_up().await?;
+            }
+        }
+        Ok(self.counters.applied.load(Ordering::SeqCst))
+    }
+
+    /// Follows the feed until dropped: [`sync_once`](Self::sync_once) in a
+    /// loop, a store failure logged and tried again after a backoff (the
+    /// resolver keeps serving what it has).
+    pub async fn run(&self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.sync_once(Duration::from_secs(30)).await {
+                Ok(_) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::warn!(target: "sturdy_acme::serve", error = %e, retry_in = ?backoff, "the change feed cannot be read; serving what is loaded");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Every page after the revision applied.
+    async fn catch_up(&self) -> Result<(), StoreError> {
+        loop {
+            let after = self.counters.applied.load(Ordering::SeqCst);
+            let page = match self.store.changes_since(after, self.page).await {
+                Ok(page) => page,
+                Err(StoreError::FeedBehind { oldest, .. }) => {
+                    tracing::warn!(target: "sturdy_acme::serve", after, oldest, "behind the change feed's retention: starting again from a snapshot");
+                    self.resync().await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            self.counters.head.fetch_max(page.head, Ordering::SeqCst);
+            let keys: BTreeSet<IdentifierSetKey> =
+                page.changes.iter().map(|c| c.key.clone()).collect();
+            if !keys.is_empty() {
+                let updates = self.load(keys).await?;
+                self.install(updates);
+            }
+            let next = page.next_after(after, self.page);
+            self.counters.applied.fetch_max(next, Ordering::SeqCst);
+            if page.changes.len() < self.page {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Replaces everything with what the store holds now.
+    async fn resync(&self) -> Result<(), StoreError> {
+        let snapshot = self.store.feed_snapshot().await?;
+        let listed: BTreeSet<IdentifierSetKey> = snapshot.keys.into_iter().collect();
+        let gone: Vec<Update> = self
+            .resolver
+            .keys()
+            .into_iter()
+            .filter(|k| !listed.contains(k))
+            .map(|k| (k, None))
+            .collect();
+        let mut updates = self.load(listed).await?;
+        updates.extend(gone);
+        self.install(updates);
+        self.counters
+            .applied
+            .store(snapshot.revision, Ordering::SeqCst);
+        self.counters
+            .head
+            .fetch_max(snapshot.revision, Ordering::SeqCst);
+        self.counters.snapshots.fetch_add(1, Ordering::SeqCst);
+        self.counters.synced.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The certificate stored for each key now (a record that cannot be
+    /// read is not served, and logged; the store failing is an error).
+    async fn load(&self, keys: BTreeSet<IdentifierSetKey>) -> Result<Vec<Update>, StoreError> {
+        let store = &self.store;
+        let loaded: Vec<Result<Update, StoreError>> = futures_util::stream::iter(keys)
+            .map(|key| async move {
+                match store.load_certificate(&key).await {
+                    Ok(cert) => Ok((key, cert)),
+                    Err(StoreError::Corrupted { path, reason }) => {
+                        tracing::warn!(target: "sturdy_acme::serve", %key, path = %path.display(), %reason, "a stored certificate cannot be read; not served");
+                        Ok((key, None::<StoredCertificate>))
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(LOADS_IN_FLIGHT)
+            .collect()
+            .await;
+        loaded.into_iter().collect()
+    }
+
+    fn install(&self, updates: Vec<Update>) {
+        for refused in self.resolver.apply(updates) {
+            self.counters.refused.fetch_add(1, Ordering::SeqCst);
+            tracing::warn!(target: "sturdy_acme::serve", error = %refused, "a stored certificate is not served");
+        }
+    }
+}

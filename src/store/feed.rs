@@ -1,0 +1,156 @@
+//! The store's change feed: every change of a stored certificate that an
+//! edge serving it must see gets a revision, in commit order.
+//!
+//! A certificate is *changed* for the feed when a save stores another
+//! certificate (the first one, or another serial: issued, renewed,
+//! replaced), the same certificate with another chain (an alternate chain
+//! chosen), or changes its revocation. A save that changes only what the
+//! issuer keeps for itself (the renewal schedule, the profile asked) gets
+//! no revision: edges never hear of the renewer's bookkeeping.
+//!
+//! The feed carries keys, never certificates or keys: a reader loads the
+//! certificate ([`Store::load_certificate`](super::Store::load_certificate))
+//! and so always gets the newest one, never one older than the change it
+//! was told of.
+//!
+//! Readers keep the last revision they applied and page with
+//! [`Store::changes_since`](super::Store::changes_since); they wake with
+//! [`Store::wait_for_changes`](super::Store::wait_for_changes) (a wake-up
+//! that is lost, such as a database notification sent while the reader was
+//! disconnected, loses nothing: the revision catches up). A store keeps a
+//! bounded number of changes ([`DEFAULT_FEED_RETENTION`]); a reader further
+//! behind gets [`StoreError::FeedBehind`](crate::StoreError::FeedBehind)
+//! and starts again from a [`FeedSnapshot`]: read its revision, load every
+//! key it lists, then follow the changes after that revision (a change
+//! seen twice is applied twice, harmlessly).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), sturdy_acme::StoreError> {
+//! use sturdy_acme::store::{MemoryStore, Store};
+//!
+//! let store = MemoryStore::new();
+//! let snapshot = store.feed_snapshot().await?;
+//! assert!(snapshot.keys.is_empty());
+//! // An edge: load what the snapshot lists, then follow the changes.
+//! let page = store.changes_since(snapshot.revision, 100).await?;
+//! assert!(page.changes.is_empty());
+//! assert_eq!(page.head, snapshot.revision);
+//! # Ok(()) }
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use super::{IdentifierSetKey, StoredCertificate};
+
+/// How many changes a store keeps by default (FileStore, MemoryStore and
+/// `PostgresStore`): a reader that fell further behind starts again from a
+/// [`FeedSnapshot`].
+pub const DEFAULT_FEED_RETENTION: u64 = 100_000;
+
+/// What changed about a stored certificate.
+///
+/// Example: [the module docs](self).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// Another certificate is stored (the first, or another serial).
+    Issued,
+    /// The same certificate with another chain.
+    Chain,
+    /// The certificate's revocation changed.
+    Revoked,
+}
+
+impl ChangeKind {
+    /// The name stored with the change (`issued`, `chain`, `revoked`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Issued => "issued",
+            Self::Chain => "chain",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    /// The kind named `name` ([`as_str`](Self::as_str)).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "issued" => Some(Self::Issued),
+            "chain" => Some(Self::Chain),
+            "revoked" => Some(Self::Revoked),
+            _ => None,
+        }
+    }
+
+    /// What saving `new` over `old` changes for the feed (`None`: nothing
+    /// an edge serves). Backends call it with the record they replace.
+    pub fn between(old: Option<&StoredCertificate>, new: &StoredCertificate) -> Option<Self> {
+        Self::of(
+            old.map(|o| (o.serial.as_str(), o.chain_pem.as_str(), o.revoked.is_some())),
+            new,
+        )
+    }
+
+    /// [`between`](Self::between), from what a backend kept of the old
+    /// record: its serial, its chain and whether it was revoked.
+    pub fn of(old: Option<(&str, &str, bool)>, new: &StoredCertificate) -> Option<Self> {
+        match old {
+            None => Some(Self::Issued),
+            Some((serial, _, _)) if serial != new.serial => Some(Self::Issued),
+            Some((_, chain, _)) if chain != new.chain_pem => Some(Self::Chain),
+            Some((_, _, revoked)) if revoked != new.revoked.is_some() => Some(Self::Revoked),
+            Some(_) => None,
+        }
+    }
+}
+
+/// One change of the feed.
+///
+/// Example: [the module docs](self).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// Its revision: larger than every revision committed before it.
+    pub revision: u64,
+    /// The certificate's key (load it for the certificate).
+    pub key: IdentifierSetKey,
+    /// What changed.
+    pub kind: ChangeKind,
+    /// The serial of the certificate saved.
+    pub serial: String,
+}
+
+/// A page of the feed ([`Store::changes_since`](super::Store::changes_since)).
+///
+/// Example: [the module docs](self).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangePage {
+    /// The changes after the revision asked, oldest first.
+    pub changes: Vec<Change>,
+    /// The newest revision committed when the page was read: when the page
+    /// holds fewer changes than asked, the reader is caught up to it.
+    pub head: u64,
+}
+
+impl ChangePage {
+    /// The revision to ask after next: the last change's, or `head` when
+    /// the page was not full (nothing more was committed before it).
+    pub fn next_after(&self, asked_after: u64, limit: usize) -> u64 {
+        match self.changes.last() {
+            Some(last) if self.changes.len() >= limit => last.revision,
+            Some(_) | None => self.head.max(asked_after),
+        }
+    }
+}
+
+/// Every stored certificate's key and the revision they are at
+/// ([`Store::feed_snapshot`](super::Store::feed_snapshot)): a reader loads
+/// them, then follows the changes after `revision`.
+///
+/// Example: [the module docs](self).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedSnapshot {
+    /// The head revision, read before the keys were listed.
+    pub revision: u64,
+    /// Every stored certificate's key, in every directory.
+    pub keys: Vec<IdentifierSetKey>,
+}
