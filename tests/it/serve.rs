@@ -341,3 +341,186 @@ async fn an_edge_serves_what_the_issuer_stores_postgres() {
         .unwrap();
     issued_then_served(store).await;
 }
+
+/// An edge example process on `store`, and the port it listens on.
+struct EdgeProcess {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl EdgeProcess {
+    fn start(store: &str) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(crate::examples::example("edge"))
+            .args(["--store", store])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start the edge example");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the edge said {line:?}"));
+        Self { child, port }
+    }
+
+    /// Its `/healthz`, over TLS with SNI `name` (a name it serves).
+    async fn healthz(&self, name: &str, root_pem: &str) -> serde_json::Value {
+        use rustls::pki_types::pem::PemObject;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(sturdy_acme::tls_provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
+            .await
+            .unwrap();
+        tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tls.read_to_string(&mut answer).await.unwrap();
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {answer}"))
+    }
+}
+
+impl Drop for EdgeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Issue 31's acceptance run: this process issues 1,000 certificates into
+/// PostgreSQL and renews 200 of them while 3 edge processes serve; after
+/// each commit every edge is asked (real handshakes with SNI, every 5 ms)
+/// until it serves that certificate, and the delays are printed. PostgreSQL
+/// is restarted in the middle. At the end every edge serves exactly what
+/// the store holds for every name, and an edge started late catches up
+/// from a snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_edge_processes_serve_a_thousand_certificates_through_a_database_restart() {
+    let Some(pg) = Postgres::start() else { return };
+    let pg = Arc::new(pg);
+    let url = fresh_database(&pg).await;
+    let store = PostgresStore::builder(url.as_str())
+        .retry_for(Duration::from_secs(60))
+        .open()
+        .await
+        .unwrap();
+    let ca = TestCa::start().await.unwrap();
+    let root = ca.root_pem();
+    let issuer = Issuer::builder(ca.client().await.unwrap(), store.clone())
+        .solver(Arc::new(Http01Solver::unserved()))
+        .build();
+    let edges: Vec<EdgeProcess> = (0..3).map(|_| EdgeProcess::start(&url)).collect();
+    let total = 1000;
+    let renewed = 200;
+    let mut delays = Vec::new();
+    let mut restarted = false;
+    for step in 0..total + renewed {
+        if step == total / 2 {
+            let pg = Arc::clone(&pg);
+            tokio::task::spawn_blocking(move || pg.restart())
+                .await
+                .unwrap();
+            restarted = true;
+        }
+        let (i, force) = if step < total {
+            (step, false)
+        } else {
+            ((step - total) * 5, true)
+        };
+        let name = format!("edge{i}.example");
+        let got = issuer
+            .ensure(
+                &[name.as_str()],
+                &EnsureOptions::default().with_force_new(force),
+            )
+            .await
+            .unwrap();
+        let committed = Instant::now();
+        let want = leaf(&got.certificate);
+        for edge in &edges {
+            loop {
+                if visit(edge.port, &name, &root).await.ok().as_ref() == Some(&want) {
+                    break;
+                }
+                assert!(
+                    committed.elapsed() < Duration::from_secs(60),
+                    "{name} not served by the edge on {}",
+                    edge.port
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            delays.push(committed.elapsed());
+        }
+    }
+    assert!(restarted);
+    // Every edge serves exactly what the store holds, for every name.
+    let snapshot = store.feed_snapshot().await.unwrap();
+    assert_eq!(snapshot.keys.len(), total);
+    for key in &snapshot.keys {
+        let stored = store.load_certificate(key).await.unwrap().unwrap();
+        let name = stored.identifiers[0].value.clone();
+        for edge in &edges {
+            assert_eq!(
+                visit(edge.port, &name, &root).await.unwrap(),
+                leaf(&stored),
+                "{name}"
+            );
+        }
+    }
+    for edge in &edges {
+        let health = edge.healthz("edge0.example", &root).await;
+        assert_eq!(health["certificates"], total, "{health}");
+        assert_eq!(health["lag"], 0, "{health}");
+    }
+    // Started late: from the snapshot.
+    let late = EdgeProcess::start(&url);
+    let started = Instant::now();
+    loop {
+        if let Ok(Ok(served)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            visit(late.port, "edge999.example", &root),
+        )
+        .await
+            && !served.is_empty()
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let health = late.healthz("edge0.example", &root).await;
+    assert_eq!(health["certificates"], total, "{health}");
+    assert_eq!(health["snapshots"], 1, "{health}");
+    delays.sort();
+    eprintln!(
+        "served after commit, {} (certificate, edge) pairs: p50 {:?}, p99 {:?}, max {:?}",
+        delays.len(),
+        percentile(&delays, 0.5),
+        percentile(&delays, 0.99),
+        delays[delays.len() - 1]
+    );
+}
