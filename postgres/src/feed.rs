@@ -38,13 +38,29 @@ pub(crate) const PRUNE_EVERY: i64 = 1024;
 
 /// Records `kind` for the certificate `record_key` in the transaction
 /// `tx` (which saved it): the revision is drawn under the feed's lock.
+///
+/// The lock is the feed's one serialization point, so this transaction
+/// may neither wait for it nor hold it idle longer than `bound` (a writer
+/// partitioned before its `COMMIT` would otherwise stall every save of
+/// every node until the server noticed): `lock_timeout` and
+/// `idle_in_transaction_session_timeout` for the rest of the transaction.
 pub(crate) async fn record(
     tx: &deadpool_postgres::Transaction<'_>,
     record_key: &str,
     kind: ChangeKind,
     serial: &str,
     retention: i64,
+    bound: Duration,
 ) -> Result<i64, StoreError> {
+    let ms = format!("{}ms", bound.as_millis().max(1));
+    let guard = tx
+        .prepare_cached(
+            "SELECT set_config('lock_timeout', $1, true), \
+             set_config('idle_in_transaction_session_timeout', $1, true)",
+        )
+        .await
+        .map_err(|e| classify(&e))?;
+    tx.execute(&guard, &[&ms]).await.map_err(|e| classify(&e))?;
     let lock = tx
         .prepare_cached("SELECT pg_advisory_xact_lock($1)")
         .await
@@ -99,17 +115,19 @@ pub(crate) const HEAD: &str = "SELECT GREATEST(COALESCE((SELECT max(revision) FR
 /// The page from the rows of [`PAGE`].
 pub(crate) fn page(after: u64, rows: &[tokio_postgres::Row]) -> Result<ChangePage, StoreError> {
     let Some(first) = rows.first() else {
-        return Ok(ChangePage {
-            changes: Vec::new(),
-            head: 0,
-        });
+        return Err(StoreError::Other(
+            "the change feed's state row is missing (sturdy_feed_state)".into(),
+        ));
     };
-    let head: i64 = first.get(0);
-    let pruned: i64 = first.get(1);
-    if (after as i64) < pruned {
+    let head: i64 = first.get::<_, Option<i64>>(0).unwrap_or(0);
+    let pruned: i64 = first.get::<_, Option<i64>>(1).unwrap_or(0);
+    let after_db = i64::try_from(after).unwrap_or(i64::MAX);
+    // Behind the retention, or ahead of the head (a failover to a replica
+    // that lost commits, a restore): start again from a snapshot.
+    if after_db < pruned || after_db > head {
         return Err(StoreError::FeedBehind {
             after,
-            oldest: pruned as u64 + 1,
+            oldest: pruned.max(0) as u64 + 1,
         });
     }
     let mut changes = Vec::with_capacity(rows.len());
@@ -194,7 +212,6 @@ async fn listen(this: std::sync::Weak<Listener>) {
         drop(listener);
         match config.connect(tls).await {
             Ok((client, mut connection)) => {
-                backoff = Duration::from_millis(100);
                 let (heard_tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
                 let driver = AbortOnDrop(tokio::spawn(async move {
                     while let Some(message) =
@@ -217,11 +234,20 @@ async fn listen(this: std::sync::Weak<Listener>) {
                 // Listening first, then the head: a change committed in
                 // between is both read and heard, never neither.
                 let head = match client.batch_execute("LISTEN sturdy_changes").await {
-                    Ok(()) => client.query_one(HEAD, &[]).await.ok(),
-                    Err(_) => None,
+                    Ok(()) => client.query_one(HEAD, &[]).await,
+                    Err(e) => Err(e),
                 };
-                if let Some(row) = head {
-                    publish(&this, row.get::<_, i64>(0).max(0) as u64);
+                match &head {
+                    Ok(_) => backoff = Duration::from_millis(100),
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "PostgreSQL change listener: LISTEN failed; readers wake at their timeouts meanwhile")
+                    }
+                }
+                if let Ok(row) = head {
+                    publish(
+                        &this,
+                        row.get::<_, Option<i64>>(0).unwrap_or(0).max(0) as u64,
+                    );
                     while let Some(revision) = heard.recv().await {
                         publish(&this, revision);
                         if this.strong_count() == 0 {

@@ -918,6 +918,9 @@ impl Store for PostgresStore {
         let directory = key.ca().map(|ca| ca.directory.as_str());
         let (id, record, sealed) = (&id, &record, &sealed);
         let retention = self.inner.feed_retention;
+        // The feed's lock is waited for and held no longer than an
+        // operation may take.
+        let bound = self.inner.operation_timeout.max(Duration::from_secs(1));
         self.run_until_known("save certificate", |mut c, sent| {
             Box::pin(async move {
                 let tx = c.transaction().await.map_err(|e| classify(&e))?;
@@ -967,7 +970,7 @@ impl Store for PostgresStore {
                     .await
                     .map_err(|e| classify(&e))?;
                 if let Some(kind) = change {
-                    feed::record(&tx, id, kind, &certificate.serial, retention).await?;
+                    feed::record(&tx, id, kind, &certificate.serial, retention, bound).await?;
                 }
                 commit(tx, "save certificate", &sent).await
             })

@@ -82,8 +82,14 @@ impl ClientBuilder {
                     ErrorClass::Transient | ErrorClass::RateLimited { .. }
                 ) =>
             {
-                let Some(record) = store.load_directory(&url).await? else {
-                    return Err(e);
+                let record = match store.load_directory(&url).await {
+                    Ok(Some(record)) => record,
+                    Ok(None) => return Err(e),
+                    // The CA's error is the one to act on.
+                    Err(store) => {
+                        tracing::warn!(directory = %url, error = %store, "the remembered directory cannot be read");
+                        return Err(e);
+                    }
                 };
                 tracing::warn!(
                     directory = %url,

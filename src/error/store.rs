@@ -106,7 +106,9 @@ pub enum StoreError {
         sslmode: &'static str,
     },
     /// The change feed no longer holds the changes after `after` (it
-    /// keeps a bounded number): the reader starts again from
+    /// keeps a bounded number), or its head is before `after` (the store
+    /// was restored, or its database failed over and lost commits): the
+    /// reader starts again from
     /// [`Store::feed_snapshot`](crate::store::Store::feed_snapshot).
     #[error(
         "the change feed no longer holds the changes after revision {after} (it keeps them from \

@@ -59,6 +59,9 @@ pub struct FeedFollower<S: Store> {
     resolver: Arc<CertificateResolver>,
     page: usize,
     counters: Arc<Counters>,
+    /// One sync at a time: two interleaved could install a certificate
+    /// older than one the other already applied.
+    syncing: tokio::sync::Mutex<()>,
 }
 
 impl<S: Store> std::fmt::Debug for FeedFollower<S> {
@@ -77,6 +80,7 @@ impl<S: Store> FeedFollower<S> {
             resolver,
             page: 1000,
             counters: Arc::default(),
+            syncing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -115,6 +119,7 @@ impl<S: Store> FeedFollower<S> {
     /// waits up to `wait` for a change and applies what came. Returns the
     /// revision applied.
     pub async fn sync_once(&self, wait: Duration) -> Result<u64, StoreError> {
+        let _one = self.syncing.lock().await;
         if !self.counters.synced.load(Ordering::SeqCst) {
             self.resync().await?;
         }
@@ -200,17 +205,21 @@ impl<S: Store> FeedFollower<S> {
         Ok(())
     }
 
-    /// The certificate stored for each key now (a record that cannot be
-    /// read is not served, and logged; the store failing is an error).
+    /// The certificate stored for each key now. A record this edge
+    /// cannot read (damaged, or sealed with a key-encryption key it lacks)
+    /// is counted as refused and logged, and the key keeps what it had:
+    /// one record never stops the feed. The store failing is an error.
     async fn load(&self, keys: BTreeSet<IdentifierSetKey>) -> Result<Vec<Update>, StoreError> {
         let store = &self.store;
-        let loaded: Vec<Result<Update, StoreError>> = futures_util::stream::iter(keys)
+        let counters = &self.counters;
+        let loaded: Vec<Result<Option<Update>, StoreError>> = futures_util::stream::iter(keys)
             .map(|key| async move {
                 match store.load_certificate(&key).await {
-                    Ok(cert) => Ok((key, cert)),
-                    Err(StoreError::Corrupted { path, reason }) => {
-                        tracing::warn!(target: "sturdy_acme::serve", %key, path = %path.display(), %reason, "a stored certificate cannot be read; not served");
-                        Ok((key, None::<StoredCertificate>))
+                    Ok(cert) => Ok(Some((key, cert))),
+                    Err(e @ (StoreError::Corrupted { .. } | StoreError::KeyEncryption { .. })) => {
+                        counters.refused.fetch_add(1, Ordering::SeqCst);
+                        tracing::warn!(target: "sturdy_acme::serve", %key, error = %e, "a stored certificate cannot be read here; keeping what was served for it");
+                        Ok(None::<(IdentifierSetKey, Option<StoredCertificate>)>)
                     }
                     Err(e) => Err(e),
                 }
@@ -218,7 +227,11 @@ impl<S: Store> FeedFollower<S> {
             .buffer_unordered(LOADS_IN_FLIGHT)
             .collect()
             .await;
-        loaded.into_iter().collect()
+        let mut updates = Vec::with_capacity(loaded.len());
+        for one in loaded {
+            updates.extend(one?);
+        }
+        Ok(updates)
     }
 
     fn install(&self, updates: Vec<Update>) {

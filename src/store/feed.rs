@@ -11,7 +11,9 @@
 //! The feed carries keys, never certificates or keys: a reader loads the
 //! certificate ([`Store::load_certificate`](super::Store::load_certificate))
 //! and so always gets the newest one, never one older than the change it
-//! was told of.
+//! was told of. (A crash between a change's record and its save's commit
+//! can leave a change whose serial was never stored: the reader finds the
+//! previous certificate, harmlessly.)
 //!
 //! Readers keep the last revision they applied and page with
 //! [`Store::changes_since`](super::Store::changes_since); they wake with
@@ -19,7 +21,9 @@
 //! that is lost, such as a database notification sent while the reader was
 //! disconnected, loses nothing: the revision catches up). A store keeps a
 //! bounded number of changes ([`DEFAULT_FEED_RETENTION`]); a reader further
-//! behind gets [`StoreError::FeedBehind`](crate::StoreError::FeedBehind)
+//! behind, or ahead of the head (a store restored from a backup, a database
+//! failed over to a replica that lost commits), gets
+//! [`StoreError::FeedBehind`](crate::StoreError::FeedBehind)
 //! and starts again from a [`FeedSnapshot`]: read its revision, load every
 //! key it lists, then follow the changes after that revision (a change
 //! seen twice is applied twice, harmlessly).
@@ -135,6 +139,9 @@ impl ChangePage {
     /// The revision to ask after next: the last change's, or `head` when
     /// the page was not full (nothing more was committed before it).
     pub fn next_after(&self, asked_after: u64, limit: usize) -> u64 {
+        if limit == 0 {
+            return asked_after;
+        }
         match self.changes.last() {
             Some(last) if self.changes.len() >= limit => last.revision,
             Some(_) | None => self.head.max(asked_after),

@@ -167,7 +167,14 @@ impl Store for MemoryStore {
             })
         });
         if let Some(head) = head.into_inner() {
-            self.head.send_replace(head);
+            // Saves racing here publish in any order: the head only grows.
+            self.head.send_if_modified(|h| {
+                let newer = head > *h;
+                if newer {
+                    *h = head;
+                }
+                newer
+            });
         }
         std::future::ready(Ok(()))
     }
@@ -243,11 +250,14 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> impl Future<Output = StoreResult<ChangePage>> + Send {
         self.with(|s| {
-            let oldest = s.feed.front().map_or(s.feed_head + 1, |c| c.revision);
-            if after + 1 < oldest && after < s.feed_head {
+            let oldest = s
+                .feed
+                .front()
+                .map_or(s.feed_head.saturating_add(1), |c| c.revision);
+            if (after.saturating_add(1) < oldest && after < s.feed_head) || after > s.feed_head {
                 return Err(StoreError::FeedBehind { after, oldest });
             }
-            let skip = (after + 1).saturating_sub(oldest) as usize;
+            let skip = after.saturating_add(1).saturating_sub(oldest) as usize;
             Ok(ChangePage {
                 changes: s.feed.iter().skip(skip).take(limit).cloned().collect(),
                 head: s.feed_head,

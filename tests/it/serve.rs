@@ -524,3 +524,79 @@ async fn three_edge_processes_serve_a_thousand_certificates_through_a_database_r
         delays[delays.len() - 1]
     );
 }
+
+/// A store whose feed went back (a FileStore restored from a backup, a
+/// database failed over to a replica that lost commits): the follower,
+/// ahead of the new head, is told so and starts again from a snapshot,
+/// instead of waiting forever for revisions it already counted.
+#[tokio::test]
+async fn a_follower_ahead_of_a_restored_feed_starts_again_from_a_snapshot() {
+    let dir = temp_store("serve-restored");
+    let store = FileStore::open(&dir).unwrap();
+    for n in ["a.example", "b.example", "c.example"] {
+        store
+            .save_certificate(&key(&[n]), &certificate(&[n], Duration::from_secs(60)))
+            .await
+            .unwrap();
+    }
+    let resolver = Arc::new(CertificateResolver::new());
+    let follower = FeedFollower::new(store.clone(), Arc::clone(&resolver));
+    assert_eq!(follower.sync_once(Duration::ZERO).await.unwrap(), 3);
+    // The log is lost; one certificate is saved again, at revision 1.
+    std::fs::remove_file(dir.join("feed/changes.log")).unwrap();
+    let renewed = certificate(&["b.example"], Duration::ZERO);
+    store
+        .save_certificate(&key(&["b.example"]), &renewed)
+        .await
+        .unwrap();
+    match store.changes_since(3, 10).await {
+        Err(sturdy_acme::StoreError::FeedBehind { after: 3, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(follower.sync_once(Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(follower.status().snapshots, 2);
+    assert_eq!(served(&resolver, "b.example"), Some(leaf(&renewed)));
+    assert_eq!(resolver.certificates(), 3);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// An edge without the key-encryption key a record was sealed with: that
+/// record is refused (counted), every other certificate is served, and
+/// the feed goes on; the store failing is what stops a sync, not a record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_edge_cannot_open_is_refused_and_the_feed_goes_on() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = fresh_database(&pg).await;
+    let sealing = PostgresStore::builder(url.as_str())
+        .key_encryption_key(sturdy_acme::store::KeyEncryptionKey::new("k1", [7; 32]).unwrap())
+        .open()
+        .await
+        .unwrap();
+    sealing
+        .save_certificate(
+            &key(&["sealed.example"]),
+            &certificate(&["sealed.example"], Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    let edge_store = PostgresStore::connect(&url).await.unwrap();
+    let clear = certificate(&["clear.example"], Duration::ZERO);
+    edge_store
+        .save_certificate(&key(&["clear.example"]), &clear)
+        .await
+        .unwrap();
+    let resolver = Arc::new(CertificateResolver::new());
+    let follower = FeedFollower::new(edge_store.clone(), Arc::clone(&resolver));
+    follower.sync_once(Duration::ZERO).await.unwrap();
+    assert_eq!(served(&resolver, "clear.example"), Some(leaf(&clear)));
+    assert_eq!(served(&resolver, "sealed.example"), None);
+    assert_eq!(follower.status().refused, 1);
+    // Later changes still arrive.
+    let later = certificate(&["later.example"], Duration::ZERO);
+    edge_store
+        .save_certificate(&key(&["later.example"]), &later)
+        .await
+        .unwrap();
+    follower.sync_once(Duration::ZERO).await.unwrap();
+    assert_eq!(served(&resolver, "later.example"), Some(leaf(&later)));
+}

@@ -67,7 +67,7 @@ impl Inner {
             file.set_len(ends.complete_len).map_err(io_err(&path))?;
         }
         let change = Change {
-            revision: ends.head + 1,
+            revision: ends.head.saturating_add(1),
             key: key.clone(),
             kind,
             serial: serial.to_owned(),
@@ -80,10 +80,23 @@ impl Inner {
             .and_then(|()| file.sync_data())
             .map_err(io_err(&path))?;
         self.count_fsync();
+        // Compaction is housekeeping: its failure (a disk full, a damaged
+        // line) is logged and never fails the save.
         let retention = self.feed_retention.load(Ordering::Relaxed).max(1);
-        let first = self.first_revision(&path)?.unwrap_or(change.revision);
-        if change.revision - first + 1 > retention.saturating_mul(2) {
-            self.compact(&path, change.revision.saturating_sub(retention))?;
+        let kept = match self.first_revision(&path) {
+            Ok(first) => change
+                .revision
+                .saturating_sub(first.unwrap_or(change.revision))
+                .saturating_add(1),
+            Err(e) => {
+                tracing::warn!(target: "sturdy_acme::store", error = %e, "the change log's first line cannot be read; not compacted");
+                0
+            }
+        };
+        if kept > retention.saturating_mul(2)
+            && let Err(e) = self.compact(&path, change.revision.saturating_sub(retention))
+        {
+            tracing::warn!(target: "sturdy_acme::store", error = %e, "the change log could not be compacted");
         }
         Ok(lock)
     }
@@ -194,21 +207,23 @@ impl Inner {
 
     /// The changes after `after`, at most `limit`.
     pub(super) fn changes_since(&self, after: u64, limit: usize) -> StoreResult<ChangePage> {
+        let empty = || {
+            if after > 0 {
+                Err(StoreError::FeedBehind { after, oldest: 1 })
+            } else {
+                Ok(ChangePage {
+                    changes: Vec::new(),
+                    head: 0,
+                })
+            }
+        };
         let Some(_shared) = self.lock_shared_if_present(&self.feed_path(LOCK))? else {
-            return Ok(ChangePage {
-                changes: Vec::new(),
-                head: 0,
-            });
+            return empty();
         };
         let path = self.feed_path(LOG);
         let mut file = match File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(ChangePage {
-                    changes: Vec::new(),
-                    head: 0,
-                });
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return empty(),
             Err(e) => return Err(io_err(&path)(e)),
         };
         let mut newer = Vec::new();
@@ -224,9 +239,16 @@ impl Inner {
             true
         })?;
         let head = head.unwrap_or(0);
+        if after > head {
+            // The log was restored or removed: the reader is ahead of it.
+            return Err(StoreError::FeedBehind {
+                after,
+                oldest: newer.last().map_or(head.saturating_add(1), |c| c.revision),
+            });
+        }
         if !reached
             && let Some(oldest) = newer.last().map(|c| c.revision)
-            && oldest > after + 1
+            && oldest > after.saturating_add(1)
         {
             return Err(StoreError::FeedBehind { after, oldest });
         }
