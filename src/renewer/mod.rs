@@ -66,12 +66,8 @@
 //! # Ok(()) }
 //! ```
 
-// (Over 800 lines: the policy and builder, the shared state types and the
-// run loop with its budget; each other concern is a child module: specs
-// tracked (track), outcomes (outcome), the queue, revocation lists, the
-// roster, the status snapshot, and one issuer or a CA set (through). The
-// policy and builder are the next to move out.)
 mod outcome;
+mod policy;
 mod queue;
 mod revocation;
 mod roster;
@@ -95,6 +91,7 @@ use crate::retry::Rng;
 use crate::store::{Store, StoredCertificate};
 use through::Through;
 
+pub use policy::RenewerPolicy;
 pub use queue::Urgency;
 pub use spec::CertificateSpec;
 pub use status::{
@@ -104,96 +101,6 @@ pub use status::{
 use queue::{Block, Budget, Entry, Queue, backoff_delay};
 use roster::{Classed, Roster};
 use spec::{Failures, Stored, from_ms, to_ms};
-
-/// How the renewer paces and retries (defaults in [`RenewerPolicy::default`]).
-///
-/// ```
-/// use std::time::Duration;
-/// use sturdy_acme::renewer::RenewerPolicy;
-///
-/// let policy = RenewerPolicy::default()
-///     .with_concurrency(64)
-///     .with_caa_base(Duration::from_secs(300));
-/// assert_eq!(policy.concurrency(), 64);
-/// assert_eq!(policy.caa_max(), Duration::from_secs(6 * 3600));
-/// ```
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct RenewerPolicy {
-    concurrency: usize,
-    validation_base: Duration,
-    validation_max: Duration,
-    caa_base: Duration,
-    caa_max: Duration,
-    transient_base: Duration,
-    transient_max: Duration,
-    permanent_retry: Duration,
-    elsewhere_retry: Duration,
-    refresh: Duration,
-    headroom_interval: Duration,
-    crl_check_every: Option<Duration>,
-    seed: Option<u64>,
-}
-
-crate::retry::knobs!(RenewerPolicy {
-    /// Attempts running at once (at least 1). Default 16.
-    concurrency, with_concurrency: usize;
-    /// First retry after a validation failure, doubling up to
-    /// `validation_max`. Default 30 minutes, up to a day.
-    validation_base, with_validation_base: Duration;
-    /// See `validation_base`.
-    validation_max, with_validation_max: Duration;
-    /// First retry after a CAA failure (the CA's recheck timed out, or a
-    /// record forbids it), doubling up to `caa_max`. Default 10 minutes, up
-    /// to 6 hours.
-    caa_base, with_caa_base: Duration;
-    /// See `caa_base`.
-    caa_max, with_caa_max: Duration;
-    /// First retry after a transient failure (5xx, timeouts, the store),
-    /// doubling up to `transient_max`. Default 1 minute, up to an hour.
-    transient_base, with_transient_base: Duration;
-    /// See `transient_base`.
-    transient_max, with_transient_max: Duration;
-    /// Retry after a permanent failure (the CA refuses the names). Default
-    /// a day: the customer may fix it.
-    permanent_retry, with_permanent_retry: Duration;
-    /// Look again after another node was found holding the lease. Default
-    /// 1 minute.
-    elsewhere_retry, with_elsewhere_retry: Duration;
-    /// How often the specs are read again from the store (added or removed
-    /// by other nodes). Default 5 minutes.
-    refresh, with_refresh: Duration;
-    /// How often rate-limit headroom is read for the metrics. Default 1
-    /// minute.
-    headroom_interval, with_headroom_interval: Duration;
-    /// How often every certificate is checked against its CA's revocation
-    /// list ([`Renewer::check_crls`]; `None`: never). Default 6 hours (Let's
-    /// Encrypt publishes its lists several times a day).
-    crl_check_every, with_crl_check_every: Option<Duration>;
-    /// Seed of the jitter (`None`: from the OS).
-    seed, with_seed: Option<u64>;
-});
-
-impl Default for RenewerPolicy {
-    fn default() -> Self {
-        const MIN: u64 = 60;
-        Self {
-            concurrency: 16,
-            validation_base: Duration::from_secs(30 * MIN),
-            validation_max: Duration::from_secs(24 * 60 * MIN),
-            caa_base: Duration::from_secs(10 * MIN),
-            caa_max: Duration::from_secs(6 * 60 * MIN),
-            transient_base: Duration::from_secs(MIN),
-            transient_max: Duration::from_secs(60 * MIN),
-            permanent_retry: Duration::from_secs(24 * 60 * MIN),
-            elsewhere_retry: Duration::from_secs(MIN),
-            refresh: Duration::from_secs(5 * MIN),
-            headroom_interval: Duration::from_secs(MIN),
-            crl_check_every: Some(Duration::from_secs(6 * 60 * MIN)),
-            seed: None,
-        }
-    }
-}
 
 type Observer = Arc<dyn Fn(&RenewerEvent) + Send + Sync>;
 
