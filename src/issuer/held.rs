@@ -121,8 +121,7 @@ impl<S: Store> Issuer<S> {
         self.inner
             .store
             .update_ledger(&directory, &mut |current| {
-                let mut ledger =
-                    RateLedger::load(limits.clone(), current.map(|r| r.state.clone()), now);
+                let mut ledger = RateLedger::load(limits.clone(), current.map(|r| &r.state), now);
                 let (result, changed) = f(&mut ledger);
                 out = Some(result);
                 changed.then(|| RateLimitRecord {
@@ -201,7 +200,11 @@ impl<S: Store> Issuer<S> {
         let directory = self.inner.client.directory_url().to_owned();
         let now = self.now();
         let current = self.inner.store.load_ledger(&directory).await?;
-        let mut ledger = RateLedger::load(self.inner.limits.clone(), current.map(|r| r.state), now);
+        let mut ledger = RateLedger::load(
+            self.inner.limits.clone(),
+            current.as_ref().map(|r| &r.state),
+            now,
+        );
         Ok(ledger.headroom(&account, now))
     }
 

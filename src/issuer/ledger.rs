@@ -124,11 +124,12 @@ impl RateLedger {
     /// never blocks longer than the horizon, nor panics when printed.
     pub(crate) fn load(
         limits: RateLimits,
-        persisted: Option<serde_json::Value>,
+        persisted: Option<&serde_json::Value>,
         now: SystemTime,
     ) -> Self {
+        // Read in place: the record is not copied first.
         let mut state: State = persisted
-            .and_then(|v| serde_json::from_value(v).ok())
+            .and_then(|v| State::deserialize(v).ok())
             .unwrap_or_default();
         let horizon = limits.block_horizon();
         // Expired blocks are dropped (clamping them to "now" would extend
@@ -144,15 +145,30 @@ impl RateLedger {
     /// left out (a missing bucket starts full), so the record holds only
     /// what was spent within the limits' windows.
     pub(crate) fn to_value(&self, now: SystemTime) -> serde_json::Value {
-        let mut state = self.state.clone();
-        state.buckets.retain(|key, bucket| {
-            let Some(limit) = self.limit_of(key) else {
-                return true;
-            };
-            let elapsed = Duration::from_millis(ms(now).saturating_sub(bucket.at_ms));
-            limit.refilled(bucket.tokens, elapsed) < f64::from(limit.burst)
-        });
-        serde_json::to_value(&state).expect("ledger serializes")
+        /// The state as persisted, borrowed: no copy of every bucket.
+        #[derive(Serialize)]
+        struct Persisted<'a> {
+            buckets: BTreeMap<&'a str, &'a Bucket>,
+            blocks: &'a [Block],
+        }
+        let buckets = self
+            .state
+            .buckets
+            .iter()
+            .filter(|(key, bucket)| {
+                let Some(limit) = self.limit_of(key) else {
+                    return true;
+                };
+                let elapsed = Duration::from_millis(ms(now).saturating_sub(bucket.at_ms));
+                limit.refilled(bucket.tokens, elapsed) < f64::from(limit.burst)
+            })
+            .map(|(key, bucket)| (key.as_str(), bucket))
+            .collect();
+        serde_json::to_value(Persisted {
+            buckets,
+            blocks: &self.state.blocks,
+        })
+        .expect("ledger serializes")
     }
 
     /// The limit a bucket key counts against.
@@ -545,7 +561,7 @@ mod tests {
             .unwrap();
         let mut reloaded = RateLedger::load(
             RateLimits::lets_encrypt(),
-            Some(ledger.to_value(SystemTime::now())),
+            Some(&ledger.to_value(SystemTime::now())),
             SystemTime::now(),
         );
         assert!(reloaded.check_new_order("acct", &set, now).is_err());
@@ -572,7 +588,7 @@ mod tests {
             server_block_horizon: Some(horizon),
             ..RateLimits::none()
         };
-        let mut ledger = RateLedger::load(limits, Some(state), SystemTime::now());
+        let mut ledger = RateLedger::load(limits, Some(&state), SystemTime::now());
         let now = SystemTime::now();
         let err = ledger.check_new_order("acct", &set, now).unwrap_err();
         assert!(err.retry_at().unwrap() <= now + horizon + Duration::from_secs(1));
