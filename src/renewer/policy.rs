@@ -64,7 +64,7 @@ crate::retry::knobs!(RenewerPolicy {
     /// minute.
     headroom_interval, with_headroom_interval: Duration;
     /// How often every certificate is checked against its CA's revocation
-    /// list ([`Renewer::check_crls`]; `None`: never). Default 6 hours (Let's
+    /// list ([`Renewer::check_crls`](super::Renewer::check_crls); `None`: never). Default 6 hours (Let's
     /// Encrypt publishes its lists several times a day).
     crl_check_every, with_crl_check_every: Option<Duration>;
     /// Seed of the jitter (`None`: from the OS).
