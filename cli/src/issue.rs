@@ -445,6 +445,20 @@ fn load_or_create_account_key(
 
 /// `--check`: the CAA verdict of every name, each nameserver's answer and
 /// time, and for dns-01 where `_acme-challenge` leads. Orders nothing.
+/// One line per nameserver a CAA report asked: server, name, latency,
+/// outcome (the slow nameserver stands out).
+pub fn print_queries(report: &sturdy_acme::caa::CaaReport) {
+    for q in &report.queries {
+        println!(
+            "    {:<40} {:<28} {:>7.1} ms  {}",
+            q.nameserver.to_string(),
+            q.name,
+            q.latency.as_secs_f64() * 1000.0,
+            q.outcome
+        );
+    }
+}
+
 async fn check(
     args: &IssueArgs,
     conn: &Connection,
@@ -507,15 +521,7 @@ async fn check(
     let mut blocked = Vec::new();
     for report in &reports {
         println!("CAA {}", report.summary());
-        for q in &report.queries {
-            println!(
-                "    {:<40} {:<28} {:>7.1} ms  {}",
-                q.nameserver.to_string(),
-                q.name,
-                q.latency.as_secs_f64() * 1000.0,
-                q.outcome
-            );
-        }
+        print_queries(report);
         if !report.verdict.may_issue() {
             blocked.push(report.name.clone());
         }

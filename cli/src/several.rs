@@ -14,7 +14,7 @@ use sturdy_acme::{
 };
 
 use super::common::{AnyError, Connection, client_of};
-use super::issue::{IssueArgs, done, write_outputs};
+use super::issue::{IssueArgs, done, print_queries, write_outputs};
 use super::output::step;
 
 /// A name for each CA of the set: its directory's host (with its position
@@ -174,15 +174,7 @@ async fn check<S: sturdy_acme::store::Store>(
     }
     if let Some((_, reports)) = verdicts.first() {
         for report in reports {
-            for q in &report.queries {
-                println!(
-                    "    {:<40} {:<28} {:>7.1} ms  {}",
-                    q.nameserver.to_string(),
-                    q.name,
-                    q.latency.as_secs_f64() * 1000.0,
-                    q.outcome
-                );
-            }
+            print_queries(report);
         }
     }
     if let Some(first) = allowed.first() {

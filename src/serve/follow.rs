@@ -139,14 +139,18 @@ impl<S: Store> FeedFollower<S> {
     /// loop, a store failure logged and tried again after a backoff (the
     /// resolver keeps serving what it has).
     pub async fn run(&self) {
-        let mut backoff = Duration::from_millis(100);
+        // The crate's one backoff rule: 100 ms doubling up to 5 s.
+        let backoff = crate::retry::Backoff::new(u32::MAX, Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(5));
+        let mut failures = 0u32;
         loop {
             match self.sync_once(Duration::from_secs(30)).await {
-                Ok(_) => backoff = Duration::from_millis(100),
+                Ok(_) => failures = 0,
                 Err(e) => {
-                    tracing::warn!(target: "sturdy_acme::serve", error = %e, retry_in = ?backoff, "the change feed cannot be read; serving what is loaded");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    let delay = backoff.nominal_delay(failures);
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(target: "sturdy_acme::serve", error = %e, retry_in = ?delay, "the change feed cannot be read; serving what is loaded");
+                    tokio::time::sleep(delay).await;
                 }
             }
         }

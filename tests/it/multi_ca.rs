@@ -72,6 +72,15 @@ fn quick() -> RetryPolicy {
     )
 }
 
+/// A client of `ca` that gives up on failures quickly ([`quick`]).
+async fn quick_client(ca: &TestCa) -> Client {
+    ca.client_builder()
+        .retry_policy(quick())
+        .build()
+        .await
+        .unwrap()
+}
+
 fn issuer(client: Client, store: &FileStore) -> IssuerBuilder<FileStore> {
     Issuer::builder(client, store.clone())
         .solver(Arc::new(Http01Solver::unserved()))
@@ -579,20 +588,8 @@ async fn a_profile_intent_is_asked_by_each_cas_name_and_judged_by_it() {
     let Some(lab) = lab("profiles", TestCa::builder().profiles(true)).await else {
         return;
     };
-    let a = lab
-        .a
-        .client_builder()
-        .retry_policy(quick())
-        .build()
-        .await
-        .unwrap();
-    let b = lab
-        .b
-        .client_builder()
-        .retry_policy(quick())
-        .build()
-        .await
-        .unwrap();
+    let a = quick_client(&lab.a).await;
+    let b = quick_client(&lab.b).await;
     let set = CaSet::builder()
         .ca(CaMember::new("a", issuer(a, &lab.store).build()).with_profile("short", "tlsserver"))
         .ca(CaMember::new("b", issuer(b, &lab.store).build()))
@@ -756,20 +753,8 @@ async fn a_renewer_over_a_set_waits_when_every_ca_is_rate_limited() {
     let Some(lab) = lab("limited", TestCa::builder().rate_limits(one.clone())).await else {
         return;
     };
-    let a = lab
-        .a
-        .client_builder()
-        .retry_policy(quick())
-        .build()
-        .await
-        .unwrap();
-    let b = lab
-        .b
-        .client_builder()
-        .retry_policy(quick())
-        .build()
-        .await
-        .unwrap();
+    let a = quick_client(&lab.a).await;
+    let b = quick_client(&lab.b).await;
     let set = CaSet::builder()
         .ca(CaMember::new(
             "a",

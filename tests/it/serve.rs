@@ -217,6 +217,28 @@ async fn visit(port: u16, name: &str, root_pem: &str) -> Result<Vec<u8>, String>
     Ok(tls.get_ref().1.peer_certificates().unwrap()[0].to_vec())
 }
 
+/// Asks the edge on `port` every 5 ms (a real handshake with SNI `name`)
+/// until it presents `want`; how long after `since` that was, or `None`
+/// after `bound_s` seconds.
+async fn until_served(
+    port: u16,
+    name: &str,
+    want: &[u8],
+    root_pem: &str,
+    since: Instant,
+    bound_s: u64,
+) -> Option<Duration> {
+    loop {
+        if visit(port, name, root_pem).await.ok().as_deref() == Some(want) {
+            return Some(since.elapsed());
+        }
+        if since.elapsed() >= Duration::from_secs(bound_s) {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// An edge: a TLS server on loopback answering every handshake from the
 /// resolver (and closing), the follower running beside it.
 async fn edge<S: Store + Clone + 'static>(
@@ -268,17 +290,8 @@ async fn issued_then_served<S: Store + Clone + 'static>(store: S) {
             .unwrap();
         let committed = Instant::now();
         let want = leaf(&got.certificate);
-        loop {
-            if visit(port, &name, &ca.root_pem()).await.ok() == Some(want.clone()) {
-                break;
-            }
-            assert!(
-                committed.elapsed() < Duration::from_secs(5),
-                "{name} not served: {:?}",
-                follower.status()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let took = until_served(port, &name, &want, &ca.root_pem(), committed, 5).await;
+        assert!(took.is_some(), "{name} not served: {:?}", follower.status());
         latencies.push(committed.elapsed());
         serials.push(got.certificate.serial);
     }
@@ -462,17 +475,12 @@ async fn three_edge_processes_serve_a_thousand_certificates_through_a_database_r
         let committed = Instant::now();
         let want = leaf(&got.certificate);
         for edge in &edges {
-            loop {
-                if visit(edge.port, &name, &root).await.ok().as_ref() == Some(&want) {
-                    break;
-                }
-                assert!(
-                    committed.elapsed() < Duration::from_secs(60),
-                    "{name} not served by the edge on {}",
-                    edge.port
-                );
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            let took = until_served(edge.port, &name, &want, &root, committed, 60).await;
+            assert!(
+                took.is_some(),
+                "{name} not served by the edge on {}",
+                edge.port
+            );
             delays.push(committed.elapsed());
         }
     }

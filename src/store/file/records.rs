@@ -5,45 +5,49 @@
 use super::*;
 
 impl Inner {
-    pub(super) fn load_account(&self, directory: &str) -> StoreResult<Option<StoredAccount>> {
-        let path = self.path(
-            ACCOUNTS,
-            format!("{}.json", sha256_hex(directory.as_bytes())),
-        );
-        let Some(data) = self.read_record::<AccountData>(&path, "account")? else {
+    /// `<sub>/<sha256(directory URL)>.json`: the one record of a directory
+    /// URL (account, ledger, remembered directory).
+    fn per_directory_path(&self, sub: &str, directory: &str) -> PathBuf {
+        self.path(sub, format!("{}.json", sha256_hex(directory.as_bytes())))
+    }
+
+    /// The record of `directory` in `sub`, checked to name that directory
+    /// (a file moved from another directory's name is corruption).
+    fn load_per_directory<D: DeserializeOwned>(
+        &self,
+        sub: &str,
+        kind: &'static str,
+        directory: &str,
+        named: impl Fn(&D) -> &str,
+    ) -> StoreResult<Option<D>> {
+        let path = self.per_directory_path(sub, directory);
+        let Some(data) = self.read_record::<D>(&path, kind)? else {
             return Ok(None);
         };
-        if data.directory != directory {
-            let reason = format!(
-                "holds the account for {:?}, not {directory:?}",
-                data.directory
-            );
+        if named(&data) != directory {
+            let reason = format!("holds the {kind} of {:?}, not {directory:?}", named(&data));
             return Err(self.corrupted_file(&path, reason));
         }
-        Ok(Some(data.account))
+        Ok(Some(data))
+    }
+
+    pub(super) fn load_account(&self, directory: &str) -> StoreResult<Option<StoredAccount>> {
+        Ok(self
+            .load_per_directory(ACCOUNTS, "account", directory, |d: &AccountData| {
+                &d.directory
+            })?
+            .map(|d| d.account))
     }
 
     pub(super) fn save_account(&self, data: &AccountData) -> StoreResult<()> {
-        let path = self.path(
-            ACCOUNTS,
-            format!("{}.json", sha256_hex(data.directory.as_bytes())),
-        );
+        let path = self.per_directory_path(ACCOUNTS, &data.directory);
         self.write_record(&path, "account", data, FileMode::Private)
     }
 
     pub(super) fn load_ledger(&self, directory: &str) -> StoreResult<Option<RateLimitRecord>> {
-        let path = self.path(LEDGER, format!("{}.json", sha256_hex(directory.as_bytes())));
-        let Some(data) = self.read_record::<LedgerData>(&path, "ledger")? else {
-            return Ok(None);
-        };
-        if data.directory != directory {
-            let reason = format!(
-                "holds the ledger for {:?}, not {directory:?}",
-                data.directory
-            );
-            return Err(self.corrupted_file(&path, reason));
-        }
-        Ok(Some(data.ledger))
+        Ok(self
+            .load_per_directory(LEDGER, "ledger", directory, |d: &LedgerData| &d.directory)?
+            .map(|d| d.ledger))
     }
 
     pub(super) fn managed_path(&self, directory: &str, id: &str) -> PathBuf {
@@ -98,37 +102,21 @@ impl Inner {
     }
 
     pub(super) fn load_directory(&self, directory: &str) -> StoreResult<Option<DirectoryRecord>> {
-        let path = self.path(
-            DIRECTORIES,
-            format!("{}.json", sha256_hex(directory.as_bytes())),
-        );
-        let Some(data) = self.read_record::<DirectoryData>(&path, "directory")? else {
-            return Ok(None);
-        };
-        if data.directory != directory {
-            let reason = format!(
-                "holds the directory of {:?}, not {directory:?}",
-                data.directory
-            );
-            return Err(self.corrupted_file(&path, reason));
-        }
-        Ok(Some(data.record))
+        Ok(self
+            .load_per_directory(DIRECTORIES, "directory", directory, |d: &DirectoryData| {
+                &d.directory
+            })?
+            .map(|d| d.record))
     }
 
     /// Public data: written 0644 like certificates.
     pub(super) fn save_directory(&self, data: &DirectoryData) -> StoreResult<()> {
-        let path = self.path(
-            DIRECTORIES,
-            format!("{}.json", sha256_hex(data.directory.as_bytes())),
-        );
+        let path = self.per_directory_path(DIRECTORIES, &data.directory);
         self.write_record(&path, "directory", data, FileMode::Public)
     }
 
     pub(super) fn save_ledger(&self, data: &LedgerData) -> StoreResult<()> {
-        let path = self.path(
-            LEDGER,
-            format!("{}.json", sha256_hex(data.directory.as_bytes())),
-        );
+        let path = self.per_directory_path(LEDGER, &data.directory);
         self.write_record(&path, "ledger", data, FileMode::Private)
     }
 

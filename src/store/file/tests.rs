@@ -140,6 +140,18 @@ fn assert_no_temp_files(dir: &Path) {
     }
 }
 
+/// The subdirectories `FileStore::open` makes, sorted.
+const LAYOUT: [&str; 8] = [
+    "accounts",
+    "certs",
+    "directories",
+    "feed",
+    "journals",
+    "leases",
+    "ledger",
+    "managed",
+];
+
 #[tokio::test]
 async fn open_creates_private_layout() {
     let tmp = TempDir::new("open");
@@ -147,19 +159,7 @@ async fn open_creates_private_layout() {
     let store = FileStore::open(&root).unwrap();
     assert_eq!(store.root(), root);
     assert_eq!(mode(&root), 0o700);
-    assert_eq!(
-        names(&root),
-        [
-            "accounts",
-            "certs",
-            "directories",
-            "feed",
-            "journals",
-            "leases",
-            "ledger",
-            "managed"
-        ]
-    );
+    assert_eq!(names(&root), LAYOUT);
     for sub in names(&root) {
         assert_eq!(mode(&root.join(sub)), 0o700);
     }
@@ -921,19 +921,7 @@ async fn lease_names_become_safe_file_names() {
         assert!(!entry.starts_with('.') && !entry.contains('/'), "{entry}");
     }
     assert_eq!(names(&tmp.0.join(LEASES)).len(), 12);
-    assert_eq!(
-        names(&tmp.0),
-        [
-            "accounts",
-            "certs",
-            "directories",
-            "feed",
-            "journals",
-            "leases",
-            "ledger",
-            "managed"
-        ]
-    );
+    assert_eq!(names(&tmp.0), LAYOUT);
 }
 
 #[tokio::test]
