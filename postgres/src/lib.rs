@@ -58,6 +58,7 @@
 mod feed;
 mod lease;
 mod ledger;
+mod requests;
 mod schema;
 mod tls;
 
@@ -1210,7 +1211,42 @@ impl Store for PostgresStore {
                 }
             }
         }
-        Ok(FeedSnapshot { revision, keys })
+        let validations = self.validation_names().await?;
+        Ok(FeedSnapshot {
+            revision,
+            keys,
+            validations,
+        })
+    }
+
+    async fn request_certificate(&self, name: &str, edge: &str) -> StoreResult<bool> {
+        self.record_request(name, edge).await
+    }
+
+    async fn list_requests(&self) -> StoreResult<Vec<sturdy_acme::store::CertificateRequest>> {
+        self.pending_requests().await
+    }
+
+    async fn delete_request(&self, name: &str) -> StoreResult<()> {
+        self.forget_request(name).await
+    }
+
+    async fn save_validation(
+        &self,
+        validation: &sturdy_acme::store::ValidationCertificate,
+    ) -> StoreResult<()> {
+        self.publish_validation(validation).await
+    }
+
+    async fn load_validation(
+        &self,
+        name: &str,
+    ) -> StoreResult<Option<sturdy_acme::store::ValidationCertificate>> {
+        self.read_validation(name).await
+    }
+
+    async fn delete_validation(&self, name: &str) -> StoreResult<()> {
+        self.withdraw_validation(name).await
     }
 
     async fn load_directory(&self, directory: &str) -> StoreResult<Option<DirectoryRecord>> {

@@ -126,6 +126,22 @@ CREATE TABLE sturdy_feed_state (
 );
 INSERT INTO sturdy_feed_state (id, pruned_through) VALUES (1, 0);
 "#,
+    // 6: what edges need besides certificates: on-demand requests and
+    // tls-alpn-01 validation certificates (see requests.rs).
+    r#"
+CREATE TABLE sturdy_requests (
+    name         text PRIMARY KEY,
+    edge         text NOT NULL,
+    requested_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE sturdy_validations (
+    name       text PRIMARY KEY,
+    record     jsonb NOT NULL,
+    sealed     bytea NOT NULL,
+    kek_id     text,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+"#,
 ];
 
 /// Brings the schema to [`LATEST`], or fails with a

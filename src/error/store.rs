@@ -120,6 +120,18 @@ pub enum StoreError {
         /// The oldest revision the feed still holds.
         oldest: u64,
     },
+    /// A name an edge's record cannot be kept under: an on-demand request
+    /// ([`Store::request_certificate`](crate::store::Store::request_certificate))
+    /// for what is not one host's DNS name (a wildcard, an IP address), or
+    /// a validation certificate
+    /// ([`Store::save_validation`](crate::store::Store::save_validation))
+    /// for a wildcard or a malformed name. Names the rule, never echoes the
+    /// name (it may come from a stranger's handshake).
+    #[error("the name was refused: {reason}")]
+    InvalidRequest {
+        /// Which rule the name breaks.
+        reason: String,
+    },
     /// A transaction's `COMMIT` was sent but its answer did not come (a
     /// timeout, a broken connection): it may or may not have been applied.
     /// The store does not repeat it blindly; where it can (the rate-limit

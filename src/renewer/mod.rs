@@ -66,9 +66,11 @@
 //! # Ok(()) }
 //! ```
 
+mod on_demand;
 mod outcome;
 mod policy;
 mod queue;
+mod report;
 mod revocation;
 mod roster;
 mod spec;
@@ -91,7 +93,7 @@ use crate::retry::Rng;
 use crate::store::{Store, StoredCertificate};
 use through::Through;
 
-pub use policy::RenewerPolicy;
+pub use policy::{OnDemandIntake, RenewerPolicy};
 pub use queue::Urgency;
 pub use spec::CertificateSpec;
 pub use status::{
@@ -111,9 +113,19 @@ pub struct RenewerBuilder<S: Store> {
     through: Through<S>,
     policy: RenewerPolicy,
     observer: Option<Observer>,
+    on_demand: Option<OnDemandIntake>,
 }
 
 impl<S: Store> RenewerBuilder<S> {
+    /// Takes up the names edges request on demand
+    /// ([`serve::OnDemand`](crate::serve::OnDemand)) while it runs: each
+    /// becomes a spec ordered as `intake` says (see
+    /// [`store::request`](crate::store::request)).
+    pub fn on_demand(mut self, intake: OnDemandIntake) -> Self {
+        self.on_demand = Some(intake);
+        self
+    }
+
     /// Pacing and retries (example: [`RenewerPolicy`]).
     pub fn policy(mut self, policy: RenewerPolicy) -> Self {
         self.policy = policy;
@@ -134,6 +146,7 @@ impl<S: Store> RenewerBuilder<S> {
                 through: self.through,
                 policy: self.policy,
                 observer: self.observer,
+                on_demand: self.on_demand,
                 rng,
                 crl: crate::crl::CrlCache::new(),
                 state: Mutex::new(State::default()),
@@ -172,6 +185,7 @@ struct Inner<S: Store> {
     through: Through<S>,
     policy: RenewerPolicy,
     observer: Option<Observer>,
+    on_demand: Option<OnDemandIntake>,
     rng: Rng,
     crl: crate::crl::CrlCache,
     state: Mutex<State>,
@@ -288,6 +302,7 @@ impl<S: Store> Renewer<S> {
             through: Through::One(issuer),
             policy: RenewerPolicy::default(),
             observer: None,
+            on_demand: None,
         }
     }
 
@@ -303,6 +318,7 @@ impl<S: Store> Renewer<S> {
             through: Through::Set(set),
             policy: RenewerPolicy::default(),
             observer: None,
+            on_demand: None,
         }
     }
 
@@ -411,50 +427,6 @@ impl<S: Store> Renewer<S> {
         Ok(found)
     }
 
-    /// A snapshot of every certificate's state, last error and next
-    /// attempt, sorted by names: for a service's status endpoint.
-    pub fn status(&self) -> RenewerStatus {
-        let state = self.state();
-        let mut certificates: Vec<ManagedCertificate> = state
-            .tracked
-            .iter()
-            .filter(|(_, t)| !t.removed)
-            .map(|(id, t)| ManagedCertificate {
-                names: t.stored.spec.names().to_vec(),
-                state: t.state,
-                serial: t.current.as_ref().map(|c| c.serial.clone()),
-                ca: t
-                    .current
-                    .as_ref()
-                    .and_then(|c| self.inner.through.ca_name(c.ca))
-                    .map(str::to_owned),
-                not_after: t.current.as_ref().map(|c| c.not_after),
-                next_attempt: state.queue.scheduled_at(id),
-                consecutive_failures: t.stored.failures.consecutive,
-                last_error: t
-                    .stored
-                    .failures
-                    .last_error
-                    .as_ref()
-                    .map(|message| LastError {
-                        class: t.stored.failures.last_class.clone().unwrap_or_default(),
-                        message: message.clone(),
-                    }),
-            })
-            .collect();
-        certificates.sort_by(|a, b| a.names.cmp(&b.names));
-        RenewerStatus {
-            certificates,
-            backlog: state.queue.backlog(),
-            paused_until: self.inner.through.paused_until(self.now()),
-            replacements_requested: state
-                .tracked
-                .values()
-                .filter(|t| !t.removed && t.current.as_ref().is_some_and(|c| c.requested_early))
-                .count(),
-        }
-    }
-
     /// Asks the CA's renewal information again for every certificate now,
     /// whatever its stored schedule says: for an operator who read the
     /// CA's announcement of a mass revocation or an incident. A window the
@@ -510,6 +482,12 @@ impl<S: Store> Renewer<S> {
         // dropped (its check aborted) with the run.
         let mut next_crl_check = self.inner.policy.crl_check_every.map(|_| self.now());
         let mut crl_checks: JoinSet<()> = JoinSet::new();
+        // On-demand requests are taken up beside it, for as long as it runs.
+        let mut intake: JoinSet<()> = JoinSet::new();
+        if let Some(on_demand) = self.inner.on_demand.clone() {
+            let this = self.clone();
+            intake.spawn(async move { this.take_requests(&on_demand).await });
+        }
         loop {
             if self.inner.stop.load(Ordering::SeqCst) {
                 // Attempts already finished are recorded (their backoff

@@ -1,6 +1,9 @@
-//! [`RenewerPolicy`]: how the renewer paces and retries.
+//! [`RenewerPolicy`]: how the renewer paces and retries; [`OnDemandIntake`]:
+//! how it takes up on-demand requests.
 
 use std::time::Duration;
+
+use crate::issuer::CertificateOptions;
 
 /// How the renewer paces and retries (defaults in [`RenewerPolicy::default`]).
 ///
@@ -89,5 +92,64 @@ impl Default for RenewerPolicy {
             crl_check_every: Some(Duration::from_secs(6 * 60 * MIN)),
             seed: None,
         }
+    }
+}
+
+/// How a renewer takes up on-demand requests.
+///
+/// ```
+/// use sturdy_acme::CertificateOptions;
+/// use sturdy_acme::renewer::OnDemandIntake;
+///
+/// let intake = OnDemandIntake::new(CertificateOptions::default().with_profile(Some("tlsserver".into())))
+///     .with_max_pending(100);
+/// assert_eq!(intake.max_pending(), 100);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct OnDemandIntake {
+    options: CertificateOptions,
+    max_pending: usize,
+    poll: Duration,
+}
+
+impl OnDemandIntake {
+    /// Requests become specs for the one name asked, ordered with
+    /// `options`; at most 1,000 waiting for their first certificate; the
+    /// store looked at every minute besides the feed's wake-ups.
+    pub fn new(options: CertificateOptions) -> Self {
+        Self {
+            options,
+            max_pending: 1000,
+            poll: Duration::from_secs(60),
+        }
+    }
+
+    /// How the certificates are ordered.
+    pub fn options(&self) -> &CertificateOptions {
+        &self.options
+    }
+
+    /// Most certificates waiting for their first issuance at once (those
+    /// of the operator's own specs counted too) before requests wait.
+    pub fn max_pending(&self) -> usize {
+        self.max_pending
+    }
+
+    /// Sets [`OnDemandIntake::max_pending`].
+    pub fn with_max_pending(mut self, max: usize) -> Self {
+        self.max_pending = max;
+        self
+    }
+
+    /// How often the pending requests are read without a wake-up.
+    pub fn poll(&self) -> Duration {
+        self.poll
+    }
+
+    /// Sets [`OnDemandIntake::poll`] (at least 10 ms).
+    pub fn with_poll(mut self, every: Duration) -> Self {
+        self.poll = every.max(Duration::from_millis(10));
+        self
     }
 }

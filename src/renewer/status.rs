@@ -135,6 +135,14 @@ pub enum RenewerEvent {
         /// Its id.
         id: String,
     },
+    /// An edge's on-demand request for a name was taken up (an
+    /// [`Added`](Self::Added) follows).
+    Requested {
+        /// The id of the certificate added.
+        id: String,
+        /// The edge that asked first.
+        edge: String,
+    },
     /// A certificate was removed.
     Removed {
         /// Its id.

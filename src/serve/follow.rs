@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 
 use super::resolver::{CertificateResolver, Update};
 use crate::error::StoreError;
-use crate::store::{IdentifierSetKey, Store, StoredCertificate};
+use crate::store::{ChangeKind, IdentifierSetKey, Store, StoredCertificate};
 
 /// How many certificates are loaded at once.
 const LOADS_IN_FLIGHT: usize = 16;
@@ -170,12 +170,27 @@ impl<S: Store> FeedFollower<S> {
                 Err(e) => return Err(e),
             };
             self.counters.head.fetch_max(page.head, Ordering::SeqCst);
-            let keys: BTreeSet<IdentifierSetKey> =
-                page.changes.iter().map(|c| c.key.clone()).collect();
+            // An on-demand request is for the issuer fleet; a validation
+            // certificate is loaded by its name.
+            let mut keys = BTreeSet::new();
+            let mut validations = BTreeSet::new();
+            for change in &page.changes {
+                match change.kind {
+                    ChangeKind::Requested => {}
+                    ChangeKind::Validation => {
+                        validations
+                            .extend(change.key.identifiers().first().map(|id| id.value.clone()));
+                    }
+                    _ => {
+                        keys.insert(change.key.clone());
+                    }
+                }
+            }
             if !keys.is_empty() {
                 let updates = self.load(keys).await?;
                 self.install(updates);
             }
+            self.load_validations(validations).await?;
             let next = page.next_after(after, self.page);
             self.counters.applied.fetch_max(next, Ordering::SeqCst);
             if page.changes.len() < self.page {
@@ -198,6 +213,14 @@ impl<S: Store> FeedFollower<S> {
         let mut updates = self.load(listed).await?;
         updates.extend(gone);
         self.install(updates);
+        let listed: BTreeSet<String> = snapshot.validations.into_iter().collect();
+        for name in self.resolver.validations() {
+            if !listed.contains(&name) {
+                // Cannot fail: nothing to parse.
+                let _ = self.resolver.set_validation(&name, None);
+            }
+        }
+        self.load_validations(listed).await?;
         self.counters
             .applied
             .store(snapshot.revision, Ordering::SeqCst);
@@ -236,6 +259,34 @@ impl<S: Store> FeedFollower<S> {
             updates.extend(one?);
         }
         Ok(updates)
+    }
+
+    /// The validation certificate stored for each name now, installed (or
+    /// removed). One that cannot be read or served is counted as refused
+    /// and logged; the store failing is an error.
+    async fn load_validations(&self, names: BTreeSet<String>) -> Result<(), StoreError> {
+        for name in names {
+            let loaded = match self.store.load_validation(&name).await {
+                Ok(loaded) => loaded,
+                Err(
+                    e @ (StoreError::Corrupted { .. }
+                    | StoreError::KeyEncryption { .. }
+                    | StoreError::InvalidRequest { .. }),
+                ) => {
+                    self.counters.refused.fetch_add(1, Ordering::SeqCst);
+                    tracing::warn!(target: "sturdy_acme::serve", %name, error = %e, "a validation certificate cannot be read here");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if let Err(refused) = self.resolver.set_validation(&name, loaded.as_ref()) {
+                // The one it replaced is not answered either.
+                let _ = self.resolver.set_validation(&name, None);
+                self.counters.refused.fetch_add(1, Ordering::SeqCst);
+                tracing::warn!(target: "sturdy_acme::serve", error = %refused, "a validation certificate is not served");
+            }
+        }
+        Ok(())
     }
 
     fn install(&self, updates: Vec<Update>) {

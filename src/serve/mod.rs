@@ -19,6 +19,17 @@
 //!   signing key; never logged (the resolver's `Debug` shows counts).
 //! - **A revoked certificate is not served**: its names fall to another
 //!   certificate that covers them, or to the default.
+//! - **tls-alpn-01 through any edge**: a handshake offering `acme-tls/1`
+//!   gets the validation certificate an issuer published through the
+//!   store ([`TlsAlpn01Publisher`](crate::solver::tls_alpn01::TlsAlpn01Publisher),
+//!   [`store::validation`](crate::store::validation)) and nothing else;
+//!   no other handshake ever gets one. The server's `alpn_protocols` must
+//!   list `acme-tls/1`.
+//! - **On-demand issuance, guarded** ([`OnDemand`]): a name nothing serves
+//!   is answered with the default certificate, and, if the service's
+//!   policy says yes and the edge's rate allows, requested from the issuer
+//!   fleet through the store (one request per name across every edge);
+//!   the edge never talks to the CA.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -44,7 +55,9 @@
 //! ```
 
 mod follow;
+mod on_demand;
 mod resolver;
 
 pub use follow::{FeedFollower, FeedStatus};
+pub use on_demand::{OnDemand, OnDemandPolicy, OnDemandSettings, OnDemandStatus};
 pub use resolver::{CertificateResolver, ServeError, Update};

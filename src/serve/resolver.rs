@@ -12,7 +12,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::store::{IdentifierSetKey, StoredCertificate};
+use crate::crypto::challenge::ACME_TLS_ALPN_PROTOCOL;
+use crate::store::{IdentifierSetKey, StoredCertificate, ValidationCertificate};
 
 /// A name and the certificate that now serves it (`None`: none).
 type Winner = (String, Option<Arc<CertifiedKey>>);
@@ -30,7 +31,7 @@ pub enum ServeError {
     /// Names the part, never its contents.
     #[error("the certificate for {key} cannot be served: {reason}")]
     Unusable {
-        /// The certificate's key in the store.
+        /// The certificate's key in the store (a validation certificate's name).
         key: String,
         /// What is wrong (which part).
         reason: String,
@@ -50,6 +51,10 @@ struct Held {
     not_before: SystemTime,
 }
 
+/// Called with a handshake's name that no certificate serves (see
+/// [`CertificateResolver::on_unknown_name`]).
+type UnknownName = Box<dyn Fn(&str) + Send + Sync>;
+
 /// What only writers touch (under a mutex, never on the handshake path).
 #[derive(Default)]
 struct Writer {
@@ -65,6 +70,10 @@ struct Writer {
 pub struct CertificateResolver {
     shards: Box<[ArcSwap<Shard>]>,
     default: ArcSwapOption<CertifiedKey>,
+    unknown: ArcSwapOption<UnknownName>,
+    /// tls-alpn-01 validation certificates by SNI name (few, short-lived:
+    /// the map is copied on each change).
+    validations: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
     writer: Mutex<Writer>,
     hasher: std::collections::hash_map::RandomState,
 }
@@ -96,6 +105,8 @@ impl CertificateResolver {
                 .map(|_| ArcSwap::from_pointee(Shard::default()))
                 .collect(),
             default: ArcSwapOption::empty(),
+            unknown: ArcSwapOption::empty(),
+            validations: ArcSwap::from_pointee(HashMap::new()),
             writer: Mutex::new(Writer::default()),
             hasher: Default::default(),
         }
@@ -112,20 +123,41 @@ impl CertificateResolver {
         Ok(())
     }
 
+    /// Calls `f` (on the handshake's thread: it must not block) with each
+    /// handshake name that no certificate serves, before the default
+    /// answers it: what [`OnDemand`](super::OnDemand) listens to.
+    pub fn on_unknown_name(&self, f: impl Fn(&str) + Send + Sync + 'static) {
+        self.unknown.store(Some(Arc::new(Box::new(f))));
+    }
+
     /// The certificate a handshake for `name` gets: exact, then wildcard,
-    /// then the default.
+    /// then the default (after telling [`on_unknown_name`](Self::on_unknown_name)).
     pub fn resolve_name(&self, name: &str) -> Option<Arc<CertifiedKey>> {
         let name = normalize(name);
-        if let Some(found) = self.lookup(&name) {
+        if let Some(found) = self.find(&name) {
             return Some(found);
         }
-        if let Some((_, parent)) = name.split_once('.')
-            && parent.contains('.')
-            && let Some(found) = self.lookup(&format!("*.{parent}"))
-        {
-            return Some(found);
+        if let Some(unknown) = &*self.unknown.load() {
+            unknown(&name);
         }
         self.default.load_full()
+    }
+
+    /// Whether a certificate (not the default) serves `name`.
+    pub fn serves(&self, name: &str) -> bool {
+        self.find(&normalize(name)).is_some()
+    }
+
+    /// Exact, then wildcard.
+    fn find(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        if let Some(found) = self.lookup(name) {
+            return Some(found);
+        }
+        let (_, parent) = name.split_once('.')?;
+        if !parent.contains('.') {
+            return None;
+        }
+        self.lookup(&format!("*.{parent}"))
     }
 
     fn lookup(&self, name: &str) -> Option<Arc<CertifiedKey>> {
@@ -138,6 +170,37 @@ impl CertificateResolver {
 
     fn shard_of(&self, name: &str) -> usize {
         (self.hasher.hash_one(name) as usize) % SHARDS
+    }
+
+    /// Answers the CA's `acme-tls/1` handshakes for `name` with
+    /// `validation` (`None`: stops answering them). A handshake offering
+    /// `acme-tls/1` only ever gets a validation certificate (none: it
+    /// fails), and no other handshake ever gets one. The server's
+    /// `alpn_protocols` must include `acme-tls/1`.
+    pub fn set_validation(
+        &self,
+        name: &str,
+        validation: Option<&ValidationCertificate>,
+    ) -> Result<(), ServeError> {
+        let name = normalize(name);
+        let certified = validation
+            .map(|v| certified_from(&name, &v.certificate_pem, &v.key_pem))
+            .transpose()?;
+        let _one = self.lock();
+        let mut map = HashMap::clone(&self.validations.load());
+        match certified {
+            Some(c) => map.insert(name, c),
+            None => map.remove(&name),
+        };
+        self.validations.store(Arc::new(map));
+        Ok(())
+    }
+
+    /// The names it answers `acme-tls/1` handshakes for.
+    pub fn validations(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.validations.load().keys().cloned().collect();
+        names.sort();
+        names
     }
 
     /// How many certificates it holds (the default not counted).
@@ -239,6 +302,13 @@ impl CertificateResolver {
 
 impl ResolvesServerCert for CertificateResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let acme = client_hello
+            .alpn()
+            .is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN_PROTOCOL));
+        if acme {
+            let name = normalize(client_hello.server_name()?);
+            return self.validations.load().get(&name).cloned();
+        }
         match client_hello.server_name() {
             Some(name) => self.resolve_name(name),
             None => self.default.load_full(),
@@ -268,25 +338,42 @@ fn certified(
     key: &IdentifierSetKey,
     certificate: &StoredCertificate,
 ) -> Result<Arc<CertifiedKey>, ServeError> {
+    certified_from(
+        &key.to_string(),
+        &certificate.chain_pem,
+        &certificate.key_pem,
+    )
+}
+
+/// [`certified`] from the PEM texts; `label` names them in an error.
+fn certified_from(
+    label: &str,
+    chain_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<CertifiedKey>, ServeError> {
     let unusable = |reason: &str| ServeError::Unusable {
-        key: key.to_string(),
+        key: label.to_owned(),
         reason: reason.to_owned(),
     };
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(certificate.chain_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|_| unusable("its chain is not PEM certificates"))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|_| unusable("its chain is not PEM certificates"))?;
     if chain.is_empty() {
         return Err(unusable("its chain holds no certificate"));
     }
-    let der = PrivateKeyDer::from_pem_slice(certificate.key_pem.as_bytes())
+    let der = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
         .map_err(|_| unusable("its private key is not a PEM private key"))?;
     let signing = crate::crypto::tls_provider()
         .key_provider
         .load_private_key(der)
         .map_err(|_| unusable("rustls refuses its private key"))?;
     let certified = CertifiedKey::new(chain, signing);
-    if certified.keys_match().is_err() {
+    // A mismatch is refused. A certificate webpki cannot parse for the
+    // comparison (a tls-alpn-01 certificate's critical `acmeIdentifier`
+    // extension) is not proof of one: the CA checks what it gets.
+    if let Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) =
+        certified.keys_match()
+    {
         return Err(unusable("its private key does not match its certificate"));
     }
     Ok(Arc::new(certified))

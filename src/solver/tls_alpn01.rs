@@ -9,10 +9,15 @@ use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+use std::time::Duration;
+
+use zeroize::Zeroizing;
+
 use super::{ChallengeAnswer, Solver, SolverFuture};
 use crate::crypto::challenge::{ACME_TLS_ALPN_PROTOCOL, tls_alpn01_certificate};
 use crate::error::{Error, Result};
 use crate::protocol::ChallengeType;
+use crate::store::{Store, ValidationCertificate};
 
 /// Validation certificates by server name, for a rustls server: a
 /// [`ResolvesServerCert`] that answers handshakes offering ALPN
@@ -170,6 +175,108 @@ impl Solver for TlsAlpn01Solver {
         self.resolver.remove(&answer.identifier.value);
         Box::pin(async { Ok(()) })
     }
+}
+
+/// The tls-alpn-01 [`Solver`] of a fleet: publishes the validation
+/// certificate through the store ([`Store::save_validation`]), so every
+/// edge following the store's change feed answers the CA's `acme-tls/1`
+/// handshake with it ([`CertificateResolver`](crate::serve::CertificateResolver)),
+/// wherever the CA connects; the issuer itself serves nothing. After
+/// saving it waits [`settle`](Self::with_settle) for the edges to apply
+/// the change (the feed delivers in tens of milliseconds; 1 s by
+/// default), then the issuer answers the challenge. Cleanup deletes it.
+///
+/// Two orders for one name at once (two accounts) would replace each
+/// other's certificate, as with [`TlsAlpn01Resolver`]: the issuer's lease
+/// keeps one order per set, not per name.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use sturdy_acme::solver::tls_alpn01::TlsAlpn01Publisher;
+/// use sturdy_acme::store::MemoryStore;
+/// use sturdy_acme::Issuer;
+/// use sturdy_acme_testca::TestCa;
+///
+/// let ca = TestCa::builder().start_in_process()?;
+/// let store = MemoryStore::new();
+/// let solver = TlsAlpn01Publisher::new(store.clone()).with_settle(Duration::from_millis(100));
+/// let issuer = Issuer::builder(ca.client().await?, store).solver(Arc::new(solver)).build();
+/// # drop(issuer);
+/// # Ok(()) }
+/// ```
+pub struct TlsAlpn01Publisher<S: Store> {
+    store: S,
+    settle: Duration,
+}
+
+impl<S: Store> std::fmt::Debug for TlsAlpn01Publisher<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsAlpn01Publisher")
+            .field("settle", &self.settle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Store> TlsAlpn01Publisher<S> {
+    /// A solver publishing through `store`, waiting 1 s after each save.
+    pub fn new(store: S) -> Self {
+        Self {
+            store,
+            settle: Duration::from_secs(1),
+        }
+    }
+
+    /// How long to wait after saving a validation certificate before the
+    /// challenge is answered (the edges' feed lag, with a margin).
+    pub fn with_settle(mut self, settle: Duration) -> Self {
+        self.settle = settle;
+        self
+    }
+}
+
+impl<S: Store> Solver for TlsAlpn01Publisher<S> {
+    fn challenge_type(&self) -> ChallengeType {
+        ChallengeType::TlsAlpn01
+    }
+
+    fn present<'a>(&'a self, answer: &'a ChallengeAnswer) -> SolverFuture<'a> {
+        Box::pin(async move {
+            let cert = tls_alpn01_certificate(&answer.identifier, &answer.key_authorization)?;
+            let validation = ValidationCertificate {
+                name: sni_name(&answer.identifier.value),
+                certificate_pem: pem("CERTIFICATE", &cert.certificate_der),
+                key_pem: Zeroizing::new(pem("PRIVATE KEY", &cert.private_key_pkcs8_der)),
+            };
+            self.store.save_validation(&validation).await?;
+            tokio::time::sleep(self.settle).await;
+            Ok(())
+        })
+    }
+
+    fn cleanup<'a>(&'a self, answer: &'a ChallengeAnswer) -> SolverFuture<'a> {
+        Box::pin(async move {
+            self.store
+                .delete_validation(&sni_name(&answer.identifier.value))
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+/// DER as PEM (RFC 7468), 64 characters a line.
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let text = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(der));
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in text.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }
 
 #[cfg(test)]

@@ -26,8 +26,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    ChangePage, DirectoryRecord, FeedSnapshot, IdentifierSetKey, Journal, Lease, LedgerUpdate,
-    ManagedRecord, RateLimitRecord, Store, StoreResult, StoredAccount, StoredCertificate,
+    CertificateRequest, ChangePage, DirectoryRecord, FeedSnapshot, IdentifierSetKey, Journal,
+    Lease, LedgerUpdate, ManagedRecord, RateLimitRecord, Store, StoreResult, StoredAccount,
+    StoredCertificate, ValidationCertificate,
 };
 
 /// A boxed, sendable future of a store operation.
@@ -106,6 +107,12 @@ contract! {
     fn changes_since(after: val u64, limit: val usize) -> ChangePage;
     fn wait_for_changes(after: val u64, timeout: val Duration) -> u64;
     fn feed_snapshot() -> FeedSnapshot;
+    fn request_certificate(name: ref str, edge: ref str) -> bool;
+    fn list_requests() -> Vec<CertificateRequest>;
+    fn delete_request(name: ref str) -> ();
+    fn save_validation(validation: ref ValidationCertificate) -> ();
+    fn load_validation(name: ref str) -> Option<ValidationCertificate>;
+    fn delete_validation(name: ref str) -> ();
     fn load_directory(directory: ref str) -> Option<DirectoryRecord>;
     fn save_directory(directory: ref str, record: ref DirectoryRecord) -> ();
     fn load_ledger(directory: ref str) -> Option<RateLimitRecord>;

@@ -64,15 +64,28 @@ pub enum ChangeKind {
     Chain,
     /// The certificate's revocation changed.
     Revoked,
+    /// An edge asked for a certificate for a name
+    /// ([`Store::request_certificate`](super::Store::request_certificate)):
+    /// the key is the name's, with no CA, and the serial is empty. Edges
+    /// skip it; renewers taking on-demand requests act on it.
+    Requested,
+    /// A tls-alpn-01 validation certificate was saved or deleted
+    /// ([`Store::save_validation`](super::Store::save_validation)): the key
+    /// is its SNI name's, with no CA, and the serial is empty. Edges load
+    /// it ([`Store::load_validation`](super::Store::load_validation)).
+    Validation,
 }
 
 impl ChangeKind {
-    /// The name stored with the change (`issued`, `chain`, `revoked`).
+    /// The name stored with the change (`issued`, `chain`, `revoked`,
+    /// `requested`, `validation`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Issued => "issued",
             Self::Chain => "chain",
             Self::Revoked => "revoked",
+            Self::Requested => "requested",
+            Self::Validation => "validation",
         }
     }
 
@@ -82,6 +95,8 @@ impl ChangeKind {
             "issued" => Some(Self::Issued),
             "chain" => Some(Self::Chain),
             "revoked" => Some(Self::Revoked),
+            "requested" => Some(Self::Requested),
+            "validation" => Some(Self::Validation),
             _ => None,
         }
     }
@@ -149,7 +164,8 @@ impl ChangePage {
     }
 }
 
-/// Every stored certificate's key and the revision they are at
+/// Every stored certificate's key (and validation certificate's name) and
+/// the revision they are at
 /// ([`Store::feed_snapshot`](super::Store::feed_snapshot)): a reader loads
 /// them, then follows the changes after `revision`.
 ///
@@ -160,4 +176,7 @@ pub struct FeedSnapshot {
     pub revision: u64,
     /// Every stored certificate's key, in every directory.
     pub keys: Vec<IdentifierSetKey>,
+    /// The SNI names of the validation certificates stored
+    /// ([`Store::save_validation`](super::Store::save_validation)).
+    pub validations: Vec<String>,
 }

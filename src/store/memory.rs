@@ -9,9 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::feed::DEFAULT_FEED_RETENTION;
 use super::{
-    Change, ChangeKind, ChangePage, DirectoryRecord, FeedSnapshot, IdentifierSetKey, Journal,
-    Lease, LedgerUpdate, ManagedRecord, RateLimitRecord, Store, StoreError, StoreResult,
-    StoredAccount, StoredCertificate,
+    CertificateRequest, Change, ChangeKind, ChangePage, DirectoryRecord, FeedSnapshot,
+    IdentifierSetKey, Journal, Lease, LedgerUpdate, ManagedRecord, RateLimitRecord, Store,
+    StoreError, StoreResult, StoredAccount, StoredCertificate, ValidationCertificate,
 };
 
 /// The [`Store`] contract in memory (leases judged by the system clock, as
@@ -64,6 +64,26 @@ struct Inner {
     feed_retention: u64,
     managed: HashMap<String, BTreeMap<String, ManagedRecord>>,
     leases: HashMap<String, Lease>,
+    /// Pending on-demand requests, oldest first.
+    requests: Vec<CertificateRequest>,
+    validations: BTreeMap<String, ValidationCertificate>,
+}
+
+impl Inner {
+    /// Records a change; returns its revision.
+    fn push_change(&mut self, key: &IdentifierSetKey, kind: ChangeKind, serial: &str) -> u64 {
+        self.feed_head += 1;
+        self.feed.push_back(Change {
+            revision: self.feed_head,
+            key: key.clone(),
+            kind,
+            serial: serial.to_owned(),
+        });
+        while self.feed.len() as u64 > self.feed_retention {
+            self.feed.pop_front();
+        }
+        self.feed_head
+    }
 }
 
 impl MemoryStore {
@@ -86,6 +106,18 @@ impl MemoryStore {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells waiting readers the head is at least `head` (saves racing
+    /// here publish in any order: the head only grows).
+    fn publish(&self, head: u64) {
+        self.head.send_if_modified(|h| {
+            let newer = head > *h;
+            if newer {
+                *h = head;
+            }
+            newer
+        });
     }
 
     /// Runs `f` on the store's state: every method is this.
@@ -152,29 +184,10 @@ impl Store for MemoryStore {
             {
                 s.backups.entry(key.clone()).or_default().push(old);
             }
-            kind.map(|kind| {
-                s.feed_head += 1;
-                s.feed.push_back(Change {
-                    revision: s.feed_head,
-                    key: key.clone(),
-                    kind,
-                    serial: certificate.serial.clone(),
-                });
-                while s.feed.len() as u64 > s.feed_retention {
-                    s.feed.pop_front();
-                }
-                s.feed_head
-            })
+            kind.map(|kind| s.push_change(key, kind, &certificate.serial))
         });
         if let Some(head) = head.into_inner() {
-            // Saves racing here publish in any order: the head only grows.
-            self.head.send_if_modified(|h| {
-                let newer = head > *h;
-                if newer {
-                    *h = head;
-                }
-                newer
-            });
+            self.publish(head);
         }
         std::future::ready(Ok(()))
     }
@@ -284,8 +297,90 @@ impl Store for MemoryStore {
             Ok(FeedSnapshot {
                 revision: s.feed_head,
                 keys: s.certificates.keys().cloned().collect(),
+                validations: s.validations.keys().cloned().collect(),
             })
         })
+    }
+
+    fn request_certificate(
+        &self,
+        name: &str,
+        edge: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send {
+        let recorded = super::request::request_key(name).and_then(|key| {
+            let name = super::request::request_name(name)?;
+            let mut s = self.lock();
+            if s.requests.iter().any(|r| r.name == name) {
+                return Ok(None);
+            }
+            s.requests.push(CertificateRequest {
+                name,
+                edge: edge.to_owned(),
+                requested_at: secs(SystemTime::now()),
+            });
+            Ok(Some(s.push_change(&key, ChangeKind::Requested, "")))
+        });
+        if let Ok(Some(head)) = recorded {
+            self.publish(head);
+        }
+        std::future::ready(recorded.map(|r| r.is_some()))
+    }
+
+    fn list_requests(&self) -> impl Future<Output = StoreResult<Vec<CertificateRequest>>> + Send {
+        self.with(|s| Ok(s.requests.clone()))
+    }
+
+    fn delete_request(&self, name: &str) -> impl Future<Output = StoreResult<()>> + Send {
+        let name = super::request::request_name(name);
+        self.with(|s| {
+            let name = name?;
+            s.requests.retain(|r| r.name != name);
+            Ok(())
+        })
+    }
+
+    fn save_validation(
+        &self,
+        validation: &ValidationCertificate,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        let saved = super::validation::validation_key(&validation.name).and_then(|key| {
+            let name = super::validation::validation_name(&validation.name)?;
+            let mut s = self.lock();
+            s.validations.insert(
+                name.clone(),
+                ValidationCertificate {
+                    name,
+                    ..validation.clone()
+                },
+            );
+            Ok(s.push_change(&key, ChangeKind::Validation, ""))
+        });
+        if let Ok(head) = saved {
+            self.publish(head);
+        }
+        std::future::ready(saved.map(|_| ()))
+    }
+
+    fn load_validation(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = StoreResult<Option<ValidationCertificate>>> + Send {
+        let name = super::validation::validation_name(name);
+        self.with(|s| Ok(s.validations.get(&name?).cloned()))
+    }
+
+    fn delete_validation(&self, name: &str) -> impl Future<Output = StoreResult<()>> + Send {
+        let deleted = super::validation::validation_key(name).and_then(|key| {
+            let name = super::validation::validation_name(name)?;
+            let mut s = self.lock();
+            Ok(s.validations
+                .remove(&name)
+                .map(|_| s.push_change(&key, ChangeKind::Validation, "")))
+        });
+        if let Ok(Some(head)) = deleted {
+            self.publish(head);
+        }
+        std::future::ready(deleted.map(|_| ()))
     }
 
     fn load_directory(

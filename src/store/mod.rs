@@ -47,7 +47,9 @@ mod file;
 mod memory;
 mod process;
 mod records;
+pub mod request;
 mod sealing;
+pub mod validation;
 
 use std::future::Future;
 use std::time::Duration;
@@ -65,7 +67,9 @@ pub use records::{
     Lease, LeaseValidity, ManagedRecord, RateLimitRecord, RenewalSchedule, Revoked, StoredAccount,
     StoredCertificate,
 };
+pub use request::CertificateRequest;
 pub use sealing::{KeyEncryptionKey, Sealed, Sealer};
+pub use validation::ValidationCertificate;
 
 pub(crate) use crate::error::StoreError;
 
@@ -261,8 +265,51 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<u64>> + Send;
 
     /// The head revision, then every stored certificate's key, in every
-    /// directory: where a reader starts ([`FeedSnapshot`]).
+    /// directory, and every validation certificate's name: where a reader
+    /// starts ([`FeedSnapshot`]).
     fn feed_snapshot(&self) -> impl Future<Output = StoreResult<FeedSnapshot>> + Send;
+
+    /// Records that an edge asked for a certificate for `name`
+    /// ([on-demand issuance](request)), unless a request for it is already
+    /// pending: one request per name however many edges ask at once.
+    /// Returns whether this call recorded it. A recorded request gets a
+    /// [`ChangeKind::Requested`] change in the same commit, so the issuer
+    /// fleet hears of it through the feed. Fails with
+    /// [`StoreError::InvalidRequest`] for a name that is not a DNS name of
+    /// one host ([`request::request_name`]).
+    fn request_certificate(
+        &self,
+        name: &str,
+        edge: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Every pending request, oldest first.
+    fn list_requests(&self) -> impl Future<Output = StoreResult<Vec<CertificateRequest>>> + Send;
+
+    /// Removes the pending request for `name` (no error if there is none):
+    /// the issuer fleet took it up (or refused it).
+    fn delete_request(&self, name: &str) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Saves the tls-alpn-01 validation certificate for its name
+    /// (replacing the one there; [validations](validation)), with a
+    /// [`ChangeKind::Validation`] change in the same commit, so every edge
+    /// answers the CA's `acme-tls/1` handshakes with it. Its key is kept as
+    /// a certificate's is (0600, sealed). Fails with
+    /// [`StoreError::InvalidRequest`] for a wildcard or malformed name.
+    fn save_validation(
+        &self,
+        validation: &ValidationCertificate,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The validation certificate saved for the SNI name `name`.
+    fn load_validation(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = StoreResult<Option<ValidationCertificate>>> + Send;
+
+    /// Removes the validation certificate for `name` (no error if there is
+    /// none), with a [`ChangeKind::Validation`] change when there was one.
+    fn delete_validation(&self, name: &str) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// The directory document last remembered for a directory URL
     /// ([`ClientBuilder::build_remembered`](crate::ClientBuilder::build_remembered)).

@@ -122,6 +122,8 @@
 mod ca;
 mod codec;
 pub mod command;
+mod conformance;
+mod edge_conformance;
 mod faults;
 mod in_process;
 mod jws;
@@ -141,9 +143,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub use ca::{RenewalInfoAnswer, ValidationMode};
+pub use conformance::ConformanceFailure;
+pub use edge_conformance::{check_requests, check_validations};
 pub use faults::{CannedAnswer, Fault, FaultRule, RetryAfterForm, Trigger};
 use in_process::InProcess;
-pub use store_conformance::{ConformanceFailure, check_feed, check_store};
+pub use store_conformance::{check_feed, check_store};
 use sturdy_acme::RateLimits;
 pub use validation::{CaaFuture, DnsFuture, DnsResolver, LookupError, ServerDns, StaticDns};
 

@@ -13,41 +13,7 @@ use sturdy_acme::store::{
     StoredAccount, StoredCertificate,
 };
 
-/// A check of the store contract that failed: which one, and what was seen.
-///
-/// Example: [`check_store`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("store contract, {check}: {detail}")]
-pub struct ConformanceFailure {
-    /// The check, e.g. `"a certificate reads back as written"`.
-    pub check: &'static str,
-    /// What the store did instead.
-    pub detail: String,
-}
-
-fn fail(check: &'static str, detail: impl Into<String>) -> ConformanceFailure {
-    ConformanceFailure {
-        check,
-        detail: detail.into(),
-    }
-}
-
-/// Unwraps a store result, naming the check when the store failed.
-fn ok<T>(check: &'static str, r: Result<T, StoreError>) -> Result<T, ConformanceFailure> {
-    r.map_err(|e| fail(check, format!("the store failed: {e}")))
-}
-
-fn expect(
-    check: &'static str,
-    holds: bool,
-    detail: impl FnOnce() -> String,
-) -> Result<(), ConformanceFailure> {
-    if holds {
-        Ok(())
-    } else {
-        Err(fail(check, detail()))
-    }
-}
+use crate::conformance::{ConformanceFailure, expect, fail, ok};
 
 /// A lease just acquired or renewed for `ttl` carries its validity, a time
 /// left between nothing and the TTL (rounded up to the next second at most),
@@ -582,7 +548,9 @@ pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> 
         other => return Err(fail(c, format!("{other:?}"))),
     }
     ok(c, store.release_lease(&taken).await)?;
-    check_feed(store).await
+    check_feed(store).await?;
+    crate::check_requests(store).await?;
+    crate::check_validations(store).await
 }
 
 /// The change feed's part of [`check_store`] (it runs last there), on its

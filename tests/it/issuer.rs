@@ -941,6 +941,37 @@ impl Store for FailingRenewals {
     ) -> impl Future<Output = StoreResult<sturdy_acme::store::FeedSnapshot>> + Send {
         self.0.feed_snapshot()
     }
+    fn request_certificate(
+        &self,
+        name: &str,
+        edge: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send {
+        self.0.request_certificate(name, edge)
+    }
+    fn list_requests(
+        &self,
+    ) -> impl Future<Output = StoreResult<Vec<sturdy_acme::store::CertificateRequest>>> + Send {
+        self.0.list_requests()
+    }
+    fn delete_request(&self, name: &str) -> impl Future<Output = StoreResult<()>> + Send {
+        self.0.delete_request(name)
+    }
+    fn save_validation(
+        &self,
+        v: &sturdy_acme::store::ValidationCertificate,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.0.save_validation(v)
+    }
+    fn load_validation(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = StoreResult<Option<sturdy_acme::store::ValidationCertificate>>> + Send
+    {
+        self.0.load_validation(name)
+    }
+    fn delete_validation(&self, name: &str) -> impl Future<Output = StoreResult<()>> + Send {
+        self.0.delete_validation(name)
+    }
     fn load_directory(
         &self,
         d: &str,
@@ -1815,6 +1846,7 @@ async fn the_store_contract_checks_catch_a_broken_store() {
         racy_ledger: bool,
         /// Loses every change with an even revision.
         lossy_feed: bool,
+        forgetful_requests: bool,
     }
     impl DynStore for Broken {
         fn load_account<'a>(&'a self, d: &'a str) -> StoreFuture<'a, Option<StoredAccount>> {
@@ -1900,6 +1932,42 @@ async fn the_store_contract_checks_catch_a_broken_store() {
         fn feed_snapshot<'a>(&'a self) -> StoreFuture<'a, sturdy_acme::store::FeedSnapshot> {
             Box::pin(Store::feed_snapshot(&self.inner))
         }
+        fn request_certificate<'a>(
+            &'a self,
+            name: &'a str,
+            edge: &'a str,
+        ) -> StoreFuture<'a, bool> {
+            Box::pin(async move {
+                if self.forgetful_requests {
+                    // Not one per name: a repeat replaces the pending one.
+                    Store::delete_request(&self.inner, name).await?;
+                }
+                Store::request_certificate(&self.inner, name, edge).await
+            })
+        }
+        fn list_requests<'a>(
+            &'a self,
+        ) -> StoreFuture<'a, Vec<sturdy_acme::store::CertificateRequest>> {
+            Box::pin(Store::list_requests(&self.inner))
+        }
+        fn delete_request<'a>(&'a self, name: &'a str) -> StoreFuture<'a, ()> {
+            Box::pin(Store::delete_request(&self.inner, name))
+        }
+        fn save_validation<'a>(
+            &'a self,
+            v: &'a sturdy_acme::store::ValidationCertificate,
+        ) -> StoreFuture<'a, ()> {
+            Box::pin(Store::save_validation(&self.inner, v))
+        }
+        fn load_validation<'a>(
+            &'a self,
+            name: &'a str,
+        ) -> StoreFuture<'a, Option<sturdy_acme::store::ValidationCertificate>> {
+            Box::pin(Store::load_validation(&self.inner, name))
+        }
+        fn delete_validation<'a>(&'a self, name: &'a str) -> StoreFuture<'a, ()> {
+            Box::pin(Store::delete_validation(&self.inner, name))
+        }
         fn load_directory<'a>(
             &'a self,
             d: &'a str,
@@ -1981,6 +2049,7 @@ async fn the_store_contract_checks_catch_a_broken_store() {
         keep_journals: true,
         racy_ledger: false,
         lossy_feed: false,
+        forgetful_requests: false,
     });
     let err = check_store(&store).await.unwrap_err();
     assert_eq!(err.check, "a deleted journal is gone", "{err}");
@@ -1990,6 +2059,7 @@ async fn the_store_contract_checks_catch_a_broken_store() {
         keep_journals: false,
         racy_ledger: false,
         lossy_feed: false,
+        forgetful_requests: false,
     });
     let err = check_store(&store).await.unwrap_err();
     assert!(
@@ -2004,6 +2074,7 @@ async fn the_store_contract_checks_catch_a_broken_store() {
         keep_journals: false,
         racy_ledger: true,
         lossy_feed: false,
+        forgetful_requests: false,
     });
     let err = check_store(&store).await.unwrap_err();
     assert!(err.check.contains("atomic"), "{err}");
@@ -2013,10 +2084,24 @@ async fn the_store_contract_checks_catch_a_broken_store() {
         keep_journals: false,
         racy_ledger: false,
         lossy_feed: true,
+        forgetful_requests: false,
     });
     let err = sturdy_acme_testca::check_feed(&store).await.unwrap_err();
     assert!(err.check.contains("revision"), "{err}");
+    let dir5 = temp_store("broken-requests");
+    let store: Arc<dyn DynStore> = Arc::new(Broken {
+        inner: FileStore::open(&dir5).unwrap(),
+        keep_journals: false,
+        racy_ledger: false,
+        lossy_feed: false,
+        forgetful_requests: true,
+    });
+    let err = sturdy_acme_testca::check_requests(&store)
+        .await
+        .unwrap_err();
+    assert!(err.check.contains("once per name"), "{err}");
     let _ = std::fs::remove_dir_all(&dir4);
+    let _ = std::fs::remove_dir_all(&dir5);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&dir2);
     let _ = std::fs::remove_dir_all(&dir3);

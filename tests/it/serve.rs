@@ -21,13 +21,13 @@ use zeroize::Zeroizing;
 use crate::common::postgres::{Postgres, fresh_database};
 use crate::issuer::temp_store;
 
-fn key(names: &[&str]) -> IdentifierSetKey {
+pub(crate) fn key(names: &[&str]) -> IdentifierSetKey {
     let ids: Vec<Identifier> = names.iter().map(|n| Identifier::dns(n).unwrap()).collect();
     IdentifierSetKey::for_account("https://ca.example/dir", "https://ca.example/acct/1", &ids)
 }
 
 /// A self-signed certificate for `names`, issued `age` ago.
-fn certificate(names: &[&str], age: Duration) -> StoredCertificate {
+pub(crate) fn certificate(names: &[&str], age: Duration) -> StoredCertificate {
     let key = rcgen::KeyPair::generate().unwrap();
     let cert =
         rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
@@ -54,7 +54,7 @@ fn certificate(names: &[&str], age: Duration) -> StoredCertificate {
     }
 }
 
-fn leaf(c: &StoredCertificate) -> Vec<u8> {
+pub(crate) fn leaf(c: &StoredCertificate) -> Vec<u8> {
     use rustls::pki_types::pem::PemObject;
     rustls::pki_types::CertificateDer::pem_slice_iter(c.chain_pem.as_bytes())
         .next()
@@ -195,7 +195,7 @@ fn handshakes_never_see_a_name_vanish_while_it_is_replaced() {
 
 /// The TLS client of a visitor: trusts the CA's root, sends SNI `name`;
 /// returns the leaf the edge presented.
-async fn visit(port: u16, name: &str, root_pem: &str) -> Result<Vec<u8>, String> {
+pub(crate) async fn visit(port: u16, name: &str, root_pem: &str) -> Result<Vec<u8>, String> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(root_pem.as_bytes()) {

@@ -279,6 +279,7 @@ impl Inner {
         Ok(FeedSnapshot {
             revision,
             keys: self.certificates_where(|_| true)?,
+            validations: self.validation_names()?,
         })
     }
 

@@ -141,7 +141,7 @@ fn assert_no_temp_files(dir: &Path) {
 }
 
 /// The subdirectories `FileStore::open` makes, sorted.
-const LAYOUT: [&str; 8] = [
+const LAYOUT: [&str; 10] = [
     "accounts",
     "certs",
     "directories",
@@ -150,6 +150,8 @@ const LAYOUT: [&str; 8] = [
     "leases",
     "ledger",
     "managed",
+    "requests",
+    "validations",
 ];
 
 #[tokio::test]
