@@ -143,8 +143,8 @@ pub(crate) fn page(after: u64, rows: &[tokio_postgres::Row]) -> Result<ChangePag
         let key: IdentifierSetKey = serde_json::from_str(&key_text)
             .map_err(|e| corrupted(format!("its key does not parse: {e}")))?;
         let kind_text: String = row.get(4);
-        let kind = ChangeKind::from_name(&kind_text)
-            .ok_or_else(|| corrupted(format!("unknown kind {kind_text:?}")))?;
+        // A kind a newer version wrote is kept as `Other` (readers skip it).
+        let kind = ChangeKind::from_name(&kind_text);
         changes.push(Change {
             revision: revision as u64,
             key,

@@ -1307,6 +1307,24 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn load_ledger_entries(
+        &self,
+        directory: &str,
+        keys: Option<&[String]>,
+    ) -> StoreResult<sturdy_acme::store::LedgerEntries> {
+        self.read_ledger_entries(directory, keys).await
+    }
+
+    async fn update_ledger_entries(
+        &self,
+        directory: &str,
+        keys: &[String],
+        update: &mut sturdy_acme::store::LedgerEntriesUpdate<'_>,
+    ) -> StoreResult<()> {
+        self.update_ledger_entries_once(directory, keys, update)
+            .await
+    }
+
     async fn list_managed(&self, directory: &str) -> StoreResult<Vec<ManagedRecord>> {
         let rows = self
             .db_query(

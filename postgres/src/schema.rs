@@ -142,6 +142,29 @@ CREATE TABLE sturdy_validations (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 "#,
+    // 7: the ledger split in entries, one row each (see ledger.rs), the
+    // whole documents' buckets and remembered 429s copied into them (the
+    // documents are left as they were, unused).
+    r#"
+CREATE TABLE sturdy_ledger_entries (
+    directory  text NOT NULL,
+    key        text NOT NULL,
+    value      jsonb,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (directory, key)
+);
+INSERT INTO sturdy_ledger_entries (directory, key, value)
+SELECT l.directory, b.key, b.value
+FROM sturdy_ledgers l, jsonb_each(l.state->'buckets') b
+WHERE jsonb_typeof(l.state->'buckets') = 'object';
+INSERT INTO sturdy_ledger_entries (directory, key, value)
+SELECT l.directory, 'block:' || (b->>'key') || ' ' || (b->>'account'), jsonb_agg(b)
+FROM sturdy_ledgers l, jsonb_array_elements(l.state->'blocks') b
+WHERE jsonb_typeof(l.state->'blocks') = 'array'
+  AND jsonb_typeof(b) = 'object' AND b ? 'account' AND b ? 'key'
+GROUP BY 1, 2
+ON CONFLICT (directory, key) DO NOTHING;
+"#,
 ];
 
 /// Brings the schema to [`LATEST`], or fails with a

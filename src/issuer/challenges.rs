@@ -86,7 +86,9 @@ impl<S: Store> Issuer<S> {
         {
             let account_url = account.url().to_owned();
             let now = self.now();
-            self.spend_ledger(|l| {
+            let mut ids = key.identifiers().to_vec();
+            ids.extend(problems.iter().map(|(id, _)| id.clone()));
+            self.spend_ledger(&account_url, &ids, |l| {
                 for (id, _) in &problems {
                     l.spend_failed_authorization(&account_url, &id.value, now);
                 }
@@ -102,7 +104,7 @@ impl<S: Store> Issuer<S> {
             if refund {
                 let ids = key.identifiers().to_vec();
                 let as_ = Exemption::from_name(journal.reserved_as.as_deref());
-                self.spend_ledger(|l| l.refund_certificate(&ids, now, as_))
+                self.spend_ledger(&account_url, &ids, |l| l.refund_certificate(&ids, now, as_))
                     .await?;
             }
         }

@@ -102,13 +102,18 @@ impl<S: Store> Issuer<S> {
         }
     }
 
-    /// Runs `f` on the ledger as the store holds it now and writes the
-    /// result back, in one atomic update (see [`Store::update_ledger`]), so
-    /// issuers sharing a store see each other's spending. `f` returns its
-    /// result and whether the ledger changed (nothing is written if not);
-    /// it may run more than once if the store retries.
+    /// Runs `f` on the ledger's entries for `ids` under `account` as the
+    /// store holds them now and writes what changed back, in one atomic
+    /// update (see [`Store::update_ledger_entries`]), so issuers sharing a
+    /// store see each other's spending while issuances of unrelated sets
+    /// do not wait for each other. `f` returns its result and whether the
+    /// ledger changed (nothing is written if not); it may run more than
+    /// once if the store retries. It may only touch the buckets of `ids`
+    /// and `account` ([`RateLedger::keys_for`]).
     pub(super) async fn with_ledger<T>(
         &self,
+        account: &str,
+        ids: &[Identifier],
         mut f: impl FnMut(&mut RateLedger) -> (T, bool) + Send,
     ) -> Result<T>
     where
@@ -117,16 +122,16 @@ impl<S: Store> Issuer<S> {
         let directory = self.inner.client.directory_url().to_owned();
         let limits = self.inner.limits.clone();
         let now = self.now();
+        let keys = RateLedger::keys_for(account, ids);
         let mut out = None;
         self.inner
             .store
-            .update_ledger(&directory, &mut |current| {
-                let mut ledger = RateLedger::load(limits.clone(), current.map(|r| &r.state), now);
+            .update_ledger_entries(&directory, &keys, &mut |current| {
+                let mut ledger =
+                    RateLedger::from_entries(limits.clone(), current, Some(&keys), now);
                 let (result, changed) = f(&mut ledger);
                 out = Some(result);
-                changed.then(|| RateLimitRecord {
-                    state: ledger.to_value(now),
-                })
+                changed.then(|| ledger.changed_entries(now))
             })
             .await?;
         out.ok_or_else(|| {
@@ -139,9 +144,11 @@ impl<S: Store> Issuer<S> {
     /// [`Self::with_ledger`] for a change that always writes.
     pub(super) async fn spend_ledger(
         &self,
+        account: &str,
+        ids: &[Identifier],
         mut f: impl FnMut(&mut RateLedger) + Send,
     ) -> Result<()> {
-        self.with_ledger(|l| {
+        self.with_ledger(account, ids, |l| {
             f(l);
             ((), true)
         })
@@ -199,12 +206,12 @@ impl<S: Store> Issuer<S> {
         let account = self.account().await?.url().to_owned();
         let directory = self.inner.client.directory_url().to_owned();
         let now = self.now();
-        let current = self.inner.store.load_ledger(&directory).await?;
-        let mut ledger = RateLedger::load(
-            self.inner.limits.clone(),
-            current.as_ref().map(|r| &r.state),
-            now,
-        );
+        let entries = self
+            .inner
+            .store
+            .load_ledger_entries(&directory, None)
+            .await?;
+        let mut ledger = RateLedger::from_entries(self.inner.limits.clone(), &entries, None, now);
         Ok(ledger.headroom(&account, now))
     }
 
@@ -217,9 +224,19 @@ impl<S: Store> Issuer<S> {
         }
         let account = self.account().await?.url().to_owned();
         let orders = format!("orders:{account}");
-        Ok(self
-            .rate_limit_headroom()
-            .await?
+        // That one entry, not the whole ledger: the renewer asks often.
+        let keys = [orders.clone()];
+        let directory = self.inner.client.directory_url().to_owned();
+        let now = self.now();
+        let entries = self
+            .inner
+            .store
+            .load_ledger_entries(&directory, Some(&keys))
+            .await?;
+        let mut ledger =
+            RateLedger::from_entries(self.inner.limits.clone(), &entries, Some(&keys), now);
+        Ok(ledger
+            .headroom(&account, now)
             .into_iter()
             .find(|h| h.bucket == orders))
     }

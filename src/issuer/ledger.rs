@@ -12,6 +12,8 @@ use super::limits::{Headroom, Limit, RateLimits, registered_domain};
 use crate::error::{Error, RateLimitScope};
 use crate::protocol::timestamp;
 use crate::protocol::{Identifier, IdentifierSet};
+use crate::store::LedgerEntries;
+use crate::store::ledger::block_key;
 use crate::wait::Wait;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -109,28 +111,71 @@ struct Refusal {
 /// issuance): the refill the ledger keeps in hand on certificate buckets.
 const SPEND_LAG: Duration = Duration::from_secs(60);
 
-/// The ledger of one account at one CA.
+/// The ledger of one account at one CA, over the entries an update read
+/// (see [`store::ledger`](crate::store::ledger)): each bucket an entry
+/// under its key, the 429s remembered for one account and scope one entry
+/// ([`block_key`]).
 #[derive(Debug)]
 pub(crate) struct RateLedger {
     limits: RateLimits,
     state: State,
+    /// The entries as read, to write back only what changed.
+    read: LedgerEntries,
+    /// The keys read (`None`: every entry): only these are written, and
+    /// in tests a bucket outside them is a bug in the caller's keys.
+    scope: Option<Vec<String>>,
 }
 
 impl RateLedger {
-    /// A ledger from its persisted state (`None`: empty).
+    /// The entries an update for `ids` under `account` may read or write:
+    /// the account's new orders, the exact set, each registered domain,
+    /// each identifier's failed authorizations, and the 429s remembered
+    /// for each of these scopes.
+    pub(crate) fn keys_for(account: &str, ids: &[Identifier]) -> Vec<String> {
+        let set = set_key(ids);
+        let mut keys = vec![
+            format!("orders:{account}"),
+            block_key(account, "account"),
+            block_key(account, &set),
+            set,
+        ];
+        for d in domains_of(ids) {
+            let domain = format!("domain:{d}");
+            keys.push(block_key(account, &domain));
+            keys.push(domain);
+        }
+        for id in ids {
+            let name = id.value.trim_start_matches("*.").to_ascii_lowercase();
+            keys.push(format!("authzfail:{account}:{name}"));
+            keys.push(block_key(account, &format!("identifier:{name}")));
+        }
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// A ledger from the entries read for `scope` (`None`: every entry).
     ///
     /// A remembered 429 is clamped to the horizon here too, so a ledger
     /// written before dates were clamped (or by a hostile CA's answer)
-    /// never blocks longer than the horizon, nor panics when printed.
-    pub(crate) fn load(
+    /// never blocks longer than the horizon, nor panics when printed. An
+    /// entry that does not parse is read as absent (and rewritten).
+    pub(crate) fn from_entries(
         limits: RateLimits,
-        persisted: Option<&serde_json::Value>,
+        entries: &LedgerEntries,
+        scope: Option<&[String]>,
         now: SystemTime,
     ) -> Self {
-        // Read in place: the record is not copied first.
-        let mut state: State = persisted
-            .and_then(|v| State::deserialize(v).ok())
-            .unwrap_or_default();
+        let mut state = State::default();
+        for (key, value) in entries {
+            if key.starts_with("block:") {
+                if let Ok(blocks) = Vec::<Block>::deserialize(value) {
+                    state.blocks.extend(blocks);
+                }
+            } else if let Ok(bucket) = Bucket::deserialize(value) {
+                state.buckets.insert(key.clone(), bucket);
+            }
+        }
         let horizon = limits.block_horizon();
         // Expired blocks are dropped (clamping them to "now" would extend
         // them past a check made just before this load).
@@ -138,37 +183,99 @@ impl RateLedger {
         for block in &mut state.blocks {
             block.retry_at_ms = ms(timestamp::clamp(from_ms(block.retry_at_ms), now, horizon));
         }
-        Self { limits, state }
+        Self {
+            limits,
+            state,
+            read: entries.clone(),
+            scope: scope.map(<[String]>::to_vec),
+        }
     }
 
-    /// The state to persist. A bucket that has refilled to its burst is
-    /// left out (a missing bucket starts full), so the record holds only
-    /// what was spent within the limits' windows.
+    /// A ledger from a whole document (either form), for tests.
+    #[cfg(test)]
+    pub(crate) fn load(
+        limits: RateLimits,
+        persisted: Option<&serde_json::Value>,
+        now: SystemTime,
+    ) -> Self {
+        let entries = persisted
+            .map(crate::store::ledger::entries_from_document)
+            .unwrap_or_default();
+        Self::from_entries(limits, &entries, None, now)
+    }
+
+    /// Every entry as the ledger stands, for tests.
+    #[cfg(test)]
     pub(crate) fn to_value(&self, now: SystemTime) -> serde_json::Value {
-        /// The state as persisted, borrowed: no copy of every bucket.
-        #[derive(Serialize)]
-        struct Persisted<'a> {
-            buckets: BTreeMap<&'a str, &'a Bucket>,
-            blocks: &'a [Block],
-        }
-        let buckets = self
-            .state
-            .buckets
-            .iter()
-            .filter(|(key, bucket)| {
-                let Some(limit) = self.limit_of(key) else {
-                    return true;
-                };
+        let mut all = self.read.clone();
+        crate::store::ledger::apply(&mut all, self.changed_entries(now));
+        serde_json::json!({ "entries": all })
+    }
+
+    /// The entries to write: those in scope whose value changed. A bucket
+    /// refilled to its burst is deleted (a missing bucket starts full),
+    /// so the ledger holds only what was spent within the limits' windows;
+    /// so is a scope whose 429s all expired.
+    pub(crate) fn changed_entries(&self, now: SystemTime) -> LedgerEntries {
+        let mut now_held = LedgerEntries::new();
+        for (key, bucket) in &self.state.buckets {
+            let spent = self.limit_of(key).is_none_or(|limit| {
                 let elapsed = Duration::from_millis(ms(now).saturating_sub(bucket.at_ms));
                 limit.refilled(bucket.tokens, elapsed) < f64::from(limit.burst)
-            })
-            .map(|(key, bucket)| (key.as_str(), bucket))
-            .collect();
-        serde_json::to_value(Persisted {
-            buckets,
-            blocks: &self.state.blocks,
-        })
-        .expect("ledger serializes")
+            });
+            if spent {
+                now_held.insert(
+                    key.clone(),
+                    serde_json::to_value(bucket).expect("a bucket serializes"),
+                );
+            }
+        }
+        let mut blocks: BTreeMap<String, Vec<&Block>> = BTreeMap::new();
+        for block in &self.state.blocks {
+            blocks
+                .entry(block_key(&block.account, &block.key))
+                .or_default()
+                .push(block);
+        }
+        for (key, list) in blocks {
+            now_held.insert(key, serde_json::to_value(list).expect("blocks serialize"));
+        }
+        let in_scope = |key: &str| {
+            self.scope
+                .as_ref()
+                .is_none_or(|scope| scope.iter().any(|k| k == key))
+        };
+        let mut changed = LedgerEntries::new();
+        for key in self.read.keys().chain(now_held.keys()) {
+            if !in_scope(key) || changed.contains_key(key) {
+                continue;
+            }
+            let new = now_held
+                .get(key)
+                .cloned()
+                .unwrap_or(serde_json::Value::Null);
+            let old = self
+                .read
+                .get(key)
+                .cloned()
+                .unwrap_or(serde_json::Value::Null);
+            if new != old {
+                changed.insert(key.clone(), new);
+            }
+        }
+        changed
+    }
+
+    /// Checks (in tests) that `key` was read: a bucket the update did not
+    /// read would be taken as full and never written.
+    fn touch(&self, key: &str) {
+        debug_assert!(
+            self.scope
+                .as_ref()
+                .is_none_or(|scope| scope.iter().any(|k| k == key)),
+            "ledger key {key:?} outside the keys read: {:?}",
+            self.scope
+        );
     }
 
     /// The limit a bucket key counts against.
@@ -184,6 +291,7 @@ impl RateLedger {
     }
 
     fn tokens(&mut self, key: &str, limit: &Limit, now: SystemTime) -> f64 {
+        self.touch(key);
         let b = self.state.buckets.entry(key.to_owned()).or_insert(Bucket {
             tokens: f64::from(limit.burst),
             at_ms: ms(now),
@@ -516,6 +624,7 @@ impl RateLedger {
             _ => set_key(ids),
         };
         let retry_at = timestamp::clamp(now + wait.delay, now, self.limits.block_horizon());
+        self.touch(&block_key(account, &key));
         self.state.blocks.push(Block {
             account: account.to_owned(),
             key,

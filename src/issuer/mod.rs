@@ -67,8 +67,8 @@ use crate::protocol::CertId;
 use crate::protocol::{AuthorizationStatus, ChallengeType, Identifier, OrderStatus, timestamp};
 use crate::solver::{ChallengeAnswer, Solver};
 use crate::store::{
-    IdentifierSetKey, Journal, JournalStep, Lease, RateLimitRecord, RenewalSchedule, Store,
-    StoreError, StoredAccount, StoredCertificate,
+    IdentifierSetKey, Journal, JournalStep, Lease, RenewalSchedule, Store, StoreError,
+    StoredAccount, StoredCertificate,
 };
 use ledger::{Exemption, RateLedger};
 

@@ -53,7 +53,7 @@ impl<S: Store> Issuer<S> {
             journal.caa_methods = methods;
             now
         } else if let Some(checker) = &self.inner.caa {
-            self.with_ledger(|l| (reserve(l, now).map(drop), false))
+            self.with_ledger(&account_url, &ids, |l| (reserve(l, now).map(drop), false))
                 .await??;
             journal.caa_methods = self.caa_preflight(checker, key, account, options).await?;
             // The pre-flight may have waited minutes for a nameserver.
@@ -63,7 +63,7 @@ impl<S: Store> Issuer<S> {
         };
         // Checked and counted in one atomic ledger update: the order and,
         // unless this journal already holds one, the certificate it is for.
-        self.with_ledger(|l| {
+        self.with_ledger(&account_url, &ids, |l| {
             let reserved = reserve(l, now);
             let changed = reserved.is_ok();
             (reserved, changed)
@@ -144,8 +144,10 @@ impl<S: Store> Issuer<S> {
                 if reserved == Exemption::Ari && !order.state().extra.contains_key("replaces") {
                     let as_now = without_replaces;
                     tracing::info!(set = %key, ?as_now, "the order is not an ARI renewal at the CA; counted as one");
-                    self.spend_ledger(|l| l.spend_as(&account_url, &ids, now, as_now, true))
-                        .await?;
+                    self.spend_ledger(&account_url, &ids, |l| {
+                        l.spend_as(&account_url, &ids, now, as_now, true)
+                    })
+                    .await?;
                     journal.reserved_as = as_now.name().map(str::to_owned);
                     journal.replaces = None;
                 }
@@ -158,8 +160,10 @@ impl<S: Store> Issuer<S> {
             Err(e) => {
                 let now = self.now();
                 if let Some(wait) = Wait::of(&e, now).filter(|w| w.limit.is_some()) {
-                    self.spend_ledger(|l| l.record_server_limit(&account_url, &ids, &wait, now))
-                        .await?;
+                    self.spend_ledger(&account_url, &ids, |l| {
+                        l.record_server_limit(&account_url, &ids, &wait, now)
+                    })
+                    .await?;
                 }
                 Err(e)
             }
@@ -278,7 +282,7 @@ impl<S: Store> Issuer<S> {
                 }
                 let now = issuer.now();
                 issuer
-                    .with_ledger(|l| {
+                    .with_ledger(&account_url, &ids, |l| {
                         let reserved =
                             l.reserve_new_order(&account_url, &ids, now, false, exemption);
                         let changed = reserved.is_ok();

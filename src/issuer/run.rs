@@ -322,7 +322,8 @@ impl<S: Store> Issuer<S> {
                     if !journal.certificate_reserved {
                         let ids = key.identifiers().to_vec();
                         let as_ = Exemption::from_name(journal.reserved_as.as_deref());
-                        self.spend_ledger(|l| l.spend_as("", &ids, self.now(), as_, false))
+                        let now = self.now();
+                        self.spend_ledger("", &ids, |l| l.spend_as("", &ids, now, as_, false))
                             .await?;
                     }
                     journal.key_pem = Some(cert_key.to_pkcs8_pem());
@@ -461,8 +462,10 @@ impl<S: Store> Issuer<S> {
         tracing::warn!(set = %key, order = %order.url(), failed = ?failed, "validation failed while no process waited for it; counted in the ledger");
         let account_url = order.account().url().to_owned();
         let now = self.now();
+        let mut ids = key.identifiers().to_vec();
+        ids.extend(failed.iter().filter_map(|n| Identifier::parse(n).ok()));
         if let Err(e) = self
-            .spend_ledger(|l| {
+            .spend_ledger(&account_url, &ids, |l| {
                 for name in &failed {
                     l.spend_failed_authorization(&account_url, name, now);
                 }

@@ -4,7 +4,10 @@
 //!
 //! The store's pending requests are the truth; the change feed only wakes
 //! the renewer (a [`ChangeKind::Requested`] change), and it also looks
-//! every [`OnDemandIntake::poll`](super::OnDemandIntake::poll), so a wake-up lost loses nothing. Each
+//! every [`OnDemandIntake::poll`](super::OnDemandIntake::poll) whatever
+//! else the feed carries, so a wake-up lost loses nothing. A name a kept
+//! spec already covers (in a larger set, or under a wildcard) is not
+//! added again: its request is deleted. Each
 //! request is added as a spec ([`Renewer::add`], durable) before it is
 //! deleted, so a crash between the two leaves the request to take up
 //! again, never a name forgotten. Every renewer node taking requests may
@@ -30,23 +33,30 @@ impl<S: Store> Renewer<S> {
         let store = self.inner.through.home().store();
         let mut after = store.wait_for_changes(0, Duration::ZERO).await.unwrap_or(0);
         let mut look = true;
+        // The poll runs on its own deadline: a busy feed of other changes
+        // never keeps it from looking (a request held back by the backlog,
+        // a wake-up lost, a look that failed).
+        let mut next_look = tokio::time::Instant::now();
         loop {
-            if look && let Err(e) = self.take_pending(intake).await {
-                tracing::warn!(target: "sturdy_acme::renewer", error = %e, "on-demand requests cannot be taken up now; trying again");
+            let now = tokio::time::Instant::now();
+            if look || now >= next_look {
+                if let Err(e) = self.take_pending(intake).await {
+                    tracing::warn!(target: "sturdy_acme::renewer", error = %e, "on-demand requests cannot be taken up now; trying again");
+                }
+                next_look = tokio::time::Instant::now() + intake.poll();
             }
-            look = match store.wait_for_changes(after, intake.poll()).await {
+            let wait = next_look.saturating_duration_since(tokio::time::Instant::now());
+            look = match store.wait_for_changes(after, wait).await {
                 Ok(head) if head > after => {
                     let (requested, reached) = requested_after(store, after).await;
                     after = reached.max(after);
                     requested
                 }
-                // The poll: requests held back by the backlog, or a
-                // wake-up lost.
-                Ok(_) => true,
+                Ok(_) => false,
                 Err(e) => {
                     tracing::warn!(target: "sturdy_acme::renewer", error = %e, "the change feed cannot be read; looking at the requests on the poll");
-                    tokio::time::sleep(intake.poll()).await;
-                    true
+                    tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
+                    false
                 }
             };
         }
@@ -60,13 +70,22 @@ impl<S: Store> Renewer<S> {
         if requests.is_empty() {
             return Ok(());
         }
-        let mut waiting = {
+        // What the specs kept already cover (a name in a larger set, or
+        // under a wildcard): a request for it orders nothing new.
+        let (mut waiting, covered) = {
             let state = self.state();
-            state
-                .tracked
-                .values()
-                .filter(|t| !t.removed && t.current.is_none())
-                .count()
+            let kept = || state.tracked.values().filter(|t| !t.removed);
+            let waiting = kept().filter(|t| t.current.is_none()).count();
+            let covered: std::collections::HashSet<String> = kept()
+                .flat_map(|t| t.stored.spec.names().iter().cloned())
+                .collect();
+            (waiting, covered)
+        };
+        let is_covered = |name: &str| {
+            covered.contains(name)
+                || name
+                    .split_once('.')
+                    .is_some_and(|(_, parent)| covered.contains(&format!("*.{parent}")))
         };
         for request in requests {
             let spec = match CertificateSpec::new([request.name.as_str()]) {
@@ -79,8 +98,7 @@ impl<S: Store> Renewer<S> {
                 }
             };
             let id = spec.id();
-            let kept = self.state().tracked.get(&id).is_some();
-            if !kept {
+            if !is_covered(&request.name) {
                 if waiting >= intake.max_pending() {
                     tracing::debug!(target: "sturdy_acme::renewer", waiting, "on-demand requests wait for the backlog of new certificates to drain");
                     return Ok(());

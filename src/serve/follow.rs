@@ -176,7 +176,7 @@ impl<S: Store> FeedFollower<S> {
             let mut validations = BTreeSet::new();
             for change in &page.changes {
                 match change.kind {
-                    ChangeKind::Requested => {}
+                    ChangeKind::Requested | ChangeKind::Other => {}
                     ChangeKind::Validation => {
                         validations
                             .extend(change.key.identifiers().first().map(|id| id.value.clone()));

@@ -2,7 +2,8 @@
 //! issuer fleet through the store, only when the service's policy says
 //! yes.
 //!
-//! A handshake for a name the [`CertificateResolver`] does not serve is
+//! A handshake for a name the [`CertificateResolver`] does not serve (once
+//! it has loaded its first batch: an edge starting up reports nothing) is
 //! answered with the default certificate at once; the name is handed (a
 //! non-blocking send, dropped when the queue is full) to [`OnDemand::run`],
 //! which, for each name:
@@ -11,8 +12,8 @@
 //!    serves it, or if it was taken up within the cooldown (one policy
 //!    question per name, however many handshakes ask);
 //! 2. spends one of this edge's tokens (a steady rate and a burst: a flood
-//!    of made-up names asks the policy a bounded number of times, and the
-//!    rest wait for the cooldown);
+//!    of made-up names asks the policy a bounded number of times; a name
+//!    met with no token left is looked at again at its next handshake);
 //! 3. asks the service's [`OnDemandPolicy`] (its customer list), bounded
 //!    in time;
 //! 4. on yes, records a request in the store
@@ -271,12 +272,25 @@ impl<S: Store + Clone, P: OnDemandPolicy> OnDemand<S, P> {
         // Names taken up, and when (for the cooldown).
         let mut taken: HashMap<String, Instant> = HashMap::new();
         let mut asking: HashSet<String> = HashSet::new();
-        let mut checks: JoinSet<(String, Verdict)> = JoinSet::new();
+        // The name each question is about, so a question that panicked
+        // (a policy's bug) frees its name too.
+        let mut questions: HashMap<tokio::task::Id, String> = HashMap::new();
+        let mut checks: JoinSet<Verdict> = JoinSet::new();
         loop {
             tokio::select! {
-                Some(done) = checks.join_next(), if !checks.is_empty() => {
-                    let Ok((name, verdict)) = done else { continue };
-                    asking.remove(&name);
+                Some(done) = checks.join_next_with_id(), if !checks.is_empty() => {
+                    let (id, verdict) = match done {
+                        Ok((id, verdict)) => (id, Some(verdict)),
+                        Err(e) => (e.id(), None),
+                    };
+                    if let Some(name) = questions.remove(&id) {
+                        asking.remove(&name);
+                    }
+                    let Some(verdict) = verdict else {
+                        tracing::warn!(target: "sturdy_acme::serve", "an on-demand policy question panicked: taken as a no");
+                        self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
                     let counter = match verdict {
                         Verdict::Refused => &self.counters.refused,
                         Verdict::Requested => &self.counters.requested,
@@ -312,7 +326,8 @@ impl<S: Store + Clone, P: OnDemandPolicy> OnDemand<S, P> {
                     tokens -= 1.0;
                     taken.insert(name.clone(), now);
                     asking.insert(name.clone());
-                    checks.spawn(self.decide(name));
+                    let question = checks.spawn(self.decide(name.clone()));
+                    questions.insert(question.id(), name);
                 }
             }
         }
@@ -320,7 +335,7 @@ impl<S: Store + Clone, P: OnDemandPolicy> OnDemand<S, P> {
     }
 
     /// Asks the policy, then the store.
-    fn decide(&self, name: String) -> impl Future<Output = (String, Verdict)> + Send + 'static {
+    fn decide(&self, name: String) -> impl Future<Output = Verdict> + Send + 'static {
         let (store, policy, edge) = (
             self.store.clone(),
             Arc::clone(&self.policy),
@@ -336,9 +351,9 @@ impl<S: Store + Clone, P: OnDemandPolicy> OnDemand<S, P> {
                 });
             if !allowed {
                 tracing::debug!(target: "sturdy_acme::serve", %name, "the on-demand policy says no");
-                return (name, Verdict::Refused);
+                return Verdict::Refused;
             }
-            let verdict = match store.request_certificate(&name, &edge).await {
+            match store.request_certificate(&name, &edge).await {
                 Ok(true) => {
                     tracing::info!(target: "sturdy_acme::serve", %name, %edge, "certificate requested on demand");
                     Verdict::Requested
@@ -348,8 +363,7 @@ impl<S: Store + Clone, P: OnDemandPolicy> OnDemand<S, P> {
                     tracing::warn!(target: "sturdy_acme::serve", %name, error = %e, "the on-demand request could not be recorded");
                     Verdict::Failed
                 }
-            };
-            (name, verdict)
+            }
         }
     }
 }

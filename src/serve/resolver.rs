@@ -71,6 +71,9 @@ pub struct CertificateResolver {
     shards: Box<[ArcSwap<Shard>]>,
     default: ArcSwapOption<CertifiedKey>,
     unknown: ArcSwapOption<UnknownName>,
+    /// Whether a first batch was applied: before it, every name would look
+    /// unknown (an edge starting up), so none is reported.
+    loaded: std::sync::atomic::AtomicBool,
     /// tls-alpn-01 validation certificates by SNI name (few, short-lived:
     /// the map is copied on each change).
     validations: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
@@ -106,6 +109,7 @@ impl CertificateResolver {
                 .collect(),
             default: ArcSwapOption::empty(),
             unknown: ArcSwapOption::empty(),
+            loaded: std::sync::atomic::AtomicBool::new(false),
             validations: ArcSwap::from_pointee(HashMap::new()),
             writer: Mutex::new(Writer::default()),
             hasher: Default::default(),
@@ -125,7 +129,10 @@ impl CertificateResolver {
 
     /// Calls `f` (on the handshake's thread: it must not block) with each
     /// handshake name that no certificate serves, before the default
-    /// answers it: what [`OnDemand`](super::OnDemand) listens to.
+    /// answers it: what [`OnDemand`](super::OnDemand) listens to. Only once
+    /// a first batch was applied ([`apply`](Self::apply); the
+    /// [`FeedFollower`](super::FeedFollower)'s snapshot): an edge starting
+    /// up does not take every name it is about to load for unknown.
     pub fn on_unknown_name(&self, f: impl Fn(&str) + Send + Sync + 'static) {
         self.unknown.store(Some(Arc::new(Box::new(f))));
     }
@@ -137,7 +144,9 @@ impl CertificateResolver {
         if let Some(found) = self.find(&name) {
             return Some(found);
         }
-        if let Some(unknown) = &*self.unknown.load() {
+        if self.loaded.load(std::sync::atomic::Ordering::Acquire)
+            && let Some(unknown) = &*self.unknown.load()
+        {
             unknown(&name);
         }
         self.default.load_full()
@@ -184,7 +193,7 @@ impl CertificateResolver {
     ) -> Result<(), ServeError> {
         let name = normalize(name);
         let certified = validation
-            .map(|v| certified_from(&name, &v.certificate_pem, &v.key_pem))
+            .map(|v| certified_from(&name, &v.certificate_pem, &v.key_pem, false))
             .transpose()?;
         let _one = self.lock();
         let mut map = HashMap::clone(&self.validations.load());
@@ -296,6 +305,8 @@ impl CertificateResolver {
             self.shards[shard].store(Arc::new(Shard { names }));
         }
         drop(writer);
+        self.loaded
+            .store(true, std::sync::atomic::Ordering::Release);
         refused
     }
 }
@@ -342,14 +353,20 @@ fn certified(
         &key.to_string(),
         &certificate.chain_pem,
         &certificate.key_pem,
+        true,
     )
 }
 
 /// [`certified`] from the PEM texts; `label` names them in an error.
+/// `strict`: a leaf whose key cannot be compared with the private key is
+/// refused too (a served certificate webpki cannot parse would fail every
+/// handshake); a tls-alpn-01 certificate's critical `acmeIdentifier`
+/// extension makes webpki refuse it, so only a proven mismatch refuses one.
 fn certified_from(
     label: &str,
     chain_pem: &str,
     key_pem: &str,
+    strict: bool,
 ) -> Result<Arc<CertifiedKey>, ServeError> {
     let unusable = |reason: &str| ServeError::Unusable {
         key: label.to_owned(),
@@ -368,13 +385,17 @@ fn certified_from(
         .load_private_key(der)
         .map_err(|_| unusable("rustls refuses its private key"))?;
     let certified = CertifiedKey::new(chain, signing);
-    // A mismatch is refused. A certificate webpki cannot parse for the
-    // comparison (a tls-alpn-01 certificate's critical `acmeIdentifier`
-    // extension) is not proof of one: the CA checks what it gets.
-    if let Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) =
-        certified.keys_match()
-    {
-        return Err(unusable("its private key does not match its certificate"));
+    match certified.keys_match() {
+        Ok(()) => {}
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            return Err(unusable("its private key does not match its certificate"));
+        }
+        Err(_) if strict => {
+            return Err(unusable(
+                "its leaf cannot be parsed to compare with its private key",
+            ));
+        }
+        Err(_) => {}
     }
     Ok(Arc::new(certified))
 }

@@ -270,7 +270,9 @@ impl<S: Store> Solver for TlsAlpn01Publisher<S> {
 fn pem(label: &str, der: &[u8]) -> String {
     use base64::Engine as _;
     let text = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(der));
-    let mut out = format!("-----BEGIN {label}-----\n");
+    // Sized once, so no reallocation leaves a copy of a key behind.
+    let mut out = String::with_capacity(text.len() + text.len() / 64 + 2 * label.len() + 40);
+    out.push_str(&format!("-----BEGIN {label}-----\n"));
     for line in text.as_bytes().chunks(64) {
         out.push_str(std::str::from_utf8(line).unwrap_or_default());
         out.push('\n');

@@ -27,23 +27,26 @@ use std::time::Duration;
 
 use super::{
     CertificateRequest, ChangePage, DirectoryRecord, FeedSnapshot, IdentifierSetKey, Journal,
-    Lease, LedgerUpdate, ManagedRecord, RateLimitRecord, Store, StoreResult, StoredAccount,
-    StoredCertificate, ValidationCertificate,
+    Lease, LedgerEntries, LedgerEntriesUpdate, LedgerUpdate, ManagedRecord, RateLimitRecord, Store,
+    StoreResult, StoredAccount, StoredCertificate, ValidationCertificate,
 };
 
 /// A boxed, sendable future of a store operation.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send + 'a>>;
 
 /// An argument's type in the two forms of the contract: `ref T` is `&T`,
-/// `mut T` is `&mut T`, `val T` is `T`; in [`DynStore`] every borrow lives
+/// `mut T` is `&mut T`, `val T` is `T`, `opt T` is `Option<&T>`; in
+/// [`DynStore`] every borrow lives
 /// for the call's `'a`.
 macro_rules! arg {
     (ref $lt:lifetime $ty:ty) => { &$lt $ty };
     (mut $lt:lifetime $ty:ty) => { &$lt mut $ty };
     (val $lt:lifetime $ty:ty) => { $ty };
+    (opt $lt:lifetime $ty:ty) => { Option<&$lt $ty> };
     (ref $ty:ty) => { &$ty };
     (mut $ty:ty) => { &mut $ty };
     (val $ty:ty) => { $ty };
+    (opt $ty:ty) => { Option<&$ty> };
 }
 
 /// The [`Store`] contract, written once: the [`DynStore`] trait, its
@@ -121,6 +124,8 @@ contract! {
     fn save_managed(directory: ref str, record: ref ManagedRecord) -> ();
     fn delete_managed(directory: ref str, id: ref str) -> ();
     fn update_ledger(directory: ref str, update: mut LedgerUpdate<'_>) -> ();
+    fn load_ledger_entries(directory: ref str, keys: opt [String]) -> LedgerEntries;
+    fn update_ledger_entries(directory: ref str, keys: ref [String], update: mut LedgerEntriesUpdate<'_>) -> ();
     fn save_journal_fenced(key: ref IdentifierSetKey, journal: ref Journal, lease: ref Lease) -> ();
     fn delete_journal_fenced(key: ref IdentifierSetKey, lease: ref Lease) -> ();
     fn acquire_lease(name: ref str, holder: ref str, ttl: val Duration) -> Lease;

@@ -74,6 +74,11 @@ pub enum ChangeKind {
     /// is its SNI name's, with no CA, and the serial is empty. Edges load
     /// it ([`Store::load_validation`](super::Store::load_validation)).
     Validation,
+    /// A kind this version does not know (written by a newer one):
+    /// readers skip it, so an edge that was not upgraded yet keeps
+    /// following the feed.
+    #[serde(other)]
+    Other,
 }
 
 impl ChangeKind {
@@ -86,18 +91,20 @@ impl ChangeKind {
             Self::Revoked => "revoked",
             Self::Requested => "requested",
             Self::Validation => "validation",
+            Self::Other => "other",
         }
     }
 
-    /// The kind named `name` ([`as_str`](Self::as_str)).
-    pub fn from_name(name: &str) -> Option<Self> {
+    /// The kind named `name` ([`as_str`](Self::as_str)); a name this
+    /// version does not know is [`ChangeKind::Other`].
+    pub fn from_name(name: &str) -> Self {
         match name {
-            "issued" => Some(Self::Issued),
-            "chain" => Some(Self::Chain),
-            "revoked" => Some(Self::Revoked),
-            "requested" => Some(Self::Requested),
-            "validation" => Some(Self::Validation),
-            _ => None,
+            "issued" => Self::Issued,
+            "chain" => Self::Chain,
+            "revoked" => Self::Revoked,
+            "requested" => Self::Requested,
+            "validation" => Self::Validation,
+            _ => Self::Other,
         }
     }
 
@@ -179,4 +186,28 @@ pub struct FeedSnapshot {
     /// The SNI names of the validation certificates stored
     /// ([`Store::save_validation`](super::Store::save_validation)).
     pub validations: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kind a newer version writes is read as `Other` (readers skip it)
+    /// from both the JSON of FileStore's log and a database's name.
+    #[test]
+    fn an_unknown_kind_is_other_not_an_error() {
+        let line = r#"{"revision":7,"key":{"identifiers":[{"type":"dns","value":"a.example"}]},"kind":"from_the_future","serial":""}"#;
+        let change: Change = serde_json::from_str(line).unwrap();
+        assert_eq!(change.kind, ChangeKind::Other);
+        assert_eq!(ChangeKind::from_name("from_the_future"), ChangeKind::Other);
+        for kind in [
+            ChangeKind::Issued,
+            ChangeKind::Chain,
+            ChangeKind::Revoked,
+            ChangeKind::Requested,
+            ChangeKind::Validation,
+        ] {
+            assert_eq!(ChangeKind::from_name(kind.as_str()), kind);
+        }
+    }
 }

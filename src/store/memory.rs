@@ -56,6 +56,9 @@ struct Inner {
     journals: BTreeMap<IdentifierSetKey, Journal>,
     archive: Vec<(IdentifierSetKey, Journal)>,
     ledgers: HashMap<String, RateLimitRecord>,
+    /// The ledgers' entries by directory (the split form; a ledger
+    /// document saved whole is read by the contract's default only).
+    ledger_entries: HashMap<String, super::LedgerEntries>,
     directories: HashMap<String, DirectoryRecord>,
     /// The change feed's last changes, oldest first.
     feed: VecDeque<Change>,
@@ -428,6 +431,39 @@ impl Store for MemoryStore {
         let mut s = self.lock();
         if let Some(next) = update(s.ledgers.get(directory)) {
             s.ledgers.insert(directory.to_owned(), next);
+        }
+        drop(s);
+        std::future::ready(Ok(()))
+    }
+
+    fn load_ledger_entries(
+        &self,
+        directory: &str,
+        keys: Option<&[String]>,
+    ) -> impl Future<Output = StoreResult<super::LedgerEntries>> + Send {
+        self.with(|s| {
+            let Some(all) = s.ledger_entries.get(directory) else {
+                return Ok(super::LedgerEntries::new());
+            };
+            Ok(match keys {
+                Some(keys) => super::ledger::pick(all, keys),
+                None => all.clone(),
+            })
+        })
+    }
+
+    /// Under the store's one lock; only the entries asked are copied.
+    fn update_ledger_entries(
+        &self,
+        directory: &str,
+        keys: &[String],
+        update: &mut super::LedgerEntriesUpdate<'_>,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        let mut s = self.lock();
+        let all = s.ledger_entries.entry(directory.to_owned()).or_default();
+        if let Some(mut changes) = update(&super::ledger::pick(all, keys)) {
+            changes.retain(|k, _| keys.contains(k));
+            super::ledger::apply(all, changes);
         }
         drop(s);
         std::future::ready(Ok(()))

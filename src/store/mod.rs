@@ -44,6 +44,7 @@ mod atomic;
 mod dyn_store;
 pub mod feed;
 mod file;
+pub mod ledger;
 mod memory;
 mod process;
 mod records;
@@ -59,6 +60,7 @@ pub use atomic::{FileMode, write_file_atomic};
 pub use dyn_store::{DynStore, StoreFuture};
 pub use feed::{Change, ChangeKind, ChangePage, FeedSnapshot};
 pub use file::FileStore;
+pub use ledger::{LedgerEntries, LedgerEntriesUpdate};
 pub use memory::MemoryStore;
 pub use process::ProcessIdentity;
 pub(crate) use process::unique_holder;
@@ -360,6 +362,63 @@ pub trait Store: Send + Sync + 'static {
         directory: &str,
         update: &mut LedgerUpdate<'_>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The [entries](ledger) of a directory's ledger named by `keys`
+    /// (`None`: every entry); a key with no entry is absent. The default
+    /// reads them from the ledger document ([`Store::load_ledger`]).
+    fn load_ledger_entries(
+        &self,
+        directory: &str,
+        keys: Option<&[String]>,
+    ) -> impl Future<Output = StoreResult<LedgerEntries>> + Send {
+        async move {
+            let all = self
+                .load_ledger(directory)
+                .await?
+                .map(|r| ledger::entries_from_document(&r.state))
+                .unwrap_or_default();
+            Ok(match keys {
+                Some(keys) => ledger::pick(&all, keys),
+                None => all,
+            })
+        }
+    }
+
+    /// Changes the entries `keys` of a directory's ledger atomically across
+    /// every process sharing the store: `update` is given their current
+    /// values and returns the values to write (`Value::Null` deletes an
+    /// entry; a key it leaves out, or one not in `keys`, is not written;
+    /// `None`: nothing), and no other update of any of these keys runs
+    /// between the read and the write. Updates of other keys need not wait.
+    /// As for [`Store::update_ledger`], `update` may run more than once, and
+    /// one call is applied at most once (or fails with
+    /// [`StoreError::CommitUnknown`]).
+    ///
+    /// The default runs it as one [`Store::update_ledger`] of the whole
+    /// document (kept as `{"entries": {...}}`; a document of the form
+    /// before the split is read as its entries), so a backend that meets
+    /// that contract meets this one.
+    fn update_ledger_entries(
+        &self,
+        directory: &str,
+        keys: &[String],
+        update: &mut LedgerEntriesUpdate<'_>,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        async move {
+            self.update_ledger(directory, &mut |current| {
+                let mut all = current
+                    .map(|r| ledger::entries_from_document(&r.state))
+                    .unwrap_or_default();
+                let mut changes = update(&ledger::pick(&all, keys))?;
+                changes.retain(|k, _| keys.contains(k));
+                ledger::apply(&mut all, changes);
+                Some(RateLimitRecord {
+                    state: ledger::document_of(all),
+                })
+            })
+            .await
+        }
+    }
 
     /// Every certificate the renewer keeps for a directory URL, in a
     /// stable order (a record that cannot be read is left out, logged).

@@ -550,7 +550,8 @@ pub async fn check_store<S: Store>(store: &S) -> Result<(), ConformanceFailure> 
     ok(c, store.release_lease(&taken).await)?;
     check_feed(store).await?;
     crate::check_requests(store).await?;
-    crate::check_validations(store).await
+    crate::check_validations(store).await?;
+    crate::check_ledger_entries(store).await
 }
 
 /// The change feed's part of [`check_store`] (it runs last there), on its

@@ -1005,6 +1005,21 @@ impl Store for FailingRenewals {
     ) -> impl Future<Output = StoreResult<()>> + Send {
         self.0.update_ledger(d, update)
     }
+    fn load_ledger_entries(
+        &self,
+        d: &str,
+        keys: Option<&[String]>,
+    ) -> impl Future<Output = StoreResult<sturdy_acme::store::LedgerEntries>> + Send {
+        self.0.load_ledger_entries(d, keys)
+    }
+    fn update_ledger_entries(
+        &self,
+        d: &str,
+        keys: &[String],
+        update: &mut sturdy_acme::store::LedgerEntriesUpdate<'_>,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.0.update_ledger_entries(d, keys, update)
+    }
     fn acquire_lease(
         &self,
         n: &str,
@@ -2003,6 +2018,30 @@ async fn the_store_contract_checks_catch_a_broken_store() {
                     Some(next) => Store::save_ledger(&self.inner, d, &next).await,
                     None => Ok(()),
                 }
+            })
+        }
+        fn load_ledger_entries<'a>(
+            &'a self,
+            d: &'a str,
+            keys: Option<&'a [String]>,
+        ) -> StoreFuture<'a, sturdy_acme::store::LedgerEntries> {
+            Box::pin(Store::load_ledger_entries(&self.inner, d, keys))
+        }
+        fn update_ledger_entries<'a>(
+            &'a self,
+            d: &'a str,
+            keys: &'a [String],
+            update: &'a mut sturdy_acme::store::LedgerEntriesUpdate<'_>,
+        ) -> StoreFuture<'a, ()> {
+            if !self.racy_ledger {
+                return Box::pin(Store::update_ledger_entries(&self.inner, d, keys, update));
+            }
+            // Broken atomicity: a read, then a write of what was read.
+            Box::pin(async move {
+                let read = Store::load_ledger_entries(&self.inner, d, Some(keys)).await?;
+                tokio::task::yield_now().await;
+                let changes = update(&read);
+                Store::update_ledger_entries(&self.inner, d, keys, &mut |_| changes.clone()).await
             })
         }
         fn save_journal_fenced<'a>(

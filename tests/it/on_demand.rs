@@ -140,11 +140,21 @@ async fn on_demand_edge<S: Store + Clone>(
             });
         }
     });
-    tokio::spawn(async move { follower.run().await });
+    tokio::spawn({
+        let follower = Arc::clone(&follower);
+        async move { follower.run().await }
+    });
     tokio::spawn({
         let on_demand = Arc::clone(&on_demand);
         async move { on_demand.run().await }
     });
+    // Ready once its first snapshot is loaded (before it, no name is
+    // reported: every name would look unknown).
+    let started = Instant::now();
+    while follower.status().snapshots == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     (port, on_demand)
 }
 
@@ -279,6 +289,17 @@ async fn an_edge_asks_its_policy_once_per_name_within_its_rate() {
         "edge-1",
         OnDemandSettings::default().with_burst(2).with_per_minute(1),
     ));
+    // Before the resolver has loaded anything (an edge starting up), no
+    // name is reported.
+    assert!(resolver.resolve_name("early.customer.example").is_none());
+    assert_eq!(on_demand.status().unknown, 0);
+    resolver.apply([]);
+    // A name reported, then served before it is looked at: not asked about.
+    assert!(resolver.resolve_name("e.customer.example").is_none());
+    resolver.apply([(
+        key(&["e.customer.example"]),
+        Some(certificate(&["e.customer.example"], Duration::ZERO)),
+    )]);
     tokio::spawn({
         let on_demand = Arc::clone(&on_demand);
         async move { on_demand.run().await }
@@ -297,23 +318,26 @@ async fn an_edge_asks_its_policy_once_per_name_within_its_rate() {
             }
         }
     };
+    let s = settle(1).await;
+    assert_eq!((s.unknown, s.skipped), (1, 1), "{s:?}");
+    assert_eq!(customers.asked("e.customer.example"), 0);
     // Five handshakes for one name: one question.
     for _ in 0..5 {
         assert!(resolver.resolve_name("a.customer.example").is_none());
     }
-    let s = settle(5).await;
-    assert_eq!((s.unknown, s.requested, s.skipped), (5, 1, 4), "{s:?}");
+    let s = settle(6).await;
+    assert_eq!((s.unknown, s.requested, s.skipped), (6, 1, 5), "{s:?}");
     // Names that are not one host's: never asked about.
     for bad in ["192.0.2.7", "*.customer.example", "no..customer.example"] {
         resolver.resolve_name(bad);
     }
-    let s = settle(8).await;
-    assert_eq!(s.skipped, 7, "{s:?}");
+    let s = settle(9).await;
+    assert_eq!(s.skipped, 8, "{s:?}");
     // The burst of 2 allows one more; the rest wait for a later handshake.
     for n in ["b", "c", "d"] {
         resolver.resolve_name(&format!("{n}.customer.example"));
     }
-    let s = settle(11).await;
+    let s = settle(12).await;
     assert_eq!((s.requested, s.rate_limited), (2, 2), "{s:?}");
     assert_eq!(customers.asked("c.customer.example"), 0);
     let mut asked: Vec<String> = store
@@ -325,13 +349,81 @@ async fn an_edge_asks_its_policy_once_per_name_within_its_rate() {
         .collect();
     asked.sort();
     assert_eq!(asked, ["a.customer.example", "b.customer.example"]);
-    // A name served meanwhile is not asked about.
-    resolver.apply([(
-        key(&["e.customer.example"]),
-        Some(certificate(&["e.customer.example"], Duration::ZERO)),
-    )]);
+    // A served name is not even reported.
     assert!(resolver.resolve_name("e.customer.example").is_some());
-    assert_eq!(on_demand.status().unknown, 11);
+    assert_eq!(on_demand.status().unknown, 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_a_name_a_kept_spec_covers_orders_nothing() {
+    let store = MemoryStore::new();
+    let ca = TestCa::start().await.unwrap();
+    let issuer = Issuer::builder(ca.client().await.unwrap(), store.clone())
+        .solver(Arc::new(Http01Solver::unserved()))
+        .build();
+    let events: Arc<Mutex<Vec<RenewerEvent>>> = Arc::default();
+    let renewer = Renewer::builder(issuer)
+        .on_demand(
+            OnDemandIntake::new(CertificateOptions::default()).with_poll(Duration::from_millis(50)),
+        )
+        .on_event({
+            let events = Arc::clone(&events);
+            move |e| events.lock().unwrap().push(e.clone())
+        })
+        .build();
+    use sturdy_acme::renewer::CertificateSpec;
+    renewer
+        .add(CertificateSpec::new(["shop.cover.example", "www.shop.cover.example"]).unwrap())
+        .await
+        .unwrap();
+    renewer
+        .add(CertificateSpec::new(["*.wild.cover.example"]).unwrap())
+        .await
+        .unwrap();
+    // Edges that saw these before the operator's certificates reached them.
+    for n in [
+        "www.shop.cover.example",
+        "any.wild.cover.example",
+        "new.cover.example",
+    ] {
+        assert!(store.request_certificate(n, "edge-1").await.unwrap());
+    }
+    tokio::spawn({
+        let renewer = renewer.clone();
+        async move { renewer.run().await }
+    });
+    let started = Instant::now();
+    // The wildcard itself cannot be issued here (http-01 only): it stays
+    // kept, backing off, and still covers its names.
+    while !store.list_requests().await.unwrap().is_empty() || ca.ledger().certificates.len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            renewer.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    renewer.shutdown();
+    let requested: Vec<String> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            RenewerEvent::Requested { id, .. } => Some(id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(requested, ["new.cover.example"], "only the uncovered name");
+    let mut kept: Vec<Vec<String>> = renewer
+        .status()
+        .certificates
+        .into_iter()
+        .map(|c| c.names)
+        .collect();
+    kept.sort();
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    assert_eq!(ca.ledger().issued_for(&["www.shop.cover.example"]), 0);
+    assert_eq!(ca.ledger().issued_for(&["any.wild.cover.example"]), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -199,7 +199,7 @@ async fn migrations_run_once_for_nodes_starting_together_and_a_newer_schema_is_r
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6], "each migration once");
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7], "each migration once");
     db.execute(
         "INSERT INTO sturdy_schema_version (version) VALUES (99)",
         &[],
@@ -717,4 +717,62 @@ async fn four_processes_never_spend_more_than_the_shared_ledger_allows() {
         .unwrap_or(0);
     assert_eq!((issued, refused, orders), (20, 20, 20));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 32: the ledger split in entries. A database whose ledger is one
+/// document per CA (schema 6) is migrated into one row per entry: its
+/// buckets keep their keys and levels, its remembered 429s become one
+/// entry per account and scope, so an issuer after the upgrade refuses
+/// what the old ledger would have refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_document_is_split_into_entries_by_the_migration() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = fresh_database(&pg).await;
+    let ca = TestCa::start().await.unwrap();
+    drop(PostgresStore::connect(&url).await.unwrap());
+    // Back to schema 6, holding a ledger document as 6 wrote it: the
+    // account's new orders spent, and a 429 remembered for one set.
+    let db = sql(&url).await;
+    let account = "https://ca.example/acct/legacy";
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let document = serde_json::json!({
+        "buckets": {format!("orders:{account}"): {"tokens": 0.0, "at_ms": now_ms}},
+        "blocks": [{
+            "account": account,
+            "key": "set:blocked.example",
+            "retry_at_ms": now_ms + 3_600_000,
+            "reason": "too many certificates (remembered)",
+        }],
+    });
+    db.batch_execute(
+        "DROP TABLE sturdy_ledger_entries; DELETE FROM sturdy_schema_version WHERE version = 7;",
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "INSERT INTO sturdy_ledgers (directory, state) VALUES ($1, $2)",
+        &[&ca.directory_url(), &document],
+    )
+    .await
+    .unwrap();
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let entries = store
+        .load_ledger_entries(&ca.directory_url(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        entries.get(&format!("orders:{account}")),
+        Some(&serde_json::json!({"tokens": 0.0, "at_ms": now_ms}))
+    );
+    let block = sturdy_acme::store::ledger::block_key(account, "set:blocked.example");
+    let blocks = entries
+        .get(&block)
+        .and_then(|v| v.as_array())
+        .expect("the 429 kept");
+    assert_eq!(blocks.len(), 1);
+    assert_eq!(blocks[0]["reason"], "too many certificates (remembered)");
+    assert_eq!(entries.len(), 2, "{entries:?}");
 }

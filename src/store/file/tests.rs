@@ -1054,3 +1054,58 @@ fn store_is_send_sync_static() {
     fn check<S: Store>() {}
     check::<FileStore>();
 }
+
+/// Issue 32: a ledger document as versions before the split wrote it
+/// (`buckets` and `blocks`) is read as its entries, and the first update
+/// rewrites it in the entries form keeping every entry it did not touch.
+#[tokio::test]
+async fn a_ledger_document_of_the_old_form_is_read_as_entries() {
+    let tmp = TempDir::new("ledger-legacy");
+    let store = FileStore::open(&tmp.0).unwrap();
+    let dir = "https://ca.example/dir";
+    let legacy = serde_json::json!({
+        "buckets": {"orders:acct": {"tokens": 3.0, "at_ms": 1}, "domain:a.example": {"tokens": 0.5, "at_ms": 2}},
+        "blocks": [
+            {"account": "acct", "key": "account", "retry_at_ms": 9, "reason": "one"},
+            {"account": "acct", "key": "account", "retry_at_ms": 10, "reason": "two"},
+            {"account": "other", "key": "set:x.example", "retry_at_ms": 11, "reason": "three"},
+            {"no": "account"},
+        ],
+    });
+    store
+        .save_ledger(dir, &RateLimitRecord { state: legacy })
+        .await
+        .unwrap();
+    let all = store.load_ledger_entries(dir, None).await.unwrap();
+    let keys: Vec<&str> = all.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "block:account acct",
+            "block:set:x.example other",
+            "domain:a.example",
+            "orders:acct"
+        ]
+    );
+    assert_eq!(all["block:account acct"].as_array().unwrap().len(), 2);
+    let orders = ["orders:acct".to_owned()];
+    store
+        .update_ledger_entries(dir, &orders, &mut |current| {
+            assert_eq!(current.len(), 1);
+            Some(
+                [(
+                    "orders:acct".to_owned(),
+                    serde_json::json!({"tokens": 2.0, "at_ms": 5}),
+                )]
+                .into(),
+            )
+        })
+        .await
+        .unwrap();
+    let document = store.load_ledger(dir).await.unwrap().unwrap().state;
+    assert!(document.get("entries").is_some() && document.get("buckets").is_none());
+    let after = store.load_ledger_entries(dir, None).await.unwrap();
+    assert_eq!(after.len(), 4);
+    assert_eq!(after["orders:acct"]["tokens"], 2.0);
+    assert_eq!(after["domain:a.example"]["tokens"], 0.5);
+}
