@@ -7,6 +7,7 @@
 use serde_json::Value;
 
 use super::{PostgresStore, classify, commit, request_id};
+use sturdy_acme::store::ledger::key_prefix;
 use sturdy_acme::store::{
     LedgerEntries, LedgerEntriesUpdate, LedgerUpdate, RateLimitRecord, StoreResult,
 };
@@ -148,12 +149,17 @@ impl PostgresStore {
     ) -> StoreResult<LedgerEntries> {
         let rows = match keys {
             Some(keys) => {
-                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                let (prefixes, exact): (Vec<&str>, Vec<&str>) = keys
+                    .iter()
+                    .map(String::as_str)
+                    .partition(|k| key_prefix(k).is_some());
+                let prefixes: Vec<&str> = prefixes.into_iter().filter_map(key_prefix).collect();
                 self.db_query(
                     "load ledger entries",
                     "SELECT key, value FROM sturdy_ledger_entries \
-                     WHERE directory = $1 AND key = ANY($2) AND value IS NOT NULL",
-                    &[&directory, &keys],
+                     WHERE directory = $1 AND (key = ANY($2) OR key ^@ ANY($3)) \
+                     AND value IS NOT NULL",
+                    &[&directory, &exact, &prefixes],
                 )
                 .await?
             }

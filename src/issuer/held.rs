@@ -128,7 +128,7 @@ impl<S: Store> Issuer<S> {
             .store
             .update_ledger_entries(&directory, &keys, &mut |current| {
                 let mut ledger =
-                    RateLedger::from_entries(limits.clone(), current, Some(&keys), now);
+                    RateLedger::from_entries(limits.clone(), current.clone(), Some(&keys), now);
                 let (result, changed) = f(&mut ledger);
                 out = Some(result);
                 changed.then(|| ledger.changed_entries(now))
@@ -211,7 +211,26 @@ impl<S: Store> Issuer<S> {
             .store
             .load_ledger_entries(&directory, None)
             .await?;
-        let mut ledger = RateLedger::from_entries(self.inner.limits.clone(), &entries, None, now);
+        let mut ledger = RateLedger::from_entries(self.inner.limits.clone(), entries, None, now);
+        Ok(ledger.headroom(&account, now))
+    }
+
+    /// What paces new certificates, as the ledger counts it now: the
+    /// account's new-order bucket (always) and the certificate buckets of
+    /// the registered domains spent from, read by prefix, never the
+    /// buckets of every exact set and identifier (which grow with the
+    /// fleet). What a renewer's budget and its headroom gauges read.
+    pub async fn pacing_headroom(&self) -> Result<Vec<Headroom>> {
+        let account = self.account().await?.url().to_owned();
+        let keys = [format!("orders:{account}"), "domain:*".to_owned()];
+        let directory = self.inner.client.directory_url().to_owned();
+        let now = self.now();
+        let entries = self
+            .inner
+            .store
+            .load_ledger_entries(&directory, Some(&keys))
+            .await?;
+        let mut ledger = RateLedger::from_entries(self.inner.limits.clone(), entries, None, now);
         Ok(ledger.headroom(&account, now))
     }
 
@@ -234,7 +253,7 @@ impl<S: Store> Issuer<S> {
             .load_ledger_entries(&directory, Some(&keys))
             .await?;
         let mut ledger =
-            RateLedger::from_entries(self.inner.limits.clone(), &entries, Some(&keys), now);
+            RateLedger::from_entries(self.inner.limits.clone(), entries, Some(&keys), now);
         Ok(ledger
             .headroom(&account, now)
             .into_iter()

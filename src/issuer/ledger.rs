@@ -162,12 +162,12 @@ impl RateLedger {
     /// entry that does not parse is read as absent (and rewritten).
     pub(crate) fn from_entries(
         limits: RateLimits,
-        entries: &LedgerEntries,
+        entries: LedgerEntries,
         scope: Option<&[String]>,
         now: SystemTime,
     ) -> Self {
         let mut state = State::default();
-        for (key, value) in entries {
+        for (key, value) in &entries {
             if key.starts_with("block:") {
                 if let Ok(blocks) = Vec::<Block>::deserialize(value) {
                     state.blocks.extend(blocks);
@@ -186,7 +186,7 @@ impl RateLedger {
         Self {
             limits,
             state,
-            read: entries.clone(),
+            read: entries,
             scope: scope.map(<[String]>::to_vec),
         }
     }
@@ -201,7 +201,7 @@ impl RateLedger {
         let entries = persisted
             .map(crate::store::ledger::entries_from_document)
             .unwrap_or_default();
-        Self::from_entries(limits, &entries, None, now)
+        Self::from_entries(limits, entries, None, now)
     }
 
     /// Every entry as the ledger stands, for tests.

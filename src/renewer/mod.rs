@@ -603,7 +603,7 @@ impl<S: Store> Renewer<S> {
         }
         let levels = match cached {
             Some(levels) => levels,
-            None => match self.inner.through.home().rate_limit_headroom().await {
+            None => match self.inner.through.home().pacing_headroom().await {
                 Ok(all) => {
                     let buckets: Arc<[crate::Headroom]> = all
                         .into_iter()
@@ -724,7 +724,7 @@ impl<S: Store> Renewer<S> {
     }
 
     async fn record_headroom(&self) {
-        match self.inner.through.home().rate_limit_headroom().await {
+        match self.inner.through.home().pacing_headroom().await {
             Ok(levels) => {
                 for h in levels {
                     let (kind, bucket) = h.bucket.split_once(':').unwrap_or(("", &h.bucket));

@@ -286,7 +286,9 @@ pub mod metric {
     pub const BACKLOG: &str = "sturdy_acme_renewer_backlog";
     /// Gauge: seconds until the next scheduled look at any certificate.
     pub const NEXT_RENEWAL_SECONDS: &str = "sturdy_acme_renewer_next_renewal_seconds";
-    /// Gauge, labels `kind` and `bucket`: tokens left in a rate-limit bucket.
+    /// Gauge, labels `kind` and `bucket`: tokens left in a rate-limit bucket
+    /// that paces new certificates (`orders`, the account's new orders;
+    /// `domain`, a registered domain spent from), never one per certificate.
     pub const LIMIT_HEADROOM: &str = "sturdy_acme_rate_limit_headroom";
     /// Counter, label `class`: failed attempts by error class.
     pub const ERRORS: &str = "sturdy_acme_renewer_errors_total";

@@ -105,11 +105,35 @@ pub(crate) fn document_of(entries: LedgerEntries) -> Value {
     Value::Object(document)
 }
 
-/// The entries of `all` named by `keys`.
+/// The prefix a key ending in `*` names in a read
+/// ([`Store::load_ledger_entries`](super::Store::load_ledger_entries)):
+/// every entry whose key starts with what precedes the `*`.
+pub fn key_prefix(key: &str) -> Option<&str> {
+    key.strip_suffix('*')
+}
+
+/// The entries of `all` named by `keys` (a key ending in `*`: every entry
+/// with that prefix, see [`key_prefix`]).
 pub(crate) fn pick(all: &LedgerEntries, keys: &[String]) -> LedgerEntries {
-    keys.iter()
-        .filter_map(|k| all.get(k).map(|v| (k.clone(), v.clone())))
-        .collect()
+    let mut picked = LedgerEntries::new();
+    for key in keys {
+        match key_prefix(key) {
+            Some(prefix) => picked.extend(
+                all.range::<str, _>((
+                    std::ops::Bound::Included(prefix),
+                    std::ops::Bound::Unbounded,
+                ))
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.clone(), v.clone())),
+            ),
+            None => {
+                if let Some(v) = all.get(key) {
+                    picked.insert(key.clone(), v.clone());
+                }
+            }
+        }
+    }
+    picked
 }
 
 /// Applies `changes` (a `Null` deletes) to `all`.

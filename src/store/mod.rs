@@ -364,8 +364,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// The [entries](ledger) of a directory's ledger named by `keys`
-    /// (`None`: every entry); a key with no entry is absent. The default
-    /// reads them from the ledger document ([`Store::load_ledger`]).
+    /// (`None`: every entry; a key ending in `*`: every entry whose key
+    /// starts with what precedes it, [`ledger::key_prefix`]); a key with no
+    /// entry is absent. The default reads them from the ledger document
+    /// ([`Store::load_ledger`]).
     fn load_ledger_entries(
         &self,
         directory: &str,
@@ -384,7 +386,8 @@ pub trait Store: Send + Sync + 'static {
         }
     }
 
-    /// Changes the entries `keys` of a directory's ledger atomically across
+    /// Changes the entries `keys` (exact keys: no `*` prefixes) of a
+    /// directory's ledger atomically across
     /// every process sharing the store: `update` is given their current
     /// values and returns the values to write (`Value::Null` deletes an
     /// entry; a key it leaves out, or one not in `keys`, is not written;
