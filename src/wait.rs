@@ -109,6 +109,25 @@ impl Wait {
         })
     }
 
+    /// A 429's wait on an issuance limit, `delay` from `now`: for tests.
+    #[cfg(test)]
+    pub(crate) fn limited(
+        delay: Duration,
+        now: SystemTime,
+        limit: RateLimitScope,
+        reason: &str,
+    ) -> Self {
+        Self {
+            delay,
+            at: now + delay,
+            asked: delay,
+            status: Some(429),
+            limit: Some(limit),
+            reason: reason.to_owned(),
+            maintenance: false,
+        }
+    }
+
     /// True when the CA is unavailable (a 503): nothing should start.
     pub(crate) fn is_outage(&self) -> bool {
         self.status == Some(503)

@@ -91,6 +91,15 @@ impl Exemption {
     }
 }
 
+/// An identifier's name as its failed-authorization bucket and 429
+/// scope know it: without `*.` or a trailing dot, lower case.
+fn authz_name(value: &str) -> String {
+    value
+        .trim_start_matches("*.")
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
+}
+
 /// The registered domains of `ids`, sorted, each once.
 fn domains_of(ids: &[Identifier]) -> Vec<String> {
     let mut domains: Vec<String> = ids.iter().map(|i| registered_domain(&i.value)).collect();
@@ -145,7 +154,7 @@ impl RateLedger {
             keys.push(domain);
         }
         for id in ids {
-            let name = id.value.trim_start_matches("*.").to_ascii_lowercase();
+            let name = authz_name(&id.value);
             keys.push(format!("authzfail:{account}:{name}"));
             keys.push(block_key(account, &format!("identifier:{name}")));
         }
@@ -247,7 +256,12 @@ impl RateLedger {
         };
         let mut changed = LedgerEntries::new();
         for key in self.read.keys().chain(now_held.keys()) {
-            if !in_scope(key) || changed.contains_key(key) {
+            if changed.contains_key(key) {
+                continue;
+            }
+            if !in_scope(key) {
+                // `touch` makes this a failed test; never a silent loss.
+                tracing::warn!(target: "sturdy_acme::ledger", %key, "a ledger entry outside the keys read is not written");
                 continue;
             }
             let new = now_held
@@ -509,7 +523,7 @@ impl RateLedger {
             }
         }
         for id in ids {
-            let name = id.value.trim_start_matches("*.").to_ascii_lowercase();
+            let name = authz_name(&id.value);
             self.check_bucket(
                 &format!("authzfail:{account}:{name}"),
                 limits.failed_authorizations,
@@ -532,10 +546,9 @@ impl RateLedger {
                 || b.key
                     .strip_prefix("domain:")
                     .is_some_and(|d| domains.iter().any(|x| x == d))
-                || b.key.strip_prefix("identifier:").is_some_and(|n| {
-                    ids.iter()
-                        .any(|i| i.value.trim_start_matches("*.").eq_ignore_ascii_case(n))
-                });
+                || b.key
+                    .strip_prefix("identifier:")
+                    .is_some_and(|n| ids.iter().any(|i| authz_name(&i.value) == authz_name(n)));
             let retry_at = from_ms(b.retry_at_ms);
             if applies && worst.as_ref().is_none_or(|w| retry_at > w.retry_at) {
                 worst = Some(Refusal {
@@ -600,7 +613,7 @@ impl RateLedger {
         now: SystemTime,
     ) {
         let limit = self.limits.failed_authorizations;
-        let name = identifier.trim_start_matches("*.").to_ascii_lowercase();
+        let name = authz_name(identifier);
         self.spend(&format!("authzfail:{account}:{name}"), limit, now);
     }
 
@@ -617,10 +630,31 @@ impl RateLedger {
         let Some(scope) = &wait.limit else {
             return;
         };
+        // The scope as this set's keys name it (`keys_for`): the CA's
+        // words may name a domain its public-suffix list cuts elsewhere,
+        // or end with a dot. A scope none of the set's names matches is
+        // remembered for the exact set, never dropped.
         let key = match scope {
             RateLimitScope::Account => "account".to_owned(),
-            RateLimitScope::RegisteredDomain(d) => format!("domain:{d}"),
-            RateLimitScope::Identifier(n) => format!("identifier:{n}"),
+            RateLimitScope::RegisteredDomain(d) => {
+                let d = authz_name(d);
+                domains_of(ids)
+                    .into_iter()
+                    .find(|ours| {
+                        *ours == d
+                            || ours.ends_with(&format!(".{d}"))
+                            || d.ends_with(&format!(".{ours}"))
+                    })
+                    .map_or_else(|| set_key(ids), |ours| format!("domain:{ours}"))
+            }
+            RateLimitScope::Identifier(n) => {
+                let n = authz_name(n);
+                if ids.iter().any(|i| authz_name(&i.value) == n) {
+                    format!("identifier:{n}")
+                } else {
+                    set_key(ids)
+                }
+            }
             _ => set_key(ids),
         };
         let retry_at = timestamp::clamp(now + wait.delay, now, self.limits.block_horizon());
@@ -676,6 +710,44 @@ mod tests {
         assert!(reloaded.check_new_order("acct", &set, now).is_err());
         // After the refill, one more is allowed.
         assert!(reloaded.check_new_order("acct", &set, now + refill).is_ok());
+    }
+
+    /// A 429 whose words name the scope differently from this set's keys
+    /// (a trailing dot, a domain the CA's public-suffix list cuts
+    /// elsewhere, another identifier) is remembered under a key the set
+    /// reads, never dropped: a ledger loaded from just the set's entries
+    /// refuses again.
+    #[test]
+    fn a_429_is_remembered_under_a_key_the_set_reads() {
+        use crate::error::RateLimitScope as Scope;
+        let now = SystemTime::now();
+        let set = ids(&["www.shop.example.co.uk"]);
+        let keys = RateLedger::keys_for("acct", &set);
+        for scope in [
+            Scope::RegisteredDomain("shop.example.co.uk.".into()),
+            Scope::RegisteredDomain("example.co.uk".into()),
+            Scope::RegisteredDomain("unrelated.example".into()),
+            Scope::Identifier("WWW.shop.example.co.uk.".into()),
+            Scope::Identifier("other.example".into()),
+            Scope::Account,
+        ] {
+            let mut ledger = RateLedger::from_entries(
+                RateLimits::lets_encrypt(),
+                LedgerEntries::new(),
+                Some(&keys),
+                now,
+            );
+            let wait = Wait::limited(Duration::from_secs(3600), now, scope.clone(), "too many");
+            ledger.record_server_limit("acct", &set, &wait, now);
+            let written = ledger.changed_entries(now);
+            assert!(!written.is_empty(), "{scope:?} dropped");
+            let mut again =
+                RateLedger::from_entries(RateLimits::lets_encrypt(), written, Some(&keys), now);
+            assert!(
+                again.check_new_order("acct", &set, now).is_err(),
+                "{scope:?}"
+            );
+        }
     }
 
     /// Issue 16, defect 1: a persisted 429 dated past year 9999 (as an

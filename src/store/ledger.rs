@@ -3,8 +3,8 @@
 //! identifier's failed authorizations) or per remembered 429, each under
 //! its own key, so an issuance reads and writes the few entries it spends
 //! ([`Store::update_ledger_entries`](super::Store::update_ledger_entries))
-//! instead of the whole ledger, and issuances that spend different
-//! entries do not wait for each other.
+//! instead of the whole ledger, and issuances wait for each other only
+//! on the entries they share (an account's new orders).
 //!
 //! A backend may store the entries as it likes; the contract's default
 //! keeps them in the directory's one ledger document

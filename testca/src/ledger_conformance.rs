@@ -12,8 +12,8 @@ use crate::conformance::{ConformanceFailure, expect, ok};
 /// The ledger's entries on their own: an update reads only the keys it
 /// names and writes only those (a `Null` deletes, `None` writes nothing),
 /// concurrent increments of one entry all count, updates of other entries
-/// run beside them, and every entry of a directory can be read at once,
-/// never another directory's.
+/// run beside them, a key ending in `*` reads by prefix, and every entry
+/// of a directory can be read at once, never another directory's.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -97,6 +97,25 @@ pub async fn check_ledger_entries<S: Store>(store: &S) -> Result<(), Conformance
         ]),
         || format!("{all:?}"),
     )?;
+
+    let c = "a key ending in * reads every entry with that prefix";
+    let pfx = keys(&["p:one", "p:two", "q:three"]);
+    ok(
+        c,
+        store
+            .update_ledger_entries(&dir, &pfx, &mut |_| {
+                Some(pfx.iter().map(|k| (k.clone(), json!(k))).collect())
+            })
+            .await,
+    )?;
+    let read = ok(
+        c,
+        store
+            .load_ledger_entries(&dir, Some(&keys(&["p:*", "a"])))
+            .await,
+    )?;
+    let names: Vec<&str> = read.keys().map(String::as_str).collect();
+    expect(c, names == ["a", "p:one", "p:two"], || format!("{names:?}"))?;
 
     let c = "ledger entry updates are atomic: concurrent increments all count";
     let n = keys(&["n"]);
