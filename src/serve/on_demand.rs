@@ -182,6 +182,8 @@ enum Verdict {
 ///     let on_demand = Arc::clone(&on_demand);
 ///     async move { on_demand.run().await }
 /// });
+/// // What the store holds is loaded (a FeedFollower's snapshot; here nothing).
+/// resolver.apply([]);
 /// // Handshakes for names nothing serves (answered by the default, here none).
 /// assert!(resolver.resolve_name("shop.customer.example").is_none());
 /// assert!(resolver.resolve_name("stranger.example").is_none());
